@@ -1,0 +1,3 @@
+"""yunstack: a real IaaS cloud in one Python package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""Assembles the one ASGI app: every service's routes under its prefix, faults, middleware."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from yunstack import __version__
+from yunstack.api import faults
+from yunstack.api.identity import resources as identity_resources
+from yunstack.api.identity import routes as identity_routes
+from yunstack.api.middleware import BodyLimit, PathGuard, RequestId, RequestIdFilter
+from yunstack.wiring import Services
+
+# (catalog type, name, path under the base URL) of every API this app serves.
+CATALOG: tuple[tuple[str, str, str], ...] = (
+    ("identity", "keystone", "/identity/v3"),
+)
+
+
+def _streamed(path: str) -> bool:
+    """Upload paths stream their bodies to disk and enforce their own limits."""
+    return path.startswith("/image/v2/images/") and path.endswith("/file")
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def create_app(services: Services) -> Any:
+    """The ASGI application (middleware-wrapped FastAPI app)."""
+    app = FastAPI(title="yunstack", version=__version__, docs_url="/docs", redoc_url=None,
+                  openapi_url="/openapi.json")
+    app.state.services = services
+    faults.install(app)
+    app.include_router(identity_routes.router)
+    app.include_router(identity_resources.router)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, object]:
+        with services.db() as s:
+            s.connection().exec_driver_sql("SELECT 1")
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/", tags=["meta"])
+    def index() -> JSONResponse:
+        base = services.config.server.base_url
+        return JSONResponse({"name": "yunstack", "version": __version__,
+                             "apis": {kind: base + path for kind, _, path in CATALOG}})
+
+    limited = BodyLimit(app, services.config.server.max_body_bytes, _streamed)
+    wrapped = RequestId(PathGuard(limited))
+    # Keep a handle on the FastAPI app for tests and tooling (openapi, state).
+    wrapped.fastapi = app  # type: ignore[attr-defined]
+    return wrapped

@@ -1,0 +1,166 @@
+"""Keystone v3 request bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from yunstack.api.schemas import Strict
+
+Name = Field(min_length=1, max_length=255)
+
+
+class DomainRef(Strict):
+    id: str | None = None
+    name: str | None = None
+
+
+class UserRef(Strict):
+    id: str | None = None
+    name: str | None = None
+    domain: DomainRef | None = None
+
+
+class PasswordUser(UserRef):
+    password: str = Field(max_length=4096)
+
+
+class PasswordMethod(Strict):
+    user: PasswordUser
+
+
+class TokenMethod(Strict):
+    id: str = Field(max_length=4096)
+
+
+class AppCredMethod(Strict):
+    id: str | None = None
+    name: str | None = None
+    secret: str = Field(max_length=4096)
+    user: UserRef | None = None
+
+
+class Identity(Strict):
+    methods: list[str] = Field(min_length=1)
+    password: PasswordMethod | None = None
+    token: TokenMethod | None = None
+    application_credential: AppCredMethod | None = None
+
+
+class ProjectRef(Strict):
+    id: str | None = None
+    name: str | None = None
+    domain: DomainRef | None = None
+
+
+class Scope(Strict):
+    project: ProjectRef | None = None
+    domain: DomainRef | None = None
+    system: dict[str, bool] | None = None
+    OS_TRUST_trust: dict[str, str] | None = Field(default=None, alias="OS-TRUST:trust")
+
+
+class Auth(Strict):
+    identity: Identity
+    scope: Scope | Literal["unscoped"] | None = None
+
+
+class AuthBody(Strict):
+    auth: Auth
+
+
+class ProjectCreate(Strict):
+    name: str = Name
+    domain_id: str | None = None
+    description: str | None = None
+    enabled: bool = True
+    is_domain: bool = False
+    parent_id: str | None = None
+    tags: list[str] = Field(default_factory=list, max_length=80)
+    options: dict[str, object] | None = None
+
+
+class ProjectCreateBody(Strict):
+    project: ProjectCreate
+
+
+class ProjectUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = None
+    enabled: bool | None = None
+    tags: list[str] | None = None
+    options: dict[str, object] | None = None
+
+
+class ProjectUpdateBody(Strict):
+    project: ProjectUpdate
+
+
+class UserCreate(Strict):
+    name: str = Name
+    password: str | None = Field(default=None, max_length=4096)
+    domain_id: str | None = None
+    default_project_id: str | None = None
+    enabled: bool = True
+    description: str | None = None
+    email: str | None = None
+    options: dict[str, object] | None = None
+
+
+class UserCreateBody(Strict):
+    user: UserCreate
+
+
+class UserUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    password: str | None = Field(default=None, max_length=4096)
+    enabled: bool | None = None
+    default_project_id: str | None = None
+    description: str | None = None
+    email: str | None = None
+    options: dict[str, object] | None = None
+
+
+class UserUpdateBody(Strict):
+    user: UserUpdate
+
+
+class PasswordChange(Strict):
+    original_password: str = Field(max_length=4096)
+    password: str = Field(min_length=1, max_length=4096)
+
+
+class PasswordChangeBody(Strict):
+    user: PasswordChange
+
+
+class RoleCreate(Strict):
+    name: str = Name
+    description: str | None = None
+    domain_id: str | None = None
+    options: dict[str, object] | None = None
+
+
+class RoleCreateBody(Strict):
+    role: RoleCreate
+
+
+class RoleRef(Strict):
+    id: str | None = None
+    name: str | None = None
+
+
+class AppCredCreate(Strict):
+    name: str = Name
+    secret: str | None = Field(default=None, max_length=4096)
+    description: str | None = None
+    expires_at: datetime | None = None
+    roles: list[RoleRef] = Field(default_factory=list)
+    unrestricted: bool = False
+    access_rules: list[dict[str, object]] | None = None
+
+
+class AppCredCreateBody(Strict):
+    application_credential: AppCredCreate

@@ -1,0 +1,1 @@
+"""The `yun` command line; cloud resources are reached only through `yunstack.client`."""

@@ -1,0 +1,110 @@
+"""`yun`: start the cloud, look at it, manage it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from yunstack import config as configmod
+from yunstack.client import ApiError, YunClient
+
+app = typer.Typer(help="yunstack: a real IaaS cloud in one Python package.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+token_app = typer.Typer(help="Token keys.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+console = Console()
+
+StateDir = Annotated[Path | None, typer.Option("--state-dir", help="State directory.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
+
+
+def _load(config_file: Path | None, state_dir: Path | None, **server: object) -> configmod.Config:
+    overrides: dict[str, object] = {k: v for k, v in server.items() if v is not None}
+    if state_dir is not None:
+        overrides["state_dir"] = str(state_dir)
+    probe = configmod.load(None, server=overrides)
+    path = config_file or probe.server.state_path / "yunstack.toml"
+    return configmod.load(path, server=overrides)
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    state_dir: StateDir = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """Start the all-in-one cloud in the foreground (bootstraps on first start)."""
+    from yunstack import server
+
+    cfg = _load(config_file, state_dir, host=host, port=port)
+
+    def ready(prepared: server.Prepared) -> None:
+        lines = [f"[bold green]yunstack is up[/] at {cfg.server.base_url}",
+                 f"state: {cfg.server.state_path}",
+                 f"clouds.yaml: {prepared.clouds_yaml}",
+                 "",
+                 f"  export OS_CLIENT_CONFIG_FILE={prepared.clouds_yaml}",
+                 "  openstack --os-cloud yunstack token issue        # admin",
+                 "  openstack --os-cloud yunstack-demo project list  # demo (member)",
+                 "",
+                 "Ctrl-C stops the control plane."]
+        console.print(Panel("\n".join(lines), title="yunstack", expand=False))
+
+    server.up(cfg, ready)
+
+
+@app.command()
+def status(state_dir: StateDir = None, config_file: ConfigFile = None) -> None:
+    """Say what runs and where."""
+    cfg = _load(config_file, state_dir)
+    runtime = cfg.server.state_path / "runtime.json"
+    if not runtime.exists():
+        console.print(f"[yellow]not running[/] (no {runtime})")
+        raise typer.Exit(1)
+    info = json.loads(runtime.read_text())
+    pid = int(info["pid"])
+    alive = Path(f"/proc/{pid}").exists()
+    try:
+        with YunClient(info["url"]) as client:
+            health = client.health()
+    except (ApiError, OSError, Exception) as exc:
+        console.print(f"[red]process {pid} {'alive' if alive else 'gone'}, API not answering[/]: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]running[/] pid {pid}, API {info['url']} ({health['status']}, "
+                  f"version {health['version']})")
+    console.print(f"state dir {cfg.server.state_path}; clouds.yaml {info['clouds_yaml']}")
+    console.print(f"database {cfg.database_url.split('@')[-1]}")
+
+
+@token_app.command("rotate")
+def token_rotate(state_dir: StateDir = None, config_file: ConfigFile = None) -> None:
+    """Rotate the Fernet keys (tokens from the last keys stay valid until they expire)."""
+    from yunstack.identity.tokens import KeyRepository
+
+    cfg = _load(config_file, state_dir)
+    repo = KeyRepository(cfg.server.state_path / "fernet-keys", cfg.identity.max_active_keys)
+    index = repo.rotate()
+    console.print(f"rotated: primary key is now {index}; {len(repo.load())} keys active")
+
+
+@app.command("config-doc")
+def config_doc(output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None
+               ) -> None:
+    """Print the configuration reference (docs/reference/config.md)."""
+    text = configmod.reference_markdown()
+    if output:
+        output.write_text(text + "\n")
+    else:
+        typer.echo(text)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

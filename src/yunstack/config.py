@@ -1,0 +1,253 @@
+"""Configuration: one frozen dataclass per section, loaded once at the entrypoint.
+
+Sources, later ones winning: in-code defaults, a TOML file (``[section] field = value``), then
+environment variables ``YUN_<SECTION>_<FIELD>`` (for example ``YUN_DATABASE_URL``).  The loaded
+``Config`` is passed down explicitly; nothing reads a global.  ``docs/reference/config.md`` is
+generated from these classes (``yun config-doc``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from yunstack.errors import BadRequest
+
+
+def _default_state_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/yunstack"
+    return str(Path.home() / ".local/share/yunstack")
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """The one HTTP port that serves every API and the dashboard."""
+
+    host: str = _help("Address to listen on.", "127.0.0.1")
+    port: int = _help("TCP port to listen on.", 8080)
+    state_dir: str = _help("Directory for the database, keys, images and instances.", "")
+    public_url: str = _help(
+        "Base URL that clients use (put in the catalog); empty means http://HOST:PORT.", ""
+    )
+    max_body_bytes: int = _help(
+        "Largest JSON request body accepted (image uploads are streamed and exempt).", 1 << 20
+    )
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir or _default_state_dir())
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    """Where the control plane keeps its state."""
+
+    url: str = _help(
+        "SQLAlchemy URL; empty means SQLite (WAL) at STATE_DIR/yunstack.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db.",
+        "",
+    )
+    echo: bool = _help("Log every SQL statement (debugging only).", False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityConfig:
+    """Keystone v3: tokens, passwords, bootstrap."""
+
+    token_expiration: int = _help("Token lifetime in seconds.", 3600)
+    max_active_keys: int = _help("Fernet keys kept by rotation (primary + staged + old).", 3)
+    argon2_time_cost: int = _help("argon2id iterations for password hashes.", 2)
+    argon2_memory_kib: int = _help("argon2id memory per hash, KiB (memory-hard on purpose).", 19456)
+    argon2_parallelism: int = _help("argon2id lanes.", 1)
+    auth_cache_seconds: float = _help(
+        "How long a validated token's context is cached in-process; revocations clear it.", 5.0
+    )
+    region: str = _help("Region name in the service catalog.", "RegionOne")
+    admin_password: str = _help(
+        "Bootstrap admin password; empty means generate one on first start.", ""
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
+    """Glance v2: the local file store."""
+
+    store_dir: str = _help("Where image files live; empty means STATE_DIR/images.", "")
+    quota_bytes: int = _help("Image bytes a project may store (0 = unlimited).", 50 * 1024**3)
+    max_image_bytes: int = _help("Largest single image accepted.", 20 * 1024**3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeConfig:
+    """Nova v2.1, the scheduler and this host's agent."""
+
+    driver: str = _help("Compute driver: 'qemu' (real VMs) or 'fake' (contract/scale tests only).", "qemu")
+    host: str = _help("This host's name; empty means the machine's hostname.", "")
+    availability_zone: str = _help("Availability zone of this host.", "nova")
+    instances_dir: str = _help("Per-instance files; empty means STATE_DIR/instances.", "")
+    image_cache_dir: str = _help("Cached base images; empty means STATE_DIR/image-cache.", "")
+    ram_allocation_ratio: float = _help("Virtual to physical RAM ratio for the RAM filter.", 1.5)
+    cpu_allocation_ratio: float = _help("Virtual to physical CPU ratio for the vCPU filter.", 16.0)
+    disk_allocation_ratio: float = _help("Virtual to physical disk ratio for the disk filter.", 1.0)
+    reserved_host_memory_mib: int = _help("Host RAM kept away from guests.", 512)
+    poll_interval: float = _help("Seconds between agent passes (work, power-state sync).", 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QemuConfig:
+    """The QEMU driver."""
+
+    binary: str = _help("QEMU system emulator.", "qemu-system-x86_64")
+    qemu_img: str = _help("qemu-img binary.", "qemu-img")
+    accel: str = _help("'auto' (KVM when a bounded probe boots, else TCG), 'kvm' or 'tcg'.", "auto")
+    kvm_probe_timeout: float = _help("Seconds the KVM probe may take before TCG is chosen.", 3.0)
+    tcg_tb_size_mib: int = _help("TCG translation cache per VM, MiB (QEMU's default is 1 GiB).", 32)
+    machine: str = _help("Machine type.", "q35")
+    stop_timeout: float = _help("Seconds a graceful ACPI power-down may take before a hard quit.", 15.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    """Logging."""
+
+    level: str = _help("Root log level.", "INFO")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    qemu: QemuConfig = field(default_factory=QemuConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.server.state_path / 'yunstack.db'}"
+
+    @property
+    def image_store(self) -> Path:
+        return Path(self.image.store_dir) if self.image.store_dir else self.server.state_path / "images"
+
+    @property
+    def instances_path(self) -> Path:
+        c = self.compute
+        return Path(c.instances_dir) if c.instances_dir else self.server.state_path / "instances"
+
+    @property
+    def image_cache_path(self) -> Path:
+        c = self.compute
+        return Path(c.image_cache_dir) if c.image_cache_dir else self.server.state_path / "image-cache"
+
+    @property
+    def host_name(self) -> str:
+        return self.compute.host or socket.gethostname()
+
+
+def _coerce(kind: Any, raw: object, where: str) -> object:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+    elif kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            return int(raw)
+    elif kind is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+    elif kind is str and isinstance(raw, str):
+        return raw
+    raise BadRequest("Config {where}: expected {kind}, got {raw!r}.", where=where, kind=kind.__name__, raw=raw)
+
+
+def sections() -> dict[str, type[Any]]:
+    """Section name -> dataclass, in declaration order."""
+    hints = get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+         **overrides: Mapping[str, object]) -> Config:
+    """Build the Config from defaults, an optional TOML file, ``YUN_*`` variables and overrides.
+
+    ``overrides`` maps a section name to field values (the CLI's flags), applied last.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, dict[str, object]] = {}
+    if path is not None and Path(path).exists():
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        for name, values in raw.items():
+            if name not in sections() or not isinstance(values, dict):
+                raise BadRequest("Config file {path}: unknown section [{name}].", path=path, name=name)
+            data.setdefault(name, {}).update(values)
+    built: dict[str, object] = {}
+    for name, cls in sections().items():
+        hints = get_type_hints(cls)
+        values = dict(data.get(name, {}))
+        for f in dataclasses.fields(cls):
+            key = f"YUN_{name.upper()}_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        values.update(overrides.get(name, {}))
+        unknown = set(values) - set(hints)
+        if unknown:
+            raise BadRequest("Config [{name}]: unknown keys {keys}.", name=name, keys=sorted(unknown))
+        built[name] = cls(**{k: _coerce(hints[k], v, f"{name}.{k}") for k, v in values.items()})
+    return Config(**built)  # type: ignore[arg-type]
+
+
+def reference_markdown() -> str:
+    """The config reference, generated from the dataclasses (docs/reference/config.md)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `yun config-doc` from `src/yunstack/config.py`. Set values in a TOML file",
+        "(`yun up --config FILE`, default `STATE_DIR/yunstack.toml`) or with environment variables",
+        "`YUN_<SECTION>_<FIELD>`.",
+        "",
+    ]
+    for name, cls in sections().items():
+        lines += [f"## [{name}]", "", (cls.__doc__ or "").strip(), "",
+                  "| key | type | default | env | meaning |", "|---|---|---|---|---|"]
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else ""
+            lines.append(
+                f"| `{f.name}` | {hints[f.name].__name__} | `{default!r}` | "
+                f"`YUN_{name.upper()}_{f.name.upper()}` | {f.metadata.get('help', '')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Persistence: tables, the engine and migrations.  Only services import this package."""

@@ -1,0 +1,51 @@
+"""Who is calling: the outcome of validating a token, handed to every service call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ADMIN, MEMBER, READER = "admin", "member", "reader"
+DEFAULT_ROLES = (ADMIN, "manager", MEMBER, READER, "service")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ref:
+    """An id with its name (and domain for users and projects), as tokens show them."""
+
+    id: str
+    name: str
+    domain_id: str | None = None
+    domain_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthContext:
+    """A validated token: the user, its scope, its roles and the token's own facts."""
+
+    user: Ref
+    project: Ref | None
+    roles: tuple[Ref, ...]
+    methods: tuple[str, ...]
+    audit_ids: tuple[str, ...]
+    issued_at: datetime
+    expires_at: datetime
+    app_cred_id: str | None = None
+    token: str = field(default="", repr=False)
+
+    @property
+    def role_names(self) -> frozenset[str]:
+        return frozenset(r.name for r in self.roles)
+
+    @property
+    def is_admin(self) -> bool:
+        """Admin is cloud-wide: any project-scoped token carrying the admin role."""
+        return ADMIN in self.role_names
+
+    @property
+    def can_write(self) -> bool:
+        return bool(self.role_names & {ADMIN, "manager", MEMBER})
+
+    @property
+    def project_id(self) -> str | None:
+        return self.project.id if self.project else None

@@ -1,0 +1,107 @@
+"""`yun up`: bootstrap on first start, write clouds.yaml, then serve until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+import yaml
+
+from yunstack.api.app import CATALOG, configure_logging, create_app
+from yunstack.config import Config
+from yunstack.wiring import Services, build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    services: Services
+    clouds_yaml: Path
+    first_start: bool
+
+
+def _credentials(state: Path, made: dict[str, str | None]) -> dict[str, str]:
+    """Passwords generated on the first start, kept (0600) so later starts can rewrite clouds.yaml."""
+    path = state / "credentials.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    changed = False
+    for user, password in made.items():
+        if password is not None:
+            known[user] = password
+            changed = True
+    if changed or not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(known, fh, indent=2)
+    return known
+
+
+def write_clouds_yaml(config: Config, passwords: dict[str, str]) -> Path:
+    auth_url = f"{config.server.base_url}/identity/v3"
+    clouds = {}
+    for cloud, user in (("yunstack", "admin"), ("yunstack-demo", "demo")):
+        if user not in passwords:
+            continue
+        clouds[cloud] = {
+            "auth": {"auth_url": auth_url, "username": user, "password": passwords[user],
+                     "project_name": user, "user_domain_name": "Default",
+                     "project_domain_name": "Default"},
+            "region_name": config.identity.region,
+            "identity_api_version": 3,
+            "interface": "public",
+        }
+    path = config.server.state_path / "clouds.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump({"clouds": clouds}, fh, sort_keys=False)
+    return path
+
+
+def prepare(config: Config) -> Prepared:
+    """Migrate, bootstrap and write clouds.yaml; safe to run on every start."""
+    services = build(config)
+    result = services.identity.bootstrap(base_url=config.server.base_url, region=config.identity.region,
+                                         services=CATALOG, admin_password=config.identity.admin_password)
+    passwords = _credentials(config.server.state_path,
+                             {"admin": result.admin_password, "demo": result.demo_password})
+    path = write_clouds_yaml(config, passwords)
+    return Prepared(services=services, clouds_yaml=path, first_start=result.admin_password is not None)
+
+
+def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve in the foreground; returns after a clean shutdown on SIGINT/SIGTERM."""
+    state = config.server.state_path
+    runtime = state / "runtime.json"
+    app = create_app(prepared.services)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.server.host, port=config.server.port, log_config=None,
+        access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+    ))
+    runtime.write_text(json.dumps({"pid": os.getpid(), "url": config.server.base_url,
+                                   "clouds_yaml": str(prepared.clouds_yaml)}))
+    original_startup = server.startup
+
+    async def startup(sockets: object = None) -> None:
+        await original_startup(sockets=sockets)  # type: ignore[arg-type]
+        if on_ready is not None and server.started:
+            on_ready()
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        runtime.unlink(missing_ok=True)
+        prepared.services.close()
+        log.info("yunstack stopped")
+
+
+def up(config: Config, on_ready: Callable[[Prepared], None] | None = None) -> None:
+    configure_logging(config.log.level)
+    prepared = prepare(config)
+    serve(config, prepared, (lambda: on_ready(prepared)) if on_ready else None)
