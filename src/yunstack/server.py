@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,14 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
             on_ready()
 
     server.startup = startup  # type: ignore[method-assign]
+
+    def stopped(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, then re-raises the signal with the
+    # handlers found at start; these make that last step a clean exit instead of death by signal.
+    signal.signal(signal.SIGTERM, stopped)
+    signal.signal(signal.SIGINT, stopped)
     try:
         server.run()
     finally:

@@ -1,0 +1,194 @@
+"""``FakeDriver``: the compute driver protocol in memory, for contract and scale tests only.
+
+No guest runs.  State changes follow the same rules as ``QemuDriver`` (the contract suite runs
+against both), each boot appends a ``YUNSTACK-READY`` line to the fake console, and the host's
+size is configurable so that a scale test can simulate a thousand hosts in one process.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, PowerState
+from yunstack.errors import Conflict, NotFound
+
+GIB = 1024**3
+
+
+@dataclass
+class _Guest:
+    spec: InstanceSpec
+    state: PowerState = PowerState.RUNNING
+    reason: str | None = None
+    pid: int | None = None
+    console: list[str] = field(default_factory=list)
+    balloon_bytes: int = 0
+    backup: InstanceSpec | None = None
+    saved: bool = False
+
+
+class FakeDriver:
+    """An in-memory compute driver for contract and scale tests only; it runs no guests."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, *, hostname: str = "fake-host", vcpus: int = 64, memory_mib: int = 256 * 1024,
+                 local_gb: int = 4096) -> None:
+        self.hostname = hostname
+        self.vcpus = vcpus
+        self.memory_mib = memory_mib
+        self.local_gb = local_gb
+        self._guests: dict[str, _Guest] = {}
+        self._next_pid = 10_000
+
+    async def init_host(self) -> None:
+        return None
+
+    async def host_info(self) -> HostInfo:
+        on = (PowerState.RUNNING, PowerState.PAUSED)
+        running = [g.spec for g in self._guests.values() if g.state in on]
+        return HostInfo(
+            hostname=self.hostname, vcpus=self.vcpus, memory_mib=self.memory_mib,
+            memory_used_mib=sum(s.memory_mib for s in running),
+            local_gb=self.local_gb, local_gb_used=sum(g.spec.disk_gib for g in self._guests.values()),
+            hypervisor_type="fake", hypervisor_version=1000, cpu_info="{}",
+            uptime=" 00:00:00 up 1 day,  0:00,  0 users,  load average: 0.00, 0.00, 0.00", accel="tcg",
+        )
+
+    async def spawn(self, spec: InstanceSpec) -> None:
+        if spec.id in self._guests:
+            raise Conflict(detail=f"instance {spec.id} already exists on this host")
+        guest = _Guest(spec=spec, state=PowerState.SHUTDOWN)
+        self._guests[spec.id] = guest
+        self._boot(guest)
+
+    async def destroy(self, instance_id: str) -> None:
+        self._guests.pop(instance_id, None)
+
+    async def power_off(self, instance_id: str, timeout: float | None = None) -> None:
+        guest = self._get(instance_id)
+        guest.console.append("reboot: Power down")
+        self._off(guest, PowerState.SHUTDOWN, "powered off")
+        guest.saved = False
+
+    async def power_on(self, spec: InstanceSpec) -> None:
+        guest = self._get(spec.id)
+        if guest.state in (PowerState.RUNNING, PowerState.PAUSED):
+            return
+        guest.spec = spec
+        if guest.saved:
+            guest.saved = False
+            self._run(guest)
+        else:
+            self._boot(guest)
+
+    async def reboot(self, instance_id: str, hard: bool) -> None:
+        guest = self._get(instance_id)
+        if guest.state not in (PowerState.RUNNING, PowerState.PAUSED) and not hard:
+            raise Conflict(detail=f"instance {instance_id} is not running; soft reboot needs a running guest")
+        guest.saved = False
+        self._boot(guest)
+
+    async def pause(self, instance_id: str) -> None:
+        self._running(instance_id).state = PowerState.PAUSED
+
+    async def unpause(self, instance_id: str) -> None:
+        self._running(instance_id).state = PowerState.RUNNING
+
+    async def suspend(self, instance_id: str) -> None:
+        guest = self._running(instance_id)
+        self._off(guest, PowerState.SUSPENDED, "state saved to disk")
+        guest.saved = True
+
+    async def resume(self, instance_id: str) -> None:
+        guest = self._get(instance_id)
+        if guest.state != PowerState.SUSPENDED:
+            raise Conflict(detail=f"instance {instance_id} is not suspended")
+        guest.saved = False
+        self._run(guest)
+
+    async def console_output(self, instance_id: str, length: int | None = None) -> str:
+        lines = self._get(instance_id).console
+        return "\n".join(lines[-length:] if length else lines)
+
+    async def list_instances(self) -> list[InstanceInfo]:
+        return [self._info(g) for _, g in sorted(self._guests.items())]
+
+    async def get_info(self, instance_id: str) -> InstanceInfo:
+        return self._info(self._get(instance_id))
+
+    async def snapshot(self, instance_id: str, dest: Path) -> None:
+        """Write a header-only qcow2 v3 stub (no backing file) of the disk's virtual size."""
+        guest = self._get(instance_id)
+        header = struct.pack(">4sIQIIQ", b"QFI\xfb", 3, 0, 0, 16, max(guest.spec.disk_gib, 1) * GIB)
+        dest.write_bytes(header + bytes(104 - len(header)))
+
+    async def resize(self, spec: InstanceSpec, new_spec: InstanceSpec) -> None:
+        guest = self._get(spec.id)
+        if guest.state not in (PowerState.SHUTDOWN, PowerState.CRASHED):
+            raise Conflict(detail=f"instance {spec.id} must be powered off")
+        guest.backup, guest.spec = guest.spec, new_spec
+
+    async def confirm_resize(self, instance_id: str) -> None:
+        self._get(instance_id).backup = None
+
+    async def revert_resize(self, spec: InstanceSpec) -> None:
+        guest = self._get(spec.id)
+        if guest.state not in (PowerState.SHUTDOWN, PowerState.CRASHED):
+            raise Conflict(detail=f"instance {spec.id} must be powered off")
+        guest.spec, guest.backup = spec, None
+
+    async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
+        guest = self._running(instance_id)
+        guest.balloon_bytes = min(int(target_bytes), guest.spec.memory_mib * 1024 * 1024)
+
+    async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
+        guest = self._running(instance_id)
+        total = guest.spec.memory_mib * 1024 * 1024
+        return {"actual": guest.balloon_bytes,
+                "stats": {"stat-total-memory": total, "stat-free-memory": guest.balloon_bytes // 2,
+                          "stat-available-memory": guest.balloon_bytes // 2},
+                "last_update": 0}
+
+    async def rss_bytes(self, instance_id: str) -> int:
+        guest = self._get(instance_id)
+        return guest.balloon_bytes if guest.state in (PowerState.RUNNING, PowerState.PAUSED) else 0
+
+    def simulate_crash(self, instance_id: str) -> None:
+        """Test hook: the guest's process dies as under ``kill -9``."""
+        self._off(self._get(instance_id), PowerState.CRASHED, "process killed (simulated)")
+
+    # ---------------------------------------------------------------- helpers
+
+    def _get(self, instance_id: str) -> _Guest:
+        try:
+            return self._guests[instance_id]
+        except KeyError:
+            raise NotFound(kind="instance", id=instance_id) from None
+
+    def _running(self, instance_id: str) -> _Guest:
+        guest = self._get(instance_id)
+        if guest.state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise Conflict(detail=f"instance {instance_id} is not running")
+        return guest
+
+    def _run(self, guest: _Guest) -> None:
+        self._next_pid += 1
+        guest.state, guest.reason, guest.pid = PowerState.RUNNING, None, self._next_pid
+        guest.balloon_bytes = guest.spec.memory_mib * 1024 * 1024
+
+    def _boot(self, guest: _Guest) -> None:
+        self._run(guest)
+        guest.console.append(f"YUNSTACK-READY hostname={guest.spec.hostname} instance-id={guest.spec.id}")
+
+    def _off(self, guest: _Guest, state: PowerState, reason: str) -> None:
+        guest.state, guest.reason, guest.pid = state, reason, None
+
+    def _info(self, guest: _Guest) -> InstanceInfo:
+        return InstanceInfo(id=guest.spec.id, power_state=guest.state, pid=guest.pid, reason=guest.reason,
+                            memory_mib=guest.spec.memory_mib, vcpus=guest.spec.vcpus)
+
+

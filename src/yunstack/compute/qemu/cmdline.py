@@ -1,0 +1,126 @@
+"""Build a guest's QEMU argv: a pure function of the spec, the paths, the config and the accel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from yunstack.compute.driver import InstanceSpec
+from yunstack.config import QemuConfig
+
+# Longest path a unix socket address may hold (sun_path is 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    """The files of one instance, all inside ``config.instances_path / <id>``."""
+
+    dir: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.qcow2"
+
+    @property
+    def disk_backup(self) -> Path:
+        return self.dir / "disk.qcow2.resize-backup"
+
+    @property
+    def config_iso(self) -> Path:
+        return self.dir / "config.iso"
+
+    @property
+    def console(self) -> Path:
+        return self.dir / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.dir / "qemu.log"
+
+    @property
+    def qmp(self) -> Path:
+        return self.dir / "qmp.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / "spec.json"
+
+    @property
+    def spec_backup(self) -> Path:
+        return self.dir / "spec.json.resize-backup"
+
+    @property
+    def saved_state(self) -> Path:
+        return self.dir / "managed-save.state"
+
+    @property
+    def intent(self) -> Path:
+        return self.dir / "intent"
+
+
+def name_arg(instance_id: str) -> str:
+    """The ``-name`` value; ``process.is_guest_process`` looks for it in /proc/PID/cmdline."""
+    return f"guest={instance_id},debug-threads=on"
+
+
+def build_argv(
+    spec: InstanceSpec,
+    paths: InstancePaths,
+    qemu: QemuConfig,
+    accel: str,
+    *,
+    incoming: bool = False,
+) -> list[str]:
+    """Return the argv that starts ``spec`` as a daemonized QEMU process.
+
+    ``accel`` is ``"kvm"`` or ``"tcg"``.  With ``incoming`` QEMU waits for a saved state
+    (``migrate-incoming`` over QMP) instead of booting.  Paths must be absolute: a daemonized
+    QEMU changes its directory to ``/``.
+    """
+    if accel not in ("kvm", "tcg"):
+        raise ValueError(f"accel must be 'kvm' or 'tcg', not {accel!r}")
+    accel_arg = "kvm" if accel == "kvm" else f"tcg,tb-size={qemu.tcg_tb_size_mib}"
+    argv = [
+        qemu.binary,
+        "-name", name_arg(spec.id),
+        "-machine", qemu.machine,
+        "-accel", accel_arg,
+        "-cpu", "host" if accel == "kvm" else "max",
+        "-m", str(spec.memory_mib),
+        "-smp", str(spec.vcpus),
+        "-uuid", spec.id,
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-daemonize", "-pidfile", str(paths.pidfile),
+        # -D keeps QEMU's stderr (our qemu.log) open after it daemonizes, so runtime errors
+        # such as "terminating on signal" land in the log.
+        "-D", str(paths.dir / "qemu-debug.log"),
+        "-qmp", f"unix:{paths.qmp},server=on,wait=off",
+        "-chardev", f"file,id=console0,path={paths.console},append=on",
+        "-device", "isa-serial,chardev=console0",
+        "-drive", f"file={paths.disk},if=none,id=disk0,format=qcow2,discard=unmap",
+        "-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=1",
+    ]
+    if spec.config_drive is not None:
+        argv += [
+            "-drive", f"file={paths.config_iso},if=none,id=config0,format=raw,readonly=on",
+            "-device", "virtio-blk-pci,drive=config0,id=virtio-config0",
+        ]
+    for index, nic in enumerate(spec.nics):
+        argv += [
+            "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac},romfile=",
+        ]
+    argv += [
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=rng0",
+    ]
+    if spec.balloon:
+        argv += ["-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on"]
+    if incoming:
+        argv += ["-incoming", "defer"]
+    return argv

@@ -1,0 +1,80 @@
+"""Disk images through ``qemu-img``: overlays, info, standalone copies and resizes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from yunstack.errors import DriverError
+
+GIB = 1024**3
+QEMU_IMG_TIMEOUT = 600.0
+
+
+async def run_tool(argv: list[str], what: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
+    """Run a helper program (argument list, no shell) and return its stdout.
+
+    Raises ``DriverError`` naming ``what`` and quoting the tool's stderr when it fails, cannot
+    be started, or outlives ``timeout`` (it is killed then).
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise DriverError(detail=f"{what}: cannot run {argv[0]}: {exc}") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError as exc:
+        proc.kill()
+        await proc.wait()
+        raise DriverError(detail=f"{what}: {argv[0]} did not finish within {timeout}s") from exc
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise DriverError(detail=f"{what}: {message}")
+    return out.decode(errors="replace")
+
+
+async def info(qemu_img: str, path: Path, *, force_share: bool = False) -> dict[str, Any]:
+    """``qemu-img info --output=json`` of one image (``force_share`` reads an image in use)."""
+    argv = [qemu_img, "info", "--output=json"] + (["-U"] if force_share else []) + [str(path)]
+    data: dict[str, Any] = json.loads(await run_tool(argv, f"reading image info of {path}"))
+    return data
+
+
+async def create_overlay(qemu_img: str, base: Path, base_format: str, dest: Path, size_bytes: int) -> None:
+    """Create ``dest`` as a qcow2 copy-on-write overlay on ``base``, ``size_bytes`` large.
+
+    ``size_bytes`` 0 keeps the base image's virtual size; a size below it is refused.
+    """
+    base_size = int((await info(qemu_img, base))["virtual-size"])
+    if size_bytes and size_bytes < base_size:
+        raise DriverError(
+            detail=f"disk of {size_bytes} bytes is smaller than image {base} ({base_size} bytes)"
+        )
+    argv = [qemu_img, "create", "-q", "-f", "qcow2", "-F", base_format, "-b", str(base.resolve()),
+            str(dest), str(size_bytes or base_size)]
+    await run_tool(argv, f"creating overlay {dest} on {base}")
+
+
+async def convert_standalone(qemu_img: str, source: Path, dest: Path, *, force_share: bool = False) -> None:
+    """Write ``source`` (with its whole backing chain) to ``dest`` as one qcow2 without backing."""
+    tmp = dest.with_name(dest.name + ".part")
+    argv = [qemu_img, "convert", "-O", "qcow2"] + (["-U"] if force_share else []) + [str(source), str(tmp)]
+    try:
+        await run_tool(argv, f"converting {source} to {dest}")
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+async def resize(qemu_img: str, path: Path, size_bytes: int) -> None:
+    """Grow the image at ``path`` to ``size_bytes``; shrinking is refused."""
+    current = int((await info(qemu_img, path))["virtual-size"])
+    if size_bytes < current:
+        raise DriverError(detail=f"cannot shrink {path} from {current} to {size_bytes} bytes")
+    if size_bytes > current:
+        await run_tool([qemu_img, "resize", "-q", str(path), str(size_bytes)], f"resizing {path}")

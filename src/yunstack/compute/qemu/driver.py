@@ -1,0 +1,392 @@
+"""``QemuDriver``: one daemonized QEMU process per guest, files in ``instances_path/<id>/``.
+
+The instance directory is the whole truth about a guest (``spec.json``, ``disk.qcow2``,
+``config.iso``, ``console.log``, ``qemu.log``, ``qmp.sock``, ``qemu.pid``, ``intent``), so a
+new driver object, for instance after a control-plane restart, finds and adopts running guests
+without a database.  Operations on one guest are serialized by a per-guest lock, which also keeps
+QMP (one client at a time) uncontended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, PowerState
+from yunstack.compute.qemu import disk, host, process, savestate, specfile
+from yunstack.compute.qemu.accel import choose_accel
+from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv
+from yunstack.compute.qemu.configdrive import build_iso
+from yunstack.compute.qemu.qmp import QmpSession, open_session, wait_for_qmp
+from yunstack.config import Config
+from yunstack.errors import (
+    Conflict,
+    DriverError,
+    DriverMisconfigured,
+    DriverUnavailable,
+    NotFound,
+    ValidationFailed,
+)
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+QMP_READY_TIMEOUT = 15.0
+_PAUSED = {"paused", "suspended", "inmigrate", "postmigrate", "prelaunch", "finish-migrate",
+           "save-vm", "restore-vm", "debug", "watchdog", "colo", "io-error"}
+_CRASHED = {"internal-error", "guest-panicked"}
+
+
+class QemuDriver:
+    """Runs guests as QEMU processes on this host (KVM when a probe proves it works, else TCG)."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, config: Config, *, genisoimage: str = "genisoimage") -> None:
+        self._config = config
+        self._qemu = config.qemu
+        self._root = config.instances_path
+        self._genisoimage = genisoimage
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._version: int | None = None
+
+    # ---------------------------------------------------------------- host
+
+    async def init_host(self) -> None:
+        for binary in (self._qemu.binary, self._qemu.qemu_img, self._genisoimage):
+            if shutil.which(binary) is None:
+                raise DriverMisconfigured(detail=f"{binary} is not installed or not on PATH")
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._paths("0" * 36)  # raises if the QMP socket path would be too long
+        await choose_accel(self._qemu)
+
+    async def host_info(self) -> HostInfo:
+        self._root.mkdir(parents=True, exist_ok=True)
+        total_mib, used_mib = host.meminfo_mib()
+        total_gb, used_gb = host.disk_gb(self._root)
+        if self._version is None:
+            out = await disk.run_tool([self._qemu.binary, "--version"], "reading the QEMU version", 30.0)
+            self._version = host.hypervisor_version(out)
+        return HostInfo(
+            hostname=self._config.host_name, vcpus=os.cpu_count() or 1, memory_mib=total_mib,
+            memory_used_mib=used_mib, local_gb=total_gb, local_gb_used=used_gb,
+            hypervisor_type="QEMU", hypervisor_version=self._version, cpu_info=host.cpu_info(),
+            uptime=host.uptime(), accel=await choose_accel(self._qemu),
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def spawn(self, spec: InstanceSpec) -> None:
+        paths = self._paths(spec.id)
+        async with self._lock(spec.id):
+            if paths.dir.exists():
+                raise Conflict(detail=f"instance {spec.id} already exists on this host")
+            paths.dir.mkdir(parents=True, mode=0o700)
+            try:
+                specfile.save_spec(paths, spec)
+                await disk.create_overlay(self._qemu.qemu_img, spec.base_image, spec.base_format,
+                                          paths.disk, spec.disk_gib * disk.GIB)
+                await self._start(spec, paths)
+            except BaseException:
+                await self._remove(spec.id, paths)
+                raise
+
+    async def destroy(self, instance_id: str) -> None:
+        paths = self._paths(instance_id)
+        async with self._lock(instance_id):
+            await self._remove(instance_id, paths)
+        self._locks.pop(instance_id, None)
+
+    async def power_off(self, instance_id: str, timeout: float | None = None) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            pid = process.live_pid(paths, instance_id)
+            if pid is not None:
+                await self._graceful_stop(pid, paths, instance_id,
+                                          self._qemu.stop_timeout if timeout is None else timeout)
+            specfile.write_intent(paths, "shutoff")
+            paths.saved_state.unlink(missing_ok=True)
+            paths.pidfile.unlink(missing_ok=True)
+
+    async def power_on(self, spec: InstanceSpec) -> None:
+        paths = self._existing(spec.id)
+        async with self._lock(spec.id):
+            if process.live_pid(paths, spec.id) is not None:
+                return
+            specfile.save_spec(paths, spec)
+            if paths.saved_state.exists():
+                await self._restore(spec, paths)
+            else:
+                await self._start(spec, paths)
+
+    async def reboot(self, instance_id: str, hard: bool) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            spec = specfile.load_spec(paths)
+            pid = process.live_pid(paths, instance_id)
+            if pid is None:
+                if not hard:
+                    raise Conflict(detail=f"instance {instance_id} is not running; a soft reboot needs it")
+                paths.saved_state.unlink(missing_ok=True)
+                await self._start(spec, paths)
+                return
+            if not hard:
+                async with self._qmp(paths, instance_id) as qmp:
+                    await qmp.execute("system_powerdown")
+                if await process.wait_gone(pid, instance_id, self._qemu.stop_timeout):
+                    await self._start(spec, paths)
+                    return
+            async with self._qmp(paths, instance_id) as qmp:
+                await qmp.execute("system_reset")
+                if (await qmp.execute("query-status"))["status"] != "running":
+                    await qmp.execute("cont")
+
+    async def pause(self, instance_id: str) -> None:
+        await self._command(instance_id, "stop")
+
+    async def unpause(self, instance_id: str) -> None:
+        await self._command(instance_id, "cont")
+
+    async def suspend(self, instance_id: str) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            pid = self._require_running(paths, instance_id)
+            spec = specfile.load_spec(paths)
+            async with self._qmp(paths, instance_id) as qmp:
+                timeout = savestate.timeout_for(spec.memory_mib)
+                await savestate.save(qmp, paths.saved_state, instance_id, timeout)
+                specfile.write_intent(paths, "suspended")
+                with contextlib.suppress(DriverUnavailable):  # QEMU may hang up before answering
+                    await qmp.execute("quit")
+            if not await process.wait_gone(pid, instance_id, 10.0):
+                await process.kill(pid, instance_id)
+
+    async def resume(self, instance_id: str) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            if process.live_pid(paths, instance_id) is not None or not paths.saved_state.exists():
+                raise Conflict(detail=f"instance {instance_id} is not suspended")
+            await self._restore(specfile.load_spec(paths), paths)
+
+    # ---------------------------------------------------------------- state
+
+    async def console_output(self, instance_id: str, length: int | None = None) -> str:
+        paths = self._existing(instance_id)
+        return "\n".join(process.log_tail(paths.console, length or 0))
+
+    async def list_instances(self) -> list[InstanceInfo]:
+        if not self._root.is_dir():
+            return []
+        found = []
+        for entry in sorted(self._root.iterdir()):
+            if _ID.match(entry.name) and (entry / "spec.json").exists():
+                try:
+                    found.append(await self.get_info(entry.name))
+                except NotFound:  # destroyed meanwhile
+                    continue
+        return found
+
+    async def get_info(self, instance_id: str) -> InstanceInfo:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            spec = specfile.load_spec(paths)
+            state, pid, reason = await self._power_state(paths, instance_id)
+        return InstanceInfo(id=instance_id, power_state=state, pid=pid, reason=reason,
+                            memory_mib=spec.memory_mib, vcpus=spec.vcpus)
+
+    async def rss_bytes(self, instance_id: str) -> int:
+        pid = process.live_pid(self._existing(instance_id), instance_id)
+        return 0 if pid is None else process.rss_bytes(pid)
+
+    # ---------------------------------------------------------------- disks
+
+    async def snapshot(self, instance_id: str, dest: Path) -> None:
+        paths = self._existing(instance_id)
+        qemu_img = self._qemu.qemu_img
+        async with self._lock(instance_id):
+            if process.live_pid(paths, instance_id) is None:
+                await disk.convert_standalone(qemu_img, paths.disk, dest)
+                return
+            # "stop" flushes QEMU's caches (qcow2 metadata too), so the file is consistent
+            # while the vCPUs stand still; -U reads it despite QEMU's lock.
+            async with self._qmp(paths, instance_id) as qmp:
+                running = (await qmp.execute("query-status"))["status"] == "running"
+                if running:
+                    await qmp.execute("stop")
+                try:
+                    await disk.convert_standalone(qemu_img, paths.disk, dest, force_share=True)
+                finally:
+                    if running:
+                        await qmp.execute("cont")
+
+    async def resize(self, spec: InstanceSpec, new_spec: InstanceSpec) -> None:
+        paths = self._existing(spec.id)
+        async with self._lock(spec.id):
+            self._require_off(paths, spec.id)
+            await asyncio.to_thread(shutil.copy2, paths.disk, paths.disk_backup)
+            shutil.copy2(paths.spec, paths.spec_backup)
+            try:
+                if new_spec.disk_gib:
+                    await disk.resize(self._qemu.qemu_img, paths.disk, new_spec.disk_gib * disk.GIB)
+            except BaseException:
+                paths.disk_backup.replace(paths.disk)
+                paths.spec_backup.unlink(missing_ok=True)
+                raise
+            specfile.save_spec(paths, new_spec)
+
+    async def confirm_resize(self, instance_id: str) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            paths.disk_backup.unlink(missing_ok=True)
+            paths.spec_backup.unlink(missing_ok=True)
+
+    async def revert_resize(self, spec: InstanceSpec) -> None:
+        paths = self._existing(spec.id)
+        async with self._lock(spec.id):
+            self._require_off(paths, spec.id)
+            if paths.disk_backup.exists():
+                paths.disk_backup.replace(paths.disk)
+            paths.spec_backup.unlink(missing_ok=True)
+            specfile.save_spec(paths, spec)
+
+    # ---------------------------------------------------------------- memory
+
+    async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
+        await self._command(instance_id, "balloon", {"value": int(target_bytes)})
+
+    async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
+        paths = self._existing(instance_id)
+        device = "/machine/peripheral/balloon0"
+        async with self._lock(instance_id):
+            self._require_running(paths, instance_id)
+            async with self._qmp(paths, instance_id) as qmp:
+                actual = (await qmp.execute("query-balloon"))["actual"]
+                polling = {"path": device, "property": "guest-stats-polling-interval"}
+                if not await qmp.execute("qom-get", polling):
+                    await qmp.execute("qom-set", {**polling, "value": 2})
+                stats = await qmp.execute("qom-get", {"path": device, "property": "guest-stats"})
+        return {"actual": int(actual), "stats": dict(stats.get("stats", {})),
+                "last_update": int(stats.get("last-update", 0))}
+
+    # ---------------------------------------------------------------- helpers
+
+    def _paths(self, instance_id: str) -> InstancePaths:
+        if not _ID.match(instance_id):
+            raise ValidationFailed(detail=f"instance id {instance_id!r} is not a plain name")
+        paths = InstancePaths(self._root.resolve() / instance_id)
+        if len(str(paths.qmp)) > MAX_SOCKET_PATH:
+            raise DriverMisconfigured(
+                detail=f"QMP socket path {paths.qmp} is longer than {MAX_SOCKET_PATH} bytes; "
+                "choose a shorter compute.instances_dir")
+        return paths
+
+    def _existing(self, instance_id: str) -> InstancePaths:
+        paths = self._paths(instance_id)
+        if not paths.spec.exists():
+            raise NotFound(kind="instance", id=instance_id)
+        return paths
+
+    def _lock(self, instance_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(instance_id, asyncio.Lock())
+
+    def _qmp(self, paths: InstancePaths, instance_id: str) -> AbstractAsyncContextManager[QmpSession]:
+        return open_session(paths.qmp, f"instance {instance_id}")
+
+    def _require_running(self, paths: InstancePaths, instance_id: str) -> int:
+        pid = process.live_pid(paths, instance_id)
+        if pid is None:
+            raise Conflict(detail=f"instance {instance_id} is not running")
+        return pid
+
+    def _require_off(self, paths: InstancePaths, instance_id: str) -> None:
+        if process.live_pid(paths, instance_id) is not None or paths.saved_state.exists():
+            raise Conflict(detail=f"instance {instance_id} must be powered off")
+
+    async def _command(self, instance_id: str, command: str, args: dict[str, object] | None = None) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            self._require_running(paths, instance_id)
+            async with self._qmp(paths, instance_id) as qmp:
+                await qmp.execute(command, args)
+
+    async def _start(self, spec: InstanceSpec, paths: InstancePaths, *, incoming: bool = False) -> int:
+        if spec.config_drive is not None:
+            await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
+        argv = build_argv(spec, paths, self._qemu, await choose_accel(self._qemu), incoming=incoming)
+        specfile.write_intent(paths, "running")
+        pid = await process.launch(argv, paths, spec.id)
+        try:
+            await wait_for_qmp(paths.qmp, f"instance {spec.id}",
+                               asyncio.get_running_loop().time() + QMP_READY_TIMEOUT)
+        except DriverError as exc:
+            await process.kill(pid, spec.id)
+            raise DriverError(detail=f"{exc.text}; {process.last_words(paths)}") from exc
+        return pid
+
+    async def _restore(self, spec: InstanceSpec, paths: InstancePaths) -> None:
+        pid = await self._start(spec, paths, incoming=True)
+        try:
+            async with self._qmp(paths, spec.id) as qmp:
+                timeout = savestate.timeout_for(spec.memory_mib)
+                await savestate.restore(qmp, paths.saved_state, spec.id, timeout)
+        except BaseException:
+            await process.kill(pid, spec.id)
+            specfile.write_intent(paths, "suspended")
+            raise
+        paths.saved_state.unlink(missing_ok=True)
+
+    async def _graceful_stop(self, pid: int, paths: InstancePaths, instance_id: str, timeout: float) -> None:
+        try:
+            async with self._qmp(paths, instance_id) as qmp:
+                await qmp.execute("system_powerdown")
+        except DriverError:
+            timeout = 0.0  # QMP is gone or refuses: only a hard stop is left
+        if await process.wait_gone(pid, instance_id, timeout):
+            return
+        try:
+            async with self._qmp(paths, instance_id) as qmp:
+                await qmp.execute("quit")
+        except DriverError:
+            pass
+        if not await process.wait_gone(pid, instance_id, 5.0):
+            await process.kill(pid, instance_id)
+
+    async def _remove(self, instance_id: str, paths: InstancePaths) -> None:
+        pid = process.read_pid(paths)
+        if pid is not None:
+            await process.kill(pid, instance_id)
+        await asyncio.to_thread(shutil.rmtree, paths.dir, True)
+
+    async def _power_state(
+        self, paths: InstancePaths, instance_id: str
+    ) -> tuple[PowerState, int | None, str | None]:
+        pid = process.live_pid(paths, instance_id)
+        if pid is not None:
+            try:
+                async with self._qmp(paths, instance_id) as qmp:
+                    status = (await qmp.execute("query-status"))["status"]
+            except DriverUnavailable as exc:
+                return PowerState.NOSTATE, pid, exc.text
+            if status == "running":
+                return PowerState.RUNNING, pid, None
+            if status in _CRASHED:
+                return PowerState.CRASHED, pid, f"QEMU reports {status}"
+            if status == "shutdown":
+                return PowerState.SHUTDOWN, pid, "guest shut down; QEMU still exiting"
+            return PowerState.PAUSED, pid, None if status == "paused" else f"QEMU reports {status}"
+        intent = specfile.read_intent(paths)
+        if intent == "suspended" and paths.saved_state.exists():
+            return PowerState.SUSPENDED, None, "state saved to disk"
+        if intent == "shutoff":
+            return PowerState.SHUTDOWN, None, "powered off"
+        stale = process.read_pid(paths)
+        if stale is not None:  # QEMU removes its pidfile on any orderly exit
+            return PowerState.CRASHED, None, (
+                f"QEMU process {stale} ended without an orderly exit (killed or crashed); "
+                + process.last_words(paths, 2))
+        signals = [line for line in process.log_tail(paths.qemu_log, 3) if "terminating on signal" in line]
+        return PowerState.SHUTDOWN, None, signals[-1] if signals else "guest powered itself off"

@@ -1,0 +1,66 @@
+"""A guest's on-disk records: ``spec.json`` (what to run) and ``intent`` (what we last asked for).
+
+``spec.json`` lets the driver restart or adopt a guest without the database; ``intent`` tells a
+guest that we stopped or saved apart from one that stopped by itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, Nic
+from yunstack.compute.qemu.cmdline import InstancePaths
+from yunstack.errors import DriverError
+
+
+def read_intent(paths: InstancePaths) -> str:
+    try:
+        return paths.intent.read_text().strip()
+    except FileNotFoundError:
+        return "running"
+
+
+def write_intent(paths: InstancePaths, intent: str) -> None:
+    paths.intent.write_text(intent + "\n")
+
+
+def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
+    drive = spec.config_drive
+    data: dict[str, Any] = {
+        "id": spec.id, "name": spec.name, "hostname": spec.hostname, "vcpus": spec.vcpus,
+        "memory_mib": spec.memory_mib, "disk_gib": spec.disk_gib, "base_image": str(spec.base_image),
+        "base_format": spec.base_format, "balloon": spec.balloon, "extra": dict(spec.extra),
+        "nics": [{"tap": n.tap, "mac": n.mac, "bridge": n.bridge} for n in spec.nics],
+        "config_drive": None if drive is None else {
+            "meta_data": dict(drive.meta_data),
+            "user_data": None if drive.user_data is None else base64.b64encode(drive.user_data).decode(),
+            "network_data": None if drive.network_data is None else dict(drive.network_data),
+            "vendor_data": None if drive.vendor_data is None else dict(drive.vendor_data),
+        },
+    }
+    tmp = paths.spec.with_name("spec.json.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    tmp.replace(paths.spec)
+
+
+def load_spec(paths: InstancePaths) -> InstanceSpec:
+    try:
+        data = json.loads(paths.spec.read_text())
+    except (OSError, ValueError) as exc:
+        raise DriverError(detail=f"reading {paths.spec}: {exc}") from exc
+    drive = data.pop("config_drive")
+    return InstanceSpec(
+        **{k: v for k, v in data.items() if k not in ("nics", "base_image")},
+        base_image=Path(data["base_image"]),
+        nics=tuple(Nic(**n) for n in data["nics"]),
+        config_drive=None if drive is None else ConfigDrive(
+            meta_data=drive["meta_data"],
+            user_data=None if drive["user_data"] is None else base64.b64decode(drive["user_data"]),
+            network_data=drive["network_data"], vendor_data=drive["vendor_data"]),
+    )

@@ -1,0 +1,91 @@
+"""A real `yun up` in a subprocess, and the real `openstack` CLI against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningCloud:
+    state_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.state_dir / "clouds.yaml"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml)}
+
+    def osc(self, *args: str, cloud: str = "yunstack", check: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `openstack --os-cloud CLOUD ARGS...`; ``-f json`` output is easy to parse."""
+        cmd = [str(BIN / "openstack"), "--os-cloud", cloud, *args]
+        done = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr}\n{done.stdout}")
+        return done
+
+    def osc_json(self, *args: str, cloud: str = "yunstack") -> Any:
+        return json.loads(self.osc(*args, "-f", "json", cloud=cloud).stdout)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_cloud(state_dir: Path, port: int | None = None, *, env: dict[str, str] | None = None,
+                timeout: float = 60) -> RunningCloud:
+    port = port or free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / f"yun-up-{port}.log"
+    proc = subprocess.Popen(
+        [str(BIN / "yun"), "up", "--port", str(port), "--state-dir", str(state_dir)],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    cloud = RunningCloud(state_dir=state_dir, port=port, proc=proc, log=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"yun up exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{cloud.url}/healthz", timeout=1).status_code == 200 and cloud.clouds_yaml.exists():
+                return cloud
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    cloud.stop()
+    raise AssertionError(f"yun up did not answer within {timeout}s:\n{log.read_text()[-4000:]}")

@@ -1,0 +1,117 @@
+"""The QEMU argv is a pure function of spec, paths, config and accel: checked as a table."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, Nic
+from yunstack.compute.qemu import accel, host, specfile
+from yunstack.compute.qemu.cmdline import InstancePaths, build_argv
+from yunstack.config import QemuConfig
+from yunstack.errors import DriverMisconfigured
+
+PATHS = InstancePaths(Path("/var/lib/yunstack/instances/abc"))
+SPEC = InstanceSpec(id="abc", name="vm", hostname="vm1", vcpus=2, memory_mib=256, disk_gib=1,
+                    base_image=Path("/cache/base.qcow2"))
+
+
+def _pairs(argv: list[str]) -> list[tuple[str, str]]:
+    return [(argv[i], argv[i + 1]) for i in range(1, len(argv) - 1) if argv[i].startswith("-")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "config", "accel_name", "present", "absent"),
+    [
+        (SPEC, QemuConfig(), "tcg",
+         [("-accel", "tcg,tb-size=32"), ("-cpu", "max"), ("-machine", "q35"), ("-m", "256"),
+          ("-smp", "2"), ("-name", "guest=abc,debug-threads=on"),
+          ("-pidfile", "/var/lib/yunstack/instances/abc/qemu.pid"),
+          ("-qmp", "unix:/var/lib/yunstack/instances/abc/qmp.sock,server=on,wait=off"),
+          ("-chardev", "file,id=console0,path=/var/lib/yunstack/instances/abc/console.log,append=on"),
+          ("-drive", "file=/var/lib/yunstack/instances/abc/disk.qcow2,if=none,id=disk0,format=qcow2,"
+                     "discard=unmap"),
+          ("-device", "virtio-rng-pci,rng=rng0"),
+          ("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on")],
+         ["-incoming", "-no-shutdown", "-netdev", "config0"]),
+        (SPEC, QemuConfig(machine="pc", tcg_tb_size_mib=64), "kvm",
+         [("-accel", "kvm"), ("-cpu", "host"), ("-machine", "pc")], ["tb-size"]),
+        (InstanceSpec(**{**SPEC.__dict__, "balloon": False,
+                         "config_drive": ConfigDrive(meta_data={"uuid": "abc"}),
+                         "nics": (Nic(tap="tap0", mac="52:54:00:00:00:01"),)}),
+         QemuConfig(), "tcg",
+         [("-drive", "file=/var/lib/yunstack/instances/abc/config.iso,if=none,id=config0,format=raw,"
+                     "readonly=on"),
+          ("-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no"),
+          ("-device", "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:01,romfile=")],
+         ["virtio-balloon-pci"]),
+    ],
+    ids=["tcg-defaults", "kvm", "config-drive-nic-no-balloon"],
+)
+def test_build_argv(spec: InstanceSpec, config: QemuConfig, accel_name: str,
+                    present: list[tuple[str, str]], absent: list[str]) -> None:
+    argv = build_argv(spec, PATHS, config, accel_name)
+    assert argv[0] == config.binary
+    assert {"-nodefaults", "-no-user-config", "-daemonize"} <= set(argv)
+    assert ("-display", "none") in _pairs(argv)
+    for pair in present:
+        assert pair in _pairs(argv)
+    joined = " ".join(argv)
+    for word in absent:
+        assert word not in joined
+
+
+def test_a_restore_waits_for_incoming_state() -> None:
+    assert build_argv(SPEC, PATHS, QemuConfig(), "tcg", incoming=True)[-2:] == ["-incoming", "defer"]
+
+
+def test_an_unknown_accel_is_refused() -> None:
+    with pytest.raises(ValueError, match="accel"):
+        build_argv(SPEC, PATHS, QemuConfig(), "xen")
+
+
+def test_the_kvm_probe_firmware_exits_at_the_reset_vector() -> None:
+    firmware = accel.probe_firmware()
+    assert len(firmware) == 65536 and firmware[0xFFF0:0xFFF4] == bytes([0xB0, 0x01, 0xE6, 0xF4])
+    argv = accel.probe_argv(QemuConfig(), "kvm", Path("/tmp/fw"))
+    assert ("-cpu", "host") in _pairs(argv) and "isa-debug-exit,iobase=0xf4,iosize=0x04" in argv
+
+
+async def test_the_probe_runs_a_guest_and_a_configured_accel_skips_it() -> None:
+    usable, why = await accel.probe(QemuConfig(), "tcg")
+    assert usable, why
+    assert await accel.choose_accel(QemuConfig(accel="tcg")) == "tcg"
+    usable, why = await accel.probe(QemuConfig(binary="/nonexistent/qemu"), "tcg")
+    assert not usable and "cannot run" in why
+
+
+@pytest.mark.parametrize(("text", "version"), [
+    ("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)", 7002022),
+    ("QEMU emulator version 8.2.0", 8002000),
+    ("garbage", 0),
+])
+def test_hypervisor_version(text: str, version: int) -> None:
+    assert host.hypervisor_version(text) == version
+
+
+def test_the_spec_file_round_trips(tmp_path: Path) -> None:
+    spec = InstanceSpec(**{**SPEC.__dict__, "config_drive": ConfigDrive(
+        meta_data={"uuid": "abc"}, user_data=b"\x00bin", network_data={"links": []}),
+        "nics": (Nic(tap="tap0", mac="52:54:00:00:00:01", bridge="br0"),), "extra": {"hw:x": "1"}})
+    paths = InstancePaths(tmp_path)
+    specfile.save_spec(paths, spec)
+    assert specfile.load_spec(paths) == spec
+    assert paths.spec.stat().st_mode & 0o777 == 0o600
+
+
+async def test_auto_accel_is_decided_by_a_bounded_probe_and_cached() -> None:
+    config = QemuConfig(kvm_probe_timeout=3.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chosen = await accel.choose_accel(config)
+    assert chosen in ("kvm", "tcg") and loop.time() - started < config.kvm_probe_timeout + 2
+    assert await accel.choose_accel(config) == chosen
+    with pytest.raises(DriverMisconfigured):
+        await accel.choose_accel(QemuConfig(accel="xen"))
