@@ -93,6 +93,9 @@ class ImageConfig:
     store_dir: str = _help("Where image files live; empty means STATE_DIR/images.", "")
     quota_bytes: int = _help("Image bytes a project may store (0 = unlimited).", 50 * 1024**3)
     max_image_bytes: int = _help("Largest single image accepted.", 20 * 1024**3)
+    bootstrap_tiny: bool = _help(
+        "Build the tiny guest image and upload it as the public image 'tiny' on first start.", True
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

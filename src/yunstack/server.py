@@ -15,7 +15,8 @@ import yaml
 
 from yunstack.api.app import CATALOG, configure_logging, create_app
 from yunstack.config import Config
-from yunstack.wiring import Services, build
+from yunstack.errors import YunError
+from yunstack.wiring import Services, build, build_agent
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,38 @@ def write_clouds_yaml(config: Config, passwords: dict[str, str]) -> Path:
     return path
 
 
+def _ensure_tiny_image(services: Services, admin_project_id: str) -> None:
+    """Build the tiny guest image once and upload it as the public image ``tiny``."""
+    from yunstack.compute.agentlink import system_context
+    from yunstack.image.models import ImageFilters
+    from yunstack.image.tiny import build_tiny_image
+
+    ctx = system_context(admin_project_id)
+    existing = services.image.list_images(ctx, ImageFilters(name=("tiny",)), limit=5).images
+    if any(i.status == "active" for i in existing):
+        return
+    try:
+        path = build_tiny_image(services.config.server.state_path / "tiny-image")
+    except YunError as exc:
+        log.warning("the tiny image could not be built, so there is no 'tiny' image: %s", exc.text)
+        return
+    for stale in existing:
+        services.image.delete(ctx, stale.id)
+    image = services.image.create(ctx, name="tiny", disk_format="qcow2", container_format="bare",
+                                  visibility="public", min_ram=96,
+                                  properties={"os_distro": "yunstack-tiny", "hw_rng_model": "virtio"})
+    services.image.upload_local(ctx, image.id, path)
+    log.info("uploaded the tiny image %s from %s", image.id, path)
+
+
 def prepare(config: Config) -> Prepared:
     """Migrate, bootstrap and write clouds.yaml; safe to run on every start."""
     services = build(config)
     result = services.identity.bootstrap(base_url=config.server.base_url, region=config.identity.region,
                                          services=CATALOG, admin_password=config.identity.admin_password)
+    services.flavors.ensure_defaults()
+    if config.image.bootstrap_tiny:
+        _ensure_tiny_image(services, result.admin_project_id)
     passwords = _credentials(config.server.state_path,
                              {"admin": result.admin_password, "demo": result.demo_password})
     path = write_clouds_yaml(config, passwords)
@@ -76,8 +104,14 @@ def prepare(config: Config) -> Prepared:
 
 
 def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve in the foreground; returns after a clean shutdown on SIGINT/SIGTERM."""
+    """Serve in the foreground; returns after a clean shutdown on SIGINT/SIGTERM.
+
+    The embedded host agent starts first (adopting guests that outlived the last run) and stops
+    last; guests keep running after the control plane stops, by design.
+    """
     state = config.server.state_path
+    agent = build_agent(prepared.services)
+    agent.start()
     runtime = state / "runtime.json"
     app = create_app(prepared.services)
     server = uvicorn.Server(uvicorn.Config(
@@ -106,6 +140,7 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         server.run()
     finally:
         runtime.unlink(missing_ok=True)
+        agent.stop()
         prepared.services.close()
         log.info("yunstack stopped")
 

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from yunstack.agent.agent import Agent
+from yunstack.compute.agentlink import LocalControlPlane
+from yunstack.compute.driver import ComputeDriver
+from yunstack.compute.drivers import make_driver
+from yunstack.compute.flavors import FlavorService
+from yunstack.compute.hosts import HostService
+from yunstack.compute.keypairs import KeyPairService
+from yunstack.compute.quotas import QuotaService
+from yunstack.compute.service import ComputeService
 from yunstack.config import Config
 from yunstack.db.engine import make_engine, session_factory, upgrade
 from yunstack.identity.auth import AuthService
 from yunstack.identity.passwords import Hasher
 from yunstack.identity.service import IdentityService
 from yunstack.identity.tokens import KeyRepository, TokenCodec
+from yunstack.image.service import ImageService
+from yunstack.image.store import LocalImageStore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +35,12 @@ class Services:
     keys: KeyRepository
     auth: AuthService
     identity: IdentityService
+    image: ImageService
+    flavors: FlavorService
+    keypairs: KeyPairService
+    quotas: QuotaService
+    hosts: HostService
+    compute: ComputeService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -40,4 +58,32 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     hasher = Hasher(config.identity)
     auth = AuthService(db, config.identity, TokenCodec(keys), hasher)
     identity = IdentityService(db, auth, hasher)
-    return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity)
+    image = ImageService(db, config.image, LocalImageStore(config.image_store), qemu_img=config.qemu.qemu_img)
+    quotas = QuotaService(db)
+    flavors, keypairs = FlavorService(db), KeyPairService(db, quotas)
+    hosts = HostService(db, control_host=config.host_name)
+    compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
+                             images=image)
+    return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
+                    image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
+                    compute=compute)
+
+
+def build_agent(services: Services, driver: ComputeDriver | None = None) -> Agent:
+    """This host's agent, registered with the compute service so that new work wakes it at once."""
+    config = services.config
+    link = LocalControlPlane(services.db, config, services.hosts, services.image)
+    agent = Agent(config.host_name, driver or make_driver(config), link, image_cache=config.image_cache_path,
+                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout)
+    services.compute.agents[agent.host] = agent
+    services.compute.notify = _wake(services.compute.agents)
+    return agent
+
+
+def _wake(agents: dict[str, Agent]) -> Callable[[str], None]:
+    def wake(host: str) -> None:
+        agent = agents.get(host)
+        if agent is not None:
+            agent.wake()
+
+    return wake

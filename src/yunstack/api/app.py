@@ -10,14 +10,24 @@ from fastapi.responses import JSONResponse
 
 from yunstack import __version__
 from yunstack.api import faults
+from yunstack.api.compute import flavors as compute_flavors
+from yunstack.api.compute import hypervisors as compute_hypervisors
+from yunstack.api.compute import keypairs as compute_keypairs
+from yunstack.api.compute import quotas as compute_quotas
+from yunstack.api.compute import servers as compute_servers
+from yunstack.api.compute import versions as compute_versions
+from yunstack.api.compute.microversion import Microversions
 from yunstack.api.identity import resources as identity_resources
 from yunstack.api.identity import routes as identity_routes
+from yunstack.api.image import routes as image_routes
 from yunstack.api.middleware import BodyLimit, PathGuard, RequestId, RequestIdFilter
 from yunstack.wiring import Services
 
 # (catalog type, name, path under the base URL) of every API this app serves.
 CATALOG: tuple[tuple[str, str, str], ...] = (
     ("identity", "keystone", "/identity/v3"),
+    ("image", "glance", "/image"),
+    ("compute", "nova", "/compute/v2.1"),
 )
 
 
@@ -47,6 +57,10 @@ def create_app(services: Services) -> Any:
     faults.install(app)
     app.include_router(identity_routes.router)
     app.include_router(identity_resources.router)
+    app.include_router(image_routes.router)
+    for compute_router in (compute_versions.router, compute_flavors.router, compute_keypairs.router,
+                           compute_quotas.router, compute_hypervisors.router, compute_servers.router):
+        app.include_router(compute_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, object]:
@@ -61,7 +75,7 @@ def create_app(services: Services) -> Any:
                              "apis": {kind: base + path for kind, _, path in CATALOG}})
 
     limited = BodyLimit(app, services.config.server.max_body_bytes, _streamed)
-    wrapped = RequestId(PathGuard(limited))
+    wrapped = RequestId(PathGuard(Microversions(limited)))
     # Keep a handle on the FastAPI app for tests and tooling (openapi, state).
     wrapped.fastapi = app  # type: ignore[attr-defined]
     return wrapped

@@ -11,6 +11,26 @@ from yunstack.config import QemuConfig
 # Longest path a unix socket address may hold (sun_path is 108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
 
+# Per-VM memory flags in ``InstanceSpec.extra`` (set by the memory manager's policy; "on"/"off").
+# page_sharing=off starts QEMU with mem-merge=off: guest RAM is never MADV_MERGEABLE, so KSM cannot
+# merge it (the cross-VM side channel is closed).  thp=off disables transparent huge pages for the
+# whole QEMU process (prctl PR_SET_THP_DISABLE at launch, see process.launch): QEMU 7.2 madvises
+# guest RAM MADV_HUGEPAGE unconditionally and has no property to stop it.
+EXTRA_PAGE_SHARING = "yunstack:page_sharing"
+EXTRA_THP = "yunstack:thp"
+
+
+def _flag(spec: InstanceSpec, key: str) -> bool | None:
+    value = spec.extra.get(key)
+    if value is None:
+        return None
+    return value.strip().lower() in ("on", "true", "yes", "1")
+
+
+def thp_disabled(spec: InstanceSpec) -> bool:
+    """True when the spec asks for THP off (``yunstack:thp=off``)."""
+    return _flag(spec, EXTRA_THP) is False
+
 
 @dataclass(frozen=True)
 class InstancePaths:
@@ -85,10 +105,13 @@ def build_argv(
     if accel not in ("kvm", "tcg"):
         raise ValueError(f"accel must be 'kvm' or 'tcg', not {accel!r}")
     accel_arg = "kvm" if accel == "kvm" else f"tcg,tb-size={qemu.tcg_tb_size_mib}"
+    machine = qemu.machine
+    if _flag(spec, EXTRA_PAGE_SHARING) is False:
+        machine += ",mem-merge=off"
     argv = [
         qemu.binary,
         "-name", name_arg(spec.id),
-        "-machine", qemu.machine,
+        "-machine", machine,
         "-accel", accel_arg,
         "-cpu", "host" if accel == "kvm" else "max",
         "-m", str(spec.memory_mib),

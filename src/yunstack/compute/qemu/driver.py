@@ -5,12 +5,19 @@ The instance directory is the whole truth about a guest (``spec.json``, ``disk.q
 new driver object, for instance after a control-plane restart, finds and adopts running guests
 without a database.  Operations on one guest are serialized by a per-guest lock, which also keeps
 QMP (one client at a time) uncontended.
+
+Each QEMU is moved into its own memory cgroup ``<cgroup_parent>/<instance-id>`` (v1 or v2) as soon
+as its pidfile appears, i.e. right after it daemonized.  Memory QEMU touched before that moment
+(a few MiB of heap; guest RAM is not yet touched) stays charged to the agent's cgroup on v1, where
+charges do not follow a moved task; the memory manager sets the leaf's limits.  Without a writable
+memory hierarchy guests run without a cgroup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -21,7 +28,7 @@ from typing import Any
 from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, PowerState
 from yunstack.compute.qemu import disk, host, process, savestate, specfile
 from yunstack.compute.qemu.accel import choose_accel
-from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv
+from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv, thp_disabled
 from yunstack.compute.qemu.configdrive import build_iso
 from yunstack.compute.qemu.qmp import QmpSession, open_session, wait_for_qmp
 from yunstack.config import Config
@@ -33,6 +40,9 @@ from yunstack.errors import (
     NotFound,
     ValidationFailed,
 )
+from yunstack.memory import cgroups
+
+log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 QMP_READY_TIMEOUT = 15.0
@@ -46,13 +56,17 @@ class QemuDriver:
 
     capabilities = Capabilities()
 
-    def __init__(self, config: Config, *, genisoimage: str = "genisoimage") -> None:
+    def __init__(self, config: Config, *, genisoimage: str = "genisoimage", cgroup_parent: str = "yunstack",
+                 stats_interval: int = 2) -> None:
         self._config = config
         self._qemu = config.qemu
         self._root = config.instances_path
         self._genisoimage = genisoimage
         self._locks: dict[str, asyncio.Lock] = {}
         self._version: int | None = None
+        self._cgroup_parent = cgroup_parent
+        self._cgroups: cgroups.MemoryCgroups | None = cgroups.detect() if cgroup_parent else None
+        self._stats_interval = stats_interval
 
     # ---------------------------------------------------------------- host
 
@@ -62,6 +76,7 @@ class QemuDriver:
                 raise DriverMisconfigured(detail=f"{binary} is not installed or not on PATH")
         self._root.mkdir(parents=True, exist_ok=True)
         self._paths("0" * 36)  # raises if the QMP socket path would be too long
+        await asyncio.to_thread(self._prune_cgroups)
         await choose_accel(self._qemu)
 
     async def host_info(self) -> HostInfo:
@@ -318,14 +333,45 @@ class QemuDriver:
             await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
         argv = build_argv(spec, paths, self._qemu, await choose_accel(self._qemu), incoming=incoming)
         specfile.write_intent(paths, "running")
-        pid = await process.launch(argv, paths, spec.id)
+        pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
+        self._place_in_cgroup(spec.id, pid)
         try:
             await wait_for_qmp(paths.qmp, f"instance {spec.id}",
                                asyncio.get_running_loop().time() + QMP_READY_TIMEOUT)
         except DriverError as exc:
             await process.kill(pid, spec.id)
             raise DriverError(detail=f"{exc.text}; {process.last_words(paths)}") from exc
+        if spec.balloon and self._stats_interval > 0:
+            # The guest reports balloon stats only when polled; the memory manager needs them.
+            try:
+                async with self._qmp(paths, spec.id) as qmp:
+                    await qmp.execute("qom-set", {"path": "/machine/peripheral/balloon0",
+                                                  "property": "guest-stats-polling-interval",
+                                                  "value": self._stats_interval})
+            except DriverError as exc:
+                log.warning("instance %s: balloon stats polling not enabled: %s", spec.id, exc.text)
         return pid
+
+    def _place_in_cgroup(self, instance_id: str, pid: int) -> None:
+        if self._cgroups is None:
+            return
+        try:
+            self._cgroups.move(cgroups.leaf_name(self._cgroup_parent, instance_id), pid)
+        except DriverError as exc:
+            log.warning("instance %s runs without its memory cgroup: %s", instance_id, exc.text)
+
+    def _prune_cgroups(self) -> None:
+        """Remove empty VM cgroups left by guests that died without ``destroy`` (busy ones stay)."""
+        if self._cgroups is None or not self._cgroups.exists(self._cgroup_parent):
+            return
+        for entry in self._cgroups.path(self._cgroup_parent).iterdir():
+            if entry.is_dir() and _ID.match(entry.name) and not self._cgroups.pids(
+                    cgroups.leaf_name(self._cgroup_parent, entry.name)):
+                self._cgroups.remove(cgroups.leaf_name(self._cgroup_parent, entry.name), timeout=0.0)
+
+    def _remove_cgroup(self, instance_id: str) -> None:
+        if self._cgroups is not None:
+            self._cgroups.remove(cgroups.leaf_name(self._cgroup_parent, instance_id))
 
     async def _restore(self, spec: InstanceSpec, paths: InstancePaths) -> None:
         pid = await self._start(spec, paths, incoming=True)
@@ -359,6 +405,7 @@ class QemuDriver:
         pid = process.read_pid(paths)
         if pid is not None:
             await process.kill(pid, instance_id)
+        await asyncio.to_thread(self._remove_cgroup, instance_id)
         await asyncio.to_thread(shutil.rmtree, paths.dir, True)
 
     async def _power_state(

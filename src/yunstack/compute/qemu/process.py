@@ -9,10 +9,12 @@ means QEMU was killed or crashed.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from yunstack.compute.qemu.cmdline import InstancePaths, name_arg
@@ -20,6 +22,7 @@ from yunstack.errors import DriverError
 
 LAUNCH_TIMEOUT = 60.0
 KILL_TIMEOUT = 10.0
+_PR_SET_THP_DISABLE = 41
 
 
 def log_tail(path: Path, lines: int) -> list[str]:
@@ -58,12 +61,26 @@ def live_pid(paths: InstancePaths, instance_id: str) -> int | None:
     return pid if pid is not None and is_guest_process(pid, instance_id) else None
 
 
-async def launch(argv: list[str], paths: InstancePaths, instance_id: str) -> int:
+def _thp_disabler() -> Callable[[], None]:
+    """A preexec function that sets PR_SET_THP_DISABLE (kept across fork and exec, so QEMU has it).
+
+    The libc symbol is looked up here, in the parent; the child only makes the one syscall.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def disable() -> None:
+        prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
+
+    return disable
+
+
+async def launch(argv: list[str], paths: InstancePaths, instance_id: str, *, disable_thp: bool = False) -> int:
     """Start QEMU daemonized and return the guest's PID once the daemon is set up.
 
     QEMU's own stdout/stderr go to ``qemu.log`` (appended).  If QEMU fails, the error quotes
-    the log's last lines.
+    the log's last lines.  ``disable_thp`` turns transparent huge pages off for the process.
     """
+    preexec = _thp_disabler() if disable_thp else None
     paths.pidfile.unlink(missing_ok=True)
     paths.qmp.unlink(missing_ok=True)
     with paths.qemu_log.open("ab") as log:
@@ -72,7 +89,7 @@ async def launch(argv: list[str], paths: InstancePaths, instance_id: str) -> int
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=preexec,
             )
         except OSError as exc:
             raise DriverError(detail=f"starting QEMU for {instance_id}: cannot run {argv[0]}: {exc}") from exc

@@ -1,0 +1,296 @@
+"""The host agent: a loop of its own that carries out queued work, syncs power states, heartbeats.
+
+It runs in its own thread with its own asyncio loop, so a slow guest operation never stalls the
+API.  On start it adopts the guests that outlived the previous control plane (the driver finds
+them on the host) and reconciles them with what the control plane believes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+from yunstack.agent.imagecache import ImageCache
+from yunstack.agent.link import ControlPlane, Outcome, SpecData, Work
+from yunstack.compute import states
+from yunstack.compute.driver import ComputeDriver, InstanceSpec, PowerState
+from yunstack.errors import Conflict, NotFound, YunError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+POWER_SYNC_SECONDS = 2.0
+
+
+class Agent:
+    def __init__(self, host: str, driver: ComputeDriver, link: ControlPlane, *, image_cache: Path,
+                 poll_interval: float = 1.0, stop_timeout: float | None = None) -> None:
+        self.host = host
+        self.driver = driver
+        self.link = link
+        self.cache = ImageCache(image_cache, link)
+        self.poll_interval = poll_interval
+        self.stop_timeout = stop_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- lifecycle (called from other threads) ---------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the agent thread; returns once the driver is initialised and guests are adopted."""
+        self._thread = threading.Thread(target=self._main, name=f"agent-{self.host}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the host agent did not start in time")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loop; guests keep running (they outlive the control plane on purpose)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Look for work now (thread-safe); the API calls this after queueing work for this host."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    def call(self, make: Callable[[], Awaitable[object]], timeout: float = 30.0) -> object:
+        """Run a coroutine on the agent's loop from another thread and wait for its result."""
+        if self._loop is None:
+            raise Conflict("The host agent is not running.")
+        future = asyncio.run_coroutine_threadsafe(_await(make), self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise Conflict("The host agent did not answer within {t} s.", t=timeout) from exc
+
+    def console_output(self, instance_id: str, length: int | None) -> str:
+        return str(self.call(lambda: self.driver.console_output(instance_id, length)))
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                log.exception("host agent stopped with an error")
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        await self.driver.init_host()
+        await self._heartbeat()
+        await self._sync_power()
+        self._ready.set()
+        log.info("host agent for %s running", self.host)
+        last_beat = last_sync = time.monotonic()
+        while not self._stop.is_set():
+            await self._dispatch()
+            now = time.monotonic()
+            if now - last_sync >= POWER_SYNC_SECONDS:
+                await self._guard(self._sync_power(), "power sync")
+                last_sync = now
+            if now - last_beat >= HEARTBEAT_SECONDS:
+                await self._guard(self._heartbeat(), "heartbeat")
+                last_beat = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    async def _guard(self, work: Awaitable[None], what: str) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("agent %s failed; will retry", what)
+
+    async def _heartbeat(self) -> None:
+        info = await self.driver.host_info()
+        await asyncio.to_thread(self.link.heartbeat, self.host, info)
+
+    async def _sync_power(self) -> None:
+        busy = frozenset(self._inflight)
+        infos = await self.driver.list_instances()
+        # Guests with an operation in flight are the operation's business, not the sync's: an op can
+        # finish between our listing and the control plane's comparison.
+        orphans = await asyncio.to_thread(self.link.sync_power, self.host, infos, busy | set(self._inflight))
+        for instance_id in orphans:
+            if instance_id not in self._inflight:
+                log.warning("destroying guest %s: the control plane no longer knows it", instance_id)
+                await self.driver.destroy(instance_id)
+
+    async def _dispatch(self) -> None:
+        try:
+            work = await asyncio.to_thread(self.link.pending_work, self.host)
+        except Exception:
+            log.exception("could not read pending work")
+            return
+        for item in work:
+            if item.instance_id in self._inflight:
+                continue
+            task = asyncio.create_task(self._perform(item), name=f"{item.op}-{item.instance_id}")
+            self._inflight[item.instance_id] = task
+            task.add_done_callback(self._forget(item.instance_id))
+
+    def _forget(self, instance_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(instance_id, None)
+
+        return done
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def _spec(self, instance_id: str) -> InstanceSpec:
+        data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
+        path, fmt = await asyncio.to_thread(self.cache.ensure, data.image_id)
+        return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
+                            memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
+                            base_format=fmt, config_drive=data.config_drive, extra=dict(data.extra))
+
+    async def _perform(self, work: Work) -> None:
+        started = time.monotonic()
+        try:
+            outcome = await self._run_op(work)
+        except YunError as exc:
+            outcome = await self._failed(work, exc.text)
+        except Exception as exc:
+            log.exception("%s of %s failed", work.op, work.instance_id)
+            outcome = await self._failed(work, f"{type(exc).__name__}: {exc}")
+        log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
+                 time.monotonic() - started)
+        await asyncio.to_thread(self.link.finish, outcome)
+
+    async def _failed(self, work: Work, message: str) -> Outcome:
+        try:
+            info = await self.driver.get_info(work.instance_id)
+            power = int(info.power_state)
+        except YunError:
+            power = int(PowerState.NOSTATE)
+        vm_state = states.ERROR
+        if work.op in ("stop", "start", "reboot", "pause", "unpause", "suspend", "resume", "snapshot",
+                       "confirm_resize"):
+            vm_state = _vm_state_for(power)  # a failed action leaves the server as it is, with a fault
+        return Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
+                       vm_state=vm_state, power_state=power, error=message)
+
+    async def _run_op(self, work: Work) -> Outcome:
+        d, iid, op = self.driver, work.instance_id, work.op
+
+        def done(vm_state: str, power: PowerState, **extra: object) -> Outcome:
+            return Outcome(instance_id=iid, op=op, request_id=work.request_id, vm_state=vm_state,
+                           power_state=int(power), extra=extra)
+
+        if op == "spawn":
+            spec = await self._spec(iid)
+            try:
+                await d.spawn(spec)
+            except Conflict:
+                # Already exists: an earlier agent started it before a restart; adopt, don't duplicate.
+                info = await d.get_info(iid)
+                if info.power_state != PowerState.RUNNING:
+                    await d.power_on(spec)
+            return done(states.ACTIVE, PowerState.RUNNING, launched=True)
+        if op == "delete":
+            await d.destroy(iid)
+            return done(states.DELETED, PowerState.NOSTATE)
+        if op == "stop":
+            await d.power_off(iid, self.stop_timeout)
+            return done(states.STOPPED, PowerState.SHUTDOWN)
+        if op == "start":
+            await d.power_on(await self._spec(iid))
+            return done(states.ACTIVE, PowerState.RUNNING)
+        if op == "reboot":
+            await d.reboot(iid, hard=work.args.get("type", "SOFT") == "HARD" or _hard(work))
+            return done(states.ACTIVE, PowerState.RUNNING)
+        if op == "pause":
+            await d.pause(iid)
+            return done(states.PAUSED, PowerState.PAUSED)
+        if op == "unpause":
+            await d.unpause(iid)
+            return done(states.ACTIVE, PowerState.RUNNING)
+        if op == "suspend":
+            await d.suspend(iid)
+            return done(states.SUSPENDED, PowerState.SUSPENDED)
+        if op == "resume":
+            await d.resume(iid)
+            return done(states.ACTIVE, PowerState.RUNNING)
+        if op == "snapshot":
+            return await self._snapshot(work, done)
+        if op == "resize":
+            return await self._resize(work, done)
+        if op == "confirm_resize":
+            await d.confirm_resize(iid)
+            info = await d.get_info(iid)
+            return done(_vm_state_for(int(info.power_state)), info.power_state)
+        if op == "revert_resize":
+            spec = await self._spec(iid)
+            old = dict(work.args.get("old_flavor") or {})
+            if old:
+                spec = replace(spec, vcpus=old["vcpus"], memory_mib=old["ram"], disk_gib=old.get("disk", 0))
+            await d.revert_resize(spec)
+            await d.power_on(spec)
+            return done(states.ACTIVE, PowerState.RUNNING)
+        raise NotFound("Unknown agent operation {op}.", op=op)
+
+    async def _snapshot(self, work: Work, done: Callable[..., Outcome]) -> Outcome:
+        image_id = str(work.args["image_id"])
+        tmp = self.cache.root / f".snapshot-{image_id}.qcow2"
+        self.cache.root.mkdir(parents=True, exist_ok=True)
+        try:
+            await self.driver.snapshot(work.instance_id, tmp)
+            await asyncio.to_thread(self.link.upload_snapshot, work.instance_id, image_id, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        info = await self.driver.get_info(work.instance_id)
+        return done(_vm_state_for(int(info.power_state)), info.power_state)
+
+    async def _resize(self, work: Work, done: Callable[..., Outcome]) -> Outcome:
+        d, iid = self.driver, work.instance_id
+        old_spec = await self._spec(iid)
+        new = dict(work.args["flavor"])
+        new_spec = replace(old_spec, vcpus=new["vcpus"], memory_mib=new["ram"], disk_gib=new.get("disk", 0))
+        info = await d.get_info(iid)
+        was_running = info.power_state in (PowerState.RUNNING, PowerState.PAUSED)
+        await d.power_off(iid, self.stop_timeout)
+        await d.resize(old_spec, new_spec)
+        if was_running:
+            await d.power_on(new_spec)
+        power = PowerState.RUNNING if was_running else PowerState.SHUTDOWN
+        return done(states.RESIZED, power, flavor=new, was_running=was_running)
+
+
+def _hard(work: Work) -> bool:
+    return str(work.args.get("type", "SOFT")).upper() == "HARD"
+
+
+def _vm_state_for(power: int) -> str:
+    return {int(PowerState.RUNNING): states.ACTIVE, int(PowerState.PAUSED): states.PAUSED,
+            int(PowerState.SUSPENDED): states.SUSPENDED}.get(power, states.STOPPED)
+
+
+async def _await(make: Callable[[], Awaitable[object]]) -> object:
+    return await make()

@@ -1,0 +1,54 @@
+"""Glance v2 request bodies.
+
+Image creation takes arbitrary extra string properties as top-level keys (Glance's schema has
+``additionalProperties: {"type": "string"}``), so ``ImageCreate`` allows extras and the service
+checks them (strings only; read-only and ``os_glance*`` keys are 403).  Every other body is strict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+
+from yunstack.api.schemas import Strict
+
+
+class ImageCreate(BaseModel):
+    model_config = ConfigDict(extra="allow", str_max_length=65535)
+
+    id: str | None = None
+    name: str | None = Field(default=None, max_length=255)
+    visibility: Literal["public", "private", "shared", "community"] = "shared"
+    protected: StrictBool = False
+    os_hidden: StrictBool = False
+    min_disk: StrictInt = Field(default=0, ge=0)
+    min_ram: StrictInt = Field(default=0, ge=0)
+    tags: list[str] = Field(default_factory=list, max_length=128)
+    disk_format: str | None = None
+    container_format: str | None = None
+    owner: str | None = Field(default=None, max_length=64)
+
+    def properties(self) -> dict[str, Any]:
+        """The extra (non-core) top-level keys."""
+        return dict(self.model_extra or {})
+
+
+class PatchItem(Strict):
+    op: Literal["add", "replace", "remove"]
+    path: str = Field(max_length=1024)
+    value: Any = None
+
+
+Patch = TypeAdapter(list[PatchItem])
+
+PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
+                     "application/openstack-images-v2.0-json-patch", "application/json-patch+json")
+
+
+class MemberCreate(Strict):
+    member: str = Field(min_length=1, max_length=64)
+
+
+class MemberUpdate(Strict):
+    status: Literal["pending", "accepted", "rejected"]

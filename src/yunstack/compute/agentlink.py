@@ -1,0 +1,202 @@
+"""``LocalControlPlane``: the agent's interface implemented in-process against the services.
+
+This is the control-plane side of ``agent.link.ControlPlane``: it reads queued work and applies
+outcomes in transactions, records faults and instance-action events, and reconciles power states
+that the agent observed (a guest whose process died becomes SHUTOFF with the reason recorded).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.agent.link import Outcome, SpecData, Work
+from yunstack.compute import states
+from yunstack.compute.driver import ConfigDrive, HostInfo, InstanceInfo, PowerState
+from yunstack.compute.hosts import HostService
+from yunstack.config import Config
+from yunstack.db.tables import compute as t
+from yunstack.errors import NotFound, YunError
+from yunstack.identity.context import AuthContext, Ref
+
+_EVENTS = {"spawn": "compute_build_and_run_instance", "delete": "compute_terminate_instance",
+           "stop": "compute_stop_instance", "start": "compute_start_instance",
+           "reboot": "compute_reboot_instance", "pause": "compute_pause_instance",
+           "unpause": "compute_unpause_instance", "suspend": "compute_suspend_instance",
+           "resume": "compute_resume_instance", "snapshot": "compute_snapshot_instance",
+           "resize": "compute_resize_instance", "confirm_resize": "compute_confirm_resize",
+           "revert_resize": "compute_revert_resize_instance"}
+
+
+def system_context(project_id: str) -> AuthContext:
+    """The identity the agent's own calls run with: admin, acting for the instance's project."""
+    now = datetime.now(UTC)
+    return AuthContext(user=Ref(id="yunstack-agent", name="yunstack-agent"),
+                       project=Ref(id=project_id, name=project_id), roles=(Ref(id="admin", name="admin"),),
+                       methods=("internal",), audit_ids=("internal",), issued_at=now, expires_at=now)
+
+
+def meta_data(row: t.Instance) -> dict[str, Any]:
+    """OpenStack ``meta_data.json`` for the config drive."""
+    data: dict[str, Any] = {
+        "uuid": row.id, "name": row.name, "hostname": row.hostname, "launch_index": row.launch_index,
+        "availability_zone": row.availability_zone, "project_id": row.project_id,
+        "meta": dict(row.meta or {}), "devices": [],
+    }
+    if row.key_name and row.key_data:
+        data["public_keys"] = {row.key_name: row.key_data}
+        data["keys"] = [{"name": row.key_name, "type": "ssh", "data": row.key_data}]
+    return data
+
+
+class LocalControlPlane:
+    def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any) -> None:
+        self._db = db
+        self._config = config
+        self._hosts = hosts
+        self._images = images
+
+    def pending_work(self, host: str) -> Sequence[Work]:
+        with self._db() as s:
+            rows = s.scalars(select(t.Instance).where(t.Instance.host == host,
+                                                      t.Instance.pending.is_not(None))).all()
+            return [Work(instance_id=r.id, op=str(r.pending["op"]), args=dict(r.pending.get("args") or {}),
+                         request_id=str(r.pending.get("request_id", ""))) for r in rows if r.pending]
+
+    def spec(self, instance_id: str) -> SpecData:
+        with self._db() as s:
+            row = s.get(t.Instance, instance_id)
+            if row is None:
+                raise NotFound("Instance {id} could not be found.", id=instance_id)
+            user_data = base64.b64decode(row.user_data) if row.user_data else None
+            drive = ConfigDrive(meta_data=meta_data(row), user_data=user_data,
+                                network_data={"links": [], "networks": [], "services": []})
+            flavor = row.flavor
+            return SpecData(id=row.id, name=row.name, hostname=row.hostname, vcpus=int(flavor["vcpus"]),
+                            memory_mib=int(flavor["ram"]), disk_gib=int(flavor.get("disk", 0)),
+                            image_id=row.image_id, config_drive=drive if row.config_drive else None,
+                            extra={str(k): str(v) for k, v in (flavor.get("extra_specs") or {}).items()})
+
+    def fetch_image(self, image_id: str, dest: Path) -> str:
+        # The agent reads any image an instance on its host was allowed to boot from.
+        image, chunks = self._images.download(system_context(""), image_id)
+        if chunks is None:
+            raise NotFound("Image {id} has no data.", id=image_id)
+        with dest.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        return str(image.disk_format or "raw")
+
+    def upload_snapshot(self, instance_id: str, image_id: str, path: Path) -> None:
+        with self._db() as s:
+            row = s.get(t.Instance, instance_id)
+            project = row.project_id if row else ""
+        self._images.upload_local(system_context(project), image_id, path)
+
+    def finish(self, outcome: Outcome) -> None:
+        now = datetime.now(UTC)
+        with self._db.begin() as s:
+            row = s.get(t.Instance, outcome.instance_id)
+            if row is None:
+                return
+            self._event(s, row, outcome, now)
+            if outcome.op == "delete" and outcome.error is None:
+                s.delete(row)
+                return
+            if outcome.op == "snapshot" and outcome.error is not None:
+                image_id = (row.pending or {}).get("args", {}).get("image_id")
+                if image_id:
+                    # A snapshot that failed must not leave a queued image behind.
+                    with contextlib.suppress(YunError):
+                        self._images.delete(system_context(row.project_id), image_id)
+            row.vm_state = outcome.vm_state
+            row.power_state = outcome.power_state
+            row.task_state = None
+            row.pending = None
+            row.updated_at = now
+            if outcome.error is not None:
+                row.fault = {"code": 500, "message": outcome.error[:255], "details": outcome.error,
+                             "created": now.isoformat()}
+                return
+            if outcome.extra.get("launched"):
+                row.launched_at = now
+                row.progress = 100
+                row.fault = None
+            if outcome.op == "resize":
+                row.old_flavor = row.flavor
+                row.flavor = dict(outcome.extra["flavor"])
+            if outcome.op == "confirm_resize":
+                row.old_flavor = None
+            if outcome.op == "revert_resize" and row.old_flavor:
+                row.flavor, row.old_flavor = row.old_flavor, None
+
+    def _event(self, s: Session, row: t.Instance, outcome: Outcome, now: datetime) -> None:
+        action = s.scalar(select(t.InstanceAction).where(t.InstanceAction.instance_id == row.id,
+                                                         t.InstanceAction.request_id == outcome.request_id)
+                          .order_by(t.InstanceAction.id.desc()))
+        if action is None:
+            return
+        action.finish_time = now
+        action.updated_at = now
+        if outcome.error is not None:
+            action.message = "Error"
+        s.add(t.InstanceActionEvent(action_id=action.id, event=_EVENTS.get(outcome.op, outcome.op),
+                                    host=row.host, result="Error" if outcome.error else "Success",
+                                    traceback=outcome.error, start_time=action.start_time, finish_time=now))
+
+    def sync_power(self, host: str, infos: Sequence[InstanceInfo], busy: Collection[str]) -> Sequence[str]:
+        seen = {i.id: i for i in infos}
+        now = datetime.now(UTC)
+        with self._db.begin() as s:
+            rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
+            for row in rows.values():
+                if row.pending is not None or row.task_state is not None or row.id in busy:
+                    continue  # an operation owns this instance right now
+                info = seen.get(row.id)
+                if info is None:
+                    if row.vm_state in (states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED):
+                        self._lost(s, row, "The guest's files are gone from host " + host, now)
+                    continue
+                observed = int(info.power_state)
+                if observed == row.power_state:
+                    continue
+                row.power_state = observed
+                row.updated_at = now
+                if row.vm_state == states.ACTIVE and info.power_state in (PowerState.SHUTDOWN,
+                                                                          PowerState.CRASHED):
+                    why = info.reason or "the guest stopped"
+                    row.vm_state = states.STOPPED
+                    self._note(s, row, "stop", f"Instance stopped outside the API: {why}", now)
+                elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
+                    row.vm_state = states.PAUSED
+            orphans = [i for i in seen if i not in rows and i not in busy]
+        return orphans
+
+    def _lost(self, s: Session, row: t.Instance, why: str, now: datetime) -> None:
+        row.vm_state = states.ERROR
+        row.power_state = int(PowerState.NOSTATE)
+        row.fault = {"code": 500, "message": why, "details": why, "created": now.isoformat()}
+        row.updated_at = now
+
+    def _note(self, s: Session, row: t.Instance, action: str, message: str, now: datetime) -> None:
+        s.add(t.InstanceAction(instance_id=row.id, request_id=f"req-sync-{now.timestamp():.0f}", action=action,
+                               project_id=row.project_id, user_id="yunstack-agent", message=message,
+                               start_time=now, finish_time=now, updated_at=now))
+
+    def heartbeat(self, host: str, info: HostInfo) -> None:
+        c = self._config.compute
+        self._hosts.heartbeat(host, info, availability_zone=c.availability_zone,
+                              ram_allocation_ratio=c.ram_allocation_ratio,
+                              cpu_allocation_ratio=c.cpu_allocation_ratio,
+                              disk_allocation_ratio=c.disk_allocation_ratio,
+                              reserved_host_memory_mib=c.reserved_host_memory_mib)
+
+
+__all__ = ["LocalControlPlane", "system_context"]

@@ -1,0 +1,25 @@
+"""The driver registry: ``compute.driver`` in config names one of these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from yunstack.compute.driver import ComputeDriver
+from yunstack.compute.fake import FakeDriver
+from yunstack.compute.qemu.driver import QemuDriver
+from yunstack.config import Config
+from yunstack.errors import DriverMisconfigured
+
+DRIVERS: dict[str, Callable[[Config], ComputeDriver]] = {
+    "qemu": QemuDriver,
+    "fake": lambda config: FakeDriver(hostname=config.host_name),
+}
+
+
+def make_driver(config: Config) -> ComputeDriver:
+    try:
+        factory = DRIVERS[config.compute.driver]
+    except KeyError:
+        raise DriverMisconfigured(detail=f"unknown compute driver {config.compute.driver!r}; "
+                                  f"choose one of {sorted(DRIVERS)}") from None
+    return factory(config)

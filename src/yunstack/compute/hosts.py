@@ -1,0 +1,333 @@
+"""Compute hosts: the agents' heartbeats, host usage for the scheduler, hypervisors and zones.
+
+A host's row (``compute_node``) holds what its agent last reported; ``updated_at`` is the
+heartbeat, and a host is *up* while that is younger than ``down_after`` seconds.  What guests are
+*allocated* on a host is not reported but counted from the instance table (the flavors of the
+host's instances that are not deleted), so the scheduler and the API see claims at once.
+
+Nova before microversion 2.53 names hypervisors by integer.  Ours are UUIDs, so the integer is
+the UUID's first 32 bits; ``heartbeat`` picks UUIDs whose prefixes are unique, which makes the
+integer stable, unique and an indexed prefix lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.compute.driver import HostInfo, PowerState
+from yunstack.db.tables import compute as t
+from yunstack.errors import BadRequest, NotFound
+from yunstack.identity import policy
+from yunstack.identity.context import AuthContext
+from yunstack.types import utcnow
+
+DOWN_AFTER = 30.0
+INTERNAL_ZONE = "internal"
+
+
+def api_id(node_id: str) -> int:
+    """The integer id Nova clients see below microversion 2.53."""
+    return int(node_id.replace("-", "")[:8], 16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostUsage:
+    """One host: its size as reported, its allocations as counted, and its state."""
+
+    id: str
+    api_id: int
+    host: str
+    availability_zone: str
+    vcpus: int
+    memory_mib: int
+    local_gb: int
+    cpu_allocation_ratio: float
+    ram_allocation_ratio: float
+    disk_allocation_ratio: float
+    reserved_host_memory_mib: int
+    vcpus_used: int  # allocated: sum of the flavors' vcpus
+    memory_used_mib: int  # allocated: sum of the flavors' RAM (without the reserved part)
+    disk_used_gb: int  # allocated: sum of the flavors' root + ephemeral disk
+    instances: int  # instances on the host that are not deleted
+    running: int  # of those, the ones powered on
+    workload: int  # of those, the ones with a task in progress
+    disabled: bool
+    disabled_reason: str | None
+    up: bool
+    reported_memory_used_mib: int  # what the host itself says is in use
+    reported_local_gb_used: int
+    hypervisor_type: str
+    hypervisor_version: int
+    cpu_info: str
+    host_ip: str
+    uptime: str
+    accel: str
+    updated_at: datetime
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def observed_free_mib(self) -> int:
+        """Free memory the memory manager observed on the host (``stats``); 0 = unknown."""
+        return int(self.stats.get("observed_free_mib", 0) or 0)
+
+    @property
+    def memory_mb_used(self) -> int:
+        """Nova's ``memory_mb_used``: the reserved part plus the allocations."""
+        return self.reserved_host_memory_mib + self.memory_used_mib
+
+    @property
+    def free_ram_mb(self) -> int:
+        return self.memory_mib - self.memory_mb_used
+
+    @property
+    def free_disk_gb(self) -> int:
+        return self.local_gb - self.disk_used_gb
+
+    @property
+    def disk_available_least(self) -> int:
+        """Disk actually free on the host (copy-on-write overlays use less than they are given)."""
+        return self.local_gb - self.reported_local_gb_used
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZoneHost:
+    host: str
+    service: str
+    available: bool
+    active: bool
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Zone:
+    name: str
+    available: bool
+    hosts: tuple[ZoneHost, ...] = ()
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class HostService:
+    def __init__(self, db: sessionmaker[Session], *, down_after: float = DOWN_AFTER,
+                 control_host: str = "localhost") -> None:
+        self._db = db
+        self.down_after = down_after
+        self._control_host = control_host
+
+    # -- the agent's side ----------------------------------------------------------------------
+
+    def heartbeat(self, host: str, info: HostInfo, *, availability_zone: str, ram_allocation_ratio: float,
+                  cpu_allocation_ratio: float, disk_allocation_ratio: float, reserved_host_memory_mib: int,
+                  host_ip: str = "127.0.0.1") -> str:
+        """Create or refresh ``host``'s row from the driver's report; returns the node's id.
+
+        The disabled flag and reason belong to the operator and are left alone.
+        """
+        now = utcnow()
+        with self._db.begin() as s:
+            row = s.scalar(select(t.ComputeNode).where(t.ComputeNode.host == host))
+            if row is None:
+                row = t.ComputeNode(id=self._new_node_id(s), host=host, created_at=now, disabled=False,
+                                    stats={})
+                s.add(row)
+            row.availability_zone = availability_zone
+            row.vcpus = info.vcpus
+            row.memory_mib = info.memory_mib
+            row.memory_used_mib = info.memory_used_mib
+            row.local_gb = info.local_gb
+            row.local_gb_used = info.local_gb_used
+            row.hypervisor_type = info.hypervisor_type
+            row.hypervisor_version = info.hypervisor_version
+            row.cpu_info = info.cpu_info
+            row.uptime = info.uptime
+            row.accel = info.accel
+            row.host_ip = host_ip
+            row.ram_allocation_ratio = ram_allocation_ratio
+            row.cpu_allocation_ratio = cpu_allocation_ratio
+            row.disk_allocation_ratio = disk_allocation_ratio
+            row.reserved_host_memory_mib = reserved_host_memory_mib
+            row.updated_at = now
+            s.flush()
+            return row.id
+
+    @staticmethod
+    def _new_node_id(s: Session) -> str:
+        while True:
+            candidate = str(uuid.uuid4())
+            if s.scalar(select(t.ComputeNode.id).where(t.ComputeNode.id.like(candidate[:8] + "%"))) is None:
+                return candidate
+
+    # -- the scheduler's side ------------------------------------------------------------------
+
+    def host_states(self, session: Session, hosts: Collection[str] | None = None) -> list[HostUsage]:
+        """Every host (or those named) with its allocations, in two queries whatever the host count.
+
+        Takes the caller's session so a scheduler can read and claim in one transaction.
+        """
+        inst = t.Instance
+        fl = inst.flavor
+        usage_q = (
+            select(inst.host, func.count(inst.id),
+                   func.coalesce(func.sum(fl["vcpus"].as_integer()), 0),
+                   func.coalesce(func.sum(fl["ram"].as_integer()), 0),
+                   func.coalesce(func.sum(fl["disk"].as_integer() + fl["ephemeral"].as_integer()), 0),
+                   func.coalesce(func.sum(case((inst.power_state == int(PowerState.RUNNING), 1), else_=0)), 0),
+                   func.coalesce(func.sum(case((inst.task_state.is_not(None), 1), else_=0)), 0))
+            .where(inst.host.is_not(None), inst.vm_state != "deleted")
+            .group_by(inst.host))
+        node_q = select(t.ComputeNode).order_by(t.ComputeNode.id)
+        if hosts is not None:
+            usage_q = usage_q.where(inst.host.in_(list(hosts)))
+            node_q = node_q.where(t.ComputeNode.host.in_(list(hosts)))
+        used = {row[0]: tuple(int(x) for x in row[1:]) for row in session.execute(usage_q)}
+        cutoff = utcnow() - timedelta(seconds=self.down_after)
+        states = []
+        for n in session.scalars(node_q):
+            count, vcpus, ram, disk, running, workload = used.get(n.host, (0, 0, 0, 0, 0, 0))
+            states.append(HostUsage(
+                id=n.id, api_id=api_id(n.id), host=n.host, availability_zone=n.availability_zone,
+                vcpus=n.vcpus, memory_mib=n.memory_mib, local_gb=n.local_gb,
+                cpu_allocation_ratio=n.cpu_allocation_ratio, ram_allocation_ratio=n.ram_allocation_ratio,
+                disk_allocation_ratio=n.disk_allocation_ratio,
+                reserved_host_memory_mib=n.reserved_host_memory_mib, vcpus_used=vcpus, memory_used_mib=ram,
+                disk_used_gb=disk, instances=count, running=running, workload=workload,
+                disabled=n.disabled, disabled_reason=n.disabled_reason, up=n.updated_at >= cutoff,
+                reported_memory_used_mib=n.memory_used_mib, reported_local_gb_used=n.local_gb_used,
+                hypervisor_type=n.hypervisor_type, hypervisor_version=n.hypervisor_version,
+                cpu_info=n.cpu_info, host_ip=n.host_ip, uptime=n.uptime, accel=n.accel,
+                updated_at=n.updated_at, stats=dict(n.stats or {})))
+        return states
+
+    def set_disabled(self, ctx: AuthContext, host: str, disabled: bool, reason: str | None = None) -> None:
+        """Admin only: take a host out of scheduling (or back); its guests keep running."""
+        policy.require_admin(ctx, "os_compute_api:os-services:update")
+        with self._db.begin() as s:
+            row = s.scalar(select(t.ComputeNode).where(t.ComputeNode.host == host))
+            if row is None:
+                raise NotFound("Compute host {host} could not be found.", host=host)
+            row.disabled = disabled
+            row.disabled_reason = reason if disabled else None
+
+    # -- os-hypervisors (admin only) -----------------------------------------------------------
+
+    def list_hypervisors(self, ctx: AuthContext, *, limit: int | None = None,
+                         marker: str | None = None) -> list[HostUsage]:
+        """Hypervisors by id; ``marker`` is the integer id of the last one of the previous page."""
+        policy.require_admin(ctx, "os_compute_api:os-hypervisors:list")
+        with self._db() as s:
+            nodes = self.host_states(s)
+        if marker is not None:
+            ids = [str(n.api_id) for n in nodes]
+            if marker not in ids:
+                raise _bad_marker(marker)
+            nodes = nodes[ids.index(marker) + 1:]
+        return nodes if limit is None else nodes[:limit]
+
+    def get_hypervisor(self, ctx: AuthContext, hypervisor_id: str) -> HostUsage:
+        policy.require_admin(ctx, "os_compute_api:os-hypervisors:show")
+        missing = NotFound("Hypervisor with ID '{id}' could not be found.", id=hypervisor_id)
+        if not hypervisor_id.isdigit() or int(hypervisor_id) > 0xFFFFFFFF:
+            raise missing
+        prefix = f"{int(hypervisor_id):08x}"
+        with self._db() as s:
+            host = s.scalar(select(t.ComputeNode.host).where(t.ComputeNode.id.like(prefix + "%")))
+            states = self.host_states(s, [host]) if host is not None else []
+        if not states:
+            raise missing
+        return states[0]
+
+    def search(self, ctx: AuthContext, pattern: str) -> list[HostUsage]:
+        """Hypervisors whose name contains ``pattern``; 404 when none does."""
+        policy.require_admin(ctx, "os_compute_api:os-hypervisors:search")
+        with self._db() as s:
+            hosts = list(s.scalars(select(t.ComputeNode.host)
+                                   .where(t.ComputeNode.host.like(_like(pattern), escape="\\"))))
+            states = self.host_states(s, hosts) if hosts else []
+        if not states:
+            raise NotFound("No hypervisor matching '{pattern}' could be found.", pattern=pattern)
+        return states
+
+    def servers(self, ctx: AuthContext, pattern: str) -> list[tuple[HostUsage, list[tuple[str, str]]]]:
+        """Matching hypervisors with the (name, id) of each instance on them."""
+        nodes = self.search(ctx, pattern)
+        with self._db() as s:
+            rows = s.execute(select(t.Instance.host, t.Instance.name, t.Instance.id)
+                             .where(t.Instance.host.in_([n.host for n in nodes]),
+                                    t.Instance.vm_state != "deleted")
+                             .order_by(t.Instance.created_at))
+            by_host: dict[str, list[tuple[str, str]]] = {}
+            for host, name, instance_id in rows:
+                by_host.setdefault(str(host), []).append((name, instance_id))
+        return [(n, by_host.get(n.host, [])) for n in nodes]
+
+    def statistics(self, ctx: AuthContext) -> dict[str, int]:
+        policy.require_admin(ctx, "os_compute_api:os-hypervisors:statistics")
+        with self._db() as s:
+            nodes = self.host_states(s)
+        return {
+            "count": len(nodes),
+            "vcpus": sum(n.vcpus for n in nodes),
+            "memory_mb": sum(n.memory_mib for n in nodes),
+            "local_gb": sum(n.local_gb for n in nodes),
+            "vcpus_used": sum(n.vcpus_used for n in nodes),
+            "memory_mb_used": sum(n.memory_mb_used for n in nodes),
+            "local_gb_used": sum(n.disk_used_gb for n in nodes),
+            "free_ram_mb": sum(n.free_ram_mb for n in nodes),
+            "free_disk_gb": sum(n.free_disk_gb for n in nodes),
+            "current_workload": sum(n.workload for n in nodes),
+            "running_vms": sum(n.instances for n in nodes),
+            "disk_available_least": sum(n.disk_available_least for n in nodes),
+        }
+
+    # -- os-availability-zone ------------------------------------------------------------------
+
+    def availability_zones(self, ctx: AuthContext, *, detail: bool = False) -> list[Zone]:
+        """Zones of the compute hosts; a zone is available while one of its hosts is enabled.
+
+        ``detail`` (admins only) adds each zone's hosts and Nova's ``internal`` zone, which holds
+        the control plane (scheduler and conductor run inside the API process here).
+        """
+        if detail:
+            policy.require_admin(ctx, "os_compute_api:os-availability-zone:detail")
+        with self._db() as s:
+            nodes = self.host_states(s)
+        zones: dict[str, list[HostUsage]] = {}
+        for n in nodes:
+            zones.setdefault(n.availability_zone, []).append(n)
+        result = []
+        if detail:
+            now = utcnow()
+            result.append(Zone(name=INTERNAL_ZONE, available=True, hosts=tuple(
+                ZoneHost(host=self._control_host, service=svc, available=True, active=True, updated_at=now)
+                for svc in ("nova-conductor", "nova-scheduler"))))
+        for name in sorted(zones):
+            members = zones[name]
+            hosts = tuple(ZoneHost(host=n.host, service="nova-compute", available=n.up and not n.disabled,
+                                   active=not n.disabled, updated_at=n.updated_at) for n in members)
+            result.append(Zone(name=name, available=any(not n.disabled for n in members),
+                               hosts=hosts if detail else ()))
+        return result
+
+
+def _bad_marker(marker: str) -> BadRequest:
+    return BadRequest("marker [{marker}] not found", marker=marker)
+
+
+def cpu_info_dict(cpu_info: str) -> dict[str, Any]:
+    """``cpu_info`` as a dict (microversion 2.28+); an empty or invalid string becomes ``{}``."""
+    try:
+        value = json.loads(cpu_info) if cpu_info else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

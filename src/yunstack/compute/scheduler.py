@@ -1,0 +1,147 @@
+"""The scheduler: filters then weighers over host states, a pure function with no I/O.
+
+Every host that is not chosen gets one line saying which filter rejected it and why, so that a
+failed boot can say exactly why every host was rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostState:
+    """What the scheduler knows of one host."""
+
+    host: str
+    availability_zone: str
+    up: bool
+    disabled: bool
+    vcpus: int
+    memory_mib: int
+    local_gb: int
+    vcpus_used: int
+    memory_used_mib: int
+    disk_used_gb: int
+    ram_allocation_ratio: float
+    cpu_allocation_ratio: float
+    disk_allocation_ratio: float
+    reserved_host_memory_mib: int
+    instances: int = 0
+    hypervisor_type: str = "QEMU"
+    # Observed memory (from the memory manager), for overcommit-aware admission; 0 = unknown.
+    observed_free_mib: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestSpec:
+    vcpus: int
+    memory_mib: int
+    disk_gb: int
+    availability_zone: str | None = None
+    image_properties: Mapping[str, str] = field(default_factory=dict)
+    ignore_hosts: frozenset[str] = frozenset()
+    force_host: str | None = None
+
+
+Filter = Callable[[HostState, RequestSpec], str | None]
+
+
+def compute_filter(h: HostState, r: RequestSpec) -> str | None:
+    if h.disabled:
+        return "ComputeFilter: the host's compute service is disabled"
+    if not h.up:
+        return "ComputeFilter: the host's agent has not reported recently (down)"
+    return None
+
+
+def az_filter(h: HostState, r: RequestSpec) -> str | None:
+    if r.availability_zone and r.availability_zone != h.availability_zone:
+        return f"AvailabilityZoneFilter: host is in {h.availability_zone!r}, {r.availability_zone!r} requested"
+    return None
+
+
+def ram_filter(h: HostState, r: RequestSpec) -> str | None:
+    usable = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio
+    free = usable - h.memory_used_mib
+    if r.memory_mib > free:
+        return (f"RamFilter: needs {r.memory_mib} MiB, {max(0, int(free))} MiB free of "
+                f"{int(usable)} MiB usable (ratio {h.ram_allocation_ratio})")
+    return None
+
+
+def observed_memory_filter(h: HostState, r: RequestSpec) -> str | None:
+    """Refuse a host whose observed free memory could not hold the guest's footprint (OOM risk)."""
+    if h.observed_free_mib and r.memory_mib > h.observed_free_mib:
+        return (f"ObservedMemoryFilter: needs up to {r.memory_mib} MiB, host has {h.observed_free_mib} MiB "
+                "free after working sets and headroom")
+    return None
+
+
+def cpu_filter(h: HostState, r: RequestSpec) -> str | None:
+    total = h.vcpus * h.cpu_allocation_ratio
+    if r.vcpus > total - h.vcpus_used:
+        return (f"CoreFilter: needs {r.vcpus} vCPUs, {max(0, int(total - h.vcpus_used))} free of "
+                f"{int(total)} (ratio {h.cpu_allocation_ratio})")
+    return None
+
+
+def disk_filter(h: HostState, r: RequestSpec) -> str | None:
+    total = h.local_gb * h.disk_allocation_ratio
+    if r.disk_gb > total - h.disk_used_gb:
+        return f"DiskFilter: needs {r.disk_gb} GB, {max(0, int(total - h.disk_used_gb))} GB free of {int(total)}"
+    return None
+
+
+def image_props_filter(h: HostState, r: RequestSpec) -> str | None:
+    wanted = r.image_properties.get("hypervisor_type") or r.image_properties.get("img_hv_type")
+    if wanted and wanted.lower() != h.hypervisor_type.lower():
+        return f"ImagePropertiesFilter: image needs hypervisor {wanted!r}, host runs {h.hypervisor_type!r}"
+    arch = r.image_properties.get("architecture") or r.image_properties.get("hw_architecture")
+    if arch and arch not in ("x86_64", "amd64"):
+        return f"ImagePropertiesFilter: image needs architecture {arch!r}, host is x86_64"
+    return None
+
+
+def ignore_filter(h: HostState, r: RequestSpec) -> str | None:
+    if h.host in r.ignore_hosts:
+        return "IgnoreHostsFilter: host excluded by the request"
+    if r.force_host and h.host != r.force_host:
+        return f"ForceHostFilter: host {r.force_host!r} was requested"
+    return None
+
+
+FILTERS: tuple[Filter, ...] = (ignore_filter, compute_filter, az_filter, image_props_filter, cpu_filter,
+                               ram_filter, disk_filter, observed_memory_filter)
+
+
+def weigh(h: HostState, r: RequestSpec) -> float:
+    """Spread: prefer the host with most free RAM (Nova's RAMWeigher), then fewest instances."""
+    usable = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio
+    return (usable - h.memory_used_mib) - 0.001 * h.instances
+
+
+@dataclass(frozen=True)
+class Decision:
+    host: str | None
+    reasons: dict[str, str]
+
+
+def select(hosts: Sequence[HostState], request: RequestSpec,
+           filters: Sequence[Filter] = FILTERS) -> Decision:
+    """Choose a host for ``request``; when none fits, ``reasons`` says why for every host."""
+    best: HostState | None = None
+    best_weight = float("-inf")
+    reasons: dict[str, str] = {}
+    for h in hosts:
+        for f in filters:
+            why = f(h, request)
+            if why is not None:
+                reasons[h.host] = why
+                break
+        else:
+            w = weigh(h, request)
+            if w > best_weight:
+                best, best_weight = h, w
+    return Decision(best.host if best else None, reasons if best is None else {})

@@ -1,0 +1,481 @@
+"""Server use cases: create (schedule + claim + queue), list, show, update, delete and actions.
+
+The API never waits for a VM.  Each use case checks policy and the state machine, changes the
+instance's states and records the agent's work (``Instance.pending``) in one transaction, then wakes
+the host's agent.  The agent reports back through ``compute.agentlink``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.compute import scheduler, states
+from yunstack.compute.flavors import FlavorService
+from yunstack.compute.hosts import HostService, HostUsage
+from yunstack.compute.keypairs import KeyPairService
+from yunstack.compute.models import Action, Server
+from yunstack.compute.quotas import QuotaService
+from yunstack.config import Config
+from yunstack.db.tables import compute as t
+from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded
+from yunstack.identity import policy
+from yunstack.identity.context import AuthContext
+from yunstack.types import new_uuid
+
+_HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
+MAX_USER_DATA = 65535
+MAX_METADATA_ITEMS = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerCreate:
+    """A validated create request (the API layer parsed the wire format)."""
+
+    name: str
+    image_id: str
+    flavor_ref: str
+    key_name: str | None = None
+    user_data: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    config_drive: bool = True
+    min_count: int = 1
+    max_count: int = 1
+    networks: Any = None
+    security_groups: Sequence[str] = ()
+    availability_zone: str | None = None
+    description: str | None = None
+    access_ipv4: str = ""
+    access_ipv6: str = ""
+    tags: Sequence[str] = ()
+    admin_pass: str | None = None
+    return_reservation_id: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerFilters:
+    name: str | None = None
+    status: str | None = None
+    host: str | None = None
+    image: str | None = None
+    flavor: str | None = None
+    reservation_id: str | None = None
+    changes_since: datetime | None = None
+    all_tenants: bool = False
+    project_id: str | None = None
+    ip: str | None = None
+    limit: int | None = None
+    marker: str | None = None
+    sort_key: str = "created_at"
+    sort_dir: str = "desc"
+    tags: tuple[str, ...] = ()
+
+
+def host_state(u: HostUsage) -> scheduler.HostState:
+    return scheduler.HostState(
+        host=u.host, availability_zone=u.availability_zone, up=u.up, disabled=u.disabled, vcpus=u.vcpus,
+        memory_mib=u.memory_mib, local_gb=u.local_gb, vcpus_used=u.vcpus_used, memory_used_mib=u.memory_used_mib,
+        disk_used_gb=u.disk_used_gb, ram_allocation_ratio=u.ram_allocation_ratio,
+        cpu_allocation_ratio=u.cpu_allocation_ratio, disk_allocation_ratio=u.disk_allocation_ratio,
+        reserved_host_memory_mib=u.reserved_host_memory_mib, instances=u.instances,
+        hypervisor_type=u.hypervisor_type, observed_free_mib=u.observed_free_mib)
+
+
+def hostname_for(name: str) -> str:
+    """A DNS-safe hostname from a server name (Nova's sanitize_hostname)."""
+    text = _HOSTNAME_BAD.sub("-", name.lower().replace("_", "-")).strip("-.")
+    return text[:63] or "server"
+
+
+def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None = None,
+              admin_pass: str | None = None) -> Server:
+    return Server(
+        id=row.id, name=row.name, hostname=row.hostname, description=row.description,
+        project_id=row.project_id, user_id=row.user_id, host=row.host,
+        availability_zone=row.availability_zone, flavor=dict(row.flavor), image_id=row.image_id,
+        key_name=row.key_name, metadata=dict(row.meta or {}), tags=tuple(row.tags or ()),
+        config_drive=row.config_drive, vm_state=row.vm_state, task_state=row.task_state,
+        power_state=row.power_state, status=states.status(row.vm_state, row.task_state),
+        progress=row.progress, locked=row.locked, locked_reason=row.locked_reason,
+        access_ipv4=row.access_ipv4, access_ipv6=row.access_ipv6, reservation_id=row.reservation_id,
+        launch_index=row.launch_index, fault=row.fault,
+        security_groups=tuple(str(g) for g in (row.security_groups or ())),
+        addresses=addresses or {}, launched_at=row.launched_at, terminated_at=row.terminated_at,
+        created_at=row.created_at, updated_at=row.updated_at, admin_pass=admin_pass,
+    )
+
+
+class ComputeService:
+    """Servers: the Nova API's use cases."""
+
+    def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
+                 keypairs: KeyPairService, quotas: QuotaService, hosts: HostService, images: Any,
+                 notify: Callable[[str], None] = lambda host: None) -> None:
+        self._db = db
+        self._config = config
+        self.flavors = flavors
+        self.keypairs = keypairs
+        self.quotas = quotas
+        self.hosts = hosts
+        self.images = images
+        self.notify = notify
+        # One scheduler at a time per process: claims read usage and write in one step.
+        self._schedule_lock = threading.Lock()
+        self.agents: dict[str, Any] = {}
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _row(self, s: Session, ctx: AuthContext, server_id: str) -> t.Instance:
+        row = s.get(t.Instance, server_id)
+        if row is None or row.vm_state == states.DELETED:
+            raise NotFound("Instance {id} could not be found.", id=server_id)
+        try:
+            policy.visible(ctx, row.project_id, kind="instance", id=server_id)
+        except NotFound:
+            raise NotFound("Instance {id} could not be found.", id=server_id) from None
+        return row
+
+    def get(self, ctx: AuthContext, server_id: str) -> Server:
+        with self._db() as s:
+            return to_server(self._row(s, ctx, server_id))
+
+    def list_servers(self, ctx: AuthContext, f: ServerFilters) -> list[Server]:
+        with self._db() as s:
+            q = select(t.Instance).where(t.Instance.vm_state != states.DELETED)
+            if not (ctx.is_admin and f.all_tenants):
+                q = q.where(t.Instance.project_id == (ctx.project_id or "(unscoped)"))
+            elif f.project_id:
+                q = q.where(t.Instance.project_id == f.project_id)
+            if f.host and ctx.is_admin:
+                q = q.where(t.Instance.host == f.host)
+            if f.image:
+                q = q.where(t.Instance.image_id == f.image)
+            if f.reservation_id:
+                q = q.where(t.Instance.reservation_id == f.reservation_id)
+            if f.changes_since:
+                q = q.where(t.Instance.updated_at >= f.changes_since)
+            key = {"created_at": t.Instance.created_at, "display_name": t.Instance.name,
+                   "updated_at": t.Instance.updated_at, "uuid": t.Instance.id,
+                   "vm_state": t.Instance.vm_state, "host": t.Instance.host}.get(f.sort_key)
+            if key is None:
+                raise BadRequest("Invalid sort_key {key}.", key=f.sort_key)
+            q = q.order_by(key.desc() if f.sort_dir == "desc" else key.asc(), t.Instance.id)
+            rows = list(s.scalars(q))
+        out = []
+        name_re = None
+        if f.name:
+            try:
+                name_re = re.compile(f.name)
+            except re.error as exc:
+                raise BadRequest("Invalid name filter {name!r}: {why}", name=f.name, why=str(exc)) from exc
+        for row in rows:
+            server = to_server(row)
+            if name_re and not name_re.search(server.name):
+                continue
+            if f.status and server.status != f.status.upper():
+                continue
+            if f.flavor and server.flavor.get("id") != f.flavor:
+                continue
+            if f.tags and not set(f.tags) <= set(server.tags):
+                continue
+            out.append(server)
+        if f.marker is not None:
+            ids = [x.id for x in out]
+            if f.marker not in ids:
+                raise BadRequest("marker [{marker}] not found", marker=f.marker)
+            out = out[ids.index(f.marker) + 1:]
+        if f.limit is not None:
+            out = out[: f.limit]
+        return out
+
+    # -- creating --------------------------------------------------------------------------------
+
+    def _validate(self, ctx: AuthContext, req: ServerCreate) -> tuple[Any, Any, Any]:
+        if req.min_count < 1 or req.max_count < req.min_count:
+            raise BadRequest("min_count must be >= 1 and <= max_count.")
+        if req.user_data is not None:
+            try:
+                raw = base64.b64decode(req.user_data, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise BadRequest("User data needs to be valid base 64.") from exc
+            if len(raw) > MAX_USER_DATA:
+                raise BadRequest("User data too large. User data must be no larger than {n} bytes once "
+                                 "base64 decoded.", n=MAX_USER_DATA)
+        for key, value in req.metadata.items():
+            if not key or len(key) > 255 or len(str(value)) > 255:
+                raise BadRequest("Invalid metadata: keys must be 1-255 and values 0-255 characters.")
+        flavor = self.flavors.get_for_boot(ctx, req.flavor_ref)
+        image, _path = self.images.get_for_boot(ctx, req.image_id)
+        if image.min_ram and flavor.ram < image.min_ram:
+            raise BadRequest("Flavor's memory is too small for requested image.")
+        size_gb = ((image.virtual_size or image.size or 0) + (1 << 30) - 1) >> 30
+        if flavor.disk and (size_gb > flavor.disk or (image.min_disk or 0) > flavor.disk):
+            raise BadRequest("Flavor's disk is too small for requested image. Flavor disk is {fd} GB, "
+                             "image needs {need} GB.", fd=flavor.disk, need=max(size_gb, image.min_disk or 0))
+        keypair = self.keypairs.get_for_boot(ctx, req.key_name) if req.key_name else None
+        if req.networks not in (None, "auto", "none") and req.networks != []:
+            raise BadRequest("Networks other than 'auto' and 'none' need the networking service, which "
+                             "this cloud does not run yet.")
+        return flavor, image, keypair
+
+    def create(self, ctx: AuthContext, req: ServerCreate, request_id: str) -> list[Server]:
+        """Validate, check quota, schedule and claim, and queue the spawns; returns the new servers.
+
+        Quota failures are 403 and create nothing; when no host fits, the servers are created in
+        ERROR with a fault that names every host and why it was rejected (as Nova does).
+        """
+        policy.require_write(ctx, "compute:servers:create")
+        project_id = policy.require_scoped(ctx, "compute:servers:create")
+        flavor, image, key = self._validate(ctx, req)
+        now = datetime.now(UTC)
+        reservation = "r-" + secrets.token_hex(4)
+        created: list[t.Instance] = []
+        woken: set[str] = set()
+        with self._schedule_lock, self._db.begin() as s:
+            count = self._allowed_count(s, project_id, flavor, req.min_count, req.max_count)
+            hosts = [host_state(u) for u in self.hosts.host_states(s)]
+            for index in range(count):
+                name = req.name if count == 1 else f"{req.name}-{index + 1}"
+                spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk,
+                                             availability_zone=req.availability_zone,
+                                             image_properties={k: str(v) for k, v in image.properties.items()})
+                decision = scheduler.select(hosts, spec)
+                row = t.Instance(
+                    id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
+                    project_id=project_id, user_id=ctx.user.id, host=decision.host,
+                    availability_zone=req.availability_zone or self._config.compute.availability_zone,
+                    flavor=flavor.snapshot(), image_id=image.id, key_name=key.name if key else None,
+                    key_data=key.public_key if key else None, user_data=req.user_data,
+                    meta=dict(req.metadata), tags=list(req.tags), config_drive=True,
+                    requested_networks=req.networks, security_groups=list(req.security_groups) or ["default"],
+                    vm_state=states.BUILDING, task_state=states.SPAWNING, power_state=0, progress=0,
+                    locked=False, access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,
+                    reservation_id=reservation, launch_index=index, created_at=now, updated_at=now,
+                )
+                if decision.host is None:
+                    error = NoValidHost(decision.reasons)
+                    row.vm_state, row.task_state = states.ERROR, None
+                    row.fault = {"code": 500, "message": error.text, "created": now.isoformat(),
+                                 "details": "\n".join(f"{h}: {why}" for h, why in sorted(decision.reasons.items()))}
+                else:
+                    row.pending = {"op": "spawn", "args": {}, "request_id": request_id}
+                    hosts = [_claimed(h, flavor) if h.host == decision.host else h for h in hosts]
+                    woken.add(decision.host)
+                s.add(row)
+                created.append(row)
+                self._record(s, row, "create", request_id, ctx)
+        for host in woken:
+            self.notify(host)
+        return [to_server(r, admin_pass=req.admin_pass or secrets.token_urlsafe(9)) for r in created]
+
+    def _allowed_count(self, s: Session, project_id: str, flavor: Any, low: int, high: int) -> int:
+        """As many servers as quota allows between min_count and max_count (Nova's rule)."""
+        for count in range(high, low, -1):
+            try:
+                self.quotas.check(s, project_id, _usage(flavor, count))
+                return count
+            except QuotaExceeded:
+                continue
+        self.quotas.check(s, project_id, _usage(flavor, low))  # raises, naming the quota
+        return low
+
+    def _record(self, s: Session, row: t.Instance, action: str, request_id: str, ctx: AuthContext,
+                message: str | None = None) -> None:
+        now = datetime.now(UTC)
+        s.add(t.InstanceAction(instance_id=row.id, request_id=request_id, action=action,
+                               project_id=row.project_id, user_id=ctx.user.id, message=message,
+                               start_time=now, updated_at=now))
+
+    # -- changing --------------------------------------------------------------------------------
+
+    def update(self, ctx: AuthContext, server_id: str, *, name: str | None = None,
+               description: str | None = None, access_ipv4: str | None = None,
+               access_ipv6: str | None = None, clear_description: bool = False) -> Server:
+        policy.require_write(ctx, "compute:servers:update")
+        with self._db.begin() as s:
+            row = self._row(s, ctx, server_id)
+            if name is not None:
+                row.name = name
+            if description is not None or clear_description:
+                row.description = description
+            if access_ipv4 is not None:
+                row.access_ipv4 = access_ipv4
+            if access_ipv6 is not None:
+                row.access_ipv6 = access_ipv6
+            row.updated_at = datetime.now(UTC)
+            return to_server(row)
+
+    def delete(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
+        policy.require_write(ctx, "compute:servers:delete")
+        with self._db.begin() as s:
+            row = self._row(s, ctx, server_id)
+            if row.locked and not ctx.is_admin:
+                raise Conflict("Instance {id} is locked", id=server_id)
+            self._record(s, row, "delete", request_id, ctx)
+            if row.host is None:
+                s.delete(row)  # never scheduled: nothing exists on any host
+                return
+            row.task_state = states.DELETING
+            row.pending = {"op": "delete", "args": {}, "request_id": request_id}
+            row.updated_at = datetime.now(UTC)
+            host = row.host
+        self.notify(host)
+
+    def action(self, ctx: AuthContext, server_id: str, action: str, request_id: str,
+               args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Queue a state-changing action; returns what the API should report (e.g. an image id)."""
+        policy.require_write(ctx, f"compute:servers:{action}")
+        args = dict(args or {})
+        result: dict[str, Any] = {}
+        with self._db.begin() as s:
+            row = self._row(s, ctx, server_id)
+            if row.locked and not ctx.is_admin:
+                raise Conflict("Instance {id} is locked", id=server_id)
+            states.check(action, server_id, row.vm_state, row.task_state)
+            op, task = _ACTION_TASKS[action]
+            if action == "reboot":
+                task = states.REBOOTING_HARD if args.get("type", "SOFT").upper() == "HARD" else states.REBOOTING
+                if row.vm_state != states.ACTIVE and task == states.REBOOTING:
+                    raise Conflict("Cannot 'reboot' instance {id} while it is in vm_state {state}; use a "
+                                   "HARD reboot", id=server_id, state=row.vm_state)
+            if action == "resize":
+                flavor = self.flavors.get_for_boot(ctx, str(args["flavor_ref"]))
+                if flavor.id == row.flavor.get("id"):
+                    raise BadRequest("When resizing, instances must change flavor!")
+                old = row.flavor
+                grow = {"cores": max(0, flavor.vcpus - old["vcpus"]), "ram": max(0, flavor.ram - old["ram"])}
+                self.quotas.check(s, row.project_id, grow)
+                if flavor.disk and flavor.disk < old.get("disk", 0):
+                    raise BadRequest("Resizing to a smaller disk is not supported.")
+                self._check_fits(s, row, flavor)
+                args = {"flavor": flavor.snapshot()}
+            if action == "createImage":
+                props = {str(k): str(v) for k, v in (args.get("metadata") or {}).items()}
+                props.update(instance_uuid=row.id, image_type="snapshot", base_image_ref=row.image_id,
+                             owner_user_name=ctx.user.name, user_id=ctx.user.id)
+                # The image exists (queued) at once so the API can return its id; the agent uploads it.
+                image = self.images.create(ctx, name=str(args["name"]), disk_format="qcow2",
+                                           container_format="bare", visibility="private",
+                                           min_disk=int(row.flavor.get("disk", 0)),
+                                           min_ram=int(row.flavor.get("ram", 0)), properties=props)
+                args = {"image_id": image.id}
+                result["image_id"] = image.id
+            row.task_state = task
+            row.pending = {"op": op, "args": args, "request_id": request_id}
+            row.updated_at = datetime.now(UTC)
+            self._record(s, row, _ACTION_NAMES.get(action, action), request_id, ctx)
+            host = row.host
+        if host:
+            self.notify(host)
+        return result
+
+    def _check_fits(self, s: Session, row: t.Instance, flavor: Any) -> None:
+        old = row.flavor
+        spec = scheduler.RequestSpec(vcpus=max(0, flavor.vcpus - old["vcpus"]),
+                                     memory_mib=max(0, flavor.ram - old["ram"]),
+                                     disk_gb=max(0, flavor.disk - old.get("disk", 0)), force_host=row.host)
+        decision = scheduler.select([host_state(u) for u in self.hosts.host_states(s)], spec)
+        if decision.host is None:
+            raise NoValidHost(decision.reasons)
+
+    def console_output(self, ctx: AuthContext, server_id: str, length: int | None) -> str:
+        with self._db() as s:
+            row = self._row(s, ctx, server_id)
+            states.check("os-getConsoleOutput", server_id, row.vm_state, row.task_state)
+            host = row.host
+        agent = self.agents.get(host or "")
+        if agent is None:
+            raise Conflict("The agent of host {host} cannot be reached for the console.", host=host)
+        text: str = agent.console_output(server_id, length)
+        return text
+
+    # -- metadata, tags and actions --------------------------------------------------------------
+
+    def set_metadata(self, ctx: AuthContext, server_id: str, items: Mapping[str, str], *,
+                     replace: bool) -> dict[str, str]:
+        policy.require_write(ctx, "compute:server_metadata")
+        for key, value in items.items():
+            if not key or len(key) > 255 or len(str(value)) > 255:
+                raise BadRequest("Invalid metadata: keys must be 1-255 and values 0-255 characters.")
+        with self._db.begin() as s:
+            row = self._row(s, ctx, server_id)
+            meta = {} if replace else dict(row.meta or {})
+            meta.update({k: str(v) for k, v in items.items()})
+            if len(meta) > MAX_METADATA_ITEMS:
+                raise QuotaExceeded("Quota exceeded for metadata_items: at most {n} items.", n=MAX_METADATA_ITEMS)
+            row.meta = meta
+            row.updated_at = datetime.now(UTC)
+            return dict(meta)
+
+    def delete_metadata(self, ctx: AuthContext, server_id: str, key: str) -> None:
+        policy.require_write(ctx, "compute:server_metadata")
+        with self._db.begin() as s:
+            row = self._row(s, ctx, server_id)
+            meta = dict(row.meta or {})
+            if key not in meta:
+                raise NotFound("Metadata item was not found")
+            del meta[key]
+            row.meta = meta
+
+    def actions(self, ctx: AuthContext, server_id: str) -> list[Action]:
+        with self._db() as s:
+            row = self._row(s, ctx, server_id)
+            q = (select(t.InstanceAction).where(t.InstanceAction.instance_id == row.id)
+                 .order_by(t.InstanceAction.start_time.desc(), t.InstanceAction.id.desc()))
+            return [_action(a) for a in s.scalars(q)]
+
+    def get_action(self, ctx: AuthContext, server_id: str, request_id: str) -> Action:
+        with self._db() as s:
+            row = self._row(s, ctx, server_id)
+            a = s.scalar(select(t.InstanceAction).where(t.InstanceAction.instance_id == row.id,
+                                                        t.InstanceAction.request_id == request_id))
+            if a is None:
+                raise NotFound("Action {rid} not found", rid=request_id)
+            events = s.scalars(select(t.InstanceActionEvent).where(t.InstanceActionEvent.action_id == a.id)
+                               .order_by(t.InstanceActionEvent.id)).all()
+            return _action(a, tuple({"event": e.event, "start_time": e.start_time, "finish_time": e.finish_time,
+                                     "result": e.result, "traceback": e.traceback, "host": e.host}
+                                    for e in events))
+
+
+_ACTION_TASKS: dict[str, tuple[str, str]] = {
+    "stop": ("stop", states.POWERING_OFF),
+    "start": ("start", states.POWERING_ON),
+    "reboot": ("reboot", states.REBOOTING),
+    "pause": ("pause", states.PAUSING),
+    "unpause": ("unpause", states.UNPAUSING),
+    "suspend": ("suspend", states.SUSPENDING),
+    "resume": ("resume", states.RESUMING),
+    "createImage": ("snapshot", states.IMAGE_SNAPSHOT),
+    "resize": ("resize", states.RESIZE_PREP),
+    "confirmResize": ("confirm_resize", states.RESIZE_CONFIRMING),
+    "revertResize": ("revert_resize", states.RESIZE_REVERTING),
+}
+_ACTION_NAMES = {"createImage": "createImage", "confirmResize": "confirmResize", "revertResize": "revertResize"}
+
+
+def _usage(flavor: Any, count: int) -> dict[str, int]:
+    return {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.ram * count}
+
+
+def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:
+    from dataclasses import replace
+
+    return replace(h, vcpus_used=h.vcpus_used + flavor.vcpus, memory_used_mib=h.memory_used_mib + flavor.ram,
+                   disk_used_gb=h.disk_used_gb + flavor.disk, instances=h.instances + 1)
+
+
+def _action(a: t.InstanceAction, events: tuple[dict[str, Any], ...] = ()) -> Action:
+    return Action(action=a.action, instance_id=a.instance_id, request_id=a.request_id, user_id=a.user_id,
+                  project_id=a.project_id, start_time=a.start_time, finish_time=a.finish_time,
+                  message=a.message, updated_at=a.updated_at, events=events)

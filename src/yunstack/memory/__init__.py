@@ -1,0 +1,1 @@
+"""The memory overcommit manager: collect -> decide -> act, every couple of seconds (mom's pipeline)."""

@@ -1,0 +1,308 @@
+"""The memory policy: pure functions from snapshots to actions (mom's ``balloon.rules``, ESX's allocator).
+
+No I/O happens here.  Each period the manager calls ``step``:
+
+1. ``observe`` folds the new samples into the ``History`` (working-set EWMAs, fault deltas);
+2. ``decide`` computes the pressure level, each guest's entitlement (ESX shares with an idle-memory
+   tax), the bounded balloon step towards it, cgroup settings and KSM knobs;
+3. ``remember`` stores what was decided, for hysteresis next time.
+
+The formulas and their defaults are explained in ``docs/explanation/memory.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from yunstack.memory.model import (
+    PAGE,
+    Actions,
+    CgroupSetting,
+    GuestDecision,
+    GuestHistory,
+    GuestPolicy,
+    GuestStats,
+    History,
+    HostStats,
+    KsmSettings,
+    PressureLevel,
+    Tuning,
+)
+
+_DEFAULT_POLICY = GuestPolicy()
+
+
+def step(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str, GuestPolicy],
+         history: History, tuning: Tuning) -> tuple[Actions, History]:
+    """One period: observe, decide, remember.  Returns the actions and the next history."""
+    observed = observe(history, host, guests, tuning)
+    actions = decide(host, guests, policies, observed, tuning)
+    return actions, remember(observed, host, guests, actions, tuning)
+
+
+# ------------------------------------------------------------------------------------- observe
+
+
+def observe(history: History, host: HostStats, guests: Sequence[GuestStats], tuning: Tuning) -> History:
+    """Fold one sample per guest into the history: working-set EWMAs and major-fault deltas."""
+    updated = []
+    for g in guests:
+        old = history.guest(g.instance_id)
+        used = g.used_estimate()
+        if used is None:  # no guest stats yet: assume it uses what it has
+            used = g.balloon_actual if old.samples == 0 else old.wss_now
+        if old.samples == 0:
+            fast = slow = float(used)
+        else:
+            fast = old.wss_fast + tuning.wss_fast_alpha * (used - old.wss_fast)
+            slow = old.wss_slow + tuning.wss_slow_alpha * (used - old.wss_slow)
+        delta = 0
+        if g.major_faults is not None and old.major_faults is not None:
+            delta = max(0, g.major_faults - old.major_faults)
+        updated.append((g.instance_id, replace(
+            old, wss_fast=fast, wss_slow=slow, wss_now=used, major_faults=g.major_faults,
+            major_faults_delta=delta, samples=old.samples + 1)))
+    return replace(history, tick=history.tick + 1, guests=tuple(updated))
+
+
+def working_set(history: GuestHistory) -> int:
+    """ESX's estimate: the max of the current sample and a fast and a slow EWMA (rises fast, falls slowly)."""
+    return int(max(history.wss_now, history.wss_fast, history.wss_slow))
+
+
+# ------------------------------------------------------------------------------------- levels
+
+
+def _thresholds(tuning: Tuning) -> dict[PressureLevel, float]:
+    return {PressureLevel.KSM: tuning.ksm_free_fraction, PressureLevel.BALLOON: tuning.balloon_free_fraction,
+            PressureLevel.SWAP: tuning.swap_free_fraction}
+
+
+def pressure_level(host: HostStats, previous: PressureLevel, tuning: Tuning) -> tuple[PressureLevel, str]:
+    """The host's level from its free fraction (budget or MemAvailable) and PSI, with hysteresis.
+
+    A level is entered as soon as its threshold is crossed, and left one step at a time, only once
+    the free fraction is ``level_hysteresis`` above the threshold of the level being left.
+    """
+    free = host.headroom / host.capacity if host.capacity > 0 else 0.0
+    thresholds = _thresholds(tuning)
+    raw = PressureLevel.NONE
+    for level, threshold in thresholds.items():
+        if free < threshold:
+            raw = level
+    why = f"free {free:.1%} of {host.capacity >> 20} MiB"
+    if host.psi_some_avg10 >= tuning.psi_balloon_some and raw < PressureLevel.BALLOON:
+        raw, why = PressureLevel.BALLOON, f"{why}; PSI some {host.psi_some_avg10:.1f}%"
+    if host.psi_full_avg10 >= tuning.psi_swap_full:
+        raw, why = PressureLevel.SWAP, f"{why}; PSI full {host.psi_full_avg10:.1f}%"
+    level = raw
+    if raw < previous:
+        if free >= thresholds[previous] + tuning.level_hysteresis:
+            level = PressureLevel(max(raw, previous - 1))
+        else:
+            level, why = previous, f"{why}; holding {previous.name} (hysteresis)"
+    if tuning.force_level is not None and level < tuning.force_level:
+        level, why = tuning.force_level, f"{why}; forced {tuning.force_level.name}"
+    return level, why
+
+
+# ------------------------------------------------------------------------------------- allocation
+
+
+def entitlements(pool: int, shares: Sequence[int], active: Sequence[int], floors: Sequence[int],
+                 ceilings: Sequence[int], idle_tax: float) -> list[int]:
+    """Split ``pool`` bytes among guests by ESX's adjusted shares-per-page with an idle-memory tax.
+
+    Guest i's price of a page at allocation P is rho_i = S_i / (P * (f + k * (1 - f))) with f = A_i / P
+    the active fraction and k = 1 / (1 - tax) the cost of an idle page, i.e. S_i / (A_i + k (P - A_i)).
+    Min-funding revocation takes from the lowest price until prices are equal, so at the optimum
+    P_i = A_i + (S_i t - A_i) / k for one common t, clamped to [floor_i, ceiling_i].  ``t`` is found
+    by bisection so that the clamped allocations add up to ``pool``.
+    """
+    count = len(shares)
+    if count == 0:
+        return []
+    if sum(floors) >= pool:
+        return list(floors)
+    if sum(ceilings) <= pool:
+        return list(ceilings)
+    k = 1.0 / (1.0 - min(max(idle_tax, 0.0), 0.99))
+
+    def alloc(t: float) -> list[float]:
+        out = []
+        for i in range(count):
+            p = active[i] + (shares[i] * t - active[i]) / k
+            out.append(min(max(p, floors[i]), ceilings[i]))
+        return out
+
+    lo, hi = 0.0, 1.0
+    while sum(alloc(hi)) < pool and hi < 1e30:
+        hi *= 2.0
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        if sum(alloc(mid)) < pool:
+            lo = mid
+        else:
+            hi = mid
+    return [int(p) for p in alloc(lo)]
+
+
+def _step_limit(configured: int, tuning: Tuning) -> int:
+    return int(min(tuning.max_step_bytes, max(tuning.min_step_bytes, tuning.max_step_fraction * configured)))
+
+
+def _guest_pressure(g: GuestStats, gh: GuestHistory, tuning: Tuning) -> str | None:
+    if g.guest_available is not None and g.guest_available < tuning.guest_low_free_fraction * g.balloon_actual:
+        return f"guest available {g.guest_available >> 20} MiB"
+    if gh.major_faults_delta >= tuning.major_faults_per_period:
+        return f"{gh.major_faults_delta} major faults in a period"
+    if gh.last_target is not None and g.balloon_actual > gh.last_target + tuning.min_change_bytes:
+        return "balloon deflated on its own (deflate-on-oom)"
+    return None
+
+
+# ------------------------------------------------------------------------------------- decide
+
+
+def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str, GuestPolicy],
+           history: History, tuning: Tuning) -> Actions:
+    """Decide balloon targets, cgroup settings, KSM knobs and per-VM page-sharing/THP flags."""
+    level, why = pressure_level(host, history.level, tuning)
+    reasons = [f"level {level.name}: {why}"]
+    pols = [policies.get(g.instance_id, _DEFAULT_POLICY) for g in guests]
+    hists = [history.guest(g.instance_id) for g in guests]
+    ceilings, floors, actives = [], [], []
+    for g, pol, gh in zip(guests, pols, hists, strict=True):
+        ceiling = min(g.configured, pol.limit_bytes) if pol.limit_bytes is not None else g.configured
+        ws = min(working_set(gh), g.configured) if gh.samples else g.balloon_actual
+        headroom = max(tuning.min_headroom_bytes, int(tuning.headroom_fraction * ws))
+        floor = min(ceiling, max(pol.reservation_bytes, ws + headroom, tuning.min_guest_bytes))
+        ceilings.append(ceiling)
+        floors.append(floor)
+        actives.append(min(ws, g.balloon_actual))
+
+    if level >= PressureLevel.BALLOON:
+        pool = sum(g.balloon_actual for g in guests) + host.headroom - int(tuning.target_free_fraction
+                                                                            * host.capacity)
+        entitled = entitlements(max(pool, 0), [p.shares for p in pols], actives, floors, ceilings,
+                                tuning.idle_tax)
+        reasons.append(f"pool {max(pool, 0) >> 20} MiB for {len(guests)} guests")
+    else:
+        entitled = list(ceilings)
+
+    decisions = []
+    for i, (g, pol, gh) in enumerate(zip(guests, pols, hists, strict=True)):
+        current, ceiling, floor = g.balloon_actual, ceilings[i], floors[i]
+        if level == PressureLevel.NONE:
+            desired = ceiling
+        elif level == PressureLevel.KSM:
+            desired = min(max(current, floor), ceiling)  # hold
+        else:
+            desired = entitled[i]
+        pressure = _guest_pressure(g, gh, tuning)
+        recently = pressure is not None or gh.pressured_until >= history.tick
+        limit = _step_limit(g.configured, tuning)
+        if pressure is not None:
+            boost = max(int(tuning.fast_deflate_fraction * g.configured), floor - current)
+            target = min(ceiling, max(desired, current + boost))
+            reasons.append(f"{g.instance_id}: fast deflate ({pressure})")
+        elif desired > current:
+            target = max(min(desired, current + limit), floor)  # below the floor: straight up to it
+        elif recently:
+            target = current  # no inflation right after the guest was short of memory
+        else:
+            target = max(desired, current - limit)
+        target = min(max(target, min(floor, ceiling)), ceiling) if pressure is None else target
+        send = abs(target - current) >= tuning.min_change_bytes and target != gh.last_target
+        decisions.append(GuestDecision(
+            instance_id=g.instance_id, target=target, send=send, entitlement=entitled[i], floor=floor,
+            ceiling=ceiling, working_set=actives[i] if gh.samples else current, pressured=recently,
+            cgroup=_cgroup(g, level, target, floor, entitled[i], actives[i], host, tuning),
+            page_sharing=pol.page_sharing, thp=_thp(pol, level)))
+
+    return Actions(level=level, guests=tuple(decisions), ksm=_ksm(host, guests, pols, history, level, tuning),
+                   reasons=tuple(reasons))
+
+
+def _thp(pol: GuestPolicy, level: PressureLevel) -> bool:
+    """THP doubles a tiny guest's footprint and hides pages from KSM: off where sharing is allowed."""
+    if pol.thp is not None:
+        return pol.thp
+    return not pol.page_sharing and level == PressureLevel.NONE
+
+
+def _cgroup(g: GuestStats, level: PressureLevel, target: int, floor: int, entitled: int, active: int,
+            host: HostStats, tuning: Tuning) -> CgroupSetting:
+    idle = g.balloon_actual > 0 and active / g.balloon_actual < 0.5
+    swappiness = tuning.idle_swappiness if idle else tuning.active_swappiness
+    if level < PressureLevel.BALLOON:
+        return CgroupSetting(swappiness=swappiness)
+    soft = target + tuning.qemu_overhead_bytes
+    if level < PressureLevel.SWAP or g.cgroup_usage is None:
+        return CgroupSetting(soft_limit=soft, swappiness=swappiness)
+    # Squeeze towards the entitlement, a bounded step at a time, and only as far as free swap can take
+    # the excess: a v1/v2 limit without swap behind it means an OOM kill, never a slowdown.
+    goal = max(floor, entitled) + tuning.qemu_overhead_bytes
+    limit = max(goal, g.cgroup_usage - _step_limit(g.configured, tuning))
+    excess = g.cgroup_usage - limit
+    if excess > 0 and host.swap_free < excess + 64 * 1024 * 1024:
+        return CgroupSetting(soft_limit=soft, swappiness=swappiness)
+    if limit >= g.cgroup_usage and g.cgroup_limit is None:
+        return CgroupSetting(soft_limit=soft, swappiness=swappiness)
+    return CgroupSetting(limit=limit, soft_limit=soft, swappiness=swappiness)
+
+
+def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPolicy], history: History,
+         level: PressureLevel, tuning: Tuning) -> KsmSettings | None:
+    """ksmtuned/MoM, scaled to the mergeable memory instead of MemTotal, and stopped when useless."""
+    ksm = host.ksm
+    if tuning.ksm_mode == "never" or not ksm.available:
+        return None
+    sharable = [g for g, p in zip(guests, pols, strict=True) if p.page_sharing]
+    if not sharable:
+        return KsmSettings(run=0, pages_to_scan=ksm.pages_to_scan, sleep_millisecs=ksm.sleep_millisecs)
+    mergeable_pages = sum(max(g.rss, 0) for g in sharable) // PAGE
+    committed = sum(g.configured for g in guests)
+    overcommitted = committed + tuning.ksm_free_fraction * host.capacity > host.capacity
+    wanted = tuning.ksm_mode == "always" or level >= PressureLevel.KSM or overcommitted
+    per_wake = mergeable_pages * tuning.ksm_sleep_ms / (1000.0 * tuning.ksm_target_scan_seconds)
+    pages = int(min(tuning.ksm_max_pages, max(tuning.ksm_min_pages, per_wake)))
+    if level >= PressureLevel.BALLOON:
+        pages = min(tuning.ksm_max_pages, pages * 2)
+    useless = history.tick - history.ksm_last_gain_tick >= tuning.ksm_useless_periods
+    if useless and ksm.run == 1 and level < PressureLevel.BALLOON:
+        pages = max(tuning.ksm_min_pages, min(pages, (history.ksm_pages_to_scan or pages) // 2))
+        if ksm.pages_sharing < tuning.ksm_gain_pages and tuning.ksm_mode != "always":
+            wanted = False  # scanning finds nothing: stop (merged pages stay merged with run=0)
+    return KsmSettings(run=1 if wanted else 0, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms)
+
+
+# ------------------------------------------------------------------------------------- remember
+
+
+def remember(history: History, host: HostStats, guests: Sequence[GuestStats], actions: Actions,
+             tuning: Tuning) -> History:
+    """Store the level, the targets sent, pressure hold-offs and KSM progress for the next period."""
+    updated = []
+    by_id = {d.instance_id: d for d in actions.guests}
+    for key, gh in history.guests:
+        d = by_id.get(key)
+        if d is None:
+            continue
+        last = d.target if d.send else gh.last_target
+        if last is None:
+            last = next((g.balloon_actual for g in guests if g.instance_id == key), None)
+        until = gh.pressured_until
+        if d.pressured and until < history.tick:
+            until = history.tick + tuning.pressure_hold_periods
+        updated.append((key, replace(gh, last_target=last, pressured_until=until)))
+    ksm = host.ksm
+    gain_tick = history.ksm_last_gain_tick
+    starting = ksm.run == 0 and actions.ksm is not None and actions.ksm.run == 1
+    if ksm.pages_sharing - history.ksm_pages_sharing >= tuning.ksm_gain_pages or starting:
+        gain_tick = history.tick
+    return replace(history, level=actions.level, guests=tuple(updated), ksm_pages_sharing=ksm.pages_sharing,
+                   ksm_last_gain_tick=gain_tick,
+                   ksm_pages_to_scan=actions.ksm.pages_to_scan if actions.ksm else history.ksm_pages_to_scan)
+

@@ -1,0 +1,104 @@
+"""The manager's loop runs on the FakeDriver with fake /proc, KSM and cgroup trees: no host state is touched."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from yunstack.compute.driver import InstanceSpec
+from yunstack.compute.fake import FakeDriver
+from yunstack.memory.cgroups import MemoryCgroups
+from yunstack.memory.collectors import HostCollector
+from yunstack.memory.controllers import CgroupControl, KsmControl
+from yunstack.memory.manager import MemoryManager
+from yunstack.memory.model import MIB, CgroupSetting, GuestPolicy, KsmSettings, MemoryConfig, PressureLevel, Tuning
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _ksm_dir(tmp_path: Path) -> Path:
+    ksm = tmp_path / "ksm"
+    shutil.copytree(FIXTURES / "ksm", ksm)
+    return ksm
+
+
+def _manager(tmp_path: Path, driver: FakeDriver, tuning: Tuning, available_kb: int | None = None) -> MemoryManager:
+    proc = tmp_path / "proc"
+    (proc / "pressure").mkdir(parents=True)
+    meminfo = (FIXTURES / "meminfo").read_text()
+    if available_kb is not None:
+        meminfo = meminfo.replace("MemAvailable:   21893644 kB", f"MemAvailable: {available_kb} kB")
+    (proc / "meminfo").write_text(meminfo)
+    shutil.copy(FIXTURES / "pressure_memory", proc / "pressure" / "memory")
+    ksm_dir = _ksm_dir(tmp_path)
+    return MemoryManager(driver, MemoryConfig(cgroup_parent=""), tuning=tuning, detect_cgroups=False,
+                         host_collector=HostCollector(proc=proc, ksm_dir=ksm_dir), ksm=KsmControl(ksm_dir), proc=proc)
+
+
+async def _spawn(driver: FakeDriver, iid: str, mib: int = 256) -> None:
+    await driver.spawn(InstanceSpec(id=iid, name=iid, hostname=iid, vcpus=1, memory_mib=mib, disk_gib=1,
+                                    base_image=Path("/x")))
+
+
+async def test_ticks_balloon_guests_and_keep_a_ledger(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await _spawn(driver, "a")
+    await _spawn(driver, "b")
+    manager = _manager(tmp_path, driver, Tuning(), available_kb=2 * 1024 * 1024)  # 8 % free: BALLOON
+    manager.set_policy("b", GuestPolicy(page_sharing=False))
+    for _ in range(3):
+        entry = await manager.tick()
+    assert entry.level == PressureLevel.BALLOON
+    assert (await driver.balloon_stats("a"))["actual"] < 256 * MIB
+    assert [g.instance_id for g in entry.guests] == ["a", "b"]
+    a, b = entry.guests
+    assert a.shared > 0 and b.shared == 0  # proportional: the fake has no ksm_stat; b opted out
+    assert entry.host.shared_method == "proportional-rss"
+    assert entry.host.committed == 512 * MIB and entry.host.consolidation_ratio > 1.0
+    assert entry.manager.cpu_seconds >= 0 and entry.manager.rss_bytes > 0
+    assert len(manager.ledger()) == 3 and manager.latest() is entry
+    assert entry.as_dict()["level"] == "balloon"
+    assert manager.instance_extra("b") == {"yunstack:page_sharing": "off", "yunstack:thp": "off"}
+    # KSM knobs were written to our fake sysfs, and are restored on close
+    assert (tmp_path / "ksm" / "sleep_millisecs").read_text() == "20"
+    (tmp_path / "ksm" / "pages_to_scan").write_text("999")
+    await manager.close()
+    assert (tmp_path / "ksm" / "pages_to_scan").read_text() == "1250"
+
+
+async def test_run_stops_on_the_event_and_cleans_up(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await _spawn(driver, "a")
+    manager = _manager(tmp_path, driver, Tuning(period=0.05))
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(manager.ledger()) >= 3
+    assert not manager.ledger(since=manager.ledger()[-1].wall_time)
+
+
+def test_cgroup_v1_limits_are_written_in_a_safe_order(tmp_path: Path) -> None:
+    leaf = tmp_path / "yunstack" / "vm1"
+    leaf.mkdir(parents=True)
+    (leaf / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (leaf / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    control = CgroupControl(MemoryCgroups(tmp_path, 1), "yunstack")
+    assert control.apply("vm1", CgroupSetting(limit=128 * MIB, soft_limit=100 * MIB, swappiness=100))
+    assert (leaf / "memory.limit_in_bytes").read_text() == str(128 * MIB)
+    assert (leaf / "memory.memsw.limit_in_bytes").read_text() == "-1"  # swap allowed
+    assert (leaf / "memory.soft_limit_in_bytes").read_text() == str(100 * MIB)
+    assert (leaf / "memory.swappiness").read_text() == "100"
+    assert not control.apply("vm1", CgroupSetting(limit=128 * MIB, soft_limit=100 * MIB, swappiness=100))
+    assert not control.apply("gone", CgroupSetting())
+
+
+def test_ksm_control_writes_only_changes_and_restores(tmp_path: Path) -> None:
+    control = KsmControl(_ksm_dir(tmp_path))
+    assert control.apply(KsmSettings(run=1, pages_to_scan=100, sleep_millisecs=50))
+    assert not control.apply(KsmSettings(run=1, pages_to_scan=100, sleep_millisecs=50))
+    control.restore()
+    assert [(tmp_path / "ksm" / k).read_text().strip() for k in ("run", "pages_to_scan", "sleep_millisecs")] == [
+        "1", "1250", "20"]

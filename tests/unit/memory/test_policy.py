@@ -1,0 +1,330 @@
+"""The memory policy is a pure function: checked as tables of host/guest snapshots -> actions."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from yunstack.memory import policy
+from yunstack.memory.manager import attribute_sharing, instance_extra
+from yunstack.memory.model import (
+    MIB,
+    Actions,
+    GuestPolicy,
+    GuestStats,
+    History,
+    HostStats,
+    KsmStats,
+    PressureLevel,
+    Tuning,
+)
+
+GIB = 1024 * MIB
+KERNEL = 16 * MIB  # what the guest kernel keeps out of MemTotal
+
+
+def host(free: float = 0.5, *, total: int = 4 * GIB, psi_some: float = 0.0, psi_full: float = 0.0,
+         ksm: KsmStats | None = None, swap_free: int = 0) -> HostStats:
+    return HostStats(timestamp=0.0, total=total, free=int(free * total), available=int(free * total),
+                     psi_some_avg10=psi_some, psi_full_avg10=psi_full, ksm=ksm or KsmStats(),
+                     swap_total=swap_free, swap_free=swap_free)
+
+
+def guest(iid: str, *, configured: int = 256 * MIB, actual: int | None = None, used: int = 64 * MIB,
+          major: int = 0, rss: int | None = None, merging: int | None = None,
+          cgroup_usage: int | None = None) -> GuestStats:
+    actual = configured if actual is None else actual
+    total = configured - KERNEL
+    ballooned = configured - actual
+    available = max(0, total - used - ballooned)  # deflate-on-oom: ballooned pages count as used
+    return GuestStats(instance_id=iid, timestamp=0.0, configured=configured, balloon_actual=actual,
+                      guest_total=total, guest_free=available, guest_available=available, major_faults=major,
+                      rss=rss if rss is not None else used + 60 * MIB, ksm_merging_pages=merging,
+                      cgroup_usage=cgroup_usage)
+
+
+def simulate(h: HostStats, guests: list[GuestStats], ticks: int, *, tuning: Tuning | None = None,
+             policies: dict[str, GuestPolicy] | None = None) -> tuple[list[Actions], list[GuestStats]]:
+    """Run the policy ``ticks`` times; balloons reach their targets at once, as they do in ~0.2 s."""
+    tuning = tuning or Tuning()
+    history = History()
+    log = []
+    for _ in range(ticks):
+        actions, history = policy.step(h, guests, policies or {}, history, tuning)
+        log.append(actions)
+        guests = [guest(g.instance_id, configured=g.configured, actual=actions.guest(g.instance_id).target,
+                        used=g.used_estimate() or 0, major=g.major_faults or 0) for g in guests]
+    return log, guests
+
+
+BALLOON = Tuning(force_level=PressureLevel.BALLOON)
+
+
+# ------------------------------------------------------------------------------------- levels
+
+
+@pytest.mark.parametrize(
+    ("free", "psi_some", "psi_full", "previous", "expected"),
+    [
+        pytest.param(0.50, 0, 0, PressureLevel.NONE, PressureLevel.NONE, id="plenty-is-none"),
+        pytest.param(0.15, 0, 0, PressureLevel.NONE, PressureLevel.KSM, id="below-20pct-is-ksm"),
+        pytest.param(0.08, 0, 0, PressureLevel.NONE, PressureLevel.BALLOON, id="below-10pct-is-balloon"),
+        pytest.param(0.03, 0, 0, PressureLevel.NONE, PressureLevel.SWAP, id="below-4pct-is-swap"),
+        pytest.param(0.50, 15, 0, PressureLevel.NONE, PressureLevel.BALLOON, id="psi-some-forces-balloon"),
+        pytest.param(0.50, 15, 12, PressureLevel.NONE, PressureLevel.SWAP, id="psi-full-forces-swap"),
+        pytest.param(0.11, 0, 0, PressureLevel.BALLOON, PressureLevel.BALLOON, id="hysteresis-holds-balloon"),
+        pytest.param(0.13, 0, 0, PressureLevel.BALLOON, PressureLevel.KSM, id="leaves-balloon-above-12pct"),
+        pytest.param(0.60, 0, 0, PressureLevel.SWAP, PressureLevel.BALLOON, id="leaves-one-level-at-a-time"),
+        pytest.param(0.21, 0, 0, PressureLevel.KSM, PressureLevel.KSM, id="hysteresis-holds-ksm"),
+    ],
+)
+def test_pressure_level_comes_from_free_memory_and_psi_with_hysteresis(free, psi_some, psi_full, previous,
+                                                                        expected) -> None:
+    level, _ = policy.pressure_level(host(free, psi_some=psi_some, psi_full=psi_full), previous, Tuning())
+    assert level == expected
+
+
+def test_a_budget_cgroup_is_the_capacity_when_configured() -> None:
+    h = replace(host(0.9), budget_limit=1 * GIB, budget_usage=950 * MIB)
+    assert policy.pressure_level(h, PressureLevel.NONE, Tuning())[0] == PressureLevel.BALLOON
+
+
+# ------------------------------------------------------------------------------------- allocation
+
+
+@pytest.mark.parametrize(
+    ("tax", "pool", "shares", "active", "expected"),
+    [
+        # ESX paper Fig. 7 shape: equal shares, one idle and one active 256 MiB VM
+        pytest.param(0.0, 340, (1000, 1000), (20, 230), (170, 170), id="no-tax-is-pure-shares"),
+        pytest.param(0.75, 340, (1000, 1000), (20, 230), (91, 249), id="idle-tax-moves-memory-to-the-active"),
+        pytest.param(0.0, 300, (2000, 1000), (100, 100), (200, 100), id="shares-split-2-to-1"),
+        pytest.param(0.75, 1000, (1000, 1000), (20, 230), (256, 256), id="enough-for-all-gives-ceilings"),
+        pytest.param(0.75, 100, (1000, 1000), (20, 230), (96, 96), id="too-little-gives-floors"),
+    ],
+)
+def test_entitlements_follow_shares_and_the_idle_tax(tax, pool, shares, active, expected) -> None:
+    got = policy.entitlements(pool * MIB, shares, [a * MIB for a in active], [0 * MIB, 0 * MIB] if pool > 100
+                              else [96 * MIB, 96 * MIB], [256 * MIB, 256 * MIB], tax)
+    assert [round(g / MIB) for g in got] == pytest.approx(list(expected), abs=1)
+
+
+@pytest.mark.parametrize(
+    ("guest_policy", "used", "expected_floor"),
+    [
+        pytest.param(GuestPolicy(), 64 * MIB, 96 * MIB, id="min-guest-size"),
+        pytest.param(GuestPolicy(), 170 * MIB, 204 * MIB, id="working-set-plus-20pct-headroom"),
+        pytest.param(GuestPolicy(reservation_bytes=200 * MIB), 64 * MIB, 200 * MIB, id="reservation"),
+        pytest.param(GuestPolicy(limit_bytes=128 * MIB), 150 * MIB, 128 * MIB, id="limit-caps-the-floor"),
+    ],
+)
+def test_floors_under_heavy_pressure(guest_policy, used, expected_floor) -> None:
+    log, final = simulate(host(0.01), [guest("a", used=used)], 30, tuning=BALLOON, policies={"a": guest_policy})
+    d = log[-1].guest("a")
+    assert d.floor == expected_floor
+    assert final[0].balloon_actual == expected_floor
+    assert all(a.guest("a").target >= expected_floor for a in log)
+
+
+def test_a_limit_is_the_ceiling_even_without_pressure() -> None:
+    limited = {"a": GuestPolicy(limit_bytes=160 * MIB)}
+    log, final = simulate(host(0.9), [guest("a", used=64 * MIB)], 10, policies=limited)
+    assert final[0].balloon_actual == 160 * MIB
+    assert max(a.guest("a").target for a in log) <= 160 * MIB
+
+
+def test_the_idle_guest_gives_memory_to_the_active_one() -> None:
+    h = host(0.05, total=1 * GIB)  # pool: 2 x 256 + 51 - 154 MiB = 410 MiB for the two
+    log, final = simulate(h, [guest("idle", used=20 * MIB), guest("busy", used=200 * MIB)], 40)
+    idle, busy = (g.balloon_actual for g in final)
+    assert busy == 256 * MIB
+    assert idle < 160 * MIB
+    assert log[-1].level >= PressureLevel.BALLOON
+
+
+# ------------------------------------------------------------------------------------- dynamics
+
+
+@pytest.mark.parametrize(
+    ("configured", "step"),
+    [pytest.param(256 * MIB, 32 * MIB, id="256MiB-steps-32MiB"),
+     pytest.param(2 * GIB, 64 * MIB, id="2GiB-steps-capped-at-64MiB"),
+     pytest.param(32 * MIB, 8 * MIB, id="tiny-steps-at-least-8MiB")],
+)
+def test_inflation_converges_in_bounded_steps(configured, step) -> None:
+    log, final = simulate(host(0.01), [guest("a", configured=configured, used=16 * MIB)], 60, tuning=BALLOON)
+    targets = [configured] + [a.guest("a").target for a in log]
+    assert max(prev - cur for prev, cur in itertools.pairwise(targets)) <= step
+    assert final[0].balloon_actual == log[-1].guest("a").floor
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [pytest.param({"used": 230 * MIB}, "guest available", id="guest-free-low"),
+     pytest.param({"major": 5000}, "major faults", id="major-faults-rising")],
+)
+def test_a_guest_under_pressure_is_deflated_fast(change, why) -> None:
+    tuning = BALLOON
+    history = History()
+    g = guest("a", actual=120 * MIB, used=80 * MIB)
+    _, history = policy.step(host(0.01), [g], {}, history, tuning)
+    squeezed = guest("a", actual=120 * MIB, **{"used": 80 * MIB, **change})
+    actions, history = policy.step(host(0.01), [squeezed], {}, history, tuning)
+    d = actions.guest("a")
+    assert d.send and d.pressured
+    assert d.target - 120 * MIB >= 64 * MIB  # a quarter of 256 MiB at once, not a 32 MiB step
+    assert any(why in r for r in actions.reasons)
+    # and no inflation while the hold-off lasts, although the pressure is gone
+    calm = guest("a", actual=d.target, used=80 * MIB, major=change.get("major", 0))
+    for _ in range(5):
+        actions, history = policy.step(host(0.01), [calm], {}, history, tuning)
+        assert actions.guest("a").target >= d.target
+
+
+def test_deflate_on_oom_is_noticed_and_not_fought() -> None:
+    history = History()
+    g = guest("a", actual=200 * MIB, used=80 * MIB)
+    actions, history = policy.step(host(0.01), [g], {}, history, BALLOON)
+    sent = actions.guest("a").target
+    assert sent < 200 * MIB
+    grew = guest("a", actual=sent + 40 * MIB, used=80 * MIB)  # the guest took pages back on OOM
+    actions, _ = policy.step(host(0.01), [grew], {}, history, BALLOON)
+    assert actions.guest("a").target >= sent + 40 * MIB
+
+
+@pytest.mark.parametrize(
+    ("free", "tuning"),
+    [pytest.param(0.5, Tuning(), id="plenty"), pytest.param(0.15, Tuning(), id="ksm-hold"),
+     pytest.param(0.01, BALLOON, id="balloon"), pytest.param(0.01, Tuning(force_level=PressureLevel.SWAP),
+                                                             id="swap")],
+)
+def test_a_steady_input_gives_a_steady_output(free, tuning) -> None:
+    guests = [guest("a", used=40 * MIB, actual=200 * MIB), guest("b", used=150 * MIB, actual=220 * MIB)]
+    log, _ = simulate(host(free), guests, 60, tuning=tuning)
+    tail = log[-20:]
+    assert not any(d.send for a in tail for d in a.guests)
+    assert len({tuple(d.target for d in a.guests) for a in tail}) == 1
+
+
+def test_plenty_of_memory_grows_balloons_back_gradually() -> None:
+    log, final = simulate(host(0.9), [guest("a", actual=100 * MIB)], 10)
+    assert final[0].balloon_actual == 256 * MIB
+    targets = [a.guest("a").target for a in log]
+    assert targets[0] == 132 * MIB  # +32 MiB from the floor of 100 MiB's...
+    assert targets[1] - targets[0] == 32 * MIB
+
+
+# ------------------------------------------------------------------------------------- cgroups
+
+
+def test_swap_level_squeezes_cgroups_only_with_swap_behind_them() -> None:
+    g = guest("a", used=40 * MIB, actual=256 * MIB, cgroup_usage=300 * MIB)
+    swap = Tuning(force_level=PressureLevel.SWAP)
+    with_swap = policy.step(host(0.01, swap_free=1 * GIB), [g], {}, History(), swap)[0].guest("a")
+    assert with_swap.cgroup.limit == 300 * MIB - 32 * MIB and with_swap.cgroup.swap_allowed
+    without = policy.step(host(0.01, swap_free=0), [g], {}, History(), swap)[0].guest("a")
+    assert without.cgroup.limit is None
+    relaxed = policy.step(host(0.9), [g], {}, History(), Tuning())[0].guest("a")
+    assert relaxed.cgroup.limit is None and relaxed.cgroup.soft_limit is None
+
+
+@pytest.mark.parametrize(
+    ("used", "swappiness"),
+    [pytest.param(20 * MIB, 100, id="idle-guest-swaps-first"), pytest.param(200 * MIB, 20, id="active-guest")],
+)
+def test_swappiness_follows_activity(used, swappiness) -> None:
+    d = policy.decide(host(0.5), [guest("a", used=used)], {}, policy.observe(History(), host(), [guest("a", used=used)],
+                                                                        Tuning()), Tuning()).guest("a")
+    assert d.cgroup.swappiness == swappiness
+
+
+# ------------------------------------------------------------------------------------- KSM
+
+
+def _ksm(h: HostStats, guests: list[GuestStats], *, tuning: Tuning | None = None,
+         policies: dict[str, GuestPolicy] | None = None, history: History | None = None) -> tuple[Actions, History]:
+    return policy.step(h, guests, policies or {}, history or History(), tuning or Tuning())
+
+
+@pytest.mark.parametrize(
+    ("free", "total", "count", "tuning", "run"),
+    [
+        pytest.param(0.9, 24 * GIB, 2, Tuning(), 0, id="plenty-and-not-overcommitted-off"),
+        pytest.param(0.15, 24 * GIB, 2, Tuning(), 1, id="pressure-on"),
+        pytest.param(0.9, 1 * GIB, 4, Tuning(), 1, id="overcommitted-on-like-mom"),
+        pytest.param(0.9, 24 * GIB, 2, Tuning(ksm_mode="always"), 1, id="always"),
+    ],
+)
+def test_ksm_runs_when_there_is_pressure_or_overcommit(free, total, count, tuning, run) -> None:
+    actions, _ = _ksm(host(free, total=total), [guest(f"g{i}") for i in range(count)], tuning=tuning)
+    assert actions.ksm is not None and actions.ksm.run == run
+
+
+def test_ksm_is_left_alone_in_never_mode() -> None:
+    actions, _ = _ksm(host(0.1), [guest("a")], tuning=Tuning(ksm_mode="never"))
+    assert actions.ksm is None
+
+
+@pytest.mark.parametrize(
+    ("rss_mib", "count", "pages"),
+    [pytest.param(150, 2, 153, id="2x150MiB-scanned-in-10s"),
+     pytest.param(20, 1, 64, id="min-64"),
+     pytest.param(2000, 16, 1250, id="max-1250")],
+)
+def test_ksm_scan_rate_scales_with_mergeable_memory(rss_mib, count, pages) -> None:
+    guests = [guest(f"g{i}", rss=rss_mib * MIB) for i in range(count)]
+    actions, _ = _ksm(host(0.15), guests)
+    assert actions.ksm is not None
+    assert actions.ksm.pages_to_scan == pages and actions.ksm.sleep_millisecs == 20
+
+
+def test_ksm_stops_when_scanning_finds_nothing_and_slows_when_gains_stop() -> None:
+    h = host(0.15, ksm=KsmStats(run=1, pages_sharing=0))
+    history = History()
+    for _ in range(40):
+        actions, history = _ksm(h, [guest("a", rss=200 * MIB)], history=history)
+    assert actions.ksm is not None and actions.ksm.run == 0
+    merged = host(0.15, ksm=KsmStats(run=1, pages_sharing=20000))
+    history = History()
+    for _ in range(40):
+        actions, history = _ksm(merged, [guest("a", rss=1000 * MIB)], history=history)
+    assert actions.ksm is not None and actions.ksm.run == 1 and actions.ksm.pages_to_scan == 64
+
+
+# ------------------------------------------------------------------------------------- opt-out, THP
+
+
+def test_a_guest_that_opts_out_of_page_sharing_is_never_mergeable() -> None:
+    policies = {"secret": GuestPolicy(page_sharing=False)}
+    actions, _ = _ksm(host(0.15), [guest("secret")], policies=policies)
+    d = actions.guest("secret")
+    assert d.page_sharing is False
+    assert actions.ksm is not None and actions.ksm.run == 0  # nobody may share: KSM off
+    assert instance_extra(policies["secret"]) == {"yunstack:page_sharing": "off", "yunstack:thp": "on"}
+
+
+@pytest.mark.parametrize(
+    ("guest_policy", "free", "thp"),
+    [pytest.param(GuestPolicy(), 0.9, False, id="sharing-allowed-thp-off"),
+     pytest.param(GuestPolicy(page_sharing=False), 0.9, True, id="opted-out-and-plenty-thp-on"),
+     pytest.param(GuestPolicy(page_sharing=False), 0.15, False, id="opted-out-under-pressure-thp-off"),
+     pytest.param(GuestPolicy(thp=True), 0.15, True, id="explicit-thp-wins")],
+)
+def test_thp_is_decided_per_vm(guest_policy, free, thp) -> None:
+    actions, _ = _ksm(host(free), [guest("a")], policies={"a": guest_policy})
+    assert actions.guest("a").thp is thp
+
+
+@pytest.mark.parametrize(
+    ("merging", "method", "shared_a", "shared_b"),
+    [pytest.param((3000, 1000), "ksm_stat", 3000 * 4096 * 3 // 4, 1000 * 4096 * 3 // 4, id="per-process-ksm-stat"),
+     pytest.param((None, None), "proportional-rss", 3000 * 4096, 0, id="proportional-and-opt-out-gets-none")],
+)
+def test_ksm_savings_are_attributed_per_vm(merging, method, shared_a, shared_b) -> None:
+    h = host(0.5, ksm=KsmStats(pages_shared=1000, pages_sharing=3000))
+    guests = [guest("a", merging=merging[0]), guest("b", merging=merging[1])]
+    shares, how = attribute_sharing(h, guests, {"b": GuestPolicy(page_sharing=False)})
+    assert how == method
+    assert shares == {"a": shared_a, "b": shared_b}
