@@ -40,6 +40,7 @@ class ServerConfig:
     public_url: str = _help(
         "Base URL that clients use (put in the catalog); empty means http://HOST:PORT.", ""
     )
+    metrics_public: bool = _help("Serve /metrics to any client, not only loopback.", False)
     max_body_bytes: int = _help(
         "Largest JSON request body accepted (image uploads are streamed and exempt).", 1 << 20
     )
@@ -128,6 +129,28 @@ class QemuConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """The memory overcommit manager of a compute host (see docs/explanation/memory.md)."""
+
+    enabled: bool = _help("Run the memory manager in the host agent.", True)
+    period: float = _help("Seconds between manager passes.", 2.0)
+    cgroup_parent: str = _help(
+        "Memory cgroup holding one child per VM (yunstack/<instance-id>); empty disables cgroups.", "yunstack")
+    budget_bytes: int = _help(
+        "Host memory budget for all guests, enforced on the parent cgroup; 0 means the whole host.", 0)
+    budget_swap_bytes: int = _help(
+        "Swap the guests may use beyond the budget (v1 memsw / v2 swap.max); -1 unlimited.", -1)
+    swapfile_bytes: int = _help(
+        "Size of a swapfile yunstack creates in swap_dir and removes on shutdown; 0 means none.", 0)
+    swap_dir: str = _help("Where the swapfile lives; empty means STATE_DIR/memory.", "")
+    swap_priority: int = _help("swapon priority of the yunstack swapfile.", 0)
+    ksm_mode: str = _help(
+        "KSM control: 'auto' (policy), 'always' (run whenever a guest may share), 'never' (leave it).", "auto")
+    idle_tax: float = _help("ESX idle memory tax, 0..0.99.", 0.75)
+    history_seconds: float = _help("How much ledger history to keep in memory.", 1800.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogConfig:
     """Logging."""
 
@@ -144,6 +167,7 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     qemu: QemuConfig = field(default_factory=QemuConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property

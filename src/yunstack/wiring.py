@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +15,7 @@ from yunstack.compute.drivers import make_driver
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService
 from yunstack.compute.keypairs import KeyPairService
+from yunstack.compute.memoryledger import MemoryLedgerService
 from yunstack.compute.quotas import QuotaService
 from yunstack.compute.service import ComputeService
 from yunstack.config import Config
@@ -25,6 +26,7 @@ from yunstack.identity.service import IdentityService
 from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
+from yunstack.memory.manager import MemoryManager
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +43,7 @@ class Services:
     quotas: QuotaService
     hosts: HostService
     compute: ComputeService
+    memory: MemoryLedgerService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -66,15 +69,24 @@ def build(config: Config, *, migrate: bool = True) -> Services:
                              images=image)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                    compute=compute)
+                    compute=compute, memory=MemoryLedgerService(db))
 
 
 def build_agent(services: Services, driver: ComputeDriver | None = None) -> Agent:
     """This host's agent, registered with the compute service so that new work wakes it at once."""
     config = services.config
-    link = LocalControlPlane(services.db, config, services.hosts, services.image)
-    agent = Agent(config.host_name, driver or make_driver(config), link, image_cache=config.image_cache_path,
-                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout)
+    link = LocalControlPlane(services.db, config, services.hosts, services.image, services.memory)
+    driver = driver or make_driver(config)
+    memory = None
+    if config.memory.enabled:
+        real = config.compute.driver == "qemu"
+        # With the fake driver nothing real runs: never touch the host's KSM, cgroups or swap.
+        memory_config = config.memory if real else replace(config.memory, ksm_mode="never", cgroup_parent="",
+                                                            swapfile_bytes=0, budget_bytes=0)
+        memory = MemoryManager(driver, memory_config, state_dir=config.server.state_path, detect_cgroups=real)
+    agent = Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
+                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
+                  memory=memory)
     services.compute.agents[agent.host] = agent
     services.compute.notify = _wake(services.compute.agents)
     return agent

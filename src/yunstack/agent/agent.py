@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,17 +22,49 @@ from yunstack.agent.link import ControlPlane, Outcome, SpecData, Work
 from yunstack.compute import states
 from yunstack.compute.driver import ComputeDriver, InstanceSpec, PowerState
 from yunstack.errors import Conflict, NotFound, YunError
+from yunstack.memory.manager import MemoryManager
+from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
 POWER_SYNC_SECONDS = 2.0
+MEMORY_REPORT_SECONDS = 10.0
+MIB = 1 << 20
+
+# Flavor extra specs for ESX-style per-server memory allocation (docs/explanation/memory.md).
+SPEC_RESERVATION = "yunstack:memory_reservation_mib"
+SPEC_LIMIT = "yunstack:memory_limit_mib"
+SPEC_SHARES = "yunstack:memory_shares"
+
+
+def memory_policy(extra: Mapping[str, str], memory_mib: int) -> GuestPolicy:
+    """A server's reservation, limit and shares from its flavor's extra specs, with sane defaults.
+
+    Defaults: no reservation beyond the policy's own floor, the limit is the configured size, and
+    shares are proportional to size (ESX: 10 shares per MiB), so a bigger server gets more when
+    memory is contended.  Unparseable values fall back to the defaults (flavors validate them).
+    """
+
+    def number(key: str, default: int) -> int:
+        try:
+            return max(0, int(extra.get(key, default)))
+        except (TypeError, ValueError):
+            return default
+
+    reservation = min(number(SPEC_RESERVATION, 0), memory_mib)
+    limit = number(SPEC_LIMIT, memory_mib) or memory_mib
+    return GuestPolicy(reservation_bytes=reservation * MIB, limit_bytes=min(limit, memory_mib) * MIB,
+                       shares=number(SPEC_SHARES, 10 * memory_mib) or 1,
+                       page_sharing=extra.get(EXTRA_PAGE_SHARING, "on") != "off")
 
 
 class Agent:
     def __init__(self, host: str, driver: ComputeDriver, link: ControlPlane, *, image_cache: Path,
-                 poll_interval: float = 1.0, stop_timeout: float | None = None) -> None:
+                 poll_interval: float = 1.0, stop_timeout: float | None = None,
+                 memory: MemoryManager | None = None) -> None:
         self.host = host
+        self.memory = memory
         self.driver = driver
         self.link = link
         self.cache = ImageCache(image_cache, link)
@@ -103,9 +135,13 @@ class Agent:
         await self.driver.init_host()
         await self._heartbeat()
         await self._sync_power()
+        memory_task = None
+        if self.memory is not None:
+            await self._adopt_memory_policies()
+            memory_task = asyncio.create_task(self.memory.run(self._stop), name="memory-manager")
         self._ready.set()
         log.info("host agent for %s running", self.host)
-        last_beat = last_sync = time.monotonic()
+        last_beat = last_sync = last_memory = time.monotonic()
         while not self._stop.is_set():
             await self._dispatch()
             now = time.monotonic()
@@ -115,18 +151,46 @@ class Agent:
             if now - last_beat >= HEARTBEAT_SECONDS:
                 await self._guard(self._heartbeat(), "heartbeat")
                 last_beat = now
+            if self.memory is not None and now - last_memory >= MEMORY_REPORT_SECONDS:
+                await self._guard(self._report_memory(), "memory report")
+                last_memory = now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if memory_task is not None:
+            # The manager restores KSM knobs and removes its swapfile when it sees the stop event.
+            await asyncio.gather(memory_task, return_exceptions=True)
 
     async def _guard(self, work: Awaitable[None], what: str) -> None:
         try:
             await work
         except Exception:
             log.exception("agent %s failed; will retry", what)
+
+    async def _adopt_memory_policies(self) -> None:
+        """After a restart, give the manager the policies of the guests it finds running."""
+        assert self.memory is not None
+        for info in await self.driver.list_instances():
+            try:
+                data = await asyncio.to_thread(self.link.spec, info.id)
+            except YunError:
+                continue
+            self.memory.set_policy(info.id, memory_policy(data.extra, data.memory_mib))
+
+    async def _report_memory(self) -> None:
+        assert self.memory is not None
+        entry = self.memory.latest()
+        if entry is not None:
+            await asyncio.to_thread(self.link.report_memory, self.host, entry.as_dict())
+
+    def memory_ledger(self, since: float | None = None) -> list[dict[str, object]]:
+        """The manager's ledger history (thread-safe read of an append-only deque)."""
+        if self.memory is None:
+            return []
+        return [e.as_dict() for e in self.memory.ledger(since)]
 
     async def _heartbeat(self) -> None:
         info = await self.driver.host_info()
@@ -167,9 +231,14 @@ class Agent:
     async def _spec(self, instance_id: str) -> InstanceSpec:
         data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
         path, fmt = await asyncio.to_thread(self.cache.ensure, data.image_id)
+        extra = dict(data.extra)
+        if self.memory is not None:
+            self.memory.set_policy(data.id, memory_policy(extra, data.memory_mib))
+            # The manager decides page sharing and THP per VM; the driver applies them at start.
+            extra.update(self.memory.instance_extra(data.id))
         return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
                             memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
-                            base_format=fmt, config_drive=data.config_drive, extra=dict(data.extra))
+                            base_format=fmt, config_drive=data.config_drive, extra=extra)
 
     async def _perform(self, work: Work) -> None:
         started = time.monotonic()
@@ -216,6 +285,8 @@ class Agent:
             return done(states.ACTIVE, PowerState.RUNNING, launched=True)
         if op == "delete":
             await d.destroy(iid)
+            if self.memory is not None:
+                self.memory.forget(iid)
             return done(states.DELETED, PowerState.NOSTATE)
         if op == "stop":
             await d.power_off(iid, self.stop_timeout)
@@ -251,6 +322,7 @@ class Agent:
             old = dict(work.args.get("old_flavor") or {})
             if old:
                 spec = replace(spec, vcpus=old["vcpus"], memory_mib=old["ram"], disk_gib=old.get("disk", 0))
+            await d.power_off(iid, self.stop_timeout)  # both drivers revert only a stopped guest
             await d.revert_resize(spec)
             await d.power_on(spec)
             return done(states.ACTIVE, PowerState.RUNNING)

@@ -77,3 +77,6 @@ class ControlPlane(Protocol):
 
     def heartbeat(self, host: str, info: HostInfo) -> None:
         """Report this host's resources; also says the agent is alive."""
+
+    def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:
+        """Report the memory manager's latest ledger entry (for admission, the API and history)."""

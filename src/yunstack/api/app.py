@@ -9,10 +9,11 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from yunstack import __version__
-from yunstack.api import faults
+from yunstack.api import faults, metrics
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
 from yunstack.api.compute import keypairs as compute_keypairs
+from yunstack.api.compute import memory as compute_memory
 from yunstack.api.compute import quotas as compute_quotas
 from yunstack.api.compute import servers as compute_servers
 from yunstack.api.compute import versions as compute_versions
@@ -55,11 +56,13 @@ def create_app(services: Services) -> Any:
                   openapi_url="/openapi.json")
     app.state.services = services
     faults.install(app)
+    app.include_router(metrics.make_router(services))
     app.include_router(identity_routes.router)
     app.include_router(identity_resources.router)
     app.include_router(image_routes.router)
     for compute_router in (compute_versions.router, compute_flavors.router, compute_keypairs.router,
-                           compute_quotas.router, compute_hypervisors.router, compute_servers.router):
+                           compute_quotas.router, compute_hypervisors.router, compute_servers.router,
+                           compute_memory.router):
         app.include_router(compute_router)
 
     @app.get("/healthz", tags=["meta"])
@@ -75,7 +78,7 @@ def create_app(services: Services) -> Any:
                              "apis": {kind: base + path for kind, _, path in CATALOG}})
 
     limited = BodyLimit(app, services.config.server.max_body_bytes, _streamed)
-    wrapped = RequestId(PathGuard(Microversions(limited)))
+    wrapped = RequestId(metrics.RequestTimer(PathGuard(Microversions(limited))))
     # Keep a handle on the FastAPI app for tests and tooling (openapi, state).
     wrapped.fastapi = app  # type: ignore[attr-defined]
     return wrapped

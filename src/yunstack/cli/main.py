@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from yunstack import config as configmod
-from yunstack.cli import resources
+from yunstack.cli import memory, resources
 from yunstack.client import ApiError, YunClient
 
 app = typer.Typer(help="yunstack: a real IaaS cloud in one Python package.", no_args_is_help=True,
@@ -23,6 +23,7 @@ app.add_typer(resources.server_app, name="server")
 app.add_typer(resources.image_app, name="image")
 app.add_typer(resources.flavor_app, name="flavor")
 app.command("console")(resources.console_cmd)
+app.command("memory")(memory.memory_cmd)
 console = Console()
 
 StateDir = Annotated[Path | None, typer.Option("--state-dir", help="State directory.")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,14 @@ from yunstack.agent.link import Outcome, SpecData, Work
 from yunstack.compute import states
 from yunstack.compute.driver import ConfigDrive, HostInfo, InstanceInfo, PowerState
 from yunstack.compute.hosts import HostService
+from yunstack.compute.memoryledger import MemoryLedgerService
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
+from yunstack.db.tables import identity as ident
 from yunstack.errors import NotFound, YunError
 from yunstack.identity.context import AuthContext, Ref
+from yunstack.identity.service import PAGE_SHARING
+from yunstack.memory.model import EXTRA_PAGE_SHARING
 
 _EVENTS = {"spawn": "compute_build_and_run_instance", "delete": "compute_terminate_instance",
            "stop": "compute_stop_instance", "start": "compute_start_instance",
@@ -57,8 +61,10 @@ def meta_data(row: t.Instance) -> dict[str, Any]:
 
 
 class LocalControlPlane:
-    def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any) -> None:
+    def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
+                 ledger: MemoryLedgerService) -> None:
         self._db = db
+        self._ledger = ledger
         self._config = config
         self._hosts = hosts
         self._images = images
@@ -79,10 +85,14 @@ class LocalControlPlane:
             drive = ConfigDrive(meta_data=meta_data(row), user_data=user_data,
                                 network_data={"links": [], "networks": [], "services": []})
             flavor = row.flavor
+            extra = {str(k): str(v) for k, v in (flavor.get("extra_specs") or {}).items()}
+            project = s.get(ident.Project, row.project_id)
+            if project is not None and (project.options or {}).get(PAGE_SHARING) is False:
+                extra[EXTRA_PAGE_SHARING] = "off"
             return SpecData(id=row.id, name=row.name, hostname=row.hostname, vcpus=int(flavor["vcpus"]),
                             memory_mib=int(flavor["ram"]), disk_gib=int(flavor.get("disk", 0)),
                             image_id=row.image_id, config_drive=drive if row.config_drive else None,
-                            extra={str(k): str(v) for k, v in (flavor.get("extra_specs") or {}).items()})
+                            extra=extra)
 
     def fetch_image(self, image_id: str, dest: Path) -> str:
         # The agent reads any image an instance on its host was allowed to boot from.
@@ -189,6 +199,9 @@ class LocalControlPlane:
         s.add(t.InstanceAction(instance_id=row.id, request_id=f"req-sync-{now.timestamp():.0f}", action=action,
                                project_id=row.project_id, user_id="yunstack-agent", message=message,
                                start_time=now, finish_time=now, updated_at=now))
+
+    def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:
+        self._ledger.record(host, entry)
 
     def heartbeat(self, host: str, info: HostInfo) -> None:
         c = self._config.compute

@@ -11,7 +11,8 @@ from yunstack.config import Config
 from yunstack.errors import DriverMisconfigured
 
 DRIVERS: dict[str, Callable[[Config], ComputeDriver]] = {
-    "qemu": QemuDriver,
+    "qemu": lambda config: QemuDriver(
+        config, cgroup_parent=config.memory.cgroup_parent if config.memory.enabled else ""),
     "fake": lambda config: FakeDriver(hostname=config.host_name),
 }
 

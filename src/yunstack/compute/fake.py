@@ -121,10 +121,9 @@ class FakeDriver:
         return self._info(self._get(instance_id))
 
     async def snapshot(self, instance_id: str, dest: Path) -> None:
-        """Write a header-only qcow2 v3 stub (no backing file) of the disk's virtual size."""
+        """Write an empty, valid qcow2 v3 (no backing file) of the disk's virtual size."""
         guest = self._get(instance_id)
-        header = struct.pack(">4sIQIIQ", b"QFI\xfb", 3, 0, 0, 16, max(guest.spec.disk_gib, 1) * GIB)
-        dest.write_bytes(header + bytes(104 - len(header)))
+        dest.write_bytes(_empty_qcow2(max(guest.spec.disk_gib, 1) * GIB))
 
     async def resize(self, spec: InstanceSpec, new_spec: InstanceSpec) -> None:
         guest = self._get(spec.id)
@@ -192,3 +191,17 @@ class FakeDriver:
                             memory_mib=guest.spec.memory_mib, vcpus=guest.spec.vcpus)
 
 
+def _empty_qcow2(size: int) -> bytes:
+    """The smallest image ``qemu-img info`` and ``check`` accept: what ``qemu-img create`` writes.
+
+    64 KiB clusters: the header, a one-entry refcount table, one refcount block counting the four
+    metadata clusters, and an all-zero L1 table (every cluster unallocated, so it reads as zeros).
+    """
+    cluster = 1 << 16
+    l1_size = -(-size // (cluster * (cluster // 8)))
+    header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, 16, size, 0, l1_size, 3 * cluster,
+                         cluster, 1, 0, 0, 0, 0, 0, 4, 104)
+    refcount_table = struct.pack(">Q", 2 * cluster)
+    refcount_block = struct.pack(">4H", 1, 1, 1, 1)
+    return (header.ljust(cluster, b"\0") + refcount_table.ljust(cluster, b"\0")
+            + refcount_block.ljust(cluster, b"\0") + bytes(8 * l1_size))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -288,6 +288,8 @@ class HostService:
             "current_workload": sum(n.workload for n in nodes),
             "running_vms": sum(n.instances for n in nodes),
             "disk_available_least": sum(n.disk_available_least for n in nodes),
+            # yunstack extension (documented in docs/api-changes.md): what memory overcommit saves.
+            **_memory_totals(nodes),
         }
 
     # -- os-availability-zone ------------------------------------------------------------------
@@ -331,3 +333,19 @@ def cpu_info_dict(cpu_info: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _memory_totals(nodes: Sequence[HostUsage]) -> dict[str, int]:
+    """Host memory-ledger sums for the statistics view, from each node's latest reported entry."""
+    keys = ("committed", "guests_used", "savings_ksm", "savings_balloon", "savings_swap")
+    totals = dict.fromkeys(keys, 0)
+    for n in nodes:
+        host = (n.stats.get("memory") or {}).get("host") or {}
+        for key in keys:
+            totals[key] += int(host.get(key, 0) or 0)
+    mib = 1 << 20
+    return {"yunstack:memory_committed_mb": totals["committed"] // mib,
+            "yunstack:memory_guests_used_mb": totals["guests_used"] // mib,
+            "yunstack:memory_saved_ksm_mb": totals["savings_ksm"] // mib,
+            "yunstack:memory_saved_balloon_mb": totals["savings_balloon"] // mib,
+            "yunstack:memory_saved_swap_mb": totals["savings_swap"] // mib}

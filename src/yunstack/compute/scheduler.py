@@ -43,6 +43,9 @@ class RequestSpec:
     image_properties: Mapping[str, str] = field(default_factory=dict)
     ignore_hosts: frozenset[str] = frozenset()
     force_host: str | None = None
+    # What the new guest is expected to need soon after boot (its reservation, at least half its RAM);
+    # 0 = its whole RAM.  Compared with observed free memory, not with the static ratio.
+    expected_mib: int = 0
 
 
 Filter = Callable[[HostState, RequestSpec], str | None]
@@ -72,10 +75,16 @@ def ram_filter(h: HostState, r: RequestSpec) -> str | None:
 
 
 def observed_memory_filter(h: HostState, r: RequestSpec) -> str | None:
-    """Refuse a host whose observed free memory could not hold the guest's footprint (OOM risk)."""
-    if h.observed_free_mib and r.memory_mib > h.observed_free_mib:
-        return (f"ObservedMemoryFilter: needs up to {r.memory_mib} MiB, host has {h.observed_free_mib} MiB "
-                "free after working sets and headroom")
+    """Refuse a host whose observed free memory could not hold the new guest (an OOM risk).
+
+    ``observed_free_mib`` is physical memory minus every guest's working set plus headroom (the
+    memory manager's ledger), so overcommit admits guests while they are idle and stops when their
+    real use fills the host, whatever the static ratio would allow.
+    """
+    need = r.expected_mib or r.memory_mib
+    if h.observed_free_mib and need > h.observed_free_mib:
+        return (f"ObservedMemoryFilter: the guest is expected to need {need} MiB soon, the host has "
+                f"{h.observed_free_mib} MiB left after its guests' working sets and headroom")
     return None
 
 

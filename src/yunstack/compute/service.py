@@ -13,7 +13,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +89,15 @@ def host_state(u: HostUsage) -> scheduler.HostState:
         cpu_allocation_ratio=u.cpu_allocation_ratio, disk_allocation_ratio=u.disk_allocation_ratio,
         reserved_host_memory_mib=u.reserved_host_memory_mib, instances=u.instances,
         hypervisor_type=u.hypervisor_type, observed_free_mib=u.observed_free_mib)
+
+
+def expected_memory_mib(flavor: Any) -> int:
+    """What a new guest will need soon: its reservation, and at least half its RAM."""
+    try:
+        reservation = int(flavor.extra_specs.get("yunstack:memory_reservation_mib", 0))
+    except (TypeError, ValueError):
+        reservation = 0
+    return max(reservation, (int(flavor.ram) + 1) // 2)
 
 
 def hostname_for(name: str) -> str:
@@ -248,7 +257,8 @@ class ComputeService:
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
                 spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk,
                                              availability_zone=req.availability_zone,
-                                             image_properties={k: str(v) for k, v in image.properties.items()})
+                                             image_properties={k: str(v) for k, v in image.properties.items()},
+                                             expected_mib=expected_memory_mib(flavor))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
@@ -359,6 +369,8 @@ class ComputeService:
                     raise BadRequest("Resizing to a smaller disk is not supported.")
                 self._check_fits(s, row, flavor)
                 args = {"flavor": flavor.snapshot()}
+            if action == "revertResize":
+                args = {"old_flavor": dict(row.old_flavor or {})}  # the agent rebuilds the old spec
             if action == "createImage":
                 props = {str(k): str(v) for k, v in (args.get("metadata") or {}).items()}
                 props.update(instance_uuid=row.id, image_type="snapshot", base_image_ref=row.image_id,
@@ -469,10 +481,14 @@ def _usage(flavor: Any, count: int) -> dict[str, int]:
 
 
 def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:
-    from dataclasses import replace
-
+    """The host after placing one more guest of ``flavor`` (for the next guest of a multi-create)."""
+    observed = h.observed_free_mib
+    if observed:
+        # 0 means "unknown"; a known host that fills up must stay known (at least 1 MiB).
+        observed = max(1, observed - expected_memory_mib(flavor))
     return replace(h, vcpus_used=h.vcpus_used + flavor.vcpus, memory_used_mib=h.memory_used_mib + flavor.ram,
-                   disk_used_gb=h.disk_used_gb + flavor.disk, instances=h.instances + 1)
+                   disk_used_gb=h.disk_used_gb + flavor.disk, instances=h.instances + 1,
+                   observed_free_mib=observed)
 
 
 def _action(a: t.InstanceAction, events: tuple[dict[str, Any], ...] = ()) -> Action:

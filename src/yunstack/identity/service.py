@@ -30,6 +30,7 @@ from yunstack.identity.passwords import Hasher
 from yunstack.types import new_id
 
 DEFAULT_DOMAIN = "default"
+PAGE_SHARING = "yunstack_page_sharing"  # project option: False opts its servers out of KSM
 
 def _domain(row: t.Domain) -> Domain:
     return Domain(id=row.id, name=row.name, description=row.description, enabled=row.enabled)
@@ -130,7 +131,7 @@ class IdentityService:
 
     def update_project(self, ctx: AuthContext, project_id: str, *, name: str | None = None,
                        description: str | None = None, enabled: bool | None = None,
-                       tags: Sequence[str] | None = None) -> Project:
+                       tags: Sequence[str] | None = None, page_sharing: bool | None = None) -> Project:
         with self._db.begin() as s:
             row = self._project_row(s, ctx, project_id)
             policy.require_admin(ctx, "identity:update_project")
@@ -145,6 +146,8 @@ class IdentityService:
                 row.tags = list(tags)
             if enabled is not None:
                 row.enabled = enabled
+            if page_sharing is not None:
+                row.options = {**(row.options or {}), PAGE_SHARING: page_sharing}
             result = _project(row)
         if enabled is False:
             self.auth.revoke(project_id=project_id)
@@ -487,4 +490,4 @@ class IdentityService:
                                  url=base_url + path))
 
 
-__all__ = ["DEFAULT_DOMAIN", "IdentityService"]
+__all__ = ["DEFAULT_DOMAIN", "PAGE_SHARING", "IdentityService"]

@@ -37,6 +37,7 @@ from yunstack.memory.model import (
     MemoryConfig,
     PressureLevel,
     Tuning,
+    tuning_for,
 )
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class MemoryManager:
                  proc: Path = Path("/proc")) -> None:
         self.hypervisor = hypervisor
         self.config = config
-        self.tuning = tuning or config.tuning()
+        self.tuning = tuning or tuning_for(config)
         self.policies: MutableMapping[str, GuestPolicy] = policies if policies is not None else {}
         if cgroups is None and detect_cgroups and config.cgroup_parent:
             cgroups = detect()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+
+from yunstack.config import MemoryConfig as MemoryConfig  # re-exported: the config lives in config.py
 
 MIB = 1 << 20
 PAGE = 4096
@@ -17,10 +18,6 @@ PAGE = 4096
 # InstanceSpec.extra keys the QEMU driver reads at (re)start; the manager suggests them per VM.
 EXTRA_PAGE_SHARING = "yunstack:page_sharing"
 EXTRA_THP = "yunstack:thp"
-
-
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
 
 
 class PressureLevel(enum.IntEnum):
@@ -276,26 +273,6 @@ class History:
         return GuestHistory()
 
 
-@dataclass(frozen=True, kw_only=True)
-class MemoryConfig:
-    """The memory manager of a compute host (to become ``[memory]`` in config.py)."""
-
-    enabled: bool = _help("Run the memory manager in the host agent.", True)
-    period: float = _help("Seconds between manager passes.", 2.0)
-    cgroup_parent: str = _help(
-        "Memory cgroup holding one child per VM (yunstack/<instance-id>); empty disables cgroups.", "yunstack")
-    budget_bytes: int = _help(
-        "Host memory budget for all guests, enforced on the parent cgroup; 0 means the whole host.", 0)
-    budget_swap_bytes: int = _help(
-        "Swap the guests may use beyond the budget (v1 memsw / v2 swap.max); -1 unlimited.", -1)
-    swapfile_bytes: int = _help(
-        "Size of a swapfile yunstack creates in swap_dir and removes on shutdown; 0 means none.", 0)
-    swap_dir: str = _help("Where the swapfile lives; empty means STATE_DIR/memory.", "")
-    swap_priority: int = _help("swapon priority of the yunstack swapfile.", 0)
-    ksm_mode: str = _help(
-        "KSM control: 'auto' (policy), 'always' (run whenever a guest may share), 'never' (leave it).", "auto")
-    idle_tax: float = _help("ESX idle memory tax, 0..0.99.", 0.75)
-    history_seconds: float = _help("How much ledger history to keep in memory.", 1800.0)
-
-    def tuning(self) -> Tuning:
-        return Tuning(period=self.period, idle_tax=self.idle_tax, ksm_mode=self.ksm_mode)
+def tuning_for(config: MemoryConfig) -> Tuning:
+    """The policy's tuning from the ``[memory]`` config section."""
+    return Tuning(period=config.period, idle_tax=config.idle_tax, ksm_mode=config.ksm_mode)

@@ -62,7 +62,7 @@ def show_project(project_id: str, ctx: Ctx, svc: Svc) -> Json:
 def update_project(project_id: str, body: s.ProjectUpdateBody, ctx: Ctx, svc: Svc) -> Json:
     p = body.project
     made = svc.identity.update_project(ctx, project_id, name=p.name, description=p.description,
-                                       enabled=p.enabled, tags=p.tags)
+                                       enabled=p.enabled, tags=p.tags, page_sharing=p.yunstack_page_sharing)
     return {"project": v.project(svc.config.server.base_url, made)}
 
 

@@ -92,6 +92,9 @@ class ProjectUpdate(Strict):
     enabled: bool | None = None
     tags: list[str] | None = None
     options: dict[str, object] | None = None
+    # yunstack extension, settable with `openstack project set --property yunstack_page_sharing=false`:
+    # opt the project's servers out of cross-VM page sharing (KSM is a side channel).
+    yunstack_page_sharing: bool | None = None
 
 
 class ProjectUpdateBody(Strict):

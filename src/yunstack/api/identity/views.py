@@ -30,7 +30,8 @@ def domain(base: str, d: Domain) -> Json:
 def project(base: str, p: Project) -> Json:
     return {"id": p.id, "name": p.name, "domain_id": p.domain_id, "description": p.description,
             "enabled": p.enabled, "is_domain": False, "parent_id": p.domain_id, "tags": list(p.tags),
-            "options": {}, "links": {"self": f"{base}/identity/v3/projects/{p.id}"}}
+            "options": {}, "links": {"self": f"{base}/identity/v3/projects/{p.id}"},
+            "yunstack_page_sharing": bool(p.options.get("yunstack_page_sharing", True))}
 
 
 def user(base: str, u: User) -> Json:

@@ -34,9 +34,14 @@ def thp_disabled(spec: InstanceSpec) -> bool:
 
 @dataclass(frozen=True)
 class InstancePaths:
-    """The files of one instance, all inside ``config.instances_path / <id>``."""
+    """The files of one instance, inside ``config.instances_path / <id>``, and its QMP socket.
+
+    A unix socket path may not exceed 107 bytes, so the socket lives in a short per-installation
+    run directory (``socket_dir``) when one is given, named after the instance.
+    """
 
     dir: Path
+    socket_dir: Path | None = None
 
     @property
     def disk(self) -> Path:
@@ -60,6 +65,8 @@ class InstancePaths:
 
     @property
     def qmp(self) -> Path:
+        if self.socket_dir is not None:
+            return self.socket_dir / f"{self.dir.name}.qmp"
         return self.dir / "qmp.sock"
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -51,6 +52,13 @@ _PAUSED = {"paused", "suspended", "inmigrate", "postmigrate", "prelaunch", "fini
 _CRASHED = {"internal-error", "guest-panicked"}
 
 
+def socket_dir(instances: Path) -> Path:
+    """A short, stable run directory for this installation's QMP sockets (keyed by the instances dir)."""
+    key = hashlib.sha256(str(instances.resolve()).encode()).hexdigest()[:10]
+    base = Path("/run/yunstack") if os.geteuid() == 0 else Path(f"/tmp/yunstack-{os.geteuid()}")
+    return base / key
+
+
 class QemuDriver:
     """Runs guests as QEMU processes on this host (KVM when a probe proves it works, else TCG)."""
 
@@ -61,6 +69,7 @@ class QemuDriver:
         self._config = config
         self._qemu = config.qemu
         self._root = config.instances_path
+        self._socket_dir = socket_dir(self._root)
         self._genisoimage = genisoimage
         self._locks: dict[str, asyncio.Lock] = {}
         self._version: int | None = None
@@ -75,6 +84,7 @@ class QemuDriver:
             if shutil.which(binary) is None:
                 raise DriverMisconfigured(detail=f"{binary} is not installed or not on PATH")
         self._root.mkdir(parents=True, exist_ok=True)
+        self._socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._paths("0" * 36)  # raises if the QMP socket path would be too long
         await asyncio.to_thread(self._prune_cgroups)
         await choose_accel(self._qemu)
@@ -292,7 +302,9 @@ class QemuDriver:
     def _paths(self, instance_id: str) -> InstancePaths:
         if not _ID.match(instance_id):
             raise ValidationFailed(detail=f"instance id {instance_id!r} is not a plain name")
-        paths = InstancePaths(self._root.resolve() / instance_id)
+        # /run is a tmpfs: after a host reboot the directory is gone (and so are the old guests).
+        self._socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths = InstancePaths(self._root.resolve() / instance_id, self._socket_dir)
         if len(str(paths.qmp)) > MAX_SOCKET_PATH:
             raise DriverMisconfigured(
                 detail=f"QMP socket path {paths.qmp} is longer than {MAX_SOCKET_PATH} bytes; "
@@ -407,6 +419,7 @@ class QemuDriver:
             await process.kill(pid, instance_id)
         await asyncio.to_thread(self._remove_cgroup, instance_id)
         await asyncio.to_thread(shutil.rmtree, paths.dir, True)
+        paths.qmp.unlink(missing_ok=True)
 
     async def _power_state(
         self, paths: InstancePaths, instance_id: str
