@@ -189,13 +189,19 @@ class AuthService:
 
     # -- validating ------------------------------------------------------------------------------
 
+    def cached(self, token: str) -> AuthContext | None:
+        """A recently validated token's context, without any I/O; None when it must be validated."""
+        hit = self._cache.get(token)
+        if hit is None or time.monotonic() - hit[0] >= self._config.auth_cache_seconds:
+            return None
+        return hit[1] if hit[1].expires_at > datetime.now(UTC) else None
+
     def validate(self, token: str) -> AuthContext:
         """The context of a valid token; 401 for anything else (bad, expired, revoked, disabled)."""
         now = time.monotonic()
-        hit = self._cache.get(token)
-        fresh = hit is not None and now - hit[0] < self._config.auth_cache_seconds
-        if hit is not None and fresh and hit[1].expires_at > datetime.now(UTC):
-            return hit[1]
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         payload = self._codec.decode(token)
         with self._db() as s:
             if self._is_revoked(s, payload):
