@@ -1,0 +1,53 @@
+"""The scheduler's inlined default pass chooses exactly what the filters and the weigher choose."""
+
+from __future__ import annotations
+
+import random
+
+from yunstack.compute import scheduler
+from yunstack.compute.scheduler import FILTERS, HostState, RequestSpec, select
+
+
+def random_host(rng: random.Random, i: int) -> HostState:
+    return HostState(
+        host=f"node-{i}", availability_zone=rng.choice(["nova", "az2"]), up=rng.random() > 0.1,
+        disabled=rng.random() < 0.1, vcpus=rng.choice([2, 8, 64]), memory_mib=rng.choice([1024, 4096, 65536]),
+        local_gb=rng.choice([10, 100, 1000]), vcpus_used=rng.randint(0, 100), memory_used_mib=rng.randint(0, 60000),
+        disk_used_gb=rng.randint(0, 900), ram_allocation_ratio=rng.choice([1.0, 1.5]),
+        cpu_allocation_ratio=rng.choice([1.0, 16.0]), disk_allocation_ratio=1.0,
+        reserved_host_memory_mib=512, instances=rng.randint(0, 40), hypervisor_type=rng.choice(["QEMU", "fake"]),
+        observed_free_mib=rng.choice([0, 0, 100, 5000]))
+
+
+def random_request(rng: random.Random, names: list[str]) -> RequestSpec:
+    props = rng.choice([{}, {}, {"hypervisor_type": "qemu"}, {"img_hv_type": "xen"}, {"architecture": "aarch64"},
+                        {"hw_architecture": "x86_64"}])
+    return RequestSpec(vcpus=rng.choice([1, 2, 16]), memory_mib=rng.choice([128, 2048, 30000]),
+                       disk_gb=rng.choice([0, 1, 20, 500]), availability_zone=rng.choice([None, "nova", "az2"]),
+                       image_properties=props, ignore_hosts=frozenset(rng.sample(names, 2)),
+                       force_host=rng.choice([None, None, None, rng.choice(names)]),
+                       expected_mib=rng.choice([0, 64, 4000]))
+
+
+def test_the_fast_pass_agrees_with_the_filters_on_random_worlds() -> None:
+    rng = random.Random(7)
+    placed = 0
+    for _ in range(400):
+        hosts = [random_host(rng, i) for i in range(rng.randint(0, 30))]
+        request = random_request(rng, [h.host for h in hosts] + ["x", "y"])
+        slow = select(hosts, request, filters=tuple(FILTERS))  # not FILTERS itself: the generic loop
+        assert select(hosts, request) == slow
+        placed += slow.host is not None
+    assert 20 < placed < 380  # both outcomes were exercised
+
+
+def test_when_nothing_fits_every_host_gets_its_filters_reason() -> None:
+    small = HostState(host="a", availability_zone="nova", up=True, disabled=False, vcpus=4, memory_mib=1024,
+                      local_gb=10, vcpus_used=0, memory_used_mib=0, disk_used_gb=0, ram_allocation_ratio=1.5,
+                      cpu_allocation_ratio=16.0, disk_allocation_ratio=1.0, reserved_host_memory_mib=512)
+    off = scheduler.HostState(**{**small.__dict__, "host": "b", "disabled": True})
+    decision = select([small, off], RequestSpec(vcpus=1, memory_mib=2048, disk_gb=1))
+    assert decision.host is None
+    assert decision.reasons == {
+        "a": "RamFilter: needs 2048 MiB, 768 MiB free of 768 MiB usable (ratio 1.5)",
+        "b": "ComputeFilter: the host's compute service is disabled"}
