@@ -151,6 +151,26 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """Networking: the dataplane, the host-only external network ``public``, tenant defaults."""
+
+    dataplane: str = _help("Host dataplane: 'linux' (bridges, dnsmasq, iptables, namespaces) or 'fake' "
+                           "(functional tests only).", "linux")
+    dns_domain: str = _help("DNS domain dnsmasq serves instance names in.", "openstacklocal")
+    install_tag: str = _help("Two characters that scope this installation's host objects; empty means "
+                             "derived from the state dir.", "")
+    reconcile_period: float = _help("Seconds between full dataplane reconciliations.", 5.0)
+
+    mtu: int = _help("MTU of tenant networks (1450 leaves room for VXLAN).", 1450)
+    public_network: str = _help("Name of the admin-owned external network made at bootstrap; empty: none.", "public")
+    public_subnet: str = _help("Name of its subnet.", "public-subnet")
+    public_cidr: str = _help("CIDR of the host-only external bridge (DevStack uses the same range).", "172.24.4.0/24")
+    public_gateway: str = _help("The host's address on the external bridge: the subnet's gateway.", "172.24.4.1")
+    public_pool_start: str = _help("First address handed to router gateways and floating IPs.", "172.24.4.10")
+    public_pool_end: str = _help("Last such address.", "172.24.4.250")
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogConfig:
     """Logging."""
 
@@ -168,6 +188,7 @@ class Config:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     qemu: QemuConfig = field(default_factory=QemuConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property

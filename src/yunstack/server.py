@@ -95,6 +95,7 @@ def prepare(config: Config) -> Prepared:
     result = services.identity.bootstrap(base_url=config.server.base_url, region=config.identity.region,
                                          services=CATALOG, admin_password=config.identity.admin_password)
     services.flavors.ensure_defaults()
+    services.network.ensure_public_network(services.network.config, project_id=result.admin_project_id)
     if config.image.bootstrap_tiny:
         _ensure_tiny_image(services, result.admin_project_id)
     passwords = _credentials(config.server.state_path,

@@ -27,6 +27,7 @@ from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
 from yunstack.memory.manager import MemoryManager
+from yunstack.network.service import NetworkService
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +45,7 @@ class Services:
     hosts: HostService
     compute: ComputeService
     memory: MemoryLedgerService
+    network: NetworkService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -67,9 +69,10 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     hosts = HostService(db, control_host=config.host_name)
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image)
+    network = NetworkService(db, config.network, control_host=config.host_name)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                    compute=compute, memory=MemoryLedgerService(db))
+                    compute=compute, memory=MemoryLedgerService(db), network=network)
 
 
 def build_agent(services: Services, driver: ComputeDriver | None = None) -> Agent:

@@ -22,6 +22,9 @@ from yunstack.api.identity import resources as identity_resources
 from yunstack.api.identity import routes as identity_routes
 from yunstack.api.image import routes as image_routes
 from yunstack.api.middleware import BodyLimit, PathGuard, RequestId, RequestIdFilter
+from yunstack.api.network import routes as network_routes
+from yunstack.api.network import routes_l3 as network_routes_l3
+from yunstack.api.network import routes_sg as network_routes_sg
 from yunstack.wiring import Services
 
 # (catalog type, name, path under the base URL) of every API this app serves.
@@ -29,6 +32,7 @@ CATALOG: tuple[tuple[str, str, str], ...] = (
     ("identity", "keystone", "/identity/v3"),
     ("image", "glance", "/image"),
     ("compute", "nova", "/compute/v2.1"),
+    ("network", "neutron", "/networking"),
 )
 
 
@@ -64,6 +68,8 @@ def create_app(services: Services) -> Any:
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
                            compute_memory.router):
         app.include_router(compute_router)
+    for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
+        app.include_router(network_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, object]:

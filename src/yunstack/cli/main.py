@@ -13,6 +13,7 @@ from rich.panel import Panel
 
 from yunstack import config as configmod
 from yunstack.cli import memory, resources
+from yunstack.cli.bench import bench_app
 from yunstack.client import ApiError, YunClient
 
 app = typer.Typer(help="yunstack: a real IaaS cloud in one Python package.", no_args_is_help=True,
@@ -24,6 +25,7 @@ app.add_typer(resources.image_app, name="image")
 app.add_typer(resources.flavor_app, name="flavor")
 app.command("console")(resources.console_cmd)
 app.command("memory")(memory.memory_cmd)
+app.add_typer(bench_app, name="bench")
 console = Console()
 
 StateDir = Annotated[Path | None, typer.Option("--state-dir", help="State directory.")]

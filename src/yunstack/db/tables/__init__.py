@@ -1,5 +1,5 @@
 """All table modules; importing this package registers every table on ``Base.metadata``."""
 
-from yunstack.db.tables import compute, identity, image
+from yunstack.db.tables import compute, identity, image, network
 
-__all__ = ["compute", "identity", "image"]
+__all__ = ["compute", "identity", "image", "network"]

@@ -1,0 +1,58 @@
+"""The agent's network reconciler: keeps this host's dataplane equal to the desired state.
+
+It applies the control plane's ``HostNetworkState`` when the agent starts, every ``period``
+seconds, and whenever the agent asks (``reconcile_now``: before a VM with NICs is started, and
+on wake).  Passes never overlap; a failed pass is logged and retried, sooner at first (1 s,
+doubling up to ``period``), so a transient error does not leave a VM without its network for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from yunstack.network.dataplane.base import ApplyReport, Dataplane
+from yunstack.network.desired import HostNetworkState
+
+log = logging.getLogger(__name__)
+
+
+class NetworkReconciler:
+    def __init__(self, dataplane: Dataplane, fetch_state: Callable[[], HostNetworkState],
+                 period: float = 5.0) -> None:
+        self.dataplane = dataplane
+        self.fetch_state = fetch_state
+        self.period = period
+        self.last_report: ApplyReport | None = None
+        self.last_error: BaseException | None = None
+        self.last_success: float | None = None  # time.monotonic() of the last good pass
+        self._lock = asyncio.Lock()
+
+    async def reconcile_now(self) -> ApplyReport:
+        """Fetch the desired state and apply it; raises what the fetch or the dataplane raised."""
+        async with self._lock:
+            try:
+                state = await asyncio.to_thread(self.fetch_state)
+                report = await self.dataplane.apply(state)
+            except Exception as exc:
+                self.last_error = exc
+                raise
+            self.last_report, self.last_error = report, None
+            self.last_success = time.monotonic()
+            return report
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile until ``stop`` is set (the first pass runs at once)."""
+        retry = 1.0
+        while not stop.is_set():
+            try:
+                await self.reconcile_now()
+                wait, retry = self.period, 1.0
+            except Exception:
+                log.exception("network reconcile failed; retrying in %.0fs", retry)
+                wait, retry = retry, min(retry * 2, self.period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)

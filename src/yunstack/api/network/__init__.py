@@ -1,0 +1,1 @@
+"""Neutron v2.0 at ``/networking/v2.0``."""

@@ -1,0 +1,369 @@
+"""Ramp-to-failure runs (design §9.5): one arm, one scenario, guests started one by one into B.
+
+After each start the runner waits for the guest's READY marker and a settle time while the arm's
+policy runs, then checks the SLO: no OOM kill (the budget cgroup's ``oom_kill`` counter, guest
+console OOM lines), no QEMU exit, a boot within the timeout, every active guest's memload
+throughput ≥ 90 % of its solo throughput.  A slowdown violation is re-checked once after another
+settle; the run stops at the first N that violates twice (OOMs and exits are final at once).
+N_max is the last passing N.  Admission arms (A0, A1) stop when their rule refuses the next guest
+and are validated at their admitted N.  A 1 Hz sampler writes JSON lines (one file per run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from yunstack.bench.density._fleet import Fleet, guest_ram_rss, qemu_pids
+from yunstack.bench.density.arms import Arm, ArmActions
+from yunstack.bench.density.budget import Budget
+from yunstack.bench.density.workloads import Workload, idle, scenario
+from yunstack.errors import DriverError, YunError
+from yunstack.memory.cgroups import MemoryCgroups
+from yunstack.memory.collectors import GuestCollector, HostCollector, read_ksm
+from yunstack.memory.controllers import CgroupControl, KsmControl
+from yunstack.memory.manager import attribute_sharing
+from yunstack.memory.model import MIB, GuestStats, HostStats
+
+Progress = Callable[[str], None]
+_HARD = ("oom", "qemu-exit", "boot-timeout", "guest-oom")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """What every run of one invocation shares."""
+
+    budget_bytes: int
+    swap_bytes: int = 0
+    guest_mib: int = 256
+    max_guests: int = 24
+    settle_s: float = 15.0
+    boot_timeout_s: float = 60.0
+    slo_throughput: float = 0.90
+    sample_s: float = 1.0
+    seed: int = 42
+    quick: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """Measured once per invocation: per-VM overhead (A0) and solo throughput per workload class."""
+
+    overhead_bytes: int
+    idle_footprint_bytes: int
+    solo: dict[str, dict[str, float]]
+
+
+def host_facts() -> dict[str, Any]:
+    """Noise and configuration facts recorded with every run (design §9.8)."""
+    facts: dict[str, Any] = {"loadavg": os.getloadavg(), "time": time.time()}
+    with contextlib.suppress(OSError):
+        facts["psi_memory"] = Path("/proc/pressure/memory").read_text().splitlines()[0]
+        facts["psi_cpu"] = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    ksm = read_ksm()
+    facts["ksm"] = {"run": ksm.run, "pages_to_scan": ksm.pages_to_scan, "sleep_millisecs": ksm.sleep_millisecs,
+                    "pages_sharing": ksm.pages_sharing}
+    with contextlib.suppress(OSError):
+        facts["thp"] = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    return facts
+
+
+def ksmd_cpu_seconds() -> float:
+    """ksmd's utime + stime so far (global: foreign KSM users count too)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "ksmd":
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+class Controller:
+    """The 1 Hz loop of a run: sample, tick the arm when due, apply its actions, write a JSON line."""
+
+    def __init__(self, arm: Arm, fleet: Fleet, budget: Budget, samples: TextIO) -> None:
+        self.arm = arm
+        self.fleet = fleet
+        self.budget = budget
+        self.samples = samples
+        cg: MemoryCgroups = budget.cgroups
+        self.host_collector = HostCollector(cgroups=cg, budget_cgroup=budget.name)
+        self.guest_collector = GuestCollector(fleet.driver, cgroups=cg, cgroup_parent=budget.name)
+        self.cgroup_control = CgroupControl(cg, budget.name)
+        self.ksm = KsmControl() if arm.uses_ksm else None
+        self.reserve = 0  # bytes hidden from the arm's view of B (the spike test's pending demand)
+        self.host: HostStats | None = None
+        self.guests: list[GuestStats] = []
+        self.tick_cpu = 0.0
+        self.ticks = 0
+        self.sample_cpu = 0.0
+        self.errors: list[str] = []
+        self._last_tick = -1e9
+        self._t0 = time.monotonic()
+
+    async def run(self, stop: asyncio.Event, interval: float) -> None:
+        if self.ksm is not None and self.ksm.available:
+            self.ksm.snapshot()
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                with contextlib.suppress(YunError, OSError):
+                    await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.05, interval - (time.monotonic() - began)))
+        finally:
+            if self.ksm is not None:
+                self.ksm.restore()
+
+    async def step(self) -> None:
+        cpu0 = time.thread_time()
+        host = self.host_collector.collect()
+        if self.reserve and host.budget_limit is not None:
+            host = replace(host, budget_limit=host.budget_limit - self.reserve)
+        guests, _ = await self.guest_collector.collect()
+        self.host, self.guests = host, guests
+        self.sample_cpu += time.thread_time() - cpu0
+        note = ""
+        now = time.monotonic()
+        if self.arm.period > 0 and now - self._last_tick >= self.arm.period - 0.05 and guests:
+            self._last_tick = now
+            cpu1 = time.thread_time()
+            actions = self.arm.tick(host, guests)
+            self.tick_cpu += time.thread_time() - cpu1
+            self.ticks += 1
+            note = actions.note
+            await self.apply(actions)
+        self.samples.write(json.dumps(self.sample(host, guests, note)) + "\n")
+        self.samples.flush()
+
+    async def apply(self, actions: ArmActions) -> None:
+        for iid, target in actions.balloon.items():
+            try:
+                await self.fleet.driver.set_balloon_target(iid, target)
+            except YunError as exc:
+                self.errors.append(f"balloon {iid}: {exc.text}")
+        for iid, setting in actions.cgroups.items():
+            try:
+                self.cgroup_control.apply(iid, setting)
+            except DriverError as exc:
+                self.errors.append(f"cgroup {iid}: {exc.text}")
+        if actions.ksm is not None and self.ksm is not None and self.ksm.available:
+            # KsmControl skips knobs it already wrote; other sessions on this host write them too, so
+            # forget what we wrote and compare against sysfs every tick.
+            current = read_ksm()
+            if (current.run, current.pages_to_scan, current.sleep_millisecs) != (
+                    actions.ksm.run, actions.ksm.pages_to_scan, actions.ksm.sleep_millisecs):
+                self.ksm._current.clear()
+            try:
+                self.ksm.apply(actions.ksm)
+            except DriverError as exc:
+                self.errors.append(f"ksm: {exc.text}")
+
+    def sample(self, host: HostStats, guests: Sequence[GuestStats], note: str) -> dict[str, Any]:
+        shared, _ = attribute_sharing(host, guests, {})
+        reading = self.budget.read()
+        return {"t": round(time.monotonic() - self._t0, 2), "n": len(guests), "usage": reading.usage,
+                "limit": reading.limit, "swap": reading.swap, "failcnt": reading.failcnt,
+                "oom_kill": reading.oom_kill, "ksm_run": host.ksm.run, "ksm_pages_sharing": host.ksm.pages_sharing,
+                "ksm_pages_to_scan": host.ksm.pages_to_scan, "psi_some": host.psi_some_avg10, "note": note,
+                "guests": [{"id": g.instance_id[:8], "actual": g.balloon_actual, "rss": g.rss,
+                            "cg": g.cgroup_usage, "ksm_saved": shared.get(g.instance_id, 0)} for g in guests]}
+
+    def where(self) -> dict[str, int]:
+        """Where the memory went at the last sample: KSM (attributed), balloon, swap."""
+        if self.host is None:
+            return {"ksm": 0, "balloon": 0, "swap": 0}
+        shared, _ = attribute_sharing(self.host, self.guests, {})
+        return {"ksm": sum(shared.values()), "balloon": sum(g.ballooned for g in self.guests),
+                "swap": self.budget.read().swap}
+
+
+async def calibrate(image: Path, settings: RunSettings, workloads: Sequence[Workload],
+                    progress: Progress | None = None) -> Calibration:
+    """Boot each workload class alone (no other guest of ours, budget 4 GiB): solo throughput, overhead."""
+    solo: dict[str, dict[str, float]] = {}
+    overhead = 96 * MIB
+    idle_fp = 0
+    seen: set[str] = set()
+    todo = [idle()] + [w for w in workloads if w.active]
+    for workload in todo:
+        if workload.key in seen:
+            continue
+        seen.add(workload.key)
+        if progress:
+            progress(f"solo {workload.key}")
+        with Budget(4096 * MIB) as budget:
+            fleet = Fleet(image, budget)
+            try:
+                guest = await fleet.spawn(workload, settings.guest_mib, {"yunstack:page_sharing": "off"})
+                if not await fleet.wait_ready(guest, settings.boot_timeout_s):
+                    raise DriverError(detail=f"solo guest {workload.key} did not boot")
+                await asyncio.sleep(3.0 if settings.quick else 5.0)
+                if not workload.active:
+                    info = await fleet.driver.get_info(guest.id)
+                    usage = budget.read().usage
+                    ram = guest_ram_rss(info.pid, guest.configured) if info.pid else None
+                    idle_fp = usage
+                    if ram is not None:
+                        overhead = max(usage - ram, 0)
+                    continue
+                await fleet.mark()
+                await asyncio.sleep(settings.settle_s)
+                window = await fleet.window(guest)
+                solo[workload.key] = {"throughput": window.throughput or 1.0, "p95_us": window.p95_us or 0.0,
+                                      "lines": float(window.lines)}
+            finally:
+                await fleet.close()
+    return Calibration(overhead_bytes=overhead, idle_footprint_bytes=idle_fp, solo=solo)
+
+
+async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: Path, calibration: Calibration,
+                   samples_path: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """One ramp of ``arm`` on ``scenario_name``; returns the run record (also the JSON summary's row)."""
+    facts_before = host_facts()
+    foreign = qemu_pids(excluding="/tmp/ysb-")
+    ksmd0 = ksmd_cpu_seconds()
+    budget = Budget(settings.budget_bytes, settings.swap_bytes).open()
+    fleet = Fleet(image, budget)
+    steps: list[dict[str, Any]] = []
+    n_max, stop_reason, admitted = 0, "max-guests", None
+    began = time.monotonic()
+    with samples_path.open("w") as samples:
+        control = Controller(arm, fleet, budget, samples)
+        stop = asyncio.Event()
+        task = asyncio.create_task(control.run(stop, settings.sample_s))
+        try:
+            oom0 = budget.read().oom_kill
+            committed: list[int] = []
+            for index in range(settings.max_guests):
+                workload = scenario(scenario_name, index, seed=settings.seed, quick=settings.quick)
+                nbytes = settings.guest_mib * MIB
+                if not arm.admits(committed, nbytes):
+                    stop_reason = "admission"
+                    break
+                if progress:
+                    progress(f"{arm.name} {scenario_name}: guest {index + 1}")
+                guest = await fleet.spawn(workload, settings.guest_mib, arm.extra())
+                committed.append(nbytes)
+                booted = await fleet.wait_ready(guest, settings.boot_timeout_s)
+                violations = [] if booted else [f"boot-timeout {guest.id[:8]}"]
+                row: dict[str, Any] = {}
+                for attempt in range(2):
+                    await fleet.mark()
+                    await asyncio.sleep(settings.settle_s)
+                    row = await _check(fleet, budget, control, calibration, settings, oom0, len(committed))
+                    violations = (violations if attempt == 0 else []) + row.pop("violations")
+                    if not violations or any(v.startswith(_HARD) for v in violations):
+                        break
+                row["violations"] = violations
+                row["ready_s"] = guest.ready_s
+                steps.append(row)
+                if violations:
+                    stop_reason = "slo: " + "; ".join(violations[:3])
+                    break
+                n_max = len(committed)
+            admitted = admitted_count(arm, settings.guest_mib * MIB)
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 15)
+            await fleet.close()
+            budget.close()
+    return _record(arm, scenario_name, settings, calibration, steps, n_max, stop_reason, admitted, control,
+                   facts_before, foreign, ksmd_cpu_seconds() - ksmd0, time.monotonic() - began, samples_path)
+
+
+async def _check(fleet: Fleet, budget: Budget, control: Controller, calibration: Calibration,
+                 settings: RunSettings, oom0: int, n: int) -> dict[str, Any]:
+    violations: list[str] = []
+    reading = budget.read()
+    if reading.oom_kill > oom0:
+        violations.append(f"oom kills {reading.oom_kill - oom0} in the budget cgroup")
+    violations += [f"qemu-exit {iid[:8]}" for iid in await fleet.dead()]
+    violations += [f"guest-oom {iid[:8]}" for iid in await fleet.guest_ooms()]
+    slowdowns: list[float] = []
+    latency: list[float] = []
+    now = time.monotonic()
+    for guest in fleet.guests.values():
+        if not guest.workload.active:
+            continue
+        window = await fleet.window(guest)
+        solo = calibration.solo.get(guest.workload.key, {"throughput": 1.0, "p95_us": 0.0})
+        if window.throughput is None:
+            if guest.ready_s is not None and guest.marked_at - guest.spawned_at > 20.0:
+                violations.append(f"stalled {guest.id[:8]} (no memload line in {now - guest.marked_at:.0f}s)")
+                slowdowns.append(1.0)
+            continue
+        slowdown = max(0.0, 1.0 - window.throughput / max(solo["throughput"], 1e-6))
+        slowdowns.append(slowdown)
+        guest.history.append(slowdown)
+        if solo["p95_us"] and window.p95_us:
+            latency.append(window.p95_us / solo["p95_us"])
+        if window.throughput < settings.slo_throughput * solo["throughput"]:
+            violations.append(f"slow {guest.id[:8]} {window.throughput / solo['throughput']:.0%} of solo")
+    where = control.where()
+    return {"n": n, "t": round(time.monotonic(), 1), "usage": reading.usage, "footprint_per_guest": reading.usage / n,
+            "consolidation": n * settings.guest_mib * MIB / settings.budget_bytes, "swap": reading.swap,
+            "ksm_saved": where["ksm"], "ballooned": where["balloon"],
+            "slowdown_p50": _pct(slowdowns, 50), "slowdown_p95": _pct(slowdowns, 95),
+            "slowdown_max": max(slowdowns) if slowdowns else None,
+            "latency_p95_ratio_median": statistics.median(latency) if latency else None,
+            "violations": violations}
+
+
+def _pct(values: Sequence[float], q: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def _record(arm: Arm, scenario_name: str, settings: RunSettings, calibration: Calibration,
+            steps: list[dict[str, Any]], n_max: int, stop_reason: str, admitted: int | None, control: Controller,
+            facts: dict[str, Any], foreign: list[int], ksmd_cpu: float, wall: float, samples: Path) -> dict[str, Any]:
+    at_max = next((s for s in steps if s["n"] == n_max), None)
+    budget = settings.budget_bytes
+    return {
+        "arm": arm.name, "title": arm.title, "scenario": scenario_name, "constants": arm.constants(),
+        "n_max": n_max, "admitted": admitted, "stop_reason": stop_reason,
+        "consolidation": n_max * settings.guest_mib * MIB / budget,
+        "guests_per_gib": n_max / (budget / (1024 * MIB)),
+        "footprint_per_guest_mib": at_max["footprint_per_guest"] / MIB if at_max else None,
+        "slowdown_p95_at_n_max": at_max["slowdown_p95"] if at_max else None,
+        "where_at_n_max_mib": {k: (at_max[key] / MIB if at_max else 0.0) for k, key in
+                               (("ksm", "ksm_saved"), ("balloon", "ballooned"), ("swap", "swap"))},
+        "steps": steps,
+        "cost": {"policy_cpu_s": round(control.tick_cpu, 4), "policy_ticks": control.ticks,
+                 "policy_cpu_ms_per_tick": round(1000 * control.tick_cpu / max(control.ticks, 1), 3),
+                 "sampling_cpu_s": round(control.sample_cpu, 3), "harness_rss_mib": _self_rss() / MIB,
+                 "ksmd_cpu_s": round(ksmd_cpu, 2), "wall_s": round(wall, 1)},
+        "errors": control.errors[:20],
+        "noise": {"foreign_qemu_at_start": len(foreign), "foreign_qemu_at_end": len(qemu_pids(excluding="/tmp/ysb-")),
+                  "before": facts, "after": host_facts()},
+        "samples": samples.name,
+    }
+
+
+def _self_rss() -> int:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def admitted_count(arm: Arm, nbytes: int, cap: int = 1000) -> int | None:
+    """How many guests of ``nbytes`` an admission rule lets in (None: the arm has no such rule)."""
+    count = 0
+    while count < cap and arm.admits([nbytes] * count, nbytes):
+        count += 1
+    return None if count >= cap else count

@@ -1,0 +1,71 @@
+"""`yun bench`: benchmarks run on this host.
+
+``yun bench density`` is a harness, not a cloud client: like the research design it drives
+``QemuDriver`` and the memory policy directly on the host (root, cgroups, KSM), not through the
+HTTP API, so each arm's policy can be swapped in under identical guests and flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+bench_app = typer.Typer(help="Benchmarks that run on this host.", no_args_is_help=True)
+console = Console()
+
+
+@bench_app.callback()
+def _bench() -> None:
+    """Benchmarks that run on this host (root; real QEMU)."""
+
+
+@bench_app.command()
+def density(
+    budget_mib: Annotated[int, typer.Option(help="Host memory budget B (parent cgroup limit), MiB.")] = 2048,
+    swap_mib: Annotated[int, typer.Option(help="Swap allowance beyond B (needs swap on the host), MiB.")] = 0,
+    scenario: Annotated[str, typer.Option(help="ident | mixed | spike | all.")] = "ident",
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: A0,A1,A2,A3,A4.")] = "A0,A1,A2,A3,A4",
+    spike_arms: Annotated[str, typer.Option(help="Arms for the spike test.")] = "A4",
+    repeats: Annotated[int, typer.Option(help="Interleaved repetitions (arm order shuffled each time).")] = 1,
+    max_guests: Annotated[int, typer.Option(help="Stop a ramp at this many guests.")] = 24,
+    guest_mib: Annotated[int, typer.Option(help="Configured RAM per guest, MiB.")] = 256,
+    settle: Annotated[float | None, typer.Option(help="Seconds to settle after each guest (default 15, quick 6).")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Seed for workloads and arm order.")] = 42,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/density"),
+    quick: Annotated[bool, typer.Option(help="One repeat, short settle times (smoke run).")] = False,
+) -> None:
+    """Ramp guests into a cgroup memory budget under arms A0-A4; write JSON + PNG plots.
+
+    Drives QemuDriver and the memory policy directly on this host (not the HTTP API); needs root,
+    a memory cgroup hierarchy, QEMU and the tiny image's build tools.  KSM knobs are restored and
+    every guest and cgroup is removed at the end of each run.
+    """
+    from yunstack.bench.density.arms import ARM_NAMES
+    from yunstack.bench.density.suite import SuiteOptions, run_suite, steps_total
+
+    scenarios = ("ident", "mixed", "spike") if scenario == "all" else tuple(scenario.split(","))
+    for name in scenarios:
+        if name not in ("ident", "mixed", "spike"):
+            raise typer.BadParameter(f"unknown scenario {name!r}", param_hint="--scenario")
+    arm_list = tuple(a.strip().upper() for a in arms.split(",") if a.strip())
+    spike_list = tuple(a.strip().upper() for a in spike_arms.split(",") if a.strip())
+    for arm in arm_list + spike_list:
+        if arm not in ARM_NAMES:
+            raise typer.BadParameter(f"unknown arm {arm!r}", param_hint="--arms")
+    options = SuiteOptions(budget_mib=budget_mib, swap_mib=swap_mib, scenarios=scenarios, arms=arm_list,
+                           spike_arms=spike_list, repeats=1 if quick else repeats, max_guests=max_guests,
+                           guest_mib=guest_mib, settle_s=settle, out=out, quick=quick, seed=seed)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("calibrating", total=steps_total(options))
+        summary = asyncio.run(run_suite(
+            options, progress=lambda text: bar.update(task, description=text),
+            tick=lambda: bar.advance(task), argv=["yun", "bench", "density", *sys.argv[3:]]))
+    console.print(f"[green]report:[/] {summary}")

@@ -1,0 +1,172 @@
+"""DHCP and DNS per network: dnsmasq inside the namespace ``ys-TT-dhcp-<network>``.
+
+As in Neutron's DHCP agent, dnsmasq runs in a namespace of its own, attached to the network's
+bridge by a veth pair whose inner end (``ysdhcp``) carries the DHCP port's address on each
+subnet.  It only hands out static leases (``--dhcp-range ...,static``) from a hosts file of
+``mac,ip,hostname`` lines, answers DNS for the instance names (``--addn-hosts``, ``--domain``)
+and never forwards a query anywhere (``--no-resolv`` and no ``--server``).  Host changes are
+picked up with SIGHUP (hosts, addn-hosts and options files are re-read); a change of the
+command line (subnets, domain) restarts it.
+
+Subnets without a router interface get the metadata route (option 121,
+``169.254.169.254/32 via <dhcp ip>``) because their metadata proxy lives in this namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from yunstack.network.dataplane import _cmd, _proc
+from yunstack.network.dataplane.naming import DHCP_IFNAME
+from yunstack.network.desired import HostNetworkState, NetworkState, SubnetState
+
+log = logging.getLogger(__name__)
+
+METADATA_IP = "169.254.169.254"
+LEASE_SECONDS = 86400
+
+
+@dataclass(frozen=True)
+class DhcpConfig:
+    """Everything one network's dnsmasq is started with."""
+
+    argv: tuple[str, ...]
+    files: dict[str, str]  # file name in the work dir -> content
+    addresses: frozenset[str]  # ip/prefixlen on ``ysdhcp``
+    isolated_cidrs: tuple[str, ...]  # subnets whose metadata is served from this namespace
+
+
+def dhcp_subnets(network: NetworkState) -> list[SubnetState]:
+    return [s for s in network.subnets if s.enable_dhcp and s.ip_version == 4 and s.dhcp_ip]
+
+
+def routed_subnets(state: HostNetworkState) -> set[str]:
+    return {i.subnet_id for r in state.routers for i in r.interfaces}
+
+
+def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain: str) -> DhcpConfig:
+    """The dnsmasq command line and files for ``network`` (pure: writes nothing)."""
+    subnets = dhcp_subnets(network)
+    routed = routed_subnets(state)
+    argv = [
+        "dnsmasq", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--strict-order",
+        f"--pid-file={workdir / 'dnsmasq.pid'}",
+        f"--dhcp-leasefile={workdir / 'leases'}",
+        f"--dhcp-hostsfile={workdir / 'host'}",
+        f"--dhcp-optsfile={workdir / 'opts'}",
+        f"--addn-hosts={workdir / 'addn_hosts'}",
+        f"--log-facility={workdir / 'dnsmasq.log'}",
+        f"--interface={DHCP_IFNAME}", "--except-interface=lo", "--bind-interfaces",
+        "--dhcp-authoritative", f"--domain={domain}", f"--local=/{domain}/",
+        f"--dhcp-lease-max={max(16, 4 * sum(_size(s) for s in subnets))}",
+    ]
+    if not _nobody_can_read(workdir):
+        # dnsmasq re-reads its files on SIGHUP after dropping to 'nobody'; a private state dir
+        # would make that fail silently, so keep root (it is confined to its namespace).
+        argv.append("--user=root")
+    addresses: set[str] = set()
+    opts: list[str] = []
+    isolated: list[str] = []
+    for index, subnet in enumerate(subnets):
+        net = ipaddress.ip_network(subnet.cidr, strict=False)
+        tag = f"s{index}"
+        argv.append(f"--dhcp-range=set:{tag},{net.network_address},static,{net.netmask},{LEASE_SECONDS}s")
+        addresses.add(f"{subnet.dhcp_ip}/{net.prefixlen}")
+        opts.append(f"tag:{tag},option:router,{subnet.gateway_ip}" if subnet.gateway_ip
+                    else f"tag:{tag},option:router")
+        dns = subnet.dns_nameservers or (subnet.dhcp_ip,)
+        opts.append(f"tag:{tag},option:dns-server,{','.join(str(d) for d in dns)}")
+        opts.append(f"tag:{tag},option:mtu,{network.mtu}")
+        routes = [(dest, hop) for dest, hop in subnet.host_routes]
+        if subnet.id not in routed:
+            isolated.append(str(net))
+            routes.append((f"{METADATA_IP}/32", str(subnet.dhcp_ip)))
+        if routes:
+            # RFC 3442: a client that takes option 121 ignores option 3, so repeat the default.
+            if subnet.gateway_ip:
+                routes.append(("0.0.0.0/0", subnet.gateway_ip))
+            flat = ",".join(f"{d},{h}" for d, h in routes)
+            opts.append(f"tag:{tag},option:classless-static-route,{flat}")
+            opts.append(f"tag:{tag},249,{flat}")
+    hosts: list[str] = []
+    names: list[str] = []
+    cidrs = {s.id: ipaddress.ip_network(s.cidr, strict=False) for s in subnets}
+    for port in sorted(state.ports, key=lambda p: p.id):
+        if port.network_id != network.id:
+            continue
+        for fixed in port.fixed_ips:
+            if fixed.subnet_id not in cidrs:
+                continue
+            hostname = _hostname(port.hostname, fixed.ip_address)
+            hosts.append(f"{port.mac_address.lower()},{fixed.ip_address},{hostname}")
+            names.append(f"{fixed.ip_address}\t{hostname}.{domain} {hostname}")
+    files = {"host": "\n".join(hosts) + "\n", "addn_hosts": "\n".join(names) + "\n",
+             "opts": "\n".join(opts) + "\n"}
+    return DhcpConfig(argv=tuple(argv), files=files, addresses=frozenset(addresses),
+                      isolated_cidrs=tuple(isolated))
+
+
+def _size(subnet: SubnetState) -> int:
+    return min(ipaddress.ip_network(subnet.cidr, strict=False).num_addresses, 65536)
+
+
+def _hostname(name: str, ip: str) -> str:
+    label = "".join(c if c.isalnum() or c == "-" else "-" for c in name.split(".")[0]).strip("-")
+    return label[:63] or "host-" + ip.replace(".", "-")
+
+
+def _nobody_can_read(path: Path) -> bool:
+    for part in [path, *path.parents]:
+        try:
+            if not part.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def ensure(config: DhcpConfig, workdir: Path, netns: str) -> str:
+    """Start, reload (SIGHUP) or restart dnsmasq as needed; returns what it did ('' if nothing)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    files_changed = False
+    for name, content in config.files.items():
+        path = workdir / name
+        if not path.exists() or path.read_text() != content:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(content)
+            os.chmod(tmp, 0o644)
+            tmp.replace(path)
+            files_changed = True
+    argv_file = workdir / "argv.json"
+    argv = list(config.argv)
+    pidfile = workdir / "dnsmasq.pid"
+    marker = str(pidfile)
+    pid = _proc.running(pidfile, marker)
+    recorded = json.loads(argv_file.read_text()) if argv_file.exists() else None
+    if pid is not None and recorded == argv:
+        if files_changed:
+            os.kill(pid, signal.SIGHUP)
+            return "reloaded"
+        return ""
+    what = "restarted" if pid is not None else "started"
+    _proc.stop(pidfile, marker)
+    argv_file.write_text(json.dumps(argv))
+    _cmd.run(argv, netns=netns)  # dnsmasq daemonizes once it is listening
+    deadline = time.monotonic() + 3.0
+    while _proc.running(pidfile, marker) is None:
+        if time.monotonic() > deadline:
+            raise _cmd.CommandFailed(" ".join(argv), 0, f"no live pid in {pidfile}")
+        time.sleep(0.02)
+    return what
+
+
+def stop(workdir: Path) -> bool:
+    pidfile = workdir / "dnsmasq.pid"
+    return _proc.stop(pidfile, str(pidfile))

@@ -1,0 +1,42 @@
+"""A dataplane that only records what it is asked (functional tests and demos only)."""
+
+from __future__ import annotations
+
+from yunstack.compute.driver import Nic
+from yunstack.errors import NotFound
+from yunstack.network.dataplane.base import ApplyReport
+from yunstack.network.dataplane.naming import Names
+from yunstack.network.desired import HostNetworkState
+
+
+class FakeDataplane:
+    """Keeps every applied state in ``applied``; ``nic_for_port`` answers from the last one."""
+
+    def __init__(self, tag: str = "fk") -> None:
+        self.names = Names(tag)
+        self.applied: list[HostNetworkState] = []
+        self.torn_down = False
+
+    @property
+    def state(self) -> HostNetworkState | None:
+        return self.applied[-1] if self.applied else None
+
+    async def apply(self, state: HostNetworkState) -> ApplyReport:
+        before = self.state
+        self.applied.append(state)
+        self.torn_down = False
+        old = {p.id for p in before.ports} if before else set()
+        new = {p.id for p in state.ports}
+        return ApplyReport(created=tuple(f"port:{p}" for p in sorted(new - old)),
+                           removed=tuple(f"port:{p}" for p in sorted(old - new)))
+
+    async def teardown(self) -> None:
+        self.applied.append(HostNetworkState(host=self.state.host if self.state else ""))
+        self.torn_down = True
+
+    def nic_for_port(self, port_id: str) -> Nic:
+        for port in self.state.ports if self.state else ():
+            if port.id == port_id:
+                return Nic(tap=self.names.tap(port.id), mac=port.mac_address.lower(),
+                           bridge=self.names.bridge(port.network_id))
+        raise NotFound(kind="port", id=port_id)

@@ -1,0 +1,143 @@
+"""The desired network state of one host: what the control plane wants the dataplane to look like.
+
+The network service computes it from the database (``NetworkService.host_state(host)``); the
+agent's network reconciler hands it to the dataplane driver, which makes the host match it
+(idempotently) and removes anything of ours that is not in it.  Because the whole state is
+re-applied, a restart of either side never leaves a stray bridge, tap, namespace, rule or dnsmasq.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocationPool:
+    start: str
+    end: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubnetState:
+    id: str
+    network_id: str
+    cidr: str
+    ip_version: int
+    gateway_ip: str | None
+    enable_dhcp: bool
+    dns_nameservers: tuple[str, ...] = ()
+    host_routes: tuple[tuple[str, str], ...] = ()  # (destination cidr, nexthop)
+    allocation_pools: tuple[AllocationPool, ...] = ()
+    dhcp_ip: str | None = None  # the DHCP port's address on this subnet, when DHCP is on
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkState:
+    id: str
+    name: str
+    mtu: int
+    external: bool
+    subnets: tuple[SubnetState, ...]
+    segmentation_id: int  # VXLAN VNI between hosts; unique per network
+    dhcp_mac: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FixedIp:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityGroupRule:
+    id: str
+    direction: str  # "ingress" | "egress"
+    ethertype: str  # "IPv4" | "IPv6"
+    protocol: str | None  # "tcp" | "udp" | "icmp" | "ipv6-icmp" | a number | None for any
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityGroupState:
+    id: str
+    rules: tuple[SecurityGroupRule, ...]
+    member_ips: tuple[str, ...] = ()  # fixed IPs of ports in this group (for remote_group_id rules)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PortState:
+    """A VM port bound to this host; the tap is plugged into the network's bridge."""
+
+    id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: tuple[FixedIp, ...]
+    device_id: str
+    device_owner: str
+    hostname: str
+    tap: str  # interface name on the host, derived from the id (<= 15 characters)
+    port_security_enabled: bool = True
+    security_group_ids: tuple[str, ...] = ()
+    allowed_address_pairs: tuple[tuple[str, str | None], ...] = ()  # (ip or cidr, mac)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterInterface:
+    port_id: str
+    subnet_id: str
+    network_id: str
+    ip_address: str
+    prefixlen: int
+    mac_address: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatingIpState:
+    id: str
+    floating_ip_address: str
+    fixed_ip_address: str
+    port_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterState:
+    id: str
+    gateway_network_id: str | None
+    gateway_ip: str | None
+    gateway_prefixlen: int | None
+    gateway_mac: str | None
+    enable_snat: bool
+    interfaces: tuple[RouterInterface, ...]
+    floating_ips: tuple[FloatingIpState, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetadataTarget:
+    """Which instance owns an address on a network: the metadata proxy answers it with its own data."""
+
+    network_id: str
+    ip_address: str
+    instance_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostNetworkState:
+    host: str
+    networks: tuple[NetworkState, ...] = ()
+    ports: tuple[PortState, ...] = ()
+    security_groups: tuple[SecurityGroupState, ...] = ()
+    routers: tuple[RouterState, ...] = ()
+    metadata: tuple[MetadataTarget, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def tap_name(port_id: str) -> str:
+    """The host interface name of a port: ``ystap`` + the first 10 hex digits of its id."""
+    return "ystap" + port_id.replace("-", "")[:10]
+
+
+def bridge_name(network_id: str) -> str:
+    return "ysbr" + network_id.replace("-", "")[:11]

@@ -1,0 +1,59 @@
+"""`yun bench density` end to end on real QEMU, scaled down: 2 arms, 3 guests, a small budget.
+
+Checks that the report is valid JSON with N_max per arm and PNG plots, and that the run leaves no
+QEMU, cgroup, swapfile or changed KSM knob behind.  Other sessions share this host, so only our own
+processes and cgroups (named ysb-* / ys-bench-*) are checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from yunstack.bench.density._fleet import qemu_pids
+from yunstack.cli.bench import bench_app
+from yunstack.memory.cgroups import detect
+
+pytestmark = pytest.mark.integration
+
+KSM = Path("/sys/kernel/mm/ksm")
+KNOBS = ("run", "pages_to_scan", "sleep_millisecs")
+
+
+def _ours() -> list[str]:
+    cgroups = detect()
+    assert cgroups is not None
+    return sorted(p.name for p in cgroups.root.iterdir() if p.name.startswith("ys-bench-"))
+
+
+def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(tmp_path: Path) -> None:
+    knobs = {k: (KSM / k).read_text().strip() for k in KNOBS}
+    swaps = Path("/proc/swaps").read_text()
+    cgroups_before = _ours()
+    out = tmp_path / "density"
+    result = CliRunner().invoke(bench_app, [
+        "density", "--quick", "--arms", "A0,A4", "--max-guests", "3", "--budget-mib", "768",
+        "--settle", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+    summary = json.loads((out / "summary.json").read_text())
+    runs = {r["arm"]: r for r in summary["runs"]}
+    assert set(runs) == {"A0", "A4"}
+    for run in runs.values():
+        assert isinstance(run["n_max"], int) and 1 <= run["n_max"] <= 3
+        assert run["steps"] and run["steps"][0]["n"] == 1
+        assert (out / run["samples"]).stat().st_size > 0
+    # A0 admits while 3 x (256 MiB + measured overhead) fits 768 MiB: fewer than 3.
+    assert runs["A0"]["admitted"] == runs["A0"]["n_max"] < 3
+    assert summary["aggregate"]["ident"]["A4"]["n_max_median"] == runs["A4"]["n_max"]
+    pngs = [out / name for name in summary["plots"]]
+    assert pngs and all(p.suffix == ".png" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+    assert qemu_pids("/tmp/ysb-") == []
+    assert _ours() == cgroups_before
+    assert Path("/proc/swaps").read_text() == swaps
+    # Another session may change KSM meanwhile; ours must at least not be the last writer of a new value.
+    assert {k: (KSM / k).read_text().strip() for k in KNOBS} == knobs
