@@ -71,9 +71,12 @@ def start_cloud(state_dir: Path, port: int | None = None, *, env: dict[str, str]
     port = port or free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / f"yun-up-{port}.log"
+    # Tests start several clouds at once: only a test that asks for it gets the host-only external
+    # network (172.24.4.1/24 on a host bridge), which two clouds cannot both own.
+    defaults = {"YUN_NETWORK_PUBLIC_NETWORK": ""}
     proc = subprocess.Popen(
         [str(BIN / "yun"), "up", "--port", str(port), "--state-dir", str(state_dir)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **defaults, **(env or {})},
         start_new_session=True,
     )
     cloud = RunningCloud(state_dir=state_dir, port=port, proc=proc, log=log)

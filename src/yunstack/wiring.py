@@ -27,6 +27,9 @@ from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
 from yunstack.memory.manager import MemoryManager
+from yunstack.network.dataplane.base import Dataplane
+from yunstack.network.dataplane.fake import FakeDataplane
+from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.network.service import NetworkService
 
 
@@ -67,18 +70,28 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     quotas = QuotaService(db)
     flavors, keypairs = FlavorService(db), KeyPairService(db, quotas)
     hosts = HostService(db, control_host=config.host_name)
-    compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                             images=image)
     network = NetworkService(db, config.network, control_host=config.host_name)
+    compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
+                             images=image, network=network)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, memory=MemoryLedgerService(db), network=network)
 
 
-def build_agent(services: Services, driver: ComputeDriver | None = None) -> Agent:
+def make_dataplane(config: Config) -> Dataplane:
+    """The host dataplane; the fake one whenever no real guest runs (fake compute driver)."""
+    if config.network.dataplane == "fake" or config.compute.driver == "fake":
+        return FakeDataplane()
+    return LinuxDataplane(config.server.state_path, metadata_upstream=f"{config.server.base_url}/metadata",
+                          dns_domain=config.network.dns_domain, tag=config.network.install_tag or None)
+
+
+def build_agent(services: Services, driver: ComputeDriver | None = None,
+                dataplane: Dataplane | None = None) -> Agent:
     """This host's agent, registered with the compute service so that new work wakes it at once."""
     config = services.config
-    link = LocalControlPlane(services.db, config, services.hosts, services.image, services.memory)
+    link = LocalControlPlane(services.db, config, services.hosts, services.image, services.memory,
+                             services.network)
     driver = driver or make_driver(config)
     memory = None
     if config.memory.enabled:
@@ -89,7 +102,8 @@ def build_agent(services: Services, driver: ComputeDriver | None = None) -> Agen
         memory = MemoryManager(driver, memory_config, state_dir=config.server.state_path, detect_cgroups=real)
     agent = Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
                   poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
-                  memory=memory)
+                  memory=memory, dataplane=dataplane or make_dataplane(config),
+                  network_period=config.network.reconcile_period)
     services.compute.agents[agent.host] = agent
     services.compute.notify = _wake(services.compute.agents)
     return agent

@@ -19,11 +19,13 @@ from pathlib import Path
 
 from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import ControlPlane, Outcome, SpecData, Work
+from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.compute import states
-from yunstack.compute.driver import ComputeDriver, InstanceSpec, PowerState
+from yunstack.compute.driver import ComputeDriver, InstanceSpec, Nic, PowerState
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
+from yunstack.network.dataplane.base import Dataplane
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,13 @@ def memory_policy(extra: Mapping[str, str], memory_mib: int) -> GuestPolicy:
 class Agent:
     def __init__(self, host: str, driver: ComputeDriver, link: ControlPlane, *, image_cache: Path,
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
-                 memory: MemoryManager | None = None) -> None:
+                 memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
+                 network_period: float = 5.0) -> None:
         self.host = host
         self.memory = memory
+        self.dataplane = dataplane
+        self.network = (NetworkReconciler(dataplane, lambda: link.network_state(host), network_period)
+                        if dataplane is not None else None)
         self.driver = driver
         self.link = link
         self.cache = ImageCache(image_cache, link)
@@ -135,6 +141,10 @@ class Agent:
         await self.driver.init_host()
         await self._heartbeat()
         await self._sync_power()
+        network_task = None
+        if self.network is not None:
+            await self._guard(self._reconcile(), "network reconcile")
+            network_task = asyncio.create_task(self.network.run(self._stop), name="network-reconciler")
         memory_task = None
         if self.memory is not None:
             await self._adopt_memory_policies()
@@ -160,6 +170,8 @@ class Agent:
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if network_task is not None:
+            await asyncio.gather(network_task, return_exceptions=True)
         if memory_task is not None:
             # The manager restores KSM knobs and removes its swapfile when it sees the stop event.
             await asyncio.gather(memory_task, return_exceptions=True)
@@ -169,6 +181,10 @@ class Agent:
             await work
         except Exception:
             log.exception("agent %s failed; will retry", what)
+
+    async def _reconcile(self) -> None:
+        if self.network is not None:
+            await self.network.reconcile_now()
 
     async def _adopt_memory_policies(self) -> None:
         """After a restart, give the manager the policies of the guests it finds running."""
@@ -236,9 +252,14 @@ class Agent:
             self.memory.set_policy(data.id, memory_policy(extra, data.memory_mib))
             # The manager decides page sharing and THP per VM; the driver applies them at start.
             extra.update(self.memory.instance_extra(data.id))
+        nics: tuple[Nic, ...] = ()
+        if data.port_ids and self.network is not None and self.dataplane is not None:
+            # Taps must exist and sit on their bridges, with their rules, before QEMU opens them.
+            await self.network.reconcile_now()
+            nics = tuple(self.dataplane.nic_for_port(p) for p in data.port_ids)
         return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
                             memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
-                            base_format=fmt, config_drive=data.config_drive, extra=extra)
+                            base_format=fmt, config_drive=data.config_drive, extra=extra, nics=nics)
 
     async def _perform(self, work: Work) -> None:
         started = time.monotonic()
@@ -252,6 +273,9 @@ class Agent:
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
         await asyncio.to_thread(self.link.finish, outcome)
+        if work.op == "delete" and self.network is not None:
+            # Its ports are gone now: take its taps and rules away without waiting for the period.
+            await self._guard(self._reconcile(), "network reconcile")
 
     async def _failed(self, work: Work, message: str) -> Outcome:
         try:

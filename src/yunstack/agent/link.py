@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from yunstack.compute.driver import ConfigDrive, HostInfo, InstanceInfo
+from yunstack.network.desired import HostNetworkState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,7 @@ class SpecData:
     image_id: str
     config_drive: ConfigDrive | None
     extra: Mapping[str, str] = field(default_factory=dict)
+    port_ids: tuple[str, ...] = ()  # the guest's NICs, in order; the dataplane knows their taps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,9 @@ class ControlPlane(Protocol):
 
     def heartbeat(self, host: str, info: HostInfo) -> None:
         """Report this host's resources; also says the agent is alive."""
+
+    def network_state(self, host: str) -> HostNetworkState:
+        """Everything this host's dataplane must realise (bridges, ports, rules, routers)."""
 
     def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:
         """Report the memory manager's latest ledger entry (for admission, the API and history)."""

@@ -21,10 +21,12 @@ from yunstack.api.compute.microversion import Microversions
 from yunstack.api.identity import resources as identity_resources
 from yunstack.api.identity import routes as identity_routes
 from yunstack.api.image import routes as image_routes
+from yunstack.api.metadata import make_metadata_router
 from yunstack.api.middleware import BodyLimit, PathGuard, RequestId, RequestIdFilter
 from yunstack.api.network import routes as network_routes
 from yunstack.api.network import routes_l3 as network_routes_l3
 from yunstack.api.network import routes_sg as network_routes_sg
+from yunstack.network.dataplane.metadata_api import ensure_secret
 from yunstack.wiring import Services
 
 # (catalog type, name, path under the base URL) of every API this app serves.
@@ -61,6 +63,9 @@ def create_app(services: Services) -> Any:
     app.state.services = services
     faults.install(app)
     app.include_router(metrics.make_router(services))
+    # Instances reach this only through the metadata proxy, which signs each request (no token).
+    secret = ensure_secret(services.config.server.state_path / "network" / "metadata_secret")
+    app.include_router(make_metadata_router(services.compute.metadata_for, secret))
     app.include_router(identity_routes.router)
     app.include_router(identity_resources.router)
     app.include_router(image_routes.router)

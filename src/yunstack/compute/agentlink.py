@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from yunstack.errors import NotFound, YunError
 from yunstack.identity.context import AuthContext, Ref
 from yunstack.identity.service import PAGE_SHARING
 from yunstack.memory.model import EXTRA_PAGE_SHARING
+from yunstack.network.desired import HostNetworkState
+from yunstack.network.service import NetworkService
 
 _EVENTS = {"spawn": "compute_build_and_run_instance", "delete": "compute_terminate_instance",
            "stop": "compute_stop_instance", "start": "compute_start_instance",
@@ -60,11 +63,20 @@ def meta_data(row: t.Instance) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class _Later:
+    """What ``finish`` must do once its own transaction has committed."""
+
+    deleted: tuple[str, str] | None = None  # (instance id, project id)
+    abandoned_image: tuple[str, str] | None = None  # (image id, project id)
+
+
 class LocalControlPlane:
     def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
-                 ledger: MemoryLedgerService) -> None:
+                 ledger: MemoryLedgerService, network: NetworkService | None = None) -> None:
         self._db = db
         self._ledger = ledger
+        self._network = network
         self._config = config
         self._hosts = hosts
         self._images = images
@@ -89,10 +101,14 @@ class LocalControlPlane:
             project = s.get(ident.Project, row.project_id)
             if project is not None and (project.options or {}).get(PAGE_SHARING) is False:
                 extra[EXTRA_PAGE_SHARING] = "off"
+            ports: tuple[str, ...] = ()
+            if self._network is not None:
+                found = self._network.list_ports(system_context(row.project_id), device_ids=[row.id])
+                ports = tuple(p.id for p in sorted(found, key=lambda p: p.created_at))
             return SpecData(id=row.id, name=row.name, hostname=row.hostname, vcpus=int(flavor["vcpus"]),
                             memory_mib=int(flavor["ram"]), disk_gib=int(flavor.get("disk", 0)),
                             image_id=row.image_id, config_drive=drive if row.config_drive else None,
-                            extra=extra)
+                            extra=extra, port_ids=ports)
 
     def fetch_image(self, image_id: str, dest: Path) -> str:
         # The agent reads any image an instance on its host was allowed to boot from.
@@ -111,21 +127,32 @@ class LocalControlPlane:
         self._images.upload_local(system_context(project), image_id, path)
 
     def finish(self, outcome: Outcome) -> None:
+        later = self._finish(outcome)
+        # Other services' writes happen after our transaction: on SQLite a second writer inside an
+        # open write transaction would wait for the lock we hold.
+        if later.deleted is not None and self._network is not None:
+            # The guest is gone: free its ports (and with them its addresses) for good.
+            self._network.deallocate_for_instance(system_context(later.deleted[1]), later.deleted[0])
+        if later.abandoned_image is not None:
+            # A snapshot that failed must not leave a queued image behind.
+            with contextlib.suppress(YunError):
+                self._images.delete(system_context(later.abandoned_image[1]), later.abandoned_image[0])
+
+    def _finish(self, outcome: Outcome) -> _Later:
         now = datetime.now(UTC)
         with self._db.begin() as s:
             row = s.get(t.Instance, outcome.instance_id)
             if row is None:
-                return
+                return _Later()
             self._event(s, row, outcome, now)
             if outcome.op == "delete" and outcome.error is None:
                 s.delete(row)
-                return
+                return _Later(deleted=(row.id, row.project_id))
+            later = _Later()
             if outcome.op == "snapshot" and outcome.error is not None:
                 image_id = (row.pending or {}).get("args", {}).get("image_id")
                 if image_id:
-                    # A snapshot that failed must not leave a queued image behind.
-                    with contextlib.suppress(YunError):
-                        self._images.delete(system_context(row.project_id), image_id)
+                    later = _Later(abandoned_image=(str(image_id), row.project_id))
             row.vm_state = outcome.vm_state
             row.power_state = outcome.power_state
             row.task_state = None
@@ -134,7 +161,7 @@ class LocalControlPlane:
             if outcome.error is not None:
                 row.fault = {"code": 500, "message": outcome.error[:255], "details": outcome.error,
                              "created": now.isoformat()}
-                return
+                return later
             if outcome.extra.get("launched"):
                 row.launched_at = now
                 row.progress = 100
@@ -146,6 +173,12 @@ class LocalControlPlane:
                 row.old_flavor = None
             if outcome.op == "revert_resize" and row.old_flavor:
                 row.flavor, row.old_flavor = row.old_flavor, None
+            return later
+
+    def network_state(self, host: str) -> HostNetworkState:
+        if self._network is None:
+            return HostNetworkState(host=host)
+        return self._network.host_state(host)
 
     def _event(self, s: Session, row: t.Instance, outcome: Outcome, now: datetime) -> None:
         action = s.scalar(select(t.InstanceAction).where(t.InstanceAction.instance_id == row.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 import secrets
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler, states
@@ -28,9 +29,11 @@ from yunstack.compute.models import Action, Server
 from yunstack.compute.quotas import QuotaService
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
-from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded
+from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
+from yunstack.network.dataplane.metadata_api import InstanceMetadata
+from yunstack.network.service import NetworkService
 from yunstack.types import new_uuid
 
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
@@ -129,6 +132,7 @@ class ComputeService:
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
                  keypairs: KeyPairService, quotas: QuotaService, hosts: HostService, images: Any,
+                 network: NetworkService | None = None,
                  notify: Callable[[str], None] = lambda host: None) -> None:
         self._db = db
         self._config = config
@@ -137,6 +141,7 @@ class ComputeService:
         self.quotas = quotas
         self.hosts = hosts
         self.images = images
+        self.network = network
         self.notify = notify
         # One scheduler at a time per process: claims read usage and write in one step.
         self._schedule_lock = threading.Lock()
@@ -154,9 +159,15 @@ class ComputeService:
             raise NotFound("Instance {id} could not be found.", id=server_id) from None
         return row
 
+    def _addresses(self, ids: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        if self.network is None or not ids:
+            return {}
+        return self.network.addresses_for_instances(list(ids))
+
     def get(self, ctx: AuthContext, server_id: str) -> Server:
         with self._db() as s:
-            return to_server(self._row(s, ctx, server_id))
+            row = self._row(s, ctx, server_id)
+        return to_server(row, self._addresses([row.id]).get(row.id))
 
     def list_servers(self, ctx: AuthContext, f: ServerFilters) -> list[Server]:
         with self._db() as s:
@@ -187,8 +198,9 @@ class ComputeService:
                 name_re = re.compile(f.name)
             except re.error as exc:
                 raise BadRequest("Invalid name filter {name!r}: {why}", name=f.name, why=str(exc)) from exc
+        addresses = self._addresses([r.id for r in rows])
         for row in rows:
-            server = to_server(row)
+            server = to_server(row, addresses.get(row.id))
             if name_re and not name_re.search(server.name):
                 continue
             if f.status and server.status != f.status.upper():
@@ -232,9 +244,9 @@ class ComputeService:
             raise BadRequest("Flavor's disk is too small for requested image. Flavor disk is {fd} GB, "
                              "image needs {need} GB.", fd=flavor.disk, need=max(size_gb, image.min_disk or 0))
         keypair = self.keypairs.get_for_boot(ctx, req.key_name) if req.key_name else None
-        if req.networks not in (None, "auto", "none") and req.networks != []:
+        if self.network is None and req.networks not in (None, "auto", "none") and req.networks != []:
             raise BadRequest("Networks other than 'auto' and 'none' need the networking service, which "
-                             "this cloud does not run yet.")
+                             "this cloud does not run.")
         return flavor, image, keypair
 
     def create(self, ctx: AuthContext, req: ServerCreate, request_id: str) -> list[Server]:
@@ -278,15 +290,46 @@ class ComputeService:
                     row.fault = {"code": 500, "message": error.text, "created": now.isoformat(),
                                  "details": "\n".join(f"{h}: {why}" for h, why in sorted(decision.reasons.items()))}
                 else:
-                    row.pending = {"op": "spawn", "args": {}, "request_id": request_id}
                     hosts = [_claimed(h, flavor) if h.host == decision.host else h for h in hosts]
                     woken.add(decision.host)
                 s.add(row)
                 created.append(row)
                 self._record(s, row, "create", request_id, ctx)
+        placed = [r for r in created if r.host is not None]
+        # Ports come from the network service in its own transaction: after the claim, before the
+        # spawn.  A failure there (a bad network, no free address) undoes everything: nothing half-made.
+        self._allocate_ports(ctx, placed, req)
+        with self._db.begin() as s:
+            for r in placed:
+                fresh = s.get(t.Instance, r.id)
+                if fresh is not None:
+                    fresh.pending = {"op": "spawn", "args": {}, "request_id": request_id}
         for host in woken:
             self.notify(host)
-        return [to_server(r, admin_pass=req.admin_pass or secrets.token_urlsafe(9)) for r in created]
+        addresses = self._addresses([r.id for r in created])
+        return [to_server(r, addresses.get(r.id), admin_pass=req.admin_pass or secrets.token_urlsafe(9))
+                for r in created]
+
+    def _allocate_ports(self, ctx: AuthContext, rows: Sequence[t.Instance], req: ServerCreate) -> None:
+        if self.network is None or not rows:
+            return
+        requested: Any = "auto" if req.networks in (None, []) else req.networks
+        done: list[str] = []
+        try:
+            for r in rows:
+                assert r.host is not None
+                self.network.allocate_for_instance(ctx, r.id, r.host, requested, list(req.security_groups),
+                                                   hostname=r.hostname)
+                done.append(r.id)
+        except YunError:
+            for instance_id in done:
+                with contextlib.suppress(YunError):
+                    self.network.deallocate_for_instance(ctx, instance_id)
+            with self._db.begin() as s:
+                for r in rows:
+                    s.execute(delete(t.InstanceAction).where(t.InstanceAction.instance_id == r.id))
+                    s.execute(delete(t.Instance).where(t.Instance.id == r.id))
+            raise
 
     def _allowed_count(self, s: Session, project_id: str, flavor: Any, low: int, high: int) -> int:
         """As many servers as quota allows between min_count and max_count (Nova's rule)."""
@@ -410,6 +453,28 @@ class ComputeService:
             raise Conflict("The agent of host {host} cannot be reached for the console.", host=host)
         text: str = agent.console_output(server_id, length)
         return text
+
+    # -- the metadata service -------------------------------------------------------------------
+
+    def metadata_for(self, network_id: str, ip: str) -> InstanceMetadata | None:
+        """What the metadata service tells the instance that owns ``ip`` on ``network_id`` (or None)."""
+        if self.network is None:
+            return None
+        instance_id = self.network.instance_for_address(network_id, ip)
+        if instance_id is None:
+            return None
+        with self._db() as s:
+            row = s.get(t.Instance, instance_id)
+            if row is None or row.vm_state == states.DELETED:
+                return None
+            return InstanceMetadata(
+                uuid=row.id, name=row.name, hostname=row.hostname, project_id=row.project_id,
+                availability_zone=row.availability_zone or "nova", launch_index=row.launch_index,
+                instance_type=str(row.flavor.get("name", "")), image_id=row.image_id, local_ipv4=ip,
+                public_keys={row.key_name: row.key_data} if row.key_name and row.key_data else {},
+                user_data=base64.b64decode(row.user_data) if row.user_data else None,
+                meta={str(k): str(v) for k, v in (row.meta or {}).items()},
+                security_groups=tuple(str(g) for g in row.security_groups or ()))
 
     # -- metadata, tags and actions --------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 - ``BalloonControl``: the compute driver's ``set_balloon_target`` (QMP ``balloon``).
 - ``CgroupControl``: one memory cgroup per VM under a yunstack parent, which may carry a host budget.
-- ``KsmControl``: the global KSM sysfs knobs; remembers what it found and puts it back on ``restore``.
+- ``KsmControl``: the global KSM sysfs knobs; reads them back every period and writes what differs (other
+  processes change them too, which it reports), and puts back what it found on ``restore``.
 - ``SwapControl``: one swapfile yunstack owns (created, swapped on, removed); other swap areas are
   never touched.
 """
@@ -76,12 +77,18 @@ class CgroupControl:
 
 
 class KsmControl:
-    """The KSM knobs.  ``snapshot`` records the host's values once; ``restore`` writes them back."""
+    """The KSM knobs.  ``snapshot`` records the host's values once; ``restore`` writes them back.
+
+    ``apply`` is idempotent: it reads every knob back from sysfs (three small reads) and writes the
+    ones that differ, so a knob another process changed is put back at the next period instead of
+    being lost.  Such changes are listed in ``foreign`` (the manager adds them to the ledger's reasons).
+    """
 
     def __init__(self, directory: Path = KSM_DIR) -> None:
         self.directory = directory
         self._original: dict[str, str] | None = None
         self._current: dict[str, str] = {}
+        self.foreign: list[str] = []
 
     @property
     def available(self) -> bool:
@@ -93,13 +100,22 @@ class KsmControl:
         return dict(self._original)
 
     def apply(self, settings: KsmSettings) -> bool:
-        """Write the knobs that differ from what we last wrote; True if anything was written."""
+        """Write the knobs whose sysfs value differs from ``settings``; True if anything was written."""
         self.snapshot()
         wanted = {"pages_to_scan": str(settings.pages_to_scan),
                   "sleep_millisecs": str(settings.sleep_millisecs), "run": str(settings.run)}
+        self.foreign = []
         changed = False
         for knob, value in wanted.items():  # scan rate first, then run
-            if self._current.get(knob) == value:
+            try:
+                found: str | None = (self.directory / knob).read_text().strip()
+            except OSError:
+                found = None
+            mine = self._current.get(knob)
+            if mine is not None and found is not None and found != mine:
+                self.foreign.append(f"KSM {knob} was changed from {mine} to {found} by another process")
+            if found == value:
+                self._current[knob] = value
                 continue
             self._write(knob, value)
             changed = True

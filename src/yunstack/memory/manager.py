@@ -182,6 +182,7 @@ class MemoryManager:
         keep = max(1, int(config.history_seconds / max(self.tuning.period, 0.1)))
         self._ledger: deque[LedgerEntry] = deque(maxlen=keep)
         self._started = False
+        self._foreign: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class MemoryManager:
         self._started = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick every ``period`` seconds until ``stop`` is set; always cleans up."""
+        """Tick every period (the policy's: shorter during a spike) until ``stop`` is set; always cleans up."""
         await self.start()
         try:
             while not stop.is_set():
@@ -227,7 +228,8 @@ class MemoryManager:
                     raise
                 except (YunError, OSError) as exc:
                     log.warning("memory manager tick failed: %s", exc)
-                remaining = self.tuning.period - (time.monotonic() - began)
+                period = self.last_actions.period if self.last_actions is not None else self.tuning.period
+                remaining = period - (time.monotonic() - began)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(remaining, 0.05))
         finally:
@@ -262,11 +264,15 @@ class MemoryManager:
                 self.cgroups.apply(d.instance_id, d.cgroup)
             except DriverError as exc:
                 problems.append(f"{d.instance_id}: cgroup: {exc.text}")
+        self._foreign = []
         if actions.ksm is not None and self.ksm is not None and self.ksm.available:
             try:
-                self.ksm.apply(actions.ksm)
+                self.ksm.apply(actions.ksm)  # reads the knobs back and re-applies what someone changed
             except DriverError as exc:
                 problems.append(f"ksm: {exc.text}")
+            self._foreign = list(self.ksm.foreign)
+            for note in self._foreign:
+                log.warning("memory manager: %s; re-applied", note)
         for p in problems:
             log.warning("memory manager: %s", p)
         return problems
@@ -296,7 +302,8 @@ class MemoryManager:
         cost = ManagerCost(tick_seconds=time.monotonic() - began, cpu_seconds=time.thread_time() - cpu0,
                            rss_bytes=_self_rss())
         return LedgerEntry(wall_time=time.time(), timestamp=host.timestamp, level=actions.level, host=host_row,
-                           guests=tuple(rows), manager=cost, errors=tuple(problems), reasons=actions.reasons)
+                           guests=tuple(rows), manager=cost, errors=tuple(problems),
+                           reasons=actions.reasons + tuple(f"{n}; re-applied" for n in self._foreign))
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -155,6 +155,7 @@ class Tuning:
     balloon_free_fraction: float = 0.10
     swap_free_fraction: float = 0.04
     target_free_fraction: float = 0.15  # what ballooning aims to restore (inside the hold band)
+    critical_target_free_fraction: float = 0.20  # at SWAP (a spike): aim back at the KSM band, not just above it
     level_hysteresis: float = 0.02  # a level is left only this far above its threshold
     psi_balloon_some: float = 10.0  # system PSI some avg10 % that forces at least BALLOON
     psi_swap_full: float = 10.0  # PSI full avg10 % that forces SWAP
@@ -167,6 +168,12 @@ class Tuning:
     max_step_fraction: float = 0.125  # of configured, per period
     min_step_bytes: int = 8 * MIB
     min_change_bytes: int = 4 * MIB  # dead band: smaller changes are not sent
+    # guest free pages are already back on the host (virtio-balloon free page reporting): a balloon
+    # that swallows them frees nothing, so the pool counts only backed memory (actual - guest free)
+    free_page_reporting: bool = True
+    # a spike (level SWAP): large but bounded steps, 25 % of a guest's slack per period, every 1 s
+    fast_reclaim_fraction: float = 0.25
+    spike_period: float = 1.0
     # guest pressure -> fast deflate
     guest_low_free_fraction: float = 0.05  # guest available below 5 % of actual
     major_faults_per_period: int = 200
@@ -183,6 +190,10 @@ class Tuning:
     ksm_target_scan_seconds: float = 10.0  # one full pass over mergeable memory
     ksm_useless_periods: int = 30  # no gain for this long: slow down (and stop if nothing shared)
     ksm_gain_pages: int = 256  # pages_sharing growth that counts as a gain
+    ksm_boost_periods: int = 15  # after a sharable guest arrives: scan at ksm_max_pages this long (ksmtuned boost)
+    # admission (the scheduler's ObservedMemoryFilter on one host): the next guest must fit the observed
+    # headroom with its expected footprint and leave this fraction of the capacity free
+    admission_free_fraction: float = 0.10
     # host swap / cgroups
     qemu_overhead_bytes: int = 96 * MIB  # per-VM host cost beyond guest RAM (TCG buffer, heap)
     idle_swappiness: int = 100
@@ -233,6 +244,7 @@ class Actions:
     guests: tuple[GuestDecision, ...]
     ksm: KsmSettings | None  # None: leave KSM alone (ksm_mode never, or KSM missing)
     reasons: tuple[str, ...] = ()
+    period: float = 2.0  # seconds until the next pass (shorter during a spike)
 
     def guest(self, instance_id: str) -> GuestDecision:
         for decision in self.guests:
@@ -265,6 +277,7 @@ class History:
     ksm_pages_sharing: int = 0
     ksm_last_gain_tick: int = 0
     ksm_pages_to_scan: int = 0
+    ksm_boost_until: int = -1  # tick until which KSM scans at full speed (a guest arrived)
 
     def guest(self, instance_id: str) -> GuestHistory:
         for key, value in self.guests:

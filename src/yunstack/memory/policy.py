@@ -182,12 +182,19 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
         floors.append(floor)
         actives.append(min(ws, g.balloon_actual))
 
+    critical = level >= PressureLevel.SWAP
+    unbacked = [_unbacked(g, tuning) for g in guests]
     if level >= PressureLevel.BALLOON:
-        pool = sum(g.balloon_actual for g in guests) + host.headroom - int(tuning.target_free_fraction
-                                                                            * host.capacity)
+        # Only backed guest memory can be handed back: free pages the guest already reported cost nothing.
+        target_free = tuning.critical_target_free_fraction if critical else tuning.target_free_fraction
+        backed = sum(g.balloon_actual - u for g, u in zip(guests, unbacked, strict=True))
+        pool = backed + host.headroom - int(target_free * host.capacity)
         entitled = entitlements(max(pool, 0), [p.shares for p in pols], actives, floors, ceilings,
                                 tuning.idle_tax)
-        reasons.append(f"pool {max(pool, 0) >> 20} MiB for {len(guests)} guests")
+        reasons.append(f"pool {max(pool, 0) >> 20} MiB for {len(guests)} guests (free target {target_free:.0%})")
+        if critical:
+            reasons.append(f"spike: steps up to {tuning.fast_reclaim_fraction:.0%} of slack, "
+                           f"every {tuning.spike_period:g}s")
     else:
         entitled = list(ceilings)
 
@@ -212,7 +219,10 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
         elif recently:
             target = current  # no inflation right after the guest was short of memory
         else:
-            target = max(desired, current - limit)
+            down = limit
+            if critical:  # a spike: large but bounded steps (a quarter of the backed slack per period)
+                down = max(limit, int(tuning.fast_reclaim_fraction * max(0, current - unbacked[i] - floor)))
+            target = max(desired, current - unbacked[i] - down)  # reported free pages are swallowed first
         target = min(max(target, min(floor, ceiling)), ceiling) if pressure is None else target
         send = abs(target - current) >= tuning.min_change_bytes and target != gh.last_target
         decisions.append(GuestDecision(
@@ -221,8 +231,50 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
             cgroup=_cgroup(g, level, target, floor, entitled[i], actives[i], host, tuning),
             page_sharing=pol.page_sharing, thp=_thp(pol, level)))
 
-    return Actions(level=level, guests=tuple(decisions), ksm=_ksm(host, guests, pols, history, level, tuning),
-                   reasons=tuple(reasons))
+    ksm, ksm_why = _ksm(host, guests, pols, hists, history, level, tuning)
+    if ksm_why:
+        reasons.append(ksm_why)
+    return Actions(level=level, guests=tuple(decisions), ksm=ksm, reasons=tuple(reasons),
+                   period=min(tuning.spike_period, tuning.period) if critical else tuning.period)
+
+
+def _unbacked(g: GuestStats, tuning: Tuning) -> int:
+    """Guest RAM that is not resident on the host: the guest's free pages, with free page reporting."""
+    if not tuning.free_page_reporting or g.guest_free is None:
+        return 0
+    return max(0, min(g.guest_free, g.balloon_actual))
+
+
+# ------------------------------------------------------------------------------------- admission
+
+
+def admission(host: HostStats, guests: Sequence[GuestStats], history: History, next_bytes: int,
+              tuning: Tuning) -> tuple[bool, str]:
+    """May one more guest of ``next_bytes`` start here?  The scheduler's ObservedMemoryFilter on one host.
+
+    The observed headroom (capacity - usage, after KSM and ballooning) must cover the new guest's
+    expected footprint (the largest resident size of the guests already here, at most its configured
+    RAM + QEMU overhead), the memory the guests used recently and may take again (working set above
+    the current sample), and still leave ``admission_free_fraction`` of the capacity free.  Nothing is
+    admitted at SWAP level or while a guest is short of memory.
+    """
+    ceiling = next_bytes + tuning.qemu_overhead_bytes
+    expected = min(ceiling, max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=ceiling))
+    growth = 0
+    for g in guests:
+        gh = history.guest(g.instance_id)
+        if gh.samples:
+            growth += max(0, working_set(gh) - gh.wss_now)
+    reserve = int(tuning.admission_free_fraction * host.capacity)
+    spare = host.headroom - expected - growth - reserve
+    why = (f"headroom {host.headroom >> 20} MiB - next {expected >> 20} MiB - regrowth {growth >> 20} MiB "
+           f"- reserve {reserve >> 20} MiB = {spare >> 20} MiB")
+    if history.level >= PressureLevel.SWAP:
+        return False, f"level {history.level.name}; {why}"
+    pressured = [g.instance_id for g in guests if history.guest(g.instance_id).pressured_until >= history.tick]
+    if pressured:
+        return False, f"{len(pressured)} guests short of memory; {why}"
+    return spare >= 0, why
 
 
 def _thp(pol: GuestPolicy, level: PressureLevel) -> bool:
@@ -253,15 +305,31 @@ def _cgroup(g: GuestStats, level: PressureLevel, target: int, floor: int, entitl
     return CgroupSetting(limit=limit, soft_limit=soft, swappiness=swappiness)
 
 
-def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPolicy], history: History,
-         level: PressureLevel, tuning: Tuning) -> KsmSettings | None:
-    """ksmtuned/MoM, scaled to the mergeable memory instead of MemTotal, and stopped when useless."""
+def _arrived(hists: Sequence[GuestHistory], pols: Sequence[GuestPolicy]) -> bool:
+    """A guest that may share pages was seen for the first time this period."""
+    return any(h.samples == 1 and p.page_sharing for h, p in zip(hists, pols, strict=True))
+
+
+def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPolicy], hists: Sequence[GuestHistory],
+         history: History, level: PressureLevel, tuning: Tuning) -> tuple[KsmSettings | None, str]:
+    """ksmtuned/MoM, scaled to the mergeable memory instead of MemTotal, and stopped when useless.
+
+    When a guest that may share arrives, KSM scans at ``ksm_max_pages`` for ``ksm_boost_periods``
+    (ksmtuned's boost): a booting guest's kernel and initramfs pages are the best duplicates there are,
+    and merging them within the first seconds is what makes room for the next guest.
+    """
     ksm = host.ksm
     if tuning.ksm_mode == "never" or not ksm.available:
-        return None
+        return None, ""
     sharable = [g for g, p in zip(guests, pols, strict=True) if p.page_sharing]
     if not sharable:
-        return KsmSettings(run=0, pages_to_scan=ksm.pages_to_scan, sleep_millisecs=ksm.sleep_millisecs)
+        return KsmSettings(run=0, pages_to_scan=ksm.pages_to_scan, sleep_millisecs=ksm.sleep_millisecs), ""
+    arrived = _arrived(hists, pols)
+    if arrived or history.tick <= history.ksm_boost_until:
+        until = history.tick + tuning.ksm_boost_periods if arrived else history.ksm_boost_until
+        return (KsmSettings(run=1, pages_to_scan=tuning.ksm_max_pages, sleep_millisecs=tuning.ksm_sleep_ms),
+                f"ksm boost: a guest arrived, {tuning.ksm_max_pages} pages / {tuning.ksm_sleep_ms} ms "
+                f"until period {until}")
     mergeable_pages = sum(max(g.rss, 0) for g in sharable) // PAGE
     committed = sum(g.configured for g in guests)
     overcommitted = committed + tuning.ksm_free_fraction * host.capacity > host.capacity
@@ -275,7 +343,7 @@ def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPoli
         pages = max(tuning.ksm_min_pages, min(pages, (history.ksm_pages_to_scan or pages) // 2))
         if ksm.pages_sharing < tuning.ksm_gain_pages and tuning.ksm_mode != "always":
             wanted = False  # scanning finds nothing: stop (merged pages stay merged with run=0)
-    return KsmSettings(run=1 if wanted else 0, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms)
+    return KsmSettings(run=1 if wanted else 0, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms), ""
 
 
 # ------------------------------------------------------------------------------------- remember
@@ -302,7 +370,11 @@ def remember(history: History, host: HostStats, guests: Sequence[GuestStats], ac
     starting = ksm.run == 0 and actions.ksm is not None and actions.ksm.run == 1
     if ksm.pages_sharing - history.ksm_pages_sharing >= tuning.ksm_gain_pages or starting:
         gain_tick = history.tick
+    boost_until = history.ksm_boost_until
+    if actions.ksm is not None and any(gh.samples == 1 and by_id[key].page_sharing
+                                       for key, gh in history.guests if key in by_id):
+        boost_until = history.tick + tuning.ksm_boost_periods
     return replace(history, level=actions.level, guests=tuple(updated), ksm_pages_sharing=ksm.pages_sharing,
-                   ksm_last_gain_tick=gain_tick,
+                   ksm_last_gain_tick=gain_tick, ksm_boost_until=boost_until,
                    ksm_pages_to_scan=actions.ksm.pages_to_scan if actions.ksm else history.ksm_pages_to_scan)
 

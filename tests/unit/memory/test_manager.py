@@ -61,7 +61,7 @@ async def test_ticks_balloon_guests_and_keep_a_ledger(tmp_path: Path) -> None:
     assert entry.as_dict()["level"] == "balloon"
     assert manager.instance_extra("b") == {"yunstack:page_sharing": "off", "yunstack:thp": "off"}
     # KSM knobs were written to our fake sysfs, and are restored on close
-    assert (tmp_path / "ksm" / "sleep_millisecs").read_text() == "20"
+    assert (tmp_path / "ksm" / "sleep_millisecs").read_text().strip() == "20"
     (tmp_path / "ksm" / "pages_to_scan").write_text("999")
     await manager.close()
     assert (tmp_path / "ksm" / "pages_to_scan").read_text() == "1250"
@@ -102,3 +102,29 @@ def test_ksm_control_writes_only_changes_and_restores(tmp_path: Path) -> None:
     control.restore()
     assert [(tmp_path / "ksm" / k).read_text().strip() for k in ("run", "pages_to_scan", "sleep_millisecs")] == [
         "1", "1250", "20"]
+
+
+def test_ksm_control_reads_back_and_reapplies_a_foreign_change(tmp_path: Path) -> None:
+    control = KsmControl(_ksm_dir(tmp_path))
+    wanted = KsmSettings(run=1, pages_to_scan=100, sleep_millisecs=50)
+    assert control.apply(wanted) and control.foreign == []
+    (tmp_path / "ksm" / "run").write_text("0\n")  # another session stops KSM
+    (tmp_path / "ksm" / "pages_to_scan").write_text("190\n")
+    assert control.apply(wanted)
+    assert (tmp_path / "ksm" / "run").read_text().strip() == "1"
+    assert (tmp_path / "ksm" / "pages_to_scan").read_text().strip() == "100"
+    assert sorted(control.foreign) == ["KSM pages_to_scan was changed from 100 to 190 by another process",
+                                       "KSM run was changed from 1 to 0 by another process"]
+    assert not control.apply(wanted) and control.foreign == []
+
+
+async def test_a_foreign_ksm_change_is_in_the_ledger_reasons(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await _spawn(driver, "a")
+    manager = _manager(tmp_path, driver, Tuning(ksm_mode="always"))
+    await manager.tick()
+    (tmp_path / "ksm" / "run").write_text("0\n")
+    entry = await manager.tick()
+    assert any("KSM run was changed from 1 to 0 by another process; re-applied" in r for r in entry.reasons)
+    assert (tmp_path / "ksm" / "run").read_text().strip() == "1"
+    await manager.close()

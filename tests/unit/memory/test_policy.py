@@ -34,13 +34,15 @@ def host(free: float = 0.5, *, total: int = 4 * GIB, psi_some: float = 0.0, psi_
 
 def guest(iid: str, *, configured: int = 256 * MIB, actual: int | None = None, used: int = 64 * MIB,
           major: int = 0, rss: int | None = None, merging: int | None = None,
-          cgroup_usage: int | None = None) -> GuestStats:
+          cgroup_usage: int | None = None, free: int = 0) -> GuestStats:
+    """A guest using ``used``; ``free`` of its available memory is free (reported) pages, the rest cache."""
     actual = configured if actual is None else actual
     total = configured - KERNEL
     ballooned = configured - actual
     available = max(0, total - used - ballooned)  # deflate-on-oom: ballooned pages count as used
     return GuestStats(instance_id=iid, timestamp=0.0, configured=configured, balloon_actual=actual,
-                      guest_total=total, guest_free=available, guest_available=available, major_faults=major,
+                      guest_total=total, guest_free=min(free, available), guest_available=available,
+                      major_faults=major,
                       rss=rss if rss is not None else used + 60 * MIB, ksm_merging_pages=merging,
                       cgroup_usage=cgroup_usage)
 
@@ -154,7 +156,7 @@ def test_the_idle_guest_gives_memory_to_the_active_one() -> None:
      pytest.param(32 * MIB, 8 * MIB, id="tiny-steps-at-least-8MiB")],
 )
 def test_inflation_converges_in_bounded_steps(configured, step) -> None:
-    log, final = simulate(host(0.01), [guest("a", configured=configured, used=16 * MIB)], 60, tuning=BALLOON)
+    log, final = simulate(host(0.08), [guest("a", configured=configured, used=16 * MIB)], 60, tuning=BALLOON)
     targets = [configured] + [a.guest("a").target for a in log]
     assert max(prev - cur for prev, cur in itertools.pairwise(targets)) <= step
     assert final[0].balloon_actual == log[-1].guest("a").floor
@@ -243,9 +245,17 @@ def test_swappiness_follows_activity(used, swappiness) -> None:
 # ------------------------------------------------------------------------------------- KSM
 
 
+def _seen(h: HostStats, guests: list[GuestStats]) -> History:
+    """A history in which these guests arrived long ago (their KSM boost is over)."""
+    history = History()
+    for _ in range(Tuning().ksm_boost_periods + 2):
+        _, history = policy.step(h, guests, {}, history, Tuning())
+    return replace(history, ksm_last_gain_tick=history.tick)
+
+
 def _ksm(h: HostStats, guests: list[GuestStats], *, tuning: Tuning | None = None,
          policies: dict[str, GuestPolicy] | None = None, history: History | None = None) -> tuple[Actions, History]:
-    return policy.step(h, guests, policies or {}, history or History(), tuning or Tuning())
+    return policy.step(h, guests, policies or {}, history or _seen(h, guests), tuning or Tuning())
 
 
 @pytest.mark.parametrize(
@@ -328,3 +338,110 @@ def test_ksm_savings_are_attributed_per_vm(merging, method, shared_a, shared_b) 
     shares, how = attribute_sharing(h, guests, {"b": GuestPolicy(page_sharing=False)})
     assert how == method
     assert shares == {"a": shared_a, "b": shared_b}
+
+
+# ------------------------------------------------------------------------------------- spikes, FPR
+
+
+@pytest.mark.parametrize(
+    ("free", "guest_free", "first_target", "period"),
+    [
+        # BALLOON (8 % free): the normal bounded step, 32 MiB for a 256 MiB guest
+        pytest.param(0.08, 0, 224, 2.0, id="balloon-level-bounded-step"),
+        # SWAP (1 % free), a spike: a quarter of the slack (256 - floor 96 = 160 -> 40 MiB), every 1 s
+        pytest.param(0.01, 0, 216, 1.0, id="spike-quarter-of-slack-every-second"),
+        # free page reporting: 50 MiB of reported free pages are swallowed at once, then the step
+        pytest.param(0.08, 50, 174, 2.0, id="reported-free-pages-first-then-the-step"),
+        pytest.param(0.01, 50, 174, 1.0, id="spike-slack-is-backed-memory-only"),  # 110 MiB slack: 32
+    ],
+)
+def test_reclaim_speed_follows_the_pressure(free, guest_free, first_target, period) -> None:
+    g = guest("a", used=40 * MIB, free=guest_free * MIB)
+    actions, _ = policy.step(host(free), [g], {}, History(), Tuning())
+    assert actions.guest("a").target == first_target * MIB
+    assert actions.period == period
+
+
+def test_free_pages_the_guest_reported_do_not_count_in_the_pool() -> None:
+    # 1 GiB host with 8 % free: the pool is what is backed (actual - guest free) + headroom - 15 %.
+    h = host(0.08, total=1 * GIB)
+    reported = [guest(f"g{i}", used=40 * MIB, free=150 * MIB) for i in range(2)]
+    cached = [guest(f"g{i}", used=40 * MIB, free=0) for i in range(2)]
+    with_fpr = policy.step(h, reported, {}, History(), Tuning())[0]
+    without = policy.step(h, reported, {}, History(), Tuning(free_page_reporting=False))[0]
+    assert sum(d.entitlement for d in with_fpr.guests) < sum(d.entitlement for d in without.guests)
+    assert sum(d.entitlement for d in policy.step(h, cached, {}, History(), Tuning())[0].guests) == sum(
+        d.entitlement for d in without.guests)
+
+
+def test_a_spike_reclaims_most_of_the_slack_within_a_few_periods() -> None:
+    log, final = simulate(host(0.01), [guest(f"g{i}", configured=384 * MIB, used=60 * MIB) for i in range(8)], 6)
+    assert all(a.period == 1.0 for a in log)
+    floor = log[-1].guests[0].floor
+    # 0.75 ** 6 of the slack is left at most after six 1 s periods
+    assert all(g.balloon_actual - floor <= 0.75 ** 6 * (384 * MIB - floor) + 8 * MIB for g in final)
+
+
+# ------------------------------------------------------------------------------------- KSM boost
+
+
+@pytest.mark.parametrize(
+    ("ticks_since_arrival", "run", "pages"),
+    [pytest.param(0, 1, 1250, id="arrival-boosts-to-max-even-without-overcommit"),
+     pytest.param(10, 1, 1250, id="boost-lasts"),
+     pytest.param(16, 0, 64, id="boost-over-back-to-ksmtuned-rules")],
+)
+def test_ksm_boosts_when_a_guest_arrives(ticks_since_arrival, run, pages) -> None:
+    h = host(0.9, total=24 * GIB)  # plenty, not overcommitted: without an arrival KSM stays off
+    history = History()
+    for _ in range(ticks_since_arrival + 1):
+        actions, history = policy.step(h, [guest("a", rss=100 * MIB)], {}, history, Tuning())
+    assert actions.ksm is not None and (actions.ksm.run, actions.ksm.pages_to_scan) == (run, pages)
+    assert any("ksm boost" in r for r in actions.reasons) is (run == 1)
+
+
+def test_a_guest_that_may_not_share_does_not_boost_ksm() -> None:
+    actions, _ = policy.step(host(0.9, total=24 * GIB), [guest("a")], {"a": GuestPolicy(page_sharing=False)},
+                             History(), Tuning())
+    assert actions.ksm is not None and actions.ksm.run == 0
+
+
+# ------------------------------------------------------------------------------------- admission
+
+
+@pytest.mark.parametrize(
+    ("free_mib", "rss_mib", "level", "admit"),
+    [
+        # 2 GiB capacity, reserve 10 % = 204 MiB; the next guest is expected at the largest RSS (140)
+        pytest.param(400, 140, PressureLevel.NONE, True, id="fits-with-reserve"),
+        pytest.param(340, 140, PressureLevel.NONE, False, id="fits-but-eats-the-reserve"),
+        pytest.param(900, 900, PressureLevel.NONE, True, id="expected-capped-at-configured-plus-overhead"),
+        pytest.param(2000, 140, PressureLevel.SWAP, False, id="never-at-swap-level"),
+    ],
+)
+def test_admission_uses_the_observed_headroom(free_mib, rss_mib, level, admit) -> None:
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - free_mib * MIB)
+    guests = [guest("a", rss=rss_mib * MIB)]
+    history = replace(policy.observe(History(), h, guests, Tuning()), level=level)
+    ok, why = policy.admission(h, guests, history, 512 * MIB, Tuning())
+    assert ok is admit
+    assert "headroom" in why
+
+
+def test_admission_keeps_room_for_a_working_set_that_was_just_bigger() -> None:
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - 450 * MIB)
+    history = History()
+    for used in (200, 200, 40):  # a bursty guest just dropped from 200 to 40 MiB
+        history = policy.observe(history, h, [guest("a", used=used * MIB, rss=100 * MIB)], Tuning())
+    ok, why = policy.admission(h, [guest("a", used=40 * MIB, rss=100 * MIB)], history, 256 * MIB, Tuning())
+    assert not ok and "regrowth" in why
+    calm = policy.observe(History(), h, [guest("a", used=40 * MIB, rss=100 * MIB)], Tuning())
+    assert policy.admission(h, [guest("a", used=40 * MIB, rss=100 * MIB)], calm, 256 * MIB, Tuning())[0]
+
+
+def test_no_admission_while_a_guest_is_short_of_memory() -> None:
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
+    squeezed = guest("a", used=250 * MIB, actual=256 * MIB)  # available below 5 %
+    _, history = policy.step(h, [squeezed], {}, History(), Tuning())
+    ok, why = policy.admission(h, [squeezed], history, 256 * MIB, Tuning())
+    assert not ok and "short of memory" in why

@@ -12,7 +12,9 @@ and Proxmox read ``/proc/meminfo``, which would see the whole 24 GiB box).
 - A3 balloon only: Proxmox ``AutoBalloon`` (80 % target, ≤ 100 MiB per VM per 10 s round, shares 1000,
   floor = 50 % of max).  Proxmox rather than MoM: MoM's ≤ 5 % per 15 s cannot move within a ramp step.
 - A4 yunstack: ``yunstack.memory.policy.step`` with the product defaults (KSM + balloon + cgroup
-  settings; THP off and page sharing on for guests that may share, as ``MemoryManager.instance_extra``).
+  settings; THP off and page sharing on for guests that may share, as ``MemoryManager.instance_extra``),
+  and the product's admission: ``policy.admission`` on the observed budget (the scheduler's
+  ObservedMemoryFilter), so its ramp stops before an OOM instead of at one.
 
 Arms that must not merge pages start their guests with ``mem-merge=off``: a foreign ksmd (other
 sessions on this box run KSM) then cannot help them, and no global KSM knob has to change for them.
@@ -57,12 +59,15 @@ class Arm:
     title = "arm"
     period = 0.0  # seconds between ticks; 0 = no runtime policy
     uses_ksm = False  # the runner snapshots and restores the KSM knobs only for these
+    observed_admission = False  # admits() reads the live host/guests (re-asked once after a settle)
+    last_admission = ""
 
     def extra(self) -> dict[str, str]:
         """``InstanceSpec.extra`` for this arm's guests (page sharing / THP flags)."""
         return {"yunstack:page_sharing": "off"}
 
-    def admits(self, committed: Sequence[int], next_bytes: int) -> bool:
+    def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
+               guests: Sequence[GuestStats] = ()) -> bool:
         return True
 
     def tick(self, host: HostStats, guests: Sequence[GuestStats]) -> ArmActions:
@@ -81,7 +86,8 @@ class NoOvercommit(Arm):
         self.budget = budget
         self.overhead = overhead
 
-    def admits(self, committed: Sequence[int], next_bytes: int) -> bool:
+    def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
+               guests: Sequence[GuestStats] = ()) -> bool:
         return sum(c + self.overhead for c in committed) + next_bytes + self.overhead <= self.budget
 
     def constants(self) -> dict[str, object]:
@@ -98,7 +104,8 @@ class StaticRatio(Arm):
         self.ratio = ratio
         self.reserved = reserved
 
-    def admits(self, committed: Sequence[int], next_bytes: int) -> bool:
+    def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
+               guests: Sequence[GuestStats] = ()) -> bool:
         return sum(committed) + next_bytes <= self.ratio * (self.budget - self.reserved)
 
     def constants(self) -> dict[str, object]:
@@ -219,6 +226,7 @@ class Yunstack(Arm):
 
     name, title = "A4", "A4 yunstack"
     uses_ksm = True
+    observed_admission = True
 
     def __init__(self, tuning: Tuning | None = None) -> None:
         self.tuning = tuning or Tuning()
@@ -229,8 +237,16 @@ class Yunstack(Arm):
     def extra(self) -> dict[str, str]:
         return instance_extra(self.policy)
 
+    def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
+               guests: Sequence[GuestStats] = ()) -> bool:
+        if host is None:
+            return True
+        ok, self.last_admission = policy.admission(host, guests, self.history, next_bytes, self.tuning)
+        return ok
+
     def tick(self, host: HostStats, guests: Sequence[GuestStats]) -> ArmActions:
         actions, self.history = policy.step(host, guests, {}, self.history, self.tuning)
+        self.period = actions.period  # 1 s during a spike
         return ArmActions(balloon={d.instance_id: d.target for d in actions.guests if d.send}, ksm=actions.ksm,
                           cgroups={d.instance_id: d.cgroup for d in actions.guests},
                           note=f"level {actions.level.name}")
@@ -242,6 +258,9 @@ class Yunstack(Arm):
                 "target_free_fraction": t.target_free_fraction, "idle_tax": t.idle_tax,
                 "headroom_fraction": t.headroom_fraction, "min_guest_mib": t.min_guest_bytes / MIB,
                 "max_step_mib": t.max_step_bytes / MIB, "ksm_target_scan_s": t.ksm_target_scan_seconds,
+                "ksm_boost_periods": t.ksm_boost_periods, "fast_reclaim_fraction": t.fast_reclaim_fraction,
+                "spike_period_s": t.spike_period, "admission_free_fraction": t.admission_free_fraction,
+                "free_page_reporting": t.free_page_reporting,
                 "extra": self.extra(), "source": "yunstack.memory.policy (Tuning defaults)"}
 
 

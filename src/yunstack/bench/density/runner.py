@@ -100,7 +100,8 @@ class Controller:
         self.guest_collector = GuestCollector(fleet.driver, cgroups=cg, cgroup_parent=budget.name)
         self.cgroup_control = CgroupControl(cg, budget.name)
         self.ksm = KsmControl() if arm.uses_ksm else None
-        self.reserve = 0  # bytes hidden from the arm's view of B (the spike test's pending demand)
+        self.reserve = 0  # bytes the arm sees as already used (the spike test's pending demand)
+        self.foreign: list[str] = []  # KSM knob changes by other processes, seen when re-applying ours
         self.host: HostStats | None = None
         self.guests: list[GuestStats] = []
         self.tick_cpu = 0.0
@@ -127,8 +128,8 @@ class Controller:
     async def step(self) -> None:
         cpu0 = time.thread_time()
         host = self.host_collector.collect()
-        if self.reserve and host.budget_limit is not None:
-            host = replace(host, budget_limit=host.budget_limit - self.reserve)
+        if self.reserve and host.budget_usage is not None:
+            host = replace(host, budget_usage=host.budget_usage + self.reserve)
         guests, _ = await self.guest_collector.collect()
         self.host, self.guests = host, guests
         self.sample_cpu += time.thread_time() - cpu0
@@ -157,16 +158,11 @@ class Controller:
             except DriverError as exc:
                 self.errors.append(f"cgroup {iid}: {exc.text}")
         if actions.ksm is not None and self.ksm is not None and self.ksm.available:
-            # KsmControl skips knobs it already wrote; other sessions on this host write them too, so
-            # forget what we wrote and compare against sysfs every tick.
-            current = read_ksm()
-            if (current.run, current.pages_to_scan, current.sleep_millisecs) != (
-                    actions.ksm.run, actions.ksm.pages_to_scan, actions.ksm.sleep_millisecs):
-                self.ksm._current.clear()
             try:
-                self.ksm.apply(actions.ksm)
+                self.ksm.apply(actions.ksm)  # reads sysfs back and re-applies knobs others changed
             except DriverError as exc:
                 self.errors.append(f"ksm: {exc.text}")
+            self.foreign += [f"t={time.monotonic() - self._t0:.0f}s {n}" for n in self.ksm.foreign]
 
     def sample(self, host: HostStats, guests: Sequence[GuestStats], note: str) -> dict[str, Any]:
         shared, _ = attribute_sharing(host, guests, {})
@@ -247,9 +243,14 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
             for index in range(settings.max_guests):
                 workload = scenario(scenario_name, index, seed=settings.seed, quick=settings.quick)
                 nbytes = settings.guest_mib * MIB
-                if not arm.admits(committed, nbytes):
-                    stop_reason = "admission"
-                    break
+                if not arm.admits(committed, nbytes, control.host, control.guests):
+                    if not arm.observed_admission:
+                        stop_reason = "admission"
+                        break
+                    await asyncio.sleep(settings.settle_s)  # KSM/balloons may still be making room
+                    if not arm.admits(committed, nbytes, control.host, control.guests):
+                        stop_reason = f"admission: {arm.last_admission}"
+                        break
                 if progress:
                     progress(f"{arm.name} {scenario_name}: guest {index + 1}")
                 guest = await fleet.spawn(workload, settings.guest_mib, arm.extra())
@@ -271,7 +272,7 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
                     stop_reason = "slo: " + "; ".join(violations[:3])
                     break
                 n_max = len(committed)
-            admitted = admitted_count(arm, settings.guest_mib * MIB)
+            admitted = None if arm.observed_admission else admitted_count(arm, settings.guest_mib * MIB)
         finally:
             stop.set()
             with contextlib.suppress(Exception):
@@ -347,6 +348,7 @@ def _record(arm: Arm, scenario_name: str, settings: RunSettings, calibration: Ca
                  "sampling_cpu_s": round(control.sample_cpu, 3), "harness_rss_mib": _self_rss() / MIB,
                  "ksmd_cpu_s": round(ksmd_cpu, 2), "wall_s": round(wall, 1)},
         "errors": control.errors[:20],
+        "foreign_ksm_changes": control.foreign[:50],
         "noise": {"foreign_qemu_at_start": len(foreign), "foreign_qemu_at_end": len(qemu_pids(excluding="/tmp/ysb-")),
                   "before": facts, "after": host_facts()},
         "samples": samples.name,

@@ -7,8 +7,8 @@
   identical, ``random`` makes every page unique and rewritten on each touch.
 - **W2 bursty**: alternates ``low``/``high`` MiB (``low_s``/``high_s`` seconds) with a per-guest phase
   offset, so the mean fits a budget that the synchronized peak would not.
-- **WS spike**: writes ``cache_mib`` of random data to the guest's scratch disk (clean page cache the
-  guest can drop) and keeps a small W1 running: what a balloon can take back quickly.
+- **WS spike**: memload writes ``cache_mib`` of guest-unique data to the scratch disk and fsyncs it
+  (clean page cache the guest can drop) and keeps a small W1 running: what a balloon takes back quickly.
 
 Every memload line reports the touch rate of the last interval; the requested rate is ``mib /
 period``, so ``rate / requested`` is the guest's throughput.  Seeds are fixed and published.
@@ -75,9 +75,16 @@ def bursty(low_mib: int, high_mib: int, *, guest_seed: int, low_s: float, high_s
 
 
 def spike_guest(cache_mib: int, wss_mib: int, *, guest_seed: int, period: float = 8.0) -> Workload:
-    """WS: ``cache_mib`` MiB of clean page cache (random data on the scratch disk) plus a small W1."""
-    script = (f"#!/bin/sh\ndd if=/dev/vda of=/dev/null bs=1M count={cache_mib} 2>/dev/null\n"
-              f"{_memload(wss_mib, 'seeded', guest_seed, period)} &\necho SPIKE-CACHED\n")
+    """WS: ``cache_mib`` MiB of clean page cache plus a small W1.
+
+    memload writes ``cache_mib`` MiB of pages unique to the guest (``--seed``) to the scratch disk
+    past the image (offset 64 MiB) and fsyncs them, then runs the W1 loop: the guest holds that much
+    clean, droppable page cache, which is neither free (so free page reporting has not returned it)
+    nor duplicated (so KSM cannot take it).  Only a balloon gets it back quickly.
+    """
+    rate = max(wss_mib / period, 0.5)
+    script = (f"#!/bin/sh\nmemload --mib {wss_mib} --pattern seeded --seed {guest_seed} "
+              f"--touch-mib-per-s {rate:g} --cache-mib {cache_mib} --cache-path /dev/vda &\n")
     return Workload(key=f"WS-{wss_mib}", kind="WS", user_data=script, period=period, wss_mib=wss_mib)
 
 

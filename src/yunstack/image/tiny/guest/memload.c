@@ -3,6 +3,7 @@
  *
  *   memload --mib N [--pattern zero|same|random|seeded] [--seed S]
  *           [--touch-mib-per-s R] [--seconds T] [--report-every S]
+ *           [--cache-mib C [--cache-path P] [--cache-offset-mib O]]
  *
  * Allocates N MiB, fills every 4 KiB page with the pattern, then re-touches
  * the pages 1 MiB at a time, cycling through the whole allocation, at R MiB/s
@@ -31,12 +32,20 @@
  *   MEMLOAD-DONE mib=N touched=MiB rate=MiB/s elapsed=s p50_us=x p95_us=y
  *       fill_s=F, over the whole run
  *
+ * --cache-mib C first writes C MiB of `seeded` pages (unique to --seed) to
+ * P (default /dev/vda) at offset O MiB (default 64) and fsyncs it: the guest
+ * then holds C MiB of clean page cache that it can drop at once, which is
+ * what a balloon takes back first.  It prints
+ *   MEMLOAD-CACHED mib=C path=P write_s=F
+ * before the allocation.
+ *
  * --touch-mib-per-s defaults to N (the whole allocation once a second);
  * 0 means as fast as possible.  Exit status: 0 on success, 1 if the memory
  * cannot be allocated, 2 on a usage error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -139,7 +148,8 @@ static double hist_quantile_us(const struct hist *h, double q)
 static void usage(FILE *out)
 {
     fputs("usage: memload --mib N [--pattern zero|same|random|seeded] [--seed S]\n"
-          "               [--touch-mib-per-s R] [--seconds T] [--report-every S]\n",
+          "               [--touch-mib-per-s R] [--seconds T] [--report-every S]\n"
+          "               [--cache-mib C [--cache-path P] [--cache-offset-mib O]]\n",
           out);
 }
 
@@ -181,9 +191,45 @@ static void fill(unsigned char *mem, size_t pages, enum pattern p, uint64_t seed
     }
 }
 
+/* Write `mib` MiB of seeded pages to `path` at `offset_mib` and fsync: clean page cache.  Returns
+ * the open descriptor (or -1). */
+static int write_cache(const char *path, size_t mib, size_t offset_mib, uint64_t seed)
+{
+    static unsigned char buf[MIB];
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) {
+        fprintf(stderr, "memload: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (lseek(fd, (off_t)offset_mib * MIB, SEEK_SET) < 0) {
+        fprintf(stderr, "memload: cannot seek %s: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    for (size_t m = 0; m < mib; m++) {
+        fill(buf, PAGES_PER_MIB, SEEDED, seed ^ ((uint64_t)(m + 1) << 40));
+        for (size_t done = 0; done < MIB;) {
+            ssize_t n = write(fd, buf + done, MIB - done);
+            if (n <= 0) {
+                fprintf(stderr, "memload: writing %s: %s\n", path, strerror(errno));
+                close(fd);
+                return -1;
+            }
+            done += (size_t)n;
+        }
+    }
+    if (fsync(fd) != 0) {
+        fprintf(stderr, "memload: fsync %s: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd; /* kept open: the last close of a block device drops its page cache */
+}
+
 int main(int argc, char **argv)
 {
-    double mib_arg = -1, rate = -1, seconds = 0, report_every = 1;
+    double mib_arg = -1, rate = -1, seconds = 0, report_every = 1, cache_mib = 0, cache_offset = 64;
+    const char *cache_path = "/dev/vda";
     enum pattern pattern = SAME;
     uint64_t seed = 1;
     int have_seed = 0;
@@ -221,6 +267,12 @@ int main(int argc, char **argv)
             seconds = parse_number(opt, val);
         } else if (strcmp(opt, "--report-every") == 0) {
             report_every = parse_number(opt, val);
+        } else if (strcmp(opt, "--cache-mib") == 0) {
+            cache_mib = parse_number(opt, val);
+        } else if (strcmp(opt, "--cache-path") == 0) {
+            cache_path = val;
+        } else if (strcmp(opt, "--cache-offset-mib") == 0) {
+            cache_offset = parse_number(opt, val);
         } else {
             usage(stderr);
             return 2;
@@ -244,6 +296,14 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+
+    if (cache_mib >= 1) {
+        uint64_t c0 = now_ns();
+        if (write_cache(cache_path, (size_t)cache_mib, (size_t)cache_offset, seed) < 0)
+            return 1;
+        printf("MEMLOAD-CACHED mib=%zu path=%s write_s=%.3f\n", (size_t)cache_mib, cache_path,
+               (double)(now_ns() - c0) / 1e9);
+    }
 
     size_t pages = mib * PAGES_PER_MIB;
     unsigned char *mem = mmap(NULL, mib * MIB, PROT_READ | PROT_WRITE,
