@@ -245,6 +245,7 @@ class Actions:
     ksm: KsmSettings | None  # None: leave KSM alone (ksm_mode never, or KSM missing)
     reasons: tuple[str, ...] = ()
     period: float = 2.0  # seconds until the next pass (shorter during a spike)
+    spike: bool = False  # a spike is being answered (entered at SWAP, left at critical_target_free_fraction)
 
     def guest(self, instance_id: str) -> GuestDecision:
         for decision in self.guests:
@@ -263,6 +264,8 @@ class GuestHistory:
     major_faults: int | None = None
     major_faults_delta: int = 0
     last_target: int | None = None
+    last_actual: int | None = None  # balloon actual at the previous sample
+    actual_delta: int = 0  # how much actual changed since the previous sample
     pressured_until: int = -1  # tick number
     samples: int = 0
 
@@ -278,6 +281,7 @@ class History:
     ksm_last_gain_tick: int = 0
     ksm_pages_to_scan: int = 0
     ksm_boost_until: int = -1  # tick until which KSM scans at full speed (a guest arrived)
+    spike: bool = False  # answering a spike: fast steps towards critical_target_free_fraction
 
     def guest(self, instance_id: str) -> GuestHistory:
         for key, value in self.guests:

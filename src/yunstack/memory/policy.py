@@ -60,9 +60,10 @@ def observe(history: History, host: HostStats, guests: Sequence[GuestStats], tun
         delta = 0
         if g.major_faults is not None and old.major_faults is not None:
             delta = max(0, g.major_faults - old.major_faults)
+        moved = g.balloon_actual - old.last_actual if old.last_actual is not None else 0
         updated.append((g.instance_id, replace(
             old, wss_fast=fast, wss_slow=slow, wss_now=used, major_faults=g.major_faults,
-            major_faults_delta=delta, samples=old.samples + 1)))
+            major_faults_delta=delta, samples=old.samples + 1, last_actual=g.balloon_actual, actual_delta=moved)))
     return replace(history, tick=history.tick + 1, guests=tuple(updated))
 
 
@@ -157,7 +158,10 @@ def _guest_pressure(g: GuestStats, gh: GuestHistory, tuning: Tuning) -> str | No
         return f"guest available {g.guest_available >> 20} MiB"
     if gh.major_faults_delta >= tuning.major_faults_per_period:
         return f"{gh.major_faults_delta} major faults in a period"
-    if gh.last_target is not None and g.balloon_actual > gh.last_target + tuning.min_change_bytes:
+    # deflate-on-oom: actual went *up* past what we asked for (a balloon still on its way down to a
+    # lower target is not a deflation)
+    if (gh.last_target is not None and g.balloon_actual > gh.last_target + tuning.min_change_bytes
+            and gh.actual_delta > tuning.min_change_bytes):
         return "balloon deflated on its own (deflate-on-oom)"
     return None
 
@@ -169,6 +173,12 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
            history: History, tuning: Tuning) -> Actions:
     """Decide balloon targets, cgroup settings, KSM knobs and per-VM page-sharing/THP flags."""
     level, why = pressure_level(host, history.level, tuning)
+    # A spike (SWAP) is answered until the critical free target is back, not just until SWAP is left:
+    # the hysteresis bands alone would stop reclaiming at 12 % free.
+    free = host.headroom / host.capacity if host.capacity > 0 else 0.0
+    critical = level >= PressureLevel.SWAP or (history.spike and free < tuning.critical_target_free_fraction)
+    if critical and level < PressureLevel.BALLOON:
+        level, why = PressureLevel.BALLOON, f"{why}; spike until {tuning.critical_target_free_fraction:.0%} free"
     reasons = [f"level {level.name}: {why}"]
     pols = [policies.get(g.instance_id, _DEFAULT_POLICY) for g in guests]
     hists = [history.guest(g.instance_id) for g in guests]
@@ -182,7 +192,6 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
         floors.append(floor)
         actives.append(min(ws, g.balloon_actual))
 
-    critical = level >= PressureLevel.SWAP
     unbacked = [_unbacked(g, tuning) for g in guests]
     if level >= PressureLevel.BALLOON:
         # Only backed guest memory can be handed back: free pages the guest already reported cost nothing.
@@ -235,7 +244,7 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
     if ksm_why:
         reasons.append(ksm_why)
     return Actions(level=level, guests=tuple(decisions), ksm=ksm, reasons=tuple(reasons),
-                   period=min(tuning.spike_period, tuning.period) if critical else tuning.period)
+                   period=min(tuning.spike_period, tuning.period) if critical else tuning.period, spike=critical)
 
 
 def _unbacked(g: GuestStats, tuning: Tuning) -> int:
@@ -375,6 +384,6 @@ def remember(history: History, host: HostStats, guests: Sequence[GuestStats], ac
                                        for key, gh in history.guests if key in by_id):
         boost_until = history.tick + tuning.ksm_boost_periods
     return replace(history, level=actions.level, guests=tuple(updated), ksm_pages_sharing=ksm.pages_sharing,
-                   ksm_last_gain_tick=gain_tick, ksm_boost_until=boost_until,
+                   ksm_last_gain_tick=gain_tick, ksm_boost_until=boost_until, spike=actions.spike,
                    ksm_pages_to_scan=actions.ksm.pages_to_scan if actions.ksm else history.ksm_pages_to_scan)
 

@@ -445,3 +445,30 @@ def test_no_admission_while_a_guest_is_short_of_memory() -> None:
     _, history = policy.step(h, [squeezed], {}, History(), Tuning())
     ok, why = policy.admission(h, [squeezed], history, 256 * MIB, Tuning())
     assert not ok and "short of memory" in why
+
+
+def test_a_balloon_still_on_its_way_down_is_not_a_deflation() -> None:
+    history = History()
+    g = guest("a", actual=256 * MIB, used=40 * MIB)
+    actions, history = policy.step(host(0.01), [g], {}, history, Tuning())
+    sent = actions.guest("a").target
+    assert sent < 256 * MIB
+    # one 1 s period later the guest has not inflated yet: keep going down, no fast deflate
+    actions, history = policy.step(host(0.01), [g], {}, history, Tuning())
+    d = actions.guest("a")
+    assert not d.pressured and d.target <= sent
+    assert not any("deflated on its own" in r for r in actions.reasons)
+
+
+@pytest.mark.parametrize(
+    ("free_after", "spike", "period"),
+    [pytest.param(0.13, True, 1.0, id="below-20pct-the-spike-goes-on"),
+     pytest.param(0.21, False, 2.0, id="at-20pct-the-spike-is-over")],
+)
+def test_a_spike_is_answered_until_the_critical_target(free_after, spike, period) -> None:
+    g = guest("a", configured=384 * MIB, used=60 * MIB)
+    actions, history = policy.step(host(0.01), [g], {}, History(), Tuning())
+    assert actions.spike and history.spike
+    actions, history = policy.step(host(free_after), [g], {}, history, Tuning())  # KSM band by free memory alone
+    assert actions.spike is spike and actions.period == period
+    assert actions.level >= PressureLevel.BALLOON  # by the spike, or by the one-level-at-a-time hysteresis

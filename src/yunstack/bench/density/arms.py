@@ -249,7 +249,7 @@ class Yunstack(Arm):
         self.period = actions.period  # 1 s during a spike
         return ArmActions(balloon={d.instance_id: d.target for d in actions.guests if d.send}, ksm=actions.ksm,
                           cgroups={d.instance_id: d.cgroup for d in actions.guests},
-                          note=f"level {actions.level.name}")
+                          note="; ".join(actions.reasons))
 
     def constants(self) -> dict[str, object]:
         t = self.tuning

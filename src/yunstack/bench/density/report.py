@@ -53,6 +53,9 @@ def targets(agg: dict[str, dict[str, dict[str, Any]]], spikes: Sequence[dict[str
     if ident:
         c = ident["consolidation_median"]
         result["ident_consolidation_ge_3.5"] = {"value": c, "met": c is not None and c >= 3.5}
+        singles = [agg["ident"][a]["n_max_median"] or 0.0 for a in ("A2", "A3") if a in agg["ident"]]
+        if singles and max(singles) > 0:
+            result["ident_vs_best_single"] = (ident["n_max_median"] or 0.0) / max(singles)
     mixed = agg.get("mixed", {})
     if "A4" in mixed:
         a4 = mixed["A4"]["n_max_median"] or 0.0
