@@ -3,7 +3,8 @@
 Guests are the tiny image (busybox); everything they do after boot comes from user_data, and
 the tests read the results from their serial consoles.  Every host object is created under this
 test's own state directory (its own installation tag) and removed in the finalizer.  Addresses:
-10.97.x.0/24 test subnets and the host-only external network 172.24.4.0/24.
+10.97.x.0/24 test subnets and a host-only external network 172.24.97.0/24 (not the default
+172.24.4.0/24, which a `yun up` on the same machine may own).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def router(net: NetworkState, ext: NetworkState | None, *fips: tuple[PortState, 
                             ip_address=str(subnet.gateway_ip), prefixlen=int(subnet.cidr.split("/")[1]),
                             mac_address=f"fa:16:3e:{net.segmentation_id % 256:02x}:00:01")
     return RouterState(
-        id=_id(), gateway_network_id=ext.id if ext else None, gateway_ip="172.24.4.10" if ext else None,
+        id=_id(), gateway_network_id=ext.id if ext else None, gateway_ip="172.24.97.10" if ext else None,
         gateway_prefixlen=24 if ext else None, gateway_mac="fa:16:3e:ee:00:10" if ext else None,
         enable_snat=True, interfaces=(iface,),
         floating_ips=tuple(FloatingIpState(id=_id(), floating_ip_address=fip, fixed_ip_address=ip_of(p),
@@ -323,20 +324,20 @@ async def test_a_security_group_without_icmp_blocks_ping_until_the_rule_is_added
 
 
 async def test_a_floating_ip_makes_a_server_reachable_from_the_host(cloud: Cloud) -> None:
-    ext = network("172.24.4.0/24", dhcp=False, external=True, vni=99)
+    ext = network("172.24.97.0/24", dhcp=False, external=True, vni=99)
     net = network("10.97.1.0/24", vni=101)
     group = SecurityGroupState(id="sg-icmp", rules=(EGRESS_ANY, INGRESS_ICMP))
     vm = port(net, 11, "fipvm", "sg-icmp")
-    r = router(net, ext, (vm, "172.24.4.20"))
+    r = router(net, ext, (vm, "172.24.97.20"))
     state = HostNetworkState(host="h", networks=(ext, net), ports=(vm,), security_groups=(group,), routers=(r,))
     await cloud.dataplane.apply(state)
     # The guest reaches the host through the router's SNAT (the host sees the floating address).
-    await cloud.boot(vm, "#!/bin/sh\nping -c 2 -W 2 172.24.4.1 > /tmp/p 2>&1; echo \"HOST-PING rc=$?\"\n")
+    await cloud.boot(vm, "#!/bin/sh\nping -c 2 -W 2 172.24.97.1 > /tmp/p 2>&1; echo \"HOST-PING rc=$?\"\n")
     text = await cloud.wait_for("fipvm", r"YUNSTACK-READY")
     assert "HOST-PING rc=0" in text, text[-1500:]
     ping = None
     for _ in range(5):
-        ping = subprocess.run(["busybox", "ping", "-c", "2", "-W", "2", "172.24.4.20"],
+        ping = subprocess.run(["busybox", "ping", "-c", "2", "-W", "2", "172.24.97.20"],
                               capture_output=True, text=True)
         if ping.returncode == 0:
             break
@@ -345,7 +346,7 @@ async def test_a_floating_ip_makes_a_server_reachable_from_the_host(cloud: Cloud
 
     # Without the floating IP the server is unreachable again.
     await cloud.dataplane.apply(replace(state, routers=(replace(r, floating_ips=()),)))
-    gone = subprocess.run(["busybox", "ping", "-c", "1", "-W", "1", "172.24.4.20"], capture_output=True)
+    gone = subprocess.run(["busybox", "ping", "-c", "1", "-W", "1", "172.24.97.20"], capture_output=True)
     assert gone.returncode != 0
 
 
@@ -367,20 +368,9 @@ echo "MD-BEGIN $(get /openstack/latest/meta_data.json) MD-END"
 echo "EC2-ID $(get /latest/meta-data/instance-id) EC2-END"
 """
 
-# The tiny guest's DHCP script does not install option 121 routes; ask for them here and
-# install them the way a full cloud image would.
-OPTION_121 = """cat > /tmp/routes.sh <<'ROUTES_DONE'
-#!/bin/sh
-[ "$1" = bound ] && echo "$staticroutes" > /tmp/routes
-ROUTES_DONE
-chmod +x /tmp/routes.sh
-udhcpc -i eth0 -n -q -t 3 -T 1 -O staticroutes -s /tmp/routes.sh > /dev/null 2>&1
-echo "ROUTES $(cat /tmp/routes)"
-set -- $(cat /tmp/routes)
-while [ $# -ge 2 ]; do
-    [ "$1" = 0.0.0.0/0 ] || ip route replace "$1" via "$2"
-    shift 2
-done
+# The tiny guest asks for option 121 and installs its routes (the metadata route on an isolated
+# network); print them so the test can see where they came from.
+SHOW_ROUTES = """echo "ROUTES $(ip -4 route | tr '\\n' ';')"
 """
 
 
@@ -399,7 +389,7 @@ async def test_metadata_answers_each_server_with_its_own_data_only(cloud: Cloud)
             uuid=vm.device_id, name=vm.hostname, hostname=f"{vm.hostname}.example", local_ipv4=ip_of(vm))
     for vm in (vm1, vm2):
         await cloud.boot(vm, FETCH_METADATA.format(routes=""))
-    await cloud.boot(vm3, FETCH_METADATA.format(routes=OPTION_121))
+    await cloud.boot(vm3, FETCH_METADATA.format(routes=SHOW_ROUTES))
     everyone = {vm.device_id for vm in (vm1, vm2, vm3)}
     for vm in (vm1, vm2, vm3):
         text = await cloud.wait_for(vm.hostname, r"YUNSTACK-READY")
@@ -408,18 +398,21 @@ async def test_metadata_answers_each_server_with_its_own_data_only(cloud: Cloud)
         assert f'"{vm.hostname}.example"' in md.group(1)
         assert not any(other in md.group(1) for other in everyone - {vm.device_id})
         assert f"EC2-ID {vm.device_id} EC2-END" in text, re.findall(r"EC2-ID.*", text)
-    assert "ROUTES 169.254.169.254/32 10.97.3.2 0.0.0.0/0 10.97.3.1" in await cloud.console("mdvm3")
+    routes = re.search(r"ROUTES (.*)", await cloud.console("mdvm3"))
+    assert routes is not None, "no ROUTES line"
+    assert "169.254.169.254 via 10.97.3.2" in routes.group(1) and "default via 10.97.3.1" in routes.group(1), \
+        routes.group(1)
     assert {(routed.id, ip_of(vm1)), (routed.id, ip_of(vm2)), (isolated.id, ip_of(vm3))} <= set(
         cloud.metadata.requests)
 
 
 async def test_teardown_leaves_nothing_of_ours_and_never_touches_another_installation(root: Path) -> None:
-    ext = network("172.24.4.0/24", dhcp=False, external=True, vni=104)
+    ext = network("172.24.97.0/24", dhcp=False, external=True, vni=104)
     net = network("10.97.4.0/24", vni=105)
     group = SecurityGroupState(id="sg", rules=(EGRESS_ANY, INGRESS_ICMP))
     vm, open_vm = port(net, 11, "a", "sg"), port(net, 12, "b", secure=False)
     full = HostNetworkState(host="h", networks=(ext, net), ports=(vm, open_vm), security_groups=(group,),
-                            routers=(router(net, ext, (vm, "172.24.4.21")),))
+                            routers=(router(net, ext, (vm, "172.24.97.21")),))
     dp = LinuxDataplane(root / "one", metadata_upstream="http://127.0.0.1:9/metadata")
     other_net = network("10.97.5.0/24", vni=106)
     other = LinuxDataplane(root / "two", metadata_upstream="http://127.0.0.1:9/metadata",
