@@ -172,6 +172,7 @@ class Agent:
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         if network_task is not None:
             await asyncio.gather(network_task, return_exceptions=True)
+            await self._guard(self._release_network(), "network release")
         if memory_task is not None:
             # The manager restores KSM knobs and removes its swapfile when it sees the stop event.
             await asyncio.gather(memory_task, return_exceptions=True)
@@ -181,6 +182,19 @@ class Agent:
             await work
         except Exception:
             log.exception("agent %s failed; will retry", what)
+
+    async def _release_network(self) -> None:
+        """At shutdown, remove this installation's host networking when nothing needs it.
+
+        Guests and routers outlive the control plane, so while this host has a VM port or a router
+        everything stays.  With neither, what is left (the external bridge, DHCP servers with no
+        one to serve, the base chains) is removed; the next start's first pass makes it again.
+        """
+        assert self.network is not None and self.dataplane is not None
+        state = await asyncio.to_thread(self.network.fetch_state)
+        if not state.ports and not state.routers:
+            await self.dataplane.teardown()
+            log.info("no VM port and no router on this host: its networking was removed")
 
     async def _reconcile(self) -> None:
         if self.network is not None:
@@ -261,6 +275,13 @@ class Agent:
                             memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
                             base_format=fmt, config_drive=data.config_drive, extra=extra, nics=nics)
 
+    async def _nic(self, port_id: str) -> Nic:
+        """The NIC of a port that was just bound to this host: reconcile first, so its tap exists."""
+        if self.network is None or self.dataplane is None:
+            raise Conflict("This host has no dataplane to plug interfaces into.")
+        await self.network.reconcile_now()
+        return self.dataplane.nic_for_port(port_id)
+
     async def _perform(self, work: Work) -> None:
         started = time.monotonic()
         try:
@@ -273,8 +294,8 @@ class Agent:
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
         await asyncio.to_thread(self.link.finish, outcome)
-        if work.op == "delete" and self.network is not None:
-            # Its ports are gone now: take its taps and rules away without waiting for the period.
+        if work.op in ("delete", "detach_interface", "attach_interface") and self.network is not None:
+            # Its ports changed: take taps and rules away without waiting for the period.
             await self._guard(self._reconcile(), "network reconcile")
 
     async def _failed(self, work: Work, message: str) -> Outcome:
@@ -285,7 +306,7 @@ class Agent:
             power = int(PowerState.NOSTATE)
         vm_state = states.ERROR
         if work.op in ("stop", "start", "reboot", "pause", "unpause", "suspend", "resume", "snapshot",
-                       "confirm_resize"):
+                       "confirm_resize", "attach_interface", "detach_interface"):
             vm_state = _vm_state_for(power)  # a failed action leaves the server as it is, with a fault
         return Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
                        vm_state=vm_state, power_state=power, error=message)
@@ -333,6 +354,13 @@ class Agent:
         if op == "resume":
             await d.resume(iid)
             return done(states.ACTIVE, PowerState.RUNNING)
+        if op in ("attach_interface", "detach_interface"):
+            if op == "attach_interface":
+                await d.attach_interface(iid, await self._nic(str(work.args["port_id"])))
+            else:
+                await d.detach_interface(iid, str(work.args["mac"]))
+            info = await d.get_info(iid)
+            return done(_vm_state_for(int(info.power_state)), info.power_state)
         if op == "snapshot":
             return await self._snapshot(work, done)
         if op == "resize":

@@ -12,6 +12,7 @@ from yunstack import __version__
 from yunstack.api import faults, metrics
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
+from yunstack.api.compute import interfaces as compute_interfaces
 from yunstack.api.compute import keypairs as compute_keypairs
 from yunstack.api.compute import memory as compute_memory
 from yunstack.api.compute import quotas as compute_quotas
@@ -71,7 +72,7 @@ def create_app(services: Services) -> Any:
     app.include_router(image_routes.router)
     for compute_router in (compute_versions.router, compute_flavors.router, compute_keypairs.router,
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
-                           compute_memory.router):
+                           compute_interfaces.router, compute_memory.router):
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)

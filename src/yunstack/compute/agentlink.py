@@ -39,7 +39,8 @@ _EVENTS = {"spawn": "compute_build_and_run_instance", "delete": "compute_termina
            "unpause": "compute_unpause_instance", "suspend": "compute_suspend_instance",
            "resume": "compute_resume_instance", "snapshot": "compute_snapshot_instance",
            "resize": "compute_resize_instance", "confirm_resize": "compute_confirm_resize",
-           "revert_resize": "compute_revert_resize_instance"}
+           "revert_resize": "compute_revert_resize_instance",
+           "attach_interface": "compute_attach_interface", "detach_interface": "compute_detach_interface"}
 
 
 def system_context(project_id: str) -> AuthContext:
@@ -68,6 +69,7 @@ class _Later:
     """What ``finish`` must do once its own transaction has committed."""
 
     deleted: tuple[str, str] | None = None  # (instance id, project id)
+    released_port: tuple[str, str, str] | None = None  # (instance id, project id, port id)
     abandoned_image: tuple[str, str] | None = None  # (image id, project id)
 
 
@@ -133,6 +135,11 @@ class LocalControlPlane:
         if later.deleted is not None and self._network is not None:
             # The guest is gone: free its ports (and with them its addresses) for good.
             self._network.deallocate_for_instance(system_context(later.deleted[1]), later.deleted[0])
+        if later.released_port is not None and self._network is not None:
+            # The guest let go of the NIC (or a failed attach never plugged it): release the port.
+            instance_id, project_id, port_id = later.released_port
+            with contextlib.suppress(NotFound):
+                self._network.detach_interface(system_context(project_id), instance_id, port_id)
         if later.abandoned_image is not None:
             # A snapshot that failed must not leave a queued image behind.
             with contextlib.suppress(YunError):
@@ -153,10 +160,18 @@ class LocalControlPlane:
                 image_id = (row.pending or {}).get("args", {}).get("image_id")
                 if image_id:
                     later = _Later(abandoned_image=(str(image_id), row.project_id))
+            port_id = str((row.pending or {}).get("args", {}).get("port_id", ""))
+            if port_id and ((outcome.op == "detach_interface" and outcome.error is None)
+                            or (outcome.op == "attach_interface" and outcome.error is not None)):
+                later = _Later(released_port=(row.id, row.project_id, port_id))
             row.vm_state = outcome.vm_state
             row.power_state = outcome.power_state
-            row.task_state = None
-            row.pending = None
+            pending = row.pending or {}
+            if not pending or (pending.get("op") == outcome.op
+                               and str(pending.get("request_id", "")) == outcome.request_id):
+                row.task_state = None
+                row.pending = None
+            # else: other work (a delete) was queued while this ran; it stays queued, with its task.
             row.updated_at = now
             if outcome.error is not None:
                 row.fault = {"code": 500, "message": outcome.error[:255], "details": outcome.error,

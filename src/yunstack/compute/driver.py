@@ -110,7 +110,7 @@ class Capabilities:
     supports_balloon: bool = True
     supports_config_drive: bool = True
     supports_live_migration: bool = False
-    supports_attach_interface: bool = False
+    supports_attach_interface: bool = True
 
 
 @runtime_checkable
@@ -188,6 +188,17 @@ class ComputeDriver(Protocol):
 
     async def revert_resize(self, spec: InstanceSpec) -> None:
         """Restore the disk and spec from before ``resize``; the guest stays stopped."""
+
+    async def attach_interface(self, instance_id: str, nic: Nic) -> None:
+        """Add ``nic`` (its tap exists) to the guest: hot-plugged when it runs, else at its next start.
+
+        Idempotent: a NIC with the same MAC already there is left as it is.
+        """
+
+    async def detach_interface(self, instance_id: str, mac: str) -> None:
+        """Remove the NIC with ``mac``: unplugged from a running guest (which must let it go), and
+        left out of its next start.  A MAC the guest does not have is a no-op.
+        """
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
         """Ask the guest's balloon to leave it ``target_bytes`` of RAM."""

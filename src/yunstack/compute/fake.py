@@ -8,11 +8,11 @@ size is configurable so that a scale test can simulate a thousand hosts in one p
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, PowerState
+from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, Nic, PowerState
 from yunstack.errors import Conflict, NotFound
 
 GIB = 1024**3
@@ -139,6 +139,15 @@ class FakeDriver:
         if guest.state not in (PowerState.SHUTDOWN, PowerState.CRASHED):
             raise Conflict(detail=f"instance {spec.id} must be powered off")
         guest.spec, guest.backup = spec, None
+
+    async def attach_interface(self, instance_id: str, nic: Nic) -> None:
+        guest = self._get(instance_id)
+        if all(n.mac != nic.mac for n in guest.spec.nics):
+            guest.spec = replace(guest.spec, nics=(*guest.spec.nics, nic))
+
+    async def detach_interface(self, instance_id: str, mac: str) -> None:
+        guest = self._get(instance_id)
+        guest.spec = replace(guest.spec, nics=tuple(n for n in guest.spec.nics if n.mac != mac.lower()))
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
         guest = self._running(instance_id)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from yunstack.compute import scheduler, states
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService, HostUsage
+from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.models import Action, Server
 from yunstack.compute.quotas import QuotaService
@@ -127,7 +128,7 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
     )
 
 
-class ComputeService:
+class ComputeService(InterfaceOps):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,

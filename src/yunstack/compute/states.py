@@ -16,6 +16,8 @@ PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending",
 IMAGE_SNAPSHOT, IMAGE_UPLOADING = "image_snapshot", "image_uploading"
 RESIZE_PREP, RESIZE_FINISH, RESIZE_REVERTING, RESIZE_CONFIRMING = (
     "resize_prep", "resize_finish", "resize_reverting", "resize_confirming")
+# Not Nova's (it has no task for these): they keep other actions out while the agent plugs a NIC.
+ATTACHING_INTERFACE, DETACHING_INTERFACE = "interface_attaching", "interface_detaching"
 
 _STATUS = {
     ACTIVE: "ACTIVE", BUILDING: "BUILD", PAUSED: "PAUSED", SUSPENDED: "SUSPENDED",
@@ -48,10 +50,13 @@ ALLOWED: dict[str, tuple[frozenset[str], frozenset[str | None]]] = {
     "resize": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
     "confirmResize": (frozenset({RESIZED}), frozenset({None})),
     "revertResize": (frozenset({RESIZED}), frozenset({None})),
+    "attach_interface": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
+    "detach_interface": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
     "os-getConsoleOutput": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, RESIZED, BUILDING}),
                             frozenset({None, REBOOTING, REBOOTING_HARD, SPAWNING, POWERING_OFF,
                                        POWERING_ON, PAUSING, UNPAUSING, SUSPENDING, RESUMING,
-                                       IMAGE_SNAPSHOT, IMAGE_UPLOADING})),
+                                       IMAGE_SNAPSHOT, IMAGE_UPLOADING, ATTACHING_INTERFACE,
+                                       DETACHING_INTERFACE})),
 }
 
 

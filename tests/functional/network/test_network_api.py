@@ -246,6 +246,11 @@ def test_routers_gateway_interfaces_and_floating_ips(api: Api, world: dict[str, 
     r = alice.put(f"/routers/{router['id']}/remove_router_interface", {"subnet_id": sub["id"]})
     assert r.status_code == 200
     assert alice.delete(f"/floatingips/{fip['id']}").status_code == 204
+    # `openstack router unset --external-gateway` sends {}: it clears the gateway.
+    r = alice.put(f"/routers/{router['id']}", {"router": {"external_gateway_info": {}}})
+    assert r.status_code == 200 and r.json()["router"]["external_gateway_info"] is None
+    r = alice.put(f"/routers/{router['id']}", {"router": {"external_gateway_info": {"enable_snat": False}}})
+    assert r.status_code == 400
     assert alice.delete(f"/routers/{router['id']}").status_code == 204
     assert alice.post("/floatingips", {"floatingip": {"floating_network_id": net["id"]}}).status_code == 400
 

@@ -34,10 +34,11 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
           ("-drive", "file=/var/lib/yunstack/instances/abc/disk.qcow2,if=none,id=disk0,format=qcow2,"
                      "discard=unmap"),
           ("-device", "virtio-rng-pci,rng=rng0"),
-          ("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on")],
+          ("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on"),
+          ("-device", "pcie-root-port,id=hotplug0,chassis=1,bus=pcie.0")],
          ["-incoming", "-no-shutdown", "-netdev", "config0"]),
         (SPEC, QemuConfig(machine="pc", tcg_tb_size_mib=64), "kvm",
-         [("-accel", "kvm"), ("-cpu", "host"), ("-machine", "pc")], ["tb-size"]),
+         [("-accel", "kvm"), ("-cpu", "host"), ("-machine", "pc")], ["tb-size", "pcie-root-port"]),
         (InstanceSpec(**{**SPEC.__dict__, "balloon": False,
                          "config_drive": ConfigDrive(meta_data={"uuid": "abc"}),
                          "nics": (Nic(tap="tap0", mac="52:54:00:00:00:01"),)}),

@@ -217,6 +217,15 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
             raise BadRequest("resize needs 'flavorRef'.")
         svc.compute.action(ctx, server_id, "resize", rid, {"flavor_ref": str(args["flavorRef"])})
         return Response(status_code=202)
+    if name in ("addSecurityGroup", "removeSecurityGroup"):
+        if not isinstance(args, dict) or set(args) != {"name"} or not isinstance(args["name"], str) \
+                or not args["name"]:
+            raise BadRequest("{name} needs a security group 'name'.", name=name)
+        if name == "addSecurityGroup":
+            svc.compute.add_security_group(ctx, server_id, args["name"])
+        else:
+            svc.compute.remove_security_group(ctx, server_id, args["name"])
+        return Response(status_code=202)
     raise BadRequest("There is no such action: {name}", name=name)
 
 

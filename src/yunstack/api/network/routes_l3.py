@@ -11,6 +11,7 @@ from yunstack.api.deps import Ctx, Svc
 from yunstack.api.network import schemas as s
 from yunstack.api.network import views as v
 from yunstack.api.network.routes import V2, created, listing, one
+from yunstack.network.errors import InvalidInput
 from yunstack.network.routers import GatewayRequest
 
 router = APIRouter(prefix="/networking", tags=["network"])
@@ -20,6 +21,10 @@ Json = dict[str, Any]
 def _gateway(info: s.GatewayInfo | None) -> GatewayRequest | None:
     if info is None:
         return None
+    if info.network_id is None:
+        if info.model_fields_set:
+            raise InvalidInput(error_message="external_gateway_info needs network_id (or {} to clear it).")
+        return None  # {}: no gateway
     fixed = None if info.external_fixed_ips is None else tuple(f.model_dump() for f in info.external_fixed_ips)
     return GatewayRequest(network_id=info.network_id, enable_snat=info.enable_snat, external_fixed_ips=fixed)
 
@@ -46,7 +51,8 @@ def show_router(router_id: str, request: Request, ctx: Ctx, svc: Svc) -> Json:
 @router.put(V2 + "/routers/{router_id}")
 def update_router(router_id: str, body: s.RouterUpdateBody, ctx: Ctx, svc: Svc) -> Json:
     r = body.router
-    clear = "external_gateway_info" in r.model_fields_set and r.external_gateway_info is None
+    info = r.external_gateway_info
+    clear = "external_gateway_info" in r.model_fields_set and (info is None or info.network_id is None)
     return {"router": v.router(svc.network.update_router(
         ctx, router_id, name=r.name, admin_state_up=r.admin_state_up, description=r.description,
         gateway=_gateway(r.external_gateway_info), clear_gateway=clear))}

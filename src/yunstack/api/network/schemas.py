@@ -148,7 +148,8 @@ class RuleCreate(_Owned):
 
 
 class GatewayInfo(_Body):
-    network_id: str = Field(max_length=36)
+    # Absent only in ``{}``, which clears the gateway (what `openstack router unset` sends).
+    network_id: str | None = Field(default=None, max_length=36)
     enable_snat: bool | None = None
     external_fixed_ips: list[FixedIp] | None = None
 

@@ -18,6 +18,9 @@ MAX_SOCKET_PATH = 107
 # guest RAM MADV_HUGEPAGE unconditionally and has no property to stop it.
 EXTRA_PAGE_SHARING = "yunstack:page_sharing"
 EXTRA_THP = "yunstack:thp"
+# Empty PCIe root ports for hot-plugged NICs (q35 only; the pc machine hot-plugs on its root bus).
+HOTPLUG_PORTS = 4
+HOTPLUG_PREFIX = "hotplug"
 
 
 def _flag(spec: InstanceSpec, key: str) -> bool | None:
@@ -145,6 +148,10 @@ def build_argv(
             "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac},romfile=",
         ]
+    if qemu.machine.split(",")[0].startswith(("q35", "pc-q35")):
+        # q35's root bus cannot hot-plug: empty root ports are where attached interfaces go.
+        for index in range(HOTPLUG_PORTS):
+            argv += ["-device", f"pcie-root-port,id={HOTPLUG_PREFIX}{index},chassis={index + 1},bus=pcie.0"]
     argv += [
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",

@@ -23,11 +23,12 @@ import os
 import re
 import shutil
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, PowerState
-from yunstack.compute.qemu import disk, host, process, savestate, specfile
+from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, Nic, PowerState
+from yunstack.compute.qemu import disk, host, hotplug, process, savestate, specfile
 from yunstack.compute.qemu.accel import choose_accel
 from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv, thp_disabled
 from yunstack.compute.qemu.configdrive import build_iso
@@ -196,6 +197,30 @@ class QemuDriver:
             if process.live_pid(paths, instance_id) is not None or not paths.saved_state.exists():
                 raise Conflict(detail=f"instance {instance_id} is not suspended")
             await self._restore(specfile.load_spec(paths), paths)
+
+    # ---------------------------------------------------------------- interfaces
+
+    async def attach_interface(self, instance_id: str, nic: Nic) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            spec = specfile.load_spec(paths)
+            if any(n.mac == nic.mac for n in spec.nics):
+                return
+            if process.live_pid(paths, instance_id) is not None:
+                async with self._qmp(paths, instance_id) as qmp:
+                    await hotplug.plug(qmp, nic, self._qemu.machine)
+            # spec.json is what a reboot, a restart or an adopting driver builds the guest from.
+            specfile.save_spec(paths, replace(spec, nics=(*spec.nics, nic)))
+
+    async def detach_interface(self, instance_id: str, mac: str) -> None:
+        paths = self._existing(instance_id)
+        mac = mac.lower()
+        async with self._lock(instance_id):
+            spec = specfile.load_spec(paths)
+            if process.live_pid(paths, instance_id) is not None:
+                async with self._qmp(paths, instance_id) as qmp:
+                    await hotplug.unplug(qmp, mac, f"instance {instance_id}")
+            specfile.save_spec(paths, replace(spec, nics=tuple(n for n in spec.nics if n.mac != mac)))
 
     # ---------------------------------------------------------------- state
 
@@ -450,3 +475,4 @@ class QemuDriver:
                 + process.last_words(paths, 2))
         signals = [line for line in process.log_tail(paths.qemu_log, 3) if "terminating on signal" in line]
         return PowerState.SHUTDOWN, None, signals[-1] if signals else "guest powered itself off"
+

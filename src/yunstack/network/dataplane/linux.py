@@ -293,6 +293,11 @@ class LinuxDataplane:
             p.removed.append(f"metadata:r-{router.id}")
 
     def _ensure_firewall(self, state: HostNetworkState, p: _Pass) -> None:
+        if not state.networks:
+            # No bridge of ours is left, so nothing needs hooking: the base chains, the hook rules
+            # and the nft table go with the last network rather than waiting for a teardown.
+            self._remove_firewall(p)
+            return
         record = self._record()
         wanted = firewall.chains(self.names, state)
         obsolete = set(record["chains"]) - set(wanted)
@@ -376,20 +381,8 @@ class LinuxDataplane:
     def _teardown(self) -> None:
         with self._lock:
             self._stop_daemons(keep=set(), p=None)
+            self._remove_firewall(None)
             record = self._record()
-            for chain, rule in firewall.hook_rules(self.names):
-                while _cmd.ok(["iptables", "-w", "-D", chain, *rule]):
-                    pass
-            chains = set(record["chains"])
-            if chains:
-                declared = "*filter\n" + "".join(f":{c} - [0:0]\n" for c in sorted(chains)) + "COMMIT\n"
-                _cmd.run(["iptables-restore", "-w", "--noflush"], input=declared, check=False)
-                _cmd.run(["iptables-restore", "-w", "--noflush"], input=firewall.render_delete(chains),
-                         check=False)
-                self._disown("chains", *chains)
-            for table in record["nft"]:
-                _cmd.run(["nft", "delete", "table", "bridge", table], check=False)
-                self._disown("nft", table)
             for ns in record["namespaces"]:
                 if ns.startswith(self.names.nsprefix):
                     bridges.delete_namespace(ns)
@@ -401,9 +394,30 @@ class LinuxDataplane:
                 self._disown("links", name)
             self._restore_globals(record["globals"])
             self._state = None
-            self._loaded_filter = self._loaded_bridge_table = None
             self._loaded_nat.clear()
             self._forwarding.clear()
+
+    def _remove_firewall(self, p: _Pass | None) -> None:
+        """Remove the hook rules, every recorded chain and the nft table (all of them, ours only)."""
+        record = self._record()
+        for chain, rule in firewall.hook_rules(self.names):
+            while _cmd.ok(["iptables", "-w", "-D", chain, *rule]):
+                if p is not None:
+                    p.removed.append(f"hook:{chain}")
+        chains = set(record["chains"])
+        if chains:
+            declared = "*filter\n" + "".join(f":{c} - [0:0]\n" for c in sorted(chains)) + "COMMIT\n"
+            _cmd.run(["iptables-restore", "-w", "--noflush"], input=declared, check=False)
+            _cmd.run(["iptables-restore", "-w", "--noflush"], input=firewall.render_delete(chains), check=False)
+            self._disown("chains", *chains)
+            if p is not None:
+                p.removed += [f"chain:{c}" for c in sorted(chains)]
+        for table in record["nft"]:
+            _cmd.run(["nft", "delete", "table", "bridge", table], check=False)
+            self._disown("nft", table)
+            if p is not None:
+                p.removed.append(f"nft:{table}")
+        self._loaded_filter = self._loaded_bridge_table = None
 
     def _restore_globals(self, changed: list[str]) -> None:
         tables = _cmd.run(["nft", "list", "tables", "bridge"], check=False)
