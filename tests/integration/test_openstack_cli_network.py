@@ -1,12 +1,12 @@
 """The real `openstack` CLI builds a network with the real `yun up`, real QEMU and the Linux dataplane.
 
 A member of the demo project makes a network with a router to the host-only external network
-(172.24.4.0/24), a security group without ICMP, and two tiny servers whose user_data reports on the
+(172.24.98.0/24 here), a security group without ICMP, and two tiny servers whose user_data reports on the
 serial console: B pings A every second and both read the metadata service.  The test watches ping
 start working once an ICMP rule is added, reaches A from the host through a floating IP, hot-plugs
 and unplugs a NIC into the running A, and finally deletes everything and checks that, after the
 cloud stopped, no host object of this installation is left.  Addresses: 10.98.0.0/24 (ours) and
-172.24.4.0/24 (yunstack's own host-only network); nothing leaves the host.
+172.24.98.0/24 (the test cloud's own host-only network); nothing leaves the host.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from typing import Any
 import pytest
 
 from tests.cloud import RunningCloud, start_cloud
+
+PUBLIC = {"YUN_NETWORK_PUBLIC_NETWORK": "public", "YUN_NETWORK_PUBLIC_CIDR": "172.24.98.0/24",
+          "YUN_NETWORK_PUBLIC_GATEWAY": "172.24.98.1", "YUN_NETWORK_PUBLIC_POOL_START": "172.24.98.10",
+          "YUN_NETWORK_PUBLIC_POOL_END": "172.24.98.250"}
 from yunstack.network.dataplane import _proc
 from yunstack.network.dataplane.naming import Names, install_tag
 
@@ -140,8 +144,8 @@ def ping_from_host(address: str, tries: int = 10) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    running = start_cloud(tmp_path_factory.mktemp("network"), env={"YUN_NETWORK_PUBLIC_NETWORK": "public"},
-                          timeout=120)
+    # Its own external range: a `yun up` on this machine may own the default 172.24.4.0/24.
+    running = start_cloud(tmp_path_factory.mktemp("network"), env=PUBLIC, timeout=120)
     try:
         yield running
     finally:
@@ -150,7 +154,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
         running.stop()
         leftovers = host_objects(running.state_dir)
         if any(leftovers.values()):
-            # A failed test must not leave a bridge holding 172.24.4.1 behind for the next one.
+            # A failed test must not leave a bridge holding the gateway address behind for the next one.
             import asyncio
 
             from yunstack.network.dataplane.linux import LinuxDataplane
@@ -235,7 +239,7 @@ def test_a_member_builds_a_routed_network_and_everything_it_made_leaves_no_trace
 
     # -- a floating IP makes A reachable from the host ---------------------------------------------
     fip = osc_json("floating", "ip", "create", "public", cloud=DEMO)["floating_ip_address"]
-    assert fip.startswith("172.24.4.")
+    assert fip.startswith("172.24.98.")
     osc("server", "add", "floating", "ip", "A", fip, cloud=DEMO)
     added = time.monotonic()
     ping = ping_from_host(fip)
@@ -291,7 +295,7 @@ def test_a_member_builds_a_routed_network_and_everything_it_made_leaves_no_trace
     osc("network", "delete", "n1", cloud=DEMO)
     osc("security", "group", "delete", "sgX", cloud=DEMO)
     # Within one reconcile (5 s) only what the public network needs is left: its bridge, which holds
-    # the host's 172.24.4.1, and the installation's base chains with their hooks.
+    # the host's gateway address, and the installation's base chains with their hooks.
     names = Names(install_tag(cloud.state_dir))
     deadline = time.monotonic() + 15
     while True:
