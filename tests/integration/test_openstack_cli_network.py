@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from tests.cloud import RunningCloud, start_cloud
+from yunstack.network.dataplane import _proc
+from yunstack.network.dataplane.naming import Names, install_tag
 
 PUBLIC = {"YUN_NETWORK_PUBLIC_NETWORK": "public", "YUN_NETWORK_PUBLIC_CIDR": "172.24.98.0/24",
           "YUN_NETWORK_PUBLIC_GATEWAY": "172.24.98.1", "YUN_NETWORK_PUBLIC_POOL_START": "172.24.98.10",
           "YUN_NETWORK_PUBLIC_POOL_END": "172.24.98.250"}
-from yunstack.network.dataplane import _proc
-from yunstack.network.dataplane.naming import Names, install_tag
 
 pytestmark = pytest.mark.integration
 
