@@ -8,11 +8,14 @@ processes and cgroups (named ysb-* / ys-bench-*) are checked.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from yunstack.bench.density import _fleet
+from yunstack.bench.density import budget as budget_mod
 from yunstack.bench.density._fleet import qemu_pids
 from yunstack.cli.bench import bench_app
 from yunstack.memory.cgroups import detect
@@ -29,10 +32,29 @@ def _ours() -> list[str]:
     return sorted(p.name for p in cgroups.root.iterdir() if p.name.startswith("ys-bench-"))
 
 
-def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(tmp_path: Path) -> None:
+def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Note the run directories this run makes, so that only its own QEMUs are checked: another
+    # benchmark on this host uses the same /tmp/ysb-* prefix.
+    roots: list[str] = []
+    real_mkdtemp = _fleet.tempfile.mkdtemp
+
+    def recording_mkdtemp(*args: object, **kwargs: object) -> str:
+        made = real_mkdtemp(*args, **kwargs)  # type: ignore[call-overload]
+        roots.append(str(made))
+        return str(made)
+
+    monkeypatch.setattr(_fleet.tempfile, "mkdtemp", recording_mkdtemp)
+    budgets: list[str] = []
+    real_init = budget_mod.Budget.__init__
+
+    def recording_init(self: budget_mod.Budget, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        budgets.append(self.name)
+
+    monkeypatch.setattr(budget_mod.Budget, "__init__", recording_init)
     knobs = {k: (KSM / k).read_text().strip() for k in KNOBS}
     swaps = Path("/proc/swaps").read_text()
-    cgroups_before = _ours()
     out = tmp_path / "density"
     result = CliRunner().invoke(bench_app, [
         "density", "--quick", "--arms", "A0,A4", "--max-guests", "3", "--budget-mib", "768",
@@ -52,8 +74,13 @@ def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(tmp_pa
     pngs = [out / name for name in summary["plots"]]
     assert pngs and all(p.suffix == ".png" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
-    assert qemu_pids("/tmp/ysb-") == []
-    assert _ours() == cgroups_before
+    assert roots, "the run made no fleet directory"
+    # A killed QEMU may take a moment to leave /proc.
+    deadline = time.monotonic() + 10
+    while [pid for root in roots for pid in qemu_pids(root)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for root in roots for pid in qemu_pids(root)] == []
+    assert budgets and not set(budgets) & set(_ours()), "the run's budget cgroups must be gone"
     assert Path("/proc/swaps").read_text() == swaps
     # Another session may change KSM meanwhile; ours must at least not be the last writer of a new value.
     assert {k: (KSM / k).read_text().strip() for k in KNOBS} == knobs
