@@ -192,8 +192,9 @@ class Tuning:
     ksm_gain_pages: int = 256  # pages_sharing growth that counts as a gain
     ksm_boost_periods: int = 15  # after a sharable guest arrives: scan at ksm_max_pages this long (ksmtuned boost)
     # admission (the scheduler's ObservedMemoryFilter on one host): the next guest must fit the observed
-    # headroom with its expected footprint and leave this fraction of the capacity free
-    admission_free_fraction: float = 0.10
+    # headroom with its expected footprint and leave this fraction free (just above SWAP's 4 %: admitting
+    # a guest must never start a spike)
+    admission_free_fraction: float = 0.05
     # host swap / cgroups
     qemu_overhead_bytes: int = 96 * MIB  # per-VM host cost beyond guest RAM (TCG buffer, heap)
     idle_swappiness: int = 100
@@ -268,6 +269,7 @@ class GuestHistory:
     actual_delta: int = 0  # how much actual changed since the previous sample
     pressured_until: int = -1  # tick number
     samples: int = 0
+    measured: bool = False  # the EWMAs hold real guest stats (not the "uses what it has" guess)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,9 +50,10 @@ def observe(history: History, host: HostStats, guests: Sequence[GuestStats], tun
     for g in guests:
         old = history.guest(g.instance_id)
         used = g.used_estimate()
+        measured = used is not None
         if used is None:  # no guest stats yet: assume it uses what it has
             used = g.balloon_actual if old.samples == 0 else old.wss_now
-        if old.samples == 0:
+        if old.samples == 0 or (measured and not old.measured):  # the first real sample replaces the guess
             fast = slow = float(used)
         else:
             fast = old.wss_fast + tuning.wss_fast_alpha * (used - old.wss_fast)
@@ -63,7 +64,8 @@ def observe(history: History, host: HostStats, guests: Sequence[GuestStats], tun
         moved = g.balloon_actual - old.last_actual if old.last_actual is not None else 0
         updated.append((g.instance_id, replace(
             old, wss_fast=fast, wss_slow=slow, wss_now=used, major_faults=g.major_faults,
-            major_faults_delta=delta, samples=old.samples + 1, last_actual=g.balloon_actual, actual_delta=moved)))
+            major_faults_delta=delta, samples=old.samples + 1, last_actual=g.balloon_actual, actual_delta=moved,
+            measured=old.measured or measured)))
     return replace(history, tick=history.tick + 1, guests=tuple(updated))
 
 
@@ -272,7 +274,7 @@ def admission(host: HostStats, guests: Sequence[GuestStats], history: History, n
     growth = 0
     for g in guests:
         gh = history.guest(g.instance_id)
-        if gh.samples:
+        if gh.measured:
             growth += max(0, working_set(gh) - gh.wss_now)
     reserve = int(tuning.admission_free_fraction * host.capacity)
     spare = host.headroom - expected - growth - reserve

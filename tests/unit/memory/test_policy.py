@@ -412,9 +412,9 @@ def test_a_guest_that_may_not_share_does_not_boost_ksm() -> None:
 @pytest.mark.parametrize(
     ("free_mib", "rss_mib", "level", "admit"),
     [
-        # 2 GiB capacity, reserve 10 % = 204 MiB; the next guest is expected at the largest RSS (140)
+        # 2 GiB capacity, reserve 5 % = 102 MiB; the next guest is expected at the largest RSS (140)
         pytest.param(400, 140, PressureLevel.NONE, True, id="fits-with-reserve"),
-        pytest.param(340, 140, PressureLevel.NONE, False, id="fits-but-eats-the-reserve"),
+        pytest.param(230, 140, PressureLevel.NONE, False, id="fits-but-eats-the-reserve"),
         pytest.param(900, 900, PressureLevel.NONE, True, id="expected-capped-at-configured-plus-overhead"),
         pytest.param(2000, 140, PressureLevel.SWAP, False, id="never-at-swap-level"),
     ],
@@ -429,7 +429,7 @@ def test_admission_uses_the_observed_headroom(free_mib, rss_mib, level, admit) -
 
 
 def test_admission_keeps_room_for_a_working_set_that_was_just_bigger() -> None:
-    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - 450 * MIB)
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - 350 * MIB)
     history = History()
     for used in (200, 200, 40):  # a bursty guest just dropped from 200 to 40 MiB
         history = policy.observe(history, h, [guest("a", used=used * MIB, rss=100 * MIB)], Tuning())
@@ -472,3 +472,17 @@ def test_a_spike_is_answered_until_the_critical_target(free_after, spike, period
     actions, history = policy.step(host(free_after), [g], {}, history, Tuning())  # KSM band by free memory alone
     assert actions.spike is spike and actions.period == period
     assert actions.level >= PressureLevel.BALLOON  # by the spike, or by the one-level-at-a-time hysteresis
+
+
+def test_the_first_real_guest_stats_replace_the_boot_guess() -> None:
+    booting = replace(guest("a", configured=512 * MIB, used=40 * MIB), guest_total=None, guest_available=None,
+                      guest_free=None)
+    history = History()
+    for _ in range(3):  # no balloon stats yet: the policy assumes the guest uses all it has
+        history = policy.observe(history, host(), [booting], Tuning())
+    assert policy.working_set(history.guest("a")) == 512 * MIB
+    history = policy.observe(history, host(), [guest("a", configured=512 * MIB, used=40 * MIB)], Tuning())
+    assert policy.working_set(history.guest("a")) == 40 * MIB  # not 512 MiB decaying at 5 % a period
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
+    ok, why = policy.admission(h, [guest("a", configured=512 * MIB, used=40 * MIB)], history, 512 * MIB, Tuning())
+    assert ok and "regrowth 0 MiB" in why
