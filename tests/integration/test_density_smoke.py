@@ -82,5 +82,7 @@ def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(
     assert [pid for root in roots for pid in qemu_pids(root)] == []
     assert budgets and not set(budgets) & set(_ours()), "the run's budget cgroups must be gone"
     assert Path("/proc/swaps").read_text() == swaps
-    # Another session may change KSM meanwhile; ours must at least not be the last writer of a new value.
-    assert {k: (KSM / k).read_text().strip() for k in KNOBS} == knobs
+    # KSM is global: while another benchmark's guests run (it tunes KSM too), the knobs are not ours
+    # to compare; alone, the run must have put back exactly what it found.
+    if not qemu_pids("/tmp/ysb-"):
+        assert {k: (KSM / k).read_text().strip() for k in KNOBS} == knobs
