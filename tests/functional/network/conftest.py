@@ -7,27 +7,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
+from tests.functional.identity.test_identity_api import make_member
 
 ID = "/identity/v3"
 N = "/networking/v2.0"
-
-
-def make_member(api: Api, admin: str, project: str, user: str, role: str = "member") -> dict[str, str]:
-    h = api.headers(admin)
-    p = api.http.get(f"{ID}/projects", params={"name": project}, headers=h).json()["projects"]
-    if p:
-        pid = p[0]["id"]
-    else:
-        r = api.http.post(f"{ID}/projects", json={"project": {"name": project}}, headers=h)
-        assert r.status_code == 201, r.text
-        pid = r.json()["project"]["id"]
-    r = api.http.post(f"{ID}/users", json={"user": {"name": user, "password": f"{user}-pw",
-                                                     "default_project_id": pid}}, headers=h)
-    assert r.status_code == 201, r.text
-    uid = r.json()["user"]["id"]
-    rid = api.http.get(f"{ID}/roles", params={"name": role}, headers=h).json()["roles"][0]["id"]
-    assert api.http.put(f"{ID}/projects/{pid}/users/{uid}/roles/{rid}", headers=h).status_code == 204
-    return {"project_id": pid, "user_id": uid}
 
 
 class Net:
