@@ -126,6 +126,10 @@ class QemuConfig:
     tcg_tb_size_mib: int = _help("TCG translation cache per VM, MiB (QEMU's default is 1 GiB).", 32)
     machine: str = _help("Machine type.", "q35")
     stop_timeout: float = _help("Seconds a graceful ACPI power-down may take before a hard quit.", 15.0)
+    disk_cache: str = _help(
+        "Host caching of instance disks: 'auto' ('none', i.e. O_DIRECT, where the instance directory's "
+        "file system supports it, else 'writeback'), 'none', 'writeback' or 'writethrough'. 'none' keeps "
+        "guest data out of the host page cache, so it is not cached twice (as Nova does).", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)

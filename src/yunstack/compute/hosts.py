@@ -74,9 +74,10 @@ class HostUsage:
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def observed_free_mib(self) -> int:
+    def observed_free_mib(self) -> int | None:
         """Free memory the memory manager observed on the host (``stats``); 0 = unknown."""
-        return int(self.stats.get("observed_free_mib", 0) or 0)
+        value = self.stats.get("observed_free_mib")
+        return None if value is None else int(value)
 
     @property
     def memory_mb_used(self) -> int:

@@ -2,8 +2,9 @@
 
 The agent's memory manager reports one ledger entry per host every ~10 s.  The latest entry also
 feeds overcommit-aware admission: ``ComputeNode.stats["observed_free_mib"]`` is what the host can
-still give a new guest without risking an OOM (physical memory minus every guest's working set plus
-headroom, minus the reserved host memory), and the scheduler's ObservedMemoryFilter reads it.
+still give a new guest without risking an OOM (the manager's admission room: free memory plus what
+ballooning could take back above the guests' working sets, minus regrowth and a reserve), and the
+scheduler's ObservedMemoryFilter reads it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ HEADROOM_MIN = 32 * MIB
 
 
 def observed_free_mib(entry: Mapping[str, Any], reserved_mib: int) -> int:
-    """Memory a new guest may count on: physical - Σ(working set + headroom) - reserved, in MiB."""
+    """Memory a new guest may count on, in MiB.
+
+    The manager's admission room when it reports one (``memory.policy.admission_room``: free +
+    reclaimable - regrowth - reserve; 0 while it admits nothing), else the older estimate
+    physical - Σ(working set + headroom) - reserved.
+    """
     host = entry.get("host", {})
+    if "admission_room" in host:
+        return 0 if host.get("admission_blocked") else max(0, int(host["admission_room"]) // MIB)
     physical = int(host.get("physical", 0))
     committed = 0
     for g in entry.get("guests", []):

@@ -30,8 +30,8 @@ class HostState:
     reserved_host_memory_mib: int
     instances: int = 0
     hypervisor_type: str = "QEMU"
-    # Observed memory (from the memory manager), for overcommit-aware admission; 0 = unknown.
-    observed_free_mib: int = 0
+    # Observed memory (the memory manager's admission room), for overcommit-aware admission; None = unknown.
+    observed_free_mib: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,14 +77,15 @@ def ram_filter(h: HostState, r: RequestSpec) -> str | None:
 def observed_memory_filter(h: HostState, r: RequestSpec) -> str | None:
     """Refuse a host whose observed free memory could not hold the new guest (an OOM risk).
 
-    ``observed_free_mib`` is physical memory minus every guest's working set plus headroom (the
-    memory manager's ledger), so overcommit admits guests while they are idle and stops when their
-    real use fills the host, whatever the static ratio would allow.
+    ``observed_free_mib`` is the memory manager's admission room (``memory.policy.admission_room``):
+    free memory plus what ballooning could take back above every guest's working set and headroom,
+    minus recent regrowth and a reserve.  Overcommit so admits guests while they are idle and stops
+    when their real use fills the host, whatever the static ratio would allow.
     """
     need = r.expected_mib or r.memory_mib
-    if h.observed_free_mib and need > h.observed_free_mib:
+    if h.observed_free_mib is not None and need > h.observed_free_mib:
         return (f"ObservedMemoryFilter: the guest is expected to need {need} MiB soon, the host has "
-                f"{h.observed_free_mib} MiB left after its guests' working sets and headroom")
+                f"{h.observed_free_mib} MiB of room (free + reclaimable - regrowth - reserve)")
     return None
 
 
@@ -162,7 +163,7 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
             continue
         free = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio - h.memory_used_mib
         if (memory > free or disk > h.local_gb * h.disk_allocation_ratio - h.disk_used_gb
-                or (h.observed_free_mib and need > h.observed_free_mib)):
+                or (h.observed_free_mib is not None and need > h.observed_free_mib)):
             continue
         w = free - 0.001 * h.instances
         if w > best_weight:

@@ -549,9 +549,8 @@ def _usage(flavor: Any, count: int) -> dict[str, int]:
 def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:
     """The host after placing one more guest of ``flavor`` (for the next guest of a multi-create)."""
     observed = h.observed_free_mib
-    if observed:
-        # 0 means "unknown"; a known host that fills up must stay known (at least 1 MiB).
-        observed = max(1, observed - expected_memory_mib(flavor))
+    if observed is not None:
+        observed -= expected_memory_mib(flavor)
     return replace(h, vcpus_used=h.vcpus_used + flavor.vcpus, memory_used_mib=h.memory_used_mib + flavor.ram,
                    disk_used_gb=h.disk_used_gb + flavor.disk, instances=h.instances + 1,
                    observed_free_mib=observed)

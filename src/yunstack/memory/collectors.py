@@ -153,9 +153,11 @@ class HostCollector:
             raise HostUnreadable(detail=str(exc)) from exc
         if "MemTotal" not in mem:
             raise HostUnreadable(detail="no MemTotal in meminfo")
-        some = full = 0.0
+        some = full = cpu_some = 0.0
         with contextlib.suppress(OSError):
             some, full = parse_psi((self.proc / "pressure" / "memory").read_text())
+        with contextlib.suppress(OSError):
+            cpu_some, _ = parse_psi((self.proc / "pressure" / "cpu").read_text())
         budget_limit = budget_usage = None
         if self.cgroups is not None and self.budget_cgroup and self.cgroups.exists(self.budget_cgroup):
             with contextlib.suppress(DriverError):
@@ -167,6 +169,7 @@ class HostCollector:
             available=mem.get("MemAvailable", mem.get("MemFree", 0)),
             cached=mem.get("Cached", 0) + mem.get("Buffers", 0), swap_total=mem.get("SwapTotal", 0),
             swap_free=mem.get("SwapFree", 0), psi_some_avg10=some, psi_full_avg10=full,
+            cpu_psi_some_avg10=cpu_some,
             ksm=read_ksm(self.ksm_dir), budget_limit=budget_limit,
             budget_usage=budget_usage if budget_limit is not None else None)
 

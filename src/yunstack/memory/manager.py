@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,6 +87,10 @@ class HostLedger:
     available: int
     swap_free: int
     psi_some_avg10: float
+    # policy.admission_room: free + what ballooning could take back - regrowth - reserve.  The control
+    # plane's ObservedMemoryFilter admits a new guest only if its expected need fits in this.
+    admission_room: int = 0
+    admission_blocked: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,6 +303,8 @@ class MemoryManager:
             savings_balloon=sum(r.ballooned for r in rows), savings_swap=sum(r.swapped for r in rows),
             shared_method=method, ksm_pages_sharing=host.ksm.pages_sharing, ksm_run=host.ksm.run,
             available=host.headroom, swap_free=host.swap_free, psi_some_avg10=host.psi_some_avg10)
+        room = policy.admission_room(host, guests, self.policies, self.history, self.tuning)
+        host_row = replace(host_row, admission_room=room.room, admission_blocked=room.blocked)
         cost = ManagerCost(tick_seconds=time.monotonic() - began, cpu_seconds=time.thread_time() - cpu0,
                            rss_bytes=_self_rss())
         return LedgerEntry(wall_time=time.time(), timestamp=host.timestamp, level=actions.level, host=host_row,

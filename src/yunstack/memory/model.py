@@ -59,6 +59,7 @@ class HostStats:
     swap_free: int = 0
     psi_some_avg10: float = 0.0  # % of time some task stalled on memory (system-wide)
     psi_full_avg10: float = 0.0
+    cpu_psi_some_avg10: float = 0.0  # % of time some runnable task waited for a CPU (system-wide)
     ksm: KsmStats = field(default_factory=KsmStats)
     budget_limit: int | None = None
     budget_usage: int | None = None
@@ -191,6 +192,11 @@ class Tuning:
     ksm_useless_periods: int = 30  # no gain for this long: slow down (and stop if nothing shared)
     ksm_gain_pages: int = 256  # pages_sharing growth that counts as a gain
     ksm_boost_periods: int = 15  # after a sharable guest arrives: scan at ksm_max_pages this long (ksmtuned boost)
+    # ksmd competes with the guests' vCPUs: once tasks wait for a CPU this often (PSI some avg10 %), scan
+    # rates are divided by ksm_cpu_backoff_divisor (at most; never below ksm_min_pages).  Memory pressure
+    # (level BALLOON and above) overrides this: merging is then cheaper than ballooning an active guest.
+    ksm_cpu_psi_backoff: float = 40.0
+    ksm_cpu_backoff_divisor: int = 4
     # admission (the scheduler's ObservedMemoryFilter on one host): the next guest must fit the observed
     # headroom with its expected footprint and leave this fraction free (just above SWAP's 4 %: admitting
     # a guest must never start a spike)

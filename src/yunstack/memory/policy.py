@@ -13,7 +13,7 @@ The formulas and their defaults are explained in ``docs/explanation/memory.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from yunstack.memory.model import (
     PAGE,
@@ -259,32 +259,80 @@ def _unbacked(g: GuestStats, tuning: Tuning) -> int:
 # ------------------------------------------------------------------------------------- admission
 
 
-def admission(host: HostStats, guests: Sequence[GuestStats], history: History, next_bytes: int,
-              tuning: Tuning) -> tuple[bool, str]:
-    """May one more guest of ``next_bytes`` start here?  The scheduler's ObservedMemoryFilter on one host.
+@dataclass(frozen=True, kw_only=True)
+class Room:
+    """What one more guest may count on here, and where the number comes from (all bytes)."""
 
-    The observed headroom (capacity - usage, after KSM and ballooning) must cover the new guest's
-    expected footprint (the largest resident size of the guests already here, at most its configured
-    RAM + QEMU overhead), the memory the guests used recently and may take again (working set above
-    the current sample), and still leave ``admission_free_fraction`` of the capacity free.  Nothing is
+    headroom: int  # capacity - usage: free now, after KSM and ballooning
+    reclaimable: int  # what ballooning could still hand back: backed memory above every guest's floor
+    regrowth: int  # working set the guests used recently above what they use now
+    reserve: int  # admission_free_fraction of the capacity, never handed out
+    largest: int  # the largest guest footprint (RSS or cgroup usage) here; 0 without guests
+    blocked: str | None = None  # why nothing may start now, whatever the numbers say
+
+    @property
+    def room(self) -> int:
+        return self.headroom + self.reclaimable - self.regrowth - self.reserve
+
+    def explain(self) -> str:
+        return (f"headroom {self.headroom >> 20} MiB + reclaimable {self.reclaimable >> 20} MiB "
+                f"- regrowth {self.regrowth >> 20} MiB - reserve {self.reserve >> 20} MiB "
+                f"= room {self.room >> 20} MiB")
+
+
+def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str, GuestPolicy],
+                   history: History, tuning: Tuning) -> Room:
+    """The room for new guests: the number behind the scheduler's ObservedMemoryFilter.
+
+    Free memory now, plus what the balloons could take back without pushing any guest below its
+    floor (working set + headroom, its reservation, ``min_guest_bytes``) -- ESX admits against
+    reservations for the same reason: idle page cache is memory the host can have on demand -- minus
+    the working set the guests used recently and may take again, minus a reserve that keeps the host
+    out of the SWAP level.  A guest that was short of memory lately lends nothing, and nothing is
     admitted at SWAP level or while a guest is short of memory.
     """
-    ceiling = next_bytes + tuning.qemu_overhead_bytes
-    expected = min(ceiling, max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=ceiling))
-    growth = 0
+    reclaimable = growth = 0
+    pressured = 0
     for g in guests:
         gh = history.guest(g.instance_id)
         if gh.measured:
             growth += max(0, working_set(gh) - gh.wss_now)
-    reserve = int(tuning.admission_free_fraction * host.capacity)
-    spare = host.headroom - expected - growth - reserve
-    why = (f"headroom {host.headroom >> 20} MiB - next {expected >> 20} MiB - regrowth {growth >> 20} MiB "
-           f"- reserve {reserve >> 20} MiB = {spare >> 20} MiB")
+        if gh.pressured_until >= history.tick:
+            pressured += 1
+            continue
+        if not gh.measured:
+            continue  # a booting guest: nothing known, nothing lent
+        pol = policies.get(g.instance_id, _DEFAULT_POLICY)
+        ceiling = min(g.configured, pol.limit_bytes) if pol.limit_bytes is not None else g.configured
+        ws = min(working_set(gh), g.configured)
+        floor = min(ceiling, max(pol.reservation_bytes, ws + max(tuning.min_headroom_bytes,
+                                                                 int(tuning.headroom_fraction * ws)),
+                                 tuning.min_guest_bytes))
+        reclaimable += max(0, g.balloon_actual - _unbacked(g, tuning) - floor)
+    largest = max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=0)
+    blocked = None
     if history.level >= PressureLevel.SWAP:
-        return False, f"level {history.level.name}; {why}"
-    pressured = [g.instance_id for g in guests if history.guest(g.instance_id).pressured_until >= history.tick]
-    if pressured:
-        return False, f"{len(pressured)} guests short of memory; {why}"
+        blocked = f"level {history.level.name}"
+    elif pressured:
+        blocked = f"{pressured} guests short of memory"
+    return Room(headroom=host.headroom, reclaimable=reclaimable, regrowth=growth,
+                reserve=int(tuning.admission_free_fraction * host.capacity), largest=largest, blocked=blocked)
+
+
+def admission(host: HostStats, guests: Sequence[GuestStats], history: History, next_bytes: int,
+              tuning: Tuning, policies: Mapping[str, GuestPolicy] | None = None) -> tuple[bool, str]:
+    """May one more guest of ``next_bytes`` start here?  The scheduler's ObservedMemoryFilter on one host.
+
+    The room (see ``admission_room``) must hold the new guest's expected footprint: the largest
+    footprint of the guests already here, at most its configured RAM + QEMU overhead.
+    """
+    room = admission_room(host, guests, policies or {}, history, tuning)
+    ceiling = next_bytes + tuning.qemu_overhead_bytes
+    expected = min(ceiling, room.largest or ceiling)
+    spare = room.room - expected
+    why = f"{room.explain()} - next {expected >> 20} MiB = {spare >> 20} MiB"
+    if room.blocked:
+        return False, f"{room.blocked}; {why}"
     return spare >= 0, why
 
 
@@ -338,9 +386,9 @@ def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPoli
     arrived = _arrived(hists, pols)
     if arrived or history.tick <= history.ksm_boost_until:
         until = history.tick + tuning.ksm_boost_periods if arrived else history.ksm_boost_until
-        return (KsmSettings(run=1, pages_to_scan=tuning.ksm_max_pages, sleep_millisecs=tuning.ksm_sleep_ms),
-                f"ksm boost: a guest arrived, {tuning.ksm_max_pages} pages / {tuning.ksm_sleep_ms} ms "
-                f"until period {until}")
+        pages, why = _cpu_backoff(tuning.ksm_max_pages, host, level, tuning)
+        return (KsmSettings(run=1, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms),
+                f"ksm boost: a guest arrived, {pages} pages / {tuning.ksm_sleep_ms} ms until period {until}{why}")
     mergeable_pages = sum(max(g.rss, 0) for g in sharable) // PAGE
     committed = sum(g.configured for g in guests)
     overcommitted = committed + tuning.ksm_free_fraction * host.capacity > host.capacity
@@ -354,7 +402,19 @@ def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPoli
         pages = max(tuning.ksm_min_pages, min(pages, (history.ksm_pages_to_scan or pages) // 2))
         if ksm.pages_sharing < tuning.ksm_gain_pages and tuning.ksm_mode != "always":
             wanted = False  # scanning finds nothing: stop (merged pages stay merged with run=0)
-    return KsmSettings(run=1 if wanted else 0, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms), ""
+    pages, why = _cpu_backoff(pages, host, level, tuning)
+    return (KsmSettings(run=1 if wanted else 0, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms),
+            why.lstrip("; ") if wanted else "")
+
+
+def _cpu_backoff(pages: int, host: HostStats, level: PressureLevel, tuning: Tuning) -> tuple[int, str]:
+    """Fewer pages per wake while the vCPUs wait for a CPU, unless memory is short (then merging wins)."""
+    psi = host.cpu_psi_some_avg10
+    if psi < tuning.ksm_cpu_psi_backoff or level >= PressureLevel.BALLOON or pages <= tuning.ksm_min_pages:
+        return pages, ""
+    slower = max(tuning.ksm_min_pages, pages // tuning.ksm_cpu_backoff_divisor)
+    return slower, (f"; ksm backoff: CPU PSI some {psi:.0f}% >= {tuning.ksm_cpu_psi_backoff:.0f}%, "
+                    f"{pages} -> {slower} pages")
 
 
 # ------------------------------------------------------------------------------------- remember

@@ -85,6 +85,11 @@ def test_observed_free_memory_feeds_admission() -> None:
     entry = ledger(["a", "b"])
     # 4096 physical - 2 x (200 working set + 32 headroom) - 512 reserved
     assert observed_free_mib(entry, 512) == 4096 - 2 * 232 - 512
+    # a manager that reports its admission room is taken at its word; a blocked host has no room
+    roomy = {**entry, "host": {**entry["host"], "admission_room": 700 * 2**20, "admission_blocked": None}}
+    assert observed_free_mib(roomy, 512) == 700
+    blocked = {**entry, "host": {**roomy["host"], "admission_blocked": "level SWAP"}}
+    assert observed_free_mib(blocked, 512) == 0
 
 
 def test_metrics_expose_the_ledger(api: Api) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from yunstack.compute.driver import ConfigDrive, InstanceSpec, Nic
-from yunstack.compute.qemu import accel, host, specfile
+from yunstack.compute.qemu import accel, disk, host, specfile
 from yunstack.compute.qemu.cmdline import InstancePaths, build_argv
 from yunstack.config import QemuConfig
 from yunstack.errors import DriverMisconfigured
@@ -32,7 +32,7 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
           ("-qmp", "unix:/var/lib/yunstack/instances/abc/qmp.sock,server=on,wait=off"),
           ("-chardev", "file,id=console0,path=/var/lib/yunstack/instances/abc/console.log,append=on"),
           ("-drive", "file=/var/lib/yunstack/instances/abc/disk.qcow2,if=none,id=disk0,format=qcow2,"
-                     "discard=unmap"),
+                     "discard=unmap,cache=writeback"),
           ("-device", "virtio-rng-pci,rng=rng0"),
           ("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on"),
           ("-device", "pcie-root-port,id=hotplug0,chassis=1,bus=pcie.0")],
@@ -66,6 +66,19 @@ def test_build_argv(spec: InstanceSpec, config: QemuConfig, accel_name: str,
 
 def test_a_restore_waits_for_incoming_state() -> None:
     assert build_argv(SPEC, PATHS, QemuConfig(), "tcg", incoming=True)[-2:] == ["-incoming", "defer"]
+
+
+def test_the_root_disk_cache_mode_is_passed_and_checked(tmp_path: Path) -> None:
+    argv = build_argv(SPEC, PATHS, QemuConfig(), "tcg", disk_cache="none")
+    assert any(a.startswith("file=") and a.endswith(",cache=none") for a in argv)
+    with pytest.raises(ValueError, match="disk_cache"):
+        build_argv(SPEC, PATHS, QemuConfig(), "tcg", disk_cache="unsafe")
+    # auto probes O_DIRECT where the disks live (ext4 and xfs can; tmpfs cannot)
+    assert disk.cache_mode("auto", tmp_path) == ("none" if disk.supports_direct_io(tmp_path) else "writeback")
+    assert not list(tmp_path.iterdir())  # the probe file is gone
+    assert disk.cache_mode("writethrough", tmp_path) == "writethrough"
+    with pytest.raises(DriverMisconfigured, match="disk_cache"):
+        disk.cache_mode("directsync", tmp_path)
 
 
 def test_an_unknown_accel_is_refused() -> None:

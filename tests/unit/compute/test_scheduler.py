@@ -16,7 +16,7 @@ def random_host(rng: random.Random, i: int) -> HostState:
         disk_used_gb=rng.randint(0, 900), ram_allocation_ratio=rng.choice([1.0, 1.5]),
         cpu_allocation_ratio=rng.choice([1.0, 16.0]), disk_allocation_ratio=1.0,
         reserved_host_memory_mib=512, instances=rng.randint(0, 40), hypervisor_type=rng.choice(["QEMU", "fake"]),
-        observed_free_mib=rng.choice([0, 0, 100, 5000]))
+        observed_free_mib=rng.choice([None, None, 0, 100, 5000]))
 
 
 def random_request(rng: random.Random, names: list[str]) -> RequestSpec:
@@ -51,3 +51,14 @@ def test_when_nothing_fits_every_host_gets_its_filters_reason() -> None:
     assert decision.reasons == {
         "a": "RamFilter: needs 2048 MiB, 768 MiB free of 768 MiB usable (ratio 1.5)",
         "b": "ComputeFilter: the host's compute service is disabled"}
+
+
+def test_a_host_whose_observed_room_is_used_up_is_refused_not_treated_as_unknown() -> None:
+    base = HostState(host="full", availability_zone="nova", up=True, disabled=False, vcpus=4, memory_mib=8192,
+                     local_gb=10, vcpus_used=0, memory_used_mib=0, disk_used_gb=0, ram_allocation_ratio=1.5,
+                     cpu_allocation_ratio=16.0, disk_allocation_ratio=1.0, reserved_host_memory_mib=512,
+                     observed_free_mib=0)
+    unknown = scheduler.HostState(**{**base.__dict__, "host": "new", "observed_free_mib": None})
+    request = RequestSpec(vcpus=1, memory_mib=256, disk_gb=1)
+    assert select([base], request).reasons["full"].startswith("ObservedMemoryFilter: the guest is expected to need")
+    assert select([base, unknown], request).host == "new"

@@ -65,6 +65,7 @@ def _fake_proc(tmp_path: Path, with_budget: bool = False) -> Path:
     (proc / "pressure").mkdir(parents=True)
     shutil.copy(FIXTURES / "meminfo", proc / "meminfo")
     shutil.copy(FIXTURES / "pressure_memory", proc / "pressure" / "memory")
+    shutil.copy(FIXTURES / "pressure_cpu", proc / "pressure" / "cpu")
     return proc
 
 
@@ -81,7 +82,7 @@ def test_the_host_collector_builds_one_snapshot(tmp_path: Path) -> None:
     assert host.timestamp == 42.0
     assert host.available == 21893644 * 1024 and host.swap_total == 262140 * 1024
     assert host.cached == (3688540 + 266660) * 1024
-    assert (host.psi_some_avg10, host.psi_full_avg10) == (12.5, 1.25)
+    assert (host.psi_some_avg10, host.psi_full_avg10, host.cpu_psi_some_avg10) == (12.5, 1.25, 55.0)
     assert host.ksm.pages_sharing == 25514
     assert (host.budget_limit, host.budget_usage) == (4 << 30, 3 << 30)
     assert (host.capacity, host.headroom) == (4 << 30, 1 << 30)

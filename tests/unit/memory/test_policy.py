@@ -26,9 +26,10 @@ KERNEL = 16 * MIB  # what the guest kernel keeps out of MemTotal
 
 
 def host(free: float = 0.5, *, total: int = 4 * GIB, psi_some: float = 0.0, psi_full: float = 0.0,
-         ksm: KsmStats | None = None, swap_free: int = 0) -> HostStats:
+         ksm: KsmStats | None = None, swap_free: int = 0, cpu_psi: float = 0.0) -> HostStats:
     return HostStats(timestamp=0.0, total=total, free=int(free * total), available=int(free * total),
                      psi_some_avg10=psi_some, psi_full_avg10=psi_full, ksm=ksm or KsmStats(),
+                     cpu_psi_some_avg10=cpu_psi,
                      swap_total=swap_free, swap_free=swap_free)
 
 
@@ -400,6 +401,32 @@ def test_ksm_boosts_when_a_guest_arrives(ticks_since_arrival, run, pages) -> Non
     assert any("ksm boost" in r for r in actions.reasons) is (run == 1)
 
 
+@pytest.mark.parametrize(
+    ("free", "cpu_psi", "pages", "backoff"),
+    [pytest.param(0.9, 0.0, 1250, False, id="idle-cpus-full-boost"),
+     pytest.param(0.9, 39.0, 1250, False, id="below-threshold-full-boost"),
+     pytest.param(0.9, 60.0, 312, True, id="vcpus-waiting-quarter-boost"),
+     pytest.param(0.05, 60.0, 1250, False, id="memory-short-merging-wins-over-cpu")],
+)
+def test_ksm_backs_off_while_vcpus_wait_for_a_cpu(free, cpu_psi, pages, backoff) -> None:
+    h = host(free, total=2 * GIB, cpu_psi=cpu_psi)
+    actions, _ = policy.step(h, [guest("a", rss=100 * MIB)], {}, History(), Tuning())
+    assert actions.ksm is not None and (actions.ksm.run, actions.ksm.pages_to_scan) == (1, pages)
+    assert any("ksm backoff" in r for r in actions.reasons) is backoff
+
+
+def test_ksm_backoff_applies_to_the_steady_rate_too() -> None:
+    # overcommitted (2 x 256 MiB in 448 MiB) so KSM runs at ksmtuned's rate after the boost is over
+    h = host(0.5, total=448 * MIB)
+    gs = [guest(n, rss=200 * MIB) for n in "ab"]
+    history = History()
+    for _ in range(17):
+        calm, history = policy.step(h, gs, {}, history, Tuning())
+    busy, _ = policy.step(host(0.5, total=448 * MIB, cpu_psi=80.0), gs, {}, history, Tuning())
+    assert calm.ksm is not None and busy.ksm is not None and calm.ksm.run == busy.ksm.run == 1
+    assert busy.ksm.pages_to_scan == max(64, calm.ksm.pages_to_scan // 4) < calm.ksm.pages_to_scan
+
+
 def test_a_guest_that_may_not_share_does_not_boost_ksm() -> None:
     actions, _ = policy.step(host(0.9, total=24 * GIB), [guest("a")], {"a": GuestPolicy(page_sharing=False)},
                              History(), Tuning())
@@ -421,22 +448,50 @@ def test_a_guest_that_may_not_share_does_not_boost_ksm() -> None:
 )
 def test_admission_uses_the_observed_headroom(free_mib, rss_mib, level, admit) -> None:
     h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - free_mib * MIB)
-    guests = [guest("a", rss=rss_mib * MIB)]
+    guests = [guest("a", rss=rss_mib * MIB, free=GIB)]  # no page cache: nothing to balloon away
     history = replace(policy.observe(History(), h, guests, Tuning()), level=level)
     ok, why = policy.admission(h, guests, history, 512 * MIB, Tuning())
     assert ok is admit
-    assert "headroom" in why
+    assert "headroom" in why and "reclaimable 0 MiB" in why
+
+
+@pytest.mark.parametrize(
+    ("cache_mib", "measured", "pressured", "reclaimable_mib", "admit"),
+    [
+        # 256 MiB guest using 64 MiB (+ 16 MiB its kernel keeps): backed 80 MiB + cache, floor 96 MiB
+        # (64 + 32 MiB headroom); what is backed above the floor is lent
+        pytest.param(150, True, False, 134, True, id="idle-page-cache-counts"),
+        pytest.param(20, True, False, 4, False, id="little-cache-little-above-the-floor"),
+        pytest.param(150, False, False, 0, False, id="a-booting-guest-lends-nothing"),
+        pytest.param(150, True, True, 0, False, id="a-pressured-guest-lends-nothing"),
+    ],
+)
+def test_admission_counts_what_ballooning_could_take_back(cache_mib, measured, pressured, reclaimable_mib,
+                                                           admit) -> None:
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - 230 * MIB)  # 230 < 140 + 102 reserve
+    total_avail = 256 * MIB - KERNEL - 64 * MIB
+    g = guest("a", rss=140 * MIB, free=total_avail - cache_mib * MIB)
+    history = policy.observe(History(), h, [g], Tuning()) if measured else History()
+    if pressured:
+        history = replace(history, guests=tuple((k, replace(v, pressured_until=history.tick + 3))
+                                                for k, v in history.guests))
+    room = policy.admission_room(h, [g], {}, history, Tuning())
+    assert room.reclaimable >> 20 == reclaimable_mib
+    ok, why = policy.admission(h, [g], history, 256 * MIB, Tuning())
+    assert ok is admit and f"reclaimable {reclaimable_mib} MiB" in why
+    assert ("short of memory" in why) is pressured
 
 
 def test_admission_keeps_room_for_a_working_set_that_was_just_bigger() -> None:
     h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - 350 * MIB)
     history = History()
     for used in (200, 200, 40):  # a bursty guest just dropped from 200 to 40 MiB
-        history = policy.observe(history, h, [guest("a", used=used * MIB, rss=100 * MIB)], Tuning())
-    ok, why = policy.admission(h, [guest("a", used=40 * MIB, rss=100 * MIB)], history, 256 * MIB, Tuning())
+        history = policy.observe(history, h, [guest("a", used=used * MIB, rss=100 * MIB, free=GIB)], Tuning())
+    now = guest("a", used=40 * MIB, rss=100 * MIB, free=GIB)
+    ok, why = policy.admission(h, [now], history, 256 * MIB, Tuning())
     assert not ok and "regrowth" in why
-    calm = policy.observe(History(), h, [guest("a", used=40 * MIB, rss=100 * MIB)], Tuning())
-    assert policy.admission(h, [guest("a", used=40 * MIB, rss=100 * MIB)], calm, 256 * MIB, Tuning())[0]
+    calm = policy.observe(History(), h, [now], Tuning())
+    assert policy.admission(h, [now], calm, 256 * MIB, Tuning())[0]
 
 
 def test_no_admission_while_a_guest_is_short_of_memory() -> None:

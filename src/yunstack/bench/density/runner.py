@@ -301,7 +301,9 @@ async def _check(fleet: Fleet, budget: Budget, control: Controller, calibration:
         solo = calibration.solo.get(guest.workload.key, {"throughput": 1.0, "p95_us": 0.0})
         if window.throughput is None:
             if guest.ready_s is not None and guest.marked_at - guest.spawned_at > 20.0:
-                violations.append(f"stalled {guest.id[:8]} (no memload line in {now - guest.marked_at:.0f}s)")
+                tail = (await fleet.console(guest)).rstrip().rsplit("\n", 1)[-1][-120:]
+                violations.append(f"stalled {guest.id[:8]} {guest.workload.key} (no memload line in "
+                                  f"{now - guest.marked_at:.0f}s; console ends {tail!r})")
                 slowdowns.append(1.0)
             continue
         slowdown = max(0.0, 1.0 - window.throughput / max(solo["throughput"], 1e-6))

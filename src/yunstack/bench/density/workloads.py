@@ -7,6 +7,9 @@
   identical, ``random`` makes every page unique and rewritten on each touch.
 - **W2 bursty**: alternates ``low``/``high`` MiB (``low_s``/``high_s`` seconds) with a per-guest phase
   offset, so the mean fits a budget that the synchronized peak would not.
+- **W3 cache-heavy**: writes ``cache_mib`` of guest-unique data to its disk once (clean page cache the
+  guest keeps, as a booted distro guest keeps what it read) and runs a small W1.  The design's W3
+  re-reads its file; ours reads it once, so the cache is cold, which is what an idle service VM holds.
 - **WS spike**: memload writes ``cache_mib`` of guest-unique data to the scratch disk and fsyncs it
   (clean page cache the guest can drop) and keeps a small W1 running: what a balloon takes back quickly.
 
@@ -65,10 +68,16 @@ def steady(wss_mib: int, *, guest_seed: int, dup: float = 0.5, pattern: str = "s
 
 def bursty(low_mib: int, high_mib: int, *, guest_seed: int, low_s: float, high_s: float, offset_s: float,
            period: float = 8.0) -> Workload:
-    """W2: low/high phases forever, starting after ``offset_s``."""
-    script = (f"#!/bin/sh\n(sleep {offset_s:g}; while true; do "
-              f"{_memload(low_mib, 'seeded', guest_seed, period, low_s)}; "
-              f"{_memload(high_mib, 'seeded', guest_seed, period, high_s)}; done) &\n")
+    """W2: low/high phases forever, the first low phase ``offset_s`` longer.
+
+    The offset is spent in the low phase, not asleep: a guest that printed nothing while it waited
+    would look stalled to the SLO check (which is what stopped every earlier mixed ramp at guest 11:
+    guest 10's offset is 63 s).
+    """
+    first = _memload(low_mib, 'seeded', guest_seed, period, low_s + offset_s)
+    script = (f"#!/bin/sh\n({first}; while true; do "
+              f"{_memload(high_mib, 'seeded', guest_seed, period, high_s)}; "
+              f"{_memload(low_mib, 'seeded', guest_seed, period, low_s)}; done) &\n")
     mean = (low_mib * low_s + high_mib * high_s) / (low_s + high_s)
     return Workload(key=f"W2-{low_mib}-{high_mib}", kind="W2", user_data=script, period=period,
                     wss_mib=round(mean))
@@ -88,10 +97,17 @@ def spike_guest(cache_mib: int, wss_mib: int, *, guest_seed: int, period: float 
     return Workload(key=f"WS-{wss_mib}", kind="WS", user_data=script, period=period, wss_mib=wss_mib)
 
 
+def cache_heavy(cache_mib: int, wss_mib: int, *, guest_seed: int, period: float = 8.0) -> Workload:
+    """W3: ``cache_mib`` MiB of cold page cache (written once, fsynced, kept) plus a small W1."""
+    base = spike_guest(cache_mib, wss_mib, guest_seed=guest_seed, period=period)
+    return Workload(key=f"W3-{cache_mib}", kind="W3", user_data=base.user_data, period=period, wss_mib=wss_mib)
+
+
 def scenario(name: str, index: int, *, seed: int, quick: bool = False) -> Workload:
     """The workload of guest ``index`` (0-based) in scenario ``ident`` or ``mixed`` (design §9.3).
 
-    ``mixed``: half W1 with WSS cycling over 32/64/128 MiB, a quarter W2 (32/128 MiB), a quarter W0.
+    ``mixed``: half W1 with WSS cycling over 32/64/128 MiB, a quarter W2 (32/128 MiB), a quarter
+    W0/W3 (idle; 96 MiB of cold page cache with a 16 MiB W1), alternating.
     """
     guest_seed = seed * 1000 + index + 1
     if name == "ident":
@@ -105,4 +121,4 @@ def scenario(name: str, index: int, *, seed: int, quick: bool = False) -> Worklo
         low_s, high_s = (20.0, 10.0) if quick else (60.0, 30.0)
         return bursty(32, 128, guest_seed=guest_seed, low_s=low_s, high_s=high_s,
                       offset_s=(index * 7.0) % (low_s + high_s))
-    return idle()
+    return idle() if (index // 4) % 2 == 0 else cache_heavy(96, 16, guest_seed=guest_seed)

@@ -21,6 +21,7 @@ EXTRA_THP = "yunstack:thp"
 # Empty PCIe root ports for hot-plugged NICs (q35 only; the pc machine hot-plugs on its root bus).
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hotplug"
+DISK_CACHE_MODES = ("none", "writeback", "writethrough")
 
 
 def _flag(spec: InstanceSpec, key: str) -> bool | None:
@@ -105,13 +106,17 @@ def build_argv(
     accel: str,
     *,
     incoming: bool = False,
+    disk_cache: str = "writeback",
 ) -> list[str]:
     """Return the argv that starts ``spec`` as a daemonized QEMU process.
 
     ``accel`` is ``"kvm"`` or ``"tcg"``.  With ``incoming`` QEMU waits for a saved state
     (``migrate-incoming`` over QMP) instead of booting.  Paths must be absolute: a daemonized
-    QEMU changes its directory to ``/``.
+    QEMU changes its directory to ``/``.  ``disk_cache`` is QEMU's ``cache=`` of the root disk
+    (``none`` = O_DIRECT: guest data is not cached a second time in host memory).
     """
+    if disk_cache not in DISK_CACHE_MODES:
+        raise ValueError(f"disk_cache must be one of {', '.join(DISK_CACHE_MODES)}, not {disk_cache!r}")
     if accel not in ("kvm", "tcg"):
         raise ValueError(f"accel must be 'kvm' or 'tcg', not {accel!r}")
     accel_arg = "kvm" if accel == "kvm" else f"tcg,tb-size={qemu.tcg_tb_size_mib}"
@@ -135,7 +140,7 @@ def build_argv(
         "-qmp", f"unix:{paths.qmp},server=on,wait=off",
         "-chardev", f"file,id=console0,path={paths.console},append=on",
         "-device", "isa-serial,chardev=console0",
-        "-drive", f"file={paths.disk},if=none,id=disk0,format=qcow2,discard=unmap",
+        "-drive", f"file={paths.disk},if=none,id=disk0,format=qcow2,discard=unmap,cache={disk_cache}",
         "-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=1",
     ]
     if spec.config_drive is not None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from yunstack.errors import DriverError
+from yunstack.errors import DriverError, DriverMisconfigured
 
 GIB = 1024**3
 QEMU_IMG_TIMEOUT = 600.0
@@ -78,3 +79,30 @@ async def resize(qemu_img: str, path: Path, size_bytes: int) -> None:
         raise DriverError(detail=f"cannot shrink {path} from {current} to {size_bytes} bytes")
     if size_bytes > current:
         await run_tool([qemu_img, "resize", "-q", str(path), str(size_bytes)], f"resizing {path}")
+
+
+def supports_direct_io(directory: Path) -> bool:
+    """True when files in ``directory`` can be opened with O_DIRECT (QEMU's ``cache=none``).
+
+    tmpfs and some network file systems refuse it; QEMU would then fail to open the disk, so the
+    driver probes once per directory with a scratch file instead of guessing from the fs type.
+    """
+    probe = directory / ".o_direct_probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    os.close(fd)
+    return True
+
+
+def cache_mode(configured: str, directory: Path) -> str:
+    """The ``cache=`` of a root disk in ``directory``: the configured mode, ``auto`` resolved."""
+    if configured in ("none", "writeback", "writethrough"):
+        return configured
+    if configured != "auto":
+        raise DriverMisconfigured(
+            detail=f"qemu.disk_cache must be 'auto', 'none', 'writeback' or 'writethrough', not {configured!r}")
+    return "none" if supports_direct_io(directory) else "writeback"

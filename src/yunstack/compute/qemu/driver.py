@@ -69,6 +69,7 @@ class QemuDriver:
                  stats_interval: int = 2) -> None:
         self._config = config
         self._qemu = config.qemu
+        self._cache_modes: dict[Path, str] = {}
         self._root = config.instances_path
         self._socket_dir = socket_dir(self._root)
         self._genisoimage = genisoimage
@@ -365,10 +366,18 @@ class QemuDriver:
             async with self._qmp(paths, instance_id) as qmp:
                 await qmp.execute(command, args)
 
+    def _disk_cache(self, directory: Path) -> str:
+        """``cache=`` for disks under ``directory``; the O_DIRECT probe runs once per file system."""
+        key = directory.parent
+        if key not in self._cache_modes:
+            self._cache_modes[key] = disk.cache_mode(self._qemu.disk_cache, directory)
+        return self._cache_modes[key]
+
     async def _start(self, spec: InstanceSpec, paths: InstancePaths, *, incoming: bool = False) -> int:
         if spec.config_drive is not None:
             await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
-        argv = build_argv(spec, paths, self._qemu, await choose_accel(self._qemu), incoming=incoming)
+        argv = build_argv(spec, paths, self._qemu, await choose_accel(self._qemu), incoming=incoming,
+                          disk_cache=self._disk_cache(paths.dir))
         specfile.write_intent(paths, "running")
         pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
         self._place_in_cgroup(spec.id, pid)
