@@ -1,4 +1,4 @@
-"""`yun bench density` end to end on real QEMU, scaled down: 2 arms, 3 guests, a small budget.
+"""`yun bench density` end to end on real QEMU, scaled down: 2 arms, 3 guests, a small budget, a short hold.
 
 Checks that the report is valid JSON with N_max per arm and PNG plots, and that the run leaves no
 QEMU, cgroup, swapfile or changed KSM knob behind.  Other sessions share this host, so only our own
@@ -58,7 +58,7 @@ def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(
     out = tmp_path / "density"
     result = CliRunner().invoke(bench_app, [
         "density", "--quick", "--arms", "A0,A4", "--max-guests", "3", "--budget-mib", "768",
-        "--settle", "4", "--out", str(out)])
+        "--settle", "4", "--hold", "8", "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
 
     summary = json.loads((out / "summary.json").read_text())
@@ -68,6 +68,9 @@ def test_a_tiny_density_run_writes_a_report_and_leaves_the_host_as_it_was(
         assert isinstance(run["n_max"], int) and 1 <= run["n_max"] <= 3
         assert run["steps"] and run["steps"][0]["n"] == 1
         assert (out / run["samples"]).stat().st_size > 0
+        # the hold kept N_max running for 8 s (two 4 s windows) and it met the SLO throughout
+        hold = run["hold"]
+        assert hold["held_n"] == run["n_max"] and hold["windows"] >= 2 and hold["failures"] == []
     # A0 admits while 3 x (256 MiB + measured overhead) fits 768 MiB: fewer than 3.
     assert runs["A0"]["admitted"] == runs["A0"]["n_max"] < 3
     assert summary["aggregate"]["ident"]["A4"]["n_max_median"] == runs["A4"]["n_max"]

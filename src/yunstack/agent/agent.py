@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 POWER_SYNC_SECONDS = 2.0
 MEMORY_REPORT_SECONDS = 10.0
+MAKE_ROOM_SECONDS = 20.0  # how long a spawn waits for the memory manager to reclaim room for it
 MIB = 1 << 20
 
 # Flavor extra specs for ESX-style per-server memory allocation (docs/explanation/memory.md).
@@ -275,6 +276,15 @@ class Agent:
                             memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
                             base_format=fmt, config_drive=data.config_drive, extra=extra, nics=nics)
 
+    @contextlib.asynccontextmanager
+    async def _room(self, spec: InstanceSpec) -> AsyncIterator[None]:
+        """Let the memory manager make room (reclaim idle guests' cache) before a guest starts."""
+        if self.memory is None:
+            yield
+            return
+        async with self.memory.room_for(spec.memory_mib * MIB, MAKE_ROOM_SECONDS):
+            yield
+
     async def _nic(self, port_id: str) -> Nic:
         """The NIC of a port that was just bound to this host: reconcile first, so its tap exists."""
         if self.network is None or self.dataplane is None:
@@ -321,7 +331,8 @@ class Agent:
         if op == "spawn":
             spec = await self._spec(iid)
             try:
-                await d.spawn(spec)
+                async with self._room(spec):
+                    await d.spawn(spec)
             except Conflict:
                 # Already exists: an earlier agent started it before a restart; adopt, don't duplicate.
                 info = await d.get_info(iid)

@@ -8,6 +8,7 @@ HTTP API, so each arm's policy can be swapped in under identical guests and flag
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +41,8 @@ def density(
     seed: Annotated[int, typer.Option(help="Seed for workloads and arm order.")] = 42,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/density"),
     quick: Annotated[bool, typer.Option(help="One repeat, short settle times (smoke run).")] = False,
+    hold: Annotated[float, typer.Option(help="Hold N_max this many seconds after each ramp (design: 600); a "
+                                              "failing hold steps down one guest at a time.")] = 0.0,
 ) -> None:
     """Ramp guests into a cgroup memory budget under arms A0-A4; write JSON + PNG plots.
 
@@ -61,11 +64,27 @@ def density(
             raise typer.BadParameter(f"unknown arm {arm!r}", param_hint="--arms")
     options = SuiteOptions(budget_mib=budget_mib, swap_mib=swap_mib, scenarios=scenarios, arms=arm_list,
                            spike_arms=spike_list, repeats=1 if quick else repeats, max_guests=max_guests,
-                           guest_mib=guest_mib, settle_s=settle, out=out, quick=quick, seed=seed)
+                           guest_mib=guest_mib, settle_s=settle, out=out, quick=quick, seed=seed,
+                           hold_s=hold)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("calibrating", total=steps_total(options))
-        summary = asyncio.run(run_suite(
-            options, progress=lambda text: bar.update(task, description=text),
-            tick=lambda: bar.advance(task), argv=["yun", "bench", "density", *sys.argv[3:]]))
+
+        async def suite() -> Path:
+            # SIGTERM (kill, a CI timeout) and SIGINT cancel the suite, whose finally blocks destroy the
+            # guests, remove the budget cgroup and restore the KSM knobs.  Handlers on the loop, not
+            # Python's SIGINT default: a background job's SIGINT is ignored from birth.
+            me = asyncio.current_task()
+            assert me is not None
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, me.cancel)
+            return await run_suite(options, progress=lambda text: bar.update(task, description=text),
+                                   tick=lambda: bar.advance(task), argv=["yun", "bench", "density", *sys.argv[3:]])
+
+        try:
+            summary = asyncio.run(suite())
+        except asyncio.CancelledError:
+            console.print("[yellow]interrupted:[/] guests, budget cgroups and KSM knobs were cleaned up")
+            raise typer.Exit(130) from None
     console.print(f"[green]report:[/] {summary}")

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,6 +128,15 @@ def instance_extra(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NO
     return {EXTRA_PAGE_SHARING: "on" if policy_.page_sharing else "off", EXTRA_THP: "on" if thp else "off"}
 
 
+def _with_pending(host: HostStats, pending: int) -> HostStats:
+    """``host`` with ``pending`` bytes counted as used (the budget's usage, else MemAvailable)."""
+    if pending <= 0:
+        return host
+    if host.budget_limit is not None and host.budget_usage is not None:
+        return replace(host, budget_usage=host.budget_usage + pending)
+    return replace(host, available=max(0, host.available - pending), free=max(0, host.free - pending))
+
+
 def attribute_sharing(host: HostStats, guests: Sequence[GuestStats],
                       policies: Mapping[str, GuestPolicy]) -> tuple[dict[str, int], str]:
     """KSM saving per VM, and how it was estimated.
@@ -187,6 +196,9 @@ class MemoryManager:
         self._ledger: deque[LedgerEntry] = deque(maxlen=keep)
         self._started = False
         self._foreign: list[str] = []
+        self._pending = 0  # bytes reserved for guests about to start (room_for); the policy sees them used
+        self._last_host: HostStats | None = None  # the last raw sample, without _pending
+        self._last_guests: Sequence[GuestStats] = ()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -246,8 +258,10 @@ class MemoryManager:
         if not self._started:
             await self.start()
         began, cpu0 = time.monotonic(), time.thread_time()
-        host = self.host_collector.collect()
+        raw = self.host_collector.collect()
         guests, errors = await self.guest_collector.collect()
+        self._last_host, self._last_guests = raw, guests
+        host = _with_pending(raw, self._pending)
         actions, self.history = policy.step(host, guests, self.policies, self.history, self.tuning)
         self.last_actions = actions
         problems = [f"{iid}: {why}" for iid, why in sorted(errors.items())]
@@ -310,6 +324,35 @@ class MemoryManager:
         return LedgerEntry(wall_time=time.time(), timestamp=host.timestamp, level=actions.level, host=host_row,
                            guests=tuple(rows), manager=cost, errors=tuple(problems),
                            reasons=actions.reasons + tuple(f"{n}; re-applied" for n in self._foreign))
+
+    # -- making room for a new guest -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def room_for(self, memory_bytes: int, timeout: float) -> AsyncIterator[bool]:
+        """Reserve a new guest's expected footprint while it starts; yields whether the room is there.
+
+        The admission room counts page cache the balloons could take back (``policy.admission_room``),
+        but a guest that starts faster than balloons inflate would meet a full host.  So, the way a
+        scheduler claims before it places, the footprint is first counted as used: the policy sees
+        the pressure and reclaims from idle guests, and the caller goes on once the memory is really
+        free (or after ``timeout``, with a warning: the scheduler admitted the guest, and the manager
+        goes on reclaiming while it boots).  The reservation ends when the block does.
+        """
+        need = policy.expected_footprint(self._last_guests, memory_bytes, self.tuning)
+        self._pending += need
+        try:
+            deadline = time.monotonic() + timeout
+            # No sample yet (the manager has not ticked): nothing to wait for.
+            made = self._last_host is None or policy.room_made(self._last_host, need, self.tuning)
+            while not made and self._started and time.monotonic() < deadline:
+                await asyncio.sleep(min(self.tuning.spike_period, max(0.05, deadline - time.monotonic())))
+                made = self._last_host is None or policy.room_made(self._last_host, need, self.tuning)
+            if not made:
+                log.warning("memory manager: no room for %d MiB after %.0fs; starting the guest anyway",
+                            need >> 20, timeout)
+            yield made
+        finally:
+            self._pending -= need
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -319,16 +319,29 @@ def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapp
                 reserve=int(tuning.admission_free_fraction * host.capacity), largest=largest, blocked=blocked)
 
 
+def expected_footprint(guests: Sequence[GuestStats], next_bytes: int, tuning: Tuning) -> int:
+    """What a new guest of ``next_bytes`` is expected to cost the host before KSM has merged it: the
+    largest footprint (RSS or cgroup usage) of the guests already here, at most its RAM + overhead."""
+    ceiling = next_bytes + tuning.qemu_overhead_bytes
+    largest = max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=0)
+    return min(ceiling, largest) if largest > 0 else ceiling
+
+
+def room_made(host: HostStats, need: int, tuning: Tuning) -> bool:
+    """True when ``need`` bytes fit the free memory now and leave the admission reserve free."""
+    return host.headroom - need >= int(tuning.admission_free_fraction * host.capacity)
+
+
 def admission(host: HostStats, guests: Sequence[GuestStats], history: History, next_bytes: int,
               tuning: Tuning, policies: Mapping[str, GuestPolicy] | None = None) -> tuple[bool, str]:
     """May one more guest of ``next_bytes`` start here?  The scheduler's ObservedMemoryFilter on one host.
 
-    The room (see ``admission_room``) must hold the new guest's expected footprint: the largest
-    footprint of the guests already here, at most its configured RAM + QEMU overhead.
+    The room (see ``admission_room``) must hold the new guest's expected footprint
+    (``expected_footprint``).  Room that is still page cache must be made before the guest starts:
+    see ``MemoryManager.room_for``, which reserves the footprint so that the policy reclaims first.
     """
     room = admission_room(host, guests, policies or {}, history, tuning)
-    ceiling = next_bytes + tuning.qemu_overhead_bytes
-    expected = min(ceiling, room.largest or ceiling)
+    expected = expected_footprint(guests, next_bytes, tuning)
     spare = room.room - expected
     why = f"{room.explain()} - next {expected >> 20} MiB = {spare >> 20} MiB"
     if room.blocked:

@@ -128,3 +128,29 @@ async def test_a_foreign_ksm_change_is_in_the_ledger_reasons(tmp_path: Path) -> 
     assert any("KSM run was changed from 1 to 0 by another process; re-applied" in r for r in entry.reasons)
     assert (tmp_path / "ksm" / "run").read_text().strip() == "1"
     await manager.close()
+
+
+async def test_room_for_a_new_guest_is_claimed_before_it_starts(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await _spawn(driver, "a")
+    # MemTotal ~24 GiB: plenty free, the room is there at once and nothing is reclaimed
+    roomy = _manager(tmp_path / "roomy", driver, Tuning(period=0.05))
+    await roomy.tick()
+    async with roomy.room_for(256 * MIB, timeout=5.0) as made:
+        assert made
+    # 1.2 GiB free (5.0 %, BALLOON): a guest expected at 256 MiB (the largest here) would leave less than
+    # the 5 % reserve, and counted as used it takes the host to SWAP (3.9 %)
+    tight = _manager(tmp_path / "tight", driver, Tuning(period=0.05), available_kb=1200 * 1024)
+    before = await tight.tick()
+    stop = asyncio.Event()
+    task = asyncio.create_task(tight.run(stop))
+    try:
+        async with tight.room_for(256 * MIB, timeout=0.4) as made:
+            claimed = tight.latest()
+        assert not made  # this fake host's free memory never grows, so the room never comes
+        assert claimed is not None and claimed.level > before.level  # the claim counted as used
+        assert (await driver.balloon_stats("a"))["actual"] < 256 * MIB  # and the policy reclaimed for it
+        assert tight._pending == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

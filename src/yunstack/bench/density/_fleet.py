@@ -132,6 +132,12 @@ class Fleet:
     async def guest_ooms(self) -> list[str]:
         return [g.id for g in self.guests.values() if OOM.search(await self.console(g))]
 
+    async def remove(self, iid: str) -> None:
+        """Destroy one guest (the hold phase steps down a guest at a time)."""
+        with contextlib.suppress(YunError, OSError):
+            await self.driver.destroy(iid)
+        self.guests.pop(iid, None)
+
     async def close(self) -> None:
         for iid in list(self.guests):
             with contextlib.suppress(YunError, OSError):

@@ -73,6 +73,13 @@ class Arm:
     def tick(self, host: HostStats, guests: Sequence[GuestStats]) -> ArmActions:
         return ArmActions()
 
+    def claim(self, guests: Sequence[GuestStats], next_bytes: int) -> int:
+        """Bytes to count as used before the next guest starts (make room first); 0 = start at once."""
+        return 0
+
+    def room_made(self, host: HostStats, claim: int) -> bool:
+        return True
+
     def constants(self) -> dict[str, object]:
         return {}
 
@@ -243,6 +250,13 @@ class Yunstack(Arm):
             return True
         ok, self.last_admission = policy.admission(host, guests, self.history, next_bytes, self.tuning)
         return ok
+
+    def claim(self, guests: Sequence[GuestStats], next_bytes: int) -> int:
+        """The product's ``MemoryManager.room_for``: claim the expected footprint before starting."""
+        return policy.expected_footprint(guests, next_bytes, self.tuning)
+
+    def room_made(self, host: HostStats, claim: int) -> bool:
+        return policy.room_made(host, claim, self.tuning)
 
     def tick(self, host: HostStats, guests: Sequence[GuestStats]) -> ArmActions:
         actions, self.history = policy.step(host, guests, {}, self.history, self.tuning)

@@ -41,7 +41,9 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
                         "n_max_iqr": _iqr(n), "admitted": rs[0]["admitted"],
                         "consolidation_median": _median([r["consolidation"] for r in rs]),
                         "footprint_per_guest_mib_median": _median(fp), "slowdown_p95_median": _median(sd),
-                        "stop_reasons": [r["stop_reason"] for r in rs]})
+                        "stop_reasons": [r["stop_reason"] for r in rs],
+                        "holds": [{k: h[k] for k in ("seconds", "held_n", "stepped_down", "failures")}
+                                  for r in rs if (h := r.get("hold"))]})
             arms[arm] = row
     return out
 

@@ -51,6 +51,7 @@ class RunSettings:
     sample_s: float = 1.0
     seed: int = 42
     quick: bool = False
+    hold_s: float = 0.0  # design §9.5 step 5: hold N_max this long; 0 = no hold
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +233,7 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
     fleet = Fleet(image, budget)
     steps: list[dict[str, Any]] = []
     n_max, stop_reason, admitted = 0, "max-guests", None
+    hold: dict[str, Any] | None = None
     began = time.monotonic()
     with samples_path.open("w") as samples:
         control = Controller(arm, fleet, budget, samples)
@@ -253,9 +255,16 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
                         break
                 if progress:
                     progress(f"{arm.name} {scenario_name}: guest {index + 1}")
-                guest = await fleet.spawn(workload, settings.guest_mib, arm.extra())
-                committed.append(nbytes)
-                booted = await fleet.wait_ready(guest, settings.boot_timeout_s)
+                made = await _make_room(control, arm, nbytes, settings.settle_s)
+                if made is not None:
+                    stop_reason = f"admission: {made}"
+                    break
+                try:
+                    guest = await fleet.spawn(workload, settings.guest_mib, arm.extra())
+                    committed.append(nbytes)
+                    booted = await fleet.wait_ready(guest, settings.boot_timeout_s)
+                finally:
+                    control.reserve = 0
                 violations = [] if booted else [f"boot-timeout {guest.id[:8]}"]
                 row: dict[str, Any] = {}
                 for attempt in range(2):
@@ -273,14 +282,96 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
                     break
                 n_max = len(committed)
             admitted = None if arm.observed_admission else admitted_count(arm, settings.guest_mib * MIB)
+            if settings.hold_s > 0 and n_max > 0:
+                hold = await _hold(fleet, budget, control, calibration, settings, n_max, progress)
+                n_max = hold["held_n"]
         finally:
             stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 15)
             await fleet.close()
             budget.close()
-    return _record(arm, scenario_name, settings, calibration, steps, n_max, stop_reason, admitted, control,
-                   facts_before, foreign, ksmd_cpu_seconds() - ksmd0, time.monotonic() - began, samples_path)
+    record = _record(arm, scenario_name, settings, calibration, steps, n_max, stop_reason, admitted, control,
+                     facts_before, foreign, ksmd_cpu_seconds() - ksmd0, time.monotonic() - began, samples_path)
+    record["hold"] = hold
+    return record
+
+
+async def _make_room(control: Controller, arm: Arm, nbytes: int, timeout: float) -> str | None:
+    """Claim the next guest's footprint (the arm reclaims for it) until it is free; None when it is.
+
+    Room that the admission counted as reclaimable (idle page cache) must be made before a guest
+    starts: a booting guest grows faster than balloons inflate.  The claim stays until the guest
+    is ready (the caller clears ``control.reserve``).
+    """
+    claim = arm.claim(control.guests, nbytes)
+    if claim <= 0:
+        return None
+    control.reserve = claim
+    deadline = time.monotonic() + timeout
+    await asyncio.sleep(1.1)  # one sample taken with the claim in it (the sampler runs at 1 Hz)
+    while True:
+        host = control.host
+        if host is not None and arm.room_made(replace(host, budget_usage=(host.budget_usage or 0) - claim)
+                                              if host.budget_usage is not None else host, claim):
+            return None
+        if time.monotonic() >= deadline:
+            control.reserve = 0
+            free = "?" if host is None else f"{(host.headroom + claim) >> 20} MiB"
+            return f"no room made for {claim >> 20} MiB in {timeout:.0f}s ({free} free)"
+        await asyncio.sleep(0.5)
+
+
+async def _hold(fleet: Fleet, budget: Budget, control: Controller, calibration: Calibration,
+                settings: RunSettings, n_max: int, progress: Progress | None) -> dict[str, Any]:
+    """Hold N_max for ``hold_s`` with the workloads running (W2 keeps switching phases).
+
+    The guest that failed the ramp (N_max + 1) and any guest that died with it are removed first.  A
+    window that fails the SLO twice in a row steps down one guest (the newest) and starts the hold
+    again, so ``held_n`` is the largest N that met the SLO for the whole hold.
+    """
+    order = list(fleet.guests)  # insertion order: oldest first
+    for iid in order[n_max:]:
+        await fleet.remove(iid)
+    removed_dead = [iid[:8] for iid in await fleet.dead()]
+    for iid in await fleet.dead():
+        await fleet.remove(iid)
+    n = len(fleet.guests)
+    windows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    stepped_down = 0
+    while n > 0:
+        if progress:
+            progress(f"hold N={n} for {settings.hold_s:.0f}s")
+        oom0 = budget.read().oom_kill
+        began = time.monotonic()
+        strikes = 0
+        failed = False
+        while time.monotonic() - began < settings.hold_s:
+            await fleet.mark()
+            await asyncio.sleep(settings.settle_s)
+            row = await _check(fleet, budget, control, calibration, settings, oom0, n)
+            row["held_for_s"] = round(time.monotonic() - began, 1)
+            windows.append(row)
+            bad = row["violations"]
+            strikes = strikes + 1 if bad else 0
+            if bad and (strikes >= 2 or any(v.startswith(_HARD) for v in bad)):
+                failures.append(f"N={n} after {row['held_for_s']:.0f}s: " + "; ".join(bad[:3]))
+                failed = True
+                break
+        if not failed:
+            break
+        newest = list(fleet.guests)[-1]
+        await fleet.remove(newest)
+        for iid in await fleet.dead():
+            await fleet.remove(iid)
+        n = len(fleet.guests)
+        stepped_down += 1
+    return {"seconds": settings.hold_s, "held_n": n, "stepped_down": stepped_down, "failures": failures,
+            "removed_dead_before_hold": removed_dead, "windows": len(windows),
+            "slowdown_p95_max": max((w["slowdown_p95"] or 0.0 for w in windows), default=None),
+            "usage_max": max((w["usage"] for w in windows), default=None),
+            "footprint_per_guest_last": windows[-1]["footprint_per_guest"] if windows else None}
 
 
 async def _check(fleet: Fleet, budget: Budget, control: Controller, calibration: Calibration,

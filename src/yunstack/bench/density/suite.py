@@ -37,6 +37,7 @@ class SuiteOptions:
     out: Path = Path("bench/results/density")
     quick: bool = False
     seed: int = 42
+    hold_s: float = 0.0
     image_dir: Path = Path("/tmp/ys-bench-image")
 
 
@@ -68,7 +69,7 @@ async def run_suite(options: SuiteOptions, progress: Progress | None = None, tic
     settle = options.settle_s if options.settle_s is not None else (6.0 if options.quick else 15.0)
     settings = RunSettings(budget_bytes=options.budget_mib * MIB, swap_bytes=options.swap_mib * MIB,
                            guest_mib=options.guest_mib, max_guests=options.max_guests, settle_s=settle,
-                           seed=options.seed, quick=options.quick)
+                           seed=options.seed, quick=options.quick, hold_s=options.hold_s)
     ramps = [s for s in options.scenarios if s != "spike"]
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
