@@ -39,7 +39,7 @@ from yunstack.memory.model import (
     Tuning,
 )
 
-ARM_NAMES = ("A0", "A1", "A2", "A3", "A4")
+ARM_NAMES = ("A0", "A1", "A2", "A3", "A4", "A4R")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,10 +278,25 @@ class Yunstack(Arm):
                 "extra": self.extra(), "source": "yunstack.memory.policy (Tuning defaults)"}
 
 
+class YunstackRamp(Yunstack):
+    """A4R: A4's runtime policy, ramped to failure like A2 and A3 (the design's §9.4 has no admission
+    for A4): how many guests the mechanisms hold, apart from how many the admission rule would let in."""
+
+    name, title = "A4R", "A4 yunstack, ramp to failure"
+    observed_admission = False
+
+    def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
+               guests: Sequence[GuestStats] = ()) -> bool:
+        return True
+
+    def claim(self, guests: Sequence[GuestStats], next_bytes: int) -> int:
+        return 0
+
+
 def make_arm(name: str, *, budget: int, overhead: int) -> Arm:
     """A fresh arm (arms keep state between ticks: one per run)."""
     arms: dict[str, Arm] = {"A0": NoOvercommit(budget, overhead), "A1": StaticRatio(budget),
-                            "A2": KsmOnly(), "A3": BalloonOnly(), "A4": Yunstack()}
+                            "A2": KsmOnly(), "A3": BalloonOnly(), "A4": Yunstack(), "A4R": YunstackRamp()}
     try:
         return arms[name]
     except KeyError:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-COLORS = {"A0": "#7f7f7f", "A1": "#bcbd22", "A2": "#1f77b4", "A3": "#ff7f0e", "A4": "#2ca02c"}
+COLORS = {"A0": "#7f7f7f", "A1": "#bcbd22", "A2": "#1f77b4", "A3": "#ff7f0e", "A4": "#2ca02c", "A4R": "#98df8a"}
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -59,9 +59,11 @@ def targets(agg: dict[str, dict[str, dict[str, Any]]], spikes: Sequence[dict[str
         if singles and max(singles) > 0:
             result["ident_vs_best_single"] = (ident["n_max_median"] or 0.0) / max(singles)
     mixed = agg.get("mixed", {})
-    if "A4" in mixed:
-        a4 = mixed["A4"]["n_max_median"] or 0.0
-        row: dict[str, Any] = {"a4_n_max": a4, "a4_slowdown_p95": mixed["A4"]["slowdown_p95_median"]}
+    for ours in ("A4", "A4R"):  # with the product's admission; ramped to failure like A2/A3
+        if ours not in mixed:
+            continue
+        a4 = mixed[ours]["n_max_median"] or 0.0
+        row: dict[str, Any] = {"a4_n_max": a4, "a4_slowdown_p95": mixed[ours]["slowdown_p95_median"]}
         if "A0" in mixed and mixed["A0"]["n_max_median"]:
             row["vs_a0"] = a4 / mixed["A0"]["n_max_median"]
             row["vs_a0_ge_1.6"] = row["vs_a0"] >= 1.6
@@ -69,9 +71,9 @@ def targets(agg: dict[str, dict[str, dict[str, Any]]], spikes: Sequence[dict[str
         if singles and max(singles) > 0:
             row["vs_best_single"] = a4 / max(singles)
             row["vs_best_single_ge_1.25"] = row["vs_best_single"] >= 1.25
-        sd = mixed["A4"]["slowdown_p95_median"]
+        sd = mixed[ours]["slowdown_p95_median"]
         row["slowdown_le_10pct"] = sd is not None and sd <= 0.10
-        result["mixed"] = row
+        result["mixed" if ours == "A4" else "mixed_ramp"] = row
     for spike in spikes:
         result[f"spike_{spike['arm']}"] = {"reclaim_s": spike.get("reclaim_s"), "ok": spike.get("ok"),
                                            "oom_kills": spike.get("oom_kills"), "guest_ooms": spike.get("guest_ooms")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import random
 import subprocess
@@ -85,6 +86,8 @@ async def run_suite(options: SuiteOptions, progress: Progress | None = None, tic
                                 progress)
         record["repeat"] = rep
         runs.append(record)
+        # Every finished run is on disk at once: an interrupted suite loses only the run in progress.
+        (out / "runs.partial.json").write_text(json.dumps(runs, default=str))
         if tick:
             tick()
     spikes: list[dict[str, Any]] = []
@@ -103,7 +106,9 @@ async def run_suite(options: SuiteOptions, progress: Progress | None = None, tic
             "idle_solo_footprint_mib": calibration.idle_footprint_bytes / MIB, "solo": calibration.solo,
             "host": {"kernel": platform.release(), "qemu": _qemu_version(), "cpus": platform.machine()},
             "facts_at_end": host_facts(), "finished": time.time()}
-    return write_report(out, meta, runs, spikes)
+    summary = write_report(out, meta, runs, spikes)
+    (out / "runs.partial.json").unlink(missing_ok=True)
+    return summary
 
 
 def steps_total(options: SuiteOptions) -> int:

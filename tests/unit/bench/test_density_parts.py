@@ -1,0 +1,51 @@
+"""The density benchmark's pure parts: workloads, arms' admission and claims, target verdicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from yunstack.bench.density.arms import make_arm
+from yunstack.bench.density.report import targets
+from yunstack.bench.density.workloads import scenario
+from yunstack.memory.model import MIB, GuestStats
+
+
+def test_the_mixed_fleet_follows_the_design_mix() -> None:
+    kinds = [scenario("mixed", i, seed=42).kind for i in range(16)]
+    assert kinds.count("W1") == 8 and kinds.count("W2") == 4 and kinds.count("W0") + kinds.count("W3") == 4
+    assert kinds.count("W3") == 2  # the idle quarter alternates W0 / W3
+
+
+def test_a_bursty_guest_prints_from_the_start_instead_of_sleeping_its_offset() -> None:
+    w2 = scenario("mixed", 9, seed=42)  # offset 63 s
+    assert w2.kind == "W2" and "sleep" not in w2.user_data
+    assert "--mib 32" in w2.user_data.split(";")[0] and "--seconds 123" in w2.user_data  # 60 s + 63 s offset
+    w3 = scenario("mixed", 7, seed=42)
+    assert w3.kind == "W3" and "--cache-mib 96" in w3.user_data and w3.active
+
+
+def _guest(rss_mib: int) -> GuestStats:
+    return GuestStats(instance_id="g", timestamp=0.0, configured=256 * MIB, balloon_actual=256 * MIB,
+                      rss=rss_mib * MIB)
+
+
+def test_a4_claims_the_next_guests_footprint_and_a4r_ramps_without_admission() -> None:
+    a4 = make_arm("A4", budget=2048 * MIB, overhead=40 * MIB)
+    a4r = make_arm("A4R", budget=2048 * MIB, overhead=40 * MIB)
+    guests = [_guest(290), _guest(120)]
+    assert a4.observed_admission and a4.claim(guests, 256 * MIB) == 290 * MIB
+    assert a4.claim([], 256 * MIB) == (256 + 96) * MIB  # no guest yet: RAM + overhead
+    assert not a4r.observed_admission and a4r.claim(guests, 256 * MIB) == 0
+    assert a4r.admits([256 * MIB] * 100, 256 * MIB) and a4r.uses_ksm
+
+
+def _row(n: float) -> dict[str, Any]:
+    return {"n_max_median": n, "slowdown_p95_median": 0.0}
+
+
+def test_targets_judge_both_a4_variants_against_the_best_single_mechanism() -> None:
+    agg = {"mixed": {"A0": _row(6), "A2": _row(10), "A3": _row(9), "A4": _row(12), "A4R": _row(13)}}
+    result = targets(agg, [])
+    assert result["mixed"]["vs_a0"] == 2.0 and result["mixed"]["vs_best_single"] == 1.2
+    assert not result["mixed"]["vs_best_single_ge_1.25"]
+    assert result["mixed_ramp"]["vs_best_single"] == 1.3 and result["mixed_ramp"]["vs_best_single_ge_1.25"]
