@@ -342,17 +342,21 @@ class MemoryManager:
         self._pending += need
         try:
             deadline = time.monotonic() + timeout
-            # No sample yet (the manager has not ticked): nothing to wait for.
-            made = self._last_host is None or policy.room_made(self._last_host, need, self.tuning)
+            made = self._room_made()
             while not made and self._started and time.monotonic() < deadline:
                 await asyncio.sleep(min(self.tuning.spike_period, max(0.05, deadline - time.monotonic())))
-                made = self._last_host is None or policy.room_made(self._last_host, need, self.tuning)
+                made = self._room_made()
             if not made:
                 log.warning("memory manager: no room for %d MiB after %.0fs; starting the guest anyway",
                             need >> 20, timeout)
             yield made
         finally:
             self._pending -= need
+
+    def _room_made(self) -> bool:
+        """Every pending claim fits the memory free now (several guests may start at once).  Without a
+        sample yet (the manager has not ticked) there is nothing to wait for."""
+        return self._last_host is None or policy.room_made(self._last_host, self._pending, self.tuning)
 
     # -- reading -----------------------------------------------------------------------------
 
