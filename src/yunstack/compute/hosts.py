@@ -75,7 +75,7 @@ class HostUsage:
 
     @property
     def observed_free_mib(self) -> int | None:
-        """Free memory the memory manager observed on the host (``stats``); 0 = unknown."""
+        """The memory manager's admission room on the host (``stats``), MiB; None = not reported yet."""
         value = self.stats.get("observed_free_mib")
         return None if value is None else int(value)
 

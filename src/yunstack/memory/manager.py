@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,15 +126,6 @@ def instance_extra(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NO
     """``InstanceSpec.extra`` flags the QEMU driver applies at (re)start for this policy."""
     thp = policy_.thp if policy_.thp is not None else (not policy_.page_sharing and level == PressureLevel.NONE)
     return {EXTRA_PAGE_SHARING: "on" if policy_.page_sharing else "off", EXTRA_THP: "on" if thp else "off"}
-
-
-def _with_pending(host: HostStats, pending: int) -> HostStats:
-    """``host`` with ``pending`` bytes counted as used (the budget's usage, else MemAvailable)."""
-    if pending <= 0:
-        return host
-    if host.budget_limit is not None and host.budget_usage is not None:
-        return replace(host, budget_usage=host.budget_usage + pending)
-    return replace(host, available=max(0, host.available - pending), free=max(0, host.free - pending))
 
 
 def attribute_sharing(host: HostStats, guests: Sequence[GuestStats],
@@ -261,7 +252,7 @@ class MemoryManager:
         raw = self.host_collector.collect()
         guests, errors = await self.guest_collector.collect()
         self._last_host, self._last_guests = raw, guests
-        host = _with_pending(raw, self._pending)
+        host = policy.with_claims(raw, self._pending)
         actions, self.history = policy.step(host, guests, self.policies, self.history, self.tuning)
         self.last_actions = actions
         problems = [f"{iid}: {why}" for iid, why in sorted(errors.items())]
@@ -311,14 +302,14 @@ class MemoryManager:
         saved = sum(r.shared for r in rows)
         used = max(resident - saved, 1)
         committed = sum(r.configured for r in rows)
+        room = policy.admission_room(host, guests, self.policies, self.history, self.tuning)
         host_row = HostLedger(
             physical=host.capacity, committed=committed, guests_resident=resident, guests_used=used,
             consolidation_ratio=round(committed / used, 3) if rows else 0.0, savings_ksm=saved,
             savings_balloon=sum(r.ballooned for r in rows), savings_swap=sum(r.swapped for r in rows),
             shared_method=method, ksm_pages_sharing=host.ksm.pages_sharing, ksm_run=host.ksm.run,
-            available=host.headroom, swap_free=host.swap_free, psi_some_avg10=host.psi_some_avg10)
-        room = policy.admission_room(host, guests, self.policies, self.history, self.tuning)
-        host_row = replace(host_row, admission_room=room.room, admission_blocked=room.blocked)
+            available=host.headroom, swap_free=host.swap_free, psi_some_avg10=host.psi_some_avg10,
+            admission_room=room.room, admission_blocked=room.blocked)
         cost = ManagerCost(tick_seconds=time.monotonic() - began, cpu_seconds=time.thread_time() - cpu0,
                            rss_bytes=_self_rss())
         return LedgerEntry(wall_time=time.time(), timestamp=host.timestamp, level=actions.level, host=host_row,

@@ -151,6 +151,17 @@ def entitlements(pool: int, shares: Sequence[int], active: Sequence[int], floors
     return [int(p) for p in alloc(lo)]
 
 
+def _ceiling(g: GuestStats, pol: GuestPolicy) -> int:
+    """A guest's most: its configured RAM, or its limit (ESX max) when lower."""
+    return min(g.configured, pol.limit_bytes) if pol.limit_bytes is not None else g.configured
+
+
+def _floor(ws: int, pol: GuestPolicy, ceiling: int, tuning: Tuning) -> int:
+    """Never balloon below: working set + headroom, the reservation (ESX min) and ``min_guest_bytes``."""
+    headroom = max(tuning.min_headroom_bytes, int(tuning.headroom_fraction * ws))
+    return min(ceiling, max(pol.reservation_bytes, ws + headroom, tuning.min_guest_bytes))
+
+
 def _step_limit(configured: int, tuning: Tuning) -> int:
     return int(min(tuning.max_step_bytes, max(tuning.min_step_bytes, tuning.max_step_fraction * configured)))
 
@@ -186,10 +197,9 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
     hists = [history.guest(g.instance_id) for g in guests]
     ceilings, floors, actives = [], [], []
     for g, pol, gh in zip(guests, pols, hists, strict=True):
-        ceiling = min(g.configured, pol.limit_bytes) if pol.limit_bytes is not None else g.configured
+        ceiling = _ceiling(g, pol)
         ws = min(working_set(gh), g.configured) if gh.samples else g.balloon_actual
-        headroom = max(tuning.min_headroom_bytes, int(tuning.headroom_fraction * ws))
-        floor = min(ceiling, max(pol.reservation_bytes, ws + headroom, tuning.min_guest_bytes))
+        floor = _floor(ws, pol, ceiling, tuning)
         ceilings.append(ceiling)
         floors.append(floor)
         actives.append(min(ws, g.balloon_actual))
@@ -267,7 +277,6 @@ class Room:
     reclaimable: int  # what ballooning could still hand back: backed memory above every guest's floor
     regrowth: int  # working set the guests used recently above what they use now
     reserve: int  # admission_free_fraction of the capacity, never handed out
-    largest: int  # the largest guest footprint (RSS or cgroup usage) here; 0 without guests
     blocked: str | None = None  # why nothing may start now, whatever the numbers say
 
     @property
@@ -303,20 +312,15 @@ def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapp
         if not gh.measured:
             continue  # a booting guest: nothing known, nothing lent
         pol = policies.get(g.instance_id, _DEFAULT_POLICY)
-        ceiling = min(g.configured, pol.limit_bytes) if pol.limit_bytes is not None else g.configured
-        ws = min(working_set(gh), g.configured)
-        floor = min(ceiling, max(pol.reservation_bytes, ws + max(tuning.min_headroom_bytes,
-                                                                 int(tuning.headroom_fraction * ws)),
-                                 tuning.min_guest_bytes))
+        floor = _floor(min(working_set(gh), g.configured), pol, _ceiling(g, pol), tuning)
         reclaimable += max(0, g.balloon_actual - _unbacked(g, tuning) - floor)
-    largest = max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=0)
     blocked = None
     if history.level >= PressureLevel.SWAP:
         blocked = f"level {history.level.name}"
     elif pressured:
         blocked = f"{pressured} guests short of memory"
     return Room(headroom=host.headroom, reclaimable=reclaimable, regrowth=growth,
-                reserve=int(tuning.admission_free_fraction * host.capacity), largest=largest, blocked=blocked)
+                reserve=int(tuning.admission_free_fraction * host.capacity), blocked=blocked)
 
 
 def expected_footprint(guests: Sequence[GuestStats], next_bytes: int, tuning: Tuning) -> int:
@@ -325,6 +329,16 @@ def expected_footprint(guests: Sequence[GuestStats], next_bytes: int, tuning: Tu
     ceiling = next_bytes + tuning.qemu_overhead_bytes
     largest = max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=0)
     return min(ceiling, largest) if largest > 0 else ceiling
+
+
+def with_claims(host: HostStats, claimed: int) -> HostStats:
+    """``host`` with ``claimed`` bytes counted as used (the budget's usage, else MemAvailable): room
+    reserved for guests about to start, or a demand announced before it arrives."""
+    if claimed <= 0:
+        return host
+    if host.budget_limit is not None and host.budget_usage is not None:
+        return replace(host, budget_usage=host.budget_usage + claimed)
+    return replace(host, available=max(0, host.available - claimed), free=max(0, host.free - claimed))
 
 
 def room_made(host: HostStats, need: int, tuning: Tuning) -> bool:
@@ -401,7 +415,8 @@ def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPoli
         until = history.tick + tuning.ksm_boost_periods if arrived else history.ksm_boost_until
         pages, why = _cpu_backoff(tuning.ksm_max_pages, host, level, tuning)
         return (KsmSettings(run=1, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms),
-                f"ksm boost: a guest arrived, {pages} pages / {tuning.ksm_sleep_ms} ms until period {until}{why}")
+                f"ksm boost: a guest arrived, {pages} pages / {tuning.ksm_sleep_ms} ms until period {until}"
+                + (f"; {why}" if why else ""))
     mergeable_pages = sum(max(g.rss, 0) for g in sharable) // PAGE
     committed = sum(g.configured for g in guests)
     overcommitted = committed + tuning.ksm_free_fraction * host.capacity > host.capacity
@@ -417,7 +432,7 @@ def _ksm(host: HostStats, guests: Sequence[GuestStats], pols: Sequence[GuestPoli
             wanted = False  # scanning finds nothing: stop (merged pages stay merged with run=0)
     pages, why = _cpu_backoff(pages, host, level, tuning)
     return (KsmSettings(run=1 if wanted else 0, pages_to_scan=pages, sleep_millisecs=tuning.ksm_sleep_ms),
-            why.lstrip("; ") if wanted else "")
+            why if wanted else "")
 
 
 def _cpu_backoff(pages: int, host: HostStats, level: PressureLevel, tuning: Tuning) -> tuple[int, str]:
@@ -426,7 +441,7 @@ def _cpu_backoff(pages: int, host: HostStats, level: PressureLevel, tuning: Tuni
     if psi < tuning.ksm_cpu_psi_backoff or level >= PressureLevel.BALLOON or pages <= tuning.ksm_min_pages:
         return pages, ""
     slower = max(tuning.ksm_min_pages, pages // tuning.ksm_cpu_backoff_divisor)
-    return slower, (f"; ksm backoff: CPU PSI some {psi:.0f}% >= {tuning.ksm_cpu_psi_backoff:.0f}%, "
+    return slower, (f"ksm backoff: CPU PSI some {psi:.0f}% >= {tuning.ksm_cpu_psi_backoff:.0f}%, "
                     f"{pages} -> {slower} pages")
 
 

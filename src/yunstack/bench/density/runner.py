@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +27,7 @@ from yunstack.bench.density.arms import Arm, ArmActions
 from yunstack.bench.density.budget import Budget
 from yunstack.bench.density.workloads import Workload, idle, scenario
 from yunstack.errors import DriverError, YunError
+from yunstack.memory import policy
 from yunstack.memory.cgroups import MemoryCgroups
 from yunstack.memory.collectors import GuestCollector, HostCollector, read_ksm
 from yunstack.memory.controllers import CgroupControl, KsmControl
@@ -101,7 +102,8 @@ class Controller:
         self.guest_collector = GuestCollector(fleet.driver, cgroups=cg, cgroup_parent=budget.name)
         self.cgroup_control = CgroupControl(cg, budget.name)
         self.ksm = KsmControl() if arm.uses_ksm else None
-        self.reserve = 0  # bytes the arm sees as already used (the spike test's pending demand)
+        self.reserve = 0  # bytes the arm sees as already used (a claim, or the spike test's pending demand)
+        self.raw_host: HostStats | None = None  # the last sample without ``reserve``
         self.foreign: list[str] = []  # KSM knob changes by other processes, seen when re-applying ours
         self.host: HostStats | None = None
         self.guests: list[GuestStats] = []
@@ -129,8 +131,8 @@ class Controller:
     async def step(self) -> None:
         cpu0 = time.thread_time()
         host = self.host_collector.collect()
-        if self.reserve and host.budget_usage is not None:
-            host = replace(host, budget_usage=host.budget_usage + self.reserve)
+        self.raw_host = host
+        host = policy.with_claims(host, self.reserve)
         guests, _ = await self.guest_collector.collect()
         self.host, self.guests = host, guests
         self.sample_cpu += time.thread_time() - cpu0
@@ -311,13 +313,12 @@ async def _make_room(control: Controller, arm: Arm, nbytes: int, timeout: float)
     deadline = time.monotonic() + timeout
     await asyncio.sleep(1.1)  # one sample taken with the claim in it (the sampler runs at 1 Hz)
     while True:
-        host = control.host
-        if host is not None and arm.room_made(replace(host, budget_usage=(host.budget_usage or 0) - claim)
-                                              if host.budget_usage is not None else host, claim):
+        host = control.raw_host
+        if host is not None and arm.room_made(host, claim):
             return None
         if time.monotonic() >= deadline:
             control.reserve = 0
-            free = "?" if host is None else f"{(host.headroom + claim) >> 20} MiB"
+            free = "?" if host is None else f"{host.headroom >> 20} MiB"
             return f"no room made for {claim >> 20} MiB in {timeout:.0f}s ({free} free)"
         await asyncio.sleep(0.5)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yunstack.compute.driver import InstanceSpec
+from yunstack.compute.qemu.disk import DISK_CACHE_MODES
 from yunstack.config import QemuConfig
 
 # Longest path a unix socket address may hold (sun_path is 108 bytes with the NUL).
@@ -21,7 +22,6 @@ EXTRA_THP = "yunstack:thp"
 # Empty PCIe root ports for hot-plugged NICs (q35 only; the pc machine hot-plugs on its root bus).
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hotplug"
-DISK_CACHE_MODES = ("none", "writeback", "writethrough")
 
 
 def _flag(spec: InstanceSpec, key: str) -> bool | None:

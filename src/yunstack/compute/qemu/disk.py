@@ -11,6 +11,7 @@ from typing import Any
 from yunstack.errors import DriverError, DriverMisconfigured
 
 GIB = 1024**3
+DISK_CACHE_MODES = ("none", "writeback", "writethrough")  # QEMU's -drive cache= values we allow
 QEMU_IMG_TIMEOUT = 600.0
 
 
@@ -100,7 +101,7 @@ def supports_direct_io(directory: Path) -> bool:
 
 def cache_mode(configured: str, directory: Path) -> str:
     """The ``cache=`` of a root disk in ``directory``: the configured mode, ``auto`` resolved."""
-    if configured in ("none", "writeback", "writethrough"):
+    if configured in DISK_CACHE_MODES:
         return configured
     if configured != "auto":
         raise DriverMisconfigured(
