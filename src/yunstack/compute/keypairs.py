@@ -10,10 +10,12 @@ import base64
 import binascii
 import hashlib
 import string
+from datetime import timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,6 +67,38 @@ def generate_ssh_key() -> tuple[str, str]:
     return private, f"{public} Generated-by-Nova"
 
 
+def generate_x509_key(user_id: str) -> tuple[str, str]:
+    """A new RSA-2048 key and a self-signed client certificate for it, as Nova generates ``x509``
+    keypairs (used for WinRM certificate logins): (PEM private key, PEM certificate).
+
+    The certificate names the user (a UPN in the subject alternative name, as WinRM maps it) and is
+    valid for ten years, like Nova's.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user_id)])
+    upn = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft's userPrincipalName
+    now = utcnow()
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.OtherName(upn, _der_utf8(f"{user_id}@localhost"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    return private, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _der_utf8(text: str) -> bytes:
+    """DER encoding of a UTF8String (the value type of a UPN other-name)."""
+    raw = text.encode()
+    if len(raw) < 0x80:
+        return bytes([0x0C, len(raw)]) + raw
+    size = len(raw).to_bytes((len(raw).bit_length() + 7) // 8, "big")
+    return bytes([0x0C, 0x80 | len(size)]) + size + raw
+
+
 def _keypair(row: t.KeyPair, private_key: str | None = None) -> KeyPair:
     return KeyPair(id=row.id, name=row.name, user_id=row.user_id, public_key=row.public_key,
                    fingerprint=row.fingerprint, type=row.type, created_at=row.created_at,
@@ -100,9 +134,7 @@ class KeyPairService:
             raise BadRequest("Invalid keypair type {type!r}: ssh or x509.", type=key_type)
         private_key = None
         if public_key is None:
-            if key_type != "ssh":
-                raise BadRequest("Only ssh keypairs can be generated; import an x509 certificate.")
-            private_key, public_key = generate_ssh_key()
+            private_key, public_key = generate_ssh_key() if key_type == "ssh" else generate_x509_key(owner)
         public_key = public_key.strip()
         fingerprint = ssh_fingerprint(public_key) if key_type == "ssh" else x509_fingerprint(public_key)
         try:

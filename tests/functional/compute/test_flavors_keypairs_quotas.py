@@ -442,3 +442,20 @@ def test_availability_zones(api: Api, world: dict[str, Any]) -> None:
     by_name = {z["zoneName"]: z for z in detail}
     assert set(by_name) == {"internal", "az1", "nova"}
     assert by_name["az1"]["hosts"]["h1"]["nova-compute"]["available"] is True
+
+
+def test_generated_x509_keypairs_carry_a_certificate_and_its_sha1_fingerprint(world: dict[str, Any]) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    alice = world["alice"].at("2.2")
+    r = alice.post("/os-keypairs", {"keypair": {"name": "cert", "type": "x509"}})
+    assert r.status_code == 201, r.text
+    made = r.json()["keypair"]
+    assert made["type"] == "x509" and made["private_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    cert = x509.load_pem_x509_certificate(made["public_key"].encode())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    digest = hashlib.sha1(der).hexdigest()
+    assert made["fingerprint"] == ":".join(digest[i:i + 2] for i in range(0, 40, 2))
+    shown = alice.get("/os-keypairs/cert").json()["keypair"]
+    assert shown["type"] == "x509" and shown["public_key"] == made["public_key"] and "private_key" not in shown
