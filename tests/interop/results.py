@@ -117,7 +117,7 @@ def judge(outcomes: list[Outcome], targets: list[Target], listed: dict[str, list
                               "capability": t.capability, "volume": t.volume, "flagged": t.flagged,
                               "listed_expected_failure": listed_xfail, "result": result,
                               "cause": cause(detail) if result in ("failed", "expected failure") else "",
-                              "detail": detail})
+                              "detail": _short(detail)})
         if result == "failed" and not t.volume:
             summary.ok = False
             summary.reasons.append(f"failed: {name}")
@@ -139,11 +139,11 @@ def judge(outcomes: list[Outcome], targets: list[Target], listed: dict[str, list
 
 def _status_of(own: Outcome | None, fixtures: list[Outcome]) -> tuple[str, str]:
     if own is not None:
-        return own.status, _short(own.detail)
+        return own.status, own.detail
     # A test without its own result: its class was skipped or failed in setUpClass.
     for f in fixtures:
         if f.test_id.startswith("setUpClass") and f.status in ("skip", "fail"):
-            return f.status, _short(f.detail)
+            return f.status, f.detail
     return "none", ""
 
 
