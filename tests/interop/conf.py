@@ -160,7 +160,4 @@ build_timeout = 60
 backup = False
 snapshot = True
 clone = True
-
-[object-storage]
-operator_role = member
 """
