@@ -289,6 +289,33 @@ def test_patch_changes_name_tags_properties_and_refuses_read_only(api: Api, worl
     assert api.http.get(url, headers=api.headers(tok)).json()["tags"] == ["blue"]
 
 
+def test_the_older_v2_0_patch_form_names_the_operation_as_its_key(api: Api, world: dict[str, Any]) -> None:
+    """Glance's application/openstack-images-v2.0-json-patch (what Tempest sends): {"replace": "/name"}."""
+    tok = world["alice"]
+    h = {**api.headers(tok), "Content-Type": "application/openstack-images-v2.0-json-patch"}
+    img = create(api, tok, name="old", color="red")
+    url = f"{IM}/images/{img['id']}"
+    r = api.http.patch(url, json=[{"replace": "/name", "value": "new"}, {"add": "/size_hint", "value": "s"},
+                                  {"remove": "/color"}], headers=h)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["name"] == "new" and out["size_hint"] == "s" and "color" not in out
+    for bad in ([{"op": "replace", "path": "/name", "value": "x"}], [{"replace": "/name", "add": "/x", "value": 1}],
+                [{"value": "x"}]):
+        r = api.http.patch(url, json=bad, headers=h)
+        assert r.status_code == 400, (bad, r.text)
+    assert api.http.get(url, headers=api.headers(tok)).json()["name"] == "new"
+
+
+def test_an_empty_image_id_is_not_found_not_the_list(api: Api, world: dict[str, Any]) -> None:
+    h = api.headers(world["alice"])
+    create(api, world["alice"], name="listed")
+    assert api.http.get(f"{IM}/images/", headers=h).status_code == 404
+    assert api.http.delete(f"{IM}/images/", headers=h).status_code == 404
+    assert api.http.get(f"{IM}/images", headers=h).status_code == 200
+    assert api.http.get(f"{IM}/images/").status_code == 401
+
+
 def test_disk_format_can_only_change_while_queued(api: Api, world: dict[str, Any], disks: dict[str, Path]) -> None:
     tok = world["alice"]
     img = create(api, tok, disk_format="raw")

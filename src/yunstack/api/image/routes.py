@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.image import schemas as s
 from yunstack.api.image import views as v
-from yunstack.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from yunstack.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 from yunstack.image.models import ImageFilters, PatchOp
 
 router = APIRouter(prefix="/image", tags=["image"])
@@ -151,6 +151,13 @@ def list_images(ctx: Ctx, svc: Svc, request: Request) -> Json:
     return body
 
 
+@router.api_route("/v2/images/", methods=["GET", "PATCH", "DELETE"], include_in_schema=False)
+def image_without_id(ctx: Ctx) -> Response:
+    """``/v2/images/`` names an image with an empty id: 404 as in Glance, not the list or a 405."""
+    del ctx  # authenticated first, like every image call
+    raise NotFound("No image found with ID {id}.", id="")
+
+
 @router.get("/v2/images/{image_id}")
 def show_image(image_id: str, ctx: Ctx, svc: Svc) -> Json:
     return v.image(svc.image.get(ctx, image_id))
@@ -161,11 +168,17 @@ async def update_image(image_id: str, request: Request, ctx: Ctx, svc: Svc) -> J
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in s.PATCH_MEDIA_TYPES:
         raise UnsupportedMediaType(detail=f"PATCH needs Content-Type {s.PATCH_MEDIA_TYPES[0]}, got {ctype!r}.")
+    body = await request.body()
     try:
-        items = s.Patch.validate_json(await request.body())
+        if ctype == "application/openstack-images-v2.0-json-patch":
+            items = [i.as_item() for i in s.PatchV20.validate_json(body)]
+        else:
+            items = s.Patch.validate_json(body)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValidationFailed(detail=f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from exc
+    except ValueError as exc:
+        raise ValidationFailed(detail=str(exc)) from exc
     ops = [PatchOp(op=i.op, path=i.path, value=i.value) for i in items]
     return v.image(await run_in_threadpool(svc.image.update, ctx, image_id, ops))
 

@@ -42,6 +42,27 @@ class PatchItem(Strict):
 
 Patch = TypeAdapter(list[PatchItem])
 
+
+class PatchItemV20(Strict):
+    """The older Glance form (``application/openstack-images-v2.0-json-patch``, JSON-patch draft 10):
+    the operation is the key and the path its value, e.g. ``{"replace": "/name", "value": "x"}``."""
+
+    add: str | None = Field(default=None, max_length=1024)
+    replace: str | None = Field(default=None, max_length=1024)
+    remove: str | None = Field(default=None, max_length=1024)
+    value: Any = None
+
+    def as_item(self) -> PatchItem:
+        given = [(op, path) for op, path in (("add", self.add), ("replace", self.replace), ("remove", self.remove))
+                 if path is not None]
+        if len(given) != 1:
+            raise ValueError("each change needs exactly one of 'add', 'replace' or 'remove'")
+        op, path = given[0]
+        return PatchItem(op=op, path=path, value=self.value)
+
+
+PatchV20 = TypeAdapter(list[PatchItemV20])
+
 PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
                      "application/openstack-images-v2.0-json-patch", "application/json-patch+json")
 
