@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
+from yunstack.api.identity import catalog
 from yunstack.api.identity import schemas as s
 from yunstack.api.identity import views as v
 from yunstack.errors import BadRequest
@@ -256,3 +257,6 @@ def show_app_cred(user_id: str, cred_id: str, ctx: Ctx, svc: Svc) -> Json:
 def delete_app_cred(user_id: str, cred_id: str, ctx: Ctx, svc: Svc) -> Response:
     svc.identity.delete_app_cred(ctx, user_id, cred_id)
     return Response(status_code=204)
+
+
+router.include_router(catalog.router)
