@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.image import schemas as s
 from yunstack.api.image import views as v
-from yunstack.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from yunstack.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 from yunstack.image.models import ImageFilters, PatchOp
 
 router = APIRouter(prefix="/image", tags=["image"])
@@ -161,13 +161,43 @@ async def update_image(image_id: str, request: Request, ctx: Ctx, svc: Svc) -> J
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in s.PATCH_MEDIA_TYPES:
         raise UnsupportedMediaType(detail=f"PATCH needs Content-Type {s.PATCH_MEDIA_TYPES[0]}, got {ctype!r}.")
+    raw = await request.body()
     try:
-        items = s.Patch.validate_json(await request.body())
+        if ctype == s.V20_PATCH:
+            ops = [_v20_op(item) for item in s.PatchV20.validate_json(raw)]
+        else:
+            ops = [PatchOp(op=i.op, path=i.path, value=i.value) for i in s.Patch.validate_json(raw)]
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValidationFailed(detail=f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from exc
-    ops = [PatchOp(op=i.op, path=i.path, value=i.value) for i in items]
     return v.image(await run_in_threadpool(svc.image.update, ctx, image_id, ops))
+
+
+def _v20_op(item: dict[str, Any]) -> PatchOp:
+    """One v2.0 operation object: exactly one member named add, remove or replace, holding the path."""
+    named = [key for key in s.OPERATIONS if key in item]
+    if len(named) != 1:
+        raise BadRequest('Operation objects must contain exactly one member named "add", "remove", '
+                         'or "replace".')
+    op = named[0]
+    path = item[op]
+    if not isinstance(path, str):
+        raise BadRequest("The {op} member must be a JSON pointer string.", op=op)
+    if op != "remove" and "value" not in item:
+        raise BadRequest('Operation "{op}" requires a member named "value".', op=op)
+    return PatchOp(op=op, path=path, value=item.get("value"), add_must_be_new=True)
+
+
+_EMPTY_ID_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@router.api_route("/v2/images/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
+@router.api_route("/v2/images/{image_id}/members/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
+@router.api_route("/v2/images/{image_id}/tags/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
+def empty_id(request: Request) -> Response:
+    # An empty id names nothing: 404 as in Glance, not a redirect to the collection (whose other
+    # methods would then answer 405).
+    raise NotFound("The resource could not be found: {path}", path=request.url.path)
 
 
 @router.delete("/v2/images/{image_id}", status_code=204)

@@ -41,9 +41,14 @@ class PatchItem(Strict):
 
 
 Patch = TypeAdapter(list[PatchItem])
+# The v2.0 media type predates RFC 6902: the operation is the member's name and its value the path,
+# ``{"replace": "/name", "value": "x"}`` (JSON-patch draft 4, as Glance reads it).
+PatchV20 = TypeAdapter(list[dict[str, Any]])
 
-PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
-                     "application/openstack-images-v2.0-json-patch", "application/json-patch+json")
+V21_PATCH = "application/openstack-images-v2.1-json-patch"
+V20_PATCH = "application/openstack-images-v2.0-json-patch"
+PATCH_MEDIA_TYPES = (V21_PATCH, V20_PATCH, "application/json-patch+json")
+OPERATIONS = ("add", "remove", "replace")
 
 
 class MemberCreate(Strict):
