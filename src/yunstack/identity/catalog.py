@@ -208,6 +208,21 @@ class CatalogAdmin:
             s.delete(self._endpoint_row(s, endpoint_id))
         self._tokens.forget()
 
+    # -- regions ---------------------------------------------------------------------------------
+
+    def list_regions(self, ctx: AuthContext) -> list[str]:
+        """Region ids: the regions endpoints name.  Regions have no table of their own; an endpoint
+        created in a new region brings it into being (Keystone's compatibility rule for ``region``).
+        Reading them is open to every token, as in Keystone."""
+        with self._db() as s:
+            q = select(t.Endpoint.region).where(t.Endpoint.region != "").distinct()
+            return sorted(s.scalars(q))
+
+    def get_region(self, ctx: AuthContext, region_id: str) -> str:
+        if region_id not in self.list_regions(ctx):
+            raise NotFound(kind="region", id=region_id)
+        return region_id
+
     # -- bootstrap -------------------------------------------------------------------------------
 
     @staticmethod

@@ -127,3 +127,14 @@ def test_a_restart_keeps_admin_made_entries_and_moves_bootstrap_urls(api: Api) -
     eps = api.http.get(f"{ID}/endpoints", params={"service_id": compute[0]["id"]}, headers=h).json()
     assert {e["url"] for e in eps["endpoints"]} == {"http://10.0.0.5:9999/compute/v2.1"}
     assert len(eps["endpoints"]) == 3
+
+
+def test_regions_are_the_ones_endpoints_name_and_anyone_may_read_them(api: Api) -> None:
+    admin = api.admin()
+    make_member(api, admin, "delta", "dan")
+    h = api.headers(api.login("dan", "dan-pw", "delta"))
+    regions = api.http.get(f"{ID}/regions", headers=h).json()["regions"]
+    assert [r["id"] for r in regions] == ["RegionOne"]
+    assert set(regions[0]) == {"id", "description", "parent_region_id", "links"}
+    assert api.http.get(f"{ID}/regions/RegionOne", headers=h).json()["region"]["id"] == "RegionOne"
+    assert api.http.get(f"{ID}/regions/Atlantis", headers=h).status_code == 404

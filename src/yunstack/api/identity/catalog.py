@@ -1,4 +1,4 @@
-"""Keystone v3 catalog routes: ``/v3/services`` and ``/v3/endpoints`` (admin-managed)."""
+"""Keystone v3 catalog routes: ``/v3/services`` and ``/v3/endpoints`` (admin-managed), ``/v3/regions``."""
 
 from __future__ import annotations
 
@@ -96,3 +96,17 @@ def update_endpoint(endpoint_id: str, body: s.EndpointUpdateBody, ctx: Ctx, svc:
 def delete_endpoint(endpoint_id: str, ctx: Ctx, svc: Svc) -> Response:
     svc.identity.catalog.delete_endpoint(ctx, endpoint_id)
     return Response(status_code=204)
+
+
+# -- regions (read-only: the regions that endpoints name) ----------------------------------------
+
+@router.get("/regions")
+def list_regions(ctx: Ctx, svc: Svc, request: Request) -> Json:
+    base = svc.config.server.base_url
+    return {"regions": [v.region(base, r) for r in svc.identity.catalog.list_regions(ctx)],
+            "links": _links(request)}
+
+
+@router.get("/regions/{region_id}")
+def show_region(region_id: str, ctx: Ctx, svc: Svc) -> Json:
+    return {"region": v.region(svc.config.server.base_url, svc.identity.catalog.get_region(ctx, region_id))}

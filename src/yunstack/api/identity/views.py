@@ -87,6 +87,11 @@ def endpoint(base: str, e: Endpoint) -> Json:
             "links": {"self": f"{base}/identity/v3/endpoints/{e.id}"}}
 
 
+def region(base: str, region_id: str) -> Json:
+    return {"id": region_id, "description": "", "parent_region_id": None,
+            "links": {"self": f"{base}/identity/v3/regions/{region_id}"}}
+
+
 def catalog(services: list[CatalogService]) -> list[Json]:
     return [
         {"id": s.id, "type": s.type, "name": s.name,
