@@ -418,8 +418,12 @@ class IdentityService:
             self.auth.revoke(user_id=user_id, project_id=project_id, session=s)
 
     def list_assignments(self, ctx: AuthContext, *, user_id: str | None = None,
-                         project_id: str | None = None, role_id: str | None = None) -> list[Assignment]:
+                         project_id: str | None = None, role_id: str | None = None,
+                         elsewhere: bool = False) -> list[Assignment]:
+        """Project role assignments; ``elsewhere`` (groups, domain or system scope) has none."""
         policy.require_admin(ctx, "identity:list_role_assignments")
+        if elsewhere:
+            return []
         with self._db() as s:
             q = (select(t.RoleAssignment, t.Role.name)
                  .join(t.Role, t.Role.id == t.RoleAssignment.role_id)

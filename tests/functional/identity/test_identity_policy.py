@@ -216,3 +216,12 @@ def test_disabling_a_domain_locks_its_users_out(api: Api, world: dict[str, Any])
     assert api.http.post(f"{ID}/auth/tokens", json=body).status_code == 401
     r = api.http.patch(f"{ID}/domains/default", json={"domain": {"enabled": False}}, headers=admin)
     assert r.status_code == 403
+
+
+def test_a_member_asking_for_group_or_domain_assignments_gets_403_too(api: Api, world: dict[str, Any]) -> None:
+    for params in ({"group.id": "g"}, {"scope.domain.id": "default"}, {"scope.system": "all"}):
+        r = api.http.get(f"{ID}/role_assignments", params=params, headers=api.headers(world["alice"]))
+        assert r.status_code == 403, params
+        r = api.http.get(f"{ID}/role_assignments", params=params, headers=api.headers(world["admin"]))
+        assert r.json()["role_assignments"] == []
+
