@@ -91,3 +91,34 @@ def test_second_start_on_the_same_state_dir_keeps_everything(tmp_path: Path) -> 
         assert status.returncode == 0 and "running" in status.stdout
     finally:
         assert second.stop() == 0
+
+
+def test_service_and_endpoint_commands_with_the_openstack_cli(cloud: RunningCloud) -> None:
+    services = cloud.osc_json("service", "list")
+    assert {"identity", "compute", "image", "network"} <= {s["Type"] for s in services}
+    endpoints = cloud.osc_json("endpoint", "list")
+    compute = [e for e in endpoints if e["Service Type"] == "compute"]
+    assert {e["Interface"] for e in compute} == {"public", "internal", "admin"}
+    assert all(e["URL"] == f"{cloud.url}/compute/v2.1" and e["Service Name"] == "nova" for e in compute)
+    assert {e["Interface"] for e in cloud.osc_json("endpoint", "list", "--interface", "public")} == {"public"}
+
+    made = cloud.osc_json("service", "create", "--name", "swift", "--description", "objects",
+                          "object-store")
+    assert made["type"] == "object-store" and made["name"] == "swift"
+    ep = cloud.osc_json("endpoint", "create", "--region", "RegionOne", "swift", "public",
+                        "http://objects.example/v1")
+    assert ep["url"] == "http://objects.example/v1" and ep["service_name"] == "swift"
+    listed = cloud.osc_json("endpoint", "list", "--service", "object-store")
+    assert [e["URL"] for e in listed] == ["http://objects.example/v1"]
+    assert "object-store" in {c["Type"] for c in cloud.osc_json("catalog", "list")}
+    cloud.osc("endpoint", "set", "--disable", ep["id"])
+    assert cloud.osc_json("endpoint", "show", ep["id"])["enabled"] is False
+    cloud.osc("service", "delete", "swift")
+    assert "object-store" not in {s["Type"] for s in cloud.osc_json("service", "list")}
+    assert cloud.osc("endpoint", "show", ep["id"], check=False).returncode != 0
+
+    # The demo user is a member: Keystone's default policy refuses it the catalog admin API.
+    denied = cloud.osc("service", "list", cloud="yunstack-demo", check=False)
+    assert denied.returncode != 0 and "403" in denied.stderr
+    mine = cloud.osc_json("project", "list", "--my-projects", cloud="yunstack-demo")
+    assert [p["Name"] for p in mine] == ["demo"]

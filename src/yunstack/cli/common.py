@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,8 +46,30 @@ def client(cloud: str, state_dir: Path | None) -> Iterator[YunClient]:
         raise typer.Exit(1) from None
 
 
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table for people, json for scripts.")]
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     t = Table(*columns, title=title, header_style="bold")
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     console.print(t)
+
+
+def emit_json(data: Any) -> None:
+    """JSON on stdout, untouched by Rich (no wrapping, no markup), so scripts can parse it."""
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def output(fmt: Format, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+           title: str | None = None) -> None:
+    """A listing as a table, or as a JSON list of objects keyed by the column names."""
+    if fmt is Format.json:
+        emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+    else:
+        table(columns, rows, title)

@@ -60,7 +60,7 @@ def up(
                  "",
                  f"  export OS_CLIENT_CONFIG_FILE={prepared.clouds_yaml}",
                  "  openstack --os-cloud yunstack token issue        # admin",
-                 "  openstack --os-cloud yunstack-demo project list  # demo (member)",
+                 "  openstack --os-cloud yunstack-demo project list --my-projects  # demo",
                  "",
                  "Ctrl-C stops the control plane."]
         console.print(Panel("\n".join(lines), title="yunstack", expand=False))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from yunstack.cli.common import Cloud, StateDirOpt, client, console, err, table
+from yunstack.cli.common import Cloud, Format, FormatOpt, StateDirOpt, client, console, emit_json, err, output
 from yunstack.client import ApiError, YunClient
 
 server_app = typer.Typer(help="Servers (VMs).", no_args_is_help=True)
@@ -41,21 +41,26 @@ def _image_id(c: YunClient, name_or_id: str) -> str:
 
 
 @server_app.command("list")
-def server_list(cloud: Cloud = "yunstack", state_dir: StateDirOpt = None) -> None:
+def server_list(cloud: Cloud = "yunstack", state_dir: StateDirOpt = None, fmt: FormatOpt = Format.table
+                ) -> None:
     """List servers."""
     with client(cloud, state_dir) as c:
         rows = c.get("compute", "/servers/detail")["servers"]
-        table(["ID", "Name", "Status", "Task", "Power", "Host"],
+        output(fmt, ["ID", "Name", "Status", "Task", "Power", "Host"],
               [(s["id"], s["name"], s["status"], s["OS-EXT-STS:task_state"], s["OS-EXT-STS:power_state"],
                 s.get("OS-EXT-SRV-ATTR:host", "")) for s in rows])
 
 
 @server_app.command("show")
-def server_show(server: str, cloud: Cloud = "yunstack", state_dir: StateDirOpt = None) -> None:
+def server_show(server: str, cloud: Cloud = "yunstack", state_dir: StateDirOpt = None,
+                fmt: FormatOpt = Format.table) -> None:
     """Show one server, with its fault if it failed."""
     with client(cloud, state_dir) as c:
         s = _find(c, "server", server)
-        table(["Field", "Value"], sorted((k, v) for k, v in s.items() if k != "links"))
+        if fmt is Format.json:
+            emit_json({k: v for k, v in s.items() if k != "links"})
+            return
+        output(fmt, ["Field", "Value"], sorted((k, v) for k, v in s.items() if k != "links"))
 
 
 @server_app.command("create")
@@ -121,11 +126,12 @@ def server_delete(server: str, cloud: Cloud = "yunstack", state_dir: StateDirOpt
 
 
 @image_app.command("list")
-def image_list(cloud: Cloud = "yunstack", state_dir: StateDirOpt = None) -> None:
+def image_list(cloud: Cloud = "yunstack", state_dir: StateDirOpt = None, fmt: FormatOpt = Format.table
+               ) -> None:
     """List images."""
     with client(cloud, state_dir) as c:
         rows = c.get("image", "/v2/images")["images"]
-        table(["ID", "Name", "Status", "Format", "Size", "Visibility"],
+        output(fmt, ["ID", "Name", "Status", "Format", "Size", "Visibility"],
               [(i["id"], i["name"], i["status"], i["disk_format"], i["size"], i["visibility"]) for i in rows])
 
 
@@ -144,11 +150,12 @@ def image_build_tiny(
 
 
 @flavor_app.command("list")
-def flavor_list(cloud: Cloud = "yunstack", state_dir: StateDirOpt = None) -> None:
+def flavor_list(cloud: Cloud = "yunstack", state_dir: StateDirOpt = None, fmt: FormatOpt = Format.table
+                ) -> None:
     """List flavors."""
     with client(cloud, state_dir) as c:
         rows = c.get("compute", "/flavors/detail")["flavors"]
-        table(["ID", "Name", "RAM (MiB)", "vCPUs", "Disk (GB)", "Public"],
+        output(fmt, ["ID", "Name", "RAM (MiB)", "vCPUs", "Disk (GB)", "Public"],
               [(f["id"], f["name"], f["ram"], f["vcpus"], f["disk"], f["os-flavor-access:is_public"])
                for f in rows])
 

@@ -6,7 +6,7 @@ import base64
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.config import IdentityConfig
 from yunstack.db.tables import identity as t
-from yunstack.errors import AuthenticationFailed, BadRequest, Unauthorized
-from yunstack.identity.context import AuthContext, Ref
+from yunstack.errors import AuthenticationFailed, BadRequest, Forbidden, NotFound, Unauthorized
+from yunstack.identity.context import SERVICE, AuthContext, Ref
 from yunstack.identity.models import CatalogService, Endpoint
 from yunstack.identity.passwords import Hasher
 from yunstack.identity.tokens import TokenCodec, TokenPayload
@@ -145,16 +145,21 @@ class AuthService:
             if candidate is not None and candidate.enabled and self._roles_on(s, user.id, candidate.id):
                 project = candidate
         now = datetime.now(UTC)
-        limit = now + timedelta(seconds=self._config.token_expiration)
         payload = TokenPayload(
             user_id=user.id,
             methods=methods,
             project_id=project.id if project else None,
-            expires_at=min(expires_at, limit) if expires_at else limit,
+            expires_at=self._expiry(now, expires_at),
             audit_ids=(_audit_id(), *audit_chain),
+            issued_at=now,
         )
-        token = self._codec.encode(payload)
-        return self._context(s, replace(payload, issued_at=now.replace(microsecond=0)), token)
+        return self._context(s, payload, self._codec.encode(payload))
+
+    def _expiry(self, now: datetime, cap: datetime | None) -> datetime:
+        """When a token issued ``now`` expires: whole seconds, as the token stores it, so that the
+        issue response and every later validation show the same ``expires_at``."""
+        limit = now + timedelta(seconds=self._config.token_expiration)
+        return (min(limit, cap) if cap is not None else limit).replace(microsecond=0)
 
     def _app_cred_login(self, s: Session, req: AuthRequest) -> AuthContext:
         ref = req.app_cred
@@ -178,12 +183,10 @@ class AuthService:
         user = s.get(t.User, cred.user_id)
         if user is None or not user.enabled:
             raise AuthenticationFailed()
-        limit = now + timedelta(seconds=self._config.token_expiration)
         payload = TokenPayload(
             user_id=user.id, methods=("application_credential",), project_id=cred.project_id,
-            expires_at=min(limit, cred.expires_at) if cred.expires_at else limit,
-            audit_ids=(_audit_id(),), app_cred_id=cred.id,
-            issued_at=now.replace(microsecond=0),
+            expires_at=self._expiry(now, cred.expires_at), audit_ids=(_audit_id(),),
+            app_cred_id=cred.id, issued_at=now,
         )
         return self._context(s, payload, self._codec.encode(payload))
 
@@ -213,11 +216,36 @@ class AuthService:
             self._cache[token] = (now, ctx)
         return ctx
 
+    def subject(self, ctx: AuthContext, token: str | None, action: str) -> AuthContext:
+        """The X-Subject-Token of ``GET``/``HEAD``/``DELETE /v3/auth/tokens`` as ``ctx`` may see it.
+
+        Keystone's order: a subject that is not a valid token is 404; a valid one that belongs to
+        someone else is 403 unless the caller is admin (or, for ``identity:validate_token``, holds
+        the service role, as a service validating its users' tokens does).
+        """
+        if not token:
+            raise NotFound("X-Subject-Token header is required.")
+        try:
+            subject = self.validate(token)
+        except Unauthorized as exc:
+            raise NotFound("Could not find token: {why}", why=exc.text) from exc
+        service = action == "identity:validate_token" and SERVICE in ctx.role_names
+        if not (ctx.is_admin or service or subject.user.id == ctx.user.id):
+            raise Forbidden(action=action)
+        return subject
+
     def _context(self, s: Session, payload: TokenPayload, token: str) -> AuthContext:
         user = s.get(t.User, payload.user_id)
         if user is None or not user.enabled:
             raise Unauthorized("The token is invalid.")
         user_domain = s.get(t.Domain, user.domain_id)
+        if user_domain is not None and not user_domain.enabled:
+            raise Unauthorized("The token is invalid.")
+        cred: t.ApplicationCredential | None = None
+        if payload.app_cred_id is not None:
+            cred = s.get(t.ApplicationCredential, payload.app_cred_id)
+            if cred is None:
+                raise Unauthorized("The token is invalid.")
         project_ref: Ref | None = None
         roles: list[t.Role] = []
         if payload.project_id is not None:
@@ -225,13 +253,12 @@ class AuthService:
             if project is None or not project.enabled:
                 raise Unauthorized("The token is invalid.")
             pdom = s.get(t.Domain, project.domain_id)
+            if pdom is not None and not pdom.enabled:
+                raise Unauthorized("The token is invalid.")
             project_ref = Ref(id=project.id, name=project.name, domain_id=project.domain_id,
                               domain_name=pdom.name if pdom else None)
             roles = self._roles_on(s, user.id, project.id)
-            if payload.app_cred_id is not None:
-                cred = s.get(t.ApplicationCredential, payload.app_cred_id)
-                if cred is None:
-                    raise Unauthorized("The token is invalid.")
+            if cred is not None:
                 allowed = {r["id"] for r in cred.roles}
                 roles = [r for r in roles if r.id in allowed]
             if not roles:
@@ -246,6 +273,8 @@ class AuthService:
             issued_at=payload.issued_at or datetime.now(UTC),
             expires_at=payload.expires_at,
             app_cred_id=payload.app_cred_id,
+            app_cred_name=cred.name if cred is not None else None,
+            app_cred_unrestricted=cred.unrestricted if cred is not None else False,
             token=token,
         )
 
@@ -281,8 +310,9 @@ class AuthService:
         now = datetime.now(UTC)
         event = t.RevocationEvent(
             audit_id=audit_id, user_id=user_id, project_id=project_id, app_cred_id=app_cred_id,
-            # Fernet timestamps have one-second resolution: round up so this second's tokens match.
-            issued_before=now.replace(microsecond=0) + timedelta(seconds=1),
+            # Tokens carry their issue time to the microsecond, so a token issued right after this
+            # event (a new login after a password or role change) is not caught by it.
+            issued_before=now,
             expires_at=now + timedelta(seconds=self._config.token_expiration + 60),
         )
         if session is not None:
@@ -314,7 +344,8 @@ class AuthService:
         with self._db() as s:
             services = s.scalars(select(t.Service).where(t.Service.enabled.is_(True))
                                  .order_by(t.Service.type)).all()
-            eps = s.scalars(select(t.Endpoint).order_by(t.Endpoint.interface)).all()
+            eps = s.scalars(select(t.Endpoint).where(t.Endpoint.enabled.is_(True))
+                            .order_by(t.Endpoint.interface)).all()
             result = [
                 CatalogService(
                     id=svc.id, type=svc.type, name=svc.name,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-ADMIN, MEMBER, READER = "admin", "member", "reader"
-DEFAULT_ROLES = (ADMIN, "manager", MEMBER, READER, "service")
+ADMIN, MANAGER, MEMBER, READER, SERVICE = "admin", "manager", "member", "reader", "service"
+DEFAULT_ROLES = (ADMIN, MANAGER, MEMBER, READER, SERVICE)
+DELEGABLE_ROLES = frozenset({MANAGER, MEMBER, READER})  # what a manager may see and hand out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +32,9 @@ class AuthContext:
     issued_at: datetime
     expires_at: datetime
     app_cred_id: str | None = None
+    app_cred_name: str | None = None
+    # A restricted credential's tokens may not manage application credentials (Keystone's rule).
+    app_cred_unrestricted: bool = False
     token: str = field(default="", repr=False)
 
     @property

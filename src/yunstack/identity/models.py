@@ -71,6 +71,19 @@ class Endpoint:
     interface: str
     region: str
     url: str
+    service_id: str = ""
+    enabled: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Service:
+    """A catalog service as ``/v3/services`` shows it (the token catalog uses ``CatalogService``)."""
+
+    id: str
+    type: str
+    name: str
+    description: str
+    enabled: bool
 
 
 @dataclass(frozen=True, kw_only=True)

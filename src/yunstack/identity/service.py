@@ -6,17 +6,27 @@ Every method takes the caller's ``AuthContext`` and applies ``policy`` before to
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.db.tables import identity as t
 from yunstack.errors import AuthenticationFailed, BadRequest, Conflict, Forbidden, NotFound
 from yunstack.identity import policy
 from yunstack.identity.auth import AuthService
-from yunstack.identity.context import ADMIN, DEFAULT_ROLES, MEMBER, AuthContext
+from yunstack.identity.catalog import CatalogAdmin
+from yunstack.identity.context import (
+    ADMIN,
+    DEFAULT_ROLES,
+    DELEGABLE_ROLES,
+    MANAGER,
+    MEMBER,
+    AuthContext,
+)
 from yunstack.identity.models import (
     AppCredential,
     Assignment,
@@ -60,30 +70,92 @@ def _app_cred(row: t.ApplicationCredential, secret: str | None = None) -> AppCre
     )
 
 
+@contextmanager
+def _unique(taken: Conflict) -> Iterator[None]:
+    """Turn a UNIQUE violation into ``taken``.  The check before each insert answers the common
+    case with a clear message; two concurrent creates of one name both pass it, and the database
+    constraint decides: exactly one commits, the other gets the same 409, never a 500."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise taken from exc
+
+
+def _unrestricted(ctx: AuthContext) -> None:
+    """A token from a restricted application credential may not create or delete credentials:
+    otherwise a leaked credential could mint itself a longer-lived successor."""
+    if ctx.app_cred_id is not None and not ctx.app_cred_unrestricted:
+        raise Forbidden("You are not authorized to perform the requested action: Using method "
+                        "'application_credential' is not allowed for managing additional "
+                        "application credentials.")
+
+
 class IdentityService:
     def __init__(self, db: sessionmaker[Session], auth: AuthService, hasher: Hasher) -> None:
         self._db = db
         self.auth = auth
         self._hasher = hasher
+        self.catalog = CatalogAdmin(db, auth)
 
     # -- domains ---------------------------------------------------------------------------------
 
     def list_domains(self, ctx: AuthContext, name: str | None = None) -> list[Domain]:
+        policy.require_admin(ctx, "identity:list_domains")
         with self._db() as s:
             q = select(t.Domain).order_by(t.Domain.name)
             if name is not None:
                 q = q.where(t.Domain.name == name)
-            rows = [_domain(d) for d in s.scalars(q)]
-        if ctx.is_admin:
-            return rows
-        mine = {ctx.user.domain_id, ctx.project.domain_id if ctx.project else None}
-        return [d for d in rows if d.id in mine]
+            return [_domain(d) for d in s.scalars(q)]
 
     def get_domain(self, ctx: AuthContext, domain_id: str) -> Domain:
-        for d in self.list_domains(ctx):
-            if d.id == domain_id:
-                return d
-        raise NotFound(kind="domain", id=domain_id)
+        # Keystone: admin, or the domain of the token's project.  Decided on the id alone, so a
+        # non-admin learns nothing about which other domains exist.
+        if not ctx.is_admin and (ctx.project is None or ctx.project.domain_id != domain_id):
+            raise Forbidden(action="identity:get_domain")
+        with self._db() as s:
+            row = s.get(t.Domain, domain_id)
+            if row is None:
+                raise NotFound(kind="domain", id=domain_id)
+            return _domain(row)
+
+    def create_domain(self, ctx: AuthContext, *, name: str, description: str = "",
+                      enabled: bool = True) -> Domain:
+        policy.require_admin(ctx, "identity:create_domain")
+        taken = Conflict("Domain {name} already exists.", name=name)
+        with _unique(taken), self._db.begin() as s:
+            if s.scalar(select(t.Domain).where(t.Domain.name == name)):
+                raise taken
+            row = t.Domain(id=new_id(), name=name, description=description, enabled=enabled)
+            s.add(row)
+            s.flush()
+            return _domain(row)
+
+    def update_domain(self, ctx: AuthContext, domain_id: str, *, name: str | None = None,
+                      description: str | None = None, enabled: bool | None = None) -> Domain:
+        policy.require_admin(ctx, "identity:update_domain")
+        with _unique(Conflict("Domain {name} already exists.", name=name)), self._db.begin() as s:
+            row = s.get(t.Domain, domain_id)
+            if row is None:
+                raise NotFound(kind="domain", id=domain_id)
+            if name is not None and name != row.name:
+                if s.scalar(select(t.Domain).where(t.Domain.name == name)):
+                    raise Conflict("Domain {name} already exists.", name=name)
+                row.name = name
+            if description is not None:
+                row.description = description
+            if enabled is not None:
+                if domain_id == DEFAULT_DOMAIN and not enabled:
+                    raise Forbidden("The default domain cannot be disabled.")
+                row.enabled = enabled
+            result = _domain(row)
+        if enabled is False:
+            self.auth.forget()  # validation checks the domains; cached contexts must not outlive this
+        return result
+
+    def user_domains(self, ctx: AuthContext) -> list[Domain]:
+        """Domains the caller holds a role on (``GET /v3/auth/domains``).  Roles are only ever
+        granted on projects here, so, as in Keystone for such a user, there are none."""
+        return []
 
     # -- projects --------------------------------------------------------------------------------
 
@@ -96,6 +168,9 @@ class IdentityService:
 
     def list_projects(self, ctx: AuthContext, *, name: str | None = None, domain_id: str | None = None,
                       enabled: bool | None = None) -> list[Project]:
+        # Keystone's default: only admins list projects; everyone else asks for their own with
+        # GET /v3/auth/projects or /v3/users/{self}/projects (user_projects below).
+        policy.require_admin(ctx, "identity:list_projects")
         with self._db() as s:
             q = select(t.Project).order_by(t.Project.name)
             if name is not None:
@@ -104,8 +179,6 @@ class IdentityService:
                 q = q.where(t.Project.domain_id == domain_id)
             if enabled is not None:
                 q = q.where(t.Project.enabled.is_(enabled))
-            if not ctx.is_admin:
-                q = q.where(t.Project.id == (ctx.project_id or "(unscoped)"))
             return [_project(p) for p in s.scalars(q)]
 
     def get_project(self, ctx: AuthContext, project_id: str) -> Project:
@@ -116,13 +189,14 @@ class IdentityService:
                        description: str = "", enabled: bool = True,
                        tags: Sequence[str] = ()) -> Project:
         policy.require_admin(ctx, "identity:create_project")
-        with self._db.begin() as s:
+        taken = Conflict("Project {name} already exists in domain {domain}.", name=name,
+                         domain=domain_id)
+        with _unique(taken), self._db.begin() as s:
             if s.get(t.Domain, domain_id) is None:
                 raise NotFound(kind="domain", id=domain_id)
             if s.scalar(select(t.Project).where(t.Project.name == name,
                                                 t.Project.domain_id == domain_id)):
-                raise Conflict("Project {name} already exists in domain {domain}.", name=name,
-                               domain=domain_id)
+                raise taken
             row = t.Project(id=new_id(), name=name, domain_id=domain_id, description=description,
                             enabled=enabled, tags=list(tags), options={})
             s.add(row)
@@ -132,7 +206,7 @@ class IdentityService:
     def update_project(self, ctx: AuthContext, project_id: str, *, name: str | None = None,
                        description: str | None = None, enabled: bool | None = None,
                        tags: Sequence[str] | None = None, page_sharing: bool | None = None) -> Project:
-        with self._db.begin() as s:
+        with _unique(Conflict("Project {name} already exists.", name=name)), self._db.begin() as s:
             row = self._project_row(s, ctx, project_id)
             policy.require_admin(ctx, "identity:update_project")
             if name is not None and name != row.name:
@@ -184,14 +258,13 @@ class IdentityService:
 
     def list_users(self, ctx: AuthContext, *, name: str | None = None,
                    domain_id: str | None = None) -> list[User]:
+        policy.require_admin(ctx, "identity:list_users")
         with self._db() as s:
             q = select(t.User).order_by(t.User.name)
             if name is not None:
                 q = q.where(t.User.name == name)
             if domain_id is not None:
                 q = q.where(t.User.domain_id == domain_id)
-            if not ctx.is_admin:
-                q = q.where(t.User.id == ctx.user.id)
             return [_user(u) for u in s.scalars(q)]
 
     def get_user(self, ctx: AuthContext, user_id: str) -> User:
@@ -203,14 +276,14 @@ class IdentityService:
                     enabled: bool = True, description: str = "", email: str | None = None) -> User:
         policy.require_admin(ctx, "identity:create_user")
         hashed = self._hasher.hash(password) if password is not None else None
-        with self._db.begin() as s:
+        taken = Conflict("User {name} already exists in domain {domain}.", name=name, domain=domain_id)
+        with _unique(taken), self._db.begin() as s:
             if s.get(t.Domain, domain_id) is None:
                 raise NotFound(kind="domain", id=domain_id)
             if default_project_id is not None and s.get(t.Project, default_project_id) is None:
                 raise NotFound(kind="project", id=default_project_id)
             if s.scalar(select(t.User).where(t.User.name == name, t.User.domain_id == domain_id)):
-                raise Conflict("User {name} already exists in domain {domain}.", name=name,
-                               domain=domain_id)
+                raise taken
             row = t.User(id=new_id(), name=name, domain_id=domain_id, password_hash=hashed,
                          enabled=enabled, default_project_id=default_project_id,
                          description=description, email=email)
@@ -224,7 +297,7 @@ class IdentityService:
                     email: str | None = None) -> User:
         policy.require_admin(ctx, "identity:update_user")
         hashed = self._hasher.hash(password) if password is not None else None
-        with self._db.begin() as s:
+        with _unique(Conflict("User {name} already exists.", name=name)), self._db.begin() as s:
             row = self._user_row(s, ctx, user_id)
             if name is not None and name != row.name:
                 if s.scalar(select(t.User).where(t.User.name == name,
@@ -270,6 +343,8 @@ class IdentityService:
     # -- roles and assignments -------------------------------------------------------------------
 
     def list_roles(self, ctx: AuthContext, name: str | None = None) -> list[Role]:
+        # Keystone lets a domain-scoped manager list roles too; our tokens are project-scoped.
+        policy.require_admin(ctx, "identity:list_roles")
         with self._db() as s:
             q = select(t.Role).order_by(t.Role.name)
             if name is not None:
@@ -280,14 +355,20 @@ class IdentityService:
         with self._db() as s:
             row = s.get(t.Role, role_id)
             if row is None:
+                if not ctx.is_admin:
+                    raise Forbidden(action="identity:get_role")
                 raise NotFound(kind="role", id=role_id)
+            # Keystone: a manager may look at the roles a manager may hand out, admins at any.
+            if not (ctx.is_admin or (MANAGER in ctx.role_names and row.name in DELEGABLE_ROLES)):
+                raise Forbidden(action="identity:get_role")
             return _role(row)
 
     def create_role(self, ctx: AuthContext, *, name: str, description: str = "") -> Role:
         policy.require_admin(ctx, "identity:create_role")
-        with self._db.begin() as s:
+        taken = Conflict("Role {name} already exists.", name=name)
+        with _unique(taken), self._db.begin() as s:
             if s.scalar(select(t.Role).where(t.Role.name == name)):
-                raise Conflict("Role {name} already exists.", name=name)
+                raise taken
             row = t.Role(id=new_id(), name=name, description=description)
             s.add(row)
             s.flush()
@@ -320,8 +401,7 @@ class IdentityService:
         self.auth.forget()
 
     def check_grant(self, ctx: AuthContext, project_id: str, user_id: str, role_id: str) -> None:
-        if not (ctx.is_admin or user_id == ctx.user.id):
-            raise NotFound(kind="user", id=user_id)
+        policy.require_admin(ctx, "identity:check_grant")
         with self._db() as s:
             self._assignment_targets(s, project_id, user_id, role_id)
             if s.get(t.RoleAssignment, (user_id, project_id, role_id)) is None:
@@ -338,7 +418,12 @@ class IdentityService:
             self.auth.revoke(user_id=user_id, project_id=project_id, session=s)
 
     def list_assignments(self, ctx: AuthContext, *, user_id: str | None = None,
-                         project_id: str | None = None, role_id: str | None = None) -> list[Assignment]:
+                         project_id: str | None = None, role_id: str | None = None,
+                         elsewhere: bool = False) -> list[Assignment]:
+        """Project role assignments; ``elsewhere`` (groups, domain or system scope) has none."""
+        policy.require_admin(ctx, "identity:list_role_assignments")
+        if elsewhere:
+            return []
         with self._db() as s:
             q = (select(t.RoleAssignment, t.Role.name)
                  .join(t.Role, t.Role.id == t.RoleAssignment.role_id)
@@ -349,14 +434,11 @@ class IdentityService:
                 q = q.where(t.RoleAssignment.project_id == project_id)
             if role_id is not None:
                 q = q.where(t.RoleAssignment.role_id == role_id)
-            if not ctx.is_admin:
-                q = q.where(t.RoleAssignment.user_id == ctx.user.id)
             return [Assignment(user_id=a.user_id, project_id=a.project_id, role_id=a.role_id,
                                role_name=name) for a, name in s.execute(q)]
 
     def project_roles(self, ctx: AuthContext, project_id: str, user_id: str) -> list[Role]:
-        if not (ctx.is_admin or user_id == ctx.user.id):
-            raise NotFound(kind="user", id=user_id)
+        policy.require_admin(ctx, "identity:list_grants")
         return [Role(id=a.role_id, name=a.role_name, description="")
                 for a in self.list_assignments(ctx, user_id=user_id, project_id=project_id)]
 
@@ -373,8 +455,9 @@ class IdentityService:
         """Create a credential for the token's project, with a subset of the token's roles."""
         self._own_user(ctx, user_id)
         project_id = policy.require_scoped(ctx, "identity:create_application_credential")
-        if ctx.app_cred_id is not None:
-            raise Forbidden("An application credential cannot create another one.")
+        _unrestricted(ctx)
+        if expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)  # Keystone reads a bare time as UTC
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise BadRequest("expires_at must be in the future.")
         held = {r.id: r for r in ctx.roles} | {r.name: r for r in ctx.roles}
@@ -382,10 +465,11 @@ class IdentityService:
         if roles and len(chosen) != len(roles):
             raise BadRequest("You can only delegate roles you hold on the project.")
         secret = secret or secrets.token_urlsafe(48)
-        with self._db.begin() as s:
+        taken = Conflict("Application credential {name} already exists.", name=name)
+        with _unique(taken), self._db.begin() as s:
             if s.scalar(select(t.ApplicationCredential).where(
                     t.ApplicationCredential.user_id == user_id, t.ApplicationCredential.name == name)):
-                raise Conflict("Application credential {name} already exists.", name=name)
+                raise taken
             row = t.ApplicationCredential(
                 id=new_id(), name=name, user_id=user_id, project_id=project_id,
                 secret_hash=self._hasher.hash(secret), description=description,
@@ -414,6 +498,7 @@ class IdentityService:
 
     def delete_app_cred(self, ctx: AuthContext, user_id: str, cred_id: str) -> None:
         self._own_user(ctx, user_id)
+        _unrestricted(ctx)
         with self._db.begin() as s:
             row = s.get(t.ApplicationCredential, cred_id)
             if row is None or row.user_id != user_id:
@@ -441,7 +526,7 @@ class IdentityService:
             s.flush()
             admin_project, admin_pw = self._ensure_user(s, "admin", roles[ADMIN], admin_password)
             _, demo_pw = self._ensure_user(s, "demo", roles[MEMBER], "")
-            self._sync_catalog(s, base_url.rstrip("/"), region, services)
+            CatalogAdmin.register(s, base_url.rstrip("/"), region, services)
         self.auth.forget()
         return Bootstrap(admin_project_id=admin_project.id, admin_password=admin_pw,
                          demo_password=demo_pw)
@@ -468,26 +553,6 @@ class IdentityService:
         if s.get(t.RoleAssignment, (user.id, project.id, role.id)) is None:
             s.add(t.RoleAssignment(user_id=user.id, project_id=project.id, role_id=role.id))
         return project, made
-
-    def _sync_catalog(self, s: Session, base_url: str, region: str,
-                      services: Sequence[tuple[str, str, str]]) -> None:
-        existing = {svc.type: svc for svc in s.scalars(select(t.Service))}
-        wanted = {kind for kind, _, _ in services}
-        for kind, svc in existing.items():
-            if kind not in wanted:
-                s.delete(svc)
-        for kind, name, path in services:
-            found = existing.get(kind)
-            if found is None:
-                svc = t.Service(id=new_id(), type=kind, name=name, enabled=True)
-                s.add(svc)
-                s.flush()
-            else:
-                svc = found
-            s.execute(delete(t.Endpoint).where(t.Endpoint.service_id == svc.id))
-            for interface in ("public", "internal", "admin"):
-                s.add(t.Endpoint(id=new_id(), service_id=svc.id, interface=interface, region=region,
-                                 url=base_url + path))
 
 
 __all__ = ["DEFAULT_DOMAIN", "PAGE_SHARING", "IdentityService"]

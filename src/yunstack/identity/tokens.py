@@ -12,12 +12,15 @@ import base64
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from yunstack.errors import Unauthorized
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +101,8 @@ class TokenCodec:
         return self._fernet
 
     def encode(self, payload: TokenPayload) -> str:
-        body = {
+        """The token; ``expires_at`` is kept to whole seconds (callers pass it floored)."""
+        body: dict[str, object] = {
             "u": payload.user_id,
             "m": list(payload.methods),
             "p": payload.project_id,
@@ -107,6 +111,10 @@ class TokenCodec:
         }
         if payload.app_cred_id:
             body["c"] = payload.app_cred_id
+        if payload.issued_at is not None:
+            # Microseconds: the Fernet timestamp has whole seconds only, and a revocation event in
+            # the same second as the issue must be told apart from it (before revokes, after not).
+            body["i"] = (payload.issued_at - EPOCH) // MICROSECOND
         raw = json.dumps(body, separators=(",", ":")).encode()
         token = self._multi().encrypt(raw)
         # Fernet output is url-safe base64 with '=' padding; Keystone strips it, and so do we.
@@ -118,7 +126,10 @@ class TokenCodec:
             padded = token + "=" * (-len(token) % 4)
             raw = self._multi().decrypt(padded.encode())
             body = json.loads(raw)
-            issued = datetime.fromtimestamp(_timestamp(padded), UTC)
+            if "i" in body:
+                issued = EPOCH + int(body["i"]) * MICROSECOND
+            else:  # tokens issued before sub-second issue times: the Fernet timestamp
+                issued = datetime.fromtimestamp(_timestamp(padded), UTC)
             payload = TokenPayload(
                 user_id=str(body["u"]),
                 methods=tuple(body["m"]),

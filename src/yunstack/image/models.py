@@ -71,6 +71,9 @@ class PatchOp:
     op: str
     path: str
     value: Any = None
+    # The v2.0 media type (JSON-patch draft 4 in Glance): ``add`` refuses an attribute that is
+    # already there (409) instead of replacing it as v2.1 does.
+    add_must_be_new: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -494,6 +494,10 @@ class ImageService:
         name = parts[0]
         if name in READ_ONLY or name.startswith(RESERVED_PREFIX):
             _check_property(name, "")
+        if op.op == "add" and op.add_must_be_new and (
+                name in CORE or name == "tags" or name in (row.properties or {})):
+            # Glance with the v2.0 patch type: core attributes and tags always exist.
+            raise Conflict("Property {name} already present.", name=name)
         if name == "tags":
             self._patch_tags(row, op, parts[1:])
         elif len(parts) != 1:

@@ -147,7 +147,7 @@ def test_catalog_and_auth_projects(api: Api) -> None:
 
 def test_member_sees_only_its_project_and_gets_403_on_admin_calls(api: Api, world: dict[str, Any]) -> None:
     alice = api.headers(world["alice"])
-    names = [p["name"] for p in api.http.get(f"{ID}/projects", headers=alice).json()["projects"]]
+    names = [p["name"] for p in api.http.get(f"{ID}/auth/projects", headers=alice).json()["projects"]]
     assert names == ["alpha"]
     assert api.http.get(f"{ID}/projects/{world['a']['project_id']}", headers=alice).status_code == 200
     r = api.http.get(f"{ID}/projects/{world['b']['project_id']}", headers=alice)
@@ -198,8 +198,8 @@ def test_role_assignments_listing(api: Api, world: dict[str, Any]) -> None:
     rows = r.json()["role_assignments"]
     assert {(x["user"]["name"], x["role"]["name"]) for x in rows} == {("alice", "member"),
                                                                         ("rita", "reader")}
-    mine = api.http.get(f"{ID}/role_assignments", headers=api.headers(world["bob"])).json()
-    assert {x["user"]["id"] for x in mine["role_assignments"]} == {world["b"]["user_id"]}
+    # Keystone's default policy: listing assignments is for admins, even one's own.
+    assert api.http.get(f"{ID}/role_assignments", headers=api.headers(world["bob"])).status_code == 403
 
 
 def test_application_credential_lifecycle_and_login(api: Api, world: dict[str, Any]) -> None:

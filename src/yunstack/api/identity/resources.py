@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
+from yunstack.api.identity import catalog
 from yunstack.api.identity import schemas as s
 from yunstack.api.identity import views as v
 from yunstack.errors import BadRequest
@@ -190,11 +191,12 @@ def role_assignments(ctx: Ctx, svc: Svc, request: Request) -> Json:
     unknown = set(q) - allowed
     if unknown:
         raise BadRequest("Unknown filters: {names}.", names=", ".join(sorted(unknown)))
-    if q.get("group.id") or q.get("scope.domain.id") or q.get("scope.system"):
-        return {"role_assignments": [], "links": _links(request)}
     names = q.get("include_names") is not None and q.get("include_names", "").lower() not in ("0", "false")
-    rows = svc.identity.list_assignments(ctx, user_id=q.get("user.id"),
-                                         project_id=q.get("scope.project.id"), role_id=q.get("role.id"))
+    # Groups and domain or system scopes hold no assignments here: the answer is empty, once the
+    # policy has let the caller ask.
+    elsewhere = bool(q.get("group.id") or q.get("scope.domain.id") or q.get("scope.system"))
+    rows = svc.identity.list_assignments(ctx, user_id=q.get("user.id"), project_id=q.get("scope.project.id"),
+                                         role_id=q.get("role.id"), elsewhere=elsewhere)
     base = svc.config.server.base_url
     out = []
     domains = {d.id: d.name for d in svc.identity.list_domains(ctx)}
@@ -256,3 +258,6 @@ def show_app_cred(user_id: str, cred_id: str, ctx: Ctx, svc: Svc) -> Json:
 def delete_app_cred(user_id: str, cred_id: str, ctx: Ctx, svc: Svc) -> Response:
     svc.identity.delete_app_cred(ctx, user_id, cred_id)
     return Response(status_code=204)
+
+
+router.include_router(catalog.router)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.identity import schemas as s
 from yunstack.api.identity import views as v
-from yunstack.errors import BadRequest, NotFound, Unauthorized
+from yunstack.errors import BadRequest, Unauthorized
 from yunstack.identity.auth import AuthRequest, NamedRef
 
 router = APIRouter(prefix="/identity", tags=["identity"])
@@ -78,35 +78,24 @@ def issue_token(body: s.AuthBody, svc: Svc, response: Response,
     return {"token": v.token(ctx, None if nocatalog is not None else svc.auth.catalog())}
 
 
-def _subject(svc: Svc, subject: str | None) -> Any:
-    if not subject:
-        raise NotFound("X-Subject-Token header is required.")
-    try:
-        return svc.auth.validate(subject)
-    except Unauthorized as exc:
-        raise NotFound("Could not find token: {why}", why=exc.text) from exc
-
-
 @router.get("/v3/auth/tokens")
 def check_token(ctx: Ctx, svc: Svc, response: Response,
                 x_subject_token: str | None = Header(default=None),
                 nocatalog: str | None = Query(default=None)) -> Json:
-    subject = _subject(svc, x_subject_token)
+    subject = svc.auth.subject(ctx, x_subject_token, "identity:validate_token")
     response.headers["X-Subject-Token"] = subject.token
     return {"token": v.token(subject, None if nocatalog is not None else svc.auth.catalog())}
 
 
 @router.head("/v3/auth/tokens", status_code=200)
 def head_token(ctx: Ctx, svc: Svc, x_subject_token: str | None = Header(default=None)) -> Response:
-    subject = _subject(svc, x_subject_token)
+    subject = svc.auth.subject(ctx, x_subject_token, "identity:check_token")
     return Response(status_code=200, headers={"X-Subject-Token": subject.token})
 
 
 @router.delete("/v3/auth/tokens", status_code=204)
 def revoke_token(ctx: Ctx, svc: Svc, x_subject_token: str | None = Header(default=None)) -> Response:
-    subject = _subject(svc, x_subject_token)
-    if subject.user.id != ctx.user.id and not ctx.is_admin:
-        raise NotFound("Could not find token.")
+    subject = svc.auth.subject(ctx, x_subject_token, "identity:revoke_token")
     svc.auth.revoke_token(subject.token)
     return Response(status_code=204)
 
@@ -126,7 +115,7 @@ def auth_projects(ctx: Ctx, svc: Svc, request: Request) -> Json:
 
 @router.get("/v3/auth/domains")
 def auth_domains(ctx: Ctx, svc: Svc, request: Request) -> Json:
-    return {"domains": [v.domain(_base(svc), d) for d in svc.identity.list_domains(ctx)],
+    return {"domains": [v.domain(_base(svc), d) for d in svc.identity.user_domains(ctx)],
             "links": {"self": str(request.url), "next": None, "previous": None}}
 
 
@@ -141,3 +130,19 @@ def list_domains(ctx: Ctx, svc: Svc, request: Request, name: str | None = None) 
 @router.get("/v3/domains/{domain_id}")
 def show_domain(domain_id: str, ctx: Ctx, svc: Svc) -> Json:
     return {"domain": v.domain(_base(svc), svc.identity.get_domain(ctx, domain_id))}
+
+
+@router.post("/v3/domains", status_code=201)
+def create_domain(body: s.DomainCreateBody, ctx: Ctx, svc: Svc) -> Json:
+    d = body.domain
+    made = svc.identity.create_domain(ctx, name=d.name, description=d.description or "",
+                                      enabled=d.enabled)
+    return {"domain": v.domain(_base(svc), made)}
+
+
+@router.patch("/v3/domains/{domain_id}")
+def update_domain(domain_id: str, body: s.DomainUpdateBody, ctx: Ctx, svc: Svc) -> Json:
+    d = body.domain
+    made = svc.identity.update_domain(ctx, domain_id, name=d.name, description=d.description,
+                                      enabled=d.enabled)
+    return {"domain": v.domain(_base(svc), made)}

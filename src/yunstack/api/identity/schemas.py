@@ -167,3 +167,76 @@ class AppCredCreate(Strict):
 
 class AppCredCreateBody(Strict):
     application_credential: AppCredCreate
+
+
+class ServiceCreate(Strict):
+    type: str = Field(min_length=1, max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    description: str | None = None
+    enabled: bool = True
+
+
+class ServiceCreateBody(Strict):
+    service: ServiceCreate
+
+
+class ServiceUpdate(Strict):
+    type: str | None = Field(default=None, min_length=1, max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    description: str | None = None
+    enabled: bool | None = None
+
+
+class ServiceUpdateBody(Strict):
+    service: ServiceUpdate
+
+
+class EndpointCreate(Strict):
+    service_id: str = Field(min_length=1, max_length=64)
+    interface: str
+    url: str
+    # Keystone takes the region as region_id, or as region (the older name) for compatibility.
+    region_id: str | None = Field(default=None, min_length=1, max_length=255)
+    region: str | None = Field(default=None, min_length=1, max_length=255)
+    enabled: bool = True
+
+
+class EndpointCreateBody(Strict):
+    endpoint: EndpointCreate
+
+
+class EndpointUpdate(Strict):
+    service_id: str | None = Field(default=None, min_length=1, max_length=64)
+    interface: str | None = None
+    url: str | None = None
+    region_id: str | None = Field(default=None, min_length=1, max_length=255)
+    region: str | None = Field(default=None, min_length=1, max_length=255)
+    enabled: bool | None = None
+
+
+class EndpointUpdateBody(Strict):
+    endpoint: EndpointUpdate
+
+
+class DomainCreate(Strict):
+    name: str = Name
+    description: str | None = None
+    enabled: bool = True
+    tags: list[str] | None = None
+    options: dict[str, object] | None = None
+
+
+class DomainCreateBody(Strict):
+    domain: DomainCreate
+
+
+class DomainUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = None
+    enabled: bool | None = None
+    tags: list[str] | None = None
+    options: dict[str, object] | None = None
+
+
+class DomainUpdateBody(Strict):
+    domain: DomainUpdate

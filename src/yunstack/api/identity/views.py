@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from yunstack.identity.context import AuthContext
-from yunstack.identity.models import AppCredential, CatalogService, Domain, Project, Role, User
+from yunstack.identity.models import (
+    AppCredential,
+    CatalogService,
+    Domain,
+    Endpoint,
+    Project,
+    Role,
+    Service,
+    User,
+)
 from yunstack.types import isotime
 
 Json = dict[str, Any]
@@ -66,6 +75,23 @@ def app_cred(base: str, c: AppCredential) -> Json:
     return body
 
 
+def service(base: str, s: Service) -> Json:
+    return {"id": s.id, "type": s.type, "name": s.name, "description": s.description,
+            "enabled": s.enabled, "links": {"self": f"{base}/identity/v3/services/{s.id}"}}
+
+
+def endpoint(base: str, e: Endpoint) -> Json:
+    region = e.region or None
+    return {"id": e.id, "service_id": e.service_id, "interface": e.interface, "url": e.url,
+            "region": region, "region_id": region, "enabled": e.enabled,
+            "links": {"self": f"{base}/identity/v3/endpoints/{e.id}"}}
+
+
+def region(base: str, region_id: str) -> Json:
+    return {"id": region_id, "description": "", "parent_region_id": None,
+            "links": {"self": f"{base}/identity/v3/regions/{region_id}"}}
+
+
 def catalog(services: list[CatalogService]) -> list[Json]:
     return [
         {"id": s.id, "type": s.type, "name": s.name,
@@ -93,5 +119,6 @@ def token(ctx: AuthContext, services: list[CatalogService] | None) -> Json:
         if services is not None:
             body["catalog"] = catalog(services)
     if ctx.app_cred_id is not None:
-        body["application_credential"] = {"id": ctx.app_cred_id, "restricted": True}
+        body["application_credential"] = {"id": ctx.app_cred_id, "name": ctx.app_cred_name,
+                                          "restricted": not ctx.app_cred_unrestricted}
     return body

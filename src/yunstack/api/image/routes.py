@@ -151,13 +151,6 @@ def list_images(ctx: Ctx, svc: Svc, request: Request) -> Json:
     return body
 
 
-@router.api_route("/v2/images/", methods=["GET", "PATCH", "DELETE"], include_in_schema=False)
-def image_without_id(ctx: Ctx) -> Response:
-    """``/v2/images/`` names an image with an empty id: 404 as in Glance, not the list or a 405."""
-    del ctx  # authenticated first, like every image call
-    raise NotFound("No image found with ID {id}.", id="")
-
-
 @router.get("/v2/images/{image_id}")
 def show_image(image_id: str, ctx: Ctx, svc: Svc) -> Json:
     return v.image(svc.image.get(ctx, image_id))
@@ -168,19 +161,43 @@ async def update_image(image_id: str, request: Request, ctx: Ctx, svc: Svc) -> J
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in s.PATCH_MEDIA_TYPES:
         raise UnsupportedMediaType(detail=f"PATCH needs Content-Type {s.PATCH_MEDIA_TYPES[0]}, got {ctype!r}.")
-    body = await request.body()
+    raw = await request.body()
     try:
-        if ctype == "application/openstack-images-v2.0-json-patch":
-            items = [i.as_item() for i in s.PatchV20.validate_json(body)]
+        if ctype == s.V20_PATCH:
+            ops = [_v20_op(item) for item in s.PatchV20.validate_json(raw)]
         else:
-            items = s.Patch.validate_json(body)
+            ops = [PatchOp(op=i.op, path=i.path, value=i.value) for i in s.Patch.validate_json(raw)]
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValidationFailed(detail=f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from exc
-    except ValueError as exc:
-        raise ValidationFailed(detail=str(exc)) from exc
-    ops = [PatchOp(op=i.op, path=i.path, value=i.value) for i in items]
     return v.image(await run_in_threadpool(svc.image.update, ctx, image_id, ops))
+
+
+def _v20_op(item: dict[str, Any]) -> PatchOp:
+    """One v2.0 operation object: exactly one member named add, remove or replace, holding the path."""
+    named = [key for key in s.OPERATIONS if key in item]
+    if len(named) != 1:
+        raise BadRequest('Operation objects must contain exactly one member named "add", "remove", '
+                         'or "replace".')
+    op = named[0]
+    path = item[op]
+    if not isinstance(path, str):
+        raise BadRequest("The {op} member must be a JSON pointer string.", op=op)
+    if op != "remove" and "value" not in item:
+        raise BadRequest('Operation "{op}" requires a member named "value".', op=op)
+    return PatchOp(op=op, path=path, value=item.get("value"), add_must_be_new=True)
+
+
+_EMPTY_ID_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@router.api_route("/v2/images/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
+@router.api_route("/v2/images/{image_id}/members/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
+@router.api_route("/v2/images/{image_id}/tags/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
+def empty_id(request: Request) -> Response:
+    # An empty id names nothing: 404 as in Glance, not a redirect to the collection (whose other
+    # methods would then answer 405).
+    raise NotFound("The resource could not be found: {path}", path=request.url.path)
 
 
 @router.delete("/v2/images/{image_id}", status_code=204)

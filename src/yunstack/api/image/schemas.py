@@ -41,30 +41,14 @@ class PatchItem(Strict):
 
 
 Patch = TypeAdapter(list[PatchItem])
+# The v2.0 media type predates RFC 6902: the operation is the member's name and its value the path,
+# ``{"replace": "/name", "value": "x"}`` (JSON-patch draft 4, as Glance reads it).
+PatchV20 = TypeAdapter(list[dict[str, Any]])
 
-
-class PatchItemV20(Strict):
-    """The older Glance form (``application/openstack-images-v2.0-json-patch``, JSON-patch draft 10):
-    the operation is the key and the path its value, e.g. ``{"replace": "/name", "value": "x"}``."""
-
-    add: str | None = Field(default=None, max_length=1024)
-    replace: str | None = Field(default=None, max_length=1024)
-    remove: str | None = Field(default=None, max_length=1024)
-    value: Any = None
-
-    def as_item(self) -> PatchItem:
-        given = [(op, path) for op, path in (("add", self.add), ("replace", self.replace), ("remove", self.remove))
-                 if path is not None]
-        if len(given) != 1:
-            raise ValueError("each change needs exactly one of 'add', 'replace' or 'remove'")
-        op, path = given[0]
-        return PatchItem(op=op, path=path, value=self.value)
-
-
-PatchV20 = TypeAdapter(list[PatchItemV20])
-
-PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
-                     "application/openstack-images-v2.0-json-patch", "application/json-patch+json")
+V21_PATCH = "application/openstack-images-v2.1-json-patch"
+V20_PATCH = "application/openstack-images-v2.0-json-patch"
+PATCH_MEDIA_TYPES = (V21_PATCH, V20_PATCH, "application/json-patch+json")
+OPERATIONS = ("add", "remove", "replace")
 
 
 class MemberCreate(Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from yunstack.db.base import Base
@@ -89,11 +89,14 @@ class RevocationEvent(Base):
 
 
 class Service(Base):
+    """A catalog service.  As in Keystone, several services may share a type (not unique)."""
+
     __tablename__ = "service"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    type: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(255), index=True)
     name: Mapped[str] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Endpoint(Base):
@@ -103,3 +106,4 @@ class Endpoint(Base):
     interface: Mapped[str] = mapped_column(String(16))
     region: Mapped[str] = mapped_column(String(255))
     url: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
