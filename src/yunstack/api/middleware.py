@@ -94,7 +94,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+            if name == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > self.limit):
                 await self._reject(scope, send)
                 return
         seen = 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler, states
@@ -383,6 +383,13 @@ class ComputeService(InterfaceOps):
             row = self._row(s, ctx, server_id)
             if row.locked and not ctx.is_admin:
                 raise Conflict("Instance {id} is locked", id=server_id)
+            # Claim the delete in one conditional write: of two concurrent deletes one wins and does
+            # the work, the other finds it under way (204, as Nova) instead of queueing it twice.
+            claim = s.execute(update(t.Instance).where(
+                t.Instance.id == row.id, or_(t.Instance.task_state.is_(None), t.Instance.task_state != states.DELETING))
+                .values(task_state=states.DELETING).execution_options(synchronize_session=False))
+            if getattr(claim, "rowcount", 1) != 1:
+                return
             self._record(s, row, "delete", request_id, ctx)
             if row.host is None:
                 s.delete(row)  # never scheduled: nothing exists on any host

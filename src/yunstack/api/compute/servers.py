@@ -51,8 +51,10 @@ def _filters(request: Request, ctx: Ctx) -> ServerFilters:
              "project_id", "tenant_id", "ip", "limit", "marker", "sort_key", "sort_dir", "deleted", "tags",
              "ip6", "availability_zone", "user_id", "locked", "description", "key_name"}
     limit = q.get("limit")
-    if limit is not None and (not limit.isdigit()):
+    if limit is not None and not (limit.isascii() and limit.isdigit()):
         raise BadRequest("limit must be a non-negative integer.")
+    if limit is not None and len(limit) > 10:
+        limit = str(INT32_MAX)  # no page is longer; and int() refuses strings of over 4,300 digits
     changes = q.get("changes-since")
     since = None
     if changes:
