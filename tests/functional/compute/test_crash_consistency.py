@@ -49,8 +49,10 @@ def test_a_create_cut_off_before_its_spawn_was_queued_errors_with_a_reason_and_f
     network = world["api"].services.network
     real = network.allocate_for_instance
 
+    made: list[str] = []
+
     def allocate_then_die(*args: Any, **kwargs: Any) -> Any:
-        real(*args, **kwargs)
+        made.extend(p.id for p in real(*args, **kwargs))
         raise RuntimeError("killed")  # the process dies here: the port exists, the spawn is not queued
 
     monkeypatch.setattr(network, "allocate_for_instance", allocate_then_die)
@@ -59,11 +61,12 @@ def test_a_create_cut_off_before_its_spawn_was_queued_errors_with_a_reason_and_f
     assert r.status_code == 500
     monkeypatch.undo()
     [server] = nova.get("/servers").json()["servers"]
-    assert len(_ports(neutron, device_id=server["id"])) == 1  # what the crash left behind
+    assert len(made) == 1  # what the crash left behind: a port, and a row with no work
 
     errored = wait_for(nova, server["id"], "ERROR")
     assert "interrupted" in errored["fault"]["message"]
-    assert _ports(neutron, device_id=server["id"]) == []
+    until(lambda: _ports(neutron, device_id=server["id"]) == [])
+    assert neutron.get(f"/ports/{made[0]}").status_code == 404
     assert world["host"].driver._guests == {}  # nothing was started
     # Its address is free again: no port holds anything on the network any more.
     assert [p for p in _ports(neutron, network_id=net_id) if p["device_owner"].startswith("compute:")] == []
