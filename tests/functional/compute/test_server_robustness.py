@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.functional.compute import test_servers as servers
 from tests.functional.compute.test_servers import action, body, boot, instance_count, until, wait_for
@@ -192,3 +193,32 @@ def test_two_concurrent_deletes_of_a_server_that_never_got_a_host_never_500(worl
         th.join()
     assert sorted(codes) in ([204, 204], [204, 404]), codes
     assert alice.get(f"/servers/{server['id']}").status_code == 404
+
+
+def test_a_create_waiting_for_its_own_projects_quota_lock_does_not_hold_up_another_project(
+        world: dict[str, Any]) -> None:
+    services = world["api"].services
+    with services.db() as probe:
+        if probe.get_bind().dialect.name != "postgresql":
+            pytest.skip("the per-project quota locks are PostgreSQL advisory locks (SQLite serialises writers)")
+    alice, bob = world["alice"], world["bob"]
+    key = zlib.crc32(f"quota:{world['a']['project_id']}".encode()) - 2**31
+    answers: list[int] = []
+    bobs: list[int] = []
+    with services.db() as holder:
+        # Another create of alice's project (say on another API process) holds her quota lock.
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        waiting = threading.Thread(target=lambda: answers.append(alice.post("/servers", body(world, "a")).status_code))
+        waiting.start()
+        try:
+            until(lambda: bool(holder.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar()))
+            other = threading.Thread(target=lambda: bobs.append(bob.post("/servers", body(world, "b")).status_code))
+            other.start()
+            other.join(10.0)  # it used to wait, behind alice's create, for the scheduler lock: for ever here
+            answered_while_locked = bobs == [202]
+        finally:
+            holder.rollback()
+    waiting.join(30)
+    assert answered_while_locked, bobs
+    assert answers == [202]
