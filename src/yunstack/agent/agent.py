@@ -236,7 +236,8 @@ class Agent:
         for instance_id in orphans:
             if instance_id not in self._inflight:
                 log.warning("destroying guest %s: the control plane no longer knows it", instance_id)
-                await self.driver.destroy(instance_id)
+                with contextlib.suppress(NotFound):  # its directory went away meanwhile: nothing to do
+                    await self.driver.destroy(instance_id)
 
     async def _dispatch(self) -> None:
         try:

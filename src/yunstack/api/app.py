@@ -23,7 +23,7 @@ from yunstack.api.identity import resources as identity_resources
 from yunstack.api.identity import routes as identity_routes
 from yunstack.api.image import routes as image_routes
 from yunstack.api.metadata import make_metadata_router
-from yunstack.api.middleware import BodyLimit, PathGuard, RequestId, RequestIdFilter
+from yunstack.api.middleware import BodyLimit, JsonDepthLimit, PathGuard, RequestId, RequestIdFilter
 from yunstack.api.network import routes as network_routes
 from yunstack.api.network import routes_l3 as network_routes_l3
 from yunstack.api.network import routes_sg as network_routes_sg
@@ -89,7 +89,7 @@ def create_app(services: Services) -> Any:
         return JSONResponse({"name": "yunstack", "version": __version__,
                              "apis": {kind: base + path for kind, _, path in CATALOG}})
 
-    limited = BodyLimit(app, services.config.server.max_body_bytes, _streamed)
+    limited = BodyLimit(JsonDepthLimit(app, _streamed), services.config.server.max_body_bytes, _streamed)
     wrapped = RequestId(metrics.RequestTimer(PathGuard(Microversions(limited))))
     # Keep a handle on the FastAPI app for tests and tooling (openapi, state).
     wrapped.fastapi = app  # type: ignore[attr-defined]

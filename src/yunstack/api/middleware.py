@@ -1,10 +1,12 @@
-"""Pure ASGI middleware: request ids (on every response and log line) and a body size limit."""
+"""Pure ASGI middleware: request ids (on every response and log line), a body size limit and a JSON
+nesting limit."""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -92,7 +94,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+            if name == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > self.limit):
                 await self._reject(scope, send)
                 return
         seen = 0
@@ -122,3 +124,80 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+# JSON deeper than this is refused before any parser sees it.  Python's json module recurses once per
+# level and raises RecursionError (a 500) near 1,000; no OpenStack body nests more than a handful.
+MAX_JSON_DEPTH = 64
+# A string (with its escapes) or one bracket: the only tokens that matter for nesting.  Linear: in the
+# string alternative every repetition starts with a backslash, so there is one way to match and no
+# backtracking to blow up.
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def json_depth(body: bytes, limit: int) -> int:
+    """How deep ``body`` nests, counted up to just past ``limit`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+class JsonDepthLimit:
+    """400 for request bodies nested deeper than ``limit``, for every service at once.
+
+    The body is read here (``BodyLimit`` outside has already capped its size), checked, and replayed
+    to the app unchanged.  Streamed upload paths are passed through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, exempt: Callable[[str], bool], limit: int = MAX_JSON_DEPTH) -> None:
+        self.app = app
+        self.exempt = exempt
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or self.exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if json_depth(body, self.limit) > self.limit:
+            text = f"Request body is nested deeper than {self.limit} levels."
+            data = json.dumps(fault_body(scope["path"], 400, text, "BadRequest")).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
+            return
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+                       send)
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive that hands out ``messages`` first, then defers to ``then`` (e.g. for disconnects)."""
+    queue = list(messages)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive

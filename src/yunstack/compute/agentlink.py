@@ -11,7 +11,7 @@ import base64
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,18 @@ def meta_data(row: t.Instance) -> dict[str, Any]:
         data["public_keys"] = {row.key_name: row.key_data}
         data["keys"] = [{"name": row.key_name, "type": "ssh", "data": row.key_data}]
     return data
+
+
+# A create commits its rows, then allocates ports, then queues the spawn.  A crash in between leaves
+# a BUILD row with no work; after this long without that work, the sync calls the create interrupted.
+INTERRUPTED_CREATE_AFTER = timedelta(seconds=10)
+INTERRUPTED_CREATE = ("The create was interrupted (the control plane stopped) before the server's build was "
+                      "queued; nothing was started. Delete the server and create it again.")
+
+
+def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime) -> bool:
+    return (row.vm_state == states.BUILDING and row.task_state == states.SPAWNING and row.pending is None
+            and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER)
 
 
 @dataclass(frozen=True)
@@ -212,9 +224,15 @@ class LocalControlPlane:
     def sync_power(self, host: str, infos: Sequence[InstanceInfo], busy: Collection[str]) -> Sequence[str]:
         seen = {i.id: i for i in infos}
         now = datetime.now(UTC)
+        interrupted: list[tuple[str, str]] = []
         with self._db.begin() as s:
             rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
             for row in rows.values():
+                if _interrupted_create(row, busy, now):
+                    self._lost(s, row, INTERRUPTED_CREATE, now)
+                    row.task_state = None
+                    interrupted.append((row.id, row.project_id))
+                    continue
                 if row.pending is not None or row.task_state is not None or row.id in busy:
                     continue  # an operation owns this instance right now
                 info = seen.get(row.id)
@@ -235,7 +253,26 @@ class LocalControlPlane:
                 elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
                     row.vm_state = states.PAUSED
             orphans = [i for i in seen if i not in rows and i not in busy]
+            live = {i for i, r in rows.items() if r.vm_state != states.DELETED}
+        self._free_ports(host, interrupted, live)
         return orphans
+
+    def _free_ports(self, host: str, interrupted: Sequence[tuple[str, str]], live: Collection[str]) -> None:
+        """Free the ports of creates that never got their work queued, and of servers that are gone.
+
+        A server is gone when its row is (a delete whose port release was cut short by a crash, or
+        a failed create whose cleanup was).  Rows are always committed before their ports are made,
+        so a port whose server has no live row on this host is a leftover, never one in the making.
+        """
+        if self._network is None:
+            return
+        for instance_id, project_id in interrupted:
+            self._network.deallocate_for_instance(system_context(project_id), instance_id)
+        for instance_id in self._network.instances_with_ports(host) - set(live):
+            with self._db() as s:
+                if s.get(t.Instance, instance_id) is not None:
+                    continue  # moved to another host meanwhile, or not deleted after all
+            self._network.deallocate_for_instance(system_context(""), instance_id)
 
     def _lost(self, s: Session, row: t.Instance, why: str, now: datetime) -> None:
         row.vm_state = states.ERROR

@@ -90,6 +90,32 @@ class QuotaService:
                 select(func.count(t.KeyPair.id)).where(t.KeyPair.user_id == user_id)) or 0)
         return used
 
+    def lock_project(self, session: Session, project_id: str) -> None:
+        """Serialise this project's quota checks until ``session``'s transaction ends (PostgreSQL)."""
+        _lock_project(session, project_id)
+
+    def allowed_count(self, session: Session, project_id: str, per_item: Mapping[str, int], low: int,
+                      high: int) -> int:
+        """How many items of ``per_item`` each fit, as many as possible between ``low`` and ``high``.
+
+        Nova's rule for ``min_count``/``max_count``: make as many as the quota allows, or refuse
+        (403 naming the quota) when not even ``low`` fit.  One read of limits and usage whatever
+        ``high`` is, so a huge ``max_count`` costs no more than one.
+        """
+        if low < 1 or high < low:
+            raise BadRequest("min_count must be >= 1 and <= max_count.")
+        _lock_project(session, project_id)
+        limits = self.limits(session, project_id)
+        used = self.usage(session, project_id)
+        room = high
+        for resource, each in per_item.items():
+            limit = limits.get(resource, UNLIMITED)
+            if each > 0 and limit != UNLIMITED:
+                room = min(room, max(0, limit - used[resource]) // each)
+        if room < low:
+            self.check(session, project_id, {r: each * low for r, each in per_item.items()})  # raises, naming it
+        return max(room, low)
+
     def check(self, session: Session, project_id: str, deltas: Mapping[str, int], *,
               user_id: str | None = None) -> None:
         """Raise QuotaExceeded (403) if adding ``deltas`` would pass a limit; call it inside the

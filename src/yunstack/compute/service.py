@@ -13,12 +13,12 @@ import contextlib
 import re
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler, states
@@ -27,6 +27,7 @@ from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.models import Action, Server
+from yunstack.compute.namefilter import name_matcher
 from yunstack.compute.quotas import QuotaService
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
@@ -171,6 +172,8 @@ class ComputeService(InterfaceOps):
         return to_server(row, self._addresses([row.id]).get(row.id))
 
     def list_servers(self, ctx: AuthContext, f: ServerFilters) -> list[Server]:
+        # Compiled first: a bad pattern is a 400 before any work, and RE2 matches in linear time.
+        name_matches = name_matcher(f.name) if f.name else None
         with self._db() as s:
             q = select(t.Instance).where(t.Instance.vm_state != states.DELETED)
             if not (ctx.is_admin and f.all_tenants):
@@ -193,16 +196,10 @@ class ComputeService(InterfaceOps):
             q = q.order_by(key.desc() if f.sort_dir == "desc" else key.asc(), t.Instance.id)
             rows = list(s.scalars(q))
         out = []
-        name_re = None
-        if f.name:
-            try:
-                name_re = re.compile(f.name)
-            except re.error as exc:
-                raise BadRequest("Invalid name filter {name!r}: {why}", name=f.name, why=str(exc)) from exc
         addresses = self._addresses([r.id for r in rows])
         for row in rows:
             server = to_server(row, addresses.get(row.id))
-            if name_re and not name_re.search(server.name):
+            if name_matches and not name_matches(server.name):
                 continue
             if f.status and server.status != f.status.upper():
                 continue
@@ -263,8 +260,8 @@ class ComputeService(InterfaceOps):
         reservation = "r-" + secrets.token_hex(4)
         created: list[t.Instance] = []
         woken: set[str] = set()
-        with self._schedule_lock, self._db.begin() as s:
-            count = self._allowed_count(s, project_id, flavor, req.min_count, req.max_count)
+        with self._claiming(project_id) as s:
+            count = self.quotas.allowed_count(s, project_id, _usage(flavor, 1), req.min_count, req.max_count)
             hosts = [host_state(u) for u in self.hosts.host_states(s)]
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
@@ -300,11 +297,19 @@ class ComputeService(InterfaceOps):
         # Ports come from the network service in its own transaction: after the claim, before the
         # spawn.  A failure there (a bad network, no free address) undoes everything: nothing half-made.
         self._allocate_ports(ctx, placed, req)
+        abandoned: list[str] = []
         with self._db.begin() as s:
             for r in placed:
                 fresh = s.get(t.Instance, r.id)
-                if fresh is not None:
+                # The agent's repair pass errors a build that waited too long for this (a crash looks
+                # the same); such a server is not spawned after all, and its ports go.
+                if fresh is not None and fresh.vm_state == states.BUILDING and fresh.pending is None:
                     fresh.pending = {"op": "spawn", "args": {}, "request_id": request_id}
+                else:
+                    abandoned.append(r.id)
+        for instance_id in abandoned:
+            if self.network is not None:
+                self.network.deallocate_for_instance(ctx, instance_id)
         for host in woken:
             self.notify(host)
         addresses = self._addresses([r.id for r in created])
@@ -332,16 +337,19 @@ class ComputeService(InterfaceOps):
                     s.execute(delete(t.Instance).where(t.Instance.id == r.id))
             raise
 
-    def _allowed_count(self, s: Session, project_id: str, flavor: Any, low: int, high: int) -> int:
-        """As many servers as quota allows between min_count and max_count (Nova's rule)."""
-        for count in range(high, low, -1):
-            try:
-                self.quotas.check(s, project_id, _usage(flavor, count))
-                return count
-            except QuotaExceeded:
-                continue
-        self.quotas.check(s, project_id, _usage(flavor, low))  # raises, naming the quota
-        return low
+    @contextlib.contextmanager
+    def _claiming(self, project_id: str) -> Iterator[Session]:
+        """A transaction for claims: the project's quota lock first, then the scheduler lock.
+
+        A create that waits for its own project's lock (a concurrent create of the same project on
+        PostgreSQL) waits without the scheduler lock, so other projects' creates go on meanwhile.
+        The transaction commits before the scheduler lock goes: the next claim sees these.
+        """
+        with self._db() as s:
+            self.quotas.lock_project(s, project_id)
+            with self._schedule_lock:
+                yield s
+                s.commit()
 
     def _record(self, s: Session, row: t.Instance, action: str, request_id: str, ctx: AuthContext,
                 message: str | None = None) -> None:
@@ -375,6 +383,13 @@ class ComputeService(InterfaceOps):
             row = self._row(s, ctx, server_id)
             if row.locked and not ctx.is_admin:
                 raise Conflict("Instance {id} is locked", id=server_id)
+            # Claim the delete in one conditional write: of two concurrent deletes one wins and does
+            # the work, the other finds it under way (204, as Nova) instead of queueing it twice.
+            claim = s.execute(update(t.Instance).where(
+                t.Instance.id == row.id, or_(t.Instance.task_state.is_(None), t.Instance.task_state != states.DELETING))
+                .values(task_state=states.DELETING).execution_options(synchronize_session=False))
+            if getattr(claim, "rowcount", 1) != 1:
+                return
             self._record(s, row, "delete", request_id, ctx)
             if row.host is None:
                 s.delete(row)  # never scheduled: nothing exists on any host

@@ -57,6 +57,7 @@ RESERVED_PREFIX = "os_glance"
 MAX_TAGS = 128
 MAX_PROPERTIES = 128
 MAX_MEMBERS = 128
+MAX_INT32 = 0x7FFFFFFF  # min_ram and min_disk are 32-bit columns (as in Glance)
 QUOTA_NAME = "image_size_total"
 
 
@@ -188,8 +189,8 @@ class ImageService:
         clean_tags = list(dict.fromkeys(_check_tag(tag) for tag in tags))
         if len(clean_tags) > MAX_TAGS:
             raise Forbidden("An image may have at most {n} tags.", n=MAX_TAGS)
-        if min_disk < 0 or min_ram < 0:
-            raise BadRequest("min_disk and min_ram must not be negative.")
+        if not (0 <= min_disk <= MAX_INT32 and 0 <= min_ram <= MAX_INT32):
+            raise BadRequest("min_disk and min_ram must be integers from 0 to {high}.", high=MAX_INT32)
         key = new_uuid() if image_id is None else canonical_id(image_id)
         if key is None:
             raise BadRequest("Image id {id} is not a UUID.", id=image_id)
@@ -556,8 +557,8 @@ class ImageService:
                 raise BadRequest("{name} must be a boolean.", name=name)
             setattr(row, name, value)
         elif name in ("min_ram", "min_disk"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise BadRequest("{name} must be a non-negative integer.", name=name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT32:
+                raise BadRequest("{name} must be an integer from 0 to {high}.", name=name, high=MAX_INT32)
             setattr(row, name, value)
         elif name == "owner":
             policy.require_admin(ctx, "change the owner of an image")

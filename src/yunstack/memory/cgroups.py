@@ -94,6 +94,22 @@ class MemoryCgroups:
                     return False
                 time.sleep(0.05)
 
+    def remove_if_unused(self, name: str) -> bool:
+        """Remove ``name`` and the empty cgroups below it when no process lives anywhere in it.
+
+        A busy leaf (a running guest) makes its rmdir fail, and then the parent's too: both stay.
+        Children that vanish while we walk (a guest destroyed meanwhile) are fine.
+        """
+        path = self.path(name)
+        try:
+            children = [entry for entry in path.iterdir() if entry.is_dir()]
+        except FileNotFoundError:
+            return True
+        empty = True
+        for child in children:
+            empty = self.remove_if_unused(f"{name.strip('/')}/{child.name}") and empty
+        return empty and self.remove(name, timeout=0.0)
+
     # -- limits ------------------------------------------------------------------------------
 
     def set_limits(self, name: str, *, limit: int | None, swap_allowed: bool = True,

@@ -75,6 +75,10 @@ class CgroupControl:
         if self.cgroups is not None and self.cgroups.exists(self.parent):
             self.cgroups.set_limits(self.parent, limit=None)
 
+    def remove_if_unused(self) -> bool:
+        """At shutdown: remove the parent (and dead guests' leaves) unless a guest still runs in it."""
+        return self.cgroups is None or self.cgroups.remove_if_unused(self.parent)
+
 
 class KsmControl:
     """The KSM knobs.  ``snapshot`` records the host's values once; ``restore`` writes them back.

@@ -210,7 +210,7 @@ class MemoryManager:
         self._started = True
 
     async def close(self) -> None:
-        """Restore KSM, remove our swapfile, lift the budget; guests keep running."""
+        """Restore KSM, remove our swapfile, lift the budget, remove an unused parent cgroup; guests keep running."""
         if self.ksm is not None:
             self.ksm.restore()
         if self.swap is not None:
@@ -221,6 +221,9 @@ class MemoryManager:
         if self.config.budget_bytes > 0:
             with contextlib.suppress(DriverError):
                 self.cgroups.release_budget()
+        # With no guest left, nothing of ours stays in the cgroup tree; the next start makes it again.
+        with contextlib.suppress(DriverError, OSError):
+            self.cgroups.remove_if_unused()
         self._started = False
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -140,6 +140,12 @@ class InstanceOps(c.Base):
                                                        t.Port.device_owner.like("compute:%"))):
                 self._unplug(s, port)
 
+    def instances_with_ports(self, host: str) -> set[str]:
+        """The ids of the servers that hold VM ports bound to ``host`` (to find ports whose server is gone)."""
+        with self._db() as s:
+            return set(s.scalars(select(t.Port.device_id).distinct()
+                                 .where(t.Port.device_owner.like("compute:%"), t.Port.binding_host == host)))
+
     @staticmethod
     def _unplug(s: Session, port: t.Port) -> None:
         if port.auto_delete:

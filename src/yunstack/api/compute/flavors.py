@@ -10,6 +10,7 @@ from yunstack.api.compute import schemas_misc as s
 from yunstack.api.compute import views_misc as v
 from yunstack.api.compute.microversion import Version
 from yunstack.api.deps import Ctx, Svc
+from yunstack.api.schemas import INT32_MAX
 from yunstack.errors import BadRequest
 
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
@@ -32,7 +33,7 @@ def _is_public(raw: str | None) -> bool | None:
 def _min(name: str, raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or int(raw) > INT32_MAX:  # flavors' sizes are 32-bit
         raise BadRequest("Invalid {name} filter [{value}]", name=name, value=raw)
     return int(raw)
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from yunstack.api.schemas import Strict
+from yunstack.api.schemas import INT32_MAX, Int32, NonNegativeInt32, Strict, bounded_int
 
 
 class NetworkRequest(Strict):
@@ -22,11 +22,11 @@ class SecurityGroupRef(Strict):
 
 class BlockDevice(Strict):
     uuid: str | None = None
-    boot_index: int | str | None = None
+    boot_index: Int32 | str | None = None
     source_type: str | None = None
     destination_type: str | None = None
     delete_on_termination: bool | str | None = None
-    volume_size: int | None = None
+    volume_size: NonNegativeInt32 | None = None
     device_name: str | None = None
     disk_bus: str | None = None
     device_type: str | None = None
@@ -67,12 +67,9 @@ class ServerCreate(Strict):
         if value is None:
             return None
         try:
-            number = int(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError("must be an integer") from exc
-        if number < 1:
-            raise ValueError("must be >= 1")
-        return number
+            return bounded_int(value, low=1, high=INT32_MAX)
+        except ValueError as exc:
+            raise ValueError(f"must be an integer from 1 to {INT32_MAX}") from exc
 
 
 class ServerCreateBody(Strict):

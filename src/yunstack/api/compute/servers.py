@@ -13,6 +13,7 @@ from yunstack.api.compute import server_views as views
 from yunstack.api.compute.microversion import Version
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
+from yunstack.api.schemas import INT32_MAX, bounded_int
 from yunstack.compute.service import ServerCreate, ServerFilters
 from yunstack.errors import BadRequest, NotFound
 
@@ -50,8 +51,10 @@ def _filters(request: Request, ctx: Ctx) -> ServerFilters:
              "project_id", "tenant_id", "ip", "limit", "marker", "sort_key", "sort_dir", "deleted", "tags",
              "ip6", "availability_zone", "user_id", "locked", "description", "key_name"}
     limit = q.get("limit")
-    if limit is not None and (not limit.isdigit()):
+    if limit is not None and not (limit.isascii() and limit.isdigit()):
         raise BadRequest("limit must be a non-negative integer.")
+    if limit is not None and len(limit) > 10:
+        limit = str(INT32_MAX)  # no page is longer; and int() refuses strings of over 4,300 digits
     changes = q.get("changes-since")
     since = None
     if changes:
@@ -194,11 +197,9 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
         length = args.get("length")
         if length is not None:
             try:
-                length = int(length)
-            except (TypeError, ValueError) as exc:
-                raise BadRequest("length must be an integer.") from exc
-            if length < -1:
-                raise BadRequest("length must be -1 or greater.")
+                length = bounded_int(length, low=-1)
+            except ValueError as exc:
+                raise BadRequest("length must be an integer from -1 to {high}.", high=INT32_MAX) from exc
             length = None if length == -1 else length
         output = svc.compute.console_output(ctx, server_id, length)
         return JSONResponse({"output": output})
@@ -206,8 +207,14 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
         if not isinstance(args, dict) or not isinstance(args.get("name"), str) or not args["name"].strip() or (
                 set(args) - {"name", "metadata"}):
             raise BadRequest("createImage needs a non-empty 'name' (and optional 'metadata').")
+        metadata = args.get("metadata", {})
+        if not isinstance(metadata, dict) or not all(
+                isinstance(k, str) and 0 < len(k) <= 255 and isinstance(val, str) and len(val) <= 255
+                for k, val in metadata.items()):
+            raise BadRequest("createImage 'metadata' must be an object of strings (keys 1-255, values "
+                             "0-255 characters).")
         result = svc.compute.action(ctx, server_id, "createImage", rid,
-                                    {"name": args["name"], "metadata": args.get("metadata") or {}})
+                                    {"name": args["name"], "metadata": metadata})
         location = f"{_base(svc)}/image/v2/images/{result['image_id']}"
         if v.at_least("2.45"):
             return JSONResponse({"image_id": result["image_id"]}, status_code=202, headers={"Location": location})

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.image import schemas as s
 from yunstack.api.image import views as v
+from yunstack.api.schemas import INT64_MAX
 from yunstack.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 from yunstack.image.models import ImageFilters, PatchOp
 
@@ -52,9 +53,10 @@ def _bool(name: str, value: str | None) -> bool | None:
 def _int(name: str, value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
-        raise BadRequest("Invalid value for {name}: {value!r}; expected a non-negative integer.",
-                         name=name, value=value)
+    # Sizes are 64-bit columns; int() itself refuses strings of over 4,300 digits.
+    if not (value.isascii() and value.isdigit()) or len(value) > 20 or int(value) > INT64_MAX:
+        raise BadRequest("Invalid value for {name}: {value!r}; expected an integer from 0 to {high}.",
+                         name=name, value=value, high=INT64_MAX)
     return int(value)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter
 
-from yunstack.api.schemas import Strict
+from yunstack.api.schemas import Strict, StrictNonNegativeInt32
 
 
 class ImageCreate(BaseModel):
@@ -22,8 +22,8 @@ class ImageCreate(BaseModel):
     visibility: Literal["public", "private", "shared", "community"] = "shared"
     protected: StrictBool = False
     os_hidden: StrictBool = False
-    min_disk: StrictInt = Field(default=0, ge=0)
-    min_ram: StrictInt = Field(default=0, ge=0)
+    min_disk: StrictNonNegativeInt32 = 0
+    min_ram: StrictNonNegativeInt32 = 0
     tags: list[str] = Field(default_factory=list, max_length=128)
     disk_format: str | None = None
     container_format: str | None = None

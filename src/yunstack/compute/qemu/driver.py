@@ -237,8 +237,11 @@ class QemuDriver:
             if _ID.match(entry.name) and (entry / "spec.json").exists():
                 try:
                     found.append(await self.get_info(entry.name))
-                except NotFound:  # destroyed meanwhile
-                    continue
+                except (NotFound, DriverError):
+                    # Destroyed between the listing and the read (its spec is gone): not a guest any more.
+                    # A spec that is still there but unreadable is a real fault, and says so.
+                    if (entry / "spec.json").exists():
+                        raise
         return found
 
     async def get_info(self, instance_id: str) -> InstanceInfo:
