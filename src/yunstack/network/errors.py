@@ -8,8 +8,9 @@ that name, so these mirror Neutron's exception classes.  They add no behaviour::
                ExternalGatewayForFloatingIPNotFound, RouterInterfaceNotFound
     Conflict > NetworkInUse, SubnetInUse, PortInUse, IpAddressGenerationFailure,
                IpAddressAlreadyAllocated, SecurityGroupInUse, SecurityGroupRuleExists,
-               RouterInUse, FloatingIPPortAlreadyAssociated, MacAddressInUse
-    BadRequest > InvalidInput
+               RouterInUse, FloatingIPPortAlreadyAssociated, MacAddressInUse,
+               DeviceIDNotOwnedByTenant, RouterInterfaceInUseByRoute
+    BadRequest > InvalidInput, InvalidRoutes
     Forbidden > PolicyNotAuthorized
 """
 
@@ -135,6 +136,26 @@ class FloatingIPPortAlreadyAssociated(Conflict):
 
     message = ("Cannot associate floating IP {floating_ip_address} ({fip_id}) with port {port_id} using fixed "
                "IP {fixed_ip}, as that fixed IP already has a floating IP on external network {net_id}.")
+
+
+class DeviceIDNotOwnedByTenant(Conflict):
+    """Raised when a port's device_id names a server (or compute device) of another project."""
+
+    message = ("The following device_id {device_id} is not owned by your tenant or matches another tenants "
+               "router.")
+
+
+class RouterInterfaceInUseByRoute(Conflict):
+    """Raised when an extra route's nexthop is on the subnet of the interface being removed."""
+
+    message = ("Router interface for subnet {subnet_id} on router {router_id} cannot be deleted, as it is "
+               "required by one or more routes.")
+
+
+class InvalidRoutes(BadRequest):
+    """Raised when a router's extra routes are malformed or their nexthop is not connected."""
+
+    message = "Invalid format for routes: {routes}, {reason}"
 
 
 class InvalidInput(BadRequest):

@@ -90,6 +90,15 @@ class Port(Standard):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AddressOwner:
+    """The server whose compute-bound port holds an address (what the metadata service asks)."""
+
+    instance_id: str
+    project_id: str
+    host: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SecurityGroupRule:
     id: str
     project_id: str
@@ -126,6 +135,7 @@ class Router(Standard):
     admin_state_up: bool
     status: str
     gateway: GatewayInfo | None
+    routes: tuple[HostRoute, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

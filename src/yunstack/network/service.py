@@ -204,8 +204,9 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, InstanceOps):
         q = select(t.Subnet).join(t.Network, t.Network.id == t.Subnet.network_id) \
             .order_by(t.Subnet.created_at, t.Subnet.id)
         if not ctx.is_admin:
+            # Not the subnets of an external network that is not shared (see c.subnet_visible).
             q = q.where(or_(t.Subnet.project_id == ctx.project_id, t.Network.project_id == ctx.project_id,
-                            t.Network.shared.is_(True), t.Network.external.is_(True)))
+                            t.Network.shared.is_(True)))
         with self._db() as s:
             return [c.subnet_of(r) for r in s.scalars(q)]
 

@@ -16,6 +16,7 @@ from yunstack.api.network import query as q
 from yunstack.api.network import schemas as s
 from yunstack.api.network import views as v
 from yunstack.errors import NotFound
+from yunstack.network.ports import PortRequest
 
 router = APIRouter(prefix="/networking", tags=["network"])
 V2 = "/v2.0"
@@ -154,17 +155,24 @@ def delete_subnet(subnet_id: str, ctx: Ctx, svc: Svc) -> Response:
 
 # -- ports -------------------------------------------------------------------------------------
 
+def _port_request(p: s.PortCreate) -> PortRequest:
+    return PortRequest(
+        network_id=p.network_id, name=p.name or "",
+        admin_state_up=True if p.admin_state_up is None else p.admin_state_up,
+        mac_address=p.mac_address, fixed_ips=_fixed(p.fixed_ips), device_id=p.device_id or "",
+        device_owner=p.device_owner or "", binding_host=p.binding_host_id or "",
+        port_security_enabled=p.port_security_enabled, allowed_address_pairs=_pairs(p.allowed_address_pairs) or [],
+        security_groups=p.security_groups, description=p.description or "", project_id=p.owner)
+
+
 @router.post(V2 + "/ports", status_code=201)
 def create_port(body: s.PortCreateBody, ctx: Ctx, svc: Svc) -> JSONResponse:
-    p = body.port
-    made = svc.network.create_port(
-        ctx, network_id=p.network_id, name=p.name or "",
-        admin_state_up=True if p.admin_state_up is None else p.admin_state_up, mac_address=p.mac_address,
-        fixed_ips=_fixed(p.fixed_ips), device_id=p.device_id or "", device_owner=p.device_owner or "",
-        binding_host=p.binding_host_id or "", port_security_enabled=p.port_security_enabled,
-        allowed_address_pairs=_pairs(p.allowed_address_pairs) or [], security_groups=p.security_groups,
-        description=p.description or "", project_id=p.owner)
-    return created("port", v.port(made, admin=ctx.is_admin))
+    if body.ports is not None:
+        made = svc.network.create_ports(ctx, [_port_request(p) for p in body.ports])
+        return JSONResponse({"ports": [v.port(p, admin=ctx.is_admin) for p in made]}, status_code=201)
+    assert body.port is not None  # the body model insists on exactly one of the two
+    one_port = svc.network.create_ports(ctx, [_port_request(body.port)])[0]
+    return created("port", v.port(one_port, admin=ctx.is_admin))
 
 
 @router.get(V2 + "/ports")

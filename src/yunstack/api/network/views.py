@@ -14,6 +14,9 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
+    ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
+    ("extraroute-atomic", "Atomically add/remove extra routes",
+     "Edit extra routes of a router on server side by atomically adding/removing extra routes"),
     ("ext-gw-mode", "Neutron L3 Configurable external gateway mode",
      "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway"),
     ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
@@ -117,7 +120,8 @@ def router(r: m.Router) -> Json:
               "external_fixed_ips": [{"subnet_id": f.subnet_id, "ip_address": f.ip_address}
                                      for f in r.gateway.external_fixed_ips]}
     return {**_std(r), "name": r.name, "admin_state_up": r.admin_state_up, "status": r.status,
-            "external_gateway_info": gw}
+            "external_gateway_info": gw,
+            "routes": [{"destination": x.destination, "nexthop": x.nexthop} for x in r.routes]}
 
 
 def interface_info(i: m.RouterInterfaceInfo) -> Json:

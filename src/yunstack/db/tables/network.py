@@ -148,6 +148,7 @@ class Router(Base):
     gw_network_id: Mapped[str | None] = mapped_column(ForeignKey("network.id"), nullable=True)
     gw_port_id: Mapped[str | None] = mapped_column(ForeignKey("port.id", ondelete="SET NULL"), nullable=True)
     enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
+    routes: Mapped[list[Any]] = mapped_column(JSON, default=list)  # extra routes [{"destination", "nexthop"}]
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     revision_number: Mapped[int] = mapped_column(Integer, default=0)
