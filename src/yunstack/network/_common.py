@@ -172,7 +172,8 @@ def subnet_of(r: t.Subnet) -> m.Subnet:
                     gateway_ip=r.gateway_ip, enable_dhcp=r.enable_dhcp, dns_nameservers=tuple(r.dns_nameservers),
                     host_routes=tuple(m.HostRoute(**h) for h in r.host_routes),
                     allocation_pools=tuple(m.Pool(**p) for p in r.allocation_pools),
-                    ipv6_ra_mode=r.ipv6_ra_mode, ipv6_address_mode=r.ipv6_address_mode)
+                    ipv6_ra_mode=r.ipv6_ra_mode, ipv6_address_mode=r.ipv6_address_mode,
+                    subnetpool_id=r.subnetpool_id)
 
 
 def fixed_ips_of(s: Session, port_ids: Iterable[str]) -> dict[str, list[m.FixedIp]]:

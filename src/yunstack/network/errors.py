@@ -3,10 +3,10 @@
 ``api/faults.py`` puts the class name in ``NeutronError.type``, and clients (and Tempest) read
 that name, so these mirror Neutron's exception classes.  They add no behaviour::
 
-    NotFound > NetworkNotFound, SubnetNotFound, PortNotFound, SecurityGroupNotFound,
+    NotFound > NetworkNotFound, SubnetNotFound, SubnetPoolNotFound, PortNotFound, SecurityGroupNotFound,
                SecurityGroupRuleNotFound, RouterNotFound, FloatingIPNotFound,
                ExternalGatewayForFloatingIPNotFound, RouterInterfaceNotFound
-    Conflict > NetworkInUse, SubnetInUse, PortInUse, IpAddressGenerationFailure,
+    Conflict > NetworkInUse, SubnetInUse, SubnetPoolInUse, PortInUse, IpAddressGenerationFailure,
                IpAddressAlreadyAllocated, SecurityGroupInUse, SecurityGroupRuleExists,
                RouterInUse, FloatingIPPortAlreadyAssociated, MacAddressInUse,
                DeviceIDNotOwnedByTenant, RouterInterfaceInUseByRoute
@@ -35,6 +35,12 @@ class PortNotFound(NotFound):
     """Raised when no port with the id is visible to the caller."""
 
     message = "Port {id} could not be found."
+
+
+class SubnetPoolNotFound(NotFound):
+    """Raised when no subnet pool with the id is visible to the caller."""
+
+    message = "Subnet pool {subnetpool_id} could not be found."
 
 
 class SecurityGroupNotFound(NotFound):
@@ -86,6 +92,12 @@ class SubnetInUse(Conflict):
 
     message = ("Unable to complete operation on subnet {subnet_id}: One or more ports have an IP allocation "
                "from this subnet.")
+
+
+class SubnetPoolInUse(Conflict):
+    """Raised when a subnet pool still has subnets allocated from it."""
+
+    message = "Unable to complete operation on subnet pool {subnet_pool_id}. Subnets are allocated from it."
 
 
 class PortInUse(Conflict):

@@ -22,7 +22,7 @@ def test_version_document_resources_and_a_truthful_extension_list(api: Api, worl
     aliases = {e["alias"] for e in alice.get("/extensions").json()["extensions"]}
     assert {"external-net", "router", "quotas", "security-group", "port-security", "allowed-address-pairs",
             "standard-attr-tag", "binding"} <= aliases
-    assert not aliases & {"dvr", "l3-ha", "subnet_allocation", "provider", "dns-integration"}
+    assert not aliases & {"dvr", "l3-ha", "address-scope", "provider", "dns-integration"}
     assert alice.get("/extensions/router").json()["extension"]["alias"] == "router"
     assert alice.get("/extensions/dvr").status_code == 404
 

@@ -123,7 +123,8 @@ def create_subnet(body: s.SubnetCreateBody, ctx: Ctx, svc: Svc) -> JSONResponse:
         gateway_ip=b.gateway_ip, no_gateway="gateway_ip" in b.model_fields_set and b.gateway_ip is None,
         enable_dhcp=b.enable_dhcp, dns_nameservers=b.dns_nameservers, host_routes=_routes(b.host_routes) or [],
         allocation_pools=_pools(b.allocation_pools), ipv6_ra_mode=b.ipv6_ra_mode,
-        ipv6_address_mode=b.ipv6_address_mode, description=b.description or "", project_id=b.owner)
+        ipv6_address_mode=b.ipv6_address_mode, description=b.description or "", project_id=b.owner,
+        subnetpool_id=b.subnetpool_id, prefixlen=b.prefixlen)
     return created("subnet", v.subnet(made))
 
 
@@ -150,6 +151,43 @@ def update_subnet(subnet_id: str, body: s.SubnetUpdateBody, ctx: Ctx, svc: Svc) 
 @router.delete(V2 + "/subnets/{subnet_id}", status_code=204)
 def delete_subnet(subnet_id: str, ctx: Ctx, svc: Svc) -> Response:
     svc.network.delete_subnet(ctx, subnet_id)
+    return Response(status_code=204)
+
+
+# -- subnet pools ------------------------------------------------------------------------------
+
+@router.post(V2 + "/subnetpools", status_code=201)
+def create_subnetpool(body: s.SubnetPoolCreateBody, ctx: Ctx, svc: Svc) -> JSONResponse:
+    b = body.subnetpool
+    made = svc.network.create_subnetpool(
+        ctx, name=b.name or "", prefixes=b.prefixes, default_prefixlen=b.default_prefixlen,
+        min_prefixlen=b.min_prefixlen, max_prefixlen=b.max_prefixlen, shared=b.shared, is_default=b.is_default,
+        description=b.description or "", project_id=b.owner)
+    return created("subnetpool", v.subnetpool(made))
+
+
+@router.get(V2 + "/subnetpools")
+def list_subnetpools(request: Request, ctx: Ctx, svc: Svc) -> Json:
+    return listing("subnetpools", [v.subnetpool(x) for x in svc.network.list_subnetpools(ctx)], request, svc)
+
+
+@router.get(V2 + "/subnetpools/{pool_id}")
+def show_subnetpool(pool_id: str, request: Request, ctx: Ctx, svc: Svc) -> Json:
+    return one("subnetpool", v.subnetpool(svc.network.get_subnetpool(ctx, pool_id)), request)
+
+
+@router.put(V2 + "/subnetpools/{pool_id}")
+def update_subnetpool(pool_id: str, body: s.SubnetPoolUpdateBody, ctx: Ctx, svc: Svc) -> Json:
+    b = body.subnetpool
+    return {"subnetpool": v.subnetpool(svc.network.update_subnetpool(
+        ctx, pool_id, name=b.name, description=b.description, prefixes=b.prefixes,
+        default_prefixlen=b.default_prefixlen, min_prefixlen=b.min_prefixlen, max_prefixlen=b.max_prefixlen,
+        is_default=b.is_default))}
+
+
+@router.delete(V2 + "/subnetpools/{pool_id}", status_code=204)
+def delete_subnetpool(pool_id: str, ctx: Ctx, svc: Svc) -> Response:
+    svc.network.delete_subnetpool(ctx, pool_id)
     return Response(status_code=204)
 
 

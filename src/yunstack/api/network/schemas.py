@@ -72,7 +72,9 @@ class Route(_Body):
 
 class SubnetCreate(_Owned):
     network_id: str = Field(max_length=36)
-    cidr: str = Field(max_length=64)
+    cidr: str | None = Field(default=None, max_length=64)
+    subnetpool_id: str | None = Field(default=None, max_length=36)
+    prefixlen: int | None = Field(default=None, ge=0, le=128)
     ip_version: Literal[4, 6] = 4
     name: Text = Name
     description: Text = Desc
@@ -93,6 +95,28 @@ class SubnetUpdate(_Body):
     dns_nameservers: list[str] | None = Field(default=None, max_length=5)
     host_routes: list[Route] | None = Field(default=None, max_length=20)
     allocation_pools: list[Pool] | None = None
+
+
+class SubnetPoolCreate(_Owned):
+    name: Text = Name
+    description: Text = Desc
+    prefixes: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100)
+    default_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    min_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    max_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    shared: bool = False
+    is_default: bool = False
+
+
+class SubnetPoolUpdate(_Body):
+    name: Text = Name
+    description: Text = Desc
+    prefixes: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, min_length=1,
+                                                                           max_length=100)
+    default_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    min_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    max_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    is_default: bool | None = None
 
 
 class FixedIp(_Body):
@@ -239,6 +263,14 @@ class SubnetCreateBody(_Body):
 
 class SubnetUpdateBody(_Body):
     subnet: SubnetUpdate
+
+
+class SubnetPoolCreateBody(_Body):
+    subnetpool: SubnetPoolCreate
+
+
+class SubnetPoolUpdateBody(_Body):
+    subnetpool: SubnetPoolUpdate
 
 
 class PortCreateBody(_Body):

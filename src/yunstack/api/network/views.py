@@ -31,6 +31,7 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
      "via a NAT gateway."),
     ("security-group", "security-group", "The security groups extension."),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+    ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
     ("standard-attr-description", "standard-attr-description",
      "Extension to add descriptions to standard attributes"),
     ("standard-attr-revisions", "Resource revision numbers",
@@ -41,8 +42,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("standard-attr-timestamp", "Resource timestamps",
      "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
 )
-RESOURCES = ("networks", "subnets", "ports", "routers", "floatingips", "security-groups", "security-group-rules",
-             "quotas", "extensions")
+RESOURCES = ("networks", "subnets", "subnetpools", "ports", "routers", "floatingips", "security-groups",
+             "security-group-rules", "quotas", "extensions")
 
 
 def versions(base: str) -> Json:
@@ -75,11 +76,18 @@ def network(n: m.Network) -> Json:
 
 def subnet(x: m.Subnet) -> Json:
     return {**_std(x), "name": x.name, "network_id": x.network_id, "ip_version": x.ip_version, "cidr": x.cidr,
-            "gateway_ip": x.gateway_ip, "enable_dhcp": x.enable_dhcp, "subnetpool_id": None,
+            "gateway_ip": x.gateway_ip, "enable_dhcp": x.enable_dhcp, "subnetpool_id": x.subnetpool_id,
             "ipv6_ra_mode": x.ipv6_ra_mode, "ipv6_address_mode": x.ipv6_address_mode,
             "dns_nameservers": list(x.dns_nameservers),
             "host_routes": [{"destination": h.destination, "nexthop": h.nexthop} for h in x.host_routes],
             "allocation_pools": [{"start": p.start, "end": p.end} for p in x.allocation_pools]}
+
+
+def subnetpool(x: m.SubnetPool) -> Json:
+    return {**_std(x), "name": x.name, "ip_version": x.ip_version, "prefixes": list(x.prefixes),
+            "default_prefixlen": x.default_prefixlen, "min_prefixlen": x.min_prefixlen,
+            "max_prefixlen": x.max_prefixlen, "shared": x.shared, "is_default": x.is_default,
+            "address_scope_id": None, "default_quota": None}
 
 
 def port(p: m.Port, *, admin: bool) -> Json:
