@@ -73,6 +73,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     network = NetworkService(db, config.network, control_host=config.host_name)
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)
+    network.server_project = compute.server_project
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, memory=MemoryLedgerService(db), network=network)

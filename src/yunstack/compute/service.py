@@ -161,15 +161,16 @@ class ComputeService(InterfaceOps):
             raise NotFound("Instance {id} could not be found.", id=server_id) from None
         return row
 
-    def _addresses(self, ids: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        if self.network is None or not ids:
+    def _addresses(self, rows: Sequence[Any]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        # With each server's project: a port of another project never shows in a server's view.
+        if self.network is None or not rows:
             return {}
-        return self.network.addresses_for_instances(list(ids))
+        return self.network.addresses_for_instances({r.id: r.project_id for r in rows})
 
     def get(self, ctx: AuthContext, server_id: str) -> Server:
         with self._db() as s:
             row = self._row(s, ctx, server_id)
-        return to_server(row, self._addresses([row.id]).get(row.id))
+        return to_server(row, self._addresses([row]).get(row.id))
 
     def list_servers(self, ctx: AuthContext, f: ServerFilters) -> list[Server]:
         # Compiled first: a bad pattern is a 400 before any work, and RE2 matches in linear time.
@@ -196,7 +197,7 @@ class ComputeService(InterfaceOps):
             q = q.order_by(key.desc() if f.sort_dir == "desc" else key.asc(), t.Instance.id)
             rows = list(s.scalars(q))
         out = []
-        addresses = self._addresses([r.id for r in rows])
+        addresses = self._addresses(rows)
         for row in rows:
             server = to_server(row, addresses.get(row.id))
             if name_matches and not name_matches(server.name):
@@ -312,7 +313,7 @@ class ComputeService(InterfaceOps):
                 self.network.deallocate_for_instance(ctx, instance_id)
         for host in woken:
             self.notify(host)
-        addresses = self._addresses([r.id for r in created])
+        addresses = self._addresses(created)
         return [to_server(r, addresses.get(r.id), admin_pass=req.admin_pass or secrets.token_urlsafe(9))
                 for r in created]
 
@@ -472,16 +473,24 @@ class ComputeService(InterfaceOps):
 
     # -- the metadata service -------------------------------------------------------------------
 
+    def server_project(self, server_id: str) -> str | None:
+        """The project of a (not deleted) server, None if there is none (the network service asks)."""
+        with self._db() as s:
+            row = s.get(t.Instance, server_id)
+            return None if row is None or row.vm_state == states.DELETED else row.project_id
+
     def metadata_for(self, network_id: str, ip: str) -> InstanceMetadata | None:
         """What the metadata service tells the instance that owns ``ip`` on ``network_id`` (or None)."""
         if self.network is None:
             return None
-        instance_id = self.network.instance_for_address(network_id, ip)
-        if instance_id is None:
+        holder = self.network.instance_for_address(network_id, ip)
+        if holder is None:
             return None
         with self._db() as s:
-            row = s.get(t.Instance, instance_id)
-            if row is None or row.vm_state == states.DELETED:
+            row = s.get(t.Instance, holder.instance_id)
+            # The port must be of the server's own project: a port of another project naming this
+            # server must never be answered with its user data, metadata or keys.
+            if row is None or row.vm_state == states.DELETED or row.project_id != holder.project_id:
                 return None
             return InstanceMetadata(
                 uuid=row.id, name=row.name, hostname=row.hostname, project_id=row.project_id,

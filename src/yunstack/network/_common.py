@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -48,8 +48,18 @@ SERVICE_OWNERS = (DHCP,)
 MAC_PREFIX = "fa:16:3e"
 
 
+def _no_servers(server_id: str) -> str | None:
+    return None
+
+
 class Base:
-    """State shared by the service's parts (mixins of ``NetworkService``)."""
+    """State shared by the service's parts (mixins of ``NetworkService``).
+
+    ``server_project`` answers which project owns a server id (None: no such server).  The
+    composition root hands in the compute service's answer; the network service needs it to keep
+    a port's ``device_id`` from naming another project's server (the metadata service and a
+    server's ``addresses`` trust that binding).
+    """
 
     def __init__(self, db: sessionmaker[Session], config: m.NetworkConfig, quotas: NetworkQuotas, *,
                  control_host: str) -> None:
@@ -57,6 +67,7 @@ class Base:
         self.config = config
         self.quotas = quotas
         self.control_host = control_host
+        self.server_project: Callable[[str], str | None] = _no_servers
 
 
 # -- policy ------------------------------------------------------------------------------------
@@ -109,12 +120,21 @@ def network_row(s: Session, ctx: AuthContext, network_id: str) -> t.Network:
     return row
 
 
+def subnet_visible(ctx: AuthContext, row: t.Subnet, net: t.Network) -> bool:
+    """A subnet is seen by its project, the network's project and, on a shared network, everyone.
+
+    An external network is visible to all (to pick it for gateways and floating IPs), but its
+    subnets are not, unless it is also shared: Neutron keeps them to the owner and admins.
+    """
+    return owns(ctx, row.project_id) or owns(ctx, net.project_id) or net.shared
+
+
 def subnet_row(s: Session, ctx: AuthContext, subnet_id: str) -> t.Subnet:
     row = s.get(t.Subnet, subnet_id)
     if row is None:
         raise SubnetNotFound(id=subnet_id)
     net = s.get(t.Network, row.network_id)
-    if net is None or not (owns(ctx, row.project_id) or network_visible(ctx, net)):
+    if net is None or not subnet_visible(ctx, row, net):
         raise SubnetNotFound(id=subnet_id)
     return row
 
@@ -152,7 +172,8 @@ def subnet_of(r: t.Subnet) -> m.Subnet:
                     gateway_ip=r.gateway_ip, enable_dhcp=r.enable_dhcp, dns_nameservers=tuple(r.dns_nameservers),
                     host_routes=tuple(m.HostRoute(**h) for h in r.host_routes),
                     allocation_pools=tuple(m.Pool(**p) for p in r.allocation_pools),
-                    ipv6_ra_mode=r.ipv6_ra_mode, ipv6_address_mode=r.ipv6_address_mode)
+                    ipv6_ra_mode=r.ipv6_ra_mode, ipv6_address_mode=r.ipv6_address_mode,
+                    subnetpool_id=r.subnetpool_id)
 
 
 def fixed_ips_of(s: Session, port_ids: Iterable[str]) -> dict[str, list[m.FixedIp]]:
@@ -195,13 +216,24 @@ def port_status(device_owner: str, device_id: str, binding_host: str) -> str:
 
 # -- MACs and addresses ------------------------------------------------------------------------
 
-def check_mac(s: Session, network_id: str, mac: str) -> str:
+def normalize_mac(mac: str, field: str = "mac_address") -> str:
+    """``mac`` as six lower-case hex pairs; 400 naming ``field`` for anything else.
+
+    Every MAC we store ends up in iptables/nft rules and dnsmasq host files on the hosts: one bad
+    value would break the firewall update of every project on the host, so nothing unchecked
+    gets through (multicast and all-zero addresses are refused too, as Neutron does).
+    """
     parts = mac.lower().replace("-", ":").split(":")
     if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):
-        raise InvalidInput(error_message=f"'{mac}' is not a valid MAC address")
+        raise InvalidInput(error_message=f"{field} '{mac}' is not a valid MAC address")
     value = ":".join(parts)
     if int(parts[0], 16) & 1 or value == "00:00:00:00:00:00":
-        raise InvalidInput(error_message=f"'{mac}' is not a valid MAC address")
+        raise InvalidInput(error_message=f"{field} '{mac}' is not a valid unicast MAC address")
+    return value
+
+
+def check_mac(s: Session, network_id: str, mac: str) -> str:
+    value = normalize_mac(mac)
     if s.scalar(select(t.Port.id).where(t.Port.network_id == network_id, t.Port.mac_address == value)):
         raise MacAddressInUse(net_id=network_id, mac=value)
     return value

@@ -112,6 +112,8 @@ class RouterState:
     enable_snat: bool
     interfaces: tuple[RouterInterface, ...]
     floating_ips: tuple[FloatingIpState, ...] = ()
+    # Extra routes (destination CIDR, nexthop) the router namespace carries.
+    routes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,13 +3,14 @@
 ``api/faults.py`` puts the class name in ``NeutronError.type``, and clients (and Tempest) read
 that name, so these mirror Neutron's exception classes.  They add no behaviour::
 
-    NotFound > NetworkNotFound, SubnetNotFound, PortNotFound, SecurityGroupNotFound,
+    NotFound > NetworkNotFound, SubnetNotFound, SubnetPoolNotFound, PortNotFound, SecurityGroupNotFound,
                SecurityGroupRuleNotFound, RouterNotFound, FloatingIPNotFound,
                ExternalGatewayForFloatingIPNotFound, RouterInterfaceNotFound
-    Conflict > NetworkInUse, SubnetInUse, PortInUse, IpAddressGenerationFailure,
+    Conflict > NetworkInUse, SubnetInUse, SubnetPoolInUse, PortInUse, IpAddressGenerationFailure,
                IpAddressAlreadyAllocated, SecurityGroupInUse, SecurityGroupRuleExists,
-               RouterInUse, FloatingIPPortAlreadyAssociated, MacAddressInUse
-    BadRequest > InvalidInput
+               RouterInUse, FloatingIPPortAlreadyAssociated, MacAddressInUse,
+               DeviceIDNotOwnedByTenant, RouterInterfaceInUseByRoute
+    BadRequest > InvalidInput, InvalidRoutes
     Forbidden > PolicyNotAuthorized
 """
 
@@ -34,6 +35,12 @@ class PortNotFound(NotFound):
     """Raised when no port with the id is visible to the caller."""
 
     message = "Port {id} could not be found."
+
+
+class SubnetPoolNotFound(NotFound):
+    """Raised when no subnet pool with the id is visible to the caller."""
+
+    message = "Subnet pool {subnetpool_id} could not be found."
 
 
 class SecurityGroupNotFound(NotFound):
@@ -87,6 +94,12 @@ class SubnetInUse(Conflict):
                "from this subnet.")
 
 
+class SubnetPoolInUse(Conflict):
+    """Raised when a subnet pool still has subnets allocated from it."""
+
+    message = "Unable to complete operation on subnet pool {subnet_pool_id}. Subnets are allocated from it."
+
+
 class PortInUse(Conflict):
     """Raised when a port is attached to a device that forbids the operation."""
 
@@ -135,6 +148,26 @@ class FloatingIPPortAlreadyAssociated(Conflict):
 
     message = ("Cannot associate floating IP {floating_ip_address} ({fip_id}) with port {port_id} using fixed "
                "IP {fixed_ip}, as that fixed IP already has a floating IP on external network {net_id}.")
+
+
+class DeviceIDNotOwnedByTenant(Conflict):
+    """Raised when a port's device_id names a server (or compute device) of another project."""
+
+    message = ("The following device_id {device_id} is not owned by your tenant or matches another tenants "
+               "router.")
+
+
+class RouterInterfaceInUseByRoute(Conflict):
+    """Raised when an extra route's nexthop is on the subnet of the interface being removed."""
+
+    message = ("Router interface for subnet {subnet_id} on router {router_id} cannot be deleted, as it is "
+               "required by one or more routes.")
+
+
+class InvalidRoutes(BadRequest):
+    """Raised when a router's extra routes are malformed or their nexthop is not connected."""
+
+    message = "Invalid format for routes: {routes}, {reason}"
 
 
 class InvalidInput(BadRequest):

@@ -9,7 +9,7 @@ metadata proxy asks ``instance_for_address``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import or_, select
@@ -182,20 +182,27 @@ class InstanceOps(c.Base):
                 raise NotFound("Port {port_id} is not attached", port_id=port_id)
             self._unplug(s, port)
 
-    def addresses_for_instances(self, instance_ids: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    def addresses_for_instances(self, instance_ids: Sequence[str] | Mapping[str, str],
+                                ) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """Nova's ``addresses`` for many servers in one round of queries: per server, per network name,
         fixed then floating addresses, each ``{"version", "addr", "OS-EXT-IPS:type",
-        "OS-EXT-IPS-MAC:mac_addr"}``.  Every requested id is in the result (``{}`` if it has no ports)."""
+        "OS-EXT-IPS-MAC:mac_addr"}``.  Every requested id is in the result (``{}`` if it has no ports).
+        Given ``{server id: project id}``, only ports of the server's own project count."""
         out: dict[str, dict[str, list[dict[str, Any]]]] = {i: {} for i in instance_ids}
         if not instance_ids:
             return out
+        projects = instance_ids if isinstance(instance_ids, Mapping) else None
         with self._db() as s:
-            rows = s.execute(
-                select(t.Port.id, t.Port.device_id, t.Port.mac_address, t.Network.name, t.IpAllocation.ip_address)
+            found = s.execute(
+                select(t.Port.id, t.Port.device_id, t.Port.mac_address, t.Network.name, t.IpAllocation.ip_address,
+                       t.Port.project_id)
                 .join(t.Network, t.Network.id == t.Port.network_id)
                 .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id)
-                .where(t.Port.device_id.in_(list(instance_ids)), t.Port.device_owner.like("compute:%"))
+                # Bound by compute (binding host set), not merely naming the server in device_id.
+                .where(t.Port.device_id.in_(list(instance_ids)), t.Port.device_owner.like("compute:%"),
+                       t.Port.binding_host != "")
                 .order_by(t.Port.created_at, t.Port.id, t.IpAllocation.id)).all()
+            rows = [r[:5] for r in found if projects is None or projects.get(r[1]) == r[5]]
             floating: dict[tuple[str | None, str | None], list[str]] = defaultdict(list)
             port_ids = list({r[0] for r in rows})
             if port_ids:
@@ -213,12 +220,23 @@ class InstanceOps(c.Base):
                                 "OS-EXT-IPS-MAC:mac_addr": mac})
         return out
 
-    def instance_for_address(self, network_id: str, ip: str) -> str | None:
-        """The server that holds ``ip`` on ``network_id`` (for the metadata proxy), if any."""
+    def instance_for_address(self, network_id: str, ip: str) -> m.AddressOwner | None:
+        """Who holds ``ip`` on ``network_id``, for the metadata service: a server's port, if any.
+
+        Only a port compute bound (``compute:*`` with a binding host, which only compute and
+        admins set) counts; its project comes along so that the caller can insist that the
+        server is of the same project.  A port that merely names a server in ``device_id`` is
+        not enough: that would hand the server's user data to whoever made the port.
+        """
         with self._db() as s:
-            return s.scalar(select(t.Port.device_id).join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id)
+            row = s.execute(select(t.Port.device_id, t.Port.project_id, t.Port.binding_host)
+                            .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id)
                             .where(t.IpAllocation.network_id == network_id, t.IpAllocation.ip_address == ip,
-                                   t.Port.device_owner.like("compute:%")).limit(1))
+                                   t.Port.device_owner.like("compute:%"), t.Port.binding_host != "",
+                                   t.Port.device_id != "").limit(1)).first()
+        if row is None:
+            return None
+        return m.AddressOwner(instance_id=row[0], project_id=row[1], host=row[2])
 
     # -- the host's desired state ---------------------------------------------------------------
 
@@ -244,7 +262,7 @@ class InstanceOps(c.Base):
             groups = self._group_states(s, {g for p in ports for g in p.security_groups})
             meta_q = select(t.Port.device_id, t.IpAllocation.network_id, t.IpAllocation.ip_address) \
                 .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id) \
-                .where(t.Port.device_owner.like("compute:%"))
+                .where(t.Port.device_owner.like("compute:%"), t.Port.binding_host != "")
             if not serves_all:
                 meta_q = meta_q.where(t.Port.binding_host == host)
             metadata = tuple(d.MetadataTarget(network_id=n, ip_address=ip, instance_id=i)
@@ -348,5 +366,6 @@ class InstanceOps(c.Base):
                                             .order_by(t.FloatingIp.created_at)))
             out.append(d.RouterState(id=r.id, gateway_network_id=r.gw_network_id, gateway_ip=gw_ip,
                                      gateway_prefixlen=gw_len, gateway_mac=gw_mac, enable_snat=r.enable_snat,
-                                     interfaces=tuple(interfaces), floating_ips=fips))
+                                     interfaces=tuple(interfaces), floating_ips=fips,
+                                     routes=tuple((x["destination"], x["nexthop"]) for x in r.routes or ())))
         return out

@@ -47,6 +47,18 @@ class HostRoute:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SubnetPool(Standard):
+    name: str
+    ip_version: int
+    prefixes: tuple[str, ...]
+    default_prefixlen: int
+    min_prefixlen: int
+    max_prefixlen: int
+    shared: bool
+    is_default: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Subnet(Standard):
     name: str
     network_id: str
@@ -59,6 +71,7 @@ class Subnet(Standard):
     allocation_pools: tuple[Pool, ...]
     ipv6_ra_mode: str | None
     ipv6_address_mode: str | None
+    subnetpool_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +100,15 @@ class Port(Standard):
     fixed_ips: tuple[FixedIp, ...]
     allowed_address_pairs: tuple[AddressPair, ...]
     security_groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressOwner:
+    """The server whose compute-bound port holds an address (what the metadata service asks)."""
+
+    instance_id: str
+    project_id: str
+    host: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +148,7 @@ class Router(Standard):
     admin_state_up: bool
     status: str
     gateway: GatewayInfo | None
+    routes: tuple[HostRoute, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

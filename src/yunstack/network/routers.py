@@ -8,6 +8,7 @@ project (``""``), as in Neutron, so only admins see them in port lists.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,11 @@ from yunstack.network.errors import (
     ExternalGatewayForFloatingIPNotFound,
     FloatingIPNotFound,
     FloatingIPPortAlreadyAssociated,
+    InvalidInput,
+    InvalidRoutes,
+    NetworkNotFound,
     PortInUse,
+    RouterInterfaceInUseByRoute,
     RouterInterfaceNotFound,
     RouterInUse,
     RouterNotFound,
@@ -55,7 +60,8 @@ def _routers_of(s: Session, rows: Sequence[t.Router]) -> list[m.Router]:
         out.append(m.Router(id=r.id, project_id=r.project_id, description=r.description or "",
                             tags=tuple(r.tags or ()), revision_number=r.revision_number, created_at=r.created_at,
                             updated_at=r.updated_at, name=r.name, admin_state_up=r.admin_state_up,
-                            status=r.status, gateway=gateway))
+                            status=r.status, gateway=gateway,
+                            routes=tuple(m.HostRoute(**x) for x in r.routes or ())))
     return out
 
 
@@ -65,6 +71,33 @@ def _fip_of(r: t.FloatingIp) -> m.FloatingIp:
                         updated_at=r.updated_at, floating_ip_address=r.floating_ip_address,
                         floating_network_id=r.floating_network_id, router_id=r.router_id, port_id=r.port_id,
                         fixed_ip_address=r.fixed_ip_address, status=r.status)
+
+
+MAX_ROUTES = 30  # Neutron's max_routes default
+
+
+def _route_key(route: dict[str, str]) -> tuple[str, str]:
+    return route["destination"], route["nexthop"]
+
+
+def _normalize_routes(routes: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Well-formed routes (destination a CIDR without host bits, nexthop an address of the same
+    family), normalized and without duplicates; 400 naming the route otherwise."""
+    out: list[dict[str, str]] = []
+    for destination, nexthop in routes:
+        try:
+            dest = ipaddress.ip_network(destination.strip())
+        except ValueError as e:
+            raise InvalidInput(error_message=f"routes destination '{destination}' is not a valid CIDR without "
+                               "host bits") from e
+        hop = ipam.address(nexthop, "routes nexthop")
+        if dest.version != hop.version:
+            raise InvalidInput(error_message=f"routes: destination {dest} and nexthop {hop} are not of the same "
+                               "IP version")
+        item = {"destination": str(dest), "nexthop": str(hop)}
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _interface_ports(s: Session, router_id: str) -> list[t.Port]:
@@ -106,8 +139,10 @@ class RouterOps(c.Base):
 
     def update_router(self, ctx: AuthContext, router_id: str, *, name: str | None = None,
                       admin_state_up: bool | None = None, description: str | None = None,
-                      gateway: GatewayRequest | None = None, clear_gateway: bool = False) -> m.Router:
-        """``gateway`` sets (or changes) the external gateway, ``clear_gateway`` removes it."""
+                      gateway: GatewayRequest | None = None, clear_gateway: bool = False,
+                      routes: Sequence[tuple[str, str]] | None = None) -> m.Router:
+        """``gateway`` sets (or changes) the external gateway, ``clear_gateway`` removes it;
+        ``routes`` replaces the extra routes."""
         c.require_write(ctx, "update_router")
         with self._db.begin() as s:
             row = self._router_row(s, ctx, router_id)
@@ -115,12 +150,61 @@ class RouterOps(c.Base):
                 self._clear_gateway(s, row)
             elif gateway is not None:
                 self._set_gateway(s, ctx, row, gateway)
+            if routes is not None:
+                self._set_routes(s, row, _normalize_routes(routes))
             for key, value in (("name", name), ("admin_state_up", admin_state_up), ("description", description)):
                 if value is not None:
                     setattr(row, key, value)
             c.touch(row)
             s.flush()
             return _routers_of(s, [row])[0]
+
+    def update_extra_routes(self, ctx: AuthContext, router_id: str, routes: Sequence[tuple[str, str]], *,
+                            add: bool) -> m.Router:
+        """``add_extraroutes`` / ``remove_extraroutes`` (extraroute-atomic): add routes not there yet,
+        or remove those given (absent ones are ignored), in one transaction."""
+        c.require_write(ctx, "update_router")
+        wanted = _normalize_routes(routes)
+        with self._db.begin() as s:
+            row = self._router_row(s, ctx, router_id)
+            current = [dict(r) for r in row.routes or ()]
+            if add:
+                result = current + [r for r in wanted if r not in current]
+            else:
+                result = [r for r in current if r not in wanted]
+            self._set_routes(s, row, result)
+            c.touch(row)
+            s.flush()
+            return _routers_of(s, [row])[0]
+
+    def _router_cidrs(self, s: Session, row: t.Router) -> tuple[list[str], set[str]]:
+        """The CIDRs of the subnets the router has a port on, and the router's own addresses."""
+        ports = _interface_ports(s, row.id)
+        if row.gw_port_id:
+            gw = s.get(t.Port, row.gw_port_id)
+            if gw is not None:
+                ports.append(gw)
+        cidrs, own = [], set()
+        for fixed in (f for held in c.fixed_ips_of(s, [p.id for p in ports]).values() for f in held):
+            subnet = s.get(t.Subnet, fixed.subnet_id)
+            if subnet is not None:
+                cidrs.append(subnet.cidr)
+            own.add(fixed.ip_address)
+        return cidrs, own
+
+    def _set_routes(self, s: Session, row: t.Router, routes: list[dict[str, str]]) -> None:
+        """Neutron's rule: each nexthop is on a subnet the router is connected to, and is not one of
+        the router's own addresses; at most MAX_ROUTES routes."""
+        if len(routes) > MAX_ROUTES:
+            raise BadRequest("Number of routes exceeds the limit {n}.", n=MAX_ROUTES)
+        cidrs, own = self._router_cidrs(s, row)
+        for route in routes:
+            hop = route["nexthop"]
+            if hop in own:
+                raise InvalidRoutes(routes=route, reason=f"the nexthop is used by router {row.id}")
+            if not any(ipam.contains(cidr, hop) for cidr in cidrs):
+                raise InvalidRoutes(routes=route, reason=f"the nexthop is not connected with router {row.id}")
+        row.routes = routes
 
     def _set_gateway(self, s: Session, ctx: AuthContext, row: t.Router, gw: GatewayRequest) -> None:
         if gw.enable_snat is not None and gw.enable_snat != row.enable_snat:
@@ -129,7 +213,7 @@ class RouterOps(c.Base):
             c.require_admin(ctx, "update_router:external_gateway_info:external_fixed_ips")
         network = s.get(t.Network, gw.network_id)
         if network is None or not c.network_visible(ctx, network):
-            raise BadRequest("Network {id} could not be found.", id=gw.network_id)
+            raise NetworkNotFound(id=gw.network_id)
         if not network.external:
             raise _bad("router", f"Network {network.id} is not an external network")
         if gw.enable_snat is not None:
@@ -240,6 +324,10 @@ class RouterOps(c.Base):
                 raise RouterInterfaceNotFound("Router {router_id} has no interface on subnet {subnet_id}",
                                               router_id=router.id, subnet_id=subnet_id)
             info = self._interface_info(s, router, found)
+            cidrs = [sn.cidr for sn in (s.get(t.Subnet, i) for i in info.subnet_ids) if sn is not None]
+            for route in router.routes or ():
+                if any(ipam.contains(cidr, route["nexthop"]) for cidr in cidrs):
+                    raise RouterInterfaceInUseByRoute(subnet_id=info.subnet_id, router_id=router.id)
             for fip in s.scalars(select(t.FloatingIp).where(t.FloatingIp.router_id == router.id)):
                 held = c.fixed_ips_of(s, [fip.port_id])[fip.port_id] if fip.port_id else []
                 if any(f.subnet_id in info.subnet_ids and f.ip_address == fip.fixed_ip_address for f in held):

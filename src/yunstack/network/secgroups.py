@@ -36,6 +36,8 @@ PROTOCOLS = {
     "udp": 17, "udplite": 136, "vrrp": 112,
 }
 PORT_PROTOCOLS = {6, 17, 33, 132, 136}
+# Protocols that exist only in IPv6 (Neutron refuses them in an IPv4 rule).
+IPV6_ONLY = {"ipv6-icmp", "icmpv6", "ipv6-encap", "ipv6-frag", "ipv6-nonxt", "ipv6-opts", "ipv6-route", "58"}
 ICMP_PROTOCOLS = {1, 58}
 DEFAULT = "default"
 
@@ -237,6 +239,8 @@ class SecurityGroupOps(c.Base):
         if ethertype not in ("IPv4", "IPv6"):
             raise InvalidInput(error_message=f"'{ethertype}' is not in ['IPv4', 'IPv6']")
         proto, number = _protocol(protocol)
+        if ethertype == "IPv4" and proto in IPV6_ONLY:
+            raise InvalidInput(error_message=f"Invalid ethertype {ethertype} for protocol {proto}")
         if number in ICMP_PROTOCOLS and ethertype == "IPv6" and proto == "icmp":
             proto = "ipv6-icmp"
         _check_ports(number, port_range_min, port_range_max)

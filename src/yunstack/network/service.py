@@ -2,10 +2,11 @@
 
 ``NetworkService`` is assembled from one mixin per concern, each in its own module:
 ``ports.py`` (ports), ``secgroups.py`` (security groups and rules), ``routers.py`` (routers and
-floating IPs) and ``instances.py`` (what the compute service and the host agent call).  Policy:
-admins act cloud-wide; members act in their own project; readers only read.  A network is visible
-to its project, and to everyone when shared or external; a resource the caller cannot see is 404,
-one it can see but may not change is 403, as in Neutron.
+floating IPs), ``subnetpools.py`` (subnet pools) and ``instances.py`` (what the compute service
+and the host agent call).  Policy: admins act cloud-wide; members act in their own project;
+readers only read.  A network is visible to its project, and to everyone when shared or external
+(its subnets only when shared); a resource the caller cannot see is 404, one it can see but may
+not change is 403, as in Neutron.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from yunstack.network.ports import PortOps
 from yunstack.network.quotas import NetworkQuotas
 from yunstack.network.routers import RouterOps
 from yunstack.network.secgroups import SecurityGroupOps
+from yunstack.network.subnetpools import SubnetPoolOps
 
 IPV6_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 MAX_SEGMENTATION_ID = 2**24 - 1
@@ -51,7 +53,7 @@ def _may_change(ctx: AuthContext, project_id: str, action: str) -> None:
         raise PolicyNotAuthorized(action=action)
 
 
-class NetworkService(PortOps, SecurityGroupOps, RouterOps, InstanceOps):
+class NetworkService(PortOps, SecurityGroupOps, RouterOps, SubnetPoolOps, InstanceOps):
     """Neutron v2.0 for the API, plus the calls the compute service and the host agent make."""
 
     def __init__(self, db: sessionmaker[Session], config: m.NetworkConfig, *, control_host: str,
@@ -142,32 +144,42 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, InstanceOps):
 
     # -- subnets --------------------------------------------------------------------------------
 
-    def create_subnet(self, ctx: AuthContext, *, network_id: str, cidr: str, ip_version: int = 4, name: str = "",
-                      gateway_ip: str | None = None, no_gateway: bool = False, enable_dhcp: bool = True,
-                      dns_nameservers: Sequence[str] = (), host_routes: Sequence[tuple[str, str]] = (),
+    def create_subnet(self, ctx: AuthContext, *, network_id: str, cidr: str | None, ip_version: int = 4,
+                      name: str = "", gateway_ip: str | None = None, no_gateway: bool = False,
+                      enable_dhcp: bool = True, dns_nameservers: Sequence[str] = (),
+                      host_routes: Sequence[tuple[str, str]] = (),
                       allocation_pools: Sequence[tuple[str, str]] | None = None,
                       ipv6_ra_mode: str | None = None, ipv6_address_mode: str | None = None,
-                      description: str = "", project_id: str | None = None) -> m.Subnet:
+                      description: str = "", project_id: str | None = None, subnetpool_id: str | None = None,
+                      prefixlen: int | None = None) -> m.Subnet:
         """A subnet; the gateway defaults to the first host (``no_gateway`` for none), the pools to the
-        rest.  Bad CIDRs, overlapping or out-of-range pools and overlapping subnets are 400."""
+        rest.  Bad CIDRs, overlapping or out-of-range pools and overlapping subnets are 400.  With
+        ``subnetpool_id`` the CIDR comes from the pool (see ``subnetpools.py``)."""
         c.require_write(ctx, "create_subnet")
         if ip_version not in (4, 6):
             raise InvalidInput(error_message=f"{ip_version} is not in [4, 6]")
-        net = ipam.parse_cidr(cidr, ip_version)
-        gateway = None if no_gateway else (ipam.check_gateway(net, gateway_ip) if gateway_ip
-                                           else str(ipam.first_host(net)))
-        if allocation_pools is None:
-            pools = ipam.default_pools(net, gateway)
-        else:
-            pools = ipam.check_pools(net, allocation_pools, gateway)
+        if cidr is None and subnetpool_id is None:
+            raise InvalidInput(error_message="A cidr must be specified in the absence of a subnet pool")
+        if prefixlen is not None and subnetpool_id is None:
+            raise InvalidInput(error_message="prefixlen may only be given with subnetpool_id")
         self._check_v6_modes(ip_version, ipv6_ra_mode, ipv6_address_mode)
         nameservers = ipam.check_nameservers(dns_nameservers)
-        routes = ipam.check_host_routes(net, host_routes)
         with self._db.begin() as s:
             network = c.network_row(s, ctx, network_id)
             _may_change(ctx, network.project_id, "create_subnet")
             project = c.owner(ctx, project_id) if project_id else network.project_id
             self.quotas.check(s, project, {"subnet": 1})
+            if subnetpool_id is not None:
+                cidr = self._allocate_cidr(s, ctx, subnetpool_id, cidr, prefixlen, ip_version)
+            assert cidr is not None
+            net = ipam.parse_cidr(cidr, ip_version)
+            gateway = None if no_gateway else (ipam.check_gateway(net, gateway_ip) if gateway_ip
+                                               else str(ipam.first_host(net)))
+            if allocation_pools is None:
+                pools = ipam.default_pools(net, gateway)
+            else:
+                pools = ipam.check_pools(net, allocation_pools, gateway)
+            routes = ipam.check_host_routes(net, host_routes)
             for other in s.scalars(select(t.Subnet).where(t.Subnet.network_id == network.id)):
                 if ipam.overlaps(other.cidr, str(net)):
                     raise InvalidInput(error_message=f"Requested subnet with cidr: {net} for network: "
@@ -177,7 +189,7 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, InstanceOps):
                            dns_nameservers=nameservers, host_routes=routes,
                            allocation_pools=[{"start": a, "end": b} for a, b in pools],
                            ipv6_ra_mode=ipv6_ra_mode, ipv6_address_mode=ipv6_address_mode,
-                           description=description, tags=[])
+                           description=description, tags=[], subnetpool_id=subnetpool_id)
             s.add(row)
             s.flush()
             if enable_dhcp:
@@ -204,8 +216,9 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, InstanceOps):
         q = select(t.Subnet).join(t.Network, t.Network.id == t.Subnet.network_id) \
             .order_by(t.Subnet.created_at, t.Subnet.id)
         if not ctx.is_admin:
+            # Not the subnets of an external network that is not shared (see c.subnet_visible).
             q = q.where(or_(t.Subnet.project_id == ctx.project_id, t.Network.project_id == ctx.project_id,
-                            t.Network.shared.is_(True), t.Network.external.is_(True)))
+                            t.Network.shared.is_(True)))
         with self._db() as s:
             return [c.subnet_of(r) for r in s.scalars(q)]
 

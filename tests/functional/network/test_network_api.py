@@ -22,7 +22,7 @@ def test_version_document_resources_and_a_truthful_extension_list(api: Api, worl
     aliases = {e["alias"] for e in alice.get("/extensions").json()["extensions"]}
     assert {"external-net", "router", "quotas", "security-group", "port-security", "allowed-address-pairs",
             "standard-attr-tag", "binding"} <= aliases
-    assert not aliases & {"dvr", "l3-ha", "subnet_allocation", "provider", "extraroute", "dns-integration"}
+    assert not aliases & {"dvr", "l3-ha", "address-scope", "provider", "dns-integration"}
     assert alice.get("/extensions/router").json()["extension"]["alias"] == "router"
     assert alice.get("/extensions/dvr").status_code == 404
 
@@ -301,7 +301,9 @@ def test_public_network_bootstrap_is_idempotent(api: Api, world: dict[str, Any])
     first = svc.ensure_public_network(svc.config, project_id=admin_pid)
     again = svc.ensure_public_network(svc.config, project_id=admin_pid)
     assert first is not None and again is not None and first.id == again.id and first.external
-    sub = world["alice"].get("/subnets", network_id=first.id).json()["subnets"]
+    # The external network's subnet is the admin's (not shared): members see the network only.
+    assert world["alice"].get("/subnets", network_id=first.id).json()["subnets"] == []
+    sub = world["admin"].get("/subnets", network_id=first.id).json()["subnets"]
     assert len(sub) == 1 and sub[0]["cidr"] == "172.24.4.0/24" and sub[0]["gateway_ip"] == "172.24.4.1"
     assert sub[0]["allocation_pools"] == [{"start": "172.24.4.10", "end": "172.24.4.250"}]
     assert sub[0]["enable_dhcp"] is False and sub[0]["name"] == "public-subnet"

@@ -40,7 +40,9 @@ def test_auto_picks_the_projects_only_network_and_deallocate_cleans_up(setup: di
     (entry,) = addrs["inst-1"]["private"]
     assert entry == {"version": 4, "addr": p.fixed_ips[0].ip_address, "OS-EXT-IPS:type": "fixed",
                      "OS-EXT-IPS-MAC:mac_addr": p.mac_address}
-    assert svc.instance_for_address(p.network_id, p.fixed_ips[0].ip_address) == "inst-1"
+    holder = svc.instance_for_address(p.network_id, p.fixed_ips[0].ip_address)
+    assert holder is not None and (holder.instance_id, holder.host) == ("inst-1", "hostA")
+    assert holder.project_id == ctx.project_id
     svc.deallocate_for_instance(ctx, "inst-1")
     assert svc.addresses_for_instances(["inst-1"]) == {"inst-1": {}}
     assert svc.instance_for_address(p.network_id, p.fixed_ips[0].ip_address) is None

@@ -16,6 +16,7 @@ from yunstack.api.network import query as q
 from yunstack.api.network import schemas as s
 from yunstack.api.network import views as v
 from yunstack.errors import NotFound
+from yunstack.network.ports import PortRequest
 
 router = APIRouter(prefix="/networking", tags=["network"])
 V2 = "/v2.0"
@@ -122,7 +123,8 @@ def create_subnet(body: s.SubnetCreateBody, ctx: Ctx, svc: Svc) -> JSONResponse:
         gateway_ip=b.gateway_ip, no_gateway="gateway_ip" in b.model_fields_set and b.gateway_ip is None,
         enable_dhcp=b.enable_dhcp, dns_nameservers=b.dns_nameservers, host_routes=_routes(b.host_routes) or [],
         allocation_pools=_pools(b.allocation_pools), ipv6_ra_mode=b.ipv6_ra_mode,
-        ipv6_address_mode=b.ipv6_address_mode, description=b.description or "", project_id=b.owner)
+        ipv6_address_mode=b.ipv6_address_mode, description=b.description or "", project_id=b.owner,
+        subnetpool_id=b.subnetpool_id, prefixlen=b.prefixlen)
     return created("subnet", v.subnet(made))
 
 
@@ -152,19 +154,63 @@ def delete_subnet(subnet_id: str, ctx: Ctx, svc: Svc) -> Response:
     return Response(status_code=204)
 
 
+# -- subnet pools ------------------------------------------------------------------------------
+
+@router.post(V2 + "/subnetpools", status_code=201)
+def create_subnetpool(body: s.SubnetPoolCreateBody, ctx: Ctx, svc: Svc) -> JSONResponse:
+    b = body.subnetpool
+    made = svc.network.create_subnetpool(
+        ctx, name=b.name or "", prefixes=b.prefixes, default_prefixlen=b.default_prefixlen,
+        min_prefixlen=b.min_prefixlen, max_prefixlen=b.max_prefixlen, shared=b.shared, is_default=b.is_default,
+        description=b.description or "", project_id=b.owner)
+    return created("subnetpool", v.subnetpool(made))
+
+
+@router.get(V2 + "/subnetpools")
+def list_subnetpools(request: Request, ctx: Ctx, svc: Svc) -> Json:
+    return listing("subnetpools", [v.subnetpool(x) for x in svc.network.list_subnetpools(ctx)], request, svc)
+
+
+@router.get(V2 + "/subnetpools/{pool_id}")
+def show_subnetpool(pool_id: str, request: Request, ctx: Ctx, svc: Svc) -> Json:
+    return one("subnetpool", v.subnetpool(svc.network.get_subnetpool(ctx, pool_id)), request)
+
+
+@router.put(V2 + "/subnetpools/{pool_id}")
+def update_subnetpool(pool_id: str, body: s.SubnetPoolUpdateBody, ctx: Ctx, svc: Svc) -> Json:
+    b = body.subnetpool
+    return {"subnetpool": v.subnetpool(svc.network.update_subnetpool(
+        ctx, pool_id, name=b.name, description=b.description, prefixes=b.prefixes,
+        default_prefixlen=b.default_prefixlen, min_prefixlen=b.min_prefixlen, max_prefixlen=b.max_prefixlen,
+        is_default=b.is_default))}
+
+
+@router.delete(V2 + "/subnetpools/{pool_id}", status_code=204)
+def delete_subnetpool(pool_id: str, ctx: Ctx, svc: Svc) -> Response:
+    svc.network.delete_subnetpool(ctx, pool_id)
+    return Response(status_code=204)
+
+
 # -- ports -------------------------------------------------------------------------------------
+
+def _port_request(p: s.PortCreate) -> PortRequest:
+    return PortRequest(
+        network_id=p.network_id, name=p.name or "",
+        admin_state_up=True if p.admin_state_up is None else p.admin_state_up,
+        mac_address=p.mac_address, fixed_ips=_fixed(p.fixed_ips), device_id=p.device_id or "",
+        device_owner=p.device_owner or "", binding_host=p.binding_host_id or "",
+        port_security_enabled=p.port_security_enabled, allowed_address_pairs=_pairs(p.allowed_address_pairs) or [],
+        security_groups=p.security_groups, description=p.description or "", project_id=p.owner)
+
 
 @router.post(V2 + "/ports", status_code=201)
 def create_port(body: s.PortCreateBody, ctx: Ctx, svc: Svc) -> JSONResponse:
-    p = body.port
-    made = svc.network.create_port(
-        ctx, network_id=p.network_id, name=p.name or "",
-        admin_state_up=True if p.admin_state_up is None else p.admin_state_up, mac_address=p.mac_address,
-        fixed_ips=_fixed(p.fixed_ips), device_id=p.device_id or "", device_owner=p.device_owner or "",
-        binding_host=p.binding_host_id or "", port_security_enabled=p.port_security_enabled,
-        allowed_address_pairs=_pairs(p.allowed_address_pairs) or [], security_groups=p.security_groups,
-        description=p.description or "", project_id=p.owner)
-    return created("port", v.port(made, admin=ctx.is_admin))
+    if body.ports is not None:
+        made = svc.network.create_ports(ctx, [_port_request(p) for p in body.ports])
+        return JSONResponse({"ports": [v.port(p, admin=ctx.is_admin) for p in made]}, status_code=201)
+    assert body.port is not None  # the body model insists on exactly one of the two
+    one_port = svc.network.create_ports(ctx, [_port_request(body.port)])[0]
+    return created("port", v.port(one_port, admin=ctx.is_admin))
 
 
 @router.get(V2 + "/ports")

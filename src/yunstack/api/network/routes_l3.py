@@ -53,9 +53,22 @@ def update_router(router_id: str, body: s.RouterUpdateBody, ctx: Ctx, svc: Svc) 
     r = body.router
     info = r.external_gateway_info
     clear = "external_gateway_info" in r.model_fields_set and (info is None or info.network_id is None)
+    routes = None if r.routes is None else [(x.destination, x.nexthop) for x in r.routes]
     return {"router": v.router(svc.network.update_router(
         ctx, router_id, name=r.name, admin_state_up=r.admin_state_up, description=r.description,
-        gateway=_gateway(r.external_gateway_info), clear_gateway=clear))}
+        gateway=_gateway(r.external_gateway_info), clear_gateway=clear, routes=routes))}
+
+
+@router.put(V2 + "/routers/{router_id}/add_extraroutes")
+def add_extraroutes(router_id: str, body: s.ExtraRoutesBody, ctx: Ctx, svc: Svc) -> Json:
+    routes = [(x.destination, x.nexthop) for x in body.router.routes]
+    return {"router": v.router(svc.network.update_extra_routes(ctx, router_id, routes, add=True))}
+
+
+@router.put(V2 + "/routers/{router_id}/remove_extraroutes")
+def remove_extraroutes(router_id: str, body: s.ExtraRoutesBody, ctx: Ctx, svc: Svc) -> Json:
+    routes = [(x.destination, x.nexthop) for x in body.router.routes]
+    return {"router": v.router(svc.network.update_extra_routes(ctx, router_id, routes, add=False))}
 
 
 @router.delete(V2 + "/routers/{router_id}", status_code=204)

@@ -8,12 +8,23 @@ accepted as the old name of ``project_id``.  Fields a client may send as ``null`
 
 from __future__ import annotations
 
-from typing import Literal
+import unicodedata
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from yunstack.api.schemas import Strict
 
+
+def _printable(value: str | None) -> str | None:
+    # Names and descriptions travel to hosts (dnsmasq files, iptables comments, logs): a newline
+    # or NUL there could forge a line of a config file, so control characters are refused.
+    if value is not None and any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Text = Annotated[str | None, AfterValidator(_printable)]
 Name = Field(default=None, max_length=255)
 Desc = Field(default=None, max_length=255)
 
@@ -32,8 +43,8 @@ class _Owned(_Body):
 
 
 class NetworkCreate(_Owned):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     admin_state_up: bool = True
     shared: bool = False
     external: bool = Field(default=False, alias="router:external")
@@ -41,8 +52,8 @@ class NetworkCreate(_Owned):
 
 
 class NetworkUpdate(_Body):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     admin_state_up: bool | None = None
     shared: bool | None = None
     external: bool | None = Field(default=None, alias="router:external")
@@ -61,10 +72,12 @@ class Route(_Body):
 
 class SubnetCreate(_Owned):
     network_id: str = Field(max_length=36)
-    cidr: str = Field(max_length=64)
+    cidr: str | None = Field(default=None, max_length=64)
+    subnetpool_id: str | None = Field(default=None, max_length=36)
+    prefixlen: int | None = Field(default=None, ge=0, le=128)
     ip_version: Literal[4, 6] = 4
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     gateway_ip: str | None = Field(default=None, max_length=64)
     enable_dhcp: bool = True
     dns_nameservers: list[str] = Field(default_factory=list, max_length=5)
@@ -75,13 +88,35 @@ class SubnetCreate(_Owned):
 
 
 class SubnetUpdate(_Body):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     gateway_ip: str | None = Field(default=None, max_length=64)
     enable_dhcp: bool | None = None
     dns_nameservers: list[str] | None = Field(default=None, max_length=5)
     host_routes: list[Route] | None = Field(default=None, max_length=20)
     allocation_pools: list[Pool] | None = None
+
+
+class SubnetPoolCreate(_Owned):
+    name: Text = Name
+    description: Text = Desc
+    prefixes: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100)
+    default_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    min_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    max_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    shared: bool = False
+    is_default: bool = False
+
+
+class SubnetPoolUpdate(_Body):
+    name: Text = Name
+    description: Text = Desc
+    prefixes: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, min_length=1,
+                                                                           max_length=100)
+    default_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    min_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    max_prefixlen: int | None = Field(default=None, ge=0, le=128)
+    is_default: bool | None = None
 
 
 class FixedIp(_Body):
@@ -95,13 +130,13 @@ class AddressPair(_Body):
 
 
 class _PortCommon(_Body):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     admin_state_up: bool | None = None
     mac_address: str | None = Field(default=None, max_length=32)
     fixed_ips: list[FixedIp] | None = None
-    device_id: str | None = Field(default=None, max_length=255)
-    device_owner: str | None = Field(default=None, max_length=255)
+    device_id: Text = Field(default=None, max_length=255)
+    device_owner: Text = Field(default=None, max_length=255)
     binding_host_id: str | None = Field(default=None, alias="binding:host_id", max_length=255)
     binding_vnic_type: Literal["normal"] | None = Field(default=None, alias="binding:vnic_type")
     binding_profile: dict[str, str] | None = Field(default=None, alias="binding:profile")
@@ -125,14 +160,14 @@ class PortUpdate(_PortCommon):
 
 
 class SecurityGroupCreate(_Owned):
-    name: str = Field(max_length=255)
-    description: str | None = Desc
+    name: Annotated[str, AfterValidator(_printable)] = Field(max_length=255)
+    description: Text = Desc
     stateful: Literal[True] | None = None
 
 
 class SecurityGroupUpdate(_Body):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
 
 
 class RuleCreate(_Owned):
@@ -144,7 +179,7 @@ class RuleCreate(_Owned):
     port_range_max: int | None = None
     remote_ip_prefix: str | None = Field(default=None, max_length=64)
     remote_group_id: str | None = Field(default=None, max_length=36)
-    description: str | None = Desc
+    description: Text = Desc
 
 
 class GatewayInfo(_Body):
@@ -155,17 +190,26 @@ class GatewayInfo(_Body):
 
 
 class RouterCreate(_Owned):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     admin_state_up: bool = True
     external_gateway_info: GatewayInfo | None = None
 
 
 class RouterUpdate(_Body):
-    name: str | None = Name
-    description: str | None = Desc
+    name: Text = Name
+    description: Text = Desc
     admin_state_up: bool | None = None
     external_gateway_info: GatewayInfo | None = None
+    routes: list[Route] | None = Field(default=None, max_length=100)
+
+
+class ExtraRoutes(_Body):
+    routes: list[Route] = Field(max_length=100)
+
+
+class ExtraRoutesBody(_Body):
+    router: ExtraRoutes
 
 
 class InterfaceBody(_Body):
@@ -179,13 +223,13 @@ class FloatingIpCreate(_Owned):
     fixed_ip_address: str | None = Field(default=None, max_length=64)
     floating_ip_address: str | None = Field(default=None, max_length=64)
     subnet_id: str | None = Field(default=None, max_length=36)
-    description: str | None = Desc
+    description: Text = Desc
 
 
 class FloatingIpUpdate(_Body):
     port_id: str | None = Field(default=None, max_length=36)
     fixed_ip_address: str | None = Field(default=None, max_length=64)
-    description: str | None = Desc
+    description: Text = Desc
 
 
 class QuotaUpdate(_Body):
@@ -199,7 +243,8 @@ class QuotaUpdate(_Body):
 
 
 class Tags(_Body):
-    tags: list[str] = Field(max_length=50)
+    tags: list[Annotated[str, AfterValidator(_printable), Field(min_length=1, max_length=255)]] = \
+        Field(max_length=50)
 
 
 # -- envelopes ---------------------------------------------------------------------------------
@@ -220,8 +265,25 @@ class SubnetUpdateBody(_Body):
     subnet: SubnetUpdate
 
 
+class SubnetPoolCreateBody(_Body):
+    subnetpool: SubnetPoolCreate
+
+
+class SubnetPoolUpdateBody(_Body):
+    subnetpool: SubnetPoolUpdate
+
+
 class PortCreateBody(_Body):
-    port: PortCreate
+    """One port (``port``) or many at once (``ports``, created all or nothing)."""
+
+    port: PortCreate | None = None
+    ports: list[PortCreate] | None = Field(default=None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PortCreateBody:
+        if (self.port is None) == (self.ports is None):
+            raise ValueError("give either port or ports")
+        return self
 
 
 class PortUpdateBody(_Body):

@@ -14,6 +14,9 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
+    ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
+    ("extraroute-atomic", "Atomically add/remove extra routes",
+     "Edit extra routes of a router on server side by atomically adding/removing extra routes"),
     ("ext-gw-mode", "Neutron L3 Configurable external gateway mode",
      "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway"),
     ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
@@ -28,6 +31,7 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
      "via a NAT gateway."),
     ("security-group", "security-group", "The security groups extension."),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+    ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
     ("standard-attr-description", "standard-attr-description",
      "Extension to add descriptions to standard attributes"),
     ("standard-attr-revisions", "Resource revision numbers",
@@ -38,8 +42,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("standard-attr-timestamp", "Resource timestamps",
      "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
 )
-RESOURCES = ("networks", "subnets", "ports", "routers", "floatingips", "security-groups", "security-group-rules",
-             "quotas", "extensions")
+RESOURCES = ("networks", "subnets", "subnetpools", "ports", "routers", "floatingips", "security-groups",
+             "security-group-rules", "quotas", "extensions")
 
 
 def versions(base: str) -> Json:
@@ -72,11 +76,18 @@ def network(n: m.Network) -> Json:
 
 def subnet(x: m.Subnet) -> Json:
     return {**_std(x), "name": x.name, "network_id": x.network_id, "ip_version": x.ip_version, "cidr": x.cidr,
-            "gateway_ip": x.gateway_ip, "enable_dhcp": x.enable_dhcp, "subnetpool_id": None,
+            "gateway_ip": x.gateway_ip, "enable_dhcp": x.enable_dhcp, "subnetpool_id": x.subnetpool_id,
             "ipv6_ra_mode": x.ipv6_ra_mode, "ipv6_address_mode": x.ipv6_address_mode,
             "dns_nameservers": list(x.dns_nameservers),
             "host_routes": [{"destination": h.destination, "nexthop": h.nexthop} for h in x.host_routes],
             "allocation_pools": [{"start": p.start, "end": p.end} for p in x.allocation_pools]}
+
+
+def subnetpool(x: m.SubnetPool) -> Json:
+    return {**_std(x), "name": x.name, "ip_version": x.ip_version, "prefixes": list(x.prefixes),
+            "default_prefixlen": x.default_prefixlen, "min_prefixlen": x.min_prefixlen,
+            "max_prefixlen": x.max_prefixlen, "shared": x.shared, "is_default": x.is_default,
+            "address_scope_id": None, "default_quota": None}
 
 
 def port(p: m.Port, *, admin: bool) -> Json:
@@ -117,7 +128,8 @@ def router(r: m.Router) -> Json:
               "external_fixed_ips": [{"subnet_id": f.subnet_id, "ip_address": f.ip_address}
                                      for f in r.gateway.external_fixed_ips]}
     return {**_std(r), "name": r.name, "admin_state_up": r.admin_state_up, "status": r.status,
-            "external_gateway_info": gw}
+            "external_gateway_info": gw,
+            "routes": [{"destination": x.destination, "nexthop": x.nexthop} for x in r.routes]}
 
 
 def interface_info(i: m.RouterInterfaceInfo) -> Json:

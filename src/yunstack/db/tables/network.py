@@ -36,10 +36,32 @@ class Network(Base):
     updated_at: Mapped[datetime]
 
 
+class SubnetPool(Base):
+    """Neutron's subnet pool: prefixes that subnets are carved from (``subnetpool_id`` on a subnet)."""
+
+    __tablename__ = "subnet_pool"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    ip_version: Mapped[int] = mapped_column(Integer)
+    prefixes: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ["10.0.0.0/16", ...], collapsed
+    default_prefixlen: Mapped[int] = mapped_column(Integer)
+    min_prefixlen: Mapped[int] = mapped_column(Integer)
+    max_prefixlen: Mapped[int] = mapped_column(Integer)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    revision_number: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class Subnet(Base):
     __tablename__ = "subnet"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     network_id: Mapped[str] = mapped_column(ForeignKey("network.id", ondelete="CASCADE"), index=True)
+    subnetpool_id: Mapped[str | None] = mapped_column(ForeignKey("subnet_pool.id"), nullable=True, index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     project_id: Mapped[str] = mapped_column(String(64), index=True)
     cidr: Mapped[str] = mapped_column(String(64))
@@ -148,6 +170,7 @@ class Router(Base):
     gw_network_id: Mapped[str | None] = mapped_column(ForeignKey("network.id"), nullable=True)
     gw_port_id: Mapped[str | None] = mapped_column(ForeignKey("port.id", ondelete="SET NULL"), nullable=True)
     enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
+    routes: Mapped[list[Any]] = mapped_column(JSON, default=list)  # extra routes [{"destination", "nexthop"}]
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     revision_number: Mapped[int] = mapped_column(Integer, default=0)

@@ -272,6 +272,8 @@ class LinuxDataplane:
             p.note(f"router:{router.id}", "addresses" if changed else "")
             if ext.gateway_ip:
                 _cmd.run(["ip", "route", "replace", "default", "via", ext.gateway_ip, "dev", peer], netns=ns)
+        if routers.sync_routes(router, ns):
+            p.note(f"router:{router.id}", "routes")
         for name in sorted(set(inner) - wanted_inner):
             if name.startswith(("ysqr", "ysqg")):
                 bridges.delete(name, ns)

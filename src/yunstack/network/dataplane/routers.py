@@ -11,6 +11,8 @@ address (/32).  The namespace forwards (``net.ipv4.ip_forward=1``, in the namesp
   ``POSTROUTING -s FIXED -o ysqg.. -j SNAT --to FIP``;
 - with ``enable_snat``: ``POSTROUTING -s <internal subnet> -o ysqg.. -j SNAT --to <gateway ip>``.
 
+The router's extra routes are ``proto static`` routes in the namespace (``sync_routes``).
+
 The default route of the namespace points at the external subnet's gateway, which is the host's
 own address on the host-only external bridge: the host does not forward (its ip_forward and
 routes are never changed), so nothing leaves this machine.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from yunstack.network.dataplane import _cmd
 from yunstack.network.dataplane.naming import router_gateway_ifname
 from yunstack.network.desired import HostNetworkState, RouterState, SubnetState
 
@@ -75,6 +78,40 @@ def render_nat(router: RouterState) -> str:
                 lines.append(f"-A POSTROUTING -s {cidr} -o {gw} -j SNAT --to-source {router.gateway_ip}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def connected_routes(router: RouterState) -> list[tuple[str, str]]:
+    """The router's extra routes whose nexthop is on one of its connected subnets here (the API
+    already insists on that; a route to an interface this host has not plumbed yet waits)."""
+    nets = [ipaddress.ip_interface(f"{i.ip_address}/{i.prefixlen}").network for i in router.interfaces]
+    if router.gateway_ip and router.gateway_prefixlen:
+        nets.append(ipaddress.ip_interface(f"{router.gateway_ip}/{router.gateway_prefixlen}").network)
+    out = []
+    for destination, nexthop in router.routes:
+        hop = ipaddress.ip_address(nexthop)
+        if any(hop.version == n.version and hop in n for n in nets):
+            out.append((str(ipaddress.ip_network(destination)), str(hop)))
+    return sorted(set(out))
+
+
+def sync_routes(router: RouterState, netns: str) -> bool:
+    """Make the namespace's ``proto static`` routes exactly the router's extra routes.
+
+    Only routes we add carry ``proto static``: connected routes are ``kernel`` and the default
+    route ``boot``, so they are never touched.  Returns whether anything changed.
+    """
+    wanted = set(connected_routes(router))
+    have: set[tuple[str, str]] = set()
+    for family in ("-4", "-6"):
+        for entry in _cmd.ip_json(family, "route", "show", "proto", "static", netns=netns):
+            dst, via = entry.get("dst"), entry.get("gateway")
+            if isinstance(dst, str) and isinstance(via, str) and dst != "default":
+                have.add((str(ipaddress.ip_network(dst)), via))
+    for destination, nexthop in sorted(have - wanted):
+        _cmd.run(["ip", "route", "del", destination, "via", nexthop, "proto", "static"], netns=netns, check=False)
+    for destination, nexthop in sorted(wanted - have):
+        _cmd.run(["ip", "route", "replace", destination, "via", nexthop, "proto", "static"], netns=netns)
+    return have != wanted
 
 
 def _v4(address: str) -> bool:
