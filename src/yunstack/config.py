@@ -113,6 +113,9 @@ class ComputeConfig:
     disk_allocation_ratio: float = _help("Virtual to physical disk ratio for the disk filter.", 1.0)
     reserved_host_memory_mib: int = _help("Host RAM kept away from guests.", 512)
     poll_interval: float = _help("Seconds between agent passes (work, power-state sync).", 1.0)
+    force_config_drive: bool = _help("Give every server a config drive, as Nova's force_config_drive; "
+                                     "false: only servers created with config_drive true get one (the "
+                                     "others read the metadata service over HTTP).", True)
 
 
 @dataclass(frozen=True, kw_only=True)

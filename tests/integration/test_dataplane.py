@@ -33,7 +33,7 @@ from yunstack.compute.driver import ConfigDrive, InstanceSpec
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
 from yunstack.image.tiny import build_tiny_image
-from yunstack.network.dataplane import _proc
+from yunstack.network.dataplane import _proc, firewall
 from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.network.dataplane.metadata_api import InstanceMetadata, ensure_secret
 from yunstack.network.desired import (
@@ -82,11 +82,25 @@ def port(net: NetworkState, host_octet: int, name: str, *groups: str, secure: bo
                      port_security_enabled=secure, security_group_ids=groups)
 
 
+def with_slaac(net: NetworkState, prefix: str) -> NetworkState:
+    """``net`` plus an IPv6 SLAAC subnet (``prefix``::/64, a fd00::/8 ULA of our own)."""
+    v6 = SubnetState(id=_id(), network_id=net.id, cidr=f"{prefix}::/64", ip_version=6, gateway_ip=f"{prefix}::1",
+                     enable_dhcp=True, dhcp_ip=f"{prefix}::2", ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+    return replace(net, subnets=(*net.subnets, v6))
+
+
+def slaac_ip(net: NetworkState, p: PortState) -> str:
+    """The address the guest makes itself (and that IPAM gives a port on a SLAAC subnet)."""
+    return firewall.eui64(net.subnets[1].cidr, p.mac_address)
+
+
 def ip_of(p: PortState) -> str:
     return p.fixed_ips[0].ip_address
 
 
 EGRESS_ANY = SecurityGroupRule(id="egress-any", direction="egress", ethertype="IPv4", protocol=None)
+EGRESS_ANY6 = SecurityGroupRule(id="egress-any6", direction="egress", ethertype="IPv6", protocol=None)
+INGRESS_ICMP6 = SecurityGroupRule(id="ingress-icmp6", direction="ingress", ethertype="IPv6", protocol="ipv6-icmp")
 INGRESS_ICMP = SecurityGroupRule(id="ingress-icmp", direction="ingress", ethertype="IPv4", protocol="icmp")
 INGRESS_SSH = SecurityGroupRule(id="ingress-ssh", direction="ingress", ethertype="IPv4", protocol="tcp",
                                 port_range_min=22, port_range_max=22)
@@ -154,14 +168,14 @@ class Cloud:
     vms: dict[str, InstanceSpec] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
 
-    async def boot(self, p: PortState, user_data: str, memory_mib: int = 128) -> str:
+    async def boot(self, p: PortState, user_data: str, memory_mib: int = 128, *, config_drive: bool = True) -> str:
         instance_id = p.device_id
+        drive = ConfigDrive(meta_data={"uuid": instance_id, "name": p.hostname, "hostname": p.hostname},
+                            user_data=user_data.encode())
         spec = InstanceSpec(
             id=instance_id, name=p.hostname, hostname=p.hostname, vcpus=1, memory_mib=memory_mib,
             disk_gib=0, base_image=self.image, nics=(self.dataplane.nic_for_port(p.id),),
-            config_drive=ConfigDrive(meta_data={"uuid": instance_id, "name": p.hostname,
-                                                "hostname": p.hostname},
-                                     user_data=user_data.encode()))
+            config_drive=drive if config_drive else None)
         self.vms[p.hostname] = spec
         self.started[p.hostname] = time.monotonic()
         await self.driver.spawn(spec)
@@ -190,6 +204,7 @@ def our_objects(dp: LinuxDataplane) -> dict[str, list[str]]:
              subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines()]
     spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
     chains = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    chains += subprocess.run(["ip6tables-save"], capture_output=True, text=True, check=True).stdout
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
     return {
         "links": sorted(x for x in links if x.startswith(n.ifprefix)),
@@ -438,3 +453,93 @@ async def test_teardown_leaves_nothing_of_ours_and_never_touches_another_install
         await dp.teardown()
         await other.teardown()
     assert all(not v for v in our_objects(other).values()), our_objects(other)
+
+
+# -- IPv6, HTTP metadata and isolation -----------------------------------------------------------
+
+PING6_FOREVER = """#!/bin/sh
+( while true; do
+    if ping6 -c 1 -W 1 {other} > /dev/null 2>&1; then echo PING6-OK; else echo PING6-FAIL; fi
+    sleep 1
+  done ) &
+"""
+READY6 = re.compile(r"YUNSTACK-READY .* ip6=(\S+)")
+
+
+async def test_two_servers_on_a_slaac_subnet_ping6_each_other_once_a_group_allows_icmpv6(cloud: Cloud) -> None:
+    net = with_slaac(network("10.97.6.0/24", vni=107), "fd00:97:6")
+    closed = SecurityGroupState(id="sg-v6", rules=(EGRESS_ANY, EGRESS_ANY6))
+    a, b = port(net, 11, "v6a", "sg-v6"), port(net, 12, "v6b", "sg-v6")
+    a, b = (replace(p, fixed_ips=(*p.fixed_ips, FixedIp(subnet_id=net.subnets[1].id, ip_address=slaac_ip(net, p))))
+            for p in (a, b))
+    state = HostNetworkState(host="h", networks=(net,), ports=(a, b), security_groups=(closed,))
+    report = await cloud.dataplane.apply(state)
+    assert not report.failed, report
+    await cloud.boot(b, PING6_FOREVER.format(other=slaac_ip(net, a)))
+    await cloud.boot(a, PING6_FOREVER.format(other=slaac_ip(net, b)))
+    for vm in (a, b):
+        text = await cloud.wait_for(vm.hostname, r"YUNSTACK-READY")
+        ready = READY6.search(text)
+        assert ready is not None and slaac_ip(net, vm) in ready.group(1).split(","), text[-1500:]
+        print(f"{vm.hostname}: SLAAC address {ready.group(1)}")
+    text = await cloud.wait_for("v6a", r"PING6-FAIL", count=4, timeout=60)
+    assert "PING6-OK" not in text, "ICMPv6 echo reached a port whose security group does not allow it"
+
+    opened = replace(closed, rules=(*closed.rules, INGRESS_ICMP6))
+    report = await cloud.dataplane.apply(replace(state, security_groups=(opened,)))
+    assert any("security-groups-v6" in c for c in report.changed), report
+    changed_at = time.monotonic()
+    await cloud.wait_for("v6a", r"PING6-OK", timeout=30)
+    await cloud.wait_for("v6b", r"PING6-OK", timeout=30)
+    print(f"ping6 allowed {time.monotonic() - changed_at:.1f}s after the rule was applied")
+    ra_sender = (cloud.dataplane.root / "dhcp" / net.id / "argv.json").read_text()
+    assert "--enable-ra" in ra_sender and "ra-only" in ra_sender
+
+
+async def test_a_server_without_a_config_drive_reads_its_user_data_over_http(cloud: Cloud) -> None:
+    net = network("10.97.7.0/24", vni=108)
+    group = SecurityGroupState(id="sg-http", rules=(EGRESS_ANY,))
+    vm = port(net, 11, "httpmd", "sg-http")
+    await cloud.dataplane.apply(HostNetworkState(host="h", networks=(net,), ports=(vm,), security_groups=(group,)))
+    cloud.metadata.table[(net.id, ip_of(vm))] = InstanceMetadata(
+        uuid=vm.device_id, name=vm.hostname, hostname="httpmd", local_ipv4=ip_of(vm),
+        user_data=b"#!/bin/sh\necho USERDATA-OVER-HTTP $(hostname)\n")
+    await cloud.boot(vm, "#!/bin/sh\necho FROM-CONFIG-DRIVE\n", config_drive=False)
+    text = await cloud.wait_for("httpmd", r"YUNSTACK-READY")
+    assert f"YUNSTACK-METADATA instance-id={vm.device_id} hostname=httpmd source=http" in text, text[-1500:]
+    assert "USERDATA-OVER-HTTP httpmd" in text and "FROM-CONFIG-DRIVE" not in text, text[-1500:]
+
+
+async def test_a_port_with_a_bad_value_is_quarantined_and_every_other_object_is_still_applied(root: Path) -> None:
+    good_net, bad_net = network("10.97.8.0/24", vni=109), network("10.97.9.0/24", vni=110)
+    bad_net = replace(bad_net, dhcp_mac="x")  # its DHCP namespace cannot be made
+    group = SecurityGroupState(id="sg", rules=(EGRESS_ANY, INGRESS_ICMP))
+    good = port(good_net, 11, "good", "sg")
+    bad = replace(port(good_net, 12, "bad", "sg"), allowed_address_pairs=(("10.97.8.50", "x"),))
+    state = HostNetworkState(host="h", networks=(good_net, bad_net), ports=(good, bad), security_groups=(group,))
+    dp = LinuxDataplane(root / "iso", metadata_upstream="http://127.0.0.1:9/metadata")
+    try:
+        report = await dp.apply(state)
+        assert any(f.startswith(f"port {bad.id}: bad allowed address pair MAC 'x'") for f in report.failed), report
+        assert any(f.startswith(f"dhcp of network {bad_net.id}") for f in report.failed), report
+        ingress, egress, spoof = dp.names.port_chains(good.id)
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout.splitlines()
+        assert f"-A {spoof} -s 10.97.8.11/32 -m mac --mac-source {good.mac_address} -j RETURN" in rules
+        assert f"-A {ingress} -p icmp -j RETURN" in rules
+        bad_chains = dp.names.port_chains(bad.id)
+        assert [r for r in rules if r.split(" ")[1:2] == [bad_chains[0]]] == [f"-A {bad_chains[0]} -j DROP"]
+        rules6 = subprocess.run(["ip6tables-save"], capture_output=True, text=True, check=True).stdout
+        assert f"-A {egress} -j {spoof}" in rules6
+        # The good network's dnsmasq runs although the other network's DHCP failed.
+        assert _proc.find(str(dp.root / "dhcp" / good_net.id), "dnsmasq")
+        again = await dp.apply(state)
+        assert again.failed and not again.changed, again  # failures are retried, nothing else moves
+        # Once the value is fixed the port gets its rules.
+        fixed = replace(state, ports=(good, replace(bad, allowed_address_pairs=())), networks=(good_net,))
+        report = await dp.apply(fixed)
+        assert not report.failed, report
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout.splitlines()
+        assert f"-A {bad_chains[0]} -p icmp -j RETURN" in rules
+    finally:
+        await dp.teardown()
+    assert all(not v for v in our_objects(dp).values()), our_objects(dp)

@@ -158,11 +158,11 @@ def test_the_tiny_image_boots_reads_the_config_drive_and_powers_off_on_acpi(boot
     guest.wait_for_markers(
         [
             r"^YUNSTACK-BOOT kernel=\S+$",
-            rf"^YUNSTACK-METADATA instance-id={INSTANCE_ID} hostname=tinytest$",
+            rf"^YUNSTACK-METADATA instance-id={INSTANCE_ID} hostname=tinytest source=config-drive$",
             r"^YUNSTACK-USERDATA-BEGIN$",
             r"^hello-from-userdata$",
             r"^YUNSTACK-USERDATA-END rc=0$",
-            rf"^YUNSTACK-READY hostname=tinytest ip=none instance-id={INSTANCE_ID}$",
+            rf"^YUNSTACK-READY hostname=tinytest ip=none instance-id={INSTANCE_ID} ip6=none$",
         ],
         BOOT_TIMEOUT,
     )

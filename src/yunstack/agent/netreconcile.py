@@ -4,6 +4,9 @@ It applies the control plane's ``HostNetworkState`` when the agent starts, every
 seconds, and whenever the agent asks (``reconcile_now``: before a VM with NICs is started, and
 on wake).  Passes never overlap; a failed pass is logged and retried, sooner at first (1 s,
 doubling up to ``period``), so a transient error does not leave a VM without its network for long.
+A pass that applied everything but some objects (``ApplyReport.failed``: a bad value in one
+tenant's port, say) counts as done for everyone else; the failed objects are logged with their
+ids and reasons and tried again on every pass.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class NetworkReconciler:
                 self.last_error = exc
                 raise
             self.last_report, self.last_error = report, None
+            for failure in report.failed:
+                log.warning("network object not applied (retried next pass): %s", failure)
             self.last_success = time.monotonic()
             return report
 

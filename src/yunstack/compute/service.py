@@ -53,7 +53,7 @@ class ServerCreate:
     key_name: str | None = None
     user_data: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
-    config_drive: bool = True
+    config_drive: bool = True  # asked for; [compute] force_config_drive gives every server one anyway
     min_count: int = 1
     max_count: int = 1
     networks: Any = None
@@ -277,7 +277,8 @@ class ComputeService(InterfaceOps):
                     availability_zone=req.availability_zone or self._config.compute.availability_zone,
                     flavor=flavor.snapshot(), image_id=image.id, key_name=key.name if key else None,
                     key_data=key.public_key if key else None, user_data=req.user_data,
-                    meta=dict(req.metadata), tags=list(req.tags), config_drive=True,
+                    meta=dict(req.metadata), tags=list(req.tags),
+                    config_drive=req.config_drive or self._config.compute.force_config_drive,
                     requested_networks=req.networks, security_groups=list(req.security_groups) or ["default"],
                     vm_state=states.BUILDING, task_state=states.SPAWNING, power_state=0, progress=0,
                     locked=False, access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,

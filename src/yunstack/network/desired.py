@@ -29,6 +29,8 @@ class SubnetState:
     host_routes: tuple[tuple[str, str], ...] = ()  # (destination cidr, nexthop)
     allocation_pools: tuple[AllocationPool, ...] = ()
     dhcp_ip: str | None = None  # the DHCP port's address on this subnet, when DHCP is on
+    ipv6_ra_mode: str | None = None  # "slaac" | "dhcpv6-stateful" | "dhcpv6-stateless" | None
+    ipv6_address_mode: str | None = None  # likewise; None: the guest is on its own (Neutron's meaning)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -303,7 +303,8 @@ class InstanceOps(c.Base):
                 host_routes=tuple((h["destination"], h["nexthop"]) for h in sn.host_routes),
                 allocation_pools=tuple(d.AllocationPool(start=p["start"], end=p["end"])
                                        for p in sn.allocation_pools),
-                dhcp_ip=held.get(sn.id)) for sn in subnets[n.id])
+                dhcp_ip=held.get(sn.id), ipv6_ra_mode=sn.ipv6_ra_mode,
+                ipv6_address_mode=sn.ipv6_address_mode) for sn in subnets[n.id])
             out.append(d.NetworkState(id=n.id, name=n.name, mtu=n.mtu, external=n.external, subnets=states,
                                       segmentation_id=n.segmentation_id,
                                       dhcp_mac=port.mac_address if port else None))

@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -692,3 +693,14 @@ def test_every_compute_response_echoes_the_microversion_errors_included(world: d
                                             headers={"OpenStack-API-Version": "compute 2.26"})
     assert unauthenticated.status_code == 401
     assert unauthenticated.headers["openstack-api-version"] == "compute 2.26"
+
+
+def test_a_server_gets_a_config_drive_only_when_asked_once_the_drive_is_not_forced(
+        world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    compute = world["api"].services.compute
+    config = compute._config
+    monkeypatch.setattr(compute, "_config", replace(config, compute=replace(config.compute, force_config_drive=False)))
+    plain = boot(world, name="plain")
+    asked = boot(world, name="asked", config_drive=True)
+    refused = boot(world, name="refused", config_drive=False)
+    assert (plain["config_drive"], asked["config_drive"], refused["config_drive"]) == ("", "True", "")

@@ -124,7 +124,7 @@ def create_server(body: sch.ServerCreateBody, ctx: Ctx, svc: Svc, v: Version) ->
     min_count = int(s.min_count)
     req = ServerCreate(
         name=s.name, image_id=_image_ref(s), flavor_ref=str(s.flavorRef), key_name=s.key_name,
-        user_data=s.user_data, metadata=s.metadata, config_drive=True, min_count=min_count,
+        user_data=s.user_data, metadata=s.metadata, config_drive=_truthy(s.config_drive), min_count=min_count,
         max_count=int(s.max_count) if s.max_count is not None else min_count, networks=networks,
         security_groups=[g.name for g in s.security_groups], availability_zone=s.availability_zone,
         description=s.description, access_ipv4=s.accessIPv4 or "", access_ipv6=s.accessIPv6 or "",

@@ -21,6 +21,7 @@ class ApplyReport:
     created: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()  # "<kind> <id>: <reason>" of each object that was not applied
     seconds: float = 0.0
 
     @property

@@ -39,23 +39,33 @@ def links(netns: str | None = None) -> dict[str, Link]:
     return found
 
 
-def addresses(dev: str, netns: str | None = None) -> set[str]:
-    """IPv4 addresses of ``dev`` as ``ip/prefixlen``."""
+def addresses(dev: str, netns: str | None = None, family: int = 4) -> set[str]:
+    """IPv4 (or global IPv6) addresses of ``dev`` as ``ip/prefixlen``; link-local ones are the kernel's."""
     out: set[str] = set()
-    for item in _cmd.ip_json("-4", "addr", "show", "dev", dev, netns=netns):
+    for item in _cmd.ip_json(f"-{family}", "addr", "show", "dev", dev, netns=netns):
         for a in item.get("addr_info", []):
+            if family == 6 and a.get("scope") != "global":
+                continue
             out.add(f"{a['local']}/{a['prefixlen']}")
     return out
 
 
 def sync_addresses(dev: str, wanted: set[str], netns: str | None = None) -> bool:
-    """Make ``dev``'s IPv4 addresses exactly ``wanted``; True when something changed."""
-    have = addresses(dev, netns)
-    for addr in sorted(have - wanted):
-        _cmd.run(["ip", "addr", "del", addr, "dev", dev], netns=netns)
-    for addr in sorted(wanted - have):
-        _cmd.run(["ip", "addr", "add", addr, "dev", dev], netns=netns)
-    return have != wanted
+    """Make ``dev``'s IPv4 and global IPv6 addresses exactly ``wanted``; True when something changed.
+
+    IPv6 addresses are added without duplicate address detection (``nodad``): they are ours by
+    IPAM, and a tentative address would make dnsmasq fail to bind it.
+    """
+    changed = False
+    for family in (4, 6):
+        want = {a for a in wanted if (":" in a) == (family == 6)}
+        have = addresses(dev, netns, family)
+        for addr in sorted(have - want):
+            _cmd.run(["ip", "addr", "del", addr, "dev", dev], netns=netns)
+        for addr in sorted(want - have):
+            _cmd.run(["ip", "addr", "add", addr, "dev", dev, *(["nodad"] if family == 6 else [])], netns=netns)
+        changed = changed or have != want
+    return changed
 
 
 def no_ipv6(dev: str, netns: str | None = None) -> None:

@@ -10,6 +10,19 @@ command line (subnets, domain) restarts it.
 
 Subnets without a router interface get the metadata route (option 121,
 ``169.254.169.254/32 via <dhcp ip>``) because their metadata proxy lives in this namespace.
+
+IPv6 subnets are served by the same dnsmasq, after their ``ipv6_ra_mode`` (RAs) and
+``ipv6_address_mode`` (addresses), as Neutron does (see docs/explanation/networking.md)::
+
+    slaac             --dhcp-range=<prefix>,ra-only          RA with A flag: the guest makes its address
+    dhcpv6-stateless  --dhcp-range=<prefix>,ra-stateless     A + O flags; DHCPv6 answers DNS only
+    dhcpv6-stateful   --dhcp-range=<prefix>,static,<len>     M flag; DHCPv6 leases the port's address
+
+``--enable-ra`` is given when any subnet has an ``ipv6_ra_mode``; a subnet without one gets no RA
+from us (Neutron's meaning: an outside router advertises it).  The RAs come from this namespace's
+link-local address (EUI-64 of the DHCP port's MAC), which is the one address the security groups
+let RAs come from.  With a router interface on the subnet the RA carries router lifetime 0
+(``--ra-param``): the guest takes the prefix but not the DHCP namespace as its default router.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -31,6 +45,7 @@ log = logging.getLogger(__name__)
 
 METADATA_IP = "169.254.169.254"
 LEASE_SECONDS = 86400
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,14 @@ class DhcpConfig:
 
 
 def dhcp_subnets(network: NetworkState) -> list[SubnetState]:
-    return [s for s in network.subnets if s.enable_dhcp and s.ip_version == 4 and s.dhcp_ip]
+    """The subnets this network's dnsmasq serves (DHCPv4, DHCPv6 or router advertisements)."""
+    return [s for s in network.subnets if s.enable_dhcp and s.dhcp_ip and (s.ip_version == 4 or _v6_mode(s))]
+
+
+def _v6_mode(subnet: SubnetState) -> str | None:
+    """How dnsmasq serves an IPv6 subnet: its ``ipv6_address_mode``, else its ``ipv6_ra_mode``."""
+    mode = subnet.ipv6_address_mode or subnet.ipv6_ra_mode
+    return mode if mode in ("slaac", "dhcpv6-stateless", "dhcpv6-stateful") else None
 
 
 def routed_subnets(state: HostNetworkState) -> set[str]:
@@ -77,6 +99,12 @@ def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain
     for index, subnet in enumerate(subnets):
         net = ipaddress.ip_network(subnet.cidr, strict=False)
         tag = f"s{index}"
+        if net.version == 6:
+            argv += _v6_range(subnet, net, tag, subnet.id in routed)
+            addresses.add(f"{subnet.dhcp_ip}/{net.prefixlen}")
+            if subnet.dns_nameservers:
+                opts.append(f"tag:{tag},option6:dns-server,{','.join(f'[{d}]' for d in subnet.dns_nameservers)}")
+            continue
         argv.append(f"--dhcp-range=set:{tag},{net.network_address},static,{net.netmask},{LEASE_SECONDS}s")
         addresses.add(f"{subnet.dhcp_ip}/{net.prefixlen}")
         opts.append(f"tag:{tag},option:router,{subnet.gateway_ip}" if subnet.gateway_ip
@@ -95,17 +123,29 @@ def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain
             flat = ",".join(f"{d},{h}" for d, h in routes)
             opts.append(f"tag:{tag},option:classless-static-route,{flat}")
             opts.append(f"tag:{tag},249,{flat}")
+    if any(_v6_mode(s) for s in subnets if s.ip_version == 6):
+        argv.append("--enable-ra")
+    argv = list(dict.fromkeys(argv))
     hosts: list[str] = []
     names: list[str] = []
-    cidrs = {s.id: ipaddress.ip_network(s.cidr, strict=False) for s in subnets}
+    cidrs = {s.id: s for s in subnets}
     for port in sorted(state.ports, key=lambda p: p.id):
         if port.network_id != network.id:
             continue
+        if not _MAC.match(port.mac_address.lower()):
+            # One bad port must not cost the network its DHCP (dnsmasq rejects the whole file).
+            log.warning("port %s gets no DHCP lease: bad MAC address %r", port.id, port.mac_address)
+            continue
         for fixed in port.fixed_ips:
-            if fixed.subnet_id not in cidrs:
+            served = cidrs.get(fixed.subnet_id)
+            if served is None or not _is_ip(fixed.ip_address):
                 continue
             hostname = _hostname(port.hostname, fixed.ip_address)
-            hosts.append(f"{port.mac_address.lower()},{fixed.ip_address},{hostname}")
+            if served.ip_version == 6:
+                if _v6_mode(served) == "dhcpv6-stateful":
+                    hosts.append(f"{port.mac_address.lower()},[{fixed.ip_address}],{hostname}")
+            else:
+                hosts.append(f"{port.mac_address.lower()},{fixed.ip_address},{hostname}")
             names.append(f"{fixed.ip_address}\t{hostname}.{domain} {hostname}")
     files = {"host": "\n".join(hosts) + "\n", "addn_hosts": "\n".join(names) + "\n",
              "opts": "\n".join(opts) + "\n"}
@@ -113,7 +153,33 @@ def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain
                       isolated_cidrs=tuple(isolated))
 
 
+def _v6_range(subnet: SubnetState, net: ipaddress.IPv4Network | ipaddress.IPv6Network, tag: str,
+              routed: bool) -> list[str]:
+    mode = _v6_mode(subnet)
+    if mode == "dhcpv6-stateful":
+        out = [f"--dhcp-range=set:{tag},{net.network_address},static,{net.prefixlen},{LEASE_SECONDS}s"]
+    elif mode == "dhcpv6-stateless":
+        out = [f"--dhcp-range=set:{tag},{net.network_address},ra-stateless,{net.prefixlen},{LEASE_SECONDS}s"]
+    else:
+        out = [f"--dhcp-range=set:{tag},{net.network_address},ra-only,{net.prefixlen},{LEASE_SECONDS}s"]
+    if routed:
+        # The router namespace routes this subnet; we only advertise its prefix (interval 60 s,
+        # router lifetime 0).  dnsmasq takes this per interface, so one routed subnet sets it.
+        out.append(f"--ra-param={DHCP_IFNAME},60,0")
+    return out
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _size(subnet: SubnetState) -> int:
+    if subnet.ip_version == 6:
+        return 256  # leases are static, one per port; this only sizes dnsmasq's lease table
     return min(ipaddress.ip_network(subnet.cidr, strict=False).num_addresses, 65536)
 
 

@@ -10,8 +10,14 @@ pass at a time):
    isolated metadata proxy (``dhcp.py``);
 4. per router: its namespace, veths, addresses, default route, NAT and metadata proxy
    (``routers.py``);
-5. the security group chains and the anti-spoofing table (``firewall.py``);
+5. the security group chains, IPv4 and IPv6, and the anti-spoofing table (``firewall.py``);
 6. strays: every object of *this installation* that the state no longer names is removed.
+
+One object that cannot be applied never blocks the others: each network, port, DHCP namespace
+and router is applied on its own, and a failure is logged with the object's id and reason and
+listed in ``ApplyReport.failed`` while the pass goes on.  A port whose values cannot be rendered
+into rules is quarantined (its chains drop everything) rather than failing every port's rules.
+Only a host that cannot run the dataplane at all (a missing tool, no br_netfilter) fails a pass.
 
 Ownership: every name carries the installation tag (``naming.py``) and is written to
 ``STATE_DIR/network/owned.json`` *before* the object is created, and removal only ever considers
@@ -30,11 +36,13 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from yunstack.compute.driver import Nic
-from yunstack.errors import DriverMisconfigured, NotFound
+from yunstack.errors import DriverError, DriverMisconfigured, NotFound
 from yunstack.network.dataplane import _cmd, _proc, bridges, dhcp, firewall, metadata, routers
 from yunstack.network.dataplane.base import ApplyReport
 from yunstack.network.dataplane.metadata_api import ensure_secret
@@ -45,11 +53,12 @@ from yunstack.network.dataplane.naming import (
     router_gateway_ifname,
     router_port_ifname,
 )
-from yunstack.network.desired import HostNetworkState, NetworkState, RouterState
+from yunstack.network.desired import HostNetworkState, NetworkState, PortState, RouterState
 
 log = logging.getLogger(__name__)
 
 BR_NF_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+BR_NF6_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-ip6tables")
 METADATA_IP = "169.254.169.254"
 
 
@@ -58,6 +67,19 @@ class _Pass:
     created: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def attempt(self, what: str, step: Callable[[], None]) -> bool:
+        """Run one object's step; a failure is recorded and logged, and the pass goes on."""
+        try:
+            step()
+        except DriverMisconfigured:
+            raise  # the host cannot run the dataplane at all: no object would do better
+        except (DriverError, OSError, ValueError) as exc:
+            log.warning("dataplane: %s not applied: %s", what, exc)
+            self.failed.append(f"{what}: {exc}")
+            return False
+        return True
 
     def note(self, name: str, change: bool | str, *, existed: bool = True) -> None:
         """Record ``name`` as created (it did not exist) or changed (``change`` says how)."""
@@ -84,7 +106,9 @@ class LinuxDataplane:
         self._state: HostNetworkState | None = None
         # What this object loaded into the kernel; empty after a restart, so the first pass
         # rewrites everything (that is the reconcile on agent start).
-        self._loaded_filter: str | None = None
+        self._loaded_filter: dict[int, str] = {}
+        self._quarantined: set[str] = set()  # ports the kernel refused rules for (see _load_filter)
+        self._refused: dict[str, PortState] = {}  # ... and the values it refused
         self._loaded_bridge_table: str | None = None
         self._loaded_nat: dict[str, str] = {}
         self._forwarding: set[str] = set()
@@ -146,31 +170,35 @@ class LinuxDataplane:
             have = bridges.links()
             have_ns = bridges.namespaces()
             for net in state.networks:
-                self._ensure_network(net, have, p)
+                p.attempt(f"network {net.id}", partial(self._ensure_network, net, have, p))
             for port in state.ports:
                 port_net = nets.get(port.network_id)
                 if port_net is None:
                     log.warning("port %s is on network %s, which is not in the state", port.id,
                                 port.network_id)
                     continue
-                tap = self.names.tap(port.id)
-                self._own("links", tap)
-                p.note(f"tap:{tap}", bridges.ensure_tap(tap, self.names.bridge(port_net.id), port_net.mtu, have),
-                       existed=tap in have)
+                p.attempt(f"port {port.id}", partial(self._ensure_tap, port.id, port_net, have, p))
             for net in state.networks:
                 if dhcp.dhcp_subnets(net):
-                    self._ensure_dhcp(net, state, have, have_ns, p)
+                    p.attempt(f"dhcp of network {net.id}",
+                              partial(self._ensure_dhcp, net, state, have, have_ns, p))
             for router in state.routers:
-                self._ensure_router(router, state, nets, have, have_ns, p)
+                p.attempt(f"router {router.id}",
+                          partial(self._ensure_router, router, state, nets, have, have_ns, p))
             self._ensure_firewall(state, p)
             self._remove_strays(state, p)
             self._state = state
         report = ApplyReport(created=tuple(p.created), changed=tuple(p.changed), removed=tuple(p.removed),
-                             seconds=time.monotonic() - started)
+                             failed=tuple(p.failed), seconds=time.monotonic() - started)
         if not report.noop:
             log.info("dataplane: created %s changed %s removed %s in %.2fs", report.created,
                      report.changed, report.removed, report.seconds)
         return report
+
+    def _ensure_tap(self, port_id: str, net: NetworkState, have: dict[str, bridges.Link], p: _Pass) -> None:
+        tap = self.names.tap(port_id)
+        self._own("links", tap)
+        p.note(f"tap:{tap}", bridges.ensure_tap(tap, self.names.bridge(net.id), net.mtu, have), existed=tap in have)
 
     def _prepare_host(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -185,6 +213,10 @@ class LinuxDataplane:
             # that we changed it, so that teardown can put it back.
             self._own("globals", "bridge-nf-call-iptables=0")
             BR_NF_SYSCTL.write_text("1")
+        if BR_NF6_SYSCTL.read_text().strip() != "1":
+            # Likewise for IPv6: bridged IPv6 now passes ip6tables, where the IPv6 rules are.
+            self._own("globals", "bridge-nf-call-ip6tables=0")
+            BR_NF6_SYSCTL.write_text("1")
         record = self._record()
         if self.names.fwd_chain not in record["chains"] and \
                 _cmd.ok(["iptables", "-w", "-n", "-L", self.names.fwd_chain]):
@@ -243,7 +275,8 @@ class LinuxDataplane:
             have_ns.add(ns)
             self._loaded_nat.pop(router.id, None)
         if router.id not in self._forwarding or fresh:
-            _cmd.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=ns)
+            # IPv6 is routed between internal subnets as it is (no NAT66, no IPv6 gateway).
+            _cmd.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], netns=ns)
             self._forwarding.add(router.id)
         inner = bridges.links(ns)
         wanted_inner = {"lo"}
@@ -300,31 +333,76 @@ class LinuxDataplane:
             # and the nft table go with the last network rather than waiting for a teardown.
             self._remove_firewall(p)
             return
+        for port_id, reason in sorted(firewall.problems(state).items()):
+            log.warning("dataplane: port %s quarantined (all its traffic dropped): %s", port_id, reason)
+            p.failed.append(f"port {port_id}: {reason} (quarantined)")
+        # A refused port is tried again once its values change (or it is gone).
+        ports = {port.id: port for port in firewall.secured_ports(state)}
+        self._quarantined = {i for i in self._quarantined if i in ports and self._refused.get(i) == ports[i]}
         record = self._record()
         wanted = firewall.chains(self.names, state)
         obsolete = set(record["chains"]) - set(wanted)
-        text = firewall.render_filter(self.names, state, obsolete)
-        if text != self._loaded_filter or obsolete:
-            self._own("chains", *wanted)
-            if "filter-table" not in record["globals"] and not _cmd.ok(["nft", "list", "table", "ip", "filter"]):
-                self._own("globals", "filter-table")  # iptables-nft is about to create it
-            _cmd.run(["iptables-restore", "-w", "--noflush"], input=text)
-            if obsolete:
-                _cmd.run(["iptables-restore", "-w", "--noflush"], input=firewall.render_delete(obsolete))
-                self._disown("chains", *obsolete)
-                p.removed += [f"chain:{c}" for c in sorted(obsolete)]
-            p.note("security-groups", "rules")
-            self._loaded_filter = firewall.render_filter(self.names, state)
-        for chain, rule in firewall.hook_rules(self.names):
-            if not _cmd.ok(["iptables", "-w", "-C", chain, *rule]):
-                _cmd.run(["iptables", "-w", "-I", chain, "1", *rule])
-                p.created.append(f"hook:{chain}")
-        table = firewall.render_bridge_table(self.names, state)
+        for family in (4, 6):
+            self._load_filter(state, family, obsolete, wanted, p)
+        if obsolete:
+            for family in (4, 6):
+                _cmd.run([f"{firewall.TABLES[family]}-restore", "-w", "--noflush"],
+                         input=firewall.render_delete(obsolete))
+            self._disown("chains", *obsolete)
+            p.removed += [f"chain:{c}" for c in sorted(obsolete)]
+        for family in (4, 6):
+            tool = firewall.TABLES[family]
+            for chain, rule in firewall.hook_rules(self.names):
+                if not _cmd.ok([tool, "-w", "-C", chain, *rule]):
+                    _cmd.run([tool, "-w", "-I", chain, "1", *rule])
+                    p.created.append(f"hook:{chain}" if family == 4 else f"hook6:{chain}")
+        table = firewall.render_bridge_table(self.names, state, self._quarantined)
         if table != self._loaded_bridge_table:
             self._own("nft", self.names.nft_table)
             _cmd.run(["nft", "-f", "-"], input=table)
             self._loaded_bridge_table = table
             p.note(f"nft:{self.names.nft_table}", "rules")
+
+    def _load_filter(self, state: HostNetworkState, family: int, obsolete: set[str], wanted: list[str],
+                     p: _Pass) -> None:
+        """Load one family's chains; a port whose rules the kernel refuses is quarantined, not the batch."""
+        text = firewall.render_filter(self.names, state, obsolete, family=family, quarantined=self._quarantined)
+        if text == self._loaded_filter.get(family) and not obsolete:
+            return
+        self._own("chains", *wanted)
+        marker = "filter-table" if family == 4 else "filter6-table"
+        if marker not in self._record()["globals"] and \
+                not _cmd.ok(["nft", "list", "table", "ip" if family == 4 else "ip6", "filter"]):
+            self._own("globals", marker)  # iptables-nft is about to create it
+        restore = [f"{firewall.TABLES[family]}-restore", "-w", "--noflush"]
+        try:
+            _cmd.run(restore, input=text)
+        except _cmd.CommandFailed:
+            refused = self._refused_ports(state, family, restore)
+            if not refused:
+                raise
+            text = firewall.render_filter(self.names, state, obsolete, family=family,
+                                          quarantined=self._quarantined)
+            _cmd.run(restore, input=text)
+        p.note("security-groups" if family == 4 else "security-groups-v6", "rules")
+        self._loaded_filter[family] = firewall.render_filter(self.names, state, family=family,
+                                                             quarantined=self._quarantined)
+
+    def _refused_ports(self, state: HostNetworkState, family: int, restore: list[str]) -> set[str]:
+        """Test each port's chains alone; quarantine (and report) the ones the kernel refuses."""
+        refused: set[str] = set()
+        skip = self._quarantined | set(firewall.problems(state))
+        for port in firewall.secured_ports(state):
+            if port.id in skip:
+                continue
+            try:
+                _cmd.run([*restore, "--test"], input=firewall.render_port(self.names, state, port, family))
+            except _cmd.CommandFailed as exc:
+                log.warning("dataplane: port %s quarantined (all its traffic dropped): %s", port.id, exc)
+                refused.add(port.id)
+                self._refused[port.id] = port
+        self._quarantined |= refused
+        return refused
 
     # -- strays ------------------------------------------------------------------------------------
 
@@ -402,15 +480,18 @@ class LinuxDataplane:
     def _remove_firewall(self, p: _Pass | None) -> None:
         """Remove the hook rules, every recorded chain and the nft table (all of them, ours only)."""
         record = self._record()
-        for chain, rule in firewall.hook_rules(self.names):
-            while _cmd.ok(["iptables", "-w", "-D", chain, *rule]):
-                if p is not None:
-                    p.removed.append(f"hook:{chain}")
         chains = set(record["chains"])
+        for family in (4, 6):
+            tool = firewall.TABLES[family]
+            for chain, rule in firewall.hook_rules(self.names):
+                while _cmd.ok([tool, "-w", "-D", chain, *rule]):
+                    if p is not None:
+                        p.removed.append(f"hook:{chain}" if family == 4 else f"hook6:{chain}")
+            if chains:
+                declared = "*filter\n" + "".join(f":{c} - [0:0]\n" for c in sorted(chains)) + "COMMIT\n"
+                _cmd.run([f"{tool}-restore", "-w", "--noflush"], input=declared, check=False)
+                _cmd.run([f"{tool}-restore", "-w", "--noflush"], input=firewall.render_delete(chains), check=False)
         if chains:
-            declared = "*filter\n" + "".join(f":{c} - [0:0]\n" for c in sorted(chains)) + "COMMIT\n"
-            _cmd.run(["iptables-restore", "-w", "--noflush"], input=declared, check=False)
-            _cmd.run(["iptables-restore", "-w", "--noflush"], input=firewall.render_delete(chains), check=False)
             self._disown("chains", *chains)
             if p is not None:
                 p.removed += [f"chain:{c}" for c in sorted(chains)]
@@ -419,19 +500,24 @@ class LinuxDataplane:
             self._disown("nft", table)
             if p is not None:
                 p.removed.append(f"nft:{table}")
-        self._loaded_filter = self._loaded_bridge_table = None
+        self._loaded_filter = {}
+        self._loaded_bridge_table = None
 
     def _restore_globals(self, changed: list[str]) -> None:
         tables = _cmd.run(["nft", "list", "tables", "bridge"], check=False)
         others = [t for t in tables.split() if t.startswith("yunstack_") and t != self.names.nft_table]
-        if "filter-table" in changed and _empty_filter_table():
+        if "filter-table" in changed and _empty_filter_table("ip"):
             _cmd.run(["nft", "delete", "table", "ip", "filter"], check=False)
-        if "bridge-nf-call-iptables=0" in changed:
+        if "filter6-table" in changed and _empty_filter_table("ip6"):
+            _cmd.run(["nft", "delete", "table", "ip6", "filter"], check=False)
+        for sysctl, path in (("bridge-nf-call-iptables", BR_NF_SYSCTL), ("bridge-nf-call-ip6tables", BR_NF6_SYSCTL)):
+            if f"{sysctl}=0" not in changed:
+                continue
             if others:
-                log.info("leaving bridge-nf-call-iptables=1: other installations (%s) need it", others)
+                log.info("leaving %s=1: other installations (%s) need it", sysctl, others)
             else:
                 with contextlib.suppress(OSError):
-                    BR_NF_SYSCTL.write_text("0")
+                    path.write_text("0")
         if changed:
             self._disown("globals", *changed)
         with contextlib.suppress(OSError):
@@ -439,9 +525,9 @@ class LinuxDataplane:
             os.rmdir(self.root / "metadata")
 
 
-def _empty_filter_table() -> bool:
-    """True when ``table ip filter`` holds no rule and no chain but the empty built-in ones."""
-    out = _cmd.run(["nft", "-j", "list", "table", "ip", "filter"], check=False)
+def _empty_filter_table(family: str) -> bool:
+    """True when ``table <family> filter`` holds no rule and no chain but the empty built-in ones."""
+    out = _cmd.run(["nft", "-j", "list", "table", family, "filter"], check=False)
     if not out.strip():
         return False
     items = json.loads(out).get("nftables", [])
