@@ -1,7 +1,7 @@
 """network: router extra routes, subnet pools
 
 Revision ID: 0009_network_more
-Revises: 0005_network
+Revises: 0008_catalog
 Create Date: 2026-12-01 23:50:00
 """
 
@@ -11,7 +11,7 @@ import yunstack.db.base
 
 
 revision = '0009_network_more'
-down_revision = '0005_network'
+down_revision = '0008_catalog'
 branch_labels = None
 depends_on = None
 
