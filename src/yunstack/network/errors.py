@@ -40,7 +40,7 @@ class PortNotFound(NotFound):
 class SubnetPoolNotFound(NotFound):
     """Raised when no subnet pool with the id is visible to the caller."""
 
-    message = "Subnet pool {subnetpool_id} could not be found."
+    message = "Subnet pool {id} could not be found."
 
 
 class SecurityGroupNotFound(NotFound):

@@ -36,6 +36,7 @@ from yunstack.network.errors import (
     SecurityGroupNotFound,
     SubnetInUse,
     SubnetNotFound,
+    SubnetPoolNotFound,
 )
 from yunstack.network.instances import InstanceOps
 from yunstack.network.ports import PortOps
@@ -346,6 +347,7 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, SubnetPoolOps, Instan
     def _tagged(self, s: Session, ctx: AuthContext, collection: str, resource_id: str, *, write: bool) -> Any:
         kinds: dict[str, tuple[Any, type[NotFound]]] = {
             "networks": (t.Network, NetworkNotFound), "subnets": (t.Subnet, SubnetNotFound),
+            "subnetpools": (t.SubnetPool, SubnetPoolNotFound),
             "ports": (t.Port, PortNotFound), "routers": (t.Router, RouterNotFound),
             "floatingips": (t.FloatingIp, FloatingIPNotFound), "security-groups": (t.SecurityGroup,
                                                                                   SecurityGroupNotFound)}

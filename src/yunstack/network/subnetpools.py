@@ -89,7 +89,7 @@ class SubnetPoolOps(c.Base):
     def _pool_row(self, s: Session, ctx: AuthContext, pool_id: str) -> t.SubnetPool:
         row = s.get(t.SubnetPool, pool_id)
         if row is None or not (c.owns(ctx, row.project_id) or row.shared):
-            raise SubnetPoolNotFound(subnetpool_id=pool_id)
+            raise SubnetPoolNotFound(id=pool_id)
         return row
 
     @staticmethod

@@ -27,6 +27,8 @@ def test_a_subnet_pool_has_neutrons_shape_and_defaults(world: dict[str, Any]) ->
     assert r.status_code == 200 and r.json()["subnetpool"]["prefixes"] == ["10.100.0.0/15"]
     r = alice.put(f"/subnetpools/{made['id']}", {"subnetpool": {"prefixes": ["10.100.0.0/16"]}})
     assert r.status_code == 400  # prefixes may only grow
+    assert alice.put(f"/subnetpools/{made['id']}/tags/blue").status_code == 201
+    assert alice.get(f"/subnetpools/{made['id']}").json()["subnetpool"]["tags"] == ["blue"]
     assert alice.delete(f"/subnetpools/{made['id']}").status_code == 204
 
 
