@@ -501,6 +501,8 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
                 raise BadRequest("Invalid metadata: keys must be 1-255 and values 0-255 characters.")
         with self._db.begin() as s:
             row = self._row(s, ctx, server_id)
+            if row.locked and not ctx.is_admin:  # Nova's check_instance_lock on metadata changes
+                raise Conflict("Instance {id} is locked", id=server_id)
             meta = {} if replace else dict(row.meta or {})
             meta.update({k: str(v) for k, v in items.items()})
             if len(meta) > MAX_METADATA_ITEMS:
@@ -513,6 +515,8 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
         policy.require_write(ctx, "compute:server_metadata")
         with self._db.begin() as s:
             row = self._row(s, ctx, server_id)
+            if row.locked and not ctx.is_admin:
+                raise Conflict("Instance {id} is locked", id=server_id)
             meta = dict(row.meta or {})
             if key not in meta:
                 raise NotFound("Metadata item was not found")

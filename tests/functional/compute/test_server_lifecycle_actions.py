@@ -161,6 +161,7 @@ def test_a_locked_server_refuses_its_owner_every_change_but_not_an_admin(w: dict
         assert r.json()["conflictingRequest"]["message"] == f"Instance {sid} is locked"
     r = nova.delete(f"/servers/{sid}")
     assert r.status_code == 409 and "is locked" in r.text
+    assert nova.post(f"/servers/{sid}/metadata", {"metadata": {"a": "b"}}).status_code == 409
     assert action(admin, sid, {"os-stop": None}).status_code == 202  # admins act on locked servers
     wait_for(nova, sid, "SHUTOFF")
     assert action(nova, sid, {"unlock": None}).status_code == 202  # the owner lifts its own lock
