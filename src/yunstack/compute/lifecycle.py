@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -88,11 +88,11 @@ class LifecycleOpsMixin:
         raise NotImplementedError
 
     def _hosts_for(self, s: Session) -> list[scheduler.HostState]:
-        from yunstack.compute.service import host_state  # the service module mixes this class in
+        from yunstack.compute.service import host_state  # late: that module mixes this class in
 
         return [host_state(u) for u in self.hosts.host_states(s)]
 
-    def get(self, ctx: AuthContext, server_id: str) -> Server:
+    def _addresses(self, ids: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         raise NotImplementedError
 
     # -- lock ------------------------------------------------------------------------------------
@@ -164,6 +164,8 @@ class LifecycleOpsMixin:
             raise BadRequest("Flavor's disk is too small for requested image.")
         if image.min_ram and int(flavor.get("ram", 0)) < image.min_ram:
             raise BadRequest("Flavor's memory is too small for requested image.")
+        from yunstack.compute.service import to_server  # late: that module mixes this class in
+
         with self._db.begin() as s:
             row = self._begin(s, ctx, server_id, "rebuild")
             args = {"image_id": image.id, "vm_state": row.vm_state,
@@ -182,10 +184,12 @@ class LifecycleOpsMixin:
                 row.description = req.description
             row.fault = None
             host = row.host
+            s.flush()
+            server = to_server(row)  # as the request left it (REBUILD), whatever the agent does next
         assert host is not None
         self.notify(host)
-        server = self.get(ctx, server_id)
-        return _with_password(server, req.admin_pass)
+        addresses = self._addresses([server_id]).get(server_id) or {}
+        return replace(server, addresses=addresses, admin_pass=req.admin_pass or secrets.token_urlsafe(9))
 
     # -- rescue ----------------------------------------------------------------------------------
 
@@ -308,10 +312,6 @@ class LifecycleOpsMixin:
 
 
 
-def _with_password(server: Server, admin_pass: str | None) -> Server:
-    return replace(server, admin_pass=admin_pass or secrets.token_urlsafe(9))
-
-
 def _check_metadata(items: Mapping[str, Any]) -> None:
     for key, value in items.items():
         if not key or len(key) > 255 or len(str(value)) > 255:
@@ -333,3 +333,4 @@ def shelved_image(row: t.Instance) -> str | None:
     """The shelve image a server still owns (deleted with the server, or after its unshelve)."""
     image_id = (row.system_metadata or {}).get(SHELVED_IMAGE)
     return str(image_id) if image_id and row.vm_state in (states.SHELVED, states.SHELVED_OFFLOADED) else None
+
