@@ -330,7 +330,8 @@ def _fail_action(s: Session, instance_id: str, request_id: str, now: datetime) -
 
 
 def shelved_image(row: t.Instance) -> str | None:
-    """The shelve image a server still owns (deleted with the server, or after its unshelve)."""
+    """The shelve image a server owns, from its shelve request until its unshelve finished (or the
+    shelve failed): deleted with the server, even when the delete cut the shelve short."""
     image_id = (row.system_metadata or {}).get(SHELVED_IMAGE)
-    return str(image_id) if image_id and row.vm_state in (states.SHELVED, states.SHELVED_OFFLOADED) else None
+    return str(image_id) if image_id else None
 

@@ -335,3 +335,15 @@ def test_a_shelve_interrupted_by_a_restart_finishes_once_the_agent_is_back(w: di
     host.start()
     wait_for(nova, sid, "SHELVED_OFFLOADED")
     assert sid not in host.driver._guests
+
+
+def test_deleting_a_server_whose_shelve_is_still_queued_leaves_no_shelve_image(w: dict[str, Any]) -> None:
+    nova, host, api = w["alice"], w["host"], w["api"]
+    sid = boot(w, name="short")["id"]
+    host.stop()
+    assert action(nova, sid, {"shelve": None}).status_code == 202
+    image_id = row(w, sid).system_metadata["shelved_image_id"]  # type: ignore[index]
+    assert nova.delete(f"/servers/{sid}").status_code == 204
+    host.start()
+    until(lambda: nova.get(f"/servers/{sid}").status_code == 404)
+    assert api.http.get(f"{IM}/images/{image_id}", headers={"X-Auth-Token": nova.token}).status_code == 404
