@@ -94,7 +94,7 @@ def test_a_locked_server_refuses_its_member_until_unlocked(cloud: RunningCloud) 
     assert len(qemu_pids(sid)) == 1
     cloud.osc("server", "unlock", "vm-locked", cloud=demo)
     cloud.osc("server", "stop", "vm-locked", cloud=demo)
-    wait_status(cloud, "vm-locked", "SHUTOFF")
+    wait_status(cloud, sid, "SHUTOFF")  # by id: the admin cloud does not list the demo project's names
     assert qemu_pids(sid) == []
     cloud.osc("server", "delete", "--wait", "vm-locked", cloud=demo)
 
