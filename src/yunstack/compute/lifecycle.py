@@ -17,7 +17,7 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,7 +67,6 @@ class Rebuild:
     clear_description: bool = False
     admin_pass: str | None = None
     preserve_ephemeral: bool = False
-    fields: frozenset[str] = field(default_factory=frozenset)
 
 
 class LifecycleOpsMixin:

@@ -113,7 +113,7 @@ def _rebuild(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, arg
         description=None if description is None else _string("description", description),
         clear_description="description" in body and description is None,
         admin_pass=None if password is None else _string("adminPass", password, max_length=4096),
-        preserve_ephemeral=ephemeral, fields=frozenset(body))
+        preserve_ephemeral=ephemeral)
     server = svc.compute.rebuild(ctx, server_id, req, rid)
     base = svc.config.server.base_url
     full = views.detail(base, server, v, ctx)
