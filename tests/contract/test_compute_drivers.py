@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -217,3 +218,62 @@ async def test_the_balloon_takes_a_target_and_reports_stats(harness: Any) -> Non
         await asyncio.sleep(0.1)
     assert stats["actual"] == target
     assert isinstance(stats["stats"], dict)
+
+
+async def test_rebuild_gives_a_stopped_guest_a_fresh_disk_from_the_new_image(harness: Any) -> None:
+    spec = harness.spec()
+    await harness.driver.spawn(spec)
+    await harness.wait_ready(spec.id)
+    other = harness.image
+    if harness.kind == "qemu":
+        other = harness.root / "other-base.qcow2"
+        shutil.copyfile(harness.image, other)
+    rebuilt = harness.spec(id=spec.id, base_image=other)
+    with pytest.raises(Conflict):
+        await harness.driver.rebuild(rebuilt)  # a running guest is not re-imaged under its feet
+    await harness.driver.power_off(spec.id, timeout=0)
+    disk = harness.root / "instances" / spec.id / "disk.qcow2" if harness.kind == "qemu" else None
+    before = disk.stat().st_ino if disk is not None else 0
+    await harness.driver.rebuild(rebuilt)
+    assert (await harness.driver.get_info(spec.id)).power_state == PowerState.SHUTDOWN  # stays off
+    if disk is not None:
+        out = subprocess.run(["qemu-img", "info", "--output=json", str(disk)],
+                             check=True, capture_output=True, text=True).stdout
+        assert disk.stat().st_ino != before and json.loads(out)["backing-filename"] == str(other.resolve())
+    await harness.driver.power_on(rebuilt)
+    await harness.wait_ready(spec.id, boots=2)
+
+
+async def test_rescue_boots_the_rescue_disk_first_and_unrescue_the_own_disk(harness: Any) -> None:
+    spec = harness.spec()
+    await harness.driver.spawn(spec)
+    await harness.wait_ready(spec.id)
+    await harness.driver.rescue(spec, harness.image, "qcow2")
+    info = await harness.driver.get_info(spec.id)
+    assert info.power_state == PowerState.RUNNING
+    await harness.wait_ready(spec.id, boots=2)
+    if harness.kind == "qemu":
+        [cmd] = [c for pid, c in _qemu_cmdlines() if pid == info.pid]
+        assert cmd.index("disk.rescue.qcow2") < cmd.index("disk.qcow2,")  # vda is the rescue disk
+        restarted = harness.restart()  # a rescued guest is adopted as it runs
+        await restarted.init_host()
+        assert [(i.id, i.pid) for i in await restarted.list_instances()] == [(spec.id, info.pid)]
+    await harness.driver.unrescue(spec)
+    info = await harness.driver.get_info(spec.id)
+    assert info.power_state == PowerState.RUNNING
+    await harness.wait_ready(spec.id, boots=3)
+    if harness.kind == "qemu":
+        [cmd] = [c for pid, c in _qemu_cmdlines() if pid == info.pid]
+        assert "disk.rescue" not in cmd
+        assert not (harness.root / "instances" / spec.id / "disk.rescue.qcow2").exists()
+
+
+def _qemu_cmdlines() -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                continue
+    return found

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from yunstack.agent import lifecycle
 from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import ControlPlane, Outcome, SpecData, Work
 from yunstack.agent.netreconcile import NetworkReconciler
@@ -260,9 +261,10 @@ class Agent:
 
     # -- operations ------------------------------------------------------------------------------
 
-    async def _spec(self, instance_id: str) -> InstanceSpec:
+    async def _spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
+        """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""
         data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
-        path, fmt = await asyncio.to_thread(self.cache.ensure, data.image_id)
+        path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
         extra = dict(data.extra)
         if self.memory is not None:
             self.memory.set_policy(data.id, memory_policy(extra, data.memory_mib))
@@ -305,7 +307,8 @@ class Agent:
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
         await asyncio.to_thread(self.link.finish, outcome)
-        if work.op in ("delete", "detach_interface", "attach_interface") and self.network is not None:
+        if (work.op in ("delete", "detach_interface", "attach_interface")
+                or work.op in lifecycle.NETWORK_CHANGING) and self.network is not None:
             # Its ports changed: take taps and rules away without waiting for the period.
             await self._guard(self._reconcile(), "network reconcile")
 
@@ -319,6 +322,8 @@ class Agent:
         if work.op in ("stop", "start", "reboot", "pause", "unpause", "suspend", "resume", "snapshot",
                        "confirm_resize", "attach_interface", "detach_interface"):
             vm_state = _vm_state_for(power)  # a failed action leaves the server as it is, with a fault
+        elif work.op in lifecycle.KEEPS_STATE:
+            vm_state = _vm_state_for(power)
         return Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
                        vm_state=vm_state, power_state=power, error=message)
 
@@ -329,6 +334,8 @@ class Agent:
             return Outcome(instance_id=iid, op=op, request_id=work.request_id, vm_state=vm_state,
                            power_state=int(power), extra=extra)
 
+        if op in lifecycle.OPS:  # rebuild, rescue, unrescue, shelve, shelve_offload, unshelve
+            return await lifecycle.OPS[op](self, work, done)
         if op == "spawn":
             spec = await self._spec(iid)
             try:

@@ -71,6 +71,9 @@ class ControlPlane(Protocol):
     def upload_snapshot(self, instance_id: str, image_id: str, path: Path) -> None:
         """Register a finished snapshot file as the image's data."""
 
+    def progress(self, instance_id: str, request_id: str, task_state: str) -> None:
+        """Show the next task state of the running operation (Nova's steps, e.g. rebuild_spawning)."""
+
     def sync_power(self, host: str, infos: Sequence[InstanceInfo], busy: Collection[str]) -> Sequence[str]:
         """Reconcile observed power states, skipping ``busy`` guests (an operation owns them).
 

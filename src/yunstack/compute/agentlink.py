@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from yunstack.agent.link import Outcome, SpecData, Work
 from yunstack.compute import states
 from yunstack.compute.driver import ConfigDrive, HostInfo, InstanceInfo, PowerState
 from yunstack.compute.hosts import HostService
+from yunstack.compute.lifecycle import LIFECYCLE_OPS, SHELVED_AT, SHELVED_HOST, SHELVED_IMAGE, shelved_image
 from yunstack.compute.memoryledger import MemoryLedgerService
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
@@ -40,7 +41,8 @@ _EVENTS = {"spawn": "compute_build_and_run_instance", "delete": "compute_termina
            "resume": "compute_resume_instance", "snapshot": "compute_snapshot_instance",
            "resize": "compute_resize_instance", "confirm_resize": "compute_confirm_resize",
            "revert_resize": "compute_revert_resize_instance",
-           "attach_interface": "compute_attach_interface", "detach_interface": "compute_detach_interface"}
+           "attach_interface": "compute_attach_interface", "detach_interface": "compute_detach_interface",
+           **{op: spec.event for op, spec in LIFECYCLE_OPS.items()}}
 
 
 def system_context(project_id: str) -> AuthContext:
@@ -83,6 +85,7 @@ class _Later:
     deleted: tuple[str, str] | None = None  # (instance id, project id)
     released_port: tuple[str, str, str] | None = None  # (instance id, project id, port id)
     abandoned_image: tuple[str, str] | None = None  # (image id, project id)
+    unbound: tuple[str, str] | None = None  # (instance id, project id) whose ports left their host
 
 
 class LocalControlPlane:
@@ -152,6 +155,9 @@ class LocalControlPlane:
             instance_id, project_id, port_id = later.released_port
             with contextlib.suppress(NotFound):
                 self._network.detach_interface(system_context(project_id), instance_id, port_id)
+        if later.unbound is not None and self._network is not None:
+            # Offloaded: its ports stay the server's but no host plugs them until it is unshelved.
+            self._network.bind_instance_ports(system_context(later.unbound[1]), later.unbound[0], "")
         if later.abandoned_image is not None:
             # A snapshot that failed must not leave a queued image behind.
             with contextlib.suppress(YunError):
@@ -165,8 +171,10 @@ class LocalControlPlane:
                 return _Later()
             self._event(s, row, outcome, now)
             if outcome.op == "delete" and outcome.error is None:
+                image_id = shelved_image(row)  # a shelved server's image goes with it (as Nova)
                 s.delete(row)
-                return _Later(deleted=(row.id, row.project_id))
+                return _Later(deleted=(row.id, row.project_id),
+                              abandoned_image=(image_id, row.project_id) if image_id else None)
             later = _Later()
             if outcome.op == "snapshot" and outcome.error is not None:
                 image_id = (row.pending or {}).get("args", {}).get("image_id")
@@ -185,6 +193,8 @@ class LocalControlPlane:
                 row.pending = None
             # else: other work (a delete) was queued while this ran; it stays queued, with its task.
             row.updated_at = now
+            if outcome.op in LIFECYCLE_OPS:
+                later = _lifecycle_done(row, outcome, later)
             if outcome.error is not None:
                 row.fault = {"code": 500, "message": outcome.error[:255], "details": outcome.error,
                              "created": now.isoformat()}
@@ -201,6 +211,14 @@ class LocalControlPlane:
             if outcome.op == "revert_resize" and row.old_flavor:
                 row.flavor, row.old_flavor = row.old_flavor, None
             return later
+
+    def progress(self, instance_id: str, request_id: str, task_state: str) -> None:
+        with self._db.begin() as s:
+            row = s.get(t.Instance, instance_id)
+            if row is None or not row.pending or str(row.pending.get("request_id", "")) != request_id:
+                return  # the work changed (a delete was queued): its task state stays
+            row.task_state = task_state
+            row.updated_at = datetime.now(UTC)
 
     def network_state(self, host: str) -> HostNetworkState:
         if self._network is None:
@@ -295,6 +313,30 @@ class LocalControlPlane:
                               cpu_allocation_ratio=c.cpu_allocation_ratio,
                               disk_allocation_ratio=c.disk_allocation_ratio,
                               reserved_host_memory_mib=c.reserved_host_memory_mib)
+
+
+def _lifecycle_done(row: t.Instance, outcome: Outcome, later: _Later) -> _Later:
+    """What the end of a rebuild/rescue/shelve step changes beyond the states (see compute.lifecycle)."""
+    meta = dict(row.system_metadata or {})
+    image_id = meta.get(SHELVED_IMAGE)
+    shelve_done = (outcome.op == "shelve" and outcome.error is not None) or (
+        outcome.op == "unshelve" and outcome.error is None)
+    if shelve_done:
+        # A failed shelve, or a finished unshelve: the shelve image has served (Nova deletes it).
+        for key in (SHELVED_IMAGE, SHELVED_AT, SHELVED_HOST):
+            meta.pop(key, None)
+        row.system_metadata = meta
+        return replace(later, abandoned_image=(str(image_id), row.project_id)) if image_id else later
+    if outcome.error is not None:
+        return later
+    if outcome.op == "shelve" and outcome.extra.get("offload") and row.pending is None:
+        # shelved_offload_time = 0: the offload is the next step, queued as its own work.
+        row.pending = {"op": "shelve_offload", "args": {}, "request_id": outcome.request_id}
+        row.task_state = states.SHELVING_OFFLOADING
+    if outcome.op == "shelve_offload":
+        row.host = None  # its claim on the host is released with it
+        return replace(later, unbound=(row.id, row.project_id))
+    return later
 
 
 __all__ = ["LocalControlPlane", "system_context"]

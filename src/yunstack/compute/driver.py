@@ -189,6 +189,23 @@ class ComputeDriver(Protocol):
     async def revert_resize(self, spec: InstanceSpec) -> None:
         """Restore the disk and spec from before ``resize``; the guest stays stopped."""
 
+    async def rebuild(self, spec: InstanceSpec) -> None:
+        """Give a powered-off guest a new root disk: a fresh overlay on ``spec.base_image``.
+
+        The old disk, a saved state, a resize backup and a rescue disk are all dropped, and the spec
+        is kept for the next ``power_on``.  The guest stays off.  Raises ``Conflict`` if it runs.
+        """
+
+    async def rescue(self, spec: InstanceSpec, rescue_image: Path, rescue_format: str) -> None:
+        """Restart the guest booting from an overlay on ``rescue_image``, its own disk attached second.
+
+        A running guest is powered off first (gracefully, bounded).  The rescue disk lives with the
+        guest's files until ``unrescue``: a restart or an adoption keeps booting the rescue image.
+        """
+
+    async def unrescue(self, spec: InstanceSpec) -> None:
+        """End a rescue: stop the rescue boot (hard), drop the rescue disk, start from the own disk."""
+
     async def attach_interface(self, instance_id: str, nic: Nic) -> None:
         """Add ``nic`` (its tap exists) to the guest: hot-plugged when it runs, else at its next start.
 

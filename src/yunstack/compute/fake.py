@@ -28,6 +28,8 @@ class _Guest:
     balloon_bytes: int = 0
     backup: InstanceSpec | None = None
     saved: bool = False
+    rescue_image: Path | None = None  # booted from this image while rescued
+    disk_generation: int = 0  # bumped by each rebuild: a new root disk
 
 
 class FakeDriver:
@@ -139,6 +141,31 @@ class FakeDriver:
         if guest.state not in (PowerState.SHUTDOWN, PowerState.CRASHED):
             raise Conflict(detail=f"instance {spec.id} must be powered off")
         guest.spec, guest.backup = spec, None
+
+    async def rebuild(self, spec: InstanceSpec) -> None:
+        guest = self._get(spec.id)
+        if guest.state not in (PowerState.SHUTDOWN, PowerState.CRASHED):
+            raise Conflict(detail=f"instance {spec.id} must be powered off")
+        guest.spec, guest.backup, guest.saved, guest.rescue_image = spec, None, False, None
+        guest.disk_generation += 1
+
+    async def rescue(self, spec: InstanceSpec, rescue_image: Path, rescue_format: str) -> None:
+        guest = self._get(spec.id)
+        if guest.state in (PowerState.RUNNING, PowerState.PAUSED):
+            guest.console.append("reboot: Power down")
+        self._off(guest, PowerState.SHUTDOWN, "powered off for rescue")
+        guest.spec, guest.saved, guest.rescue_image = spec, False, rescue_image
+        self._boot(guest)
+
+    async def unrescue(self, spec: InstanceSpec) -> None:
+        guest = self._get(spec.id)
+        self._off(guest, PowerState.SHUTDOWN, "rescue ended")
+        guest.spec, guest.saved, guest.rescue_image = spec, False, None
+        self._boot(guest)
+
+    def rescued_from(self, instance_id: str) -> Path | None:
+        """Test hook: the image a rescued guest booted from (None when it is not rescued)."""
+        return self._get(instance_id).rescue_image
 
     async def attach_interface(self, instance_id: str, nic: Nic) -> None:
         guest = self._get(instance_id)

@@ -26,6 +26,7 @@ from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
+from yunstack.compute.lifecycle import LifecycleOpsMixin, shelved_image
 from yunstack.compute.models import Action, Server
 from yunstack.compute.namefilter import name_matcher
 from yunstack.compute.quotas import QuotaService
@@ -129,7 +130,7 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
     )
 
 
-class ComputeService(InterfaceOps):
+class ComputeService(InterfaceOps, LifecycleOpsMixin):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
@@ -381,6 +382,7 @@ class ComputeService(InterfaceOps):
 
     def delete(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         policy.require_write(ctx, "compute:servers:delete")
+        offloaded, image_id = False, None
         with self._db.begin() as s:
             row = self._row(s, ctx, server_id)
             if row.locked and not ctx.is_admin:
@@ -394,13 +396,25 @@ class ComputeService(InterfaceOps):
                 return
             self._record(s, row, "delete", request_id, ctx)
             if row.host is None:
-                s.delete(row)  # never scheduled: nothing exists on any host
-                return
-            row.task_state = states.DELETING
-            row.pending = {"op": "delete", "args": {}, "request_id": request_id}
-            row.updated_at = datetime.now(UTC)
-            host = row.host
-        self.notify(host)
+                # Never scheduled, or shelved and offloaded: nothing exists on any host.
+                offloaded = row.vm_state == states.SHELVED_OFFLOADED
+                image_id = shelved_image(row)
+                s.delete(row)
+                host = None
+            else:
+                row.task_state = states.DELETING
+                row.pending = {"op": "delete", "args": {}, "request_id": request_id}
+                row.updated_at = datetime.now(UTC)
+                host = row.host
+        if host is not None:
+            self.notify(host)
+            return
+        # An offloaded server still had its ports and its shelve image (after our commit: see create).
+        if offloaded and self.network is not None:
+            self.network.deallocate_for_instance(ctx, server_id)
+        if image_id is not None:
+            with contextlib.suppress(YunError):
+                self.images.delete(ctx, image_id)
 
     def action(self, ctx: AuthContext, server_id: str, action: str, request_id: str,
                args: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -512,6 +526,8 @@ class ComputeService(InterfaceOps):
                 raise BadRequest("Invalid metadata: keys must be 1-255 and values 0-255 characters.")
         with self._db.begin() as s:
             row = self._row(s, ctx, server_id)
+            if row.locked and not ctx.is_admin:  # Nova's check_instance_lock on metadata changes
+                raise Conflict("Instance {id} is locked", id=server_id)
             meta = {} if replace else dict(row.meta or {})
             meta.update({k: str(v) for k, v in items.items()})
             if len(meta) > MAX_METADATA_ITEMS:
@@ -524,6 +540,8 @@ class ComputeService(InterfaceOps):
         policy.require_write(ctx, "compute:server_metadata")
         with self._db.begin() as s:
             row = self._row(s, ctx, server_id)
+            if row.locked and not ctx.is_admin:
+                raise Conflict("Instance {id} is locked", id=server_id)
             meta = dict(row.meta or {})
             if key not in meta:
                 raise NotFound("Metadata item was not found")

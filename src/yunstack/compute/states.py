@@ -7,6 +7,7 @@ from yunstack.errors import Conflict
 # vm_state values (nova.compute.vm_states)
 ACTIVE, BUILDING, PAUSED, SUSPENDED, STOPPED = "active", "building", "paused", "suspended", "stopped"
 RESIZED, ERROR, DELETED, SOFT_DELETED = "resized", "error", "deleted", "soft-delete"
+RESCUED, SHELVED, SHELVED_OFFLOADED = "rescued", "shelved", "shelved_offloaded"
 
 # task_state values (nova.compute.task_states) that we use
 SCHEDULING, SPAWNING, DELETING = "scheduling", "spawning", "deleting"
@@ -16,24 +17,34 @@ PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending",
 IMAGE_SNAPSHOT, IMAGE_UPLOADING = "image_snapshot", "image_uploading"
 RESIZE_PREP, RESIZE_FINISH, RESIZE_REVERTING, RESIZE_CONFIRMING = (
     "resize_prep", "resize_finish", "resize_reverting", "resize_confirming")
+REBUILDING, REBUILD_SPAWNING = "rebuilding", "rebuild_spawning"
+RESCUING, UNRESCUING = "rescuing", "unrescuing"
+SHELVING, SHELVING_IMAGE_PENDING_UPLOAD, SHELVING_IMAGE_UPLOADING = (
+    "shelving", "shelving_image_pending_upload", "shelving_image_uploading")
+SHELVING_OFFLOADING, UNSHELVING = "shelving_offloading", "unshelving"
 # Not Nova's (it has no task for these): they keep other actions out while the agent plugs a NIC.
 ATTACHING_INTERFACE, DETACHING_INTERFACE = "interface_attaching", "interface_detaching"
 
 _STATUS = {
     ACTIVE: "ACTIVE", BUILDING: "BUILD", PAUSED: "PAUSED", SUSPENDED: "SUSPENDED",
     STOPPED: "SHUTOFF", RESIZED: "VERIFY_RESIZE", ERROR: "ERROR", DELETED: "DELETED",
-    SOFT_DELETED: "SOFT_DELETED",
+    SOFT_DELETED: "SOFT_DELETED", RESCUED: "RESCUE", SHELVED: "SHELVED",
+    SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
 }
 _TASK_STATUS = {
     REBOOTING: "REBOOT", REBOOTING_HARD: "HARD_REBOOT", RESIZE_PREP: "RESIZE", RESIZE_FINISH: "RESIZE",
-    RESIZE_REVERTING: "REVERT_RESIZE",
+    RESIZE_REVERTING: "REVERT_RESIZE", REBUILDING: "REBUILD", REBUILD_SPAWNING: "REBUILD",
 }
+# A server in ERROR shows only a rebuild's task (Nova: a rebuild is how an ERROR server recovers).
+_ERROR_TASK_STATUS = {REBUILDING: "REBUILD", REBUILD_SPAWNING: "REBUILD"}
 
 
 def status(vm_state: str, task_state: str | None) -> str:
     """The API's ``status`` (nova.api.openstack.common.status_from_state)."""
     if vm_state in (ACTIVE, STOPPED) and task_state in _TASK_STATUS:
         return _TASK_STATUS[task_state]
+    if vm_state == ERROR and task_state in _ERROR_TASK_STATUS:
+        return _ERROR_TASK_STATUS[task_state]
     return _STATUS.get(vm_state, "UNKNOWN")
 
 
@@ -51,8 +62,15 @@ ALLOWED: dict[str, tuple[frozenset[str], frozenset[str | None]]] = {
     "confirmResize": (frozenset({RESIZED}), frozenset({None})),
     "revertResize": (frozenset({RESIZED}), frozenset({None})),
     "attach_interface": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
+    # nova.compute.api's @check_instance_state for the later server actions
+    "rebuild": (frozenset({ACTIVE, STOPPED, ERROR}), frozenset({None})),
+    "rescue": (frozenset({ACTIVE, STOPPED, ERROR}), frozenset({None})),
+    "unrescue": (frozenset({RESCUED}), frozenset({None})),
+    "shelve": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED}), frozenset({None})),
+    "shelveOffload": (frozenset({SHELVED}), frozenset({None})),
+    "unshelve": (frozenset({SHELVED, SHELVED_OFFLOADED}), frozenset({None})),
     "detach_interface": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
-    "os-getConsoleOutput": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, RESIZED, BUILDING}),
+    "os-getConsoleOutput": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, RESIZED, BUILDING, RESCUED}),
                             frozenset({None, REBOOTING, REBOOTING_HARD, SPAWNING, POWERING_OFF,
                                        POWERING_ON, PAUSING, UNPAUSING, SUSPENDING, RESUMING,
                                        IMAGE_SNAPSHOT, IMAGE_UPLOADING, ATTACHING_INTERFACE,

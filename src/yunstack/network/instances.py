@@ -146,6 +146,15 @@ class InstanceOps(c.Base):
             return set(s.scalars(select(t.Port.device_id).distinct()
                                  .where(t.Port.device_owner.like("compute:%"), t.Port.binding_host == host)))
 
+    def bind_instance_ports(self, ctx: AuthContext, instance_id: str, host: str) -> None:
+        """Bind a server's ports to ``host`` ("" unbinds them: a shelved server left its host)."""
+        with self._db.begin() as s:
+            for port in s.scalars(select(t.Port).where(t.Port.device_id == instance_id,
+                                                       t.Port.device_owner.like("compute:%"))):
+                port.binding_host = host
+                port.status = c.port_status(port.device_owner, port.device_id, host)
+                c.touch(port)
+
     @staticmethod
     def _unplug(s: Session, port: t.Port) -> None:
         if port.auto_delete:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from yunstack.api.compute import server_actions
 from yunstack.api.compute import server_schemas as sch
 from yunstack.api.compute import server_views as views
 from yunstack.api.compute.microversion import Version
@@ -177,6 +178,8 @@ async def server_action(server_id: str, request: Request, ctx: Ctx, svc: Svc, v:
 
 def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: Any) -> Response:
     rid = request_id.get()
+    if name in server_actions.HANDLERS:  # lock, unlock, rebuild, rescue, unrescue, shelve, unshelve
+        return server_actions.HANDLERS[name](svc, ctx, v, server_id, args, rid)
     simple = {"os-stop": "stop", "os-start": "start", "pause": "pause", "unpause": "unpause",
               "suspend": "suspend", "resume": "resume", "confirmResize": "confirmResize",
               "revertResize": "revertResize"}

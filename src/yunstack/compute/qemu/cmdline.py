@@ -56,6 +56,11 @@ class InstancePaths:
         return self.dir / "disk.qcow2.resize-backup"
 
     @property
+    def rescue_disk(self) -> Path:
+        """While it exists the guest is rescued: it boots from it, its own disk attached second."""
+        return self.dir / "disk.rescue.qcow2"
+
+    @property
     def config_iso(self) -> Path:
         return self.dir / "config.iso"
 
@@ -107,13 +112,16 @@ def build_argv(
     *,
     incoming: bool = False,
     disk_cache: str = "writeback",
+    rescue_disk: Path | None = None,
 ) -> list[str]:
     """Return the argv that starts ``spec`` as a daemonized QEMU process.
 
     ``accel`` is ``"kvm"`` or ``"tcg"``.  With ``incoming`` QEMU waits for a saved state
     (``migrate-incoming`` over QMP) instead of booting.  Paths must be absolute: a daemonized
     QEMU changes its directory to ``/``.  ``disk_cache`` is QEMU's ``cache=`` of the root disk
-    (``none`` = O_DIRECT: guest data is not cached a second time in host memory).
+    (``none`` = O_DIRECT: guest data is not cached a second time in host memory).  With
+    ``rescue_disk`` the guest boots from that disk (the first virtio disk, ``vda``) and its own
+    root disk comes second (``vdb``), as Nova's libvirt rescue lays them out.
     """
     if disk_cache not in DISK_CACHE_MODES:
         raise ValueError(f"disk_cache must be one of {', '.join(DISK_CACHE_MODES)}, not {disk_cache!r}")
@@ -140,8 +148,16 @@ def build_argv(
         "-qmp", f"unix:{paths.qmp},server=on,wait=off",
         "-chardev", f"file,id=console0,path={paths.console},append=on",
         "-device", "isa-serial,chardev=console0",
+    ]
+    if rescue_disk is not None:
+        argv += [
+            "-drive", f"file={rescue_disk},if=none,id=rescue0,format=qcow2,discard=unmap,cache={disk_cache}",
+            "-device", "virtio-blk-pci,drive=rescue0,id=virtio-rescue0,bootindex=1",
+        ]
+    argv += [
         "-drive", f"file={paths.disk},if=none,id=disk0,format=qcow2,discard=unmap,cache={disk_cache}",
-        "-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=1",
+        "-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,"
+        + ("bootindex=2" if rescue_disk is not None else "bootindex=1"),
     ]
     if spec.config_drive is not None:
         argv += [

@@ -199,6 +199,55 @@ class QemuDriver:
                 raise Conflict(detail=f"instance {instance_id} is not suspended")
             await self._restore(specfile.load_spec(paths), paths)
 
+    # ---------------------------------------------------------------- rebuild and rescue
+
+    async def rebuild(self, spec: InstanceSpec) -> None:
+        paths = self._existing(spec.id)
+        async with self._lock(spec.id):
+            self._require_off(paths, spec.id)
+            # The new overlay is made aside and renamed over the old disk: either disk, never half.
+            fresh = paths.dir / "disk.qcow2.rebuild"
+            fresh.unlink(missing_ok=True)
+            try:
+                await disk.create_overlay(self._qemu.qemu_img, spec.base_image, spec.base_format, fresh,
+                                          spec.disk_gib * disk.GIB)
+                fresh.replace(paths.disk)
+            finally:
+                fresh.unlink(missing_ok=True)
+            for stale in (paths.disk_backup, paths.spec_backup, paths.rescue_disk, paths.saved_state):
+                stale.unlink(missing_ok=True)
+            specfile.save_spec(paths, spec)
+            specfile.write_intent(paths, "shutoff")
+
+    async def rescue(self, spec: InstanceSpec, rescue_image: Path, rescue_format: str) -> None:
+        paths = self._existing(spec.id)
+        async with self._lock(spec.id):
+            pid = process.live_pid(paths, spec.id)
+            if pid is not None:
+                await self._graceful_stop(pid, paths, spec.id, self._qemu.stop_timeout)
+            paths.saved_state.unlink(missing_ok=True)
+            paths.pidfile.unlink(missing_ok=True)
+            part = paths.dir / "disk.rescue.qcow2.part"
+            part.unlink(missing_ok=True)
+            try:
+                await disk.create_overlay(self._qemu.qemu_img, rescue_image, rescue_format, part, 0)
+                part.replace(paths.rescue_disk)
+            finally:
+                part.unlink(missing_ok=True)
+            specfile.save_spec(paths, spec)
+            await self._start(spec, paths)
+
+    async def unrescue(self, spec: InstanceSpec) -> None:
+        paths = self._existing(spec.id)
+        async with self._lock(spec.id):
+            pid = process.live_pid(paths, spec.id)
+            if pid is not None:
+                await self._graceful_stop(pid, paths, spec.id, 0.0)  # the rescue OS has nothing to save
+            paths.rescue_disk.unlink(missing_ok=True)
+            paths.pidfile.unlink(missing_ok=True)
+            specfile.save_spec(paths, spec)
+            await self._start(spec, paths)
+
     # ---------------------------------------------------------------- interfaces
 
     async def attach_interface(self, instance_id: str, nic: Nic) -> None:
@@ -380,7 +429,8 @@ class QemuDriver:
         if spec.config_drive is not None:
             await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
         argv = build_argv(spec, paths, self._qemu, await choose_accel(self._qemu), incoming=incoming,
-                          disk_cache=self._disk_cache(paths.dir))
+                          disk_cache=self._disk_cache(paths.dir),
+                          rescue_disk=paths.rescue_disk if paths.rescue_disk.exists() else None)
         specfile.write_intent(paths, "running")
         pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
         self._place_in_cgroup(spec.id, pid)

@@ -108,6 +108,10 @@ class Instance(Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
     locked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Nova's instances.locked_by: "owner" (the server's project locked it) or "admin" (another did).
+    locked_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Nova's system_metadata: facts the control plane keeps about a server (e.g. shelved_image_id).
+    system_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     access_ipv4: Mapped[str] = mapped_column(String(64), default="")
     access_ipv6: Mapped[str] = mapped_column(String(64), default="")
     reservation_id: Mapped[str] = mapped_column(String(64), default="")

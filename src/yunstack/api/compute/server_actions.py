@@ -1,0 +1,156 @@
+"""The later server actions' wire format: lock, unlock, rebuild, rescue, unrescue, shelve, unshelve.
+
+``HANDLERS`` maps each action's body key to a handler; ``servers._do_action`` looks here first.
+Bodies are checked the way Nova's JSON schemas check them (unknown keys are 400), responses are
+Nova's: 202 with no body, except rebuild (202, the server in the update view plus ``adminPass``,
+and a Location header) and rescue (200, ``{"adminPass": ...}``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from yunstack.api.compute import server_views as views
+from yunstack.api.compute.microversion import APIVersion
+from yunstack.compute.lifecycle import Rebuild
+from yunstack.errors import BadRequest
+from yunstack.identity.context import AuthContext
+from yunstack.wiring import Services
+
+Json = dict[str, Any]
+Handler = Callable[[Services, AuthContext, APIVersion, str, Any, str], Response]
+
+# The keys of Nova's rebuild response (its show view without the extended attributes), by microversion.
+_REBUILD_KEYS = frozenset({"id", "name", "status", "image", "flavor", "user_id", "tenant_id", "created",
+                           "updated", "progress", "metadata", "links", "addresses", "hostId",
+                           "OS-DCF:diskConfig", "accessIPv4", "accessIPv6", "fault"})
+_REBUILD_LATER = (("2.9", "locked"), ("2.19", "description"), ("2.26", "tags"))
+
+
+def _no_args(name: str, args: Any) -> None:
+    if args not in (None, {}):
+        raise BadRequest("Invalid input for field/attribute {name}. Value: {value}. {value} is not of type "
+                         "'null'", name=name, value=args)
+
+
+def _object(name: str, args: Any, allowed: set[str]) -> dict[str, Any]:
+    if args is None:
+        return {}
+    if not isinstance(args, dict):
+        raise BadRequest("Invalid input for field/attribute {name}. Value: {value}. {value} is not of type "
+                         "'object'", name=name, value=args)
+    extra = sorted(set(args) - allowed)
+    if extra:
+        raise BadRequest("Additional properties are not allowed ({keys} were unexpected)",
+                         keys=", ".join(repr(k) for k in extra))
+    return args
+
+
+def _string(field: str, value: Any, *, min_length: int = 0, max_length: int = 255) -> str:
+    if not isinstance(value, str) or not min_length <= len(value) <= max_length:
+        raise BadRequest("Invalid input for field/attribute {field}. Value: {value}.", field=field, value=value)
+    return value
+
+
+def _access_ip(field: str, value: Any, version: int) -> str:
+    text = _string(field, value)
+    if text:
+        try:
+            if ipaddress.ip_address(text).version != version:
+                raise ValueError(text)
+        except ValueError as exc:
+            raise BadRequest("Invalid input for field/attribute {field}. Value: {value}. '{value}' is not a "
+                             "'ipv{n}'", field=field, value=text, n=version) from exc
+    return text
+
+
+def _lock(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
+    # Before 2.73 Nova reads no body for lock; locked_reason arrives with 2.73, past our maximum.
+    svc.compute.lock(ctx, server_id, rid)
+    return Response(status_code=202)
+
+
+def _unlock(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
+    svc.compute.unlock(ctx, server_id, rid)
+    return Response(status_code=202)
+
+
+def _rebuild(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
+    allowed = {"imageRef", "name", "adminPass", "metadata", "preserve_ephemeral", "OS-DCF:diskConfig",
+               "accessIPv4", "accessIPv6", "personality"}
+    if v.at_least("2.19"):
+        allowed.add("description")
+    body = _object("rebuild", args, allowed)
+    if "imageRef" not in body:
+        raise BadRequest("Invalid input for field/attribute rebuild. 'imageRef' is a required property")
+    image = _string("imageRef", body["imageRef"], min_length=1)
+    if body.get("personality"):
+        raise BadRequest("File injection (personality) is not supported; use user_data.")
+    name = body.get("name")
+    if name is not None and not _string("name", name, min_length=1).strip():
+        raise BadRequest("Invalid input for field/attribute name. Value: {value}.", value=name)
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict)
+                                 or not all(isinstance(x, str) for x in metadata.values())):
+        raise BadRequest("Invalid input for field/attribute metadata. Value: {value}.", value=metadata)
+    ephemeral = body.get("preserve_ephemeral", False)
+    if not isinstance(ephemeral, bool):
+        raise BadRequest("Invalid input for field/attribute preserve_ephemeral. Value: {value}.",
+                         value=ephemeral)
+    if body.get("OS-DCF:diskConfig", "MANUAL") not in ("AUTO", "MANUAL"):
+        raise BadRequest("Invalid input for field/attribute OS-DCF:diskConfig.")
+    password = body.get("adminPass")
+    description = body.get("description")
+    req = Rebuild(
+        image_id=image, name=name, metadata=metadata,
+        access_ipv4=_access_ip("accessIPv4", body["accessIPv4"], 4) if "accessIPv4" in body else None,
+        access_ipv6=_access_ip("accessIPv6", body["accessIPv6"], 6) if "accessIPv6" in body else None,
+        description=None if description is None else _string("description", description),
+        clear_description="description" in body and description is None,
+        admin_pass=None if password is None else _string("adminPass", password, max_length=4096),
+        preserve_ephemeral=ephemeral)
+    server = svc.compute.rebuild(ctx, server_id, req, rid)
+    base = svc.config.server.base_url
+    full = views.detail(base, server, v, ctx)
+    keys = _REBUILD_KEYS | {key for version, key in _REBUILD_LATER if v.at_least(version)}
+    view: Json = {k: val for k, val in full.items() if k in keys}
+    view["adminPass"] = server.admin_pass
+    return JSONResponse({"server": view}, status_code=202,
+                        headers={"Location": f"{base}/compute/v2.1/servers/{server.id}"})
+
+
+def _rescue(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
+    body = _object("rescue", args, {"adminPass", "rescue_image_ref"})
+    password = body.get("adminPass")
+    ref = body.get("rescue_image_ref")
+    result = svc.compute.rescue(ctx, server_id, rid,
+                                admin_pass=None if password is None else _string("adminPass", password),
+                                rescue_image_ref=None if ref is None else _string("rescue_image_ref", ref,
+                                                                                   min_length=1))
+    return JSONResponse({"adminPass": result}, status_code=200)
+
+
+def _simple(method: str) -> Handler:
+    def handle(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
+        _no_args(method, args)
+        getattr(svc.compute, method)(ctx, server_id, rid)
+        return Response(status_code=202)
+
+    return handle
+
+
+HANDLERS: dict[str, Handler] = {
+    "lock": _lock,
+    "unlock": _unlock,
+    "rebuild": _rebuild,
+    "rescue": _rescue,
+    "unrescue": _simple("unrescue"),
+    "shelve": _simple("shelve"),
+    "shelveOffload": _simple("shelve_offload"),
+    "unshelve": _simple("unshelve"),
+}
