@@ -64,6 +64,18 @@ def meta_data(row: t.Instance) -> dict[str, Any]:
     return data
 
 
+def _soft_delete(row: t.Instance, now: datetime) -> None:
+    """Keep a deleted server's row (as Nova does) so usage reports still count the hours it ran.
+
+    Without a host it is on no agent's list any more, and every reader skips ``vm_state`` deleted.
+    """
+    row.vm_state, row.task_state, row.pending = states.DELETED, None, None
+    row.power_state = int(PowerState.NOSTATE)
+    row.host = None
+    row.terminated_at = now
+    row.updated_at = now
+
+
 @dataclass(frozen=True)
 class _Later:
     """What ``finish`` must do once its own transaction has committed."""
@@ -153,7 +165,7 @@ class LocalControlPlane:
                 return _Later()
             self._event(s, row, outcome, now)
             if outcome.op == "delete" and outcome.error is None:
-                s.delete(row)
+                _soft_delete(row, now)
                 return _Later(deleted=(row.id, row.project_id))
             later = _Later()
             if outcome.op == "snapshot" and outcome.error is not None:

@@ -21,13 +21,15 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import scheduler, states
+from yunstack.compute import addressing, scheduler, states
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.models import Action, Server
 from yunstack.compute.quotas import QuotaService
+from yunstack.compute.servergroups import BootGroup, ServerGroupService
+from yunstack.compute.usage import UsageService
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
@@ -64,6 +66,7 @@ class ServerCreate:
     tags: Sequence[str] = ()
     admin_pass: str | None = None
     return_reservation_id: bool = False
+    group_id: str | None = None  # the ``group`` scheduler hint: the server group to join
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +81,7 @@ class ServerFilters:
     all_tenants: bool = False
     project_id: str | None = None
     ip: str | None = None
+    ip6: str | None = None
     limit: int | None = None
     marker: str | None = None
     sort_key: str = "created_at"
@@ -136,6 +140,8 @@ class ComputeService(InterfaceOps):
                  network: NetworkService | None = None,
                  notify: Callable[[str], None] = lambda host: None) -> None:
         self._db = db
+        self.groups = ServerGroupService(db, quotas)
+        self.usage = UsageService(db)
         self._config = config
         self.flavors = flavors
         self.keypairs = keypairs
@@ -210,6 +216,8 @@ class ComputeService(InterfaceOps):
                 continue
             if f.tags and not set(f.tags) <= set(server.tags):
                 continue
+            if not _addresses_match(f, server):
+                continue
             out.append(server)
         if f.marker is not None:
             ids = [x.id for x in out]
@@ -266,12 +274,13 @@ class ComputeService(InterfaceOps):
         with self._schedule_lock, self._db.begin() as s:
             count = self._allowed_count(s, project_id, flavor, req.min_count, req.max_count)
             hosts = [host_state(u) for u in self.hosts.host_states(s)]
+            group = self.groups.for_boot(s, ctx, req.group_id, adding=count) if req.group_id else None
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
                 spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk,
                                              availability_zone=req.availability_zone,
                                              image_properties={k: str(v) for k, v in image.properties.items()},
-                                             expected_mib=expected_memory_mib(flavor))
+                                             expected_mib=expected_memory_mib(flavor), **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
@@ -296,6 +305,10 @@ class ComputeService(InterfaceOps):
                 s.add(row)
                 created.append(row)
                 self._record(s, row, "create", request_id, ctx)
+                if group is not None:
+                    self.groups.add_member(s, group.id, row.id)
+                    if decision.host is not None:
+                        group.hosts[decision.host] += 1
         placed = [r for r in created if r.host is not None]
         # Ports come from the network service in its own transaction: after the claim, before the
         # spawn.  A failure there (a bad network, no free address) undoes everything: nothing half-made.
@@ -367,7 +380,7 @@ class ComputeService(InterfaceOps):
             if access_ipv6 is not None:
                 row.access_ipv6 = access_ipv6
             row.updated_at = datetime.now(UTC)
-            return to_server(row)
+        return to_server(row, self._addresses([row.id]).get(row.id))
 
     def delete(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         policy.require_write(ctx, "compute:servers:delete")
@@ -544,6 +557,23 @@ _ACTION_NAMES = {"createImage": "createImage", "confirmResize": "confirmResize",
 
 def _usage(flavor: Any, count: int) -> dict[str, int]:
     return {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.ram * count}
+
+
+def _addresses_match(f: ServerFilters, server: Server) -> bool:
+    """The ``ip`` / ``ip6`` filters against the server's fixed addresses (``compute.addressing``)."""
+    for pattern, version, name in ((f.ip, 4, "ip"), (f.ip6, 6, "ip6")):
+        if pattern:
+            fixed = [a["addr"] for net in server.addresses.values() for a in net
+                     if a.get("version") == version and a.get("OS-EXT-IPS:type", "fixed") == "fixed"]
+            if not addressing.matches(pattern, name, fixed):
+                return False
+    return True
+
+
+def _group_spec(group: BootGroup | None) -> dict[str, Any]:
+    if group is None:
+        return {}
+    return {"group_policy": group.policy, "group_hosts": dict(group.hosts)}
 
 
 def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:
