@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from yunstack import __version__
 from yunstack.api import faults, metrics
+from yunstack.api.compute import consoles as compute_consoles
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
 from yunstack.api.compute import images as compute_images
@@ -76,7 +77,8 @@ def create_app(services: Services) -> Any:
     for compute_router in (compute_versions.router, compute_flavors.router, compute_keypairs.router,
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
                            compute_interfaces.router, compute_memory.router, compute_server_groups.router,
-                           compute_services.router, compute_images.router):
+                           compute_services.router, compute_images.router, compute_consoles.router,
+                           compute_consoles.socket_router):
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)

@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import addressing, scheduler, states
+from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
@@ -132,7 +133,7 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
     )
 
 
-class ComputeService(InterfaceOps):
+class ComputeService(InterfaceOps, ConsoleOps):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
@@ -142,6 +143,7 @@ class ComputeService(InterfaceOps):
         self._db = db
         self.groups = ServerGroupService(db, quotas)
         self.usage = UsageService(db)
+        self.consoles = ConsoleTokens()
         self._config = config
         self.flavors = flavors
         self.keypairs = keypairs

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 
 from yunstack.api.compute import server_schemas as sch
 from yunstack.api.compute import server_views as views
+from yunstack.api.compute.consoles import LEGACY as LEGACY_CONSOLES
+from yunstack.api.compute.consoles import console_action
 from yunstack.api.compute.microversion import Version
 from yunstack.api.compute.server_groups import group_hint
 from yunstack.api.compute.server_update import access_addresses, updated
@@ -194,6 +196,8 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
             raise BadRequest("reboot needs {\"type\": \"SOFT\" or \"HARD\"}.")
         svc.compute.action(ctx, server_id, "reboot", rid, {"type": str(args["type"]).upper()})
         return Response(status_code=202)
+    if name in LEGACY_CONSOLES:
+        return console_action(svc, ctx, v, server_id, name, args)
     if name == "os-getConsoleOutput":
         if not isinstance(args, dict) or set(args) - {"length"}:
             raise BadRequest("os-getConsoleOutput takes only 'length'.")
