@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.quotas import QuotaService
@@ -89,10 +89,10 @@ class ServerGroupService:
         if group_policy not in POLICIES:
             raise BadRequest("Invalid policy {p!r}: one of {ok}.", p=group_policy, ok=", ".join(POLICIES))
         with self._db.begin() as s:
-            limit = self._quotas.limits(s, project_id)["server_groups"]
-            used = s.scalar(select(func.count(g.ServerGroup.id)).where(g.ServerGroup.project_id == project_id)) or 0
-            if limit >= 0 and used + 1 > limit:
-                raise QuotaExceeded("Quota exceeded, too many server groups.")
+            try:
+                self._quotas.check(s, project_id, {"server_groups": 1})
+            except QuotaExceeded:
+                raise QuotaExceeded("Quota exceeded, too many server groups.") from None
             row = g.ServerGroup(id=new_uuid(), name=name, project_id=project_id, user_id=ctx.user.id,
                                 policy=group_policy, created_at=datetime.now(UTC))
             s.add(row)

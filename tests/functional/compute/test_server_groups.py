@@ -92,6 +92,8 @@ def test_the_server_groups_quota_is_403(world: dict[str, Any]) -> None:
     make_group(world, "affinity")
     r = world["alice"].post("/os-server-groups", {"server_group": {"name": "two", "policies": ["affinity"]}})
     assert r.status_code == 403 and "too many server groups" in r.json()["forbidden"]["message"]
+    usage = world["alice"].get(f"/os-quota-sets/{pa}/detail").json()["quota_set"]["server_groups"]
+    assert (usage["limit"], usage["in_use"]) == (1, 1)
 
 
 def test_anti_affinity_spreads_members_and_refuses_a_third_on_two_hosts_naming_each_host(
