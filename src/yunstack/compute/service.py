@@ -269,6 +269,7 @@ class ComputeService(InterfaceOps, ConsoleOps):
         policy.require_write(ctx, "compute:servers:create")
         project_id = policy.require_scoped(ctx, "compute:servers:create")
         flavor, image, key = self._validate(ctx, req)
+        group_names = self._security_group_names(ctx, req.security_groups)
         now = datetime.now(UTC)
         reservation = "r-" + secrets.token_hex(4)
         created: list[t.Instance] = []
@@ -291,7 +292,7 @@ class ComputeService(InterfaceOps, ConsoleOps):
                     flavor=flavor.snapshot(), image_id=image.id, key_name=key.name if key else None,
                     key_data=key.public_key if key else None, user_data=req.user_data,
                     meta=dict(req.metadata), tags=list(req.tags), config_drive=True,
-                    requested_networks=req.networks, security_groups=list(req.security_groups) or ["default"],
+                    requested_networks=req.networks, security_groups=group_names,
                     vm_state=states.BUILDING, task_state=states.SPAWNING, power_state=0, progress=0,
                     locked=False, access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,
                     reservation_id=reservation, launch_index=index, created_at=now, updated_at=now,
@@ -325,6 +326,15 @@ class ComputeService(InterfaceOps, ConsoleOps):
         addresses = self._addresses([r.id for r in created])
         return [to_server(r, addresses.get(r.id), admin_pass=req.admin_pass or secrets.token_urlsafe(9))
                 for r in created]
+
+    def _security_group_names(self, ctx: AuthContext, requested: Sequence[str]) -> list[str]:
+        """Names, as Nova shows a server's groups, for groups the request may name by id."""
+        if not requested:
+            return ["default"]
+        if self.network is None:
+            return list(requested)
+        by_id = {g.id: g.name for g in self.network.list_security_groups(ctx)}
+        return [by_id.get(g, g) for g in requested]
 
     def _allocate_ports(self, ctx: AuthContext, rows: Sequence[t.Instance], req: ServerCreate) -> None:
         if self.network is None or not rows:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.functional.compute import test_servers as servers
-from tests.functional.compute.test_server_interfaces import network
+from tests.functional.compute.test_server_interfaces import net_of, network
 from tests.functional.compute.test_servers import action, body, boot, wait_for
 
 world, host, qcow2 = servers.world, servers.host, servers.qcow2
@@ -118,3 +118,13 @@ def test_the_ip_filter_matches_fixed_addresses_by_prefix_and_refuses_regex_synta
     assert nova.get("/servers", ip6="fe80").json()["servers"] == []
     r = nova.get("/servers/detail", ip="(1+)+$")
     assert r.status_code == 400 and "ip filter" in r.json()["badRequest"]["message"]
+
+
+def test_a_server_booted_with_a_group_id_shows_the_groups_name(world: dict[str, Any]) -> None:
+    net = network(world, "n1", "10.33.0.0/24")
+    web = net_of(world).made("/security-groups", "security_group", name="web")
+    r = world["alice"].post("/servers", body(world, networks=[{"uuid": net["id"]}],
+                                             security_groups=[{"name": web["id"]}]))
+    assert r.status_code == 202, r.text
+    assert r.json()["server"]["security_groups"] == [{"name": "web"}]
+    assert wait_for(world["alice"], r.json()["server"]["id"], "ACTIVE")["security_groups"] == [{"name": "web"}]
