@@ -117,6 +117,10 @@ def test_usage_of_a_deleted_server_stays_and_is_terminated(world: dict[str, Any]
     pa = world["a"]["project_id"]
     (one,) = world["alice"].get(f"/os-simple-tenant-usage/{pa}", **_period()).json()["tenant_usage"]["server_usages"]
     assert one["state"] == "terminated" and one["ended_at"] is not None
+    # The row stays for usage, but the server is gone everywhere else.
+    for path in (f"/servers/{sid}", f"/servers/{sid}/os-memory", f"/servers/{sid}/os-instance-actions"):
+        assert world["alice"].get(path).status_code == 404, path
+    assert world["admin"].get("/servers", all_tenants="1").json()["servers"] == []
 
 
 def test_usage_is_forbidden_across_projects_and_refuses_bad_periods(world: dict[str, Any]) -> None:
