@@ -124,6 +124,10 @@ class Agent:
     def console_output(self, instance_id: str, length: int | None) -> str:
         return str(self.call(lambda: self.driver.console_output(instance_id, length)))
 
+    def serial_console(self, instance_id: str) -> str:
+        """The unix socket of the guest's serial port (the API bridges a websocket to it)."""
+        return str(self.call(lambda: self.driver.serial_console(instance_id)))
+
     # -- the loop --------------------------------------------------------------------------------
 
     def _main(self) -> None:

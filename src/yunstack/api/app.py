@@ -10,13 +10,17 @@ from fastapi.responses import JSONResponse
 
 from yunstack import __version__
 from yunstack.api import faults, metrics
+from yunstack.api.compute import consoles as compute_consoles
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
+from yunstack.api.compute import images as compute_images
 from yunstack.api.compute import interfaces as compute_interfaces
 from yunstack.api.compute import keypairs as compute_keypairs
 from yunstack.api.compute import memory as compute_memory
 from yunstack.api.compute import quotas as compute_quotas
+from yunstack.api.compute import server_groups as compute_server_groups
 from yunstack.api.compute import servers as compute_servers
+from yunstack.api.compute import services as compute_services
 from yunstack.api.compute import versions as compute_versions
 from yunstack.api.compute.microversion import Microversions
 from yunstack.api.identity import resources as identity_resources
@@ -72,7 +76,9 @@ def create_app(services: Services) -> Any:
     app.include_router(image_routes.router)
     for compute_router in (compute_versions.router, compute_flavors.router, compute_keypairs.router,
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
-                           compute_interfaces.router, compute_memory.router):
+                           compute_interfaces.router, compute_memory.router, compute_server_groups.router,
+                           compute_services.router, compute_images.router, compute_consoles.router,
+                           compute_consoles.socket_router):
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)

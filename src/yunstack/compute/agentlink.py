@@ -78,6 +78,18 @@ def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime) -
             and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER)
 
 
+def _soft_delete(row: t.Instance, now: datetime) -> None:
+    """Keep a deleted server's row (as Nova does) so usage reports still count the hours it ran.
+
+    Without a host it is on no agent's list any more, and every reader skips ``vm_state`` deleted.
+    """
+    row.vm_state, row.task_state, row.pending = states.DELETED, None, None
+    row.power_state = int(PowerState.NOSTATE)
+    row.host = None
+    row.terminated_at = now
+    row.updated_at = now
+
+
 @dataclass(frozen=True)
 class _Later:
     """What ``finish`` must do once its own transaction has committed."""
@@ -172,7 +184,7 @@ class LocalControlPlane:
             self._event(s, row, outcome, now)
             if outcome.op == "delete" and outcome.error is None:
                 image_id = shelved_image(row)  # a shelved server's image goes with it (as Nova)
-                s.delete(row)
+                _soft_delete(row, now)
                 return _Later(deleted=(row.id, row.project_id),
                               abandoned_image=(image_id, row.project_id) if image_id else None)
             later = _Later()

@@ -168,6 +168,14 @@ class ComputeDriver(Protocol):
     async def console_output(self, instance_id: str, length: int | None = None) -> str:
         """Return the serial console log, only its last ``length`` lines if given."""
 
+    async def serial_console(self, instance_id: str) -> str:
+        """Return the path of the unix socket that is the running guest's serial port.
+
+        One client at a time reads the guest's output from it and types into it; the console
+        log keeps recording either way.  Raises Conflict when the guest has no such socket
+        (not running, or started before the driver made one).
+        """
+
     async def list_instances(self) -> list[InstanceInfo]:
         """Return every guest on this host, found on the host itself (not in a database).
 

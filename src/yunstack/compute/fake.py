@@ -7,7 +7,10 @@ size is configurable so that a scale test can simulate a thousand hosts in one p
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import struct
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ class FakeDriver:
         self.memory_mib = memory_mib
         self.local_gb = local_gb
         self._guests: dict[str, _Guest] = {}
+        self._serial: dict[str, tuple[asyncio.Server, Path]] = {}
         self._next_pid = 10_000
 
     async def init_host(self) -> None:
@@ -69,6 +73,10 @@ class FakeDriver:
 
     async def destroy(self, instance_id: str) -> None:
         self._guests.pop(instance_id, None)
+        served = self._serial.pop(instance_id, None)
+        if served is not None:
+            served[0].close()
+            shutil.rmtree(served[1].parent, ignore_errors=True)
 
     async def power_off(self, instance_id: str, timeout: float | None = None) -> None:
         guest = self._get(instance_id)
@@ -115,6 +123,15 @@ class FakeDriver:
     async def console_output(self, instance_id: str, length: int | None = None) -> str:
         lines = self._get(instance_id).console
         return "\n".join(lines[-length:] if length else lines)
+
+    async def serial_console(self, instance_id: str) -> str:
+        """A real unix socket whose fake shell answers each line with ``fake-serial: <line>``."""
+        self._running(instance_id)
+        if instance_id not in self._serial:
+            path = Path(tempfile.mkdtemp(prefix="ys-fake-serial-")) / "ser.sock"
+            server = await asyncio.start_unix_server(_fake_shell, path=str(path))
+            self._serial[instance_id] = (server, path)
+        return str(self._serial[instance_id][1])
 
     async def list_instances(self) -> list[InstanceInfo]:
         return [self._info(g) for _, g in sorted(self._guests.items())]
@@ -241,3 +258,12 @@ def _empty_qcow2(size: int) -> bytes:
     refcount_block = struct.pack(">4H", 1, 1, 1, 1)
     return (header.ljust(cluster, b"\0") + refcount_table.ljust(cluster, b"\0")
             + refcount_block.ljust(cluster, b"\0") + bytes(8 * l1_size))
+
+
+async def _fake_shell(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while line := await reader.readline():
+            writer.write(b"fake-serial: " + line.rstrip(b"\r\n") + b"\r\n")
+            await writer.drain()
+    finally:
+        writer.close()

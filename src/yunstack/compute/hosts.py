@@ -222,6 +222,23 @@ class HostService:
             row.disabled = disabled
             row.disabled_reason = reason if disabled else None
 
+    # -- os-services and os-migrations (admin only) ----------------------------------------------
+
+    def list_services(self, ctx: AuthContext, *, host: str | None = None,
+                      binary: str | None = None) -> list[HostUsage]:
+        """The nova-compute service of every host (the only service that runs apart from the API)."""
+        policy.require_admin(ctx, "os_compute_api:os-services:list")
+        if binary not in (None, "", "nova-compute"):
+            return []
+        with self._db() as s:
+            nodes = self.host_states(s, [host] if host else None)
+        return nodes
+
+    def migrations(self, ctx: AuthContext) -> list[dict[str, Any]]:
+        """Migrations between hosts: none exist (there is no live or cold migration yet)."""
+        policy.require_admin(ctx, "os_compute_api:os-migrations:index")
+        return []
+
     # -- os-hypervisors (admin only) -----------------------------------------------------------
 
     def list_hypervisors(self, ctx: AuthContext, *, limit: int | None = None,

@@ -110,7 +110,7 @@ class MemoryLedgerService:
     def for_server(self, ctx: AuthContext, server_id: str) -> dict[str, Any]:
         with self._db() as s:
             inst = s.get(t.Instance, server_id)
-            if inst is None:
+            if inst is None or inst.vm_state == "deleted":  # deleted servers keep their rows
                 raise NotFound("Instance {id} could not be found.", id=server_id)
             policy.visible(ctx, inst.project_id, kind="instance", id=server_id)
             if inst.host is None:

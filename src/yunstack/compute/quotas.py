@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.db.tables import compute as t
+from yunstack.db.tables import servergroups as sg
 from yunstack.errors import BadRequest, Forbidden, QuotaExceeded
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
@@ -85,6 +86,8 @@ class QuotaService:
             .where(inst.project_id == project_id, inst.vm_state != "deleted")).one()
         used = dict.fromkeys(DEFAULTS, 0)
         used.update(instances=int(count), cores=int(cores), ram=int(ram))
+        used["server_groups"] = int(session.scalar(
+            select(func.count(sg.ServerGroup.id)).where(sg.ServerGroup.project_id == project_id)) or 0)
         if user_id is not None:
             used["key_pairs"] = int(session.scalar(
                 select(func.count(t.KeyPair.id)).where(t.KeyPair.user_id == user_id)) or 0)

@@ -46,6 +46,9 @@ class RequestSpec:
     # What the new guest is expected to need soon after boot (its reservation, at least half its RAM);
     # 0 = its whole RAM.  Compared with observed free memory, not with the static ratio.
     expected_mib: int = 0
+    # The server group the guest joins: its policy and how many members each host already runs.
+    group_policy: str | None = None
+    group_hosts: Mapping[str, int] = field(default_factory=dict)
 
 
 Filter = Callable[[HostState, RequestSpec], str | None]
@@ -122,14 +125,43 @@ def ignore_filter(h: HostState, r: RequestSpec) -> str | None:
     return None
 
 
+def group_affinity_filter(h: HostState, r: RequestSpec) -> str | None:
+    """``affinity``: once the group has a member on a host, every other member goes there too."""
+    if r.group_policy == "affinity" and r.group_hosts and h.host not in r.group_hosts:
+        where = ", ".join(sorted(r.group_hosts))
+        return f"ServerGroupAffinityFilter: the server group's members run on {where}; affinity needs that host"
+    return None
+
+
+def group_anti_affinity_filter(h: HostState, r: RequestSpec) -> str | None:
+    """``anti-affinity``: at most one member of the group per host."""
+    count = r.group_hosts.get(h.host, 0)
+    if r.group_policy == "anti-affinity" and count:
+        return (f"ServerGroupAntiAffinityFilter: the host already runs {count} member(s) of the server group "
+                f"(anti-affinity allows one per host)")
+    return None
+
+
 FILTERS: tuple[Filter, ...] = (ignore_filter, compute_filter, az_filter, image_props_filter, cpu_filter,
-                               ram_filter, disk_filter, observed_memory_filter)
+                               ram_filter, disk_filter, observed_memory_filter, group_affinity_filter,
+                               group_anti_affinity_filter)
+# Soft group policies only weigh; one member more or less outweighs any RAM difference, so they
+# decide whenever a host with (or without) members passes the filters (Nova's weigher multipliers).
+_GROUP_WEIGHT = 1e12
 
 
 def weigh(h: HostState, r: RequestSpec) -> float:
-    """Spread: prefer the host with most free RAM (Nova's RAMWeigher), then fewest instances."""
+    """Spread: prefer the host with most free RAM (Nova's RAMWeigher), then fewest instances.
+
+    ``soft-affinity`` prefers hosts with more members of the group, ``soft-anti-affinity`` fewer.
+    """
     usable = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio
-    return (usable - h.memory_used_mib) - 0.001 * h.instances
+    weight = (usable - h.memory_used_mib) - 0.001 * h.instances
+    if r.group_policy == "soft-affinity":
+        weight += _GROUP_WEIGHT * r.group_hosts.get(h.host, 0)
+    elif r.group_policy == "soft-anti-affinity":
+        weight -= _GROUP_WEIGHT * r.group_hosts.get(h.host, 0)
+    return weight
 
 
 @dataclass(frozen=True)
@@ -174,7 +206,8 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
 def select(hosts: Sequence[HostState], request: RequestSpec,
            filters: Sequence[Filter] = FILTERS) -> Decision:
     """Choose a host for ``request``; when none fits, ``reasons`` says why for every host."""
-    if filters is FILTERS:
+    # The inlined pass knows no server groups: a request with a group takes the general path.
+    if filters is FILTERS and request.group_policy is None:
         chosen = _select_default(hosts, request)
         if chosen is not None:
             return Decision(chosen.host, {})

@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import scheduler, states
+from yunstack.compute import addressing, scheduler, states
+from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
@@ -30,6 +31,8 @@ from yunstack.compute.lifecycle import LifecycleOpsMixin, shelved_image
 from yunstack.compute.models import Action, Server
 from yunstack.compute.namefilter import name_matcher
 from yunstack.compute.quotas import QuotaService
+from yunstack.compute.servergroups import BootGroup, ServerGroupService
+from yunstack.compute.usage import UsageService
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
@@ -66,6 +69,7 @@ class ServerCreate:
     tags: Sequence[str] = ()
     admin_pass: str | None = None
     return_reservation_id: bool = False
+    group_id: str | None = None  # the ``group`` scheduler hint: the server group to join
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +84,7 @@ class ServerFilters:
     all_tenants: bool = False
     project_id: str | None = None
     ip: str | None = None
+    ip6: str | None = None
     limit: int | None = None
     marker: str | None = None
     sort_key: str = "created_at"
@@ -130,7 +135,7 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
     )
 
 
-class ComputeService(InterfaceOps, LifecycleOpsMixin):
+class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
@@ -138,6 +143,9 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
                  network: NetworkService | None = None,
                  notify: Callable[[str], None] = lambda host: None) -> None:
         self._db = db
+        self.groups = ServerGroupService(db, quotas)
+        self.usage = UsageService(db)
+        self.consoles = ConsoleTokens()
         self._config = config
         self.flavors = flavors
         self.keypairs = keypairs
@@ -209,6 +217,8 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
                 continue
             if f.tags and not set(f.tags) <= set(server.tags):
                 continue
+            if not _addresses_match(f, server):
+                continue
             out.append(server)
         if f.marker is not None:
             ids = [x.id for x in out]
@@ -258,6 +268,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
         policy.require_write(ctx, "compute:servers:create")
         project_id = policy.require_scoped(ctx, "compute:servers:create")
         flavor, image, key = self._validate(ctx, req)
+        group_names = self._security_group_names(ctx, req.security_groups)
         now = datetime.now(UTC)
         reservation = "r-" + secrets.token_hex(4)
         created: list[t.Instance] = []
@@ -265,12 +276,13 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
         with self._claiming(project_id) as s:
             count = self.quotas.allowed_count(s, project_id, _usage(flavor, 1), req.min_count, req.max_count)
             hosts = [host_state(u) for u in self.hosts.host_states(s)]
+            group = self.groups.for_boot(s, ctx, req.group_id, adding=count) if req.group_id else None
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
                 spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk,
                                              availability_zone=req.availability_zone,
                                              image_properties={k: str(v) for k, v in image.properties.items()},
-                                             expected_mib=expected_memory_mib(flavor))
+                                             expected_mib=expected_memory_mib(flavor), **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
@@ -280,7 +292,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
                     key_data=key.public_key if key else None, user_data=req.user_data,
                     meta=dict(req.metadata), tags=list(req.tags),
                     config_drive=req.config_drive or self._config.compute.force_config_drive,
-                    requested_networks=req.networks, security_groups=list(req.security_groups) or ["default"],
+                    requested_networks=req.networks, security_groups=group_names,
                     vm_state=states.BUILDING, task_state=states.SPAWNING, power_state=0, progress=0,
                     locked=False, access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,
                     reservation_id=reservation, launch_index=index, created_at=now, updated_at=now,
@@ -296,6 +308,10 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
                 s.add(row)
                 created.append(row)
                 self._record(s, row, "create", request_id, ctx)
+                if group is not None:
+                    self.groups.add_member(s, group.id, row.id)
+                    if decision.host is not None:
+                        group.hosts[decision.host] += 1
         placed = [r for r in created if r.host is not None]
         # Ports come from the network service in its own transaction: after the claim, before the
         # spawn.  A failure there (a bad network, no free address) undoes everything: nothing half-made.
@@ -318,6 +334,15 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
         addresses = self._addresses(created)
         return [to_server(r, addresses.get(r.id), admin_pass=req.admin_pass or secrets.token_urlsafe(9))
                 for r in created]
+
+    def _security_group_names(self, ctx: AuthContext, requested: Sequence[str]) -> list[str]:
+        """Names, as Nova shows a server's groups, for groups the request may name by id."""
+        if not requested:
+            return ["default"]
+        if self.network is None:
+            return list(requested)
+        by_id = {g.id: g.name for g in self.network.list_security_groups(ctx)}
+        return [by_id.get(g, g) for g in requested]
 
     def _allocate_ports(self, ctx: AuthContext, rows: Sequence[t.Instance], req: ServerCreate) -> None:
         if self.network is None or not rows:
@@ -378,7 +403,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin):
             if access_ipv6 is not None:
                 row.access_ipv6 = access_ipv6
             row.updated_at = datetime.now(UTC)
-            return to_server(row)
+        return to_server(row, self._addresses([row.id]).get(row.id))
 
     def delete(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         policy.require_write(ctx, "compute:servers:delete")
@@ -587,6 +612,23 @@ _ACTION_NAMES = {"createImage": "createImage", "confirmResize": "confirmResize",
 
 def _usage(flavor: Any, count: int) -> dict[str, int]:
     return {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.ram * count}
+
+
+def _addresses_match(f: ServerFilters, server: Server) -> bool:
+    """The ``ip`` / ``ip6`` filters against the server's fixed addresses (``compute.addressing``)."""
+    for pattern, version, name in ((f.ip, 4, "ip"), (f.ip6, 6, "ip6")):
+        if pattern:
+            fixed = [a["addr"] for net in server.addresses.values() for a in net
+                     if a.get("version") == version and a.get("OS-EXT-IPS:type", "fixed") == "fixed"]
+            if not addressing.matches(pattern, name, fixed):
+                return False
+    return True
+
+
+def _group_spec(group: BootGroup | None) -> dict[str, Any]:
+    if group is None:
+        return {}
+    return {"group_policy": group.policy, "group_hosts": dict(group.hosts)}
 
 
 def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:

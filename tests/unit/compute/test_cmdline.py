@@ -30,7 +30,8 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
           ("-smp", "2"), ("-name", "guest=abc,debug-threads=on"),
           ("-pidfile", "/var/lib/yunstack/instances/abc/qemu.pid"),
           ("-qmp", "unix:/var/lib/yunstack/instances/abc/qmp.sock,server=on,wait=off"),
-          ("-chardev", "file,id=console0,path=/var/lib/yunstack/instances/abc/console.log,append=on"),
+          ("-chardev", "socket,id=console0,path=/var/lib/yunstack/instances/abc/ser.sock,server=on,wait=off,"
+                       "logfile=/var/lib/yunstack/instances/abc/console.log,logappend=on"),
           ("-drive", "file=/var/lib/yunstack/instances/abc/disk.qcow2,if=none,id=disk0,format=qcow2,"
                      "discard=unmap,cache=writeback"),
           ("-device", "virtio-rng-pci,rng=rng0"),

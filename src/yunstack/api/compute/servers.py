@@ -11,7 +11,11 @@ from fastapi.responses import JSONResponse
 from yunstack.api.compute import server_actions
 from yunstack.api.compute import server_schemas as sch
 from yunstack.api.compute import server_views as views
+from yunstack.api.compute.consoles import LEGACY as LEGACY_CONSOLES
+from yunstack.api.compute.consoles import console_action
 from yunstack.api.compute.microversion import Version
+from yunstack.api.compute.server_groups import group_hint
+from yunstack.api.compute.server_update import access_addresses, updated
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
 from yunstack.api.schemas import INT32_MAX, bounded_int
@@ -69,6 +73,7 @@ def _filters(request: Request, ctx: Ctx) -> ServerFilters:
         flavor=q.get("flavor"), reservation_id=q.get("reservation_id"), changes_since=since,
         all_tenants=q.get("all_tenants") not in (None, "0", "false", "False"),
         project_id=q.get("project_id") or q.get("tenant_id"), limit=int(limit) if limit else None,
+        ip=q.get("ip") or None, ip6=q.get("ip6") or None,
         marker=q.get("marker"), sort_key=q.get("sort_key", "created_at"),
         sort_dir="asc" if q.get("sort_dir") == "asc" else "desc",
         tags=tuple(x for x in (q.get("tags") or "").split(",") if x),
@@ -123,13 +128,15 @@ def create_server(body: sch.ServerCreateBody, ctx: Ctx, svc: Svc, v: Version) ->
     if isinstance(networks, list):
         networks = [n.model_dump(exclude_none=True) for n in networks]
     min_count = int(s.min_count)
+    ipv4, ipv6 = access_addresses(s.accessIPv4, s.accessIPv6)
     req = ServerCreate(
         name=s.name, image_id=_image_ref(s), flavor_ref=str(s.flavorRef), key_name=s.key_name,
         user_data=s.user_data, metadata=s.metadata, config_drive=_truthy(s.config_drive), min_count=min_count,
         max_count=int(s.max_count) if s.max_count is not None else min_count, networks=networks,
         security_groups=[g.name for g in s.security_groups], availability_zone=s.availability_zone,
-        description=s.description, access_ipv4=s.accessIPv4 or "", access_ipv6=s.accessIPv6 or "",
+        description=s.description, access_ipv4=ipv4 or "", access_ipv6=ipv6 or "",
         tags=s.tags, admin_pass=s.adminPass, return_reservation_id=_truthy(s.return_reservation_id),
+        group_id=group_hint(body.scheduler_hints or body.os_scheduler_hints),
     )
     servers = svc.compute.create(ctx, req, request_id.get())
     if req.return_reservation_id:
@@ -150,10 +157,11 @@ def update_server(server_id: str, body: sch.ServerUpdateBody, ctx: Ctx, svc: Svc
     if u.description is not None and not v.at_least("2.19"):
         raise BadRequest("description needs microversion 2.19 or later.")
     fields = u.model_fields_set
+    ipv4, ipv6 = access_addresses(u.accessIPv4, u.accessIPv6)
     server = svc.compute.update(ctx, server_id, name=u.name, description=u.description,
-                                access_ipv4=u.accessIPv4, access_ipv6=u.accessIPv6,
+                                access_ipv4=ipv4, access_ipv6=ipv6,
                                 clear_description="description" in fields and u.description is None)
-    return {"server": _detail(svc, ctx, v, server)}
+    return {"server": updated(_base(svc), server, v, ctx)}
 
 
 @router.delete(SERVER, status_code=204)
@@ -194,6 +202,8 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
             raise BadRequest("reboot needs {\"type\": \"SOFT\" or \"HARD\"}.")
         svc.compute.action(ctx, server_id, "reboot", rid, {"type": str(args["type"]).upper()})
         return Response(status_code=202)
+    if name in LEGACY_CONSOLES:
+        return console_action(svc, ctx, v, server_id, name, args)
     if name == "os-getConsoleOutput":
         if not isinstance(args, dict) or set(args) - {"length"}:
             raise BadRequest("os-getConsoleOutput takes only 'length'.")

@@ -69,6 +69,13 @@ class InstancePaths:
         return self.dir / "console.log"
 
     @property
+    def serial(self) -> Path:
+        """The serial console's unix socket (the interactive console); as long as the QMP path."""
+        if self.socket_dir is not None:
+            return self.socket_dir / f"{self.dir.name}.ser"
+        return self.dir / "ser.sock"
+
+    @property
     def qemu_log(self) -> Path:
         return self.dir / "qemu.log"
 
@@ -146,7 +153,10 @@ def build_argv(
         # such as "terminating on signal" land in the log.
         "-D", str(paths.dir / "qemu-debug.log"),
         "-qmp", f"unix:{paths.qmp},server=on,wait=off",
-        "-chardev", f"file,id=console0,path={paths.console},append=on",
+        # The serial port is a socket for the interactive console (one client at a time; output is
+        # dropped while none is connected) and, through logfile=, still every byte in console.log.
+        "-chardev", f"socket,id=console0,path={paths.serial},server=on,wait=off,logfile={paths.console},"
+                    "logappend=on",
         "-device", "isa-serial,chardev=console0",
     ]
     if rescue_disk is not None:

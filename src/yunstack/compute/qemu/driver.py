@@ -278,6 +278,15 @@ class QemuDriver:
         paths = self._existing(instance_id)
         return "\n".join(process.log_tail(paths.console, length or 0))
 
+    async def serial_console(self, instance_id: str) -> str:
+        paths = self._existing(instance_id)
+        if process.live_pid(paths, instance_id) is None:
+            raise Conflict(detail=f"instance {instance_id} is not running")
+        if not paths.serial.is_socket():
+            raise Conflict(detail=f"instance {instance_id} was started without a serial console socket; "
+                                  "a hard reboot gives it one")
+        return str(paths.serial)
+
     async def list_instances(self) -> list[InstanceInfo]:
         if not self._root.is_dir():
             return []
@@ -507,6 +516,7 @@ class QemuDriver:
         await asyncio.to_thread(self._remove_cgroup, instance_id)
         await asyncio.to_thread(shutil.rmtree, paths.dir, True)
         paths.qmp.unlink(missing_ok=True)
+        paths.serial.unlink(missing_ok=True)
 
     async def _power_state(
         self, paths: InstancePaths, instance_id: str

@@ -4,7 +4,7 @@ Service types are no longer unique (Keystone allows several services of one type
 description and endpoints an enabled flag.
 
 Revision ID: 0008_catalog
-Revises: 0005_network
+Revises: 0007_server_groups
 Create Date: 2026-12-01 23:50:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = '0008_catalog'
-down_revision = '0005_network'
+down_revision = '0007_server_groups'
 branch_labels = None
 depends_on = None
 
