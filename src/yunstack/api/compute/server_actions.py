@@ -8,14 +8,13 @@ and a Location header) and rescue (200, ``{"adminPass": ...}``).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from yunstack.api.compute import server_views as views
+from yunstack.api.compute import server_update
 from yunstack.api.compute.microversion import APIVersion
 from yunstack.compute.lifecycle import Rebuild
 from yunstack.errors import BadRequest
@@ -24,12 +23,6 @@ from yunstack.wiring import Services
 
 Json = dict[str, Any]
 Handler = Callable[[Services, AuthContext, APIVersion, str, Any, str], Response]
-
-# The keys of Nova's rebuild response (its show view without the extended attributes), by microversion.
-_REBUILD_KEYS = frozenset({"id", "name", "status", "image", "flavor", "user_id", "tenant_id", "created",
-                           "updated", "progress", "metadata", "links", "addresses", "hostId",
-                           "OS-DCF:diskConfig", "accessIPv4", "accessIPv6", "fault"})
-_REBUILD_LATER = (("2.9", "locked"), ("2.19", "description"), ("2.26", "tags"))
 
 
 def _no_args(name: str, args: Any) -> None:
@@ -55,18 +48,6 @@ def _string(field: str, value: Any, *, min_length: int = 0, max_length: int = 25
     if not isinstance(value, str) or not min_length <= len(value) <= max_length:
         raise BadRequest("Invalid input for field/attribute {field}. Value: {value}.", field=field, value=value)
     return value
-
-
-def _access_ip(field: str, value: Any, version: int) -> str:
-    text = _string(field, value)
-    if text:
-        try:
-            if ipaddress.ip_address(text).version != version:
-                raise ValueError(text)
-        except ValueError as exc:
-            raise BadRequest("Invalid input for field/attribute {field}. Value: {value}. '{value}' is not a "
-                             "'ipv{n}'", field=field, value=text, n=version) from exc
-    return text
 
 
 def _lock(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
@@ -106,19 +87,20 @@ def _rebuild(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, arg
         raise BadRequest("Invalid input for field/attribute OS-DCF:diskConfig.")
     password = body.get("adminPass")
     description = body.get("description")
+    for field in ("accessIPv4", "accessIPv6"):
+        if field in body:
+            _string(field, body[field])
+    access = server_update.access_addresses(body.get("accessIPv4"), body.get("accessIPv6"))
     req = Rebuild(
         image_id=image, name=name, metadata=metadata,
-        access_ipv4=_access_ip("accessIPv4", body["accessIPv4"], 4) if "accessIPv4" in body else None,
-        access_ipv6=_access_ip("accessIPv6", body["accessIPv6"], 6) if "accessIPv6" in body else None,
+        access_ipv4=access[0], access_ipv6=access[1],
         description=None if description is None else _string("description", description),
         clear_description="description" in body and description is None,
         admin_pass=None if password is None else _string("adminPass", password, max_length=4096),
         preserve_ephemeral=ephemeral)
     server = svc.compute.rebuild(ctx, server_id, req, rid)
     base = svc.config.server.base_url
-    full = views.detail(base, server, v, ctx)
-    keys = _REBUILD_KEYS | {key for version, key in _REBUILD_LATER if v.at_least(version)}
-    view: Json = {k: val for k, val in full.items() if k in keys}
+    view = server_update.updated(base, server, v, ctx)  # Nova answers rebuild in the update view
     view["adminPass"] = server.admin_pass
     return JSONResponse({"server": view}, status_code=202,
                         headers={"Location": f"{base}/compute/v2.1/servers/{server.id}"})
