@@ -1,7 +1,6 @@
 """tempest.conf for a fresh `yun up`: every feature flag set to what yunstack really does today.
 
-Flags that other work in flight will turn on are marked ``IN FLIGHT``; flip them (and nothing
-else) when that work lands on main. Tempest ignores unknown keys silently, so every key here was
+Each flag carries the reason for its value; flip one only with the feature it names. Tempest ignores unknown keys silently, so every key here was
 checked against the option registry of Tempest 47 (``tempest/config.py``).
 """
 
@@ -44,11 +43,11 @@ COMPUTE_FEATURES: dict[str, tuple[bool, str]] = {
     "cold_migration": (False, "one compute host: nowhere to migrate to"),
     "live_migration": (False, "one compute host: nowhere to migrate to"),
     "block_migration_for_live_migration": (False, "one compute host"),
-    "shelve": (False, "IN FLIGHT: shelve/unshelve is being implemented"),
+    "shelve": (True, "shelve (snapshot, then offload at once) and unshelve from the snapshot"),
     "shelve_migrate": (False, "one compute host"),
-    "rescue": (False, "IN FLIGHT: rescue/unrescue is being implemented"),
-    "stable_rescue": (False, "IN FLIGHT with rescue"),
-    "serial_console": (False, "IN FLIGHT: the serial console (os-remote-consoles) is being implemented"),
+    "rescue": (True, "rescue boots a rescue image with the own disk second; unrescue"),
+    "stable_rescue": (False, "stable device rescue needs compute 2.87; we serve up to 2.47"),
+    "serial_console": (True, "remote-consoles serial: a websocket to the guest's serial port"),
     "vnc_console": (False, "no VNC proxy"),
     "spice_console": (False, "no SPICE proxy"),
     "change_password": (False, "no guest agent to set an admin password"),
@@ -59,8 +58,7 @@ COMPUTE_FEATURES: dict[str, tuple[bool, str]] = {
     "swap_volume": (False, "no block storage yet"),
     "volume_multiattach": (False, "no block storage yet"),
 }
-# Compute actions with no Tempest flag at all (their tests always run): rebuild, lock/unlock and
-# server groups are IN FLIGHT, so their tests fail until that work lands (listed in the summary).
+# Compute actions with no Tempest flag at all (rebuild, lock/unlock, server groups) always run.
 
 
 def tempest_conf(f: CloudFacts, workspace: Path) -> str:
