@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.agent.link import Outcome, SpecData, Work
@@ -229,9 +229,8 @@ class LocalControlPlane:
             rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
             for row in rows.values():
                 if _interrupted_create(row, busy, now):
-                    self._lost(s, row, INTERRUPTED_CREATE, now)
-                    row.task_state = None
-                    interrupted.append((row.id, row.project_id))
+                    if self._interrupt(s, row, now):
+                        interrupted.append((row.id, row.project_id))
                     continue
                 if row.pending is not None or row.task_state is not None or row.id in busy:
                     continue  # an operation owns this instance right now
@@ -273,6 +272,23 @@ class LocalControlPlane:
                 if s.get(t.Instance, instance_id) is not None:
                     continue  # moved to another host meanwhile, or not deleted after all
             self._network.deallocate_for_instance(system_context(""), instance_id)
+
+    @staticmethod
+    def _interrupt(s: Session, row: t.Instance, now: datetime) -> bool:
+        """ERROR for a build whose work never came; False if its create queued the work meanwhile.
+
+        Conditional on the ``updated_at`` we read: the create's own write of the work bumps it, so
+        of the two writes exactly one takes effect (PostgreSQL re-checks the condition after waiting
+        for the row; SQLite has one writer).
+        """
+        fault = {"code": 500, "message": INTERRUPTED_CREATE, "details": INTERRUPTED_CREATE,
+                 "created": now.isoformat()}
+        done = s.execute(update(t.Instance).where(
+            t.Instance.id == row.id, t.Instance.updated_at == row.updated_at,
+            t.Instance.task_state == states.SPAWNING)
+            .values(vm_state=states.ERROR, task_state=None, power_state=int(PowerState.NOSTATE), fault=fault,
+                    updated_at=now).execution_options(synchronize_session=False))
+        return getattr(done, "rowcount", 1) == 1
 
     def _lost(self, s: Session, row: t.Instance, why: str, now: datetime) -> None:
         row.vm_state = states.ERROR
