@@ -252,25 +252,32 @@ class LocalControlPlane:
                 elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
                     row.vm_state = states.PAUSED
             orphans = [i for i in seen if i not in rows and i not in busy]
-            live = {i for i, r in rows.items() if r.vm_state != states.DELETED}
-        self._free_ports(host, interrupted, live)
+            # Servers that may hold ports: not deleted, and not a create the sync called interrupted.
+            holders = {i for i, r in rows.items() if r.vm_state != states.DELETED
+                       and (r.fault or {}).get("message") != INTERRUPTED_CREATE}
+        self._free_ports(host, interrupted, holders)
         return orphans
 
-    def _free_ports(self, host: str, interrupted: Sequence[tuple[str, str]], live: Collection[str]) -> None:
+    def _free_ports(self, host: str, interrupted: Sequence[tuple[str, str]], holders: Collection[str]) -> None:
         """Free the ports of creates that never got their work queued, and of servers that are gone.
 
         A server is gone when its row is (a delete whose port release was cut short by a crash, or
         a failed create whose cleanup was).  Rows are always committed before their ports are made,
-        so a port whose server has no live row on this host is a leftover, never one in the making.
+        so a port whose server has no row on this host is a leftover, never one in the making.  Every
+        pass looks again, so a release that fails once (or a crash right here) is retried.
         """
         if self._network is None:
             return
         for instance_id, project_id in interrupted:
             self._network.deallocate_for_instance(system_context(project_id), instance_id)
-        for instance_id in self._network.instances_with_ports(host) - set(live):
+        done = {instance_id for instance_id, _ in interrupted}
+        for instance_id in self._network.instances_with_ports(host) - set(holders) - done:
             with self._db() as s:
-                if s.get(t.Instance, instance_id) is not None:
-                    continue  # moved to another host meanwhile, or not deleted after all
+                row = s.get(t.Instance, instance_id)
+                if row is not None and row.host != host:
+                    continue  # moved to another host meanwhile: not ours to judge
+                if row is not None and (row.fault or {}).get("message") != INTERRUPTED_CREATE:
+                    continue  # created or changed since our read
             self._network.deallocate_for_instance(system_context(""), instance_id)
 
     @staticmethod
