@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.agent.link import Outcome, SpecData, Work
@@ -259,9 +259,8 @@ class LocalControlPlane:
             rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
             for row in rows.values():
                 if _interrupted_create(row, busy, now):
-                    self._lost(s, row, INTERRUPTED_CREATE, now)
-                    row.task_state = None
-                    interrupted.append((row.id, row.project_id))
+                    if self._interrupt(s, row, now):
+                        interrupted.append((row.id, row.project_id))
                     continue
                 if row.pending is not None or row.task_state is not None or row.id in busy:
                     continue  # an operation owns this instance right now
@@ -283,26 +282,50 @@ class LocalControlPlane:
                 elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
                     row.vm_state = states.PAUSED
             orphans = [i for i in seen if i not in rows and i not in busy]
-            live = {i for i, r in rows.items() if r.vm_state != states.DELETED}
-        self._free_ports(host, interrupted, live)
+            # Servers that may hold ports: not deleted, and not a create the sync called interrupted.
+            holders = {i for i, r in rows.items() if r.vm_state != states.DELETED
+                       and (r.fault or {}).get("message") != INTERRUPTED_CREATE}
+        self._free_ports(host, interrupted, holders)
         return orphans
 
-    def _free_ports(self, host: str, interrupted: Sequence[tuple[str, str]], live: Collection[str]) -> None:
+    def _free_ports(self, host: str, interrupted: Sequence[tuple[str, str]], holders: Collection[str]) -> None:
         """Free the ports of creates that never got their work queued, and of servers that are gone.
 
         A server is gone when its row is (a delete whose port release was cut short by a crash, or
         a failed create whose cleanup was).  Rows are always committed before their ports are made,
-        so a port whose server has no live row on this host is a leftover, never one in the making.
+        so a port whose server has no row on this host is a leftover, never one in the making.  Every
+        pass looks again, so a release that fails once (or a crash right here) is retried.
         """
         if self._network is None:
             return
         for instance_id, project_id in interrupted:
             self._network.deallocate_for_instance(system_context(project_id), instance_id)
-        for instance_id in self._network.instances_with_ports(host) - set(live):
+        done = {instance_id for instance_id, _ in interrupted}
+        for instance_id in self._network.instances_with_ports(host) - set(holders) - done:
             with self._db() as s:
-                if s.get(t.Instance, instance_id) is not None:
-                    continue  # moved to another host meanwhile, or not deleted after all
+                row = s.get(t.Instance, instance_id)
+                if row is not None and row.host != host:
+                    continue  # moved to another host meanwhile: not ours to judge
+                if row is not None and (row.fault or {}).get("message") != INTERRUPTED_CREATE:
+                    continue  # created or changed since our read
             self._network.deallocate_for_instance(system_context(""), instance_id)
+
+    @staticmethod
+    def _interrupt(s: Session, row: t.Instance, now: datetime) -> bool:
+        """ERROR for a build whose work never came; False if its create queued the work meanwhile.
+
+        Conditional on the ``updated_at`` we read: the create's own write of the work bumps it, so
+        of the two writes exactly one takes effect (PostgreSQL re-checks the condition after waiting
+        for the row; SQLite has one writer).
+        """
+        fault = {"code": 500, "message": INTERRUPTED_CREATE, "details": INTERRUPTED_CREATE,
+                 "created": now.isoformat()}
+        done = s.execute(update(t.Instance).where(
+            t.Instance.id == row.id, t.Instance.updated_at == row.updated_at,
+            t.Instance.task_state == states.SPAWNING)
+            .values(vm_state=states.ERROR, task_state=None, power_state=int(PowerState.NOSTATE), fault=fault,
+                    updated_at=now).execution_options(synchronize_session=False))
+        return getattr(done, "rowcount", 1) == 1
 
     def _lost(self, s: Session, row: t.Instance, why: str, now: datetime) -> None:
         row.vm_state = states.ERROR

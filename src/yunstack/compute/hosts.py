@@ -257,7 +257,8 @@ class HostService:
     def get_hypervisor(self, ctx: AuthContext, hypervisor_id: str) -> HostUsage:
         policy.require_admin(ctx, "os_compute_api:os-hypervisors:show")
         missing = NotFound("Hypervisor with ID '{id}' could not be found.", id=hypervisor_id)
-        if not hypervisor_id.isdigit() or int(hypervisor_id) > 0xFFFFFFFF:
+        if not (hypervisor_id.isascii() and hypervisor_id.isdigit()) or len(hypervisor_id) > 10 \
+                or int(hypervisor_id) > 0xFFFFFFFF:
             raise missing
         prefix = f"{int(hypervisor_id):08x}"
         with self._db() as s:

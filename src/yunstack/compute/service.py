@@ -319,12 +319,15 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
         abandoned: list[str] = []
         with self._db.begin() as s:
             for r in placed:
-                fresh = s.get(t.Instance, r.id)
                 # The agent's repair pass errors a build that waited too long for this (a crash looks
-                # the same); such a server is not spawned after all, and its ports go.
-                if fresh is not None and fresh.vm_state == states.BUILDING and fresh.pending is None:
-                    fresh.pending = {"op": "spawn", "args": {}, "request_id": request_id}
-                else:
+                # the same).  One conditional write each way: such a server is never spawned after
+                # all, and its ports go.
+                queued = s.execute(update(t.Instance).where(
+                    t.Instance.id == r.id, t.Instance.vm_state == states.BUILDING,
+                    t.Instance.task_state == states.SPAWNING)
+                    .values(pending={"op": "spawn", "args": {}, "request_id": request_id},
+                            updated_at=datetime.now(UTC)).execution_options(synchronize_session=False))
+                if getattr(queued, "rowcount", 1) != 1:
                     abandoned.append(r.id)
         for instance_id in abandoned:
             if self.network is not None:

@@ -65,7 +65,7 @@ def test_a_create_cut_off_before_its_spawn_was_queued_errors_with_a_reason_and_f
 
     errored = wait_for(nova, server["id"], "ERROR")
     assert "interrupted" in errored["fault"]["message"]
-    until(lambda: _ports(neutron, device_id=server["id"]) == [])
+    until(lambda: _ports(neutron, device_id=server["id"]) == [], timeout=30.0)
     assert neutron.get(f"/ports/{made[0]}").status_code == 404
     assert world["host"].driver._guests == {}  # nothing was started
     # Its address is free again: no port holds anything on the network any more.
@@ -80,7 +80,7 @@ def test_ports_of_a_server_that_is_gone_are_freed_by_the_sync(world: dict[str, A
     services.network.allocate_for_instance(system_context(world["a"]["project_id"]), gone,
                                            services.config.host_name, [{"uuid": net_id}], [], hostname="gone")
     assert len(_ports(neutron, device_id=gone)) == 1
-    until(lambda: _ports(neutron, device_id=gone) == [])
+    until(lambda: _ports(neutron, device_id=gone) == [], timeout=30.0)
 
 
 def test_a_create_slower_than_the_grace_is_errored_once_and_never_spawned(

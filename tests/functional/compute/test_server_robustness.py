@@ -131,6 +131,11 @@ def test_huge_numbers_in_queries_are_never_a_500(world: dict[str, Any], query: s
     assert r.status_code in (200, 400), r.text
 
 
+def test_a_hypervisor_id_of_thousands_of_digits_is_404(world: dict[str, Any]) -> None:
+    r = world["admin"].get("/os-hypervisors/" + "9" * 5000)
+    assert r.status_code == 404, r.text
+
+
 def test_a_catastrophic_name_regex_answers_at_once(world: dict[str, Any]) -> None:
     alice = world["alice"]
     r = alice.post("/servers", body(world, "a" * 200))
