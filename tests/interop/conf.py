@@ -1,6 +1,7 @@
 """tempest.conf for a fresh `yun up`: every feature flag set to what yunstack really does today.
 
-Each flag carries the reason for its value; flip one only with the feature it names. Tempest ignores unknown keys silently, so every key here was
+Each flag carries the reason for its value; flip one only with the feature it names. Tempest
+ignores unknown keys silently, so every key here was
 checked against the option registry of Tempest 47 (``tempest/config.py``).
 """
 

@@ -29,6 +29,8 @@ EVIL_NAME = "a" * 40 + "!"
 EVIL_PATTERN = "(a+)+$"
 SAMPLES = 25
 
+pytestmark = pytest.mark.serial  # measures latency: it runs alone, after the parallel phase
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
