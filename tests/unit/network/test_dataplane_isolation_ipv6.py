@@ -206,3 +206,14 @@ def test_one_network_that_fails_is_reported_and_every_other_object_is_still_appl
     assert "ip link set dev ysdhcp address x failed" in report.failed[0]
     assert applied == ["network broken-net", f"network {NET}", f"port {GOOD}", f"dhcp {NET}", "firewall"]
     assert dp.nic_for_port(GOOD).tap == dp.names.tap(GOOD)  # the host can still spawn its VMs
+
+
+def test_a_subnet_without_an_ra_mode_gets_no_ra_from_us(tmp_path: Path) -> None:
+    state = _state(_port(GOOD, "fa:16:3e:00:00:05", 5))
+    v4, v6 = state.networks[0].subnets
+    outside = replace(state.networks[0], subnets=(v4, replace(v6, ipv6_ra_mode=None)))
+    config = dhcp.render(outside, replace(state, networks=(outside,)), tmp_path, "example.test")
+    assert "--enable-ra" not in config.argv and not any("fd00:97::" in a for a in config.argv)
+    stateful = replace(outside, subnets=(v4, replace(v6, ipv6_ra_mode=None, ipv6_address_mode="dhcpv6-stateful")))
+    config = dhcp.render(stateful, replace(state, networks=(stateful,)), tmp_path, "example.test")
+    assert "--enable-ra" not in config.argv and "--dhcp-range=set:s1,fd00:97::,static,64,86400s" in config.argv
