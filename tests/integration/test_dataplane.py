@@ -365,7 +365,8 @@ async def test_a_floating_ip_makes_a_server_reachable_from_the_host(cloud: Cloud
     assert gone.returncode != 0
 
 
-# busybox wget of Debian's busybox-static 1.35 segfaults (on the host too), so speak HTTP with nc.
+# busybox wget of Debian's busybox-static 1.35 segfaults when given -T (on the host too); these speak HTTP
+# with nc, the tiny image's own HTTP metadata uses `timeout 5 wget` instead.
 FETCH_METADATA = """#!/bin/sh
 {routes}
 fetch() {{

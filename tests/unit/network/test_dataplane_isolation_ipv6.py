@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -174,3 +175,45 @@ def test_the_rendered_rules_load_in_real_iptables_and_nft() -> None:
     except FileNotFoundError:
         pytest.skip("nft is not installed")
     assert done.returncode == 0, done.stderr
+
+
+def test_one_network_that_fails_is_reported_and_every_other_object_is_still_applied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from yunstack.errors import DriverError
+    from yunstack.network.dataplane import bridges
+    from yunstack.network.dataplane.linux import LinuxDataplane
+
+    broken = replace(_net(), id="broken-net", dhcp_mac="x")
+    state = replace(_state(_port(GOOD, "fa:16:3e:00:00:05", 5)), networks=(broken, _net()))
+    dp = LinuxDataplane(tmp_path, metadata_upstream="http://127.0.0.1:9/metadata", tag="zz")
+    applied: list[str] = []
+
+    def ensure_dhcp(net: NetworkState, *_: object) -> None:
+        if net.dhcp_mac == "x":
+            raise DriverError(detail="ip link set dev ysdhcp address x failed")
+        applied.append(f"dhcp {net.id}")
+
+    monkeypatch.setattr(bridges, "links", lambda netns=None: {})
+    monkeypatch.setattr(bridges, "namespaces", lambda: set())
+    monkeypatch.setattr(dp, "_prepare_host", lambda: None)
+    monkeypatch.setattr(dp, "_ensure_network", lambda net, *_: applied.append(f"network {net.id}"))
+    monkeypatch.setattr(dp, "_ensure_tap", lambda port_id, *_: applied.append(f"port {port_id}"))
+    monkeypatch.setattr(dp, "_ensure_dhcp", ensure_dhcp)
+    monkeypatch.setattr(dp, "_ensure_firewall", lambda *_: applied.append("firewall"))
+    monkeypatch.setattr(dp, "_remove_strays", lambda *_: None)
+    report = asyncio.run(dp.apply(state))
+    assert len(report.failed) == 1 and report.failed[0].startswith("dhcp of network broken-net: ")
+    assert "ip link set dev ysdhcp address x failed" in report.failed[0]
+    assert applied == ["network broken-net", f"network {NET}", f"port {GOOD}", f"dhcp {NET}", "firewall"]
+    assert dp.nic_for_port(GOOD).tap == dp.names.tap(GOOD)  # the host can still spawn its VMs
+
+
+def test_a_subnet_without_an_ra_mode_gets_no_ra_from_us(tmp_path: Path) -> None:
+    state = _state(_port(GOOD, "fa:16:3e:00:00:05", 5))
+    v4, v6 = state.networks[0].subnets
+    outside = replace(state.networks[0], subnets=(v4, replace(v6, ipv6_ra_mode=None)))
+    config = dhcp.render(outside, replace(state, networks=(outside,)), tmp_path, "example.test")
+    assert "--enable-ra" not in config.argv and not any("fd00:97::" in a for a in config.argv)
+    stateful = replace(outside, subnets=(v4, replace(v6, ipv6_ra_mode=None, ipv6_address_mode="dhcpv6-stateful")))
+    config = dhcp.render(stateful, replace(state, networks=(stateful,)), tmp_path, "example.test")
+    assert "--enable-ra" not in config.argv and "--dhcp-range=set:s1,fd00:97::,static,64,86400s" in config.argv

@@ -19,7 +19,8 @@ IPv6 subnets are served by the same dnsmasq, after their ``ipv6_ra_mode`` (RAs) 
     dhcpv6-stateful   --dhcp-range=<prefix>,static,<len>     M flag; DHCPv6 leases the port's address
 
 ``--enable-ra`` is given when any subnet has an ``ipv6_ra_mode``; a subnet without one gets no RA
-from us (Neutron's meaning: an outside router advertises it).  The RAs come from this namespace's
+from us (Neutron's meaning: an outside router advertises it), only DHCPv6 when its address mode
+asks for it.  The RAs come from this namespace's
 link-local address (EUI-64 of the DHCP port's MAC), which is the one address the security groups
 let RAs come from.  With a router interface on the subnet the RA carries router lifetime 0
 (``--ra-param``): the guest takes the prefix but not the DHCP namespace as its default router.
@@ -64,8 +65,14 @@ def dhcp_subnets(network: NetworkState) -> list[SubnetState]:
 
 
 def _v6_mode(subnet: SubnetState) -> str | None:
-    """How dnsmasq serves an IPv6 subnet: its ``ipv6_address_mode``, else its ``ipv6_ra_mode``."""
+    """How dnsmasq serves an IPv6 subnet: its ``ipv6_address_mode``, else its ``ipv6_ra_mode``.
+
+    None (not served) when only an outside router is meant to serve it: no ``ipv6_ra_mode`` and an
+    address mode that needs no DHCPv6 (``slaac``) or none at all.
+    """
     mode = subnet.ipv6_address_mode or subnet.ipv6_ra_mode
+    if not subnet.ipv6_ra_mode and mode not in ("dhcpv6-stateless", "dhcpv6-stateful"):
+        return None
     return mode if mode in ("slaac", "dhcpv6-stateless", "dhcpv6-stateful") else None
 
 
@@ -123,7 +130,9 @@ def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain
             flat = ",".join(f"{d},{h}" for d, h in routes)
             opts.append(f"tag:{tag},option:classless-static-route,{flat}")
             opts.append(f"tag:{tag},249,{flat}")
-    if any(_v6_mode(s) for s in subnets if s.ip_version == 6):
+    if any(s.ipv6_ra_mode for s in subnets if s.ip_version == 6):
+        # Only subnets with an ipv6_ra_mode ask for our RAs; dnsmasq then advertises every IPv6
+        # range it serves on ysdhcp (a network mixing both kinds gets RAs for both).
         argv.append("--enable-ra")
     argv = list(dict.fromkeys(argv))
     hosts: list[str] = []
