@@ -91,7 +91,7 @@ class LifecycleOpsMixin:
 
         return [host_state(u) for u in self.hosts.host_states(s)]
 
-    def _addresses(self, ids: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    def _addresses(self, rows: Sequence[t.Instance]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         raise NotImplementedError
 
     # -- lock ------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class LifecycleOpsMixin:
             server = to_server(row)  # as the request left it (REBUILD), whatever the agent does next
         assert host is not None
         self.notify(host)
-        addresses = self._addresses([server_id]).get(server_id) or {}
+        addresses = self._addresses([row]).get(server_id) or {}
         return replace(server, addresses=addresses, admin_pass=req.admin_pass or secrets.token_urlsafe(9))
 
     # -- rescue ----------------------------------------------------------------------------------

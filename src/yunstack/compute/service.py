@@ -170,7 +170,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
             raise NotFound("Instance {id} could not be found.", id=server_id) from None
         return row
 
-    def _addresses(self, rows: Sequence[Any]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    def _addresses(self, rows: Sequence[t.Instance]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         # With each server's project: a port of another project never shows in a server's view.
         if self.network is None or not rows:
             return {}
@@ -406,7 +406,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
             if access_ipv6 is not None:
                 row.access_ipv6 = access_ipv6
             row.updated_at = datetime.now(UTC)
-        return to_server(row, self._addresses([row.id]).get(row.id))
+        return to_server(row, self._addresses([row]).get(row.id))
 
     def delete(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         policy.require_write(ctx, "compute:servers:delete")
@@ -475,9 +475,10 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
             if action == "revertResize":
                 args = {"old_flavor": dict(row.old_flavor or {})}  # the agent rebuilds the old spec
             if action == "createImage":
-                props = {str(k): str(v) for k, v in (args.get("metadata") or {}).items()}
-                props.update(instance_uuid=row.id, image_type="snapshot", base_image_ref=row.image_id,
-                             owner_user_name=ctx.user.name, user_id=ctx.user.id)
+                props = {"instance_uuid": row.id, "image_type": "snapshot", "base_image_ref": row.image_id or "",
+                         "owner_user_name": ctx.user.name, "user_id": ctx.user.id}
+                # The caller's metadata wins over the snapshot's own properties, as in Nova.
+                props.update({str(k): str(v) for k, v in (args.get("metadata") or {}).items()})
                 # The image exists (queued) at once so the API can return its id; the agent uploads it.
                 image = self.images.create(ctx, name=str(args["name"]), disk_format="qcow2",
                                            container_format="bare", visibility="private",

@@ -76,6 +76,11 @@ def test_extra_routes_are_set_shown_and_validated_against_the_routers_subnets(ap
         assert r.status_code == 400, (attempt, r.text)
         assert "routes" in r.json()["NeutronError"]["message"]
     assert alice.get(f"/routers/{rid}").json()["router"]["routes"] == [route]
+    # "routes": null clears them (Neutron; Tempest's cleanup sends it); a body without it keeps them.
+    assert alice.put(f"/routers/{rid}", {"router": {"name": "kept"}}).json()["router"]["routes"] == [route]
+    r = alice.put(f"/routers/{rid}", {"router": {"routes": None}})
+    assert r.status_code == 200 and r.json()["router"]["routes"] == []
+    assert alice.put(f"/routers/{rid}", {"router": {"routes": [route]}}).status_code == 200
     state = api.services.network.host_state(api.services.config.host_name)
     (mine,) = [rs for rs in state.routers if rs.id == rid]
     assert mine.routes == (("192.168.50.0/24", "10.84.0.254"),)

@@ -53,7 +53,8 @@ def update_router(router_id: str, body: s.RouterUpdateBody, ctx: Ctx, svc: Svc) 
     r = body.router
     info = r.external_gateway_info
     clear = "external_gateway_info" in r.model_fields_set and (info is None or info.network_id is None)
-    routes = None if r.routes is None else [(x.destination, x.nexthop) for x in r.routes]
+    # "routes": null clears them, as Neutron (Tempest's cleanup sends it); no "routes" keeps them.
+    routes = [(x.destination, x.nexthop) for x in r.routes or ()] if "routes" in r.model_fields_set else None
     return {"router": v.router(svc.network.update_router(
         ctx, router_id, name=r.name, admin_state_up=r.admin_state_up, description=r.description,
         gateway=_gateway(r.external_gateway_info), clear_gateway=clear, routes=routes))}
