@@ -207,9 +207,10 @@ class InstanceOps(c.Base):
                        t.Port.project_id)
                 .join(t.Network, t.Network.id == t.Port.network_id)
                 .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id)
-                # Bound by compute (binding host set), not merely naming the server in device_id.
-                .where(t.Port.device_id.in_(list(instance_ids)), t.Port.device_owner.like("compute:%"),
-                       t.Port.binding_host != "")
+                # Compute's ports of the server; with the project check below a port of another project
+                # that names the server shows nothing. (No binding-host test: a shelved server's ports
+                # are unbound and still its addresses, as in Nova.)
+                .where(t.Port.device_id.in_(list(instance_ids)), t.Port.device_owner.like("compute:%"))
                 .order_by(t.Port.created_at, t.Port.id, t.IpAllocation.id)).all()
             rows = [r[:5] for r in found if projects is None or projects.get(r[1]) == r[5]]
             floating: dict[tuple[str | None, str | None], list[str]] = defaultdict(list)

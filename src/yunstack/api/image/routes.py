@@ -196,9 +196,9 @@ _EMPTY_ID_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 @router.api_route("/v2/images/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
 @router.api_route("/v2/images/{image_id}/members/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
 @router.api_route("/v2/images/{image_id}/tags/", methods=_EMPTY_ID_METHODS, include_in_schema=False)
-def empty_id(request: Request) -> Response:
+def empty_id(request: Request, ctx: Ctx) -> Response:
     # An empty id names nothing: 404 as in Glance, not a redirect to the collection (whose other
-    # methods would then answer 405).
+    # methods would then answer 405). Authentication still comes first (401 without a token).
     raise NotFound("The resource could not be found: {path}", path=request.url.path)
 
 
