@@ -417,8 +417,10 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
                 raise Conflict("Instance {id} is locked", id=server_id)
             # Claim the delete in one conditional write: of two concurrent deletes one wins and does
             # the work, the other finds it under way (204, as Nova) instead of queueing it twice.
+            # (A row the agent has meanwhile soft-deleted is no claim either.)
             claim = s.execute(update(t.Instance).where(
-                t.Instance.id == row.id, or_(t.Instance.task_state.is_(None), t.Instance.task_state != states.DELETING))
+                t.Instance.id == row.id, t.Instance.vm_state != states.DELETED,
+                or_(t.Instance.task_state.is_(None), t.Instance.task_state != states.DELETING))
                 .values(task_state=states.DELETING).execution_options(synchronize_session=False))
             if getattr(claim, "rowcount", 1) != 1:
                 return
