@@ -26,8 +26,7 @@ from yunstack.network.dataplane.naming import Names, install_tag
 
 pytestmark = pytest.mark.integration
 
-# Each test its own network: a port deleted in one must not hand its address to the next one's guest
-# while dnsmasq may still hold a lease for the old MAC.
+# Each test its own network, so either runs alone (-k) and cleans up after itself.
 NETWORKS, GROUP = ("n6", "n6http"), "sg6"
 V6_RANGE = "fd00:96::/64"
 READY6 = re.compile(r"YUNSTACK-READY hostname=\S+ ip=\S+ instance-id=(\S+) ip6=(\S+)")
