@@ -274,11 +274,22 @@ def allocate(s: Session, port: t.Port, subnet: t.Subnet, ip: str | None = None) 
         if not _insert(s, port, subnet, str(addr)):
             raise IpAddressAlreadyAllocated(ip=str(addr), subnet_id=subnet.id)
         return str(addr)
+    if auto_address(subnet) and not port.device_owner.startswith("network:"):
+        # The guest makes its own address from the RA and its MAC, so IPAM records that one (as
+        # Neutron does); any other would be one the port's anti-spoofing rules let nobody use.
+        own = ipam.eui64(subnet.cidr, port.mac_address)
+        return own if _insert(s, port, subnet, own) else None
     pools = [(p["start"], p["end"]) for p in subnet.allocation_pools]
     for candidate in ipam.candidates(pools, used_addresses(s, subnet.id)):
         if _insert(s, port, subnet, candidate):
             return candidate
     return None
+
+
+def auto_address(subnet: t.Subnet) -> bool:
+    """Whether a guest on ``subnet`` makes its own address (SLAAC; a /64 is what EUI-64 needs)."""
+    return (subnet.ip_version == 6 and subnet.ipv6_address_mode in ("slaac", "dhcpv6-stateless")
+            and ipam.prefixlen(subnet.cidr) == 64)
 
 
 def assign_fixed_ips(s: Session, port: t.Port, requested: Sequence[dict[str, str | None]] | None) -> None:

@@ -177,6 +177,14 @@ def check_host_routes(net: IPNetwork, routes: Sequence[tuple[str, str]]) -> list
     return out
 
 
+def eui64(cidr: str, mac: str) -> str:
+    """The address a guest makes from ``mac`` in the /64 ``cidr`` (RFC 4291 modified EUI-64)."""
+    octets = [int(b, 16) for b in mac.split(":")]
+    octets[0] ^= 0x02
+    iid = bytes([*octets[:3], 0xFF, 0xFE, *octets[3:]])
+    return str(ipaddress.IPv6Address(int(ipaddress.IPv6Network(cidr).network_address) | int.from_bytes(iid, "big")))
+
+
 def normalize_prefix(prefix: str, ethertype: str) -> str:
     """A security group rule's remote_ip_prefix, normalized, and checked against the ethertype."""
     try:

@@ -85,6 +85,20 @@ def test_subnet_defaults_dhcp_port_and_shapes(world: dict[str, Any]) -> None:
     assert none["gateway_ip"] is None and none["allocation_pools"] == [{"start": "10.2.0.1", "end": "10.2.0.254"}]
 
 
+def test_a_port_on_a_slaac_subnet_gets_the_address_its_guest_makes_from_its_mac(world: dict[str, Any]) -> None:
+    alice = world["alice"]
+    net = alice.network()
+    alice.subnet(net["id"], "10.3.0.0/24")
+    v6 = alice.subnet(net["id"], "fd00:3::/64", ip_version=6, ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+    r = alice.post("/ports", {"port": {"network_id": net["id"], "mac_address": "fa:16:3e:12:34:56"}})
+    assert r.status_code == 201, r.text
+    port = r.json()["port"]
+    # Modified EUI-64 (RFC 4291): the universal/local bit flipped, ff:fe in the middle.
+    assert {"subnet_id": v6["id"], "ip_address": "fd00:3::f816:3eff:fe12:3456"} in port["fixed_ips"], port
+    dhcp = alice.get("/ports", network_id=net["id"], device_owner="network:dhcp").json()["ports"]
+    assert {"subnet_id": v6["id"], "ip_address": "fd00:3::2"} in dhcp[0]["fixed_ips"], dhcp
+
+
 def test_bad_cidrs_pools_and_overlaps_are_400(world: dict[str, Any]) -> None:
     alice = world["alice"]
     net = alice.network()

@@ -180,3 +180,16 @@ async def test_the_reconciler_applies_the_fetched_state_and_the_fake_records_it(
     stop.set()
     await task
     assert len(dp.applied) >= 2
+
+
+def test_a_lease_of_a_deleted_port_is_stale_and_goes_so_its_address_can_be_leased_again(tmp_path: Path) -> None:
+    leases = tmp_path / "leases"
+    leases.write_text("1800000000 fa:16:3e:00:00:01 10.0.0.3 old *\n"
+                      "1800000000 fa:16:3e:00:00:02 10.0.0.4 kept *\n"
+                      "duid 00:01:00:01:aa:bb\n")
+    hosts = "fa:16:3e:00:00:09,10.0.0.3,new\nfa:16:3e:00:00:02,10.0.0.4,kept\n"
+    assert dhcp._stale_leases(leases, hosts)
+    dhcp._drop_stale_leases(leases, hosts)
+    assert leases.read_text() == "1800000000 fa:16:3e:00:00:02 10.0.0.4 kept *\nduid 00:01:00:01:aa:bb\n"
+    assert not dhcp._stale_leases(leases, hosts)
+    assert not dhcp._stale_leases(tmp_path / "none", hosts)

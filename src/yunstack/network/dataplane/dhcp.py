@@ -225,13 +225,18 @@ def ensure(config: DhcpConfig, workdir: Path, netns: str) -> str:
     marker = str(pidfile)
     pid = _proc.running(pidfile, marker)
     recorded = json.loads(argv_file.read_text()) if argv_file.exists() else None
-    if pid is not None and recorded == argv:
+    hosts = config.files.get("host", "")
+    if pid is not None and recorded == argv and not _stale_leases(workdir / "leases", hosts):
         if files_changed:
             os.kill(pid, signal.SIGHUP)
             return "reloaded"
         return ""
     what = "restarted" if pid is not None else "started"
     _proc.stop(pidfile, marker)
+    # dnsmasq keeps a deleted port's lease (a day) and refuses the address to the next port that
+    # IPAM gives it ("not using configured address ... because it is leased to ..."); SIGHUP does
+    # not forget leases, so they go from the file while dnsmasq is stopped.
+    _drop_stale_leases(workdir / "leases", hosts)
     argv_file.write_text(json.dumps(argv))
     _cmd.run(argv, netns=netns)  # dnsmasq daemonizes once it is listening
     deadline = time.monotonic() + 3.0
@@ -240,6 +245,33 @@ def ensure(config: DhcpConfig, workdir: Path, netns: str) -> str:
             raise _cmd.CommandFailed(" ".join(argv), 0, f"no live pid in {pidfile}")
         time.sleep(0.02)
     return what
+
+
+def _static(hosts: str) -> set[tuple[str, str]]:
+    """(mac, IPv4) of each dhcp-host line."""
+    pairs = (line.split(",") for line in hosts.splitlines() if line)
+    return {(p[0], p[1]) for p in pairs if len(p) > 1 and not p[1].startswith("[")}
+
+
+def _stale(line: str, static: set[tuple[str, str]]) -> bool:
+    """An IPv4 lease ("expiry mac ip ...") of a MAC or an address the hosts file no longer pairs."""
+    fields = line.split()
+    return len(fields) > 2 and _MAC.match(fields[1]) is not None and (fields[1], fields[2]) not in static
+
+
+def _stale_leases(leases: Path, hosts: str) -> bool:
+    if not leases.exists():
+        return False
+    static = _static(hosts)
+    return any(_stale(line, static) for line in leases.read_text().splitlines())
+
+
+def _drop_stale_leases(leases: Path, hosts: str) -> None:
+    if not leases.exists():
+        return
+    static = _static(hosts)
+    kept = [line for line in leases.read_text().splitlines() if not _stale(line, static)]
+    leases.write_text("".join(f"{line}\n" for line in kept))
 
 
 def stop(workdir: Path) -> bool:
