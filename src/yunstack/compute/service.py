@@ -482,10 +482,11 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
                 # The caller's metadata wins over the snapshot's own properties, as in Nova.
                 props.update({str(k): str(v) for k, v in (args.get("metadata") or {}).items()})
                 # The image exists (queued) at once so the API can return its id; the agent uploads it.
+                # As Nova: the snapshot needs the RAM its base image needed, and the flavor's disk.
                 image = self.images.create(ctx, name=str(args["name"]), disk_format="qcow2",
                                            container_format="bare", visibility="private",
                                            min_disk=int(row.flavor.get("disk", 0)),
-                                           min_ram=int(row.flavor.get("ram", 0)), properties=props)
+                                           min_ram=self._base_min_ram(ctx, row.image_id), properties=props)
                 args = {"image_id": image.id}
                 result["image_id"] = image.id
             row.task_state = task
@@ -566,6 +567,15 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
             row.meta = meta
             row.updated_at = datetime.now(UTC)
             return dict(meta)
+
+    def _base_min_ram(self, ctx: AuthContext, image_id: str | None) -> int:
+        """The ``min_ram`` of a server's base image (0 when it is gone or was never one)."""
+        if not image_id:
+            return 0
+        try:
+            return int(self.images.get(ctx, image_id).min_ram or 0)
+        except NotFound:
+            return 0
 
     def delete_metadata(self, ctx: AuthContext, server_id: str, key: str) -> None:
         policy.require_write(ctx, "compute:server_metadata")

@@ -18,7 +18,6 @@ from yunstack.compute.models import Server
 from yunstack.identity.context import AuthContext
 
 Json = dict[str, Any]
-_PROGRESS = ("ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING")
 _FAULT = ("ERROR", "DELETED")
 _HIDDEN_PREFIXES = ("OS-EXT-", "OS-SRV-USG:", "os-extended-volumes:")
 _HIDDEN = ("key_name", "config_drive", "security_groups", "host_status", "progress", "fault")
@@ -35,7 +34,7 @@ def updated(base: str, s: Server, v: APIVersion, ctx: AuthContext) -> Json:
     body = {k: val for k, val in full.items() if not k.startswith(_HIDDEN_PREFIXES) and k not in _HIDDEN}
     body["addresses"] = {net: [{"version": a["version"], "addr": a["addr"]} for a in items]
                          for net, items in s.addresses.items()}
-    if s.status in _PROGRESS:
+    if s.status in views.PROGRESS_STATUSES:
         body["progress"] = s.progress
     if s.status in _FAULT and "fault" in full:
         body["fault"] = full["fault"]

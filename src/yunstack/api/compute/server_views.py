@@ -32,6 +32,9 @@ def host_id(server: Server) -> str:
     return hashlib.sha224((server.project_id + server.host).encode()).hexdigest()
 
 
+PROGRESS_STATUSES = ("ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING")
+
+
 def summary(base: str, s: Server) -> Json:
     return {"id": s.id, "name": s.name, "links": _links(base, "servers", s.id)}
 
@@ -47,7 +50,7 @@ def detail(base: str, s: Server, v: APIVersion, ctx: AuthContext, *, host_up: bo
         "created": isotime(s.created_at), "updated": isotime(s.updated_at),
         "addresses": s.addresses, "accessIPv4": s.access_ipv4, "accessIPv6": s.access_ipv6,
         "links": _links(base, "servers", s.id), "key_name": s.key_name,
-        "config_drive": "True" if s.config_drive else "", "progress": s.progress,
+        "config_drive": "True" if s.config_drive else "",
         "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": s.availability_zone or "",
         "OS-EXT-STS:task_state": s.task_state, "OS-EXT-STS:vm_state": s.vm_state,
         "OS-EXT-STS:power_state": s.power_state,
@@ -56,6 +59,8 @@ def detail(base: str, s: Server, v: APIVersion, ctx: AuthContext, *, host_up: bo
         "security_groups": [{"name": g} for g in s.security_groups],
         "os-extended-volumes:volumes_attached": [],
     }
+    if s.status in PROGRESS_STATUSES:  # Nova shows progress only while a status can make any
+        body["progress"] = s.progress
     if v.at_least("2.47"):
         body["flavor"] = {"vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
                           "ephemeral": flavor.get("ephemeral", 0), "swap": flavor.get("swap", 0),
