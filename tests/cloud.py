@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,18 @@ def start_cloud(state_dir: Path, port: int | None = None, *, env: dict[str, str]
         time.sleep(0.2)
     cloud.stop()
     raise AssertionError(f"yun up did not answer within {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def serving_cloud(state_dir: Path, timeout: float = 120) -> Iterator[RunningCloud]:
+    """A ``yun up`` for a test module: afterwards every server is unlocked and deleted, and the
+    cloud must stop cleanly."""
+    running = start_cloud(state_dir, timeout=timeout)
+    try:
+        yield running
+    finally:
+        servers = running.osc_json("server", "list", "--all-projects") if running.proc.poll() is None else []
+        for s in servers:
+            running.osc("server", "unlock", s["ID"], check=False)
+            running.osc("server", "delete", "--wait", s["ID"], check=False)
+        assert running.stop() == 0, running.log.read_text()[-3000:]

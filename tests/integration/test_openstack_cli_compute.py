@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud import RunningCloud, start_cloud
+from tests.cloud import RunningCloud, serving_cloud, start_cloud
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +50,8 @@ def wait_console(cloud: RunningCloud, server: str, marker: str, timeout: float =
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    running = start_cloud(tmp_path_factory.mktemp("compute"), timeout=120)
-    try:
+    with serving_cloud(tmp_path_factory.mktemp("compute")) as running:
         yield running
-    finally:
-        servers = running.osc_json("server", "list", "--all-projects") if running.proc.poll() is None else []
-        for s in servers:
-            running.osc("server", "delete", "--wait", s["ID"], check=False)
-        assert running.stop() == 0, running.log.read_text()[-3000:]
 
 
 def test_image_lifecycle_with_the_tiny_image(cloud: RunningCloud) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import connect
 
-from tests.cloud import RunningCloud, start_cloud
+from tests.cloud import RunningCloud, serving_cloud
 from tests.integration.test_openstack_cli_compute import wait_console, wait_status
 
 pytestmark = pytest.mark.integration
@@ -17,14 +17,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    running = start_cloud(tmp_path_factory.mktemp("operator"), timeout=120)
-    try:
+    with serving_cloud(tmp_path_factory.mktemp("operator")) as running:
         yield running
-    finally:
-        servers = running.osc_json("server", "list", "--all-projects") if running.proc.poll() is None else []
-        for s in servers:
-            running.osc("server", "delete", "--wait", s["ID"], check=False)
-        assert running.stop() == 0, running.log.read_text()[-3000:]
 
 
 def test_services_groups_usage_and_the_serial_console_through_the_cli(cloud: RunningCloud) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud import RunningCloud, start_cloud
+from tests.cloud import RunningCloud, serving_cloud
 from tests.integration.test_openstack_cli_compute import console, qemu_pids, wait_console, wait_status
 
 pytestmark = pytest.mark.integration
@@ -23,15 +23,8 @@ READY = "YUNSTACK-READY"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    running = start_cloud(tmp_path_factory.mktemp("actions"), timeout=120)
-    try:
+    with serving_cloud(tmp_path_factory.mktemp("actions")) as running:
         yield running
-    finally:
-        servers = running.osc_json("server", "list", "--all-projects") if running.proc.poll() is None else []
-        for s in servers:
-            running.osc("server", "unlock", s["ID"], check=False)
-            running.osc("server", "delete", "--wait", s["ID"], check=False)
-        assert running.stop() == 0, running.log.read_text()[-3000:]
 
 
 def boots(cloud: RunningCloud, server: str) -> int:
