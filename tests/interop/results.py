@@ -197,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['missing_from_tempest']} not in this Tempest; summary in {args.out}")
     for reason in data["verdict"]:
         print(f"  {reason}")
+    # CI shows only the tail of the log: end with the distinct causes, most frequent first.
+    causes = Counter(t["cause"] for t in data["tests"] if t["result"] == "failed" and not t["volume"])
+    for text, n in causes.most_common(8):
+        print(f"  cause ({n} tests): {text}")
     return 0 if summary.ok else 1
 
 
