@@ -3,6 +3,7 @@
 - leaves (errors, types, config) import nothing of ours but each other as documented;
 - only services (and wiring, migrations, the agent link) import ``yunstack.db``;
 - drivers import no service, no db, no api;
+- the protocol (wire models) imports only leaves; the agent reaches no db, service or compute.states;
 - cli and dashboard reach the cloud only through ``yunstack.client``.
 """
 
@@ -69,3 +70,53 @@ def test_cli_and_dashboard_use_only_the_client() -> None:
                     bad.append(f"{path.relative_to(SRC)} imports {m}")
     # `yun up` is the server itself: it may assemble the services (cli/main.py imports yunstack.server lazily).
     assert bad == []
+
+
+def _module_path(module: str) -> Path | None:
+    base = SRC.joinpath(*module.split(".")[1:])
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _closure(root: str) -> set[str]:
+    """Every module of ours that importing ``root`` can load (lazy and TYPE_CHECKING imports included)."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        module = todo.pop()
+        path = _module_path(module)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))  # parent packages run first
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                todo.append(node.module)
+                todo.extend(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+    return {m for m in seen if m.startswith("yunstack")}
+
+
+def test_the_protocol_imports_only_leaves() -> None:
+    # The wire models are shared by the agent, the control plane and the transport: neither side's code.
+    bad = [f"{p.relative_to(SRC)} imports {m}" for p in modules("protocol") for m in imports(p)
+           if not m.startswith(("yunstack.protocol", "yunstack.errors", "yunstack.types"))]
+    assert bad == []
+
+
+def test_the_agent_reaches_no_database_service_or_state_machine() -> None:
+    # The host reports what it saw; the control plane decides vm_state (compute.operations), so the
+    # agent (and everything it loads) never sees compute.states, the db, a service or the agent link's
+    # control-plane side.
+    loaded = _closure("yunstack.agent.agent")
+    bad = sorted(m for m in loaded if m.startswith(("yunstack.db", "yunstack.api", "yunstack.identity",
+                                                     "yunstack.compute.states", "yunstack.compute.operations",
+                                                     "yunstack.compute.agentlink", "yunstack.wiring"))
+                 or m.endswith(".service"))
+    assert bad == []
+    assert "yunstack.protocol" in loaded

@@ -14,19 +14,18 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 
-from yunstack.agent import lifecycle
 from yunstack.agent.imagecache import ImageCache
-from yunstack.agent.link import ControlPlane, Outcome, SpecData, Work
+from yunstack.agent.link import ControlPlane
 from yunstack.agent.netreconcile import NetworkReconciler
-from yunstack.compute import states
-from yunstack.compute.driver import ComputeDriver, InstanceSpec, Nic, PowerState
+from yunstack.agent.steps import STEPS
+from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, Nic, PowerState
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
 from yunstack.network.dataplane.base import Dataplane
+from yunstack.protocol import Outcome, SpecData, Work
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +264,7 @@ class Agent:
 
     # -- operations ------------------------------------------------------------------------------
 
-    async def _spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
+    async def spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""
         data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
         path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
@@ -279,12 +278,16 @@ class Agent:
             # Taps must exist and sit on their bridges, with their rules, before QEMU opens them.
             await self.network.reconcile_now()
             nics = tuple(self.dataplane.nic_for_port(p) for p in data.port_ids)
+        drive = data.config_drive
+        config_drive = None if drive is None else ConfigDrive(
+            meta_data=drive.meta_data, user_data=drive.user_data, network_data=drive.network_data,
+            vendor_data=drive.vendor_data)
         return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
                             memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
-                            base_format=fmt, config_drive=data.config_drive, extra=extra, nics=nics)
+                            base_format=fmt, config_drive=config_drive, extra=extra, nics=nics)
 
     @contextlib.asynccontextmanager
-    async def _room(self, spec: InstanceSpec) -> AsyncIterator[None]:
+    async def room(self, spec: InstanceSpec) -> AsyncIterator[None]:
         """Let the memory manager make room (reclaim idle guests' cache) before a guest starts."""
         if self.memory is None:
             yield
@@ -292,17 +295,27 @@ class Agent:
         async with self.memory.room_for(spec.memory_mib * MIB, MAKE_ROOM_SECONDS):
             yield
 
-    async def _nic(self, port_id: str) -> Nic:
+    async def nic(self, port_id: str) -> Nic:
         """The NIC of a port that was just bound to this host: reconcile first, so its tap exists."""
         if self.network is None or self.dataplane is None:
             raise Conflict("This host has no dataplane to plug interfaces into.")
         await self.network.reconcile_now()
         return self.dataplane.nic_for_port(port_id)
 
+    def forget(self, instance_id: str) -> None:
+        if self.memory is not None:
+            self.memory.forget(instance_id)
+
     async def _perform(self, work: Work) -> None:
+        """Run one step (``agent.steps``) and report what the host saw; the control plane decides the rest."""
         started = time.monotonic()
+        step = STEPS.get(work.op)
         try:
-            outcome = await self._run_op(work)
+            if step is None:
+                raise NotFound("Unknown agent operation {op}.", op=work.op)
+            report = await step.run(self, work)
+            outcome = Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
+                              power_state=int(report.power), result=report.result)
         except YunError as exc:
             outcome = await self._failed(work, exc.text)
         except Exception as exc:
@@ -311,132 +324,19 @@ class Agent:
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
         await asyncio.to_thread(self.link.finish, outcome)
-        if (work.op in ("delete", "detach_interface", "attach_interface")
-                or work.op in lifecycle.NETWORK_CHANGING) and self.network is not None:
+        if step is not None and step.reconcile_network and self.network is not None:
             # Its ports changed: take taps and rules away without waiting for the period.
             await self._guard(self._reconcile(), "network reconcile")
 
     async def _failed(self, work: Work, message: str) -> Outcome:
+        """A failed step reports the guest's power state as it is now (NOSTATE when there is none)."""
         try:
             info = await self.driver.get_info(work.instance_id)
             power = int(info.power_state)
         except YunError:
             power = int(PowerState.NOSTATE)
-        vm_state = states.ERROR
-        if work.op in ("stop", "start", "reboot", "pause", "unpause", "suspend", "resume", "snapshot",
-                       "confirm_resize", "attach_interface", "detach_interface"):
-            vm_state = _vm_state_for(power)  # a failed action leaves the server as it is, with a fault
-        elif work.op in lifecycle.KEEPS_STATE:
-            vm_state = _vm_state_for(power)
         return Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
-                       vm_state=vm_state, power_state=power, error=message)
-
-    async def _run_op(self, work: Work) -> Outcome:
-        d, iid, op = self.driver, work.instance_id, work.op
-
-        def done(vm_state: str, power: PowerState, **extra: object) -> Outcome:
-            return Outcome(instance_id=iid, op=op, request_id=work.request_id, vm_state=vm_state,
-                           power_state=int(power), extra=extra)
-
-        if op in lifecycle.OPS:  # rebuild, rescue, unrescue, shelve, shelve_offload, unshelve
-            return await lifecycle.OPS[op](self, work, done)
-        if op == "spawn":
-            spec = await self._spec(iid)
-            try:
-                async with self._room(spec):
-                    await d.spawn(spec)
-            except Conflict:
-                # Already exists: an earlier agent started it before a restart; adopt, don't duplicate.
-                info = await d.get_info(iid)
-                if info.power_state != PowerState.RUNNING:
-                    await d.power_on(spec)
-            return done(states.ACTIVE, PowerState.RUNNING, launched=True)
-        if op == "delete":
-            await d.destroy(iid)
-            if self.memory is not None:
-                self.memory.forget(iid)
-            return done(states.DELETED, PowerState.NOSTATE)
-        if op == "stop":
-            await d.power_off(iid, self.stop_timeout)
-            return done(states.STOPPED, PowerState.SHUTDOWN)
-        if op == "start":
-            await d.power_on(await self._spec(iid))
-            return done(states.ACTIVE, PowerState.RUNNING)
-        if op == "reboot":
-            await d.reboot(iid, hard=work.args.get("type", "SOFT") == "HARD" or _hard(work))
-            return done(states.ACTIVE, PowerState.RUNNING)
-        if op == "pause":
-            await d.pause(iid)
-            return done(states.PAUSED, PowerState.PAUSED)
-        if op == "unpause":
-            await d.unpause(iid)
-            return done(states.ACTIVE, PowerState.RUNNING)
-        if op == "suspend":
-            await d.suspend(iid)
-            return done(states.SUSPENDED, PowerState.SUSPENDED)
-        if op == "resume":
-            await d.resume(iid)
-            return done(states.ACTIVE, PowerState.RUNNING)
-        if op in ("attach_interface", "detach_interface"):
-            if op == "attach_interface":
-                await d.attach_interface(iid, await self._nic(str(work.args["port_id"])))
-            else:
-                await d.detach_interface(iid, str(work.args["mac"]))
-            info = await d.get_info(iid)
-            return done(_vm_state_for(int(info.power_state)), info.power_state)
-        if op == "snapshot":
-            return await self._snapshot(work, done)
-        if op == "resize":
-            return await self._resize(work, done)
-        if op == "confirm_resize":
-            await d.confirm_resize(iid)
-            info = await d.get_info(iid)
-            return done(_vm_state_for(int(info.power_state)), info.power_state)
-        if op == "revert_resize":
-            spec = await self._spec(iid)
-            old = dict(work.args.get("old_flavor") or {})
-            if old:
-                spec = replace(spec, vcpus=old["vcpus"], memory_mib=old["ram"], disk_gib=old.get("disk", 0))
-            await d.power_off(iid, self.stop_timeout)  # both drivers revert only a stopped guest
-            await d.revert_resize(spec)
-            await d.power_on(spec)
-            return done(states.ACTIVE, PowerState.RUNNING)
-        raise NotFound("Unknown agent operation {op}.", op=op)
-
-    async def _snapshot(self, work: Work, done: Callable[..., Outcome]) -> Outcome:
-        image_id = str(work.args["image_id"])
-        tmp = self.cache.root / f".snapshot-{image_id}.qcow2"
-        self.cache.root.mkdir(parents=True, exist_ok=True)
-        try:
-            await self.driver.snapshot(work.instance_id, tmp)
-            await asyncio.to_thread(self.link.upload_snapshot, work.instance_id, image_id, tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
-        info = await self.driver.get_info(work.instance_id)
-        return done(_vm_state_for(int(info.power_state)), info.power_state)
-
-    async def _resize(self, work: Work, done: Callable[..., Outcome]) -> Outcome:
-        d, iid = self.driver, work.instance_id
-        old_spec = await self._spec(iid)
-        new = dict(work.args["flavor"])
-        new_spec = replace(old_spec, vcpus=new["vcpus"], memory_mib=new["ram"], disk_gib=new.get("disk", 0))
-        info = await d.get_info(iid)
-        was_running = info.power_state in (PowerState.RUNNING, PowerState.PAUSED)
-        await d.power_off(iid, self.stop_timeout)
-        await d.resize(old_spec, new_spec)
-        if was_running:
-            await d.power_on(new_spec)
-        power = PowerState.RUNNING if was_running else PowerState.SHUTDOWN
-        return done(states.RESIZED, power, flavor=new, was_running=was_running)
-
-
-def _hard(work: Work) -> bool:
-    return str(work.args.get("type", "SOFT")).upper() == "HARD"
-
-
-def _vm_state_for(power: int) -> str:
-    return {int(PowerState.RUNNING): states.ACTIVE, int(PowerState.PAUSED): states.PAUSED,
-            int(PowerState.SUSPENDED): states.SUSPENDED}.get(power, states.STOPPED)
+                       power_state=power, error=message)
 
 
 async def _await(make: Callable[[], Awaitable[object]]) -> object:

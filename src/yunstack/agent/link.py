@@ -2,57 +2,21 @@
 
 The embedded agent of `yun up` uses ``compute.agentlink.LocalControlPlane`` (direct service calls);
 a remote agent per host will use an HTTP implementation of the same protocol.  Every method is
-synchronous and short; the agent calls them from a worker thread.
+synchronous and short; the agent calls them from a worker thread.  The messages are the typed
+models of ``yunstack.protocol``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from yunstack.compute.driver import ConfigDrive, HostInfo, InstanceInfo
+from yunstack.compute.driver import HostInfo, InstanceInfo
 from yunstack.network.desired import HostNetworkState
+from yunstack.protocol import Outcome, SpecData, Work  # the typed messages (re-exported for the link's users)
 
-
-@dataclass(frozen=True, kw_only=True)
-class Work:
-    """One queued operation for one instance on this host."""
-
-    instance_id: str
-    op: str
-    args: Mapping[str, Any]
-    request_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class SpecData:
-    """An instance's spec without host paths; the agent adds the cached image's path."""
-
-    id: str
-    name: str
-    hostname: str
-    vcpus: int
-    memory_mib: int
-    disk_gib: int
-    image_id: str
-    config_drive: ConfigDrive | None
-    extra: Mapping[str, str] = field(default_factory=dict)
-    port_ids: tuple[str, ...] = ()  # the guest's NICs, in order; the dataplane knows their taps
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    """What an operation ended in; the control plane applies it and finishes the action record."""
-
-    instance_id: str
-    op: str
-    request_id: str
-    vm_state: str
-    power_state: int
-    error: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+__all__ = ["ControlPlane", "Outcome", "SpecData", "Work"]
 
 
 class ControlPlane(Protocol):
@@ -72,7 +36,10 @@ class ControlPlane(Protocol):
         """Register a finished snapshot file as the image's data."""
 
     def progress(self, instance_id: str, request_id: str, task_state: str) -> None:
-        """Show the next task state of the running operation (Nova's steps, e.g. rebuild_spawning)."""
+        """Report a named step of the running operation (``protocol.steps``, e.g. rebuild_spawning).
+
+        The control plane shows it as the task state the operation declares for it.
+        """
 
     def sync_power(self, host: str, infos: Sequence[InstanceInfo], busy: Collection[str]) -> Sequence[str]:
         """Reconcile observed power states, skipping ``busy`` guests (an operation owns them).

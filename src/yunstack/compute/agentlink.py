@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.agent.link import Outcome, SpecData, Work
-from yunstack.compute import states
-from yunstack.compute.driver import ConfigDrive, HostInfo, InstanceInfo, PowerState
+from yunstack.compute import operations, states
+from yunstack.compute.driver import HostInfo, InstanceInfo, PowerState
 from yunstack.compute.hosts import HostService
-from yunstack.compute.lifecycle import LIFECYCLE_OPS, SHELVED_AT, SHELVED_HOST, SHELVED_IMAGE, shelved_image
 from yunstack.compute.memoryledger import MemoryLedgerService
+from yunstack.compute.operations import Later
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import identity as ident
@@ -33,17 +32,9 @@ from yunstack.identity.service import PAGE_SHARING
 from yunstack.memory.model import EXTRA_PAGE_SHARING
 from yunstack.network.desired import HostNetworkState
 from yunstack.network.service import NetworkService
+from yunstack.protocol import ConfigDriveData, Outcome, SpecData, Work
 
-_EVENTS = {"spawn": "compute_build_and_run_instance", "delete": "compute_terminate_instance",
-           "stop": "compute_stop_instance", "start": "compute_start_instance",
-           "reboot": "compute_reboot_instance", "pause": "compute_pause_instance",
-           "unpause": "compute_unpause_instance", "suspend": "compute_suspend_instance",
-           "resume": "compute_resume_instance", "snapshot": "compute_snapshot_instance",
-           "resize": "compute_resize_instance", "confirm_resize": "compute_confirm_resize",
-           "revert_resize": "compute_revert_resize_instance",
-           "attach_interface": "compute_attach_interface", "detach_interface": "compute_detach_interface",
-           **{op: spec.event for op, spec in LIFECYCLE_OPS.items()}}
-
+log = logging.getLogger(__name__)
 
 def system_context(project_id: str) -> AuthContext:
     """The identity the agent's own calls run with: admin, acting for the instance's project."""
@@ -78,28 +69,6 @@ def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime) -
             and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER)
 
 
-def _soft_delete(row: t.Instance, now: datetime) -> None:
-    """Keep a deleted server's row (as Nova does) so usage reports still count the hours it ran.
-
-    Without a host it is on no agent's list any more, and every reader skips ``vm_state`` deleted.
-    """
-    row.vm_state, row.task_state, row.pending = states.DELETED, None, None
-    row.power_state = int(PowerState.NOSTATE)
-    row.host = None
-    row.terminated_at = now
-    row.updated_at = now
-
-
-@dataclass(frozen=True)
-class _Later:
-    """What ``finish`` must do once its own transaction has committed."""
-
-    deleted: tuple[str, str] | None = None  # (instance id, project id)
-    released_port: tuple[str, str, str] | None = None  # (instance id, project id, port id)
-    abandoned_image: tuple[str, str] | None = None  # (image id, project id)
-    unbound: tuple[str, str] | None = None  # (instance id, project id) whose ports left their host
-
-
 class LocalControlPlane:
     def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
                  ledger: MemoryLedgerService, network: NetworkService | None = None) -> None:
@@ -112,10 +81,7 @@ class LocalControlPlane:
 
     def pending_work(self, host: str) -> Sequence[Work]:
         with self._db() as s:
-            rows = s.scalars(select(t.Instance).where(t.Instance.host == host,
-                                                      t.Instance.pending.is_not(None))).all()
-            return [Work(instance_id=r.id, op=str(r.pending["op"]), args=dict(r.pending.get("args") or {}),
-                         request_id=str(r.pending.get("request_id", ""))) for r in rows if r.pending]
+            return operations.pending_for(s, host)
 
     def spec(self, instance_id: str) -> SpecData:
         with self._db() as s:
@@ -123,8 +89,8 @@ class LocalControlPlane:
             if row is None:
                 raise NotFound("Instance {id} could not be found.", id=instance_id)
             user_data = base64.b64decode(row.user_data) if row.user_data else None
-            drive = ConfigDrive(meta_data=meta_data(row), user_data=user_data,
-                                network_data={"links": [], "networks": [], "services": []})
+            drive = ConfigDriveData(meta_data=meta_data(row), user_data=user_data,
+                                    network_data={"links": [], "networks": [], "services": []})
             flavor = row.flavor
             extra = {str(k): str(v) for k, v in (flavor.get("extra_specs") or {}).items()}
             project = s.get(ident.Project, row.project_id)
@@ -175,61 +141,51 @@ class LocalControlPlane:
             with contextlib.suppress(YunError):
                 self._images.delete(system_context(later.abandoned_image[1]), later.abandoned_image[0])
 
-    def _finish(self, outcome: Outcome) -> _Later:
+    def _finish(self, outcome: Outcome) -> Later:
+        """Apply a host's report: the operation's declaration decides the states and what else changes."""
         now = datetime.now(UTC)
+        decl = operations.REGISTRY.get(outcome.op)
         with self._db.begin() as s:
             row = s.get(t.Instance, outcome.instance_id)
             if row is None:
-                return _Later()
+                return Later()
             self._event(s, row, outcome, now)
-            if outcome.op == "delete" and outcome.error is None:
-                image_id = shelved_image(row)  # a shelved server's image goes with it (as Nova)
-                _soft_delete(row, now)
-                return _Later(deleted=(row.id, row.project_id),
-                              abandoned_image=(image_id, row.project_id) if image_id else None)
-            later = _Later()
-            if outcome.op == "snapshot" and outcome.error is not None:
-                image_id = (row.pending or {}).get("args", {}).get("image_id")
-                if image_id:
-                    later = _Later(abandoned_image=(str(image_id), row.project_id))
-            port_id = str((row.pending or {}).get("args", {}).get("port_id", ""))
-            if port_id and ((outcome.op == "detach_interface" and outcome.error is None)
-                            or (outcome.op == "attach_interface" and outcome.error is not None)):
-                later = _Later(released_port=(row.id, row.project_id, port_id))
-            row.vm_state = outcome.vm_state
+            if decl is None:
+                log.error("a host reported an unknown operation %s for %s", outcome.op, row.id)
+                return Later()
+            step = operations.queued(row)
+            args = step.args if step is not None and step.op == outcome.op else None
+            row.vm_state = decl.vm_state_after(outcome, args)
             row.power_state = outcome.power_state
-            pending = row.pending or {}
-            if not pending or (pending.get("op") == outcome.op
-                               and str(pending.get("request_id", "")) == outcome.request_id):
+            if step is None or (step.op == outcome.op and step.request_id == outcome.request_id):
                 row.task_state = None
                 row.pending = None
             # else: other work (a delete) was queued while this ran; it stays queued, with its task.
             row.updated_at = now
-            if outcome.op in LIFECYCLE_OPS:
-                later = _lifecycle_done(row, outcome, later)
             if outcome.error is not None:
                 row.fault = {"code": 500, "message": outcome.error[:255], "details": outcome.error,
                              "created": now.isoformat()}
-                return later
-            if outcome.extra.get("launched"):
+            elif decl.launches:
                 row.launched_at = now
                 row.progress = 100
                 row.fault = None
-            if outcome.op == "resize":
-                row.old_flavor = row.flavor
-                row.flavor = dict(outcome.extra["flavor"])
-            if outcome.op == "confirm_resize":
-                row.old_flavor = None
-            if outcome.op == "revert_resize" and row.old_flavor:
-                row.flavor, row.old_flavor = row.old_flavor, None
+            later = decl.apply(row, outcome, args, now)
+            if later.then is not None and operations.queued(row) is None:
+                nxt = operations.operation(later.then.op)
+                operations.queue_step(s, row, later.then, outcome.request_id, task=nxt.task_state(later.then))
             return later
 
     def progress(self, instance_id: str, request_id: str, task_state: str) -> None:
         with self._db.begin() as s:
             row = s.get(t.Instance, instance_id)
-            if row is None or not row.pending or str(row.pending.get("request_id", "")) != request_id:
+            step = operations.queued(row) if row is not None else None
+            if row is None or step is None or step.request_id != request_id:
                 return  # the work changed (a delete was queued): its task state stays
-            row.task_state = task_state
+            decl = operations.REGISTRY.get(step.op)
+            if decl is None or task_state not in decl.progress:
+                log.warning("%s reported step %s, which %s does not declare", instance_id, task_state, step.op)
+                return
+            row.task_state = task_state  # each declared step is shown as the task state of its name
             row.updated_at = datetime.now(UTC)
 
     def network_state(self, host: str) -> HostNetworkState:
@@ -247,7 +203,8 @@ class LocalControlPlane:
         action.updated_at = now
         if outcome.error is not None:
             action.message = "Error"
-        s.add(t.InstanceActionEvent(action_id=action.id, event=_EVENTS.get(outcome.op, outcome.op),
+        decl = operations.REGISTRY.get(outcome.op)
+        s.add(t.InstanceActionEvent(action_id=action.id, event=decl.event if decl else outcome.op,
                                     host=row.host, result="Error" if outcome.error else "Success",
                                     traceback=outcome.error, start_time=action.start_time, finish_time=now))
 
@@ -348,30 +305,6 @@ class LocalControlPlane:
                               cpu_allocation_ratio=c.cpu_allocation_ratio,
                               disk_allocation_ratio=c.disk_allocation_ratio,
                               reserved_host_memory_mib=c.reserved_host_memory_mib)
-
-
-def _lifecycle_done(row: t.Instance, outcome: Outcome, later: _Later) -> _Later:
-    """What the end of a rebuild/rescue/shelve step changes beyond the states (see compute.lifecycle)."""
-    meta = dict(row.system_metadata or {})
-    image_id = meta.get(SHELVED_IMAGE)
-    shelve_done = (outcome.op == "shelve" and outcome.error is not None) or (
-        outcome.op == "unshelve" and outcome.error is None)
-    if shelve_done:
-        # A failed shelve, or a finished unshelve: the shelve image has served (Nova deletes it).
-        for key in (SHELVED_IMAGE, SHELVED_AT, SHELVED_HOST):
-            meta.pop(key, None)
-        row.system_metadata = meta
-        return replace(later, abandoned_image=(str(image_id), row.project_id)) if image_id else later
-    if outcome.error is not None:
-        return later
-    if outcome.op == "shelve" and outcome.extra.get("offload") and row.pending is None:
-        # shelved_offload_time = 0: the offload is the next step, queued as its own work.
-        row.pending = {"op": "shelve_offload", "args": {}, "request_id": outcome.request_id}
-        row.task_state = states.SHELVING_OFFLOADING
-    if outcome.op == "shelve_offload":
-        row.host = None  # its claim on the host is released with it
-        return replace(later, unbound=(row.id, row.project_id))
-    return later
 
 
 __all__ = ["LocalControlPlane", "system_context"]

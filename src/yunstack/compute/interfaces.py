@@ -1,7 +1,7 @@
 """A server's network interfaces and security groups (Nova's os-interface and security group actions).
 
 Ports belong to the network service; these use cases check the server's state, change ports
-through ``NetworkService`` and queue the agent's part (``Instance.pending``): the agent reconciles
+through ``NetworkService`` and queue the host's step (``compute.operations.interfaces``): the agent reconciles
 its dataplane so that the tap exists, then hot-plugs the NIC into a running QEMU
 (``attach_interface``) or unplugs it (``detach_interface``).  A stopped server only gets the port;
 it is plugged at the next start.  A detached port leaves the network service only once the guest
@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import states
+from yunstack.compute import operations
+from yunstack.compute.operations import Operation
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, NotFound, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 from yunstack.network import models as m
 from yunstack.network.service import NetworkService
-
-_TASKS = {"attach_interface": states.ATTACHING_INTERFACE, "detach_interface": states.DETACHING_INTERFACE}
+from yunstack.protocol import AttachInterfaceArgs, DetachInterfaceArgs, StepArgs
 
 
 class InterfaceOps:
@@ -61,21 +61,19 @@ class InterfaceOps:
                 return port
         raise NotFound("Port {port_id} could not be found.", port_id=port_id)
 
-    def _queue(self, ctx: AuthContext, server_id: str, action: str, request_id: str,
-               args: dict[str, str]) -> str | None:
-        """Check the state machine and queue ``action`` for the agent; returns the server's host."""
+    def _begin(self, s: Session, ctx: AuthContext, server_id: str, action: str) -> tuple[t.Instance, Operation]:
+        raise NotImplementedError
+
+    def _queue_action(self, s: Session, ctx: AuthContext, row: t.Instance, decl: Operation, args: StepArgs,
+                      request_id: str) -> None:
+        raise NotImplementedError
+
+    def _queue(self, ctx: AuthContext, server_id: str, args: AttachInterfaceArgs | DetachInterfaceArgs,
+               request_id: str) -> str | None:
+        """Check the operation's states and queue its host step; returns the server's host."""
         with self._db.begin() as s:
-            row = self._row(s, ctx, server_id)
-            if row.locked and not ctx.is_admin:
-                raise Conflict("Instance {id} is locked", id=server_id)
-            states.check(action, server_id, row.vm_state, row.task_state)
-            if row.pending is not None:
-                raise Conflict("Cannot '{action}' instance {id} while another operation is in progress",
-                               action=action, id=server_id)
-            row.pending = {"op": action, "args": args, "request_id": request_id}
-            row.task_state = _TASKS[action]
-            row.updated_at = datetime.now(UTC)
-            self._record(s, row, action, request_id, ctx)
+            row, decl = self._begin(s, ctx, server_id, args.op)
+            self._queue_action(s, ctx, row, decl, args, request_id)
             return row.host
 
     def attach_interface(self, ctx: AuthContext, server_id: str, request_id: str, *, net_id: str | None = None,
@@ -88,11 +86,13 @@ class InterfaceOps:
             raise BadRequest("Must not input both network_id and port_id")
         with self._db() as s:
             row = self._row(s, ctx, server_id)
-            states.check("attach_interface", server_id, row.vm_state, row.task_state)
+            allowed = operations.by_action("attach_interface").allowed
+            assert allowed is not None
+            allowed.check("attach_interface", server_id, row.vm_state, row.task_state)
             host, hostname = row.host or "", row.hostname
         port = network.attach_interface(ctx, server_id, host, net_id, port_id, fixed_ip, hostname=hostname)
         try:
-            host = self._queue(ctx, server_id, "attach_interface", request_id, {"port_id": port.id}) or host
+            host = self._queue(ctx, server_id, AttachInterfaceArgs(port_id=port.id), request_id) or host
         except YunError:
             # Another operation came first: the port goes back as it was, nothing is half-made.
             with contextlib.suppress(YunError):
@@ -105,8 +105,7 @@ class InterfaceOps:
         """Queue the unplug of one NIC; the port is released (deleted if Nova made it) once it is out."""
         policy.require_write(ctx, "compute:os-interface:delete")
         port = self.get_interface(ctx, server_id, port_id)
-        host = self._queue(ctx, server_id, "detach_interface", request_id,
-                           {"port_id": port.id, "mac": port.mac_address})
+        host = self._queue(ctx, server_id, DetachInterfaceArgs(port_id=port.id, mac=port.mac_address), request_id)
         if host:
             self.notify(host)
 

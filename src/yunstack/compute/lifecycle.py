@@ -1,12 +1,12 @@
 """The later Nova server actions: lock/unlock, rebuild, rescue/unrescue, shelve/shelveOffload/unshelve.
 
-Each use case checks policy, the lock and the state machine (``states.ALLOWED``), changes the
-instance's states and records the agent's work (``Instance.pending``) in one transaction, like
-``ComputeService.action``.  The agent's side is ``agent.lifecycle``; ``agentlink`` applies outcomes.
-``LIFECYCLE_OPS`` names, per agent op, its task state, its instance-action name and its event.
+Each use case checks policy, the lock and the operation's allowed states (``ComputeService._begin``),
+changes the instance and queues the host's step (``operations.queue_step``) in one transaction.
+What each operation allows, shows and finishes is declared in ``compute.operations`` (rebuild,
+rescue, shelve); the host's side is ``agent.steps.lifecycle``.
 
-Shelving has two agent steps (``shelve``: stop and snapshot, then ``shelve_offload``: the guest
-and its files leave the host), each its own pending work, so a control-plane restart between them
+Shelving has two host steps (``shelve``: stop and snapshot, then ``shelve_offload``: the guest
+and its files leave the host), each its own queued work, so a control-plane restart between them
 resumes at the step that did not finish.  An offloaded server has no host: its claim is released,
 its ports stay (unbound) and ``unshelve`` schedules it again and spawns it from the shelve image.
 """
@@ -24,35 +24,24 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import scheduler, states
+from yunstack.compute import operations, scheduler, states
 from yunstack.compute.models import Server
+from yunstack.compute.operations import Operation
+from yunstack.compute.operations.shelve import SHELVED_AT, SHELVED_HOST, SHELVED_IMAGE, shelved_image
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, Forbidden, NotFound, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 from yunstack.network.service import NetworkService
+from yunstack.protocol import (
+    RebuildArgs,
+    RescueArgs,
+    ShelveArgs,
+    StepArgs,
+    UnshelveArgs,
+)
 
-SHELVED_IMAGE = "shelved_image_id"  # system_metadata key, as Nova names it
-SHELVED_AT, SHELVED_HOST = "shelved_at", "shelved_host"
-
-
-@dataclass(frozen=True)
-class LifecycleOp:
-    """One agent operation of these actions: the task it shows while it runs and its action event."""
-
-    task: str
-    event: str
-
-
-LIFECYCLE_OPS: dict[str, LifecycleOp] = {
-    "rebuild": LifecycleOp(states.REBUILDING, "compute_rebuild_instance"),
-    "rescue": LifecycleOp(states.RESCUING, "compute_rescue_instance"),
-    "unrescue": LifecycleOp(states.UNRESCUING, "compute_unrescue_instance"),
-    "shelve": LifecycleOp(states.SHELVING, "compute_shelve_instance"),
-    "shelve_offload": LifecycleOp(states.SHELVING_OFFLOADING, "compute_shelve_offload_instance"),
-    "unshelve": LifecycleOp(states.UNSHELVING, "compute_unshelve_instance"),
-}
-
+__all__ = ["SHELVED_AT", "SHELVED_HOST", "SHELVED_IMAGE", "LifecycleOpsMixin", "Rebuild", "shelved_image"]
 
 @dataclass(frozen=True, kw_only=True)
 class Rebuild:
@@ -122,26 +111,18 @@ class LifecycleOpsMixin:
 
     # -- the queue -------------------------------------------------------------------------------
 
-    def _begin(self, s: Session, ctx: AuthContext, server_id: str, action: str) -> t.Instance:
-        """The instance, once the caller may change it and the state machine allows ``action``."""
-        policy.require_write(ctx, f"compute:servers:{action}")
-        row = self._row(s, ctx, server_id)
-        if row.locked and not ctx.is_admin:
-            raise Conflict("Instance {id} is locked", id=server_id)
-        states.check(action, server_id, row.vm_state, row.task_state)
-        if row.pending is not None:
-            raise Conflict("Cannot '{action}' instance {id} while another operation is in progress",
-                           action=action, id=server_id)
-        return row
+    def _begin(self, s: Session, ctx: AuthContext, server_id: str, action: str) -> tuple[t.Instance, Operation]:
+        raise NotImplementedError
 
-    def _enqueue(self, s: Session, ctx: AuthContext, row: t.Instance, action: str, op: str,
-                 args: dict[str, Any], request_id: str) -> None:
+    def _queue_action(self, s: Session, ctx: AuthContext, row: t.Instance, decl: Operation, args: StepArgs,
+                      request_id: str) -> None:
+        raise NotImplementedError
+
+    def _enqueue(self, s: Session, ctx: AuthContext, row: t.Instance, decl: Operation, args: StepArgs,
+                 request_id: str) -> None:
         if row.host is None:
-            raise Conflict("Cannot '{action}' instance {id}: it has no host", action=action, id=row.id)
-        row.task_state = LIFECYCLE_OPS[op].task
-        row.pending = {"op": op, "args": args, "request_id": request_id}
-        row.updated_at = datetime.now(UTC)
-        self._record(s, row, action, request_id, ctx)
+            raise Conflict("Cannot '{action}' instance {id}: it has no host", action=decl.action, id=row.id)
+        self._queue_action(s, ctx, row, decl, args, request_id)
 
     def _image_for(self, ctx: AuthContext, image_id: str, what: str) -> Any:
         try:
@@ -166,10 +147,10 @@ class LifecycleOpsMixin:
         from yunstack.compute.service import to_server  # late: that module mixes this class in
 
         with self._db.begin() as s:
-            row = self._begin(s, ctx, server_id, "rebuild")
-            args = {"image_id": image.id, "vm_state": row.vm_state,
-                    "preserve_ephemeral": req.preserve_ephemeral}
-            self._enqueue(s, ctx, row, "rebuild", "rebuild", args, request_id)
+            row, decl = self._begin(s, ctx, server_id, "rebuild")
+            args = RebuildArgs(image_id=image.id, keep_stopped=row.vm_state == states.STOPPED,
+                               preserve_ephemeral=req.preserve_ephemeral)
+            self._enqueue(s, ctx, row, decl, args, request_id)
             row.image_id = image.id
             if req.name is not None:
                 row.name = req.name
@@ -199,27 +180,19 @@ class LifecycleOpsMixin:
             image_id = rescue_image_ref or self._row(s, ctx, server_id).image_id
         image = self._image_for(ctx, image_id, "rescue")
         with self._db.begin() as s:
-            row = self._begin(s, ctx, server_id, "rescue")
-            self._enqueue(s, ctx, row, "rescue", "rescue", {"image_id": image.id}, request_id)
+            row, decl = self._begin(s, ctx, server_id, "rescue")
+            self._enqueue(s, ctx, row, decl, RescueArgs(image_id=image.id), request_id)
             host = row.host
         assert host is not None
         self.notify(host)
         return admin_pass or secrets.token_urlsafe(9)
-
-    def unrescue(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
-        with self._db.begin() as s:
-            row = self._begin(s, ctx, server_id, "unrescue")
-            self._enqueue(s, ctx, row, "unrescue", "unrescue", {}, request_id)
-            host = row.host
-        assert host is not None
-        self.notify(host)
 
     # -- shelve ----------------------------------------------------------------------------------
 
     def shelve(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         """Stop the server and snapshot it to ``<name>-shelved``; the agent then offloads it."""
         with self._db() as s:
-            probe = self._begin(s, ctx, server_id, "shelve")
+            probe, _ = self._begin(s, ctx, server_id, "shelve")
             name, flavor, base, project = probe.name, dict(probe.flavor), probe.image_id, probe.project_id
         props = {"instance_uuid": server_id, "image_type": "snapshot", "base_image_ref": base,
                  "owner_user_name": ctx.user.name, "user_id": ctx.user.id}
@@ -229,9 +202,8 @@ class LifecycleOpsMixin:
                                    min_ram=int(flavor.get("ram", 0)), properties=props, owner=project)
         try:
             with self._db.begin() as s:
-                row = self._begin(s, ctx, server_id, "shelve")
-                self._enqueue(s, ctx, row, "shelve", "shelve", {"image_id": image.id, "offload": True},
-                              request_id)
+                row, decl = self._begin(s, ctx, server_id, "shelve")
+                self._enqueue(s, ctx, row, decl, ShelveArgs(image_id=image.id, offload=True), request_id)
                 row.system_metadata = {**(row.system_metadata or {}), SHELVED_IMAGE: image.id,
                                        SHELVED_AT: datetime.now(UTC).isoformat(), SHELVED_HOST: row.host}
                 host = row.host
@@ -242,22 +214,13 @@ class LifecycleOpsMixin:
         assert host is not None
         self.notify(host)
 
-    def shelve_offload(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
-        with self._db.begin() as s:
-            row = self._begin(s, ctx, server_id, "shelveOffload")
-            self._enqueue(s, ctx, row, "shelveOffload", "shelve_offload", {}, request_id)
-            host = row.host
-        assert host is not None
-        self.notify(host)
-
     def unshelve(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         """Bring a shelved server back: on its host if it is still there, else on a host chosen now."""
         with self._db.begin() as s:
-            row = self._begin(s, ctx, server_id, "unshelve")
+            row, decl = self._begin(s, ctx, server_id, "unshelve")
             if row.vm_state == states.SHELVED:
                 # Not offloaded yet: the stopped guest is still on its host; just start it.
-                self._enqueue(s, ctx, row, "unshelve", "unshelve",
-                              {"image_id": (row.system_metadata or {}).get(SHELVED_IMAGE), "on_host": True},
+                self._enqueue(s, ctx, row, decl, UnshelveArgs(image_id=shelved_image(row), on_host=True),
                               request_id)
                 host = row.host
             else:
@@ -269,8 +232,8 @@ class LifecycleOpsMixin:
 
     def _unshelve_offloaded(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         with self._schedule_lock, self._db.begin() as s:
-            row = self._begin(s, ctx, server_id, "unshelve")
-            image_id = (row.system_metadata or {}).get(SHELVED_IMAGE)
+            row, _ = self._begin(s, ctx, server_id, "unshelve")
+            image_id = shelved_image(row)
             if not image_id:
                 raise Conflict("Instance {id} has no shelved image to unshelve from", id=server_id)
             flavor = row.flavor
@@ -305,8 +268,8 @@ class LifecycleOpsMixin:
         with self._db.begin() as s:
             fresh = s.get(t.Instance, server_id)
             if fresh is not None:
-                fresh.pending = {"op": "unshelve", "args": {"image_id": image_id, "on_host": False},
-                                 "request_id": request_id}
+                operations.queue_step(s, fresh, UnshelveArgs(image_id=image_id, on_host=False), request_id,
+                                      task=states.UNSHELVING)
         self.notify(host)
 
 
@@ -325,12 +288,3 @@ def _fail_action(s: Session, instance_id: str, request_id: str, now: datetime) -
         action.message, action.finish_time, action.updated_at = "Error", now, now
         s.add(t.InstanceActionEvent(action_id=action.id, event="schedule_instances", host=None, result="Error",
                                     traceback="No valid host was found.", start_time=now, finish_time=now))
-
-
-
-def shelved_image(row: t.Instance) -> str | None:
-    """The shelve image a server owns, from its shelve request until its unshelve finished (or the
-    shelve failed): deleted with the server, even when the delete cut the shelve short."""
-    image_id = (row.system_metadata or {}).get(SHELVED_IMAGE)
-    return str(image_id) if image_id else None
-

@@ -1,8 +1,9 @@
 """Server use cases: create (schedule + claim + queue), list, show, update, delete and actions.
 
 The API never waits for a VM.  Each use case checks policy and the state machine, changes the
-instance's states and records the agent's work (``Instance.pending``) in one transaction, then wakes
-the host's agent.  The agent reports back through ``compute.agentlink``.
+instance's states and queues the host's work (``operations.queue_step``) in one transaction, then
+wakes the host's agent.  What each operation allows, queues and finishes is declared once in
+``compute.operations``; the agent reports back through ``compute.agentlink``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import addressing, scheduler, states
+from yunstack.compute import addressing, operations, scheduler, states
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hosts import HostService, HostUsage
@@ -30,6 +31,7 @@ from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.lifecycle import LifecycleOpsMixin, shelved_image
 from yunstack.compute.models import Action, Server
 from yunstack.compute.namefilter import name_matcher
+from yunstack.compute.operations import Operation
 from yunstack.compute.quotas import QuotaService
 from yunstack.compute.servergroups import BootGroup, ServerGroupService
 from yunstack.compute.usage import UsageService
@@ -40,6 +42,7 @@ from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 from yunstack.network.dataplane.metadata_api import InstanceMetadata
 from yunstack.network.service import NetworkService
+from yunstack.protocol import DeleteArgs, SpawnArgs, StepArgs
 from yunstack.types import new_uuid
 
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
@@ -322,12 +325,9 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
                 # The agent's repair pass errors a build that waited too long for this (a crash looks
                 # the same).  One conditional write each way: such a server is never spawned after
                 # all, and its ports go.
-                queued = s.execute(update(t.Instance).where(
-                    t.Instance.id == r.id, t.Instance.vm_state == states.BUILDING,
-                    t.Instance.task_state == states.SPAWNING)
-                    .values(pending={"op": "spawn", "args": {}, "request_id": request_id},
-                            updated_at=datetime.now(UTC)).execution_options(synchronize_session=False))
-                if getattr(queued, "rowcount", 1) != 1:
+                if not operations.queue_step(s, r, SpawnArgs(), request_id, task=states.SPAWNING,
+                                             when=(t.Instance.vm_state == states.BUILDING,
+                                                   t.Instance.task_state == states.SPAWNING)):
                     abandoned.append(r.id)
         for instance_id in abandoned:
             if self.network is not None:
@@ -432,9 +432,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
                 s.delete(row)
                 host = None
             else:
-                row.task_state = states.DELETING
-                row.pending = {"op": "delete", "args": {}, "request_id": request_id}
-                row.updated_at = datetime.now(UTC)
+                operations.queue_step(s, row, DeleteArgs(), request_id, task=states.DELETING)
                 host = row.host
         if host is not None:
             self.notify(host)
@@ -447,56 +445,42 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
                 self.images.delete(ctx, image_id)
 
     def action(self, ctx: AuthContext, server_id: str, action: str, request_id: str,
-               args: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Queue a state-changing action; returns what the API should report (e.g. an image id)."""
-        policy.require_write(ctx, f"compute:servers:{action}")
-        args = dict(args or {})
-        result: dict[str, Any] = {}
+               body: Any = None) -> Mapping[str, str]:
+        """Start the operation of Nova's ``action`` from its parsed body (``compute.operations``).
+
+        Returns what the API reports (e.g. a snapshot's image id).
+        """
         with self._db.begin() as s:
-            row = self._row(s, ctx, server_id)
-            if row.locked and not ctx.is_admin:
-                raise Conflict("Instance {id} is locked", id=server_id)
-            states.check(action, server_id, row.vm_state, row.task_state)
-            op, task = _ACTION_TASKS[action]
-            if action == "reboot":
-                task = states.REBOOTING_HARD if args.get("type", "SOFT").upper() == "HARD" else states.REBOOTING
-                if row.vm_state != states.ACTIVE and task == states.REBOOTING:
-                    raise Conflict("Cannot 'reboot' instance {id} while it is in vm_state {state}; use a "
-                                   "HARD reboot", id=server_id, state=row.vm_state)
-            if action == "resize":
-                flavor = self.flavors.get_for_boot(ctx, str(args["flavor_ref"]))
-                if flavor.id == row.flavor.get("id"):
-                    raise BadRequest("When resizing, instances must change flavor!")
-                old = row.flavor
-                grow = {"cores": max(0, flavor.vcpus - old["vcpus"]), "ram": max(0, flavor.ram - old["ram"])}
-                self.quotas.check(s, row.project_id, grow)
-                if flavor.disk and flavor.disk < old.get("disk", 0):
-                    raise BadRequest("Resizing to a smaller disk is not supported.")
-                self._check_fits(s, row, flavor)
-                args = {"flavor": flavor.snapshot()}
-            if action == "revertResize":
-                args = {"old_flavor": dict(row.old_flavor or {})}  # the agent rebuilds the old spec
-            if action == "createImage":
-                props = {"instance_uuid": row.id, "image_type": "snapshot", "base_image_ref": row.image_id or "",
-                         "owner_user_name": ctx.user.name, "user_id": ctx.user.id}
-                # The caller's metadata wins over the snapshot's own properties, as in Nova.
-                props.update({str(k): str(v) for k, v in (args.get("metadata") or {}).items()})
-                # The image exists (queued) at once so the API can return its id; the agent uploads it.
-                # As Nova: the snapshot needs the RAM its base image needed, and the flavor's disk.
-                image = self.images.create(ctx, name=str(args["name"]), disk_format="qcow2",
-                                           container_format="bare", visibility="private",
-                                           min_disk=int(row.flavor.get("disk", 0)),
-                                           min_ram=self._base_min_ram(ctx, row.image_id), properties=props)
-                args = {"image_id": image.id}
-                result["image_id"] = image.id
-            row.task_state = task
-            row.pending = {"op": op, "args": args, "request_id": request_id}
-            row.updated_at = datetime.now(UTC)
-            self._record(s, row, _ACTION_NAMES.get(action, action), request_id, ctx)
+            row, decl = self._begin(s, ctx, server_id, action)
+            args, result = (decl.prepare(self, s, ctx, row, body) if decl.prepare is not None
+                            else (operations.no_args(decl), {}))
+            self._queue_action(s, ctx, row, decl, args, request_id)
             host = row.host
         if host:
             self.notify(host)
         return result
+
+    def _begin(self, s: Session, ctx: AuthContext, server_id: str, action: str) -> tuple[t.Instance, Operation]:
+        """The instance and the operation, once the caller may change it and its state allows ``action``."""
+        decl = operations.by_action(action)
+        policy.require_write(ctx, f"compute:servers:{action}")
+        row = self._row(s, ctx, server_id)
+        if row.locked and not ctx.is_admin:
+            raise Conflict("Instance {id} is locked", id=server_id)
+        if decl.allowed is not None:
+            decl.allowed.check(action, server_id, row.vm_state, row.task_state)
+        step = operations.queued(row)
+        # Only a reboot may replace its own kind (a HARD reboot over a SOFT one that hangs).
+        if step is not None and step.op != decl.name:
+            raise Conflict("Cannot '{action}' instance {id} while another operation is in progress",
+                           action=action, id=server_id)
+        return row, decl
+
+    def _queue_action(self, s: Session, ctx: AuthContext, row: t.Instance, decl: Operation, args: StepArgs,
+                      request_id: str) -> None:
+        """Queue the operation's host step and record the instance action (the caller commits both)."""
+        operations.queue_step(s, row, args, request_id, task=decl.task_state(args))
+        self._record(s, row, decl.action or decl.name, request_id, ctx)
 
     def _check_fits(self, s: Session, row: t.Instance, flavor: Any) -> None:
         old = row.flavor
@@ -510,7 +494,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
     def console_output(self, ctx: AuthContext, server_id: str, length: int | None) -> str:
         with self._db() as s:
             row = self._row(s, ctx, server_id)
-            states.check("os-getConsoleOutput", server_id, row.vm_state, row.task_state)
+            states.CONSOLE_OUTPUT.check("os-getConsoleOutput", server_id, row.vm_state, row.task_state)
             host = row.host
         agent = self.agents.get(host or "")
         if agent is None:
@@ -608,22 +592,6 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
             return _action(a, tuple({"event": e.event, "start_time": e.start_time, "finish_time": e.finish_time,
                                      "result": e.result, "traceback": e.traceback, "host": e.host}
                                     for e in events))
-
-
-_ACTION_TASKS: dict[str, tuple[str, str]] = {
-    "stop": ("stop", states.POWERING_OFF),
-    "start": ("start", states.POWERING_ON),
-    "reboot": ("reboot", states.REBOOTING),
-    "pause": ("pause", states.PAUSING),
-    "unpause": ("unpause", states.UNPAUSING),
-    "suspend": ("suspend", states.SUSPENDING),
-    "resume": ("resume", states.RESUMING),
-    "createImage": ("snapshot", states.IMAGE_SNAPSHOT),
-    "resize": ("resize", states.RESIZE_PREP),
-    "confirmResize": ("confirm_resize", states.RESIZE_CONFIRMING),
-    "revertResize": ("revert_resize", states.RESIZE_REVERTING),
-}
-_ACTION_NAMES = {"createImage": "createImage", "confirmResize": "confirmResize", "revertResize": "revertResize"}
 
 
 def _usage(flavor: Any, count: int) -> dict[str, int]:

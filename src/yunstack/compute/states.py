@@ -1,6 +1,11 @@
-"""Nova's instance state machine: vm_state + task_state -> API status, and which actions may run."""
+"""Nova's instance state vocabulary: vm_state + task_state -> API status, and the ``Allowed`` rule.
+
+Which states each operation may start from is declared by the operation (``compute.operations``).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from yunstack.errors import Conflict
 
@@ -48,42 +53,32 @@ def status(vm_state: str, task_state: str | None) -> str:
     return _STATUS.get(vm_state, "UNKNOWN")
 
 
-# action -> (allowed vm_states, allowed task_states (None = no task running))
-ALLOWED: dict[str, tuple[frozenset[str], frozenset[str | None]]] = {
-    "stop": (frozenset({ACTIVE, ERROR}), frozenset({None})),
-    "start": (frozenset({STOPPED}), frozenset({None})),
-    "reboot": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR}), frozenset({None, REBOOTING})),
-    "pause": (frozenset({ACTIVE}), frozenset({None})),
-    "unpause": (frozenset({PAUSED}), frozenset({None})),
-    "suspend": (frozenset({ACTIVE}), frozenset({None})),
-    "resume": (frozenset({SUSPENDED}), frozenset({None})),
-    "createImage": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED}), frozenset({None})),
-    "resize": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
-    "confirmResize": (frozenset({RESIZED}), frozenset({None})),
-    "revertResize": (frozenset({RESIZED}), frozenset({None})),
-    "attach_interface": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
-    # nova.compute.api's @check_instance_state for the later server actions
-    "rebuild": (frozenset({ACTIVE, STOPPED, ERROR}), frozenset({None})),
-    "rescue": (frozenset({ACTIVE, STOPPED, ERROR}), frozenset({None})),
-    "unrescue": (frozenset({RESCUED}), frozenset({None})),
-    "shelve": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED}), frozenset({None})),
-    "shelveOffload": (frozenset({SHELVED}), frozenset({None})),
-    "unshelve": (frozenset({SHELVED, SHELVED_OFFLOADED}), frozenset({None})),
-    "detach_interface": (frozenset({ACTIVE, STOPPED}), frozenset({None})),
-    "os-getConsoleOutput": (frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, RESIZED, BUILDING, RESCUED}),
-                            frozenset({None, REBOOTING, REBOOTING_HARD, SPAWNING, POWERING_OFF,
-                                       POWERING_ON, PAUSING, UNPAUSING, SUSPENDING, RESUMING,
-                                       IMAGE_SNAPSHOT, IMAGE_UPLOADING, ATTACHING_INTERFACE,
-                                       DETACHING_INTERFACE})),
-}
+@dataclass(frozen=True)
+class Allowed:
+    """The states something may start from (``nova.compute.api``'s ``check_instance_state``).
+
+    Each operation declares its own (``compute.operations``); reads such as the console declare theirs here.
+    """
+
+    vm_states: frozenset[str]
+    task_states: frozenset[str | None] = frozenset({None})
+
+    def check(self, action: str, instance_id: str, vm_state: str, task_state: str | None) -> None:
+        """Raise 409 the way Nova words it when ``action`` may not start in this state."""
+        if vm_state not in self.vm_states:
+            raise Conflict("Cannot '{action}' instance {id} while it is in vm_state {state}",
+                           action=action, id=instance_id, state=vm_state)
+        if task_state not in self.task_states:
+            raise Conflict("Cannot '{action}' instance {id} while it is in task_state {state}",
+                           action=action, id=instance_id, state=task_state)
 
 
-def check(action: str, instance_id: str, vm_state: str, task_state: str | None) -> None:
-    """Raise 409 the way Nova words it when ``action`` is not allowed in this state."""
-    vm_ok, task_ok = ALLOWED[action]
-    if vm_state not in vm_ok:
-        raise Conflict("Cannot '{action}' instance {id} while it is in vm_state {state}",
-                       action=action, id=instance_id, state=vm_state)
-    if task_state not in task_ok:
-        raise Conflict("Cannot '{action}' instance {id} while it is in task_state {state}",
-                       action=action, id=instance_id, state=task_state)
+def allowed(*vm_states: str, tasks: tuple[str | None, ...] = (None,)) -> Allowed:
+    return Allowed(frozenset(vm_states), frozenset(tasks))
+
+
+# os-getConsoleOutput: a read, allowed while most operations run.
+CONSOLE_OUTPUT = allowed(ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, RESIZED, BUILDING, RESCUED,
+                         tasks=(None, REBOOTING, REBOOTING_HARD, SPAWNING, POWERING_OFF, POWERING_ON, PAUSING,
+                                UNPAUSING, SUSPENDING, RESUMING, IMAGE_SNAPSHOT, IMAGE_UPLOADING,
+                                ATTACHING_INTERFACE, DETACHING_INTERFACE))

@@ -1,14 +1,17 @@
-"""The later server actions' wire format: lock, unlock, rebuild, rescue, unrescue, shelve, unshelve.
+"""Server actions' wire format: the registry's verbs (``start``) and the verbs with their own handlers.
 
-``HANDLERS`` maps each action's body key to a handler; ``servers._do_action`` looks here first.
-Bodies are checked the way Nova's JSON schemas check them (unknown keys are 400), responses are
-Nova's: 202 with no body, except rebuild (202, the server in the update view plus ``adminPass``,
-and a Location header) and rescue (200, ``{"adminPass": ...}``).
+``start`` runs any verb of ``compute.operations``: its body model, then ``ComputeService.action``,
+then its status (or its own response, as createImage's image id).  ``HANDLERS`` maps the verbs
+whose bodies or use cases are their own (lock, unlock, rebuild, rescue, shelve, unshelve) to a
+handler; ``servers._do_action`` looks there first.  Bodies are checked the way Nova's JSON schemas
+check them (unknown keys are 400), responses are Nova's: 202 with no body, except rebuild (202, the
+server in the update view plus ``adminPass``, and a Location header), rescue (200,
+``{"adminPass": ...}``), confirmResize (204) and createImage (a Location, and the image id from 2.45).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import Response
@@ -16,7 +19,9 @@ from fastapi.responses import JSONResponse
 
 from yunstack.api.compute import server_update
 from yunstack.api.compute.microversion import APIVersion
+from yunstack.compute import operations
 from yunstack.compute.lifecycle import Rebuild
+from yunstack.compute.operations import Operation
 from yunstack.errors import BadRequest
 from yunstack.identity.context import AuthContext
 from yunstack.wiring import Services
@@ -131,8 +136,28 @@ HANDLERS: dict[str, Handler] = {
     "unlock": _unlock,
     "rebuild": _rebuild,
     "rescue": _rescue,
-    "unrescue": _simple("unrescue"),
-    "shelve": _simple("shelve"),
-    "shelveOffload": _simple("shelve_offload"),
-    "unshelve": _simple("unshelve"),
+    "shelve": _simple("shelve"),  # creates the shelve image first
+    "unshelve": _simple("unshelve"),  # may schedule the server again
 }
+
+
+def _image_created(svc: Services, v: APIVersion, result: Mapping[str, str]) -> Response:
+    location = f"{svc.config.server.base_url}/image/v2/images/{result['image_id']}"
+    if v.at_least("2.45"):
+        return JSONResponse({"image_id": result["image_id"]}, status_code=202, headers={"Location": location})
+    return Response(status_code=202, headers={"Location": location})
+
+
+# Operations whose response says more than their status.
+_RESPONSES: dict[str, Callable[[Services, APIVersion, Mapping[str, str]], Response]] = {
+    "snapshot": _image_created}
+
+
+def start(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, decl: Operation, args: Any,
+          rid: str) -> Response:
+    """Start a registry operation from its ``/action`` body."""
+    body = operations.parse_body(decl, args)
+    assert decl.action is not None
+    result = svc.compute.action(ctx, server_id, decl.action, rid, body)
+    respond = _RESPONSES.get(decl.name)
+    return respond(svc, v, result) if respond is not None else Response(status_code=decl.status)

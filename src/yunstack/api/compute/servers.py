@@ -19,6 +19,7 @@ from yunstack.api.compute.server_update import access_addresses, updated
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
 from yunstack.api.schemas import INT32_MAX, bounded_int
+from yunstack.compute import operations
 from yunstack.compute.service import ServerCreate, ServerFilters
 from yunstack.errors import BadRequest, NotFound
 
@@ -186,22 +187,11 @@ async def server_action(server_id: str, request: Request, ctx: Ctx, svc: Svc, v:
 
 def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: Any) -> Response:
     rid = request_id.get()
-    if name in server_actions.HANDLERS:  # lock, unlock, rebuild, rescue, unrescue, shelve, unshelve
+    if name in server_actions.HANDLERS:  # lock, unlock, rebuild, rescue, shelve, unshelve: their own handlers
         return server_actions.HANDLERS[name](svc, ctx, v, server_id, args, rid)
-    simple = {"os-stop": "stop", "os-start": "start", "pause": "pause", "unpause": "unpause",
-              "suspend": "suspend", "resume": "resume", "confirmResize": "confirmResize",
-              "revertResize": "revertResize"}
-    if name in simple:
-        if args not in (None, {}):
-            raise BadRequest("Action {name} takes no arguments.", name=name)
-        svc.compute.action(ctx, server_id, simple[name], rid)
-        return Response(status_code=204 if name == "confirmResize" else 202)
-    if name == "reboot":
-        if not isinstance(args, dict) or set(args) - {"type"} or str(args.get("type", "")).upper() not in (
-                "SOFT", "HARD"):
-            raise BadRequest("reboot needs {\"type\": \"SOFT\" or \"HARD\"}.")
-        svc.compute.action(ctx, server_id, "reboot", rid, {"type": str(args["type"]).upper()})
-        return Response(status_code=202)
+    decl = operations.by_verb(name)  # every other verb that starts a host operation
+    if decl is not None:
+        return server_actions.start(svc, ctx, v, server_id, decl, args, rid)
     if name in LEGACY_CONSOLES:
         return console_action(svc, ctx, v, server_id, name, args)
     if name == "os-getConsoleOutput":
@@ -216,27 +206,6 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
             length = None if length == -1 else length
         output = svc.compute.console_output(ctx, server_id, length)
         return JSONResponse({"output": output})
-    if name == "createImage":
-        if not isinstance(args, dict) or not isinstance(args.get("name"), str) or not args["name"].strip() or (
-                set(args) - {"name", "metadata"}):
-            raise BadRequest("createImage needs a non-empty 'name' (and optional 'metadata').")
-        metadata = args.get("metadata", {})
-        if not isinstance(metadata, dict) or not all(
-                isinstance(k, str) and 0 < len(k) <= 255 and isinstance(val, str) and len(val) <= 255
-                for k, val in metadata.items()):
-            raise BadRequest("createImage 'metadata' must be an object of strings (keys 1-255, values "
-                             "0-255 characters).")
-        result = svc.compute.action(ctx, server_id, "createImage", rid,
-                                    {"name": args["name"], "metadata": metadata})
-        location = f"{_base(svc)}/image/v2/images/{result['image_id']}"
-        if v.at_least("2.45"):
-            return JSONResponse({"image_id": result["image_id"]}, status_code=202, headers={"Location": location})
-        return Response(status_code=202, headers={"Location": location})
-    if name == "resize":
-        if not isinstance(args, dict) or "flavorRef" not in args or set(args) - {"flavorRef", "OS-DCF:diskConfig"}:
-            raise BadRequest("resize needs 'flavorRef'.")
-        svc.compute.action(ctx, server_id, "resize", rid, {"flavor_ref": str(args["flavorRef"])})
-        return Response(status_code=202)
     if name in ("addSecurityGroup", "removeSecurityGroup"):
         if not isinstance(args, dict) or set(args) != {"name"} or not isinstance(args["name"], str) \
                 or not args["name"]:
@@ -247,6 +216,11 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
             svc.compute.remove_security_group(ctx, server_id, args["name"])
         return Response(status_code=202)
     raise BadRequest("There is no such action: {name}", name=name)
+
+
+# The /action verbs that start no host operation (``test_operations`` checks the rest are registered).
+NOT_OPERATIONS = frozenset({"lock", "unlock", "os-getConsoleOutput", "addSecurityGroup", "removeSecurityGroup",
+                            *LEGACY_CONSOLES})
 
 
 # -- metadata ------------------------------------------------------------------------------------

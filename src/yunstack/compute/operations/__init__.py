@@ -1,0 +1,53 @@
+"""The control plane's half of every host operation, one module per verb family, and their registry.
+
+``REGISTRY`` maps an operation's name (the ``op`` of ``Work``/``Outcome``) to its declaration.  The
+API's action dispatch (``by_verb``), ``ComputeService``'s state checks (``by_action``), the agent
+link's finish and progress all read it; the host's half is ``agent.steps`` under the same names.
+Adding an operation: its argument model in ``protocol.steps``, one module here, one in
+``agent/steps/``, and a line in each registry (``tests/unit/compute/test_operations.py`` checks
+they agree).  See ``docs/explanation/operations.md``.
+"""
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+
+from yunstack.compute.operations import delete, interfaces, power, rebuild, rescue, resize, shelve, snapshot, spawn
+from yunstack.compute.operations.base import Allowed, Body, Later, NoBody, Operation, observed_state, parse_body
+from yunstack.compute.operations.queue import Queued, pending_for, queue_step, queued
+from yunstack.protocol import StepArgs
+
+_ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, snapshot.SNAPSHOT,
+                               *resize.OPERATIONS, *interfaces.OPERATIONS, rebuild.REBUILD,
+                               *rescue.OPERATIONS, *shelve.OPERATIONS)
+
+REGISTRY: dict[str, Operation] = {op.name: op for op in _ALL}
+_BY_VERB = {op.verb: op for op in _ALL if op.verb is not None}
+_BY_ACTION = {op.action: op for op in _ALL if op.action is not None}
+
+
+_ARGS: TypeAdapter[StepArgs] = TypeAdapter(StepArgs)
+
+
+def no_args(decl: Operation) -> StepArgs:
+    """The arguments of an operation that takes none (``StopArgs()`` for stop)."""
+    return _ARGS.validate_python({"op": decl.name})
+
+
+def operation(name: str) -> Operation:
+    """The declaration of operation ``name`` (KeyError for an unknown one)."""
+    return REGISTRY[name]
+
+
+def by_verb(verb: str) -> Operation | None:
+    """The operation an ``/action`` body key starts, if it starts one."""
+    return _BY_VERB.get(verb)
+
+
+def by_action(action: str) -> Operation:
+    """The operation of Nova's action name (``createImage``, ``shelveOffload``, ``attach_interface``)."""
+    return _BY_ACTION[action]
+
+
+__all__ = ["REGISTRY", "Allowed", "Body", "Later", "NoBody", "Operation", "Queued", "by_action", "by_verb",
+           "no_args", "observed_state", "operation", "parse_body", "pending_for", "queue_step", "queued"]

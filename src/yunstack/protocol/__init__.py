@@ -1,0 +1,47 @@
+"""The agent <-> control plane protocol's typed messages (a neutral leaf: pydantic and our leaves only).
+
+Both sides import these: the host agent (``agent/``) and the control plane (``compute/``).  Nothing
+here imports compute, db, api or agent, so a remote agent and the HTTP transport can use them
+without pulling in either side.
+"""
+
+from __future__ import annotations
+
+from yunstack.protocol.base import Wire
+from yunstack.protocol.steps import (
+    AttachInterfaceArgs,
+    ConfirmResizeArgs,
+    DeleteArgs,
+    DetachInterfaceArgs,
+    FlavorData,
+    PauseArgs,
+    RebootArgs,
+    RebuildArgs,
+    RescueArgs,
+    ResizeArgs,
+    ResizeResult,
+    ResumeArgs,
+    RevertResizeArgs,
+    ShelveArgs,
+    ShelveOffloadArgs,
+    SnapshotArgs,
+    SpawnArgs,
+    SpawnResult,
+    StartArgs,
+    StepArgs,
+    StepResult,
+    StopArgs,
+    SuspendArgs,
+    UnpauseArgs,
+    UnrescueArgs,
+    UnshelveArgs,
+)
+from yunstack.protocol.work import ConfigDriveData, Outcome, SpecData, Work
+
+__all__ = [
+    "AttachInterfaceArgs", "ConfigDriveData", "ConfirmResizeArgs", "DeleteArgs", "DetachInterfaceArgs",
+    "FlavorData", "Outcome", "PauseArgs", "RebootArgs", "RebuildArgs", "RescueArgs", "ResizeArgs",
+    "ResizeResult", "ResumeArgs", "RevertResizeArgs", "ShelveArgs", "ShelveOffloadArgs", "SnapshotArgs",
+    "SpawnArgs", "SpawnResult", "SpecData", "StartArgs", "StepArgs", "StepResult", "StopArgs", "SuspendArgs",
+    "UnpauseArgs", "UnrescueArgs", "UnshelveArgs", "Wire", "Work",
+]

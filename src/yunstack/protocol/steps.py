@@ -1,0 +1,159 @@
+"""Each host step's typed arguments and typed result, one model per operation.
+
+The ``op`` field names the operation and discriminates the unions, so a ``Work`` read back from
+JSON (or from ``Instance.pending``) comes back as the exact model of its operation.  Arguments are
+what the host needs to carry the step out; they never carry the control plane's ``vm_state``
+vocabulary (the control plane decides that from the ``Outcome``; see ``compute.operations``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from yunstack.protocol.base import Wire
+
+
+class FlavorData(Wire):
+    """A flavor as an instance keeps it (``compute.models.Flavor.snapshot``)."""
+
+    id: str
+    name: str
+    ram: int
+    vcpus: int
+    disk: int = 0
+    ephemeral: int = 0
+    swap: int = 0
+    extra_specs: dict[str, str] = Field(default_factory=dict)
+
+
+class SpawnArgs(Wire):
+    op: Literal["spawn"] = "spawn"
+
+
+class DeleteArgs(Wire):
+    op: Literal["delete"] = "delete"
+
+
+class StopArgs(Wire):
+    op: Literal["stop"] = "stop"
+
+
+class StartArgs(Wire):
+    op: Literal["start"] = "start"
+
+
+class RebootArgs(Wire):
+    op: Literal["reboot"] = "reboot"
+    type: Literal["SOFT", "HARD"] = "SOFT"
+
+
+class PauseArgs(Wire):
+    op: Literal["pause"] = "pause"
+
+
+class UnpauseArgs(Wire):
+    op: Literal["unpause"] = "unpause"
+
+
+class SuspendArgs(Wire):
+    op: Literal["suspend"] = "suspend"
+
+
+class ResumeArgs(Wire):
+    op: Literal["resume"] = "resume"
+
+
+class SnapshotArgs(Wire):
+    op: Literal["snapshot"] = "snapshot"
+    image_id: str  # the queued image the host uploads the disk into
+
+
+class ResizeArgs(Wire):
+    op: Literal["resize"] = "resize"
+    flavor: FlavorData  # the new one
+
+
+class ConfirmResizeArgs(Wire):
+    op: Literal["confirm_resize"] = "confirm_resize"
+
+
+class RevertResizeArgs(Wire):
+    op: Literal["revert_resize"] = "revert_resize"
+    old_flavor: FlavorData | None = None  # the host rebuilds the old spec from it
+
+
+class AttachInterfaceArgs(Wire):
+    op: Literal["attach_interface"] = "attach_interface"
+    port_id: str
+
+
+class DetachInterfaceArgs(Wire):
+    op: Literal["detach_interface"] = "detach_interface"
+    port_id: str
+    mac: str
+
+
+class RebuildArgs(Wire):
+    op: Literal["rebuild"] = "rebuild"
+    image_id: str
+    keep_stopped: bool = False  # a stopped server stays stopped (SHUTOFF) after its rebuild
+    preserve_ephemeral: bool = False
+
+
+class RescueArgs(Wire):
+    op: Literal["rescue"] = "rescue"
+    image_id: str
+
+
+class UnrescueArgs(Wire):
+    op: Literal["unrescue"] = "unrescue"
+
+
+class ShelveArgs(Wire):
+    op: Literal["shelve"] = "shelve"
+    image_id: str
+    offload: bool = True
+
+
+class ShelveOffloadArgs(Wire):
+    op: Literal["shelve_offload"] = "shelve_offload"
+
+
+class UnshelveArgs(Wire):
+    op: Literal["unshelve"] = "unshelve"
+    image_id: str | None = None  # the shelve image (an offloaded guest is spawned from it)
+    on_host: bool = True
+
+
+StepArgs = Annotated[
+    SpawnArgs | DeleteArgs | StopArgs | StartArgs | RebootArgs | PauseArgs | UnpauseArgs | SuspendArgs
+    | ResumeArgs | SnapshotArgs | ResizeArgs | ConfirmResizeArgs | RevertResizeArgs | AttachInterfaceArgs
+    | DetachInterfaceArgs | RebuildArgs | RescueArgs | UnrescueArgs | ShelveArgs | ShelveOffloadArgs
+    | UnshelveArgs,
+    Field(discriminator="op")]
+
+
+# -- results: what a step observed beyond the power state -----------------------------------------
+
+class SpawnResult(Wire):
+    op: Literal["spawn"] = "spawn"
+    adopted: bool = False  # the guest already existed (an earlier agent started it): adopted, not duplicated
+
+
+class ResizeResult(Wire):
+    op: Literal["resize"] = "resize"
+    was_running: bool  # the guest ran before the resize, so it was started again after it
+
+
+StepResult = Annotated[SpawnResult | ResizeResult, Field(discriminator="op")]
+
+
+# -- progress: the named steps a long operation reports while it runs ------------------------------
+# The control plane maps each to the task state the API shows (``compute.operations``); the names
+# are Nova's task states, so the mapping is the identity today.
+REBUILD_SPAWNING = "rebuild_spawning"
+SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+SPAWNING = "spawning"

@@ -1,0 +1,60 @@
+"""The messages of the agent protocol: work for a host, an instance's spec, and an outcome.
+
+``Outcome`` reports what the host observed (the guest's power state, the step's result, an
+error), never a ``vm_state``: which state the server is in afterwards is the control plane's
+decision (``compute.operations``), so the same report means the same thing whichever host sends it.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, JsonValue
+
+from yunstack.protocol.base import Wire
+from yunstack.protocol.steps import StepArgs, StepResult
+
+
+class Work(Wire):
+    """One queued step for one instance on this host."""
+
+    instance_id: str
+    request_id: str
+    args: StepArgs  # discriminated by ``args.op``
+
+    @property
+    def op(self) -> str:
+        return self.args.op
+
+
+class ConfigDriveData(Wire):
+    """What goes on the config drive (``compute.driver.ConfigDrive`` on the host)."""
+
+    meta_data: dict[str, JsonValue]
+    user_data: bytes | None = None
+    network_data: dict[str, JsonValue] | None = None
+    vendor_data: dict[str, JsonValue] | None = None
+
+
+class SpecData(Wire):
+    """An instance's spec without host paths; the agent adds the cached image's path."""
+
+    id: str
+    name: str
+    hostname: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    image_id: str
+    config_drive: ConfigDriveData | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+    port_ids: tuple[str, ...] = ()  # the guest's NICs, in order; the dataplane knows their taps
+
+
+class Outcome(Wire):
+    """How a step ended, as the host saw it; the control plane applies it (``compute.operations``)."""
+
+    instance_id: str
+    op: str
+    request_id: str
+    power_state: int  # compute.driver.PowerState's value, observed after the step
+    error: str | None = None
+    result: StepResult | None = None
