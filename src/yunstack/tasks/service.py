@@ -369,6 +369,20 @@ class TaskService:
                                                        t.Task.resource_id == resource.id).order_by(t.Task.seq)))
             return self._records(s, rows)
 
+    def active(self, s: Session, resource: Resource) -> list[TaskRecord]:
+        """The resource's queued and running tasks, oldest first, read in the caller's transaction
+        (what ``Instance.pending`` answered: is work outstanding for this server, and which)."""
+        rows = list(s.scalars(select(t.Task).where(
+            t.Task.resource_type == resource.type, t.Task.resource_id == resource.id, t.Task.state.in_(ACTIVE))
+            .order_by(t.Task.seq)))
+        return self._records(s, rows)
+
+    def args_of(self, record: TaskRecord) -> BaseModel:
+        """A step's stored arguments as its registered model; ValueError for a group or an unreadable row."""
+        if record.step is None:
+            raise ValueError(f"task {record.id} is a group: it has no arguments")
+        return self.registry.kind(record.kind).step(record.step).args.model_validate(record.args)
+
     def show(self, ctx: AuthContext, task_id: str) -> TaskRecord:
         policy.require_admin(ctx, "yunstack:os-tasks:show")
         return self.get(task_id)

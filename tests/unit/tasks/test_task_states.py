@@ -324,3 +324,19 @@ def test_a_step_joins_only_an_open_group_of_its_own_kind(world: tuple[TaskServic
         tasks.enqueue(s, kind="server.migrate", resource=server(), host="h1", step="finish", args=FinishArgs(),
                       parent_id="missing")
     assert REGISTRY.kind("server.migrate").max_attempts == 3
+
+
+def test_a_resources_outstanding_work_reads_back_with_typed_arguments_in_the_callers_transaction(
+        world: tuple[TaskService, sessionmaker[Session]]) -> None:
+    tasks, db = world
+    done, waiting = spawn(tasks, db), spawn(tasks, db)
+    tasks.claim("h1")
+    tasks.complete(done)
+    group, steps = migration(tasks, db)
+    with db.begin() as s:
+        active = tasks.active(s, server())
+        assert [r.id for r in active] == [waiting, group, *steps]
+        assert tasks.args_of(active[0]) == SpawnArgs(image_id="img")
+        assert tasks.args_of(active[2]) == PrepareArgs(source="src")
+        with pytest.raises(ValueError, match="is a group"):
+            tasks.args_of(active[1])
