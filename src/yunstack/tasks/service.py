@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from yunstack.db.tables import tasks as t
@@ -39,6 +39,7 @@ from yunstack.identity.context import AuthContext
 from yunstack.tasks.errors import LeaseLost, TaskNotCancellable, TaskNotFound
 from yunstack.tasks.model import (
     ACTIVE,
+    FINISHED,
     REGISTRY,
     Claim,
     Expiry,
@@ -158,6 +159,10 @@ class TaskService:
         now = self._clock()
         with self._db.begin() as s:
             task, earlier = t.Task, aliased(t.Task)
+            # Most polls find nothing: an indexed read answers them without taking SQLite's write
+            # lock or writing on PostgreSQL.  Work committed after this read is the next poll's.
+            if s.scalar(select(task.seq).where(task.host == host, task.state == Q).limit(1)) is None:
+                return []
             blocked = exists().where(
                 earlier.resource_type == task.resource_type, earlier.resource_id == task.resource_id,
                 earlier.seq < task.seq, earlier.state.in_(ACTIVE),
@@ -175,7 +180,12 @@ class TaskService:
             claims = [c for c in (self._claimed(s, row) for row in rows) if c is not None]
             parents = {row.parent_id for row in rows if row.parent_id}
             if parents:
-                s.execute(update(task).where(task.id.in_(parents), task.state == Q)
+                # Skip a parent another transaction holds (a sibling settling it): a claim never waits
+                # for a lock while it holds its steps' row locks, so claims and settles cannot deadlock.
+                promote = select(task.seq).where(task.id.in_(parents), task.state == Q)
+                if s.get_bind().dialect.name == "postgresql":
+                    promote = promote.with_for_update(skip_locked=True)
+                s.execute(update(task).where(task.seq.in_(promote.scalar_subquery()), task.state == Q)
                           .values(state=R, updated_at=now))
         return claims
 
@@ -273,25 +283,51 @@ class TaskService:
     def expire(self) -> list[Expiry]:
         """Retry or fail every running step whose lease has run out.  Call it periodically."""
         now = self._clock()
+        return self._end_leases(t.Task.lease_expires_at < now, now, "expired")
+
+    def release(self, host: str, *, keep_owner: str | None = None) -> list[Expiry]:
+        """End every lease on ``host`` now (but ``keep_owner``'s), as if it had run out.
+
+        An agent that restarts calls this under its new owner name: the steps its predecessor held
+        run again at once (or fail, out of attempts) instead of after their leases.
+        """
+        cond = [t.Task.host == host]
+        if keep_owner is not None:
+            cond.append(or_(t.Task.lease_owner.is_(None), t.Task.lease_owner != keep_owner))
+        return self._end_leases(and_(*cond), None, "released")
+
+    def _end_leases(self, which: ColumnElement[bool], expired_before: datetime | None, verb: str) -> list[Expiry]:
         out: list[Expiry] = []
         with self._db.begin() as s:
-            q = (select(t.Task).where(t.Task.state == R, t.Task.host.is_not(None), t.Task.lease_expires_at < now)
-                 .order_by(t.Task.seq))
+            q = select(t.Task).where(t.Task.state == R, t.Task.host.is_not(None), which).order_by(t.Task.seq)
             if s.get_bind().dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
+                q = q.with_for_update(skip_locked=True)  # two sweepers share the work, never count twice
             for row in list(s.scalars(q)):
                 if row.attempt < row.max_attempts:
-                    why = (f"lease expired on host {row.host} (attempt {row.attempt} of {row.max_attempts}); "
+                    why = (f"lease {verb} on host {row.host} (attempt {row.attempt} of {row.max_attempts}); "
                            "queued again")
-                    if self._requeue(s, row, why, row.lease_owner, expired_before=now):
+                    if self._requeue(s, row, why, row.lease_owner, expired_before=expired_before):
                         out.append(Expiry(id=row.id, host=row.host, state=Q, reason=why))
                     continue
-                why = f"lease expired on host {row.host} after {_attempts(row.attempt)}"
-                if self._finish(s, row.id, F, why, only=(R,), owner=row.lease_owner, expired_before=now):
+                why = f"lease {verb} on host {row.host} after {_attempts(row.attempt)}"
+                if self._finish(s, row.id, F, why, only=(R,), owner=row.lease_owner, expired_before=expired_before):
                     out.append(Expiry(id=row.id, host=row.host, state=F, reason=why))
                     if row.parent_id:
                         self._settle(s, row.parent_id)
         return out
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete tasks that ended before ``finished_before`` (a group with its steps, once none runs).
+
+        Nova's instance actions keep the users' history; the task table only needs recent work.
+        """
+        child = aliased(t.Task)
+        running_child = exists().where(child.parent_id == t.Task.id, child.state.in_(ACTIVE))
+        with self._db.begin() as s:
+            done = s.execute(delete(t.Task).where(
+                t.Task.parent_id.is_(None), t.Task.state.in_(FINISHED), t.Task.finished_at < finished_before,
+                ~running_child))
+            return int(done.rowcount)  # type: ignore[attr-defined]
 
     # -- state changes: each one conditional UPDATE ------------------------------------------------
 

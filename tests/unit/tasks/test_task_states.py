@@ -340,3 +340,41 @@ def test_a_resources_outstanding_work_reads_back_with_typed_arguments_in_the_cal
         assert tasks.args_of(active[2]) == PrepareArgs(source="src")
         with pytest.raises(ValueError, match="is a group"):
             tasks.args_of(active[1])
+
+
+def test_purge_deletes_old_finished_work_with_its_steps_but_nothing_that_runs(
+        world: tuple[TaskService, sessionmaker[Session]], clock: Clock) -> None:
+    tasks, db = world
+    old = spawn(tasks, db, n=1)
+    tasks.claim("h1")
+    tasks.complete(old)
+    group, (prepare, send, finish) = migration(tasks, db)
+    tasks.cancel(group)
+    running = spawn(tasks, db, n=3)
+    tasks.claim("h1")
+    clock.advance(3600)
+    recent = spawn(tasks, db, n=4)
+    tasks.claim("h1")
+    tasks.complete(recent)
+    assert tasks.purge(clock.now - timedelta(minutes=30)) == 2  # the spawn and the group (with its 3 steps)
+    for gone in (old, group, prepare, send, finish):
+        with pytest.raises(TaskNotFound):
+            tasks.get(gone)
+    assert tasks.get(running).state is TaskState.RUNNING
+    assert tasks.get(recent).state is TaskState.SUCCEEDED
+
+
+def test_a_restarted_agent_releases_its_predecessors_leases_at_once(
+        world: tuple[TaskService, sessionmaker[Session]]) -> None:
+    tasks, db = world
+    first, second, elsewhere = spawn(tasks, db, n=1), spawn(tasks, db, n=2), spawn(tasks, db, host="h2", n=3)
+    tasks.claim("h1", owner="h1/boot-1")
+    tasks.claim("h2")
+    [mine] = tasks.claim("h1", owner="h1/boot-2")
+    assert mine.id == second
+    [released] = tasks.release("h1", keep_owner="h1/boot-2")
+    assert (released.id, released.state, released.reason) == (
+        first, TaskState.QUEUED, "lease released on host h1 (attempt 1 of 2); queued again")
+    assert [c.id for c in tasks.claim("h1", owner="h1/boot-2")] == [first]
+    assert tasks.get(second).state is TaskState.RUNNING
+    assert tasks.get(elsewhere).lease_owner == "h2"
