@@ -361,7 +361,9 @@ class TaskService:
         if s.get_bind().dialect.name == "postgresql":
             lock = lock.with_for_update()  # two children ending at once settle one after the other
         s.execute(lock)
-        children = list(s.scalars(select(t.Task).where(t.Task.parent_id == parent_id).order_by(t.Task.seq)))
+        # populate_existing: rows this session loaded before our UPDATEs must not answer with old states.
+        children = list(s.scalars(select(t.Task).where(t.Task.parent_id == parent_id).order_by(t.Task.seq)
+                                  .execution_options(populate_existing=True)))
         # A group cannot do what it was for once one step failed or was cancelled: it ends at once
         # with that step's reason, and its steps no host has started are cancelled.
         ended = next((c for c in children if c.state == F), None) or next(
@@ -380,7 +382,7 @@ class TaskService:
 
     @staticmethod
     def _row(s: Session, task_id: str) -> t.Task:
-        row = s.scalar(select(t.Task).where(t.Task.id == task_id))
+        row = s.scalar(select(t.Task).where(t.Task.id == task_id).execution_options(populate_existing=True))
         if row is None:
             raise TaskNotFound(id=task_id)
         return row

@@ -378,3 +378,22 @@ def test_a_restarted_agent_releases_its_predecessors_leases_at_once(
     assert [c.id for c in tasks.claim("h1", owner="h1/boot-2")] == [first]
     assert tasks.get(second).state is TaskState.RUNNING
     assert tasks.get(elsewhere).lease_owner == "h2"
+
+
+def test_completing_in_the_callers_transaction_rolls_back_with_it(
+        world: tuple[TaskService, sessionmaker[Session]]) -> None:
+    tasks, db = world
+    group, (prepare, _send, _finish) = migration(tasks, db)
+    tasks.claim("dst")
+
+    class ApplyFailed(Exception):
+        pass
+
+    with pytest.raises(ApplyFailed), db.begin() as s:
+        tasks.complete(prepare, owner="dst", s=s)
+        assert tasks.active(s, server())[0].id == group
+        raise ApplyFailed  # what the control plane applies from the outcome failed: nothing changes
+    assert tasks.get(prepare).state is TaskState.RUNNING
+    with db.begin() as s:
+        tasks.fail(prepare, "no room on dst", owner="dst", s=s)
+    assert tasks.get(group).reason == "step prepare on host dst failed: no room on dst"
