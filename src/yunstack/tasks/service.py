@@ -208,27 +208,30 @@ class TaskService:
                      lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
                      request_id=row.request_id, parent_id=row.parent_id)
 
-    def renew(self, task_id: str, *, owner: str, lease_seconds: float = 60.0) -> datetime:
-        """Extend a running task's lease from now; LeaseLost if ``owner`` no longer holds it."""
+    def renew(self, task_id: str, *, owner: str, lease_seconds: float = 60.0, attempt: int | None = None
+              ) -> datetime:
+        """Extend a running task's lease from now; LeaseLost if ``owner`` (in ``attempt``) no longer holds it."""
         if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
             raise ValueError(f"lease_seconds must be in (0, {MAX_LEASE_SECONDS:.0f}]")
         now = self._clock()
         until = now + timedelta(seconds=lease_seconds)
         with self._db.begin() as s:
-            done = s.execute(update(t.Task).where(t.Task.id == task_id, t.Task.state == R,
-                                                  t.Task.lease_owner == owner)
-                             .values(lease_expires_at=until, updated_at=now))
+            cond = [t.Task.id == task_id, t.Task.state == R, t.Task.lease_owner == owner]
+            if attempt is not None:
+                cond.append(t.Task.attempt == attempt)
+            done = s.execute(update(t.Task).where(*cond).values(lease_expires_at=until, updated_at=now))
             if done.rowcount != 1:  # type: ignore[attr-defined]
                 raise self._lost(s, task_id, owner)
         return until
 
     def complete(self, task_id: str, result: BaseModel | None = None, *, owner: str | None = None,
-                 s: Session | None = None) -> None:
+                 attempt: int | None = None, s: Session | None = None) -> None:
         """The step succeeded.  ``result`` must be the step's registered result model (or None).
 
         With ``s`` it commits with the caller's transaction, so that what the control plane
-        applies from the result and the task's end are one change.  With ``owner`` only that
-        lease holder may complete it; LeaseLost when the task is no longer running under it.
+        applies from the result and the task's end are one change.  With ``owner`` (and
+        ``attempt``, the claim's) only that lease holder, in that run, may complete it; LeaseLost
+        when the task is no longer running under it (a run whose lease ran out and was retried).
         """
         with self._tx(s) as tx:
             row = self._row(tx, task_id)
@@ -239,25 +242,27 @@ class TaskService:
                 expected = spec.result.__name__ if spec.result else "no result"
                 raise TypeError(f"{row.kind}/{row.step} reports {expected}, not {type(result).__name__}")
             stored = None if result is None else result.model_dump(mode="json")
-            if not self._finish(tx, task_id, S, None, only=(R,), owner=owner, result=stored):
+            if not self._finish(tx, task_id, S, None, only=(R,), owner=owner, attempt=attempt, result=stored):
                 raise self._lost(tx, task_id, owner)
             if row.parent_id:
                 self._settle(tx, row.parent_id)
 
-    def fail(self, task_id: str, reason: str, *, owner: str | None = None, retry: bool = False,
-             s: Session | None = None) -> TaskState:
+    def fail(self, task_id: str, reason: str, *, owner: str | None = None, attempt: int | None = None,
+             retry: bool = False, s: Session | None = None) -> TaskState:
         """The step failed.  With ``retry`` (a transient error) it is queued again while attempts
         remain.  Returns the task's new state (QUEUED or FAILED)."""
         with self._tx(s) as tx:
             row = self._row(tx, task_id)
             if row.step is None:
                 raise ValueError(f"task {task_id} is a group: it fails from its children")
+            if attempt is not None and attempt != row.attempt:
+                raise self._lost(tx, task_id, owner)
             if retry and row.attempt < row.max_attempts:
                 why = f"{reason} (attempt {row.attempt} of {row.max_attempts}); queued again"
                 if not self._requeue(tx, row, why, owner):
                     raise self._lost(tx, task_id, owner)
                 return Q
-            if not self._finish(tx, task_id, F, reason, only=(R,), owner=owner):
+            if not self._finish(tx, task_id, F, reason, only=(R,), owner=owner, attempt=attempt):
                 raise self._lost(tx, task_id, owner)
             if row.parent_id:
                 self._settle(tx, row.parent_id)
@@ -332,12 +337,14 @@ class TaskService:
     # -- state changes: each one conditional UPDATE ------------------------------------------------
 
     def _finish(self, s: Session, task_id: str, state: TaskState, reason: str | None, *,
-                only: Sequence[TaskState], owner: str | None = None, result: dict[str, object] | None = None,
-                expired_before: datetime | None = None) -> bool:
+                only: Sequence[TaskState], owner: str | None = None, attempt: int | None = None,
+                result: dict[str, object] | None = None, expired_before: datetime | None = None) -> bool:
         now = self._clock()
         cond = [t.Task.id == task_id, t.Task.state.in_(only)]
         if owner is not None:
             cond.append(t.Task.lease_owner == owner)
+        if attempt is not None:
+            cond.append(t.Task.attempt == attempt)
         if expired_before is not None:
             cond.append(t.Task.lease_expires_at < expired_before)
         done = s.execute(update(t.Task).where(and_(*cond)).values(

@@ -397,3 +397,22 @@ def test_completing_in_the_callers_transaction_rolls_back_with_it(
     with db.begin() as s:
         tasks.fail(prepare, "no room on dst", owner="dst", s=s)
     assert tasks.get(group).reason == "step prepare on host dst failed: no room on dst"
+
+
+def test_a_run_whose_lease_ran_out_cannot_finish_the_retry_under_the_same_owner(
+        world: tuple[TaskService, sessionmaker[Session]], clock: Clock) -> None:
+    tasks, db = world
+    task_id = spawn(tasks, db)
+    [slow] = tasks.claim("h1", lease_seconds=10)
+    clock.advance(11)
+    tasks.expire()
+    [retry] = tasks.claim("h1", lease_seconds=10)
+    assert (slow.lease_owner, retry.lease_owner, slow.attempt, retry.attempt) == ("h1", "h1", 1, 2)
+    with pytest.raises(LeaseLost):
+        tasks.renew(task_id, owner="h1", attempt=slow.attempt)
+    with pytest.raises(LeaseLost):
+        tasks.complete(task_id, owner="h1", attempt=slow.attempt)
+    with pytest.raises(LeaseLost):
+        tasks.fail(task_id, "late", owner="h1", attempt=slow.attempt)
+    tasks.complete(task_id, owner="h1", attempt=retry.attempt)
+    assert tasks.get(task_id).state is TaskState.SUCCEEDED
