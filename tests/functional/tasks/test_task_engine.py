@@ -194,3 +194,24 @@ def test_on_postgresql_a_claim_skips_a_row_another_transaction_holds_instead_of_
         assert not claimer.is_alive(), "the claim waited for the locked row instead of skipping it"
     assert claimed == [free]
     assert [c.id for c in tasks.claim("h1", limit=5)] == [held]
+
+
+def test_a_restart_releases_old_leases_and_purge_removes_ended_groups_with_their_steps(
+        world: tuple[TaskService, sessionmaker[Session]], clock: Clock) -> None:
+    tasks, db = world
+    with db.begin() as s:
+        group = tasks.enqueue_group(s, kind="server.migrate", resource=server())
+        prepare = tasks.enqueue(s, kind="server.migrate", resource=server(), host="dst", step="prepare",
+                                args=PrepareArgs(source="src"), parent_id=group)
+        send = tasks.enqueue(s, kind="server.migrate", resource=server(), host="src", step="send",
+                             args=SendArgs(target="dst"), parent_id=group)
+    tasks.claim("dst", owner="dst/boot-1")
+    [released] = tasks.release("dst", keep_owner="dst/boot-2")
+    assert (released.id, released.state) == (prepare, TaskState.QUEUED)
+    [again] = tasks.claim("dst", owner="dst/boot-2")
+    assert (again.id, again.attempt) == (prepare, 2)
+    tasks.fail(prepare, "no room", owner="dst/boot-2", attempt=2)
+    assert tasks.get(send).state is TaskState.CANCELLED
+    clock.advance(60)
+    assert tasks.purge(clock.now) == 1
+    assert tasks.for_resource(server()) == []
