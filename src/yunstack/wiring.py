@@ -31,6 +31,7 @@ from yunstack.network.dataplane.base import Dataplane
 from yunstack.network.dataplane.fake import FakeDataplane
 from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.network.service import NetworkService
+from yunstack.tasks.service import TaskService
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class Services:
     compute: ComputeService
     memory: MemoryLedgerService
     network: NetworkService
+    tasks: TaskService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -76,7 +78,8 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     network.server_project = compute.server_project
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                    compute=compute, memory=MemoryLedgerService(db), network=network)
+                    compute=compute, memory=MemoryLedgerService(db), network=network,
+                    tasks=TaskService(db))
 
 
 def make_dataplane(config: Config) -> Dataplane:

@@ -21,6 +21,7 @@ from yunstack.api.compute import quotas as compute_quotas
 from yunstack.api.compute import server_groups as compute_server_groups
 from yunstack.api.compute import servers as compute_servers
 from yunstack.api.compute import services as compute_services
+from yunstack.api.compute import tasks as compute_tasks
 from yunstack.api.compute import versions as compute_versions
 from yunstack.api.compute.microversion import Microversions
 from yunstack.api.identity import resources as identity_resources
@@ -78,7 +79,7 @@ def create_app(services: Services) -> Any:
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
                            compute_interfaces.router, compute_memory.router, compute_server_groups.router,
                            compute_services.router, compute_images.router, compute_consoles.router,
-                           compute_consoles.socket_router):
+                           compute_consoles.socket_router, compute_tasks.router):
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)
