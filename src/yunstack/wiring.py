@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.agent.agent import Agent
+from yunstack.agent.link import ControlPlane
 from yunstack.compute.agentlink import LocalControlPlane
 from yunstack.compute.driver import ComputeDriver
 from yunstack.compute.drivers import make_driver
 from yunstack.compute.flavors import FlavorService
+from yunstack.compute.hostauth import HostAuthService
 from yunstack.compute.hosts import HostService
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.memoryledger import MemoryLedgerService
@@ -49,6 +50,8 @@ class Services:
     compute: ComputeService
     memory: MemoryLedgerService
     network: NetworkService
+    hostauth: HostAuthService
+    host_link: LocalControlPlane  # the control plane's side of the agent protocol (local and /agent/v1)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -74,9 +77,12 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)
     network.server_project = compute.server_project
+    memory = MemoryLedgerService(db)
+    link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                    compute=compute, memory=MemoryLedgerService(db), network=network)
+                    compute=compute, memory=memory, network=network, hostauth=HostAuthService(db),
+                    host_link=link)
 
 
 def make_dataplane(config: Config) -> Dataplane:
@@ -88,11 +94,10 @@ def make_dataplane(config: Config) -> Dataplane:
 
 
 def build_agent(services: Services, driver: ComputeDriver | None = None,
-                dataplane: Dataplane | None = None) -> Agent:
-    """This host's agent, registered with the compute service so that new work wakes it at once."""
+                dataplane: Dataplane | None = None, link: ControlPlane | None = None) -> Agent:
+    """This host's agent over ``link`` (default: in-process); queued work wakes its long-poll at once."""
     config = services.config
-    link = LocalControlPlane(services.db, config, services.hosts, services.image, services.memory,
-                             services.network)
+    link = link or services.host_link
     driver = driver or make_driver(config)
     memory = None
     if config.memory.enabled:
@@ -105,15 +110,4 @@ def build_agent(services: Services, driver: ComputeDriver | None = None,
                   poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
                   memory=memory, dataplane=dataplane or make_dataplane(config),
                   network_period=config.network.reconcile_period)
-    services.compute.agents[agent.host] = agent
-    services.compute.notify = _wake(services.compute.agents)
     return agent
-
-
-def _wake(agents: dict[str, Agent]) -> Callable[[str], None]:
-    def wake(host: str) -> None:
-        agent = agents.get(host)
-        if agent is not None:
-            agent.wake()
-
-    return wake

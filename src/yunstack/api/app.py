@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from yunstack import __version__
 from yunstack.api import faults, metrics
+from yunstack.api.agent import routes as agent_routes
 from yunstack.api.compute import consoles as compute_consoles
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
@@ -45,6 +46,8 @@ CATALOG: tuple[tuple[str, str, str], ...] = (
 
 def _streamed(path: str) -> bool:
     """Upload paths stream their bodies to disk and enforce their own limits."""
+    if path.startswith("/agent/v1/hosts/") and "/snapshots/" in path:
+        return True  # a host's snapshot upload (credential-checked before a byte is stored)
     return path.startswith("/image/v2/images/") and path.endswith("/file")
 
 
@@ -80,6 +83,7 @@ def create_app(services: Services) -> Any:
                            compute_services.router, compute_images.router, compute_consoles.router,
                            compute_consoles.socket_router):
         app.include_router(compute_router)
+    app.include_router(agent_routes.router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)
 
