@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.agent.agent import Agent
+from yunstack.agent.host import make_agent
 from yunstack.agent.link import ControlPlane
 from yunstack.compute.agentlink import LocalControlPlane
 from yunstack.compute.driver import ComputeDriver
-from yunstack.compute.drivers import make_driver
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostauth import HostAuthService
 from yunstack.compute.hosts import HostService
@@ -27,10 +27,7 @@ from yunstack.identity.service import IdentityService
 from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
-from yunstack.memory.manager import MemoryManager
 from yunstack.network.dataplane.base import Dataplane
-from yunstack.network.dataplane.fake import FakeDataplane
-from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.network.service import NetworkService
 
 
@@ -85,29 +82,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
                     host_link=link)
 
 
-def make_dataplane(config: Config) -> Dataplane:
-    """The host dataplane; the fake one whenever no real guest runs (fake compute driver)."""
-    if config.network.dataplane == "fake" or config.compute.driver == "fake":
-        return FakeDataplane()
-    return LinuxDataplane(config.server.state_path, metadata_upstream=f"{config.server.base_url}/metadata",
-                          dns_domain=config.network.dns_domain, tag=config.network.install_tag or None)
-
-
 def build_agent(services: Services, driver: ComputeDriver | None = None,
                 dataplane: Dataplane | None = None, link: ControlPlane | None = None) -> Agent:
     """This host's agent over ``link`` (default: in-process); queued work wakes its long-poll at once."""
-    config = services.config
-    link = link or services.host_link
-    driver = driver or make_driver(config)
-    memory = None
-    if config.memory.enabled:
-        real = config.compute.driver == "qemu"
-        # With the fake driver nothing real runs: never touch the host's KSM, cgroups or swap.
-        memory_config = config.memory if real else replace(config.memory, ksm_mode="never", cgroup_parent="",
-                                                            swapfile_bytes=0, budget_bytes=0)
-        memory = MemoryManager(driver, memory_config, state_dir=config.server.state_path, detect_cgroups=real)
-    agent = Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
-                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
-                  memory=memory, dataplane=dataplane or make_dataplane(config),
-                  network_period=config.network.reconcile_period)
-    return agent
+    return make_agent(services.config, link or services.host_link, driver=driver, dataplane=dataplane)

@@ -69,3 +69,14 @@ def test_cli_and_dashboard_use_only_the_client() -> None:
                     bad.append(f"{path.relative_to(SRC)} imports {m}")
     # `yun up` is the server itself: it may assemble the services (cli/main.py imports yunstack.server lazily).
     assert bad == []
+
+
+def test_the_agent_reaches_the_control_plane_only_through_its_link() -> None:
+    """Agents never open the database: no db, api, service or composition root in ``yunstack.agent``."""
+    bad = []
+    for path in modules("agent"):
+        for m in imports(path):
+            if m.startswith(("yunstack.db", "yunstack.api", "yunstack.wiring", "yunstack.server")) or (
+                    m.endswith((".service", "agentlink", "hostauth", "hostcalls"))):
+                bad.append(f"{path.relative_to(SRC)} imports {m}")
+    assert bad == []

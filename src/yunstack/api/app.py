@@ -88,10 +88,15 @@ def create_app(services: Services) -> Any:
         app.include_router(network_router)
 
     @app.get("/healthz", tags=["meta"])
-    def healthz() -> dict[str, object]:
+    def healthz() -> JSONResponse:
         with services.db() as s:
             s.connection().exec_driver_sql("SELECT 1")
-        return {"status": "ok", "version": __version__}
+        # `yun up` is healthy once its own host's agent has joined (before that nothing can be placed).
+        waiting = app.state.own_host if getattr(app.state, "own_host", None) else None
+        if waiting is not None and not services.compute.hub.connected(waiting):
+            return JSONResponse({"status": "starting", "version": __version__,
+                                 "waiting_for": f"the agent of host {waiting}"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
 
     @app.get("/", tags=["meta"])
     def index() -> JSONResponse:

@@ -131,7 +131,7 @@ class LocalControlPlane:
                 woken.clear()
                 found = self.poll(host, busy)
                 left = deadline - time.monotonic()
-                if found.work or found.calls or left <= 0:
+                if found.work or found.calls or left <= 0 or self.hub.closing:
                     return found
                 woken.wait(left)
         finally:

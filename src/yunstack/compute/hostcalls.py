@@ -43,6 +43,7 @@ class HostHub:
         self._queued: dict[str, list[_Pending]] = {}  # not yet handed out
         self._asked: dict[str, dict[str, _Pending]] = {}  # handed out, waiting for the answer
         self._seen: dict[str, float] = {}  # host -> monotonic time of its last poll
+        self.closing = False  # the control plane is stopping: long-polls end now, empty
 
     # -- waking ----------------------------------------------------------------------------------
 
@@ -62,6 +63,14 @@ class HostHub:
     def wake(self, host: str) -> None:
         with self._lock:
             waiters = list(self._waiters.get(host, ()))
+        for wake in waiters:
+            wake()
+
+    def close(self) -> None:
+        """Shutting down: every long-poll returns (empty) at once, so none holds up the stop."""
+        self.closing = True
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
         for wake in waiters:
             wake()
 

@@ -126,7 +126,7 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float) -> Wa
             woken.clear()
             found: Wakeup = await run_in_threadpool(svc.host_link.poll, host, frozenset(busy))
             left = deadline - time.monotonic()
-            if found.work or found.calls or left <= 0:
+            if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
                 return found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), left)
