@@ -7,11 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.agent.agent import Agent
-from yunstack.agent.host import make_agent
-from yunstack.agent.link import ControlPlane
 from yunstack.compute.agentlink import LocalControlPlane
-from yunstack.compute.driver import ComputeDriver
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostauth import HostAuthService
 from yunstack.compute.hosts import HostService
@@ -27,7 +23,6 @@ from yunstack.identity.service import IdentityService
 from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
-from yunstack.network.dataplane.base import Dataplane
 from yunstack.network.service import NetworkService
 
 
@@ -80,9 +75,3 @@ def build(config: Config, *, migrate: bool = True) -> Services:
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, memory=memory, network=network, hostauth=HostAuthService(db),
                     host_link=link)
-
-
-def build_agent(services: Services, driver: ComputeDriver | None = None,
-                dataplane: Dataplane | None = None, link: ControlPlane | None = None) -> Agent:
-    """This host's agent over ``link`` (default: in-process); queued work wakes its long-poll at once."""
-    return make_agent(services.config, link or services.host_link, driver=driver, dataplane=dataplane)

@@ -1,7 +1,7 @@
 """One compute host: its driver, dataplane and memory manager under an agent, against a control plane.
 
-``make_agent`` builds that from the host's Config and a link (``yun up`` and the functional tests
-use it through ``wiring.build_agent``); ``run`` is ``yun agent``: join with a one-time token (or
+``make_agent`` builds that from the host's Config and a link (the functional tests and benchmarks
+use it with an in-process or an HTTP link); ``run`` is ``yun agent``: join with a one-time token (or
 reuse the credential saved by an earlier join), then run until SIGTERM/SIGINT over HTTP.
 """
 

@@ -1,6 +1,6 @@
 """Nova servers through the in-process API with a host agent on the FakeDriver, on both DBs.
 
-The agent is the real one (`wiring.build_agent`), in its own thread, and it talks to the control
+The agent is the real one (`agent.host.make_agent`), in its own thread, and it talks to the control
 plane over the real agent protocol: ``HttpControlPlane`` with a host credential, against the ASGI
 app (``/agent/v1``); only the driver is fake.  So these tests see what a client sees: 202 at once,
 then the server's status moving as the agent reports back.
@@ -26,12 +26,13 @@ from tests.conftest import Api, need
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.identity.test_identity_api import make_member
 from yunstack.agent.agent import Agent
+from yunstack.agent.host import make_agent
 from yunstack.agent.http import HttpControlPlane
 from yunstack.api.app import create_app
 from yunstack.compute.agentlink import system_context
 from yunstack.compute.fake import FakeDriver
 from yunstack.db.tables import compute as t
-from yunstack.wiring import Services, build_agent
+from yunstack.wiring import Services
 
 IM = "/image/v2"
 WAIT = 10.0
@@ -53,7 +54,7 @@ class Host:
         self._client = TestClient(create_app(self.services), base_url="http://127.0.0.1:8080")
         link = HttpControlPlane("http://127.0.0.1:8080", name, self.services.hostauth.issue(name),
                                 client=self._client)
-        self.agent = build_agent(self.services, self.driver, link=link)
+        self.agent = make_agent(self.services.config, link, driver=self.driver)
         self.agent.poll_timeout = 2.0  # a stopped agent's last long-poll ends soon after the test
         self.agent.start()
         return self.agent
