@@ -363,6 +363,8 @@ def main() -> None:
     ap.add_argument("--creates", type=int, default=300)
     ap.add_argument("--db-url", default=None, help="(c) PostgreSQL admin URL (scripts/postgres) instead of SQLite")
     ap.add_argument("--skip-cloud", action="store_true", help="only (c): no QEMU, no yun up")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="only (a) and the driver's own spawn: create -> QEMU overhead (no wrk, no scheduler)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/compute.json"))
     args = ap.parse_args()
     disk_dir = Path(tempfile.mkdtemp(prefix="yun-bench-disk-"))
@@ -375,18 +377,21 @@ def main() -> None:
                     "kvm": os.access("/dev/kvm", os.W_OK), "load_average_at_start": load_average()},
     }
     try:
-        result["scheduler"] = bench_scheduler(args.hosts, args.creates, args.db_url, qcow2)
+        if not args.overhead_only:
+            result["scheduler"] = bench_scheduler(args.hosts, args.creates, args.db_url, qcow2)
         if not args.skip_cloud:
-            if shutil.which("wrk") is None:
+            if shutil.which("wrk") is None and not args.overhead_only:
                 sys.exit("wrk is missing: apt-get install wrk")
             state = Path(tempfile.mkdtemp(prefix="yun-bench-"))
             cloud = start_cloud(state, env={"YUN_QEMU_ACCEL": "tcg"}, timeout=300)
             try:
                 client = Client(cloud)
                 conns = [int(x) for x in args.connections.split(",")]
-                result["http"] = bench_http(cloud, client, conns, args.seconds)
+                if not args.overhead_only:
+                    result["http"] = bench_http(cloud, client, conns, args.seconds)
                 result["overhead"] = bench_overhead(cloud, client, args.servers)
-                result["boot_to_console"] = bench_boot(cloud, client, args.boots)
+                if not args.overhead_only:
+                    result["boot_to_console"] = bench_boot(cloud, client, args.boots)
                 client.delete_all()
             finally:
                 cloud.stop()

@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import Api, make_config  # noqa: E402
 
+from yunstack.agent.host import make_agent  # noqa: E402
 from yunstack.api.app import CATALOG  # noqa: E402
 from yunstack.compute.driver import InstanceSpec  # noqa: E402
 from yunstack.compute.fake import FakeDriver  # noqa: E402
-from yunstack.wiring import build, build_agent  # noqa: E402
+from yunstack.wiring import build  # noqa: E402
 
 
 class TimedFake(FakeDriver):
@@ -53,7 +54,7 @@ def main() -> None:
                            admin_password="adminpw")
     svc.flavors.ensure_defaults()
     driver = TimedFake(hostname=cfg.host_name)
-    agent = build_agent(svc, driver)
+    agent = make_agent(svc.config, svc.host_link, driver=driver)
     agent.start()
     api = Api(svc)
     headers = {"X-Auth-Token": api.admin(), "OpenStack-API-Version": "compute 2.47"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -13,12 +14,14 @@ from pathlib import Path
 import uvicorn
 import yaml
 
+from yunstack.agentproc import HostAgentProcess
 from yunstack.api.app import CATALOG, configure_logging, create_app
 from yunstack.config import Config
 from yunstack.errors import YunError
-from yunstack.wiring import Services, build, build_agent
+from yunstack.wiring import Services, build
 
 log = logging.getLogger(__name__)
+AGENT_START_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,31 +107,46 @@ def prepare(config: Config) -> Prepared:
     return Prepared(services=services, clouds_yaml=path, first_start=result.admin_password is not None)
 
 
-def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | None = None) -> None:
+def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | None = None, *,
+          config_file: Path | None = None) -> None:
     """Serve in the foreground; returns after a clean shutdown on SIGINT/SIGTERM.
 
-    The embedded host agent starts first (adopting guests that outlived the last run) and stops
-    last; guests keep running after the control plane stops, by design.
+    This host's agent is a `yun agent` subprocess that joins over ``/agent/v1`` once the API
+    listens (adopting guests that outlived the last run); it stops before the API does, so that it
+    can still release what it owns; guests keep running after the control plane stops, by design.
     """
     state = config.server.state_path
-    agent = build_agent(prepared.services)
-    agent.start()
     runtime = state / "runtime.json"
     app = create_app(prepared.services)
+    app.fastapi.state.own_host = config.host_name  # /healthz says "starting" until it has joined
+    agent = HostAgentProcess(config, prepared.services, config_file=config_file)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.server.host, port=config.server.port, log_config=None,
         access_log=False, lifespan="on", timeout_graceful_shutdown=10,
     ))
-    runtime.write_text(json.dumps({"pid": os.getpid(), "url": config.server.base_url,
-                                   "clouds_yaml": str(prepared.clouds_yaml)}))
-    original_startup = server.startup
+    original_startup, original_shutdown = server.startup, server.shutdown
 
     async def startup(sockets: object = None) -> None:
         await original_startup(sockets=sockets)  # type: ignore[arg-type]
-        if on_ready is not None and server.started:
+        if not server.started:
+            return
+        agent.start()
+        runtime.write_text(json.dumps({"pid": os.getpid(), "url": config.server.base_url,
+                                       "clouds_yaml": str(prepared.clouds_yaml)}))
+        # Waiting in a thread keeps this loop serving the agent's own join and first calls.
+        if not await asyncio.to_thread(agent.wait_connected, AGENT_START_TIMEOUT):
+            log.error("the host agent of %s did not join within %.0f s", config.host_name, AGENT_START_TIMEOUT)
+        elif on_ready is not None:
             on_ready()
 
+    async def shutdown(sockets: object = None) -> None:
+        # The agent first, while the API still answers it (it reads the network state to release it).
+        await asyncio.to_thread(agent.stop)
+        prepared.services.compute.hub.close()
+        await original_shutdown(sockets=sockets)  # type: ignore[arg-type]
+
     server.startup = startup  # type: ignore[method-assign]
+    server.shutdown = shutdown  # type: ignore[method-assign]
 
     def stopped(signum: int, _frame: object) -> None:
         raise SystemExit(0)
@@ -146,7 +164,8 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         log.info("yunstack stopped")
 
 
-def up(config: Config, on_ready: Callable[[Prepared], None] | None = None) -> None:
+def up(config: Config, on_ready: Callable[[Prepared], None] | None = None, *,
+       config_file: Path | None = None) -> None:
     configure_logging(config.log.level)
     prepared = prepare(config)
-    serve(config, prepared, (lambda: on_ready(prepared)) if on_ready else None)
+    serve(config, prepared, (lambda: on_ready(prepared)) if on_ready else None, config_file=config_file)

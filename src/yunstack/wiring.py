@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.agent.agent import Agent
 from yunstack.compute.agentlink import LocalControlPlane
-from yunstack.compute.driver import ComputeDriver
-from yunstack.compute.drivers import make_driver
 from yunstack.compute.flavors import FlavorService
+from yunstack.compute.hostauth import HostAuthService
 from yunstack.compute.hosts import HostService
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.memoryledger import MemoryLedgerService
@@ -26,10 +23,6 @@ from yunstack.identity.service import IdentityService
 from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
-from yunstack.memory.manager import MemoryManager
-from yunstack.network.dataplane.base import Dataplane
-from yunstack.network.dataplane.fake import FakeDataplane
-from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.network.service import NetworkService
 from yunstack.tasks.service import TaskService
 
@@ -51,6 +44,8 @@ class Services:
     memory: MemoryLedgerService
     network: NetworkService
     tasks: TaskService
+    hostauth: HostAuthService
+    host_link: LocalControlPlane  # the control plane's side of the agent protocol (local and /agent/v1)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -76,47 +71,9 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)
     network.server_project = compute.server_project
+    memory = MemoryLedgerService(db)
+    link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                    compute=compute, memory=MemoryLedgerService(db), network=network,
-                    tasks=TaskService(db))
-
-
-def make_dataplane(config: Config) -> Dataplane:
-    """The host dataplane; the fake one whenever no real guest runs (fake compute driver)."""
-    if config.network.dataplane == "fake" or config.compute.driver == "fake":
-        return FakeDataplane()
-    return LinuxDataplane(config.server.state_path, metadata_upstream=f"{config.server.base_url}/metadata",
-                          dns_domain=config.network.dns_domain, tag=config.network.install_tag or None)
-
-
-def build_agent(services: Services, driver: ComputeDriver | None = None,
-                dataplane: Dataplane | None = None) -> Agent:
-    """This host's agent, registered with the compute service so that new work wakes it at once."""
-    config = services.config
-    link = LocalControlPlane(services.db, config, services.hosts, services.image, services.memory,
-                             services.network)
-    driver = driver or make_driver(config)
-    memory = None
-    if config.memory.enabled:
-        real = config.compute.driver == "qemu"
-        # With the fake driver nothing real runs: never touch the host's KSM, cgroups or swap.
-        memory_config = config.memory if real else replace(config.memory, ksm_mode="never", cgroup_parent="",
-                                                            swapfile_bytes=0, budget_bytes=0)
-        memory = MemoryManager(driver, memory_config, state_dir=config.server.state_path, detect_cgroups=real)
-    agent = Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
-                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
-                  memory=memory, dataplane=dataplane or make_dataplane(config),
-                  network_period=config.network.reconcile_period)
-    services.compute.agents[agent.host] = agent
-    services.compute.notify = _wake(services.compute.agents)
-    return agent
-
-
-def _wake(agents: dict[str, Agent]) -> Callable[[str], None]:
-    def wake(host: str) -> None:
-        agent = agents.get(host)
-        if agent is not None:
-            agent.wake()
-
-    return wake
+                    compute=compute, memory=memory, network=network, hostauth=HostAuthService(db),
+                    host_link=link, tasks=TaskService(db))

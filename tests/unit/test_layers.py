@@ -120,3 +120,14 @@ def test_the_agent_reaches_no_database_service_or_state_machine() -> None:
                  or m.endswith(".service"))
     assert bad == []
     assert "yunstack.protocol" in loaded
+
+
+def test_the_agent_reaches_the_control_plane_only_through_its_link() -> None:
+    """Agents never open the database: no db, api, service or composition root in ``yunstack.agent``."""
+    bad = []
+    for path in modules("agent"):
+        for m in imports(path):
+            if m.startswith(("yunstack.db", "yunstack.api", "yunstack.wiring", "yunstack.server")) or (
+                    m.endswith((".service", "agentlink", "hostauth", "hostcalls"))):
+                bad.append(f"{path.relative_to(SRC)} imports {m}")
+    assert bad == []

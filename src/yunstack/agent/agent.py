@@ -8,7 +8,6 @@ them on the host) and reconciles them with what the control plane believes.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -17,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 from yunstack.agent.imagecache import ImageCache
-from yunstack.agent.link import ControlPlane
+from yunstack.agent.link import Answer, ControlPlane, HostCall, Wakeup, work_key
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.agent.steps import STEPS
 from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, Nic, PowerState
@@ -32,6 +31,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 POWER_SYNC_SECONDS = 2.0
 MEMORY_REPORT_SECONDS = 10.0
+LONG_POLL_SECONDS = 20.0  # one wait for work; the control plane answers sooner when there is some
 MAKE_ROOM_SECONDS = 20.0  # how long a spawn waits for the memory manager to reclaim room for it
 MIB = 1 << 20
 
@@ -66,7 +66,7 @@ class Agent:
     def __init__(self, host: str, driver: ComputeDriver, link: ControlPlane, *, image_cache: Path,
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
                  memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
-                 network_period: float = 5.0) -> None:
+                 network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS) -> None:
         self.host = host
         self.memory = memory
         self.dataplane = dataplane
@@ -77,11 +77,14 @@ class Agent:
         self.cache = ImageCache(image_cache, link)
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
+        self.poll_timeout = poll_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, Work] = {}  # instance id -> the work its task carries out
+        self._deferred: dict[str, Work] = {}  # instance id -> work that came while it was busy
+        self._reads: set[asyncio.Task[None]] = set()
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
@@ -103,30 +106,6 @@ class Agent:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wake(self) -> None:
-        """Look for work now (thread-safe); the API calls this after queueing work for this host."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wake.set)
-
-    def call(self, make: Callable[[], Awaitable[object]], timeout: float = 30.0) -> object:
-        """Run a coroutine on the agent's loop from another thread and wait for its result."""
-        if self._loop is None:
-            raise Conflict("The host agent is not running.")
-        future = asyncio.run_coroutine_threadsafe(_await(make), self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError as exc:
-            future.cancel()
-            raise Conflict("The host agent did not answer within {t} s.", t=timeout) from exc
-
-    def console_output(self, instance_id: str, length: int | None) -> str:
-        return str(self.call(lambda: self.driver.console_output(instance_id, length)))
-
-    def serial_console(self, instance_id: str) -> str:
-        """The unix socket of the guest's serial port (the API bridges a websocket to it)."""
-        return str(self.call(lambda: self.driver.serial_console(instance_id)))
-
     # -- the loop --------------------------------------------------------------------------------
 
     def _main(self) -> None:
@@ -141,7 +120,6 @@ class Agent:
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         await self.driver.init_host()
         await self._heartbeat()
@@ -154,11 +132,37 @@ class Agent:
         if self.memory is not None:
             await self._adopt_memory_policies()
             memory_task = asyncio.create_task(self.memory.run(self._stop), name="memory-manager")
+        ticker = asyncio.create_task(self._tick(), name="agent-ticker")
         self._ready.set()
         log.info("host agent for %s running", self.host)
+        while not self._stop.is_set():
+            try:
+                wakeup = await self._wait(self.poll_timeout)
+            except Exception:
+                log.exception("could not wait for work; retrying in %.1fs", self.poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+                continue
+            if wakeup is not None:
+                self._start(wakeup)
+        await asyncio.gather(ticker, return_exceptions=True)
+        for task in list(self._inflight.values()) + list(self._reads):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), *self._reads, return_exceptions=True)
+        if network_task is not None:
+            await asyncio.gather(network_task, return_exceptions=True)
+            await self._guard(self._release_network(), "network release")
+        if memory_task is not None:
+            # The manager restores KSM knobs and removes its swapfile when it sees the stop event.
+            await asyncio.gather(memory_task, return_exceptions=True)
+
+    async def _tick(self) -> None:
+        """Power sync, heartbeat and memory report, each on its own period, until stopped."""
+        assert self._stop is not None
         last_beat = last_sync = last_memory = time.monotonic()
         while not self._stop.is_set():
-            await self._dispatch()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(POWER_SYNC_SECONDS, self.poll_interval))
             now = time.monotonic()
             if now - last_sync >= POWER_SYNC_SECONDS:
                 await self._guard(self._sync_power(), "power sync")
@@ -169,18 +173,72 @@ class Agent:
             if self.memory is not None and now - last_memory >= MEMORY_REPORT_SECONDS:
                 await self._guard(self._report_memory(), "memory report")
                 last_memory = now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            self._wake.clear()
-        for task in list(self._inflight.values()):
-            task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-        if network_task is not None:
-            await asyncio.gather(network_task, return_exceptions=True)
-            await self._guard(self._release_network(), "network release")
-        if memory_task is not None:
-            # The manager restores KSM knobs and removes its swapfile when it sees the stop event.
-            await asyncio.gather(memory_task, return_exceptions=True)
+
+    async def _wait(self, timeout: float) -> Wakeup | None:
+        """The control plane's long-poll, given up (None) when the agent stops meanwhile.
+
+        The blocking call runs in a daemon thread of its own: a stopping agent does not wait for a
+        long-poll to time out (its answer, if any, is dropped; the work stays queued).
+        """
+        assert self._loop is not None and self._stop is not None
+        loop, answer = self._loop, self._loop.create_future()
+        busy = self._busy()
+
+        def run() -> None:
+            try:
+                result: object = self.link.wait(self.host, busy, timeout)
+            except BaseException as exc:  # handed to the loop, which re-raises it
+                result = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: the agent stopped
+                loop.call_soon_threadsafe(_settle, answer, result)
+
+        threading.Thread(target=run, name=f"agent-wait-{self.host}", daemon=True).start()
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({answer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not answer.done():
+            answer.cancel()
+            return None
+        result: Wakeup = answer.result()
+        return result
+
+    def _busy(self) -> frozenset[str]:
+        """The keys of the work this agent has: running, or deferred behind its instance's running op."""
+        return frozenset(work_key(w) for w in (*self._running.values(), *self._deferred.values()))
+
+    def _start(self, wakeup: Wakeup) -> None:
+        for item in wakeup.work:
+            if item.instance_id in self._inflight:
+                # Queued while its instance's op runs (a delete during a build): that op's end takes it up.
+                self._deferred[item.instance_id] = item
+                continue
+            task = asyncio.create_task(self._perform(item), name=f"{item.op}-{item.instance_id}")
+            self._inflight[item.instance_id] = task
+            self._running[item.instance_id] = item
+            task.add_done_callback(self._forget(item.instance_id))
+        for call in wakeup.calls:
+            read = asyncio.create_task(self._read(call), name=f"{call.kind}-{call.instance_id}")
+            self._reads.add(read)
+            read.add_done_callback(self._reads.discard)
+
+    async def _read(self, call: HostCall) -> None:
+        """Answer one of the control plane's reads from the driver (never behind an operation)."""
+        try:
+            if call.kind == "console_output":
+                answer = Answer(call_id=call.id, result=await self.driver.console_output(call.instance_id,
+                                                                                          call.length))
+            elif call.kind == "serial_console":
+                answer = Answer(call_id=call.id, result=await self.driver.serial_console(call.instance_id))
+            else:
+                answer = Answer(call_id=call.id, error=f"unknown read {call.kind!r}")
+        except YunError as exc:
+            answer = Answer(call_id=call.id, error=exc.text)
+        except Exception as exc:
+            log.exception("%s of %s failed", call.kind, call.instance_id)
+            answer = Answer(call_id=call.id, error=f"{type(exc).__name__}: {exc}")
+        await self._guard(asyncio.to_thread(self.link.answer, self.host, answer), "answer")
 
     async def _guard(self, work: Awaitable[None], what: str) -> None:
         try:
@@ -243,22 +301,27 @@ class Agent:
                 with contextlib.suppress(NotFound):  # its directory went away meanwhile: nothing to do
                     await self.driver.destroy(instance_id)
 
-    async def _dispatch(self) -> None:
+    async def _follow_up(self, done: str) -> None:
+        """Right after an operation: work queued meanwhile (a delete, the offload after a shelve)."""
+        self._inflight.pop(done, None)
+        self._running.pop(done, None)
+        self._deferred.pop(done, None)  # the queue has the current work of this instance, if any
         try:
-            work = await asyncio.to_thread(self.link.pending_work, self.host)
+            wakeup = await asyncio.to_thread(self.link.wait, self.host, self._busy(), 0.0)
         except Exception:
             log.exception("could not read pending work")
             return
-        for item in work:
-            if item.instance_id in self._inflight:
-                continue
-            task = asyncio.create_task(self._perform(item), name=f"{item.op}-{item.instance_id}")
-            self._inflight[item.instance_id] = task
-            task.add_done_callback(self._forget(item.instance_id))
+        self._start(Wakeup(work=wakeup.work))  # reads are answered by the main loop's wait
+        for call in wakeup.calls:
+            read = asyncio.create_task(self._read(call), name=f"{call.kind}-{call.instance_id}")
+            self._reads.add(read)
+            read.add_done_callback(self._reads.discard)
 
     def _forget(self, instance_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(_task: asyncio.Task[None]) -> None:
-            self._inflight.pop(instance_id, None)
+        def done(task: asyncio.Task[None]) -> None:
+            if self._inflight.get(instance_id) is task:
+                self._inflight.pop(instance_id, None)
+                self._running.pop(instance_id, None)
 
         return done
 
@@ -324,6 +387,7 @@ class Agent:
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
         await asyncio.to_thread(self.link.finish, outcome)
+        await self._follow_up(work.instance_id)
         if step is not None and step.reconcile_network and self.network is not None:
             # Its ports changed: take taps and rules away without waiting for the period.
             await self._guard(self._reconcile(), "network reconcile")
@@ -339,5 +403,10 @@ class Agent:
                        power_state=power, error=message)
 
 
-async def _await(make: Callable[[], Awaitable[object]]) -> object:
-    return await make()
+def _settle(future: asyncio.Future[Wakeup], result: object) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

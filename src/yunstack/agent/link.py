@@ -1,14 +1,17 @@
 """The agent's one narrow interface to the control plane.
 
-The embedded agent of `yun up` uses ``compute.agentlink.LocalControlPlane`` (direct service calls);
-a remote agent per host will use an HTTP implementation of the same protocol.  Every method is
-synchronous and short; the agent calls them from a worker thread.  The messages are the typed
-models of ``yunstack.protocol``.
+Two implementations: ``compute.agentlink.LocalControlPlane`` (direct service calls, in the
+control-plane process) and ``agent.http.HttpControlPlane`` (the same calls over ``/agent/v1``,
+serialized from these annotations by ``agent.wire``).  The messages are the typed models of
+``yunstack.protocol``.  Every method is synchronous; the agent calls them from worker threads.  All
+are short except ``wait``, the long-poll that hands out new work and the control plane's reads
+(console output) as soon as there are any.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,7 +19,39 @@ from yunstack.compute.driver import HostInfo, InstanceInfo
 from yunstack.network.desired import HostNetworkState
 from yunstack.protocol import Outcome, SpecData, Work  # the typed messages (re-exported for the link's users)
 
-__all__ = ["ControlPlane", "Outcome", "SpecData", "Work"]
+__all__ = ["Answer", "ControlPlane", "HostCall", "Outcome", "SpecData", "Wakeup", "Work", "work_key"]
+
+
+def work_key(work: Work) -> str:
+    """What names one piece of queued work (``wait`` leaves out the work an agent already has)."""
+    return f"{work.instance_id} {work.op} {work.request_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostCall:
+    """A read the control plane asks of the host's driver, answered with ``ControlPlane.answer``."""
+
+    id: str
+    instance_id: str
+    kind: str  # "console_output" | "serial_console"
+    length: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wakeup:
+    """What ``wait`` returns: work the agent is not running yet, and reads to answer."""
+
+    work: tuple[Work, ...] = ()
+    calls: tuple[HostCall, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """The host's answer to one ``HostCall``: its text, or why it failed."""
+
+    call_id: str
+    result: str | None = None
+    error: str | None = None
 
 
 class ControlPlane(Protocol):
@@ -55,3 +90,13 @@ class ControlPlane(Protocol):
 
     def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:
         """Report the memory manager's latest ledger entry (for admission, the API and history)."""
+
+    def wait(self, host: str, busy: Collection[str], timeout: float) -> Wakeup:
+        """Block until there is work for ``host`` not in ``busy`` (``work_key``s), or a read; at most ``timeout`` s.
+
+        Returns at once when there is some; an empty ``Wakeup`` after ``timeout``.  Each read is
+        handed out once.
+        """
+
+    def answer(self, host: str, answer: Answer) -> None:
+        """Answer a read that ``wait`` handed out to ``host``."""

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from yunstack import __version__
 from yunstack.api import faults, metrics
+from yunstack.api.agent import routes as agent_routes
 from yunstack.api.compute import consoles as compute_consoles
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
@@ -46,6 +47,8 @@ CATALOG: tuple[tuple[str, str, str], ...] = (
 
 def _streamed(path: str) -> bool:
     """Upload paths stream their bodies to disk and enforce their own limits."""
+    if path.startswith("/agent/v1/hosts/") and "/snapshots/" in path:
+        return True  # a host's snapshot upload (credential-checked before a byte is stored)
     return path.startswith("/image/v2/images/") and path.endswith("/file")
 
 
@@ -81,14 +84,20 @@ def create_app(services: Services) -> Any:
                            compute_services.router, compute_images.router, compute_consoles.router,
                            compute_consoles.socket_router, compute_tasks.router):
         app.include_router(compute_router)
+    app.include_router(agent_routes.router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)
 
     @app.get("/healthz", tags=["meta"])
-    def healthz() -> dict[str, object]:
+    def healthz() -> JSONResponse:
         with services.db() as s:
             s.connection().exec_driver_sql("SELECT 1")
-        return {"status": "ok", "version": __version__}
+        # `yun up` is healthy once its own host's agent has joined (before that nothing can be placed).
+        waiting = app.state.own_host if getattr(app.state, "own_host", None) else None
+        if waiting is not None and not services.compute.hub.connected(waiting):
+            return JSONResponse({"status": "starting", "version": __version__,
+                                 "waiting_for": f"the agent of host {waiting}"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
 
     @app.get("/", tags=["meta"])
     def index() -> JSONResponse:

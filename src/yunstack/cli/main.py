@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from yunstack import config as configmod
-from yunstack.cli import memory, resources, tasks
+from yunstack.cli import hosts, memory, resources, tasks
 from yunstack.cli.bench import bench_app
 from yunstack.client import ApiError, YunClient
 
@@ -26,6 +26,8 @@ app.add_typer(resources.flavor_app, name="flavor")
 app.add_typer(tasks.task_app, name="task")
 app.command("console")(resources.console_cmd)
 app.command("memory")(memory.memory_cmd)
+app.add_typer(hosts.host_app, name="host")
+app.command("agent")(hosts.agent_cmd)
 app.add_typer(bench_app, name="bench")
 console = Console()
 
@@ -66,7 +68,7 @@ def up(
                  "Ctrl-C stops the control plane."]
         console.print(Panel("\n".join(lines), title="yunstack", expand=False))
 
-    server.up(cfg, ready)
+    server.up(cfg, ready, config_file=config_file)
 
 
 @app.command()

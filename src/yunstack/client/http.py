@@ -138,3 +138,14 @@ class YunClient:
 
     def delete(self, service: str, path: str, **kwargs: Any) -> None:
         self.request("DELETE", service, path, **kwargs)
+
+    def add_host(self, name: str) -> dict[str, Any]:
+        """Add a compute host (admin): its name, one-time ``join_token`` and ``expires_at``."""
+        if self._token is None:
+            self.authenticate()
+        r = self._http.post(f"{self.base_url}/agent/v1/hosts", json={"host": {"name": name}},
+                            headers={"X-Auth-Token": self._token or ""})
+        if r.status_code != 201:
+            raise ApiError(r.status_code, _message(r))
+        host: dict[str, Any] = r.json()["host"]
+        return host

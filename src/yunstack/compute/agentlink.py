@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-from collections.abc import Collection, Mapping, Sequence
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from yunstack.agent.link import Answer, Wakeup, work_key
 from yunstack.compute import operations, states
 from yunstack.compute.driver import HostInfo, InstanceInfo, PowerState
+from yunstack.compute.hostcalls import HostHub
 from yunstack.compute.hosts import HostService
 from yunstack.compute.memoryledger import MemoryLedgerService
 from yunstack.compute.operations import Later
@@ -71,7 +75,9 @@ def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime) -
 
 class LocalControlPlane:
     def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
-                 ledger: MemoryLedgerService, network: NetworkService | None = None) -> None:
+                 ledger: MemoryLedgerService, network: NetworkService | None = None,
+                 hub: HostHub | None = None) -> None:
+        self.hub = hub or HostHub()
         self._db = db
         self._ledger = ledger
         self._network = network
@@ -82,6 +88,29 @@ class LocalControlPlane:
     def pending_work(self, host: str) -> Sequence[Work]:
         with self._db() as s:
             return operations.pending_for(s, host)
+
+    def wait(self, host: str, busy: Collection[str], timeout: float) -> Wakeup:
+        woken = threading.Event()
+        unsubscribe = self.hub.subscribe(host, woken.set)  # before looking: a wake in between is kept
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                woken.clear()
+                found = self.poll(host, busy)
+                left = deadline - time.monotonic()
+                if found.work or found.calls or left <= 0 or self.hub.closing:
+                    return found
+                woken.wait(left)
+        finally:
+            unsubscribe()
+
+    def poll(self, host: str, busy: Collection[str]) -> Wakeup:
+        """``wait`` without waiting: new work and queued reads for ``host`` right now."""
+        work = tuple(w for w in self.pending_work(host) if work_key(w) not in busy)
+        return Wakeup(work=work, calls=self.hub.take_calls(host))
+
+    def answer(self, host: str, answer: Answer) -> None:
+        self.hub.answer(host, answer)
 
     def spec(self, instance_id: str) -> SpecData:
         with self._db() as s:
@@ -106,14 +135,19 @@ class LocalControlPlane:
                             extra=extra, port_ids=ports)
 
     def fetch_image(self, image_id: str, dest: Path) -> str:
+        disk_format, chunks = self.image_data(image_id)
+        with dest.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        return disk_format
+
+    def image_data(self, image_id: str) -> tuple[str, Iterator[bytes]]:
+        """An image's disk format and bytes (the HTTP route streams them to a remote agent)."""
         # The agent reads any image an instance on its host was allowed to boot from.
         image, chunks = self._images.download(system_context(""), image_id)
         if chunks is None:
             raise NotFound("Image {id} has no data.", id=image_id)
-        with dest.open("wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        return str(image.disk_format or "raw")
+        return str(image.disk_format or "raw"), chunks
 
     def upload_snapshot(self, instance_id: str, image_id: str, path: Path) -> None:
         with self._db() as s:

@@ -3,8 +3,8 @@
 ``POST /servers/{id}/remote-consoles`` (or the legacy action) gets a token bound to one server;
 the websocket at ``/compute/console/serial?token=...`` redeems it once, within ``TOKEN_TTL``
 seconds, for the path of the guest's serial socket, which the API then bridges to the websocket.
-The socket is found through the host's agent (the driver owns it); the agent runs in this process,
-so the path is local.  Tokens live in memory: a restart invalidates them, which only means
+The socket is found through the host's agent (the driver owns it), asked over the agent protocol;
+the path is usable while the host is this machine.  Tokens live in memory: a restart invalidates them, which only means
 asking for a new URL.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import states
+from yunstack.compute.hostcalls import HostHub
 from yunstack.db.tables import compute as t
 from yunstack.errors import Conflict, NotFound
 from yunstack.identity import policy
@@ -55,7 +55,7 @@ class ConsoleOps:
     """The serial console use cases of ``ComputeService``."""
 
     _db: sessionmaker[Session]
-    agents: dict[str, Any]
+    hub: HostHub
     consoles: ConsoleTokens
 
     def _row(self, s: Session, ctx: AuthContext, server_id: str) -> t.Instance:
@@ -78,11 +78,11 @@ class ConsoleOps:
                 raise NotFound("Instance {id} could not be found.", id=instance_id)
             _require_ready(row)
             host = row.host
-        agent = self.agents.get(host or "")
-        if agent is None:
-            raise Conflict("The agent of host {host} cannot be reached for the console.", host=host)
-        path: str = agent.serial_console(instance_id)
-        return path
+        if not host:
+            raise Conflict("Instance {id} is on no host.", id=instance_id)
+        # The host answers with the path of the guest's serial socket: this bridge works while that
+        # host is this machine (the all-in-one cloud and the lab); a remote host's socket needs a relay.
+        return self.hub.call(host, instance_id, "serial_console")
 
 
 def _require_ready(row: t.Instance) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from yunstack.compute import addressing, operations, scheduler, states
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.flavors import FlavorService
+from yunstack.compute.hostcalls import HostHub
 from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
@@ -143,8 +144,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
                  keypairs: KeyPairService, quotas: QuotaService, hosts: HostService, images: Any,
-                 network: NetworkService | None = None,
-                 notify: Callable[[str], None] = lambda host: None) -> None:
+                 network: NetworkService | None = None, hub: HostHub | None = None) -> None:
         self._db = db
         self.groups = ServerGroupService(db, quotas)
         self.usage = UsageService(db)
@@ -156,10 +156,11 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
         self.hosts = hosts
         self.images = images
         self.network = network
-        self.notify = notify
+        # Hosts' long-polls wait here: queueing work wakes them, and reads (console) go through it.
+        self.hub = hub or HostHub()
+        self.notify: Callable[[str], None] = self.hub.wake
         # One scheduler at a time per process: claims read usage and write in one step.
         self._schedule_lock = threading.Lock()
-        self.agents: dict[str, Any] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -496,11 +497,9 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
             row = self._row(s, ctx, server_id)
             states.CONSOLE_OUTPUT.check("os-getConsoleOutput", server_id, row.vm_state, row.task_state)
             host = row.host
-        agent = self.agents.get(host or "")
-        if agent is None:
-            raise Conflict("The agent of host {host} cannot be reached for the console.", host=host)
-        text: str = agent.console_output(server_id, length)
-        return text
+        if not host:
+            raise Conflict("Instance {id} is on no host: it has no console output.", id=server_id)
+        return self.hub.call(host, server_id, "console_output", length)
 
     # -- the metadata service -------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-"""Nova servers through the in-process API with an embedded agent on the FakeDriver, on both DBs.
+"""Nova servers through the in-process API with a host agent on the FakeDriver, on both DBs.
 
-The agent is the real one (`wiring.build_agent`), in its own thread; only the driver is fake.  So
-these tests see what a client sees: 202 at once, then the server's status moving as the agent
-reports back.
+The agent is the real one (`agent.host.make_agent`), in its own thread, and it talks to the control
+plane over the real agent protocol: ``HttpControlPlane`` with a host credential, against the ASGI
+app (``/agent/v1``); only the driver is fake.  So these tests see what a client sees: 202 at once,
+then the server's status moving as the agent reports back.
 """
 
 from __future__ import annotations
@@ -18,33 +19,43 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import Api, need
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.identity.test_identity_api import make_member
 from yunstack.agent.agent import Agent
+from yunstack.agent.host import make_agent
+from yunstack.agent.http import HttpControlPlane
+from yunstack.api.app import create_app
 from yunstack.compute.agentlink import system_context
 from yunstack.compute.fake import FakeDriver
 from yunstack.db.tables import compute as t
-from yunstack.wiring import Services, build_agent
+from yunstack.wiring import Services
 
 IM = "/image/v2"
 WAIT = 10.0
 
 
 class Host:
-    """This host's agent on a FakeDriver; tests may restart it, or swap the driver."""
+    """This host's agent on a FakeDriver, over HTTP; tests may restart it, or swap the driver."""
 
     def __init__(self, services: Services, driver: FakeDriver) -> None:
         self.services = services
         self.driver = driver
         self.agent: Agent | None = None
+        self._client: TestClient | None = None
 
     def start(self, driver: FakeDriver | None = None) -> Agent:
         self.stop()
         self.driver = driver or self.driver
-        self.agent = build_agent(self.services, self.driver)
+        name = self.services.config.host_name
+        self._client = TestClient(create_app(self.services), base_url="http://127.0.0.1:8080")
+        link = HttpControlPlane("http://127.0.0.1:8080", name, self.services.hostauth.issue(name),
+                                client=self._client)
+        self.agent = make_agent(self.services.config, link, driver=self.driver)
+        self.agent.poll_timeout = 2.0  # a stopped agent's last long-poll ends soon after the test
         self.agent.start()
         return self.agent
 
@@ -52,6 +63,9 @@ class Host:
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""The agent protocol over HTTP (``/agent/v1``)."""

@@ -1,0 +1,128 @@
+"""Who a compute host is, and what it may touch: join tokens, per-host credentials, ownership.
+
+An admin adds a host by name and gets a one-time join token (it expires); the host's agent
+exchanges it once for its own credential, a random secret it keeps and presents on every call.
+Only SHA-256 hashes of both are stored.  A host sees only its own work: the agent routes ask
+``owns_instance``/``may_read_image``/``may_upload`` before any call that names an instance or image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.compute import states
+from yunstack.db.tables import compute as t
+from yunstack.db.tables import hosts as h
+from yunstack.errors import BadRequest, Unauthorized
+from yunstack.identity import policy
+from yunstack.identity.context import AuthContext
+
+JOIN_TOKEN_TTL = timedelta(hours=1)
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")  # a host name: DNS label(s)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinToken:
+    host: str
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Joined:
+    host: str
+    credential: str
+
+
+class HostAuthService:
+    def __init__(self, db: sessionmaker[Session], ttl: timedelta = JOIN_TOKEN_TTL) -> None:
+        self._db = db
+        self.ttl = ttl
+
+    def add_host(self, ctx: AuthContext, name: str) -> JoinToken:
+        """A one-time join token for host ``name`` (admin only).  Joining again replaces its credential."""
+        policy.require_admin(ctx, "yunstack:hosts:add")
+        if not HOST_NAME.match(name):
+            raise BadRequest("Invalid host name {name!r}: letters, digits, dots and dashes, at most 63.",
+                             name=name)
+        token = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self._db.begin() as s:
+            s.add(h.HostJoinToken(token_hash=_hash(token), host=name, created_at=now, expires_at=now + self.ttl))
+        return JoinToken(host=name, token=token, expires_at=now + self.ttl)
+
+    def join(self, token: str) -> Joined:
+        """Spend a join token for a new credential of its host; a used or expired token is 401."""
+        now = datetime.now(UTC)
+        credential = secrets.token_urlsafe(32)
+        with self._db.begin() as s:
+            row = s.get(h.HostJoinToken, _hash(token))
+            if row is None or row.used_at is not None or row.expires_at <= now:
+                raise Unauthorized("The join token is invalid, used or expired.")
+            # Spend it with a guarded update: of two concurrent joins with one token, one wins.
+            spent = s.execute(update(h.HostJoinToken).where(h.HostJoinToken.token_hash == row.token_hash,
+                                                            h.HostJoinToken.used_at.is_(None))
+                              .values(used_at=now).execution_options(synchronize_session=False))
+            if getattr(spent, "rowcount", 1) != 1:
+                raise Unauthorized("The join token is invalid, used or expired.")
+            existing = s.get(h.HostCredential, row.host)
+            if existing is None:
+                s.add(h.HostCredential(host=row.host, secret_hash=_hash(credential), created_at=now))
+            else:
+                existing.secret_hash, existing.created_at = _hash(credential), now
+            return Joined(host=row.host, credential=credential)
+
+    def issue(self, host: str) -> str:
+        """A fresh credential for ``host`` without a token: the all-in-one cloud's own agent."""
+        credential = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self._db.begin() as s:
+            existing = s.get(h.HostCredential, host)
+            if existing is None:
+                s.add(h.HostCredential(host=host, secret_hash=_hash(credential), created_at=now))
+            else:
+                existing.secret_hash, existing.created_at = _hash(credential), now
+        return credential
+
+    def authenticate(self, credential: str) -> str:
+        """The host a credential belongs to; 401 when it belongs to none."""
+        with self._db() as s:
+            host = s.scalar(select(h.HostCredential.host).where(h.HostCredential.secret_hash == _hash(credential)))
+        if host is None:
+            raise Unauthorized("The host credential is not valid.")
+        return host
+
+    # -- what a host may touch -------------------------------------------------------------------
+
+    def owns_instance(self, host: str, instance_id: str) -> bool:
+        with self._db() as s:
+            row = s.get(t.Instance, instance_id)
+            return row is not None and row.host == host and row.vm_state != states.DELETED
+
+    def may_read_image(self, host: str, image_id: str) -> bool:
+        """An image that an instance on ``host`` boots from, or that its queued work names (rescue, unshelve)."""
+        with self._db() as s:
+            rows = s.scalars(select(t.Instance).where(t.Instance.host == host)).all()
+            return any(r.image_id == image_id or _work_image(r) == image_id for r in rows)
+
+    def may_upload(self, host: str, instance_id: str, image_id: str) -> bool:
+        """Only the image that the instance's queued snapshot or shelve is writing."""
+        with self._db() as s:
+            row = s.get(t.Instance, instance_id)
+            return row is not None and row.host == host and _work_image(row) == image_id
+
+
+def _work_image(row: t.Instance) -> str | None:
+    image = ((row.pending or {}).get("args") or {}).get("image_id")
+    return str(image) if image else None
