@@ -22,7 +22,7 @@ from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import ControlPlane, Outcome, SpecData, Work
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.compute import states
-from yunstack.compute.driver import ComputeDriver, InstanceSpec, Nic, PowerState
+from yunstack.compute.driver import ComputeDriver, InstanceSpec, MemoryBacking, Nic, PowerState, root_disk
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
@@ -269,19 +269,19 @@ class Agent:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""
         data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
         path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
-        extra = dict(data.extra)
+        memory = MemoryBacking(page_sharing=data.extra.get(EXTRA_PAGE_SHARING, "on") != "off")
         if self.memory is not None:
-            self.memory.set_policy(data.id, memory_policy(extra, data.memory_mib))
+            self.memory.set_policy(data.id, memory_policy(data.extra, data.memory_mib))
             # The manager decides page sharing and THP per VM; the driver applies them at start.
-            extra.update(self.memory.instance_extra(data.id))
+            memory = self.memory.memory_backing(data.id)
         nics: tuple[Nic, ...] = ()
         if data.port_ids and self.network is not None and self.dataplane is not None:
             # Taps must exist and sit on their bridges, with their rules, before QEMU opens them.
             await self.network.reconcile_now()
             nics = tuple(self.dataplane.nic_for_port(p) for p in data.port_ids)
         return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
-                            memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
-                            base_format=fmt, config_drive=data.config_drive, extra=extra, nics=nics)
+                            memory_mib=data.memory_mib, disks=root_disk(path, fmt, data.disk_gib),
+                            config_drive=data.config_drive, memory=memory, nics=nics)
 
     @contextlib.asynccontextmanager
     async def _room(self, spec: InstanceSpec) -> AsyncIterator[None]:
@@ -396,7 +396,8 @@ class Agent:
             spec = await self._spec(iid)
             old = dict(work.args.get("old_flavor") or {})
             if old:
-                spec = replace(spec, vcpus=old["vcpus"], memory_mib=old["ram"], disk_gib=old.get("disk", 0))
+                spec = replace(spec, vcpus=old["vcpus"], memory_mib=old["ram"]).with_root(
+                    size_gib=old.get("disk", 0))
             await d.power_off(iid, self.stop_timeout)  # both drivers revert only a stopped guest
             await d.revert_resize(spec)
             await d.power_on(spec)
@@ -419,7 +420,7 @@ class Agent:
         d, iid = self.driver, work.instance_id
         old_spec = await self._spec(iid)
         new = dict(work.args["flavor"])
-        new_spec = replace(old_spec, vcpus=new["vcpus"], memory_mib=new["ram"], disk_gib=new.get("disk", 0))
+        new_spec = replace(old_spec, vcpus=new["vcpus"], memory_mib=new["ram"]).with_root(size_gib=new.get("disk", 0))
         info = await d.get_info(iid)
         was_running = info.power_state in (PowerState.RUNNING, PowerState.PAUSED)
         await d.power_off(iid, self.stop_timeout)
