@@ -235,6 +235,9 @@ class Agent:
     async def _sync_power(self) -> None:
         busy = frozenset(self._inflight)
         infos = await self.driver.list_instances()
+        # A guest in a live migration belongs to it: an incoming one is no orphan to destroy, and an
+        # outgoing one, stopped on the source, did not pause by itself.
+        busy |= {i.id for i in infos if i.migration is not None}
         # Guests with an operation in flight are the operation's business, not the sync's: an op can
         # finish between our listing and the control plane's comparison.
         orphans = await asyncio.to_thread(self.link.sync_power, self.host, infos, busy | set(self._inflight))
