@@ -224,7 +224,7 @@ def bench_boot(cloud: RunningCloud, client: Client, n: int) -> dict[str, Any]:
 def bench_driver_spawn(state: Path, base_image: Path, n: int) -> dict[str, Any]:
     """QemuDriver.spawn called directly: call -> QEMU process exists, and the whole call."""
     from yunstack import config as configmod
-    from yunstack.compute.driver import ConfigDrive, InstanceSpec
+    from yunstack.compute.driver import ConfigDrive, InstanceSpec, root_disk
     from yunstack.compute.qemu.driver import QemuDriver
 
     cfg = configmod.load(None, env={}, server={"state_dir": str(state)}, qemu={"accel": "tcg"})
@@ -237,8 +237,8 @@ def bench_driver_spawn(state: Path, base_image: Path, n: int) -> dict[str, Any]:
             sid = str(uuid.uuid4())
             drive = ConfigDrive(meta_data={"uuid": sid, "name": f"d{i}", "hostname": f"d{i}"}, user_data=None,
                                 network_data={"links": [], "networks": [], "services": []})
-            spec = InstanceSpec(id=sid, name=f"d{i}", hostname=f"d{i}", vcpus=1, memory_mib=128, disk_gib=1,
-                                base_image=base_image, base_format="qcow2", config_drive=drive)
+            spec = InstanceSpec(id=sid, name=f"d{i}", hostname=f"d{i}", vcpus=1, memory_mib=128,
+                                disks=root_disk(base_image, "qcow2", 1), config_drive=drive)
             t0 = time.time()
             await driver.spawn(spec)
             returned = time.time()

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec
+from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, root_disk
 from yunstack.compute.fake import FakeDriver
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
@@ -53,12 +54,14 @@ class Harness:
     root: Path | None = None
     config: Config | None = None
     specs: list[InstanceSpec] = field(default_factory=list)
+    peer: Any = None  # a second driver with its own instance directory: the other "host"
 
-    def spec(self, **changes: Any) -> InstanceSpec:
+    def spec(self, *, disk_gib: int = 1, base_image: Path | None = None, **changes: Any) -> InstanceSpec:
+        """A spec with one root overlay of ``disk_gib`` on ``base_image`` (the tiny image)."""
         instance_id = str(uuid.uuid4())
         values: dict[str, Any] = {
             "id": instance_id, "name": "vm", "hostname": "vm1", "vcpus": 1, "memory_mib": 160,
-            "disk_gib": 1, "base_image": self.image, "base_format": "qcow2",
+            "disks": root_disk(base_image or self.image, "qcow2", disk_gib),
             "config_drive": ConfigDrive(meta_data={"uuid": instance_id, "hostname": "vm1.novalocal",
                                                    "name": "vm"}, user_data=b"#!/bin/sh\necho hi\n"),
         }
@@ -131,17 +134,35 @@ def _qemu_processes() -> list[tuple[int, str]]:
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """The driver under test; the qemu one kills every QEMU it started when the test ends."""
     if request.param == "fake":
-        yield Harness("fake", FakeDriver(hostname="fake-1"), Path("/nonexistent/base.qcow2"))
+        yield Harness("fake", FakeDriver(hostname="fake-1"), Path("/nonexistent/base.qcow2"),
+                      peer=FakeDriver(hostname="fake-2"))
         return
     image = request.getfixturevalue("tiny_image")
-    # A short state dir: the QMP socket path must fit in 107 bytes.
+    # Short state dirs: the QMP socket path must fit in 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="ys-", dir="/tmp"))
-    config = Config(server=ServerConfig(state_dir=str(root)),
-                    qemu=QemuConfig(accel="tcg", stop_timeout=30.0))
+    peer_root = Path(tempfile.mkdtemp(prefix="ys-", dir="/tmp"))
+    config, peer_config = (Config(server=ServerConfig(state_dir=str(r)),
+                                  qemu=QemuConfig(accel="tcg", stop_timeout=30.0)) for r in (root, peer_root))
     try:
-        yield Harness("qemu", QemuDriver(config), image, root, config)
+        yield Harness("qemu", QemuDriver(config), image, root, config, peer=QemuDriver(peer_config))
     finally:
         for pid, cmd in _qemu_processes():
-            if str(root) in cmd:
+            if str(root) in cmd or str(peer_root) in cmd:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(peer_root, ignore_errors=True)
+
+
+def free_port_pair() -> int:
+    """A port P on 127.0.0.1 with P and P+1 free (memory and disks of one incoming migration)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        with socket.socket() as second:
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")

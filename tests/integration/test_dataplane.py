@@ -29,7 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from yunstack.api.metadata import make_metadata_router
-from yunstack.compute.driver import ConfigDrive, InstanceSpec
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
 from yunstack.image.tiny import build_tiny_image
@@ -174,7 +174,7 @@ class Cloud:
                             user_data=user_data.encode())
         spec = InstanceSpec(
             id=instance_id, name=p.hostname, hostname=p.hostname, vcpus=1, memory_mib=memory_mib,
-            disk_gib=0, base_image=self.image, nics=(self.dataplane.nic_for_port(p.id),),
+            disks=root_disk(self.image), nics=(self.dataplane.nic_for_port(p.id),),
             config_drive=drive if config_drive else None)
         self.vms[p.hostname] = spec
         self.started[p.hostname] = time.monotonic()

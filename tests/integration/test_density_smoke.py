@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from yunstack.bench.density import _fleet
 from yunstack.bench.density import budget as budget_mod
 from yunstack.bench.density._fleet import qemu_pids
+from yunstack.cgroups import detect
 from yunstack.cli.bench import bench_app
-from yunstack.memory.cgroups import detect
 
 pytestmark = pytest.mark.integration
 

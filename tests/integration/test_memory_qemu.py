@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from yunstack.compute.driver import ConfigDrive, InstanceSpec
+from yunstack.cgroups import detect, leaf_name
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, MemoryBacking, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
-from yunstack.memory.cgroups import detect, leaf_name
 from yunstack.memory.collectors import read_ksm
 from yunstack.memory.controllers import SwapControl
-from yunstack.memory.manager import MemoryManager, instance_extra
+from yunstack.memory.manager import MemoryManager, memory_backing
 from yunstack.memory.model import MIB, GuestPolicy, MemoryConfig, PressureLevel, Tuning
 
 pytestmark = pytest.mark.integration
@@ -50,12 +50,12 @@ class Env:
     parent: str
     image: Path
 
-    def spec(self, mib: int, user_data: str, **extra: str) -> InstanceSpec:
+    def spec(self, mib: int, user_data: str, memory: MemoryBacking | None = None) -> InstanceSpec:
         iid = str(uuid.uuid4())
         return InstanceSpec(
-            id=iid, name="m", hostname="m", vcpus=1, memory_mib=mib, disk_gib=1, base_image=self.image,
+            id=iid, name="m", hostname="m", vcpus=1, memory_mib=mib, disks=root_disk(self.image, size_gib=1),
             config_drive=ConfigDrive(meta_data={"uuid": iid, "hostname": "m"}, user_data=user_data.encode()),
-            extra=extra)
+            memory=memory or MemoryBacking())
 
     async def wait_console(self, iid: str, pattern: str, timeout: float = 60.0, count: int = 1) -> str:
         deadline = time.monotonic() + timeout
@@ -199,9 +199,9 @@ async def test_the_manager_deflates_a_guest_under_pressure(env: Env, running: li
 
 async def test_ksm_merges_identical_guests_and_the_ledger_shows_it(
         env: Env, ksm_guard: dict[str, str], running: list[asyncio.Task[None]]) -> None:
-    extra = instance_extra(GuestPolicy())  # page sharing allowed -> THP off
-    assert extra == {"yunstack:page_sharing": "on", "yunstack:thp": "off"}
-    specs = [env.spec(192, "#!/bin/sh\necho idle\n", **extra) for _ in range(2)]
+    memory = memory_backing(GuestPolicy())  # page sharing allowed -> THP off
+    assert memory == MemoryBacking(page_sharing=True, thp=False)
+    specs = [env.spec(192, "#!/bin/sh\necho idle\n", memory) for _ in range(2)]
     await asyncio.gather(*(env.driver.spawn(s) for s in specs))
     await asyncio.gather(*(env.wait_console(s.id, r"YUNSTACK-READY", 90) for s in specs))
     # 2 x 192 MiB committed on a 448 MiB budget is overcommitted (> 80 %): the policy runs KSM.

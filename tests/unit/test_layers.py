@@ -34,7 +34,7 @@ def modules(*parts: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("leaf,allowed", [("errors", set()), ("types", set()),
-                                          ("config", {"yunstack.errors"})])
+                                          ("config", {"yunstack.errors"}), ("cgroups", {"yunstack.errors"})])
 def test_leaves_import_nothing_of_ours(leaf: str, allowed: set[str]) -> None:
     assert imports(SRC / f"{leaf}.py") <= allowed
 
@@ -57,6 +57,19 @@ def test_drivers_import_no_service_db_or_api() -> None:
                  *dataplane]:
         for m in imports(path):
             if m.startswith(("yunstack.db", "yunstack.api", "yunstack.identity")) or m.endswith(".service"):
+                bad.append(f"{path.relative_to(SRC)} imports {m}")
+    assert bad == []
+
+
+LEAVES = {"yunstack.errors", "yunstack.types", "yunstack.config", "yunstack.cgroups"}
+
+
+def test_drivers_import_only_the_leaves_and_their_own_seam() -> None:
+    """What docs/explanation/architecture.md claims: a driver needs nothing of the cloud above it."""
+    bad = []
+    for path in [*modules("compute", "qemu"), SRC / "compute" / "fake.py", SRC / "compute" / "driver.py"]:
+        for m in imports(path):
+            if m not in LEAVES and m != "yunstack.compute.driver" and not m.startswith("yunstack.compute.qemu"):
                 bad.append(f"{path.relative_to(SRC)} imports {m}")
     assert bad == []
 

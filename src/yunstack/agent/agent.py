@@ -19,7 +19,7 @@ from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import Answer, ControlPlane, HostCall, Wakeup, work_key
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.agent.steps import STEPS
-from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, Nic, PowerState
+from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, MemoryBacking, Nic, PowerState, root_disk
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
@@ -292,6 +292,9 @@ class Agent:
     async def _sync_power(self) -> None:
         busy = frozenset(self._inflight)
         infos = await self.driver.list_instances()
+        # A guest in a live migration belongs to it: an incoming one is no orphan to destroy, and an
+        # outgoing one, stopped on the source, did not pause by itself.
+        busy |= {i.id for i in infos if i.migration is not None}
         # Guests with an operation in flight are the operation's business, not the sync's: an op can
         # finish between our listing and the control plane's comparison.
         orphans = await asyncio.to_thread(self.link.sync_power, self.host, infos, busy | set(self._inflight))
@@ -331,11 +334,11 @@ class Agent:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""
         data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
         path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
-        extra = dict(data.extra)
+        memory = MemoryBacking(page_sharing=data.extra.get(EXTRA_PAGE_SHARING, "on") != "off")
         if self.memory is not None:
-            self.memory.set_policy(data.id, memory_policy(extra, data.memory_mib))
+            self.memory.set_policy(data.id, memory_policy(data.extra, data.memory_mib))
             # The manager decides page sharing and THP per VM; the driver applies them at start.
-            extra.update(self.memory.instance_extra(data.id))
+            memory = self.memory.memory_backing(data.id)
         nics: tuple[Nic, ...] = ()
         if data.port_ids and self.network is not None and self.dataplane is not None:
             # Taps must exist and sit on their bridges, with their rules, before QEMU opens them.
@@ -346,8 +349,8 @@ class Agent:
             meta_data=drive.meta_data, user_data=drive.user_data, network_data=drive.network_data,
             vendor_data=drive.vendor_data)
         return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
-                            memory_mib=data.memory_mib, disk_gib=data.disk_gib, base_image=path,
-                            base_format=fmt, config_drive=config_drive, extra=extra, nics=nics)
+                            memory_mib=data.memory_mib, disks=root_disk(path, fmt, data.disk_gib),
+                            config_drive=config_drive, memory=memory, nics=nics)
 
     @contextlib.asynccontextmanager
     async def room(self, spec: InstanceSpec) -> AsyncIterator[None]:

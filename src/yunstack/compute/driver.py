@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class PowerState(enum.IntEnum):
@@ -48,12 +48,53 @@ class Nic:
     bridge: str | None = None
 
 
+class DiskKind(enum.StrEnum):
+    """Where a guest disk's data lives."""
+
+    LOCAL_OVERLAY = "local-overlay"  # a qcow2 overlay in the instance directory on a cached base image
+    VOLUME = "volume"  # an attached volume: a block device or file the driver does not own
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disk:
+    """One guest disk.
+
+    For a local overlay ``source`` is the cached base image (``format`` its format) and the driver
+    keeps the overlay with the guest's files; ``size_gib`` 0 means the base image's virtual size.
+    For a volume ``source`` is the device or file itself.  ``cache`` None means the driver's
+    configured mode.  ``boot_index`` None: not bootable.
+    """
+
+    kind: DiskKind = DiskKind.LOCAL_OVERLAY
+    source: Path
+    format: str = "qcow2"
+    size_gib: int = 0
+    device: str = "vda"
+    bus: str = "virtio"
+    boot_index: int | None = 1
+    read_only: bool = False
+    cache: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryBacking:
+    """How guest RAM is backed (the memory manager decides it per guest; applied at each start).
+
+    ``page_sharing`` False starts QEMU with ``mem-merge=off``: KSM never merges this guest (a
+    cross-VM side channel closed).  ``thp`` False turns transparent huge pages off for the QEMU
+    process.  ``hugepages`` is ``none``: explicit hugepage backing is not offered yet.
+    """
+
+    page_sharing: bool = True
+    thp: bool = True
+    hugepages: Literal["none"] = "none"
+
+
 @dataclass(frozen=True, kw_only=True)
 class InstanceSpec:
     """Everything a driver needs to build (or rebuild) one guest.
 
-    ``base_image`` is the cached image file on this host; the guest's disk is a copy-on-write
-    overlay on it.  ``disk_gib`` 0 means "the image's virtual size".
+    ``disks`` in guest order; the first is the root disk, a local overlay on the image.
     """
 
     id: str
@@ -61,13 +102,29 @@ class InstanceSpec:
     hostname: str
     vcpus: int
     memory_mib: int
-    disk_gib: int
-    base_image: Path
-    base_format: str = "qcow2"
+    disks: tuple[Disk, ...]
     config_drive: ConfigDrive | None = None
     nics: tuple[Nic, ...] = ()
     balloon: bool = True
-    extra: Mapping[str, str] = field(default_factory=dict)
+    memory: MemoryBacking = field(default_factory=MemoryBacking)
+
+    def __post_init__(self) -> None:
+        if not self.disks or self.disks[0].kind != DiskKind.LOCAL_OVERLAY:
+            raise ValueError("the first disk of a spec is its root: a local overlay")
+
+    @property
+    def root(self) -> Disk:
+        """The root disk (the overlay on the image)."""
+        return self.disks[0]
+
+    def with_root(self, **changes: Any) -> InstanceSpec:
+        """This spec with the root disk changed (a new size after a resize, a new image after a rebuild)."""
+        return replace(self, disks=(replace(self.root, **changes), *self.disks[1:]))
+
+
+def root_disk(image: Path, image_format: str = "qcow2", size_gib: int = 0) -> tuple[Disk, ...]:
+    """The usual disk list: one local overlay on ``image``."""
+    return (Disk(source=image, format=image_format, size_gib=size_gib),)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +137,10 @@ class InstanceInfo:
     reason: str | None = None
     memory_mib: int = 0
     vcpus: int = 0
+    # "incoming" (a destination waiting for or holding a guest not yet resumed) or "outgoing" (a
+    # source that sent it and waits for finish or abort); None outside a migration.  A power sync
+    # must leave such a guest to its migration: it is neither an orphan nor stopped by itself.
+    migration: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,33 +158,94 @@ class HostInfo:
     cpu_info: str
     uptime: str
     accel: str
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities())
+
+
+class MigrationMode(enum.StrEnum):
+    """How a running guest moves to another host.
+
+    ``paused``: stop the vCPUs, copy memory and disks, resume on the destination (downtime = the
+    whole copy; the only safe mode under TCG on QEMU 7.2, whose precopy loses dirty pages of a
+    guest that writes memory).  ``precopy``: copy while it runs, then a short stop (with
+    auto-converge).  ``postcopy``: resume at once on the destination and fault pages over.
+    """
+
+    PAUSED = "paused"
+    PRECOPY = "precopy"
+    POSTCOPY = "postcopy"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncomingMigration:
+    """Where a destination waits for a guest, as ``prepare_incoming`` returns it to the source.
+
+    ``uri`` takes the memory and device state (``tcp:HOST:PORT``); ``disks_uri`` (``nbd://HOST:PORT``)
+    takes the guest's local disks, one export per disk named after it; None when nothing is copied.
+    """
+
+    instance_id: str
+    uri: str
+    disks_uri: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MigrationStats:
+    """What ``send`` measured on the source."""
+
+    mode: MigrationMode
+    total_ms: int
+    downtime_ms: int
+    memory_bytes: int = 0
+    disk_bytes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class Capabilities:
-    """What a driver supports (Nova's ``capabilities`` dict, as fields)."""
+    """What a driver can do on this host; reported in ``HostInfo`` and used by the scheduler.
 
-    supports_pause: bool = True
-    supports_suspend: bool = True
-    supports_snapshot: bool = True
-    supports_resize: bool = True
-    supports_balloon: bool = True
-    supports_config_drive: bool = True
-    supports_live_migration: bool = False
-    supports_attach_interface: bool = True
+    ``accel`` is the accelerator guests get (``kvm`` or ``tcg``); ``migration_modes`` the live
+    migration modes that are safe here (empty: no live migration); ``block_migration`` whether
+    local disks move with the guest (no shared storage needed).
+    """
+
+    accel: str = "tcg"
+    migration_modes: frozenset[MigrationMode] = frozenset()
+    block_migration: bool = False
+    hotplug_nics: bool = True
+    volumes: bool = False
+    snapshots: bool = True
+    suspend: bool = True
+    max_vcpus: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (the heartbeat and the host table carry it)."""
+        return {"accel": self.accel, "migration_modes": sorted(m.value for m in self.migration_modes),
+                "block_migration": self.block_migration, "hotplug_nics": self.hotplug_nics,
+                "volumes": self.volumes, "snapshots": self.snapshots, "suspend": self.suspend,
+                "max_vcpus": self.max_vcpus}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Capabilities:
+        """The inverse of ``to_dict``; unknown keys (from a newer host) are ignored."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "migration_modes" in known:
+            known["migration_modes"] = frozenset(
+                MigrationMode(m) for m in known["migration_modes"] if m in set(MigrationMode))
+        return cls(**known)
 
 
 @runtime_checkable
 class ComputeDriver(Protocol):
     """A hypervisor driver for one host.  Every wait inside a method is bounded."""
 
-    capabilities: Capabilities
-
     async def init_host(self) -> None:
         """Prepare the host (directories, accelerator probe, binaries); raise if unusable."""
 
     async def host_info(self) -> HostInfo:
-        """Return this host's resources and what the guests use of them."""
+        """Return this host's resources, what the guests use of them, and the capabilities."""
+
+    async def capabilities(self) -> Capabilities:
+        """What this driver can do on this host (after ``init_host``: the accelerator is probed)."""
 
     async def spawn(self, spec: InstanceSpec) -> None:
         """Create the disk overlay and config drive and start the guest.
@@ -198,7 +320,7 @@ class ComputeDriver(Protocol):
         """Restore the disk and spec from before ``resize``; the guest stays stopped."""
 
     async def rebuild(self, spec: InstanceSpec) -> None:
-        """Give a powered-off guest a new root disk: a fresh overlay on ``spec.base_image``.
+        """Give a powered-off guest a new root disk: a fresh overlay on ``spec.root.source``.
 
         The old disk, a saved state, a resize backup and a rescue disk are all dropped, and the spec
         is kept for the next ``power_on``.  The guest stays off.  Raises ``Conflict`` if it runs.
@@ -223,6 +345,43 @@ class ComputeDriver(Protocol):
     async def detach_interface(self, instance_id: str, mac: str) -> None:
         """Remove the NIC with ``mac``: unplugged from a running guest (which must let it go), and
         left out of its next start.  A MAC the guest does not have is a no-op.
+        """
+
+    # ------------------------------------------------------------ live migration
+    # The steps, in order: prepare_incoming (destination), send (source), finish_incoming
+    # (destination), finish_outgoing (source).  Until finish_incoming the source's guest can take
+    # over again: abort_migration on both sides leaves exactly one running guest, the source's.
+
+    async def prepare_incoming(self, spec: InstanceSpec, listen_address: str, port: int,
+                               disk_port: int | None = None) -> IncomingMigration:
+        """Make ``spec``'s guest on this host wait for the source's state on ``listen_address:port``.
+
+        Local disks are created empty (on the same base image) and served for the source to fill
+        on ``disk_port`` (``port + 1`` when not given).  Raises ``Conflict`` if the instance exists.
+        """
+
+    async def send(self, instance_id: str, target: IncomingMigration, mode: MigrationMode) -> MigrationStats:
+        """Copy the running (or paused) guest's disks and memory to ``target``.
+
+        Returns when the destination holds the whole guest; the source's guest stays stopped (not
+        gone) until ``finish_outgoing``.  On any failure the source's guest runs on as before.
+        Raises ``Conflict`` for a mode this driver does not support (see ``capabilities``).
+        """
+
+    async def finish_incoming(self, instance_id: str) -> None:
+        """Let the migrated guest run on this (the destination) host."""
+
+    async def finish_outgoing(self, instance_id: str) -> None:
+        """Remove the migrated guest's process and disks from this (the source) host.
+
+        Raises ``Conflict`` when the guest here was not migrated away (it would be the only copy).
+        """
+
+    async def abort_migration(self, instance_id: str) -> None:
+        """Undo a migration on either side: the destination drops its guest, the source's resumes.
+
+        Idempotent; a guest with no migration in progress is left alone.  Raises ``Conflict`` on a
+        destination whose guest already runs (``finish_incoming`` happened: finish, do not abort).
         """
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:

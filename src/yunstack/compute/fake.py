@@ -3,6 +3,9 @@
 No guest runs.  State changes follow the same rules as ``QemuDriver`` (the contract suite runs
 against both), each boot appends a ``YUNSTACK-READY`` line to the fake console, and the host's
 size is configurable so that a scale test can simulate a thousand hosts in one process.
+
+Live migration moves a guest between two ``FakeDriver`` objects of one process (two simulated
+hosts): ``prepare_incoming`` registers its address in a process-wide table that ``send`` looks up.
 """
 
 from __future__ import annotations
@@ -15,8 +18,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, Nic, PowerState
-from yunstack.errors import Conflict, NotFound
+from yunstack.compute.driver import (
+    Capabilities,
+    DiskKind,
+    HostInfo,
+    IncomingMigration,
+    InstanceInfo,
+    InstanceSpec,
+    MigrationMode,
+    MigrationStats,
+    Nic,
+    PowerState,
+)
+from yunstack.errors import Conflict, DriverError, NotFound
 
 GIB = 1024**3
 
@@ -33,12 +47,19 @@ class _Guest:
     saved: bool = False
     rescue_image: Path | None = None  # booted from this image while rescued
     disk_generation: int = 0  # bumped by each rebuild: a new root disk
+    # Live migration: "incoming" (destination, waiting), "received" (destination, holds the guest),
+    # "migrated" (source, sent); None when no migration is in progress.
+    migration: str | None = None
+    listening: str | None = None  # the destination's address while it waits
+    was_running: bool = True  # the source ran (not paused) when it was sent
+
+
+# Addresses of destinations waiting for a guest, shared by every FakeDriver in this process.
+_LISTENING: dict[str, tuple[FakeDriver, str]] = {}
 
 
 class FakeDriver:
     """An in-memory compute driver for contract and scale tests only; it runs no guests."""
-
-    capabilities = Capabilities()
 
     def __init__(self, *, hostname: str = "fake-host", vcpus: int = 64, memory_mib: int = 256 * 1024,
                  local_gb: int = 4096) -> None:
@@ -49,6 +70,10 @@ class FakeDriver:
         self._guests: dict[str, _Guest] = {}
         self._serial: dict[str, tuple[asyncio.Server, Path]] = {}
         self._next_pid = 10_000
+        self._capabilities = Capabilities(
+            accel="tcg", migration_modes=frozenset({MigrationMode.PAUSED, MigrationMode.PRECOPY}),
+            block_migration=True, hotplug_nics=True, volumes=False, snapshots=True, suspend=True,
+            max_vcpus=vcpus)
 
     async def init_host(self) -> None:
         return None
@@ -59,10 +84,16 @@ class FakeDriver:
         return HostInfo(
             hostname=self.hostname, vcpus=self.vcpus, memory_mib=self.memory_mib,
             memory_used_mib=sum(s.memory_mib for s in running),
-            local_gb=self.local_gb, local_gb_used=sum(g.spec.disk_gib for g in self._guests.values()),
+            local_gb=self.local_gb,
+            local_gb_used=sum(d.size_gib for g in self._guests.values() for d in g.spec.disks
+                              if d.kind == DiskKind.LOCAL_OVERLAY),
             hypervisor_type="fake", hypervisor_version=1000, cpu_info="{}",
             uptime=" 00:00:00 up 1 day,  0:00,  0 users,  load average: 0.00, 0.00, 0.00", accel="tcg",
+            capabilities=self._capabilities,
         )
+
+    async def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     async def spawn(self, spec: InstanceSpec) -> None:
         if spec.id in self._guests:
@@ -72,7 +103,9 @@ class FakeDriver:
         self._boot(guest)
 
     async def destroy(self, instance_id: str) -> None:
-        self._guests.pop(instance_id, None)
+        guest = self._guests.pop(instance_id, None)
+        if guest is not None and guest.listening is not None:
+            _LISTENING.pop(guest.listening, None)
         served = self._serial.pop(instance_id, None)
         if served is not None:
             served[0].close()
@@ -142,7 +175,7 @@ class FakeDriver:
     async def snapshot(self, instance_id: str, dest: Path) -> None:
         """Write an empty, valid qcow2 v3 (no backing file) of the disk's virtual size."""
         guest = self._get(instance_id)
-        dest.write_bytes(_empty_qcow2(max(guest.spec.disk_gib, 1) * GIB))
+        dest.write_bytes(_empty_qcow2(max(guest.spec.root.size_gib, 1) * GIB))
 
     async def resize(self, spec: InstanceSpec, new_spec: InstanceSpec) -> None:
         guest = self._get(spec.id)
@@ -193,6 +226,67 @@ class FakeDriver:
         guest = self._get(instance_id)
         guest.spec = replace(guest.spec, nics=tuple(n for n in guest.spec.nics if n.mac != mac.lower()))
 
+    # ---------------------------------------------------------------- live migration
+
+    async def prepare_incoming(self, spec: InstanceSpec, listen_address: str, port: int,
+                               disk_port: int | None = None) -> IncomingMigration:
+        if spec.id in self._guests:
+            raise Conflict(detail=f"instance {spec.id} already exists on this host")
+        host = f"[{listen_address}]" if ":" in listen_address else listen_address
+        uri = f"tcp:{host}:{port}"
+        if uri in _LISTENING:
+            raise Conflict(detail=f"{uri} is already taken by another incoming migration")
+        self._guests[spec.id] = _Guest(spec=spec, state=PowerState.PAUSED, reason="QEMU reports inmigrate",
+                                       migration="incoming", listening=uri)
+        _LISTENING[uri] = (self, spec.id)
+        return IncomingMigration(instance_id=spec.id, uri=uri,
+                                 disks_uri=f"nbd://{host}:{disk_port or port + 1}")
+
+    async def send(self, instance_id: str, target: IncomingMigration, mode: MigrationMode) -> MigrationStats:
+        guest = self._running(instance_id)
+        if guest.migration is not None:
+            raise Conflict(detail=f"instance {instance_id} is already in a migration")
+        if mode not in self._capabilities.migration_modes:
+            raise Conflict(detail=f"{mode} migration is not supported on {self.hostname}")
+        peer = _LISTENING.get(target.uri)
+        if peer is None or peer[1] != instance_id:
+            raise DriverError(detail=f"migrating {instance_id}: nothing waits for it at {target.uri}")
+        destination = peer[0]._guests[instance_id]
+        del _LISTENING[target.uri]
+        destination.listening, destination.migration = None, "received"
+        destination.console = list(guest.console)
+        destination.balloon_bytes = guest.balloon_bytes
+        destination.was_running = guest.was_running = guest.state == PowerState.RUNNING
+        guest.state, guest.reason, guest.migration = PowerState.PAUSED, "QEMU reports postmigrate", "migrated"
+        return MigrationStats(mode=mode, total_ms=0, downtime_ms=0,
+                              memory_bytes=guest.spec.memory_mib * 1024 * 1024)
+
+    async def finish_incoming(self, instance_id: str) -> None:
+        guest = self._get(instance_id)
+        if guest.migration != "received":
+            raise Conflict(detail=f"instance {instance_id} has not been received by this host")
+        guest.migration = None
+        self._next_pid += 1
+        guest.pid = self._next_pid
+        guest.state = PowerState.RUNNING if guest.was_running else PowerState.PAUSED
+        guest.reason = None
+
+    async def finish_outgoing(self, instance_id: str) -> None:
+        guest = self._get(instance_id)
+        if guest.migration != "migrated":
+            raise Conflict(detail=f"instance {instance_id} was not migrated away; it is the only copy")
+        await self.destroy(instance_id)
+
+    async def abort_migration(self, instance_id: str) -> None:
+        guest = self._guests.get(instance_id)
+        if guest is None or guest.migration is None:
+            return
+        if guest.migration in ("incoming", "received"):
+            await self.destroy(instance_id)
+            return
+        guest.migration, guest.reason = None, None
+        guest.state = PowerState.RUNNING if guest.was_running else PowerState.PAUSED
+
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
         guest = self._running(instance_id)
         guest.balloon_bytes = min(int(target_bytes), guest.spec.memory_mib * 1024 * 1024)
@@ -240,8 +334,9 @@ class FakeDriver:
         guest.state, guest.reason, guest.pid = state, reason, None
 
     def _info(self, guest: _Guest) -> InstanceInfo:
+        migration = {"incoming": "incoming", "received": "incoming", "migrated": "outgoing"}.get(guest.migration or "")
         return InstanceInfo(id=guest.spec.id, power_state=guest.state, pid=guest.pid, reason=guest.reason,
-                            memory_mib=guest.spec.memory_mib, vcpus=guest.spec.vcpus)
+                            memory_mib=guest.spec.memory_mib, vcpus=guest.spec.vcpus, migration=migration)
 
 
 def _empty_qcow2(size: int) -> bytes:

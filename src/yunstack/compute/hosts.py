@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute.driver import HostInfo, PowerState
+from yunstack.compute.driver import Capabilities, HostInfo, PowerState
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, NotFound
 from yunstack.identity import policy
@@ -72,6 +72,7 @@ class HostUsage:
     accel: str
     updated_at: datetime
     stats: dict[str, Any] = field(default_factory=dict)
+    capabilities: Capabilities | None = None  # None: the host has not reported them (yet)
 
     @property
     def observed_free_mib(self) -> int | None:
@@ -153,6 +154,7 @@ class HostService:
             row.cpu_info = info.cpu_info
             row.uptime = info.uptime
             row.accel = info.accel
+            row.capabilities = info.capabilities.to_dict()
             row.host_ip = host_ip
             row.ram_allocation_ratio = ram_allocation_ratio
             row.cpu_allocation_ratio = cpu_allocation_ratio
@@ -209,7 +211,8 @@ class HostService:
                 reported_memory_used_mib=n.memory_used_mib, reported_local_gb_used=n.local_gb_used,
                 hypervisor_type=n.hypervisor_type, hypervisor_version=n.hypervisor_version,
                 cpu_info=n.cpu_info, host_ip=n.host_ip, uptime=n.uptime, accel=n.accel,
-                updated_at=n.updated_at, stats=dict(n.stats or {})))
+                updated_at=n.updated_at, stats=dict(n.stats or {}),
+                capabilities=None if n.capabilities is None else Capabilities.from_dict(n.capabilities)))
         return states
 
     def set_disabled(self, ctx: AuthContext, host: str, disabled: bool, reason: str | None = None) -> None:

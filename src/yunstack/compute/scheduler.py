@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from yunstack.compute.driver import Capabilities, MigrationMode
+
 
 @dataclass(frozen=True, kw_only=True)
 class HostState:
@@ -32,6 +34,38 @@ class HostState:
     hypervisor_type: str = "QEMU"
     # Observed memory (the memory manager's admission room), for overcommit-aware admission; None = unknown.
     observed_free_mib: int | None = None
+    # What the host's driver can do, as its heartbeat reported it; None = not reported (an older agent).
+    capabilities: Capabilities | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Needs:
+    """Driver capabilities a request depends on (a live migration's mode, its disks moving along...)."""
+
+    migration_mode: MigrationMode | None = None
+    block_migration: bool = False
+    volumes: bool = False
+    hotplug_nics: bool = False
+    accel: str | None = None
+
+    def missing(self, caps: Capabilities) -> list[str]:
+        """What of this ``caps`` lacks, in words; empty when the host can do all of it."""
+        lacking = []
+        if self.migration_mode is not None and self.migration_mode not in caps.migration_modes:
+            modes = ", ".join(sorted(caps.migration_modes)) or "none"
+            lacking.append(f"{self.migration_mode} live migration (the host offers: {modes})")
+        if self.block_migration and not caps.block_migration:
+            lacking.append("block migration of local disks")
+        if self.volumes and not caps.volumes:
+            lacking.append("volumes")
+        if self.hotplug_nics and not caps.hotplug_nics:
+            lacking.append("hot-plugged NICs")
+        if self.accel is not None and self.accel != caps.accel:
+            lacking.append(f"accel {self.accel} (the host runs {caps.accel})")
+        return lacking
+
+
+NO_NEEDS = Needs()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +83,8 @@ class RequestSpec:
     # The server group the guest joins: its policy and how many members each host already runs.
     group_policy: str | None = None
     group_hosts: Mapping[str, int] = field(default_factory=dict)
+    # Driver capabilities the request depends on (CapabilitiesFilter).
+    needs: Needs = NO_NEEDS
 
 
 Filter = Callable[[HostState, RequestSpec], str | None]
@@ -142,9 +178,25 @@ def group_anti_affinity_filter(h: HostState, r: RequestSpec) -> str | None:
     return None
 
 
+def capabilities_filter(h: HostState, r: RequestSpec) -> str | None:
+    """Refuse a host whose driver cannot do what the request depends on, or run that many vCPUs."""
+    caps = h.capabilities
+    if caps is None:
+        if r.needs != NO_NEEDS:
+            return "CapabilitiesFilter: the host has not reported its capabilities"
+        return None
+    if r.vcpus > caps.max_vcpus:
+        return (f"CapabilitiesFilter: needs {r.vcpus} vCPUs in one guest, the host's driver runs at most "
+                f"{caps.max_vcpus}")
+    lacking = r.needs.missing(caps)
+    if lacking:
+        return "CapabilitiesFilter: the host lacks " + "; ".join(lacking)
+    return None
+
+
 FILTERS: tuple[Filter, ...] = (ignore_filter, compute_filter, az_filter, image_props_filter, cpu_filter,
-                               ram_filter, disk_filter, observed_memory_filter, group_affinity_filter,
-                               group_anti_affinity_filter)
+                               ram_filter, disk_filter, observed_memory_filter, capabilities_filter,
+                               group_affinity_filter, group_anti_affinity_filter)
 # Soft group policies only weigh; one member more or less outweighs any RAM difference, so they
 # decide whenever a host with (or without) members passes the filters (Nova's weigher multipliers).
 _GROUP_WEIGHT = 1e12
@@ -195,7 +247,8 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
             continue
         free = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio - h.memory_used_mib
         if (memory > free or disk > h.local_gb * h.disk_allocation_ratio - h.disk_used_gb
-                or (h.observed_free_mib is not None and need > h.observed_free_mib)):
+                or (h.observed_free_mib is not None and need > h.observed_free_mib)
+                or (h.capabilities is not None and vcpus > h.capabilities.max_vcpus)):
             continue
         w = free - 0.001 * h.instances
         if w > best_weight:
@@ -206,8 +259,8 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
 def select(hosts: Sequence[HostState], request: RequestSpec,
            filters: Sequence[Filter] = FILTERS) -> Decision:
     """Choose a host for ``request``; when none fits, ``reasons`` says why for every host."""
-    # The inlined pass knows no server groups: a request with a group takes the general path.
-    if filters is FILTERS and request.group_policy is None:
+    # The inlined pass knows no server groups and no capability needs: those take the general path.
+    if filters is FILTERS and request.group_policy is None and request.needs == NO_NEEDS:
         chosen = _select_default(hosts, request)
         if chosen is not None:
             return Decision(chosen.host, {})

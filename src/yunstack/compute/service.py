@@ -103,7 +103,7 @@ def host_state(u: HostUsage) -> scheduler.HostState:
         disk_used_gb=u.disk_used_gb, ram_allocation_ratio=u.ram_allocation_ratio,
         cpu_allocation_ratio=u.cpu_allocation_ratio, disk_allocation_ratio=u.disk_allocation_ratio,
         reserved_host_memory_mib=u.reserved_host_memory_mib, instances=u.instances,
-        hypervisor_type=u.hypervisor_type, observed_free_mib=u.observed_free_mib)
+        hypervisor_type=u.hypervisor_type, observed_free_mib=u.observed_free_mib, capabilities=u.capabilities)
 
 
 def expected_memory_mib(flavor: Any) -> int:

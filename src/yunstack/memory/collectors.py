@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from yunstack.cgroups import MemoryCgroups, leaf_name
 from yunstack.compute.driver import InstanceInfo, PowerState
 from yunstack.errors import DriverError, DriverMisconfigured, DriverUnavailable, YunError
-from yunstack.memory.cgroups import MemoryCgroups, leaf_name
 from yunstack.memory.model import GuestStats, HostStats, KsmStats
 
 _UNSET = (1 << 64) - 1  # QEMU reports a stat the guest never sent as 2**64 - 1

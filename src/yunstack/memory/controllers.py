@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from yunstack.cgroups import MemoryCgroups, leaf_name
 from yunstack.errors import DriverError
-from yunstack.memory.cgroups import MemoryCgroups, leaf_name
 from yunstack.memory.collectors import KSM_DIR
 from yunstack.memory.model import CgroupSetting, KsmSettings
 

@@ -20,14 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from yunstack.cgroups import MemoryCgroups, detect
+from yunstack.compute.driver import MemoryBacking
 from yunstack.errors import DriverError, YunError
 from yunstack.memory import policy
-from yunstack.memory.cgroups import MemoryCgroups, detect
 from yunstack.memory.collectors import GuestCollector, HostCollector, HostUnreadable, Hypervisor
 from yunstack.memory.controllers import CgroupControl, KsmControl, SwapControl
 from yunstack.memory.model import (
-    EXTRA_PAGE_SHARING,
-    EXTRA_THP,
     PAGE,
     Actions,
     GuestPolicy,
@@ -122,10 +121,14 @@ class LedgerEntry:
         return data
 
 
-def instance_extra(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NONE) -> dict[str, str]:
-    """``InstanceSpec.extra`` flags the QEMU driver applies at (re)start for this policy."""
+def memory_backing(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NONE) -> MemoryBacking:
+    """How the driver backs a guest's RAM at its next (re)start, for this policy.
+
+    THP stays on only for a guest that may not share pages, while memory is not under pressure:
+    KSM splits huge pages anyway, and THP makes reclaim coarse when memory is short.
+    """
     thp = policy_.thp if policy_.thp is not None else (not policy_.page_sharing and level == PressureLevel.NONE)
-    return {EXTRA_PAGE_SHARING: "on" if policy_.page_sharing else "off", EXTRA_THP: "on" if thp else "off"}
+    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp)
 
 
 def attribute_sharing(host: HostStats, guests: Sequence[GuestStats],
@@ -371,9 +374,9 @@ class MemoryManager:
         self.policies.pop(instance_id, None)
         self.cgroups.forget(instance_id)
 
-    def instance_extra(self, instance_id: str) -> dict[str, str]:
-        """The page-sharing/THP ``InstanceSpec.extra`` flags for this VM's next (re)start."""
-        return instance_extra(self.policies.get(instance_id, GuestPolicy()), self.history.level)
+    def memory_backing(self, instance_id: str) -> MemoryBacking:
+        """Page sharing and THP for this VM's next (re)start."""
+        return memory_backing(self.policies.get(instance_id, GuestPolicy()), self.history.level)
 
 
 def _self_rss() -> int:

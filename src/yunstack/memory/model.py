@@ -15,9 +15,9 @@ from yunstack.config import MemoryConfig as MemoryConfig  # re-exported: the con
 MIB = 1 << 20
 PAGE = 4096
 
-# InstanceSpec.extra keys the QEMU driver reads at (re)start; the manager suggests them per VM.
+# The key in an instance's spec data (from the control plane) that says its project opted out of
+# page sharing; the manager turns it into ``GuestPolicy.page_sharing`` and ``MemoryBacking``.
 EXTRA_PAGE_SHARING = "yunstack:page_sharing"
-EXTRA_THP = "yunstack:thp"
 
 
 class PressureLevel(enum.IntEnum):

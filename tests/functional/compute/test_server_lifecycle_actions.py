@@ -79,7 +79,7 @@ def test_rebuild_answers_202_with_the_update_view_and_a_password_then_boots_the_
     server = wait_for(nova, sid, "ACTIVE")
     assert server["image"]["id"] == other and server["OS-EXT-STS:power_state"] == 1
     guest = driver._guests[sid]
-    assert guest.disk_generation == 1 and guest.spec.base_image.name == other
+    assert guest.disk_generation == 1 and guest.spec.root.source.name == other
     assert len([line for line in guest.console if "YUNSTACK-READY" in line]) == 2  # booted again
     assert events(nova, sid, r.headers["x-openstack-request-id"]) == [("compute_rebuild_instance", "Success")]
 
@@ -261,7 +261,7 @@ def test_shelve_snapshots_then_offloads_and_unshelve_brings_the_server_back(w: d
     assert r.status_code == 202 and r.content == b""
     server = wait_for(nova, sid, "ACTIVE")
     assert admin.get(f"/servers/{sid}").json()["server"]["OS-EXT-SRV-ATTR:host"] == driver.hostname
-    assert driver._guests[sid].spec.base_image.name == image_id  # spawned from the shelve image
+    assert driver._guests[sid].spec.root.source.name == image_id  # spawned from the shelve image
     assert server["image"]["id"] == w["image"]
     gone = api.http.get(f"{IM}/images/{image_id}", headers={"X-Auth-Token": nova.token})
     assert gone.status_code == 404  # the shelve image served and was deleted

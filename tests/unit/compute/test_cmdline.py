@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from yunstack.compute.driver import ConfigDrive, InstanceSpec, Nic
+from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic, root_disk
 from yunstack.compute.qemu import accel, disk, host, specfile
 from yunstack.compute.qemu.cmdline import InstancePaths, build_argv
 from yunstack.config import QemuConfig
 from yunstack.errors import DriverMisconfigured
 
 PATHS = InstancePaths(Path("/var/lib/yunstack/instances/abc"))
-SPEC = InstanceSpec(id="abc", name="vm", hostname="vm1", vcpus=2, memory_mib=256, disk_gib=1,
-                    base_image=Path("/cache/base.qcow2"))
+SPEC = InstanceSpec(id="abc", name="vm", hostname="vm1", vcpus=2, memory_mib=256,
+                    disks=root_disk(Path("/cache/base.qcow2"), size_gib=1))
 
 
 def _pairs(argv: list[str]) -> list[tuple[str, str]]:
@@ -30,10 +30,12 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
           ("-smp", "2"), ("-name", "guest=abc,debug-threads=on"),
           ("-pidfile", "/var/lib/yunstack/instances/abc/qemu.pid"),
           ("-qmp", "unix:/var/lib/yunstack/instances/abc/qmp.sock,server=on,wait=off"),
+          ("-qmp", "unix:/var/lib/yunstack/instances/abc/qmp-status.sock,server=on,wait=off"),
           ("-chardev", "socket,id=console0,path=/var/lib/yunstack/instances/abc/ser.sock,server=on,wait=off,"
                        "logfile=/var/lib/yunstack/instances/abc/console.log,logappend=on"),
-          ("-drive", "file=/var/lib/yunstack/instances/abc/disk.qcow2,if=none,id=disk0,format=qcow2,"
-                     "discard=unmap,cache=writeback"),
+          ("-drive", "file=/var/lib/yunstack/instances/abc/disk.qcow2,if=none,id=disk0,node-name=root0,"
+                     "format=qcow2,discard=unmap,cache=writeback"),
+          ("-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=1"),
           ("-device", "virtio-rng-pci,rng=rng0"),
           ("-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on"),
           ("-device", "pcie-root-port,id=hotplug0,chassis=1,bus=pcie.0")],
@@ -114,7 +116,10 @@ def test_hypervisor_version(text: str, version: int) -> None:
 def test_the_spec_file_round_trips(tmp_path: Path) -> None:
     spec = InstanceSpec(**{**SPEC.__dict__, "config_drive": ConfigDrive(
         meta_data={"uuid": "abc"}, user_data=b"\x00bin", network_data={"links": []}),
-        "nics": (Nic(tap="tap0", mac="52:54:00:00:00:01", bridge="br0"),), "extra": {"hw:x": "1"}})
+        "nics": (Nic(tap="tap0", mac="52:54:00:00:00:01", bridge="br0"),),
+        "memory": MemoryBacking(page_sharing=False, thp=False),
+        "disks": (*SPEC.disks, Disk(kind=DiskKind.VOLUME, source=Path("/dev/vg/vol1"), format="raw",
+                                    device="vdb", boot_index=None, read_only=True, cache="none"))})
     paths = InstancePaths(tmp_path)
     specfile.save_spec(paths, spec)
     assert specfile.load_spec(paths) == spec
@@ -130,3 +135,16 @@ async def test_auto_accel_is_decided_by_a_bounded_probe_and_cached() -> None:
     assert await accel.choose_accel(config) == chosen
     with pytest.raises(DriverMisconfigured):
         await accel.choose_accel(QemuConfig(accel="xen"))
+
+
+def test_each_disk_of_the_spec_gets_a_drive_and_a_volume_keeps_its_own_options() -> None:
+    volume = Disk(kind=DiskKind.VOLUME, source=Path("/dev/vg/vol1"), format="raw", device="vdb",
+                  boot_index=None, read_only=True, cache="none")
+    argv = build_argv(InstanceSpec(**{**SPEC.__dict__, "disks": (*SPEC.disks, volume)}), PATHS, QemuConfig(), "tcg",
+                      rescue_disk=Path("/var/lib/yunstack/instances/abc/disk.rescue.qcow2"))
+    pairs = _pairs(argv)
+    assert ("-drive", "file=/dev/vg/vol1,if=none,id=disk1,node-name=node1,format=raw,discard=unmap,cache=none,"
+                      "readonly=on") in pairs
+    assert ("-device", "virtio-blk-pci,drive=disk1,id=virtio-disk1") in pairs  # not bootable
+    # rescued: the rescue disk boots first, the root disk second
+    assert ("-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=2") in pairs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from yunstack.compute import scheduler
+from yunstack.compute.driver import Capabilities, MigrationMode
 from yunstack.compute.scheduler import FILTERS, HostState, RequestSpec, select
 
 
@@ -16,7 +17,8 @@ def random_host(rng: random.Random, i: int) -> HostState:
         disk_used_gb=rng.randint(0, 900), ram_allocation_ratio=rng.choice([1.0, 1.5]),
         cpu_allocation_ratio=rng.choice([1.0, 16.0]), disk_allocation_ratio=1.0,
         reserved_host_memory_mib=512, instances=rng.randint(0, 40), hypervisor_type=rng.choice(["QEMU", "fake"]),
-        observed_free_mib=rng.choice([None, None, 0, 100, 5000]))
+        observed_free_mib=rng.choice([None, None, 0, 100, 5000]),
+        capabilities=rng.choice([None, Capabilities(max_vcpus=255), Capabilities(max_vcpus=1)]))
 
 
 def random_request(rng: random.Random, names: list[str]) -> RequestSpec:
@@ -62,3 +64,35 @@ def test_a_host_whose_observed_room_is_used_up_is_refused_not_treated_as_unknown
     request = RequestSpec(vcpus=1, memory_mib=256, disk_gb=1)
     assert select([base], request).reasons["full"].startswith("ObservedMemoryFilter: the guest is expected to need")
     assert select([base, unknown], request).host == "new"
+
+
+def _host(name: str, caps: Capabilities | None) -> HostState:
+    return HostState(host=name, availability_zone="nova", up=True, disabled=False, vcpus=8, memory_mib=8192,
+                     local_gb=100, vcpus_used=0, memory_used_mib=0, disk_used_gb=0, ram_allocation_ratio=1.0,
+                     cpu_allocation_ratio=1.0, disk_allocation_ratio=1.0, reserved_host_memory_mib=0,
+                     capabilities=caps)
+
+
+def test_a_host_lacking_a_needed_capability_is_rejected_with_its_reason() -> None:
+    tcg = Capabilities(accel="tcg", migration_modes=frozenset({MigrationMode.PAUSED}), block_migration=True,
+                       max_vcpus=255)
+    kvm = Capabilities(accel="kvm", migration_modes=frozenset({MigrationMode.PAUSED, MigrationMode.PRECOPY}),
+                       block_migration=True, max_vcpus=255)
+    hosts = [_host("tcg-1", tcg), _host("kvm-1", kvm), _host("old-1", None)]
+    needs = scheduler.Needs(migration_mode=MigrationMode.PRECOPY, block_migration=True)
+    assert select(hosts, RequestSpec(vcpus=1, memory_mib=128, disk_gb=1, needs=needs)).host == "kvm-1"
+
+    refused = select(hosts, RequestSpec(vcpus=1, memory_mib=128, disk_gb=1, needs=needs,
+                                        ignore_hosts=frozenset({"kvm-1"})))
+    assert refused.host is None
+    assert refused.reasons["tcg-1"] == ("CapabilitiesFilter: the host lacks precopy live migration "
+                                        "(the host offers: paused)")
+    assert refused.reasons["old-1"] == "CapabilitiesFilter: the host has not reported its capabilities"
+    # A request with no needs still goes to a host that never reported capabilities.
+    assert select([_host("old-1", None)], RequestSpec(vcpus=1, memory_mib=128, disk_gb=1)).host == "old-1"
+
+
+def test_a_guest_with_more_vcpus_than_the_driver_runs_is_refused() -> None:
+    decision = select([_host("small", Capabilities(max_vcpus=4))], RequestSpec(vcpus=8, memory_mib=128, disk_gb=1))
+    assert decision.reasons == {"small": "CapabilitiesFilter: needs 8 vCPUs in one guest, the host's driver runs "
+                                         "at most 4"}

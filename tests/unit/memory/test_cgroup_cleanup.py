@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yunstack.memory.cgroups import MemoryCgroups
+from yunstack.cgroups import MemoryCgroups
 from yunstack.memory.controllers import CgroupControl
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from yunstack.compute.driver import InstanceInfo, PowerState
+from yunstack.cgroups import MemoryCgroups
+from yunstack.compute.driver import InstanceInfo, InstanceSpec, PowerState, root_disk
 from yunstack.compute.fake import FakeDriver
 from yunstack.errors import DriverUnavailable
-from yunstack.memory.cgroups import MemoryCgroups
 from yunstack.memory.collectors import (
     GuestCollector,
     HostCollector,
@@ -101,9 +101,8 @@ class _Flaky(FakeDriver):
 
 
 async def _spawn(driver: FakeDriver, iid: str) -> None:
-    from yunstack.compute.driver import InstanceSpec
-    await driver.spawn(InstanceSpec(id=iid, name=iid, hostname=iid, vcpus=1, memory_mib=256, disk_gib=1,
-                                    base_image=Path("/x")))
+    await driver.spawn(InstanceSpec(id=iid, name=iid, hostname=iid, vcpus=1, memory_mib=256,
+                                    disks=root_disk(Path("/x"))))
 
 
 async def test_one_failing_guest_does_not_stop_the_others(tmp_path: Path) -> None:

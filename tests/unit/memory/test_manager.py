@@ -6,9 +6,9 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from yunstack.compute.driver import InstanceSpec
+from yunstack.cgroups import MemoryCgroups
+from yunstack.compute.driver import InstanceSpec, MemoryBacking, root_disk
 from yunstack.compute.fake import FakeDriver
-from yunstack.memory.cgroups import MemoryCgroups
 from yunstack.memory.collectors import HostCollector
 from yunstack.memory.controllers import CgroupControl, KsmControl
 from yunstack.memory.manager import MemoryManager
@@ -37,8 +37,8 @@ def _manager(tmp_path: Path, driver: FakeDriver, tuning: Tuning, available_kb: i
 
 
 async def _spawn(driver: FakeDriver, iid: str, mib: int = 256) -> None:
-    await driver.spawn(InstanceSpec(id=iid, name=iid, hostname=iid, vcpus=1, memory_mib=mib, disk_gib=1,
-                                    base_image=Path("/x")))
+    await driver.spawn(InstanceSpec(id=iid, name=iid, hostname=iid, vcpus=1, memory_mib=mib,
+                                    disks=root_disk(Path("/x"))))
 
 
 async def test_ticks_balloon_guests_and_keep_a_ledger(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ async def test_ticks_balloon_guests_and_keep_a_ledger(tmp_path: Path) -> None:
     assert entry.manager.cpu_seconds >= 0 and entry.manager.rss_bytes > 0
     assert len(manager.ledger()) == 3 and manager.latest() is entry
     assert entry.as_dict()["level"] == "balloon"
-    assert manager.instance_extra("b") == {"yunstack:page_sharing": "off", "yunstack:thp": "off"}
+    assert manager.memory_backing("b") == MemoryBacking(page_sharing=False, thp=False)
     # KSM knobs were written to our fake sysfs, and are restored on close
     assert (tmp_path / "ksm" / "sleep_millisecs").read_text().strip() == "20"
     (tmp_path / "ksm" / "pages_to_scan").write_text("999")

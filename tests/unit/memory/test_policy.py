@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from yunstack.compute.driver import MemoryBacking
 from yunstack.memory import policy
-from yunstack.memory.manager import attribute_sharing, instance_extra
+from yunstack.memory.manager import attribute_sharing, memory_backing
 from yunstack.memory.model import (
     MIB,
     Actions,
@@ -313,7 +314,7 @@ def test_a_guest_that_opts_out_of_page_sharing_is_never_mergeable() -> None:
     d = actions.guest("secret")
     assert d.page_sharing is False
     assert actions.ksm is not None and actions.ksm.run == 0  # nobody may share: KSM off
-    assert instance_extra(policies["secret"]) == {"yunstack:page_sharing": "off", "yunstack:thp": "on"}
+    assert memory_backing(policies["secret"]) == MemoryBacking(page_sharing=False, thp=True)
 
 
 @pytest.mark.parametrize(

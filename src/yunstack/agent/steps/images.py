@@ -31,7 +31,7 @@ async def resize(host: Host, work: Work) -> Report:
     assert isinstance(work.args, ResizeArgs)
     d, iid, new = host.driver, work.instance_id, work.args.flavor
     old_spec = await host.spec(iid)
-    new_spec = replace(old_spec, vcpus=new.vcpus, memory_mib=new.ram, disk_gib=new.disk)
+    new_spec = replace(old_spec, vcpus=new.vcpus, memory_mib=new.ram).with_root(size_gib=new.disk)
     info = await d.get_info(iid)
     was_running = info.power_state in (PowerState.RUNNING, PowerState.PAUSED)
     await d.power_off(iid, host.stop_timeout)
@@ -51,7 +51,7 @@ async def revert_resize(host: Host, work: Work) -> Report:
     d, iid, old = host.driver, work.instance_id, work.args.old_flavor
     spec = await host.spec(iid)
     if old is not None:
-        spec = replace(spec, vcpus=old.vcpus, memory_mib=old.ram, disk_gib=old.disk)
+        spec = replace(spec, vcpus=old.vcpus, memory_mib=old.ram).with_root(size_gib=old.disk)
     await d.power_off(iid, host.stop_timeout)  # both drivers revert only a stopped guest
     await d.revert_resize(spec)
     await d.power_on(spec)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from yunstack.bench.density.budget import Budget
 from yunstack.bench.density.workloads import Workload
-from yunstack.compute.driver import ConfigDrive, InstanceSpec, PowerState
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, MemoryBacking, PowerState, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
 from yunstack.errors import YunError
@@ -72,14 +72,14 @@ class Fleet:
         self.driver = QemuDriver(config, cgroup_parent=budget.name, stats_interval=1)
         self.guests: dict[str, Guest] = {}
 
-    async def spawn(self, workload: Workload, memory_mib: int, extra: dict[str, str]) -> Guest:
+    async def spawn(self, workload: Workload, memory_mib: int, memory: MemoryBacking) -> Guest:
         iid = str(uuid.uuid4())
         spec = InstanceSpec(
-            id=iid, name=f"d{len(self.guests)}", hostname="density", vcpus=1, memory_mib=memory_mib, disk_gib=1,
-            base_image=self.image,
+            id=iid, name=f"d{len(self.guests)}", hostname="density", vcpus=1, memory_mib=memory_mib,
+            disks=root_disk(self.image, size_gib=1),
             config_drive=ConfigDrive(meta_data={"uuid": iid, "hostname": "density"},
                                      user_data=workload.user_data.encode()),
-            extra=extra)
+            memory=memory)
         guest = Guest(id=iid, workload=workload, memory_mib=memory_mib, spawned_at=time.monotonic())
         self.guests[iid] = guest
         await self.driver.spawn(spec)

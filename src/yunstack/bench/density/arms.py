@@ -12,7 +12,7 @@ and Proxmox read ``/proc/meminfo``, which would see the whole 24 GiB box).
 - A3 balloon only: Proxmox ``AutoBalloon`` (80 % target, ≤ 100 MiB per VM per 10 s round, shares 1000,
   floor = 50 % of max).  Proxmox rather than MoM: MoM's ≤ 5 % per 15 s cannot move within a ramp step.
 - A4 yunstack: ``yunstack.memory.policy.step`` with the product defaults (KSM + balloon + cgroup
-  settings; THP off and page sharing on for guests that may share, as ``MemoryManager.instance_extra``),
+  settings; THP off and page sharing on for guests that may share, as ``MemoryManager.memory_backing``),
   and the product's admission: ``policy.admission`` on the observed budget (the scheduler's
   ObservedMemoryFilter), so its ramp stops before an OOM instead of at one.
 
@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yunstack.compute.driver import MemoryBacking
 from yunstack.memory import policy
-from yunstack.memory.manager import instance_extra
+from yunstack.memory.manager import memory_backing
 from yunstack.memory.model import (
     MIB,
     CgroupSetting,
@@ -62,9 +63,9 @@ class Arm:
     observed_admission = False  # admits() reads the live host/guests (re-asked once after a settle)
     last_admission = ""
 
-    def extra(self) -> dict[str, str]:
-        """``InstanceSpec.extra`` for this arm's guests (page sharing / THP flags)."""
-        return {"yunstack:page_sharing": "off"}
+    def memory(self) -> MemoryBacking:
+        """How this arm's guests' RAM is backed (page sharing / THP)."""
+        return MemoryBacking(page_sharing=False)
 
     def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
                guests: Sequence[GuestStats] = ()) -> bool:
@@ -135,8 +136,8 @@ class KsmOnly(Arm):
         self.proc = proc
         self.npages: int | None = None
 
-    def extra(self) -> dict[str, str]:
-        return {}  # stock QEMU: mergeable guest RAM, host THP default
+    def memory(self) -> MemoryBacking:
+        return MemoryBacking()  # stock QEMU: mergeable guest RAM, host THP default
 
     def _vsz(self, g: GuestStats) -> int:
         try:
@@ -241,8 +242,8 @@ class Yunstack(Arm):
         self.history = History()
         self.policy = GuestPolicy()
 
-    def extra(self) -> dict[str, str]:
-        return instance_extra(self.policy)
+    def memory(self) -> MemoryBacking:
+        return memory_backing(self.policy)
 
     def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
                guests: Sequence[GuestStats] = ()) -> bool:
@@ -275,7 +276,8 @@ class Yunstack(Arm):
                 "ksm_boost_periods": t.ksm_boost_periods, "fast_reclaim_fraction": t.fast_reclaim_fraction,
                 "spike_period_s": t.spike_period, "admission_free_fraction": t.admission_free_fraction,
                 "free_page_reporting": t.free_page_reporting,
-                "extra": self.extra(), "source": "yunstack.memory.policy (Tuning defaults)"}
+                "memory": {"page_sharing": self.memory().page_sharing, "thp": self.memory().thp},
+                "source": "yunstack.memory.policy (Tuning defaults)"}
 
 
 class YunstackRamp(Yunstack):

@@ -1,7 +1,7 @@
 """The host memory budget of one run: a parent memory cgroup holding every QEMU of the run.
 
 cgroup v1 (this dev box): ``memory.limit_in_bytes`` = B and ``memory.memsw.limit_in_bytes`` = B + S;
-v2: ``memory.max`` = B and ``memory.swap.max`` = S.  Both go through ``yunstack.memory.cgroups``.
+v2: ``memory.max`` = B and ``memory.swap.max`` = S.  Both go through ``yunstack.cgroups``.
 The QEMU driver puts each guest into ``<parent>/<instance-id>``, so the budget's usage, failcnt and
 ``oom_kill`` counter cover all guests of the run and nothing else.
 """
@@ -15,8 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from yunstack.cgroups import CgroupUsage, MemoryCgroups, detect
 from yunstack.errors import DriverError, DriverMisconfigured
-from yunstack.memory.cgroups import CgroupUsage, MemoryCgroups, detect
 
 
 @dataclass(frozen=True, kw_only=True)

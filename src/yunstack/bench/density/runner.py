@@ -26,9 +26,10 @@ from yunstack.bench.density._fleet import Fleet, guest_ram_rss, qemu_pids
 from yunstack.bench.density.arms import Arm, ArmActions
 from yunstack.bench.density.budget import Budget
 from yunstack.bench.density.workloads import Workload, idle, scenario
+from yunstack.cgroups import MemoryCgroups
+from yunstack.compute.driver import MemoryBacking
 from yunstack.errors import DriverError, YunError
 from yunstack.memory import policy
-from yunstack.memory.cgroups import MemoryCgroups
 from yunstack.memory.collectors import GuestCollector, HostCollector, read_ksm
 from yunstack.memory.controllers import CgroupControl, KsmControl
 from yunstack.memory.manager import attribute_sharing
@@ -203,7 +204,7 @@ async def calibrate(image: Path, settings: RunSettings, workloads: Sequence[Work
         with Budget(4096 * MIB) as budget:
             fleet = Fleet(image, budget)
             try:
-                guest = await fleet.spawn(workload, settings.guest_mib, {"yunstack:page_sharing": "off"})
+                guest = await fleet.spawn(workload, settings.guest_mib, MemoryBacking(page_sharing=False))
                 if not await fleet.wait_ready(guest, settings.boot_timeout_s):
                     raise DriverError(detail=f"solo guest {workload.key} did not boot")
                 await asyncio.sleep(3.0 if settings.quick else 5.0)
@@ -262,7 +263,7 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
                     stop_reason = f"admission: {made}"
                     break
                 try:
-                    guest = await fleet.spawn(workload, settings.guest_mib, arm.extra())
+                    guest = await fleet.spawn(workload, settings.guest_mib, arm.memory())
                     committed.append(nbytes)
                     booted = await fleet.wait_ready(guest, settings.boot_timeout_s)
                 finally:

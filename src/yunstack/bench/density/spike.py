@@ -62,7 +62,7 @@ async def run_spike(arm: Arm, image: Path, samples_path: Path, *, guests: int = 
             if progress:
                 progress(f"spike {arm.name}: booting {guests} guests")
             spawned = [await fleet.spawn(spike_guest(cache_mib, wss_mib, guest_seed=seed * 1000 + i), guest_mib,
-                                         arm.extra()) for i in range(guests)]
+                                         arm.memory()) for i in range(guests)]
             ready = await asyncio.gather(*(fleet.wait_ready(g, 240.0) for g in spawned))
             if not all(ready):
                 raise DriverError(detail="spike guests did not all boot")

@@ -5,35 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from yunstack.compute.driver import InstanceSpec
+from yunstack.compute.driver import Disk, DiskKind, InstanceSpec
 from yunstack.compute.qemu.disk import DISK_CACHE_MODES
 from yunstack.config import QemuConfig
 
 # Longest path a unix socket address may hold (sun_path is 108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
 
-# Per-VM memory flags in ``InstanceSpec.extra`` (set by the memory manager's policy; "on"/"off").
-# page_sharing=off starts QEMU with mem-merge=off: guest RAM is never MADV_MERGEABLE, so KSM cannot
-# merge it (the cross-VM side channel is closed).  thp=off disables transparent huge pages for the
-# whole QEMU process (prctl PR_SET_THP_DISABLE at launch, see process.launch): QEMU 7.2 madvises
-# guest RAM MADV_HUGEPAGE unconditionally and has no property to stop it.
-EXTRA_PAGE_SHARING = "yunstack:page_sharing"
-EXTRA_THP = "yunstack:thp"
+# The root disk's block node: live migration exports it over NBD on the destination.
+ROOT_NODE = "root0"
 # Empty PCIe root ports for hot-plugged NICs (q35 only; the pc machine hot-plugs on its root bus).
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hotplug"
 
 
-def _flag(spec: InstanceSpec, key: str) -> bool | None:
-    value = spec.extra.get(key)
-    if value is None:
-        return None
-    return value.strip().lower() in ("on", "true", "yes", "1")
-
-
 def thp_disabled(spec: InstanceSpec) -> bool:
-    """True when the spec asks for THP off (``yunstack:thp=off``)."""
-    return _flag(spec, EXTRA_THP) is False
+    """True when the spec's memory backing turns THP off (QEMU 7.2 madvises guest RAM MADV_HUGEPAGE
+    unconditionally and has no property to stop it, so process.launch sets PR_SET_THP_DISABLE)."""
+    return not spec.memory.thp
 
 
 @dataclass(frozen=True)
@@ -49,7 +38,12 @@ class InstancePaths:
 
     @property
     def disk(self) -> Path:
+        """The root disk's overlay."""
         return self.dir / "disk.qcow2"
+
+    def local_disk(self, index: int) -> Path:
+        """The overlay of the guest's ``index``-th disk (a local overlay); 0 is the root disk."""
+        return self.disk if index == 0 else self.dir / f"disk{index}.qcow2"
 
     @property
     def disk_backup(self) -> Path:
@@ -86,6 +80,17 @@ class InstancePaths:
         return self.dir / "qmp.sock"
 
     @property
+    def status_qmp(self) -> Path:
+        """A second QMP monitor for status reads only, so they never queue behind an operation's session.
+
+        QEMU serves one client per monitor at a time: a snapshot or a migration holds the main one
+        for seconds, and a ``query-status`` on the same socket would wait for it.
+        """
+        if self.socket_dir is not None:
+            return self.socket_dir / f"{self.dir.name}.sqmp"
+        return self.dir / "qmp-status.sock"
+
+    @property
     def pidfile(self) -> Path:
         return self.dir / "qemu.pid"
 
@@ -104,6 +109,35 @@ class InstancePaths:
     @property
     def intent(self) -> Path:
         return self.dir / "intent"
+
+
+def drive_id(index: int) -> str:
+    """The ``-drive`` id of the guest's ``index``-th disk (``disk0`` is the root)."""
+    return f"disk{index}"
+
+
+def node_name(index: int) -> str:
+    """The block node of the guest's ``index``-th disk (live migration exports it over NBD)."""
+    return ROOT_NODE if index == 0 else f"node{index}"
+
+
+def disk_args(index: int, disk: Disk, paths: InstancePaths, disk_cache: str, boot_shift: int = 0) -> list[str]:
+    """``-drive`` and ``-device`` for one disk; a local overlay lives in the instance directory."""
+    if disk.bus != "virtio":
+        raise ValueError(f"disk bus {disk.bus!r} is not supported (virtio only)")
+    cache = disk.cache or disk_cache
+    if cache not in DISK_CACHE_MODES:
+        raise ValueError(f"disk cache must be one of {', '.join(DISK_CACHE_MODES)}, not {cache!r}")
+    if disk.kind == DiskKind.LOCAL_OVERLAY:
+        file, fmt = paths.local_disk(index), "qcow2"
+    else:
+        file, fmt = disk.source, disk.format
+    drive = f"file={file},if=none,id={drive_id(index)},node-name={node_name(index)},format={fmt}," \
+            f"discard=unmap,cache={cache}" + (",readonly=on" if disk.read_only else "")
+    device = f"virtio-blk-pci,drive={drive_id(index)},id=virtio-{drive_id(index)}"
+    if disk.boot_index is not None:
+        device += f",bootindex={disk.boot_index + boot_shift}"
+    return ["-drive", drive, "-device", device]
 
 
 def name_arg(instance_id: str) -> str:
@@ -125,8 +159,8 @@ def build_argv(
 
     ``accel`` is ``"kvm"`` or ``"tcg"``.  With ``incoming`` QEMU waits for a saved state
     (``migrate-incoming`` over QMP) instead of booting.  Paths must be absolute: a daemonized
-    QEMU changes its directory to ``/``.  ``disk_cache`` is QEMU's ``cache=`` of the root disk
-    (``none`` = O_DIRECT: guest data is not cached a second time in host memory).  With
+    QEMU changes its directory to ``/``.  ``disk_cache`` is QEMU's ``cache=`` of disks that do not
+    choose their own (``none`` = O_DIRECT: guest data is not cached a second time in host memory).  With
     ``rescue_disk`` the guest boots from that disk (the first virtio disk, ``vda``) and its own
     root disk comes second (``vdb``), as Nova's libvirt rescue lays them out.
     """
@@ -136,7 +170,7 @@ def build_argv(
         raise ValueError(f"accel must be 'kvm' or 'tcg', not {accel!r}")
     accel_arg = "kvm" if accel == "kvm" else f"tcg,tb-size={qemu.tcg_tb_size_mib}"
     machine = qemu.machine
-    if _flag(spec, EXTRA_PAGE_SHARING) is False:
+    if not spec.memory.page_sharing:
         machine += ",mem-merge=off"
     argv = [
         qemu.binary,
@@ -153,6 +187,7 @@ def build_argv(
         # such as "terminating on signal" land in the log.
         "-D", str(paths.dir / "qemu-debug.log"),
         "-qmp", f"unix:{paths.qmp},server=on,wait=off",
+        "-qmp", f"unix:{paths.status_qmp},server=on,wait=off",
         # The serial port is a socket for the interactive console (one client at a time; output is
         # dropped while none is connected) and, through logfile=, still every byte in console.log.
         "-chardev", f"socket,id=console0,path={paths.serial},server=on,wait=off,logfile={paths.console},"
@@ -164,11 +199,8 @@ def build_argv(
             "-drive", f"file={rescue_disk},if=none,id=rescue0,format=qcow2,discard=unmap,cache={disk_cache}",
             "-device", "virtio-blk-pci,drive=rescue0,id=virtio-rescue0,bootindex=1",
         ]
-    argv += [
-        "-drive", f"file={paths.disk},if=none,id=disk0,format=qcow2,discard=unmap,cache={disk_cache}",
-        "-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,"
-        + ("bootindex=2" if rescue_disk is not None else "bootindex=1"),
-    ]
+    for index, disk in enumerate(spec.disks):
+        argv += disk_args(index, disk, paths, disk_cache, boot_shift=1 if rescue_disk is not None else 0)
     if spec.config_drive is not None:
         argv += [
             "-drive", f"file={paths.config_iso},if=none,id=config0,format=raw,readonly=on",

@@ -4,7 +4,10 @@ The instance directory is the whole truth about a guest (``spec.json``, ``disk.q
 ``config.iso``, ``console.log``, ``qemu.log``, ``qmp.sock``, ``qemu.pid``, ``intent``), so a
 new driver object, for instance after a control-plane restart, finds and adopts running guests
 without a database.  Operations on one guest are serialized by a per-guest lock, which also keeps
-QMP (one client at a time) uncontended.
+its QMP monitor (one client at a time) uncontended.  Status reads (``get_info``, ``list_instances``,
+``balloon_stats``) never take that lock: they talk to a second monitor of their own
+(``InstancePaths.status_qmp``) under a short per-guest status lock, so a snapshot, a suspend or a
+migration that holds the guest for seconds never stalls the agent's power sync or the memory manager.
 
 Each QEMU is moved into its own memory cgroup ``<cgroup_parent>/<instance-id>`` (v1 or v2) as soon
 as its pidfile appears, i.e. right after it daemonized.  Memory QEMU touched before that moment
@@ -22,13 +25,26 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import Capabilities, HostInfo, InstanceInfo, InstanceSpec, Nic, PowerState
-from yunstack.compute.qemu import disk, host, hotplug, process, savestate, specfile
+import yunstack.cgroups as cgroups
+from yunstack.compute.driver import (
+    Capabilities,
+    DiskKind,
+    HostInfo,
+    IncomingMigration,
+    InstanceInfo,
+    InstanceSpec,
+    MigrationMode,
+    MigrationStats,
+    Nic,
+    PowerState,
+)
+from yunstack.compute.qemu import disk, host, hotplug, migration, process, savestate, specfile
 from yunstack.compute.qemu.accel import choose_accel
 from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv, thp_disabled
 from yunstack.compute.qemu.configdrive import build_iso
@@ -42,7 +58,6 @@ from yunstack.errors import (
     NotFound,
     ValidationFailed,
 )
-from yunstack.memory import cgroups
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +66,7 @@ QMP_READY_TIMEOUT = 15.0
 _PAUSED = {"paused", "suspended", "inmigrate", "postmigrate", "prelaunch", "finish-migrate",
            "save-vm", "restore-vm", "debug", "watchdog", "colo", "io-error"}
 _CRASHED = {"internal-error", "guest-panicked"}
+MAX_VCPUS = 255  # QEMU's limit for a pc/q35 guest without an IOMMU (x2APIC beyond that)
 
 
 def socket_dir(instances: Path) -> Path:
@@ -63,8 +79,6 @@ def socket_dir(instances: Path) -> Path:
 class QemuDriver:
     """Runs guests as QEMU processes on this host (KVM when a probe proves it works, else TCG)."""
 
-    capabilities = Capabilities()
-
     def __init__(self, config: Config, *, genisoimage: str = "genisoimage", cgroup_parent: str = "yunstack",
                  stats_interval: int = 2) -> None:
         self._config = config
@@ -74,6 +88,8 @@ class QemuDriver:
         self._socket_dir = socket_dir(self._root)
         self._genisoimage = genisoimage
         self._locks: dict[str, asyncio.Lock] = {}
+        self._status_locks: dict[str, asyncio.Lock] = {}
+        self._sending: set[str] = set()  # guests whose send runs (abort_migration cancels it)
         self._version: int | None = None
         self._cgroup_parent = cgroup_parent
         self._cgroups: cgroups.MemoryCgroups | None = cgroups.detect() if cgroup_parent else None
@@ -102,8 +118,17 @@ class QemuDriver:
             hostname=self._config.host_name, vcpus=os.cpu_count() or 1, memory_mib=total_mib,
             memory_used_mib=used_mib, local_gb=total_gb, local_gb_used=used_gb,
             hypervisor_type="QEMU", hypervisor_version=self._version, cpu_info=host.cpu_info(),
-            uptime=host.uptime(), accel=await choose_accel(self._qemu),
+            uptime=host.uptime(), accel=await choose_accel(self._qemu), capabilities=await self.capabilities(),
         )
+
+    async def capabilities(self) -> Capabilities:
+        accel = await choose_accel(self._qemu)
+        # QEMU 7.2's TCG loses dirty pages during precopy (a writing guest comes out corrupted):
+        # only paused migration is safe there.  Postcopy is not offered (no userfaultfd set-up).
+        modes = {MigrationMode.PAUSED, MigrationMode.PRECOPY} if accel == "kvm" else {MigrationMode.PAUSED}
+        return Capabilities(accel=accel, migration_modes=frozenset(modes), block_migration=True,
+                            hotplug_nics=True, volumes=False, snapshots=True, suspend=True,
+                            max_vcpus=MAX_VCPUS)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -115,8 +140,7 @@ class QemuDriver:
             paths.dir.mkdir(parents=True, mode=0o700)
             try:
                 specfile.save_spec(paths, spec)
-                await disk.create_overlay(self._qemu.qemu_img, spec.base_image, spec.base_format,
-                                          paths.disk, spec.disk_gib * disk.GIB)
+                await self._create_local_disks(spec, paths)
                 await self._start(spec, paths)
             except BaseException:
                 await self._remove(spec.id, paths)
@@ -127,6 +151,7 @@ class QemuDriver:
         async with self._lock(instance_id):
             await self._remove(instance_id, paths)
         self._locks.pop(instance_id, None)
+        self._status_locks.pop(instance_id, None)
 
     async def power_off(self, instance_id: str, timeout: float | None = None) -> None:
         paths = self._existing(instance_id)
@@ -209,8 +234,8 @@ class QemuDriver:
             fresh = paths.dir / "disk.qcow2.rebuild"
             fresh.unlink(missing_ok=True)
             try:
-                await disk.create_overlay(self._qemu.qemu_img, spec.base_image, spec.base_format, fresh,
-                                          spec.disk_gib * disk.GIB)
+                await disk.create_overlay(self._qemu.qemu_img, spec.root.source, spec.root.format, fresh,
+                                          spec.root.size_gib * disk.GIB)
                 fresh.replace(paths.disk)
             finally:
                 fresh.unlink(missing_ok=True)
@@ -272,6 +297,106 @@ class QemuDriver:
                     await hotplug.unplug(qmp, mac, f"instance {instance_id}")
             specfile.save_spec(paths, replace(spec, nics=tuple(n for n in spec.nics if n.mac != mac)))
 
+    # ---------------------------------------------------------------- live migration
+    # intent: "incoming" on a destination until finish_incoming; "outgoing-running" or
+    # "outgoing-paused" on a source from send until finish_outgoing or abort (what to resume).
+
+    async def prepare_incoming(self, spec: InstanceSpec, listen_address: str, port: int,
+                               disk_port: int | None = None) -> IncomingMigration:
+        paths = self._paths(spec.id)
+        async with self._lock(spec.id):
+            if paths.dir.exists():
+                raise Conflict(detail=f"instance {spec.id} already exists on this host")
+            paths.dir.mkdir(parents=True, mode=0o700)
+            try:
+                specfile.save_spec(paths, spec)
+                await self._create_local_disks(spec, paths)
+                await self._start(spec, paths, incoming=True)
+                specfile.write_intent(paths, "incoming")
+                async with self._qmp(paths, spec.id) as qmp:
+                    return await migration.listen(qmp, listen_address, port, disk_port or port + 1, spec.id)
+            except BaseException:
+                await self._remove(spec.id, paths)
+                raise
+
+    async def send(self, instance_id: str, target: IncomingMigration, mode: MigrationMode) -> MigrationStats:
+        paths = self._existing(instance_id)
+        if mode not in (await self.capabilities()).migration_modes:
+            raise Conflict(detail=f"{mode} migration is not supported on this host "
+                                  f"({await choose_accel(self._qemu)})")
+        async with self._lock(instance_id):
+            self._require_running(paths, instance_id)
+            if specfile.read_intent(paths) != "running":
+                raise Conflict(detail=f"instance {instance_id} is already in a migration")
+            spec = specfile.load_spec(paths)
+            self._sending.add(instance_id)
+            try:
+                async with self._qmp(paths, instance_id) as qmp:
+                    was = (await qmp.execute("query-status"))["status"]
+                    specfile.write_intent(paths, "outgoing-running" if was == "running" else "outgoing-paused")
+                    try:
+                        return await migration.send(qmp, target, mode, instance_id,
+                                                    savestate.timeout_for(spec.memory_mib))
+                    except BaseException:
+                        specfile.write_intent(paths, "running")
+                        raise
+            finally:
+                self._sending.discard(instance_id)
+
+    async def finish_incoming(self, instance_id: str) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            if specfile.read_intent(paths) != "incoming":
+                raise Conflict(detail=f"instance {instance_id} is not an incoming migration")
+            self._require_running(paths, instance_id)
+            spec = specfile.load_spec(paths)
+            async with self._qmp(paths, instance_id) as qmp:
+                status = await migration.wait_received(qmp, instance_id, savestate.timeout_for(spec.memory_mib))
+                await qmp.execute("nbd-server-stop")
+                if status == "paused":  # a paused migration; a precopy one runs by itself already
+                    await qmp.execute("cont")
+                elif status not in ("running",):
+                    raise DriverError(detail=f"migrating {instance_id}: the guest arrived {status}")
+            specfile.write_intent(paths, "running")
+
+    async def finish_outgoing(self, instance_id: str) -> None:
+        paths = self._paths(instance_id)
+        if not paths.spec.exists():
+            return  # already cleaned up
+        async with self._lock(instance_id):
+            if not specfile.read_intent(paths).startswith("outgoing-"):
+                raise Conflict(detail=f"instance {instance_id} was not migrated away; it is the only copy")
+            await self._remove(instance_id, paths)
+        self._locks.pop(instance_id, None)
+        self._status_locks.pop(instance_id, None)
+
+    async def abort_migration(self, instance_id: str) -> None:
+        paths = self._paths(instance_id)
+        if not paths.spec.exists():
+            return
+        if instance_id in self._sending:
+            # send holds the guest's lock and main monitor: cancel through the status monitor, and
+            # send itself rolls back (the guest runs again) before it lets go of the lock.
+            with contextlib.suppress(DriverError):
+                async with self._status_qmp(paths, instance_id) as qmp:
+                    await migration.cancel(qmp)
+        async with self._lock(instance_id):
+            intent = specfile.read_intent(paths)
+            if intent == "incoming":
+                await self._remove(instance_id, paths)
+                self._status_locks.pop(instance_id, None)
+                return
+            if not intent.startswith("outgoing-"):
+                return
+            if process.live_pid(paths, instance_id) is not None:
+                async with self._qmp(paths, instance_id) as qmp:
+                    status = (await qmp.execute("query-status"))["status"]
+                    if status != "running" and intent == "outgoing-running":
+                        await qmp.execute("cont")  # from postmigrate this re-activates the disks too
+            specfile.write_intent(paths, "running")
+        if not paths.spec.exists():
+            self._locks.pop(instance_id, None)
+
     # ---------------------------------------------------------------- state
 
     async def console_output(self, instance_id: str, length: int | None = None) -> str:
@@ -304,11 +429,12 @@ class QemuDriver:
 
     async def get_info(self, instance_id: str) -> InstanceInfo:
         paths = self._existing(instance_id)
-        async with self._lock(instance_id):
-            spec = specfile.load_spec(paths)
-            state, pid, reason = await self._power_state(paths, instance_id)
+        spec = specfile.load_spec(paths)  # replaced atomically: never half-written
+        state, pid, reason = await self._power_state(paths, instance_id)
+        intent = specfile.read_intent(paths)
+        migration = "incoming" if intent == "incoming" else "outgoing" if intent.startswith("outgoing-") else None
         return InstanceInfo(id=instance_id, power_state=state, pid=pid, reason=reason,
-                            memory_mib=spec.memory_mib, vcpus=spec.vcpus)
+                            memory_mib=spec.memory_mib, vcpus=spec.vcpus, migration=migration)
 
     async def rss_bytes(self, instance_id: str) -> int:
         pid = process.live_pid(self._existing(instance_id), instance_id)
@@ -342,8 +468,8 @@ class QemuDriver:
             await asyncio.to_thread(shutil.copy2, paths.disk, paths.disk_backup)
             shutil.copy2(paths.spec, paths.spec_backup)
             try:
-                if new_spec.disk_gib:
-                    await disk.resize(self._qemu.qemu_img, paths.disk, new_spec.disk_gib * disk.GIB)
+                if new_spec.root.size_gib:
+                    await disk.resize(self._qemu.qemu_img, paths.disk, new_spec.root.size_gib * disk.GIB)
             except BaseException:
                 paths.disk_backup.replace(paths.disk)
                 paths.spec_backup.unlink(missing_ok=True)
@@ -373,14 +499,13 @@ class QemuDriver:
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
         paths = self._existing(instance_id)
         device = "/machine/peripheral/balloon0"
-        async with self._lock(instance_id):
-            self._require_running(paths, instance_id)
-            async with self._qmp(paths, instance_id) as qmp:
-                actual = (await qmp.execute("query-balloon"))["actual"]
-                polling = {"path": device, "property": "guest-stats-polling-interval"}
-                if not await qmp.execute("qom-get", polling):
-                    await qmp.execute("qom-set", {**polling, "value": 2})
-                stats = await qmp.execute("qom-get", {"path": device, "property": "guest-stats"})
+        self._require_running(paths, instance_id)
+        async with self._status_qmp(paths, instance_id) as qmp:
+            actual = (await qmp.execute("query-balloon"))["actual"]
+            polling = {"path": device, "property": "guest-stats-polling-interval"}
+            if not await qmp.execute("qom-get", polling):
+                await qmp.execute("qom-set", {**polling, "value": 2})
+            stats = await qmp.execute("qom-get", {"path": device, "property": "guest-stats"})
         return {"actual": int(actual), "stats": dict(stats.get("stats", {})),
                 "last_update": int(stats.get("last-update", 0))}
 
@@ -392,9 +517,9 @@ class QemuDriver:
         # /run is a tmpfs: after a host reboot the directory is gone (and so are the old guests).
         self._socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths = InstancePaths(self._root.resolve() / instance_id, self._socket_dir)
-        if len(str(paths.qmp)) > MAX_SOCKET_PATH:
+        if len(str(paths.status_qmp)) > MAX_SOCKET_PATH:
             raise DriverMisconfigured(
-                detail=f"QMP socket path {paths.qmp} is longer than {MAX_SOCKET_PATH} bytes; "
+                detail=f"QMP socket path {paths.status_qmp} is longer than {MAX_SOCKET_PATH} bytes; "
                 "choose a shorter compute.instances_dir")
         return paths
 
@@ -409,6 +534,18 @@ class QemuDriver:
 
     def _qmp(self, paths: InstancePaths, instance_id: str) -> AbstractAsyncContextManager[QmpSession]:
         return open_session(paths.qmp, f"instance {instance_id}")
+
+    @contextlib.asynccontextmanager
+    async def _status_qmp(self, paths: InstancePaths, instance_id: str) -> AsyncIterator[QmpSession]:
+        """A session on the status monitor, for reads only; never behind the per-guest operation lock.
+
+        A guest started before there was a status monitor has only the main one: its reads share it
+        (and may wait for an operation's session) until its next start.
+        """
+        socket = paths.status_qmp if paths.status_qmp.is_socket() else paths.qmp
+        async with self._status_locks.setdefault(instance_id, asyncio.Lock()), \
+                open_session(socket, f"instance {instance_id}") as qmp:
+            yield qmp
 
     def _require_running(self, paths: InstancePaths, instance_id: str) -> int:
         pid = process.live_pid(paths, instance_id)
@@ -459,6 +596,13 @@ class QemuDriver:
             except DriverError as exc:
                 log.warning("instance %s: balloon stats polling not enabled: %s", spec.id, exc.text)
         return pid
+
+    async def _create_local_disks(self, spec: InstanceSpec, paths: InstancePaths) -> None:
+        """An overlay for each local disk (volumes exist already and are not the driver's)."""
+        for index, item in enumerate(spec.disks):
+            if item.kind == DiskKind.LOCAL_OVERLAY:
+                await disk.create_overlay(self._qemu.qemu_img, item.source, item.format,
+                                          paths.local_disk(index), item.size_gib * disk.GIB)
 
     def _place_in_cgroup(self, instance_id: str, pid: int) -> None:
         if self._cgroups is None:
@@ -516,6 +660,7 @@ class QemuDriver:
         await asyncio.to_thread(self._remove_cgroup, instance_id)
         await asyncio.to_thread(shutil.rmtree, paths.dir, True)
         paths.qmp.unlink(missing_ok=True)
+        paths.status_qmp.unlink(missing_ok=True)
         paths.serial.unlink(missing_ok=True)
 
     async def _power_state(
@@ -524,7 +669,7 @@ class QemuDriver:
         pid = process.live_pid(paths, instance_id)
         if pid is not None:
             try:
-                async with self._qmp(paths, instance_id) as qmp:
+                async with self._status_qmp(paths, instance_id) as qmp:
                     status = (await qmp.execute("query-status"))["status"]
             except DriverUnavailable as exc:
                 return PowerState.NOSTATE, pid, exc.text

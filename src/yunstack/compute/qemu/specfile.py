@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import ConfigDrive, InstanceSpec, Nic
+from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic
 from yunstack.compute.qemu.cmdline import InstancePaths
 from yunstack.errors import DriverError
 
@@ -32,8 +32,12 @@ def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
     drive = spec.config_drive
     data: dict[str, Any] = {
         "id": spec.id, "name": spec.name, "hostname": spec.hostname, "vcpus": spec.vcpus,
-        "memory_mib": spec.memory_mib, "disk_gib": spec.disk_gib, "base_image": str(spec.base_image),
-        "base_format": spec.base_format, "balloon": spec.balloon, "extra": dict(spec.extra),
+        "memory_mib": spec.memory_mib, "balloon": spec.balloon,
+        "disks": [{"kind": d.kind.value, "source": str(d.source), "format": d.format, "size_gib": d.size_gib,
+                   "device": d.device, "bus": d.bus, "boot_index": d.boot_index, "read_only": d.read_only,
+                   "cache": d.cache} for d in spec.disks],
+        "memory": {"page_sharing": spec.memory.page_sharing, "thp": spec.memory.thp,
+                   "hugepages": spec.memory.hugepages},
         "nics": [{"tap": n.tap, "mac": n.mac, "bridge": n.bridge} for n in spec.nics],
         "config_drive": None if drive is None else {
             "meta_data": dict(drive.meta_data),
@@ -55,9 +59,17 @@ def load_spec(paths: InstancePaths) -> InstanceSpec:
     except (OSError, ValueError) as exc:
         raise DriverError(detail=f"reading {paths.spec}: {exc}") from exc
     drive = data.pop("config_drive")
+    if "disks" not in data:  # written before the spec had a disk list: one root overlay, string flags
+        extra = data.pop("extra", {})
+        data["disks"] = [{"source": data.pop("base_image"), "format": data.pop("base_format", "qcow2"),
+                          "size_gib": data.pop("disk_gib", 0)}]
+        data["memory"] = {"page_sharing": extra.get("yunstack:page_sharing", "on") != "off",
+                          "thp": extra.get("yunstack:thp", "on") != "off"}
     return InstanceSpec(
-        **{k: v for k, v in data.items() if k not in ("nics", "base_image")},
-        base_image=Path(data["base_image"]),
+        **{k: v for k, v in data.items() if k not in ("nics", "disks", "memory")},
+        disks=tuple(Disk(**{**d, "kind": DiskKind(d.get("kind", DiskKind.LOCAL_OVERLAY)),
+                            "source": Path(d["source"])}) for d in data["disks"]),
+        memory=MemoryBacking(**data["memory"]),
         nics=tuple(Nic(**n) for n in data["nics"]),
         config_drive=None if drive is None else ConfigDrive(
             meta_data=drive["meta_data"],

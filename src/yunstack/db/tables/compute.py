@@ -77,6 +77,8 @@ class ComputeNode(Base):
     reserved_host_memory_mib: Mapped[int] = mapped_column(Integer, default=512)
     # Observed memory facts for overcommit-aware admission (filled by the memory manager).
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the host's driver can do (``compute.driver.Capabilities.to_dict``); None until it reported.
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
