@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0014_capabilities'
-down_revision = '0009_network_more'
+down_revision = '0011_hosts'
 branch_labels = None
 depends_on = None
 
