@@ -12,7 +12,6 @@ import binascii
 import contextlib
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from yunstack.compute.quotas import QuotaService
 from yunstack.compute.servergroups import BootGroup, ServerGroupService
 from yunstack.compute.usage import UsageService
 from yunstack.config import Config
+from yunstack.db import locks
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
 from yunstack.identity import policy
@@ -154,8 +154,6 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
         self.images = images
         self.network = network
         self.notify = notify
-        # One scheduler at a time per process: claims read usage and write in one step.
-        self._schedule_lock = threading.Lock()
         self.agents: dict[str, Any] = {}
 
     # -- reading ---------------------------------------------------------------------------------
@@ -372,15 +370,16 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
     def _claiming(self, project_id: str) -> Iterator[Session]:
         """A transaction for claims: the project's quota lock first, then the scheduler lock.
 
-        A create that waits for its own project's lock (a concurrent create of the same project on
-        PostgreSQL) waits without the scheduler lock, so other projects' creates go on meanwhile.
-        The transaction commits before the scheduler lock goes: the next claim sees these.
+        Both are database locks (``db.locks``), so they hold across API workers: on PostgreSQL
+        transaction advisory locks, on SQLite the single writer.  A create that waits for its own
+        project's lock waits without the scheduler lock, so other projects' creates go on
+        meanwhile.  Both end with the commit: the next claim reads host usage with these rows in it.
         """
         with self._db() as s:
             self.quotas.lock_project(s, project_id)
-            with self._schedule_lock:
-                yield s
-                s.commit()
+            locks.scheduler_lock(s)
+            yield s
+            s.commit()
 
     def _record(self, s: Session, row: t.Instance, action: str, request_id: str, ctx: AuthContext,
                 message: str | None = None) -> None:
