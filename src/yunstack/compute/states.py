@@ -48,6 +48,19 @@ def status(vm_state: str, task_state: str | None) -> str:
     return _STATUS.get(vm_state, "UNKNOWN")
 
 
+def vm_states_showing(status_: str) -> frozenset[str] | None:
+    """The vm_states whose servers can show ``status_`` (a superset: the task decides the rest);
+    None when any could (``UNKNOWN``).  Lets a list filter by status in SQL, then exactly."""
+    if status_ == "UNKNOWN":
+        return None
+    found = {vm for vm, shown in _STATUS.items() if shown == status_}
+    if status_ in _TASK_STATUS.values():
+        found |= {ACTIVE, STOPPED}
+    if status_ in _ERROR_TASK_STATUS.values():
+        found.add(ERROR)
+    return frozenset(found)
+
+
 # action -> (allowed vm_states, allowed task_states (None = no task running))
 ALLOWED: dict[str, tuple[frozenset[str], frozenset[str | None]]] = {
     "stop": (frozenset({ACTIVE, ERROR}), frozenset({None})),
