@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler, states
 from yunstack.compute.models import Server
+from yunstack.db import locks
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, Forbidden, NotFound, YunError
 from yunstack.identity import policy
@@ -73,7 +73,6 @@ class LifecycleOpsMixin:
     """Mixed into ``ComputeService``, which provides the attributes and helpers below."""
 
     _db: sessionmaker[Session]
-    _schedule_lock: threading.Lock
     images: Any
     hosts: Any
     network: NetworkService | None
@@ -268,7 +267,8 @@ class LifecycleOpsMixin:
         self._unshelve_offloaded(ctx, server_id, request_id)
 
     def _unshelve_offloaded(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
-        with self._schedule_lock, self._db.begin() as s:
+        with self._db.begin() as s:
+            locks.scheduler_lock(s)  # a claim, as a create's: across API workers (db.locks)
             row = self._begin(s, ctx, server_id, "unshelve")
             image_id = (row.system_metadata or {}).get(SHELVED_IMAGE)
             if not image_id:
