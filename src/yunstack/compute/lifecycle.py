@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from yunstack.compute import operations, scheduler, states
 from yunstack.compute.models import Server
 from yunstack.compute.operations import Operation
 from yunstack.compute.operations.shelve import SHELVED_AT, SHELVED_HOST, SHELVED_IMAGE, shelved_image
+from yunstack.db import locks
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, Forbidden, NotFound, YunError
 from yunstack.identity import policy
@@ -62,7 +62,6 @@ class LifecycleOpsMixin:
     """Mixed into ``ComputeService``, which provides the attributes and helpers below."""
 
     _db: sessionmaker[Session]
-    _schedule_lock: threading.Lock
     images: Any
     hosts: Any
     network: NetworkService | None
@@ -231,7 +230,8 @@ class LifecycleOpsMixin:
         self._unshelve_offloaded(ctx, server_id, request_id)
 
     def _unshelve_offloaded(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
-        with self._schedule_lock, self._db.begin() as s:
+        with self._db.begin() as s:
+            locks.scheduler_lock(s)  # a claim, as a create's: across API workers (db.locks)
             row, _ = self._begin(s, ctx, server_id, "unshelve")
             image_id = shelved_image(row)
             if not image_id:

@@ -1,18 +1,17 @@
-"""Compute quotas: defaults, per-project overrides, usage counted from what exists, and the check.
+"""Compute quotas (Nova's os-quota-sets and limits) on the one quota engine (``yunstack.quota``).
 
-There are no reservations: usage is counted from the instance and keypair tables at the moment
-of the check, inside the caller's transaction, so a quota can never drift from reality.  On
-PostgreSQL the check takes a transaction-scoped advisory lock per project, which serialises two
-concurrent boots of one project; SQLite serialises writers anyway.
+There are no reservations: usage is counted from the instance, server group and keypair tables at
+the moment of the check, inside the caller's transaction, under the project's lock (``quota:<project>``:
+an advisory lock on PostgreSQL, the single writer on SQLite), so a quota can never drift from
+reality and two concurrent boots of one project, in one worker or two, check one after the other.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.db.tables import compute as t
@@ -20,9 +19,7 @@ from yunstack.db.tables import servergroups as sg
 from yunstack.errors import BadRequest, Forbidden, QuotaExceeded
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
-
-UNLIMITED = -1
-MAX_LIMIT = 0x7FFFFFFF
+from yunstack.quota import MAX_LIMIT, UNLIMITED, QuotaEngine
 
 DEFAULTS: dict[str, int] = {
     "instances": 10,
@@ -54,87 +51,86 @@ class QuotaUsage:
     reserved: int = 0
 
 
-def _lock_project(session: Session, project_id: str) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        key = zlib.crc32(f"quota:{project_id}".encode()) - 2**31
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+def _over(resource: str, requested: int, used: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded("Quota exceeded for {resource}: Requested {requested}, but already used {used} of "
+                         "{limit} {resource}", resource=resource, requested=requested, used=used, limit=limit)
+
+
+def _below_usage(resource: str, value: int, used: int, _limit: int) -> BadRequest:
+    return BadRequest("Quota limit {value} for {resource} must be greater than or equal to already used and "
+                      "reserved {used}.", value=value, resource=resource, used=used)
+
+
+def _instances(session: Session, project_id: str, _user_id: str | None) -> dict[str, int]:
+    """Servers that are not deleted, and their flavors' cores and RAM, in one query."""
+    inst = t.Instance
+    count, cores, ram = session.execute(
+        select(func.count(inst.id), func.coalesce(func.sum(inst.flavor["vcpus"].as_integer()), 0),
+               func.coalesce(func.sum(inst.flavor["ram"].as_integer()), 0))
+        .where(inst.project_id == project_id, inst.vm_state != "deleted")).one()
+    return {"instances": int(count), "cores": int(cores), "ram": int(ram)}
+
+
+def _server_groups(session: Session, project_id: str, _user_id: str | None) -> dict[str, int]:
+    return {"server_groups": int(session.scalar(
+        select(func.count(sg.ServerGroup.id)).where(sg.ServerGroup.project_id == project_id)) or 0)}
+
+
+def _key_pairs(session: Session, _project_id: str, user_id: str | None) -> dict[str, int]:
+    """Keypairs are the user's, not the project's: 0 when the caller cannot name the user."""
+    if user_id is None:
+        return {"key_pairs": 0}
+    return {"key_pairs": int(session.scalar(
+        select(func.count(t.KeyPair.id)).where(t.KeyPair.user_id == user_id)) or 0)}
+
+
+def engine() -> QuotaEngine:
+    """Compute's quota engine: its resources and how each is counted."""
+    quota = QuotaEngine("quota", t.Quota, _over)
+    quota.register({r: DEFAULTS[r] for r in ("instances", "cores", "ram")}, _instances)
+    quota.register({"key_pairs": DEFAULTS["key_pairs"]}, _key_pairs)
+    quota.register({"server_groups": DEFAULTS["server_groups"]}, _server_groups)
+    quota.register({r: v for r, v in DEFAULTS.items()
+                    if r not in ("instances", "cores", "ram", "key_pairs", "server_groups")})
+    return quota
 
 
 class QuotaService:
     def __init__(self, db: sessionmaker[Session]) -> None:
         self._db = db
+        self.engine = engine()
 
     # -- building blocks, usable inside a caller's transaction ---------------------------------
 
     def limits(self, session: Session, project_id: str) -> dict[str, int]:
         """The project's limit for every resource: its overrides over the defaults."""
-        limits = dict(DEFAULTS)
-        rows = session.execute(select(t.Quota.resource, t.Quota.hard_limit)
-                               .where(t.Quota.project_id == project_id))
-        for resource, hard_limit in rows:
-            if resource in limits:
-                limits[resource] = hard_limit
-        return limits
+        return self.engine.limits(session, project_id)
 
     def usage(self, session: Session, project_id: str, user_id: str | None = None) -> dict[str, int]:
         """What the project uses now: servers that are not deleted, their flavors' cores and RAM,
-        and the user's keypairs."""
-        inst = t.Instance
-        count, cores, ram = session.execute(
-            select(func.count(inst.id), func.coalesce(func.sum(inst.flavor["vcpus"].as_integer()), 0),
-                   func.coalesce(func.sum(inst.flavor["ram"].as_integer()), 0))
-            .where(inst.project_id == project_id, inst.vm_state != "deleted")).one()
-        used = dict.fromkeys(DEFAULTS, 0)
-        used.update(instances=int(count), cores=int(cores), ram=int(ram))
-        used["server_groups"] = int(session.scalar(
-            select(func.count(sg.ServerGroup.id)).where(sg.ServerGroup.project_id == project_id)) or 0)
-        if user_id is not None:
-            used["key_pairs"] = int(session.scalar(
-                select(func.count(t.KeyPair.id)).where(t.KeyPair.user_id == user_id)) or 0)
-        return used
+        its server groups and the user's keypairs."""
+        return self.engine.usage(session, project_id, user_id)
 
     def lock_project(self, session: Session, project_id: str) -> None:
-        """Serialise this project's quota checks until ``session``'s transaction ends (PostgreSQL)."""
-        _lock_project(session, project_id)
+        """Serialise this project's quota checks until ``session``'s transaction ends."""
+        self.engine.lock(session, project_id)
 
     def allowed_count(self, session: Session, project_id: str, per_item: Mapping[str, int], low: int,
                       high: int) -> int:
         """How many items of ``per_item`` each fit, as many as possible between ``low`` and ``high``.
 
         Nova's rule for ``min_count``/``max_count``: make as many as the quota allows, or refuse
-        (403 naming the quota) when not even ``low`` fit.  One read of limits and usage whatever
-        ``high`` is, so a huge ``max_count`` costs no more than one.
+        (403 naming the quota) when not even ``low`` fit.
         """
         if low < 1 or high < low:
             raise BadRequest("min_count must be >= 1 and <= max_count.")
-        _lock_project(session, project_id)
-        limits = self.limits(session, project_id)
-        used = self.usage(session, project_id)
-        room = high
-        for resource, each in per_item.items():
-            limit = limits.get(resource, UNLIMITED)
-            if each > 0 and limit != UNLIMITED:
-                room = min(room, max(0, limit - used[resource]) // each)
-        if room < low:
-            self.check(session, project_id, {r: each * low for r, each in per_item.items()})  # raises, naming it
-        return max(room, low)
+        return self.engine.allowed_count(session, project_id, per_item, low, high)
 
     def check(self, session: Session, project_id: str, deltas: Mapping[str, int], *,
               user_id: str | None = None) -> None:
         """Raise QuotaExceeded (403) if adding ``deltas`` would pass a limit; call it inside the
         transaction that then creates the resources.  ``key_pairs`` counts ``user_id``'s keypairs."""
-        wanted = {r: d for r, d in deltas.items() if d > 0}
-        if not wanted:
-            return
-        _lock_project(session, project_id)
-        limits = self.limits(session, project_id)
-        used = self.usage(session, project_id, user_id)
-        for resource, delta in wanted.items():
-            limit = limits.get(resource, UNLIMITED)
-            if limit != UNLIMITED and used[resource] + delta > limit:
-                raise QuotaExceeded("Quota exceeded for {resource}: Requested {requested}, but already "
-                                    "used {used} of {limit} {resource}", resource=resource,
-                                    requested=delta, used=used[resource], limit=limit)
+        self.engine.check(session, project_id, deltas, user_id=user_id)
 
     # -- use cases -----------------------------------------------------------------------------
 
@@ -169,28 +165,13 @@ class QuotaService:
                 raise BadRequest("Quota limit {value} for {resource} must be -1 or greater.",
                                  value=value, resource=resource)
         with self._db.begin() as s:
-            _lock_project(s, project_id)
-            if not force:
-                used = self.usage(s, project_id)
-                for resource, value in values.items():
-                    if value != UNLIMITED and value < used[resource]:
-                        raise BadRequest("Quota limit {value} for {resource} must be greater than or "
-                                         "equal to already used and reserved {used}.", value=value,
-                                         resource=resource, used=used[resource])
-            for resource, value in values.items():
-                row = s.get(t.Quota, (project_id, resource))
-                if row is None:
-                    s.add(t.Quota(project_id=project_id, resource=resource, hard_limit=value))
-                else:
-                    row.hard_limit = value
-            s.flush()
-            return self.limits(s, project_id)
+            return self.engine.set_limits(s, project_id, values, below_usage=None if force else _below_usage)
 
     def reset(self, ctx: AuthContext, project_id: str) -> None:
         """Admin only: drop the project's overrides, back to the defaults."""
         policy.require_admin(ctx, "os_compute_api:os-quota-sets:delete")
         with self._db.begin() as s:
-            s.execute(delete(t.Quota).where(t.Quota.project_id == project_id))
+            self.engine.reset(s, project_id)
 
     def absolute(self, ctx: AuthContext, project_id: str | None = None) -> dict[str, QuotaUsage]:
         """For ``GET /limits``: the caller's project, or (admins only) ``project_id``'s."""

@@ -13,7 +13,6 @@ import binascii
 import contextlib
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import addressing, operations, scheduler, states
+from yunstack.compute import addressing, listing, operations, scheduler, states
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostcalls import HostHub
@@ -30,6 +29,7 @@ from yunstack.compute.hosts import HostService, HostUsage
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.lifecycle import LifecycleOpsMixin, shelved_image
+from yunstack.compute.listing import ServerFilters as ServerFilters  # the API names it here
 from yunstack.compute.models import Action, Server
 from yunstack.compute.namefilter import name_matcher
 from yunstack.compute.operations import Operation
@@ -37,6 +37,7 @@ from yunstack.compute.quotas import QuotaService
 from yunstack.compute.servergroups import BootGroup, ServerGroupService
 from yunstack.compute.usage import UsageService
 from yunstack.config import Config
+from yunstack.db import locks
 from yunstack.db.tables import compute as t
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
 from yunstack.identity import policy
@@ -74,26 +75,6 @@ class ServerCreate:
     admin_pass: str | None = None
     return_reservation_id: bool = False
     group_id: str | None = None  # the ``group`` scheduler hint: the server group to join
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerFilters:
-    name: str | None = None
-    status: str | None = None
-    host: str | None = None
-    image: str | None = None
-    flavor: str | None = None
-    reservation_id: str | None = None
-    changes_since: datetime | None = None
-    all_tenants: bool = False
-    project_id: str | None = None
-    ip: str | None = None
-    ip6: str | None = None
-    limit: int | None = None
-    marker: str | None = None
-    sort_key: str = "created_at"
-    sort_dir: str = "desc"
-    tags: tuple[str, ...] = ()
 
 
 def host_state(u: HostUsage) -> scheduler.HostState:
@@ -159,8 +140,6 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
         # Hosts' long-polls wait here: queueing work wakes them, and reads (console) go through it.
         self.hub = hub or HostHub()
         self.notify: Callable[[str], None] = self.hub.wake
-        # One scheduler at a time per process: claims read usage and write in one step.
-        self._schedule_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -186,52 +165,27 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
         return to_server(row, self._addresses([row]).get(row.id))
 
     def list_servers(self, ctx: AuthContext, f: ServerFilters) -> list[Server]:
+        """One page of servers: filtered, sorted and paged in SQL (``compute.listing``); the name,
+        tag, exact-status and address filters decide per row, batch by batch."""
         # Compiled first: a bad pattern is a 400 before any work, and RE2 matches in linear time.
         name_matches = name_matcher(f.name) if f.name else None
+        wanted = f.status.upper() if f.status else None
+        addresses: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+        def keep(row: t.Instance) -> bool:
+            return ((name_matches is None or bool(name_matches(row.name)))
+                    and (wanted is None or states.status(row.vm_state, row.task_state) == wanted)
+                    and set(f.tags) <= set(row.tags or ())
+                    and _addresses_match(f, addresses.get(row.id, {})))
+
+        by_row = bool(name_matches or wanted or f.tags or f.ip or f.ip6)
+        by_address = bool(f.ip or f.ip6)
         with self._db() as s:
-            q = select(t.Instance).where(t.Instance.vm_state != states.DELETED)
-            if not (ctx.is_admin and f.all_tenants):
-                q = q.where(t.Instance.project_id == (ctx.project_id or "(unscoped)"))
-            elif f.project_id:
-                q = q.where(t.Instance.project_id == f.project_id)
-            if f.host and ctx.is_admin:
-                q = q.where(t.Instance.host == f.host)
-            if f.image:
-                q = q.where(t.Instance.image_id == f.image)
-            if f.reservation_id:
-                q = q.where(t.Instance.reservation_id == f.reservation_id)
-            if f.changes_since:
-                q = q.where(t.Instance.updated_at >= f.changes_since)
-            key = {"created_at": t.Instance.created_at, "display_name": t.Instance.name,
-                   "updated_at": t.Instance.updated_at, "uuid": t.Instance.id,
-                   "vm_state": t.Instance.vm_state, "host": t.Instance.host}.get(f.sort_key)
-            if key is None:
-                raise BadRequest("Invalid sort_key {key}.", key=f.sort_key)
-            q = q.order_by(key.desc() if f.sort_dir == "desc" else key.asc(), t.Instance.id)
-            rows = list(s.scalars(q))
-        out = []
-        addresses = self._addresses(rows)
-        for row in rows:
-            server = to_server(row, addresses.get(row.id))
-            if name_matches and not name_matches(server.name):
-                continue
-            if f.status and server.status != f.status.upper():
-                continue
-            if f.flavor and server.flavor.get("id") != f.flavor:
-                continue
-            if f.tags and not set(f.tags) <= set(server.tags):
-                continue
-            if not _addresses_match(f, server):
-                continue
-            out.append(server)
-        if f.marker is not None:
-            ids = [x.id for x in out]
-            if f.marker not in ids:
-                raise BadRequest("marker [{marker}] not found", marker=f.marker)
-            out = out[ids.index(f.marker) + 1:]
-        if f.limit is not None:
-            out = out[: f.limit]
-        return out
+            rows = listing.rows(s, ctx, f, keep if by_row else None,
+                                (lambda batch: addresses.update(self._addresses(batch))) if by_address else None)
+        if not by_address:
+            addresses = self._addresses(rows)
+        return [to_server(row, addresses.get(row.id)) for row in rows]
 
     # -- creating --------------------------------------------------------------------------------
 
@@ -373,15 +327,16 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
     def _claiming(self, project_id: str) -> Iterator[Session]:
         """A transaction for claims: the project's quota lock first, then the scheduler lock.
 
-        A create that waits for its own project's lock (a concurrent create of the same project on
-        PostgreSQL) waits without the scheduler lock, so other projects' creates go on meanwhile.
-        The transaction commits before the scheduler lock goes: the next claim sees these.
+        Both are database locks (``db.locks``), so they hold across API workers: on PostgreSQL
+        transaction advisory locks, on SQLite the single writer.  A create that waits for its own
+        project's lock waits without the scheduler lock, so other projects' creates go on
+        meanwhile.  Both end with the commit: the next claim reads host usage with these rows in it.
         """
         with self._db() as s:
             self.quotas.lock_project(s, project_id)
-            with self._schedule_lock:
-                yield s
-                s.commit()
+            locks.scheduler_lock(s)
+            yield s
+            s.commit()
 
     def _record(self, s: Session, row: t.Instance, action: str, request_id: str, ctx: AuthContext,
                 message: str | None = None) -> None:
@@ -597,11 +552,11 @@ def _usage(flavor: Any, count: int) -> dict[str, int]:
     return {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.ram * count}
 
 
-def _addresses_match(f: ServerFilters, server: Server) -> bool:
+def _addresses_match(f: ServerFilters, addresses: Mapping[str, list[dict[str, Any]]]) -> bool:
     """The ``ip`` / ``ip6`` filters against the server's fixed addresses (``compute.addressing``)."""
     for pattern, version, name in ((f.ip, 4, "ip"), (f.ip6, 6, "ip6")):
         if pattern:
-            fixed = [a["addr"] for net in server.addresses.values() for a in net
+            fixed = [a["addr"] for net in addresses.values() for a in net
                      if a.get("version") == version and a.get("OS-EXT-IPS:type", "fixed") == "fixed"]
             if not addressing.matches(pattern, name, fixed):
                 return False

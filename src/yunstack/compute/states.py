@@ -53,6 +53,19 @@ def status(vm_state: str, task_state: str | None) -> str:
     return _STATUS.get(vm_state, "UNKNOWN")
 
 
+def vm_states_showing(status_: str) -> frozenset[str] | None:
+    """The vm_states whose servers can show ``status_`` (a superset: the task decides the rest);
+    None when any could (``UNKNOWN``).  Lets a list filter by status in SQL, then exactly."""
+    if status_ == "UNKNOWN":
+        return None
+    found = {vm for vm, shown in _STATUS.items() if shown == status_}
+    if status_ in _TASK_STATUS.values():
+        found |= {ACTIVE, STOPPED}
+    if status_ in _ERROR_TASK_STATUS.values():
+        found.add(ERROR)
+    return frozenset(found)
+
+
 @dataclass(frozen=True)
 class Allowed:
     """The states something may start from (``nova.compute.api``'s ``check_instance_state``).

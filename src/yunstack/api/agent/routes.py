@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from yunstack.agent.link import Wakeup
@@ -73,7 +73,9 @@ def _check(svc: Services, me: str, args: dict[str, Any]) -> None:
     if "host" in args:
         _as(me, str(args["host"]))
     ids = [args["instance_id"]] if "instance_id" in args else []
-    ids += [v.instance_id for v in args.values() if dataclasses.is_dataclass(v) and hasattr(v, "instance_id")]
+    # Any message naming an instance (an ``Outcome`` is a pydantic model, an ``Answer`` a dataclass).
+    ids += [v.instance_id for v in args.values()
+            if (dataclasses.is_dataclass(v) or isinstance(v, BaseModel)) and hasattr(v, "instance_id")]
     for instance_id in ids:
         if not svc.hostauth.owns_instance(me, str(instance_id)):
             raise NotFound("Instance {id} could not be found.", id=instance_id)

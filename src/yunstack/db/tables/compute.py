@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from yunstack.db.base import Base
@@ -85,6 +85,8 @@ class ComputeNode(Base):
 
 class Instance(Base):
     __tablename__ = "instance"
+    # The server list's default page (a project's newest first) reads 100 index entries, not the project.
+    __table_args__ = (Index("ix_instance_project_created", "project_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), index=True)
     hostname: Mapped[str] = mapped_column(String(255))

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0014_capabilities'
-down_revision = '0011_hosts'
+down_revision = '0012_quota'
 branch_labels = None
 depends_on = None
 
