@@ -104,7 +104,7 @@ def build_agent(services: Services, driver: ComputeDriver | None = None,
     agent = Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
                   poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
                   memory=memory, dataplane=dataplane or make_dataplane(config),
-                  network_period=config.network.reconcile_period)
+                  network_period=config.network.reconcile_period, tunnel_ip=config.network.tunnel_ip)
     services.compute.agents[agent.host] = agent
     services.compute.notify = _wake(services.compute.agents)
     return agent
