@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from pathlib import Path
 
 from yunstack.network import topology as tp
 from yunstack.network.dataplane.fake import FakeDataplane
-from yunstack.network.desired import FLOOD_MAC, FdbEntry, HostNetworkState, NetworkState, TunnelState
+from yunstack.network.dataplane.linux import LinuxDataplane
+from yunstack.network.desired import FLOOD_MAC, FdbEntry, HostNetworkState, NetworkState, SubnetState, TunnelState
 
 NET_A, NET_B = "net-a", "net-b"
 TUNNELS = {"ctl": "10.250.0.1", "c1": "10.250.0.2", "c2": "10.250.0.10"}
@@ -93,3 +96,22 @@ def test_the_fake_dataplane_records_the_forwarding_entries() -> None:
     asyncio.run(fake.apply(HostNetworkState(host="c1", network_host=False, tunnel_ip="10.250.0.2",
                                             networks=(net,))))
     assert tunnel is not None and fake.fdb(NET_A) == tunnel.fdb and fake.fdb(NET_B) == ()
+
+
+def test_a_compute_host_wants_bridge_vxlan_and_taps_but_no_dhcp_and_a_lone_host_no_vxlan(tmp_path: Path) -> None:
+    subnet = SubnetState(id="s", network_id=NET_A, cidr="10.97.0.0/24", ip_version=4, gateway_ip="10.97.0.1",
+                         enable_dhcp=True, dhcp_ip="10.97.0.2")
+    tunnel = tp.tunnel("c1", NET_A, 7, {"ctl", "c1", "c2"}, TUNNELS, PLACES)
+    net = NetworkState(id=NET_A, name="a", mtu=1450, external=False, subnets=(subnet,), segmentation_id=7,
+                       tunnel=tunnel)
+    dp = LinuxDataplane(tmp_path, metadata_upstream="http://127.0.0.1:9/metadata", tag="zz")
+    names = dp.names
+    compute = HostNetworkState(host="c1", network_host=False, tunnel_ip="10.250.0.2", networks=(net,))
+    links, spaces, _dirs = dp._desired(compute)
+    assert links == {names.bridge(NET_A), names.vxlan(NET_A)} and spaces == set()
+    serving = replace(compute, network_host=True)
+    links, spaces, _dirs = dp._desired(serving)
+    assert names.dhcp_veth(NET_A) in links and spaces == {names.dhcp_ns(NET_A)}
+    # Without a tunnel address of its own (all-in-one), the host has no VXLAN device at all.
+    links, _spaces, _dirs = dp._desired(replace(serving, tunnel_ip=""))
+    assert names.vxlan(NET_A) not in links
