@@ -168,13 +168,23 @@ class NetworkConfig:
                              "derived from the state dir.", "")
     reconcile_period: float = _help("Seconds between full dataplane reconciliations.", 5.0)
 
-    mtu: int = _help("MTU of tenant networks (1450 leaves room for VXLAN).", 1450)
+    mtu: int = _help("MTU of tenant networks; 0: underlay_mtu - 50, the room VXLAN over IPv4 needs.", 0)
+    underlay_mtu: int = _help("MTU of the network between the hosts (VXLAN runs over it).", 1500)
+    tunnel_ip: str = _help("This host's VXLAN endpoint: its address on the underlay, reported to the control "
+                           "plane; empty: no VXLAN (a single host needs none).", "")
+    network_host: str = _help("The host that runs DHCP, routers, floating IPs and the metadata proxy of every "
+                              "network; empty: the control host.", "")
     public_network: str = _help("Name of the admin-owned external network made at bootstrap; empty: none.", "public")
     public_subnet: str = _help("Name of its subnet.", "public-subnet")
     public_cidr: str = _help("CIDR of the host-only external bridge (DevStack uses the same range).", "172.24.4.0/24")
     public_gateway: str = _help("The host's address on the external bridge: the subnet's gateway.", "172.24.4.1")
     public_pool_start: str = _help("First address handed to router gateways and floating IPs.", "172.24.4.10")
     public_pool_end: str = _help("Last such address.", "172.24.4.250")
+
+    @property
+    def tenant_mtu(self) -> int:
+        """The MTU new tenant networks get (``mtu``, or the underlay's less the VXLAN overhead)."""
+        return self.mtu or self.underlay_mtu - 50
 
 
 @dataclass(frozen=True, kw_only=True)

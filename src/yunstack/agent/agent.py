@@ -66,11 +66,12 @@ class Agent:
     def __init__(self, host: str, driver: ComputeDriver, link: ControlPlane, *, image_cache: Path,
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
                  memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
-                 network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS) -> None:
+                 network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS,
+                 tunnel_ip: str = "") -> None:
         self.host = host
         self.memory = memory
         self.dataplane = dataplane
-        self.network = (NetworkReconciler(dataplane, lambda: link.network_state(host), network_period)
+        self.network = (NetworkReconciler(dataplane, lambda: link.network_state(host, tunnel_ip), network_period)
                         if dataplane is not None else None)
         self.driver = driver
         self.link = link

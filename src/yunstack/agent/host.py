@@ -53,7 +53,7 @@ def make_agent(config: Config, link: ControlPlane, *, driver: ComputeDriver | No
     return Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
                  memory=memory, dataplane=dataplane or make_dataplane(config, control),
-                 network_period=config.network.reconcile_period)
+                 network_period=config.network.reconcile_period, tunnel_ip=config.network.tunnel_ip)
 
 
 def credential(state_dir: Path, control: str, join_token: str | None) -> tuple[str, str]:

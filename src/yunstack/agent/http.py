@@ -134,8 +134,8 @@ class HttpControlPlane:
     def heartbeat(self, host: str, info: HostInfo) -> None:
         self._call("heartbeat", host=host, info=info)
 
-    def network_state(self, host: str) -> HostNetworkState:
-        result: HostNetworkState = self._call("network_state", host=host)
+    def network_state(self, host: str, tunnel_ip: str = "") -> HostNetworkState:
+        result: HostNetworkState = self._call("network_state", host=host, tunnel_ip=tunnel_ip)
         return result
 
     def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:

@@ -85,8 +85,12 @@ class ControlPlane(Protocol):
     def heartbeat(self, host: str, info: HostInfo) -> None:
         """Report this host's resources; also says the agent is alive."""
 
-    def network_state(self, host: str) -> HostNetworkState:
-        """Everything this host's dataplane must realise (bridges, ports, rules, routers)."""
+    def network_state(self, host: str, tunnel_ip: str = "") -> HostNetworkState:
+        """Everything this host's dataplane must realise (bridges, ports, rules, routers).
+
+        ``tunnel_ip`` is this host's VXLAN endpoint ("" for none): the control plane records it
+        and tells the other hosts of a shared network to send its frames there.
+        """
 
     def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:
         """Report the memory manager's latest ledger entry (for admission, the API and history)."""

@@ -222,9 +222,10 @@ class LocalControlPlane:
             row.task_state = task_state  # each declared step is shown as the task state of its name
             row.updated_at = datetime.now(UTC)
 
-    def network_state(self, host: str) -> HostNetworkState:
+    def network_state(self, host: str, tunnel_ip: str = "") -> HostNetworkState:
         if self._network is None:
             return HostNetworkState(host=host)
+        self._network.report_tunnel(host, tunnel_ip)
         return self._network.host_state(host)
 
     def _event(self, s: Session, row: t.Instance, outcome: Outcome, now: datetime) -> None:

@@ -67,6 +67,8 @@ class Base:
         self.config = config
         self.quotas = quotas
         self.control_host = control_host
+        # DHCP, routers, floating IPs and metadata run here (the control host unless configured).
+        self.network_host = config.network_host or control_host
         self.server_project: Callable[[str], str | None] = _no_servers
 
 

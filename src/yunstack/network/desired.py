@@ -42,6 +42,37 @@ class NetworkState:
     subnets: tuple[SubnetState, ...]
     segmentation_id: int  # VXLAN VNI between hosts; unique per network
     dhcp_mac: str | None = None
+    # The VXLAN tunnel of this network on this host; None: no other host shares the network (or
+    # this host has no tunnel address), so the bridge needs no VXLAN device.
+    tunnel: TunnelState | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FdbEntry:
+    """One unicast forwarding entry of a VXLAN device: frames for ``mac`` go to the VTEP ``dst``.
+
+    ``mac`` all zeros is the default entry: broadcast, unknown unicast and multicast (BUM) frames
+    are copied to every such ``dst`` (head-end replication), so no multicast group is needed.
+    """
+
+    mac: str
+    dst: str
+
+
+FLOOD_MAC = "00:00:00:00:00:00"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TunnelState:
+    """What the VXLAN device of one network on one host carries (computed by the control plane).
+
+    ``peers`` are the tunnel addresses of the other hosts with this network (one flood entry
+    each); ``fdb`` holds those flood entries plus one entry per port MAC on another host.
+    """
+
+    vni: int
+    peers: tuple[str, ...]
+    fdb: tuple[FdbEntry, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +160,17 @@ class MetadataTarget:
 
 @dataclass(frozen=True, kw_only=True)
 class HostNetworkState:
+    """Everything one host's dataplane realises.
+
+    ``network_host``: this host serves DHCP, routers, floating IPs and the metadata proxy (the
+    control host unless configured otherwise; in the all-in-one cloud the only host).  A compute
+    host only gets bridges, VXLAN devices, taps and the security groups of its own ports.
+    ``tunnel_ip`` is this host's VXLAN endpoint (empty: none; the host only has local bridges).
+    """
+
     host: str
+    network_host: bool = True
+    tunnel_ip: str = ""
     networks: tuple[NetworkState, ...] = ()
     ports: tuple[PortState, ...] = ()
     security_groups: tuple[SecurityGroupState, ...] = ()

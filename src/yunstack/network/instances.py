@@ -8,8 +8,10 @@ metadata proxy asks ``instance_for_address``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from sqlalchemy import or_, select
@@ -20,11 +22,12 @@ from yunstack.errors import BadRequest, Conflict, NotFound
 from yunstack.identity.context import AuthContext
 from yunstack.network import _common as c
 from yunstack.network import desired as d
-from yunstack.network import ipam
+from yunstack.network import ipam, topology
 from yunstack.network import models as m
 from yunstack.network.errors import IpAddressAlreadyAllocated, IpAddressGenerationFailure, SecurityGroupNotFound
 from yunstack.network.ports import delete_port_row
 from yunstack.network.secgroups import ensure_default_group, resolve_groups
+from yunstack.types import utcnow
 
 Requested = Literal["auto", "none"] | Sequence[dict[str, str | None]]
 
@@ -250,35 +253,61 @@ class InstanceOps(c.Base):
 
     # -- the host's desired state ---------------------------------------------------------------
 
-    def host_state(self, host: str) -> d.HostNetworkState:
-        """Everything ``host``'s dataplane must realise.
+    def report_tunnel(self, host: str, tunnel_ip: str) -> None:
+        """Record ``host``'s VXLAN endpoint (its agent reports it; "" withdraws it).
 
-        Every host gets the VM ports bound to it, their networks, their security groups (with
-        the member IPs of every group a rule refers to) and metadata targets for those ports.  The
-        control host (``control_host``; all-in-one: the only host) also serves DHCP and routing,
-        so it gets every network, every router with its interfaces, gateway and floating IPs,
-        and metadata targets for every VM port.
+        Written only when it changed, so the agent may report it with every state it fetches.
         """
-        serves_all = host == self.control_host
+        if tunnel_ip:
+            try:
+                ipaddress.IPv4Address(tunnel_ip)
+            except ValueError as e:
+                raise BadRequest("Invalid tunnel address {ip} of host {host}: VXLAN runs over IPv4.",
+                                 ip=tunnel_ip, host=host) from e
+        with self._db.begin() as s:
+            row = s.get(t.NetworkHost, host)
+            if row is None:
+                if tunnel_ip:
+                    s.add(t.NetworkHost(host=host, tunnel_ip=tunnel_ip, updated_at=utcnow()))
+            elif row.tunnel_ip != tunnel_ip:
+                row.tunnel_ip, row.updated_at = tunnel_ip, utcnow()
+
+    def host_state(self, host: str) -> d.HostNetworkState:
+        """Everything ``host``'s dataplane must realise (roles: see ``network.topology``).
+
+        Every host gets the VM ports bound to it, their networks and their security groups (with
+        the member IPs of every group a rule refers to).  The network host (``network_host``; the
+        control host unless configured, all-in-one: the only host) also serves DHCP, routing and
+        metadata, so it gets every network, every router with its interfaces, gateway and floating
+        IPs, and metadata targets for every VM port.  Each network another tunnelled host shares
+        comes with its VXLAN tunnel: the peers and where each remote MAC is.
+        """
+        serves_all = topology.is_network_host(host, self.network_host)
         with self._db() as s:
             vm_ports = list(s.scalars(select(t.Port).where(t.Port.device_owner.like("compute:%"),
                                                            t.Port.binding_host == host)
                                       .order_by(t.Port.created_at, t.Port.id)))
-            net_q = select(t.Network).order_by(t.Network.created_at, t.Network.id)
-            if not serves_all:
-                net_q = net_q.where(t.Network.id.in_({p.network_id for p in vm_ports}))
-            networks = list(s.scalars(net_q))
+            all_ids = list(s.scalars(select(t.Network.id).order_by(t.Network.created_at, t.Network.id)))
+            local = [topology.PortPlace(network_id=p.network_id, mac_address=p.mac_address, host=host)
+                     for p in vm_ports]
+            wanted = topology.networks_of_host(host, self.network_host, all_ids, local)
+            by_id = {n.id: n for n in s.scalars(select(t.Network).where(t.Network.id.in_(wanted)))} if wanted else {}
+            networks = [by_id[i] for i in wanted if i in by_id]
+            tunnels = {h: ip for h, ip in s.execute(select(t.NetworkHost.host, t.NetworkHost.tunnel_ip)) if ip}
+            net_states = self._network_states(s, networks)
+            if tunnels.get(host):
+                net_states = self._with_tunnels(s, host, net_states, tunnels)
             ports = c.ports_of(s, vm_ports)
             groups = self._group_states(s, {g for p in ports for g in p.security_groups})
-            meta_q = select(t.Port.device_id, t.IpAllocation.network_id, t.IpAllocation.ip_address) \
-                .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id) \
-                .where(t.Port.device_owner.like("compute:%"), t.Port.binding_host != "")
-            if not serves_all:
-                meta_q = meta_q.where(t.Port.binding_host == host)
-            metadata = tuple(d.MetadataTarget(network_id=n, ip_address=ip, instance_id=i)
-                             for i, n, ip in s.execute(meta_q.order_by(t.IpAllocation.id)))
+            metadata: tuple[d.MetadataTarget, ...] = ()
+            if serves_all:
+                meta_q = select(t.Port.device_id, t.IpAllocation.network_id, t.IpAllocation.ip_address) \
+                    .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id) \
+                    .where(t.Port.device_owner.like("compute:%"), t.Port.binding_host != "")
+                metadata = tuple(d.MetadataTarget(network_id=n, ip_address=ip, instance_id=i)
+                                 for i, n, ip in s.execute(meta_q.order_by(t.IpAllocation.id)))
             return d.HostNetworkState(
-                host=host, networks=tuple(self._network_states(s, networks)),
+                host=host, network_host=serves_all, tunnel_ip=tunnels.get(host, ""), networks=tuple(net_states),
                 ports=tuple(d.PortState(id=p.id, network_id=p.network_id, mac_address=p.mac_address,
                                         fixed_ips=tuple(d.FixedIp(subnet_id=f.subnet_id, ip_address=f.ip_address)
                                                         for f in p.fixed_ips),
@@ -291,6 +320,24 @@ class InstanceOps(c.Base):
                             for p, row in zip(ports, vm_ports, strict=True)),
                 security_groups=groups, routers=tuple(self._router_states(s)) if serves_all else (),
                 metadata=metadata)
+
+    def _with_tunnels(self, s: Session, host: str, nets: list[d.NetworkState],
+                      tunnels: dict[str, str]) -> list[d.NetworkState]:
+        """``nets`` with their VXLAN tunnels: where every port of theirs on another host is."""
+        ids = [n.id for n in nets]
+        if not ids:
+            return nets
+        places = [place for net_id, mac, owner, bound in s.execute(
+                      select(t.Port.network_id, t.Port.mac_address, t.Port.device_owner, t.Port.binding_host)
+                      .where(t.Port.network_id.in_(ids)))
+                  if (place := self._place(net_id, mac, owner, bound)) is not None]
+        hosts = topology.hosts_by_network(self.network_host, ids, places)
+        return [replace(n, tunnel=topology.tunnel(host, n.id, n.segmentation_id, hosts.get(n.id, set()),
+                                                  tunnels, places)) for n in nets]
+
+    def _place(self, network_id: str, mac: str, owner: str, bound: str) -> topology.PortPlace | None:
+        where = topology.port_host(owner, bound, self.network_host)
+        return None if where is None else topology.PortPlace(network_id=network_id, mac_address=mac, host=where)
 
     @staticmethod
     def _network_states(s: Session, networks: Sequence[t.Network]) -> list[d.NetworkState]:

@@ -65,29 +65,61 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, SubnetPoolOps, Instan
 
     def create_network(self, ctx: AuthContext, *, name: str = "", admin_state_up: bool = True,
                        shared: bool = False, external: bool = False, port_security_enabled: bool = True,
-                       description: str = "", project_id: str | None = None) -> m.Network:
-        """A new network with the next free VXLAN segmentation id; shared/external are admin-only."""
+                       description: str = "", project_id: str | None = None,
+                       provider: dict[str, object] | None = None) -> m.Network:
+        """A new network with the next free VXLAN segmentation id; shared/external are admin-only.
+
+        ``provider`` holds the provider:* attributes of the request (admin only, as Neutron):
+        ``network_type`` "vxlan" (``local`` for an external network: a bridge on the network host
+        alone), no ``physical_network``, and a ``segmentation_id`` (VNI) to take instead of the next.
+        """
         c.require_write(ctx, "create_network")
         if shared:
             c.require_admin(ctx, "create_network:shared")
         if external:
             c.require_admin(ctx, "create_network:router:external")
+        wanted_vni = self._provider(ctx, external, provider or {})
         project = c.owner(ctx, project_id)
         for _attempt in range(20):
             try:
                 with self._db.begin() as s:
                     self.quotas.check(s, project, {"network": 1})
                     top = s.scalar(select(func.max(t.Network.segmentation_id))) or 0
+                    vni = wanted_vni or top % MAX_SEGMENTATION_ID + 1
                     row = t.Network(**c.stamp(), name=name, project_id=project, admin_state_up=admin_state_up,
                                     shared=shared, external=external, port_security_enabled=port_security_enabled,
-                                    mtu=self.config.mtu, segmentation_id=top % MAX_SEGMENTATION_ID + 1,
+                                    mtu=self.config.tenant_mtu, segmentation_id=vni,
                                     description=description, status="ACTIVE", tags=[])
                     s.add(row)
                     s.flush()
                     return c.networks_of(s, [row])[0]
-            except IntegrityError:
+            except IntegrityError as e:
+                if wanted_vni:
+                    raise Conflict("Unable to create the network. The tunnel ID {vni} is in use.",
+                                   vni=wanted_vni) from e
                 continue  # another create took the same segmentation id first
         raise Conflict("Unable to create the network. No tenant network is available for allocation.")
+
+    @staticmethod
+    def _provider(ctx: AuthContext, external: bool, provider: dict[str, object]) -> int | None:
+        """Check the provider:* attributes of a create; the VNI asked for, if any."""
+        if not provider:
+            return None
+        for attr in provider:
+            c.require_admin(ctx, f"create_network:provider:{attr}")
+        kind = provider.get("network_type") or ("local" if external else "vxlan")
+        if kind != ("local" if external else "vxlan"):
+            raise InvalidInput(error_message=f"network_type value '{kind}' not supported")
+        if provider.get("physical_network") is not None:
+            raise InvalidInput(error_message=f"provider:physical_network specified for {kind} network")
+        vni = provider.get("segmentation_id")
+        if vni is None:
+            return None
+        if kind == "local":
+            raise InvalidInput(error_message="provider:segmentation_id specified for local network")
+        if not isinstance(vni, int) or not 1 <= vni <= MAX_SEGMENTATION_ID:
+            raise InvalidInput(error_message=f"{vni} is not a valid VXLAN VNI, 1 to {MAX_SEGMENTATION_ID}")
+        return vni
 
     def list_networks(self, ctx: AuthContext) -> list[m.Network]:
         q = select(t.Network).order_by(t.Network.created_at, t.Network.id)

@@ -21,10 +21,37 @@ def test_version_document_resources_and_a_truthful_extension_list(api: Api, worl
     assert {"networks", "subnets", "ports", "routers", "floatingips", "security-groups"} <= names
     aliases = {e["alias"] for e in alice.get("/extensions").json()["extensions"]}
     assert {"external-net", "router", "quotas", "security-group", "port-security", "allowed-address-pairs",
-            "standard-attr-tag", "binding"} <= aliases
-    assert not aliases & {"dvr", "l3-ha", "address-scope", "provider", "dns-integration"}
+            "standard-attr-tag", "binding", "provider"} <= aliases
+    assert not aliases & {"dvr", "l3-ha", "address-scope", "multi-provider", "dns-integration"}
     assert alice.get("/extensions/router").json()["extension"]["alias"] == "router"
     assert alice.get("/extensions/dvr").status_code == 404
+
+
+def test_admins_see_the_vxlan_segment_of_a_network_and_members_do_not(world: dict[str, Any]) -> None:
+    alice, admin = world["alice"], world["admin"]
+    net = alice.network("seg")
+    assert not [k for k in net if k.startswith("provider:")]
+    seen = admin.get(f"/networks/{net['id']}").json()["network"]
+    assert seen["provider:network_type"] == "vxlan" and seen["provider:physical_network"] is None
+    assert isinstance(seen["provider:segmentation_id"], int) and seen["provider:segmentation_id"] > 0
+    listed = {n["id"]: n for n in admin.get("/networks").json()["networks"]}
+    assert listed[net["id"]]["provider:segmentation_id"] == seen["provider:segmentation_id"]
+    ext = admin.network("ext", **{"router:external": True})
+    assert ext["provider:network_type"] == "local" and ext["provider:segmentation_id"] is None
+
+
+def test_only_admins_choose_a_vni_and_a_taken_or_foreign_one_is_refused(world: dict[str, Any]) -> None:
+    alice, admin = world["alice"], world["admin"]
+    r = alice.post("/networks", {"network": {"name": "x", "provider:segmentation_id": 4242}})
+    assert r.status_code == 403 and r.json()["NeutronError"]["type"] == "PolicyNotAuthorized"
+    made = admin.network("mine", **{"provider:network_type": "vxlan", "provider:segmentation_id": 4242})
+    assert made["provider:segmentation_id"] == 4242
+    r = admin.post("/networks", {"network": {"name": "again", "provider:segmentation_id": 4242}})
+    assert r.status_code == 409 and "tunnel ID 4242 is in use" in r.json()["NeutronError"]["message"]
+    for bad in ({"provider:network_type": "vlan"}, {"provider:physical_network": "physnet1"},
+                {"provider:segmentation_id": 2**24}, {"provider:segmentation_id": 0}):
+        r = admin.post("/networks", {"network": {"name": "bad", **bad}})
+        assert r.status_code == 400 and r.json()["NeutronError"]["type"] == "InvalidInput", (bad, r.text)
 
 
 def test_network_crud_shapes_and_neutron_faults(world: dict[str, Any]) -> None:

@@ -133,3 +133,43 @@ def test_ipam_retries_past_addresses_taken_behind_its_back(setup: dict[str, Any]
     second = svc.create_port(setup["ctx"], network_id=setup["net"]["id"])
     taken = {first.fixed_ips[0].ip_address, "10.60.0.2"}
     assert second.fixed_ips[0].ip_address not in taken
+
+
+def test_compute_hosts_get_their_ports_and_tunnels_and_the_network_host_serves_everything(
+        api: Api, setup: dict[str, Any]) -> None:
+    svc: NetworkService = setup["svc"]
+    ctx, net = setup["ctx"], setup["net"]
+    ctl = svc.control_host
+    (p1,) = svc.allocate_for_instance(ctx, "vm1", "c1", "auto", ["default"], hostname="vm1")
+    (p2,) = svc.allocate_for_instance(ctx, "vm2", "c2", "auto", ["default"], hostname="vm2")
+    # All-in-one so far: no host reported a tunnel address, so no network has a tunnel.
+    assert all(n.tunnel is None for n in svc.host_state(ctl).networks)
+    for host, ip in ((ctl, "10.250.0.1"), ("c1", "10.250.0.2"), ("c2", "10.250.0.3")):
+        svc.report_tunnel(host, ip)
+    c1 = svc.host_state("c1")
+    assert not c1.network_host and c1.tunnel_ip == "10.250.0.2"
+    assert [p.id for p in c1.ports] == [p1.id] and c1.routers == () and c1.metadata == ()
+    (n1,) = c1.networks
+    assert n1.id == net["id"] and n1.subnets  # subnets stay: the firewall needs the DHCP addresses
+    assert n1.tunnel is not None and n1.tunnel.vni == n1.segmentation_id
+    assert n1.tunnel.peers == ("10.250.0.1", "10.250.0.3")
+    dhcp_mac = n1.dhcp_mac
+    assert dhcp_mac is not None
+    assert {(e.mac, e.dst) for e in n1.tunnel.fdb} == {
+        ("00:00:00:00:00:00", "10.250.0.1"), ("00:00:00:00:00:00", "10.250.0.3"),
+        (p2.mac_address.lower(), "10.250.0.3"), (dhcp_mac.lower(), "10.250.0.1")}
+    ctl_state = svc.host_state(ctl)
+    assert ctl_state.network_host and ctl_state.tunnel_ip == "10.250.0.1"
+    assert {m.instance_id for m in ctl_state.metadata} == {"vm1", "vm2"}
+    tunnel = next(n for n in ctl_state.networks if n.id == net["id"]).tunnel
+    assert tunnel is not None and tunnel.peers == ("10.250.0.2", "10.250.0.3")
+    # A port goes: the other hosts forget its MAC.
+    svc.deallocate_for_instance(ctx, "vm2")
+    (n1,) = svc.host_state("c1").networks
+    assert n1.tunnel is not None and n1.tunnel.peers == ("10.250.0.1",)
+    assert all(e.dst == "10.250.0.1" for e in n1.tunnel.fdb)
+    # Withdrawing an address takes the host out of everyone's tunnels; a bad one is refused.
+    svc.report_tunnel(ctl, "")
+    assert svc.host_state("c1").networks[0].tunnel is None
+    with pytest.raises(BadRequest, match="VXLAN runs over IPv4"):
+        svc.report_tunnel("c1", "not-an-ip")

@@ -85,18 +85,19 @@ def create_network(body: s.NetworkCreateBody, ctx: Ctx, svc: Svc) -> JSONRespons
     n = body.network
     made = svc.network.create_network(ctx, name=n.name or "", admin_state_up=n.admin_state_up, shared=n.shared,
                                       external=n.external, port_security_enabled=n.port_security_enabled,
-                                      description=n.description or "", project_id=n.owner)
-    return created("network", v.network(made))
+                                      description=n.description or "", project_id=n.owner,
+                                      provider=n.provider)
+    return created("network", v.network(made, admin=ctx.is_admin))
 
 
 @router.get(V2 + "/networks")
 def list_networks(request: Request, ctx: Ctx, svc: Svc) -> Json:
-    return listing("networks", [v.network(n) for n in svc.network.list_networks(ctx)], request, svc)
+    return listing("networks", [v.network(n, admin=ctx.is_admin) for n in svc.network.list_networks(ctx)], request, svc)
 
 
 @router.get(V2 + "/networks/{network_id}")
 def show_network(network_id: str, request: Request, ctx: Ctx, svc: Svc) -> Json:
-    return one("network", v.network(svc.network.get_network(ctx, network_id)), request)
+    return one("network", v.network(svc.network.get_network(ctx, network_id), admin=ctx.is_admin), request)
 
 
 @router.put(V2 + "/networks/{network_id}")
@@ -104,7 +105,7 @@ def update_network(network_id: str, body: s.NetworkUpdateBody, ctx: Ctx, svc: Sv
     n = body.network
     return {"network": v.network(svc.network.update_network(
         ctx, network_id, name=n.name, admin_state_up=n.admin_state_up, shared=n.shared, external=n.external,
-        port_security_enabled=n.port_security_enabled, description=n.description))}
+        port_security_enabled=n.port_security_enabled, description=n.description), admin=ctx.is_admin)}
 
 
 @router.delete(V2 + "/networks/{network_id}", status_code=204)

@@ -49,6 +49,16 @@ class NetworkCreate(_Owned):
     shared: bool = False
     external: bool = Field(default=False, alias="router:external")
     port_security_enabled: bool = True
+    # The provider extension (admin only; checked by the service).
+    network_type: str | None = Field(default=None, alias="provider:network_type", max_length=64)
+    physical_network: str | None = Field(default=None, alias="provider:physical_network", max_length=64)
+    segmentation_id: int | None = Field(default=None, alias="provider:segmentation_id")
+
+    @property
+    def provider(self) -> dict[str, object]:
+        """The provider:* attributes the request named (null ones too: naming them needs admin)."""
+        fields = {"network_type", "physical_network", "segmentation_id"} & self.model_fields_set
+        return {f: getattr(self, f) for f in sorted(fields)}
 
 
 class NetworkUpdate(_Body):

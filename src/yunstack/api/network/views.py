@@ -21,6 +21,7 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
      "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway"),
     ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
     ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
     ("port-security", "Port Security", "Provides port security"),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
     ("quotas", "Quota management support", "Expose functions for quotas management per project"),
@@ -68,10 +69,17 @@ def _std(x: m.Standard) -> Json:
             "revision_number": x.revision_number}
 
 
-def network(n: m.Network) -> Json:
-    return {**_std(n), "name": n.name, "admin_state_up": n.admin_state_up, "status": n.status,
+def network(n: m.Network, *, admin: bool) -> Json:
+    body = {**_std(n), "name": n.name, "admin_state_up": n.admin_state_up, "status": n.status,
             "subnets": list(n.subnets), "shared": n.shared, "router:external": n.external, "mtu": n.mtu,
             "port_security_enabled": n.port_security_enabled}
+    if admin:
+        # Neutron shows provider:* to admins only.  A tenant network is a VXLAN segment between
+        # hosts; the external network is a bridge on the network host alone (Neutron's "local").
+        body.update({"provider:network_type": "local" if n.external else "vxlan",
+                     "provider:physical_network": None,
+                     "provider:segmentation_id": None if n.external else n.segmentation_id})
+    return body
 
 
 def subnet(x: m.Subnet) -> Json:

@@ -205,3 +205,12 @@ class NetworkQuota(Base):
     project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     resource: Mapped[str] = mapped_column(String(64), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class NetworkHost(Base):
+    """A host's VXLAN endpoint, as its agent reports it (Neutron's agent ``tunneling_ip``)."""
+
+    __tablename__ = "network_host"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tunnel_ip: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime]

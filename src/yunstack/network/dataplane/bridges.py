@@ -25,6 +25,7 @@ class Link:
     mtu: int
     up: bool
     mac: str
+    vxlan: tuple[int, str, int] | None = None  # a VXLAN device's (VNI, local address, UDP port)
 
 
 def links(netns: str | None = None) -> dict[str, Link]:
@@ -32,10 +33,14 @@ def links(netns: str | None = None) -> dict[str, Link]:
     found: dict[str, Link] = {}
     for item in _cmd.ip_json("-details", "link", "show", netns=netns):
         info: dict[str, Any] = item.get("linkinfo") or {}
+        data: dict[str, Any] = info.get("info_data") or {}
+        kind = str(info.get("info_kind", ""))
         found[item["ifname"]] = Link(
-            name=item["ifname"], kind=str(info.get("info_kind", "")), master=item.get("master"),
+            name=item["ifname"], kind=kind, master=item.get("master"),
             mtu=int(item.get("mtu", 0)), up="UP" in item.get("flags", []),
-            mac=str(item.get("address", "")))
+            mac=str(item.get("address", "")),
+            vxlan=(int(data.get("id", 0)), str(data.get("local", "")), int(data.get("port", 0)))
+            if kind == "vxlan" else None)
     return found
 
 

@@ -6,7 +6,7 @@ from yunstack.compute.driver import Nic
 from yunstack.errors import NotFound
 from yunstack.network.dataplane.base import ApplyReport
 from yunstack.network.dataplane.naming import Names
-from yunstack.network.desired import HostNetworkState
+from yunstack.network.desired import FdbEntry, HostNetworkState
 
 
 class FakeDataplane:
@@ -20,6 +20,13 @@ class FakeDataplane:
     @property
     def state(self) -> HostNetworkState | None:
         return self.applied[-1] if self.applied else None
+
+    def fdb(self, network_id: str) -> tuple[FdbEntry, ...]:
+        """The forwarding entries the last state gave the VXLAN device of ``network_id`` (() for none)."""
+        for net in self.state.networks if self.state else ():
+            if net.id == network_id and net.tunnel is not None and self.state and self.state.tunnel_ip:
+                return net.tunnel.fdb
+        return ()
 
     async def apply(self, state: HostNetworkState) -> ApplyReport:
         before = self.state

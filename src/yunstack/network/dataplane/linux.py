@@ -4,9 +4,11 @@
 pass at a time):
 
 1. host prerequisites (br_netfilter, the state dir, the metadata secret);
-2. a bridge per network (the external network's bridge also gets the subnet's gateway address,
-   so that the host reaches floating IPs); a persistent tap per port, plugged in;
-3. per network with DHCP: its namespace, veth, dnsmasq, and, for subnets without a router, the
+2. a bridge per network (on the network host, the external network's bridge also gets the
+   subnet's gateway address, so that the host reaches floating IPs); a VXLAN device with its
+   forwarding entries per network that another host shares (``vxlan.py``); a persistent tap per
+   port, plugged in;
+3. on the network host, per network with DHCP: its namespace, veth, dnsmasq, and, for subnets without a router, the
    isolated metadata proxy (``dhcp.py``);
 4. per router: its namespace, veths, addresses, default route, NAT and metadata proxy
    (``routers.py``);
@@ -43,7 +45,7 @@ from pathlib import Path
 
 from yunstack.compute.driver import Nic
 from yunstack.errors import DriverError, DriverMisconfigured, NotFound
-from yunstack.network.dataplane import _cmd, _proc, bridges, dhcp, firewall, metadata, routers
+from yunstack.network.dataplane import _cmd, _proc, bridges, dhcp, firewall, metadata, routers, vxlan
 from yunstack.network.dataplane.base import ApplyReport
 from yunstack.network.dataplane.metadata_api import ensure_secret
 from yunstack.network.dataplane.naming import (
@@ -170,7 +172,7 @@ class LinuxDataplane:
             have = bridges.links()
             have_ns = bridges.namespaces()
             for net in state.networks:
-                p.attempt(f"network {net.id}", partial(self._ensure_network, net, have, p))
+                p.attempt(f"network {net.id}", partial(self._ensure_network, net, state, have, p))
             for port in state.ports:
                 port_net = nets.get(port.network_id)
                 if port_net is None:
@@ -179,7 +181,7 @@ class LinuxDataplane:
                     continue
                 p.attempt(f"port {port.id}", partial(self._ensure_tap, port.id, port_net, have, p))
             for net in state.networks:
-                if dhcp.dhcp_subnets(net):
+                if state.network_host and dhcp.dhcp_subnets(net):
                     p.attempt(f"dhcp of network {net.id}",
                               partial(self._ensure_dhcp, net, state, have, have_ns, p))
             for router in state.routers:
@@ -224,11 +226,20 @@ class LinuxDataplane:
                 detail=f"chain {self.names.fwd_chain} exists but is not ours: another installation "
                        f"uses tag {self.names.tag!r}; pass a different tag")
 
-    def _ensure_network(self, net: NetworkState, have: dict[str, bridges.Link], p: _Pass) -> None:
+    def _ensure_network(self, net: NetworkState, state: HostNetworkState, have: dict[str, bridges.Link],
+                        p: _Pass) -> None:
         br = self.names.bridge(net.id)
         self._own("links", br)
         p.note(f"bridge:{br}", bridges.ensure_bridge(br, net.mtu, have), existed=br in have)
-        if net.external:
+        if net.tunnel is not None and state.tunnel_ip:
+            # Another host shares this network: its frames cross the underlay in VXLAN.
+            dev = self.names.vxlan(net.id)
+            self._own("links", dev)
+            p.note(f"vxlan:{dev}", vxlan.ensure(dev, br, net.tunnel, state.tunnel_ip, net.mtu, have),
+                   existed=dev in have)
+            added, removed = vxlan.sync_fdb(dev, net.tunnel.fdb)
+            p.note(f"vxlan:{dev}", "fdb" if added or removed else "")
+        if net.external and state.network_host:
             # The host-only external network: the host holds the subnet's gateway address, which
             # is how the host reaches floating IPs (and the routers' default gateway).  No NAT to
             # any uplink, no host route changes beyond this connected route.
@@ -414,8 +425,9 @@ class LinuxDataplane:
         links |= {n.tap(p.id) for p in state.ports if p.network_id in nets}
         spaces: set[str] = set()
         dirs: set[str] = set()
+        links |= {n.vxlan(i) for i, net in nets.items() if net.tunnel is not None and state.tunnel_ip}
         for net in state.networks:
-            if dhcp.dhcp_subnets(net):
+            if state.network_host and dhcp.dhcp_subnets(net):
                 links.add(n.dhcp_veth(net.id))
                 spaces.add(n.dhcp_ns(net.id))
                 dirs |= {f"dhcp/{net.id}", f"metadata/dhcp-{net.id}"}

@@ -12,7 +12,7 @@ where ``TT`` is the *installation tag* (two characters of a hash of the state di
     d  the host end of a DHCP namespace veth   ys3fd0f1e2d3c4b   (by network id)
     r  the host end of a router interface      ys3fr<port id>
     g  the host end of a router gateway        ys3fg<router id>
-    v  the VXLAN device of a network           ys3fv0f1e2d3c4b   (designed in, see networking.md)
+    v  the VXLAN device of a network           ys3fv0f1e2d3c4b   (when another host shares it)
 
 Interfaces *inside* our namespaces need no tag (the namespace is ours): ``ysdhcp`` in a DHCP
 namespace, ``ysqr<port>`` / ``ysqg<router>`` in a router namespace.  Namespaces, iptables chains

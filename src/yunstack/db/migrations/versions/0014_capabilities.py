@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0014_capabilities'
-down_revision = '0012_quota'
+down_revision = '0013_vxlan'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Lab tooling: many hosts on one machine (network namespaces joined by an underlay)."""
