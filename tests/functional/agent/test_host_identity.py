@@ -164,7 +164,7 @@ def test_host_b_cannot_read_host_as_spec_or_image(cloud: Cloud) -> None:
 def test_host_b_cannot_report_host_as_instance(cloud: Cloud) -> None:
     work = METHODS["pending_work"].decode_result(
         call(cloud.api, cloud.cred_a, cloud.host_a, "pending_work", host=cloud.host_a)[1])[0]
-    forged = Outcome(instance_id=cloud.server, op="spawn", request_id=work.request_id, vm_state=states.ERROR,
+    forged = Outcome(instance_id=cloud.server, op="spawn", request_id=work.request_id,
                      power_state=int(PowerState.NOSTATE), error="forged by host B")
     assert call(cloud.api, cloud.cred_b, cloud.host_b, "finish", outcome=forged)[0] == 404
     assert call(cloud.api, cloud.cred_b, cloud.host_b, "progress", instance_id=cloud.server,
