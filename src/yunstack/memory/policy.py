@@ -278,14 +278,16 @@ class Room:
     regrowth: int  # working set the guests used recently above what they use now
     reserve: int  # admission_free_fraction of the capacity, never handed out
     blocked: str | None = None  # why nothing may start now, whatever the numbers say
+    short: int = 0  # guests short of memory lately (they lend nothing; their balloons count as regrowth)
 
     @property
     def room(self) -> int:
         return self.headroom + self.reclaimable - self.regrowth - self.reserve
 
     def explain(self) -> str:
+        short = f" ({self.short} guests short of memory)" if self.short else ""
         return (f"headroom {self.headroom >> 20} MiB + reclaimable {self.reclaimable >> 20} MiB "
-                f"- regrowth {self.regrowth >> 20} MiB - reserve {self.reserve >> 20} MiB "
+                f"- regrowth {self.regrowth >> 20} MiB{short} - reserve {self.reserve >> 20} MiB "
                 f"= room {self.room >> 20} MiB")
 
 
@@ -297,8 +299,11 @@ def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapp
     floor (working set + headroom, its reservation, ``min_guest_bytes``) -- ESX admits against
     reservations for the same reason: idle page cache is memory the host can have on demand -- minus
     the working set the guests used recently and may take again, minus a reserve that keeps the host
-    out of the SWAP level.  A guest that was short of memory lately lends nothing, and nothing is
-    admitted at SWAP level or while a guest is short of memory.
+    out of the SWAP level.  A guest that was short of memory lately lends nothing and may take back
+    everything its balloon holds (its full size is held back as regrowth); nothing is admitted at
+    SWAP level.  A guest's shortness alone does not block admission: a 64 MiB guest short of memory
+    inside itself says nothing about a host with gigabytes free, and blocking on it let one booting
+    guest refuse every new server on the host.
     """
     reclaimable = growth = 0
     pressured = 0
@@ -308,19 +313,17 @@ def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapp
             growth += max(0, working_set(gh) - gh.wss_now)
         if gh.pressured_until >= history.tick:
             pressured += 1
+            growth += max(0, g.configured - g.balloon_actual)  # it deflates to its full size
             continue
         if not gh.measured:
             continue  # a booting guest: nothing known, nothing lent
         pol = policies.get(g.instance_id, _DEFAULT_POLICY)
         floor = _floor(min(working_set(gh), g.configured), pol, _ceiling(g, pol), tuning)
         reclaimable += max(0, g.balloon_actual - _unbacked(g, tuning) - floor)
-    blocked = None
-    if history.level >= PressureLevel.SWAP:
-        blocked = f"level {history.level.name}"
-    elif pressured:
-        blocked = f"{pressured} guests short of memory"
+    blocked = f"level {history.level.name}" if history.level >= PressureLevel.SWAP else None
     return Room(headroom=host.headroom, reclaimable=reclaimable, regrowth=growth,
-                reserve=int(tuning.admission_free_fraction * host.capacity), blocked=blocked)
+                reserve=int(tuning.admission_free_fraction * host.capacity), blocked=blocked,
+                short=pressured)
 
 
 def expected_footprint(guests: Sequence[GuestStats], next_bytes: int, tuning: Tuning) -> int:

@@ -494,12 +494,19 @@ def test_admission_keeps_room_for_a_working_set_that_was_just_bigger() -> None:
     assert policy.admission(h, [now], calm, 256 * MIB, Tuning())[0]
 
 
-def test_no_admission_while_a_guest_is_short_of_memory() -> None:
-    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
-    squeezed = guest("a", used=250 * MIB, actual=256 * MIB)  # available below 5 %
-    _, history = policy.step(h, [squeezed], {}, History(), Tuning())
-    ok, why = policy.admission(h, [squeezed], history, 256 * MIB, Tuning())
-    assert not ok and "short of memory" in why
+def test_a_guest_short_of_memory_holds_back_what_its_balloon_holds_but_blocks_nothing_else() -> None:
+    # Its shortness is inside the guest: a host with room still admits, but counts the guest's
+    # way back to its full size (its balloon) as regrowth.
+    roomy = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
+    squeezed = guest("a", used=250 * MIB, actual=256 * MIB)  # available below 5 %, balloon empty
+    _, history = policy.step(roomy, [squeezed], {}, History(), Tuning())
+    ok, why = policy.admission(roomy, [squeezed], history, 256 * MIB, Tuning())
+    assert ok and "1 guests short of memory" in why
+    tight = replace(host(0.9), budget_limit=2 * GIB, budget_usage=2 * GIB - 400 * MIB)
+    ballooned = guest("a", used=120 * MIB, actual=128 * MIB)  # squeezed by its balloon: 128 MiB to give back
+    _, history = policy.step(tight, [ballooned], {}, History(), Tuning())
+    ok, why = policy.admission(tight, [ballooned], history, 256 * MIB, Tuning())
+    assert not ok and "regrowth 128 MiB (1 guests short of memory)" in why
 
 
 def test_a_balloon_still_on_its_way_down_is_not_a_deflation() -> None:
