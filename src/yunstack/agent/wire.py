@@ -56,8 +56,14 @@ def _wire_type(annotation: Any) -> Any:
 
 def _method(name: str, fn: Any) -> Method:
     hints = typing.get_type_hints(fn)
-    params = tuple(p for p in inspect.signature(fn).parameters if p != "self")
-    fields: dict[str, Any] = {p: (_wire_type(hints[p]), ...) for p in params}
+    signature = inspect.signature(fn).parameters
+    params = tuple(p for p in signature if p != "self")
+    # A parameter with a default keeps it on the wire, so an older caller that does not send a
+    # newer argument (``network_state``'s ``tunnel_ip``) is still understood.
+    fields: dict[str, Any] = {
+        p: (_wire_type(hints[p]), ... if signature[p].default is inspect.Parameter.empty else signature[p].default)
+        for p in params
+    }
     returns = hints.get("return", type(None))
     args = create_model(f"{name}_args", __config__=_CONFIG, **fields)
     result = create_model(f"{name}_result", __config__=_CONFIG, result=(returns, ...))
