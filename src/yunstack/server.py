@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 import yaml
 
+from yunstack import heap
 from yunstack.agentproc import HostAgentProcess
 from yunstack.api.app import CATALOG, configure_logging, create_app
 from yunstack.config import Config
@@ -22,6 +23,7 @@ from yunstack.wiring import Services, build
 
 log = logging.getLogger(__name__)
 AGENT_START_TIMEOUT = 120.0
+HEAP_TRIM_SECONDS = 300.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +127,7 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         access_log=False, lifespan="on", timeout_graceful_shutdown=10,
     ))
     original_startup, original_shutdown = server.startup, server.shutdown
+    trimming: list[asyncio.Task[None]] = []
 
     async def startup(sockets: object = None) -> None:
         await original_startup(sockets=sockets)  # type: ignore[arg-type]
@@ -138,10 +141,15 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
             log.error("the host agent of %s did not join within %.0f s", config.host_name, AGENT_START_TIMEOUT)
         elif on_ready is not None:
             on_ready()
+        # Start-up garbage is gone by now: hand its pages back (docs/explanation/footprint.md).
+        heap.trim()
+        trimming.append(asyncio.get_running_loop().create_task(heap.trim_every(HEAP_TRIM_SECONDS)))
 
     async def shutdown(sockets: object = None) -> None:
         # The agent first, while the API still answers it (it reads the network state to release it).
         await asyncio.to_thread(agent.stop)
+        for task in trimming:
+            task.cancel()
         prepared.services.compute.hub.close()
         await original_shutdown(sockets=sockets)  # type: ignore[arg-type]
 
