@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
+from yunstack.agent.console import ConsoleRelay, open_relay
 from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import Answer, ControlPlane, HostCall, Wakeup, work_key
 from yunstack.agent.netreconcile import NetworkReconciler
@@ -86,6 +87,7 @@ class Agent:
         self._running: dict[str, Work] = {}  # instance id -> the work its task carries out
         self._deferred: dict[str, Work] = {}  # instance id -> work that came while it was busy
         self._reads: set[asyncio.Task[None]] = set()
+        self._consoles: set[ConsoleRelay] = set()  # serial console relays open now
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
@@ -150,6 +152,8 @@ class Agent:
         for task in list(self._inflight.values()) + list(self._reads):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), *self._reads, return_exceptions=True)
+        for relay in list(self._consoles):
+            relay.close()
         if network_task is not None:
             await asyncio.gather(network_task, return_exceptions=True)
             await self._guard(self._release_network(), "network release")
@@ -230,8 +234,12 @@ class Agent:
             if call.kind == "console_output":
                 answer = Answer(call_id=call.id, result=await self.driver.console_output(call.instance_id,
                                                                                           call.length))
-            elif call.kind == "serial_console":
-                answer = Answer(call_id=call.id, result=await self.driver.serial_console(call.instance_id))
+            elif call.kind == "serial_relay":
+                path = await self.driver.serial_console(call.instance_id)
+                relay = await asyncio.to_thread(open_relay, path, lambda: self.link.open_console(call.session),
+                                                self._consoles.discard)
+                self._consoles.add(relay)
+                answer = Answer(call_id=call.id, result="connected")
             else:
                 answer = Answer(call_id=call.id, error=f"unknown read {call.kind!r}")
         except YunError as exc:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
-from yunstack.agent.link import Answer, Outcome, SpecData, Wakeup, Work
+from yunstack.agent.link import Answer, ConsoleSocket, Outcome, SpecData, Wakeup, Work
 from yunstack.agent.wire import METHODS, PREFIX
 from yunstack.compute.driver import HostInfo, InstanceInfo
 from yunstack.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, YunError
@@ -83,13 +86,50 @@ def load_credential(state_dir: Path) -> tuple[str, str, str] | None:
     return str(data["control"]), str(data["host"]), str(data["credential"])
 
 
+# Dials a websocket: (path on the control plane, headers) -> the open socket.
+Dialer = Callable[[str, Mapping[str, str]], ConsoleSocket]
+
+
+class WebsocketConsole:
+    """A ``ConsoleSocket`` over a websockets (sync) client connection."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+
+    def send(self, data: bytes) -> None:
+        self._conn.send(data)
+
+    def recv(self) -> bytes | None:
+        try:
+            message = self._conn.recv()
+        except ConnectionClosed:
+            return None
+        return message if isinstance(message, bytes) else message.encode()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def websocket_dialer(control: str) -> Dialer:
+    base = "ws" + control.removeprefix("http")  # http -> ws, https -> wss
+
+    def dial(path: str, headers: Mapping[str, str]) -> ConsoleSocket:
+        try:
+            return WebsocketConsole(ws_connect(base + path, additional_headers=dict(headers), open_timeout=10))
+        except (OSError, WebSocketException) as exc:
+            raise AgentLinkError(why=f"console relay: {type(exc).__name__}: {exc}") from exc
+
+    return dial
+
+
 class HttpControlPlane:
     def __init__(self, control: str, host: str, credential: str, *, client: httpx.Client | None = None,
-                 timeout: float = READ_TIMEOUT) -> None:
+                 timeout: float = READ_TIMEOUT, dial: Dialer | None = None) -> None:
         self.host = host
         self._http = client or httpx.Client(base_url=control, timeout=httpx.Timeout(timeout, connect=10.0))
         self._http.headers["Authorization"] = f"Bearer {credential}"
         self._base = f"{PREFIX}/hosts/{host}"
+        self._dial = dial or websocket_dialer(control)
 
     def close(self) -> None:
         self._http.close()
@@ -116,6 +156,10 @@ class HttpControlPlane:
 
     def answer(self, host: str, answer: Answer) -> None:
         self._call("answer", host=host, answer=answer)
+
+    def open_console(self, session: str) -> ConsoleSocket:
+        return self._dial(f"{self._base}/consoles/{session}",
+                          {"Authorization": self._http.headers["Authorization"]})
 
     def spec(self, instance_id: str) -> SpecData:
         result: SpecData = self._call("spec", instance_id=instance_id)

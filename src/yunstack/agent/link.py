@@ -19,7 +19,7 @@ from yunstack.compute.driver import HostInfo, InstanceInfo
 from yunstack.network.desired import HostNetworkState
 from yunstack.protocol import Outcome, SpecData, Work  # the typed messages (re-exported for the link's users)
 
-__all__ = ["Answer", "ControlPlane", "HostCall", "Outcome", "SpecData", "Wakeup", "Work", "work_key"]
+__all__ = ["Answer", "ConsoleSocket", "ControlPlane", "HostCall", "Outcome", "SpecData", "Wakeup", "Work", "work_key"]
 
 
 def work_key(work: Work) -> str:
@@ -33,8 +33,9 @@ class HostCall:
 
     id: str
     instance_id: str
-    kind: str  # "console_output" | "serial_console"
+    kind: str  # "console_output" | "serial_relay"
     length: int | None = None
+    session: str = ""  # serial_relay: the relay the agent connects the guest's serial port to
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +53,17 @@ class Answer:
     call_id: str
     result: str | None = None
     error: str | None = None
+
+
+class ConsoleSocket(Protocol):
+    """The host's end of a serial console relay (a websocket to the control plane); blocking."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def recv(self) -> bytes | None:
+        """The next bytes from the user, or None once the relay has closed."""
+
+    def close(self) -> None: ...
 
 
 class ControlPlane(Protocol):
@@ -104,3 +116,6 @@ class ControlPlane(Protocol):
 
     def answer(self, host: str, answer: Answer) -> None:
         """Answer a read that ``wait`` handed out to ``host``."""
+
+    def open_console(self, session: str) -> ConsoleSocket:
+        """Dial the control plane's end of the serial console relay ``session`` (a ``serial_relay`` call)."""

@@ -4,7 +4,7 @@ Nothing here is written per field: for every method of the protocol, a pydantic 
 parameters and one of its result are made from the method's annotations, so the wire follows the
 protocol's types (dataclasses, enums, mappings, nested tuples) as they change.  Bytes travel as
 base64.  The two methods that move files (``fetch_image``, ``upload_snapshot``) stream raw bytes
-instead and are served by routes of their own.
+instead and are served by routes of their own, and ``open_console`` is a websocket.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from yunstack.agent.link import ControlPlane
 
 PREFIX = "/agent/v1"
 FILE_METHODS = frozenset({"fetch_image", "upload_snapshot"})
+# Not a JSON call: ``open_console`` is a websocket of its own (``/hosts/{host}/consoles/{session}``).
+STREAM_METHODS = FILE_METHODS | {"open_console"}
 _CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", extra="forbid")
 
 
@@ -73,7 +75,7 @@ def _method(name: str, fn: Any) -> Method:
 def _methods() -> dict[str, Method]:
     found = {}
     for name, fn in inspect.getmembers(ControlPlane, inspect.isfunction):
-        if not name.startswith("_") and name not in FILE_METHODS:
+        if not name.startswith("_") and name not in STREAM_METHODS:
             found[name] = _method(name, fn)
     return found
 

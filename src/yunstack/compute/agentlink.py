@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.agent.link import Answer, Wakeup, work_key
+from yunstack.agent.link import Answer, ConsoleSocket, Wakeup, work_key
 from yunstack.compute import operations, states
 from yunstack.compute.driver import HostInfo, InstanceInfo, PowerState
 from yunstack.compute.hostcalls import HostHub
@@ -30,7 +30,7 @@ from yunstack.compute.operations import Later
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import identity as ident
-from yunstack.errors import NotFound, YunError
+from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.identity.context import AuthContext, Ref
 from yunstack.identity.service import PAGE_SHARING
 from yunstack.memory.model import EXTRA_PAGE_SHARING
@@ -111,6 +111,10 @@ class LocalControlPlane:
 
     def answer(self, host: str, answer: Answer) -> None:
         self.hub.answer(host, answer)
+
+    def open_console(self, session: str) -> ConsoleSocket:
+        # The relay is two websockets meeting in the API; an in-process agent has no websocket.
+        raise Conflict("A serial console relay needs the agent protocol over HTTP (yun agent).")
 
     def spec(self, instance_id: str) -> SpecData:
         with self._db() as s:

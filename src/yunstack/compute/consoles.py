@@ -3,8 +3,9 @@
 ``POST /servers/{id}/remote-consoles`` (or the legacy action) gets a token bound to one server;
 the websocket at ``/compute/console/serial?token=...`` redeems it once, within ``TOKEN_TTL``
 seconds, for the path of the guest's serial socket, which the API then bridges to the websocket.
-The socket is found through the host's agent (the driver owns it), asked over the agent protocol;
-the path is usable while the host is this machine.  Tokens live in memory: a restart invalidates them, which only means
+The host's agent connects the guest's serial socket (its driver owns it) to a relay websocket it
+opens to the control plane (``api/console_relay.py``), so a guest on another machine is reached the
+same way as one on this machine.  Tokens live in memory: a restart invalidates them, which only means
 asking for a new URL.
 """
 
@@ -69,8 +70,8 @@ class ConsoleOps:
             _require_ready(row)
         return self.consoles.issue(row.id)
 
-    def open_serial_console(self, token: str) -> str:
-        """Redeem ``token``: the path of the serial socket of the server it names."""
+    def serial_console_target(self, token: str) -> tuple[str, str]:
+        """Redeem ``token``: (host, instance id) of the running server it names."""
         instance_id = self.consoles.redeem(token)
         with self._db() as s:
             row = s.get(t.Instance, instance_id)
@@ -80,9 +81,16 @@ class ConsoleOps:
             host = row.host
         if not host:
             raise Conflict("Instance {id} is on no host.", id=instance_id)
-        # The host answers with the path of the guest's serial socket: this bridge works while that
-        # host is this machine (the all-in-one cloud and the lab); a remote host's socket needs a relay.
-        return self.hub.call(host, instance_id, "serial_console")
+        return host, instance_id
+
+    def relay_serial_console(self, host: str, instance_id: str, session: str) -> None:
+        """Have ``host`` connect the guest's serial port to the relay ``session``.
+
+        Returns once the host's agent has connected its end (``/agent/v1/hosts/{host}/consoles/
+        {session}``), or raises with its reason.  The same path serves the all-in-one cloud and a
+        host on another machine: the control plane never opens a host's socket itself.
+        """
+        self.hub.call(host, instance_id, "serial_relay", session=session)
 
 
 def _require_ready(row: t.Instance) -> None:

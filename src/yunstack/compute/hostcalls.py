@@ -105,12 +105,13 @@ class HostHub:
         pending.answer = answer
         pending.done.set()
 
-    def call(self, host: str, instance_id: str, kind: str, length: int | None = None) -> str:
+    def call(self, host: str, instance_id: str, kind: str, length: int | None = None, session: str = "") -> str:
         """Ask ``host`` for a read and wait for its answer (blocking; call from a worker thread)."""
         if not self.connected(host):
             raise Conflict("Host {host} is not connected: no agent of it is polling the control plane.",
                            host=host)
-        pending = _Pending(HostCall(id=secrets.token_hex(8), instance_id=instance_id, kind=kind, length=length))
+        pending = _Pending(HostCall(id=secrets.token_hex(8), instance_id=instance_id, kind=kind, length=length,
+                                    session=session))
         with self._lock:
             self._queued.setdefault(host, []).append(pending)
         self.wake(host)

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from starlette.websockets import WebSocketDisconnect
 
 from tests.conftest import Api
 from tests.contract.test_control_plane import qcow2  # noqa: F401  (the fixture)
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from yunstack.agent.link import Answer, Outcome
 from yunstack.agent.wire import METHODS
+from yunstack.api.console_relay import RELAYS, Inbox
 from yunstack.compute import states
 from yunstack.compute.driver import InstanceInfo, PowerState
 from yunstack.compute.fake import FakeDriver
@@ -232,3 +234,30 @@ def test_a_host_that_does_not_answer_a_read_is_a_clear_409(cloud: Cloud) -> None
         unsubscribe()
     assert r.status_code == 409
     assert f"Host {cloud.host_a} did not answer within" in r.json()["conflictingRequest"]["message"]
+
+
+def test_host_b_cannot_take_the_serial_console_relay_opened_for_host_a(cloud: Cloud) -> None:
+    async def opened() -> tuple[str, Inbox]:
+        inbox = Inbox.here()
+        session, _ = RELAYS.open(cloud.host_a, inbox)
+        return session, inbox
+
+    session, _ = asyncio.run(opened())
+    try:
+        attempts = [(cloud.cred_b, cloud.host_b), (cloud.cred_b, cloud.host_a), (None, cloud.host_a),
+                    ("forged", cloud.host_a)]
+        for cred, as_host in attempts:
+            headers = {} if cred is None else {"Authorization": f"Bearer {cred}"}
+            with pytest.raises(WebSocketDisconnect) as refused, cloud.api.http.websocket_connect(
+                    f"{A}/hosts/{as_host}/consoles/{session}", headers=headers):
+                pass
+            assert refused.value.code == 1008, (cred, as_host)
+        # Host A itself still can: the failed attempts did not spend the session.
+        with cloud.api.http.websocket_connect(f"{A}/hosts/{cloud.host_a}/consoles/{session}",
+                                              headers={"Authorization": f"Bearer {cloud.cred_a}"}):
+            pass
+        with pytest.raises(WebSocketDisconnect), cloud.api.http.websocket_connect(
+                f"{A}/hosts/{cloud.host_a}/consoles/{session}", headers={"Authorization": f"Bearer {cloud.cred_a}"}):
+            pass  # a session pairs once
+    finally:
+        RELAYS.forget(session)

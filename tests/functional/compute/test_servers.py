@@ -25,6 +25,7 @@ from sqlalchemy import select
 from tests.conftest import Api, need
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.identity.test_identity_api import make_member
+from tests.wsdial import test_client_dialer
 from yunstack.agent.agent import Agent
 from yunstack.agent.host import make_agent
 from yunstack.agent.http import HttpControlPlane
@@ -53,7 +54,7 @@ class Host:
         name = self.services.config.host_name
         self._client = TestClient(create_app(self.services), base_url="http://127.0.0.1:8080")
         link = HttpControlPlane("http://127.0.0.1:8080", name, self.services.hostauth.issue(name),
-                                client=self._client)
+                                client=self._client, dial=test_client_dialer(self._client))
         self.agent = make_agent(self.services.config, link, driver=self.driver)
         self.agent.poll_timeout = 2.0  # a stopped agent's last long-poll ends soon after the test
         self.agent.start()

@@ -4,6 +4,7 @@
 - ``POST /agent/v1/join``: spend a join token for the host's credential;
 - ``POST /agent/v1/hosts/{host}/calls/{method}``: one ``ControlPlane`` method, arguments and result
   in JSON as ``agent.wire`` makes them from the protocol's annotations;
+- ``WS .../consoles/{session}``: the host's end of a serial console relay (``api/console_relay.py``);
 - ``GET .../images/{image_id}`` and ``PUT .../instances/{id}/snapshots/{image_id}``: the two methods
   that move files, as streams.
 
@@ -22,16 +23,18 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from yunstack.agent.link import Wakeup
 from yunstack.agent.wire import METHODS, PREFIX
+from yunstack.api.console_relay import RELAYS, Inbox, pump
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.schemas import Strict
-from yunstack.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from yunstack.errors import BadRequest, Forbidden, NotFound, Unauthorized, YunError
 from yunstack.wiring import Services
 
 router = APIRouter(prefix=PREFIX, tags=["agent"])
@@ -50,8 +53,8 @@ class Join(Strict):
     join_token: str
 
 
-async def host_identity(request: Request) -> str:
-    """The host whose credential the request carries (401 without a valid one)."""
+async def host_identity(request: HTTPConnection) -> str:
+    """The host whose credential the request (or websocket) carries (401 without a valid one)."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("A host credential is required (Authorization: Bearer ...).")
@@ -160,3 +163,17 @@ async def upload_snapshot(host: str, instance_id: str, image_id: str, request: R
         await run_in_threadpool(fh.flush)
         await run_in_threadpool(svc.host_link.upload_snapshot, instance_id, image_id, Path(fh.name))
     return Response(status_code=204)
+
+
+@router.websocket("/hosts/{host}/consoles/{session}")
+async def console_relay(ws: WebSocket, host: str, session: str) -> None:
+    """The host's end of a serial console: only the host the session was opened for may connect."""
+    mine = Inbox.here()
+    try:
+        _as(await host_identity(ws), host)
+        theirs = RELAYS.pair(session, host, mine)
+    except YunError:
+        await ws.close(code=1008)  # before accept: the agent sees HTTP 403
+        return
+    await ws.accept()
+    await pump(ws, mine, theirs)

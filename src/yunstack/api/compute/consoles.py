@@ -3,14 +3,15 @@
 The URL is a websocket on this same port, ``/compute/console/serial?token=...``; the token is
 one-time and short-lived (``compute.consoles``).  The websocket carries the guest's serial bytes
 both ways, in binary frames (text frames are accepted as UTF-8 input), and speaks the ``binary``
-subprotocol when the client offers it, as Nova's serial proxy does.  Only the serial console
+subprotocol when the client offers it, as Nova's serial proxy does.  The guest's host joins it by a
+relay it dials back to the control plane (``api/console_relay.py``).  Only the serial console
 exists: VNC, SPICE, RDP and MKS are 400 "unavailable", as Nova answers when they are disabled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -18,10 +19,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from yunstack.api.compute.microversion import APIVersion, Version
+from yunstack.api.console_relay import PAIR_TIMEOUT, RELAYS, Inbox, pump
 from yunstack.api.deps import Ctx, Svc
 from yunstack.errors import BadRequest, NotFound, YunError
 from yunstack.wiring import Services
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 socket_router = APIRouter(tags=["compute"])
 Json = dict[str, Any]
@@ -75,37 +78,20 @@ def console_action(svc: Services, ctx: Any, v: APIVersion, server_id: str, name:
 @socket_router.websocket(WS_PATH)
 async def serial_console(ws: WebSocket) -> None:
     svc: Services = ws.app.state.services
+    relays = RELAYS
+    mine = Inbox.here()
+    session = ""
     try:
-        path = await run_in_threadpool(svc.compute.open_serial_console, ws.query_params.get("token", ""))
-        reader, writer = await asyncio.open_unix_connection(path)
-    except (YunError, OSError):
+        host, instance_id = await run_in_threadpool(svc.compute.serial_console_target,
+                                                    ws.query_params.get("token", ""))
+        session, agent_end = relays.open(host, mine)
+        await run_in_threadpool(svc.compute.relay_serial_console, host, instance_id, session)
+        theirs = await asyncio.wait_for(asyncio.wrap_future(agent_end), PAIR_TIMEOUT)
+    except (YunError, TimeoutError) as exc:
+        relays.forget(session)
+        log.warning("serial console not opened: %s", exc)
         await ws.close(code=1008)  # before accept: the client sees HTTP 403
         return
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol="binary" if "binary" in offered else None)
-
-    async def to_guest() -> None:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("bytes") or (message.get("text") or "").encode()
-            writer.write(data)
-            await writer.drain()
-
-    async def to_client() -> None:
-        while chunk := await reader.read(4096):
-            await ws.send_bytes(chunk)
-
-    tasks = [asyncio.create_task(to_guest()), asyncio.create_task(to_client())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        writer.close()
-        with contextlib.suppress(Exception):
-            await ws.close()
+    await pump(ws, mine, theirs)
