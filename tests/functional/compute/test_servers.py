@@ -36,7 +36,8 @@ from yunstack.db.tables import compute as t
 from yunstack.wiring import Services
 
 IM = "/image/v2"
-WAIT = 10.0
+# Only a failing test waits this long: under a loaded CI machine a fake-driver operation can take seconds.
+WAIT = 30.0
 
 
 class Host:
