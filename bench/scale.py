@@ -62,6 +62,7 @@ C = "/compute/v2.1"
 HEARTBEAT_SECONDS = 10.0  # agent.agent.HEARTBEAT_SECONDS
 LONG_POLL_SECONDS = 20.0  # agent.agent.LONG_POLL_SECONDS
 TICK = os.sysconf("SC_CLK_TCK")
+KEEP_ALIVE_SERVER, KEEP_ALIVE_CLIENT = 75, 30.0  # seconds an idle HTTP connection is kept
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,7 +149,7 @@ def serve(state: Path, url: str, port: int) -> None:
 
     svc = build(make_config(state, url))
     uvicorn.run(create_app(svc), host="127.0.0.1", port=port, log_config=None, access_log=False,
-                lifespan="off", backlog=4096, limit_concurrency=None)
+                lifespan="off", backlog=4096, timeout_keep_alive=KEEP_ALIVE_SERVER)
 
 
 def start_server(state: Path, url: str, port: int) -> subprocess.Popen[bytes]:
@@ -239,7 +240,10 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
     credentials = {n: svc.hostauth.issue(n) for n in names}
     port = server_list.free_port()
     proc = start_server(state, url, port)
-    limits = httpx.Limits(max_connections=2 * args.hosts + args.clients + 16, max_keepalive_connections=None)
+    # The client lets idle connections go well before the server does: a request on a connection
+    # the server is closing at that moment fails with a read error instead of being served.
+    limits = httpx.Limits(max_connections=2 * args.hosts + args.clients + 16, max_keepalive_connections=None,
+                          keepalive_expiry=KEEP_ALIVE_CLIENT)
     stats = Stats()
     stop = asyncio.Event()
     result: dict[str, Any] = {"database": svc.engine.dialect.name, "hosts": args.hosts}
