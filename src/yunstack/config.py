@@ -113,6 +113,10 @@ class ComputeConfig:
     disk_allocation_ratio: float = _help("Virtual to physical disk ratio for the disk filter.", 1.0)
     reserved_host_memory_mib: int = _help("Host RAM kept away from guests.", 512)
     poll_interval: float = _help("Seconds between agent passes (work, power-state sync).", 1.0)
+    host_down_after: float = _help(
+        "Seconds without a heartbeat after which a compute host counts as down (service state 'down', "
+        "skipped by the scheduler, its servers may be evacuated). Agents heartbeat every 10 s; keep it "
+        "at least twice that. At most 30 s marks a killed agent's host down within 30 s.", 30.0)
     force_config_drive: bool = _help("Give every server a config drive, as Nova's force_config_drive; "
                                      "false: only servers created with config_drive true get one (the "
                                      "others read the metadata service over HTTP).", True)

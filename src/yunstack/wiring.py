@@ -66,7 +66,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     image = ImageService(db, config.image, LocalImageStore(config.image_store), qemu_img=config.qemu.qemu_img)
     quotas = QuotaService(db)
     flavors, keypairs = FlavorService(db), KeyPairService(db, quotas)
-    hosts = HostService(db, control_host=config.host_name)
+    hosts = HostService(db, control_host=config.host_name, down_after=config.compute.host_down_after)
     network = NetworkService(db, config.network, control_host=config.host_name)
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from yunstack.agent.link import Answer, ConsoleSocket, Wakeup, work_key
 from yunstack.compute import operations, states
 from yunstack.compute.driver import HostInfo, InstanceInfo, PowerState
+from yunstack.compute.evacuate import fenced
 from yunstack.compute.hostcalls import HostHub
 from yunstack.compute.hosts import HostService
 from yunstack.compute.memoryledger import MemoryLedgerService
@@ -187,7 +188,12 @@ class LocalControlPlane:
             row = s.get(t.Instance, outcome.instance_id)
             if row is None:
                 return Later()
-            self._event(s, row, outcome, now)
+            action = self._action(s, row, outcome)
+            if fenced(row, None if action is None else action.id):
+                # Work from before the server was evacuated: its old host was fenced off it.
+                log.warning("refused %s of %s: it predates the server's evacuation", outcome.op, row.id)
+                return Later()
+            self._event(s, row, action, outcome, now)
             if decl is None:
                 log.error("a host reported an unknown operation %s for %s", outcome.op, row.id)
                 return Later()
@@ -232,10 +238,15 @@ class LocalControlPlane:
         self._network.report_tunnel(host, tunnel_ip)
         return self._network.host_state(host)
 
-    def _event(self, s: Session, row: t.Instance, outcome: Outcome, now: datetime) -> None:
-        action = s.scalar(select(t.InstanceAction).where(t.InstanceAction.instance_id == row.id,
-                                                         t.InstanceAction.request_id == outcome.request_id)
-                          .order_by(t.InstanceAction.id.desc()))
+    @staticmethod
+    def _action(s: Session, row: t.Instance, outcome: Outcome) -> t.InstanceAction | None:
+        """The instance action of the request that ``outcome`` reports on, if it was recorded."""
+        return s.scalar(select(t.InstanceAction).where(t.InstanceAction.instance_id == row.id,
+                                                       t.InstanceAction.request_id == outcome.request_id)
+                        .order_by(t.InstanceAction.id.desc()))
+
+    def _event(self, s: Session, row: t.Instance, action: t.InstanceAction | None, outcome: Outcome,
+               now: datetime) -> None:
         if action is None:
             return
         action.finish_time = now

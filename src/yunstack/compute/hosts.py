@@ -1,7 +1,10 @@
 """Compute hosts: the agents' heartbeats, host usage for the scheduler, hypervisors and zones.
 
 A host's row (``compute_node``) holds what its agent last reported; ``updated_at`` is the
-heartbeat, and a host is *up* while that is younger than ``down_after`` seconds.  What guests are
+heartbeat, and a host is *up* while that is younger than ``down_after`` seconds (``[compute]
+host_down_after``, 30 s by default: agents beat every 10 s, so a killed agent's host is down within
+30 s).  ``clock`` is the one source of "now" for both sides of that comparison, so tests move time
+instead of sleeping.  What guests are
 *allocated* on a host is not reported but counted from the instance table (the flavors of the
 host's instances that are not deleted), so the scheduler and the API see claims at once.
 
@@ -14,17 +17,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.driver import Capabilities, HostInfo, PowerState
 from yunstack.db.tables import compute as t
-from yunstack.errors import BadRequest, NotFound
+from yunstack.db.tables import hosts as h
+from yunstack.errors import BadRequest, Conflict, NotFound
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 from yunstack.types import utcnow
@@ -122,9 +126,12 @@ def _like(pattern: str) -> str:
 
 class HostService:
     def __init__(self, db: sessionmaker[Session], *, down_after: float = DOWN_AFTER,
-                 control_host: str = "localhost") -> None:
+                 control_host: str = "localhost", clock: Callable[[], datetime] = utcnow) -> None:
+        if not down_after > 0:
+            raise BadRequest("[compute] host_down_after must be a positive number of seconds.")
         self._db = db
         self.down_after = down_after
+        self.clock = clock  # "now" for heartbeats and the up/down verdict alike
         self._control_host = control_host
 
     # -- the agent's side ----------------------------------------------------------------------
@@ -136,7 +143,7 @@ class HostService:
 
         The disabled flag and reason belong to the operator and are left alone.
         """
-        now = utcnow()
+        now = self.clock()
         with self._db.begin() as s:
             row = s.scalar(select(t.ComputeNode).where(t.ComputeNode.host == host))
             if row is None:
@@ -196,7 +203,7 @@ class HostService:
             usage_q = usage_q.where(inst.host.in_(list(hosts)))
             node_q = node_q.where(nodes.c.host.in_(list(hosts)))
         used = {row[0]: tuple(int(x) for x in row[1:]) for row in session.execute(usage_q)}
-        cutoff = utcnow() - timedelta(seconds=self.down_after)
+        cutoff = self.clock() - timedelta(seconds=self.down_after)
         states = []
         for n in session.execute(node_q):
             count, vcpus, ram, disk, running, workload = used.get(n.host, (0, 0, 0, 0, 0, 0))
@@ -225,6 +232,39 @@ class HostService:
             row.disabled = disabled
             row.disabled_reason = reason if disabled else None
 
+    def service_host(self, ctx: AuthContext, service_id: str) -> str:
+        """The host of a service named by its id: the UUID from 2.53, the integer before (404 if none)."""
+        policy.require_admin(ctx, "os_compute_api:os-services:update")
+        missing = NotFound("Service {id} could not be found.", id=service_id)
+        with self._db() as s:
+            if service_id.isascii() and service_id.isdigit():
+                if len(service_id) > 10 or int(service_id) > 0xFFFFFFFF:
+                    raise missing
+                query = select(t.ComputeNode.host).where(t.ComputeNode.id.like(f"{int(service_id):08x}%"))
+            else:
+                query = select(t.ComputeNode.host).where(t.ComputeNode.id == service_id)
+            host = s.scalar(query)
+        if host is None:
+            raise missing
+        return host
+
+    def delete_service(self, ctx: AuthContext, service_id: str) -> None:
+        """Admin only: forget a host (Nova's service delete); refused while servers are on it.
+
+        Its agent's credential is revoked as well, so a host that was only partitioned cannot
+        come back as if nothing happened: it must be added and joined again (``yun host add``).
+        """
+        policy.require_admin(ctx, "os_compute_api:os-services:delete")
+        host = self.service_host(ctx, service_id)
+        with self._db.begin() as s:
+            busy = s.scalar(select(func.count(t.Instance.id)).where(t.Instance.host == host,
+                                                                     t.Instance.vm_state != "deleted"))
+            if busy:
+                raise Conflict("Unable to delete compute service that is hosting instances. Migrate or "
+                               "delete the instances first.")
+            s.execute(delete(t.ComputeNode).where(t.ComputeNode.host == host))
+            s.execute(delete(h.HostCredential).where(h.HostCredential.host == host))
+
     # -- os-services and os-migrations (admin only) ----------------------------------------------
 
     def list_services(self, ctx: AuthContext, *, host: str | None = None,
@@ -236,6 +276,13 @@ class HostService:
         with self._db() as s:
             nodes = self.host_states(s, [host] if host else None)
         return nodes
+
+    def is_up(self, s: Session, host: str) -> bool | None:
+        """Whether ``host``'s agent heartbeat is recent; None when there is no such host."""
+        updated = s.scalar(select(t.ComputeNode.updated_at).where(t.ComputeNode.host == host))
+        if updated is None:
+            return None
+        return bool(updated >= self.clock() - timedelta(seconds=self.down_after))
 
     def migrations(self, ctx: AuthContext) -> list[dict[str, Any]]:
         """Migrations between hosts: none exist (there is no live or cold migration yet)."""

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import addressing, listing, operations, scheduler, states
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
+from yunstack.compute.evacuate import EvacuateOpsMixin
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostcalls import HostHub
 from yunstack.compute.hosts import HostService, HostUsage
@@ -120,7 +121,7 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
     )
 
 
-class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps):
+class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMixin):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,

@@ -2,11 +2,12 @@
 
 ``start`` runs any verb of ``compute.operations``: its body model, then ``ComputeService.action``,
 then its status (or its own response, as createImage's image id).  ``HANDLERS`` maps the verbs
-whose bodies or use cases are their own (lock, unlock, rebuild, rescue, shelve, unshelve) to a
+whose bodies or use cases are their own (lock, unlock, rebuild, rescue, shelve, unshelve, evacuate) to a
 handler; ``servers._do_action`` looks there first.  Bodies are checked the way Nova's JSON schemas
 check them (unknown keys are 400), responses are Nova's: 202 with no body, except rebuild (202, the
 server in the update view plus ``adminPass``, and a Location header), rescue (200,
-``{"adminPass": ...}``), confirmResize (204) and createImage (a Location, and the image id from 2.45).
+``{"adminPass": ...}``), evacuate (200, with ``adminPass`` below 2.14), confirmResize (204) and
+createImage (a Location, and the image id from 2.45).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from yunstack.api.compute import server_update
 from yunstack.api.compute.microversion import APIVersion
 from yunstack.compute import operations
+from yunstack.compute.evacuate import Evacuate
 from yunstack.compute.lifecycle import Rebuild
 from yunstack.compute.operations import Operation
 from yunstack.errors import BadRequest
@@ -122,6 +124,48 @@ def _rescue(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args
     return JSONResponse({"adminPass": result}, status_code=200)
 
 
+_TRUE = {"true", "1", "on", "yes", "y", "t"}
+_FALSE = {"false", "0", "off", "no", "n", "f"}
+
+
+def _boolean(field: str, value: Any) -> bool:
+    """Nova's ``parameter_types.boolean``: a JSON boolean or one of its spellings as a string."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise BadRequest("Invalid input for field/attribute {field}. Value: {value}.", field=field, value=value)
+
+
+def _evacuate(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
+    """Nova's evacuate: 200; below 2.14 ``onSharedStorage`` is required and the password is returned."""
+    allowed = {"host", "adminPass"} | ({"onSharedStorage"} if not v.at_least("2.14") else set())
+    if v.at_least("2.29"):
+        allowed.add("force")
+    if not isinstance(args, dict):
+        raise BadRequest("Invalid input for field/attribute evacuate. Value: {value}. {value} is not of type "
+                         "'object'", value=args)
+    body = _object("evacuate", args, allowed)
+    shared = False
+    if not v.at_least("2.14"):
+        if "onSharedStorage" not in body:
+            raise BadRequest("Invalid input for field/attribute evacuate. 'onSharedStorage' is a required "
+                             "property")
+        shared = _boolean("onSharedStorage", body["onSharedStorage"])
+    host = None if body.get("host") is None else _string("host", body["host"], min_length=1)
+    password = None if "adminPass" not in body else _string("adminPass", body["adminPass"], max_length=4096)
+    if shared and password is not None:
+        raise BadRequest("admin password can't be changed on existing disk")
+    force = _boolean("force", body["force"]) if "force" in body else False
+    if force and host is None:
+        raise BadRequest("Can't force to a non-provided destination")
+    result = svc.compute.evacuate(ctx, server_id, Evacuate(host=host, admin_pass=password,
+                                                           on_shared_storage=shared, force=force), rid)
+    if v.at_least("2.14"):
+        return Response(status_code=200)
+    return JSONResponse({"adminPass": result}, status_code=200)
+
+
 def _simple(method: str) -> Handler:
     def handle(svc: Services, ctx: AuthContext, v: APIVersion, server_id: str, args: Any, rid: str) -> Response:
         _no_args(method, args)
@@ -138,6 +182,7 @@ HANDLERS: dict[str, Handler] = {
     "rescue": _rescue,
     "shelve": _simple("shelve"),  # creates the shelve image first
     "unshelve": _simple("unshelve"),  # may schedule the server again
+    "evacuate": _evacuate,  # admin only: rebuilds the server on another host once its own is down
 }
 
 

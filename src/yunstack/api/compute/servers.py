@@ -221,6 +221,9 @@ def _do_action(svc: Svc, ctx: Ctx, v: Version, server_id: str, name: str, args: 
 # The /action verbs that start no host operation (``test_operations`` checks the rest are registered).
 NOT_OPERATIONS = frozenset({"lock", "unlock", "os-getConsoleOutput", "addSecurityGroup", "removeSecurityGroup",
                             *LEGACY_CONSOLES})
+# The /action verbs that queue another operation's host step under an action of their own:
+# evacuate queues ``rebuild`` on the new host (``compute.evacuate``).
+REUSES_OPERATIONS = frozenset({"evacuate"})
 
 
 # -- metadata ------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``os-services`` lists one ``nova-compute`` per host: its state is the agent's heartbeat, its
 status the operator's enable/disable, which the scheduler honours.  Nothing else is listed because
 nothing else runs as a service (the scheduler and conductor are functions of the API process).
-Below microversion 2.53 services are named by the same integer as their hypervisor.
+Below microversion 2.53 services are named by the same integer as their hypervisor; from 2.53 by
+the hypervisor's UUID, and ``PUT``/``DELETE /os-services/{id}`` take that id.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
-from pydantic import Field
+from fastapi import APIRouter, Request, Response
+from pydantic import Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from yunstack.api.compute.microversion import APIVersion, Version
 from yunstack.api.compute.views_misc import next_links, paging
@@ -35,7 +37,8 @@ def _naive(value: datetime | None) -> str | None:
 # -- os-services ---------------------------------------------------------------------------------
 
 def service_view(h: HostUsage, v: APIVersion) -> Json:
-    body: Json = {"id": h.api_id, "binary": COMPUTE, "host": h.host, "zone": h.availability_zone,
+    body: Json = {"id": h.id if v.at_least("2.53") else h.api_id, "binary": COMPUTE, "host": h.host,
+                  "zone": h.availability_zone,
                   "status": "disabled" if h.disabled else "enabled", "state": "up" if h.up else "down",
                   "updated_at": _naive(h.updated_at), "disabled_reason": h.disabled_reason}
     if v.at_least("2.11"):
@@ -56,9 +59,54 @@ class ServiceUpdate(Strict):
     disabled_reason: str | None = Field(default=None, min_length=1, max_length=255)
 
 
+class ServiceStatus(Strict):
+    """The 2.53 body of ``PUT /os-services/{service_id}``."""
+
+    status: str | None = Field(default=None, pattern="^(enabled|disabled)$")
+    disabled_reason: str | None = Field(default=None, min_length=1, max_length=255)
+    forced_down: bool | None = None
+
+
+def _body(model: type[Strict], raw: object) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRequest("Invalid input for the service update: {why}", why=str(exc)[:300]) from None
+
+
 @router.put("/os-services/{action}")
-def update_service(action: str, body: ServiceUpdate, ctx: Ctx, svc: Svc) -> Json:
-    """``enable``, ``disable`` and ``disable-log-reason`` (the pre-2.53 form, by host and binary)."""
+async def update_service(action: str, request: Request, ctx: Ctx, svc: Svc, v: Version) -> Json:
+    """By service id from 2.53; before, ``enable``, ``disable`` and ``disable-log-reason`` by host and binary."""
+    try:
+        raw = await request.json()
+    except ValueError:
+        raise BadRequest("Malformed request body") from None
+    if v.at_least("2.53"):
+        return await run_in_threadpool(_update_by_id, action, _body(ServiceStatus, raw), ctx, svc, v)
+    return await run_in_threadpool(_update_by_host, action, _body(ServiceUpdate, raw), ctx, svc)
+
+
+def _update_by_id(service_id: str, body: ServiceStatus, ctx: Ctx, svc: Svc, v: APIVersion) -> Json:
+    if body.status is None and body.forced_down is None:
+        raise BadRequest("At least one of 'status' or 'forced_down' must be specified in the request body.")
+    if body.forced_down:
+        raise BadRequest("forced_down is not supported: a host is down when its agent stops heartbeating.")
+    if body.disabled_reason is not None and body.status != "disabled":
+        raise BadRequest("Specifying 'disabled_reason' with status '{status}' is invalid.", status=body.status)
+    host = svc.hosts.service_host(ctx, service_id)
+    if body.status is not None:
+        svc.hosts.set_disabled(ctx, host, body.status == "disabled", body.disabled_reason)
+    return {"service": service_view(svc.hosts.list_services(ctx, host=host)[0], v)}
+
+
+@router.delete("/os-services/{service_id}", status_code=204)
+def delete_service(service_id: str, ctx: Ctx, svc: Svc) -> Response:
+    """Forget a host with no servers (its agent must join again to come back)."""
+    svc.hosts.delete_service(ctx, service_id)
+    return Response(status_code=204)
+
+
+def _update_by_host(action: str, body: ServiceUpdate, ctx: Ctx, svc: Svc) -> Json:
     if action not in ("enable", "disable", "disable-log-reason"):
         raise NotFound("Unknown action")
     if action == "disable-log-reason" and body.disabled_reason is None:
