@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class RunningCloud:
 
 
 def start_cloud(state_dir: Path, port: int | None = None, *, env: dict[str, str] | None = None,
-                timeout: float = 60) -> RunningCloud:
+                timeout: float = 60, args: Sequence[str] = ()) -> RunningCloud:
     port = port or free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / f"yun-up-{port}.log"
@@ -77,7 +77,7 @@ def start_cloud(state_dir: Path, port: int | None = None, *, env: dict[str, str]
     # network (172.24.4.1/24 on a host bridge), which two clouds cannot both own.
     defaults = {"YUN_NETWORK_PUBLIC_NETWORK": ""}
     proc = subprocess.Popen(
-        [str(BIN / "yun"), "up", "--port", str(port), "--state-dir", str(state_dir)],
+        [str(BIN / "yun"), "up", "--port", str(port), "--state-dir", str(state_dir), *args],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **defaults, **(env or {})},
         start_new_session=True,
     )
@@ -97,10 +97,11 @@ def start_cloud(state_dir: Path, port: int | None = None, *, env: dict[str, str]
 
 
 @contextlib.contextmanager
-def serving_cloud(state_dir: Path, timeout: float = 120) -> Iterator[RunningCloud]:
+def serving_cloud(state_dir: Path, timeout: float = 120, *, env: dict[str, str] | None = None,
+                  args: Sequence[str] = ()) -> Iterator[RunningCloud]:
     """A ``yun up`` for a test module: afterwards every server is unlocked and deleted, and the
     cloud must stop cleanly."""
-    running = start_cloud(state_dir, timeout=timeout)
+    running = start_cloud(state_dir, timeout=timeout, env=env, args=args)
     try:
         yield running
     finally:

@@ -105,6 +105,9 @@ class ComputeConfig:
 
     driver: str = _help("Compute driver: 'qemu' (real VMs) or 'fake' (contract/scale tests only).", "qemu")
     host: str = _help("This host's name; empty means the machine's hostname.", "")
+    enabled: bool = _help("Run guests on this host. False: its agent is a network host only (DHCP, routers, "
+                          "floating IPs, metadata), with no hypervisor to schedule onto (`yun up --hosts N` "
+                          "sets this for the control host).", True)
     availability_zone: str = _help("Availability zone of this host.", "nova")
     instances_dir: str = _help("Per-instance files; empty means STATE_DIR/instances.", "")
     image_cache_dir: str = _help("Cached base images; empty means STATE_DIR/image-cache.", "")

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,19 +110,38 @@ def prepare(config: Config) -> Prepared:
     return Prepared(services=services, clouds_yaml=path, first_start=result.admin_password is not None)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | None = None, *,
-          config_file: Path | None = None) -> None:
+          config_file: Path | None = None, lab_hosts: int = 0, lab_memory_mib: int = 0) -> None:
     """Serve in the foreground; returns after a clean shutdown on SIGINT/SIGTERM.
 
     This host's agent is a `yun agent` subprocess that joins over ``/agent/v1`` once the API
     listens (adopting guests that outlived the last run); it stops before the API does, so that it
     can still release what it owns; guests keep running after the control plane stops, by design.
+
+    With ``lab_hosts`` N (``yun up --hosts N``), N lab hosts (``yunstack.lab.cluster``) join too,
+    over the lab underlay, whose gateway address the API also listens on; this host's agent is
+    then the network host only (DHCP, routers, floating IPs, metadata; no hypervisor), with the
+    gateway as its VXLAN endpoint.  Stopping removes everything of the lab, its guests included.
     """
+    from yunstack.lab.cluster import LabCluster
+
     state = config.server.state_path
     runtime = state / "runtime.json"
+    lab = (LabCluster(config, prepared.services, lab_hosts, config_file=config_file, memory_mib=lab_memory_mib)
+           if lab_hosts else None)
+    own_env = {} if lab is None else {"YUN_COMPUTE_ENABLED": "false", "YUN_NETWORK_TUNNEL_IP": lab.gateway_ip}
     app = create_app(prepared.services)
     app.fastapi.state.own_host = config.host_name  # /healthz says "starting" until it has joined
-    agent = HostAgentProcess(config, prepared.services, config_file=config_file)
+    agent = HostAgentProcess(config, prepared.services, config_file=config_file, env=own_env)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.server.host, port=config.server.port, log_config=None,
         access_log=False, lifespan="on", timeout_graceful_shutdown=10,
@@ -134,11 +154,17 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         if not server.started:
             return
         agent.start()
+        if lab is not None:
+            lab.start()
         runtime.write_text(json.dumps({"pid": os.getpid(), "url": config.server.base_url,
                                        "clouds_yaml": str(prepared.clouds_yaml)}))
-        # Waiting in a thread keeps this loop serving the agent's own join and first calls.
+        # Waiting in a thread keeps this loop serving the agents' own joins and first calls.
         if not await asyncio.to_thread(agent.wait_connected, AGENT_START_TIMEOUT):
             log.error("the host agent of %s did not join within %.0f s", config.host_name, AGENT_START_TIMEOUT)
+            return
+        missing = [] if lab is None else await asyncio.to_thread(lab.wait_connected, AGENT_START_TIMEOUT)
+        if missing:
+            log.error("lab hosts %s did not join within %.0f s", ", ".join(missing), AGENT_START_TIMEOUT)
         elif on_ready is not None:
             on_ready()
         # Start-up garbage is gone by now: hand its pages back (docs/explanation/footprint.md).
@@ -146,7 +172,9 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         trimming.append(asyncio.get_running_loop().create_task(heap.trim_every(HEAP_TRIM_SECONDS)))
 
     async def shutdown(sockets: object = None) -> None:
-        # The agent first, while the API still answers it (it reads the network state to release it).
+        # The agents first, while the API still answers them (they read the network state to release it).
+        if lab is not None:
+            await asyncio.to_thread(lab.stop)
         await asyncio.to_thread(agent.stop)
         for task in trimming:
             task.cancel()
@@ -163,17 +191,29 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
     # handlers found at start; these make that last step a clean exit instead of death by signal.
     signal.signal(signal.SIGTERM, stopped)
     signal.signal(signal.SIGINT, stopped)
+    sockets: list[socket.socket] | None = None
     try:
-        server.run()
+        if lab is not None:
+            lab.create()
+            # The lab agents reach the API at the gateway: listen there too (unless on every address).
+            sockets = [_listen(config.server.host, config.server.port)]
+            if config.server.host not in ("0.0.0.0", "::"):
+                sockets.append(_listen(lab.gateway_ip, config.server.port))
+        server.run(sockets=sockets)
     finally:
         runtime.unlink(missing_ok=True)
+        if lab is not None:
+            lab.stop()
         agent.stop()
+        for sock in sockets or []:
+            sock.close()
         prepared.services.close()
         log.info("yunstack stopped")
 
 
 def up(config: Config, on_ready: Callable[[Prepared], None] | None = None, *,
-       config_file: Path | None = None) -> None:
+       config_file: Path | None = None, lab_hosts: int = 0, lab_memory_mib: int = 0) -> None:
     configure_logging(config.log.level)
     prepared = prepare(config)
-    serve(config, prepared, (lambda: on_ready(prepared)) if on_ready else None, config_file=config_file)
+    serve(config, prepared, (lambda: on_ready(prepared)) if on_ready else None, config_file=config_file,
+          lab_hosts=lab_hosts, lab_memory_mib=lab_memory_mib)

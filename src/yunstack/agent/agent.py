@@ -68,8 +68,11 @@ class Agent:
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
                  memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
                  network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS,
-                 tunnel_ip: str = "") -> None:
+                 tunnel_ip: str = "", compute: bool = True) -> None:
         self.host = host
+        # False: a network host only (the lab's control host): no heartbeat, so no hypervisor to
+        # schedule onto, and no power sync; its dataplane still serves DHCP, routers and metadata.
+        self.compute = compute
         self.memory = memory
         self.dataplane = dataplane
         self.network = (NetworkReconciler(dataplane, lambda: link.network_state(host, tunnel_ip), network_period)
@@ -125,8 +128,9 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         await self.driver.init_host()
-        await self._heartbeat()
-        await self._sync_power()
+        if self.compute:
+            await self._heartbeat()
+            await self._sync_power()
         network_task = None
         if self.network is not None:
             await self._guard(self._reconcile(), "network reconcile")
@@ -169,6 +173,8 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), min(POWER_SYNC_SECONDS, self.poll_interval))
             now = time.monotonic()
+            if not self.compute:
+                continue
             if now - last_sync >= POWER_SYNC_SECONDS:
                 await self._guard(self._sync_power(), "power sync")
                 last_sync = now

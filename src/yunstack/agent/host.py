@@ -19,6 +19,7 @@ from yunstack.agent.http import HttpControlPlane, join, load_credential, save_cr
 from yunstack.agent.link import ControlPlane
 from yunstack.compute.driver import ComputeDriver
 from yunstack.compute.drivers import make_driver
+from yunstack.compute.fake import FakeDriver
 from yunstack.config import Config
 from yunstack.errors import BadRequest, YunError
 from yunstack.memory.manager import MemoryManager
@@ -42,9 +43,12 @@ def make_dataplane(config: Config, control: str | None = None) -> Dataplane:
 def make_agent(config: Config, link: ControlPlane, *, driver: ComputeDriver | None = None,
                dataplane: Dataplane | None = None, control: str | None = None) -> Agent:
     """The agent of host ``config.host_name`` over ``link``."""
+    if not config.compute.enabled:
+        # A network host only: nothing of QEMU, cgroups or KSM is touched (nor is QEMU required).
+        driver = driver or FakeDriver(hostname=config.host_name)
     driver = driver or make_driver(config)
     memory = None
-    if config.memory.enabled:
+    if config.memory.enabled and config.compute.enabled:
         real = config.compute.driver == "qemu"
         # With the fake driver nothing real runs: never touch the host's KSM, cgroups or swap.
         memory_config = config.memory if real else replace(config.memory, ksm_mode="never", cgroup_parent="",
@@ -53,7 +57,8 @@ def make_agent(config: Config, link: ControlPlane, *, driver: ComputeDriver | No
     return Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
                  memory=memory, dataplane=dataplane or make_dataplane(config, control),
-                 network_period=config.network.reconcile_period, tunnel_ip=config.network.tunnel_ip)
+                 network_period=config.network.reconcile_period, tunnel_ip=config.network.tunnel_ip,
+                 compute=config.compute.enabled)
 
 
 def credential(state_dir: Path, control: str, join_token: str | None) -> tuple[str, str]:

@@ -35,13 +35,14 @@ StateDir = Annotated[Path | None, typer.Option("--state-dir", help="State direct
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
 
 
-def _load(config_file: Path | None, state_dir: Path | None, **server: object) -> configmod.Config:
+def _load(config_file: Path | None, state_dir: Path | None, database: str | None = None,
+          **server: object) -> configmod.Config:
     overrides: dict[str, object] = {k: v for k, v in server.items() if v is not None}
     if state_dir is not None:
         overrides["state_dir"] = str(state_dir)
     probe = configmod.load(None, server=overrides)
     path = config_file or probe.server.state_path / "yunstack.toml"
-    return configmod.load(path, server=overrides)
+    return configmod.load(path, server=overrides, database={"url": database} if database else {})
 
 
 @app.command()
@@ -50,11 +51,19 @@ def up(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     state_dir: StateDir = None,
     config_file: ConfigFile = None,
+    hosts: Annotated[int, typer.Option(
+        "--hosts", min=0, max=16,
+        help="A lab: N compute hosts on this machine, each an agent in its own network namespace "
+             "(needs root); this host is then the network host only. 0: the all-in-one host.")] = 0,
+    host_memory: Annotated[int, typer.Option(
+        "--host-memory", min=0, help="Memory budget of each lab host, MiB (0: the whole machine).")] = 1024,
+    database: Annotated[str | None, typer.Option(
+        "--database", help="Database URL (postgresql+psycopg://...); default: SQLite in the state dir.")] = None,
 ) -> None:
     """Start the all-in-one cloud in the foreground (bootstraps on first start)."""
     from yunstack import server
 
-    cfg = _load(config_file, state_dir, host=host, port=port)
+    cfg = _load(config_file, state_dir, database, host=host, port=port)
 
     def ready(prepared: server.Prepared) -> None:
         lines = [f"[bold green]yunstack is up[/] at {cfg.server.base_url}",
@@ -66,9 +75,16 @@ def up(
                  "  openstack --os-cloud yunstack-demo project list --my-projects  # demo",
                  "",
                  "Ctrl-C stops the control plane."]
+        if hosts:
+            lines[-1:] = [f"lab: {hosts} compute hosts lab-h1..lab-h{hosts}, each in its own network namespace;",
+                          "  openstack --os-cloud yunstack hypervisor list",
+                          "Ctrl-C stops the control plane and removes the lab (its guests too)."]
         console.print(Panel("\n".join(lines), title="yunstack", expand=False))
 
-    server.up(cfg, ready, config_file=config_file)
+    if hosts and os.geteuid() != 0:
+        console.print("[red]--hosts needs root[/] (network namespaces, bridges, VXLAN)")
+        raise typer.Exit(2)
+    server.up(cfg, ready, config_file=config_file, lab_hosts=hosts, lab_memory_mib=host_memory)
 
 
 @app.command()

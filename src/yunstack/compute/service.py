@@ -78,6 +78,19 @@ class ServerCreate:
     group_id: str | None = None  # the ``group`` scheduler hint: the server group to join
 
 
+def split_zone(requested: str | None) -> tuple[str | None, str | None]:
+    """Nova's ``AZ:HOST``, ``AZ:HOST:NODE`` and ``AZ::NODE``: the zone, and the host an admin forces.
+
+    A node is its host here (one hypervisor per host).  The forced host still passes the filters,
+    so a host that cannot take the server says why instead of being overcommitted.
+    """
+    if not requested or ":" not in requested:
+        return requested, None
+    zone, _, rest = requested.partition(":")
+    host, _, node = rest.partition(":")
+    return zone or None, host or node or None
+
+
 def host_state(u: HostUsage) -> scheduler.HostState:
     return scheduler.HostState(
         host=u.host, availability_zone=u.availability_zone, up=u.up, disabled=u.disabled, vcpus=u.vcpus,
@@ -226,6 +239,9 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         """
         policy.require_write(ctx, "compute:servers:create")
         project_id = policy.require_scoped(ctx, "compute:servers:create")
+        zone, forced_host = split_zone(req.availability_zone)
+        if forced_host:
+            policy.require_admin(ctx, "os_compute_api:servers:create:forced_host")
         flavor, image, key = self._validate(ctx, req)
         group_names = self._security_group_names(ctx, req.security_groups)
         now = datetime.now(UTC)
@@ -239,14 +255,14 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
                 spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk,
-                                             availability_zone=req.availability_zone,
+                                             availability_zone=zone, force_host=forced_host,
                                              image_properties={k: str(v) for k, v in image.properties.items()},
                                              expected_mib=expected_memory_mib(flavor), **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
                     project_id=project_id, user_id=ctx.user.id, host=decision.host,
-                    availability_zone=req.availability_zone or self._config.compute.availability_zone,
+                    availability_zone=zone or self._config.compute.availability_zone,
                     flavor=flavor.snapshot(), image_id=image.id, key_name=key.name if key else None,
                     key_data=key.public_key if key else None, user_data=req.user_data,
                     meta=dict(req.metadata), tags=list(req.tags),

@@ -166,6 +166,8 @@ class HostNetworkState:
     control host unless configured otherwise; in the all-in-one cloud the only host).  A compute
     host only gets bridges, VXLAN devices, taps and the security groups of its own ports.
     ``tunnel_ip`` is this host's VXLAN endpoint (empty: none; the host only has local bridges).
+    ``dhcp_ports`` (network host only): the VM ports on other hosts, which its DHCP and DNS serve
+    across the tunnels; nothing of them (tap, security group) is realised here.
     """
 
     host: str
@@ -173,6 +175,7 @@ class HostNetworkState:
     tunnel_ip: str = ""
     networks: tuple[NetworkState, ...] = ()
     ports: tuple[PortState, ...] = ()
+    dhcp_ports: tuple[PortState, ...] = ()
     security_groups: tuple[SecurityGroupState, ...] = ()
     routers: tuple[RouterState, ...] = ()
     metadata: tuple[MetadataTarget, ...] = ()

@@ -300,7 +300,14 @@ class InstanceOps(c.Base):
             ports = c.ports_of(s, vm_ports)
             groups = self._group_states(s, {g for p in ports for g in p.security_groups})
             metadata: tuple[d.MetadataTarget, ...] = ()
+            remote: tuple[d.PortState, ...] = ()
             if serves_all:
+                others = list(s.scalars(select(t.Port).where(t.Port.device_owner.like("compute:%"),
+                                                             t.Port.binding_host != host,
+                                                             t.Port.binding_host != "",
+                                                             t.Port.network_id.in_([n.id for n in networks]))
+                                        .order_by(t.Port.created_at, t.Port.id)))
+                remote = _port_states(c.ports_of(s, others), others)
                 meta_q = select(t.Port.device_id, t.IpAllocation.network_id, t.IpAllocation.ip_address) \
                     .join(t.IpAllocation, t.IpAllocation.port_id == t.Port.id) \
                     .where(t.Port.device_owner.like("compute:%"), t.Port.binding_host != "")
@@ -308,17 +315,8 @@ class InstanceOps(c.Base):
                                  for i, n, ip in s.execute(meta_q.order_by(t.IpAllocation.id)))
             return d.HostNetworkState(
                 host=host, network_host=serves_all, tunnel_ip=tunnels.get(host, ""), networks=tuple(net_states),
-                ports=tuple(d.PortState(id=p.id, network_id=p.network_id, mac_address=p.mac_address,
-                                        fixed_ips=tuple(d.FixedIp(subnet_id=f.subnet_id, ip_address=f.ip_address)
-                                                        for f in p.fixed_ips),
-                                        device_id=p.device_id, device_owner=p.device_owner,
-                                        hostname=row.hostname or _hostname(None), tap=d.tap_name(p.id),
-                                        port_security_enabled=p.port_security_enabled,
-                                        security_group_ids=p.security_groups,
-                                        allowed_address_pairs=tuple((a.ip_address, a.mac_address)
-                                                                    for a in p.allowed_address_pairs))
-                            for p, row in zip(ports, vm_ports, strict=True)),
-                security_groups=groups, routers=tuple(self._router_states(s)) if serves_all else (),
+                ports=_port_states(ports, vm_ports), dhcp_ports=remote, security_groups=groups,
+                routers=tuple(self._router_states(s)) if serves_all else (),
                 metadata=metadata)
 
     def _with_tunnels(self, s: Session, host: str, nets: list[d.NetworkState],
@@ -427,3 +425,17 @@ class InstanceOps(c.Base):
                                      interfaces=tuple(interfaces), floating_ips=fips,
                                      routes=tuple((x["destination"], x["nexthop"]) for x in r.routes or ())))
         return out
+
+
+def _port_states(ports: Sequence[m.Port], rows: Sequence[t.Port]) -> tuple[d.PortState, ...]:
+    """The dataplane's view of ``ports`` (``rows`` are their table rows, in the same order)."""
+    return tuple(d.PortState(id=p.id, network_id=p.network_id, mac_address=p.mac_address,
+                             fixed_ips=tuple(d.FixedIp(subnet_id=f.subnet_id, ip_address=f.ip_address)
+                                             for f in p.fixed_ips),
+                             device_id=p.device_id, device_owner=p.device_owner,
+                             hostname=row.hostname or _hostname(None), tap=d.tap_name(p.id),
+                             port_security_enabled=p.port_security_enabled,
+                             security_group_ids=p.security_groups,
+                             allowed_address_pairs=tuple((a.ip_address, a.mac_address)
+                                                         for a in p.allowed_address_pairs))
+                 for p, row in zip(ports, rows, strict=True))

@@ -158,9 +158,14 @@ def test_compute_hosts_get_their_ports_and_tunnels_and_the_network_host_serves_e
     assert {(e.mac, e.dst) for e in n1.tunnel.fdb} == {
         ("00:00:00:00:00:00", "10.250.0.1"), ("00:00:00:00:00:00", "10.250.0.3"),
         (p2.mac_address.lower(), "10.250.0.3"), (dhcp_mac.lower(), "10.250.0.1")}
+    assert c1.dhcp_ports == ()  # only the network host serves DHCP
     ctl_state = svc.host_state(ctl)
     assert ctl_state.network_host and ctl_state.tunnel_ip == "10.250.0.1"
     assert {m.instance_id for m in ctl_state.metadata} == {"vm1", "vm2"}
+    # Its DHCP answers the ports on the other hosts (across the tunnels), which it does not plug.
+    assert ctl_state.ports == ()
+    assert {(p.id, p.mac_address, p.hostname, p.fixed_ips[0].ip_address) for p in ctl_state.dhcp_ports} == {
+        (p.id, p.mac_address, name, p.fixed_ips[0].ip_address) for p, name in ((p1, "vm1"), (p2, "vm2"))}
     tunnel = next(n for n in ctl_state.networks if n.id == net["id"]).tunnel
     assert tunnel is not None and tunnel.peers == ("10.250.0.2", "10.250.0.3")
     # A port goes: the other hosts forget its MAC.

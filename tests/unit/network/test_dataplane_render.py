@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,14 @@ def test_dnsmasq_serves_static_leases_names_and_the_isolated_metadata_route(tmp_
     routed = _state(routed=True)
     config = dhcp.render(routed.networks[0], routed, tmp_path, "example.test")
     assert "classless-static-route" not in config.files["opts"] and not config.isolated_cidrs
+
+
+def test_the_network_hosts_dnsmasq_also_leases_to_ports_on_other_hosts(tmp_path: Path) -> None:
+    state = _state()
+    remote = replace(state, ports=state.ports[:1], dhcp_ports=state.ports[1:])
+    config = dhcp.render(remote.networks[0], remote, tmp_path, "example.test")
+    assert sorted(config.files["host"].splitlines()) == ["fa:16:3e:00:00:05,10.97.0.5,web-1",
+                                                         "fa:16:3e:00:00:06,10.97.0.6,host-10-97-0-6"]
 
 
 def test_a_router_nats_floating_ips_both_ways_and_snats_its_subnets() -> None:

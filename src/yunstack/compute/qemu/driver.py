@@ -110,6 +110,9 @@ class QemuDriver:
     async def host_info(self) -> HostInfo:
         self._root.mkdir(parents=True, exist_ok=True)
         total_mib, used_mib = host.meminfo_mib()
+        if self._config.memory.budget_bytes > 0:  # the guests' budget is all this host has for them
+            total_mib = min(total_mib, self._config.memory.budget_bytes // (1024 * 1024))
+            used_mib = min(used_mib, total_mib)
         total_gb, used_gb = host.disk_gb(self._root)
         if self._version is None:
             out = await disk.run_tool([self._qemu.binary, "--version"], "reading the QEMU version", 30.0)

@@ -138,7 +138,8 @@ def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain
     hosts: list[str] = []
     names: list[str] = []
     cidrs = {s.id: s for s in subnets}
-    for port in sorted(state.ports, key=lambda p: p.id):
+    # This host's ports and, on the network host, those on other hosts (their DHCP crosses VXLAN).
+    for port in sorted((*state.ports, *state.dhcp_ports), key=lambda p: p.id):
         if port.network_id != network.id:
             continue
         if not _MAC.match(port.mac_address.lower()):
