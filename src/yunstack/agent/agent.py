@@ -69,6 +69,8 @@ class Agent:
                  network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS,
                  tunnel_ip: str = "") -> None:
         self.host = host
+        # Where another host reaches this one (an incoming migration listens there).
+        self.address = tunnel_ip or "127.0.0.1"
         self.memory = memory
         self.dataplane = dataplane
         self.network = (NetworkReconciler(dataplane, lambda: link.network_state(host, tunnel_ip), network_period)

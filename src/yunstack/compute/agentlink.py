@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -157,6 +158,9 @@ class LocalControlPlane:
 
     def finish(self, outcome: Outcome) -> None:
         later = self._finish(outcome)
+        if later.wake is not None:
+            # The next step is another host's (a migration's other side): wake it, now that it is committed.
+            self.hub.wake(later.wake)
         # Other services' writes happen after our transaction: on SQLite a second writer inside an
         # open write transaction would wait for the lock we hold.
         if later.deleted is not None and self._network is not None:
@@ -170,6 +174,9 @@ class LocalControlPlane:
         if later.unbound is not None and self._network is not None:
             # Offloaded: its ports stay the server's but no host plugs them until it is unshelved.
             self._network.bind_instance_ports(system_context(later.unbound[1]), later.unbound[0], "")
+        if later.rebound is not None and self._network is not None:
+            # Moved: the port binding follows the guest, so the new host's dataplane plugs its taps.
+            self._network.bind_instance_ports(system_context(later.rebound[1]), later.rebound[0], later.rebound[2])
         if later.abandoned_image is not None:
             # A snapshot that failed must not leave a queued image behind.
             with contextlib.suppress(YunError):
@@ -206,7 +213,11 @@ class LocalControlPlane:
             later = decl.apply(row, outcome, args, now)
             if later.then is not None and operations.queued(row) is None:
                 nxt = operations.operation(later.then.op)
-                operations.queue_step(s, row, later.then, outcome.request_id, task=nxt.task_state(later.then))
+                host = nxt.host_for(later.then)
+                operations.queue_step(s, row, later.then, outcome.request_id, task=nxt.task_state(later.then),
+                                      host=host)
+                if host is not None:
+                    later = dataclasses.replace(later, wake=host)
             return later
 
     def progress(self, instance_id: str, request_id: str, task_state: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from yunstack.api.compute import server_update
+from yunstack.api.compute import migrations, server_update
 from yunstack.api.compute.microversion import APIVersion
 from yunstack.compute import operations
 from yunstack.compute.lifecycle import Rebuild
@@ -138,6 +138,7 @@ HANDLERS: dict[str, Handler] = {
     "rescue": _rescue,
     "shelve": _simple("shelve"),  # creates the shelve image first
     "unshelve": _simple("unshelve"),  # may schedule the server again
+    "os-migrateLive": migrations.live_migrate,  # its body's rules change with the microversion
 }
 
 
