@@ -31,6 +31,7 @@ from yunstack.compute.operations import Later
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import identity as ident
+from yunstack.db.tables import migrations as mig
 from yunstack.errors import NotFound, YunError
 from yunstack.identity.context import AuthContext, Ref
 from yunstack.identity.service import PAGE_SHARING
@@ -284,7 +285,12 @@ class LocalControlPlane:
                     self._note(s, row, "stop", f"Instance stopped outside the API: {why}", now)
                 elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
                     row.vm_state = states.PAUSED
-            orphans = [i for i in seen if i not in rows and i not in busy]
+            # A guest of a migration to or from this host is the migration's until it ends (a
+            # destination's guest may run before the control plane heard so), never an orphan.
+            moving = set(s.scalars(select(mig.Migration.instance_uuid).where(
+                mig.Migration.status.in_(operations.MOVING),
+                (mig.Migration.dest_compute == host) | (mig.Migration.source_compute == host))))
+            orphans = [i for i in seen if i not in rows and i not in busy and i not in moving]
             # Servers that may hold ports: not deleted, and not a create the sync called interrupted.
             holders = {i for i, r in rows.items() if r.vm_state != states.DELETED
                        and (r.fault or {}).get("message") != INTERRUPTED_CREATE}

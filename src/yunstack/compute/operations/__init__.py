@@ -25,7 +25,7 @@ from yunstack.compute.operations import (
     spawn,
 )
 from yunstack.compute.operations.base import Allowed, Body, Later, NoBody, Operation, observed_state, parse_body
-from yunstack.compute.operations.queue import Queued, pending_for, queue_step, queued
+from yunstack.compute.operations.queue import MOVING, Queued, pending_for, queue_step, queued
 from yunstack.protocol import StepArgs
 
 _ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, snapshot.SNAPSHOT,
@@ -60,5 +60,5 @@ def by_action(action: str) -> Operation:
     return _BY_ACTION[action]
 
 
-__all__ = ["REGISTRY", "Allowed", "Body", "Later", "NoBody", "Operation", "Queued", "by_action", "by_verb",
+__all__ = ["MOVING", "REGISTRY", "Allowed", "Body", "Later", "NoBody", "Operation", "Queued", "by_action", "by_verb",
            "no_args", "observed_state", "operation", "parse_body", "pending_for", "queue_step", "queued"]

@@ -25,6 +25,7 @@ from yunstack.compute import scheduler
 from yunstack.compute import states as st
 from yunstack.compute.driver import MigrationMode, PowerState
 from yunstack.compute.operations.base import ActionContext, Body, Later, Operation, Prepared, allowed, becomes
+from yunstack.compute.operations.queue import queued
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, NoValidHost
@@ -196,7 +197,10 @@ def _cleaned(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
     if record is None:
         return Later()
     record.updated_at = now
-    record.step = None
+    if queued(row) is None:
+        record.step = None
+    # else: the same step was queued again (the start-up reconcile) and runs once more: the source
+    # must still see it (``queue.pending_for`` follows a migration while its ``step`` is set).
     if outcome.error is not None:
         # The guest runs on the destination; only the source's leftovers are in doubt.
         record.status = ERROR

@@ -86,7 +86,7 @@ def pending_for(s: Session, host: str) -> list[Work]:
     (Unreadable entries are left for a newer agent.)
     """
     moving = select(mig.Migration.instance_uuid).where(
-        mig.Migration.status.in_(MOVING),
+        mig.Migration.status.in_(MOVING) | mig.Migration.step.is_not(None),
         (mig.Migration.dest_compute == host) | (mig.Migration.source_compute == host))
     rows = s.scalars(select(t.Instance).where((t.Instance.host == host) | t.Instance.id.in_(moving),
                                               t.Instance.pending.is_not(None)))
