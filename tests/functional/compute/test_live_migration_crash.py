@@ -99,7 +99,8 @@ def test_a_migration_whose_step_was_lost_is_rolled_back_by_the_reconcile(
     assert services.migrations.reconcile() != []
     assert b.agent is not None and b.agent._loop is not None
     b.agent._loop.call_soon_threadsafe(gate.set)
-    lm._done(w)
+    lm._done(w)  # while the destination, which may, read the spec and reported its steps
+    assert lm.migrations(w)[0]["status"] == "completed"
     with services.db() as s:
         record = s.scalars(select(mig.Migration)).one()
         assert record.status == "error" and record.error is not None and "control plane stopped" in record.error
@@ -133,3 +134,26 @@ def test_a_migration_past_the_destinations_start_is_finished_by_the_reconcile(tw
     assert server["OS-EXT-SRV-ATTR:host"] == lm.B
     until(lambda: sid not in a.driver._guests)
     assert lm.migrations(two)[0]["status"] == "completed"
+
+
+def test_only_the_destination_of_a_migration_may_read_or_report_its_guest(
+        gated: tuple[dict[str, Any], asyncio.Event]) -> None:
+    """The attack: a third host asks for a migrating guest's spec, or reports on it; 404 both times."""
+    from tests.functional.agent.test_host_identity import add_host, call, join
+    from yunstack.agent.link import Outcome
+
+    w, gate = gated
+    api = w["api"]
+    b: lm.OtherHost = w["b"]
+    sid = w["server"]
+    assert lm.live(w["admin"], sid).status_code == 202
+    until(lambda: bool(b.agent and b.agent._inflight))  # B's prepare is queued and running
+    status, c = join(api, add_host(api, api.admin(), "host-c"))
+    assert status == 200
+    assert call(api, c["credential"], "host-c", "spec", instance_id=sid)[0] == 404
+    lie = Outcome(instance_id=sid, op="live_migration_prepare", request_id="r", power_state=1)
+    assert call(api, c["credential"], "host-c", "finish", outcome=lie)[0] == 404
+    assert b.agent is not None and b.agent._loop is not None
+    b.agent._loop.call_soon_threadsafe(gate.set)
+    lm._done(w)  # while the destination, which may, read the spec and reported its steps
+    assert lm.migrations(w)[0]["status"] == "completed"
