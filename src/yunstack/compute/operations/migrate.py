@@ -15,6 +15,7 @@ See ``docs/explanation/migration.md``.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,8 @@ from yunstack.protocol import (
     SentResult,
 )
 from yunstack.types import new_uuid
+
+log = logging.getLogger(__name__)
 
 MIGRATING = "migrating"  # Nova's task state for a live migration
 LIVE = "live-migration"
@@ -169,6 +172,9 @@ def _sent(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
         stats = outcome.result
         record.total_ms, record.downtime_ms = stats.total_ms, stats.downtime_ms
         record.memory_total_bytes, record.disk_total_bytes = stats.memory_bytes, stats.disk_bytes
+        log.info("live migration %s of %s: %s mode, send %d ms, downtime %d ms, %d bytes of memory, %d of disk",
+                 record.uuid, row.id, stats.mode, stats.total_ms, stats.downtime_ms, stats.memory_bytes,
+                 stats.disk_bytes)
     dest = record.dest_compute if record is not None else ""
     then = LiveMigrationFinishIncomingArgs(host=dest, migration_id=args.migration_id) if args is not None else None
     return _advance(row, outcome, args, now, status=POST_MIGRATING, then=then)
