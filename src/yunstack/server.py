@@ -101,6 +101,8 @@ def prepare(config: Config) -> Prepared:
     result = services.identity.bootstrap(base_url=config.server.base_url, region=config.identity.region,
                                          services=CATALOG, admin_password=config.identity.admin_password)
     services.flavors.ensure_defaults()
+    # A migration the last run left in the middle goes on (its step is queued) or is ended here.
+    services.migrations.reconcile()
     services.network.ensure_public_network(services.network.config, project_id=result.admin_project_id)
     if config.image.bootstrap_tiny:
         _ensure_tiny_image(services, result.admin_project_id)

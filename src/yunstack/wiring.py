@@ -13,6 +13,7 @@ from yunstack.compute.hostauth import HostAuthService
 from yunstack.compute.hosts import HostService
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.memoryledger import MemoryLedgerService
+from yunstack.compute.migrations import MigrationService
 from yunstack.compute.quotas import QuotaService
 from yunstack.compute.service import ComputeService
 from yunstack.config import Config
@@ -41,6 +42,7 @@ class Services:
     quotas: QuotaService
     hosts: HostService
     compute: ComputeService
+    migrations: MigrationService
     memory: MemoryLedgerService
     network: NetworkService
     tasks: TaskService
@@ -75,5 +77,6 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
-                    compute=compute, memory=memory, network=network, hostauth=HostAuthService(db),
+                    compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
+                    network=network, hostauth=HostAuthService(db),
                     host_link=link, tasks=TaskService(db))

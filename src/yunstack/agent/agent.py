@@ -73,6 +73,8 @@ class Agent:
         # False: a network host only (the lab's control host): no heartbeat, so no hypervisor to
         # schedule onto, and no power sync; its dataplane still serves DHCP, routers and metadata.
         self.compute = compute
+        # Where another host reaches this one (an incoming migration listens there).
+        self.address = tunnel_ip or "127.0.0.1"
         self.memory = memory
         self.dataplane = dataplane
         self.network = (NetworkReconciler(dataplane, lambda: link.network_state(host, tunnel_ip), network_period)

@@ -18,6 +18,7 @@ from yunstack.api.compute import images as compute_images
 from yunstack.api.compute import interfaces as compute_interfaces
 from yunstack.api.compute import keypairs as compute_keypairs
 from yunstack.api.compute import memory as compute_memory
+from yunstack.api.compute import migrations as compute_migrations
 from yunstack.api.compute import quotas as compute_quotas
 from yunstack.api.compute import server_groups as compute_server_groups
 from yunstack.api.compute import servers as compute_servers
@@ -82,7 +83,7 @@ def create_app(services: Services) -> Any:
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
                            compute_interfaces.router, compute_memory.router, compute_server_groups.router,
                            compute_services.router, compute_images.router, compute_consoles.router,
-                           compute_consoles.socket_router, compute_tasks.router):
+                           compute_consoles.socket_router, compute_tasks.router, compute_migrations.router):
         app.include_router(compute_router)
     app.include_router(agent_routes.router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from yunstack.compute.operations import Later
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import identity as ident
+from yunstack.db.tables import migrations as mig
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.identity.context import AuthContext, Ref
 from yunstack.identity.service import PAGE_SHARING
@@ -162,6 +164,9 @@ class LocalControlPlane:
 
     def finish(self, outcome: Outcome) -> None:
         later = self._finish(outcome)
+        if later.wake is not None:
+            # The next step is another host's (a migration's other side): wake it, now that it is committed.
+            self.hub.wake(later.wake)
         # Other services' writes happen after our transaction: on SQLite a second writer inside an
         # open write transaction would wait for the lock we hold.
         if later.deleted is not None and self._network is not None:
@@ -175,6 +180,9 @@ class LocalControlPlane:
         if later.unbound is not None and self._network is not None:
             # Offloaded: its ports stay the server's but no host plugs them until it is unshelved.
             self._network.bind_instance_ports(system_context(later.unbound[1]), later.unbound[0], "")
+        if later.rebound is not None and self._network is not None:
+            # Moved: the port binding follows the guest, so the new host's dataplane plugs its taps.
+            self._network.bind_instance_ports(system_context(later.rebound[1]), later.rebound[0], later.rebound[2])
         if later.abandoned_image is not None:
             # A snapshot that failed must not leave a queued image behind.
             with contextlib.suppress(YunError):
@@ -216,7 +224,11 @@ class LocalControlPlane:
             later = decl.apply(row, outcome, args, now)
             if later.then is not None and operations.queued(row) is None:
                 nxt = operations.operation(later.then.op)
-                operations.queue_step(s, row, later.then, outcome.request_id, task=nxt.task_state(later.then))
+                host = nxt.host_for(later.then)
+                operations.queue_step(s, row, later.then, outcome.request_id, task=nxt.task_state(later.then),
+                                      host=host)
+                if host is not None:
+                    later = dataclasses.replace(later, wake=host)
             return later
 
     def progress(self, instance_id: str, request_id: str, task_state: str) -> None:
@@ -288,7 +300,12 @@ class LocalControlPlane:
                     self._note(s, row, "stop", f"Instance stopped outside the API: {why}", now)
                 elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
                     row.vm_state = states.PAUSED
-            orphans = [i for i in seen if i not in rows and i not in busy]
+            # A guest of a migration to or from this host is the migration's until it ends (a
+            # destination's guest may run before the control plane heard so), never an orphan.
+            moving = set(s.scalars(select(mig.Migration.instance_uuid).where(
+                mig.Migration.status.in_(operations.MOVING),
+                (mig.Migration.dest_compute == host) | (mig.Migration.source_compute == host))))
+            orphans = [i for i in seen if i not in rows and i not in busy and i not in moving]
             # Servers that may hold ports: not deleted, and not a create the sync called interrupted.
             holders = {i for i, r in rows.items() if r.vm_state != states.DELETED
                        and (r.fault or {}).get("message") != INTERRUPTED_CREATE}

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import states
+from yunstack.compute.operations.queue import queued
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import hosts as h
 from yunstack.errors import BadRequest, Unauthorized
@@ -106,15 +107,26 @@ class HostAuthService:
     # -- what a host may touch -------------------------------------------------------------------
 
     def owns_instance(self, host: str, instance_id: str) -> bool:
+        """Its instance, or one whose queued step is this host's (the other side of a migration)."""
         with self._db() as s:
             row = s.get(t.Instance, instance_id)
-            return row is not None and row.host == host and row.vm_state != states.DELETED
+            if row is None or row.vm_state == states.DELETED:
+                return False
+            step = queued(row)
+            return row.host == host or (step is not None and step.host == host)
 
     def may_read_image(self, host: str, image_id: str) -> bool:
-        """An image that an instance on ``host`` boots from, or that its queued work names (rescue, unshelve)."""
+        """An image that an instance on ``host`` boots from, or that its queued work names (rescue, unshelve).
+
+        A migration's destination reads the image of the guest it receives (its disks are overlays).
+        """
         with self._db() as s:
             rows = s.scalars(select(t.Instance).where(t.Instance.host == host)).all()
-            return any(r.image_id == image_id or _work_image(r) == image_id for r in rows)
+            if any(r.image_id == image_id or _work_image(r) == image_id for r in rows):
+                return True
+            incoming = s.scalars(select(t.Instance).where(t.Instance.image_id == image_id,
+                                                          t.Instance.pending.is_not(None))).all()
+            return any((step := queued(r)) is not None and step.host == host for r in incoming)
 
     def may_upload(self, host: str, instance_id: str, image_id: str) -> bool:
         """Only the image that the instance's queued snapshot or shelve is writing."""

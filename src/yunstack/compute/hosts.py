@@ -284,11 +284,6 @@ class HostService:
             return None
         return bool(updated >= self.clock() - timedelta(seconds=self.down_after))
 
-    def migrations(self, ctx: AuthContext) -> list[dict[str, Any]]:
-        """Migrations between hosts: none exist (there is no live or cold migration yet)."""
-        policy.require_admin(ctx, "os_compute_api:os-migrations:index")
-        return []
-
     # -- os-hypervisors (admin only) -----------------------------------------------------------
 
     def list_hypervisors(self, ctx: AuthContext, *, limit: int | None = None,

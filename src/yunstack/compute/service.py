@@ -428,7 +428,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
             args, result = (decl.prepare(self, s, ctx, row, body) if decl.prepare is not None
                             else (operations.no_args(decl), {}))
             self._queue_action(s, ctx, row, decl, args, request_id)
-            host = row.host
+            host = decl.host_for(args) or row.host
         if host:
             self.notify(host)
         return result
@@ -452,8 +452,11 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
     def _queue_action(self, s: Session, ctx: AuthContext, row: t.Instance, decl: Operation, args: StepArgs,
                       request_id: str) -> None:
         """Queue the operation's host step and record the instance action (the caller commits both)."""
-        operations.queue_step(s, row, args, request_id, task=decl.task_state(args))
+        operations.queue_step(s, row, args, request_id, task=decl.task_state(args), host=decl.host_for(args))
         self._record(s, row, decl.action or decl.name, request_id, ctx)
+
+    def scheduler_hosts(self, s: Session) -> list[scheduler.HostState]:
+        return [host_state(u) for u in self.hosts.host_states(s)]
 
     def _check_fits(self, s: Session, row: t.Instance, flavor: Any) -> None:
         old = row.flavor

@@ -127,11 +127,60 @@ class UnshelveArgs(Wire):
     on_host: bool = True
 
 
+# -- live migration: four steps on two hosts (docs/explanation/migration.md) ------------------------
+# Each names the host that runs it (``host``): a migration's steps alternate between the source and
+# the destination, while the instance's own host stays the source until the guest runs on the other.
+
+class LiveMigrationPrepareArgs(Wire):
+    """Destination: wait for the guest (``driver.prepare_incoming``) on this host's own address."""
+
+    op: Literal["live_migration_prepare"] = "live_migration_prepare"
+    host: str
+    migration_id: str
+
+
+class LiveMigrationSendArgs(Wire):
+    """Source: copy disks and memory to where the destination waits (``driver.send``)."""
+
+    op: Literal["live_migration_send"] = "live_migration_send"
+    host: str
+    migration_id: str
+    uri: str
+    disks_uri: str | None = None
+    mode: Literal["paused", "precopy"] = "paused"
+
+
+class LiveMigrationFinishIncomingArgs(Wire):
+    """Destination: let the received guest run."""
+
+    op: Literal["live_migration_finish_incoming"] = "live_migration_finish_incoming"
+    host: str
+    migration_id: str
+
+
+class LiveMigrationFinishOutgoingArgs(Wire):
+    """Source: remove the sent guest's process, disks and files."""
+
+    op: Literal["live_migration_finish_outgoing"] = "live_migration_finish_outgoing"
+    host: str
+    migration_id: str
+
+
+class LiveMigrationAbortArgs(Wire):
+    """Either side: undo the migration there (``driver.abort_migration``); the destination goes first."""
+
+    op: Literal["live_migration_abort"] = "live_migration_abort"
+    host: str
+    migration_id: str
+    side: Literal["destination", "source"]
+
+
 StepArgs = Annotated[
     SpawnArgs | DeleteArgs | StopArgs | StartArgs | RebootArgs | PauseArgs | UnpauseArgs | SuspendArgs
     | ResumeArgs | SnapshotArgs | ResizeArgs | ConfirmResizeArgs | RevertResizeArgs | AttachInterfaceArgs
     | DetachInterfaceArgs | RebuildArgs | RescueArgs | UnrescueArgs | ShelveArgs | ShelveOffloadArgs
-    | UnshelveArgs,
+    | UnshelveArgs | LiveMigrationPrepareArgs | LiveMigrationSendArgs | LiveMigrationFinishIncomingArgs
+    | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs,
     Field(discriminator="op")]
 
 
@@ -147,7 +196,26 @@ class ResizeResult(Wire):
     was_running: bool  # the guest ran before the resize, so it was started again after it
 
 
-StepResult = Annotated[SpawnResult | ResizeResult, Field(discriminator="op")]
+class IncomingResult(Wire):
+    """Where the destination waits: memory and device state at ``uri``, local disks at ``disks_uri``."""
+
+    op: Literal["live_migration_prepare"] = "live_migration_prepare"
+    uri: str
+    disks_uri: str | None = None
+
+
+class SentResult(Wire):
+    """What the source measured while sending (``driver.MigrationStats``)."""
+
+    op: Literal["live_migration_send"] = "live_migration_send"
+    mode: str
+    total_ms: int
+    downtime_ms: int
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+
+
+StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult, Field(discriminator="op")]
 
 
 # -- progress: the named steps a long operation reports while it runs ------------------------------

@@ -75,7 +75,7 @@ def test_service_updates_refuse_unknown_hosts_binaries_actions_and_fields(world:
 
 # -- os-migrations -------------------------------------------------------------------------------
 
-def test_migrations_are_an_empty_list_for_admins_and_forbidden_to_members(world: dict[str, Any]) -> None:
+def test_migrations_are_an_empty_list_before_any_move_and_forbidden_to_members(world: dict[str, Any]) -> None:
     assert world["admin"].get("/os-migrations").json() == {"migrations": []}
     assert world["admin"].at("2.23").get("/os-migrations").json() == {"migrations": []}
     assert world["alice"].get("/os-migrations").status_code == 403

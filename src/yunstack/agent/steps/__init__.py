@@ -7,9 +7,10 @@ the guest's power state and its typed result, the control plane decides the rest
 
 from __future__ import annotations
 
-from yunstack.agent.steps import images, interfaces, lifecycle, power
+from yunstack.agent.steps import images, interfaces, lifecycle, migration, power
 from yunstack.agent.steps.base import Host, Report, Step
 
-STEPS: dict[str, Step] = {s.name: s for s in (*power.STEPS, *images.STEPS, *interfaces.STEPS, *lifecycle.STEPS)}
+STEPS: dict[str, Step] = {s.name: s for s in (*power.STEPS, *images.STEPS, *interfaces.STEPS, *lifecycle.STEPS,
+                                         *migration.STEPS)}
 
 __all__ = ["STEPS", "Host", "Report", "Step"]

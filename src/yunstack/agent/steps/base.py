@@ -28,6 +28,7 @@ class Host(Protocol):
     link: ControlPlane
     cache: ImageCache
     stop_timeout: float | None
+    address: str  # where another host reaches this one (its tunnel address, else loopback)
 
     async def spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""

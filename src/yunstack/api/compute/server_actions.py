@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from yunstack.api.compute import server_update
+from yunstack.api.compute import migrations, server_update
 from yunstack.api.compute.microversion import APIVersion
 from yunstack.compute import operations
 from yunstack.compute.evacuate import Evacuate
@@ -183,6 +183,7 @@ HANDLERS: dict[str, Handler] = {
     "shelve": _simple("shelve"),  # creates the shelve image first
     "unshelve": _simple("unshelve"),  # may schedule the server again
     "evacuate": _evacuate,  # admin only: rebuilds the server on another host once its own is down
+    "os-migrateLive": migrations.live_migrate,  # its body's rules change with the microversion
 }
 
 

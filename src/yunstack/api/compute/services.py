@@ -1,4 +1,4 @@
-"""Nova os-services, os-migrations and os-simple-tenant-usage (operator views of the cloud).
+"""Nova os-services and os-simple-tenant-usage (operator views of the cloud; os-migrations: ``migrations``).
 
 ``os-services`` lists one ``nova-compute`` per host: its state is the agent's heartbeat, its
 status the operator's enable/disable, which the scheduler honours.  Nothing else is listed because
@@ -121,13 +121,6 @@ def _update_by_host(action: str, body: ServiceUpdate, ctx: Ctx, svc: Svc) -> Jso
     if reason:
         out["disabled_reason"] = reason
     return {"service": out}
-
-
-# -- os-migrations -------------------------------------------------------------------------------
-
-@router.get("/os-migrations")
-def list_migrations(ctx: Ctx, svc: Svc) -> Json:
-    return {"migrations": svc.hosts.migrations(ctx)}
 
 
 # -- os-simple-tenant-usage ----------------------------------------------------------------------

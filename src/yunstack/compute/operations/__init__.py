@@ -12,14 +12,25 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter
 
-from yunstack.compute.operations import delete, interfaces, power, rebuild, rescue, resize, shelve, snapshot, spawn
+from yunstack.compute.operations import (
+    delete,
+    interfaces,
+    migrate,
+    power,
+    rebuild,
+    rescue,
+    resize,
+    shelve,
+    snapshot,
+    spawn,
+)
 from yunstack.compute.operations.base import Allowed, Body, Later, NoBody, Operation, observed_state, parse_body
-from yunstack.compute.operations.queue import Queued, pending_for, queue_step, queued
+from yunstack.compute.operations.queue import MOVING, Queued, pending_for, queue_step, queued
 from yunstack.protocol import StepArgs
 
 _ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, snapshot.SNAPSHOT,
                                *resize.OPERATIONS, *interfaces.OPERATIONS, rebuild.REBUILD,
-                               *rescue.OPERATIONS, *shelve.OPERATIONS)
+                               *rescue.OPERATIONS, *shelve.OPERATIONS, *migrate.OPERATIONS)
 
 REGISTRY: dict[str, Operation] = {op.name: op for op in _ALL}
 _BY_VERB = {op.verb: op for op in _ALL if op.verb is not None}
@@ -49,5 +60,5 @@ def by_action(action: str) -> Operation:
     return _BY_ACTION[action]
 
 
-__all__ = ["REGISTRY", "Allowed", "Body", "Later", "NoBody", "Operation", "Queued", "by_action", "by_verb",
+__all__ = ["MOVING", "REGISTRY", "Allowed", "Body", "Later", "NoBody", "Operation", "Queued", "by_action", "by_verb",
            "no_args", "observed_state", "operation", "parse_body", "pending_for", "queue_step", "queued"]

@@ -61,7 +61,9 @@ class Later:
     released_port: tuple[str, str, str] | None = None  # (instance id, project id, port id)
     abandoned_image: tuple[str, str] | None = None  # (image id, project id)
     unbound: tuple[str, str] | None = None  # (instance id, project id) whose ports left their host
+    rebound: tuple[str, str, str] | None = None  # (instance id, project id, host): its ports moved there
     then: StepArgs | None = None  # the next step to queue (in the same transaction), if nothing else is
+    wake: str | None = None  # the host to wake once committed (the agent link sets it when it queued ``then``)
 
 
 class ActionContext(Protocol):
@@ -70,6 +72,9 @@ class ActionContext(Protocol):
     flavors: Any
     quotas: Any
     images: Any
+
+    def scheduler_hosts(self, s: Session) -> list[Any]:
+        """Every host as the scheduler sees it (``scheduler.HostState``), for an operation that moves a server."""
 
     def _check_fits(self, s: Session, row: t.Instance, flavor: Any) -> None: ...
 
@@ -123,6 +128,11 @@ class Operation:
     launches: bool = False  # success (re)starts the guest from an image: launched_at, progress 100
     progress: frozenset[str] = frozenset()  # the named steps it reports (each shown as that task state)
     apply: Apply = _nothing  # what else finishing it changes (flavors, ports, images, the next step)
+    # The host that runs it, when not the instance's own (a migration's steps name theirs).
+    runs_on: Callable[[Any], str | None] | None = None
+
+    def host_for(self, args: Any) -> str | None:
+        return self.runs_on(args) if self.runs_on is not None else None
 
     def task_state(self, args: Any) -> str:
         return self.task_for(args) if self.task_for is not None else self.task

@@ -1,0 +1,42 @@
+"""Nova's migrations: one row per move of a server between hosts (live migration for now).
+
+The row is both the compatible view (``GET /os-migrations``, ``/servers/{id}/migrations``) and the
+state of the multi-step work: which step is queued on which host, so that a control plane that
+restarts mid-migration can finish or roll back what it finds (``compute.migrations.reconcile``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from yunstack.db.base import Base
+
+
+class Migration(Base):
+    __tablename__ = "migrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    migration_type: Mapped[str] = mapped_column(String(32))  # live-migration | migration | resize
+    status: Mapped[str] = mapped_column(String(32), index=True)  # Nova's words: queued, running, completed...
+    source_compute: Mapped[str] = mapped_column(String(255), index=True)
+    dest_compute: Mapped[str] = mapped_column(String(255), index=True)
+    dest_host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the address the state goes to
+    old_flavor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    new_flavor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    block_migration: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The step queued now (``live_migration_*``) and whether the work is rolling back.
+    step: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rolling_back: Mapped[bool] = mapped_column(Boolean, default=False)
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disk_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
