@@ -100,7 +100,7 @@ def test_a_migration_whose_step_was_lost_is_rolled_back_by_the_reconcile(
     assert b.agent is not None and b.agent._loop is not None
     b.agent._loop.call_soon_threadsafe(gate.set)
     lm._done(w)  # while the destination, which may, read the spec and reported its steps
-    assert lm.migrations(w)[0]["status"] == "completed"
+    assert lm.migrations(w)[0]["status"] == "error"  # rolled back by the reconcile
     with services.db() as s:
         record = s.scalars(select(mig.Migration)).one()
         assert record.status == "error" and record.error is not None and "control plane stopped" in record.error
