@@ -119,8 +119,8 @@ def test_spec_and_finish_carry_a_build_to_active(side: Side) -> None:
     assert (spec.id, spec.image_id, spec.memory_mib) == (server, side.image, 128)
     work = side.link.wait(side.host, (), 5.0).work[0]
     side.link.progress(server, work.request_id, states.SPAWNING)
-    side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id, vm_state=states.ACTIVE,
-                             power_state=int(PowerState.RUNNING), extra={"launched": True}))
+    side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id,
+                             power_state=int(PowerState.RUNNING)))
     shown = side.admin.get(f"/servers/{server}").json()["server"]
     assert (shown["status"], shown["OS-EXT-STS:task_state"]) == ("ACTIVE", None)
     assert side.link.wait(side.host, (), 0.0).work == ()
@@ -152,8 +152,8 @@ def test_network_state_is_this_hosts(side: Side) -> None:
 def test_a_console_read_goes_to_the_waiting_host_and_its_answer_comes_back(side: Side) -> None:
     server = create(side)
     work = side.link.wait(side.host, (), 5.0).work[0]
-    side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id, vm_state=states.ACTIVE,
-                             power_state=int(PowerState.RUNNING), extra={"launched": True}))
+    side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id,
+                             power_state=int(PowerState.RUNNING)))
     answered: list[str] = []
 
     def host() -> None:
