@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from yunstack import config as configmod
 from yunstack.api.app import CATALOG, create_app
+from yunstack.db.engine import make_engine, upgrade
 from yunstack.wiring import Services, build
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -28,17 +30,61 @@ def need(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
-        return
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database, made once per test process: each test starts from a copy of it."""
+    path = tmp_path_factory.mktemp("db-template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[str, str]]:
+    """(server URL, name of a migrated database) made once per test process, for CREATE ... TEMPLATE.
+
+    Copying a migrated database takes a quarter of the time of running the migrations again.
+    """
     admin_url = os.environ.get("YUN_TEST_POSTGRES_URL", "")
     need(bool(admin_url), "PostgreSQL (set YUN_TEST_POSTGRES_URL; scripts/postgres starts one)")
-    name = f"yt_{uuid.uuid4().hex[:12]}"
+    name = f"yt_template_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        engine = make_engine(admin_url.rsplit("/", 1)[0] + "/" + name)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()  # a template must have no open connection while it is copied
+        yield admin_url, name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of its own for each test, on each backend."""
+    if request.param == "sqlite":
+        source = sqlite3.connect(request.getfixturevalue("sqlite_template"))
+        target = sqlite3.connect(tmp_path / "test.db")
+        try:
+            source.backup(target)  # the backup API copies a WAL database whole
+        finally:
+            source.close()
+            target.close()
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    admin_url, template = request.getfixturevalue("postgres_template")
+    name = f"yt_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     try:
         yield admin_url.rsplit("/", 1)[0] + "/" + name
     finally:

@@ -9,6 +9,7 @@ before the next one starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,6 +23,9 @@ import httpx
 import pytest
 
 from tests.cloud import RunningCloud, start_cloud
+from yunstack.network.dataplane import _proc
+from yunstack.network.dataplane.linux import LinuxDataplane
+from yunstack.network.dataplane.naming import Names, install_tag
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +81,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
     try:
         yield running
     finally:
-        if running.proc.poll() is None:
+        was_running = running.proc.poll() is None
+        if was_running:
             _delete_all(running)
             running.stop()
         for pid in qemu_pids(str(running.state_dir / "instances")):
@@ -86,6 +91,15 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    if was_running:
+        # With no server left, the last shutdown removes the network's DHCP server too: a restarted
+        # control plane must not leave it (or its namespace) behind.
+        names = Names(install_tag(running.state_dir))
+        spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        left = [x for x in spaces.split() if x.startswith(names.nsprefix)]
+        left += [str(p) for p in _proc.find(str(running.state_dir / "network"), "dnsmasq")]
+        asyncio.run(LinuxDataplane(running.state_dir, metadata_upstream="http://127.0.0.1:9").teardown())
+        assert not left, left
 
 
 @pytest.fixture(scope="module")

@@ -456,6 +456,23 @@ async def test_teardown_leaves_nothing_of_ours_and_never_touches_another_install
     assert all(not v for v in our_objects(other).values()), our_objects(other)
 
 
+async def test_an_apply_that_arrives_after_the_teardown_makes_nothing_again(root: Path) -> None:
+    # The attack is the shutdown race: a reconcile pass that fetched its state before the agent's
+    # teardown (or whose awaiting task was cancelled while its thread ran on) applies it after.
+    net = network("10.97.6.0/24", vni=107)
+    state = HostNetworkState(host="h", networks=(net,))
+    dp = LinuxDataplane(root / "late", metadata_upstream="http://127.0.0.1:9/metadata")
+    try:
+        await dp.apply(state)
+        assert our_objects(dp)["namespaces"] and our_objects(dp)["processes"], our_objects(dp)
+        await dp.teardown()
+        late = await dp.apply(state)
+        assert late.noop, late
+        assert all(not v for v in our_objects(dp).values()), our_objects(dp)
+    finally:
+        await dp.teardown()
+
+
 # -- IPv6, HTTP metadata and isolation -----------------------------------------------------------
 
 PING6_FOREVER = """#!/bin/sh

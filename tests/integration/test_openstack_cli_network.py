@@ -97,7 +97,10 @@ def host_objects(state_dir: Path) -> dict[str, list[str]]:
     return {
         "links": sorted(x for x in links if x.startswith(names.ifprefix)),
         "namespaces": sorted(x for x in spaces if x.startswith(names.nsprefix)),
-        "iptables": sorted(x for x in rules.splitlines() if names.chainprefix in x or names.ifprefix in x),
+        # Whole words only: "ysde" is inside "physdev", so a substring test would count another
+        # installation's bridged FORWARD rule as this one's.
+        "iptables": sorted(x for x in rules.splitlines()
+                           if any(w.strip('"').startswith((names.chainprefix, names.ifprefix)) for w in x.split())),
         "nft": sorted(x for x in tables.splitlines() if names.nft_table in x),
         "processes": sorted(str(p) for p in _proc.find(root, "dnsmasq") + _proc.find(root, "metadata_proxy")),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -131,10 +132,14 @@ def test_expired_token_is_refused(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     from dataclasses import replace
 
     auth = api.services.auth
-    monkeypatch.setattr(auth, "_config", replace(auth._config, token_expiration=1))
+    # Expiry is kept to whole seconds (floored), so a 1 s lifetime can end at once: give it 4 s and
+    # wait for the moment the token itself names.
+    monkeypatch.setattr(auth, "_config", replace(auth._config, token_expiration=4))
     token = api.admin()
     assert api.http.get(f"{ID}/projects", headers=api.headers(token)).status_code == 200
-    time.sleep(2.1)
+    shown = api.http.get(f"{ID}/auth/tokens", headers={**api.headers(token), "X-Subject-Token": token})
+    expires = datetime.fromisoformat(shown.json()["token"]["expires_at"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.05)
     r = api.http.get(f"{ID}/projects", headers=api.headers(token))
     assert r.status_code == 401
 

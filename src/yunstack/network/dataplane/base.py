@@ -43,7 +43,12 @@ class Dataplane(Protocol):
         """
 
     async def teardown(self) -> None:
-        """Remove every host object of this installation and restore what it changed globally."""
+        """Remove every host object of this installation and restore what it changed globally.
+
+        Final: an ``apply`` still under way (or a late one, from a state fetched before) does
+        nothing afterwards, so a stopping agent leaves nothing behind.  A new agent uses a new
+        dataplane object.
+        """
 
     def nic_for_port(self, port_id: str) -> Nic:
         """The NIC QEMU should use for a port of the last applied state (tap, MAC, bridge).

@@ -29,9 +29,10 @@ class FakeDataplane:
         return ()
 
     async def apply(self, state: HostNetworkState) -> ApplyReport:
+        if self.torn_down:
+            return ApplyReport()  # as the Linux dataplane: a teardown is final
         before = self.state
         self.applied.append(state)
-        self.torn_down = False
         old = {p.id for p in before.ports} if before else set()
         new = {p.id for p in state.ports}
         return ApplyReport(created=tuple(f"port:{p}" for p in sorted(new - old)),

@@ -105,6 +105,7 @@ class LinuxDataplane:
         self.python = python
         self.secret_file = self.root / "metadata_secret"
         self._lock = threading.Lock()
+        self._torn_down = False  # set under the lock by teardown; applies after it do nothing
         self._state: HostNetworkState | None = None
         # What this object loaded into the kernel; empty after a restart, so the first pass
         # rewrites everything (that is the reconcile on agent start).
@@ -166,6 +167,11 @@ class LinuxDataplane:
     def _apply(self, state: HostNetworkState) -> ApplyReport:
         started = time.monotonic()
         with self._lock:
+            if self._torn_down:
+                # A pass that was cancelled (its thread ran on) or fetched its state before the
+                # teardown would make again what the teardown removed.
+                log.info("dataplane: torn down; a late apply was dropped")
+                return ApplyReport()
             p = _Pass()
             self._prepare_host()
             nets = {n.id: n for n in state.networks}
@@ -472,6 +478,7 @@ class LinuxDataplane:
 
     def _teardown(self) -> None:
         with self._lock:
+            self._torn_down = True
             self._stop_daemons(keep=set(), p=None)
             self._remove_firewall(None)
             record = self._record()
