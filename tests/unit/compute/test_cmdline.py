@@ -89,11 +89,14 @@ def test_an_unknown_accel_is_refused() -> None:
         build_argv(SPEC, PATHS, QemuConfig(), "xen")
 
 
-def test_the_kvm_probe_firmware_exits_at_the_reset_vector() -> None:
-    firmware = accel.probe_firmware()
-    assert len(firmware) == 65536 and firmware[0xFFF0:0xFFF4] == bytes([0xB0, 0x01, 0xE6, 0xF4])
-    argv = accel.probe_argv(QemuConfig(), "kvm", Path("/tmp/fw"))
+def test_the_kvm_probe_boots_the_guests_firmware_from_a_disk_that_exits(tmp_path: Path) -> None:
+    disk = tmp_path / "probe.img"
+    accel.write_probe_disk(disk)
+    data = disk.read_bytes()
+    assert len(data) == 1 << 20 and data[:4] == bytes([0xB0, 0x01, 0xE6, 0xF4]) and data[510:512] == b"\x55\xaa"
+    argv = accel.probe_argv(QemuConfig(), "kvm", disk)
     assert ("-cpu", "host") in _pairs(argv) and "isa-debug-exit,iobase=0xf4,iosize=0x04" in argv
+    assert "-bios" not in argv  # the firmware the guests boot is the one probed
 
 
 async def test_the_probe_runs_a_guest_and_a_configured_accel_skips_it() -> None:

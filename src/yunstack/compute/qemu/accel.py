@@ -1,11 +1,16 @@
-"""Choose the accelerator: KVM only when a bounded probe guest really runs under it, else TCG.
+"""Choose the accelerator: KVM only when a bounded probe guest really boots under it, else TCG.
 
 /dev/kvm existing is not enough: under nested virtualization KVM guests can hang or QEMU can
-abort while setting MSRs for ``-cpu host``.  The probe starts the same machine type with
-``-cpu host`` and a 64 KiB firmware that only writes to the ``isa-debug-exit`` port, so a
-working KVM makes QEMU exit with status 3 within milliseconds.  Anything else (error, abort,
-hang until the timeout, after which the probe is killed) means TCG.  The answer is cached per
-process.
+abort while setting MSRs for ``-cpu host``.  The probe boots the same machine type with
+``-cpu host`` and the same firmware the guests get (SeaBIOS) from a 1 MiB disk whose boot sector
+only writes to the ``isa-debug-exit`` port, so a working KVM makes QEMU exit with status 3 once
+the firmware has run its power-on self test and handed over to the disk, within a fraction of a
+second.  Anything else (error, abort, hang until the timeout, after which the probe is killed)
+means TCG.  The answer is cached per process.
+
+A probe that skipped the firmware (seven instructions at the reset vector) passed on a nested
+host where every real guest then stopped inside SeaBIOS with "KVM internal error. Suberror: 1"
+(an emulation failure on ``iret`` in 32-bit mode): the firmware is the part that must run.
 """
 
 from __future__ import annotations
@@ -23,26 +28,37 @@ log = logging.getLogger(__name__)
 
 _cache: dict[tuple[str, str], str] = {}
 
-# mov al,1 ; out 0xf4,al ; hlt ; jmp $-1   at the reset vector F000:FFF0.
-_RESET_CODE = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])
+# mov al,1 ; out 0xf4,al ; hlt ; jmp $-1   loaded by the firmware at 0000:7C00.
+_BOOT_CODE = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])
 # isa-debug-exit makes QEMU exit with (value << 1) | 1.
 _PROBE_EXIT = 3
+# SeaBIOS will not read a disk smaller than a few sectors.
+_DISK_BYTES = 1 << 20
 
 
-def probe_firmware() -> bytes:
-    """The probe's firmware image: 64 KiB of ``hlt`` with our exit code at the reset vector."""
-    image = bytearray(b"\xf4" * 65536)
-    image[0xFFF0 : 0xFFF0 + len(_RESET_CODE)] = _RESET_CODE
-    return bytes(image)
+def probe_boot_sector() -> bytes:
+    """The probe disk's boot sector: our exit code, then the 0x55AA boot signature."""
+    sector = bytearray(512)
+    sector[: len(_BOOT_CODE)] = _BOOT_CODE
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
 
 
-def probe_argv(qemu: QemuConfig, accel: str, firmware: Path) -> list[str]:
+def write_probe_disk(path: Path) -> None:
+    """A raw 1 MiB disk (sparse) whose boot sector ends the probe."""
+    with path.open("wb") as f:
+        f.write(probe_boot_sector())
+        f.truncate(_DISK_BYTES)
+
+
+def probe_argv(qemu: QemuConfig, accel: str, disk: Path) -> list[str]:
     """The argv of one probe run."""
     return [
         qemu.binary, "-machine", qemu.machine, "-accel", accel,
         "-cpu", "host" if accel == "kvm" else "max",
         "-m", "16", "-nodefaults", "-no-user-config", "-display", "none",
-        "-bios", str(firmware), "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-drive", f"file={disk},format=raw,if=ide",
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
     ]
 
 
@@ -51,11 +67,11 @@ async def probe(qemu: QemuConfig, accel: str = "kvm") -> tuple[bool, str]:
     if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is missing or not accessible"
     with tempfile.TemporaryDirectory(prefix="yunstack-accel-") as tmp:
-        firmware = Path(tmp) / "probe.bin"
-        firmware.write_bytes(probe_firmware())
+        disk = Path(tmp) / "probe.img"
+        write_probe_disk(disk)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *probe_argv(qemu, accel, firmware),
+                *probe_argv(qemu, accel, disk),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
@@ -63,16 +79,34 @@ async def probe(qemu: QemuConfig, accel: str = "kvm") -> tuple[bool, str]:
         except OSError as exc:
             return False, f"cannot run {qemu.binary}: {exc}"
         try:
-            _, stderr = await asyncio.wait_for(proc.communicate(), qemu.kvm_probe_timeout)
+            stopped, last = await asyncio.wait_for(_watch(proc), qemu.kvm_probe_timeout)
         except TimeoutError:
+            stopped, last = False, f"probe guest did not finish within {qemu.kvm_probe_timeout}s"
+        if not stopped:
             proc.kill()
             await proc.wait()
-            return False, f"probe guest did not finish within {qemu.kvm_probe_timeout}s"
+            return False, last
     if proc.returncode == _PROBE_EXIT:
         return True, "probe guest ran"
-    lines = stderr.decode(errors="replace").strip().splitlines()
-    last = lines[-1] if lines else "no output"
     return False, f"probe exited with status {proc.returncode}: {last}"
+
+
+async def _watch(proc: asyncio.subprocess.Process) -> tuple[bool, str]:
+    """(whether QEMU exited, its last stderr line); gives up at once on a KVM internal error.
+
+    On such an error QEMU prints the guest's registers and pauses it rather than exiting, so
+    waiting for the exit would only wait for the timeout.
+    """
+    assert proc.stderr is not None
+    last = "no output"
+    async for raw in proc.stderr:
+        line = raw.decode(errors="replace").strip()
+        if line:
+            last = line
+        if "KVM internal error" in line:
+            return False, f"the probe guest stopped: {line}"
+    await proc.wait()
+    return True, last
 
 
 async def choose_accel(qemu: QemuConfig) -> str:
