@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from yunstack.network.dataplane.naming import Names
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -110,3 +112,12 @@ def serving_cloud(state_dir: Path, timeout: float = 120, *, env: dict[str, str] 
             running.osc("server", "unlock", s["ID"], check=False)
             running.osc("server", "delete", "--wait", s["ID"], check=False)
         assert running.stop() == 0, running.log.read_text()[-3000:]
+
+
+def names_rule(names: Names, rule: str) -> bool:
+    """Whether an iptables-save line names one of this installation's chains or links.
+
+    Whole words only: "ysde" is inside "physdev", so a substring test would count another
+    installation's bridged FORWARD rule as this one's.
+    """
+    return any(w.strip('"').startswith((names.chainprefix, names.ifprefix)) for w in rule.split())

@@ -28,6 +28,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from tests.cloud import names_rule
 from yunstack.api.metadata import make_metadata_router
 from yunstack.compute.driver import ConfigDrive, InstanceSpec, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
@@ -209,7 +210,7 @@ def our_objects(dp: LinuxDataplane) -> dict[str, list[str]]:
     return {
         "links": sorted(x for x in links if x.startswith(n.ifprefix)),
         "namespaces": sorted(x for x in spaces if x.startswith(n.nsprefix)),
-        "iptables": sorted(line for line in chains.splitlines() if n.chainprefix in line or n.ifprefix in line),
+        "iptables": sorted(line for line in chains.splitlines() if names_rule(n, line)),
         "nft": sorted(line for line in tables.splitlines() if n.nft_table in line),
         "processes": sorted(str(pid) for pid in _proc.find(str(dp.root), "dnsmasq")
                             + _proc.find(str(dp.root), "metadata_proxy")),
@@ -459,7 +460,7 @@ async def test_teardown_leaves_nothing_of_ours_and_never_touches_another_install
 async def test_an_apply_that_arrives_after_the_teardown_makes_nothing_again(root: Path) -> None:
     # The attack is the shutdown race: a reconcile pass that fetched its state before the agent's
     # teardown (or whose awaiting task was cancelled while its thread ran on) applies it after.
-    net = network("10.97.6.0/24", vni=107)
+    net = network("10.97.10.0/24", vni=111)
     state = HostNetworkState(host="h", networks=(net,))
     dp = LinuxDataplane(root / "late", metadata_upstream="http://127.0.0.1:9/metadata")
     try:
@@ -475,13 +476,23 @@ async def test_an_apply_that_arrives_after_the_teardown_makes_nothing_again(root
 
 # -- IPv6, HTTP metadata and isolation -----------------------------------------------------------
 
+# The guest's READY line waits only 1 s for SLAAC (an IPv4-only guest should not pay more); under a
+# loaded TCG host the RA can come later, so the script names its address once the kernel has one.
 PING6_FOREVER = """#!/bin/sh
-( while true; do
+( i=0
+  while [ $i -lt 300 ]; do
+    addr=$(ip -6 -o addr show dev eth0 scope global | awk '{{ split($4, a, "/"); print a[1] }}' | tr '\n' ' ')
+    [ -n "$addr" ] && break
+    usleep 100000
+    i=$((i + 1))
+  done
+  echo "ADDR6 ${{addr:-none}}END"
+  while true; do
     if ping6 -c 1 -W 1 {other} > /dev/null 2>&1; then echo PING6-OK; else echo PING6-FAIL; fi
     sleep 1
   done ) &
 """
-READY6 = re.compile(r"YUNSTACK-READY .* ip6=(\S+)")
+ADDR6 = re.compile(r"ADDR6 (.+?) ?END")
 
 
 async def test_two_servers_on_a_slaac_subnet_ping6_each_other_once_a_group_allows_icmpv6(cloud: Cloud) -> None:
@@ -496,9 +507,9 @@ async def test_two_servers_on_a_slaac_subnet_ping6_each_other_once_a_group_allow
     await cloud.boot(b, PING6_FOREVER.format(other=slaac_ip(net, a)))
     await cloud.boot(a, PING6_FOREVER.format(other=slaac_ip(net, b)))
     for vm in (a, b):
-        text = await cloud.wait_for(vm.hostname, r"YUNSTACK-READY")
-        ready = READY6.search(text)
-        assert ready is not None and slaac_ip(net, vm) in ready.group(1).split(","), text[-1500:]
+        text = await cloud.wait_for(vm.hostname, r"ADDR6 .+?END")
+        ready = ADDR6.search(text)
+        assert ready is not None and slaac_ip(net, vm) in ready.group(1).split(), text[-1500:]
         print(f"{vm.hostname}: SLAAC address {ready.group(1)}")
     text = await cloud.wait_for("v6a", r"PING6-FAIL", count=4, timeout=60)
     assert "PING6-OK" not in text, "ICMPv6 echo reached a port whose security group does not allow it"

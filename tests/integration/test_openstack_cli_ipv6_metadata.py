@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud import RunningCloud, start_cloud
+from tests.cloud import RunningCloud, names_rule, start_cloud
+from tests.integration.test_dataplane import ADDR6, PING6_FOREVER
 from tests.integration.test_openstack_cli_network import DEMO, console, host_objects, wait_console
 from yunstack.network.dataplane.naming import Names, install_tag
 
@@ -29,14 +30,7 @@ pytestmark = pytest.mark.integration
 # Each test its own network, so either runs alone (-k) and cleans up after itself.
 NETWORKS, GROUP = ("n6", "n6http"), "sg6"
 V6_RANGE = "fd00:96::/64"
-READY6 = re.compile(r"YUNSTACK-READY hostname=\S+ ip=\S+ instance-id=(\S+) ip6=(\S+)")
-
-PING6_FOREVER = """#!/bin/sh
-( while true; do
-    if ping6 -c 1 -W 1 {other} > /dev/null 2>&1; then echo PING6-OK; else echo PING6-FAIL; fi
-    sleep 1
-  done ) &
-"""
+READY = re.compile(r"YUNSTACK-READY hostname=\S+ ip=\S+ instance-id=(\S+) ip6=")
 
 
 def objects6(state_dir: Path) -> dict[str, list[str]]:
@@ -44,7 +38,7 @@ def objects6(state_dir: Path) -> dict[str, list[str]]:
     names = Names(install_tag(state_dir))
     rules6 = subprocess.run(["ip6tables-save"], capture_output=True, text=True, check=True).stdout
     return {**host_objects(state_dir),
-            "ip6tables": sorted(x for x in rules6.splitlines() if names.chainprefix in x or names.ifprefix in x)}
+            "ip6tables": sorted(x for x in rules6.splitlines() if names_rule(names, x))}
 
 
 def v6_address(cloud: RunningCloud, server: str) -> str:
@@ -135,11 +129,11 @@ def test_two_guests_on_a_slaac_subnet_ping6_each_other_only_once_a_group_allows_
             cloud=DEMO)
     active = time.monotonic() - began
     for name in ("a", "b"):
-        text = wait_console(cloud, f"v6{name}", r"YUNSTACK-READY")
-        ready = READY6.search(text)
-        assert ready is not None, text[-1500:]
+        text = wait_console(cloud, f"v6{name}", r"ADDR6 .+?END")
+        ready, made = READY.search(text), ADDR6.search(text)
+        assert ready is not None and made is not None, text[-1500:]
         # The address the guest made itself from the RA is the one the API shows.
-        assert v6[name] in ready.group(2).split(","), (ready.group(0), v6[name])
+        assert v6[name] in made.group(1).split(), (made.group(0), v6[name])
         assert v6_address(cloud, f"v6{name}") == v6[name]
         assert ready.group(1) == osc_json("server", "show", f"v6{name}", cloud=DEMO)["id"]
     print(f"both ACTIVE {active:.1f}s, READY with SLAAC addresses {time.monotonic() - began:.1f}s after create")

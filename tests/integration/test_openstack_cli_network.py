@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.cloud import RunningCloud, start_cloud
+from tests.cloud import RunningCloud, names_rule, start_cloud
 from yunstack.network.dataplane import _proc
 from yunstack.network.dataplane.naming import Names, install_tag
 
@@ -97,10 +97,7 @@ def host_objects(state_dir: Path) -> dict[str, list[str]]:
     return {
         "links": sorted(x for x in links if x.startswith(names.ifprefix)),
         "namespaces": sorted(x for x in spaces if x.startswith(names.nsprefix)),
-        # Whole words only: "ysde" is inside "physdev", so a substring test would count another
-        # installation's bridged FORWARD rule as this one's.
-        "iptables": sorted(x for x in rules.splitlines()
-                           if any(w.strip('"').startswith((names.chainprefix, names.ifprefix)) for w in x.split())),
+        "iptables": sorted(x for x in rules.splitlines() if names_rule(names, x)),
         "nft": sorted(x for x in tables.splitlines() if names.nft_table in x),
         "processes": sorted(str(p) for p in _proc.find(root, "dnsmasq") + _proc.find(root, "metadata_proxy")),
     }
