@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from yunstack.agent.console import ConsoleRelay, open_relay
@@ -303,7 +304,7 @@ class Agent:
         return [e.as_dict() for e in self.memory.ledger(since)]
 
     async def _heartbeat(self) -> None:
-        info = await self.driver.host_info()
+        info = replace(await self.driver.host_info(), host_ip=self.address)
         await asyncio.to_thread(self.link.heartbeat, self.host, info)
 
     async def _sync_power(self) -> None:

@@ -371,7 +371,8 @@ class LocalControlPlane:
                               ram_allocation_ratio=c.ram_allocation_ratio,
                               cpu_allocation_ratio=c.cpu_allocation_ratio,
                               disk_allocation_ratio=c.disk_allocation_ratio,
-                              reserved_host_memory_mib=c.reserved_host_memory_mib)
+                              reserved_host_memory_mib=c.reserved_host_memory_mib,
+                              host_ip=info.host_ip or "127.0.0.1")
 
 
 __all__ = ["LocalControlPlane", "system_context"]

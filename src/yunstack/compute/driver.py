@@ -159,6 +159,9 @@ class HostInfo:
     uptime: str
     accel: str
     capabilities: Capabilities = field(default_factory=lambda: Capabilities())
+    # The address other hosts reach this one at (its VXLAN and migration endpoint); the agent
+    # fills it in, the driver does not know it.  "" from an agent too old to say.
+    host_ip: str = ""
 
 
 class MigrationMode(enum.StrEnum):

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from fastapi.testclient import TestClient
+
 from tests.conftest import Api
 from tests.functional.compute.test_flavors_keypairs_quotas import host_info
+from tests.wsdial import test_client_dialer
+from yunstack.agent.host import make_agent
+from yunstack.agent.http import HttpControlPlane
+from yunstack.api.app import create_app
 from yunstack.compute import scheduler
 from yunstack.compute.driver import Capabilities, MigrationMode
+from yunstack.compute.fake import FakeDriver
 from yunstack.compute.service import host_state
 
 
@@ -31,3 +38,23 @@ def test_the_heartbeat_stores_the_capabilities_and_the_scheduler_filters_on_them
                                scheduler.RequestSpec(vcpus=1, memory_mib=128, disk_gb=1, needs=needs))
     assert refused.reasons == {"tcg-node": "CapabilitiesFilter: the host lacks precopy live migration "
                                            "(the host offers: none)"}
+
+
+def test_the_agent_reports_its_own_address_and_os_hypervisors_shows_it(api: Api) -> None:
+    # Over the real protocol: every lab host once showed 127.0.0.1, whatever its address was.
+    config = api.services.config
+    config = replace(config, network=replace(config.network, tunnel_ip="10.250.0.7"))
+    client = TestClient(create_app(api.services), base_url="http://127.0.0.1:8080")
+    link = HttpControlPlane("http://127.0.0.1:8080", config.host_name, api.services.hostauth.issue(config.host_name),
+                            client=client, dial=test_client_dialer(client))
+    agent = make_agent(config, link, driver=FakeDriver(hostname=config.host_name))
+    agent.poll_timeout = 2.0
+    agent.start()
+    try:
+        r = api.http.get("/compute/v2.1/os-hypervisors/detail", headers=api.headers(api.admin()))
+        assert r.status_code == 200, r.text
+        shown = {h["hypervisor_hostname"]: h["host_ip"] for h in r.json()["hypervisors"]}
+        assert shown == {config.host_name: "10.250.0.7"}, shown
+    finally:
+        agent.stop()
+        client.close()
