@@ -33,13 +33,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import operations, scheduler, states
+from yunstack.compute.operations.rebuild import ACCEPTED, ERROR, EVACUATION, FAILED
 from yunstack.db import locks
 from yunstack.db.tables import compute as t
+from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, Conflict, NotFound, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 from yunstack.network.service import NetworkService
 from yunstack.protocol import RebuildArgs
+from yunstack.types import new_uuid
 
 FENCE = "yunstack:fence_action"  # system_metadata: outcomes of actions older than this one are refused
 EVACUATED_FROM = "yunstack:evacuated_from"  # system_metadata: the host the server was last evacuated from
@@ -62,13 +65,20 @@ def fenced(row: t.Instance, action_id: int | None) -> bool:
     return fence is not None and action_id is not None and action_id < int(fence)
 
 
-def record_migration(s: Session, row: t.Instance, source: str, dest: str, request_id: str) -> None:
-    """Hook: the ``migrations`` record of type ``evacuation`` (os-migrations).
+def record_migration(s: Session, row: t.Instance, source: str, dest: str, user_id: str, now: datetime, *,
+                     status: str = ACCEPTED, error: str | None = None) -> str:
+    """Write the evacuation's ``migrations`` row (os-migrations); returns its uuid.
 
-    The migrations table arrives with the migration work (branch h2/migrate); until then an
-    evacuation is recorded in the instance actions only (action ``evacuate``, the source host in
-    ``system_metadata``).  When that table exists, this writes its row.
+    ``dest`` is "" when no host could take the server (status ``error``).  The row has no
+    ``step``: the work is the ``rebuild`` step, which ends the row when it finishes.
     """
+    flavor_id = str(row.flavor.get("id"))
+    record = mig.Migration(uuid=new_uuid(), instance_uuid=row.id, project_id=row.project_id, user_id=user_id,
+                           migration_type=EVACUATION, status=status, source_compute=source, dest_compute=dest,
+                           old_flavor_id=flavor_id, new_flavor_id=flavor_id, block_migration=False, step=None,
+                           rolling_back=False, error=error, created_at=now, updated_at=now)
+    s.add(record)
+    return record.uuid
 
 
 class EvacuateOpsMixin:
@@ -109,26 +119,32 @@ class EvacuateOpsMixin:
                     raise NotFound("Compute host {host} not found.", host=req.host)
             if req.host == source:
                 raise BadRequest("The target host can't be the same one.")
-        dest = self._fence_and_claim(ctx, server_id, req, request_id)
-        if dest is None:
+        placed = self._fence_and_claim(ctx, server_id, req, request_id)
+        if placed is None:
             return req.admin_pass or secrets.token_urlsafe(9)
+        dest, migration_id = placed
         try:
             if self.network is not None:
                 self.network.bind_instance_ports(ctx, server_id, dest)  # its ports (and IPs) move with it
-        except YunError:
-            self._unclaim(server_id, dest)
+        except YunError as exc:
+            self._unclaim(server_id, dest, migration_id, exc.text)
             raise
         with self._db.begin() as s:
             fresh = s.get(t.Instance, server_id)
             if fresh is not None:
-                args = RebuildArgs(image_id=fresh.image_id, keep_stopped=fresh.vm_state == states.STOPPED)
+                args = RebuildArgs(image_id=fresh.image_id, keep_stopped=fresh.vm_state == states.STOPPED,
+                                   migration_id=migration_id)
                 operations.queue_step(s, fresh, args, request_id, task=states.REBUILDING,
                                       when=(t.Instance.host == dest, t.Instance.task_state == states.REBUILDING))
         self.notify(dest)
         return req.admin_pass or secrets.token_urlsafe(9)
 
-    def _fence_and_claim(self, ctx: AuthContext, server_id: str, req: Evacuate, request_id: str) -> str | None:
-        """Check the source is down, pick the destination and move the server there, in one transaction."""
+    def _fence_and_claim(self, ctx: AuthContext, server_id: str, req: Evacuate,
+                         request_id: str) -> tuple[str, str] | None:
+        """Check the source is down, pick the destination and move the server there, in one transaction.
+
+        Returns (the destination, the evacuation's migration uuid); None when no host fits.
+        """
         with self._db() as s:
             locks.scheduler_lock(s)  # the claim is a create's: across API workers (db.locks)
             row = self._row(s, ctx, server_id)
@@ -152,7 +168,8 @@ class EvacuateOpsMixin:
                 dest, reasons = decision.host, decision.reasons
             if dest is None:
                 s.flush()
-                self._no_host(s, row, request_id, reasons, now)
+                why = self._no_host(s, row, request_id, reasons, now)
+                record_migration(s, row, source, "", ctx.user.id, now, status=ERROR, error=why)
                 s.commit()
                 return None
             s.flush()
@@ -166,12 +183,12 @@ class EvacuateOpsMixin:
             row.fault = None
             row.updated_at = now
             row.system_metadata = {**(row.system_metadata or {}), FENCE: action_id, EVACUATED_FROM: source}
-            record_migration(s, row, source, dest, request_id)
+            migration_id = record_migration(s, row, source, dest, ctx.user.id, now)
             s.commit()
-            return dest
+            return dest, migration_id
 
     @staticmethod
-    def _no_host(s: Session, row: t.Instance, request_id: str, reasons: dict[str, str], now: datetime) -> None:
+    def _no_host(s: Session, row: t.Instance, request_id: str, reasons: dict[str, str], now: datetime) -> str:
         """As Nova's conductor after its 200: the action fails, saying why each host was refused.
 
         The server is left as it was (on its down host, in its state), so it can be evacuated again
@@ -188,15 +205,20 @@ class EvacuateOpsMixin:
             action.message, action.finish_time, action.updated_at = "Error", now, now
             s.add(t.InstanceActionEvent(action_id=action.id, event="conductor_rebuild_server", host=None,
                                         result="Error", traceback=why, start_time=now, finish_time=now))
+        return why
 
-    def _unclaim(self, server_id: str, dest: str) -> None:
+    def _unclaim(self, server_id: str, dest: str, migration_id: str, why: str) -> None:
         """The ports could not move: the server goes back to its (down) host, fence kept, no task."""
+        now = datetime.now(UTC)
         with self._db.begin() as s:
             row = s.get(t.Instance, server_id)
             if row is not None and row.host == dest and row.task_state == states.REBUILDING:
                 row.host = (row.system_metadata or {}).get(EVACUATED_FROM, row.host)
                 row.task_state = None
-                row.updated_at = datetime.now(UTC)
+                row.updated_at = now
+            record = s.scalar(select(mig.Migration).where(mig.Migration.uuid == migration_id))
+            if record is not None:
+                record.status, record.error, record.updated_at = FAILED, why, now
 
 
 __all__ = ["EVACUATED_FROM", "FENCE", "Evacuate", "EvacuateOpsMixin", "fenced", "record_migration"]

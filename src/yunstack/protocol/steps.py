@@ -100,6 +100,7 @@ class RebuildArgs(Wire):
     image_id: str
     keep_stopped: bool = False  # a stopped server stays stopped (SHUTOFF) after its rebuild
     preserve_ephemeral: bool = False
+    migration_id: str | None = None  # an evacuation's ``migrations`` row, finished with this rebuild
 
 
 class RescueArgs(Wire):

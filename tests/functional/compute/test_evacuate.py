@@ -214,6 +214,10 @@ def test_evacuate_rebuilds_the_server_on_another_host_with_its_ports_and_fences_
     assert sid in cloud.b.guests()
     actions = cloud.admin.get(f"/servers/{sid}/os-instance-actions").json()["instanceActions"]
     assert actions[0]["action"] == "evacuate"
+    # os-migrations shows the move as Nova records it.
+    moves = cloud.admin.at("2.23").get("/os-migrations", migration_type="evacuation").json()["migrations"]
+    assert [(m["instance_uuid"], m["migration_type"], m["status"], m["source_compute"], m["dest_compute"])
+            for m in moves] == [(sid, "evacuation", "done", A, B)], moves
     # The old host's claim is gone: no queue, no spec for it.
     status, body = call(cloud.api, cloud.a.credential, A, "pending_work", host=A)
     assert (status, METHODS["pending_work"].decode_result(body)) == (200, [])
@@ -272,6 +276,9 @@ def test_when_no_host_fits_the_server_stays_and_its_fault_names_each_host(cloud:
     assert (action["action"], action["message"]) == ("evacuate", "Error")
     why = action["events"][0]["traceback"]
     assert why.startswith("No valid host was found.") and f"{B}: ComputeFilter" in why and "disabled" in why
+    moves = cloud.admin.at("2.23").get("/os-migrations").json()["migrations"]
+    assert [(m["migration_type"], m["status"], m["source_compute"], m["dest_compute"]) for m in moves] == [
+        ("evacuation", "error", A, None)], moves
 
 
 # -- fencing ---------------------------------------------------------------------------------------

@@ -90,8 +90,9 @@ def _flavor_int(flavor_id: str | None) -> int | None:
 def os_migration(m: MigrationView, v: APIVersion, base: str) -> Json:
     body: Json = {"id": m.id, "status": m.status, "instance_uuid": m.instance_uuid,
                   "source_node": m.source_compute, "source_compute": m.source_compute,
-                  "dest_node": m.dest_compute, "dest_compute": m.dest_compute, "dest_host": m.dest_host,
-                  "old_instance_type_id": _flavor_int(m.old_flavor_id),
+                  # "" when no host took the server (a failed evacuation): Nova's null.
+                  "dest_node": m.dest_compute or None, "dest_compute": m.dest_compute or None,
+                  "dest_host": m.dest_host, "old_instance_type_id": _flavor_int(m.old_flavor_id),
                   "new_instance_type_id": _flavor_int(m.new_flavor_id),
                   "created_at": _naive(m.created_at), "updated_at": _naive(m.updated_at)}
     if v.at_least("2.23"):

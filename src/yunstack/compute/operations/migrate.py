@@ -62,7 +62,7 @@ class LiveMigrateBody(Body):
     force: bool = False  # skip the scheduler's filters for ``host`` (2.30 to 2.67; implied before 2.30)
 
 
-def _migration(row: t.Instance, migration_id: str) -> mig.Migration | None:
+def migration_row(row: t.Instance, migration_id: str) -> mig.Migration | None:
     # Finishing a step runs in the agent link's transaction, which holds ``row``.
     s = object_session(row)
     if s is None:
@@ -134,7 +134,7 @@ def _keep_running(row: t.Instance) -> None:
 def _advance(row: t.Instance, outcome: Outcome, args: Any, now: datetime, *, status: str,
              then: Any) -> Later:
     """Common end of a forward step: the next one, or the rollback when it failed."""
-    record = _migration(row, args.migration_id) if args is not None else None
+    record = migration_row(row, args.migration_id) if args is not None else None
     if record is None:
         return Later()
     record.updated_at = now
@@ -154,7 +154,7 @@ def _prepared(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> La
     result = outcome.result
     if outcome.error is None and not isinstance(result, IncomingResult):
         outcome = outcome.model_copy(update={"error": "the destination reported no address"})
-    record = _migration(row, args.migration_id) if args is not None else None
+    record = migration_row(row, args.migration_id) if args is not None else None
     source = record.source_compute if record is not None else ""
     then = (LiveMigrationSendArgs(host=source, migration_id=args.migration_id, uri=result.uri,
                                   disks_uri=result.disks_uri, mode=MigrationMode.PAUSED.value)
@@ -167,7 +167,7 @@ def _prepared(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> La
 
 
 def _sent(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
-    record = _migration(row, args.migration_id) if args is not None else None
+    record = migration_row(row, args.migration_id) if args is not None else None
     if record is not None and isinstance(outcome.result, SentResult):
         stats = outcome.result
         record.total_ms, record.downtime_ms = stats.total_ms, stats.downtime_ms
@@ -181,7 +181,7 @@ def _sent(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
 
 
 def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
-    record = _migration(row, args.migration_id) if args is not None else None
+    record = migration_row(row, args.migration_id) if args is not None else None
     if record is None:
         return Later()
     record.updated_at = now
@@ -197,7 +197,7 @@ def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
 
 
 def _cleaned(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
-    record = _migration(row, args.migration_id) if args is not None else None
+    record = migration_row(row, args.migration_id) if args is not None else None
     row.vm_state = st.ACTIVE
     row.fault = None
     if record is None:
@@ -217,7 +217,7 @@ def _cleaned(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
 
 
 def _aborted(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
-    record = _migration(row, args.migration_id) if args is not None else None
+    record = migration_row(row, args.migration_id) if args is not None else None
     if record is None or args is None:
         return Later()
     record.updated_at = now
