@@ -1,4 +1,4 @@
-"""`yun host add NAME` (an admin makes a join token) and `yun agent` (a compute host joins and serves)."""
+"""`yun host add NAME` (an admin makes a join token), `yun host drain NAME` and `yun agent` (a host joins)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,29 @@ def host_add(name: Annotated[str, typer.Argument(help="The new host's name (its 
     typer.echo(host["join_token"])
     console.print(f"on the host:  yun agent --control {c.base_url} --join-token {host['join_token']}",
                   soft_wrap=True)
+
+
+@host_app.command("drain")
+def host_drain(name: Annotated[str, typer.Argument(help="The compute host to empty.")],
+               reason: Annotated[str, typer.Option("--reason", help="Why (shown in `compute service list`).")] = (
+                   "draining for maintenance (yun host drain)"),
+               timeout: Annotated[float, typer.Option("--timeout", help="Seconds per server.")] = 900.0,
+               cloud: Cloud = "yunstack", state_dir: StateDirOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """Disable a host, then live-migrate its servers elsewhere one at a time (exit 1 if any stays)."""
+    from yunstack.client.drain import drain_host
+
+    with client(cloud, state_dir) as c:
+        results = drain_host(c, name, reason=reason, timeout=timeout)
+    if fmt is Format.json:
+        emit_json([vars(r) for r in results])
+    else:
+        console.print(f"host [bold]{name}[/] disabled; {len(results)} server(s) on it")
+        for r in results:
+            colour = {"moved": "green", "failed": "red", "skipped": "yellow"}[r.result]
+            console.print(f"  {r.name} ({r.server_id}): [{colour}]{r.result}[/] -> {r.host}"
+                          + (f": {r.why}" if r.why else ""), soft_wrap=True)
+    if any(r.result != "moved" for r in results):
+        raise typer.Exit(1)
 
 
 def agent_cmd(
