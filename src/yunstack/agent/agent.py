@@ -341,8 +341,11 @@ class Agent:
     def _forget(self, instance_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             if self._inflight.get(instance_id) is task:
+                # Ended without its follow-up (its report was lost): what was deferred behind it
+                # must not stay counted as this agent's, or the control plane never hands it out again.
                 self._inflight.pop(instance_id, None)
                 self._running.pop(instance_id, None)
+                self._deferred.pop(instance_id, None)
 
         return done
 
@@ -407,7 +410,13 @@ class Agent:
             outcome = await self._failed(work, f"{type(exc).__name__}: {exc}")
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
-        await asyncio.to_thread(self.link.finish, outcome)
+        try:
+            await asyncio.to_thread(self.link.finish, outcome)
+        except Exception:
+            # The step stays queued: it is handed out again once this agent no longer holds it
+            # (``_forget``), and every step is safe to repeat.
+            log.exception("could not report %s of %s; it will run again", work.op, work.instance_id)
+            return
         await self._follow_up(work.instance_id)
         if step is not None and step.reconcile_network and self.network is not None:
             # Its ports changed: take taps and rules away without waiting for the period.

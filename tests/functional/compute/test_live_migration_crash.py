@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,54 @@ def test_a_lost_answer_is_repeated_and_the_migration_still_ends_with_one_guest(
     assert guests[0] is (b.driver if expected_host == lm.B else a.driver)
     # A repeated prepare finds its own waiting guest and starts over; later steps see they were done.
     assert m["status"] == "completed"
+
+
+def _hand_out_twice(agent: Agent, op: str) -> None:
+    """The first hand-out of ``op`` comes twice, as from a long-poll that began before the step ran.
+
+    The second copy finds the step running and is deferred behind it.
+    """
+    link = agent.link
+    real = link.wait
+    seen: list[Any] = []
+
+    def wait(host: str, busy: Any, timeout: float) -> Any:
+        wakeup = real(host, busy, timeout)
+        if len(seen) == 1:
+            seen.append(None)
+            return replace(wakeup, work=(*wakeup.work, seen[0]))
+        mine = [w for w in wakeup.work if w.op == op]
+        if mine and not seen:
+            seen.append(mine[0])
+        return wakeup
+
+    link.wait = wait  # type: ignore[method-assign]
+
+
+def test_a_lost_answer_of_a_step_also_handed_out_twice_is_still_repeated(two: dict[str, Any]) -> None:
+    # The flake this pins down: the deferred copy stayed counted as the agent's own work after the
+    # running one's report was lost, so the control plane never handed the step out again.
+    a: Host = two["host"]
+    agent = a.agent
+    assert agent is not None
+    _hand_out_twice(agent, "live_migration_finish_outgoing")
+    lost = _lose_first_answer(agent, "live_migration_finish_outgoing")
+    real = a.driver.finish_outgoing
+
+    async def until_deferred(*args: Any, **kwargs: Any) -> Any:
+        # The step is still running when its second copy arrives (the race, made certain).
+        for _ in range(500):
+            if agent._deferred:
+                break
+            await asyncio.sleep(0.01)
+        return await real(*args, **kwargs)
+
+    a.driver.finish_outgoing = until_deferred  # type: ignore[method-assign]
+    assert lm.live(two["admin"], two["server"]).status_code == 202
+    server = lm._done(two)
+    assert lost == ["live_migration_finish_outgoing"]
+    assert server["OS-EXT-SRV-ATTR:host"] == lm.B and lm.migrations(two)[0]["status"] == "completed"
+    assert agent._deferred == {} and agent._running == {}
 
 
 @pytest.fixture
