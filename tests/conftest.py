@@ -6,6 +6,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,29 +43,37 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_template() -> Iterator[tuple[str, str]]:
-    """(server URL, name of a migrated database) made once per test process, for CREATE ... TEMPLATE.
-
-    Copying a migrated database takes a quarter of the time of running the migrations again.
-    """
+@contextmanager
+def postgres_database(prefix: str, template: str | None = None) -> Iterator[tuple[str, str]]:
+    """A database of its own on the test PostgreSQL, empty or a copy of ``template``: (its URL, its
+    name).  Dropped afterwards, whoever is still connected."""
     admin_url = os.environ.get("YUN_TEST_POSTGRES_URL", "")
     need(bool(admin_url), "PostgreSQL (set YUN_TEST_POSTGRES_URL; scripts/postgres starts one)")
-    name = f"yt_template_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     try:
-        engine = make_engine(admin_url.rsplit("/", 1)[0] + "/" + name)
-        try:
-            upgrade(engine)
-        finally:
-            engine.dispose()  # a template must have no open connection while it is copied
-        yield admin_url, name
+        yield admin_url.rsplit("/", 1)[0] + "/" + name, name
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """The name of a migrated database, made once per test process, for CREATE DATABASE ... TEMPLATE.
+
+    Copying a migrated database takes a quarter of the time of running the migrations again.
+    """
+    with postgres_database("yt_template") as (url, name):
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()  # a template must have no open connection while it is copied
+        yield name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -80,17 +89,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             target.close()
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    admin_url, template = request.getfixturevalue("postgres_template")
-    name = f"yt_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("yt", request.getfixturevalue("postgres_template")) as (url, _):
+        yield url
 
 
 def make_config(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> configmod.Config:

@@ -18,17 +18,15 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.cloud import RunningCloud, serving_cloud
-from tests.conftest import need
+from tests.conftest import need, postgres_database
 from yunstack.lab.cluster import lab_cidr
 from yunstack.lab.underlay import Underlay
 from yunstack.network.dataplane.naming import install_tag
@@ -50,18 +48,8 @@ PINGER = """#!/bin/sh
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    admin_url = os.environ.get("YUN_TEST_POSTGRES_URL", "")
-    need(bool(admin_url), "PostgreSQL (set YUN_TEST_POSTGRES_URL; scripts/postgres starts one)")
-    name = f"yt_lab_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("yt_lab") as (url, _):  # empty: `yun up` migrates it
+        yield url
 
 
 def lab_of(state_dir: Path) -> Underlay:
