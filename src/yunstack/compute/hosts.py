@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from yunstack.compute.driver import Capabilities, HostInfo, PowerState
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import hosts as h
+from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, Conflict, NotFound
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
@@ -181,7 +182,7 @@ class HostService:
     # -- the scheduler's side ------------------------------------------------------------------
 
     def host_states(self, session: Session, hosts: Collection[str] | None = None) -> list[HostUsage]:
-        """Every host (or those named) with its allocations, in two queries whatever the host count.
+        """Every host (or those named) with its allocations, in three queries whatever the host count.
 
         Takes the caller's session so a scheduler can read and claim in one transaction.
         """
@@ -203,6 +204,22 @@ class HostService:
             usage_q = usage_q.where(inst.host.in_(list(hosts)))
             node_q = node_q.where(nodes.c.host.in_(list(hosts)))
         used = {row[0]: tuple(int(x) for x in row[1:]) for row in session.execute(usage_q)}
+        # A server on its way to a host holds its size there too, from the moment the move is
+        # accepted until it arrives (then its own row counts it): two moves never overbook a host.
+        m = mig.Migration
+        incoming_q = (
+            select(m.dest_compute,
+                   func.coalesce(func.sum(fl["vcpus"].as_integer()), 0),
+                   func.coalesce(func.sum(fl["ram"].as_integer()), 0),
+                   func.coalesce(func.sum(fl["disk"].as_integer() + fl["ephemeral"].as_integer()), 0))
+            .join(inst, inst.id == m.instance_uuid)
+            .where(m.status.in_(mig.MOVING), inst.host != m.dest_compute, inst.vm_state != "deleted")
+            .group_by(m.dest_compute))
+        if hosts is not None:
+            incoming_q = incoming_q.where(m.dest_compute.in_(list(hosts)))
+        for dest, vcpus_in, ram_in, disk_in in session.execute(incoming_q):
+            count, vcpus, ram, disk, running, workload = used.get(dest, (0, 0, 0, 0, 0, 0))
+            used[dest] = (count, vcpus + int(vcpus_in), ram + int(ram_in), disk + int(disk_in), running, workload)
         cutoff = self.clock() - timedelta(seconds=self.down_after)
         states = []
         for n in session.execute(node_q):

@@ -206,3 +206,28 @@ def test_only_the_destination_of_a_migration_may_read_or_report_its_guest(
     b.agent._loop.call_soon_threadsafe(gate.set)
     lm._done(w)  # while the destination, which may, read the spec and reported its steps
     assert lm.migrations(w)[0]["status"] == "completed"
+
+
+def test_a_server_on_its_way_holds_its_size_on_the_destination(gated: tuple[dict[str, Any], asyncio.Event]) -> None:
+    # Without it, the scheduler saw a destination as empty while a move into it was under way,
+    # and a second move or a create could overbook it.
+    w, gate = gated
+    b: lm.OtherHost = w["b"]
+    sid = w["server"]
+
+    def used() -> dict[str, tuple[int, int]]:
+        hyps = w["admin"].get("/os-hypervisors/detail").json()["hypervisors"]
+        return {h["hypervisor_hostname"]: (h["vcpus_used"], h["memory_mb_used"]) for h in hyps}
+
+    before = used()
+    assert lm.live(w["admin"], sid).status_code == 202
+    until(lambda: bool(b.agent and b.agent._inflight))  # the destination is preparing, held
+    during = used()
+    a_name = w["host"].services.config.host_name
+    assert during[a_name] == before[a_name]  # the source still runs it
+    assert during[lm.B] == (before[lm.B][0] + 1, before[lm.B][1] + 128), (before, during)  # m1.nano
+    assert b.agent is not None and b.agent._loop is not None
+    b.agent._loop.call_soon_threadsafe(gate.set)
+    lm._done(w)
+    after = used()
+    assert after[lm.B] == during[lm.B] and after[a_name][0] == before[a_name][0] - 1, (before, after)

@@ -77,7 +77,7 @@ def runs_on(row: t.Instance, step: Queued) -> str | None:
 
 
 # A migration's statuses while its steps may be queued on either of its hosts.
-MOVING = ("queued", "preparing", "running", "post-migrating")
+MOVING = mig.MOVING
 
 
 def pending_for(s: Session, host: str) -> list[Work]:

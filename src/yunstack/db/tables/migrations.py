@@ -14,6 +14,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from yunstack.db.base import Base
 
+# The statuses of a move that is under way (Nova's words); the final ones are completed, error and
+# cancelled (live migrations), done, failed and error (evacuations).
+MOVING = ("queued", "preparing", "running", "post-migrating")
+
 
 class Migration(Base):
     __tablename__ = "migrations"
