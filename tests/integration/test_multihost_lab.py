@@ -171,6 +171,19 @@ def test_two_servers_on_one_tenant_network_on_different_hosts_ping_each_other_ov
     ips = {h["Hypervisor Hostname"]: h["Host IP"] for h in cloud.osc_json("hypervisor", "list")}
     assert len(set(ips.values())) == 3 and all(ip.startswith("10.250.") for ip in ips.values()), ips
 
+    # A moves live to another lab host (its port plugged there before it arrives), keeps its
+    # address, and goes on pinging B over VXLAN from there.
+    before = cloud.osc("console", "log", "show", "A").stdout
+    target = "lab-h3"
+    began = time.monotonic()
+    cloud.osc("server", "migrate", "--live-migration", "--host", target, "--wait", "A")
+    shown = cloud.osc_json("server", "show", "A")
+    assert shown["OS-EXT-SRV-ATTR:host"] == target and A_IP in json.dumps(shown["addresses"]), shown
+    new = wait_console(cloud, "A", f"PING-OK {B_IP}", before=before)
+    assert "YUNSTACK-BOOT" not in new, "A booted again: it was not moved live"
+    print(f"A (with its port) moved live lab-h1 -> {target} and pings B again {time.monotonic() - began:.1f}s "
+          "after the request")
+    assert cloud.osc_json("port", "show", "pa")["binding_host_id"] == target
     delete(cloud, "A", "B")
 
 
@@ -206,8 +219,7 @@ def test_a_disabled_host_gets_no_new_server(cloud: RunningCloud) -> None:
 def test_a_drained_host_hands_its_running_server_to_another_lab_host_without_a_reboot(
         cloud: RunningCloud, tmp_path: Path) -> None:
     # Live migration between two lab hosts (each in its own namespace, over the lab underlay), as
-    # `yun host drain` starts it. The server has no port: a port's tap does not exist on the
-    # destination before the binding moves (docs/explanation/migration.md, "Not yet").
+    # `yun host drain` starts it; the ticking console shows the guest's uptime going on.
     script = tmp_path / "tick.sh"
     script.write_text(TICKER)
     assert create(cloud, "M", "--nic", "none", "--availability-zone", "nova:lab-h1", "--user-data",

@@ -248,7 +248,13 @@ class LocalControlPlane:
         if self._network is None:
             return HostNetworkState(host=host)
         self._network.report_tunnel(host, tunnel_ip)
-        return self._network.host_state(host)
+        with self._db() as s:
+            # Servers moving here: their taps must exist before the incoming guest starts.
+            incoming = list(s.scalars(select(mig.Migration.instance_uuid).join(
+                t.Instance, t.Instance.id == mig.Migration.instance_uuid).where(
+                mig.Migration.status.in_(operations.MOVING), mig.Migration.dest_compute == host,
+                t.Instance.host != host)))
+        return self._network.host_state(host, incoming)
 
     @staticmethod
     def _action(s: Session, row: t.Instance, outcome: Outcome) -> t.InstanceAction | None:

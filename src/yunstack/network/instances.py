@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -272,10 +272,12 @@ class InstanceOps(c.Base):
             elif row.tunnel_ip != tunnel_ip:
                 row.tunnel_ip, row.updated_at = tunnel_ip, utcnow()
 
-    def host_state(self, host: str) -> d.HostNetworkState:
+    def host_state(self, host: str, incoming: Collection[str] = ()) -> d.HostNetworkState:
         """Everything ``host``'s dataplane must realise (roles: see ``network.topology``).
 
-        Every host gets the VM ports bound to it, their networks and their security groups (with
+        Every host gets the VM ports bound to it, and those of the servers in ``incoming`` (moving
+        to it: their guest starts here before their binding moves, as Neutron's inactive second
+        binding), their networks and their security groups (with
         the member IPs of every group a rule refers to).  The network host (``network_host``; the
         control host unless configured, all-in-one: the only host) also serves DHCP, routing and
         metadata, so it gets every network, every router with its interfaces, gateway and floating
@@ -284,8 +286,10 @@ class InstanceOps(c.Base):
         """
         serves_all = topology.is_network_host(host, self.network_host)
         with self._db() as s:
-            vm_ports = list(s.scalars(select(t.Port).where(t.Port.device_owner.like("compute:%"),
-                                                           t.Port.binding_host == host)
+            here = t.Port.binding_host == host
+            if incoming:
+                here = here | t.Port.device_id.in_(list(incoming))
+            vm_ports = list(s.scalars(select(t.Port).where(t.Port.device_owner.like("compute:%"), here)
                                       .order_by(t.Port.created_at, t.Port.id)))
             all_ids = list(s.scalars(select(t.Network.id).order_by(t.Network.created_at, t.Network.id)))
             local = [topology.PortPlace(network_id=p.network_id, mac_address=p.mac_address, host=host)

@@ -278,3 +278,30 @@ def test_os_migrations_filters_and_shapes(two: dict[str, Any]) -> None:
     assert migrations(two, status="running") == []
     assert migrations(two, migration_type="resize") == []
     assert migrations(two, instance_uuid=sid)[0]["id"] == m["id"]
+
+
+def test_a_server_with_a_port_moves_and_its_port_is_plugged_on_the_destination_first(two: dict[str, Any]) -> None:
+    # The destination's network state holds the moving server's port before the binding moves:
+    # without it the prepare step found no tap for the incoming guest ("Could not find port").
+    api = two["api"]
+    h = api.headers(api.admin())
+    net = api.http.post("/networking/v2.0/networks", json={"network": {"name": "n"}}, headers=h).json()["network"]
+    r = api.http.post("/networking/v2.0/subnets", json={"subnet": {"network_id": net["id"], "cidr": "10.91.0.0/24",
+                                                                   "ip_version": 4}}, headers=h)
+    assert r.status_code == 201, r.text
+    a: Host = two["host"]
+    a_name = a.services.config.host_name
+    server = boot(two, nova=two["admin"], name="wired", availability_zone=f"nova:{a_name}",
+                  networks=[{"uuid": net["id"]}])
+    sid = server["id"]
+    assert server["OS-EXT-SRV-ATTR:host"] == a_name
+    r = live(two["admin"], sid, host=B)
+    assert r.status_code == 202, r.text
+    until(lambda: migrations(two)[0]["status"] in ("completed", "error", "cancelled"))
+    assert migrations(two)[0]["status"] == "completed", migrations(two)[0]
+    moved = wait_for(two["admin"], sid, "ACTIVE")
+    assert moved["OS-EXT-SRV-ATTR:host"] == B and moved["addresses"] == server["addresses"]
+    ports = api.http.get("/networking/v2.0/ports", params={"device_id": sid}, headers=h).json()["ports"]
+    assert [p["binding:host_id"] for p in ports] == [B]
+    b: OtherHost = two["b"]
+    assert b.driver._guests[sid].spec.nics  # the incoming guest got its NIC on the destination
