@@ -252,8 +252,7 @@ class LocalControlPlane:
             # Servers moving here: their taps must exist before the incoming guest starts.
             incoming = list(s.scalars(select(mig.Migration.instance_uuid).join(
                 t.Instance, t.Instance.id == mig.Migration.instance_uuid).where(
-                mig.Migration.status.in_(operations.MOVING), mig.Migration.dest_compute == host,
-                t.Instance.host != host)))
+                mig.arriving(), mig.Migration.dest_compute == host)))
         return self._network.host_state(host, incoming)
 
     @staticmethod

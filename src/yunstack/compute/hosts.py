@@ -213,7 +213,7 @@ class HostService:
                    func.coalesce(func.sum(fl["ram"].as_integer()), 0),
                    func.coalesce(func.sum(fl["disk"].as_integer() + fl["ephemeral"].as_integer()), 0))
             .join(inst, inst.id == m.instance_uuid)
-            .where(m.status.in_(mig.MOVING), inst.host != m.dest_compute, inst.vm_state != "deleted")
+            .where(mig.arriving(), inst.vm_state != "deleted")
             .group_by(m.dest_compute))
         if hosts is not None:
             incoming_q = incoming_q.where(m.dest_compute.in_(list(hosts)))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ColumnElement, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from yunstack.db.base import Base
+from yunstack.db.tables.compute import Instance
 
 # The statuses of a move that is under way (Nova's words); the final ones are completed, error and
 # cancelled (live migrations), done, failed and error (evacuations).
@@ -44,3 +45,9 @@ class Migration(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+def arriving() -> ColumnElement[bool]:
+    """The migrations whose server is on its way to ``dest_compute`` and not there yet (joined
+    with ``instances``): the destination holds its size and plugs its ports meanwhile."""
+    return Migration.status.in_(MOVING) & (Instance.host != Migration.dest_compute)
