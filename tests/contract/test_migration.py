@@ -7,15 +7,18 @@ the console every second, and the destination's ticks go on from the source's (n
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.contract.conftest import READY, free_port_pair
 from yunstack.compute.driver import ConfigDrive, InstanceSpec, MigrationMode, PowerState
-from yunstack.errors import Conflict, NotFound
+from yunstack.errors import Conflict, DriverError, NotFound
 
 TICKER = (b"#!/bin/sh\n"
           b"(while :; do echo \"TICK $(cut -d' ' -f1 /proc/uptime)\" > /dev/console; sleep 1; done)"
@@ -144,3 +147,103 @@ async def test_a_status_read_returns_while_a_slow_operation_holds_the_guest(harn
         balloon = await harness.driver.balloon_stats(spec.id)
     assert info.power_state == PowerState.RUNNING and [i.id for i in listed] == [spec.id]
     assert balloon["actual"] > 0
+
+
+# -- cold migration: the guest is off while its disks move --------------------------------------------
+
+KEY, WRONG_KEY = "ab" * 32, "cd" * 32
+MARK_OFFSET = 900 * 1024 * 1024  # beyond what the tiny image uses: only the guest's write puts it there
+
+
+def _overlay(driver: Any, instance_id: str) -> Any:
+    return driver._root / instance_id / "disk.qcow2"
+
+
+def _qemu_io(path: Any, command: str) -> str:
+    done = subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, str(path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0 and "failed" not in done.stdout.lower(), done.stdout + done.stderr
+    return done.stdout
+
+
+async def _wait_ready_on(driver: Any, instance_id: str, boots: int = 1, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(READY.findall(await driver.console_output(instance_id))) < boots:
+        assert time.monotonic() < deadline, await driver.console_output(instance_id)
+        await asyncio.sleep(0.2)
+
+
+async def test_a_stopped_guests_disks_move_to_another_host_with_what_it_wrote_and_boot_there(harness: Any) -> None:
+    source, destination = harness.driver, harness.peer
+    spec = harness.spec()
+    await source.spawn(spec)
+    await harness.wait_ready(spec.id)
+    with pytest.raises(Conflict):  # never while the guest runs: its disk is not consistent
+        await source.export_disks(spec.id, "127.0.0.1", free_port_pair(), KEY)
+    await source.power_off(spec.id, 30.0)
+    if harness.kind == "qemu":
+        _qemu_io(_overlay(source, spec.id), f"write -P 0x5a {MARK_OFFSET} 64k")
+    else:
+        source._guests[spec.id].disk_generation = 5
+    [uri] = await source.export_disks(spec.id, "127.0.0.1", free_port_pair(), KEY)
+    with pytest.raises(DriverError):  # a reader without the key gets nothing, and nothing is left
+        await destination.import_disks(spec, [uri], WRONG_KEY)
+    with pytest.raises(NotFound):
+        await destination.get_info(spec.id)
+
+    grown = harness.spec(id=spec.id, memory_mib=192, disk_gib=2)  # a resize on the way
+    copied = await destination.import_disks(grown, [uri], KEY)
+    assert copied > 0
+    assert (await destination.get_info(spec.id)).power_state == PowerState.SHUTDOWN
+    with pytest.raises(Conflict):
+        await destination.import_disks(grown, [uri], KEY)
+    if harness.kind == "qemu":
+        moved = _overlay(destination, spec.id)
+        _qemu_io(moved, f"read -P 0x5a {MARK_OFFSET} 64k")  # what the guest wrote arrived
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(moved)],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert info["virtual-size"] == 2 * 1024**3
+        assert info["backing-filename"] == str(harness.image.resolve())  # this host's base image
+        assert info["actual-size"] < 64 * 1024 * 1024  # the overlay, not the whole disk
+    else:
+        assert destination._guests[spec.id].disk_generation == 5
+    await destination.power_on(grown)
+    await _wait_ready_on(destination, spec.id)
+    assert (await source.get_info(spec.id)).power_state == PowerState.SHUTDOWN  # kept for a revert
+    await source.destroy(spec.id)
+    await destination.destroy(spec.id)
+    if harness.kind == "qemu":
+        assert not [p for p, cmd in _processes("qemu-nbd") if spec.id in cmd]
+
+
+async def test_an_export_that_was_never_read_ends_when_the_guest_takes_it_back(harness: Any) -> None:
+    source, destination = harness.driver, harness.peer
+    spec = harness.spec()
+    await source.spawn(spec)
+    await harness.wait_ready(spec.id)
+    await source.power_off(spec.id, 30.0)
+    [uri] = await source.export_disks(spec.id, "127.0.0.1", free_port_pair(), KEY)
+    await source.unexport_disks(spec.id)
+    await source.unexport_disks(spec.id)  # idempotent
+    with pytest.raises(DriverError):
+        await destination.import_disks(spec, [uri], KEY)
+    with pytest.raises(NotFound):
+        await destination.get_info(spec.id)
+    await source.power_on(spec)
+    await harness.wait_ready(spec.id, boots=2)
+    if harness.kind == "qemu":
+        assert not [p for p, cmd in _processes("qemu-nbd") if spec.id in cmd]
+    await source.destroy(spec.id)
+
+
+def _processes(name: str) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if name in cmd.split(" ", 1)[0]:
+                found.append((int(entry.name), cmd))
+    return found

@@ -250,6 +250,87 @@ def test_a_drained_host_hands_its_running_server_to_another_lab_host_without_a_r
     delete(cloud, "M")
 
 
+# The guest writes a mark to its disk (100 MiB in, past the image's partition) on its first boot
+# and says on every boot what it finds there: a moved disk shows the same mark.
+DISK_MARK = """#!/bin/sh
+mark=$(dd if=/dev/vda bs=1M skip=100 count=1 2>/dev/null | head -c 13)
+case "$mark" in
+  YSMARK-*) echo "MARK-FOUND $mark" > /dev/console ;;
+  *) printf 'YSMARK-%s' "$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \\n')" |
+       dd of=/dev/vda bs=1M seek=100 conv=notrunc 2>/dev/null
+     sync
+     echo "MARK-WROTE $(dd if=/dev/vda bs=1M skip=100 count=1 2>/dev/null | head -c 13)" > /dev/console ;;
+esac
+"""
+
+
+def wait_status(cloud: RunningCloud, server: str, status: str, timeout: float = BOOT_TIMEOUT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    shown: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        shown = cloud.osc_json("server", "show", server)
+        if shown["status"] == status and not shown.get("OS-EXT-STS:task_state"):
+            return shown
+        assert shown["status"] != "ERROR", shown
+        time.sleep(1)
+    raise AssertionError(f"{server} is not {status} within {timeout}s: {shown}")
+
+
+def guest_files_on(cloud: RunningCloud, server_id: str, index: int) -> list[str]:
+    """What lab host ``index`` still has of the guest: QEMU or qemu-nbd processes, its directory."""
+    netns = lab_of(cloud.state_dir).host(index).netns
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()
+    left = [f"process {p}" for p in pids if server_id.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return left + [str(d) for d in cloud.state_dir.rglob(server_id) if f"h{index}" in str(d)]
+
+
+def test_cold_migration_and_resize_move_a_server_and_its_disk_between_lab_hosts_with_confirm_and_revert(
+        cloud: RunningCloud, tmp_path: Path) -> None:
+    script = tmp_path / "mark.sh"
+    script.write_text(DISK_MARK)
+    assert create(cloud, "C", "--nic", "none", "--availability-zone", "nova:lab-h1", "--user-data",
+                  str(script)) == "lab-h1"
+    sid = cloud.osc_json("server", "show", "C")["id"]
+    first = wait_console(cloud, "C", "MARK-WROTE ")
+    mark = re.findall(r"MARK-WROTE (YSMARK-\w+)", first)[0]
+
+    # Cold migration: the guest powers off, its disk moves, it boots on the new host; then confirm.
+    began = time.monotonic()
+    cloud.osc("server", "migrate", "C")
+    shown = wait_status(cloud, "C", "VERIFY_RESIZE")
+    moved_to = shown["OS-EXT-SRV-ATTR:host"]
+    assert moved_to in ("lab-h2", "lab-h3"), shown
+    wait_console(cloud, "C", f"MARK-FOUND {mark}")
+    print(f"cold migration lab-h1 -> {moved_to}: the guest found its disk mark {time.monotonic() - began:.1f}s "
+          "after the request")
+    migration = cloud.osc_json("server", "migration", "list", "--server", "C")[0]
+    assert (migration["Status"], migration["Type"]) == ("finished", "migration"), migration
+    cloud.osc("server", "migrate", "confirm", "C")
+    assert wait_status(cloud, "C", "ACTIVE")["OS-EXT-SRV-ATTR:host"] == moved_to
+    assert guest_files_on(cloud, sid, 1) == []  # no process, no disk, no export left on the source
+
+    # Resize to another host (its own is disabled), then revert: back on the old host, old flavor.
+    other = "lab-h3" if moved_to == "lab-h2" else "lab-h2"
+    index = HOSTS.index(moved_to) + 1
+    before = cloud.osc("console", "log", "show", "C").stdout
+    cloud.osc("compute", "service", "set", "--disable", moved_to, "nova-compute")
+    try:
+        cloud.osc("server", "resize", "--flavor", "m1.micro", "C")
+        shown = wait_status(cloud, "C", "VERIFY_RESIZE")
+        assert shown["OS-EXT-SRV-ATTR:host"] in (other, "lab-h1") and shown["flavor"]["name"] == "m1.micro", shown
+        resized_on = shown["OS-EXT-SRV-ATTR:host"]
+        wait_console(cloud, "C", f"MARK-FOUND {mark}", before=before)
+        cloud.osc("server", "resize", "revert", "C")
+        shown = wait_status(cloud, "C", "ACTIVE")
+        assert shown["OS-EXT-SRV-ATTR:host"] == moved_to and shown["flavor"]["name"] == "m1.nano", shown
+        assert guest_files_on(cloud, sid, HOSTS.index(resized_on) + 1) == []
+        assert cloud.osc_json("server", "migration", "list", "--server", "C")[0]["Status"] == "reverted"
+    finally:
+        cloud.osc("compute", "service", "set", "--enable", moved_to, "nova-compute")
+    assert guest_files_on(cloud, sid, index)  # it runs there again
+    delete(cloud, "C")
+
+
 def test_an_agent_killed_with_sigkill_leaves_its_host_down_within_30_seconds(cloud: RunningCloud) -> None:
     netns = lab_of(cloud.state_dir).host(3).netns
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()

@@ -164,9 +164,6 @@ class LocalControlPlane:
 
     def finish(self, outcome: Outcome) -> None:
         later = self._finish(outcome)
-        if later.wake is not None:
-            # The next step is another host's (a migration's other side): wake it, now that it is committed.
-            self.hub.wake(later.wake)
         # Other services' writes happen after our transaction: on SQLite a second writer inside an
         # open write transaction would wait for the lock we hold.
         if later.deleted is not None and self._network is not None:
@@ -187,6 +184,10 @@ class LocalControlPlane:
             # A snapshot that failed must not leave a queued image behind.
             with contextlib.suppress(YunError):
                 self._images.delete(system_context(later.abandoned_image[1]), later.abandoned_image[0])
+        if later.wake is not None:
+            # The next step is another host's (a migration's other side): wake it now that it is
+            # committed, and after the ports moved, so that its network state already has them.
+            self.hub.wake(later.wake)
 
     def _finish(self, outcome: Outcome) -> Later:
         """Apply a host's report: the operation's declaration decides the states and what else changes."""
@@ -306,9 +307,10 @@ class LocalControlPlane:
                 elif row.vm_state == states.ACTIVE and info.power_state == PowerState.PAUSED:
                     row.vm_state = states.PAUSED
             # A guest of a migration to or from this host is the migration's until it ends (a
-            # destination's guest may run before the control plane heard so), never an orphan.
+            # destination's guest may run before the control plane heard so; a cold move's source
+            # keeps a stopped copy until the confirm), never an orphan.
             moving = set(s.scalars(select(mig.Migration.instance_uuid).where(
-                mig.Migration.status.in_(operations.MOVING),
+                mig.Migration.status.in_(operations.MOVING + mig.UNCONFIRMED),
                 (mig.Migration.dest_compute == host) | (mig.Migration.source_compute == host))))
             orphans = [i for i in seen if i not in rows and i not in busy and i not in moving]
             # Servers that may hold ports: not deleted, and not a create the sync called interrupted.

@@ -12,7 +12,7 @@ power state for the operation, ``DriverError`` (and its subclasses) when the bac
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -385,6 +385,31 @@ class ComputeDriver(Protocol):
 
         Idempotent; a guest with no migration in progress is left alone.  Raises ``Conflict`` on a
         destination whose guest already runs (``finish_incoming`` happened: finish, do not abort).
+        """
+
+    # ------------------------------------------------------------ cold migration and resize
+    # The guest is powered off while its disks move: export_disks (source), import_disks
+    # (destination), then destroy on the side that loses (the source on confirm, the
+    # destination on revert) and unexport_disks on the source when it keeps the guest.
+
+    async def export_disks(self, instance_id: str, address: str, port: int, secret: str) -> list[str]:
+        """Serve the powered-off guest's local disks, read-only, one client each, on ``address``.
+
+        Disk ``i`` is served on ``port + i``; the client must present the pre-shared key ``secret``
+        (64 hex digits).  Returns the exports' URIs in the spec's disk order.  Run again, the
+        earlier exports end first.  Raises ``Conflict`` while the guest runs.
+        """
+
+    async def unexport_disks(self, instance_id: str) -> None:
+        """End the guest's exports (idempotent; ``destroy`` ends them too)."""
+
+    async def import_disks(self, spec: InstanceSpec, disks: Sequence[str], secret: str) -> int:
+        """Create ``spec``'s guest here, powered off, with its local disks copied from ``disks``.
+
+        Each copy keeps only what the guest wrote, on this host's base image (``spec``'s disk
+        source), grown to ``spec``'s size.  Returns the bytes copied.  Raises ``Conflict`` if the
+        guest exists here already (an import cut short is started over); leaves nothing behind
+        when it fails.
         """
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:

@@ -5,7 +5,8 @@ against both), each boot appends a ``YUNSTACK-READY`` line to the fake console, 
 size is configurable so that a scale test can simulate a thousand hosts in one process.
 
 Live migration moves a guest between two ``FakeDriver`` objects of one process (two simulated
-hosts): ``prepare_incoming`` registers its address in a process-wide table that ``send`` looks up.
+hosts): ``prepare_incoming`` registers its address in a process-wide table that ``send`` looks up;
+a cold migration's ``export_disks`` does the same for ``import_disks``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import shutil
 import struct
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,13 @@ class _Guest:
     migration: str | None = None
     listening: str | None = None  # the destination's address while it waits
     was_running: bool = True  # the source ran (not paused) when it was sent
+    exports: list[str] = field(default_factory=list)  # its disks' export addresses (cold migration)
 
 
 # Addresses of destinations waiting for a guest, shared by every FakeDriver in this process.
 _LISTENING: dict[str, tuple[FakeDriver, str]] = {}
+# Disks served by a source for a cold migration: address -> (driver, instance id, key).
+_EXPORTS: dict[str, tuple[FakeDriver, str, str]] = {}
 
 
 class FakeDriver:
@@ -106,6 +111,8 @@ class FakeDriver:
         guest = self._guests.pop(instance_id, None)
         if guest is not None and guest.listening is not None:
             _LISTENING.pop(guest.listening, None)
+        if guest is not None:
+            self._unexport(guest)
         served = self._serial.pop(instance_id, None)
         if served is not None:
             served[0].close()
@@ -286,6 +293,55 @@ class FakeDriver:
             return
         guest.migration, guest.reason = None, None
         guest.state = PowerState.RUNNING if guest.was_running else PowerState.PAUSED
+
+    # ---------------------------------------------------------------- cold migration
+
+    async def export_disks(self, instance_id: str, address: str, port: int, secret: str) -> list[str]:
+        guest = self._get(instance_id)
+        if guest.state not in (PowerState.SHUTDOWN, PowerState.CRASHED):
+            raise Conflict(detail=f"instance {instance_id} must be powered off")
+        self._unexport(guest)
+        host = f"[{address}]" if ":" in address else address
+        local = [i for i, d in enumerate(guest.spec.disks) if d.kind == DiskKind.LOCAL_OVERLAY]
+        guest.exports = [f"nbd://{host}:{port + n}/disk{i}" for n, i in enumerate(local)]
+        for uri in guest.exports:
+            _EXPORTS[uri] = (self, instance_id, secret)
+        return list(guest.exports)
+
+    async def unexport_disks(self, instance_id: str) -> None:
+        guest = self._guests.get(instance_id)
+        if guest is not None:
+            self._unexport(guest)
+
+    async def import_disks(self, spec: InstanceSpec, disks: Sequence[str], secret: str) -> int:
+        if spec.id in self._guests:
+            raise Conflict(detail=f"instance {spec.id} already exists on this host")
+        local = [d for d in spec.disks if d.kind == DiskKind.LOCAL_OVERLAY]
+        if len(local) != len(disks):
+            raise DriverError(detail=f"instance {spec.id} has {len(local)} local disks, the source exports "
+                                     f"{len(disks)}")
+        sources = []
+        for uri in disks:
+            served = _EXPORTS.get(uri)
+            if served is None or served[1] != spec.id:
+                raise DriverError(detail=f"copying the disks of {spec.id}: nothing is served at {uri}")
+            if served[2] != secret:
+                raise DriverError(detail=f"copying the disks of {spec.id}: TLS handshake failed at {uri}")
+            sources.append(served)
+        for uri in disks:  # each export serves one reader, then ends
+            del _EXPORTS[uri]
+        origin = sources[0][0]._guests[spec.id] if sources else None
+        guest = _Guest(spec=spec, state=PowerState.SHUTDOWN, reason="powered off")
+        if origin is not None:
+            guest.disk_generation = origin.disk_generation
+            origin.exports = [u for u in origin.exports if u not in disks]
+        self._guests[spec.id] = guest
+        return sum(d.size_gib for d in local) * GIB
+
+    def _unexport(self, guest: _Guest) -> None:
+        for uri in guest.exports:
+            _EXPORTS.pop(uri, None)
+        guest.exports = []
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
         guest = self._running(instance_id)

@@ -217,9 +217,23 @@ class HostService:
             .group_by(m.dest_compute))
         if hosts is not None:
             incoming_q = incoming_q.where(m.dest_compute.in_(list(hosts)))
-        for dest, vcpus_in, ram_in, disk_in in session.execute(incoming_q):
-            count, vcpus, ram, disk, running, workload = used.get(dest, (0, 0, 0, 0, 0, 0))
-            used[dest] = (count, vcpus + int(vcpus_in), ram + int(ram_in), disk + int(disk_in), running, workload)
+        # A cold move that waits for its confirm holds its old size on the source, for a revert.
+        old = inst.old_flavor
+        held_q = (
+            select(m.source_compute,
+                   func.coalesce(func.sum(old["vcpus"].as_integer()), 0),
+                   func.coalesce(func.sum(old["ram"].as_integer()), 0),
+                   func.coalesce(func.sum(old["disk"].as_integer() + old["ephemeral"].as_integer()), 0))
+            .join(inst, inst.id == m.instance_uuid)
+            .where(mig.unconfirmed(), inst.vm_state != "deleted", inst.old_flavor.is_not(None))
+            .group_by(m.source_compute))
+        if hosts is not None:
+            held_q = held_q.where(m.source_compute.in_(list(hosts)))
+        for query in (incoming_q, held_q):
+            for dest, vcpus_in, ram_in, disk_in in session.execute(query):
+                count, vcpus, ram, disk, running, workload = used.get(dest, (0, 0, 0, 0, 0, 0))
+                used[dest] = (count, vcpus + int(vcpus_in), ram + int(ram_in), disk + int(disk_in), running,
+                              workload)
         cutoff = self.clock() - timedelta(seconds=self.down_after)
         states = []
         for n in session.execute(node_q):

@@ -192,7 +192,10 @@ class MigrationService:
         hosts: set[str] = set()
         now = datetime.now(UTC)
         with self._db.begin() as s:
-            for record in s.scalars(select(mig.Migration).where(mig.Migration.status.in_(IN_PROGRESS))):
+            # A cold move's steps are all queued work (restore undoes any failure): nothing to end here.
+            live_ones = select(mig.Migration).where(mig.Migration.status.in_(IN_PROGRESS),
+                                                    mig.Migration.migration_type == live.LIVE)
+            for record in s.scalars(live_ones):
                 row = s.get(t.Instance, record.instance_uuid)
                 step = operations.queued(row) if row is not None else None
                 if row is None or row.vm_state == states.DELETED:

@@ -22,6 +22,7 @@ PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending",
 IMAGE_SNAPSHOT, IMAGE_UPLOADING = "image_snapshot", "image_uploading"
 RESIZE_PREP, RESIZE_FINISH, RESIZE_REVERTING, RESIZE_CONFIRMING = (
     "resize_prep", "resize_finish", "resize_reverting", "resize_confirming")
+RESIZE_MIGRATING = "resize_migrating"  # a cold move's source powers off and serves its disks
 REBUILDING, REBUILD_SPAWNING = "rebuilding", "rebuild_spawning"
 RESCUING, UNRESCUING = "rescuing", "unrescuing"
 SHELVING, SHELVING_IMAGE_PENDING_UPLOAD, SHELVING_IMAGE_UPLOADING = (
@@ -37,8 +38,8 @@ _STATUS = {
     SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
 }
 _TASK_STATUS = {
-    REBOOTING: "REBOOT", REBOOTING_HARD: "HARD_REBOOT", RESIZE_PREP: "RESIZE", RESIZE_FINISH: "RESIZE",
-    RESIZE_REVERTING: "REVERT_RESIZE", REBUILDING: "REBUILD", REBUILD_SPAWNING: "REBUILD",
+    REBOOTING: "REBOOT", REBOOTING_HARD: "HARD_REBOOT", RESIZE_PREP: "RESIZE", RESIZE_MIGRATING: "RESIZE",
+    RESIZE_FINISH: "RESIZE", RESIZE_REVERTING: "REVERT_RESIZE", REBUILDING: "REBUILD", REBUILD_SPAWNING: "REBUILD",
 }
 # A server in ERROR shows only a rebuild's task (Nova: a rebuild is how an ERROR server recovers).
 _ERROR_TASK_STATUS = {REBUILDING: "REBUILD", REBUILD_SPAWNING: "REBUILD"}
@@ -50,6 +51,8 @@ def status(vm_state: str, task_state: str | None) -> str:
         return _TASK_STATUS[task_state]
     if vm_state == ERROR and task_state in _ERROR_TASK_STATUS:
         return _ERROR_TASK_STATUS[task_state]
+    if vm_state == RESIZED and task_state == RESIZE_REVERTING:
+        return "REVERT_RESIZE"
     return _STATUS.get(vm_state, "UNKNOWN")
 
 
@@ -61,6 +64,8 @@ def vm_states_showing(status_: str) -> frozenset[str] | None:
     found = {vm for vm, shown in _STATUS.items() if shown == status_}
     if status_ in _TASK_STATUS.values():
         found |= {ACTIVE, STOPPED}
+    if status_ == "REVERT_RESIZE":
+        found.add(RESIZED)
     if status_ in _ERROR_TASK_STATUS.values():
         found.add(ERROR)
     return frozenset(found)

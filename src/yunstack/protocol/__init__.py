@@ -10,9 +10,15 @@ from __future__ import annotations
 from yunstack.protocol.base import Wire
 from yunstack.protocol.steps import (
     AttachInterfaceArgs,
+    ColdMigrationConfirmArgs,
+    ColdMigrationFinishArgs,
+    ColdMigrationRestoreArgs,
+    ColdMigrationRevertArgs,
+    ColdMigrationSendArgs,
     ConfirmResizeArgs,
     DeleteArgs,
     DetachInterfaceArgs,
+    ExportedResult,
     FlavorData,
     IncomingResult,
     LiveMigrationAbortArgs,
@@ -46,11 +52,12 @@ from yunstack.protocol.steps import (
 from yunstack.protocol.work import ConfigDriveData, Outcome, SpecData, Work
 
 __all__ = [
-    "AttachInterfaceArgs", "ConfigDriveData", "ConfirmResizeArgs", "DeleteArgs", "DetachInterfaceArgs",
-    "FlavorData", "IncomingResult", "LiveMigrationAbortArgs", "LiveMigrationFinishIncomingArgs",
-    "LiveMigrationFinishOutgoingArgs", "LiveMigrationPrepareArgs", "LiveMigrationSendArgs", "Outcome", "PauseArgs",
-    "RebootArgs", "RebuildArgs", "RescueArgs", "ResizeArgs", "ResizeResult", "ResumeArgs", "RevertResizeArgs",
-    "SentResult", "ShelveArgs", "ShelveOffloadArgs", "SnapshotArgs", "SpawnArgs", "SpawnResult", "SpecData",
-    "StartArgs", "StepArgs", "StepResult", "StopArgs", "SuspendArgs", "UnpauseArgs", "UnrescueArgs", "UnshelveArgs",
-    "Wire", "Work",
+    "AttachInterfaceArgs", "ColdMigrationConfirmArgs", "ColdMigrationFinishArgs", "ColdMigrationRestoreArgs",
+    "ColdMigrationRevertArgs", "ColdMigrationSendArgs", "ConfigDriveData", "ConfirmResizeArgs", "DeleteArgs",
+    "DetachInterfaceArgs", "ExportedResult", "FlavorData", "IncomingResult", "LiveMigrationAbortArgs",
+    "LiveMigrationFinishIncomingArgs", "LiveMigrationFinishOutgoingArgs", "LiveMigrationPrepareArgs",
+    "LiveMigrationSendArgs", "Outcome", "PauseArgs", "RebootArgs", "RebuildArgs", "RescueArgs", "ResizeArgs",
+    "ResizeResult", "ResumeArgs", "RevertResizeArgs", "SentResult", "ShelveArgs", "ShelveOffloadArgs",
+    "SnapshotArgs", "SpawnArgs", "SpawnResult", "SpecData", "StartArgs", "StepArgs", "StepResult", "StopArgs",
+    "SuspendArgs", "UnpauseArgs", "UnrescueArgs", "UnshelveArgs", "Wire", "Work",
 ]

@@ -176,12 +176,66 @@ class LiveMigrationAbortArgs(Wire):
     side: Literal["destination", "source"]
 
 
+# -- cold migration and resize to another host: the guest is off while its disks move -------------
+# send (source) -> finish (destination) -> VERIFY_RESIZE -> confirm (source) or revert (destination)
+# then restore (source).  A failed send or finish is undone by restore.  ``secret`` is the
+# pre-shared key of the one NBD connection that copies the disks (TLS-PSK), new for each move.
+
+class ColdMigrationSendArgs(Wire):
+    """Source: power the guest off and export its local disks, read-only, for one reader."""
+
+    op: Literal["cold_migration_send"] = "cold_migration_send"
+    host: str
+    migration_id: str
+    secret: str
+    power_on: bool  # the guest ran before the move: it runs again where it lands
+
+
+class ColdMigrationFinishArgs(Wire):
+    """Destination: copy the disks from the source's export and start the guest (if it ran)."""
+
+    op: Literal["cold_migration_finish"] = "cold_migration_finish"
+    host: str
+    migration_id: str
+    secret: str
+    disks: list[str]  # the source's NBD exports, one per local disk, in the spec's order
+    power_on: bool
+
+
+class ColdMigrationConfirmArgs(Wire):
+    """Source: the move is kept; the stopped guest left behind and its disks go."""
+
+    op: Literal["cold_migration_confirm"] = "cold_migration_confirm"
+    host: str
+    migration_id: str
+    running: bool  # the guest on the destination runs (what the server shows afterwards)
+
+
+class ColdMigrationRevertArgs(Wire):
+    """Destination: the move is undone; the guest and the disks that arrived here go."""
+
+    op: Literal["cold_migration_revert"] = "cold_migration_revert"
+    host: str
+    migration_id: str
+    power_on: bool
+
+
+class ColdMigrationRestoreArgs(Wire):
+    """Source: the guest is this host's again (after a revert or a failed move); started if it ran."""
+
+    op: Literal["cold_migration_restore"] = "cold_migration_restore"
+    host: str
+    migration_id: str
+    power_on: bool
+
+
 StepArgs = Annotated[
     SpawnArgs | DeleteArgs | StopArgs | StartArgs | RebootArgs | PauseArgs | UnpauseArgs | SuspendArgs
     | ResumeArgs | SnapshotArgs | ResizeArgs | ConfirmResizeArgs | RevertResizeArgs | AttachInterfaceArgs
     | DetachInterfaceArgs | RebuildArgs | RescueArgs | UnrescueArgs | ShelveArgs | ShelveOffloadArgs
     | UnshelveArgs | LiveMigrationPrepareArgs | LiveMigrationSendArgs | LiveMigrationFinishIncomingArgs
-    | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs,
+    | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs | ColdMigrationSendArgs | ColdMigrationFinishArgs
+    | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs,
     Field(discriminator="op")]
 
 
@@ -216,7 +270,15 @@ class SentResult(Wire):
     disk_bytes: int = 0
 
 
-StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult, Field(discriminator="op")]
+class ExportedResult(Wire):
+    """Where the source serves the stopped guest's local disks (NBD over TLS-PSK, one reader each)."""
+
+    op: Literal["cold_migration_send"] = "cold_migration_send"
+    disks: list[str]
+
+
+StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult | ExportedResult,
+                       Field(discriminator="op")]
 
 
 # -- progress: the named steps a long operation reports while it runs ------------------------------

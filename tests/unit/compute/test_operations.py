@@ -17,6 +17,8 @@ from yunstack.compute.operations import _ALL as DECLARED
 from yunstack.compute.operations import REGISTRY, by_action, by_verb, parse_body
 from yunstack.errors import BadRequest, Conflict
 from yunstack.protocol import (
+    ColdMigrationRestoreArgs,
+    ColdMigrationSendArgs,
     ConfigDriveData,
     FlavorData,
     Outcome,
@@ -34,7 +36,7 @@ PROTOCOL_OPS = {m.model_fields["op"].default for m in get_args(get_args(StepArgs
 # Nova's /action verbs that start a host operation.
 NOVA_VERBS = {"os-stop", "os-start", "reboot", "pause", "unpause", "suspend", "resume", "createImage", "resize",
               "confirmResize", "revertResize", "rebuild", "rescue", "unrescue", "shelve", "shelveOffload",
-              "unshelve", "os-migrateLive"}
+              "unshelve", "os-migrateLive", "migrate"}
 
 A, S, P, SU, E = st.ACTIVE, st.STOPPED, st.PAUSED, st.SUSPENDED, st.ERROR
 # action -> (vm_states, task_states): what nova.compute.api's check_instance_state allows.
@@ -60,6 +62,7 @@ EXPECTED_ALLOWED = {
     "unshelve": ({st.SHELVED, st.SHELVED_OFFLOADED}, {None}),
     # Nova also moves a PAUSED server; here only a running one (docs/explanation/migration.md).
     "live-migration": ({A}, {None}),
+    "migrate": ({A, S}, {None}),
 }
 
 
@@ -129,6 +132,16 @@ def _outcome(op: str, power: PowerState, error: str | None = None) -> Outcome:
     ("shelve", PowerState.SHUTDOWN, None, st.SHELVED),
     ("shelve_offload", PowerState.SHUTDOWN, None, st.SHELVED_OFFLOADED),
     ("unshelve", PowerState.RUNNING, None, st.ACTIVE),
+    # A cold move: the server keeps the state it had (its guest is off while it moves), then waits
+    # for its confirm; restore gives it back the state it had before.
+    ("cold_migration_send", PowerState.SHUTDOWN, ColdMigrationSendArgs(host="a", migration_id="m", secret="0" * 64,
+                                                                       power_on=True), st.ACTIVE),
+    ("cold_migration_send", PowerState.SHUTDOWN, ColdMigrationSendArgs(host="a", migration_id="m", secret="0" * 64,
+                                                                       power_on=False), st.STOPPED),
+    ("cold_migration_finish", PowerState.RUNNING, None, st.RESIZED),
+    ("cold_migration_revert", PowerState.NOSTATE, None, st.RESIZED),
+    ("cold_migration_restore", PowerState.SHUTDOWN, ColdMigrationRestoreArgs(host="a", migration_id="m",
+                                                                             power_on=False), st.STOPPED),
 ])
 def test_the_control_plane_decides_the_vm_state_after_a_successful_step(
         op: str, power: PowerState, args: object, vm_state: str) -> None:
@@ -138,7 +151,10 @@ def test_the_control_plane_decides_the_vm_state_after_a_successful_step(
 KEEPS_STATE = {"stop", "start", "reboot", "pause", "unpause", "suspend", "resume", "snapshot", "confirm_resize",
                "attach_interface", "detach_interface", "shelve"}
 # A migration's failed step starts its rollback: the server is the source's guest, which runs on.
-MIGRATION_STEPS = {op for op in PROTOCOL_OPS if op.startswith("live_migration_")}
+# A cold move's failed send or finish is undone by restore; a failed confirm leaves the server on
+# its destination as it is.  A failed revert or restore is an ERROR: the guest may be on neither host.
+MIGRATION_STEPS = {op for op in PROTOCOL_OPS if op.startswith("live_migration_")} | {
+    "cold_migration_send", "cold_migration_finish", "cold_migration_confirm"}
 
 
 @pytest.mark.parametrize("op", sorted(PROTOCOL_OPS))

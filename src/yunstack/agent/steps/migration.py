@@ -18,20 +18,27 @@ from yunstack.protocol import IncomingResult, LiveMigrationAbortArgs, LiveMigrat
 PORT_TRIES = 20
 
 
-def free_pair(address: str) -> int:
-    """A port ``p`` such that ``p`` and ``p + 1`` are both free on ``address`` right now."""
+def free_run(address: str, count: int) -> int:
+    """A port ``p`` such that ``p`` to ``p + count - 1`` are all free on ``address`` right now."""
     for _ in range(PORT_TRIES):
         with contextlib.ExitStack() as stack:
-            first = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            first = stack.enter_context(socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                                                      socket.SOCK_STREAM))
             first.bind((address, 0))
             port = int(first.getsockname()[1])
-            second = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             try:
-                second.bind((address, port + 1))
+                for offset in range(1, count):
+                    nxt = stack.enter_context(socket.socket(first.family, socket.SOCK_STREAM))
+                    nxt.bind((address, port + offset))
             except OSError:
                 continue
             return port
-    raise Conflict(detail=f"no two adjacent free ports on {address} for an incoming migration")
+    raise Conflict(detail=f"no {count} adjacent free ports on {address}")
+
+
+def free_pair(address: str) -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` are both free on ``address`` right now."""
+    return free_run(address, 2)
 
 
 async def prepare(host: Host, work: Work) -> Report:

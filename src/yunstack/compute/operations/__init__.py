@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 
 from yunstack.compute.operations import (
+    coldmigrate,
     delete,
     interfaces,
     migrate,
@@ -30,7 +31,8 @@ from yunstack.protocol import StepArgs
 
 _ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, snapshot.SNAPSHOT,
                                *resize.OPERATIONS, *interfaces.OPERATIONS, rebuild.REBUILD,
-                               *rescue.OPERATIONS, *shelve.OPERATIONS, *migrate.OPERATIONS)
+                               *rescue.OPERATIONS, *shelve.OPERATIONS, *migrate.OPERATIONS,
+                               *coldmigrate.OPERATIONS)
 
 REGISTRY: dict[str, Operation] = {op.name: op for op in _ALL}
 _BY_VERB = {op.verb: op for op in _ALL if op.verb is not None}

@@ -1,4 +1,9 @@
-"""resize, confirmResize, revertResize: a new flavor on the same host, kept or undone."""
+"""resize, confirmResize, revertResize: a new flavor, kept or undone.
+
+On the server's own host when it fits there (the guest restarts with the new size, its old disk
+kept until the confirm); otherwise the server moves to another host powered off, as a cold
+migration does (``coldmigrate``), and confirm and revert run that move's steps.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from yunstack.compute import states as st
+from yunstack.compute.operations import coldmigrate
 from yunstack.compute.operations.base import (
     ActionContext,
     Body,
@@ -22,7 +28,7 @@ from yunstack.compute.operations.base import (
     becomes,
 )
 from yunstack.db.tables import compute as t
-from yunstack.errors import BadRequest
+from yunstack.errors import BadRequest, NoValidHost
 from yunstack.identity.context import AuthContext
 from yunstack.protocol import ConfirmResizeArgs, FlavorData, Outcome, ResizeArgs, RevertResizeArgs
 
@@ -46,8 +52,14 @@ def _resize(svc: ActionContext, s: Session, ctx: AuthContext, row: t.Instance, b
     svc.quotas.check(s, row.project_id, grow)
     if flavor.disk and flavor.disk < old.get("disk", 0):
         raise BadRequest("Resizing to a smaller disk is not supported.")
-    svc._check_fits(s, row, flavor)
-    return ResizeArgs(flavor=flavor_data(flavor.snapshot())), {}
+    new = flavor_data(flavor.snapshot())
+    try:
+        svc._check_fits(s, row, flavor)
+    except NoValidHost as here:
+        # Its own host cannot take the new size (full, or disabled): the server moves, powered off.
+        dest = coldmigrate.destination(svc, s, row, new, here.reasons)
+        return coldmigrate.start(s, ctx, row, new, dest, coldmigrate.RESIZE), {}
+    return ResizeArgs(flavor=new), {}
 
 
 def _resized(row: t.Instance, outcome: Outcome, args: ResizeArgs | None, now: datetime) -> Later:
@@ -57,7 +69,17 @@ def _resized(row: t.Instance, outcome: Outcome, args: ResizeArgs | None, now: da
     return Later()
 
 
+def _confirm_args(svc: ActionContext, s: Session, ctx: AuthContext, row: t.Instance, body: Any) -> Prepared:
+    record = coldmigrate.unconfirmed(s, row)
+    if record is not None:  # it moved: the source removes its stopped copy
+        return coldmigrate.confirm_args(s, row, record), {}
+    return ConfirmResizeArgs(), {}
+
+
 def _revert_args(svc: ActionContext, s: Session, ctx: AuthContext, row: t.Instance, body: Any) -> Prepared:
+    record = coldmigrate.unconfirmed(s, row)
+    if record is not None:  # it moved: the destination drops its copy, then the source takes it back
+        return coldmigrate.revert_args(s, row, record), {}
     # The host rebuilds the old spec from it.
     return RevertResizeArgs(old_flavor=flavor_data(row.old_flavor) if row.old_flavor else None), {}
 
@@ -83,10 +105,11 @@ RESIZE = Operation(name="resize", args=ResizeArgs, task=st.RESIZE_PREP, event="c
 CONFIRM_RESIZE = Operation(name="confirm_resize", args=ConfirmResizeArgs, task=st.RESIZE_CONFIRMING,
                            event="compute_confirm_resize", action="confirmResize", verb="confirmResize",
                            body=NoBody, body_error=NO_ARGUMENTS, status=204, allowed=allowed(st.RESIZED),
-                           on_success=as_observed, keeps_state_on_failure=True, apply=_confirmed)
+                           prepare=_confirm_args, on_success=as_observed, keeps_state_on_failure=True,
+                           apply=_confirmed, runs_on=coldmigrate.runs_on)
 REVERT_RESIZE = Operation(name="revert_resize", args=RevertResizeArgs, task=st.RESIZE_REVERTING,
                           event="compute_revert_resize_instance", action="revertResize", verb="revertResize",
                           body=NoBody, body_error=NO_ARGUMENTS, prepare=_revert_args, allowed=allowed(st.RESIZED),
-                          on_success=becomes(st.ACTIVE), apply=_reverted)
+                          on_success=becomes(st.ACTIVE), apply=_reverted, runs_on=coldmigrate.runs_on)
 
 OPERATIONS = (RESIZE, CONFIRM_RESIZE, REVERT_RESIZE)

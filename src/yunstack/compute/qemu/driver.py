@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +44,7 @@ from yunstack.compute.driver import (
     Nic,
     PowerState,
 )
-from yunstack.compute.qemu import disk, host, hotplug, migration, process, savestate, specfile
+from yunstack.compute.qemu import disk, diskcopy, host, hotplug, migration, process, savestate, specfile
 from yunstack.compute.qemu.accel import choose_accel
 from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv, thp_disabled
 from yunstack.compute.qemu.configdrive import build_iso
@@ -98,7 +98,7 @@ class QemuDriver:
     # ---------------------------------------------------------------- host
 
     async def init_host(self) -> None:
-        for binary in (self._qemu.binary, self._qemu.qemu_img, self._genisoimage):
+        for binary in (self._qemu.binary, self._qemu.qemu_img, self._qemu.qemu_nbd, self._genisoimage):
             if shutil.which(binary) is None:
                 raise DriverMisconfigured(detail=f"{binary} is not installed or not on PATH")
         self._root.mkdir(parents=True, exist_ok=True)
@@ -400,6 +400,68 @@ class QemuDriver:
         if not paths.spec.exists():
             self._locks.pop(instance_id, None)
 
+    # ---------------------------------------------------------------- cold migration
+    # The exports' pidfiles and the key live in the instance directory, so ``destroy`` (and a new
+    # driver after a restart) finds them; ``_remove`` ends the exports before the files go.
+
+    async def export_disks(self, instance_id: str, address: str, port: int, secret: str) -> list[str]:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            self._require_off(paths, instance_id)
+            await self._unexport(paths)
+            spec = specfile.load_spec(paths)
+            key_dir = diskcopy.write_key(paths.dir / "export-key", secret)
+            uris: list[str] = []
+            try:
+                for index, item in enumerate(spec.disks):
+                    if item.kind == DiskKind.LOCAL_OVERLAY:
+                        uris.append(await diskcopy.serve(self._qemu.qemu_nbd, paths.local_disk(index), address,
+                                                         port + len(uris), index, key_dir,
+                                                         paths.dir / f"export{index}.pid"))
+            except BaseException:
+                await self._unexport(paths)
+                raise
+            return uris
+
+    async def unexport_disks(self, instance_id: str) -> None:
+        paths = self._paths(instance_id)
+        if paths.spec.exists():
+            async with self._lock(instance_id):
+                await self._unexport(paths)
+
+    async def import_disks(self, spec: InstanceSpec, disks: Sequence[str], secret: str) -> int:
+        paths = self._paths(spec.id)
+        async with self._lock(spec.id):
+            if paths.dir.exists():
+                if specfile.read_intent(paths) != "importing":
+                    raise Conflict(detail=f"instance {spec.id} already exists on this host")
+                await self._remove(spec.id, paths)  # an import that was cut short: start over
+            local = [(i, d) for i, d in enumerate(spec.disks) if d.kind == DiskKind.LOCAL_OVERLAY]
+            if len(local) != len(disks):
+                raise DriverError(detail=f"instance {spec.id} has {len(local)} local disks, "
+                                         f"the source exports {len(disks)}")
+            paths.dir.mkdir(parents=True, mode=0o700)
+            try:
+                specfile.write_intent(paths, "importing")
+                key_dir = diskcopy.write_key(paths.dir / "import-key", secret)
+                copied = 0
+                for (index, item), source in zip(local, disks, strict=True):
+                    copied += await diskcopy.pull(self._qemu.qemu_img, source, key_dir, item.source, item.format,
+                                                  paths.local_disk(index), item.size_gib * disk.GIB)
+                shutil.rmtree(key_dir, ignore_errors=True)
+                specfile.save_spec(paths, spec)
+                specfile.write_intent(paths, "shutoff")
+                return copied
+            except BaseException:
+                await self._remove(spec.id, paths)
+                raise
+
+    async def _unexport(self, paths: InstancePaths) -> None:
+        for pidfile in sorted(paths.dir.glob("export*.pid")):
+            index = int(pidfile.stem.removeprefix("export") or 0)
+            await diskcopy.stop(pidfile, paths.local_disk(index))
+        shutil.rmtree(paths.dir / "export-key", ignore_errors=True)
+
     # ---------------------------------------------------------------- state
 
     async def console_output(self, instance_id: str, length: int | None = None) -> str:
@@ -660,6 +722,8 @@ class QemuDriver:
         pid = process.read_pid(paths)
         if pid is not None:
             await process.kill(pid, instance_id)
+        if paths.dir.is_dir():
+            await self._unexport(paths)
         await asyncio.to_thread(self._remove_cgroup, instance_id)
         await asyncio.to_thread(shutil.rmtree, paths.dir, True)
         paths.qmp.unlink(missing_ok=True)

@@ -16,8 +16,12 @@ from yunstack.db.base import Base
 from yunstack.db.tables.compute import Instance
 
 # The statuses of a move that is under way (Nova's words); the final ones are completed, error and
-# cancelled (live migrations), done, failed and error (evacuations).
-MOVING = ("queued", "preparing", "running", "post-migrating")
+# cancelled (live migrations), done, failed and error (evacuations), confirmed, reverted and error
+# (cold migrations and resizes).
+MOVING = ("queued", "preparing", "running", "pre-migrating", "migrating", "post-migrating")
+# A cold move that arrived and waits for its confirm or revert: a stopped copy of the guest is
+# still on the source, which keeps its old size held for a revert.
+UNCONFIRMED = ("finished", "confirming", "reverting")
 
 
 class Migration(Base):
@@ -35,7 +39,7 @@ class Migration(Base):
     old_flavor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     new_flavor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     block_migration: Mapped[bool] = mapped_column(Boolean, default=False)
-    # The step queued now (``live_migration_*``) and whether the work is rolling back.
+    # The step queued now (``live_migration_*``, ``cold_migration_*``) and whether the work is rolling back.
     step: Mapped[str | None] = mapped_column(String(64), nullable=True)
     rolling_back: Mapped[bool] = mapped_column(Boolean, default=False)
     memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -51,3 +55,9 @@ def arriving() -> ColumnElement[bool]:
     """The migrations whose server is on its way to ``dest_compute`` and not there yet (joined
     with ``instances``): the destination holds its size and plugs its ports meanwhile."""
     return Migration.status.in_(MOVING) & (Instance.host != Migration.dest_compute)
+
+
+def unconfirmed() -> ColumnElement[bool]:
+    """The cold moves whose server arrived at ``dest_compute`` and whose source still holds a stopped
+    copy (joined with ``instances``): the source keeps its old size until the confirm."""
+    return Migration.status.in_(UNCONFIRMED) & (Instance.host != Migration.source_compute)
