@@ -138,3 +138,68 @@ def test_a_running_guest_moves_to_the_other_host_without_a_reboot_and_leaves_not
     until(lambda: not gone.exists(), 30, "the source removed the guest's directory and disks")
     assert qemu_pids(str(gone)) == []  # no QEMU left on the source
     assert there.is_dir() and len(qemu_pids(str(there))) == 1  # exactly one QEMU for the guest
+
+
+def _migration_status(cloud: RunningCloud) -> str | None:
+    with sqlite3.connect(cloud.state_dir / "yunstack.db", timeout=5) as db:
+        row = db.execute("SELECT status FROM migrations ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_kill_9_of_the_control_plane_during_a_live_migration_ends_it_with_exactly_one_guest(
+        clouds: tuple[RunningCloud, Client, Path]) -> None:
+    cloud, client, b_state = clouds
+    host_a = next(h["hypervisor_hostname"] for h in
+                  client.call("GET", "/compute/v2.1/os-hypervisors/detail").json()["hypervisors"]
+                  if h["hypervisor_hostname"] != HOST_B)
+    image = client.call("GET", "/image/v2/images?name=tiny").json()["images"][0]["id"]
+    r = client.call("POST", "/compute/v2.1/servers", {"server": {
+        "name": "crashmover", "imageRef": image, "flavorRef": "42", "networks": "none", "config_drive": True,
+        "user_data": base64.b64encode(TICKER).decode()}})
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+
+    def active() -> bool:
+        server = client.call("GET", f"/compute/v2.1/servers/{sid}").json()["server"]
+        assert server["status"] != "ERROR", server.get("fault")
+        return bool(server["status"] == "ACTIVE")
+
+    until(active, 300, "the server is ACTIVE")
+    source = client.call("GET", f"/compute/v2.1/servers/{sid}").json()["server"]["OS-EXT-SRV-ATTR:host"]
+    target = HOST_B if source == host_a else host_a
+    dirs = {host_a: cloud.state_dir / "instances", HOST_B: b_state / "instances"}
+    before = until(lambda: (t := _ticks(client, sid)) and len(t) >= 2 and t, 120, "the guest ticks")
+    r = client.call("POST", f"/compute/v2.1/servers/{sid}/action",
+                    {"os-migrateLive": {"host": target, "block_migration": False, "disk_over_commit": False}})
+    assert r.status_code == 202, r.text
+    # The kill lands while the destination prepares or the source sends (the migration's middle).
+    deadline = time.monotonic() + 60
+    while (status := _migration_status(cloud)) not in ("preparing", "running"):
+        assert time.monotonic() < deadline and status not in ("completed", "error", "cancelled"), status
+        time.sleep(0.02)
+    os.kill(cloud.proc.pid, signal.SIGKILL)  # the control plane, and host A's agent with it
+    cloud.proc.wait()
+    print(f"\nkilled the control plane with the migration {status}")
+    cloud.proc = start_cloud(cloud.state_dir, cloud.port, timeout=120).proc
+
+    def ended() -> dict[str, Any] | None:
+        migrations = client.call("GET", "/compute/v2.1/os-migrations").json()["migrations"]
+        server = client.call("GET", f"/compute/v2.1/servers/{sid}").json()["server"]
+        final = migrations and migrations[0]["status"] in ("completed", "error", "cancelled")
+        return server if final and server["OS-EXT-STS:task_state"] is None else None
+
+    server = until(ended, 300, "the migration ended after the restart")
+    assert server["status"] == "ACTIVE", server
+    where = server["OS-EXT-SRV-ATTR:host"]
+    other = target if where == source else source
+    print(f"after the restart the migration ended "
+          f"{client.call('GET', '/compute/v2.1/os-migrations').json()['migrations'][0]['status']}, "
+          f"the guest on {'the destination' if where == target else 'the source'}")
+    until(lambda: not (dirs[other] / sid).exists(), 60, f"{other} removed its copy of the guest")
+    assert qemu_pids(str(dirs[other] / sid)) == []
+    assert len(qemu_pids(f"guest={sid}")) == 1  # exactly one QEMU for the guest, on its host
+    assert len(qemu_pids(str(dirs[where] / sid))) == 1
+    # The guest went on running across all of it (its uptime counts on: no reboot).
+    after = until(lambda: (t := _ticks(client, sid)) and t[-1] > before[-1] + 2 and t, 90, "ticks after the restart")
+    new = after[len(before):] if after[:len(before)] == before else after
+    assert new and all(x > before[-1] for x in new), (before, after)

@@ -310,9 +310,9 @@ class Agent:
     async def _sync_power(self) -> None:
         busy = frozenset(self._inflight)
         infos = await self.driver.list_instances()
-        # A guest in a live migration belongs to it: an incoming one is no orphan to destroy, and an
-        # outgoing one, stopped on the source, did not pause by itself.
-        busy |= {i.id for i in infos if i.migration is not None}
+        # A guest in a live migration is the migration's while the control plane has it in progress
+        # (it says so by the migration's status, and leaves such guests' power state alone); once
+        # the migration ended, or the server was deleted during it, a copy left here is an orphan.
         # Guests with an operation in flight are the operation's business, not the sync's: an op can
         # finish between our listing and the control plane's comparison.
         orphans = await asyncio.to_thread(self.link.sync_power, self.host, infos, busy | set(self._inflight))

@@ -294,6 +294,8 @@ class LocalControlPlane:
                     if row.vm_state in (states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED):
                         self._lost(s, row, "The guest's files are gone from host " + host, now)
                     continue
+                if info.migration is not None:
+                    continue  # a live migration's guest (stopped on the source by it): the migration's
                 observed = int(info.power_state)
                 if observed == row.power_state:
                     continue

@@ -40,6 +40,7 @@ from yunstack.compute.usage import UsageService
 from yunstack.config import Config
 from yunstack.db import locks
 from yunstack.db.tables import compute as t
+from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
@@ -398,6 +399,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
             if getattr(claim, "rowcount", 1) != 1:
                 return
             self._record(s, row, "delete", request_id, ctx)
+            self._end_migrations(s, row)
             if row.host is None:
                 # Never scheduled, or shelved and offloaded: nothing exists on any host.
                 offloaded = row.vm_state == states.SHELVED_OFFLOADED
@@ -416,6 +418,20 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         if image_id is not None:
             with contextlib.suppress(YunError):
                 self.images.delete(ctx, image_id)
+
+    @staticmethod
+    def _end_migrations(s: Session, row: t.Instance) -> None:
+        """A server deleted while it moves: its migrations end, so a copy of its guest on the other
+        host is no longer theirs and that host's power sync removes it.  A move that waited for its
+        confirm is confirmed (Nova's delete confirms a resize too)."""
+        now = datetime.now(UTC)
+        for record in s.scalars(select(mig.Migration).where(mig.Migration.instance_uuid == row.id,
+                                                            mig.Migration.status.in_(mig.MOVING + mig.UNCONFIRMED))):
+            if record.status in ("finished", "confirming"):
+                record.status = "confirmed"
+            else:
+                record.status, record.error = "error", "the server was deleted during its migration"
+            record.step, record.updated_at = None, now
 
     def action(self, ctx: AuthContext, server_id: str, action: str, request_id: str,
                body: Any = None) -> Mapping[str, str]:

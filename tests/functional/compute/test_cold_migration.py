@@ -6,6 +6,8 @@ on A (the fixtures of ``test_live_migration``).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -169,3 +171,49 @@ def test_only_an_admin_migrates_and_with_no_other_host_it_is_400_with_the_reason
     assert "No valid host was found" in message and f"{B}: ComputeFilter" in message
     assert migrations(two) == []
     del b
+
+
+def test_deleting_a_server_that_waits_for_its_confirm_removes_both_copies(two: dict[str, Any]) -> None:
+    a: Host = two["host"]
+    b: OtherHost = two["b"]
+    sid = two["server"]
+    assert migrate(two["admin"], sid).status_code == 202
+    settled(two, "VERIFY_RESIZE")
+    assert two["alice"].delete(f"/servers/{sid}").status_code == 204
+    until(lambda: two["alice"].get(f"/servers/{sid}").status_code == 404)
+    assert sid not in b.driver._guests
+    assert newest(two)["status"] == "confirmed"  # as Nova: a delete confirms
+    assert a.agent is not None
+    _in_loop(a, a.agent._sync_power)  # the source's stopped copy is nobody's now
+    assert sid not in a.driver._guests
+
+
+def test_deleting_a_server_while_its_disks_move_leaves_no_copy_on_either_host(
+        two: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    a: Host = two["host"]
+    b: OtherHost = two["b"]
+    sid = two["server"]
+    copying, release = threading.Event(), threading.Event()
+    original = b.driver.import_disks
+
+    async def slow(*args: Any, **kwargs: Any) -> int:
+        copied = await original(*args, **kwargs)  # the disks are here; the step has not ended yet
+        copying.set()
+        await asyncio.to_thread(release.wait, 30)
+        return copied
+
+    monkeypatch.setattr(b.driver, "import_disks", slow)
+    assert migrate(two["admin"], sid).status_code == 202
+    assert copying.wait(30)
+    assert two["alice"].delete(f"/servers/{sid}").status_code == 204
+    until(lambda: sid not in a.driver._guests)  # the delete went to the server's host, the source
+    release.set()
+    until(lambda: two["alice"].get(f"/servers/{sid}").status_code == 404)
+    m = newest(two)
+    assert m["status"] == "error", m
+    agent = b.agent
+    assert agent is not None
+    until(lambda: not agent._inflight)  # its report was refused: the server is not its host's
+    assert sid in b.driver._guests
+    _in_loop(b, agent._sync_power)  # the copy that arrived belongs to no server and no migration
+    assert sid not in b.driver._guests

@@ -7,6 +7,7 @@ name, instance directory and credential, started after the server boots (so the 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.functional.compute import test_servers
+from tests.functional.compute.test_agent_migration_sync import _in_loop
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_servers import Host, boot, until, wait_for
 from yunstack.agent.agent import Agent
@@ -305,3 +307,32 @@ def test_a_server_with_a_port_moves_and_its_port_is_plugged_on_the_destination_f
     assert [p["binding:host_id"] for p in ports] == [B]
     b: OtherHost = two["b"]
     assert b.driver._guests[sid].spec.nics  # the incoming guest got its NIC on the destination
+
+
+def test_deleting_a_server_during_its_live_migration_leaves_no_guest_on_either_host(
+        two: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    a: Host = two["host"]
+    b: OtherHost = two["b"]
+    sid = two["server"]
+    received, release = threading.Event(), threading.Event()
+    original = b.driver.finish_incoming
+
+    async def slow(instance_id: str) -> None:
+        received.set()  # the guest's state is here; it has not run here yet
+        await asyncio.to_thread(release.wait, 30)
+        await original(instance_id)
+
+    monkeypatch.setattr(b.driver, "finish_incoming", slow)
+    assert live(two["admin"], sid, B).status_code == 202
+    assert received.wait(30)
+    assert two["alice"].delete(f"/servers/{sid}").status_code == 204
+    until(lambda: sid not in a.driver._guests)  # the delete went to the server's host, the source
+    release.set()
+    until(lambda: two["alice"].get(f"/servers/{sid}").status_code == 404)
+    [m] = migrations(two)
+    assert m["status"] == "error", m
+    agent = b.agent
+    assert agent is not None
+    until(lambda: not agent._inflight)
+    _in_loop(b, agent._sync_power)  # the guest that arrived belongs to no server and no migration now
+    assert sid not in b.driver._guests
