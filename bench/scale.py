@@ -248,8 +248,15 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
     stop = asyncio.Event()
     result: dict[str, Any] = {"database": svc.engine.dialect.name, "hosts": args.hosts}
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as http:
-            hosts = [SimHost(n, credentials[n], http, stats) for n in names]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as http, \
+                contextlib.AsyncExitStack() as own:
+            # Each host its own client, as each real agent has: one pool shared by a thousand
+            # held long-polls makes every request scan them all (httpcore), and the bench process,
+            # not the control plane, becomes what is measured.
+            host_limits = httpx.Limits(max_connections=4, max_keepalive_connections=4,
+                                       keepalive_expiry=KEEP_ALIVE_CLIENT)
+            hosts = [SimHost(n, credentials[n], await own.enter_async_context(httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", limits=host_limits, timeout=60)), stats) for n in names]
             tasks = [asyncio.create_task(h.heartbeats(stop)) for h in hosts]
             tasks += [asyncio.create_task(h.polls(stop)) for h in hosts]
             headers, project, user = await login(http)

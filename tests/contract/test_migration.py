@@ -92,6 +92,23 @@ async def test_a_running_guest_moves_to_another_host_and_keeps_running(harness: 
     assert len(READY.findall(await destination.console_output(spec.id))) <= boots
 
 
+async def test_a_paused_guest_moves_and_stays_paused_until_it_is_unpaused(harness: Any) -> None:
+    source, destination = harness.driver, harness.peer
+    spec = await _running_guest(harness)
+    await source.pause(spec.id)
+    target = await destination.prepare_incoming(spec, "127.0.0.1", free_port_pair())
+    await source.send(spec.id, target, MigrationMode.PAUSED)
+    last_tick = max(await _ticks(source, spec.id), default=0.0)
+    await destination.finish_incoming(spec.id, resume=False)
+    await source.finish_outgoing(spec.id)
+    moved = await destination.get_info(spec.id)
+    assert (moved.power_state, moved.migration) == (PowerState.PAUSED, None)
+    await destination.unpause(spec.id)
+    assert (await destination.get_info(spec.id)).power_state == PowerState.RUNNING
+    if harness.kind == "qemu":
+        assert await _wait_tick_after(destination, spec.id, last_tick) < last_tick + 10  # no reboot
+
+
 async def test_abort_after_the_state_was_sent_leaves_the_source_guest_running(harness: Any) -> None:
     source, destination = harness.driver, harness.peer
     spec = await _running_guest(harness)

@@ -1,4 +1,4 @@
-"""Drain a compute host for maintenance: disable it, then live-migrate its servers away.
+"""Drain a compute host for maintenance: disable it, then move its servers away.
 
 Nova has no drain call; operators disable the host's compute service and live-migrate what runs
 on it (`nova host-evacuate-live`).  This does the same through the public API, so it works
@@ -6,10 +6,11 @@ against any cloud this client can reach and needs nothing new on the server side
 
 1. the host's ``nova-compute`` service is disabled with a reason, so the scheduler puts nothing
    new on it (and names it when it refuses it);
-2. each of its servers, one at a time, is live-migrated with no target (the scheduler chooses,
-   and a disabled host is never a candidate) and followed until it has left or its migration
-   ended in error;
-3. a server that cannot move live (not ``ACTIVE``) is reported, not touched.
+2. each of its servers, one at a time, moves with no target (the scheduler chooses, and a disabled
+   host is never a candidate) and is followed until it has left or its migration ended in error:
+   a running or paused one by live migration (it stays as it was), a stopped one by cold
+   migration, confirmed once it arrived (there is nothing to verify in a stopped guest);
+3. a server in another state (shelved, in error, resized and not confirmed) is reported, not touched.
 
 One at a time, because every move copies a guest's memory and disk over the same links; the
 host stays disabled whatever happens, so a second run picks up what the first one left.
@@ -42,7 +43,7 @@ class Drained:
 def drain_host(client: YunClient, host: str, *, reason: str = "draining for maintenance (yun host drain)",
                timeout: float = 900.0, poll: float = 1.0, clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> list[Drained]:
-    """Disable ``host`` and live-migrate each of its servers elsewhere; what became of each one.
+    """Disable ``host`` and move each of its servers elsewhere; what became of each one.
 
     ``timeout`` bounds each server's move.  Raises ``ApiError`` when the host is unknown or the
     caller may not do this (admins only, as the calls it makes).
@@ -58,14 +59,16 @@ def drain_host(client: YunClient, host: str, *, reason: str = "draining for main
 
 def _move(client: YunClient, server: dict[str, Any], host: str, *, timeout: float, poll: float,
           clock: Callable[[], float], sleep: Callable[[float], None]) -> Drained:
-    sid, name = str(server["id"]), str(server["name"])
-    if server["status"] != "ACTIVE":
+    sid, name, status = str(server["id"]), str(server["name"]), str(server["status"])
+    if status in ("ACTIVE", "PAUSED"):
+        body: dict[str, Any] = {"os-migrateLive": {"host": None, "block_migration": "auto"}}
+    elif status == "SHUTOFF":
+        body = {"migrate": None}
+    else:
         return Drained(server_id=sid, name=name, result="skipped", host=host,
-                       why=f"{server['status']}: only a running server moves live (cold migration is not "
-                           "available yet)")
+                       why=f"{status}: only a running, paused or stopped server moves")
     try:
-        accepted = client.request("POST", "compute", f"/servers/{sid}/action", headers=MICROVERSION,
-                                  json={"os-migrateLive": {"host": None, "block_migration": "auto"}})
+        accepted = client.request("POST", "compute", f"/servers/{sid}/action", headers=MICROVERSION, json=body)
     except ApiError as exc:
         return Drained(server_id=sid, name=name, result="failed", host=host, why=exc.message)
     deadline = clock() + timeout
@@ -73,11 +76,19 @@ def _move(client: YunClient, server: dict[str, Any], host: str, *, timeout: floa
         now = client.get("compute", f"/servers/{sid}")["server"]
         where = now.get("OS-EXT-SRV-ATTR:host")
         if now.get("OS-EXT-STS:task_state") is None:
-            if where != host:
+            if where != host and now["status"] == "VERIFY_RESIZE":
+                # A stopped server arrived: keep it there (its old copy on the drained host goes).
+                try:
+                    accepted = client.request("POST", "compute", f"/servers/{sid}/action", headers=MICROVERSION,
+                                              json={"confirmResize": None})
+                except ApiError as exc:
+                    return Drained(server_id=sid, name=name, result="failed", host=where, why=exc.message)
+            elif where != host:
                 return Drained(server_id=sid, name=name, result="moved", host=where)
-            request_id = accepted.headers.get("x-openstack-request-id", "")
-            return Drained(server_id=sid, name=name, result="failed", host=where,
-                           why=_why(client, sid, request_id))
+            else:
+                request_id = accepted.headers.get("x-openstack-request-id", "")
+                return Drained(server_id=sid, name=name, result="failed", host=where,
+                               why=_why(client, sid, request_id))
         if clock() >= deadline:
             return Drained(server_id=sid, name=name, result="failed", host=where,
                            why=f"still {now.get('OS-EXT-STS:task_state')} after {timeout:.0f}s")
@@ -89,9 +100,9 @@ def _why(client: YunClient, server_id: str, request_id: str) -> str:
     try:
         action = client.get("compute", f"/servers/{server_id}/os-instance-actions/{request_id}")["instanceAction"]
     except ApiError:
-        return "its live migration did not complete"
+        return "its migration did not complete"
     errors = [str(e.get("traceback") or e["event"]) for e in action.get("events", []) if e.get("result") == "Error"]
-    return "; ".join(errors) or "its live migration did not complete"
+    return "; ".join(errors) or "its migration did not complete"
 
 
 __all__ = ["Drained", "drain_host"]

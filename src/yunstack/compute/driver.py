@@ -371,8 +371,11 @@ class ComputeDriver(Protocol):
         Raises ``Conflict`` for a mode this driver does not support (see ``capabilities``).
         """
 
-    async def finish_incoming(self, instance_id: str) -> None:
-        """Let the migrated guest run on this (the destination) host."""
+    async def finish_incoming(self, instance_id: str, resume: bool = True) -> None:
+        """Let the migrated guest run on this (the destination) host.
+
+        ``resume`` False: the guest was paused by its user before the move and stays paused here.
+        """
 
     async def finish_outgoing(self, instance_id: str) -> None:
         """Remove the migrated guest's process and disks from this (the source) host.

@@ -268,14 +268,14 @@ class FakeDriver:
         return MigrationStats(mode=mode, total_ms=0, downtime_ms=0,
                               memory_bytes=guest.spec.memory_mib * 1024 * 1024)
 
-    async def finish_incoming(self, instance_id: str) -> None:
+    async def finish_incoming(self, instance_id: str, resume: bool = True) -> None:
         guest = self._get(instance_id)
         if guest.migration != "received":
             raise Conflict(detail=f"instance {instance_id} has not been received by this host")
         guest.migration = None
         self._next_pid += 1
         guest.pid = self._next_pid
-        guest.state = PowerState.RUNNING if guest.was_running else PowerState.PAUSED
+        guest.state = PowerState.RUNNING if resume else PowerState.PAUSED
         guest.reason = None
 
     async def finish_outgoing(self, instance_id: str) -> None:

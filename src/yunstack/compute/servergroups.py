@@ -144,5 +144,19 @@ class ServerGroupService:
         return BootGroup(id=row.id, policy=row.policy, hosts=Counter(h for h in hosts if h))
 
     @staticmethod
+    def for_move(s: Session, instance_id: str) -> tuple[str | None, dict[str, int]]:
+        """A moving server's group policy (None: in no group) and how many *other* members each
+        host runs: its destination must keep the group's policy as a new member's would."""
+        m, inst = g.ServerGroupMember, t.Instance
+        group_id = s.scalar(select(m.group_id).where(m.instance_id == instance_id))
+        if group_id is None:
+            return None, {}
+        row = s.get(g.ServerGroup, group_id)
+        hosts = [h for (h,) in s.execute(select(inst.host).join(m, m.instance_id == inst.id)
+                                         .where(m.group_id == group_id, inst.id != instance_id,
+                                                inst.vm_state != "deleted"))]
+        return (row.policy if row is not None else None), dict(Counter(h for h in hosts if h))
+
+    @staticmethod
     def add_member(s: Session, group_id: str, instance_id: str) -> None:
         s.add(g.ServerGroupMember(group_id=group_id, instance_id=instance_id))

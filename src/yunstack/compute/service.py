@@ -472,9 +472,13 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         self._record(s, row, decl.action or decl.name, request_id, ctx)
 
     def scheduler_hosts(self, s: Session) -> list[scheduler.HostState]:
+        """Every host as the scheduler sees it, read under the scheduler lock: a move's claim (its
+        migration row, written in the same transaction) and a create's never overbook one host."""
+        locks.scheduler_lock(s)
         return [host_state(u) for u in self.hosts.host_states(s)]
 
     def _check_fits(self, s: Session, row: t.Instance, flavor: Any) -> None:
+        locks.scheduler_lock(s)
         old = row.flavor
         spec = scheduler.RequestSpec(vcpus=max(0, flavor.vcpus - old["vcpus"]),
                                      memory_mib=max(0, flavor.ram - old["ram"]),

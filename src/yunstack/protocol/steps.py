@@ -157,6 +157,7 @@ class LiveMigrationFinishIncomingArgs(Wire):
     op: Literal["live_migration_finish_incoming"] = "live_migration_finish_incoming"
     host: str
     migration_id: str
+    resume: bool = True  # False: the server was PAUSED before the move and stays paused
 
 
 class LiveMigrationFinishOutgoingArgs(Wire):

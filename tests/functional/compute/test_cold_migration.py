@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tests.functional.compute.test_agent_migration_sync import _in_loop
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_live_migration import B, OtherHost, host, migrations, qcow2, two, world
+from tests.functional.compute.test_server_groups import boot_in, make_group
 from tests.functional.compute.test_servers import Host, action, until, wait_for
 from yunstack.compute.driver import PowerState
 from yunstack.db.tables import compute as t
@@ -217,3 +218,18 @@ def test_deleting_a_server_while_its_disks_move_leaves_no_copy_on_either_host(
     assert sid in b.driver._guests
     _in_loop(b, agent._sync_power)  # the copy that arrived belongs to no server and no migration
     assert sid not in b.driver._guests
+
+
+def test_a_move_keeps_the_servers_group_policy_and_says_which_host_it_would_break(two: dict[str, Any]) -> None:
+    group = make_group(two, "anti-affinity")
+    first, second = boot_in(two, group["id"], "g1"), boot_in(two, group["id"], "g2")
+    for sid in (first, second):
+        wait_for(two["alice"], sid, "ACTIVE")
+    other = two["admin"].get(f"/servers/{second}").json()["server"]["OS-EXT-SRV-ATTR:host"]
+    r = migrate(two["admin"], first)  # the only other host runs the group's other member
+    assert r.status_code == 400, r.text
+    assert f"{other}: ServerGroupAntiAffinityFilter" in r.json()["badRequest"]["message"]
+    r = action(two["admin"].at("2.30"), first, {"os-migrateLive": {"host": None, "block_migration": "auto"}})
+    assert r.status_code == 400, r.text
+    assert f"{other}: ServerGroupAntiAffinityFilter" in r.json()["badRequest"]["message"]
+    assert [m for m in migrations(two) if m["instance_uuid"] == first] == []

@@ -56,24 +56,34 @@ def services(two: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["host"]: s for s in listed}
 
 
-def test_a_drain_disables_the_host_moves_the_running_server_and_names_the_one_it_cannot_move(
+def test_a_drain_disables_the_host_and_moves_running_paused_and_stopped_servers_each_as_it_is(
         two: dict[str, Any], admin_client: YunClient) -> None:
     a = two["host"].services.config.host_name
     stopped = boot(two, name="stopped", availability_zone=f"nova:{a}", nova=two["admin"])["id"]
+    paused = boot(two, name="paused", availability_zone=f"nova:{a}", nova=two["admin"])["id"]
+    shelved = boot(two, name="shelved", availability_zone=f"nova:{a}", nova=two["admin"])["id"]
     assert action(two["admin"], stopped, {"os-stop": None}).status_code == 202
+    assert action(two["admin"], paused, {"pause": None}).status_code == 202
+    assert action(two["admin"], shelved, {"shelve": None}).status_code == 202
     wait_for(two["admin"], stopped, "SHUTOFF")
+    wait_for(two["admin"], paused, "PAUSED")
+    wait_for(two["admin"], shelved, "SHELVED_OFFLOADED")  # on no host now: not the drain's
+    rescued = boot(two, name="rescued", availability_zone=f"nova:{a}", nova=two["admin"])["id"]
+    assert action(two["admin"], rescued, {"rescue": None}).status_code == 200
+    wait_for(two["admin"], rescued, "RESCUE")
 
     results = {r.server_id: r for r in drain_host(admin_client, a, reason="new RAM", poll=0.05)}
 
     assert services(two)[a]["status"] == "disabled" and services(two)[a]["disabled_reason"] == "new RAM"
-    moved = results[two["server"]]
-    assert (moved.result, moved.host) == ("moved", B), moved
-    assert wait_for(two["admin"], two["server"], "ACTIVE")["OS-EXT-SRV-ATTR:host"] == B
-    skipped = results[stopped]
-    assert (skipped.result, skipped.host) == ("skipped", a) and skipped.why.startswith("SHUTOFF"), skipped
+    for sid, status in ((two["server"], "ACTIVE"), (paused, "PAUSED"), (stopped, "SHUTOFF")):
+        assert (results[sid].result, results[sid].host) == ("moved", B), results[sid]
+        assert wait_for(two["admin"], sid, status)["OS-EXT-SRV-ATTR:host"] == B
+    assert shelved not in results
+    skipped = results[rescued]
+    assert (skipped.result, skipped.host) == ("skipped", a) and skipped.why.startswith("RESCUE"), skipped
     # Draining again finds only what could not move; nothing new lands on the disabled host.
     again = drain_host(admin_client, a, poll=0.05)
-    assert [(r.server_id, r.result) for r in again] == [(stopped, "skipped")]
+    assert [(r.server_id, r.result) for r in again] == [(rescued, "skipped")]
 
 
 def test_when_no_other_host_can_take_a_server_the_drain_says_why_and_it_stays(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from tests.functional.compute import test_servers
 from tests.functional.compute.test_agent_migration_sync import _in_loop
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
-from tests.functional.compute.test_servers import Host, boot, until, wait_for
+from tests.functional.compute.test_servers import Host, action, boot, until, wait_for
 from yunstack.agent.agent import Agent
 from yunstack.agent.host import make_agent
 from yunstack.agent.http import HttpControlPlane
@@ -317,10 +317,10 @@ def test_deleting_a_server_during_its_live_migration_leaves_no_guest_on_either_h
     received, release = threading.Event(), threading.Event()
     original = b.driver.finish_incoming
 
-    async def slow(instance_id: str) -> None:
+    async def slow(instance_id: str, resume: bool = True) -> None:
         received.set()  # the guest's state is here; it has not run here yet
         await asyncio.to_thread(release.wait, 30)
-        await original(instance_id)
+        await original(instance_id, resume)
 
     monkeypatch.setattr(b.driver, "finish_incoming", slow)
     assert live(two["admin"], sid, B).status_code == 202
@@ -336,3 +336,20 @@ def test_deleting_a_server_during_its_live_migration_leaves_no_guest_on_either_h
     until(lambda: not agent._inflight)
     _in_loop(b, agent._sync_power)  # the guest that arrived belongs to no server and no migration now
     assert sid not in b.driver._guests
+
+
+def test_a_paused_server_moves_live_and_stays_paused(two: dict[str, Any]) -> None:
+    a: Host = two["host"]
+    b: OtherHost = two["b"]
+    sid = two["server"]
+    assert action(two["alice"], sid, {"pause": None}).status_code == 202
+    wait_for(two["alice"], sid, "PAUSED")
+    assert live(two["admin"], sid, B).status_code == 202
+    until(lambda: migrations(two)[0]["status"] in ("completed", "error", "cancelled"))
+    server = wait_for(two["admin"], sid, "PAUSED")
+    assert server["OS-EXT-SRV-ATTR:host"] == B and server["OS-EXT-STS:power_state"] == 3
+    assert migrations(two)[0]["status"] == "completed"
+    assert b.driver._guests[sid].state == PowerState.PAUSED and sid not in a.driver._guests
+    assert action(two["alice"], sid, {"unpause": None}).status_code == 202
+    wait_for(two["alice"], sid, "ACTIVE")
+    assert b.driver._guests[sid].state == PowerState.RUNNING

@@ -60,8 +60,7 @@ EXPECTED_ALLOWED = {
     "shelve": ({A, S, P, SU}, {None}),
     "shelveOffload": ({st.SHELVED}, {None}),
     "unshelve": ({st.SHELVED, st.SHELVED_OFFLOADED}, {None}),
-    # Nova also moves a PAUSED server; here only a running one (docs/explanation/migration.md).
-    "live-migration": ({A}, {None}),
+    "live-migration": ({A, P}, {None}),
     "migrate": ({A, S}, {None}),
 }
 

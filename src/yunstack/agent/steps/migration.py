@@ -13,7 +13,14 @@ import socket
 from yunstack.agent.steps.base import Host, Report, Step
 from yunstack.compute.driver import IncomingMigration, MigrationMode, PowerState
 from yunstack.errors import Conflict, NotFound
-from yunstack.protocol import IncomingResult, LiveMigrationAbortArgs, LiveMigrationSendArgs, SentResult, Work
+from yunstack.protocol import (
+    IncomingResult,
+    LiveMigrationAbortArgs,
+    LiveMigrationFinishIncomingArgs,
+    LiveMigrationSendArgs,
+    SentResult,
+    Work,
+)
 
 PORT_TRIES = 20
 
@@ -73,8 +80,10 @@ async def send(host: Host, work: Work) -> Report:
 
 async def finish_incoming(host: Host, work: Work) -> Report:
     """Destination: the received guest runs (already running: a repeated step, done before)."""
+    args = work.args
+    assert isinstance(args, LiveMigrationFinishIncomingArgs)
     if (await host.driver.get_info(work.instance_id)).migration is not None:
-        await host.driver.finish_incoming(work.instance_id)
+        await host.driver.finish_incoming(work.instance_id, resume=args.resume)
     info = await host.driver.get_info(work.instance_id)
     return Report(info.power_state)
 

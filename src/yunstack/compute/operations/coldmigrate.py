@@ -39,6 +39,7 @@ from yunstack.compute.operations.base import (
     becomes,
 )
 from yunstack.compute.operations.migrate import migration_row
+from yunstack.compute.servergroups import ServerGroupService
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, NoValidHost
@@ -72,8 +73,10 @@ def destination(svc: ActionContext, s: Session, row: t.Instance, flavor: FlavorD
 
     ``here``: why the server's own host was not taken (a resize tried it first).
     """
+    group_policy, group_hosts = ServerGroupService.for_move(s, row.id)
     spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk + flavor.ephemeral,
-                                 ignore_hosts=frozenset({row.host or ""}))
+                                 ignore_hosts=frozenset({row.host or ""}), group_policy=group_policy,
+                                 group_hosts=group_hosts)
     decision = scheduler.select(svc.scheduler_hosts(s), spec)
     if decision.host is None:
         reasons = dict(decision.reasons)

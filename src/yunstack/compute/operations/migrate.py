@@ -27,6 +27,7 @@ from yunstack.compute import states as st
 from yunstack.compute.driver import MigrationMode, PowerState
 from yunstack.compute.operations.base import ActionContext, Body, Later, Operation, Prepared, allowed, becomes
 from yunstack.compute.operations.queue import queued
+from yunstack.compute.servergroups import ServerGroupService
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, NoValidHost
@@ -81,9 +82,11 @@ def _choose(svc: ActionContext, s: Session, row: t.Instance, body: LiveMigrateBo
             raise BadRequest("The target host can't be the same one.")
     flavor = row.flavor
     needs = scheduler.Needs(migration_mode=MigrationMode.PAUSED, block_migration=True)
+    group_policy, group_hosts = ServerGroupService.for_move(s, row.id)
     spec = scheduler.RequestSpec(vcpus=int(flavor["vcpus"]), memory_mib=int(flavor["ram"]),
                                  disk_gb=int(flavor.get("disk", 0)) + int(flavor.get("ephemeral", 0)),
-                                 ignore_hosts=frozenset({row.host or ""}), force_host=body.host, needs=needs)
+                                 ignore_hosts=frozenset({row.host or ""}), force_host=body.host, needs=needs,
+                                 group_policy=group_policy, group_hosts=group_hosts)
     if body.host is not None and body.force:
         target = known[body.host]
         if not target.up:
@@ -112,6 +115,8 @@ def _live(svc: ActionContext, s: Session, ctx: AuthContext, row: t.Instance, bod
                            block_migration=True, step="live_migration_prepare", rolling_back=False,
                            created_at=now, updated_at=now)
     s.add(record)
+    if row.vm_state == st.PAUSED:  # it moves paused and stays paused (Nova moves a PAUSED server too)
+        row.system_metadata = {**(row.system_metadata or {}), PAUSED_BEFORE: True}
     return LiveMigrationPrepareArgs(host=dest, migration_id=record.uuid), {"migration_id": record.uuid}
 
 
@@ -124,10 +129,29 @@ def rollback(record: mig.Migration, why: str | None, now: datetime) -> LiveMigra
     return LiveMigrationAbortArgs(host=record.dest_compute, migration_id=record.uuid, side="destination")
 
 
+PAUSED_BEFORE = "live_migration_paused"  # system_metadata: the server was PAUSED when its move began
+
+
+def _paused(row: t.Instance) -> bool:
+    return bool((row.system_metadata or {}).get(PAUSED_BEFORE))
+
+
+def _as_before(row: t.Instance) -> None:
+    """The server shows as it was when the move began: running, or paused by its user."""
+    paused = _paused(row)
+    row.vm_state = st.PAUSED if paused else st.ACTIVE
+    row.power_state = int(PowerState.PAUSED if paused else PowerState.RUNNING)
+
+
+def _ended(row: t.Instance) -> None:
+    """The move is over (completed or undone): the server is as it was, and forgets it moved."""
+    _as_before(row)
+    row.system_metadata = {k: v for k, v in (row.system_metadata or {}).items() if k != PAUSED_BEFORE}
+
+
 def _keep_running(row: t.Instance) -> None:
-    """While the chain runs or rolls back, the server shows as the source's guest: running."""
-    row.vm_state = st.ACTIVE
-    row.power_state = int(PowerState.RUNNING)
+    """While the chain runs or rolls back, the server shows as the source's guest: as it was."""
+    _as_before(row)
     row.fault = None
 
 
@@ -162,7 +186,7 @@ def _prepared(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> La
     if record is not None and outcome.error is None:
         record.dest_host = result.uri if isinstance(result, IncomingResult) else None
     later = _advance(row, outcome, args, now, status=RUNNING, then=then)
-    row.power_state = int(PowerState.RUNNING)  # the destination's waiting guest is not the server's
+    _as_before(row)  # the destination's waiting guest is not the server's
     return later
 
 
@@ -176,8 +200,11 @@ def _sent(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
                  record.uuid, row.id, stats.mode, stats.total_ms, stats.downtime_ms, stats.memory_bytes,
                  stats.disk_bytes)
     dest = record.dest_compute if record is not None else ""
-    then = LiveMigrationFinishIncomingArgs(host=dest, migration_id=args.migration_id) if args is not None else None
-    return _advance(row, outcome, args, now, status=POST_MIGRATING, then=then)
+    then = (LiveMigrationFinishIncomingArgs(host=dest, migration_id=args.migration_id, resume=not _paused(row))
+            if args is not None else None)
+    later = _advance(row, outcome, args, now, status=POST_MIGRATING, then=then)
+    _as_before(row)
+    return later
 
 
 def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
@@ -191,6 +218,7 @@ def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
     # The guest runs on the destination now: it is the server's host from here on, even if a
     # rollback was asked meanwhile (too late: the source's copy is stale once the other one ran).
     row.host = record.dest_compute
+    _as_before(row)
     record.step = "live_migration_finish_outgoing"
     then = LiveMigrationFinishOutgoingArgs(host=record.source_compute, migration_id=record.uuid)
     return Later(then=then, rebound=(row.id, row.project_id, record.dest_compute))
@@ -198,7 +226,7 @@ def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
 
 def _cleaned(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Later:
     record = migration_row(row, args.migration_id) if args is not None else None
-    row.vm_state = st.ACTIVE
+    _ended(row)
     row.fault = None
     if record is None:
         return Later()
@@ -236,7 +264,7 @@ def _aborted(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
         row.vm_state = st.ERROR
         row.fault = {"code": 500, "message": record.error[:255], "details": record.error, "created": now.isoformat()}
         return Later()
-    row.vm_state = st.ACTIVE
+    _ended(row)
     row.fault = None
     return Later()
 
@@ -247,7 +275,7 @@ def _on(args: Any) -> str | None:
 
 LIVE_MIGRATE = Operation(name="live_migration_prepare", args=LiveMigrationPrepareArgs, task=MIGRATING,
                          event="compute_live_migration", action="live-migration", verb="os-migrateLive",
-                         body=LiveMigrateBody, allowed=allowed(st.ACTIVE), prepare=_live,
+                         body=LiveMigrateBody, allowed=allowed(st.ACTIVE, st.PAUSED), prepare=_live,
                          on_success=becomes(st.ACTIVE), keeps_state_on_failure=True, apply=_prepared, runs_on=_on)
 SEND = Operation(name="live_migration_send", args=LiveMigrationSendArgs, task=MIGRATING,
                  event="compute_live_migration_send", on_success=becomes(st.ACTIVE), keeps_state_on_failure=True,

@@ -346,7 +346,7 @@ class QemuDriver:
             finally:
                 self._sending.discard(instance_id)
 
-    async def finish_incoming(self, instance_id: str) -> None:
+    async def finish_incoming(self, instance_id: str, resume: bool = True) -> None:
         paths = self._existing(instance_id)
         async with self._lock(instance_id):
             if specfile.read_intent(paths) != "incoming":
@@ -356,8 +356,9 @@ class QemuDriver:
             async with self._qmp(paths, instance_id) as qmp:
                 status = await migration.wait_received(qmp, instance_id, savestate.timeout_for(spec.memory_mib))
                 await qmp.execute("nbd-server-stop")
-                if status == "paused":  # a paused migration; a precopy one runs by itself already
-                    await qmp.execute("cont")
+                if status == "paused":  # a paused migration (a precopy one runs by itself already)
+                    if resume:  # a guest its user paused stays paused
+                        await qmp.execute("cont")
                 elif status not in ("running",):
                     raise DriverError(detail=f"migrating {instance_id}: the guest arrived {status}")
             specfile.write_intent(paths, "running")
