@@ -34,7 +34,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # As many pooled connections as the API has worker threads (anyio's 40): each request that
+    # runs in one may hold a connection, and a connection beyond the pool is closed when it is
+    # returned, so a smaller pool made every burst of agent calls (heartbeats, long-polls) open
+    # new PostgreSQL connections: a quarter of the control plane's CPU at 200 hosts (bench/scale.py).
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=40, max_overflow=20)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
