@@ -89,18 +89,19 @@ def _ticks(client: Client, sid: str) -> list[float]:
     return [float(x) for x in TICK.findall(r.json().get("output", ""))] if r.status_code == 200 else []
 
 
-def test_a_running_guest_moves_to_the_other_host_without_a_reboot_and_leaves_nothing_behind(
-        clouds: tuple[RunningCloud, Client, Path]) -> None:
-    cloud, client, b_state = clouds
+def _ticking_server(cloud: RunningCloud, client: Client, b_state: Path,
+                    name: str) -> tuple[str, str, str, dict[str, Path], list[float]]:
+    """A ticking guest, ACTIVE: (id, its host, the other host, each host's instance dir, its ticks)."""
     host_a = next(h["hypervisor_hostname"] for h in
                   client.call("GET", "/compute/v2.1/os-hypervisors/detail").json()["hypervisors"]
                   if h["hypervisor_hostname"] != HOST_B)
     image = client.call("GET", "/image/v2/images?name=tiny").json()["images"][0]["id"]
     r = client.call("POST", "/compute/v2.1/servers", {"server": {
-        "name": "mover", "imageRef": image, "flavorRef": "42", "networks": "none", "config_drive": True,
+        "name": name, "imageRef": image, "flavorRef": "42", "networks": "none", "config_drive": True,
         "user_data": base64.b64encode(TICKER).decode()}})
     assert r.status_code == 202, r.text
-    sid = r.json()["server"]["id"]
+    sid = str(r.json()["server"]["id"])
+
     def active() -> bool:
         server = client.call("GET", f"/compute/v2.1/servers/{sid}").json()["server"]
         assert server["status"] != "ERROR", server.get("fault")
@@ -111,6 +112,13 @@ def test_a_running_guest_moves_to_the_other_host_without_a_reboot_and_leaves_not
     target = HOST_B if source == host_a else host_a
     dirs = {host_a: cloud.state_dir / "instances", HOST_B: b_state / "instances"}
     before = until(lambda: (t := _ticks(client, sid)) and len(t) >= 2 and t, 120, "the guest ticks")
+    return sid, source, target, dirs, before
+
+
+def test_a_running_guest_moves_to_the_other_host_without_a_reboot_and_leaves_nothing_behind(
+        clouds: tuple[RunningCloud, Client, Path]) -> None:
+    cloud, client, b_state = clouds
+    sid, source, target, dirs, before = _ticking_server(cloud, client, b_state, "mover")
     # No microversion header: 2.1, where a client cannot say "auto" (every disk here is local anyway).
     r = client.call("POST", f"/compute/v2.1/servers/{sid}/action",
                     {"os-migrateLive": {"host": target, "block_migration": False, "disk_over_commit": False}})
@@ -149,26 +157,7 @@ def _migration_status(cloud: RunningCloud) -> str | None:
 def test_kill_9_of_the_control_plane_during_a_live_migration_ends_it_with_exactly_one_guest(
         clouds: tuple[RunningCloud, Client, Path]) -> None:
     cloud, client, b_state = clouds
-    host_a = next(h["hypervisor_hostname"] for h in
-                  client.call("GET", "/compute/v2.1/os-hypervisors/detail").json()["hypervisors"]
-                  if h["hypervisor_hostname"] != HOST_B)
-    image = client.call("GET", "/image/v2/images?name=tiny").json()["images"][0]["id"]
-    r = client.call("POST", "/compute/v2.1/servers", {"server": {
-        "name": "crashmover", "imageRef": image, "flavorRef": "42", "networks": "none", "config_drive": True,
-        "user_data": base64.b64encode(TICKER).decode()}})
-    assert r.status_code == 202, r.text
-    sid = r.json()["server"]["id"]
-
-    def active() -> bool:
-        server = client.call("GET", f"/compute/v2.1/servers/{sid}").json()["server"]
-        assert server["status"] != "ERROR", server.get("fault")
-        return bool(server["status"] == "ACTIVE")
-
-    until(active, 300, "the server is ACTIVE")
-    source = client.call("GET", f"/compute/v2.1/servers/{sid}").json()["server"]["OS-EXT-SRV-ATTR:host"]
-    target = HOST_B if source == host_a else host_a
-    dirs = {host_a: cloud.state_dir / "instances", HOST_B: b_state / "instances"}
-    before = until(lambda: (t := _ticks(client, sid)) and len(t) >= 2 and t, 120, "the guest ticks")
+    sid, source, target, dirs, before = _ticking_server(cloud, client, b_state, "crashmover")
     r = client.call("POST", f"/compute/v2.1/servers/{sid}/action",
                     {"os-migrateLive": {"host": target, "block_migration": False, "disk_over_commit": False}})
     assert r.status_code == 202, r.text
