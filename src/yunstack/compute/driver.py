@@ -410,9 +410,10 @@ class ComputeDriver(Protocol):
         """Create ``spec``'s guest here, powered off, with its local disks copied from ``disks``.
 
         Each copy keeps only what the guest wrote, on this host's base image (``spec``'s disk
-        source), grown to ``spec``'s size.  Returns the bytes copied.  Raises ``Conflict`` if the
-        guest exists here already (an import cut short is started over); leaves nothing behind
-        when it fails.
+        source), grown to ``spec``'s size.  Returns the bytes copied.  While it copies,
+        ``get_info`` says ``migration`` "incoming"; an import cut short says so too, and a new
+        import starts it over.  Raises ``Conflict`` if the guest arrived here already; leaves
+        nothing behind when it fails.
         """
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tests.functional.compute.test_agent_migration_sync import _in_loop
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_live_migration import B, OtherHost, host, migrations, qcow2, two, world
+from tests.functional.compute.test_live_migration_crash import _lose_first_answer
 from tests.functional.compute.test_server_groups import boot_in, make_group
 from tests.functional.compute.test_servers import Host, action, until, wait_for
 from yunstack.compute.driver import PowerState
@@ -233,3 +234,20 @@ def test_a_move_keeps_the_servers_group_policy_and_says_which_host_it_would_brea
     assert r.status_code == 400, r.text
     assert f"{other}: ServerGroupAntiAffinityFilter" in r.json()["badRequest"]["message"]
     assert [m for m in migrations(two) if m["instance_uuid"] == first] == []
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_a_lost_answer_of_the_destinations_finish_is_repeated_and_the_move_still_arrives(
+        two: dict[str, Any], stopped: bool) -> None:
+    b: OtherHost = two["b"]
+    sid = two["server"]
+    if stopped:
+        assert action(two["alice"], sid, {"os-stop": None}).status_code == 202
+        wait_for(two["alice"], sid, "SHUTOFF")
+    assert b.agent is not None
+    lost = _lose_first_answer(b.agent, "cold_migration_finish")
+    assert migrate(two["admin"], sid).status_code == 202
+    server = settled(two, "VERIFY_RESIZE")
+    assert lost == ["cold_migration_finish"]
+    assert server["OS-EXT-SRV-ATTR:host"] == B and newest(two)["status"] == "finished"
+    assert b.driver._guests[sid].state == (PowerState.SHUTDOWN if stopped else PowerState.RUNNING)

@@ -9,8 +9,6 @@ a move that failed.  Every step is safe to run again.  See ``docs/explanation/mi
 
 from __future__ import annotations
 
-import contextlib
-
 from yunstack.agent.steps.base import Host, Report, Step
 from yunstack.agent.steps.migration import free_run
 from yunstack.compute.driver import DiskKind, PowerState
@@ -42,10 +40,12 @@ async def finish(host: Host, work: Work) -> Report:
     assert isinstance(args, ColdMigrationFinishArgs)
     d, iid = host.driver, work.instance_id
     spec = await host.spec(iid)  # the new flavor's sizes; its ports' taps are made here first
-    with contextlib.suppress(NotFound):
-        if (await d.get_info(iid)).power_state == PowerState.RUNNING:
-            return Report(PowerState.RUNNING)  # done before: a repeated step after a restart
-    await d.import_disks(spec, args.disks, args.secret)
+    try:
+        arrived = (await d.get_info(iid)).migration is None  # "incoming": an import cut short
+    except NotFound:
+        arrived = False
+    if not arrived:  # else copied before: a repeated step (its answer was lost)
+        await d.import_disks(spec, args.disks, args.secret)
     if not args.power_on:
         return Report(PowerState.SHUTDOWN)
     async with host.room(spec):

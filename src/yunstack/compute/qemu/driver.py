@@ -498,7 +498,8 @@ class QemuDriver:
         spec = specfile.load_spec(paths)  # replaced atomically: never half-written
         state, pid, reason = await self._power_state(paths, instance_id)
         intent = specfile.read_intent(paths)
-        migration = "incoming" if intent == "incoming" else "outgoing" if intent.startswith("outgoing-") else None
+        arriving = intent in ("incoming", "importing")  # a live migration's, or a cold move's disks
+        migration = "incoming" if arriving else "outgoing" if intent.startswith("outgoing-") else None
         return InstanceInfo(id=instance_id, power_state=state, pid=pid, reason=reason,
                             memory_mib=spec.memory_mib, vcpus=spec.vcpus, migration=migration)
 
