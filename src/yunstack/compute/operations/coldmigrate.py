@@ -38,7 +38,7 @@ from yunstack.compute.operations.base import (
     allowed,
     becomes,
 )
-from yunstack.compute.operations.migrate import migration_row
+from yunstack.compute.operations.migrate import migration_row, named_host
 from yunstack.compute.servergroups import ServerGroupService
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
@@ -238,29 +238,26 @@ def _as_before(outcome: Outcome, args: Any) -> str:
     return st.ACTIVE if args is None or args.power_on else st.STOPPED
 
 
-def _on(args: Any) -> str | None:
-    return str(args.host) if args is not None and hasattr(args, "host") else None
-
-
 def runs_on(args: Any) -> str | None:
     """The host of a resize family step: a cold move's step names it, a same-host one runs at home."""
-    return _on(args) if isinstance(args, (ColdMigrationConfirmArgs, ColdMigrationRevertArgs)) else None
+    return named_host(args) if isinstance(args, (ColdMigrationConfirmArgs, ColdMigrationRevertArgs)) else None
 
 
 KEEP: Success = _as_before
 SEND = Operation(name="cold_migration_send", args=ColdMigrationSendArgs, task=st.RESIZE_MIGRATING,
                  event="compute_resize_instance", action="migrate", verb="migrate", body=NoBody, body_error=NOT_NULL,
                  prepare=_migrate, allowed=allowed(st.ACTIVE, st.STOPPED), on_success=KEEP,
-                 keeps_state_on_failure=True, apply=_exported, runs_on=_on)
+                 keeps_state_on_failure=True, apply=_exported, runs_on=named_host)
 FINISH = Operation(name="cold_migration_finish", args=ColdMigrationFinishArgs, task=st.RESIZE_FINISH,
                    event="compute_finish_resize", on_success=becomes(st.RESIZED), keeps_state_on_failure=True,
-                   apply=_arrived, runs_on=_on)
+                   apply=_arrived, runs_on=named_host)
 CONFIRM = Operation(name="cold_migration_confirm", args=ColdMigrationConfirmArgs, task=st.RESIZE_CONFIRMING,
                     event="compute_confirm_resize", on_success=becomes(st.ACTIVE), keeps_state_on_failure=True,
-                    apply=_confirmed, runs_on=_on)
+                    apply=_confirmed, runs_on=named_host)
 REVERT = Operation(name="cold_migration_revert", args=ColdMigrationRevertArgs, task=st.RESIZE_REVERTING,
-                   event="compute_revert_resize", on_success=becomes(st.RESIZED), apply=_reverted, runs_on=_on)
+                   event="compute_revert_resize", on_success=becomes(st.RESIZED), apply=_reverted,
+                   runs_on=named_host)
 RESTORE = Operation(name="cold_migration_restore", args=ColdMigrationRestoreArgs, task=st.RESIZE_REVERTING,
-                    event="compute_finish_revert_resize", on_success=KEEP, apply=_restored, runs_on=_on)
+                    event="compute_finish_revert_resize", on_success=KEEP, apply=_restored, runs_on=named_host)
 
 OPERATIONS = (SEND, FINISH, CONFIRM, REVERT, RESTORE)

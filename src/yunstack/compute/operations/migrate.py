@@ -269,25 +269,28 @@ def _aborted(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
     return Later()
 
 
-def _on(args: Any) -> str | None:
+def named_host(args: Any) -> str | None:
+    """The host a migration's step names (``args.host``): its ``runs_on``."""
     return str(args.host) if args is not None else None
 
 
 LIVE_MIGRATE = Operation(name="live_migration_prepare", args=LiveMigrationPrepareArgs, task=MIGRATING,
                          event="compute_live_migration", action="live-migration", verb="os-migrateLive",
                          body=LiveMigrateBody, allowed=allowed(st.ACTIVE, st.PAUSED), prepare=_live,
-                         on_success=becomes(st.ACTIVE), keeps_state_on_failure=True, apply=_prepared, runs_on=_on)
+                         on_success=becomes(st.ACTIVE), keeps_state_on_failure=True, apply=_prepared,
+                         runs_on=named_host)
 SEND = Operation(name="live_migration_send", args=LiveMigrationSendArgs, task=MIGRATING,
                  event="compute_live_migration_send", on_success=becomes(st.ACTIVE), keeps_state_on_failure=True,
-                 apply=_sent, runs_on=_on)
+                 apply=_sent, runs_on=named_host)
 FINISH_INCOMING = Operation(name="live_migration_finish_incoming", args=LiveMigrationFinishIncomingArgs,
                             task=MIGRATING, event="compute_post_live_migration_at_destination",
-                            on_success=becomes(st.ACTIVE), keeps_state_on_failure=True, apply=_arrived, runs_on=_on)
+                            on_success=becomes(st.ACTIVE), keeps_state_on_failure=True, apply=_arrived,
+                            runs_on=named_host)
 FINISH_OUTGOING = Operation(name="live_migration_finish_outgoing", args=LiveMigrationFinishOutgoingArgs,
                             task=MIGRATING, event="compute_post_live_migration", on_success=becomes(st.ACTIVE),
-                            keeps_state_on_failure=True, apply=_cleaned, runs_on=_on)
+                            keeps_state_on_failure=True, apply=_cleaned, runs_on=named_host)
 ABORT = Operation(name="live_migration_abort", args=LiveMigrationAbortArgs, task=MIGRATING,
                   event="compute_rollback_live_migration", on_success=becomes(st.ACTIVE),
-                  keeps_state_on_failure=True, apply=_aborted, runs_on=_on)
+                  keeps_state_on_failure=True, apply=_aborted, runs_on=named_host)
 
 OPERATIONS = (LIVE_MIGRATE, SEND, FINISH_INCOMING, FINISH_OUTGOING, ABORT)
