@@ -120,6 +120,10 @@ class ComputeConfig:
         "Seconds without a heartbeat after which a compute host counts as down (service state 'down', "
         "skipped by the scheduler, its servers may be evacuated). Agents heartbeat every 10 s; keep it "
         "at least twice that. At most 30 s marks a killed agent's host down within 30 s.", 30.0)
+    task_lease_seconds: float = _help(
+        "How long a host holds a step it claimed without saying it still runs it (its agent says so "
+        "every long-poll, at most 20 s apart). A step whose lease ran out runs again (at most 3 times), "
+        "then fails with the reason; a restarted agent gets its predecessor's steps back at once.", 60.0)
     force_config_drive: bool = _help("Give every server a config drive, as Nova's force_config_drive; "
                                      "false: only servers created with config_drive true get one (the "
                                      "others read the metadata service over HTTP).", True)

@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvicorn
@@ -25,6 +27,8 @@ from yunstack.wiring import Services, build
 log = logging.getLogger(__name__)
 AGENT_START_TIMEOUT = 120.0
 HEAP_TRIM_SECONDS = 300.0
+TASK_SWEEP_SECONDS = 5.0  # how often steps whose lease ran out are taken back
+TASK_RETENTION = timedelta(days=7)  # ended tasks kept for the operations view (Nova's actions keep the rest)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +116,26 @@ def prepare(config: Config) -> Prepared:
     return Prepared(services=services, clouds_yaml=path, first_start=result.admin_password is not None)
 
 
+async def _sweep_tasks(services: Services) -> None:
+    """The task table's timer: leases that ran out, then (hourly) ended tasks past their retention.
+
+    The first sweep waits one lease: agents that outlived a stopped control plane renew what they
+    still run with their first wait, before anything of theirs could count as abandoned.
+    """
+    lease = services.config.compute.task_lease_seconds
+    await asyncio.sleep(lease)
+    last_purge = 0.0
+    while True:
+        try:
+            await asyncio.to_thread(services.host_link.sweep)
+            if time.monotonic() - last_purge >= 3600:
+                await asyncio.to_thread(services.tasks.purge, datetime.now(UTC) - TASK_RETENTION)
+                last_purge = time.monotonic()
+        except Exception:
+            log.exception("the task sweep failed; trying again")
+        await asyncio.sleep(TASK_SWEEP_SECONDS)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -172,6 +196,7 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         # Start-up garbage is gone by now: hand its pages back (docs/explanation/footprint.md).
         heap.trim()
         trimming.append(asyncio.get_running_loop().create_task(heap.trim_every(HEAP_TRIM_SECONDS)))
+        trimming.append(asyncio.get_running_loop().create_task(_sweep_tasks(prepared.services)))
 
     async def shutdown(sockets: object = None) -> None:
         # The agents first, while the API still answers them (they read the network state to release it).

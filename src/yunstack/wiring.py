@@ -74,9 +74,10 @@ def build(config: Config, *, migrate: bool = True) -> Services:
                              images=image, network=network)
     network.server_project = compute.server_project
     memory = MemoryLedgerService(db)
-    link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub)
+    tasks = TaskService(db)
+    link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks)
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
                     network=network, hostauth=HostAuthService(db),
-                    host_link=link, tasks=TaskService(db))
+                    host_link=link, tasks=tasks)

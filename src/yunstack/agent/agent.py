@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,8 @@ HEARTBEAT_SECONDS = 10.0
 POWER_SYNC_SECONDS = 2.0
 MEMORY_REPORT_SECONDS = 10.0
 LONG_POLL_SECONDS = 20.0  # one wait for work; the control plane answers sooner when there is some
+REPORT_RETRY_SECONDS = 0.5  # the first retry of a report the control plane did not take
+REPORT_RETRY_MAX_SECONDS = 5.0
 MAKE_ROOM_SECONDS = 20.0  # how long a spawn waits for the memory manager to reclaim room for it
 MIB = 1 << 20
 
@@ -71,6 +74,9 @@ class Agent:
                  network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS,
                  tunnel_ip: str = "", compute: bool = True) -> None:
         self.host = host
+        # This run's name as a lease owner: a restarted agent is a new owner, and gets the steps
+        # its predecessor held back at once (``ControlPlane.wait``).
+        self.owner = f"{host}/{uuid.uuid4().hex[:12]}"
         # False: a network host only (the lab's control host): no heartbeat, so no hypervisor to
         # schedule onto, and no power sync; its dataplane still serves DHCP, routers and metadata.
         self.compute = compute
@@ -200,7 +206,7 @@ class Agent:
 
         def run() -> None:
             try:
-                result: object = self.link.wait(self.host, busy, timeout)
+                result: object = self.link.wait(self.host, busy, timeout, self.owner)
             except BaseException as exc:  # handed to the loop, which re-raises it
                 result = exc
             with contextlib.suppress(RuntimeError):  # the loop closed: the agent stopped
@@ -224,8 +230,11 @@ class Agent:
 
     def _start(self, wakeup: Wakeup) -> None:
         for item in wakeup.work:
+            running = self._running.get(item.instance_id)
+            if running is not None and work_key(running) == work_key(item):
+                continue  # handed out again while it runs (a long-poll that began before): one run is enough
             if item.instance_id in self._inflight:
-                # Queued while its instance's op runs (a delete during a build): that op's end takes it up.
+                # Claimed while its instance's op runs (a delete during a build): that op's end starts it.
                 self._deferred[item.instance_id] = item
                 continue
             task = asyncio.create_task(self._perform(item), name=f"{item.op}-{item.instance_id}")
@@ -323,12 +332,15 @@ class Agent:
                     await self.driver.destroy(instance_id)
 
     async def _follow_up(self, done: str) -> None:
-        """Right after an operation: work queued meanwhile (a delete, the offload after a shelve)."""
+        """Right after an operation: work claimed meanwhile (a delete), or queued by its end (the offload
+        after a shelve, a migration's next step)."""
+        finished = self._running.pop(done, None)
         self._inflight.pop(done, None)
-        self._running.pop(done, None)
-        self._deferred.pop(done, None)  # the queue has the current work of this instance, if any
+        deferred = self._deferred.pop(done, None)
+        if deferred is not None and (finished is None or work_key(deferred) != work_key(finished)):
+            self._start(Wakeup(work=(deferred,)))  # claimed for this agent: it runs now
         try:
-            wakeup = await asyncio.to_thread(self.link.wait, self.host, self._busy(), 0.0)
+            wakeup = await asyncio.to_thread(self.link.wait, self.host, self._busy(), 0.0, self.owner)
         except Exception:
             log.exception("could not read pending work")
             return
@@ -341,8 +353,8 @@ class Agent:
     def _forget(self, instance_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             if self._inflight.get(instance_id) is task:
-                # Ended without its follow-up (its report was lost): what was deferred behind it
-                # must not stay counted as this agent's, or the control plane never hands it out again.
+                # Ended without its follow-up (the agent is stopping): what it and anything deferred
+                # behind it held is no longer renewed, so the next run of this agent gets it back.
                 self._inflight.pop(instance_id, None)
                 self._running.pop(instance_id, None)
                 self._deferred.pop(instance_id, None)
@@ -402,7 +414,8 @@ class Agent:
                 raise NotFound("Unknown agent operation {op}.", op=work.op)
             report = await step.run(self, work)
             outcome = Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
-                              power_state=int(report.power), result=report.result)
+                              power_state=int(report.power), result=report.result, task_id=work.task_id,
+                              attempt=work.attempt)
         except YunError as exc:
             outcome = await self._failed(work, exc.text)
         except Exception as exc:
@@ -410,17 +423,42 @@ class Agent:
             outcome = await self._failed(work, f"{type(exc).__name__}: {exc}")
         log.info("%s of %s: %s in %.2fs", work.op, work.instance_id, outcome.error or "done",
                  time.monotonic() - started)
-        try:
-            await asyncio.to_thread(self.link.finish, outcome)
-        except Exception:
-            # The step stays queued: it is handed out again once this agent no longer holds it
-            # (``_forget``), and every step is safe to repeat.
-            log.exception("could not report %s of %s; it will run again", work.op, work.instance_id)
+        if not await self._report(outcome):
             return
         await self._follow_up(work.instance_id)
         if step is not None and step.reconcile_network and self.network is not None:
             # Its ports changed: take taps and rules away without waiting for the period.
             await self._guard(self._reconcile(), "network reconcile")
+
+    async def _report(self, outcome: Outcome) -> bool:
+        """Send ``outcome`` until the control plane has it; False if the agent stopped first.
+
+        While the control plane cannot be reached the step stays this agent's (it is in flight, so
+        every wait renews its lease) and the report is sent again, backing off to REPORT_RETRY_MAX_SECONDS.
+        A refusal (4xx: the step is no longer this run's) ends the retries: whoever holds it reports.
+        If this agent dies meanwhile, its successor gets the step back and runs it again (every step
+        is safe to repeat).
+        """
+        assert self._stop is not None
+        delay = REPORT_RETRY_SECONDS
+        while True:
+            try:
+                await asyncio.to_thread(self.link.finish, outcome)
+                return True
+            except YunError as exc:
+                if exc.status < 500:
+                    log.warning("the report of %s of %s was refused: %s", outcome.op, outcome.instance_id, exc.text)
+                    return True
+                why: str = exc.text
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            log.warning("could not report %s of %s (%s); trying again in %.1fs", outcome.op, outcome.instance_id,
+                        why, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                return False
+            delay = min(delay * 2, REPORT_RETRY_MAX_SECONDS)
 
     async def _failed(self, work: Work, message: str) -> Outcome:
         """A failed step reports the guest's power state as it is now (NOSTATE when there is none)."""
@@ -430,7 +468,7 @@ class Agent:
         except YunError:
             power = int(PowerState.NOSTATE)
         return Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
-                       power_state=power, error=message)
+                       power_state=power, error=message, task_id=work.task_id, attempt=work.attempt)
 
 
 def _settle(future: asyncio.Future[Wakeup], result: object) -> None:

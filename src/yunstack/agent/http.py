@@ -150,8 +150,8 @@ class HttpControlPlane:
         result: Sequence[Work] = self._call("pending_work", host=host)
         return result
 
-    def wait(self, host: str, busy: Collection[str], timeout: float) -> Wakeup:
-        result: Wakeup = self._call("wait", host=host, busy=sorted(busy), timeout=timeout)
+    def wait(self, host: str, busy: Collection[str], timeout: float, owner: str = "") -> Wakeup:
+        result: Wakeup = self._call("wait", host=host, busy=sorted(busy), timeout=timeout, owner=owner)
         return result
 
     def answer(self, host: str, answer: Answer) -> None:

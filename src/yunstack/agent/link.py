@@ -23,8 +23,8 @@ __all__ = ["Answer", "ConsoleSocket", "ControlPlane", "HostCall", "Outcome", "Sp
 
 
 def work_key(work: Work) -> str:
-    """What names one piece of queued work (``wait`` leaves out the work an agent already has)."""
-    return f"{work.instance_id} {work.op} {work.request_id}"
+    """What names one piece of work an agent has: its task (``wait`` renews those and hands out the rest)."""
+    return work.task_id or f"{work.instance_id} {work.op} {work.request_id}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +77,7 @@ class ControlPlane(Protocol):
         """Write the image's bytes to ``dest``; returns its disk format."""
 
     def finish(self, outcome: Outcome) -> None:
-        """Record an operation's result (clears the queued work)."""
+        """Record a step's result and end its task (a report of a run that no longer holds it changes nothing)."""
 
     def upload_snapshot(self, instance_id: str, image_id: str, path: Path) -> None:
         """Register a finished snapshot file as the image's data."""
@@ -107,11 +107,13 @@ class ControlPlane(Protocol):
     def report_memory(self, host: str, entry: Mapping[str, Any]) -> None:
         """Report the memory manager's latest ledger entry (for admission, the API and history)."""
 
-    def wait(self, host: str, busy: Collection[str], timeout: float) -> Wakeup:
+    def wait(self, host: str, busy: Collection[str], timeout: float, owner: str = "") -> Wakeup:
         """Block until there is work for ``host`` not in ``busy`` (``work_key``s), or a read; at most ``timeout`` s.
 
-        Returns at once when there is some; an empty ``Wakeup`` after ``timeout``.  Each read is
-        handed out once.
+        Returns at once when there is some; an empty ``Wakeup`` after ``timeout``.  The work is
+        claimed for ``owner`` (this agent's run: host name and boot id) under a lease that each
+        wait listing it in ``busy`` extends; a new owner for a host gets the old owner's unfinished
+        steps back at once.  Each read is handed out once.
         """
 
     def answer(self, host: str, answer: Answer) -> None:

@@ -33,6 +33,7 @@ from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import identity as ident
 from yunstack.db.tables import migrations as mig
+from yunstack.db.tables import tasks as tt
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.identity.context import AuthContext, Ref
 from yunstack.identity.service import PAGE_SHARING
@@ -40,6 +41,8 @@ from yunstack.memory.model import EXTRA_PAGE_SHARING
 from yunstack.network.desired import HostNetworkState
 from yunstack.network.service import NetworkService
 from yunstack.protocol import ConfigDriveData, Outcome, SpecData, Work
+from yunstack.tasks.model import Expiry, TaskState
+from yunstack.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +70,24 @@ def meta_data(row: t.Instance) -> dict[str, Any]:
 # A create commits its rows, then allocates ports, then queues the spawn.  A crash in between leaves
 # a BUILD row with no work; after this long without that work, the sync calls the create interrupted.
 INTERRUPTED_CREATE_AFTER = timedelta(seconds=10)
+CLAIM_BATCH = 32  # steps one poll may claim for a host (a burst of creates arrives in a few polls)
 INTERRUPTED_CREATE = ("The create was interrupted (the control plane stopped) before the server's build was "
                       "queued; nothing was started. Delete the server and create it again.")
 
 
-def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime) -> bool:
-    return (row.vm_state == states.BUILDING and row.task_state == states.SPAWNING and row.pending is None
+def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime, queued: bool) -> bool:
+    return (row.vm_state == states.BUILDING and row.task_state == states.SPAWNING and not queued
             and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER)
 
 
 class LocalControlPlane:
     def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
                  ledger: MemoryLedgerService, network: NetworkService | None = None,
-                 hub: HostHub | None = None) -> None:
+                 hub: HostHub | None = None, tasks: TaskService | None = None) -> None:
         self.hub = hub or HostHub()
         self._db = db
+        self.tasks = tasks or TaskService(db)
+        self._owners: dict[str, str] = {}  # host -> the agent (lease owner) that polled last
         self._ledger = ledger
         self._network = network
         self._config = config
@@ -90,16 +96,17 @@ class LocalControlPlane:
 
     def pending_work(self, host: str) -> Sequence[Work]:
         with self._db() as s:
-            return operations.pending_for(s, host)
+            return operations.waiting(s, host)
 
-    def wait(self, host: str, busy: Collection[str], timeout: float) -> Wakeup:
+    def wait(self, host: str, busy: Collection[str], timeout: float, owner: str = "") -> Wakeup:
         woken = threading.Event()
         unsubscribe = self.hub.subscribe(host, woken.set)  # before looking: a wake in between is kept
         deadline = time.monotonic() + max(0.0, timeout)
+        self.hold(host, busy, owner)
         try:
             while True:
                 woken.clear()
-                found = self.poll(host, busy)
+                found = self.poll(host, busy, owner)
                 left = deadline - time.monotonic()
                 if found.work or found.calls or left <= 0 or self.hub.closing:
                     return found
@@ -107,10 +114,69 @@ class LocalControlPlane:
         finally:
             unsubscribe()
 
-    def poll(self, host: str, busy: Collection[str]) -> Wakeup:
-        """``wait`` without waiting: new work and queued reads for ``host`` right now."""
-        work = tuple(w for w in self.pending_work(host) if work_key(w) not in busy)
-        return Wakeup(work=work, calls=self.hub.take_calls(host))
+    def hold(self, host: str, busy: Collection[str], owner: str = "") -> None:
+        """What a wait says before it waits: the agent ``owner`` of ``host`` still runs ``busy``.
+
+        Their leases are extended.  An agent the control plane has not heard from before (a
+        restarted one: a new owner name) gets its predecessor's steps back at once instead of
+        after their leases: they are queued again (or fail, out of attempts).
+        """
+        owner = owner or host
+        if self._owners.get(host) != owner:
+            swept = self.tasks.release(host, keep_owner=owner)
+            self._owners[host] = owner
+            self._ended(swept)
+        self.tasks.renew_held(host, owner, busy, lease_seconds=self._config.compute.task_lease_seconds)
+
+    def poll(self, host: str, busy: Collection[str], owner: str = "") -> Wakeup:
+        """``wait`` without waiting: claim ``host``'s claimable steps (leased to ``owner``), and its reads.
+
+        Steps ``owner`` already holds but does not list in ``busy`` come again: their first
+        hand-out was lost on the way (the agent de-duplicates one that crossed its own report).
+        """
+        owner = owner or host
+        if self._stale(host, owner):
+            return Wakeup()
+        claims = [*self.tasks.held(host, owner, besides=busy),
+                  *self.tasks.claim(host, limit=CLAIM_BATCH, owner=owner,
+                                    lease_seconds=self._config.compute.task_lease_seconds)]
+        if claims and self._stale(host, owner):
+            # A new run of the agent came up while we claimed: what we took is its work.
+            self._ended(self.tasks.release(host, keep_owner=self._owners[host]))
+            return Wakeup()
+        work = tuple(Work(instance_id=c.resource.id, request_id=c.request_id or "", args=c.args,
+                          task_id=c.id, attempt=c.attempt) for c in claims)
+        return Wakeup(work=tuple(w for w in work if work_key(w) not in busy), calls=self.hub.take_calls(host))
+
+    def _stale(self, host: str, owner: str) -> bool:
+        """Whether ``owner`` is an older run of ``host``'s agent than the one heard from last.
+
+        Its long-poll may outlive it on this side (a killed agent's request runs to its timeout):
+        such a poll must claim nothing, or its dead run would hold the new run's work for a lease.
+        """
+        return self._owners.get(host, owner) != owner
+
+    def sweep(self) -> None:
+        """The lease sweep: steps whose host stopped renewing them run again, or fail with the reason.
+
+        The control plane calls it periodically (``server.serve``); a step that failed this way
+        ends its operation as if the host had reported the failure.
+        """
+        self._ended(self.tasks.expire())
+
+    def _ended(self, swept: Sequence[Expiry]) -> None:
+        for expiry in swept:
+            if expiry.state != TaskState.FAILED:
+                continue
+            with self._db() as s:
+                task = s.scalar(select(tt.Task).where(tt.Task.id == expiry.id))
+                if task is None or task.resource_type != operations.queue.SERVER or task.step is None:
+                    continue
+                outcome = Outcome(instance_id=task.resource_id, op=task.step, request_id=task.request_id or "",
+                                  power_state=int(PowerState.NOSTATE), error=expiry.reason, task_id=task.id,
+                                  attempt=task.attempt)
+            log.warning("%s of %s ended without its host: %s", outcome.op, outcome.instance_id, expiry.reason)
+            self._apply(outcome, swept=True)
 
     def answer(self, host: str, answer: Answer) -> None:
         self.hub.answer(host, answer)
@@ -163,7 +229,10 @@ class LocalControlPlane:
         self._images.upload_local(system_context(project), image_id, path)
 
     def finish(self, outcome: Outcome) -> None:
-        later = self._finish(outcome)
+        self._apply(outcome)
+
+    def _apply(self, outcome: Outcome, *, swept: bool = False) -> None:
+        later = self._finish(outcome, swept=swept)
         # Other services' writes happen after our transaction: on SQLite a second writer inside an
         # open write transaction would wait for the lock we hold.
         if later.deleted is not None and self._network is not None:
@@ -189,14 +258,33 @@ class LocalControlPlane:
             # committed, and after the ports moved, so that its network state already has them.
             self.hub.wake(later.wake)
 
-    def _finish(self, outcome: Outcome) -> Later:
-        """Apply a host's report: the operation's declaration decides the states and what else changes."""
+    def _finish(self, outcome: Outcome, *, swept: bool = False) -> Later:
+        """Apply a host's report: the operation's declaration decides the states and what else changes.
+
+        The step's task ends in the same transaction.  A report of a step that is no longer
+        running in that attempt (its lease ran out and it was queued again, or another host
+        took over) changes nothing: the run that holds it now reports.  ``swept``: the lease
+        sweep already failed the task, and this is its failure applied.
+        """
         now = datetime.now(UTC)
         decl = operations.REGISTRY.get(outcome.op)
         with self._db.begin() as s:
             row = s.get(t.Instance, outcome.instance_id)
             if row is None:
                 return Later()
+            if swept:
+                ended = operations.current(s, row.id, outcome.task_id, ended_too=True)
+                step: operations.Queued | None = None
+                args = None if ended is None else ended.args
+                # Nobody saw the guest: its power state is what was last known of it.
+                outcome = outcome.model_copy(update={"power_state": row.power_state})
+            else:
+                step = operations.current(s, row.id, outcome.task_id)
+                if step is None or not step.running or step.attempt != outcome.attempt or step.op != outcome.op:
+                    log.warning("ignored a report of %s of %s (task %s, attempt %d): that run no longer "
+                                "holds the step", outcome.op, row.id, outcome.task_id or "?", outcome.attempt)
+                    return Later()
+                args = step.args
             action = self._action(s, row, outcome)
             if fenced(row, None if action is None else action.id):
                 # Work from before the server was evacuated: its old host was fenced off it.
@@ -206,13 +294,15 @@ class LocalControlPlane:
             if decl is None:
                 log.error("a host reported an unknown operation %s for %s", outcome.op, row.id)
                 return Later()
-            step = operations.queued(row)
-            args = step.args if step is not None and step.op == outcome.op else None
+            if step is not None:
+                if outcome.error is None:
+                    self.tasks.complete(step.task_id, attempt=step.attempt, s=s)
+                else:
+                    self.tasks.fail(step.task_id, outcome.error[:1000], attempt=step.attempt, s=s)
             row.vm_state = decl.vm_state_after(outcome, args)
             row.power_state = outcome.power_state
-            if step is None or (step.op == outcome.op and step.request_id == outcome.request_id):
+            if operations.queued(row) is None:
                 row.task_state = None
-                row.pending = None
             # else: other work (a delete) was queued while this ran; it stays queued, with its task.
             row.updated_at = now
             if outcome.error is not None:
@@ -236,7 +326,7 @@ class LocalControlPlane:
         with self._db.begin() as s:
             row = s.get(t.Instance, instance_id)
             step = operations.queued(row) if row is not None else None
-            if row is None or step is None or step.request_id != request_id:
+            if row is None or step is None or step.request_id != request_id or not step.running:
                 return  # the work changed (a delete was queued): its task state stays
             decl = operations.REGISTRY.get(step.op)
             if decl is None or task_state not in decl.progress:
@@ -282,12 +372,13 @@ class LocalControlPlane:
         interrupted: list[tuple[str, str]] = []
         with self._db.begin() as s:
             rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
+            working = operations.busy(s, [i for i, r in rows.items() if r.vm_state != states.DELETED])
             for row in rows.values():
-                if _interrupted_create(row, busy, now):
+                if _interrupted_create(row, busy, now, row.id in working):
                     if self._interrupt(s, row, now):
                         interrupted.append((row.id, row.project_id))
                     continue
-                if row.pending is not None or row.task_state is not None or row.id in busy:
+                if row.id in working or row.task_state is not None or row.id in busy:
                     continue  # an operation owns this instance right now
                 info = seen.get(row.id)
                 if info is None:

@@ -6,7 +6,7 @@ old host before the server is rebuilt anywhere else.  In the one transaction tha
 source is down and claims the destination (under the scheduler lock):
 
 - ``Instance.host`` moves to the destination.  Everything a host may do is scoped to the rows whose
-  ``host`` is its own: its queue (``operations.pending_for``), its reads of specs and images and
+  ``host`` is its own: its steps (the task table's claims), its reads of specs and images and
   its reports over ``/agent/v1`` (``HostAuthService.owns_instance``).  The old host loses all of it.
 - The server records a fence epoch (``FENCE``: the id of the evacuate's instance action, which only
   grows).  An outcome for an operation recorded before the fence is refused by the agent link's
@@ -178,7 +178,7 @@ class EvacuateOpsMixin:
             # The fence: the old host's claim ends here (its queue, its reads and reports), and any
             # outcome of work recorded before this action is refused from now on.
             row.host = dest
-            row.pending = None
+            operations.end_work(s, row, f"the server was evacuated from {source} (its host is down)")
             row.task_state = states.REBUILDING
             row.fault = None
             row.updated_at = now

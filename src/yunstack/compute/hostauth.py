@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import states
-from yunstack.compute.operations.queue import queued
+from yunstack.compute import operations, states
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import hosts as h
 from yunstack.errors import BadRequest, Unauthorized
@@ -112,8 +111,7 @@ class HostAuthService:
             row = s.get(t.Instance, instance_id)
             if row is None or row.vm_state == states.DELETED:
                 return False
-            step = queued(row)
-            return row.host == host or (step is not None and step.host == host)
+            return row.host == host or host in operations.hosts_of(s, row.id)
 
     def may_read_image(self, host: str, image_id: str) -> bool:
         """An image that an instance on ``host`` boots from, or that its queued work names (rescue, unshelve).
@@ -122,19 +120,26 @@ class HostAuthService:
         """
         with self._db() as s:
             rows = s.scalars(select(t.Instance).where(t.Instance.host == host)).all()
-            if any(r.image_id == image_id or _work_image(r) == image_id for r in rows):
+            if any(r.image_id == image_id for r in rows):
                 return True
-            incoming = s.scalars(select(t.Instance).where(t.Instance.image_id == image_id,
-                                                          t.Instance.pending.is_not(None))).all()
-            return any((step := queued(r)) is not None and step.host == host for r in incoming)
+            # Its steps' images (rescue, unshelve), and the images of guests whose step it runs (a
+            # migration's destination receives overlays of the guest's image).
+            for step in operations.steps_on(s, host):
+                row = s.get(t.Instance, step.instance_id)
+                if _work_image(step.args) == image_id or (row is not None and row.image_id == image_id):
+                    return True
+            return False
 
     def may_upload(self, host: str, instance_id: str, image_id: str) -> bool:
         """Only the image that the instance's queued snapshot or shelve is writing."""
         with self._db() as s:
             row = s.get(t.Instance, instance_id)
-            return row is not None and row.host == host and _work_image(row) == image_id
+            if row is None or row.host != host:
+                return False
+            step = operations.queued(row)
+            return step is not None and step.host == host and _work_image(step.args) == image_id
 
 
-def _work_image(row: t.Instance) -> str | None:
-    image = ((row.pending or {}).get("args") or {}).get("image_id")
+def _work_image(args: object) -> str | None:
+    image = getattr(args, "image_id", None)
     return str(image) if image else None

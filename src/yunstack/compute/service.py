@@ -407,6 +407,9 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
                 s.delete(row)
                 host = None
             else:
+                # A migration's step on the other host must not hold the delete up (it may wait on a
+                # guest that is going away): it ends, and a copy it leaves there is an orphan.
+                operations.end_work(s, row, "the server was deleted", but_on=row.host)
                 operations.queue_step(s, row, DeleteArgs(), request_id, task=states.DELETING)
                 host = row.host
         if host is not None:

@@ -1,7 +1,7 @@
 """Each host step's typed arguments and typed result, one model per operation.
 
 The ``op`` field names the operation and discriminates the unions, so a ``Work`` read back from
-JSON (or from ``Instance.pending``) comes back as the exact model of its operation.  Arguments are
+JSON (or from its task row) comes back as the exact model of its operation.  Arguments are
 what the host needs to carry the step out; they never carry the control plane's ``vm_state``
 vocabulary (the control plane decides that from the ``Outcome``; see ``compute.operations``).
 """

@@ -19,6 +19,8 @@ class Work(Wire):
     instance_id: str
     request_id: str
     args: StepArgs  # discriminated by ``args.op``
+    task_id: str = ""  # the durable task this step is (its report names it back)
+    attempt: int = 0  # which run of that task this is (a report of an older run is refused)
 
     @property
     def op(self) -> str:
@@ -58,3 +60,5 @@ class Outcome(Wire):
     power_state: int  # compute.driver.PowerState's value, observed after the step
     error: str | None = None
     result: StepResult | None = None
+    task_id: str = ""  # the ``Work.task_id`` and ``attempt`` this reports on
+    attempt: int = 0

@@ -24,7 +24,7 @@ reads, so two claimers never see the same row queued.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -142,7 +142,37 @@ class TaskService:
             self._settle(s, parent_id)
         return [row.id for row in done]
 
+    def abandon(self, s: Session, resource: Resource, reason: str, *, but_on: str | None = None) -> None:
+        """End every task of a resource that has not ended (but those on host ``but_on``): running
+        ones fail, queued ones are cancelled.
+
+        For a decision that takes the work away from its host (an evacuation fences a dead host, a
+        delete ends a migration's step on the other host); a late report of such a step is then
+        refused like any other whose lease is gone.
+        """
+        q = select(t.Task).where(
+            t.Task.resource_type == resource.type, t.Task.resource_id == resource.id, t.Task.state.in_(ACTIVE))
+        if but_on is not None:
+            q = q.where(or_(t.Task.host.is_(None), t.Task.host != but_on))
+        rows = list(s.scalars(q.order_by(t.Task.seq)))
+        for row in rows:
+            self._finish(s, row.id, F if row.state == R else C, reason, only=ACTIVE)
+        for parent_id in {row.parent_id for row in rows if row.parent_id}:
+            self._settle(s, parent_id)
+
     # -- hosts: claim, renew, complete, fail ------------------------------------------------------
+
+    def renew_held(self, host: str, owner: str, task_ids: Collection[str], *, lease_seconds: float = 60.0) -> int:
+        """Extend, from now, the leases ``owner`` holds on ``host`` among ``task_ids`` (what the agent
+        says it still runs); one UPDATE.  Returns how many it extended."""
+        if not task_ids:
+            return 0
+        now = self._clock()
+        with self._db.begin() as s:
+            done = s.execute(update(t.Task).where(
+                t.Task.host == host, t.Task.state == R, t.Task.lease_owner == owner, t.Task.id.in_(list(task_ids)))
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
+            return int(done.rowcount)  # type: ignore[attr-defined]
 
     def claim(self, host: str, *, limit: int = 1, lease_seconds: float = 60.0,
               owner: str | None = None) -> list[Claim]:
@@ -188,6 +218,19 @@ class TaskService:
                 s.execute(update(task).where(task.seq.in_(promote.scalar_subquery()), task.state == Q)
                           .values(state=R, updated_at=now))
         return claims
+
+    def held(self, host: str, owner: str, *, besides: Collection[str] = ()) -> list[Claim]:
+        """The steps ``owner`` holds on ``host`` other than ``besides`` (task ids), oldest first.
+
+        What an agent was handed but does not list as running: a hand-out whose answer it never
+        received (a long-poll cut off).  Handing them out again beats waiting for their leases.
+        """
+        with self._db.begin() as s:
+            q = select(t.Task).where(t.Task.host == host, t.Task.state == R, t.Task.lease_owner == owner)
+            if besides:
+                q = q.where(t.Task.id.not_in(list(besides)))
+            rows = list(s.scalars(q.order_by(t.Task.seq)))
+            return [c for c in (self._claimed(s, row) for row in rows) if c is not None]
 
     def _claimed(self, s: Session, row: t.Task) -> Claim | None:
         """The claim, with its arguments read back as their model; a row that no longer parses fails."""
@@ -416,7 +459,7 @@ class TaskService:
 
     def active(self, s: Session, resource: Resource) -> list[TaskRecord]:
         """The resource's queued and running tasks, oldest first, read in the caller's transaction
-        (what ``Instance.pending`` answered: is work outstanding for this server, and which)."""
+        (is work outstanding for this resource, and which)."""
         rows = list(s.scalars(select(t.Task).where(
             t.Task.resource_type == resource.type, t.Task.resource_id == resource.id, t.Task.state.in_(ACTIVE))
             .order_by(t.Task.seq)))

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 from tests.conftest import Api
 from tests.contract.test_control_plane import qcow2  # noqa: F401  (the fixture)
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
+from tests.functional.compute.work import drop_work
 from yunstack.agent.link import Answer, Outcome
 from yunstack.agent.wire import METHODS
 from yunstack.api.console_relay import RELAYS, Inbox
@@ -222,7 +223,8 @@ def test_a_host_that_does_not_answer_a_read_is_a_clear_409(cloud: Cloud) -> None
         from yunstack.db.tables import compute as t
 
         s.execute(update(t.Instance).where(t.Instance.id == cloud.server).values(
-            vm_state=states.ACTIVE, task_state=None, pending=None))
+            vm_state=states.ACTIVE, task_state=None))
+        drop_work(s, cloud.server)
     r = cloud.admin.post(f"/servers/{cloud.server}/action", {"os-getConsoleOutput": {}})
     assert r.status_code == 409
     assert f"Host {cloud.host_a} is not connected" in r.json()["conflictingRequest"]["message"]

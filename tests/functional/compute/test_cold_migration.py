@@ -215,8 +215,7 @@ def test_deleting_a_server_while_its_disks_move_leaves_no_copy_on_either_host(
     assert m["status"] == "error", m
     agent = b.agent
     assert agent is not None
-    until(lambda: not agent._inflight)  # its report was refused: the server is not its host's
-    assert sid in b.driver._guests
+    until(lambda: not agent._inflight)  # its report was ignored: the delete took the step from it
     _in_loop(b, agent._sync_power)  # the copy that arrived belongs to no server and no migration
     assert sid not in b.driver._guests
 

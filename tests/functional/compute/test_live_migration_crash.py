@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.functional.compute import test_live_migration as lm
 from tests.functional.compute.test_servers import Host, until
+from tests.functional.compute.work import drop_work
 from yunstack.agent.agent import Agent
 from yunstack.compute.driver import PowerState
-from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
 
 host = lm.host
@@ -70,17 +70,17 @@ def test_a_lost_answer_is_repeated_and_the_migration_still_ends_with_one_guest(
     assert m["status"] == "completed"
 
 
-def _hand_out_twice(agent: Agent, op: str) -> None:
+def _hand_out_twice(agent: Agent, op: str) -> list[Any]:
     """The first hand-out of ``op`` comes twice, as from a long-poll that began before the step ran.
 
-    The second copy finds the step running and is deferred behind it.
+    Returns what was handed out (the step, then None once its second copy went out).
     """
     link = agent.link
     real = link.wait
     seen: list[Any] = []
 
-    def wait(host: str, busy: Any, timeout: float) -> Any:
-        wakeup = real(host, busy, timeout)
+    def wait(host: str, busy: Any, timeout: float, *rest: Any) -> Any:
+        wakeup = real(host, busy, timeout, *rest)
         if len(seen) == 1:
             seen.append(None)
             return replace(wakeup, work=(*wakeup.work, seen[0]))
@@ -89,32 +89,37 @@ def _hand_out_twice(agent: Agent, op: str) -> None:
             seen.append(mine[0])
         return wakeup
 
-    link.wait = wait  # type: ignore[method-assign]
+    link.wait = wait  # type: ignore[method-assign,assignment]
+    return seen
 
 
 def test_a_lost_answer_of_a_step_also_handed_out_twice_is_still_repeated(two: dict[str, Any]) -> None:
-    # The flake this pins down: the deferred copy stayed counted as the agent's own work after the
-    # running one's report was lost, so the control plane never handed the step out again.
+    # A second copy of a step that is running is not run again, nor kept waiting behind it (once a
+    # copy kept waiting stayed counted as the agent's after the running one's report was lost); the
+    # lost report is sent again and the migration completes.
     a: Host = two["host"]
     agent = a.agent
     assert agent is not None
-    _hand_out_twice(agent, "live_migration_finish_outgoing")
+    seen = _hand_out_twice(agent, "live_migration_finish_outgoing")
     lost = _lose_first_answer(agent, "live_migration_finish_outgoing")
     real = a.driver.finish_outgoing
+    runs: list[str] = []
 
-    async def until_deferred(*args: Any, **kwargs: Any) -> Any:
+    async def until_second_copy(instance_id: str, *args: Any, **kwargs: Any) -> Any:
         # The step is still running when its second copy arrives (the race, made certain).
+        runs.append(instance_id)
         for _ in range(500):
-            if agent._deferred:
+            if len(seen) == 2:
                 break
             await asyncio.sleep(0.01)
-        return await real(*args, **kwargs)
+        return await real(instance_id, *args, **kwargs)
 
-    a.driver.finish_outgoing = until_deferred  # type: ignore[method-assign]
+    a.driver.finish_outgoing = until_second_copy  # type: ignore[method-assign]
     assert lm.live(two["admin"], two["server"]).status_code == 202
     server = lm._done(two)
-    assert lost == ["live_migration_finish_outgoing"]
+    assert lost == ["live_migration_finish_outgoing"] and len(seen) == 2
     assert server["OS-EXT-SRV-ATTR:host"] == lm.B and lm.migrations(two)[0]["status"] == "completed"
+    assert runs == [two["server"]]  # ran once: the copy was the same task, the lost report was sent again
     assert agent._deferred == {} and agent._running == {}
 
 
@@ -144,7 +149,7 @@ def test_a_migration_whose_step_was_lost_is_rolled_back_by_the_reconcile(
     until(lambda: bool(b.agent and b.agent._inflight))
     # The crash: the queued step is gone (as if written by a control plane that died before it).
     with services.db.begin() as s:
-        s.execute(update(t.Instance).where(t.Instance.id == sid).values(pending=None))
+        drop_work(s, sid)
     assert services.migrations.reconcile() != []
     assert b.agent is not None and b.agent._loop is not None
     b.agent._loop.call_soon_threadsafe(gate.set)
@@ -175,7 +180,7 @@ def test_a_migration_past_the_destinations_start_is_finished_by_the_reconcile(tw
     until(lambda: bool(a.agent and sid in a.agent._inflight) and sid in b.driver._guests
           and b.driver._guests[sid].migration is None)
     with services.db.begin() as s:
-        s.execute(update(t.Instance).where(t.Instance.id == sid).values(pending=None))
+        drop_work(s, sid)
     assert services.migrations.reconcile() != []
     assert a.agent is not None and a.agent._loop is not None
     a.agent._loop.call_soon_threadsafe(gate.set)

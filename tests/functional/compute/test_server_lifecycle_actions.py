@@ -14,7 +14,9 @@ import pytest
 from tests.functional.compute import test_servers as servers
 from tests.functional.compute.test_server_interfaces import net_of, network
 from tests.functional.compute.test_servers import IM, action, boot, until, wait_for
+from yunstack.compute import operations
 from yunstack.db.tables import compute as t
+from yunstack.protocol import ShelveOffloadArgs
 
 # The server tests' fixtures: a host agent on the FakeDriver, two projects and an image.
 world, host, qcow2 = servers.world, servers.host, servers.qcow2
@@ -330,8 +332,8 @@ def test_a_shelve_interrupted_by_a_restart_finishes_once_the_agent_is_back(w: di
     with w["api"].services.db.begin() as s:  # as if the agent died between the two steps
         found = s.get(t.Instance, sid)
         assert found is not None
-        found.vm_state, found.task_state, found.host = "shelved", "shelving_offloading", host.driver.hostname
-        found.pending = {"op": "shelve_offload", "args": {}, "request_id": "req-replayed"}
+        found.vm_state, found.host = "shelved", host.driver.hostname
+        operations.queue_step(s, found, ShelveOffloadArgs(), "req-replayed", task="shelving_offloading")
     host.start()
     wait_for(nova, sid, "SHELVED_OFFLOADED")
     assert sid not in host.driver._guests

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from tests.conftest import Api, need
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
+from tests.functional.compute.work import held_by_a_dead_agent
 from tests.functional.identity.test_identity_api import make_member
 from tests.wsdial import test_client_dialer
 from yunstack.agent.agent import Agent
@@ -33,6 +34,7 @@ from yunstack.api.app import create_app
 from yunstack.compute.agentlink import system_context
 from yunstack.compute.fake import FakeDriver
 from yunstack.db.tables import compute as t
+from yunstack.protocol import SpawnArgs
 from yunstack.wiring import Services
 
 IM = "/image/v2"
@@ -648,8 +650,8 @@ def test_a_spawn_finished_but_never_reported_is_adopted_not_duplicated(world: di
     with api.services.db.begin() as s:  # as if the old agent died between spawn and finish
         row = s.get(t.Instance, sid)
         assert row is not None
-        row.vm_state, row.task_state = "building", "spawning"
-        row.pending = {"op": "spawn", "args": {}, "request_id": "req-replayed"}
+        row.vm_state = "building"
+        held_by_a_dead_agent(s, row, SpawnArgs(), "req-replayed", "spawning")
     host.start()
     assert wait_for(nova, sid, "ACTIVE")["OS-EXT-STS:power_state"] == 1
     assert list(host.driver._guests) == [sid] and len(host.driver._guests[sid].console) == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import get_args
 
 import pytest
 from pydantic import TypeAdapter
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from yunstack.agent.steps import STEPS
 from yunstack.api.compute import server_actions
@@ -15,11 +18,16 @@ from yunstack.compute import states as st
 from yunstack.compute.driver import PowerState
 from yunstack.compute.operations import _ALL as DECLARED
 from yunstack.compute.operations import REGISTRY, by_action, by_verb, parse_body
+from yunstack.db.base import Base
+from yunstack.db.engine import make_engine
+from yunstack.db.tables import compute as t
+from yunstack.db.tables import tasks as tt
 from yunstack.errors import BadRequest, Conflict
 from yunstack.protocol import (
     ColdMigrationRestoreArgs,
     ColdMigrationSendArgs,
     ConfigDriveData,
+    DeleteArgs,
     FlavorData,
     Outcome,
     RebootArgs,
@@ -30,6 +38,7 @@ from yunstack.protocol import (
     StepArgs,
     Work,
 )
+from yunstack.types import utcnow
 
 PROTOCOL_OPS = {m.model_fields["op"].default for m in get_args(get_args(StepArgs)[0])}
 
@@ -228,9 +237,32 @@ def test_outcomes_and_specs_survive_a_json_round_trip() -> None:
     assert "vm_state" not in Outcome.model_fields  # the host never decides it
 
 
-def test_stored_work_reads_back_as_its_typed_arguments() -> None:
-    class Row:
-        pending = {"op": "rebuild", "args": {"image_id": "i", "keep_stopped": False}, "request_id": "req-9"}
-
-    step = operations.queued(Row())  # type: ignore[arg-type]
-    assert step is not None and step.request_id == "req-9" and step.args == RebuildArgs(image_id="i")
+def test_queued_work_reads_back_as_its_typed_arguments_and_a_newer_step_supersedes_a_queued_one(
+        tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    Base.metadata.create_all(engine)
+    db = sessionmaker(bind=engine, expire_on_commit=False)
+    try:
+        with db.begin() as s:
+            row = t.Instance(id="i-1", name="vm", hostname="vm", project_id="p", user_id="u", host="h1", flavor={},
+                             vm_state="active", availability_zone="nova",
+                             created_at=utcnow(), updated_at=utcnow())
+            s.add(row)
+            s.flush()
+            assert operations.queue_step(s, row, RebuildArgs(image_id="i"), "req-9", task="rebuilding")
+        with db.begin() as s:
+            row = s.get(t.Instance, "i-1")
+            step = operations.queued(row)
+            assert step is not None and step.request_id == "req-9" and step.args == RebuildArgs(image_id="i")
+            assert step.host == "h1" and not step.running and row.task_state == "rebuilding"
+            operations.queue_step(s, row, DeleteArgs(), "req-10", task="deleting")
+        with db() as s:
+            row = s.get(t.Instance, "i-1")
+            step = operations.queued(row)
+            assert step is not None and step.op == "delete" and step.request_id == "req-10"
+            # the rebuild no host had started is superseded, and says by what
+            kinds = {r.kind: (r.state, r.reason) for r in s.scalars(select(tt.Task))}
+            assert kinds["server.rebuild"] == ("cancelled", "superseded by delete (request req-10)")
+            assert kinds["server.delete"] == ("queued", None)
+    finally:
+        engine.dispose()

@@ -109,13 +109,13 @@ async def call(host: str, method: str, request: Request, me: Me, svc: Svc) -> Re
         raise BadRequest("Invalid arguments for {m}: {why}", m=method, why=str(exc)[:500]) from None
     await run_in_threadpool(_check, svc, me, args)
     if method == "wait":
-        result: object = await _wait(svc, me, args["busy"], float(args["timeout"]))
+        result: object = await _wait(svc, me, args["busy"], float(args["timeout"]), str(args["owner"]))
     else:
         result = await run_in_threadpool(getattr(svc.host_link, method), **args)
     return Response(spec.encode_result(result), media_type="application/json")
 
 
-async def _wait(svc: Services, host: str, busy: list[str], timeout: float) -> Wakeup:
+async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner: str) -> Wakeup:
     """The long-poll, on the event loop: no thread waits, and queueing work wakes it at once."""
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
@@ -126,10 +126,12 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float) -> Wa
 
     unsubscribe = svc.compute.hub.subscribe(host, wake)  # before looking: a wake in between is kept
     deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
+    held = frozenset(busy)
+    await run_in_threadpool(svc.host_link.hold, host, held, owner)
     try:
         while True:
             woken.clear()
-            found: Wakeup = await run_in_threadpool(svc.host_link.poll, host, frozenset(busy))
+            found: Wakeup = await run_in_threadpool(svc.host_link.poll, host, held, owner)
             left = deadline - time.monotonic()
             if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
                 return found

@@ -26,7 +26,19 @@ from yunstack.compute.operations import (
     spawn,
 )
 from yunstack.compute.operations.base import Allowed, Body, Later, NoBody, Operation, observed_state, parse_body
-from yunstack.compute.operations.queue import MOVING, Queued, pending_for, queue_step, queued
+from yunstack.compute.operations.queue import (
+    MOVING,
+    Queued,
+    busy,
+    current,
+    end_work,
+    hosts_of,
+    queue_step,
+    queued,
+    register_kinds,
+    steps_on,
+    waiting,
+)
 from yunstack.protocol import StepArgs
 
 _ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, snapshot.SNAPSHOT,
@@ -35,6 +47,7 @@ _ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, sn
                                *coldmigrate.OPERATIONS)
 
 REGISTRY: dict[str, Operation] = {op.name: op for op in _ALL}
+register_kinds(_ALL)  # each operation's step is a task kind of its own (``server.<op>``)
 _BY_VERB = {op.verb: op for op in _ALL if op.verb is not None}
 _BY_ACTION = {op.action: op for op in _ALL if op.action is not None}
 
@@ -62,5 +75,27 @@ def by_action(action: str) -> Operation:
     return _BY_ACTION[action]
 
 
-__all__ = ["MOVING", "REGISTRY", "Allowed", "Body", "Later", "NoBody", "Operation", "Queued", "by_action", "by_verb",
-           "no_args", "observed_state", "operation", "parse_body", "pending_for", "queue_step", "queued"]
+__all__ = [
+    "MOVING",
+    "REGISTRY",
+    "Allowed",
+    "Body",
+    "Later",
+    "NoBody",
+    "Operation",
+    "Queued",
+    "busy",
+    "by_action",
+    "by_verb",
+    "current",
+    "end_work",
+    "hosts_of",
+    "no_args",
+    "observed_state",
+    "operation",
+    "parse_body",
+    "queue_step",
+    "queued",
+    "steps_on",
+    "waiting",
+]

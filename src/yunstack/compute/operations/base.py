@@ -111,7 +111,7 @@ def _nothing(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
 class Operation:
     """The control plane's declaration of one host operation (one entry of ``REGISTRY``)."""
 
-    name: str  # the step's ``op`` (Work, Outcome, Instance.pending)
+    name: str  # the step's ``op`` (Work, Outcome, its task's step)
     args: type[Wire]  # its ``protocol`` argument model
     task: str  # the task state it shows while queued and running
     event: str  # its instance-action event (nova's compute_* names)

@@ -17,7 +17,7 @@ def soft_delete(row: t.Instance, now: datetime) -> None:
 
     Without a host it is on no agent's list any more, and every reader skips ``vm_state`` deleted.
     """
-    row.vm_state, row.task_state, row.pending = states.DELETED, None, None
+    row.vm_state, row.task_state = states.DELETED, None
     row.power_state = int(PowerState.NOSTATE)
     row.host = None
     row.terminated_at = now

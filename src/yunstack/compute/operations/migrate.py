@@ -233,8 +233,7 @@ def _cleaned(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
     record.updated_at = now
     if queued(row) is None:
         record.step = None
-    # else: the same step was queued again (the start-up reconcile) and runs once more: the source
-    # must still see it (``queue.pending_for`` follows a migration while its ``step`` is set).
+    # else: the same step was queued again (the start-up reconcile) and runs once more.
     if outcome.error is not None:
         # The guest runs on the destination; only the source's leftovers are in doubt.
         record.status = ERROR

@@ -1,8 +1,9 @@
 """Nova tables: flavors, keypairs, instances and their actions, compute nodes, quotas.
 
-An instance row also carries the agent's work queue (``pending``): the API records the intent in
-the same transaction as the state change, and the agent of the instance's host carries it out.
-That is what makes long operations survive a restart of either side without a message broker.
+A server's host work is not here: each step is a row of the durable task table (``tables.tasks``),
+queued in the same transaction as the server's state change, and the agent of the step's host
+claims and carries it out.  That is what makes long operations survive a restart of either side
+without a message broker.
 """
 
 from __future__ import annotations
@@ -121,8 +122,6 @@ class Instance(Base):
     reservation_id: Mapped[str] = mapped_column(String(64), default="")
     launch_index: Mapped[int] = mapped_column(Integer, default=0)
     fault: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # The agent's work: {"op": "...", "args": {...}, "request_id": "...", "since": iso}.
-    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     launched_at: Mapped[datetime | None] = mapped_column(nullable=True)
     terminated_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
