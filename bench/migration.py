@@ -11,7 +11,9 @@ the guest prints its uptime every second; the run checks that it keeps counting 
 - ``total_ms``: prepare_incoming called -> finish_outgoing returned (the whole move);
 - ``downtime_ms``: the guest stops on the source -> ``finish_incoming`` returned (it runs again);
 - ``send_ms`` and ``qemu_downtime_ms``: what ``send`` measured (stop -> the state is on the
-  destination, disks included).
+  destination, disks included);
+- ``prepare_incoming_ms``, ``send_call_ms``, ``finish_incoming_ms``, ``finish_outgoing_ms``: each
+  driver step's wall time, which add up to ``total_ms``.
 
 Prints and writes JSON (bench/results/migration.json).  Not a test: it reports.  Target: total
 ≤ 1.5 s for 256 MiB in TCG paused mode.
@@ -93,7 +95,9 @@ async def run(image: Path, moves: int, memory_mib: int) -> dict[str, Any]:
     spec = InstanceSpec(id=sid, name="mig", hostname="mig", vcpus=1, memory_mib=memory_mib,
                         disks=root_disk(image, "qcow2", 1),
                         config_drive=ConfigDrive(meta_data={"uuid": sid, "hostname": "mig"}, user_data=TICKER))
-    rows: dict[str, list[float]] = {"total_ms": [], "downtime_ms": [], "send_ms": [], "qemu_downtime_ms": []}
+    rows: dict[str, list[float]] = {"total_ms": [], "downtime_ms": [], "send_ms": [], "qemu_downtime_ms": [],
+                                    "prepare_incoming_ms": [], "send_call_ms": [], "finish_incoming_ms": [],
+                                    "finish_outgoing_ms": []}
     memory_bytes: list[int] = []
     ticks_continued = True
     try:
@@ -110,11 +114,16 @@ async def run(image: Path, moves: int, memory_mib: int) -> dict[str, Any]:
             target = await destination.prepare_incoming(spec, "127.0.0.1", free_port_pair())
             t_send = time.monotonic()
             stats = await source.send(sid, target, MigrationMode.PAUSED)
+            t_sent = time.monotonic()
             await destination.finish_incoming(sid)
             t_running = time.monotonic()
             await source.finish_outgoing(sid)
             t_done = time.monotonic()
             rows["total_ms"].append((t_done - t0) * 1000)
+            rows["prepare_incoming_ms"].append((t_send - t0) * 1000)
+            rows["send_call_ms"].append((t_sent - t_send) * 1000)
+            rows["finish_incoming_ms"].append((t_running - t_sent) * 1000)
+            rows["finish_outgoing_ms"].append((t_done - t_running) * 1000)
             rows["downtime_ms"].append((t_running - t_send) * 1000)
             rows["send_ms"].append(stats.total_ms)
             rows["qemu_downtime_ms"].append(stats.downtime_ms)

@@ -8,6 +8,7 @@ them on the host) and reconciles them with what the control plane believes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -35,6 +36,7 @@ HEARTBEAT_SECONDS = 10.0
 POWER_SYNC_SECONDS = 2.0
 MEMORY_REPORT_SECONDS = 10.0
 LONG_POLL_SECONDS = 20.0  # one wait for work; the control plane answers sooner when there is some
+FINISHED_REMEMBERED = 256  # recently finished steps an agent run recognises when handed them again
 REPORT_RETRY_SECONDS = 0.5  # the first retry of a report the control plane did not take
 REPORT_RETRY_MAX_SECONDS = 5.0
 MAKE_ROOM_SECONDS = 20.0  # how long a spawn waits for the memory manager to reclaim room for it
@@ -98,6 +100,9 @@ class Agent:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, Work] = {}  # instance id -> the work its task carries out
         self._deferred: dict[str, Work] = {}  # instance id -> work that came while it was busy
+        # (task id, attempt) of the steps this run finished lately: a copy handed out again by a
+        # long-poll that saw it running just before it ended is not run a second time.
+        self._finished: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._reads: set[asyncio.Task[None]] = set()
         self._consoles: set[ConsoleRelay] = set()  # serial console relays open now
         self._ready = threading.Event()
@@ -233,6 +238,8 @@ class Agent:
             running = self._running.get(item.instance_id)
             if running is not None and work_key(running) == work_key(item):
                 continue  # handed out again while it runs (a long-poll that began before): one run is enough
+            if item.task_id and (item.task_id, item.attempt) in self._finished:
+                continue  # the same, seen only after it ended
             if item.instance_id in self._inflight:
                 # Claimed while its instance's op runs (a delete during a build): that op's end starts it.
                 self._deferred[item.instance_id] = item
@@ -425,6 +432,10 @@ class Agent:
                  time.monotonic() - started)
         if not await self._report(outcome):
             return
+        if work.task_id:
+            self._finished[(work.task_id, work.attempt)] = None
+            while len(self._finished) > FINISHED_REMEMBERED:
+                self._finished.popitem(last=False)
         await self._follow_up(work.instance_id)
         if step is not None and step.reconcile_network and self.network is not None:
             # Its ports changed: take taps and rules away without waiting for the period.

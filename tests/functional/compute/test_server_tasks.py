@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 
 from tests.functional.compute.test_servers import action, boot, host, qcow2, wait_for, world
+from yunstack.agent.link import Wakeup
 from yunstack.compute import operations
 from yunstack.db.engine import alembic_config, make_engine, upgrade
 from yunstack.db.tables import compute as t
@@ -194,3 +195,31 @@ def test_a_dead_agent_runs_long_poll_claims_nothing_once_its_successor_has_polle
     assert link.poll(name, (), f"{name}/old").work == ()
     [work] = link.poll(name, (), f"{name}/new").work
     assert work.op == "reboot" and work.attempt == 1
+
+
+def test_a_step_handed_out_again_after_this_agent_ran_it_is_not_run_twice(world: dict[str, Any]) -> None:
+    # A long-poll that saw the step running answers after it ended: the copy is recognised.
+    nova, host = world["alice"], world["host"]
+    agent = host.agent
+    assert agent is not None and agent._loop is not None
+    link = agent.link
+    real = link.wait
+    handed: list[Any] = []
+
+    def wait(*args: Any) -> Any:
+        wakeup = real(*args)
+        handed.extend(w for w in wakeup.work if w.op == "reboot")
+        return wakeup
+
+    link.wait = wait  # type: ignore[method-assign]
+    sid = boot(world)["id"]
+    wait_for(nova, sid, "ACTIVE")
+    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
+    wait_for(nova, sid, "ACTIVE")
+    boots = len(host.driver._guests[sid].console)
+    [reboot] = handed
+    agent._loop.call_soon_threadsafe(agent._start, Wakeup(work=(reboot,)))
+    # Anything that copy started would run before the next step of the server (one at a time each).
+    assert action(nova, sid, {"pause": None}).status_code == 202
+    wait_for(nova, sid, "PAUSED")
+    assert len(host.driver._guests[sid].console) == boots
