@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from yunstack import cgroups
 from yunstack.compute.driver import ConfigDrive, InstanceSpec, MigrationMode, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
@@ -89,8 +90,11 @@ async def last_tick(driver: QemuDriver, instance_id: str) -> float:
 
 async def run(image: Path, moves: int, memory_mib: int) -> dict[str, Any]:
     roots = [Path(tempfile.mkdtemp(prefix="ysm-", dir="/tmp")) for _ in range(2)]
-    drivers = [QemuDriver(Config(server=ServerConfig(state_dir=str(r)), qemu=QemuConfig(accel="tcg")))
-               for r in roots]
+    # Two hosts: each its own cgroup parent, as on two machines (one shared cgroup for the guest on
+    # both sides would keep the source from removing its copy's).
+    parents = [f"yunstack/bench-{r.name}" for r in roots]
+    drivers = [QemuDriver(Config(server=ServerConfig(state_dir=str(r)), qemu=QemuConfig(accel="tcg")),
+                          cgroup_parent=parent) for r, parent in zip(roots, parents, strict=True)]
     sid = str(uuid.uuid4())
     spec = InstanceSpec(id=sid, name="mig", hostname="mig", vcpus=1, memory_mib=memory_mib,
                         disks=root_disk(image, "qcow2", 1),
@@ -142,6 +146,9 @@ async def run(image: Path, moves: int, memory_mib: int) -> dict[str, Any]:
             await driver.destroy(sid)
         for r in roots:
             shutil.rmtree(r, ignore_errors=True)
+        tree = cgroups.detect()
+        for parent in parents if tree is not None else ():
+            tree.remove_if_unused(parent)
     return {**{k: summary(v) for k, v in rows.items()},
             "memory_transferred_mib": summary([b / (1 << 20) for b in memory_bytes]),
             "guest_kept_running": ticks_continued}

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from yunstack import cgroups
 from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, root_disk
 from yunstack.compute.fake import FakeDriver
 from yunstack.compute.qemu.driver import QemuDriver
@@ -143,14 +144,30 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     peer_root = Path(tempfile.mkdtemp(prefix="ys-", dir="/tmp"))
     config, peer_config = (Config(server=ServerConfig(state_dir=str(r)),
                                   qemu=QemuConfig(accel="tcg", stop_timeout=30.0)) for r in (root, peer_root))
+    # The peer is another host: a cgroup parent of its own, or a guest migrating between the two
+    # would be one cgroup on both sides (same instance id) and the source could not remove it.
+    peer_cgroups = f"yunstack/peer-{peer_root.name}"
     try:
-        yield Harness("qemu", QemuDriver(config), image, root, config, peer=QemuDriver(peer_config))
+        yield Harness("qemu", QemuDriver(config), image, root, config,
+                      peer=QemuDriver(peer_config, cgroup_parent=peer_cgroups))
     finally:
         for pid, cmd in _qemu_processes():
             if str(root) in cmd or str(peer_root) in cmd:
                 os.kill(pid, signal.SIGKILL)
+        _remove_cgroups(peer_cgroups)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(peer_root, ignore_errors=True)
+
+
+def _remove_cgroups(parent: str) -> None:
+    """Remove a driver's cgroup parent and its guests' leaves once their killed processes are gone."""
+    tree = cgroups.detect()
+    if tree is None:
+        return
+    leaves = [p.name for p in tree.path(parent).glob("*") if p.is_dir()]
+    for leaf in leaves:
+        tree.remove(f"{parent}/{leaf}", timeout=10.0)  # waits while a killed QEMU is being reaped
+    tree.remove(parent, timeout=1.0)
 
 
 def free_port_pair() -> int:
