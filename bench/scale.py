@@ -91,6 +91,7 @@ class SimHost:
 
     def __init__(self, name: str, credential: str, http: httpx.AsyncClient, stats: Stats) -> None:
         self.name, self.http, self.stats = name, http, stats
+        self.inflight: set[str] = set()  # task ids of the steps it runs now
         self.headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
 
     async def call(self, method: str, *, http_timeout: float = 60.0, **args: Any) -> Any:
@@ -117,26 +118,33 @@ class SimHost:
         """The long-poll, held all the time as an idle agent holds it; work is answered at once."""
         while not stop.is_set():
             try:
-                wakeup = await self.call("wait", http_timeout=LONG_POLL_SECONDS + 30, host=self.name, busy=[],
-                                         timeout=LONG_POLL_SECONDS)
+                # As a real agent: the steps it runs are its busy list (their leases are renewed).
+                wakeup = await self.call("wait", http_timeout=LONG_POLL_SECONDS + 30, host=self.name,
+                                         busy=sorted(self.inflight), timeout=LONG_POLL_SECONDS,
+                                         owner=f"{self.name}/bench")
             except Exception:
                 await asyncio.sleep(1.0)
                 continue
             self.stats.polls += 1
             for work in wakeup.work:
-                asyncio.get_running_loop().create_task(self.spawn(work))
+                if work.task_id not in self.inflight:
+                    self.inflight.add(work.task_id)
+                    asyncio.get_running_loop().create_task(self.spawn(work))
 
     async def spawn(self, work: Work) -> None:
         try:
             await self.call("spec", instance_id=work.instance_id)
             outcome = Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
                               power_state=int(PowerState.RUNNING),
-                              result=SpawnResult() if work.op == "spawn" else None)
+                              result=SpawnResult() if work.op == "spawn" else None, task_id=work.task_id,
+                              attempt=work.attempt)
             await self.call("finish", outcome=outcome)
             self.stats.spawned += 1
             self.stats.active_at[work.instance_id] = time.perf_counter()
         except Exception:
             pass
+        finally:
+            self.inflight.discard(work.task_id)
 
 
 # -- the control plane, in its own process --------------------------------------------------------

@@ -41,7 +41,7 @@ from yunstack.memory.model import EXTRA_PAGE_SHARING
 from yunstack.network.desired import HostNetworkState
 from yunstack.network.service import NetworkService
 from yunstack.protocol import ConfigDriveData, Outcome, SpecData, Work
-from yunstack.tasks.model import Expiry, TaskState
+from yunstack.tasks.model import Claim, Expiry, TaskState
 from yunstack.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,11 @@ INTERRUPTED_CREATE = ("The create was interrupted (the control plane stopped) be
                       "queued; nothing was started. Delete the server and create it again.")
 
 
+def _work(claim: Claim) -> Work:
+    return Work(instance_id=claim.resource.id, request_id=claim.request_id or "", args=claim.args,
+                task_id=claim.id, attempt=claim.attempt)
+
+
 def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime, queued: bool) -> bool:
     return (row.vm_state == states.BUILDING and row.task_state == states.SPAWNING and not queued
             and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER)
@@ -102,11 +107,12 @@ class LocalControlPlane:
         woken = threading.Event()
         unsubscribe = self.hub.subscribe(host, woken.set)  # before looking: a wake in between is kept
         deadline = time.monotonic() + max(0.0, timeout)
-        self.hold(host, busy, owner)
+        again = self.hold(host, busy, owner)
         try:
             while True:
                 woken.clear()
-                found = self.poll(host, busy, owner)
+                found = self.poll(host, busy, owner, again)
+                again = ()
                 left = deadline - time.monotonic()
                 if found.work or found.calls or left <= 0 or self.hub.closing:
                     return found
@@ -114,38 +120,40 @@ class LocalControlPlane:
         finally:
             unsubscribe()
 
-    def hold(self, host: str, busy: Collection[str], owner: str = "") -> None:
+    def hold(self, host: str, busy: Collection[str], owner: str = "") -> tuple[Work, ...]:
         """What a wait says before it waits: the agent ``owner`` of ``host`` still runs ``busy``.
 
         Their leases are extended.  An agent the control plane has not heard from before (a
         restarted one: a new owner name) gets its predecessor's steps back at once instead of
-        after their leases: they are queued again (or fail, out of attempts).
+        after their leases: they are queued again (or fail, out of attempts).  Returns the steps
+        ``owner`` holds but does not list: their first hand-out was lost on the way (a long-poll
+        cut off), so they come again (the agent drops a copy of one that crossed its report).
         """
         owner = owner or host
         if self._owners.get(host) != owner:
-            swept = self.tasks.release(host, keep_owner=owner)
+            # The new owner first: a claim by the old run that commits after the release below
+            # sees it (``poll``'s second check) and hands its take back.
             self._owners[host] = owner
-            self._ended(swept)
+            self._ended(self.tasks.release(host, keep_owner=owner))
         self.tasks.renew_held(host, owner, busy, lease_seconds=self._config.compute.task_lease_seconds)
+        return tuple(_work(c) for c in self.tasks.held(host, owner, besides=busy))
 
-    def poll(self, host: str, busy: Collection[str], owner: str = "") -> Wakeup:
+    def poll(self, host: str, busy: Collection[str], owner: str = "", again: Sequence[Work] = ()) -> Wakeup:
         """``wait`` without waiting: claim ``host``'s claimable steps (leased to ``owner``), and its reads.
 
-        Steps ``owner`` already holds but does not list in ``busy`` come again: their first
-        hand-out was lost on the way (the agent de-duplicates one that crossed its own report).
+        ``again``: what ``hold`` found to hand out again, handed out with them.
         """
         owner = owner or host
         if self._stale(host, owner):
             return Wakeup()
-        claims = [*self.tasks.held(host, owner, besides=busy),
-                  *self.tasks.claim(host, limit=CLAIM_BATCH, owner=owner,
-                                    lease_seconds=self._config.compute.task_lease_seconds)]
+        claims = self.tasks.claim(host, limit=CLAIM_BATCH, owner=owner,
+                                  lease_seconds=self._config.compute.task_lease_seconds)
         if claims and self._stale(host, owner):
             # A new run of the agent came up while we claimed: what we took is its work.
             self._ended(self.tasks.release(host, keep_owner=self._owners[host]))
+            self.hub.wake(host)
             return Wakeup()
-        work = tuple(Work(instance_id=c.resource.id, request_id=c.request_id or "", args=c.args,
-                          task_id=c.id, attempt=c.attempt) for c in claims)
+        work = (*again, *(_work(c) for c in claims))
         return Wakeup(work=tuple(w for w in work if work_key(w) not in busy), calls=self.hub.take_calls(host))
 
     def _stale(self, host: str, owner: str) -> bool:
@@ -165,6 +173,8 @@ class LocalControlPlane:
         self._ended(self.tasks.expire())
 
     def _ended(self, swept: Sequence[Expiry]) -> None:
+        for host in {e.host for e in swept if e.state == TaskState.QUEUED and e.host}:
+            self.hub.wake(host)  # its agent takes the step up again now, not at its next poll
         for expiry in swept:
             if expiry.state != TaskState.FAILED:
                 continue

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+IDLE_PING_SECONDS = 10.0  # a pooled connection idle longer than this is checked before use
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -38,7 +41,37 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     # runs in one may hold a connection, and a connection beyond the pool is closed when it is
     # returned, so a smaller pool made every burst of agent calls (heartbeats, long-polls) open
     # new PostgreSQL connections: a quarter of the control plane's CPU at 200 hosts (bench/scale.py).
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=40, max_overflow=20)
+    engine = create_engine(url, echo=echo, pool_size=40, max_overflow=20)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one more round trip per transaction,
+    a sixth of the control plane's time under many agents (bench/scale.py, py-spy).  A connection
+    used within the last IDLE_PING_SECONDS is taken as it is; an older one (the database may have
+    restarted meanwhile) is pinged, and a dead one replaced (``DisconnectionError`` makes the pool
+    take another), so a restarted PostgreSQL still costs no request.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return  # new, or used a moment ago
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_conn.rollback()
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -188,11 +188,12 @@ class TaskService:
         owner = owner or host
         now = self._clock()
         with self._db.begin() as s:
-            task, earlier = t.Task, aliased(t.Task)
+            task = t.Task
             # Most polls find nothing: an indexed read answers them without taking SQLite's write
             # lock or writing on PostgreSQL.  Work committed after this read is the next poll's.
             if s.scalar(select(task.seq).where(task.host == host, task.state == Q).limit(1)) is None:
                 return []
+            earlier = aliased(t.Task)  # (built only when there is work: it is not cheap)
             blocked = exists().where(
                 earlier.resource_type == task.resource_type, earlier.resource_id == task.resource_id,
                 earlier.seq < task.seq, earlier.state.in_(ACTIVE),

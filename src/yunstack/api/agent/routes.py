@@ -127,11 +127,12 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner
     unsubscribe = svc.compute.hub.subscribe(host, wake)  # before looking: a wake in between is kept
     deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
     held = frozenset(busy)
-    await run_in_threadpool(svc.host_link.hold, host, held, owner)
+    again = await run_in_threadpool(svc.host_link.hold, host, held, owner)
     try:
         while True:
             woken.clear()
-            found: Wakeup = await run_in_threadpool(svc.host_link.poll, host, held, owner)
+            found: Wakeup = await run_in_threadpool(svc.host_link.poll, host, held, owner, again)
+            again = ()
             left = deadline - time.monotonic()
             if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
                 return found
