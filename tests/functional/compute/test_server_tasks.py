@@ -43,6 +43,22 @@ def _held_by(world: dict[str, Any], sid: str, owner: str, *, attempt: int, expir
         return task.id
 
 
+def _reboot_queued_while_its_agent_is_away(world: dict[str, Any]) -> str:
+    """An active server whose host's agent then stops, and a HARD reboot queued for it; its id."""
+    nova = world["alice"]
+    sid = boot(world)["id"]
+    wait_for(nova, sid, "ACTIVE")
+    world["host"].stop()
+    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
+    return sid
+
+
+def _lease_ran_out(world: dict[str, Any], sid: str, *, attempt: int) -> None:
+    """A dead agent run held the server's step in ``attempt``; its lease is over and the sweep ran."""
+    _held_by(world, sid, "gone/agent", attempt=attempt, expired=True)
+    world["api"].services.host_link.sweep()
+
+
 def test_every_operation_is_a_task_the_operator_sees_run_and_end(world: dict[str, Any]) -> None:
     nova, host = world["alice"], world["host"]
     sid = boot(world)["id"]
@@ -60,13 +76,8 @@ def test_every_operation_is_a_task_the_operator_sees_run_and_end(world: dict[str
 
 def test_a_step_whose_lease_ran_out_is_queued_again_and_its_host_runs_it(world: dict[str, Any]) -> None:
     nova, host = world["alice"], world["host"]
-    services = world["api"].services
-    sid = boot(world)["id"]
-    wait_for(nova, sid, "ACTIVE")
-    host.stop()
-    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
-    _held_by(world, sid, "gone/agent", attempt=1, expired=True)
-    services.host_link.sweep()
+    sid = _reboot_queued_while_its_agent_is_away(world)
+    _lease_ran_out(world, sid, attempt=1)
     [reboot] = [x for x in _tasks(world, sid) if x["kind"] == "server.reboot"]
     # queued again (the stopped agent's last long-poll may have claimed it once more meanwhile)
     assert reboot["state"] == "queued" or reboot["lease_owner"] != "gone/agent"
@@ -80,13 +91,8 @@ def test_a_step_whose_lease_ran_out_is_queued_again_and_its_host_runs_it(world: 
 
 def test_a_step_out_of_attempts_ends_its_operation_with_the_reason(world: dict[str, Any]) -> None:
     nova, host = world["alice"], world["host"]
-    services = world["api"].services
-    sid = boot(world)["id"]
-    wait_for(nova, sid, "ACTIVE")
-    host.stop()
-    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
-    _held_by(world, sid, "gone/agent", attempt=3, expired=True)
-    services.host_link.sweep()
+    sid = _reboot_queued_while_its_agent_is_away(world)
+    _lease_ran_out(world, sid, attempt=3)
     why = f"lease expired on host {host.driver.hostname} after 3 attempts"
     server = nova.get(f"/servers/{sid}").json()["server"]
     # a failed reboot leaves the server as its guest was last seen (the operation's rule), not stuck
@@ -107,10 +113,7 @@ def test_a_report_from_a_run_that_no_longer_holds_its_step_changes_nothing(world
     nova, host = world["alice"], world["host"]
     services = world["api"].services
     name = host.driver.hostname
-    sid = boot(world)["id"]
-    wait_for(nova, sid, "ACTIVE")
-    host.stop()
-    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
+    sid = _reboot_queued_while_its_agent_is_away(world)
     # The old run held it and died; a new run of the agent got it back and runs it as attempt 2.
     # (Claims are the engine's tests'; a stopped agent's last long-poll may claim here at any time.)
     _held_by(world, sid, f"{name}/old", attempt=1)
@@ -164,10 +167,7 @@ def test_work_taken_from_a_host_fails_its_running_step_and_the_hosts_late_report
     nova, host = world["alice"], world["host"]
     services = world["api"].services
     name = host.driver.hostname
-    sid = boot(world)["id"]
-    wait_for(nova, sid, "ACTIVE")
-    host.stop()
-    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
+    sid = _reboot_queued_while_its_agent_is_away(world)
     task_id = _held_by(world, sid, f"{name}/doomed", attempt=1)
     with services.db.begin() as s:
         row = s.get(t.Instance, sid)
