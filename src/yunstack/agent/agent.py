@@ -39,6 +39,7 @@ LONG_POLL_SECONDS = 20.0  # one wait for work; the control plane answers sooner 
 FINISHED_REMEMBERED = 256  # recently finished steps an agent run recognises when handed them again
 REPORT_RETRY_SECONDS = 0.5  # the first retry of a report the control plane did not take
 REPORT_RETRY_MAX_SECONDS = 5.0
+REPORT_GIVE_UP_SECONDS = 300.0  # a control plane that restarts is back well before this
 MAKE_ROOM_SECONDS = 20.0  # how long a spawn waits for the memory manager to reclaim room for it
 MIB = 1 << 20
 
@@ -448,10 +449,13 @@ class Agent:
         every wait renews its lease) and the report is sent again, backing off to REPORT_RETRY_MAX_SECONDS.
         A refusal (4xx: the step is no longer this run's) ends the retries: whoever holds it reports.
         If this agent dies meanwhile, its successor gets the step back and runs it again (every step
-        is safe to repeat).
+        is safe to repeat).  After REPORT_GIVE_UP_SECONDS of failures (a report the control plane
+        fails on every time) the agent lets the step go: its lease runs out and it runs again, at
+        most as often as its task allows, then fails with the reason.
         """
         assert self._stop is not None
         delay = REPORT_RETRY_SECONDS
+        give_up = time.monotonic() + REPORT_GIVE_UP_SECONDS
         while True:
             try:
                 await asyncio.to_thread(self.link.finish, outcome)
@@ -463,6 +467,10 @@ class Agent:
                 why: str = exc.text
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= give_up:
+                log.error("gave up reporting %s of %s (%s): it will run again once its lease is over",
+                          outcome.op, outcome.instance_id, why)
+                return True
             log.warning("could not report %s of %s (%s); trying again in %.1fs", outcome.op, outcome.instance_id,
                         why, delay)
             with contextlib.suppress(TimeoutError):
