@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from tests.functional.compute.test_servers import action, boot, host, qcow2, wait_for, world
+from tests.functional.compute.test_servers import action, boot, host, qcow2, until, wait_for, world
+from yunstack.agent import agent as agent_mod
 from yunstack.agent.link import Wakeup
 from yunstack.compute import operations
 from yunstack.db.engine import alembic_config, make_engine, upgrade
@@ -224,3 +226,36 @@ def test_a_step_handed_out_again_after_this_agent_ran_it_is_not_run_twice(world:
     assert action(nova, sid, {"pause": None}).status_code == 202
     wait_for(nova, sid, "PAUSED")
     assert len(host.driver._guests[sid].console) == boots
+
+
+def test_a_report_the_control_plane_keeps_failing_is_let_go_and_the_step_runs_again(
+        world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    nova, host = world["alice"], world["host"]
+    services = world["api"].services
+    monkeypatch.setattr(agent_mod, "REPORT_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(agent_mod, "REPORT_GIVE_UP_SECONDS", 0.5)
+    agent = host.agent
+    assert agent is not None
+    sid = boot(world)["id"]
+    wait_for(nova, sid, "ACTIVE")
+    real = agent.link.finish
+    refused: list[int] = []
+
+    def finish(outcome: Outcome) -> None:
+        if outcome.op == "reboot" and outcome.attempt == 1:
+            refused.append(outcome.attempt)
+            raise ConnectionError("the control plane fails on it")
+        real(outcome)
+
+    agent.link.finish = finish  # type: ignore[method-assign]
+    assert action(nova, sid, {"reboot": {"type": "HARD"}}).status_code == 202
+    until(lambda: len(refused) > 1 and not agent._inflight)  # tried again, then let go
+    [reboot] = [x for x in _tasks(world, sid) if x["kind"] == "server.reboot"]
+    assert (reboot["state"], reboot["attempt"]) == ("running", 1)  # nobody renews it now
+    with services.db.begin() as s:
+        s.execute(update(tt.Task).where(tt.Task.id == reboot["id"]).values(
+            lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    services.host_link.sweep()  # its lease is over: queued again, and its host runs it again
+    wait_for(nova, sid, "ACTIVE")
+    [reboot] = [x for x in _tasks(world, sid) if x["kind"] == "server.reboot"]
+    assert (reboot["state"], reboot["attempt"]) == ("succeeded", 2)
