@@ -165,8 +165,11 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_interval)
                 continue
-            if wakeup is not None:
-                self._start(wakeup)
+            if wakeup is not None and not self._start(wakeup) and wakeup.work and not wakeup.calls:
+                # Only copies of steps it already ran (one let go after its report kept failing
+                # is handed out until its lease is over): do not ask again at once.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
         await asyncio.gather(ticker, return_exceptions=True)
         for task in list(self._inflight.values()) + list(self._reads):
             task.cancel()
@@ -234,13 +237,16 @@ class Agent:
         """The keys of the work this agent has: running, or deferred behind its instance's running op."""
         return frozenset(work_key(w) for w in (*self._running.values(), *self._deferred.values()))
 
-    def _start(self, wakeup: Wakeup) -> None:
+    def _start(self, wakeup: Wakeup) -> bool:
+        """Start (or defer) the wakeup's new work and answer its reads; whether any work was new."""
+        new = False
         for item in wakeup.work:
             running = self._running.get(item.instance_id)
             if running is not None and work_key(running) == work_key(item):
                 continue  # handed out again while it runs (a long-poll that began before): one run is enough
             if item.task_id and (item.task_id, item.attempt) in self._finished:
                 continue  # the same, seen only after it ended
+            new = True
             if item.instance_id in self._inflight:
                 # Claimed while its instance's op runs (a delete during a build): that op's end starts it.
                 self._deferred[item.instance_id] = item
@@ -253,6 +259,7 @@ class Agent:
             read = asyncio.create_task(self._read(call), name=f"{call.kind}-{call.instance_id}")
             self._reads.add(read)
             read.add_done_callback(self._reads.discard)
+        return new
 
     async def _read(self, call: HostCall) -> None:
         """Answer one of the control plane's reads from the driver (never behind an operation)."""
