@@ -118,9 +118,15 @@ def test_spec_and_finish_carry_a_build_to_active(side: Side) -> None:
     spec = side.link.spec(server)
     assert (spec.id, spec.image_id, spec.memory_mib) == (server, side.image, 128)
     work = side.link.wait(side.host, (), 5.0).work[0]
+    assert work.op == "spawn" and work.task_id and work.attempt == 1  # claimed: the step's task, first run
     side.link.progress(server, work.request_id, states.SPAWNING)
+    # A report that does not name the run holding the step changes nothing.
     side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id,
                              power_state=int(PowerState.RUNNING)))
+    shown = side.admin.get(f"/servers/{server}").json()["server"]
+    assert (shown["status"], shown["OS-EXT-STS:task_state"]) == ("BUILD", "spawning")
+    side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id,
+                             power_state=int(PowerState.RUNNING), task_id=work.task_id, attempt=work.attempt))
     shown = side.admin.get(f"/servers/{server}").json()["server"]
     assert (shown["status"], shown["OS-EXT-STS:task_state"]) == ("ACTIVE", None)
     assert side.link.wait(side.host, (), 0.0).work == ()
@@ -153,7 +159,7 @@ def test_a_console_read_goes_to_the_waiting_host_and_its_answer_comes_back(side:
     server = create(side)
     work = side.link.wait(side.host, (), 5.0).work[0]
     side.link.finish(Outcome(instance_id=server, op="spawn", request_id=work.request_id,
-                             power_state=int(PowerState.RUNNING)))
+                             power_state=int(PowerState.RUNNING), task_id=work.task_id, attempt=work.attempt))
     answered: list[str] = []
 
     def host() -> None:
