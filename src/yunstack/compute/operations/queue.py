@@ -43,9 +43,14 @@ def register_kinds(operations: Iterable[Operation], registry: TaskRegistry = REG
                                    steps={decl.name: StepSpec(args=decl.args)}))
 
 
+# The task service's calls that take the caller's session (enqueue, cancel_queued, abandon) never
+# open a transaction of their own, so one unbound instance serves every database.
+_IN_TX = TaskService(sessionmaker())
+
+
 def _engine(s: Session) -> TaskService:
-    """The task service for calls made inside ``s``'s transaction (they never open their own)."""
-    return TaskService(sessionmaker(bind=s.get_bind()))
+    """The task service for calls made inside ``s``'s transaction."""
+    return _IN_TX
 
 
 def resource(row: t.Instance) -> Resource:
