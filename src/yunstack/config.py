@@ -117,9 +117,10 @@ class ComputeConfig:
     reserved_host_memory_mib: int = _help("Host RAM kept away from guests.", 512)
     poll_interval: float = _help("Seconds between agent passes (work, power-state sync).", 1.0)
     host_down_after: float = _help(
-        "Seconds without a heartbeat after which a compute host counts as down (service state 'down', "
-        "skipped by the scheduler, its servers may be evacuated). Agents heartbeat every 10 s; keep it "
-        "at least twice that. At most 30 s marks a killed agent's host down within 30 s.", 30.0)
+        "Seconds without a word from a host's agent after which the host counts as down (service state "
+        "'down', skipped by the scheduler, its servers may be evacuated). Each long-poll an agent starts "
+        "is that word, and the control plane ends each after at most two thirds of this. At most 30 s "
+        "marks a killed agent's host down within 30 s.", 30.0)
     task_lease_seconds: float = _help(
         "How long a host holds a step it claimed without saying it still runs it (its agent says so "
         "every long-poll, at most 20 s apart). A step whose lease ran out runs again (at most 3 times), "

@@ -23,7 +23,16 @@ from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import Answer, ControlPlane, HostCall, Wakeup, work_key
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.agent.steps import STEPS
-from yunstack.compute.driver import ComputeDriver, ConfigDrive, InstanceSpec, MemoryBacking, Nic, PowerState, root_disk
+from yunstack.compute.driver import (
+    ComputeDriver,
+    ConfigDrive,
+    HostInfo,
+    InstanceSpec,
+    MemoryBacking,
+    Nic,
+    PowerState,
+    root_disk,
+)
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
@@ -32,7 +41,9 @@ from yunstack.protocol import Outcome, SpecData, Work
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 10.0  # how often the agent looks at its resources (a report goes only if due)
+REPORT_SECONDS = 60.0  # the longest between two resource reports (Nova's resource tracker: 60 s)
+REPORT_MEMORY_DRIFT_MIB = 256  # host memory in use that moved this much is reported at once
 POWER_SYNC_SECONDS = 2.0
 MEMORY_REPORT_SECONDS = 10.0
 LONG_POLL_SECONDS = 20.0  # one wait for work; the control plane answers sooner when there is some
@@ -107,6 +118,8 @@ class Agent:
         self._reads: set[asyncio.Task[None]] = set()
         self._consoles: set[ConsoleRelay] = set()  # serial console relays open now
         self._ready = threading.Event()
+        self._reported: HostInfo | None = None  # the last resource report the control plane took
+        self._reported_at = 0.0
         self._error: BaseException | None = None
 
     # -- lifecycle (called from other threads) ---------------------------------------------------
@@ -197,7 +210,7 @@ class Agent:
                 await self._guard(self._sync_power(), "power sync")
                 last_sync = now
             if now - last_beat >= HEARTBEAT_SECONDS:
-                await self._guard(self._heartbeat(), "heartbeat")
+                await self._guard(self._heartbeat(force=False), "heartbeat")
                 last_beat = now
             if self.memory is not None and now - last_memory >= MEMORY_REPORT_SECONDS:
                 await self._guard(self._report_memory(), "memory report")
@@ -327,9 +340,19 @@ class Agent:
             return []
         return [e.as_dict() for e in self.memory.ledger(since)]
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, *, force: bool = True) -> None:
+        """Report the host's resources, unless (``force`` False) the last report still holds.
+
+        The agent's sign of life is its long-poll (``HostService.seen``), so a report that would
+        say nothing new is not sent: once a minute at least, and at once when the host's size,
+        capabilities or address changed or its use moved (``_report_due``).
+        """
         info = replace(await self.driver.host_info(), host_ip=self.address)
+        now = time.monotonic()
+        if not force and not _report_due(self._reported, info, now - self._reported_at):
+            return
         await asyncio.to_thread(self.link.heartbeat, self.host, info)
+        self._reported, self._reported_at = info, now
 
     async def _sync_power(self) -> None:
         busy = frozenset(self._inflight)
@@ -504,3 +527,13 @@ def _settle(future: asyncio.Future[Wakeup], result: object) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)  # type: ignore[arg-type]
+
+
+def _report_due(last: HostInfo | None, info: HostInfo, age: float) -> bool:
+    """Whether a resource report is worth sending: the first, one a minute old, or one that differs
+    in what the scheduler and operators read (the uptime line always differs: it is not a reason)."""
+    if last is None or age >= REPORT_SECONDS:
+        return True
+    if abs(info.memory_used_mib - last.memory_used_mib) >= REPORT_MEMORY_DRIFT_MIB:
+        return True
+    return replace(info, uptime="", memory_used_mib=0) != replace(last, uptime="", memory_used_mib=0)

@@ -106,7 +106,7 @@ class LocalControlPlane:
     def wait(self, host: str, busy: Collection[str], timeout: float, owner: str = "") -> Wakeup:
         woken = threading.Event()
         unsubscribe = self.hub.subscribe(host, woken.set)  # before looking: a wake in between is kept
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = time.monotonic() + min(max(0.0, timeout), self._hosts.longest_wait)
         again = self.hold(host, busy, owner)
         try:
             while True:
@@ -121,7 +121,7 @@ class LocalControlPlane:
             unsubscribe()
 
     def hold(self, host: str, busy: Collection[str], owner: str = "") -> tuple[Work, ...]:
-        """What a wait says before it waits: the agent ``owner`` of ``host`` still runs ``busy``.
+        """What a wait says before it waits: the agent ``owner`` of ``host`` is alive and still runs ``busy``.
 
         Their leases are extended.  An agent the control plane has not heard from before (a
         restarted one: a new owner name) gets its predecessor's steps back at once instead of
@@ -130,6 +130,7 @@ class LocalControlPlane:
         cut off), so they come again (the agent drops a copy of one that crossed its report).
         """
         owner = owner or host
+        self._hosts.seen(host)  # a wait is the agent's sign of life (``HostService.seen``)
         if self._owners.get(host) != owner:
             # The new owner first: a claim by the old run that commits after the release below
             # sees it (``poll``'s second check) and hands its take back.

@@ -1,10 +1,13 @@
 """Compute hosts: the agents' heartbeats, host usage for the scheduler, hypervisors and zones.
 
-A host's row (``compute_node``) holds what its agent last reported; ``updated_at`` is the
-heartbeat, and a host is *up* while that is younger than ``down_after`` seconds (``[compute]
-host_down_after``, 30 s by default: agents beat every 10 s, so a killed agent's host is down within
-30 s).  ``clock`` is the one source of "now" for both sides of that comparison, so tests move time
-instead of sleeping.  What guests are
+A host's row (``compute_node``) holds what its agent last reported; ``updated_at`` is when the
+control plane last heard from the agent, and a host is *up* while that is younger than
+``down_after`` seconds (``[compute] host_down_after``, 30 s by default).  An agent always holds a
+long-poll (``wait``), and each one it starts counts (``seen``); the control plane ends a wait after
+at most two thirds of ``down_after`` (``longest_wait``), so a live agent is seen well within it and
+a killed agent's host is down within ``down_after``.  The resource report (``heartbeat``) comes
+once a minute, or sooner when something the scheduler uses changed.  ``clock`` is the one source
+of "now" for both sides of that comparison, so tests move time instead of sleeping.  What guests are
 *allocated* on a host is not reported but counted from the instance table (the flavors of the
 host's instances that are not deleted), so the scheduler and the API see claims at once.
 
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.driver import Capabilities, HostInfo, PowerState
@@ -35,6 +38,7 @@ from yunstack.identity.context import AuthContext
 from yunstack.types import utcnow
 
 DOWN_AFTER = 30.0
+SEEN_WRITE_SECONDS = 2.0  # a host seen this recently (by this process) is not written again
 INTERNAL_ZONE = "internal"
 
 
@@ -134,8 +138,30 @@ class HostService:
         self.down_after = down_after
         self.clock = clock  # "now" for heartbeats and the up/down verdict alike
         self._control_host = control_host
+        self._seen: dict[str, datetime] = {}  # host -> when this process last wrote it seen
 
     # -- the agent's side ----------------------------------------------------------------------
+
+    @property
+    def longest_wait(self) -> float:
+        """The longest long-poll the control plane holds: a live agent starts its next one (and
+        is seen) well before ``down_after`` runs out."""
+        return max(1.0, self.down_after * 2 / 3)
+
+    def seen(self, host: str) -> None:
+        """``host``'s agent just called (it starts a long-poll): it is up as of now.
+
+        One indexed UPDATE, at most every ``SEEN_WRITE_SECONDS`` per host and process: an agent
+        that gets work polls again at once, and each of those need not be a write.
+        """
+        now = self.clock()
+        last = self._seen.get(host)
+        if last is not None and now - last < timedelta(seconds=SEEN_WRITE_SECONDS) and now >= last:
+            return
+        with self._db.begin() as s:
+            s.execute(update(t.ComputeNode).where(t.ComputeNode.host == host).values(updated_at=now)
+                      .execution_options(synchronize_session=False))
+        self._seen[host] = now
 
     def heartbeat(self, host: str, info: HostInfo, *, availability_zone: str, ram_allocation_ratio: float,
                   cpu_allocation_ratio: float, disk_allocation_ratio: float, reserved_host_memory_mib: int,
@@ -145,32 +171,24 @@ class HostService:
         The disabled flag and reason belong to the operator and are left alone.
         """
         now = self.clock()
+        values: dict[str, Any] = dict(
+            availability_zone=availability_zone, vcpus=info.vcpus, memory_mib=info.memory_mib,
+            memory_used_mib=info.memory_used_mib, local_gb=info.local_gb, local_gb_used=info.local_gb_used,
+            hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
+            cpu_info=info.cpu_info, uptime=info.uptime, accel=info.accel,
+            capabilities=info.capabilities.to_dict(), host_ip=host_ip,
+            ram_allocation_ratio=ram_allocation_ratio, cpu_allocation_ratio=cpu_allocation_ratio,
+            disk_allocation_ratio=disk_allocation_ratio, reserved_host_memory_mib=reserved_host_memory_mib,
+            updated_at=now)
         with self._db.begin() as s:
-            row = s.scalar(select(t.ComputeNode).where(t.ComputeNode.host == host))
-            if row is None:
-                row = t.ComputeNode(id=self._new_node_id(s), host=host, created_at=now, disabled=False,
-                                    stats={})
-                s.add(row)
-            row.availability_zone = availability_zone
-            row.vcpus = info.vcpus
-            row.memory_mib = info.memory_mib
-            row.memory_used_mib = info.memory_used_mib
-            row.local_gb = info.local_gb
-            row.local_gb_used = info.local_gb_used
-            row.hypervisor_type = info.hypervisor_type
-            row.hypervisor_version = info.hypervisor_version
-            row.cpu_info = info.cpu_info
-            row.uptime = info.uptime
-            row.accel = info.accel
-            row.capabilities = info.capabilities.to_dict()
-            row.host_ip = host_ip
-            row.ram_allocation_ratio = ram_allocation_ratio
-            row.cpu_allocation_ratio = cpu_allocation_ratio
-            row.disk_allocation_ratio = disk_allocation_ratio
-            row.reserved_host_memory_mib = reserved_host_memory_mib
-            row.updated_at = now
-            s.flush()
-            return row.id
+            # A known host (every report but its first): one UPDATE, no ORM object to build.
+            node_id = s.scalar(update(t.ComputeNode).where(t.ComputeNode.host == host).values(**values)
+                               .returning(t.ComputeNode.id).execution_options(synchronize_session=False))
+            if node_id is None:
+                node_id = self._new_node_id(s)
+                s.add(t.ComputeNode(id=node_id, host=host, created_at=now, disabled=False, stats={}, **values))
+        self._seen[host] = now
+        return str(node_id)
 
     @staticmethod
     def _new_node_id(s: Session) -> str:

@@ -10,6 +10,7 @@ like, which is why evacuate must fence it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,7 +81,7 @@ class FakeHost:
         return {i.id for i in asyncio.run(self.driver.list_instances())}
 
     def beat(self) -> None:
-        """One heartbeat now (by the injected clock), as the agent's ticker sends every 10 s."""
+        """One resource report now (by the injected clock), as the agent sends at least once a minute."""
         info = asyncio.run(self.driver.host_info())
         self.services.host_link.heartbeat(self.name, info)
 
@@ -180,19 +181,32 @@ def test_the_down_threshold_is_a_config_value_of_at_most_30_seconds() -> None:
     assert ComputeConfig().host_down_after <= 30.0
 
 
-def test_a_host_that_stops_heartbeating_is_down_once_the_threshold_passes(cloud: Cloud) -> None:
+def _states(cloud: Cloud) -> dict[str, str]:
+    return {h: s["state"] for h, s in services_by_host(cloud.admin).items()}
+
+
+def test_a_host_is_up_while_its_agent_long_polls_and_down_once_it_stops_for_the_threshold(cloud: Cloud) -> None:
     limit = cloud.api.services.hosts.down_after
-    cloud.a.beat()
-    cloud.b.beat()
-    cloud.clock.advance(limit - 1)
-    assert {h: s["state"] for h, s in services_by_host(cloud.admin).items()} == {A: "up", B: "up"}
-    cloud.b.beat()
-    cloud.clock.advance(2)
-    assert {h: s["state"] for h, s in services_by_host(cloud.admin).items()} == {A: "down", B: "up"}
+    # No resource report for longer than the threshold: each long-poll the agents start says they live.
+    cloud.clock.advance(limit + 5)
+    until(lambda: _states(cloud) == {A: "up", B: "up"})
+    cloud.a.stop()
+    cloud.clock.advance(limit + 1)
+    until(lambda: _states(cloud) == {A: "down", B: "up"})  # B's next long-poll, by the new clock
     # A host that is down takes no new servers: the scheduler says why.
     with cloud.api.services.db() as s:
         states = {u.host: u.up for u in cloud.api.services.hosts.host_states(s)}
     assert states == {A: False, B: True}
+
+
+def test_the_control_plane_ends_a_long_poll_well_before_the_down_threshold(api: Api) -> None:
+    """An agent asking for a longer wait still starts its next one (and is seen) in time."""
+    hosts = api.services.hosts
+    assert hosts.longest_wait <= hosts.down_after * 2 / 3
+    hosts.down_after = 3.0  # a longest wait of 2 s
+    began = time.monotonic()
+    woken = api.services.host_link.wait("h1", (), 60.0)
+    assert not woken.work and time.monotonic() - began < 10
 
 
 # -- evacuate --------------------------------------------------------------------------------------

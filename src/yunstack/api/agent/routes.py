@@ -38,7 +38,7 @@ from yunstack.errors import BadRequest, Forbidden, NotFound, Unauthorized, YunEr
 from yunstack.wiring import Services
 
 router = APIRouter(prefix=PREFIX, tags=["agent"])
-MAX_WAIT = 30.0  # longest long-poll; proxies commonly cut idle requests at 60 s
+MAX_WAIT = 30.0  # longest long-poll; proxies commonly cut idle requests at 60 s (and see hosts.longest_wait)
 
 
 class HostName(Strict):
@@ -125,7 +125,7 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner
             loop.call_soon_threadsafe(woken.set)
 
     unsubscribe = svc.compute.hub.subscribe(host, wake)  # before looking: a wake in between is kept
-    deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT)
+    deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT, svc.hosts.longest_wait)
     held = frozenset(busy)
     again = await run_in_threadpool(svc.host_link.hold, host, held, owner)
     try:
