@@ -138,7 +138,7 @@ class SimHost:
     async def periodic(self, stop: asyncio.Event) -> None:
         """``--periodic``: what else an idle agent sends on its own periods (agent.agent._tick,
         the network reconciler): its guests' power states, its network state, its memory report."""
-        every = {"sync_power": agent_mod.POWER_SYNC_SECONDS, "network_state": NETWORK_SECONDS,
+        every = {"sync_power": agent_mod.POWER_RESYNC_SECONDS, "network_state": NETWORK_SECONDS,
                  "report_memory": agent_mod.MEMORY_REPORT_SECONDS}
         due = {m: time.monotonic() + random.uniform(0, p) for m, p in every.items()}
         while not stop.is_set():

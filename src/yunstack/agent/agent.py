@@ -27,6 +27,7 @@ from yunstack.compute.driver import (
     ComputeDriver,
     ConfigDrive,
     HostInfo,
+    InstanceInfo,
     InstanceSpec,
     MemoryBacking,
     Nic,
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0  # how often the agent looks at its resources (a report goes only if due)
 REPORT_SECONDS = 60.0  # the longest between two resource reports (Nova's resource tracker: 60 s)
 REPORT_MEMORY_DRIFT_MIB = 256  # host memory in use that moved this much is reported at once
-POWER_SYNC_SECONDS = 2.0
+POWER_SYNC_SECONDS = 2.0  # how often the agent looks at its guests (a sync goes when they changed)
+POWER_RESYNC_SECONDS = 10.0  # the longest between two syncs: the control plane's repairs ride on them
 MEMORY_REPORT_SECONDS = 10.0
 LONG_POLL_SECONDS = 20.0  # one wait for work; the control plane answers sooner when there is some
 FINISHED_REMEMBERED = 256  # recently finished steps an agent run recognises when handed them again
@@ -120,6 +122,8 @@ class Agent:
         self._ready = threading.Event()
         self._reported: HostInfo | None = None  # the last resource report the control plane took
         self._reported_at = 0.0
+        self._synced: tuple[InstanceInfo, ...] | None = None  # the guests as the last power sync said
+        self._synced_at = 0.0
         self._error: BaseException | None = None
 
     # -- lifecycle (called from other threads) ---------------------------------------------------
@@ -207,7 +211,7 @@ class Agent:
             if not self.compute:
                 continue
             if now - last_sync >= POWER_SYNC_SECONDS:
-                await self._guard(self._sync_power(), "power sync")
+                await self._guard(self._sync_power(force=False), "power sync")
                 last_sync = now
             if now - last_beat >= HEARTBEAT_SECONDS:
                 await self._guard(self._heartbeat(force=False), "heartbeat")
@@ -354,15 +358,27 @@ class Agent:
         await asyncio.to_thread(self.link.heartbeat, self.host, info)
         self._reported, self._reported_at = info, now
 
-    async def _sync_power(self) -> None:
+    async def _sync_power(self, *, force: bool = True) -> None:
+        """Tell the control plane what guests run here and how, and destroy those it no longer knows.
+
+        Unless ``force``, the sync goes only when the guests changed since the last one (a guest
+        stopped, appeared or went), or ``POWER_RESYNC_SECONDS`` after it: the control plane's own
+        repairs (orphans, creates it never queued, leftover ports) ride on the sync, so it still
+        comes, but an idle host is not a call every 2 s.
+        """
         busy = frozenset(self._inflight)
         infos = await self.driver.list_instances()
+        now = time.monotonic()
+        observed = tuple(sorted(infos, key=lambda i: i.id))
+        if not force and observed == self._synced and now - self._synced_at < POWER_RESYNC_SECONDS:
+            return
         # A guest in a live migration is the migration's while the control plane has it in progress
         # (it says so by the migration's status, and leaves such guests' power state alone); once
         # the migration ended, or the server was deleted during it, a copy left here is an orphan.
         # Guests with an operation in flight are the operation's business, not the sync's: an op can
         # finish between our listing and the control plane's comparison.
         orphans = await asyncio.to_thread(self.link.sync_power, self.host, infos, busy | set(self._inflight))
+        self._synced, self._synced_at = observed, now
         for instance_id in orphans:
             if instance_id not in self._inflight:
                 log.warning("destroying guest %s: the control plane no longer knows it", instance_id)
