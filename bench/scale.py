@@ -352,7 +352,15 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
                     task.cancel()
                 await asyncio.gather(*extra, return_exceptions=True)
 
+            cpu0 = cpu_seconds(proc.pid)
             result["placement"] = await place(http, headers, image, args.servers, args.clients, stats)
+            # What each placed server cost the control plane, all of it (the create request, the
+            # claim, the host's claim of the step, its spec and its report): what bounds the rate
+            # on this machine whatever the locking.
+            # (less the idle hosts' own traffic over the same time, as measured above)
+            placed, elapsed = result["placement"]["active"], result["placement"]["elapsed_s"]
+            spent = cpu_seconds(proc.pid) - cpu0 - result["heartbeat_cpu"]["fraction_of_a_core"] * elapsed
+            result["placement"]["server_cpu_ms_per_server"] = round(spent * 1000 / placed, 1) if placed else None
 
             fill = max(0, args.list_servers - args.servers)
             server_list.fill(svc, project, user, fill)
