@@ -71,16 +71,22 @@ def _as(me: str, host: str) -> None:
         raise Forbidden("Host {me} may not act as host {host}.", me=me, host=host)
 
 
-def _check(svc: Services, me: str, args: dict[str, Any]) -> None:
-    """A host names only itself and its own instances, in any argument (``Outcome`` included)."""
+def _named(me: str, args: dict[str, Any]) -> list[str]:
+    """The instances a call names, in any argument (``Outcome`` included), once any host it names
+    is the caller itself (else 403)."""
     if "host" in args:
         _as(me, str(args["host"]))
     ids = [args["instance_id"]] if "instance_id" in args else []
     # Any message naming an instance (an ``Outcome`` is a pydantic model, an ``Answer`` a dataclass).
     ids += [v.instance_id for v in args.values()
             if (dataclasses.is_dataclass(v) or isinstance(v, BaseModel)) and hasattr(v, "instance_id")]
+    return [str(i) for i in ids]
+
+
+def _owns(svc: Services, me: str, ids: list[str]) -> None:
+    """A host touches only its own instances: another's is 404, as one that is not there."""
     for instance_id in ids:
-        if not svc.hostauth.owns_instance(me, str(instance_id)):
+        if not svc.hostauth.owns_instance(me, instance_id):
             raise NotFound("Instance {id} could not be found.", id=instance_id)
 
 
@@ -107,7 +113,9 @@ async def call(host: str, method: str, request: Request, me: Me, svc: Svc) -> Re
         args = spec.decode_args(await request.body())
     except ValidationError as exc:
         raise BadRequest("Invalid arguments for {m}: {why}", m=method, why=str(exc)[:500]) from None
-    await run_in_threadpool(_check, svc, me, args)
+    named = _named(me, args)
+    if named:  # (most calls name none: no thread hop, no query)
+        await run_in_threadpool(_owns, svc, me, named)
     if method == "wait":
         result: object = await _wait(svc, me, args["busy"], float(args["timeout"]), str(args["owner"]))
     else:
@@ -127,17 +135,21 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner
     unsubscribe = svc.compute.hub.subscribe(host, wake)  # before looking: a wake in between is kept
     deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT, svc.hosts.longest_wait)
     held = frozenset(busy)
-    again = await run_in_threadpool(svc.host_link.hold, host, held, owner)
+    link = svc.host_link
+
+    def first() -> Wakeup:  # the hold and the first look: one trip to a worker thread
+        return link.poll(host, held, owner, link.hold(host, held, owner))
+
     try:
+        found: Wakeup = await run_in_threadpool(first)
         while True:
-            woken.clear()
-            found: Wakeup = await run_in_threadpool(svc.host_link.poll, host, held, owner, again)
-            again = ()
             left = deadline - time.monotonic()
             if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
                 return found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), left)
+            woken.clear()
+            found = await run_in_threadpool(link.poll, host, held, owner)
     finally:
         unsubscribe()
 
