@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import operations, scheduler, states
+from yunstack.compute.hosts import HostService
 from yunstack.compute.models import Server
 from yunstack.compute.operations import Operation
 from yunstack.compute.operations.shelve import SHELVED_AT, SHELVED_HOST, SHELVED_IMAGE, shelved_image
@@ -63,7 +64,7 @@ class LifecycleOpsMixin:
 
     _db: sessionmaker[Session]
     images: Any
-    hosts: Any
+    hosts: HostService
     network: NetworkService | None
     notify: Callable[[str], None]
 
@@ -75,9 +76,7 @@ class LifecycleOpsMixin:
         raise NotImplementedError
 
     def _hosts_for(self, s: Session) -> list[scheduler.HostState]:
-        from yunstack.compute.service import host_state  # late: that module mixes this class in
-
-        return [host_state(u) for u in self.hosts.host_states(s)]
+        return self.hosts.scheduling(s)
 
     def _addresses(self, rows: Sequence[t.Instance]) -> dict[str, dict[str, list[dict[str, Any]]]]:
         raise NotImplementedError

@@ -26,7 +26,7 @@ from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.evacuate import EvacuateOpsMixin
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostcalls import HostHub
-from yunstack.compute.hosts import HostService, HostUsage
+from yunstack.compute.hosts import HostService
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.lifecycle import LifecycleOpsMixin, shelved_image
@@ -90,16 +90,6 @@ def split_zone(requested: str | None) -> tuple[str | None, str | None]:
     zone, _, rest = requested.partition(":")
     host, _, node = rest.partition(":")
     return zone or None, host or node or None
-
-
-def host_state(u: HostUsage) -> scheduler.HostState:
-    return scheduler.HostState(
-        host=u.host, availability_zone=u.availability_zone, up=u.up, disabled=u.disabled, vcpus=u.vcpus,
-        memory_mib=u.memory_mib, local_gb=u.local_gb, vcpus_used=u.vcpus_used, memory_used_mib=u.memory_used_mib,
-        disk_used_gb=u.disk_used_gb, ram_allocation_ratio=u.ram_allocation_ratio,
-        cpu_allocation_ratio=u.cpu_allocation_ratio, disk_allocation_ratio=u.disk_allocation_ratio,
-        reserved_host_memory_mib=u.reserved_host_memory_mib, instances=u.instances,
-        hypervisor_type=u.hypervisor_type, observed_free_mib=u.observed_free_mib, capabilities=u.capabilities)
 
 
 def expected_memory_mib(flavor: Any) -> int:
@@ -251,7 +241,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         woken: set[str] = set()
         with self._claiming(project_id) as s:
             count = self.quotas.allowed_count(s, project_id, _usage(flavor, 1), req.min_count, req.max_count)
-            hosts = [host_state(u) for u in self.hosts.host_states(s)]
+            hosts = self.hosts.scheduling(s)
             group = self.groups.for_boot(s, ctx, req.group_id, adding=count) if req.group_id else None
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
@@ -478,7 +468,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         """Every host as the scheduler sees it, read under the scheduler lock: a move's claim (its
         migration row, written in the same transaction) and a create's never overbook one host."""
         locks.scheduler_lock(s)
-        return [host_state(u) for u in self.hosts.host_states(s)]
+        return self.hosts.scheduling(s)
 
     def _check_fits(self, s: Session, row: t.Instance, flavor: Any) -> None:
         locks.scheduler_lock(s)
@@ -486,7 +476,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         spec = scheduler.RequestSpec(vcpus=max(0, flavor.vcpus - old["vcpus"]),
                                      memory_mib=max(0, flavor.ram - old["ram"]),
                                      disk_gb=max(0, flavor.disk - old.get("disk", 0)), force_host=row.host)
-        decision = scheduler.select([host_state(u) for u in self.hosts.host_states(s)], spec)
+        decision = scheduler.select(self.hosts.scheduling(s), spec)
         if decision.host is None:
             raise NoValidHost(decision.reasons)
 

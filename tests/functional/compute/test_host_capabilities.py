@@ -15,7 +15,6 @@ from yunstack.api.app import create_app
 from yunstack.compute import scheduler
 from yunstack.compute.driver import Capabilities, MigrationMode
 from yunstack.compute.fake import FakeDriver
-from yunstack.compute.service import host_state
 
 
 def test_the_heartbeat_stores_the_capabilities_and_the_scheduler_filters_on_them(api: Api) -> None:
@@ -28,13 +27,14 @@ def test_the_heartbeat_stores_the_capabilities_and_the_scheduler_filters_on_them
                         reserved_host_memory_mib=512)
     with api.services.db() as s:
         usage = {u.host: u for u in hosts.host_states(s, ["kvm-node", "tcg-node"])}
-    assert usage["kvm-node"].capabilities == caps
+        seen = {h.host: h for h in hosts.scheduling(s)}  # what a create reads under the lock
+    assert usage["kvm-node"].capabilities == caps == seen["kvm-node"].capabilities
 
     needs = scheduler.Needs(migration_mode=MigrationMode.PRECOPY)
-    decision = scheduler.select([host_state(u) for u in usage.values()],
+    decision = scheduler.select(list(seen.values()),
                                 scheduler.RequestSpec(vcpus=1, memory_mib=128, disk_gb=1, needs=needs))
     assert decision.host == "kvm-node"
-    refused = scheduler.select([host_state(usage["tcg-node"])],
+    refused = scheduler.select([seen["tcg-node"]],
                                scheduler.RequestSpec(vcpus=1, memory_mib=128, disk_gb=1, needs=needs))
     assert refused.reasons == {"tcg-node": "CapabilitiesFilter: the host lacks precopy live migration "
                                            "(the host offers: none)"}
@@ -58,3 +58,28 @@ def test_the_agent_reports_its_own_address_and_os_hypervisors_shows_it(api: Api)
     finally:
         agent.stop()
         client.close()
+
+
+def test_the_schedulers_view_of_each_host_agrees_with_the_apis(api: Api) -> None:
+    """``scheduling`` reads only what the scheduler looks at; it must say what ``host_states`` says."""
+    hosts = api.services.hosts
+    for name, reported in (("h1", Capabilities(accel="kvm", block_migration=True)), ("h2", None)):
+        info = host_info(name) if reported is None else replace(host_info(name), capabilities=reported)
+        hosts.heartbeat(name, info, availability_zone="az1", ram_allocation_ratio=1.5, cpu_allocation_ratio=4.0,
+                        disk_allocation_ratio=1.0, reserved_host_memory_mib=256)
+    api.services.host_link.report_memory("h1", {"host": {"admission_room": 3 << 30}, "guests": []})
+    with api.services.db() as s:
+        usage = {u.host: u for u in hosts.host_states(s)}
+        seen = {h.host: h for h in hosts.scheduling(s)}
+    assert set(seen) == set(usage) >= {"h1", "h2"}
+    assert seen["h1"].observed_free_mib == 3 << 10 and seen["h2"].observed_free_mib is None
+    for name, u in usage.items():
+        h = seen[name]
+        assert (h.availability_zone, h.up, h.disabled, h.vcpus, h.memory_mib, h.local_gb, h.vcpus_used,
+                h.memory_used_mib, h.disk_used_gb, h.ram_allocation_ratio, h.cpu_allocation_ratio,
+                h.disk_allocation_ratio, h.reserved_host_memory_mib, h.instances, h.hypervisor_type,
+                h.observed_free_mib, h.capabilities) == (
+            u.availability_zone, u.up, u.disabled, u.vcpus, u.memory_mib, u.local_gb, u.vcpus_used,
+            u.memory_used_mib, u.disk_used_gb, u.ram_allocation_ratio, u.cpu_allocation_ratio,
+            u.disk_allocation_ratio, u.reserved_host_memory_mib, u.instances, u.hypervisor_type,
+            u.observed_free_mib, u.capabilities), name
