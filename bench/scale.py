@@ -121,6 +121,12 @@ class SimHost:
             raise RuntimeError(f"{self.name} {method}: {r.status_code} {r.text[:200]}")
         return spec.decode_result(r.content)
 
+    async def start(self, stop: asyncio.Event, after: float) -> None:
+        """Come up ``after`` seconds from now, then report and long-poll until ``stop``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), after)
+        await asyncio.gather(self.heartbeats(stop), self.polls(stop))
+
     async def heartbeats(self, stop: asyncio.Event) -> None:
         """The resource report: at start (it registers the host), then once a minute, as an agent
         whose host does not change sends it; hosts do not report in lockstep."""
@@ -310,8 +316,6 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
                                        keepalive_expiry=KEEP_ALIVE_CLIENT)
             hosts = [SimHost(n, credentials[n], await own.enter_async_context(httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", limits=host_limits, timeout=60)), stats) for n in names]
-            tasks = [asyncio.create_task(h.heartbeats(stop)) for h in hosts]
-            tasks += [asyncio.create_task(h.polls(stop)) for h in hosts]
             headers, project, user = await login(http)
             r = await http.put(f"{C}/os-quota-sets/{project}", headers=headers, json={"quota_set": {
                 "instances": -1, "cores": -1, "ram": -1}})
@@ -323,8 +327,11 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
             r = await http.put(f"/image/v2/images/{image}/file", content=b"\0" * 1024,
                                headers={**headers, "Content-Type": "application/octet-stream"})
             r.raise_for_status()
+            # The hosts come up over --ramp seconds, as agents of a cloud do (all in the same
+            # second is a restart's herd: a thousand first reports and long-polls at once).
+            tasks = [asyncio.create_task(h.start(stop, random.uniform(0, args.ramp))) for h in hosts]
             # Every host has registered (its first heartbeat) before anything is measured.
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + args.ramp + 120
             while stats.heartbeats < args.hosts and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(5.0)  # past the registrations (each host's next report is at a random second)
@@ -391,6 +398,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16, help="concurrent API clients creating servers")
     ap.add_argument("--window", type=float, default=REPORT_SECONDS,
                     help="seconds of each CPU measurement (a minute holds one round of resource reports)")
+    ap.add_argument("--ramp", type=float, default=30.0, help="seconds over which the hosts come up")
     ap.add_argument("--periodic", action="store_true",
                     help="also measure an idle agent's other periodic calls (power sync, network, memory)")
     ap.add_argument("--list-servers", type=int, default=10_000, help="servers in the project for the list")

@@ -116,7 +116,8 @@ class LocalControlPlane:
                 left = deadline - time.monotonic()
                 if found.work or found.calls or left <= 0 or self.hub.closing:
                     return found
-                woken.wait(left)
+                if not woken.wait(left):
+                    return found  # nothing came: the agent's next wait, at once, looks again
         finally:
             unsubscribe()
 

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
+import time
+import typing
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, case, cast, delete, func, select, update
+from sqlalchemy import Table, Text, bindparam, case, cast, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler
@@ -40,7 +43,7 @@ from yunstack.identity.context import AuthContext
 from yunstack.types import utcnow
 
 DOWN_AFTER = 30.0
-SEEN_WRITE_SECONDS = 2.0  # a host seen this recently (by this process) is not written again
+SEEN_WRITE_SECONDS = 2.0  # the hosts seen are written at most this often (per API process)
 INTERNAL_ZONE = "internal"
 _NOTHING = (0, 0, 0, 0, 0, 0)  # a host's allocations when nothing is on it
 
@@ -148,7 +151,9 @@ class HostService:
         self.down_after = down_after
         self.clock = clock  # "now" for heartbeats and the up/down verdict alike
         self._control_host = control_host
-        self._seen: dict[str, datetime] = {}  # host -> when this process last wrote it seen
+        self._seen: dict[str, datetime] = {}  # host -> when it was seen, not yet written
+        self._seen_written = float("-inf")  # time.monotonic() of the last write
+        self._seen_lock = threading.Lock()
 
     # -- the agent's side ----------------------------------------------------------------------
 
@@ -161,17 +166,23 @@ class HostService:
     def seen(self, host: str) -> None:
         """``host``'s agent just called (it starts a long-poll): it is up as of now.
 
-        One indexed UPDATE, at most every ``SEEN_WRITE_SECONDS`` per host and process: an agent
-        that gets work polls again at once, and each of those need not be a write.
+        Written in batches: each call notes the host, and the first call at least
+        ``SEEN_WRITE_SECONDS`` after the last write writes every host noted since, in one
+        statement.  A thousand hosts long-polling are then a few writes a second, not fifty;
+        a host's row is at most that late, and never later than its next long-poll.
         """
         now = self.clock()
-        last = self._seen.get(host)
-        if last is not None and now - last < timedelta(seconds=SEEN_WRITE_SECONDS) and now >= last:
-            return
+        with self._seen_lock:
+            self._seen[host] = max(now, self._seen.get(host, now))
+            if time.monotonic() - self._seen_written < SEEN_WRITE_SECONDS:
+                return
+            batch, self._seen = self._seen, {}
+            self._seen_written = time.monotonic()
+        nodes = typing.cast(Table, t.ComputeNode.__table__)
         with self._db.begin() as s:
-            s.execute(update(t.ComputeNode).where(t.ComputeNode.host == host).values(updated_at=now)
-                      .execution_options(synchronize_session=False))
-        self._seen[host] = now
+            s.execute(update(nodes).where(nodes.c.host == bindparam("b_host"))
+                      .values(updated_at=bindparam("b_at")),
+                      [{"b_host": h, "b_at": at} for h, at in sorted(batch.items())])
 
     def heartbeat(self, host: str, info: HostInfo, *, availability_zone: str, ram_allocation_ratio: float,
                   cpu_allocation_ratio: float, disk_allocation_ratio: float, reserved_host_memory_mib: int,
@@ -197,7 +208,6 @@ class HostService:
             if node_id is None:
                 node_id = self._new_node_id(s)
                 s.add(t.ComputeNode(id=node_id, host=host, created_at=now, disabled=False, stats={}, **values))
-        self._seen[host] = now
         return str(node_id)
 
     @staticmethod

@@ -146,8 +146,10 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner
             left = deadline - time.monotonic()
             if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
                 return found
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(woken.wait(), left)
+            except TimeoutError:
+                return found  # nothing came: the agent's next wait, at once, looks again
             woken.clear()
             found = await run_in_threadpool(link.poll, host, held, owner)
     finally:
