@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.agentlink import LocalControlPlane
 from yunstack.compute.flavors import FlavorService
-from yunstack.compute.hostauth import HostAuthService
+from yunstack.compute.hostauth import HostAuthService, KnownCredentials
 from yunstack.compute.hosts import HostService
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.memoryledger import MemoryLedgerService
@@ -68,7 +68,9 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     image = ImageService(db, config.image, LocalImageStore(config.image_store), qemu_img=config.qemu.qemu_img)
     quotas = QuotaService(db)
     flavors, keypairs = FlavorService(db), KeyPairService(db, quotas)
-    hosts = HostService(db, control_host=config.host_name, down_after=config.compute.host_down_after)
+    known = KnownCredentials()  # shared: a revoke by either service is seen by the agent API at once
+    hosts = HostService(db, control_host=config.host_name, down_after=config.compute.host_down_after,
+                        known=known)
     network = NetworkService(db, config.network, control_host=config.host_name)
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)
@@ -79,5 +81,5 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
-                    network=network, hostauth=HostAuthService(db),
+                    network=network, hostauth=HostAuthService(db, known=known),
                     host_link=link, tasks=tasks)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +27,7 @@ from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 
 JOIN_TOKEN_TTL = timedelta(hours=1)
+CREDENTIAL_CACHE_SECONDS = 10.0  # how long one API process trusts a credential it has checked
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")  # a host name: DNS label(s)
 
 
@@ -45,10 +48,45 @@ class Joined:
     credential: str
 
 
+class KnownCredentials:
+    """Credentials (their hashes) this API process checked lately, and whose host they are.
+
+    Every agent call carries its credential; looking it up each time was one query per call, a
+    large part of what a thousand idle hosts cost.  A credential that is replaced (a host joins
+    again) or revoked (its service is deleted) is forgotten at once in the process that did it;
+    another API process trusts it for at most ``CREDENTIAL_CACHE_SECONDS`` more.
+    """
+
+    def __init__(self, seconds: float = CREDENTIAL_CACHE_SECONDS) -> None:
+        self._seconds = seconds
+        self._known: dict[str, tuple[str, float]] = {}  # hash -> (host, time.monotonic() checked)
+        self._lock = threading.Lock()
+
+    def host(self, digest: str) -> str | None:
+        with self._lock:
+            known = self._known.get(digest)
+            if known is None or time.monotonic() - known[1] >= self._seconds:
+                self._known.pop(digest, None)
+                return None
+            return known[0]
+
+    def remember(self, digest: str, host: str) -> None:
+        with self._lock:
+            if len(self._known) >= 100_000:  # (a flood of distinct valid credentials cannot be)
+                self._known.clear()
+            self._known[digest] = (host, time.monotonic())
+
+    def forget(self, host: str) -> None:
+        with self._lock:
+            self._known = {d: known for d, known in self._known.items() if known[0] != host}
+
+
 class HostAuthService:
-    def __init__(self, db: sessionmaker[Session], ttl: timedelta = JOIN_TOKEN_TTL) -> None:
+    def __init__(self, db: sessionmaker[Session], ttl: timedelta = JOIN_TOKEN_TTL,
+                 known: KnownCredentials | None = None) -> None:
         self._db = db
         self.ttl = ttl
+        self.known = known or KnownCredentials()
 
     def add_host(self, ctx: AuthContext, name: str) -> JoinToken:
         """A one-time join token for host ``name`` (admin only).  Joining again replaces its credential."""
@@ -81,7 +119,9 @@ class HostAuthService:
                 s.add(h.HostCredential(host=row.host, secret_hash=_hash(credential), created_at=now))
             else:
                 existing.secret_hash, existing.created_at = _hash(credential), now
-            return Joined(host=row.host, credential=credential)
+            joined = Joined(host=row.host, credential=credential)
+        self.known.forget(joined.host)  # the old credential stops working here at once
+        return joined
 
     def issue(self, host: str) -> str:
         """A fresh credential for ``host`` without a token: the all-in-one cloud's own agent."""
@@ -93,14 +133,20 @@ class HostAuthService:
                 s.add(h.HostCredential(host=host, secret_hash=_hash(credential), created_at=now))
             else:
                 existing.secret_hash, existing.created_at = _hash(credential), now
+        self.known.forget(host)
         return credential
 
     def authenticate(self, credential: str) -> str:
         """The host a credential belongs to; 401 when it belongs to none."""
+        digest = _hash(credential)
+        host = self.known.host(digest)
+        if host is not None:
+            return host
         with self._db() as s:
-            host = s.scalar(select(h.HostCredential.host).where(h.HostCredential.secret_hash == _hash(credential)))
+            host = s.scalar(select(h.HostCredential.host).where(h.HostCredential.secret_hash == digest))
         if host is None:
             raise Unauthorized("The host credential is not valid.")
+        self.known.remember(digest, host)
         return host
 
     # -- what a host may touch -------------------------------------------------------------------

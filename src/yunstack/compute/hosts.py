@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler
 from yunstack.compute.driver import Capabilities, HostInfo, PowerState
+from yunstack.compute.hostauth import KnownCredentials
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import hosts as h
 from yunstack.db.tables import migrations as mig
@@ -144,7 +145,8 @@ def _like(pattern: str) -> str:
 
 class HostService:
     def __init__(self, db: sessionmaker[Session], *, down_after: float = DOWN_AFTER,
-                 control_host: str = "localhost", clock: Callable[[], datetime] = utcnow) -> None:
+                 control_host: str = "localhost", clock: Callable[[], datetime] = utcnow,
+                 known: KnownCredentials | None = None) -> None:
         if not down_after > 0:
             raise BadRequest("[compute] host_down_after must be a positive number of seconds.")
         self._db = db
@@ -154,6 +156,7 @@ class HostService:
         self._seen: dict[str, datetime] = {}  # host -> when it was seen, not yet written
         self._seen_written = float("-inf")  # time.monotonic() of the last write
         self._seen_lock = threading.Lock()
+        self._known = known  # the credentials the agent API trusts for a while (hostauth)
 
     # -- the agent's side ----------------------------------------------------------------------
 
@@ -370,6 +373,8 @@ class HostService:
                                "delete the instances first.")
             s.execute(delete(t.ComputeNode).where(t.ComputeNode.host == host))
             s.execute(delete(h.HostCredential).where(h.HostCredential.host == host))
+        if self._known is not None:
+            self._known.forget(host)
 
     # -- os-services and os-migrations (admin only) ----------------------------------------------
 

@@ -126,6 +126,9 @@ def test_a_bad_host_name_is_400(api: Api) -> None:
 
 
 def test_joining_again_replaces_the_hosts_credential(cloud: Cloud) -> None:
+    # Used just before: the API process remembers it was good (KnownCredentials), and still
+    # must refuse it the moment it is replaced.
+    assert call(cloud.api, cloud.cred_b, cloud.host_b, "network_state", host=cloud.host_b)[0] == 200
     status, again = join(cloud.api, add_host(cloud.api, cloud.api.admin(), cloud.host_b))
     assert status == 200
     assert call(cloud.api, cloud.cred_b, cloud.host_b, "network_state", host=cloud.host_b)[0] == 401
@@ -263,3 +266,19 @@ def test_host_b_cannot_take_the_serial_console_relay_opened_for_host_a(cloud: Cl
             pass  # a session pairs once
     finally:
         RELAYS.forget(session)
+
+
+def test_a_credential_in_use_stops_working_the_moment_its_service_is_deleted(cloud: Cloud) -> None:
+    """A partitioned host that was deleted cannot come back on a credential the API had trusted."""
+    b = cloud.host_b
+    assert call(cloud.api, cloud.cred_b, b, "heartbeat", host=b,
+                info=asyncio.run(FakeDriver(hostname=b).host_info()))[0] == 200  # checked: remembered
+    r = cloud.admin.get("/os-services")
+    assert r.status_code == 200, r.text
+    services = r.json()["services"]
+    [service] = [sv for sv in services if sv["host"] == b]
+    assert cloud.admin.delete(f"/os-services/{service['id']}").status_code == 204
+    assert call(cloud.api, cloud.cred_b, b, "network_state", host=b)[0] == 401
+    assert call(cloud.api, cloud.cred_b, b, "heartbeat", host=b,
+                info=asyncio.run(FakeDriver(hostname=b).host_info()))[0] == 401  # no row comes back
+
