@@ -73,6 +73,9 @@ def create_app(services: Services) -> Any:
     app.state.services = services
     faults.install(app)
     app.include_router(metrics.make_router(services))
+    # First: a thousand hosts' agents call it all the time, and each request is matched against the
+    # routes in this order (its /agent/v1 prefix is no other router's).
+    app.include_router(agent_routes.router)
     # Instances reach this only through the metadata proxy, which signs each request (no token).
     secret = ensure_secret(services.config.server.state_path / "network" / "metadata_secret")
     app.include_router(make_metadata_router(services.compute.metadata_for, secret))
@@ -85,7 +88,6 @@ def create_app(services: Services) -> Any:
                            compute_services.router, compute_images.router, compute_consoles.router,
                            compute_consoles.socket_router, compute_tasks.router, compute_migrations.router):
         app.include_router(compute_router)
-    app.include_router(agent_routes.router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)
 

@@ -27,7 +27,7 @@ from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 
 JOIN_TOKEN_TTL = timedelta(hours=1)
-CREDENTIAL_CACHE_SECONDS = 10.0  # how long one API process trusts a credential it has checked
+CREDENTIAL_CACHE_SECONDS = 60.0  # how long one API process trusts a credential it has checked
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")  # a host name: DNS label(s)
 
 
