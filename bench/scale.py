@@ -411,10 +411,11 @@ def main() -> None:
     if args.serve:
         serve(Path(args.state), args.db_url, args.port)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="yun-scale-"))
     load_start = [round(x, 2) for x in os.getloadavg()]
-    with server_list.database(args.db_url, tmp) as url:
-        result = asyncio.run(run(args, url, tmp))
+    with tempfile.TemporaryDirectory(prefix="yun-scale-") as state:
+        tmp = Path(state)
+        with server_list.database(args.db_url, tmp) as url:
+            result = asyncio.run(run(args, url, tmp))
     # The database URL carries a password: the command is recorded with the helper that prints it.
     argv = [a if a != args.db_url or a == "sqlite" else "$(scripts/postgres)" for a in sys.argv[1:]]
     result.update(command=" ".join([".venv/bin/python bench/scale.py", *argv]),
