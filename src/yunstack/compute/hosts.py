@@ -183,7 +183,9 @@ class HostService:
             self._seen_written = time.monotonic()
         nodes = typing.cast(Table, t.ComputeNode.__table__)
         with self._db.begin() as s:
-            s.execute(update(nodes).where(nodes.c.host == bindparam("b_host"))
+            # Never backwards: a resource report may have written a later time since the note.
+            s.execute(update(nodes)
+                      .where(nodes.c.host == bindparam("b_host"), nodes.c.updated_at < bindparam("b_at"))
                       .values(updated_at=bindparam("b_at")),
                       [{"b_host": h, "b_at": at} for h, at in sorted(batch.items())])
 

@@ -10,6 +10,7 @@ like, which is why evacuate must fence it.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ class FakeHost:
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
+        # A stopping agent leaves its long-poll's thread behind (agent._wait); one that reaches the
+        # control plane after a test moved the clock on would mark the host seen "then".
+        for thread in threading.enumerate():
+            if thread.name == f"agent-wait-{self.name}":
+                thread.join()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -207,6 +213,24 @@ def test_the_control_plane_ends_a_long_poll_well_before_the_down_threshold(api: 
     began = time.monotonic()
     woken = api.services.host_link.wait("h1", (), 60.0)
     assert not woken.work and time.monotonic() - began < 10
+
+
+def test_a_late_write_of_the_hosts_seen_never_moves_a_hosts_time_back(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-poll noted before a resource report, written after it, leaves the report's time."""
+    hosts, clock = api.services.hosts, Clock()
+    hosts.clock = clock
+    info = asyncio.run(FakeDriver(hostname="h1").host_info())
+    api.services.host_link.heartbeat("h1", info)
+    monkeypatch.setattr("yunstack.compute.hosts.SEEN_WRITE_SECONDS", 3600.0)
+    hosts.seen("h2")  # a write now: the next notes wait for the hour
+    hosts.seen("h1")  # noted at t
+    clock.advance(hosts.down_after + 1)
+    api.services.host_link.heartbeat("h1", info)  # reported at t + down_after + 1
+    monkeypatch.setattr("yunstack.compute.hosts.SEEN_WRITE_SECONDS", 0.0)
+    hosts.seen("h2")  # writes h1's note of t
+    with api.services.db() as s:
+        assert hosts.is_up(s, "h1")
 
 
 # -- evacuate --------------------------------------------------------------------------------------
