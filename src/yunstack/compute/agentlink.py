@@ -107,19 +107,30 @@ class LocalControlPlane:
         woken = threading.Event()
         unsubscribe = self.hub.subscribe(host, woken.set)  # before looking: a wake in between is kept
         deadline = time.monotonic() + min(max(0.0, timeout), self._hosts.longest_wait)
-        again = self.hold(host, busy, owner)
         try:
+            found = self.first_look(host, busy, owner)
             while True:
                 woken.clear()
-                found = self.poll(host, busy, owner, again)
-                again = ()
                 left = deadline - time.monotonic()
                 if found.work or found.calls or left <= 0 or self.hub.closing:
                     return found
                 if not woken.wait(left):
                     return found  # nothing came: the agent's next wait, at once, looks again
+                found = self.poll(host, busy, owner)
         finally:
             unsubscribe()
+
+    def first_look(self, host: str, busy: Collection[str], owner: str = "") -> Wakeup:
+        """A wait's start: ``hold``, then ``poll`` with what it hands out again.
+
+        An idle host (nothing running, nothing held, nothing queued, the same agent as before) is
+        answered from one read: that is most long-polls of a large cloud.
+        """
+        owner = owner or host
+        if not busy and self._owners.get(host) == owner and self.tasks.outstanding(host, owner) == (False, False):
+            self._hosts.seen(host)
+            return Wakeup(calls=self.hub.take_calls(host))
+        return self.poll(host, busy, owner, self.hold(host, busy, owner))
 
     def hold(self, host: str, busy: Collection[str], owner: str = "") -> tuple[Work, ...]:
         """What a wait says before it waits: the agent ``owner`` of ``host`` is alive and still runs ``busy``.

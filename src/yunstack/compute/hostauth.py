@@ -136,6 +136,10 @@ class HostAuthService:
         self.known.forget(host)
         return credential
 
+    def remembered(self, credential: str) -> str | None:
+        """The host of a credential checked lately (``KnownCredentials``); None: ask ``authenticate``."""
+        return self.known.host(_hash(credential))
+
     def authenticate(self, credential: str) -> str:
         """The host a credential belongs to; 401 when it belongs to none."""
         digest = _hash(credential)

@@ -138,6 +138,20 @@ class Zone:
     hosts: tuple[ZoneHost, ...] = ()
 
 
+_NODES = typing.cast(Table, t.ComputeNode.__table__)
+# What a resource report writes (``HostService.heartbeat``), as one statement built once.
+_REPORTED = ("availability_zone", "vcpus", "memory_mib", "memory_used_mib", "local_gb", "local_gb_used",
+             "hypervisor_type", "hypervisor_version", "cpu_info", "uptime", "accel", "capabilities", "host_ip",
+             "ram_allocation_ratio", "cpu_allocation_ratio", "disk_allocation_ratio", "reserved_host_memory_mib",
+             "updated_at")
+_REPORT = (update(_NODES).where(_NODES.c.host == bindparam("r_host"))
+           .values({_NODES.c[c]: bindparam(f"r_{c}") for c in _REPORTED}).returning(_NODES.c.id))
+
+# ``HostService.seen``'s batch; never backwards: a resource report may have written a later time.
+_SEEN = (update(_NODES).where(_NODES.c.host == bindparam("b_host"), _NODES.c.updated_at < bindparam("b_at"))
+         .values(updated_at=bindparam("b_at")))
+
+
 def _like(pattern: str) -> str:
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -181,13 +195,8 @@ class HostService:
                 return
             batch, self._seen = self._seen, {}
             self._seen_written = time.monotonic()
-        nodes = typing.cast(Table, t.ComputeNode.__table__)
         with self._db.begin() as s:
-            # Never backwards: a resource report may have written a later time since the note.
-            s.execute(update(nodes)
-                      .where(nodes.c.host == bindparam("b_host"), nodes.c.updated_at < bindparam("b_at"))
-                      .values(updated_at=bindparam("b_at")),
-                      [{"b_host": h, "b_at": at} for h, at in sorted(batch.items())])
+            s.execute(_SEEN, [{"b_host": h, "b_at": at} for h, at in sorted(batch.items())])
 
     def heartbeat(self, host: str, info: HostInfo, *, availability_zone: str, ram_allocation_ratio: float,
                   cpu_allocation_ratio: float, disk_allocation_ratio: float, reserved_host_memory_mib: int,
@@ -207,9 +216,8 @@ class HostService:
             disk_allocation_ratio=disk_allocation_ratio, reserved_host_memory_mib=reserved_host_memory_mib,
             updated_at=now)
         with self._db.begin() as s:
-            # A known host (every report but its first): one UPDATE, no ORM object to build.
-            node_id = s.scalar(update(t.ComputeNode).where(t.ComputeNode.host == host).values(**values)
-                               .returning(t.ComputeNode.id).execution_options(synchronize_session=False))
+            # A known host (every report but its first): one UPDATE, built once, no ORM object.
+            node_id = s.execute(_REPORT, {"r_host": host, **{f"r_{k}": v for k, v in values.items()}}).scalar()
             if node_id is None:
                 node_id = self._new_node_id(s)
                 s.add(t.ComputeNode(id=node_id, host=host, created_at=now, disabled=False, stats={}, **values))

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from yunstack.db.tables import tasks as t
@@ -54,6 +54,12 @@ Clock = Callable[[], datetime]
 Q, R, S, F, C = (TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED,
                  TaskState.CANCELLED)
 MAX_LEASE_SECONDS = 24 * 3600.0
+
+_T = t.Task.__table__
+# ``outstanding``, built once: an idle host's long-poll runs it every twenty seconds.
+_OUTSTANDING = select(
+    exists().where(_T.c.host == bindparam("o_host"), _T.c.state == Q),
+    exists().where(_T.c.host == bindparam("o_host"), _T.c.state == R, _T.c.lease_owner == bindparam("o_owner")))
 
 
 def _attempts(n: int) -> str:
@@ -173,6 +179,16 @@ class TaskService:
                 t.Task.host == host, t.Task.state == R, t.Task.lease_owner == owner, t.Task.id.in_(list(task_ids)))
                 .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
             return int(done.rowcount)  # type: ignore[attr-defined]
+
+    def outstanding(self, host: str, owner: str) -> tuple[bool, bool]:
+        """Whether ``host`` has a step to claim, and whether ``owner`` holds one there: one read.
+
+        Most long-polls of a cloud come from idle hosts; this answers them without the claim's and
+        the hand-out's statements.  (A step queued after the read wakes the wait: ``HostHub``.)
+        """
+        with self._db() as s:
+            row = s.execute(_OUTSTANDING, {"o_host": host, "o_owner": owner}).one()
+        return bool(row[0]), bool(row[1])
 
     def claim(self, host: str, *, limit: int = 1, lease_seconds: float = 60.0,
               owner: str | None = None) -> list[Claim]:

@@ -59,7 +59,10 @@ async def host_identity(request: HTTPConnection) -> str:
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("A host credential is required (Authorization: Bearer ...).")
     svc: Services = request.app.state.services
-    host: str = await run_in_threadpool(svc.hostauth.authenticate, credential.strip())
+    # A credential checked lately is answered here; only a new one costs a worker thread (a query).
+    host = svc.hostauth.remembered(credential.strip())
+    if host is None:
+        host = await run_in_threadpool(svc.hostauth.authenticate, credential.strip())
     return host
 
 
@@ -136,12 +139,8 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner
     deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT, svc.hosts.longest_wait)
     held = frozenset(busy)
     link = svc.host_link
-
-    def first() -> Wakeup:  # the hold and the first look: one trip to a worker thread
-        return link.poll(host, held, owner, link.hold(host, held, owner))
-
     try:
-        found: Wakeup = await run_in_threadpool(first)
+        found: Wakeup = await run_in_threadpool(link.first_look, host, held, owner)
         while True:
             left = deadline - time.monotonic()
             if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
