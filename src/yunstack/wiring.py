@@ -32,6 +32,7 @@ from yunstack.tasks.service import TaskService
 class Services:
     config: Config
     engine: Engine
+    statements: Engine  # autocommit: the hot single statements of the agent protocol (db.engine)
     db: sessionmaker[Session]
     keys: KeyRepository
     auth: AuthService
@@ -51,6 +52,7 @@ class Services:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.statements.dispose()
 
 
 def build(config: Config, *, migrate: bool = True) -> Services:
@@ -60,6 +62,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     if migrate:
         upgrade(engine)
     db = session_factory(engine)
+    statements = make_engine(config.database_url, echo=config.database.echo, autocommit=True)
     keys = KeyRepository(state / "fernet-keys", config.identity.max_active_keys)
     keys.setup()
     hasher = Hasher(config.identity)
@@ -70,15 +73,15 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     flavors, keypairs = FlavorService(db), KeyPairService(db, quotas)
     known = KnownCredentials()  # shared: a revoke by either service is seen by the agent API at once
     hosts = HostService(db, control_host=config.host_name, down_after=config.compute.host_down_after,
-                        known=known)
+                        known=known, statements=statements)
     network = NetworkService(db, config.network, control_host=config.host_name)
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)
     network.server_project = compute.server_project
     memory = MemoryLedgerService(db)
-    tasks = TaskService(db)
+    tasks = TaskService(db, statements=statements)
     link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks)
-    return Services(config=config, engine=engine, db=db, keys=keys, auth=auth, identity=identity,
+    return Services(config=config, engine=engine, statements=statements, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
                     network=network, hostauth=HostAuthService(db, known=known),

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from yunstack import __version__
 from yunstack.api import faults, metrics
 from yunstack.api.agent import routes as agent_routes
+from yunstack.api.agent.calls import AgentCalls
 from yunstack.api.compute import consoles as compute_consoles
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
@@ -73,8 +74,6 @@ def create_app(services: Services) -> Any:
     app.state.services = services
     faults.install(app)
     app.include_router(metrics.make_router(services))
-    # First: a thousand hosts' agents call it all the time, and each request is matched against the
-    # routes in this order (its /agent/v1 prefix is no other router's).
     app.include_router(agent_routes.router)
     # Instances reach this only through the metadata proxy, which signs each request (no token).
     secret = ensure_secret(services.config.server.state_path / "network" / "metadata_secret")
@@ -108,7 +107,9 @@ def create_app(services: Services) -> Any:
         return JSONResponse({"name": "yunstack", "version": __version__,
                              "apis": {kind: base + path for kind, _, path in CATALOG}})
 
-    limited = BodyLimit(JsonDepthLimit(app, _streamed), services.config.server.max_body_bytes, _streamed)
+    # The agents' calls are answered before FastAPI's routing (api/agent/calls.py), inside the limits.
+    limited = BodyLimit(JsonDepthLimit(AgentCalls(app, services), _streamed), services.config.server.max_body_bytes,
+                        _streamed)
     wrapped = RequestId(metrics.RequestTimer(PathGuard(Microversions(limited))))
     # Keep a handle on the FastAPI app for tests and tooling (openapi, state).
     wrapped.fastapi = app  # type: ignore[attr-defined]

@@ -57,14 +57,24 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "Invalid input for the request. " + "; ".join(parts)
 
 
+def render(request: Request, exc: Exception) -> JSONResponse:
+    """The fault for an error a route raised: a named error says what it is; anything else is a
+    bug, logged whole, and the user is told only what is safe."""
+    if isinstance(exc, YunError):
+        if exc.status >= 500 and not isinstance(exc, NoValidHost):
+            log.error("request failed: %s", exc.text)
+        return fault_response(request, exc.status, exc.text, type(exc).__name__)
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return fault_response(request, 500, "An unexpected error occurred; the request id names it "
+                          "in the server log.")
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers; route handlers themselves never catch."""
 
     @app.exception_handler(YunError)
     async def _yun(request: Request, exc: YunError) -> JSONResponse:
-        if exc.status >= 500 and not isinstance(exc, NoValidHost):
-            log.error("request failed: %s", exc.text)
-        return fault_response(request, exc.status, exc.text, type(exc).__name__)
+        return render(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -79,7 +89,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, not a user error: log it whole, tell the user only what is safe.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return fault_response(request, 500, "An unexpected error occurred; the request id names it "
-                              "in the server log.")
+        return render(request, exc)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, Text, bindparam, case, cast, delete, func, select, update
+from sqlalchemy import Engine, Table, Text, bindparam, case, cast, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import scheduler
@@ -160,7 +160,7 @@ def _like(pattern: str) -> str:
 class HostService:
     def __init__(self, db: sessionmaker[Session], *, down_after: float = DOWN_AFTER,
                  control_host: str = "localhost", clock: Callable[[], datetime] = utcnow,
-                 known: KnownCredentials | None = None) -> None:
+                 known: KnownCredentials | None = None, statements: Engine | None = None) -> None:
         if not down_after > 0:
             raise BadRequest("[compute] host_down_after must be a positive number of seconds.")
         self._db = db
@@ -171,6 +171,7 @@ class HostService:
         self._seen_written = float("-inf")  # time.monotonic() of the last write
         self._seen_lock = threading.Lock()
         self._known = known  # the credentials the agent API trusts for a while (hostauth)
+        self._statements = statements  # autocommit: a report is one UPDATE (db.engine.make_engine)
 
     # -- the agent's side ----------------------------------------------------------------------
 
@@ -215,9 +216,16 @@ class HostService:
             ram_allocation_ratio=ram_allocation_ratio, cpu_allocation_ratio=cpu_allocation_ratio,
             disk_allocation_ratio=disk_allocation_ratio, reserved_host_memory_mib=reserved_host_memory_mib,
             updated_at=now)
+        # A known host (every report but its first): one UPDATE, built once, no ORM object, and
+        # with ``statements`` no transaction around it (one statement is atomic by itself).
+        params = {"r_host": host, **{f"r_{k}": v for k, v in values.items()}}
+        if self._statements is not None:
+            with self._statements.connect() as c:
+                node_id = c.execute(_REPORT, params).scalar()
+            if node_id is not None:
+                return str(node_id)
         with self._db.begin() as s:
-            # A known host (every report but its first): one UPDATE, built once, no ORM object.
-            node_id = s.execute(_REPORT, {"r_host": host, **{f"r_{k}": v for k, v in values.items()}}).scalar()
+            node_id = s.execute(_REPORT, params).scalar()
             if node_id is None:
                 node_id = self._new_node_id(s)
                 s.add(t.ComputeNode(id=node_id, host=host, created_at=now, disabled=False, stats={}, **values))

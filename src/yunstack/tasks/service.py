@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from yunstack.db.tables import tasks as t
@@ -70,8 +70,9 @@ class TaskService:
     """Durable tasks.  ``clock`` is injected so that tests move time instead of sleeping."""
 
     def __init__(self, db: sessionmaker[Session], registry: TaskRegistry = REGISTRY, *,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, statements: Engine | None = None) -> None:
         self._db = db
+        self._statements = statements  # autocommit, for ``outstanding`` (db.engine.make_engine)
         self.registry = registry
         self._clock = clock
 
@@ -186,8 +187,13 @@ class TaskService:
         Most long-polls of a cloud come from idle hosts; this answers them without the claim's and
         the hand-out's statements.  (A step queued after the read wakes the wait: ``HostHub``.)
         """
-        with self._db() as s:
-            row = s.execute(_OUTSTANDING, {"o_host": host, "o_owner": owner}).one()
+        params = {"o_host": host, "o_owner": owner}
+        if self._statements is not None:
+            with self._statements.connect() as c:
+                row = c.execute(_OUTSTANDING, params).one()
+        else:
+            with self._db() as s:
+                row = s.execute(_OUTSTANDING, params).one()
         return bool(row[0]), bool(row[1])
 
     def claim(self, host: str, *, limit: int = 1, lease_seconds: float = 60.0,
