@@ -242,10 +242,14 @@ async def login(http: httpx.AsyncClient) -> tuple[dict[str, str], str, str]:
 
 
 async def place(http: httpx.AsyncClient, headers: dict[str, str], image: str, n: int, clients: int,
-                stats: Stats) -> dict[str, Any]:
+                stats: Stats, batch: int = 1) -> dict[str, Any]:
+    """``n`` servers created by ``clients`` concurrent API clients, ``batch`` per request (Nova's
+    multi-create, ``min_count`` = ``max_count``: one request, one scheduling pass), placed and
+    spawned by the simulated hosts; the rate counts until the last one is ACTIVE."""
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
+    for i in range(0, n, batch):
         queue.put_nowait(i)
+    already = set(stats.active_at)
     created: list[str] = []
     create_ms: list[float] = []
     failures: list[str] = []
@@ -256,25 +260,36 @@ async def place(http: httpx.AsyncClient, headers: dict[str, str], image: str, n:
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
+            count = min(batch, n - i)
+            body: dict[str, Any] = {"name": f"s-{i}", "imageRef": image, "flavorRef": "42", "networks": "none"}
+            if batch > 1:
+                body.update(min_count=count, max_count=count, return_reservation_id=True)
             began = time.perf_counter()
-            r = await http.post(f"{C}/servers", headers=headers, timeout=120, json={"server": {
-                "name": f"s-{i}", "imageRef": image, "flavorRef": "42", "networks": "none"}})
+            r = await http.post(f"{C}/servers", headers=headers, timeout=120, json={"server": body})
             create_ms.append((time.perf_counter() - began) * 1000)
             if r.status_code != 202:
                 failures.append(f"{r.status_code} {r.text[:200]}")
                 continue
-            created.append(r.json()["server"]["id"])
+            if batch > 1:
+                created.extend([f"{r.json()['reservation_id']}/{k}" for k in range(count)])  # counted below
+            else:
+                created.append(r.json()["server"]["id"])
+
+    def active() -> list[float]:
+        if batch == 1:
+            return [stats.active_at[c] for c in created if c in stats.active_at]
+        return [at for sid, at in stats.active_at.items() if sid not in already]
 
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     deadline = time.monotonic() + max(120.0, n / 5)
-    while len([c for c in created if c in stats.active_at]) < len(created) and time.monotonic() < deadline:
+    while len(active()) < len(created) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    done = [stats.active_at[c] for c in created if c in stats.active_at]
+    done = active()
     elapsed = (max(done) - began) if done else float("nan")
     r = await http.get(f"{C}/servers/detail", headers=headers, params={"status": "ERROR", "limit": "5"})
     errors = [s.get("fault", {}).get("details", "")[:200] for s in r.json()["servers"]]
-    return {"servers": n, "clients": clients, "created": len(created), "active": len(done),
+    return {"servers": n, "clients": clients, "per_request": batch, "created": len(created), "active": len(done),
             "create_failures": failures[:5], "error_servers": errors,
             "elapsed_s": round(elapsed, 2), "servers_per_s": round(len(done) / elapsed, 1) if done else 0.0,
             "create_request_ms": server_list.summary(create_ms) if create_ms else None,
@@ -359,21 +374,26 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
                     task.cancel()
                 await asyncio.gather(*extra, return_exceptions=True)
 
-            cpu0 = cpu_seconds(proc.pid)
-            result["placement"] = await place(http, headers, image, args.servers, args.clients, stats)
-            # What each placed server cost the control plane, all of it (the create request, the
-            # claim, the host's claim of the step, its spec and its report): what bounds the rate
-            # on this machine whatever the locking.
-            # (less the idle hosts' own traffic over the same time, as measured above)
-            placed, elapsed = result["placement"]["active"], result["placement"]["elapsed_s"]
-            spent = cpu_seconds(proc.pid) - cpu0 - result["heartbeat_cpu"]["fraction_of_a_core"] * elapsed
-            result["placement"]["server_cpu_ms_per_server"] = round(spent * 1000 / placed, 1) if placed else None
+            for key, batch in (("placement", 1), ("placement_batched", args.batch)):
+                if key == "placement_batched" and batch <= 1:
+                    continue
+                cpu0 = cpu_seconds(proc.pid)
+                placed_ = await place(http, headers, image, args.servers, args.clients, stats, batch)
+                # What each placed server cost the control plane, all of it (the create request, the
+                # claim, the host's claim of the step, its spec and its report): what bounds the rate
+                # on this machine whatever the locking.
+                # (less the idle hosts' own traffic over the same time, as measured above)
+                placed, elapsed = placed_["active"], placed_["elapsed_s"]
+                spent = cpu_seconds(proc.pid) - cpu0 - result["heartbeat_cpu"]["fraction_of_a_core"] * elapsed
+                placed_["server_cpu_ms_per_server"] = round(spent * 1000 / placed, 1) if placed else None
+                result[key] = placed_
 
-            fill = max(0, args.list_servers - args.servers)
+            made = args.servers * (2 if args.batch > 1 else 1)
+            fill = max(0, args.list_servers - made)
             server_list.fill(svc, project, user, fill)
             # Timed while the hosts keep heartbeating: the list as an operator sees it on a busy cloud.
             first = await asyncio.to_thread(list_p50, port, headers, args.requests)
-            result["server_list"] = {"servers": args.servers + fill, "limit": 100, "detail_first_page_ms": first,
+            result["server_list"] = {"servers": made + fill, "limit": 100, "detail_first_page_ms": first,
                                      "target_p50_ms": 100}
             result["protocol_errors"] = stats.errors
             stop.set()
@@ -396,6 +416,8 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--servers", type=int, default=2000, help="servers created through the API")
     ap.add_argument("--clients", type=int, default=16, help="concurrent API clients creating servers")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="also create the servers again, this many per request (Nova's multi-create)")
     ap.add_argument("--window", type=float, default=REPORT_SECONDS,
                     help="seconds of each CPU measurement (a minute holds one round of resource reports)")
     ap.add_argument("--ramp", type=float, default=30.0, help="seconds over which the hosts come up")

@@ -114,13 +114,13 @@ class InstanceOps(c.Base):
         messages: unknown network/port/group -> BadRequest, port in use or ambiguous network ->
         Conflict.  Everything happens in one transaction, so a failure leaves nothing behind.
         """
+        if requested == "none":
+            return []  # no port: nothing to put in a group (and no transaction to open)
         project = ctx.project_id or ""
         names = list(security_groups) or ["default"]
         if "default" in names and project:
             ensure_default_group(self._db, project)
         with self._db.begin() as s:
-            if requested == "none":
-                return []
             if requested == "auto":
                 network = self._auto_network(s, project)
                 if network is None:

@@ -71,7 +71,7 @@ class Queued:
 
 
 def queue_step(s: Session, row: t.Instance, args: StepArgs, request_id: str, *, task: str,
-               when: Sequence[ColumnElement[bool]] = (), host: str | None = None) -> bool:
+               when: Sequence[ColumnElement[bool]] = (), host: str | None = None, first: bool = False) -> bool:
     """Queue ``args`` for ``row``'s host (or ``host``) and show ``task``; the caller's transaction commits it.
 
     ``host`` is for a migration's steps, which alternate between the source (the instance's host
@@ -79,6 +79,7 @@ def queue_step(s: Session, row: t.Instance, args: StepArgs, request_id: str, *, 
     conditional ``UPDATE`` that takes effect only while those conditions hold (a create racing the
     repair pass), and nothing is queued otherwise; returns whether it was.  A step of the instance
     still queued behind is superseded (cancelled): only the newest intent runs, as a delete must.
+    ``first``: the instance's first step (its create's spawn), so there is nothing to supersede.
     """
     now = datetime.now(UTC)
     if when:
@@ -94,7 +95,8 @@ def queue_step(s: Session, row: t.Instance, args: StepArgs, request_id: str, *, 
     if not target:
         raise ValueError(f"{args.op} of {row.id}: a step needs the host that runs it")
     engine = _engine(s)
-    engine.cancel_queued(s, resource(row), f"superseded by {args.op} (request {request_id})")
+    if not first:
+        engine.cancel_queued(s, resource(row), f"superseded by {args.op} (request {request_id})")
     engine.enqueue(s, kind=kind_of(args.op), resource=resource(row), host=target, step=args.op, args=args,
                    request_id=request_id)
     return True
