@@ -107,8 +107,9 @@ def create_app(services: Services) -> Any:
         return JSONResponse({"name": "yunstack", "version": __version__,
                              "apis": {kind: base + path for kind, _, path in CATALOG}})
 
-    # The agents' calls are answered before FastAPI's routing (api/agent/calls.py), inside the limits.
-    limited = BodyLimit(JsonDepthLimit(AgentCalls(app, services), _streamed), services.config.server.max_body_bytes,
+    # The agents' calls are answered before FastAPI's routing (api/agent/calls.py), inside the size
+    # limit; their typed bodies are parsed by pydantic, whose JSON parser refuses deep nesting itself.
+    limited = BodyLimit(AgentCalls(JsonDepthLimit(app, _streamed), services), services.config.server.max_body_bytes,
                         _streamed)
     wrapped = RequestId(metrics.RequestTimer(PathGuard(Microversions(limited))))
     # Keep a handle on the FastAPI app for tests and tooling (openapi, state).

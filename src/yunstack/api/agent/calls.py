@@ -5,7 +5,8 @@ Every agent calls this all the time (a long-poll held at all times, its reports)
 hosts make it most of the requests a cloud serves.  Through FastAPI's router, dependency solving
 and exception middleware a call cost about half again as much CPU as its own work
 (``bench/README.md``, the 1,000-host run); this pure ASGI component keeps the same rules at a
-fraction of that:
+fraction of that (inside the body-size limit; a body nested too deep is refused by pydantic's
+JSON parser, a 400):
 
 - the credential (``Authorization: Bearer``) names the host, else 401;
 - a host acts only as itself (the path's host and any ``host`` argument), else 403;
