@@ -270,21 +270,33 @@ class HostService:
                 capabilities=None if n.capabilities is None else Capabilities.from_dict(n.capabilities)))
         return states
 
-    def scheduling(self, session: Session) -> list[scheduler.HostState]:
-        """Every host as the scheduler sees it, read in the caller's transaction (its claim's).
+    @staticmethod
+    def scheduling_rows(session: Session) -> list[Any]:
+        """The hosts' rows as ``scheduling`` reads them: what the scheduler filters and weighs on.
 
-        What a create reads under the scheduler lock, so only what the scheduler looks at: the
-        columns it filters and weighs on, the allocations, and the capabilities, parsed once per
-        distinct report (a thousand hosts send a handful of different ones).  ``host_states``
-        builds every host's whole view (the API's) and costs several times more at 1,000 hosts.
+        A claim does not change these (reports, liveness and enable/disable are not serialised by
+        the scheduler lock either), so a create reads them before it takes the lock and holds it
+        only for the allocations, which claims do change.
         """
-        used = self._allocations(session, None)
         n = t.ComputeNode
-        rows = session.execute(select(
+        return list(session.execute(select(
             n.host, n.availability_zone, n.updated_at, n.disabled, n.vcpus, n.memory_mib, n.local_gb,
             n.ram_allocation_ratio, n.cpu_allocation_ratio, n.disk_allocation_ratio, n.reserved_host_memory_mib,
             n.hypervisor_type, n.stats["observed_free_mib"].as_integer(), cast(n.capabilities, Text))
-            .order_by(n.id))
+            .order_by(n.id)))
+
+    def scheduling(self, session: Session, rows: Sequence[Any] | None = None) -> list[scheduler.HostState]:
+        """Every host as the scheduler sees it, its allocations read in the caller's transaction
+        (its claim's); ``rows`` from ``scheduling_rows`` if the caller read them already.
+
+        Only what the scheduler looks at: the columns it filters and weighs on, the allocations,
+        and the capabilities, parsed once per distinct report (a thousand hosts send a handful of
+        different ones).  ``host_states`` builds every host's whole view (the API's) and costs
+        several times more at 1,000 hosts.
+        """
+        used = self._allocations(session, None)
+        if rows is None:
+            rows = self.scheduling_rows(session)
         cutoff = self.clock() - timedelta(seconds=self.down_after)
         states = []
         for (host, zone, updated_at, disabled, vcpus, memory_mib, local_gb, ram_ratio, cpu_ratio, disk_ratio,

@@ -242,9 +242,11 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         reservation = "r-" + secrets.token_hex(4)
         created: list[t.Instance] = []
         woken: set[str] = set()
+        with self._db() as s:
+            nodes = self.hosts.scheduling_rows(s)  # outside the lock: claims do not change them
         with self._claiming(project_id) as s:
             count = self.quotas.allowed_count(s, project_id, _usage(flavor, 1), req.min_count, req.max_count)
-            hosts = self.hosts.scheduling(s)
+            hosts = self.hosts.scheduling(s, nodes)
             group = self.groups.for_boot(s, ctx, req.group_id, adding=count) if req.group_id else None
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
