@@ -13,7 +13,6 @@ import binascii
 import contextlib
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -146,8 +145,6 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         # Hosts' long-polls wait here: queueing work wakes them, and reads (console) go through it.
         self.hub = hub or HostHub()
         self.notify: Callable[[str], None] = self.hub.wake
-        # One claim at a time in this process (see ``_claiming``).
-        self._claims_here = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -345,10 +342,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         project's lock waits without the scheduler lock, so other projects' creates go on
         meanwhile.  Both end with the commit: the next claim reads host usage with these rows in it.
         """
-        # The database lock lets one claim through at a time anyway; the others of this process
-        # wait here, not each in the database holding a pooled connection and a worker thread that
-        # the agents' calls need (16 concurrent creates at 1,000 hosts: bench/scale.py).
-        with self._claims_here, self._db() as s:
+        with self._db() as s:
             self.quotas.lock_project(s, project_id)
             locks.scheduler_lock(s)
             yield s
