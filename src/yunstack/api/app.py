@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -67,6 +69,23 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).propagate = True
 
 
+# pydantic builds a model's schema on first use and is not safe to do so from two threads at once
+# (a TypeAdapter read a half-built model: a 500 in CI).  Recent FastAPI builds an included router's
+# routes, and their TypeAdapters, on the router's first matched request; two apps of one process
+# (the tests', a lab's) serving their first requests from two threads raced there.  So every app
+# builds all its routes when it is made, one app at a time.
+_ROUTE_BUILD = threading.Lock()
+
+
+def _build_routes(app: FastAPI) -> None:
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if contexts is None:  # a FastAPI that builds its routes in include_router already
+        return
+    with _ROUTE_BUILD:
+        for _ in contexts(app.router.routes):
+            pass
+
+
 def create_app(services: Services) -> Any:
     """The ASGI application (middleware-wrapped FastAPI app)."""
     app = FastAPI(title="yunstack", version=__version__, docs_url="/docs", redoc_url=None,
@@ -106,6 +125,8 @@ def create_app(services: Services) -> Any:
         base = services.config.server.base_url
         return JSONResponse({"name": "yunstack", "version": __version__,
                              "apis": {kind: base + path for kind, _, path in CATALOG}})
+
+    _build_routes(app)
 
     # The agents' calls are answered before FastAPI's routing (api/agent/calls.py), inside the size
     # limit; their typed bodies are parsed by pydantic, whose JSON parser refuses deep nesting itself.

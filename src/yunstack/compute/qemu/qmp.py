@@ -14,12 +14,17 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError
+from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+from qemu.qmp.qmp_client import NegotiationError
 
 from yunstack.errors import DriverError, DriverUnavailable
 
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
+# QEMU may send an event (a RESET, a STOP) between the capabilities handshake and its answer; qemu.qmp
+# 0.0.6 takes the event for the answer and gives up on the session.  A new session does not meet
+# the same event, so a failed handshake is tried again, a few times.
+HANDSHAKE_TRIES = 3
 
 # QMPClient logs every failed connect at ERROR; our errors say it better.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -71,15 +76,27 @@ async def open_session(
     timeout: float = COMMAND_TIMEOUT,
 ) -> AsyncIterator[QmpSession]:
     """Connect to the QMP socket within ``connect_timeout`` and yield a session."""
-    client = QMPClient(label)
-    with translate_errors(f"connecting to QMP of {label} at {socket_path}"):
-        await asyncio.wait_for(client.connect(str(socket_path)), connect_timeout)
+    client = await _connect(socket_path, label, connect_timeout)
     try:
         yield QmpSession(client, label, timeout)
     finally:
         # The peer may already be gone (after "quit"); a failed goodbye changes nothing.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), connect_timeout)
+
+
+async def _connect(socket_path: Path, label: str, connect_timeout: float) -> QMPClient:
+    tries = HANDSHAKE_TRIES
+    while True:
+        client = QMPClient(label)
+        with translate_errors(f"connecting to QMP of {label} at {socket_path}"):
+            try:
+                await asyncio.wait_for(client.connect(str(socket_path)), connect_timeout)
+                return client
+            except ConnectError as exc:
+                tries -= 1
+                if tries == 0 or not isinstance(exc.exc, NegotiationError):
+                    raise
 
 
 async def wait_for_qmp(socket_path: Path, label: str, deadline: float) -> None:
