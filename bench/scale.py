@@ -75,6 +75,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def database_cpu_seconds() -> float:
+    """CPU time so far of every PostgreSQL process on this machine (the bench's database server's:
+    the test cluster of ``scripts/postgres``; 0 on SQLite)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended while we looked
+        name = text[text.index("(") + 1:text.rindex(")")]
+        if name.startswith("postgres"):
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def machine_cpu(server_pid: int) -> dict[str, float]:
+    """Where this machine's CPU went so far: the control plane, its database, this bench process
+    (the simulated hosts and the API clients)."""
+    return {"control_plane": cpu_seconds(server_pid), "database": database_cpu_seconds(),
+            "bench": time.process_time()}
+
+
 NETWORK_SECONDS = 5.0  # [network] reconcile_period's default: the agent fetches its network state
 GIB = 1 << 30
 # An idle host's memory ledger entry (memory.manager.LedgerEntry.as_dict): no guests, no pressure.
@@ -377,8 +400,9 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
             for key, batch in (("placement", 1), ("placement_batched", args.batch)):
                 if key == "placement_batched" and batch <= 1:
                     continue
-                cpu0 = cpu_seconds(proc.pid)
+                cpu0, machine0 = cpu_seconds(proc.pid), machine_cpu(proc.pid)
                 placed_ = await place(http, headers, image, args.servers, args.clients, stats, batch)
+                machine1 = machine_cpu(proc.pid)
                 # What each placed server cost the control plane, all of it (the create request, the
                 # claim, the host's claim of the step, its spec and its report): what bounds the rate
                 # on this machine whatever the locking.
@@ -386,6 +410,12 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
                 placed, elapsed = placed_["active"], placed_["elapsed_s"]
                 spent = cpu_seconds(proc.pid) - cpu0 - result["heartbeat_cpu"]["fraction_of_a_core"] * elapsed
                 placed_["server_cpu_ms_per_server"] = round(spent * 1000 / placed, 1) if placed else None
+                # All of the machine's CPU over the placement, whoever spent it (idle traffic
+                # included): on 2 cores, what a placed server costs in all decides the best rate.
+                spent_by = {k: machine1[k] - machine0[k] for k in machine0}
+                placed_["machine_cpu_ms_per_server"] = {
+                    k: round(v * 1000 / placed, 1) for k, v in spent_by.items()} if placed else None
+                placed_["machine_cores_busy"] = round(sum(spent_by.values()) / elapsed, 2) if placed else None
                 result[key] = placed_
 
             made = args.servers * (2 if args.batch > 1 else 1)
