@@ -376,12 +376,14 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
 
             async def cpu_window(name: str) -> dict[str, Any]:
                 beats, polls, periodic = stats.heartbeats, stats.polls, stats.periodic
-                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+                cpu0, t0, machine0 = cpu_seconds(proc.pid), time.perf_counter(), machine_cpu(proc.pid)
                 await asyncio.sleep(args.window)
-                cpu1, t1 = cpu_seconds(proc.pid), time.perf_counter()
+                cpu1, t1, machine1 = cpu_seconds(proc.pid), time.perf_counter(), machine_cpu(proc.pid)
                 out = {"window_s": round(t1 - t0, 1), "reports": stats.heartbeats - beats,
                        "long_polls_ended": stats.polls - polls, "server_cpu_s": round(cpu1 - cpu0, 2),
-                       "fraction_of_a_core": round((cpu1 - cpu0) / (t1 - t0), 3)}
+                       "fraction_of_a_core": round((cpu1 - cpu0) / (t1 - t0), 3),
+                       # the same, for each of the machine's spenders (cores each)
+                       "machine_cores": {k: round((machine1[k] - machine0[k]) / (t1 - t0), 3) for k in machine0}}
                 if name == "periodic":
                     out["periodic_calls"] = stats.periodic - periodic
                 else:
@@ -416,6 +418,10 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
                 placed_["machine_cpu_ms_per_server"] = {
                     k: round(v * 1000 / placed, 1) for k, v in spent_by.items()} if placed else None
                 placed_["machine_cores_busy"] = round(sum(spent_by.values()) / elapsed, 2) if placed else None
+                idle = result["heartbeat_cpu"]["machine_cores"]
+                placed_["machine_cpu_ms_per_server_less_idle"] = {
+                    k: round((v - idle[k] * elapsed) * 1000 / placed, 1)
+                    for k, v in spent_by.items()} if placed else None
                 result[key] = placed_
 
             made = args.servers * (2 if args.batch > 1 else 1)
