@@ -322,9 +322,12 @@ class LocalControlPlane:
                     self.tasks.complete(step.task_id, attempt=step.attempt, s=s)
                 else:
                     self.tasks.fail(step.task_id, outcome.error[:1000], attempt=step.attempt, s=s)
+            # Read before the row changes, so that its changes go out in one UPDATE (a read
+            # flushes what is pending first).
+            pending = operations.queued(row)
             row.vm_state = decl.vm_state_after(outcome, args)
             row.power_state = outcome.power_state
-            if operations.queued(row) is None:
+            if pending is None:
                 row.task_state = None
             # else: other work (a delete) was queued while this ran; it stays queued, with its task.
             row.updated_at = now
@@ -336,7 +339,7 @@ class LocalControlPlane:
                 row.progress = 100
                 row.fault = None
             later = decl.apply(row, outcome, args, now)
-            if later.then is not None and operations.queued(row) is None:
+            if later.then is not None and pending is None:
                 nxt = operations.operation(later.then.op)
                 host = nxt.host_for(later.then)
                 operations.queue_step(s, row, later.then, outcome.request_id, task=nxt.task_state(later.then),
