@@ -80,7 +80,8 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     network.server_project = compute.server_project
     memory = MemoryLedgerService(db)
     tasks = TaskService(db, statements=statements)
-    link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks)
+    link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks,
+                             creating=compute.creating)
     return Services(config=config, engine=engine, statements=statements, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,

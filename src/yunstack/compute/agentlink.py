@@ -27,6 +27,7 @@ from yunstack.compute.driver import HostInfo, InstanceInfo, PowerState
 from yunstack.compute.evacuate import fenced
 from yunstack.compute.hostcalls import HostHub
 from yunstack.compute.hosts import HostService
+from yunstack.compute.inflight import CreatesInFlight
 from yunstack.compute.memoryledger import MemoryLedgerService
 from yunstack.compute.operations import Later
 from yunstack.config import Config
@@ -88,8 +89,10 @@ def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime, q
 class LocalControlPlane:
     def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
                  ledger: MemoryLedgerService, network: NetworkService | None = None,
-                 hub: HostHub | None = None, tasks: TaskService | None = None) -> None:
+                 hub: HostHub | None = None, tasks: TaskService | None = None,
+                 creating: CreatesInFlight | None = None) -> None:
         self.hub = hub or HostHub()
+        self._creating = creating or CreatesInFlight()  # this process's creates still running
         self._db = db
         self.tasks = tasks or TaskService(db)
         self._owners: dict[str, str] = {}  # host -> the agent (lease owner) that polled last
@@ -400,7 +403,7 @@ class LocalControlPlane:
             rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
             working = operations.busy(s, [i for i, r in rows.items() if r.vm_state != states.DELETED])
             for row in rows.values():
-                if _interrupted_create(row, busy, now, row.id in working):
+                if _interrupted_create(row, busy, now, row.id in working) and row.id not in self._creating:
                     if self._interrupt(s, row, now):
                         interrupted.append((row.id, row.project_id))
                     continue

@@ -27,6 +27,7 @@ from yunstack.compute.evacuate import EvacuateOpsMixin
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostcalls import HostHub
 from yunstack.compute.hosts import HostService
+from yunstack.compute.inflight import CreatesInFlight
 from yunstack.compute.interfaces import InterfaceOps
 from yunstack.compute.keypairs import KeyPairService
 from yunstack.compute.lifecycle import LifecycleOpsMixin, shelved_image
@@ -145,6 +146,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         # Hosts' long-polls wait here: queueing work wakes them, and reads (console) go through it.
         self.hub = hub or HostHub()
         self.notify: Callable[[str], None] = self.hub.wake
+        self.creating = CreatesInFlight()  # the host's repair pass leaves these builds alone
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -228,6 +230,10 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         Quota failures are 403 and create nothing; when no host fits, the servers are created in
         ERROR with a fault that names every host and why it was rejected (as Nova does).
         """
+        with self.creating.scope() as mine:
+            return self._create(ctx, req, request_id, mine)
+
+    def _create(self, ctx: AuthContext, req: ServerCreate, request_id: str, mine: set[str]) -> list[Server]:
         policy.require_write(ctx, "compute:servers:create")
         project_id = policy.require_scoped(ctx, "compute:servers:create")
         zone, forced_host = split_zone(req.availability_zone)
@@ -265,6 +271,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
                     locked=False, access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,
                     reservation_id=reservation, launch_index=index, created_at=now, updated_at=now,
                 )
+                mine.add(row.id)  # committed below, spawned later: in flight until this create ends
                 if decision.host is None:
                     error = NoValidHost(decision.reasons)
                     row.vm_state, row.task_state = states.ERROR, None

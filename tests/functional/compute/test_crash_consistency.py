@@ -9,6 +9,7 @@ tests/integration/test_crash_restart.py does it with a real kill -9 of `yun up`.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.functional.compute.test_servers import body, until, wait_for
 from tests.functional.network.conftest import Net
 from yunstack.compute import agentlink
 from yunstack.compute.agentlink import system_context
+from yunstack.compute.inflight import CreatesInFlight
 from yunstack.types import new_uuid
 
 world, host, qcow2 = servers.world, servers.host, servers.qcow2
@@ -83,10 +85,40 @@ def test_ports_of_a_server_that_is_gone_are_freed_by_the_sync(world: dict[str, A
     until(lambda: _ports(neutron, device_id=gone) == [], timeout=30.0)
 
 
-def test_a_create_slower_than_the_grace_is_errored_once_and_never_spawned(
+def test_a_slow_create_still_running_in_this_process_is_not_called_interrupted(
+        world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _neutron, net_id = _network(world)
+    services = world["api"].services
+    real = services.network.allocate_for_instance
+    link = services.host_link
+    real_sync = link.sync_power
+    syncs: list[float] = []
+
+    def counted_sync(*args: Any, **kwargs: Any) -> Any:
+        syncs.append(time.monotonic())
+        return real_sync(*args, **kwargs)
+
+    def slow_allocate(ctx: Any, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        # Held past the grace until two repair passes have looked at the build.
+        began = time.monotonic()
+        until(lambda: len([at for at in syncs if at > began + 0.3]) >= 2, timeout=60.0)
+        assert nova.get(f"/servers/{instance_id}").json()["server"]["status"] == "BUILD"
+        return real(ctx, instance_id, *args, **kwargs)
+
+    nova = world["alice"]
+    monkeypatch.setattr(link, "sync_power", counted_sync)
+    monkeypatch.setattr(services.network, "allocate_for_instance", slow_allocate)
+    r = nova.post("/servers", body(world, "slow", networks=[{"uuid": net_id}]))
+    assert r.status_code == 202, r.text
+    wait_for(nova, r.json()["server"]["id"], "ACTIVE")
+
+
+def test_a_create_of_another_process_slower_than_the_grace_is_errored_once_and_never_spawned(
         world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     neutron, net_id = _network(world)
     network = world["api"].services.network
+    # The repair pass runs in a process that does not know this create (another API worker).
+    monkeypatch.setattr(world["api"].services.host_link, "_creating", CreatesInFlight())
     real = network.allocate_for_instance
     nova = world["alice"]
     errored = threading.Event()
