@@ -77,6 +77,8 @@ def test_attaching_a_users_port_takes_it_over_and_detaching_gives_it_back(world:
     r = nova.post(f"/servers/{sid}/os-interface", {"interfaceAttachment": {"port_id": port["id"]}})
     assert r.status_code == 200, r.text
     until(lambda: port["mac_address"] in guest_macs(world, sid))
+    # The guest has the NIC before its host's report ends the attach; a detach waits for that (409).
+    wait_for(nova, sid, "ACTIVE")
     assert net_of(world).get(f"/ports/{port['id']}").json()["port"]["device_id"] == sid
     assert nova.delete(f"/servers/{sid}/os-interface/{port['id']}").status_code == 202
     until(lambda: net_of(world).get(f"/ports/{port['id']}").json()["port"]["device_id"] == "")
