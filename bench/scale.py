@@ -69,10 +69,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 KEEP_ALIVE_SERVER, KEEP_ALIVE_CLIENT = 75, 30.0  # seconds an idle HTTP connection is kept
 
 
+def _stat_cpu(stat: str) -> float:
+    """User + system CPU seconds from a ``/proc/PID/stat`` line (the name may hold spaces)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
 
 
 def database_cpu_seconds() -> float:
@@ -86,8 +91,7 @@ def database_cpu_seconds() -> float:
             continue  # ended while we looked
         name = text[text.index("(") + 1:text.rindex(")")]
         if name.startswith("postgres"):
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
+            total += _stat_cpu(text)
     return total
 
 
@@ -376,9 +380,10 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
 
             async def cpu_window(name: str) -> dict[str, Any]:
                 beats, polls, periodic = stats.heartbeats, stats.polls, stats.periodic
-                cpu0, t0, machine0 = cpu_seconds(proc.pid), time.perf_counter(), machine_cpu(proc.pid)
+                t0, machine0 = time.perf_counter(), machine_cpu(proc.pid)
                 await asyncio.sleep(args.window)
-                cpu1, t1, machine1 = cpu_seconds(proc.pid), time.perf_counter(), machine_cpu(proc.pid)
+                t1, machine1 = time.perf_counter(), machine_cpu(proc.pid)
+                cpu0, cpu1 = machine0["control_plane"], machine1["control_plane"]
                 out = {"window_s": round(t1 - t0, 1), "reports": stats.heartbeats - beats,
                        "long_polls_ended": stats.polls - polls, "server_cpu_s": round(cpu1 - cpu0, 2),
                        "fraction_of_a_core": round((cpu1 - cpu0) / (t1 - t0), 3),
@@ -402,26 +407,24 @@ async def run(args: argparse.Namespace, url: str, state: Path) -> dict[str, Any]
             for key, batch in (("placement", 1), ("placement_batched", args.batch)):
                 if key == "placement_batched" and batch <= 1:
                     continue
-                cpu0, machine0 = cpu_seconds(proc.pid), machine_cpu(proc.pid)
+                machine0 = machine_cpu(proc.pid)
                 placed_ = await place(http, headers, image, args.servers, args.clients, stats, batch)
                 machine1 = machine_cpu(proc.pid)
-                # What each placed server cost the control plane, all of it (the create request, the
-                # claim, the host's claim of the step, its spec and its report): what bounds the rate
-                # on this machine whatever the locking.
-                # (less the idle hosts' own traffic over the same time, as measured above)
+                # What each placed server cost, all of it (the create request, the host's claim of
+                # the step, its spec and its report), by who spent it, with and without the idle
+                # hosts' own traffic over the same time (as measured above): on 2 cores, what a
+                # placed server costs in all bounds the rate whatever the locking.
                 placed, elapsed = placed_["active"], placed_["elapsed_s"]
-                spent = cpu_seconds(proc.pid) - cpu0 - result["heartbeat_cpu"]["fraction_of_a_core"] * elapsed
-                placed_["server_cpu_ms_per_server"] = round(spent * 1000 / placed, 1) if placed else None
-                # All of the machine's CPU over the placement, whoever spent it (idle traffic
-                # included): on 2 cores, what a placed server costs in all decides the best rate.
                 spent_by = {k: machine1[k] - machine0[k] for k in machine0}
+                idle = result["heartbeat_cpu"]["machine_cores"]
+                less_idle = {k: v - idle[k] * elapsed for k, v in spent_by.items()}
+                placed_["server_cpu_ms_per_server"] = (
+                    round(less_idle["control_plane"] * 1000 / placed, 1) if placed else None)
                 placed_["machine_cpu_ms_per_server"] = {
                     k: round(v * 1000 / placed, 1) for k, v in spent_by.items()} if placed else None
                 placed_["machine_cores_busy"] = round(sum(spent_by.values()) / elapsed, 2) if placed else None
-                idle = result["heartbeat_cpu"]["machine_cores"]
                 placed_["machine_cpu_ms_per_server_less_idle"] = {
-                    k: round((v - idle[k] * elapsed) * 1000 / placed, 1)
-                    for k, v in spent_by.items()} if placed else None
+                    k: round(v * 1000 / placed, 1) for k, v in less_idle.items()} if placed else None
                 result[key] = placed_
 
             made = args.servers * (2 if args.batch > 1 else 1)
