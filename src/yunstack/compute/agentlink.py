@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,9 +81,13 @@ def _work(claim: Claim) -> Work:
                 task_id=claim.id, attempt=claim.attempt)
 
 
-def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime, queued: bool) -> bool:
+def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime, queued: bool,
+                        creating: Container[str]) -> bool:
+    """A build with no work for a while, that no agent runs and no create of this process still
+    makes (a slow create is not a stopped one; another process's is judged by the time alone)."""
     return (row.vm_state == states.BUILDING and row.task_state == states.SPAWNING and not queued
-            and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER)
+            and row.id not in busy and row.updated_at <= now - INTERRUPTED_CREATE_AFTER
+            and row.id not in creating)
 
 
 class LocalControlPlane:
@@ -403,7 +407,7 @@ class LocalControlPlane:
             rows = {r.id: r for r in s.scalars(select(t.Instance).where(t.Instance.host == host))}
             working = operations.busy(s, [i for i, r in rows.items() if r.vm_state != states.DELETED])
             for row in rows.values():
-                if _interrupted_create(row, busy, now, row.id in working) and row.id not in self._creating:
+                if _interrupted_create(row, busy, now, row.id in working, self._creating):
                     if self._interrupt(s, row, now):
                         interrupted.append((row.id, row.project_id))
                     continue
