@@ -78,6 +78,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     compute = ComputeService(db, config, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                              images=image, network=network)
     network.server_project = compute.server_project
+    network.changes.notify = compute.hub.network_changed
     memory = MemoryLedgerService(db)
     tasks = TaskService(db, statements=statements)
     link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks,

@@ -182,6 +182,8 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_interval)
                 continue
+            if wakeup is not None and wakeup.network and self.network is not None:
+                self.network.kick()  # the reconciler's own task fetches and applies it, off this loop
             if wakeup is not None and not self._start(wakeup) and wakeup.work and not wakeup.calls:
                 # Only copies of steps it already ran (one let go after its report kept failing
                 # is handed out until its lease is over): do not ask again at once.

@@ -40,10 +40,12 @@ class HostCall:
 
 @dataclass(frozen=True, kw_only=True)
 class Wakeup:
-    """What ``wait`` returns: work the agent is not running yet, and reads to answer."""
+    """What ``wait`` returns: work the agent is not running yet, reads to answer, and whether its
+    network state changed since its last wait (then it fetches and applies it now, not at its period)."""
 
     work: tuple[Work, ...] = ()
     calls: tuple[HostCall, ...] = ()
+    network: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

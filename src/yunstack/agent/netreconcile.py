@@ -1,9 +1,12 @@
 """The agent's network reconciler: keeps this host's dataplane equal to the desired state.
 
-It applies the control plane's ``HostNetworkState`` when the agent starts, every ``period``
-seconds, and whenever the agent asks (``reconcile_now``: before a VM with NICs is started, and
-on wake).  Passes never overlap; a failed pass is logged and retried, sooner at first (1 s,
-doubling up to ``period``), so a transient error does not leave a VM without its network for long.
+It applies the control plane's ``HostNetworkState`` when the agent starts, whenever the control
+plane says this host's state changed (``kick``: its long-poll answers at once after a change that
+concerns this host, a port or a security-group rule, say), whenever the agent asks
+(``reconcile_now``: before a VM with NICs is started), and every ``period`` seconds besides, the
+backstop for a change whose notice was lost (a control plane restarted in between).  Passes
+never overlap; a failed pass is logged and retried, sooner at first (1 s, doubling up to
+``period``), so a transient error does not leave a VM without its network for long.
 A pass that applied everything but some objects (``ApplyReport.failed``: a bad value in one
 tenant's port, say) counts as done for everyone else; the failed objects are logged with their
 ids and reasons and tried again on every pass.
@@ -12,7 +15,6 @@ ids and reasons and tried again on every pass.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +35,11 @@ class NetworkReconciler:
         self.last_error: BaseException | None = None
         self.last_success: float | None = None  # time.monotonic() of the last good pass
         self._lock = asyncio.Lock()
+        self._kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        """Reconcile soon (from the agent's loop): kicks that come while a pass runs make one more pass."""
+        self._kicked.set()
 
     async def reconcile_now(self) -> ApplyReport:
         """Fetch the desired state and apply it; raises what the fetch or the dataplane raised."""
@@ -59,5 +66,14 @@ class NetworkReconciler:
             except Exception:
                 log.exception("network reconcile failed; retrying in %.0fs", retry)
                 wait, retry = retry, min(retry * 2, self.period)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            await self._sleep(stop, wait)
+            self._kicked.clear()  # cleared before the pass: a kick during it makes another
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Until ``seconds`` pass, ``stop`` is set or a ``kick`` comes."""
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._kicked.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()

@@ -119,7 +119,7 @@ class LocalControlPlane:
             while True:
                 woken.clear()
                 left = deadline - time.monotonic()
-                if found.work or found.calls or left <= 0 or self.hub.closing:
+                if found.work or found.calls or found.network or left <= 0 or self.hub.closing:
                     return found
                 if not woken.wait(left):
                     return found  # nothing came: the agent's next wait, at once, looks again
@@ -136,7 +136,7 @@ class LocalControlPlane:
         owner = owner or host
         if not busy and self._owners.get(host) == owner and self.tasks.outstanding(host, owner) == (False, False):
             self._hosts.seen(host)
-            return Wakeup(calls=self.hub.take_calls(host))
+            return Wakeup(calls=self.hub.take_calls(host), network=self.hub.take_network(host))
         return self.poll(host, busy, owner, self.hold(host, busy, owner))
 
     def hold(self, host: str, busy: Collection[str], owner: str = "") -> tuple[Work, ...]:
@@ -174,7 +174,8 @@ class LocalControlPlane:
             self.hub.wake(host)
             return Wakeup()
         work = (*again, *(_work(c) for c in claims))
-        return Wakeup(work=tuple(w for w in work if work_key(w) not in busy), calls=self.hub.take_calls(host))
+        return Wakeup(work=tuple(w for w in work if work_key(w) not in busy), calls=self.hub.take_calls(host),
+                      network=self.hub.take_network(host))
 
     def _stale(self, host: str, owner: str) -> bool:
         """Whether ``owner`` is an older run of ``host``'s agent than the one heard from last.

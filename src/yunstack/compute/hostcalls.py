@@ -5,6 +5,9 @@ things:
 
 - ``wake(host)``: every long-poll of ``host`` looks at its queue again now (the compute service
   calls it after queueing work, through its ``notify`` hook);
+- ``network_changed(hosts)``: those hosts' network state changed (the network service's change
+  feed says so after a commit); their next long-poll answers ``network=True`` at once, and the
+  agent reconciles its dataplane then instead of at its next period;
 - ``call(host, ...)``: queue a read (console output, the serial socket) for the host, wake it, and
   wait for its answer; a host that does not answer in time is a 409 that names it.
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from yunstack.agent.link import Answer, HostCall
@@ -43,6 +46,7 @@ class HostHub:
         self._queued: dict[str, list[_Pending]] = {}  # not yet handed out
         self._asked: dict[str, dict[str, _Pending]] = {}  # handed out, waiting for the answer
         self._seen: dict[str, float] = {}  # host -> monotonic time of its last poll
+        self._network: set[str] = set()  # hosts whose network state changed since their last wait
         self.closing = False  # the control plane is stopping: long-polls end now, empty
 
     # -- waking ----------------------------------------------------------------------------------
@@ -65,6 +69,22 @@ class HostHub:
             waiters = list(self._waiters.get(host, ()))
         for wake in waiters:
             wake()
+
+    def network_changed(self, hosts: Iterable[str]) -> None:
+        """``hosts``' network state changed: each one's next (or current) long-poll says so."""
+        hosts = set(hosts)
+        with self._lock:
+            self._network |= hosts
+        for host in hosts:
+            self.wake(host)
+
+    def take_network(self, host: str) -> bool:
+        """Whether ``host``'s network state changed since it was last told (telling it now)."""
+        with self._lock:
+            if host not in self._network:
+                return False
+            self._network.discard(host)
+            return True
 
     def close(self) -> None:
         """Shutting down: every long-poll returns (empty) at once, so none holds up the stop."""

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from yunstack.db.tables import network as t
@@ -14,6 +14,7 @@ from yunstack.errors import Conflict
 from yunstack.identity.context import AuthContext
 from yunstack.network import _common as c
 from yunstack.network import models as m
+from yunstack.network.changes import forget_port_groups
 from yunstack.network.errors import DeviceIDNotOwnedByTenant, InvalidInput, PolicyNotAuthorized
 from yunstack.network.secgroups import ensure_default_group, resolve_groups
 
@@ -211,7 +212,7 @@ class PortOps(c.Base):
                 row.port_security_enabled = port_security_enabled
             if security_groups is not None:
                 groups = self._port_groups(s, row.project_id, row.port_security_enabled, security_groups)
-                s.execute(delete(t.PortSecurityGroup).where(t.PortSecurityGroup.port_id == row.id))
+                forget_port_groups(s, row.id)
                 for gid in dict.fromkeys(groups):
                     s.add(t.PortSecurityGroup(port_id=row.id, security_group_id=gid))
             elif port_security_enabled is False and c.groups_of(s, [row.id])[row.id]:

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from yunstack.db.tables import network as t
@@ -21,6 +21,7 @@ from yunstack.identity.context import AuthContext
 from yunstack.network import _common as c
 from yunstack.network import ipam
 from yunstack.network import models as m
+from yunstack.network.changes import forget_port_groups
 from yunstack.network.errors import (
     ExternalGatewayForFloatingIPNotFound,
     FloatingIPNotFound,
@@ -280,7 +281,7 @@ class RouterOps(c.Base):
                 subnets = [sn for sn in (s.get(t.Subnet, f.subnet_id) for f in held) if sn is not None]
                 self._check_overlap(s, router, subnets)
                 port.device_id, port.device_owner, port.status = router.id, c.ROUTER_INTERFACE, "ACTIVE"
-                s.execute(delete(t.PortSecurityGroup).where(t.PortSecurityGroup.port_id == port.id))
+                forget_port_groups(s, port.id)
                 port.port_security_enabled = False
             c.touch(router)
             s.flush()

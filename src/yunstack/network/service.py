@@ -25,6 +25,7 @@ from yunstack.identity.context import AuthContext
 from yunstack.network import _common as c
 from yunstack.network import ipam
 from yunstack.network import models as m
+from yunstack.network.changes import NetworkChanges
 from yunstack.network.errors import (
     FloatingIPNotFound,
     InvalidInput,
@@ -60,6 +61,9 @@ class NetworkService(PortOps, SecurityGroupOps, RouterOps, SubnetPoolOps, Instan
     def __init__(self, db: sessionmaker[Session], config: m.NetworkConfig, *, control_host: str,
                  quotas: NetworkQuotas | None = None) -> None:
         super().__init__(db, config, quotas or NetworkQuotas(db), control_host=control_host)
+        # Tells the hosts a commit concerns (its ``notify`` is wired to the host hub), so their
+        # agents apply a change now rather than at their next period.
+        self.changes = NetworkChanges(db, self.network_host)
 
     # -- networks -------------------------------------------------------------------------------
 

@@ -152,3 +152,37 @@ def test_add_and_remove_a_security_group_changes_every_port_and_the_server(world
     assert action(nova, sid, {"addSecurityGroup": {}}).status_code == 400
     assert action(world["bob"], sid, {"addSecurityGroup": {"name": "web"}}).status_code == 404
 
+
+
+def dataplane_rules(world: dict[str, Any]) -> set[str]:
+    agent = world["host"].agent
+    assert agent is not None and isinstance(agent.dataplane, FakeDataplane)
+    state = agent.dataplane.state
+    return {r.id for g in state.security_groups for r in g.rules} if state else set()
+
+
+def test_a_rule_reaches_the_hosts_dataplane_at_once_not_at_its_period(world: dict[str, Any]) -> None:
+    """The control plane tells the host (its long-poll answers ``network``) and its agent reconciles then.
+
+    The agent's period is made an hour: once a pass has ended after that, only the notice can
+    bring the second rule.
+    """
+    neutron = net_of(world)
+    net = network(world, "n1", "10.17.0.0/24")
+    boot(world, networks=[{"uuid": net["id"]}])
+    agent = world["host"].agent
+    assert agent is not None and agent.network is not None
+    agent.network.period = 3600.0
+    (default,) = [g for g in neutron.get("/security-groups").json()["security_groups"] if g["name"] == "default"]
+
+    def rule(port: int) -> str:
+        made = neutron.made("/security-group-rules", "security_group_rule", security_group_id=default["id"],
+                            direction="ingress", protocol="tcp", port_range_min=port, port_range_max=port)
+        return str(made["id"])
+
+    first = rule(22)
+    until(lambda: first in dataplane_rules(world))  # this pass ended after the period became an hour
+    second = rule(80)
+    until(lambda: second in dataplane_rules(world))
+    assert neutron.delete(f"/security-group-rules/{first}").status_code == 204
+    until(lambda: first not in dataplane_rules(world))

@@ -132,7 +132,7 @@ async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner
         found: Wakeup = await run_in_threadpool(link.first_look, host, held, owner)
         while True:
             left = deadline - time.monotonic()
-            if found.work or found.calls or left <= 0 or svc.compute.hub.closing:
+            if found.work or found.calls or found.network or left <= 0 or svc.compute.hub.closing:
                 return found
             try:
                 await asyncio.wait_for(woken.wait(), left)
