@@ -102,7 +102,7 @@ def machine_cpu(server_pid: int) -> dict[str, float]:
             "bench": time.process_time()}
 
 
-NETWORK_SECONDS = 5.0  # [network] reconcile_period's default: the agent fetches its network state
+NETWORK_SECONDS = 30.0  # [network] reconcile_period's default: the agent fetches its network state
 GIB = 1 << 30
 # An idle host's memory ledger entry (memory.manager.LedgerEntry.as_dict): no guests, no pressure.
 IDLE_MEMORY_ENTRY: dict[str, Any] = {

@@ -179,7 +179,9 @@ class NetworkConfig:
     dns_domain: str = _help("DNS domain dnsmasq serves instance names in.", "openstacklocal")
     install_tag: str = _help("Two characters that scope this installation's host objects; empty means "
                              "derived from the state dir.", "")
-    reconcile_period: float = _help("Seconds between full dataplane reconciliations.", 5.0)
+    reconcile_period: float = _help(
+        "Seconds between full dataplane reconciliations besides those a change asks for (the "
+        "control plane tells a host's agent of every change that concerns it at once).", 30.0)
 
     mtu: int = _help("MTU of tenant networks; 0: underlay_mtu - 50, the room VXLAN over IPv4 needs.", 0)
     underlay_mtu: int = _help("MTU of the network between the hosts (VXLAN runs over it).", 1500)

@@ -87,7 +87,7 @@ class Agent:
     def __init__(self, host: str, driver: ComputeDriver, link: ControlPlane, *, image_cache: Path,
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
                  memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
-                 network_period: float = 5.0, poll_timeout: float = LONG_POLL_SECONDS,
+                 network_period: float = 30.0, poll_timeout: float = LONG_POLL_SECONDS,
                  tunnel_ip: str = "", compute: bool = True) -> None:
         self.host = host
         # This run's name as a lease owner: a restarted agent is a new owner, and gets the steps

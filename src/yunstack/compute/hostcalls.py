@@ -7,7 +7,8 @@ things:
   calls it after queueing work, through its ``notify`` hook);
 - ``network_changed(hosts)``: those hosts' network state changed (the network service's change
   feed says so after a commit); their next long-poll answers ``network=True`` at once, and the
-  agent reconciles its dataplane then instead of at its next period;
+  agent reconciles its dataplane then instead of at its next period (a host's first long-poll
+  on a control plane process is told too: what changed while it was down had no one to tell);
 - ``call(host, ...)``: queue a read (console output, the serial socket) for the host, wake it, and
   wait for its answer; a host that does not answer in time is a 409 that names it.
 
@@ -47,6 +48,7 @@ class HostHub:
         self._asked: dict[str, dict[str, _Pending]] = {}  # handed out, waiting for the answer
         self._seen: dict[str, float] = {}  # host -> monotonic time of its last poll
         self._network: set[str] = set()  # hosts whose network state changed since their last wait
+        self._told: set[str] = set()  # hosts this process has answered a wait of
         self.closing = False  # the control plane is stopping: long-polls end now, empty
 
     # -- waking ----------------------------------------------------------------------------------
@@ -79,9 +81,15 @@ class HostHub:
             self.wake(host)
 
     def take_network(self, host: str) -> bool:
-        """Whether ``host``'s network state changed since it was last told (telling it now)."""
+        """Whether ``host``'s network state changed since it was last told (telling it now).
+
+        A host's first wait on this process is told too: changes committed while the control
+        plane was down, or just before it stopped, had no one to tell them.
+        """
         with self._lock:
-            if host not in self._network:
+            first = host not in self._told
+            self._told.add(host)
+            if host not in self._network and not first:
                 return False
             self._network.discard(host)
             return True
