@@ -107,7 +107,9 @@ class NetworkChanges:
             return
         change: Change = s.info.get(_KEY) or Change()
         routing = False
-        for row in (*s.new, *s.dirty, *s.deleted):
+        # ``dirty`` also holds rows whose attributes were set to the values they had: not a change.
+        changed = (row for row in s.dirty if s.is_modified(row, include_collections=False))
+        for row in (*s.new, *changed, *s.deleted):
             routing = change.note(row) or routing
         gone = [row.id for row in s.deleted if isinstance(row, t.Port)]
         if gone:

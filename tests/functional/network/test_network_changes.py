@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import Api
 from tests.functional.network.test_network_service import ctx_of
+from yunstack.db.tables import network as t
 from yunstack.errors import BadRequest
 from yunstack.network.service import NetworkService
 
@@ -111,3 +113,16 @@ def test_a_router_or_a_tunnel_address_tells_who_it_concerns(feed: dict[str, Any]
     assert told.take() == {"host-a", nethost}  # no other host shares a network with host-a yet
     svc.report_tunnel("host-a", "192.0.2.10")  # unchanged: not written, no one told
     assert told.calls == []
+
+
+
+def test_a_write_that_changes_nothing_tells_no_one(api: Api, feed: dict[str, Any]) -> None:
+    told = feed["told"]
+    with api.services.db.begin() as s:
+        port = s.scalars(select(t.Port).where(t.Port.device_id == "vm-a")).one()
+        port.status, port.binding_host = port.status, port.binding_host  # set, to the values it has
+        assert port in s.dirty
+    assert told.calls == []
+    with api.services.db.begin() as s:
+        s.scalars(select(t.Port).where(t.Port.device_id == "vm-a")).one().binding_host = "host-z"
+    assert told.take() == {"host-a", "host-z", feed["nethost"]}  # it left host-a for host-z
