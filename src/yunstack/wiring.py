@@ -51,6 +51,7 @@ class Services:
     host_link: LocalControlPlane  # the control plane's side of the agent protocol (local and /agent/v1)
 
     def close(self) -> None:
+        self.network.changes.close()  # tells what was committed, before the pool goes
         self.engine.dispose()
         self.statements.dispose()
 

@@ -117,12 +117,13 @@ class LocalControlPlane:
         try:
             found = self.first_look(host, busy, owner)
             while True:
-                woken.clear()
                 left = deadline - time.monotonic()
                 if found.work or found.calls or found.network or left <= 0 or self.hub.closing:
                     return found
                 if not woken.wait(left):
                     return found  # nothing came: the agent's next wait, at once, looks again
+                # Cleared before the look, not after: a wake that comes while we look is kept.
+                woken.clear()
                 found = self.poll(host, busy, owner)
         finally:
             unsubscribe()

@@ -15,28 +15,35 @@ from tests.conftest import Api
 from tests.functional.network.test_network_service import ctx_of
 from yunstack.db.tables import network as t
 from yunstack.errors import BadRequest
+from yunstack.network.changes import NetworkChanges
 from yunstack.network.service import NetworkService
 
 
 class Told:
-    """The hosts the feed told since the last ``take``."""
+    """The hosts the feed told since the last ``take``: once it has told all that was committed."""
 
-    def __init__(self) -> None:
-        self.calls: list[set[str]] = []
+    def __init__(self, changes: NetworkChanges) -> None:
+        self.changes = changes
+        self._calls: list[set[str]] = []
 
     def __call__(self, hosts: set[str]) -> None:
-        self.calls.append(set(hosts))
+        self._calls.append(set(hosts))
+
+    @property
+    def calls(self) -> list[set[str]]:
+        assert self.changes.settle(), "the change feed did not settle"
+        return self._calls
 
     def take(self) -> set[str]:
         hosts = set().union(*self.calls)
-        self.calls.clear()
+        self._calls.clear()
         return hosts
 
 
 @pytest.fixture
 def feed(api: Api, world: dict[str, Any]) -> dict[str, Any]:
     svc: NetworkService = api.services.network
-    told = Told()
+    told = Told(svc.changes)
     svc.changes.notify = told
     alice = world["alice"]
     net1, net2 = alice.network("one"), alice.network("two")
@@ -113,6 +120,10 @@ def test_a_router_or_a_tunnel_address_tells_who_it_concerns(feed: dict[str, Any]
     assert told.take() == {"host-a", nethost}  # no other host shares a network with host-a yet
     svc.report_tunnel("host-a", "192.0.2.10")  # unchanged: not written, no one told
     assert told.calls == []
+    svc.allocate_for_instance(feed["ctx"], "vm-b", "host-b", [{"uuid": feed["net2"]["id"]}], ["web"])
+    told.take()
+    svc.report_tunnel(nethost, "192.0.2.1")  # the network host is every network's VXLAN peer
+    assert told.take() == {"host-a", "host-b", nethost}
 
 
 

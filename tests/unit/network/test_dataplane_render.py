@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -189,6 +190,32 @@ async def test_the_reconciler_applies_the_fetched_state_and_the_fake_records_it(
     stop.set()
     await task
     assert len(dp.applied) >= 2
+
+
+async def test_notices_start_a_pass_soon_and_a_burst_of_them_few_passes() -> None:
+    dp = FakeDataplane()
+    state = _state()
+    reconciler = NetworkReconciler(dp, lambda: state, period=3600.0, kick_gap=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reconciler.run(stop))
+
+    async def passes(n: int) -> None:
+        while len(dp.applied) < n:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(passes(1), 10)  # the first pass, at start
+    reconciler.kick()
+    await asyncio.wait_for(passes(2), 10)  # a notice: a pass, not the hour's period
+    started, before = time.monotonic(), len(dp.applied)
+    for _ in range(50):  # a burst of notices over about half a second
+        reconciler.kick()
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(passes(before + 1), 10)  # the burst's changes are applied...
+    elapsed = time.monotonic() - started
+    # ...by a pass per gap at most (fewer when the machine is slow), never one per notice
+    assert len(dp.applied) - before <= 2 + elapsed / 0.2, (len(dp.applied) - before, elapsed)
+    stop.set()
+    await task
 
 
 def test_a_lease_of_a_deleted_port_is_stale_and_goes_so_its_address_can_be_leased_again(tmp_path: Path) -> None:
