@@ -400,6 +400,8 @@ class Agent:
         except Exception:
             log.exception("could not read pending work")
             return
+        if wakeup.network and self.network is not None:
+            self.network.kick()  # this look took the notice: the main loop's wait will not see it
         self._start(Wakeup(work=wakeup.work))  # reads are answered by the main loop's wait
         for call in wakeup.calls:
             read = asyncio.create_task(self._read(call), name=f"{call.kind}-{call.instance_id}")

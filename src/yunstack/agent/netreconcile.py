@@ -5,9 +5,10 @@ plane says this host's state changed (``kick``: its long-poll answers at once af
 concerns this host, a port or a security-group rule, say), whenever the agent asks
 (``reconcile_now``: before a VM with NICs is started), and every ``period`` seconds besides, the
 backstop for a change whose notice was lost (a control plane restarted in between).  Notices
-make at most one pass per ``kick_gap`` (1 s): a burst of changes costs a pass a second, not a pass
-per change.  Passes never overlap; a failed pass is logged and retried, sooner at first (1 s, doubling up to
-``period``), so a transient error does not leave a VM without its network for long.
+make at most one pass per ``kick_gap`` (1 s): a burst of changes costs a pass a second, not a
+pass per change.  Passes never overlap; a failed pass is logged and retried, sooner at first
+(1 s, doubling up to ``period``), so a transient error does not leave a VM without its network
+for long.
 A pass that applied everything but some objects (``ApplyReport.failed``: a bad value in one
 tenant's port, say) counts as done for everyone else; the failed objects are logged with their
 ids and reasons and tried again on every pass.
