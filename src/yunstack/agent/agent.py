@@ -182,8 +182,6 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_interval)
                 continue
-            if wakeup is not None and wakeup.network and self.network is not None:
-                self.network.kick()  # the reconciler's own task fetches and applies it, off this loop
             if wakeup is not None and not self._start(wakeup) and wakeup.work and not wakeup.calls:
                 # Only copies of steps it already ran (one let go after its report kept failing
                 # is handed out until its lease is over): do not ask again at once.
@@ -257,7 +255,10 @@ class Agent:
         return frozenset(work_key(w) for w in (*self._running.values(), *self._deferred.values()))
 
     def _start(self, wakeup: Wakeup) -> bool:
-        """Start (or defer) the wakeup's new work and answer its reads; whether any work was new."""
+        """Start (or defer) the wakeup's new work, answer its reads, and pass its network notice to
+        the reconciler (whose own task fetches and applies the state); whether any work was new."""
+        if wakeup.network and self.network is not None:
+            self.network.kick()
         new = False
         for item in wakeup.work:
             running = self._running.get(item.instance_id)
@@ -400,9 +401,7 @@ class Agent:
         except Exception:
             log.exception("could not read pending work")
             return
-        if wakeup.network and self.network is not None:
-            self.network.kick()  # this look took the notice: the main loop's wait will not see it
-        self._start(Wakeup(work=wakeup.work))  # reads are answered by the main loop's wait
+        self._start(Wakeup(work=wakeup.work, network=wakeup.network))  # reads: the main loop's wait answers them
         for call in wakeup.calls:
             read = asyncio.create_task(self._read(call), name=f"{call.kind}-{call.instance_id}")
             self._reads.add(read)
