@@ -203,6 +203,20 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VolumeConfig:
+    """Block storage (Cinder v3): where volumes live and which host's agent keeps them."""
+
+    enabled: bool = _help("Serve block storage (/volume/v3).", True)
+    backend: str = _help("Volume backend of the storage host: 'file' (qcow2 files in the state directory) or "
+                         "'fake' (contract and scale tests only: keeps no bytes).", "file")
+    storage_host: str = _help("The host whose agent keeps the volumes; empty means the control host.", "")
+    volumes_dir: str = _help("Where the file backend keeps volumes; empty means STATE_DIR/volumes.", "")
+    availability_zone: str = _help("Availability zone of the volumes.", "nova")
+    default_volume_type: str = _help("Volume type of a volume created without one (made at bootstrap).",
+                                     "__DEFAULT__")
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogConfig:
     """Logging."""
 
@@ -221,6 +235,7 @@ class Config:
     qemu: QemuConfig = field(default_factory=QemuConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -246,6 +261,16 @@ class Config:
     @property
     def host_name(self) -> str:
         return self.compute.host or socket.gethostname()
+
+    @property
+    def volumes_path(self) -> Path:
+        v = self.volume
+        return Path(v.volumes_dir) if v.volumes_dir else self.server.state_path / "volumes"
+
+    @property
+    def storage_host(self) -> str:
+        """The host whose agent keeps the volumes (the control host unless configured)."""
+        return self.volume.storage_host or self.host_name
 
 
 def _coerce(kind: Any, raw: object, where: str) -> object:

@@ -26,6 +26,7 @@ from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
 from yunstack.network.service import NetworkService
 from yunstack.tasks.service import TaskService
+from yunstack.volume.service import VolumeService
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +48,7 @@ class Services:
     memory: MemoryLedgerService
     network: NetworkService
     tasks: TaskService
+    volume: VolumeService
     hostauth: HostAuthService
     host_link: LocalControlPlane  # the control plane's side of the agent protocol (local and /agent/v1)
 
@@ -82,10 +84,13 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     network.changes.notify = compute.hub.network_changed
     memory = MemoryLedgerService(db)
     tasks = TaskService(db, statements=statements)
+    volume = VolumeService(db, config, images=image, wake=compute.hub.wake, tasks=tasks)
+    if migrate:
+        volume.ensure_defaults()
     link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks,
-                             creating=compute.creating)
+                             creating=compute.creating, volumes=volume)
     return Services(config=config, engine=engine, statements=statements, db=db, keys=keys, auth=auth, identity=identity,
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
-                    network=network, hostauth=HostAuthService(db, known=known),
+                    network=network, volume=volume, hostauth=HostAuthService(db, known=known, volumes=volume),
                     host_link=link, tasks=tasks)

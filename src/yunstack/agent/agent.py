@@ -39,6 +39,7 @@ from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
 from yunstack.network.dataplane.base import Dataplane
 from yunstack.protocol import Outcome, SpecData, Work
+from yunstack.volume.backend import VolumeBackend
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ class Agent:
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
                  memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
                  network_period: float = 30.0, poll_timeout: float = LONG_POLL_SECONDS,
-                 tunnel_ip: str = "", compute: bool = True) -> None:
+                 tunnel_ip: str = "", compute: bool = True, volumes: VolumeBackend | None = None) -> None:
         self.host = host
+        self.volumes = volumes  # the volume backend when this host keeps volumes (the storage host)
         # This run's name as a lease owner: a restarted agent is a new owner, and gets the steps
         # its predecessor held back at once (``ControlPlane.wait``).
         self.owner = f"{host}/{uuid.uuid4().hex[:12]}"
@@ -472,7 +474,7 @@ class Agent:
             report = await step.run(self, work)
             outcome = Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
                               power_state=int(report.power), result=report.result, task_id=work.task_id,
-                              attempt=work.attempt)
+                              attempt=work.attempt, resource_type=work.resource_type)
         except YunError as exc:
             outcome = await self._failed(work, exc.text)
         except Exception as exc:
@@ -530,13 +532,13 @@ class Agent:
 
     async def _failed(self, work: Work, message: str) -> Outcome:
         """A failed step reports the guest's power state as it is now (NOSTATE when there is none)."""
-        try:
-            info = await self.driver.get_info(work.instance_id)
-            power = int(info.power_state)
-        except YunError:
-            power = int(PowerState.NOSTATE)
+        power = int(PowerState.NOSTATE)
+        if work.resource_type == "server":  # a volume step has no guest to look at
+            with contextlib.suppress(YunError):
+                power = int((await self.driver.get_info(work.instance_id)).power_state)
         return Outcome(instance_id=work.instance_id, op=work.op, request_id=work.request_id,
-                       power_state=power, error=message, task_id=work.task_id, attempt=work.attempt)
+                       power_state=power, error=message, task_id=work.task_id, attempt=work.attempt,
+                       resource_type=work.resource_type)
 
 
 def _settle(future: asyncio.Future[Wakeup], result: object) -> None:

@@ -26,6 +26,9 @@ from yunstack.memory.manager import MemoryManager
 from yunstack.network.dataplane.base import Dataplane
 from yunstack.network.dataplane.fake import FakeDataplane
 from yunstack.network.dataplane.linux import LinuxDataplane
+from yunstack.volume.backend import VolumeBackend
+from yunstack.volume.backends.fake import FakeVolumeBackend
+from yunstack.volume.backends.file import FileBackend
 
 log = logging.getLogger(__name__)
 START_RETRY_SECONDS = 2.0
@@ -54,11 +57,25 @@ def make_agent(config: Config, link: ControlPlane, *, driver: ComputeDriver | No
         memory_config = config.memory if real else replace(config.memory, ksm_mode="never", cgroup_parent="",
                                                             swapfile_bytes=0, budget_bytes=0)
         memory = MemoryManager(driver, memory_config, state_dir=config.server.state_path, detect_cgroups=real)
-    return Agent(config.host_name, driver, link, image_cache=config.image_cache_path,
+    return Agent(config.host_name, driver, link, image_cache=config.image_cache_path, volumes=make_volumes(config),
                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
                  memory=memory, dataplane=dataplane or make_dataplane(config, control),
                  network_period=config.network.reconcile_period, tunnel_ip=config.network.tunnel_ip,
                  compute=config.compute.enabled)
+
+
+def make_volumes(config: Config) -> VolumeBackend | None:
+    """The host's volume backend.  Every agent has one when volumes are on; only the storage host
+    (``[volume] storage_host``, the control host by default) is ever given volume steps, and an
+    unused backend is only a directory name."""
+    v = config.volume
+    if not v.enabled:
+        return None
+    if v.backend == "fake":
+        return FakeVolumeBackend()
+    if v.backend == "file":
+        return FileBackend(config.volumes_path, qemu_img=config.qemu.qemu_img)
+    raise BadRequest("Unknown [volume] backend {name!r}: 'file' or 'fake'.", name=v.backend)
 
 
 def credential(state_dir: Path, control: str, join_token: str | None) -> tuple[str, str]:

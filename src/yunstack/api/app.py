@@ -37,6 +37,9 @@ from yunstack.api.middleware import BodyLimit, JsonDepthLimit, PathGuard, Reques
 from yunstack.api.network import routes as network_routes
 from yunstack.api.network import routes_l3 as network_routes_l3
 from yunstack.api.network import routes_sg as network_routes_sg
+from yunstack.api.volume import routes as volume_routes
+from yunstack.api.volume import routes_misc as volume_routes_misc
+from yunstack.api.volume.microversion import VolumeVersions
 from yunstack.network.dataplane.metadata_api import ensure_secret
 from yunstack.wiring import Services
 
@@ -46,6 +49,8 @@ CATALOG: tuple[tuple[str, str, str], ...] = (
     ("image", "glance", "/image"),
     ("compute", "nova", "/compute/v2.1"),
     ("network", "neutron", "/networking"),
+    ("block-storage", "cinder", "/volume/v3"),
+    ("volumev3", "cinderv3", "/volume/v3"),
 )
 
 
@@ -108,6 +113,9 @@ def create_app(services: Services) -> Any:
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)
+    if services.config.volume.enabled:
+        app.include_router(volume_routes.router)
+        app.include_router(volume_routes_misc.router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> JSONResponse:
@@ -132,7 +140,7 @@ def create_app(services: Services) -> Any:
     # limit; their typed bodies are parsed by pydantic, whose JSON parser refuses deep nesting itself.
     limited = BodyLimit(AgentCalls(JsonDepthLimit(app, _streamed), services), services.config.server.max_body_bytes,
                         _streamed)
-    wrapped = RequestId(metrics.RequestTimer(PathGuard(Microversions(limited))))
+    wrapped = RequestId(metrics.RequestTimer(PathGuard(VolumeVersions(Microversions(limited)))))
     # Keep a handle on the FastAPI app for tests and tooling (openapi, state).
     wrapped.fastapi = app  # type: ignore[attr-defined]
     return wrapped

@@ -44,6 +44,7 @@ from yunstack.network.service import NetworkService
 from yunstack.protocol import ConfigDriveData, Outcome, SpecData, Work
 from yunstack.tasks.model import Claim, Expiry, TaskState
 from yunstack.tasks.service import TaskService
+from yunstack.volume.service import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ INTERRUPTED_CREATE = ("The create was interrupted (the control plane stopped) be
 
 def _work(claim: Claim) -> Work:
     return Work(instance_id=claim.resource.id, request_id=claim.request_id or "", args=claim.args,
-                task_id=claim.id, attempt=claim.attempt)
+                task_id=claim.id, attempt=claim.attempt,
+                resource_type="volume" if claim.resource.type == "volume" else "server")
 
 
 def _interrupted_create(row: t.Instance, busy: Collection[str], now: datetime, queued: bool,
@@ -94,8 +96,9 @@ class LocalControlPlane:
     def __init__(self, db: sessionmaker[Session], config: Config, hosts: HostService, images: Any,
                  ledger: MemoryLedgerService, network: NetworkService | None = None,
                  hub: HostHub | None = None, tasks: TaskService | None = None,
-                 creating: CreatesInFlight | None = None) -> None:
+                 creating: CreatesInFlight | None = None, volumes: VolumeService | None = None) -> None:
         self.hub = hub or HostHub()
+        self._volumes = volumes  # a volume step's report is the volume service's to apply
         self._creating = creating or CreatesInFlight()  # this process's creates still running
         self._db = db
         self.tasks = tasks or TaskService(db)
@@ -202,13 +205,17 @@ class LocalControlPlane:
                 continue
             with self._db() as s:
                 task = s.scalar(select(tt.Task).where(tt.Task.id == expiry.id))
-                if task is None or task.resource_type != operations.queue.SERVER or task.step is None:
+                if task is None or task.step is None:
                     continue
+                kind = task.resource_type
                 outcome = Outcome(instance_id=task.resource_id, op=task.step, request_id=task.request_id or "",
                                   power_state=int(PowerState.NOSTATE), error=expiry.reason, task_id=task.id,
-                                  attempt=task.attempt)
+                                  attempt=task.attempt, resource_type="volume" if kind == "volume" else "server")
             log.warning("%s of %s ended without its host: %s", outcome.op, outcome.instance_id, expiry.reason)
-            self._apply(outcome, swept=True)
+            if kind == "volume" and self._volumes is not None:
+                self._volumes.finish(outcome, swept=True)
+            elif kind == operations.queue.SERVER:
+                self._apply(outcome, swept=True)
 
     def answer(self, host: str, answer: Answer) -> None:
         self.hub.answer(host, answer)
@@ -261,6 +268,11 @@ class LocalControlPlane:
         self._images.upload_local(system_context(project), image_id, path)
 
     def finish(self, outcome: Outcome) -> None:
+        if outcome.resource_type == "volume":
+            if self._volumes is None:
+                raise NotFound("This control plane keeps no volumes.")
+            self._volumes.finish(outcome)
+            return
         self._apply(outcome)
 
     def _apply(self, outcome: Outcome, *, swept: bool = False) -> None:

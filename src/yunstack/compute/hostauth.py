@@ -25,6 +25,7 @@ from yunstack.db.tables import hosts as h
 from yunstack.errors import BadRequest, Unauthorized
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
+from yunstack.volume.service import VolumeService
 
 JOIN_TOKEN_TTL = timedelta(hours=1)
 CREDENTIAL_CACHE_SECONDS = 60.0  # how long one API process trusts a credential it has checked
@@ -83,8 +84,9 @@ class KnownCredentials:
 
 class HostAuthService:
     def __init__(self, db: sessionmaker[Session], ttl: timedelta = JOIN_TOKEN_TTL,
-                 known: KnownCredentials | None = None) -> None:
+                 known: KnownCredentials | None = None, volumes: VolumeService | None = None) -> None:
         self._db = db
+        self._volumes = volumes
         self.ttl = ttl
         self.known = known or KnownCredentials()
 
@@ -163,11 +165,18 @@ class HostAuthService:
                 return False
             return row.host == host or host in operations.hosts_of(s, row.id)
 
+    def owns_volume(self, host: str, volume_id: str) -> bool:
+        """A volume that ``host`` keeps (its storage host): the only ones whose steps it may report."""
+        return self._volumes is not None and self._volumes.owned_by(host, volume_id)
+
     def may_read_image(self, host: str, image_id: str) -> bool:
         """An image that an instance on ``host`` boots from, or that its queued work names (rescue, unshelve).
 
-        A migration's destination reads the image of the guest it receives (its disks are overlays).
+        A migration's destination reads the image of the guest it receives (its disks are overlays);
+        a storage host reads the image a volume it is making starts from.
         """
+        if self._volumes is not None and self._volumes.image_of_step(host, image_id):
+            return True
         with self._db() as s:
             rows = s.scalars(select(t.Instance).where(t.Instance.host == host)).all()
             if any(r.image_id == image_id for r in rows):

@@ -48,6 +48,11 @@ from yunstack.protocol.steps import (
     UnpauseArgs,
     UnrescueArgs,
     UnshelveArgs,
+    VolumeCreateArgs,
+    VolumeDeleteArgs,
+    VolumeExtendArgs,
+    VolumeSnapshotArgs,
+    VolumeSnapshotDeleteArgs,
 )
 from yunstack.protocol.work import ConfigDriveData, Outcome, SpecData, Work
 
@@ -59,5 +64,6 @@ __all__ = [
     "LiveMigrationSendArgs", "Outcome", "PauseArgs", "RebootArgs", "RebuildArgs", "RescueArgs", "ResizeArgs",
     "ResizeResult", "ResumeArgs", "RevertResizeArgs", "SentResult", "ShelveArgs", "ShelveOffloadArgs",
     "SnapshotArgs", "SpawnArgs", "SpawnResult", "SpecData", "StartArgs", "StepArgs", "StepResult", "StopArgs",
-    "SuspendArgs", "UnpauseArgs", "UnrescueArgs", "UnshelveArgs", "Wire", "Work",
+    "SuspendArgs", "UnpauseArgs", "UnrescueArgs", "UnshelveArgs", "VolumeCreateArgs", "VolumeDeleteArgs",
+    "VolumeExtendArgs", "VolumeSnapshotArgs", "VolumeSnapshotDeleteArgs", "Wire", "Work",
 ]

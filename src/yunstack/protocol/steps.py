@@ -230,13 +230,54 @@ class ColdMigrationRestoreArgs(Wire):
     power_on: bool
 
 
+# -- block storage: the storage host's steps on a volume (docs/explanation/block-storage-design.md) --
+# A volume step's ``Work.instance_id`` is the volume's id and its ``resource_type`` is ``volume``.
+
+class VolumeCreateArgs(Wire):
+    """Storage host: make the volume, empty or from one source (at most one is named)."""
+
+    op: Literal["volume_create"] = "volume_create"
+    size_gib: int
+    image_id: str | None = None  # the image whose bytes it starts with (the host reads it like a guest's)
+    snapshot_id: str | None = None
+    source_volid: str | None = None
+
+
+class VolumeDeleteArgs(Wire):
+    """Storage host: remove the volume (absent already: done)."""
+
+    op: Literal["volume_delete"] = "volume_delete"
+
+
+class VolumeExtendArgs(Wire):
+    """Storage host: grow the volume to ``size_gib``."""
+
+    op: Literal["volume_extend"] = "volume_extend"
+    size_gib: int
+
+
+class VolumeSnapshotArgs(Wire):
+    """Storage host: freeze the volume's bytes as snapshot ``snapshot_id``."""
+
+    op: Literal["volume_snapshot"] = "volume_snapshot"
+    snapshot_id: str
+
+
+class VolumeSnapshotDeleteArgs(Wire):
+    """Storage host: forget snapshot ``snapshot_id`` (its bytes go once nothing is based on them)."""
+
+    op: Literal["volume_snapshot_delete"] = "volume_snapshot_delete"
+    snapshot_id: str
+
+
 StepArgs = Annotated[
     SpawnArgs | DeleteArgs | StopArgs | StartArgs | RebootArgs | PauseArgs | UnpauseArgs | SuspendArgs
     | ResumeArgs | SnapshotArgs | ResizeArgs | ConfirmResizeArgs | RevertResizeArgs | AttachInterfaceArgs
     | DetachInterfaceArgs | RebuildArgs | RescueArgs | UnrescueArgs | ShelveArgs | ShelveOffloadArgs
     | UnshelveArgs | LiveMigrationPrepareArgs | LiveMigrationSendArgs | LiveMigrationFinishIncomingArgs
     | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs | ColdMigrationSendArgs | ColdMigrationFinishArgs
-    | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs,
+    | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | VolumeCreateArgs
+    | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs,
     Field(discriminator="op")]
 
 

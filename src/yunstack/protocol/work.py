@@ -7,20 +7,25 @@ decision (``compute.operations``), so the same report means the same thing which
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, JsonValue
 
 from yunstack.protocol.base import Wire
 from yunstack.protocol.steps import StepArgs, StepResult
 
+ResourceType = Literal["server", "volume"]
+
 
 class Work(Wire):
-    """One queued step for one instance on this host."""
+    """One queued step for one instance (or, ``resource_type`` volume, one volume) on this host."""
 
-    instance_id: str
+    instance_id: str  # the resource's id: a server's, or a volume's for a volume step
     request_id: str
     args: StepArgs  # discriminated by ``args.op``
     task_id: str = ""  # the durable task this step is (its report names it back)
     attempt: int = 0  # which run of that task this is (a report of an older run is refused)
+    resource_type: ResourceType = "server"
 
     @property
     def op(self) -> str:
@@ -62,3 +67,4 @@ class Outcome(Wire):
     result: StepResult | None = None
     task_id: str = ""  # the ``Work.task_id`` and ``attempt`` this reports on
     attempt: int = 0
+    resource_type: ResourceType = "server"  # the ``Work``'s: a volume step's report goes to the volume service

@@ -39,8 +39,12 @@ from yunstack.protocol import (
     Work,
 )
 from yunstack.types import utcnow
+from yunstack.volume import operations as volume_operations
 
-PROTOCOL_OPS = {m.model_fields["op"].default for m in get_args(get_args(StepArgs)[0])}
+ALL_OPS = {m.model_fields["op"].default for m in get_args(get_args(StepArgs)[0])}
+# A volume's steps are the volume service's (volume.operations), not the compute registry's.
+VOLUME_OPS = {m.model_fields["op"].default for m in volume_operations.STEPS}
+PROTOCOL_OPS = ALL_OPS - VOLUME_OPS
 
 # Nova's /action verbs that start a host operation.
 NOVA_VERBS = {"os-stop", "os-start", "reboot", "pause", "unpause", "suspend", "resume", "createImage", "resize",
@@ -77,7 +81,8 @@ EXPECTED_ALLOWED = {
 def test_every_operation_is_declared_once_on_each_side_under_the_protocols_names() -> None:
     names = [op.name for op in DECLARED]
     assert len(names) == len(set(names))
-    assert set(REGISTRY) == PROTOCOL_OPS == set(STEPS)
+    assert set(REGISTRY) == PROTOCOL_OPS and set(REGISTRY) | VOLUME_OPS == ALL_OPS == set(STEPS)
+    assert set(volume_operations.APPLY) == VOLUME_OPS
     for name, decl in REGISTRY.items():
         assert decl.args.model_fields["op"].default == name  # its argument model is its own
 

@@ -7,10 +7,10 @@ the guest's power state and its typed result, the control plane decides the rest
 
 from __future__ import annotations
 
-from yunstack.agent.steps import coldmigration, images, interfaces, lifecycle, migration, power
+from yunstack.agent.steps import coldmigration, images, interfaces, lifecycle, migration, power, volumes
 from yunstack.agent.steps.base import Host, Report, Step
 
 STEPS: dict[str, Step] = {s.name: s for s in (*power.STEPS, *images.STEPS, *interfaces.STEPS, *lifecycle.STEPS,
-                                         *migration.STEPS, *coldmigration.STEPS)}
+                                         *migration.STEPS, *coldmigration.STEPS, *volumes.STEPS)}
 
 __all__ = ["STEPS", "Host", "Report", "Step"]

@@ -19,6 +19,7 @@ from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import ControlPlane
 from yunstack.compute.driver import ComputeDriver, InstanceSpec, Nic, PowerState
 from yunstack.protocol import StepResult, Work
+from yunstack.volume.backend import VolumeBackend
 
 
 class Host(Protocol):
@@ -29,6 +30,7 @@ class Host(Protocol):
     cache: ImageCache
     stop_timeout: float | None
     address: str  # where another host reaches this one (its tunnel address, else loopback)
+    volumes: VolumeBackend | None  # the storage host's volume backend (None: this host keeps no volumes)
 
     async def spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""

@@ -96,23 +96,27 @@ class AgentCalls:
         return Response(spec.encode_result(result), media_type="application/json")
 
 
-def _named(me: str, args: dict[str, Any]) -> list[str]:
-    """The instances a call names, in any argument (``Outcome`` included), once any host it names
-    is the caller itself (else 403)."""
+def _named(me: str, args: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (resource type, id) of the instances and volumes a call names, in any argument (``Outcome``
+    included), once any host it names is the caller itself (else 403)."""
     if "host" in args:
         as_host(me, str(args["host"]))
-    ids = [args["instance_id"]] if "instance_id" in args else []
-    # Any message naming an instance (an ``Outcome`` is a pydantic model, an ``Answer`` a dataclass).
-    ids += [v.instance_id for v in args.values()
+    ids = [("server", str(args["instance_id"]))] if "instance_id" in args else []
+    # Any message naming an instance (an ``Outcome`` is a pydantic model, an ``Answer`` a dataclass);
+    # an ``Outcome`` of a volume step names the volume.
+    ids += [(str(getattr(v, "resource_type", "server")), str(v.instance_id)) for v in args.values()
             if (dataclasses.is_dataclass(v) or isinstance(v, BaseModel)) and hasattr(v, "instance_id")]
-    return [str(i) for i in ids]
+    return ids
 
 
-def _owns(svc: Services, me: str, ids: list[str]) -> None:
-    """A host touches only its own instances: another's is 404, as one that is not there."""
-    for instance_id in ids:
-        if not svc.hostauth.owns_instance(me, instance_id):
-            raise NotFound("Instance {id} could not be found.", id=instance_id)
+def _owns(svc: Services, me: str, named: list[tuple[str, str]]) -> None:
+    """A host touches only its own instances and volumes: another's is 404, as one that is not there."""
+    for kind, resource_id in named:
+        if kind == "volume":
+            if not svc.hostauth.owns_volume(me, resource_id):
+                raise NotFound("Volume {id} could not be found.", id=resource_id)
+        elif not svc.hostauth.owns_instance(me, resource_id):
+            raise NotFound("Instance {id} could not be found.", id=resource_id)
 
 
 async def _wait(svc: Services, host: str, busy: list[str], timeout: float, owner: str) -> Wakeup:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import yunstack.tool as tool
 from yunstack.errors import DriverError, DriverMisconfigured
 
 GIB = 1024**3
@@ -16,28 +16,8 @@ QEMU_IMG_TIMEOUT = 600.0
 
 
 async def run_tool(argv: list[str], what: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
-    """Run a helper program (argument list, no shell) and return its stdout.
-
-    Raises ``DriverError`` naming ``what`` and quoting the tool's stderr when it fails, cannot
-    be started, or outlives ``timeout`` (it is killed then).
-    """
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise DriverError(detail=f"{what}: cannot run {argv[0]}: {exc}") from exc
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError as exc:
-        proc.kill()
-        await proc.wait()
-        raise DriverError(detail=f"{what}: {argv[0]} did not finish within {timeout}s") from exc
-    if proc.returncode != 0:
-        message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-        raise DriverError(detail=f"{what}: {message}")
-    return out.decode(errors="replace")
+    """``yunstack.tool.run_tool`` with this module's longer default timeout (image copies are slow)."""
+    return await tool.run_tool(argv, what, timeout)
 
 
 async def info(qemu_img: str, path: Path, *, force_share: bool = False) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""The storage host's half of the volume operations: its backend makes, grows, freezes and removes them.
+
+Every step is safe to repeat (the backend's operations are idempotent: a create that finds its
+volume adopts it, a delete of an absent volume is done), so a step run again after an agent or
+control-plane restart ends as the first run would have.  A volume step has no guest: it reports
+``NOSTATE`` as its power state, and the volume service decides the status from the error alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from yunstack.agent.steps.base import Host, Report, Step
+from yunstack.compute.driver import PowerState
+from yunstack.errors import Conflict
+from yunstack.protocol import (
+    VolumeCreateArgs,
+    VolumeDeleteArgs,
+    VolumeExtendArgs,
+    VolumeSnapshotArgs,
+    VolumeSnapshotDeleteArgs,
+    Work,
+)
+from yunstack.volume.backend import VolumeBackend
+
+DONE = Report(PowerState.NOSTATE)
+
+
+def _backend(host: Host) -> VolumeBackend:
+    if host.volumes is None:
+        raise Conflict("This host keeps no volumes (its [volume] backend is off).")
+    return host.volumes
+
+
+async def create(host: Host, work: Work) -> Report:
+    args = work.args
+    assert isinstance(args, VolumeCreateArgs)
+    backend = _backend(host)
+    if args.image_id:
+        path, fmt = await asyncio.to_thread(host.cache.ensure, args.image_id)
+        await backend.create_from_image(work.instance_id, args.size_gib, path, fmt, args.image_id)
+    elif args.snapshot_id:
+        await backend.create_from_snapshot(work.instance_id, args.size_gib, args.snapshot_id)
+    elif args.source_volid:
+        await backend.clone(work.instance_id, args.size_gib, args.source_volid)
+    else:
+        await backend.create(work.instance_id, args.size_gib)
+    return DONE
+
+
+async def delete(host: Host, work: Work) -> Report:
+    assert isinstance(work.args, VolumeDeleteArgs)
+    await _backend(host).delete(work.instance_id)
+    return DONE
+
+
+async def extend(host: Host, work: Work) -> Report:
+    assert isinstance(work.args, VolumeExtendArgs)
+    await _backend(host).extend(work.instance_id, work.args.size_gib)
+    return DONE
+
+
+async def snapshot(host: Host, work: Work) -> Report:
+    assert isinstance(work.args, VolumeSnapshotArgs)
+    await _backend(host).snapshot(work.args.snapshot_id, work.instance_id)
+    return DONE
+
+
+async def delete_snapshot(host: Host, work: Work) -> Report:
+    assert isinstance(work.args, VolumeSnapshotDeleteArgs)
+    await _backend(host).delete_snapshot(work.args.snapshot_id)
+    return DONE
+
+
+STEPS = (Step("volume_create", create), Step("volume_delete", delete), Step("volume_extend", extend),
+         Step("volume_snapshot", snapshot), Step("volume_snapshot_delete", delete_snapshot))

@@ -1,0 +1,1 @@
+"""Cinder v3 at /volume/v3."""

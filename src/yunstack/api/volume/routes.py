@@ -1,0 +1,183 @@
+"""Cinder v3: the version documents, volumes, their metadata and their actions."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import JSONResponse
+
+from yunstack.api.deps import Ctx, Svc
+from yunstack.api.middleware import request_id
+from yunstack.api.volume import views
+from yunstack.api.volume.microversion import sent_path
+from yunstack.api.volume.query import list_query
+from yunstack.api.volume.schemas import (
+    action_of,
+    args_of,
+    bool_of,
+    metadata_of,
+    object_of,
+    optional_text,
+    size_of,
+    volume_create_of,
+)
+from yunstack.errors import BadRequest, NotFound
+from yunstack.volume.service import VolumeNotFound
+
+router = APIRouter(prefix="/volume", tags=["volume"])
+V3 = "/v3"
+
+
+@router.get("")
+@router.get("/", include_in_schema=False)
+def versions(svc: Svc) -> JSONResponse:
+    # Cinder answers the unversioned root with 300 Multiple Choices (Tempest asserts it).
+    return JSONResponse({"versions": [views.version(svc.config.server.base_url)]}, status_code=300)
+
+
+@router.get(V3)
+@router.get(V3 + "/", include_in_schema=False)
+def version(svc: Svc) -> dict[str, Any]:
+    return {"versions": [views.version(svc.config.server.base_url)]}
+
+
+# -- volumes ------------------------------------------------------------------------------------
+
+@router.post(V3 + "/volumes", status_code=202)
+def create_volume(svc: Svc, ctx: Ctx, body: Any = Body(None)) -> dict[str, Any]:
+    req = volume_create_of(body)
+    v = svc.volume.create(ctx, req, request_id.get())
+    return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False)}
+
+
+def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
+    query = list_query(request.query_params, snapshots=False)
+    items = svc.volume.list_volumes(ctx, query)
+    base = svc.config.server.base_url
+    next_url = None
+    if items and query.limit is not None:
+        params = {k: v for k, v in request.query_params.items() if k != "marker"}
+        params["marker"] = items[-1].id
+        next_url = f"{base}{sent_path(request)}?{urlencode(params)}"
+    return views.volume_list(items, base, ctx, detail=detail, limit=query.limit, next_url=next_url)
+
+
+@router.get(V3 + "/volumes")
+def list_volumes(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
+    return _list(svc, ctx, request, detail=False)
+
+
+@router.get(V3 + "/volumes/detail")
+def list_volumes_detail(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
+    return _list(svc, ctx, request, detail=True)
+
+
+@router.get(V3 + "/volumes/", include_in_schema=False)
+@router.put(V3 + "/volumes/", include_in_schema=False)
+@router.delete(V3 + "/volumes/", include_in_schema=False)
+def no_volume_id() -> None:
+    # An empty id names no volume (Cinder: 404), rather than being redirected to the list.
+    raise VolumeNotFound(id="")
+
+
+@router.get(V3 + "/volumes/{volume_id}")
+def show_volume(svc: Svc, ctx: Ctx, volume_id: str) -> dict[str, Any]:
+    return {"volume": views.volume(svc.volume.get(ctx, volume_id), svc.config.server.base_url, ctx)}
+
+
+@router.put(V3 + "/volumes/{volume_id}")
+def update_volume(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> dict[str, Any]:
+    fields = object_of(body, "volume")
+    allowed = {"name", "description", "metadata", "display_name", "display_description"}
+    unknown = set(fields) - allowed
+    if unknown or not fields:
+        raise BadRequest(f"Invalid input for field/attribute volume: unexpected or missing keys "
+                         f"{sorted(unknown) or ['name', 'description', 'metadata']}.")
+    named = {"name": fields.get("name", fields.get("display_name")),
+             "description": fields.get("description", fields.get("display_description"))}
+    given = frozenset(k for k, alias in (("name", "display_name"), ("description", "display_description"))
+                      if k in fields or alias in fields)
+    meta = metadata_of(fields["metadata"]) if "metadata" in fields else None
+    v = svc.volume.update(ctx, volume_id, name=optional_text(named["name"], "name"),
+                          description=optional_text(named["description"], "description"), metadata=meta,
+                          fields=given)
+    return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False)}
+
+
+@router.delete(V3 + "/volumes/{volume_id}", status_code=202)
+def delete_volume(svc: Svc, ctx: Ctx, volume_id: str, request: Request) -> Response:
+    params = request.query_params
+    svc.volume.delete(ctx, volume_id, cascade=bool_of(params.get("cascade", "false"), "cascade"),
+                      force=bool_of(params.get("force", "false"), "force"), request_id=request_id.get())
+    return Response(status_code=202)
+
+
+# -- metadata -----------------------------------------------------------------------------------
+
+@router.get(V3 + "/volumes/{volume_id}/metadata")
+def show_metadata(svc: Svc, ctx: Ctx, volume_id: str) -> dict[str, Any]:
+    return {"metadata": svc.volume.metadata(ctx, volume_id)}
+
+
+@router.post(V3 + "/volumes/{volume_id}/metadata")
+def merge_metadata(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> dict[str, Any]:
+    meta = metadata_of(object_of(body, "metadata"))
+    return {"metadata": svc.volume.set_metadata(ctx, volume_id, meta, replace=False)}
+
+
+@router.put(V3 + "/volumes/{volume_id}/metadata")
+def replace_metadata(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> dict[str, Any]:
+    meta = metadata_of(object_of(body, "metadata"))
+    return {"metadata": svc.volume.set_metadata(ctx, volume_id, meta, replace=True)}
+
+
+@router.get(V3 + "/volumes/{volume_id}/metadata/{key}")
+def show_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str) -> dict[str, Any]:
+    meta = svc.volume.metadata(ctx, volume_id)
+    if key not in meta:
+        raise NotFound(f"Volume {volume_id} has no metadata with key {key}.")
+    return {"meta": {key: meta[key]}}
+
+
+@router.put(V3 + "/volumes/{volume_id}/metadata/{key}")
+def set_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str, body: Any = Body(None)) -> dict[str, Any]:
+    meta = metadata_of(object_of(body, "meta"))
+    if list(meta) != [key]:
+        raise BadRequest("Request body and URI mismatch: the body must hold exactly the key of the URI.")
+    svc.volume.set_metadata(ctx, volume_id, meta, replace=False)
+    return {"meta": meta}
+
+
+@router.delete(V3 + "/volumes/{volume_id}/metadata/{key}")
+def delete_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str) -> Response:
+    svc.volume.delete_metadata(ctx, volume_id, key)
+    return Response(status_code=200)
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+@router.post(V3 + "/volumes/{volume_id}/action")
+def volume_action(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> Response:
+    name, args = action_of(body)
+    vol = svc.volume
+    if name == "os-set_bootable":
+        vol.set_bootable(ctx, volume_id, bool_of(args_of(args, name).get("bootable"), "bootable"))
+        return Response(status_code=200)
+    if name == "os-update_readonly_flag":
+        vol.set_read_only(ctx, volume_id, bool_of(args_of(args, name).get("readonly"), "readonly"))
+        return Response(status_code=202)
+    if name == "os-extend":
+        vol.extend(ctx, volume_id, size_of(args_of(args, name).get("new_size"), "new_size"), request_id.get())
+        return Response(status_code=202)
+    if name == "os-reset_status":
+        status = args_of(args, name).get("status")
+        if not isinstance(status, str):
+            raise BadRequest("Invalid input received: os-reset_status needs a status.")
+        vol.reset_status(ctx, volume_id, status)
+        return Response(status_code=202)
+    if name == "os-force_delete":
+        vol.delete(ctx, volume_id, force=True, request_id=request_id.get())
+        return Response(status_code=202)
+    raise BadRequest(f"There is no such action: {name}")

@@ -1,0 +1,1 @@
+"""Block storage (Cinder-like volumes): the backend seam and its backends."""

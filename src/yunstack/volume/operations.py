@@ -1,0 +1,156 @@
+"""The volume steps on the durable task table, and how a storage host's report is applied.
+
+Each volume operation is a one-step task kind ``volume.<op>`` whose arguments are its
+``protocol`` model, queued on the volume's storage host with resource type ``volume``: the task
+service's ordering rule runs one volume's steps in the order they were queued (a delete waits
+for the create it follows), whichever host or process queued them.  The host reports what it did
+(``Outcome``); ``apply`` alone decides the volume's or snapshot's status from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.db.tables import tasks as tt
+from yunstack.db.tables import volume as t
+from yunstack.protocol import (
+    Outcome,
+    VolumeCreateArgs,
+    VolumeDeleteArgs,
+    VolumeExtendArgs,
+    VolumeSnapshotArgs,
+    VolumeSnapshotDeleteArgs,
+)
+from yunstack.tasks.model import ACTIVE, REGISTRY, Resource, StepSpec, TaskKind, TaskRegistry, TaskState
+from yunstack.tasks.service import TaskService
+from yunstack.volume import states
+
+VOLUME = "volume"
+KIND = "volume."
+MAX_ATTEMPTS = 3  # a step whose host stopped answering runs at most this often (each is safe to repeat)
+STEPS: tuple[type[BaseModel], ...] = (VolumeCreateArgs, VolumeDeleteArgs, VolumeExtendArgs, VolumeSnapshotArgs,
+                                      VolumeSnapshotDeleteArgs)
+
+
+def _op(model: type[BaseModel]) -> str:
+    return str(model.model_fields["op"].default)
+
+
+def register_kinds(registry: TaskRegistry = REGISTRY) -> None:
+    for model in STEPS:
+        name = _op(model)
+        if KIND + name not in registry:
+            registry.register(TaskKind(name=KIND + name, max_attempts=MAX_ATTEMPTS, steps={name: StepSpec(args=model)}))
+
+
+register_kinds()
+
+# enqueue and abandon take the caller's session and open no transaction: one instance serves all.
+_IN_TX = TaskService(sessionmaker())
+
+
+def resource(row: t.Volume) -> Resource:
+    return Resource(type=VOLUME, id=row.id, project_id=row.project_id)
+
+
+def queue(s: Session, row: t.Volume, args: BaseModel, request_id: str | None) -> None:
+    """Queue ``args`` for the volume's storage host, in the caller's transaction."""
+    op = _op(type(args))
+    _IN_TX.enqueue(s, kind=KIND + op, resource=resource(row), host=row.host, step=op, args=args,
+                   request_id=request_id)
+
+
+def busy(s: Session, volume_id: str) -> bool:
+    """Whether the volume has a step queued or running."""
+    return s.scalar(select(tt.Task.seq).where(tt.Task.resource_type == VOLUME, tt.Task.resource_id == volume_id,
+                                              tt.Task.state.in_(ACTIVE)).limit(1)) is not None
+
+
+def running(s: Session, volume_id: str, task_id: str) -> tt.Task | None:
+    """Step ``task_id`` of the volume while a host runs it."""
+    return s.scalar(select(tt.Task).where(tt.Task.id == task_id, tt.Task.resource_type == VOLUME,
+                                          tt.Task.resource_id == volume_id, tt.Task.state == TaskState.RUNNING)
+                    .execution_options(populate_existing=True))
+
+
+def hosts_with_step(s: Session, host: str) -> list[tt.Task]:
+    """The volume steps queued or running on ``host`` (what a storage host may read while it works)."""
+    return list(s.scalars(select(tt.Task).where(tt.Task.host == host, tt.Task.resource_type == VOLUME,
+                                                tt.Task.state.in_(ACTIVE))))
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What finishing a step changed that callers outside the transaction care about."""
+
+    deleted: bool = False
+
+
+def _fail(row: t.Volume, status: str, why: str, now: datetime) -> None:
+    row.status = status
+    row.status_reason = why[:2000]
+    row.updated_at = now
+
+
+def _snapshot(s: Session, snapshot_id: str) -> t.Snapshot | None:
+    return s.get(t.Snapshot, snapshot_id)
+
+
+def _create(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    if outcome.error is not None:
+        _fail(row, states.ERROR, outcome.error, now)
+    else:
+        row.status, row.status_reason, row.launched_at, row.updated_at = states.AVAILABLE, None, now, now
+    return Applied()
+
+
+def _delete(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    if outcome.error is not None:
+        _fail(row, states.ERROR_DELETING, outcome.error, now)
+        return Applied()
+    s.delete(row)
+    return Applied(deleted=True)
+
+
+def _extend(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    assert isinstance(args, VolumeExtendArgs)
+    if outcome.error is not None:
+        _fail(row, states.ERROR_EXTENDING, outcome.error, now)
+    else:
+        row.size, row.status, row.status_reason, row.updated_at = args.size_gib, states.AVAILABLE, None, now
+    return Applied()
+
+
+def _snap(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    assert isinstance(args, VolumeSnapshotArgs)
+    snap = _snapshot(s, args.snapshot_id)
+    if snap is not None:
+        if outcome.error is not None:
+            snap.status, snap.status_reason = states.ERROR, outcome.error[:2000]
+        else:
+            snap.status, snap.status_reason, snap.progress = states.AVAILABLE, None, "100%"
+        snap.updated_at = now
+    return Applied()
+
+
+def _unsnap(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    assert isinstance(args, VolumeSnapshotDeleteArgs)
+    snap = _snapshot(s, args.snapshot_id)
+    if snap is not None:
+        if outcome.error is not None:
+            snap.status, snap.status_reason, snap.updated_at = states.ERROR_DELETING, outcome.error[:2000], now
+        else:
+            s.delete(snap)
+    return Applied()
+
+
+APPLY: dict[str, Callable[[Session, t.Volume, Outcome, BaseModel, datetime], Applied]] = {
+    "volume_create": _create, "volume_delete": _delete, "volume_extend": _extend,
+    "volume_snapshot": _snap, "volume_snapshot_delete": _unsnap,
+}
