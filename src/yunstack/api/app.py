@@ -28,6 +28,7 @@ from yunstack.api.compute import servers as compute_servers
 from yunstack.api.compute import services as compute_services
 from yunstack.api.compute import tasks as compute_tasks
 from yunstack.api.compute import versions as compute_versions
+from yunstack.api.compute import volume_attachments as compute_volume_attachments
 from yunstack.api.compute.microversion import Microversions
 from yunstack.api.identity import resources as identity_resources
 from yunstack.api.identity import routes as identity_routes
@@ -109,7 +110,8 @@ def create_app(services: Services) -> Any:
                            compute_quotas.router, compute_hypervisors.router, compute_servers.router,
                            compute_interfaces.router, compute_memory.router, compute_server_groups.router,
                            compute_services.router, compute_images.router, compute_consoles.router,
-                           compute_consoles.socket_router, compute_tasks.router, compute_migrations.router):
+                           compute_consoles.socket_router, compute_tasks.router, compute_migrations.router,
+                           compute_volume_attachments.router):
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)

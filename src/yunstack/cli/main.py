@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from yunstack import config as configmod
-from yunstack.cli import hosts, memory, resources, tasks
+from yunstack.cli import hosts, memory, resources, tasks, volumes
 from yunstack.cli.bench import bench_app
 from yunstack.client import ApiError, YunClient
 
@@ -23,6 +23,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(resources.server_app, name="server")
 app.add_typer(resources.image_app, name="image")
 app.add_typer(resources.flavor_app, name="flavor")
+app.add_typer(volumes.volume_app, name="volume")
 app.add_typer(tasks.task_app, name="task")
 app.command("console")(resources.console_cmd)
 app.command("memory")(memory.memory_cmd)

@@ -7,15 +7,21 @@ hands it an ``InstanceSpec`` and reads back ``InstanceInfo``.  Implementations:
 
 Errors: ``NotFound`` for an unknown instance, ``Conflict`` when the instance is in the wrong
 power state for the operation, ``DriverError`` (and its subclasses) when the backend failed.
+Volumes add two of their own, defined here because they belong to the seam: ``VolumeSourceNotFound``
+(a ``NotFound``) and ``VolumeDetachTimeout`` (a ``DriverUnavailable``: the guest may still let go).
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from yunstack.errors import DriverUnavailable, NotFound, ValidationFailed
 
 
 class PowerState(enum.IntEnum):
@@ -62,7 +68,9 @@ class Disk:
     For a local overlay ``source`` is the cached base image (``format`` its format) and the driver
     keeps the overlay with the guest's files; ``size_gib`` 0 means the base image's virtual size.
     For a volume ``source`` is the device or file itself.  ``cache`` None means the driver's
-    configured mode.  ``boot_index`` None: not bootable.
+    configured mode.  ``boot_index`` None: not bootable.  ``serial`` is the virtio-blk serial; for a
+    volume its id, so the guest finds it at ``/dev/disk/by-id/virtio-<first 20 characters>`` (as on
+    Nova with libvirt: virtio-blk keeps 20 bytes of it).
     """
 
     kind: DiskKind = DiskKind.LOCAL_OVERLAY
@@ -74,6 +82,91 @@ class Disk:
     boot_index: int | None = 1
     read_only: bool = False
     cache: str | None = None
+    serial: str | None = None
+
+
+VOLUME_FORMATS = ("qcow2", "raw")
+VOLUME_CACHE_MODES = ("none", "writeback", "writethrough")  # QEMU's cache= modes a driver accepts
+# A serial goes into QEMU's option syntax and into device ids: no commas, no spaces, no surprises.
+_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class VolumeSourceNotFound(NotFound):
+    """Raised when a volume's file or block device is not there (on attach, or at a guest's start)."""
+
+    message = "Volume {serial}: its source {path} does not exist on this host."
+
+
+class VolumeDetachTimeout(DriverUnavailable):
+    """Raised when a running guest did not release a volume in time; the volume stays attached.
+
+    The unplug request stays pending in QEMU: a guest that acknowledges it later (or reboots) lets
+    go of the device, and a repeated ``detach_volume`` then completes at once.
+    """
+
+    message = ("Instance {instance_id} did not release volume {serial} within {seconds:.0f} s (the guest must "
+               "acknowledge the unplug; a paused or hung guest cannot); the volume stays attached.")
+
+
+def check_volume(disk: Disk) -> str:
+    """Return the serial of ``disk`` if it can be attached as a volume; ``ValidationFailed`` says why not.
+
+    Its source is not looked at here (``require_source`` does that).
+    """
+    if disk.kind != DiskKind.VOLUME:
+        raise ValidationFailed(detail=f"only a volume disk can be attached, not a {disk.kind} disk")
+    if disk.serial is None or not _SERIAL.match(disk.serial):
+        raise ValidationFailed(detail=f"a volume needs a serial of letters, digits, '.', '_' or '-', "
+                                      f"not {disk.serial!r}")
+    if disk.format not in VOLUME_FORMATS:
+        raise ValidationFailed(detail=f"volume format must be one of {', '.join(VOLUME_FORMATS)}, not {disk.format!r}")
+    if disk.bus != "virtio":
+        raise ValidationFailed(detail=f"volume bus must be virtio, not {disk.bus!r}")
+    if disk.cache not in (None, *VOLUME_CACHE_MODES):
+        raise ValidationFailed(detail=f"volume cache must be one of {', '.join(VOLUME_CACHE_MODES)}, "
+                                      f"not {disk.cache!r}")
+    return disk.serial
+
+
+def require_source(disk: Disk) -> None:
+    """Raise ``VolumeSourceNotFound`` when the volume's file or device is missing."""
+    if not disk.source.exists():
+        raise VolumeSourceNotFound(serial=disk.serial or "(no serial)", path=str(disk.source))
+
+
+def disk_device_name(index: int) -> str:
+    """The name Linux gives its ``index``-th virtio disk: ``vda`` ... ``vdz``, ``vdaa``, ``vdab`` ..."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return "vd" + letters
+
+
+def _boot_disks(spec: InstanceSpec, rescued: bool) -> int:
+    """How many virtio disks a guest has before its volumes: rescue disk, own disks, config drive."""
+    own = sum(1 for d in spec.disks if d.kind != DiskKind.VOLUME)
+    return int(rescued) + own + int(spec.config_drive is not None)
+
+
+def named_at_boot(spec: InstanceSpec, volumes: Sequence[Disk], *, rescued: bool = False) -> tuple[Disk, ...]:
+    """``volumes`` with the device names a guest gives them at boot.
+
+    virtio-blk disks are named in PCI order, and a driver puts a guest's volumes after its rescue
+    disk, its own disks and its config drive (QEMU: behind root ports, which Linux walks last).
+    """
+    first = _boot_disks(spec, rescued)
+    return tuple(replace(v, device=disk_device_name(first + i)) for i, v in enumerate(volumes))
+
+
+def next_device_name(spec: InstanceSpec, volumes: Sequence[Disk], *, rescued: bool = False) -> str:
+    """The name a running guest most likely gives a volume plugged in now: the lowest one it has free.
+
+    Linux hands out the lowest free virtio-blk index, so a name a detached volume left is reused.
+    """
+    used = {disk_device_name(i) for i in range(_boot_disks(spec, rescued))} | {v.device for v in volumes}
+    return next(name for name in map(disk_device_name, itertools.count()) if name not in used)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,6 +443,52 @@ class ComputeDriver(Protocol):
         left out of its next start.  A MAC the guest does not have is a no-op.
         """
 
+    # ------------------------------------------------------------ volumes
+    # The driver keeps what attach_volume attached as part of the guest (QEMU: in its spec file), so
+    # a hard reboot, a stop and start, a rescue, a rebuild, a resize and a restarted driver all keep
+    # the volumes.  A spec handed to spawn, power_on, rescue, unrescue, rebuild, resize or
+    # revert_resize need not list them: the attached ones (those whose serial the spec does not
+    # list) come after the spec's own disks, in the order they were attached, and a start opens them
+    # after the root disk and the config drive.  A volume's source is never the driver's: destroy
+    # forgets the attachment and leaves the file or device alone, and snapshot, rebuild, resize and
+    # export_disks/import_disks deal in local disks only (a cold move does not carry volumes: the
+    # caller attaches them again on the destination).  A suspended guest neither gains nor loses a
+    # volume (its saved state holds its devices): Conflict.
+
+    async def attach_volume(self, instance_id: str, disk: Disk) -> str:
+        """Attach ``disk`` (kind VOLUME, ``serial`` set, ``source`` a file or block device, ``format``
+        qcow2 or raw, ``read_only``) and return the device name the guest most likely sees (``vdb``...).
+
+        Running or paused guest: hot-plugged (QEMU: ``blockdev-add`` + ``device_add`` on a free PCIe
+        root port).  Stopped guest: recorded only; its next start opens it.  ``boot_index`` is
+        dropped (an attached volume is a data disk) and ``device`` is chosen by the driver.
+        Idempotent: a volume with this serial already attached returns its device name and changes
+        nothing.  Raises ``VolumeSourceNotFound`` when the source is missing, ``ValidationFailed``
+        for a disk that is not an attachable volume, ``Conflict`` when no hot-plug slot is free or
+        the guest is suspended, ``NotFound`` for an unknown instance.
+        """
+
+    async def detach_volume(self, instance_id: str, serial: str) -> None:
+        """Detach the volume with ``serial``.
+
+        Running or paused guest: unplugged, which the guest must acknowledge within a bound (QEMU:
+        ``device_del``, wait for ``DEVICE_DELETED``, ``blockdev-del``); if it does not, raises
+        ``VolumeDetachTimeout`` and the volume stays attached (nothing half removed).  Stopped
+        guest: forgotten.  A volume that is not attached, or an unknown instance: a no-op.
+        """
+
+    async def extend_volume(self, instance_id: str, serial: str, size_bytes: int) -> None:
+        """Tell a running (or paused) guest that the attached volume is now ``size_bytes`` large.
+
+        QEMU resizes its node (``block_resize``): a raw block device or file that grew is re-read,
+        and a qcow2 image (which only the QEMU holding it may write while it runs) is grown by QEMU
+        itself; the guest sees the new capacity at once.  Shrinking raises ``DriverError``.  A
+        stopped guest, or a volume it does not have: a no-op.  ``NotFound`` for an unknown instance.
+        """
+
+    async def attached_volumes(self, instance_id: str) -> tuple[Disk, ...]:
+        """Return the volumes attached to the guest, in order, each with its ``device`` name."""
+
     # ------------------------------------------------------------ live migration
     # The steps, in order: prepare_incoming (destination), send (source), finish_incoming
     # (destination), finish_outgoing (source).  Until finish_incoming the source's guest can take
@@ -368,7 +507,8 @@ class ComputeDriver(Protocol):
 
         Returns when the destination holds the whole guest; the source's guest stays stopped (not
         gone) until ``finish_outgoing``.  On any failure the source's guest runs on as before.
-        Raises ``Conflict`` for a mode this driver does not support (see ``capabilities``).
+        Raises ``Conflict`` for a mode this driver does not support (see ``capabilities``), and for
+        a guest with attached volumes (the destination would not have them).
         """
 
     async def finish_incoming(self, instance_id: str, resume: bool = True) -> None:

@@ -7,6 +7,11 @@ size is configurable so that a scale test can simulate a thousand hosts in one p
 Live migration moves a guest between two ``FakeDriver`` objects of one process (two simulated
 hosts): ``prepare_incoming`` registers its address in a process-wide table that ``send`` looks up;
 a cold migration's ``export_disks`` does the same for ``import_disks``.
+
+Attached volumes are kept per guest, apart from its spec (as ``QemuDriver`` keeps them across the
+specs its callers hand it); a paused guest cannot acknowledge an unplug, so detaching from one
+fails with ``VolumeDetachTimeout`` at once, where QEMU would wait for it.  Volume sizes are not
+modelled: ``extend_volume`` checks the guest and changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from yunstack.compute.driver import (
     Capabilities,
+    Disk,
     DiskKind,
     HostInfo,
     IncomingMigration,
@@ -31,6 +37,11 @@ from yunstack.compute.driver import (
     MigrationStats,
     Nic,
     PowerState,
+    VolumeDetachTimeout,
+    check_volume,
+    named_at_boot,
+    next_device_name,
+    require_source,
 )
 from yunstack.errors import Conflict, DriverError, NotFound
 
@@ -55,6 +66,7 @@ class _Guest:
     listening: str | None = None  # the destination's address while it waits
     was_running: bool = True  # the source ran (not paused) when it was sent
     exports: list[str] = field(default_factory=list)  # its disks' export addresses (cold migration)
+    volumes: list[Disk] = field(default_factory=list)  # attached, in order, each with its device name
 
 
 # Addresses of destinations waiting for a guest, shared by every FakeDriver in this process.
@@ -77,7 +89,7 @@ class FakeDriver:
         self._next_pid = 10_000
         self._capabilities = Capabilities(
             accel="tcg", migration_modes=frozenset({MigrationMode.PAUSED, MigrationMode.PRECOPY}),
-            block_migration=True, hotplug_nics=True, volumes=False, snapshots=True, suspend=True,
+            block_migration=True, hotplug_nics=True, volumes=True, snapshots=True, suspend=True,
             max_vcpus=vcpus)
 
     async def init_host(self) -> None:
@@ -233,6 +245,40 @@ class FakeDriver:
         guest = self._get(instance_id)
         guest.spec = replace(guest.spec, nics=tuple(n for n in guest.spec.nics if n.mac != mac.lower()))
 
+    # ---------------------------------------------------------------- volumes
+
+    async def attach_volume(self, instance_id: str, disk: Disk) -> str:
+        serial = check_volume(disk)
+        guest = self._volume_guest(instance_id)
+        recorded = next((v for v in guest.volumes if v.serial == serial), None)
+        if recorded is not None:
+            return recorded.device
+        require_source(disk)
+        device = next_device_name(guest.spec, guest.volumes, rescued=guest.rescue_image is not None)
+        guest.volumes.append(replace(disk, boot_index=None, device=device))
+        return device
+
+    async def detach_volume(self, instance_id: str, serial: str) -> None:
+        guest = self._guests.get(instance_id)
+        if guest is None or all(v.serial != serial for v in guest.volumes):
+            return
+        self._volume_guest(instance_id)
+        if guest.state == PowerState.PAUSED:
+            raise VolumeDetachTimeout(instance_id=instance_id, serial=serial, seconds=0)
+        guest.volumes = [v for v in guest.volumes if v.serial != serial]
+
+    async def extend_volume(self, instance_id: str, serial: str, size_bytes: int) -> None:
+        self._get(instance_id)
+
+    async def attached_volumes(self, instance_id: str) -> tuple[Disk, ...]:
+        return tuple(self._get(instance_id).volumes)
+
+    def _volume_guest(self, instance_id: str) -> _Guest:
+        guest = self._get(instance_id)
+        if guest.state == PowerState.SUSPENDED:
+            raise Conflict(detail=f"instance {instance_id} is suspended: resume it to attach or detach a volume")
+        return guest
+
     # ---------------------------------------------------------------- live migration
 
     async def prepare_incoming(self, spec: InstanceSpec, listen_address: str, port: int,
@@ -255,6 +301,9 @@ class FakeDriver:
             raise Conflict(detail=f"instance {instance_id} is already in a migration")
         if mode not in self._capabilities.migration_modes:
             raise Conflict(detail=f"{mode} migration is not supported on {self.hostname}")
+        if guest.volumes:
+            raise Conflict(detail=f"instance {instance_id} has volumes attached; live migration "
+                                  "of such a guest is not supported yet")
         peer = _LISTENING.get(target.uri)
         if peer is None or peer[1] != instance_id:
             raise DriverError(detail=f"migrating {instance_id}: nothing waits for it at {target.uri}")
@@ -384,6 +433,8 @@ class FakeDriver:
 
     def _boot(self, guest: _Guest) -> None:
         self._run(guest)
+        # A fresh boot names the volumes in order again (a detach may have left a gap).
+        guest.volumes = list(named_at_boot(guest.spec, guest.volumes, rescued=guest.rescue_image is not None))
         guest.console.append(f"YUNSTACK-READY hostname={guest.spec.hostname} instance-id={guest.spec.id}")
 
     def _off(self, guest: _Guest, state: PowerState, reason: str) -> None:

@@ -103,6 +103,8 @@ class Server:
     created_at: datetime
     updated_at: datetime
     admin_pass: str | None = None  # only in the create response
+    # (volume id, delete_on_termination) of each volume attached, oldest first
+    volumes_attached: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,6 +38,7 @@ from yunstack.compute.operations import Operation
 from yunstack.compute.quotas import QuotaService
 from yunstack.compute.servergroups import BootGroup, ServerGroupService
 from yunstack.compute.usage import UsageService
+from yunstack.compute.volumeattach import VolumeAttachOps
 from yunstack.config import Config
 from yunstack.db import locks
 from yunstack.db.tables import compute as t
@@ -49,6 +50,7 @@ from yunstack.network.dataplane.metadata_api import InstanceMetadata
 from yunstack.network.service import NetworkService
 from yunstack.protocol import DeleteArgs, SpawnArgs, StepArgs
 from yunstack.types import new_uuid
+from yunstack.volume import attachments
 
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
 MAX_USER_DATA = 65535
@@ -109,7 +111,7 @@ def hostname_for(name: str) -> str:
 
 
 def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None = None,
-              admin_pass: str | None = None) -> Server:
+              admin_pass: str | None = None, volumes: Sequence[tuple[str, bool]] = ()) -> Server:
     return Server(
         id=row.id, name=row.name, hostname=row.hostname, description=row.description,
         project_id=row.project_id, user_id=row.user_id, host=row.host,
@@ -123,10 +125,11 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
         security_groups=tuple(str(g) for g in (row.security_groups or ())),
         addresses=addresses or {}, launched_at=row.launched_at, terminated_at=row.terminated_at,
         created_at=row.created_at, updated_at=row.updated_at, admin_pass=admin_pass,
+        volumes_attached=tuple(volumes),
     )
 
 
-class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMixin):
+class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMixin):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
@@ -169,7 +172,8 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
     def get(self, ctx: AuthContext, server_id: str) -> Server:
         with self._db() as s:
             row = self._row(s, ctx, server_id)
-        return to_server(row, self._addresses([row]).get(row.id))
+            volumes = _volume_ids(s, [row])
+        return to_server(row, self._addresses([row]).get(row.id), volumes=volumes[row.id])
 
     def list_servers(self, ctx: AuthContext, f: ServerFilters) -> list[Server]:
         """One page of servers: filtered, sorted and paged in SQL (``compute.listing``); the name,
@@ -190,9 +194,10 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
         with self._db() as s:
             rows = listing.rows(s, ctx, f, keep if by_row else None,
                                 (lambda batch: addresses.update(self._addresses(batch))) if by_address else None)
+            volumes = _volume_ids(s, rows)
         if not by_address:
             addresses = self._addresses(rows)
-        return [to_server(row, addresses.get(row.id)) for row in rows]
+        return [to_server(row, addresses.get(row.id), volumes=volumes[row.id]) for row in rows]
 
     # -- creating --------------------------------------------------------------------------------
 
@@ -403,6 +408,7 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
                 # Never scheduled, or shelved and offloaded: nothing exists on any host.
                 offloaded = row.vm_state == states.SHELVED_OFFLOADED
                 image_id = shelved_image(row)
+                attachments.release_all(s, row.id, datetime.now(UTC))
                 s.delete(row)
                 host = None
             else:
@@ -592,6 +598,12 @@ class ComputeService(InterfaceOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMix
 
 def _usage(flavor: Any, count: int) -> dict[str, int]:
     return {"instances": count, "cores": flavor.vcpus * count, "ram": flavor.ram * count}
+
+
+def _volume_ids(s: Session, rows: Sequence[t.Instance]) -> dict[str, list[tuple[str, bool]]]:
+    """Each server's attached volumes (``os-extended-volumes:volumes_attached``)."""
+    found = attachments.of_servers(s, [r.id for r in rows])
+    return {i: [(a.volume_id, a.delete_on_termination) for a in atts] for i, atts in found.items()}
 
 
 def _addresses_match(f: ServerFilters, addresses: Mapping[str, list[dict[str, Any]]]) -> bool:

@@ -230,6 +230,23 @@ class ColdMigrationRestoreArgs(Wire):
     power_on: bool
 
 
+# -- volumes in a guest: the compute host's steps on a server (the storage host keeps the volume) ------
+
+class AttachVolumeArgs(Wire):
+    """Compute host: hot-plug the volume into the guest (or record it for the next start of a stopped one)."""
+
+    op: Literal["attach_volume"] = "attach_volume"
+    volume_id: str
+    read_only: bool = False
+
+
+class DetachVolumeArgs(Wire):
+    """Compute host: unplug the volume; done once the guest has let go of it."""
+
+    op: Literal["detach_volume"] = "detach_volume"
+    volume_id: str
+
+
 # -- block storage: the storage host's steps on a volume (docs/explanation/block-storage-design.md) --
 # A volume step's ``Work.instance_id`` is the volume's id and its ``resource_type`` is ``volume``.
 
@@ -276,7 +293,8 @@ StepArgs = Annotated[
     | DetachInterfaceArgs | RebuildArgs | RescueArgs | UnrescueArgs | ShelveArgs | ShelveOffloadArgs
     | UnshelveArgs | LiveMigrationPrepareArgs | LiveMigrationSendArgs | LiveMigrationFinishIncomingArgs
     | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs | ColdMigrationSendArgs | ColdMigrationFinishArgs
-    | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | VolumeCreateArgs
+    | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | AttachVolumeArgs
+    | DetachVolumeArgs | VolumeCreateArgs
     | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs,
     Field(discriminator="op")]
 
@@ -319,7 +337,14 @@ class ExportedResult(Wire):
     disks: list[str]
 
 
-StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult | ExportedResult,
+class AttachedResult(Wire):
+    """The device name the guest sees the attached volume as (``vdb``)."""
+
+    op: Literal["attach_volume"] = "attach_volume"
+    device: str
+
+
+StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult | ExportedResult | AttachedResult,
                        Field(discriminator="op")]
 
 

@@ -20,6 +20,18 @@ class VolumeType:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Attachment:
+    """A volume in a server's guest, as Cinder lists it on the volume."""
+
+    id: str
+    volume_id: str
+    server_id: str
+    host_name: str
+    device: str | None
+    attached_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Volume:
     id: str
     project_id: str
@@ -43,6 +55,7 @@ class Volume:
     created_at: datetime
     updated_at: datetime
     launched_at: datetime | None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,8 @@ from yunstack.tasks.model import REGISTRY
 from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
 from yunstack.volume import operations, states
-from yunstack.volume.models import QuotaUsage, Snapshot, Volume
+from yunstack.volume.attachments import ATTACHING
+from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
 from yunstack.volume.quotas import DEFAULTS, PER_TYPE, VolumeQuotas
 from yunstack.volume.types import VolumeTypes, as_type
 
@@ -131,7 +132,19 @@ def check_metadata(meta: Mapping[str, object]) -> dict[str, str]:
     return out
 
 
-def as_volume(row: t.Volume, vtype: t.VolumeType) -> Volume:
+def _attachments(s: Session, volume_ids: list[str]) -> dict[str, tuple[Attachment, ...]]:
+    """The attachments Cinder shows on each volume: those the guest has (not one still being made)."""
+    found: dict[str, list[Attachment]] = {v: [] for v in volume_ids}
+    if volume_ids:
+        for a in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.volume_id.in_(volume_ids),
+                                                            t.VolumeAttachment.status != ATTACHING)
+                           .order_by(t.VolumeAttachment.created_at)):
+            found[a.volume_id].append(Attachment(id=a.id, volume_id=a.volume_id, server_id=a.instance_id,
+                                                 host_name=a.host, device=a.device, attached_at=a.attached_at))
+    return {v: tuple(atts) for v, atts in found.items()}
+
+
+def as_volume(row: t.Volume, vtype: t.VolumeType, attachments: tuple[Attachment, ...] = ()) -> Volume:
     return Volume(id=row.id, project_id=row.project_id, user_id=row.user_id, name=row.name,
                   description=row.description, size=row.size, status=row.status, status_reason=row.status_reason,
                   availability_zone=row.availability_zone, volume_type=as_type(vtype), host=row.host,
@@ -139,7 +152,7 @@ def as_volume(row: t.Volume, vtype: t.VolumeType) -> Volume:
                   snapshot_id=row.snapshot_id, source_volid=row.source_volid,
                   metadata={str(k): str(v) for k, v in (row.meta or {}).items()},
                   image_metadata=dict(row.image_metadata or {}), created_at=row.created_at,
-                  updated_at=row.updated_at, launched_at=row.launched_at)
+                  updated_at=row.updated_at, launched_at=row.launched_at, attachments=attachments)
 
 
 def as_snapshot(row: t.Snapshot) -> Snapshot:
@@ -208,7 +221,7 @@ class VolumeService:
     def _view(self, s: Session, row: t.Volume) -> Volume:
         vtype = s.get(t.VolumeType, row.volume_type_id)
         assert vtype is not None  # a foreign key
-        return as_volume(row, vtype)
+        return as_volume(row, vtype, _attachments(s, [row.id])[row.id])
 
     def get(self, ctx: AuthContext, volume_id: str) -> Volume:
         with self._db() as s:
@@ -242,7 +255,8 @@ class VolumeService:
                 rows = [r for r in s.scalars(q) if all((r.meta or {}).get(k) == v for k, v in wanted.items())]
                 rows = rows[query.offset:query.offset + limit]
             types = {r.id: r for r in s.scalars(select(t.VolumeType))}
-            return [as_volume(r, types[r.volume_type_id]) for r in rows]
+            attached = _attachments(s, [r.id for r in rows])
+            return [as_volume(r, types[r.volume_type_id], attached[r.id]) for r in rows]
 
     # -- create --------------------------------------------------------------------------------
 

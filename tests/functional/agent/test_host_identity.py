@@ -282,3 +282,35 @@ def test_a_credential_in_use_stops_working_the_moment_its_service_is_deleted(clo
     assert call(cloud.api, cloud.cred_b, b, "heartbeat", host=b,
                 info=asyncio.run(FakeDriver(hostname=b).host_info()))[0] == 401  # no row comes back
 
+
+
+def test_host_b_cannot_report_on_host_as_volume_nor_read_the_image_it_is_made_from(cloud: Cloud) -> None:
+    """A (the control host) is the storage host: a volume's steps and its image are A's alone."""
+    api = cloud.api
+    h_ = api.headers(cloud.admin.token)
+    r = api.http.post("/volume/v3/volumes", json={"volume": {"size": 1, "imageRef": cloud.image}}, headers=h_)
+    assert r.status_code == 202, r.text
+    volume = r.json()["volume"]["id"]
+    # No agent runs here: the create stays queued on A, and A may read the image it names.
+    forged = Outcome(instance_id=volume, op="volume_create", request_id="req-forged",
+                     power_state=int(PowerState.NOSTATE), error="forged by host B", resource_type="volume")
+    assert call(api, cloud.cred_b, cloud.host_b, "finish", outcome=forged)[0] == 404
+    # Dressed up as a server's report it is no better: no instance of that id is B's either.
+    as_server = Outcome(instance_id=volume, op="volume_create", request_id="req-forged",
+                        power_state=int(PowerState.NOSTATE), error="forged by host B")
+    assert call(api, cloud.cred_b, cloud.host_b, "finish", outcome=as_server)[0] == 404
+    shown = api.http.get(f"/volume/v3/volumes/{volume}", headers=h_).json()["volume"]
+    assert shown["status"] == "creating"
+    # The server on A boots from the image too, so make B's refusal about the volume's step alone:
+    # a second image only the volume names.
+    r = api.http.post("/image/v2/images", json={"name": "vol-only", "disk_format": "raw",
+                                                "container_format": "bare", "visibility": "public"}, headers=h_)
+    image = r.json()["id"]
+    api.http.put(f"/image/v2/images/{image}/file", content=b"\0" * 4096,
+                 headers={**h_, "Content-Type": "application/octet-stream"})
+    r = api.http.post("/volume/v3/volumes", json={"volume": {"size": 1, "imageRef": image}}, headers=h_)
+    assert r.status_code == 202, r.text
+    r = api.http.get(f"{A}/hosts/{cloud.host_b}/images/{image}", headers={"Authorization": f"Bearer {cloud.cred_b}"})
+    assert r.status_code == 404
+    r = api.http.get(f"{A}/hosts/{cloud.host_a}/images/{image}", headers={"Authorization": f"Bearer {cloud.cred_a}"})
+    assert r.status_code == 200

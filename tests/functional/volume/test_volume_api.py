@@ -9,19 +9,14 @@ once, then the status the storage host's report decides, and the files on the ho
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Api, need
-from tests.functional.compute.test_servers import Host
-from tests.functional.identity.test_identity_api import make_member
-from yunstack.compute.fake import FakeDriver
+from tests.conftest import Api
 from yunstack.wiring import Services
 
 V = "/volume/v3"
@@ -69,28 +64,6 @@ class Cinder:
             assert not body["status"].startswith("error") or status.startswith("error"), body
             time.sleep(0.05)
         raise AssertionError(f"{what} {volume_id} never became {status}: {body}")
-
-
-@pytest.fixture
-def host(services: Services) -> Iterator[Host]:
-    need(shutil.which("qemu-img") is not None, "qemu-img")
-    h = Host(services, FakeDriver(hostname=services.config.host_name))
-    h.start()
-    try:
-        yield h
-    finally:
-        h.stop()
-
-
-@pytest.fixture
-def world(api: Api, host: Host) -> dict[str, Any]:
-    admin = api.admin()
-    a = make_member(api, admin, "alpha", "alice")
-    b = make_member(api, admin, "beta", "bob")
-    make_member(api, admin, "alpha", "rita", role="reader")
-    return {"admin": Cinder(api, admin), "alice": Cinder(api, api.login("alice", "alice-pw", "alpha"), a["project_id"]),
-            "bob": Cinder(api, api.login("bob", "bob-pw", "beta"), b["project_id"]),
-            "rita": Cinder(api, api.login("rita", "rita-pw", "alpha"), a["project_id"]), "a": a, "b": b, "api": api}
 
 
 def volumes_dir(services: Services) -> Path:

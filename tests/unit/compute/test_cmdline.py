@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -142,12 +143,19 @@ async def test_auto_accel_is_decided_by_a_bounded_probe_and_cached() -> None:
 
 def test_each_disk_of_the_spec_gets_a_drive_and_a_volume_keeps_its_own_options() -> None:
     volume = Disk(kind=DiskKind.VOLUME, source=Path("/dev/vg/vol1"), format="raw", device="vdb",
-                  boot_index=None, read_only=True, cache="none")
+                  boot_index=None, read_only=True, cache="none", serial="vol1")
     argv = build_argv(InstanceSpec(**{**SPEC.__dict__, "disks": (*SPEC.disks, volume)}), PATHS, QemuConfig(), "tcg",
                       rescue_disk=Path("/var/lib/yunstack/instances/abc/disk.rescue.qcow2"))
     pairs = _pairs(argv)
-    assert ("-drive", "file=/dev/vg/vol1,if=none,id=disk1,node-name=node1,format=raw,discard=unmap,cache=none,"
-                      "readonly=on") in pairs
-    assert ("-device", "virtio-blk-pci,drive=disk1,id=virtio-disk1") in pairs  # not bootable
+    # A volume is two -blockdev nodes (JSON: a comma in a path is safe) and a device with its serial,
+    # behind a root port of its own so that it can be unplugged after a restart too.
+    nodes = [json.loads(v) for k, v in pairs if k == "-blockdev" and "vol-" in v]
+    (file_node,) = [n for n in nodes if n.get("filename") == "/dev/vg/vol1"]
+    (fmt_node,) = [n for n in nodes if n["driver"] == "raw"]
+    assert file_node["read-only"] is True and fmt_node["read-only"] is True
+    assert file_node["cache"] == {"direct": True, "no-flush": False} and fmt_node["file"] == file_node["node-name"]
+    (device,) = [v for k, v in pairs if k == "-device" and "serial=vol1" in v]
+    assert device.startswith(f"virtio-blk-pci,drive={fmt_node['node-name']},") and ",bus=hotplug4" in device
+    assert "bootindex" not in device  # not bootable
     # rescued: the rescue disk boots first, the root disk second
     assert ("-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=2") in pairs

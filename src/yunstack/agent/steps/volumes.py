@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-from yunstack.agent.steps.base import Host, Report, Step
-from yunstack.compute.driver import PowerState
+from yunstack.agent.steps.base import Host, Report, Step, observe
+from yunstack.compute.driver import Disk, DiskKind, PowerState
 from yunstack.errors import Conflict
 from yunstack.protocol import (
+    AttachedResult,
+    AttachVolumeArgs,
+    DetachVolumeArgs,
     VolumeCreateArgs,
     VolumeDeleteArgs,
     VolumeExtendArgs,
@@ -72,5 +75,26 @@ async def delete_snapshot(host: Host, work: Work) -> Report:
     return DONE
 
 
-STEPS = (Step("volume_create", create), Step("volume_delete", delete), Step("volume_extend", extend),
-         Step("volume_snapshot", snapshot), Step("volume_snapshot_delete", delete_snapshot))
+# -- a volume in a guest: steps on a server, run by its compute host --------------------------------
+
+async def attach(host: Host, work: Work) -> Report:
+    """Hot-plug the volume's own file or device (this host keeps it: the local data path)."""
+    args = work.args
+    assert isinstance(args, AttachVolumeArgs)
+    local = await _backend(host).local_disk(args.volume_id)  # NotFound: not kept on this host
+    disk = Disk(kind=DiskKind.VOLUME, source=local.path, format=local.format, serial=args.volume_id,
+                boot_index=None, read_only=args.read_only)
+    device = await host.driver.attach_volume(work.instance_id, disk)
+    observed = await observe(host, work.instance_id)
+    return Report(observed.power, AttachedResult(device=device))
+
+
+async def detach(host: Host, work: Work) -> Report:
+    assert isinstance(work.args, DetachVolumeArgs)
+    await host.driver.detach_volume(work.instance_id, work.args.volume_id)
+    return await observe(host, work.instance_id)
+
+
+STEPS = (Step("attach_volume", attach), Step("detach_volume", detach), Step("volume_create", create),
+         Step("volume_delete", delete), Step("volume_extend", extend), Step("volume_snapshot", snapshot),
+         Step("volume_snapshot_delete", delete_snapshot))

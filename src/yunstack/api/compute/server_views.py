@@ -57,7 +57,10 @@ def detail(base: str, s: Server, v: APIVersion, ctx: AuthContext, *, host_up: bo
         "OS-SRV-USG:launched_at": _usec(s.launched_at),
         "OS-SRV-USG:terminated_at": _usec(s.terminated_at),
         "security_groups": [{"name": g} for g in s.security_groups],
-        "os-extended-volumes:volumes_attached": [],
+        # 2.3 adds each volume's delete_on_termination.
+        "os-extended-volumes:volumes_attached": [
+            {"id": vid, "delete_on_termination": dot} if v.at_least("2.3") else {"id": vid}
+            for vid, dot in s.volumes_attached],
     }
     if s.status in PROGRESS_STATUSES:  # Nova shows progress only while a status can make any
         body["progress"] = s.progress

@@ -36,7 +36,10 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True) -> 
         "metadata": dict(v.metadata) if v.read_only is None else {**v.metadata, "readonly": str(v.read_only)},
         "links": _links(base, "volumes", v.id, v.project_id), "user_id": v.user_id,
         "bootable": "true" if v.bootable else "false", "encrypted": False, "replication_status": None,
-        "consistencygroup_id": None, "multiattach": v.multiattach, "attachments": [], "migration_status": None,
+        "consistencygroup_id": None, "multiattach": v.multiattach, "migration_status": None,
+        "attachments": [{"id": a.volume_id, "attachment_id": a.id, "volume_id": a.volume_id, "server_id": a.server_id,
+                         "host_name": a.host_name, "device": a.device, "attached_at": when(a.attached_at)}
+                        for a in v.attachments],
     }
     if not extended:
         return body

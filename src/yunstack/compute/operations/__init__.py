@@ -24,6 +24,7 @@ from yunstack.compute.operations import (
     shelve,
     snapshot,
     spawn,
+    volumes,
 )
 from yunstack.compute.operations.base import Allowed, Body, Later, NoBody, Operation, observed_state, parse_body
 from yunstack.compute.operations.queue import (
@@ -44,7 +45,7 @@ from yunstack.protocol import StepArgs
 _ALL: tuple[Operation, ...] = (spawn.SPAWN, delete.DELETE, *power.OPERATIONS, snapshot.SNAPSHOT,
                                *resize.OPERATIONS, *interfaces.OPERATIONS, rebuild.REBUILD,
                                *rescue.OPERATIONS, *shelve.OPERATIONS, *migrate.OPERATIONS,
-                               *coldmigrate.OPERATIONS)
+                               *coldmigrate.OPERATIONS, *volumes.OPERATIONS)
 
 REGISTRY: dict[str, Operation] = {op.name: op for op in _ALL}
 register_kinds(_ALL)  # each operation's step is a task kind of its own (``server.<op>``)

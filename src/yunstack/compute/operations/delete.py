@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.orm import object_session
+
 from yunstack.compute import states
 from yunstack.compute.driver import PowerState
 from yunstack.compute.operations.base import Later, Operation, becomes
 from yunstack.compute.operations.shelve import shelved_image
 from yunstack.db.tables import compute as t
 from yunstack.protocol import DeleteArgs, Outcome
+from yunstack.volume import attachments
 
 
 def soft_delete(row: t.Instance, now: datetime) -> None:
@@ -28,6 +31,9 @@ def _apply(row: t.Instance, outcome: Outcome, args: DeleteArgs | None, now: date
     if outcome.error is not None:
         return Later()
     image_id = shelved_image(row)  # a shelved server's image goes with it (as Nova)
+    s = object_session(row)
+    if s is not None:  # its guest is gone, and with it the hold on every volume it had
+        attachments.release_all(s, row.id, now)
     soft_delete(row, now)
     return Later(deleted=(row.id, row.project_id),
                  abandoned_image=(image_id, row.project_id) if image_id else None)

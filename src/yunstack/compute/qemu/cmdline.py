@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from yunstack.compute.driver import Disk, DiskKind, InstanceSpec
 from yunstack.compute.qemu.disk import DISK_CACHE_MODES
@@ -17,6 +21,11 @@ ROOT_NODE = "root0"
 # Empty PCIe root ports for hot-plugged NICs (q35 only; the pc machine hot-plugs on its root bus).
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hotplug"
+
+
+def is_q35(machine: str) -> bool:
+    """True for the q35 machine, whose root bus cannot hot-plug (devices that may leave need a root port)."""
+    return machine.split(",")[0].startswith(("q35", "pc-q35"))
 
 
 def thp_disabled(spec: InstanceSpec) -> bool:
@@ -110,6 +119,11 @@ class InstancePaths:
     def intent(self) -> Path:
         return self.dir / "intent"
 
+    @property
+    def ports(self) -> Path:
+        """The running QEMU's root ports and which volume sits behind which (``PortLayout``)."""
+        return self.dir / "ports.json"
+
 
 def drive_id(index: int) -> str:
     """The ``-drive`` id of the guest's ``index``-th disk (``disk0`` is the root)."""
@@ -140,6 +154,94 @@ def disk_args(index: int, disk: Disk, paths: InstancePaths, disk_cache: str, boo
     return ["-drive", drive, "-device", device]
 
 
+@dataclass(frozen=True)
+class VolumeIds:
+    """The QEMU names of one volume: its device and its two block nodes (format on top of file).
+
+    Derived from the serial (or, without one, the source path) through a hash: node names may not
+    exceed 31 bytes and must start with a letter, and a volume id is 36 characters.
+    """
+
+    device: str
+    node: str
+    file: str
+
+    @classmethod
+    def of(cls, disk: Disk) -> VolumeIds:
+        return cls.for_serial(disk.serial if disk.serial is not None else str(disk.source))
+
+    @classmethod
+    def for_serial(cls, serial: str) -> VolumeIds:
+        key = "vol-" + hashlib.sha256(serial.encode()).hexdigest()[:16]
+        return cls(device=key, node=f"{key}-fmt", file=f"{key}-file")
+
+
+@dataclass(frozen=True)
+class PortLayout:
+    """A q35 QEMU's hot-plug root ports (``hotplug0`` ...) and the port each volume sits behind.
+
+    A fresh start puts volume ``i`` behind port ``HOTPLUG_PORTS + i``, so the first ``HOTPLUG_PORTS``
+    stay free for hot-plugs; a hot-plugged volume takes whichever port is free; a detached one
+    frees its port.  Restoring a saved state needs the very devices and ports that were saved, so
+    the driver records the layout of the QEMU that runs (``InstancePaths.ports``).
+    """
+
+    ports: int = HOTPLUG_PORTS
+    volumes: Mapping[str, str] = field(default_factory=dict)  # VolumeIds.device -> root port id
+
+    @classmethod
+    def fresh(cls, spec: InstanceSpec) -> PortLayout:
+        devices = [VolumeIds.of(d).device for d in spec.disks if d.kind == DiskKind.VOLUME]
+        return cls(HOTPLUG_PORTS + len(devices),
+                   {device: f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS + i}" for i, device in enumerate(devices)})
+
+    def plugged(self, device: str, port: str | None) -> PortLayout:
+        return self if port is None else PortLayout(self.ports, {**self.volumes, device: port})
+
+    def unplugged(self, device: str) -> PortLayout:
+        return PortLayout(self.ports, {d: p for d, p in self.volumes.items() if d != device})
+
+
+def volume_nodes(disk: Disk, cache: str, host_device: bool) -> list[dict[str, Any]]:
+    """The ``blockdev-add`` arguments of a volume: the file (or block device), then the format on it.
+
+    ``cache`` is a ``-drive cache=`` mode; for nodes it is O_DIRECT or not (``none`` is), and the
+    write cache is the device's (``volume_device``), as ``-drive`` splits it.
+    """
+    ids = VolumeIds.of(disk)
+    common = {"cache": {"direct": cache == "none", "no-flush": False}, "discard": "unmap", "read-only": disk.read_only}
+    return [{"driver": "host_device" if host_device else "file", "node-name": ids.file,
+             "filename": str(disk.source), **common},
+            {"driver": disk.format, "node-name": ids.node, "file": ids.file, **common}]
+
+
+def volume_device(disk: Disk, cache: str) -> dict[str, str]:
+    """The ``device_add`` arguments of a volume's virtio-blk device (no ``bus``: the caller places it)."""
+    ids = VolumeIds.of(disk)
+    props = {"driver": "virtio-blk-pci", "drive": ids.node, "id": ids.device,
+             "write-cache": "off" if cache == "writethrough" else "on"}
+    if disk.serial is not None:
+        props["serial"] = disk.serial
+    return props
+
+
+def volume_args(disk: Disk, cache: str, host_device: bool, bus: str | None, boot_index: int | None) -> list[str]:
+    """``-blockdev`` (JSON: a path may hold a comma) twice and ``-device`` for one volume."""
+    if disk.format not in ("qcow2", "raw"):
+        raise ValueError(f"volume format must be qcow2 or raw, not {disk.format!r}")
+    if cache not in DISK_CACHE_MODES:
+        raise ValueError(f"disk cache must be one of {', '.join(DISK_CACHE_MODES)}, not {cache!r}")
+    argv = []
+    for node in volume_nodes(disk, cache, host_device):
+        argv += ["-blockdev", json.dumps(node, separators=(",", ":"))]
+    props = volume_device(disk, cache)
+    device = ",".join(f"{k}={v}" for k, v in props.items() if k != "driver")
+    device = f"{props['driver']},{device}" + (f",bus={bus}" if bus else "")
+    if boot_index is not None:
+        device += f",bootindex={boot_index}"
+    return [*argv, "-device", device]
+
+
 def name_arg(instance_id: str) -> str:
     """The ``-name`` value; ``process.is_guest_process`` looks for it in /proc/PID/cmdline."""
     return f"guest={instance_id},debug-threads=on"
@@ -154,6 +256,8 @@ def build_argv(
     incoming: bool = False,
     disk_cache: str = "writeback",
     rescue_disk: Path | None = None,
+    layout: PortLayout | None = None,
+    host_devices: Collection[Path] = (),
 ) -> list[str]:
     """Return the argv that starts ``spec`` as a daemonized QEMU process.
 
@@ -163,6 +267,12 @@ def build_argv(
     choose their own (``none`` = O_DIRECT: guest data is not cached a second time in host memory).  With
     ``rescue_disk`` the guest boots from that disk (the first virtio disk, ``vda``) and its own
     root disk comes second (``vdb``), as Nova's libvirt rescue lays them out.
+
+    Volumes (``DiskKind.VOLUME`` disks) come after the config drive as ``-blockdev`` nodes and a
+    virtio-blk device with the volume's serial; their cache is their own ``cache`` or ``disk_cache``
+    (the driver resolves ``auto`` per volume), and ``host_devices`` names the sources that are block
+    devices.  On q35 each sits behind a root port of ``layout`` (``PortLayout.fresh`` when None), so
+    it can be unplugged like a hot-plugged one.
     """
     if disk_cache not in DISK_CACHE_MODES:
         raise ValueError(f"disk_cache must be one of {', '.join(DISK_CACHE_MODES)}, not {disk_cache!r}")
@@ -199,8 +309,10 @@ def build_argv(
             "-drive", f"file={rescue_disk},if=none,id=rescue0,format=qcow2,discard=unmap,cache={disk_cache}",
             "-device", "virtio-blk-pci,drive=rescue0,id=virtio-rescue0,bootindex=1",
         ]
+    boot_shift = 1 if rescue_disk is not None else 0
     for index, disk in enumerate(spec.disks):
-        argv += disk_args(index, disk, paths, disk_cache, boot_shift=1 if rescue_disk is not None else 0)
+        if disk.kind != DiskKind.VOLUME:
+            argv += disk_args(index, disk, paths, disk_cache, boot_shift=boot_shift)
     if spec.config_drive is not None:
         argv += [
             "-drive", f"file={paths.config_iso},if=none,id=config0,format=raw,readonly=on",
@@ -211,10 +323,19 @@ def build_argv(
             "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac},romfile=",
         ]
-    if qemu.machine.split(",")[0].startswith(("q35", "pc-q35")):
+    q35 = is_q35(qemu.machine)
+    layout = layout or PortLayout.fresh(spec)
+    if q35:
         # q35's root bus cannot hot-plug: empty root ports are where attached interfaces go.
-        for index in range(HOTPLUG_PORTS):
+        for index in range(max(layout.ports, HOTPLUG_PORTS)):
             argv += ["-device", f"pcie-root-port,id={HOTPLUG_PREFIX}{index},chassis={index + 1},bus=pcie.0"]
+    for disk in (d for d in spec.disks if d.kind == DiskKind.VOLUME):
+        device = VolumeIds.of(disk).device
+        if q35 and device not in layout.volumes:
+            raise ValueError(f"volume {disk.serial or disk.source} has no root port in the layout")
+        boot_index = None if disk.boot_index is None else disk.boot_index + boot_shift
+        argv += volume_args(disk, disk.cache or disk_cache, disk.source in host_devices,
+                            layout.volumes[device] if q35 else None, boot_index)
     argv += [
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",

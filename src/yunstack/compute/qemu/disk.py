@@ -79,6 +79,27 @@ def supports_direct_io(directory: Path) -> bool:
     return True
 
 
+def opens_direct(path: Path) -> bool:
+    """True when the existing file or device ``path`` opens with O_DIRECT (read-only: nothing is written)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def volume_cache_mode(configured: str, source: Path) -> str:
+    """The ``cache=`` of a volume: the configured mode, ``auto`` resolved on the volume itself.
+
+    The volume's directory belongs to the volume backend, so the probe opens the volume (read-only)
+    rather than writing a scratch file next to it as ``cache_mode`` does in the instance directory.
+    """
+    if configured == "auto":
+        return "none" if opens_direct(source) else "writeback"
+    return cache_mode(configured, source.parent)
+
+
 def cache_mode(configured: str, directory: Path) -> str:
     """The ``cache=`` of a root disk in ``directory``: the configured mode, ``auto`` resolved."""
     if configured in DISK_CACHE_MODES:

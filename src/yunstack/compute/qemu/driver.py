@@ -1,9 +1,10 @@
 """``QemuDriver``: one daemonized QEMU process per guest, files in ``instances_path/<id>/``.
 
 The instance directory is the whole truth about a guest (``spec.json``, ``disk.qcow2``,
-``config.iso``, ``console.log``, ``qemu.log``, ``qmp.sock``, ``qemu.pid``, ``intent``), so a
-new driver object, for instance after a control-plane restart, finds and adopts running guests
-without a database.  Operations on one guest are serialized by a per-guest lock, which also keeps
+``config.iso``, ``console.log``, ``qemu.log``, ``qmp.sock``, ``qemu.pid``, ``intent``,
+``ports.json``), attached volumes included (disks of ``spec.json``; their files are elsewhere and
+never the driver's), so a new driver object, for instance after a control-plane restart, finds and
+adopts running guests without a database.  Operations on one guest are serialized by a per-guest lock, which also keeps
 its QMP monitor (one client at a time) uncontended.  Status reads (``get_info``, ``list_instances``,
 ``balloon_stats``) never take that lock: they talk to a second monitor of their own
 (``InstancePaths.status_qmp``) under a short per-guest status lock, so a snapshot, a suspend or a
@@ -34,6 +35,7 @@ from typing import Any
 import yunstack.cgroups as cgroups
 from yunstack.compute.driver import (
     Capabilities,
+    Disk,
     DiskKind,
     HostInfo,
     IncomingMigration,
@@ -43,10 +45,20 @@ from yunstack.compute.driver import (
     MigrationStats,
     Nic,
     PowerState,
+    check_volume,
+    next_device_name,
+    require_source,
 )
-from yunstack.compute.qemu import disk, diskcopy, host, hotplug, migration, process, savestate, specfile
+from yunstack.compute.qemu import disk, diskcopy, host, hotplug, migration, process, savestate, specfile, volumes
 from yunstack.compute.qemu.accel import choose_accel
-from yunstack.compute.qemu.cmdline import MAX_SOCKET_PATH, InstancePaths, build_argv, thp_disabled
+from yunstack.compute.qemu.cmdline import (
+    MAX_SOCKET_PATH,
+    InstancePaths,
+    PortLayout,
+    VolumeIds,
+    build_argv,
+    thp_disabled,
+)
 from yunstack.compute.qemu.configdrive import build_iso
 from yunstack.compute.qemu.qmp import QmpSession, open_session, wait_for_qmp
 from yunstack.config import Config
@@ -130,7 +142,7 @@ class QemuDriver:
         # only paused migration is safe there.  Postcopy is not offered (no userfaultfd set-up).
         modes = {MigrationMode.PAUSED, MigrationMode.PRECOPY} if accel == "kvm" else {MigrationMode.PAUSED}
         return Capabilities(accel=accel, migration_modes=frozenset(modes), block_migration=True,
-                            hotplug_nics=True, volumes=False, snapshots=True, suspend=True,
+                            hotplug_nics=True, volumes=True, snapshots=True, suspend=True,
                             max_vcpus=MAX_VCPUS)
 
     # ---------------------------------------------------------------- lifecycle
@@ -172,6 +184,7 @@ class QemuDriver:
         async with self._lock(spec.id):
             if process.live_pid(paths, spec.id) is not None:
                 return
+            spec = self._keep_volumes(paths, spec)
             specfile.save_spec(paths, spec)
             if paths.saved_state.exists():
                 await self._restore(spec, paths)
@@ -244,7 +257,7 @@ class QemuDriver:
                 fresh.unlink(missing_ok=True)
             for stale in (paths.disk_backup, paths.spec_backup, paths.rescue_disk, paths.saved_state):
                 stale.unlink(missing_ok=True)
-            specfile.save_spec(paths, spec)
+            specfile.save_spec(paths, self._keep_volumes(paths, spec))  # volumes stay attached (Nova)
             specfile.write_intent(paths, "shutoff")
 
     async def rescue(self, spec: InstanceSpec, rescue_image: Path, rescue_format: str) -> None:
@@ -262,6 +275,7 @@ class QemuDriver:
                 part.replace(paths.rescue_disk)
             finally:
                 part.unlink(missing_ok=True)
+            spec = self._keep_volumes(paths, spec)
             specfile.save_spec(paths, spec)
             await self._start(spec, paths)
 
@@ -273,6 +287,7 @@ class QemuDriver:
                 await self._graceful_stop(pid, paths, spec.id, 0.0)  # the rescue OS has nothing to save
             paths.rescue_disk.unlink(missing_ok=True)
             paths.pidfile.unlink(missing_ok=True)
+            spec = self._keep_volumes(paths, spec)
             specfile.save_spec(paths, spec)
             await self._start(spec, paths)
 
@@ -299,6 +314,75 @@ class QemuDriver:
                 async with self._qmp(paths, instance_id) as qmp:
                     await hotplug.unplug(qmp, mac, f"instance {instance_id}")
             specfile.save_spec(paths, replace(spec, nics=tuple(n for n in spec.nics if n.mac != mac)))
+
+    # ---------------------------------------------------------------- volumes
+    # Attached volumes are VOLUME disks of spec.json (see the seam for what keeps them); ports.json
+    # says where each sits in the running QEMU, for a restore of a saved state.
+
+    async def attach_volume(self, instance_id: str, disk: Disk) -> str:
+        serial = check_volume(disk)
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            pid = self._require_not_saved(paths, instance_id)
+            spec = specfile.load_spec(paths)
+            recorded = volumes.find(spec, serial)
+            if recorded is not None and pid is None:
+                return recorded.device
+            item = recorded or replace(disk, boot_index=None, device=next_device_name(
+                spec, volumes.attached(spec), rescued=paths.rescue_disk.exists()))
+            require_source(item)
+            if pid is not None:  # running or paused; a recorded one the guest lost (see seam) comes back
+                await self._plug(paths, instance_id, item)
+            if recorded is None:
+                specfile.save_spec(paths, replace(spec, disks=(*spec.disks, item)))
+            return item.device
+
+    async def detach_volume(self, instance_id: str, serial: str) -> None:
+        paths = self._paths(instance_id)
+        if not paths.spec.exists():
+            return
+        async with self._lock(instance_id):
+            if not paths.spec.exists():  # destroyed while we waited
+                return
+            spec = specfile.load_spec(paths)
+            if volumes.find(spec, serial) is None:
+                return
+            if self._require_not_saved(paths, instance_id) is not None:
+                async with self._qmp(paths, instance_id) as qmp:
+                    await volumes.unplug(qmp, serial, instance_id)
+                layout = specfile.load_layout(paths) or PortLayout()
+                specfile.save_layout(paths, layout.unplugged(VolumeIds.for_serial(serial).device))
+            specfile.save_spec(paths, volumes.without(spec, serial))
+
+    async def extend_volume(self, instance_id: str, serial: str, size_bytes: int) -> None:
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            if volumes.find(specfile.load_spec(paths), serial) is None:
+                return
+            if process.live_pid(paths, instance_id) is not None:
+                async with self._qmp(paths, instance_id) as qmp:
+                    await volumes.resize(qmp, serial, size_bytes, f"instance {instance_id}")
+
+    async def attached_volumes(self, instance_id: str) -> tuple[Disk, ...]:
+        return volumes.attached(specfile.load_spec(self._existing(instance_id)))
+
+    async def _plug(self, paths: InstancePaths, instance_id: str, item: Disk) -> None:
+        cached = self._volume_cached(item)
+        assert cached.cache is not None
+        async with self._qmp(paths, instance_id) as qmp:
+            port = await volumes.plug(qmp, cached, cached.cache, item.source.is_block_device(), self._qemu.machine)
+        layout = specfile.load_layout(paths) or PortLayout()  # none: started before volumes, no volume ports
+        specfile.save_layout(paths, layout.plugged(VolumeIds.of(item).device, port))
+
+    def _require_not_saved(self, paths: InstancePaths, instance_id: str) -> int | None:
+        """The running guest's PID (None when it is off); Conflict when it is suspended.
+
+        A saved state holds the guest's devices: a volume added or removed meanwhile would not match it.
+        """
+        pid = process.live_pid(paths, instance_id)
+        if pid is None and paths.saved_state.exists():
+            raise Conflict(detail=f"instance {instance_id} is suspended: resume it to attach or detach a volume")
+        return pid
 
     # ---------------------------------------------------------------- live migration
     # intent: "incoming" on a destination until finish_incoming; "outgoing-running" or
@@ -332,6 +416,11 @@ class QemuDriver:
             if specfile.read_intent(paths) != "running":
                 raise Conflict(detail=f"instance {instance_id} is already in a migration")
             spec = specfile.load_spec(paths)
+            if volumes.attached(spec):
+                # The destination is built from the caller's spec, which lists no volumes: its
+                # devices would not match the state sent (and local volumes do not move).
+                raise Conflict(detail=f"instance {instance_id} has volumes attached; live migration "
+                                      "of such a guest is not supported yet")
             self._sending.add(instance_id)
             try:
                 async with self._qmp(paths, instance_id) as qmp:
@@ -415,6 +504,7 @@ class QemuDriver:
             uris: list[str] = []
             try:
                 for index, item in enumerate(spec.disks):
+                    # Local overlays only: a volume is not the guest's to copy (it stays on its storage).
                     if item.kind == DiskKind.LOCAL_OVERLAY:
                         uris.append(await diskcopy.serve(self._qemu.qemu_nbd, paths.local_disk(index), address,
                                                          port + len(uris), index, key_dir,
@@ -510,6 +600,8 @@ class QemuDriver:
     # ---------------------------------------------------------------- disks
 
     async def snapshot(self, instance_id: str, dest: Path) -> None:
+        # The root disk only: attached volumes are not the guest's local disks (Nova snapshots them
+        # through the volume service), and their sources are only ever read by QEMU here.
         paths = self._existing(instance_id)
         qemu_img = self._qemu.qemu_img
         async with self._lock(instance_id):
@@ -541,7 +633,7 @@ class QemuDriver:
                 paths.disk_backup.replace(paths.disk)
                 paths.spec_backup.unlink(missing_ok=True)
                 raise
-            specfile.save_spec(paths, new_spec)
+            specfile.save_spec(paths, self._keep_volumes(paths, new_spec))
 
     async def confirm_resize(self, instance_id: str) -> None:
         paths = self._existing(instance_id)
@@ -556,7 +648,7 @@ class QemuDriver:
             if paths.disk_backup.exists():
                 paths.disk_backup.replace(paths.disk)
             paths.spec_backup.unlink(missing_ok=True)
-            specfile.save_spec(paths, spec)
+            specfile.save_spec(paths, self._keep_volumes(paths, spec))  # the volumes attached now
 
     # ---------------------------------------------------------------- memory
 
@@ -638,12 +730,33 @@ class QemuDriver:
             self._cache_modes[key] = disk.cache_mode(self._qemu.disk_cache, directory)
         return self._cache_modes[key]
 
+    def _volume_cached(self, item: Disk) -> Disk:
+        """A volume with its ``cache`` resolved on its source (other disks as they are)."""
+        if item.kind != DiskKind.VOLUME or item.cache is not None:
+            return item
+        return replace(item, cache=disk.volume_cache_mode(self._qemu.disk_cache, item.source))
+
+    def _keep_volumes(self, paths: InstancePaths, spec: InstanceSpec) -> InstanceSpec:
+        """A caller's ``spec`` with the volumes the guest has attached (the caller may not list them)."""
+        return volumes.keep_attached(spec, specfile.load_spec(paths))
+
     async def _start(self, spec: InstanceSpec, paths: InstancePaths, *, incoming: bool = False) -> int:
+        rescued = paths.rescue_disk.exists()
+        # A restored state needs the ports and devices it was saved with; anything else starts afresh.
+        layout = specfile.load_layout(paths) if incoming else None
+        if not incoming and (renamed := volumes.named(spec, rescued)) != spec:
+            spec = renamed
+            specfile.save_spec(paths, spec)
+        for item in volumes.attached(spec):
+            require_source(item)
         if spec.config_drive is not None:
             await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
-        argv = build_argv(spec, paths, self._qemu, await choose_accel(self._qemu), incoming=incoming,
-                          disk_cache=self._disk_cache(paths.dir),
-                          rescue_disk=paths.rescue_disk if paths.rescue_disk.exists() else None)
+        layout = layout or PortLayout.fresh(spec)
+        argv = build_argv(replace(spec, disks=tuple(map(self._volume_cached, spec.disks))), paths, self._qemu,
+                          await choose_accel(self._qemu), incoming=incoming, disk_cache=self._disk_cache(paths.dir),
+                          rescue_disk=paths.rescue_disk if rescued else None, layout=layout,
+                          host_devices={d.source for d in volumes.attached(spec) if d.source.is_block_device()})
+        specfile.save_layout(paths, layout)
         specfile.write_intent(paths, "running")
         pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
         self._place_in_cgroup(spec.id, pid)
@@ -721,6 +834,8 @@ class QemuDriver:
             await process.kill(pid, instance_id)
 
     async def _remove(self, instance_id: str, paths: InstancePaths) -> None:
+        # Only the instance directory goes: an attached volume's source lives elsewhere and is
+        # forgotten with spec.json, never removed.
         pid = process.read_pid(paths)
         if pid is not None:
             await process.kill(pid, instance_id)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 from qemu.qmp.qmp_client import NegotiationError
 
 from yunstack.errors import DriverError, DriverUnavailable
@@ -63,11 +63,41 @@ class QmpSession:
             args = dict(arguments) if arguments is not None else None
             return await asyncio.wait_for(self._client.execute(command, args), timeout or self._timeout)
 
+    @contextlib.contextmanager
+    def events(self, name: str) -> Iterator[Events]:
+        """Collect the events called ``name`` that QEMU sends while the block runs.
+
+        Enter it before the command that causes them: an event sent before is not seen.
+        """
+        with self._client.listener(name) as listener:
+            yield Events(listener)
+
     async def pass_fd(self, fd: int, name: str) -> None:
         """Hand an open file descriptor to QEMU under ``name`` (SCM_RIGHTS + ``getfd``)."""
         with translate_errors(f"passing fd {name} to {self._label}"):
             self._client.send_fd_scm(fd)
         await self.execute("getfd", {"fdname": name})
+
+
+class Events:
+    """The events one ``QmpSession.events`` block collects."""
+
+    def __init__(self, listener: EventListener) -> None:
+        self._listener = listener
+
+    async def wait(self, match: Callable[[Mapping[str, Any]], bool], timeout: float) -> bool:
+        """Wait for an event whose ``data`` ``match`` accepts: True, or False after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            try:
+                event = await asyncio.wait_for(self._listener.get(), left)
+            except TimeoutError:
+                return False
+            data = event.get("data")
+            if isinstance(data, Mapping) and match(data):
+                return True
+        return False
 
 
 @contextlib.asynccontextmanager

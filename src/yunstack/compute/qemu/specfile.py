@@ -1,7 +1,9 @@
-"""A guest's on-disk records: ``spec.json`` (what to run) and ``intent`` (what we last asked for).
+"""A guest's on-disk records: ``spec.json`` (what to run), ``intent`` (what we last asked for) and
+``ports.json`` (where the running QEMU's volumes sit).
 
-``spec.json`` lets the driver restart or adopt a guest without the database; ``intent`` tells a
-guest that we stopped or saved apart from one that stopped by itself.
+``spec.json`` lets the driver restart or adopt a guest without the database, attached volumes
+included (they are disks of the spec); ``intent`` tells a guest that we stopped or saved apart from
+one that stopped by itself; ``ports.json`` lets a saved state be restored into the same devices.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic
-from yunstack.compute.qemu.cmdline import InstancePaths
+from yunstack.compute.qemu.cmdline import InstancePaths, PortLayout
 from yunstack.errors import DriverError
 
 
@@ -35,7 +37,7 @@ def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
         "memory_mib": spec.memory_mib, "balloon": spec.balloon,
         "disks": [{"kind": d.kind.value, "source": str(d.source), "format": d.format, "size_gib": d.size_gib,
                    "device": d.device, "bus": d.bus, "boot_index": d.boot_index, "read_only": d.read_only,
-                   "cache": d.cache} for d in spec.disks],
+                   "cache": d.cache, "serial": d.serial} for d in spec.disks],
         "memory": {"page_sharing": spec.memory.page_sharing, "thp": spec.memory.thp,
                    "hugepages": spec.memory.hugepages},
         "nics": [{"tap": n.tap, "mac": n.mac, "bridge": n.bridge} for n in spec.nics],
@@ -46,11 +48,31 @@ def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
             "vendor_data": None if drive.vendor_data is None else dict(drive.vendor_data),
         },
     }
-    tmp = paths.spec.with_name("spec.json.part")
+    _write_json(paths.spec, data)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` atomically (a reader sees the old file or the new one, never half of one)."""
+    tmp = path.with_name(path.name + ".part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
-    tmp.replace(paths.spec)
+    tmp.replace(path)
+
+
+def save_layout(paths: InstancePaths, layout: PortLayout) -> None:
+    _write_json(paths.ports, {"ports": layout.ports, "volumes": dict(layout.volumes)})
+
+
+def load_layout(paths: InstancePaths) -> PortLayout | None:
+    """The recorded layout, or None when there is none (a guest started before volumes existed)."""
+    try:
+        data = json.loads(paths.ports.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DriverError(detail=f"reading {paths.ports}: {exc}") from exc
+    return PortLayout(int(data["ports"]), {str(k): str(v) for k, v in data["volumes"].items()})
 
 
 def load_spec(paths: InstancePaths) -> InstanceSpec:

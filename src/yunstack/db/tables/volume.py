@@ -82,3 +82,25 @@ class VolumeQuota(Base):
     project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     resource: Mapped[str] = mapped_column(String(64), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class VolumeAttachment(Base):
+    """A volume attached to a server (Cinder's attachment; Nova's volume attachment of the server).
+
+    ``status`` is ``attaching`` until the compute host reports the disk in the guest, then
+    ``attached``; ``detaching`` while the guest lets go.  ``device`` is the name the guest sees.
+    """
+
+    __tablename__ = "volume_attachment"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id"), index=True)
+    instance_id: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))  # the compute host of the guest
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(2), default="rw")
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    attached_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -1,0 +1,80 @@
+"""A volume's attachments to servers: the rows and the volume statuses that follow them.
+
+The compute host's report of ``attach_volume``/``detach_volume`` (``compute.operations.volumes``)
+and a server's deletion change them, in the transaction that applies the report, so a volume's
+status and its attachments never disagree: ``attaching`` until the guest has the disk, then
+``in-use``; ``detaching`` until the guest let go, then ``available``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from yunstack.db.tables import volume as t
+from yunstack.volume import states
+
+ATTACHING, ATTACHED, DETACHING = "attaching", "attached", "detaching"
+
+
+def _of(s: Session, instance_id: str, volume_id: str) -> tuple[t.VolumeAttachment | None, t.Volume | None]:
+    row = s.scalar(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id,
+                                                    t.VolumeAttachment.volume_id == volume_id))
+    return row, s.get(t.Volume, volume_id)
+
+
+def attached(s: Session, instance_id: str, volume_id: str, device: str, now: datetime) -> None:
+    att, vol = _of(s, instance_id, volume_id)
+    if att is not None:
+        att.status, att.device, att.attached_at, att.updated_at = ATTACHED, f"/dev/{device}", now, now
+    if vol is not None:
+        vol.status, vol.status_reason, vol.updated_at = states.IN_USE, None, now
+
+
+def attach_failed(s: Session, instance_id: str, volume_id: str, why: str, now: datetime) -> None:
+    """The disk never reached the guest: the volume is free again, with the reason kept."""
+    att, vol = _of(s, instance_id, volume_id)
+    if att is not None:
+        s.delete(att)
+    if vol is not None:
+        vol.status, vol.status_reason, vol.updated_at = states.AVAILABLE, f"attach failed: {why}"[:2000], now
+
+
+def detached(s: Session, instance_id: str, volume_id: str, now: datetime) -> None:
+    att, vol = _of(s, instance_id, volume_id)
+    if att is not None:
+        s.delete(att)
+    if vol is not None:
+        s.flush()
+        others = s.scalar(select(t.VolumeAttachment.id).where(t.VolumeAttachment.volume_id == volume_id).limit(1))
+        vol.status = states.IN_USE if others else states.AVAILABLE
+        vol.status_reason, vol.updated_at = None, now
+
+
+def detach_failed(s: Session, instance_id: str, volume_id: str, why: str, now: datetime) -> None:
+    """The guest kept the disk: it stays attached (as Nova leaves it), the reason on the volume."""
+    att, vol = _of(s, instance_id, volume_id)
+    if att is not None:
+        att.status, att.updated_at = ATTACHED, now
+    if vol is not None:
+        vol.status, vol.status_reason, vol.updated_at = states.IN_USE, f"detach failed: {why}"[:2000], now
+
+
+def release_all(s: Session, instance_id: str, now: datetime) -> list[str]:
+    """The server is gone (its guest with it): every volume it had is free.  Returns their ids."""
+    rows = list(s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id)))
+    for att in rows:
+        detached(s, instance_id, att.volume_id, now)
+    return [a.volume_id for a in rows]
+
+
+def of_servers(s: Session, instance_ids: list[str]) -> dict[str, list[t.VolumeAttachment]]:
+    """The attachments of these servers, oldest first (for ``volumes_attached`` in server views)."""
+    out: dict[str, list[t.VolumeAttachment]] = {i: [] for i in instance_ids}
+    if instance_ids:
+        for att in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id.in_(instance_ids))
+                             .order_by(t.VolumeAttachment.created_at)):
+            out[att.instance_id].append(att)
+    return out

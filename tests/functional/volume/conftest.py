@@ -1,0 +1,28 @@
+"""Fixtures of the volume tests: the host agent (fake compute driver, real `file` backend), a world of
+projects and users with their Cinder clients, and the compute tests' world as ``servers_world``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Api
+from tests.functional.compute.test_servers import host, qcow2  # noqa: F401  (fixtures)
+from tests.functional.compute.test_servers import world as servers_world  # noqa: F401  (a fixture)
+from tests.functional.identity.test_identity_api import make_member
+from tests.functional.volume.test_volume_api import Cinder
+
+
+@pytest.fixture
+def world(api: Api, request: pytest.FixtureRequest) -> dict[str, Any]:
+    request.getfixturevalue("host")  # the storage host's agent runs (by name: it is imported above)
+    admin = api.admin()
+    a = make_member(api, admin, "alpha", "alice")
+    b = make_member(api, admin, "beta", "bob")
+    make_member(api, admin, "alpha", "rita", role="reader")
+    return {"admin": Cinder(api, admin), "alice": Cinder(api, api.login("alice", "alice-pw", "alpha"), a["project_id"]),
+            "bob": Cinder(api, api.login("bob", "bob-pw", "beta"), b["project_id"]),
+            "rita": Cinder(api, api.login("rita", "rita-pw", "alpha"), a["project_id"]), "a": a, "b": b, "api": api}
+
+

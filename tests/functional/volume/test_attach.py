@@ -1,0 +1,126 @@
+"""Nova's os-volume_attachments with the real agent, the real `file` backend and the fake compute driver.
+
+What a client sees: the attachment at once, the volume ``attaching`` then ``in-use`` once the
+compute host reports the disk in the guest, the server listing it, a detach back to
+``available``, and a deleted server releasing its volumes.  The hot-plug into a real QEMU is the
+driver's (``tests/contract``) and the real CLI's (``tests/integration``) business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from tests.functional.compute.test_flavors_keypairs_quotas import Nova
+from tests.functional.compute.test_servers import body, wait_for
+from tests.functional.volume.test_volume_api import Cinder
+from yunstack.db.tables import volume as vt
+from yunstack.wiring import Services
+
+
+def _setup(w: dict[str, Any]) -> tuple[Nova, Cinder, str, str]:
+    alice: Nova = w["alice"]
+    cinder = Cinder(w["api"], alice.token, w["a"]["project_id"])
+    r = alice.post("/servers", body(w, "vm"))
+    assert r.status_code == 202, r.text
+    server = r.json()["server"]["id"]
+    wait_for(alice, server, "ACTIVE")
+    volume = cinder.create(1, name="data")["id"]
+    cinder.wait(volume, "available")
+    return alice, cinder, server, volume
+
+
+def _attach(nova: Nova, server: str, volume: str) -> Any:
+    return nova.post(f"/servers/{server}/os-volume_attachments", {"volumeAttachment": {"volumeId": volume}})
+
+
+def test_attach_shows_everywhere_and_detach_frees_the_volume(servers_world: dict[str, Any]) -> None:
+    alice, cinder, server, volume = _setup(servers_world)
+    # vda is the root, then the config drive if there is one, then the volumes.
+    has_drive = alice.get(f"/servers/{server}").json()["server"]["config_drive"] == "True"
+    device = "/dev/vdc" if has_drive else "/dev/vdb"
+    r = _attach(alice, server, volume)
+    assert r.status_code == 200, r.text
+    assert r.json()["volumeAttachment"] == {"id": volume, "serverId": server, "volumeId": volume, "device": device}
+    shown = cinder.wait(volume, "in-use")
+    (att,) = shown["attachments"]
+    assert (att["server_id"], att["volume_id"], att["device"]) == (server, volume, device)
+    assert att["attached_at"] is not None
+    server_view = wait_for(alice, server, "ACTIVE")
+    assert server_view["os-extended-volumes:volumes_attached"] == [{"id": volume}]
+    assert alice.at("2.3").get(f"/servers/{server}").json()["server"][
+        "os-extended-volumes:volumes_attached"] == [{"id": volume, "delete_on_termination": False}]
+    listed = alice.get(f"/servers/{server}/os-volume_attachments").json()["volumeAttachments"]
+    assert [a["volumeId"] for a in listed] == [volume]
+    assert alice.get(f"/servers/{server}/os-volume_attachments/{volume}").status_code == 200
+    # In use: not deleted, not attached twice.
+    r = cinder.delete(f"/volumes/{volume}")
+    assert r.status_code == 400 and "in-use" in r.json()["badRequest"]["message"]
+    assert _attach(alice, server, volume).status_code == 400
+    r = alice.delete(f"/servers/{server}/os-volume_attachments/{volume}")
+    assert r.status_code == 202, r.text
+    assert cinder.wait(volume, "available")["attachments"] == []
+    wait_for(alice, server, "ACTIVE")
+    assert alice.get(f"/servers/{server}/os-volume_attachments").json()["volumeAttachments"] == []
+    assert alice.delete(f"/servers/{server}/os-volume_attachments/{volume}").status_code == 404
+
+
+def test_deleting_the_server_frees_its_volumes(servers_world: dict[str, Any]) -> None:
+    alice, cinder, server, volume = _setup(servers_world)
+    assert _attach(alice, server, volume).status_code == 200
+    cinder.wait(volume, "in-use")
+    wait_for(alice, server, "ACTIVE")
+    assert alice.delete(f"/servers/{server}").status_code == 204
+    assert cinder.wait(volume, "available")["attachments"] == []
+    assert cinder.delete(f"/volumes/{volume}").status_code == 202
+    cinder.wait(volume, "gone")
+
+
+def test_another_project_or_a_reader_cannot_attach_and_bad_bodies_are_400(servers_world: dict[str, Any]) -> None:
+    alice, cinder, server, volume = _setup(servers_world)
+    bob: Nova = servers_world["bob"]
+    rita: Nova = servers_world["rita"]
+    assert _attach(bob, server, volume).status_code == 404  # bob's view: no such server
+    bobs = Cinder(servers_world["api"], bob.token)
+    r = bob.post("/servers", body(servers_world, "bobs-vm"))
+    bob_server = r.json()["server"]["id"]
+    wait_for(bob, bob_server, "ACTIVE")
+    assert _attach(bob, bob_server, volume).status_code == 404  # alice's volume: not found for bob
+    assert bobs.get(f"/volumes/{volume}").status_code == 404
+    assert _attach(rita, server, volume).status_code == 403
+    for bad in ({"volumeId": "not-a-uuid"}, {}, {"volumeId": volume, "extra": 1}, {"volumeId": volume,
+                                                                                    "device": "sdb!"}):
+        r = alice.post(f"/servers/{server}/os-volume_attachments", {"volumeAttachment": bad})
+        assert r.status_code == 400, (bad, r.text)
+    assert cinder.get(f"/volumes/{volume}").json()["volume"]["status"] == "available"  # nothing reserved
+
+
+def test_a_volume_on_another_host_is_refused_with_the_reason(servers_world: dict[str, Any],
+                                                             services: Services) -> None:
+    alice, cinder, server, volume = _setup(servers_world)
+    with services.db.begin() as s:
+        s.execute(update(vt.Volume).where(vt.Volume.id == volume).values(host="storage-2"))
+    r = _attach(alice, server, volume)
+    assert r.status_code == 400
+    assert "storage-2" in r.json()["badRequest"]["message"] and "across hosts" in r.json()["badRequest"]["message"]
+    assert cinder.get(f"/volumes/{volume}").json()["volume"]["status"] == "available"
+
+
+def test_an_attach_the_host_cannot_make_leaves_the_volume_available_with_why(
+        servers_world: dict[str, Any], services: Services, tmp_path: Path) -> None:
+    alice, cinder, server, volume = _setup(servers_world)
+    # The volume's file vanished from the storage host behind the cloud's back.
+    (services.config.volumes_path / "volumes" / f"{volume}.qcow2").unlink()
+    assert _attach(alice, server, volume).status_code == 200
+    shown = cinder.wait(volume, "available")
+    assert shown["attachments"] == []
+    server_view = wait_for(alice, server, "ACTIVE")  # the server is as it was, not in ERROR
+    assert server_view["os-extended-volumes:volumes_attached"] == []
+    actions = alice.get(f"/servers/{server}/os-instance-actions").json()["instanceActions"]
+    attach = next(a for a in actions if a["action"] == "attach_volume")
+    assert attach["message"] == "Error"
+    events = servers_world["admin"].get(f"/servers/{server}/os-instance-actions/{attach['request_id']}").json()
+    (event,) = events["instanceAction"]["events"]
+    assert event["result"] == "Error" and volume in event["traceback"]  # the host's reason, for admins
