@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from yunstack.compute.agentlink import system_context
 from yunstack.config import Config
+from yunstack.identity.context import system_context
 from yunstack.wiring import Services
 
 log = logging.getLogger(__name__)

@@ -77,7 +77,7 @@ def write_clouds_yaml(config: Config, passwords: dict[str, str]) -> Path:
 
 def _ensure_tiny_image(services: Services, admin_project_id: str) -> None:
     """Build the tiny guest image once and upload it as the public image ``tiny``."""
-    from yunstack.compute.agentlink import system_context
+    from yunstack.identity.context import system_context
     from yunstack.image.models import ImageFilters
     from yunstack.image.tiny import build_tiny_image
 

@@ -155,7 +155,7 @@ run_validation = False
 catalog_type = block-storage
 min_microversion = 3.0
 max_microversion = 3.0
-build_timeout = 60
+build_timeout = 180
 
 [volume-feature-enabled]
 backup = False

@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
-from yunstack.compute.agentlink import system_context
 from yunstack.errors import Forbidden
+from yunstack.identity.context import system_context
 from yunstack.wiring import Services
 
 LEDGER_GUEST = ("configured", "resident", "ballooned", "shared", "swapped", "working_set", "target")

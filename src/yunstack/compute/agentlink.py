@@ -36,7 +36,7 @@ from yunstack.db.tables import identity as ident
 from yunstack.db.tables import migrations as mig
 from yunstack.db.tables import tasks as tt
 from yunstack.errors import Conflict, NotFound, YunError
-from yunstack.identity.context import AuthContext, Ref
+from yunstack.identity.context import system_context
 from yunstack.identity.service import PAGE_SHARING
 from yunstack.memory.model import EXTRA_PAGE_SHARING
 from yunstack.network.desired import HostNetworkState
@@ -47,14 +47,6 @@ from yunstack.tasks.service import TaskService
 from yunstack.volume.service import VolumeService
 
 log = logging.getLogger(__name__)
-
-def system_context(project_id: str) -> AuthContext:
-    """The identity the agent's own calls run with: admin, acting for the instance's project."""
-    now = datetime.now(UTC)
-    return AuthContext(user=Ref(id="yunstack-agent", name="yunstack-agent"),
-                       project=Ref(id=project_id, name=project_id), roles=(Ref(id="admin", name="admin"),),
-                       methods=("internal",), audit_ids=("internal",), issued_at=now, expires_at=now)
-
 
 def meta_data(row: t.Instance) -> dict[str, Any]:
     """OpenStack ``meta_data.json`` for the config drive."""
@@ -262,9 +254,12 @@ class LocalControlPlane:
         return str(image.disk_format or "raw"), chunks
 
     def upload_snapshot(self, instance_id: str, image_id: str, path: Path) -> None:
+        """A snapshot's or shelve's disk, or a volume's bytes (``instance_id`` the volume's id), into its image."""
         with self._db() as s:
             row = s.get(t.Instance, instance_id)
             project = row.project_id if row else ""
+        if row is None and self._volumes is not None:
+            project = self._volumes.project_of(instance_id) or ""
         self._images.upload_local(system_context(project), image_id, path)
 
     def finish(self, outcome: Outcome) -> None:

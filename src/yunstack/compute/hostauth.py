@@ -190,7 +190,10 @@ class HostAuthService:
             return False
 
     def may_upload(self, host: str, instance_id: str, image_id: str) -> bool:
-        """Only the image that the instance's queued snapshot or shelve is writing."""
+        """Only the image that the instance's queued snapshot or shelve is writing, or that an upload
+        step of a volume this host keeps is writing (``instance_id`` is then the volume's id)."""
+        if self._volumes is not None and self._volumes.uploads_into(host, instance_id, image_id):
+            return True
         with self._db() as s:
             row = s.get(t.Instance, instance_id)
             if row is None or row.host != host:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 ADMIN, MANAGER, MEMBER, READER, SERVICE = "admin", "manager", "member", "reader", "service"
 DEFAULT_ROLES = (ADMIN, MANAGER, MEMBER, READER, SERVICE)
@@ -53,3 +53,12 @@ class AuthContext:
     @property
     def project_id(self) -> str | None:
         return self.project.id if self.project else None
+
+
+def system_context(project_id: str) -> AuthContext:
+    """The identity the control plane's own calls run with (an agent's report, a step's follow-up):
+    admin, acting for ``project_id``."""
+    now = datetime.now(UTC)
+    return AuthContext(user=Ref(id="yunstack-agent", name="yunstack-agent"),
+                       project=Ref(id=project_id, name=project_id), roles=(Ref(id="admin", name="admin"),),
+                       methods=("internal",), audit_ids=("internal",), issued_at=now, expires_at=now)

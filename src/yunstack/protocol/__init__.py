@@ -56,6 +56,7 @@ from yunstack.protocol.steps import (
     VolumeExtendArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
+    VolumeUploadArgs,
 )
 from yunstack.protocol.work import ConfigDriveData, Outcome, SpecData, Work
 
@@ -110,6 +111,7 @@ __all__ = [
     "VolumeExtendArgs",
     "VolumeSnapshotArgs",
     "VolumeSnapshotDeleteArgs",
+    "VolumeUploadArgs",
     "Wire",
     "Work",
 ]

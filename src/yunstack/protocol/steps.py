@@ -280,6 +280,14 @@ class VolumeSnapshotArgs(Wire):
     snapshot_id: str
 
 
+class VolumeUploadArgs(Wire):
+    """Storage host: write the volume's bytes, in ``disk_format``, into the queued image ``image_id``."""
+
+    op: Literal["volume_upload"] = "volume_upload"
+    image_id: str
+    disk_format: Literal["raw", "qcow2"]
+
+
 class VolumeSnapshotDeleteArgs(Wire):
     """Storage host: forget snapshot ``snapshot_id`` (its bytes go once nothing is based on them)."""
 
@@ -295,7 +303,7 @@ StepArgs = Annotated[
     | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs | ColdMigrationSendArgs | ColdMigrationFinishArgs
     | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | AttachVolumeArgs
     | DetachVolumeArgs | VolumeCreateArgs
-    | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs,
+    | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs | VolumeUploadArgs,
     Field(discriminator="op")]
 
 

@@ -100,6 +100,10 @@ class VolumeBackend(Protocol):
     async def local_disk(self, volume_id: str) -> LocalDisk:
         """How a QEMU on this host opens the volume; ``NotFound`` if absent."""
 
+    async def copy_to(self, volume_id: str, dest: Path, disk_format: str) -> None:
+        """Write the volume's bytes to the new file ``dest`` as ``disk_format`` (``raw`` or ``qcow2``): an
+        upload to an image.  A volume a guest has open is read as it is (Cinder's upload with force)."""
+
 
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a valid id of a ``kind`` ("volume", "snapshot", "image"), else ``ValidationFailed``."""

@@ -26,6 +26,7 @@ from yunstack.protocol import (
     VolumeExtendArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
+    VolumeUploadArgs,
 )
 from yunstack.tasks.model import ACTIVE, REGISTRY, Resource, StepSpec, TaskKind, TaskRegistry, TaskState
 from yunstack.tasks.service import TaskService
@@ -35,7 +36,7 @@ VOLUME = "volume"
 KIND = "volume."
 MAX_ATTEMPTS = 3  # a step whose host stopped answering runs at most this often (each is safe to repeat)
 STEPS: tuple[type[BaseModel], ...] = (VolumeCreateArgs, VolumeDeleteArgs, VolumeExtendArgs, VolumeSnapshotArgs,
-                                      VolumeSnapshotDeleteArgs)
+                                      VolumeSnapshotDeleteArgs, VolumeUploadArgs)
 
 
 def _op(model: type[BaseModel]) -> str:
@@ -90,6 +91,13 @@ class Applied:
     """What finishing a step changed that callers outside the transaction care about."""
 
     deleted: bool = False
+    abandoned_image: str | None = None  # a failed upload's queued image: deleted once committed
+
+
+def settled(s: Session, row: t.Volume) -> str:
+    """The status a volume goes back to after an operation that left its attachments as they were."""
+    attached = s.scalar(select(t.VolumeAttachment.id).where(t.VolumeAttachment.volume_id == row.id).limit(1))
+    return states.IN_USE if attached else states.AVAILABLE
 
 
 def _fail(row: t.Volume, status: str, why: str, now: datetime) -> None:
@@ -150,7 +158,17 @@ def _unsnap(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: d
     return Applied()
 
 
+def _upload(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    assert isinstance(args, VolumeUploadArgs)
+    row.status, row.updated_at = settled(s, row), now
+    if outcome.error is not None:
+        row.status_reason = f"upload to image {args.image_id} failed: {outcome.error}"[:2000]
+        return Applied(abandoned_image=args.image_id)
+    row.status_reason = None
+    return Applied()
+
+
 APPLY: dict[str, Callable[[Session, t.Volume, Outcome, BaseModel, datetime], Applied]] = {
     "volume_create": _create, "volume_delete": _delete, "volume_extend": _extend,
-    "volume_snapshot": _snap, "volume_snapshot_delete": _unsnap,
+    "volume_snapshot": _snap, "volume_snapshot_delete": _unsnap, "volume_upload": _upload,
 }

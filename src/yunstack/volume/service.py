@@ -10,6 +10,7 @@ read, admins act on every project and alone reset statuses; another project's vo
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from yunstack.config import Config
 from yunstack.db.tables import tasks as tt
 from yunstack.db.tables import volume as t
-from yunstack.errors import BadRequest, Forbidden, NotFound
+from yunstack.errors import BadRequest, Forbidden, NotFound, YunError
 from yunstack.identity import policy
-from yunstack.identity.context import AuthContext
+from yunstack.identity.context import AuthContext, system_context
 from yunstack.protocol import (
     Outcome,
     VolumeCreateArgs,
@@ -32,8 +33,9 @@ from yunstack.protocol import (
     VolumeExtendArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
+    VolumeUploadArgs,
 )
-from yunstack.tasks.model import REGISTRY
+from yunstack.tasks.model import REGISTRY, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
 from yunstack.volume import operations, states
@@ -69,6 +71,22 @@ class InvalidVolume(BadRequest):
 
 class InvalidSnapshot(BadRequest):
     message = "Invalid snapshot: {reason}"
+
+
+UPLOAD_FORMATS = frozenset({"raw", "qcow2"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upload:
+    """An upload to an image as Cinder answers it."""
+
+    volume: Volume
+    image_id: str
+    image_name: str
+    disk_format: str
+    container_format: str
+    visibility: str
+    protected: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -646,6 +664,18 @@ class VolumeService:
             row = s.get(t.Volume, volume_id)
             return row is not None and row.host == host
 
+    def uploads_into(self, host: str, volume_id: str, image_id: str) -> bool:
+        """Whether ``host`` runs the upload of volume ``volume_id`` into image ``image_id`` right now."""
+        with self._db() as s:
+            return any(task.resource_id == volume_id and task.step == "volume_upload"
+                       and (task.args or {}).get("image_id") == image_id and task.state == TaskState.RUNNING
+                       for task in operations.hosts_with_step(s, host))
+
+    def project_of(self, volume_id: str) -> str | None:
+        with self._db() as s:
+            row = s.get(t.Volume, volume_id)
+            return None if row is None else row.project_id
+
     def image_of_step(self, host: str, image_id: str) -> bool:
         """Whether a volume step queued or running on ``host`` reads image ``image_id``."""
         with self._db() as s:
@@ -680,5 +710,51 @@ class VolumeService:
                 log.error("a host reported an unknown volume step %s for %s", outcome.op, row.id)
                 return
             args = REGISTRY.kind(task.kind).step(outcome.op).args.model_validate(task.args)
-            apply(s, row, outcome, args, now)
+            applied = apply(s, row, outcome, args, now)
+            project = row.project_id
+        if applied.abandoned_image is not None:
+            # After our commit (the image service writes in its own transaction): no queued image is
+            # left behind by an upload that failed.
+            with contextlib.suppress(YunError):
+                self._images.delete(system_context(project), applied.abandoned_image)
+
+    # -- upload to an image --------------------------------------------------------------------
+
+    def upload_to_image(self, ctx: AuthContext, volume_id: str, *, image_name: str, disk_format: str = "raw",
+                        container_format: str = "bare", visibility: str = "private", protected: bool = False,
+                        force: bool = False, request_id: str | None = None) -> Upload:
+        """Cinder's os-volume_upload_image: a new image (queued at once) that the storage host fills
+        with the volume's bytes; the volume shows ``uploading`` meanwhile."""
+        policy.require_write(ctx, "volume_extension:volume_actions:upload_image")
+        if disk_format not in UPLOAD_FORMATS:
+            raise BadRequest(f"Invalid input received: disk_format {disk_format!r}: an upload writes "
+                             f"{' or '.join(sorted(UPLOAD_FORMATS))}.")
+        with self._db() as s:
+            row = self._row(s, ctx, volume_id)
+            self._check_uploadable(row, force)
+        image = self._images.create(ctx, name=image_name, disk_format=disk_format, container_format=container_format,
+                                    visibility=visibility, protected=protected,
+                                    properties={"volume_id": volume_id, "image_type": "volume"})
+        try:
+            with self._db.begin() as s:
+                row = self._row(s, ctx, volume_id)
+                self._check_uploadable(row, force)  # again, now under our write: it may have changed
+                row.status, row.status_reason, row.updated_at = states.UPLOADING, None, utcnow()
+                operations.queue(s, row, VolumeUploadArgs(image_id=image.id, disk_format=disk_format),
+                                 request_id)
+                view, host = self._view(s, row), row.host
+        except YunError:
+            with contextlib.suppress(YunError):
+                self._images.delete(system_context(ctx.project_id or ""), image.id)
+            raise
+        self._wake(host)
+        return Upload(volume=view, image_id=image.id, image_name=image_name, disk_format=disk_format,
+                      container_format=container_format, visibility=visibility, protected=protected)
+
+    @staticmethod
+    def _check_uploadable(row: t.Volume, force: bool) -> None:
+        if row.status == states.AVAILABLE or (row.status == states.IN_USE and force):
+            return
+        raise InvalidVolume(reason=f"Volume status must be available (or in-use with force) to upload it to an "
+                                   f"image, but it is {row.status}.")
 

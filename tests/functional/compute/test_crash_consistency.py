@@ -19,8 +19,8 @@ from tests.functional.compute import test_servers as servers
 from tests.functional.compute.test_servers import body, until, wait_for
 from tests.functional.network.conftest import Net
 from yunstack.compute import agentlink
-from yunstack.compute.agentlink import system_context
 from yunstack.compute.inflight import CreatesInFlight
+from yunstack.identity.context import system_context
 from yunstack.types import new_uuid
 
 world, host, qcow2 = servers.world, servers.host, servers.qcow2

@@ -16,8 +16,8 @@ from sqlalchemy import select, text
 
 from tests.functional.compute import test_servers as servers
 from tests.functional.compute.test_servers import action, body, boot, instance_count, until, wait_for
-from yunstack.compute.agentlink import system_context
 from yunstack.db.tables import compute as t
+from yunstack.identity.context import system_context
 
 # The server tests' fixtures: a host agent on the FakeDriver, two projects and an image.
 world, host, qcow2 = servers.world, servers.host, servers.qcow2

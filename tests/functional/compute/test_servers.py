@@ -31,9 +31,9 @@ from yunstack.agent.agent import Agent
 from yunstack.agent.host import make_agent
 from yunstack.agent.http import HttpControlPlane
 from yunstack.api.app import create_app
-from yunstack.compute.agentlink import system_context
 from yunstack.compute.fake import FakeDriver
 from yunstack.db.tables import compute as t
+from yunstack.identity.context import system_context
 from yunstack.protocol import SpawnArgs
 from yunstack.wiring import Services
 

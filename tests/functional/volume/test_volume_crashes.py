@@ -83,3 +83,22 @@ def test_a_create_whose_image_vanished_ends_in_error_and_leaves_no_file(world: d
     with services.db() as s:
         row = s.get(vt.Volume, v["id"])
         assert row is not None and row.status_reason and image in row.status_reason
+
+
+def test_an_upload_that_fails_leaves_no_queued_image_and_the_volume_available(
+        world: dict[str, Any], host: Host, services: Services) -> None:
+    alice: Cinder = world["alice"]
+    api = world["api"]
+    v = alice.create(1)
+    alice.wait(v["id"], "available")
+    host.stop()
+    r = alice.post(f"/volumes/{v['id']}/action", {"os-volume_upload_image": {"image_name": "doomed"}})
+    assert r.status_code == 202, r.text
+    image_id = r.json()["os-volume_upload_image"]["image_id"]
+    (services.config.volumes_path / "volumes" / f"{v['id']}.qcow2").unlink()  # gone behind the cloud's back
+    host.start()
+    alice.wait(v["id"], "available")
+    assert api.http.get(f"/image/v2/images/{image_id}", headers=api.headers(alice.token)).status_code == 404
+    with services.db() as s:
+        row = s.get(vt.Volume, v["id"])
+        assert row is not None and row.status_reason and image_id in row.status_reason

@@ -9,6 +9,8 @@ control-plane restart ends as the first run would have.  A volume step has no gu
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 from yunstack.agent.steps.base import Host, Report, Step, observe
 from yunstack.compute.driver import Disk, DiskKind, PowerState
@@ -22,6 +24,7 @@ from yunstack.protocol import (
     VolumeExtendArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
+    VolumeUploadArgs,
     Work,
 )
 from yunstack.volume.backend import VolumeBackend
@@ -75,6 +78,17 @@ async def delete_snapshot(host: Host, work: Work) -> Report:
     return DONE
 
 
+async def upload(host: Host, work: Work) -> Report:
+    """Convert the volume to the image's format next to it, then send that file into the queued image."""
+    args = work.args
+    assert isinstance(args, VolumeUploadArgs)
+    with tempfile.TemporaryDirectory(prefix="yun-upload-") as scratch:
+        out = Path(scratch) / f"image.{args.disk_format}"
+        await _backend(host).copy_to(work.instance_id, out, args.disk_format)
+        await asyncio.to_thread(host.link.upload_snapshot, work.instance_id, args.image_id, out)
+    return DONE
+
+
 # -- a volume in a guest: steps on a server, run by its compute host --------------------------------
 
 async def attach(host: Host, work: Work) -> Report:
@@ -97,4 +111,4 @@ async def detach(host: Host, work: Work) -> Report:
 
 STEPS = (Step("attach_volume", attach), Step("detach_volume", detach), Step("volume_create", create),
          Step("volume_delete", delete), Step("volume_extend", extend), Step("volume_snapshot", snapshot),
-         Step("volume_snapshot_delete", delete_snapshot))
+         Step("volume_snapshot_delete", delete_snapshot), Step("volume_upload", upload))

@@ -177,6 +177,18 @@ def volume_action(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) ->
             raise BadRequest("Invalid input received: os-reset_status needs a status.")
         vol.reset_status(ctx, volume_id, status)
         return Response(status_code=202)
+    if name == "os-volume_upload_image":
+        a = args_of(args, name)
+        image_name = a.get("image_name")
+        if not isinstance(image_name, str) or not image_name.strip():
+            raise BadRequest("Invalid input received: os-volume_upload_image needs an image_name.")
+        up = vol.upload_to_image(
+            ctx, volume_id, image_name=image_name, disk_format=str(a.get("disk_format") or "raw"),
+            container_format=str(a.get("container_format") or "bare"),
+            visibility=str(a.get("visibility") or "private"),
+            protected=bool_of(a.get("protected", False), "protected"), force=bool_of(a.get("force", False), "force"),
+            request_id=request_id.get())
+        return JSONResponse({"os-volume_upload_image": views.upload(up)}, status_code=202)
     if name == "os-force_delete":
         vol.delete(ctx, volume_id, force=True, request_id=request_id.get())
         return Response(status_code=202)

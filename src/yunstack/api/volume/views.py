@@ -9,6 +9,7 @@ from typing import Any
 from yunstack.api.volume.microversion import MAX, MIN
 from yunstack.identity.context import AuthContext
 from yunstack.volume.models import QuotaUsage, Snapshot, Volume, VolumeType
+from yunstack.volume.service import Upload
 
 
 def when(value: datetime | None) -> str | None:
@@ -101,3 +102,12 @@ def version(base: str) -> dict[str, Any]:
                       {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"}],
             "media-types": [{"base": "application/json",
                              "type": "application/vnd.openstack.volume+json;version=3"}]}
+
+
+def upload(u: Upload) -> dict[str, Any]:
+    """Cinder's answer to os-volume_upload_image."""
+    v = u.volume
+    return {"id": v.id, "updated_at": when(v.updated_at), "status": v.status, "display_description": v.description,
+            "size": v.size, "volume_type": volume_type(v.volume_type), "image_id": u.image_id,
+            "container_format": u.container_format, "disk_format": u.disk_format, "image_name": u.image_name,
+            "visibility": u.visibility, "protected": u.protected}

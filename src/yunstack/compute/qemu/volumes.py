@@ -28,7 +28,8 @@ from yunstack.errors import Conflict, DriverError
 
 # The guest's ACPI handler ejects a virtio-blk disk in about 0.15 s under TCG (measured on the
 # tiny image); a busy or slow guest gets far more before we call it stuck.
-UNPLUG_TIMEOUT = 30.0
+UNPLUG_TIMEOUT = 120.0  # Nova's libvirt driver: 8 attempts of 20 s; a guest busy booting under TCG needs it
+UNPLUG_RETRY_SECONDS = 10.0  # a PCIe slot takes a repeated button press only after 5 s of blinking
 # QEMU unlists a device a moment before it lets go of its block node (see the module docstring).
 NODE_RELEASE_TIMEOUT = 2.0
 
@@ -104,16 +105,26 @@ async def unplug(qmp: QmpSession, serial: str, instance_id: str, timeout: float 
     """
     ids = VolumeIds.for_serial(serial)
     timeout = UNPLUG_TIMEOUT if timeout is None else timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     with qmp.events("DEVICE_DELETED") as deleted:
         # Listening before looking: a device that is there now cannot leave unseen.
         if ids.device in await peripherals(qmp):
-            try:
-                await qmp.execute("device_del", {"id": ids.device})
-            except DriverError as exc:
-                if "already in the process of unplug" not in exc.text:  # an earlier detach asked already
-                    raise
-            if not await deleted.wait(lambda data: data.get("device") == ids.device, timeout):
-                raise VolumeDetachTimeout(instance_id=instance_id, serial=serial, seconds=timeout)
+            while True:
+                # Asked again every UNPLUG_RETRY_SECONDS, as Nova's libvirt driver does: a guest that
+                # was still booting (or busy) when the first request came may never have seen it,
+                # and QEMU presses the slot's button (or raises the ACPI event) again on a repeat.
+                try:
+                    await qmp.execute("device_del", {"id": ids.device})
+                except DriverError as exc:
+                    if "already in the process of unplug" not in exc.text:  # an earlier detach asked already
+                        raise
+                left = deadline - loop.time()
+                if await deleted.wait(lambda data: data.get("device") == ids.device,
+                                      max(0.0, min(UNPLUG_RETRY_SECONDS, left))):
+                    break
+                if loop.time() >= deadline:
+                    raise VolumeDetachTimeout(instance_id=instance_id, serial=serial, seconds=timeout)
     await _drop_nodes(qmp, ids)
 
 

@@ -136,6 +136,15 @@ class FakeVolumeBackend:
         self._get(volume_id)
         return LocalDisk(path=FAKE_ROOT / f"{volume_id}.raw", format="raw")
 
+    async def copy_to(self, volume_id: str, dest: Path, disk_format: str) -> None:
+        """The volume's bytes as a raw file (a fake keeps no qcow2: ``disk_format`` is not honoured)."""
+        volume = self._get(volume_id)
+        with dest.open("wb") as fh:
+            fh.truncate(volume.size)
+            for index, block in sorted(volume.blocks.items()):
+                fh.seek(index * BLOCK)
+                fh.write(block)
+
     # -- test hooks ------------------------------------------------------------------------------
 
     def write(self, volume_id: str, offset: int, data: bytes) -> None:

@@ -103,6 +103,9 @@ class _Tree:
         return kids
 
 
+COPY_TIMEOUT = 3600.0  # a whole volume read out: as long as its bytes take
+
+
 class FileBackend:
     """Volumes as qcow2 files under ``root`` (see the module docstring for the layout)."""
 
@@ -261,6 +264,13 @@ class FileBackend:
         if not path.exists():
             raise NotFound(kind="volume", id=volume_id)
         return LocalDisk(path=path, format="qcow2")
+
+    async def copy_to(self, volume_id: str, dest: Path, disk_format: str) -> None:
+        """One ``qemu-img convert`` of the whole chain into ``dest`` (``-U``: a guest may have it open)."""
+        local = await self.local_disk(volume_id)
+        await run_tool([self._qemu_img, "convert", "-q", "-U", "-f", "qcow2", "-O", qemu_format(disk_format),
+                        str(local.path), str(dest)], f"copying volume {volume_id} out as {disk_format}",
+                       timeout=COPY_TIMEOUT)
 
     # -- making files ----------------------------------------------------------------------------
 
