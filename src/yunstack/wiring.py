@@ -85,6 +85,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     memory = MemoryLedgerService(db)
     tasks = TaskService(db, statements=statements)
     volume = VolumeService(db, config, images=image, wake=compute.hub.wake, tasks=tasks)
+    volume.extend_attached = compute.extend_attached_volume
     if migrate:
         volume.ensure_defaults()
     link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks,

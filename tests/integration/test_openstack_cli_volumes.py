@@ -1,7 +1,8 @@
 """The real `openstack` CLI on a real `yun up` with real QEMU: a volume's bytes move between guests.
 
 A volume is made, hot-plugged into a running tiny guest (which finds it by its serial, the volume's
-id), written with a checksummed pattern from inside the guest, unplugged (the guest acknowledges
+id), written with a checksummed pattern from inside the guest, grown while attached (the guest sees
+the new size), refused a delete while in use, unplugged (the guest acknowledges
 the unplug), plugged into a second guest that reads the same checksum, and everything deleted
 leaves no file on the storage host.  The guests are driven through their serial consoles.
 """
@@ -91,6 +92,15 @@ def test_a_volumes_bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> No
                                     f"dd if=/dev/{disk} bs=1M count=4 2>/dev/null | md5sum")
     checksum = written.split()[0]
     assert re.fullmatch(r"[0-9a-f]{32}", checksum), written
+
+    # Grown while attached: the guest sees the new size at once (in 512-byte sectors).
+    cloud.osc("volume", "set", "--size", "2", "data")
+    deadline = time.monotonic() + 60
+    while cloud.osc_json("volume", "show", vid)["size"] != 2:
+        assert time.monotonic() < deadline, "the volume never grew"
+        time.sleep(0.5)
+    wait_volume(cloud, vid, "in-use")
+    assert shell(cloud, "vol-a", f"cat /sys/block/{disk}/size").strip() == str((2 << 30) // 512)
 
     refused = cloud.osc("volume", "delete", "data", check=False)
     assert refused.returncode != 0 and "in-use" in (refused.stderr + refused.stdout)

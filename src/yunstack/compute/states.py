@@ -30,7 +30,7 @@ SHELVING, SHELVING_IMAGE_PENDING_UPLOAD, SHELVING_IMAGE_UPLOADING = (
 SHELVING_OFFLOADING, UNSHELVING = "shelving_offloading", "unshelving"
 # Not Nova's (it has no task for these): they keep other actions out while the agent plugs a NIC.
 ATTACHING_INTERFACE, DETACHING_INTERFACE = "interface_attaching", "interface_detaching"
-ATTACHING_VOLUME, DETACHING_VOLUME = "volume_attaching", "volume_detaching"
+ATTACHING_VOLUME, DETACHING_VOLUME, EXTENDING_VOLUME = "volume_attaching", "volume_detaching", "volume_extending"
 
 _STATUS = {
     ACTIVE: "ACTIVE", BUILDING: "BUILD", PAUSED: "PAUSED", SUSPENDED: "SUSPENDED",
@@ -100,4 +100,5 @@ def allowed(*vm_states: str, tasks: tuple[str | None, ...] = (None,)) -> Allowed
 CONSOLE_OUTPUT = allowed(ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, RESIZED, BUILDING, RESCUED,
                          tasks=(None, REBOOTING, REBOOTING_HARD, SPAWNING, POWERING_OFF, POWERING_ON, PAUSING,
                                 UNPAUSING, SUSPENDING, RESUMING, IMAGE_SNAPSHOT, IMAGE_UPLOADING,
-                                ATTACHING_INTERFACE, DETACHING_INTERFACE, ATTACHING_VOLUME, DETACHING_VOLUME))
+                                ATTACHING_INTERFACE, DETACHING_INTERFACE, ATTACHING_VOLUME, DETACHING_VOLUME,
+                                EXTENDING_VOLUME))

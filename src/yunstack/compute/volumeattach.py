@@ -23,7 +23,7 @@ from yunstack.db.tables import volume as vt
 from yunstack.errors import BadRequest, Conflict, NotFound
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
-from yunstack.protocol import AttachVolumeArgs, DetachVolumeArgs, StepArgs
+from yunstack.protocol import AttachVolumeArgs, DetachVolumeArgs, ExtendVolumeArgs, StepArgs
 from yunstack.types import new_uuid
 from yunstack.volume import attachments
 from yunstack.volume import states as vs
@@ -117,6 +117,21 @@ class VolumeAttachOps:
             host, view = row.host, _view(att)
         self.notify(host)
         return view
+
+    def extend_attached_volume(self, ctx: AuthContext, volume_id: str, size_gib: int, request_id: str | None) -> None:
+        """Queue the growth of an in-use volume on its server's host (the volume service checked the
+        size and the quota and shows ``extending``); the guest then sees the new size."""
+        with self._db.begin() as s:
+            att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume_id,
+                                                             vt.VolumeAttachment.status == attachments.ATTACHED))
+            if att is None:
+                raise Conflict("Volume {id} is not attached to a server that could grow it.", id=volume_id)
+            row, decl = self._begin(s, ctx, att.instance_id, "extend_volume")
+            self._queue_action(s, ctx, row, decl, ExtendVolumeArgs(volume_id=volume_id, size_gib=size_gib),
+                               request_id or "")
+            host = row.host
+        if host:
+            self.notify(host)
 
     def detach_volume(self, ctx: AuthContext, server_id: str, volume_id: str, request_id: str) -> None:
         """Queue the unplug; the volume is ``available`` once the guest has let go of it."""

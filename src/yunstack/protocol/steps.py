@@ -240,6 +240,15 @@ class AttachVolumeArgs(Wire):
     read_only: bool = False
 
 
+class ExtendVolumeArgs(Wire):
+    """Compute host: the attached volume grows to ``size_gib`` (a running QEMU grows it and tells the
+    guest; a stopped guest's volume is grown by the host's backend)."""
+
+    op: Literal["extend_volume"] = "extend_volume"
+    volume_id: str
+    size_gib: int
+
+
 class DetachVolumeArgs(Wire):
     """Compute host: unplug the volume; done once the guest has let go of it."""
 
@@ -302,7 +311,7 @@ StepArgs = Annotated[
     | UnshelveArgs | LiveMigrationPrepareArgs | LiveMigrationSendArgs | LiveMigrationFinishIncomingArgs
     | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs | ColdMigrationSendArgs | ColdMigrationFinishArgs
     | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | AttachVolumeArgs
-    | DetachVolumeArgs | VolumeCreateArgs
+    | DetachVolumeArgs | ExtendVolumeArgs | VolumeCreateArgs
     | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs | VolumeUploadArgs,
     Field(discriminator="op")]
 

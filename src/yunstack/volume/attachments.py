@@ -78,3 +78,17 @@ def of_servers(s: Session, instance_ids: list[str]) -> dict[str, list[t.VolumeAt
                              .order_by(t.VolumeAttachment.created_at)):
             out[att.instance_id].append(att)
     return out
+
+
+def extended(s: Session, volume_id: str, size_gib: int, now: datetime) -> None:
+    """The attached volume grew (its guest was told): the new size, and ``in-use`` again."""
+    vol = s.get(t.Volume, volume_id)
+    if vol is not None:
+        vol.size, vol.status, vol.status_reason, vol.updated_at = size_gib, states.IN_USE, None, now
+
+
+def extend_failed(s: Session, volume_id: str, why: str, now: datetime) -> None:
+    """The volume kept its size (Cinder would say ``error_extending``; it stays usable in its guest)."""
+    vol = s.get(t.Volume, volume_id)
+    if vol is not None:
+        vol.status, vol.status_reason, vol.updated_at = states.IN_USE, f"extend failed: {why}"[:2000], now

@@ -219,6 +219,9 @@ class VolumeService:
         self._wake = wake  # tells a storage host's long-poll that a step is queued for it
         self.tasks = tasks or TaskService(db)
         self.types = VolumeTypes(db, config.volume.default_volume_type)
+        # Grows an in-use volume through its server's host (the compute service's, set by the
+        # composition root; None: in-use volumes are not extended).
+        self.extend_attached: Callable[[AuthContext, str, int, str | None], None] | None = None
         self.quotas = VolumeQuotas()
 
     @property
@@ -429,11 +432,15 @@ class VolumeService:
             row.updated_at = utcnow()
 
     def extend(self, ctx: AuthContext, volume_id: str, new_size: int, request_id: str | None = None) -> None:
+        """Grow an available volume on its storage host, or an in-use one through its server's host
+        (``extend_attached``: the guest then sees the new size, as Nova's volume-extended event)."""
         policy.require_write(ctx, "volume:extend")
         with self._db.begin() as s:
             row = self._row(s, ctx, volume_id)
-            if row.status not in states.EXTENDABLE:
-                raise InvalidVolume(reason=f"Volume status must be available to extend (it is {row.status}).")
+            attached = row.status == states.IN_USE
+            if row.status not in states.EXTENDABLE and not (attached and self.extend_attached is not None):
+                raise InvalidVolume(reason=f"Volume status must be available or in-use to extend (it is "
+                                           f"{row.status}).")
             if new_size <= row.size:
                 raise BadRequest(f"Invalid input received: New size for extend must be greater than current "
                                  f"size. (current: {row.size}, extended: {new_size}).")
@@ -443,9 +450,21 @@ class VolumeService:
                               type_name=vtype.name, size=new_size)
             row.status = states.EXTENDING
             row.updated_at = utcnow()
-            operations.queue(s, row, VolumeExtendArgs(size_gib=new_size), request_id)
+            if not attached:
+                operations.queue(s, row, VolumeExtendArgs(size_gib=new_size), request_id)
             host = row.host
-        self._wake(host)
+        if not attached:
+            self._wake(host)
+            return
+        assert self.extend_attached is not None
+        try:
+            self.extend_attached(ctx, volume_id, new_size, request_id)
+        except YunError:
+            with self._db.begin() as s:  # nothing was queued: the volume is as it was
+                again = s.get(t.Volume, volume_id)
+                if again is not None and again.status == states.EXTENDING:
+                    again.status, again.updated_at = states.IN_USE, utcnow()
+            raise
 
     def delete(self, ctx: AuthContext, volume_id: str, *, cascade: bool = False, force: bool = False,
                request_id: str | None = None) -> None:

@@ -8,6 +8,8 @@ driver's (``tests/contract``) and the real CLI's (``tests/integration``) busines
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,26 @@ def test_an_attach_the_host_cannot_make_leaves_the_volume_available_with_why(
     events = servers_world["admin"].get(f"/servers/{server}/os-instance-actions/{attach['request_id']}").json()
     (event,) = events["instanceAction"]["events"]
     assert event["result"] == "Error" and volume in event["traceback"]  # the host's reason, for admins
+
+
+def test_an_in_use_volume_grows_through_its_server_running_or_stopped(servers_world: dict[str, Any],
+                                                                      services: Services) -> None:
+    alice, cinder, server, volume = _setup(servers_world)
+    assert _attach(alice, server, volume).status_code == 200
+    cinder.wait(volume, "in-use")
+    wait_for(alice, server, "ACTIVE")
+    path = f"/volumes/{volume}/action"
+    assert cinder.post(path, {"os-extend": {"new_size": 1}}).status_code == 400
+    assert cinder.post(path, {"os-extend": {"new_size": 2}}).status_code == 202
+    grown = cinder.wait(volume, "in-use")
+    assert grown["size"] == 2 and grown["attachments"]
+    wait_for(alice, server, "ACTIVE")
+    # A stopped guest does not have the file open: the host's backend grows it.
+    assert alice.post(f"/servers/{server}/action", {"os-stop": None}).status_code == 202
+    wait_for(alice, server, "SHUTOFF")
+    assert cinder.post(path, {"os-extend": {"new_size": 3}}).status_code == 202
+    assert cinder.wait(volume, "in-use")["size"] == 3
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U",
+                                      str(services.config.volumes_path / "volumes" / f"{volume}.qcow2")],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert info["virtual-size"] == 3 << 30

@@ -162,7 +162,7 @@ def test_the_control_plane_decides_the_vm_state_after_a_successful_step(
 
 
 KEEPS_STATE = {"stop", "start", "reboot", "pause", "unpause", "suspend", "resume", "snapshot", "confirm_resize",
-               "attach_interface", "detach_interface", "attach_volume", "detach_volume", "shelve"}
+               "attach_interface", "detach_interface", "attach_volume", "detach_volume", "extend_volume", "shelve"}
 # A migration's failed step starts its rollback: the server is the source's guest, which runs on.
 # A cold move's failed send or finish is undone by restore; a failed confirm leaves the server on
 # its destination as it is.  A failed revert or restore is an ERROR: the guest may be on neither host.

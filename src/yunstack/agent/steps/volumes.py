@@ -19,6 +19,7 @@ from yunstack.protocol import (
     AttachedResult,
     AttachVolumeArgs,
     DetachVolumeArgs,
+    ExtendVolumeArgs,
     VolumeCreateArgs,
     VolumeDeleteArgs,
     VolumeExtendArgs,
@@ -27,7 +28,7 @@ from yunstack.protocol import (
     VolumeUploadArgs,
     Work,
 )
-from yunstack.volume.backend import VolumeBackend
+from yunstack.volume.backend import GIB, VolumeBackend
 
 DONE = Report(PowerState.NOSTATE)
 
@@ -103,12 +104,26 @@ async def attach(host: Host, work: Work) -> Report:
     return Report(observed.power, AttachedResult(device=device))
 
 
+async def extend_attached(host: Host, work: Work) -> Report:
+    """A running (or paused) QEMU grows the volume and tells the guest (QMP ``block_resize``: the file
+    is open, so only QEMU may grow it); a stopped guest's volume is grown by this host's backend."""
+    args = work.args
+    assert isinstance(args, ExtendVolumeArgs)
+    info = await host.driver.get_info(work.instance_id)
+    if info.power_state in (PowerState.RUNNING, PowerState.PAUSED):
+        await host.driver.extend_volume(work.instance_id, args.volume_id, args.size_gib * GIB)
+    else:
+        await _backend(host).extend(args.volume_id, args.size_gib)
+    return await observe(host, work.instance_id)
+
+
 async def detach(host: Host, work: Work) -> Report:
     assert isinstance(work.args, DetachVolumeArgs)
     await host.driver.detach_volume(work.instance_id, work.args.volume_id)
     return await observe(host, work.instance_id)
 
 
-STEPS = (Step("attach_volume", attach), Step("detach_volume", detach), Step("volume_create", create),
-         Step("volume_delete", delete), Step("volume_extend", extend), Step("volume_snapshot", snapshot),
-         Step("volume_snapshot_delete", delete_snapshot), Step("volume_upload", upload))
+STEPS = (Step("attach_volume", attach), Step("detach_volume", detach), Step("extend_volume", extend_attached),
+         Step("volume_create", create), Step("volume_delete", delete), Step("volume_extend", extend),
+         Step("volume_snapshot", snapshot), Step("volume_snapshot_delete", delete_snapshot),
+         Step("volume_upload", upload))

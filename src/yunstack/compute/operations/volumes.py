@@ -14,7 +14,7 @@ from sqlalchemy.orm import object_session
 from yunstack.compute import states as st
 from yunstack.compute.operations.base import Later, Operation, allowed, as_observed
 from yunstack.db.tables import compute as t
-from yunstack.protocol import AttachedResult, AttachVolumeArgs, DetachVolumeArgs, Outcome
+from yunstack.protocol import AttachedResult, AttachVolumeArgs, DetachVolumeArgs, ExtendVolumeArgs, Outcome
 from yunstack.volume import attachments
 
 
@@ -41,6 +41,17 @@ def _detached(row: t.Instance, outcome: Outcome, args: DetachVolumeArgs | None, 
     return Later()
 
 
+def _extended(row: t.Instance, outcome: Outcome, args: ExtendVolumeArgs | None, now: datetime) -> Later:
+    s = object_session(row)
+    if s is None or args is None:
+        return Later()
+    if outcome.error is not None:
+        attachments.extend_failed(s, args.volume_id, outcome.error, now)
+    else:
+        attachments.extended(s, args.volume_id, args.size_gib, now)
+    return Later()
+
+
 # Nova's attach_volume/detach_volume states (``check_instance_state`` in nova.compute.api).
 _STATES = (st.ACTIVE, st.PAUSED, st.STOPPED, st.RESIZED)
 ATTACH_VOLUME = Operation(name="attach_volume", args=AttachVolumeArgs, task=st.ATTACHING_VOLUME,
@@ -50,4 +61,9 @@ DETACH_VOLUME = Operation(name="detach_volume", args=DetachVolumeArgs, task=st.D
                           event="compute_detach_volume", action="detach_volume", allowed=allowed(*_STATES),
                           on_success=as_observed, keeps_state_on_failure=True, apply=_detached)
 
-OPERATIONS = (ATTACH_VOLUME, DETACH_VOLUME)
+# Cinder's extend of an in-use volume (Nova's volume-extended event): the guest sees the new size.
+EXTEND_VOLUME = Operation(name="extend_volume", args=ExtendVolumeArgs, task=st.EXTENDING_VOLUME,
+                          event="compute_extend_volume", action="extend_volume", allowed=allowed(*_STATES),
+                          on_success=as_observed, keeps_state_on_failure=True, apply=_extended)
+
+OPERATIONS = (ATTACH_VOLUME, DETACH_VOLUME, EXTEND_VOLUME)
