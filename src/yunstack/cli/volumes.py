@@ -104,6 +104,21 @@ def volume_create(
                 raise typer.Exit(1)
 
 
+@volume_app.command("extend")
+def volume_extend(volume: str, size: int, wait: Annotated[bool, typer.Option(help="Wait until it has grown.")] = False,
+                  cloud: Cloud = "yunstack", state_dir: StateDirOpt = None) -> None:
+    """Grow a volume to SIZE GiB, also while attached (the guest sees the new size)."""
+    with client(cloud, state_dir) as c:
+        v = _volume(c, volume)
+        c.post("block-storage", f"/volumes/{v['id']}/action", json={"os-extend": {"new_size": size}})
+        console.print(f"extending {v['name'] or v['id']} to {size} GiB")
+        if wait:
+            done = _follow(c, v["id"], until=frozenset({"available", "in-use", "error_extending"}))
+            if done is None or done["size"] != size:
+                err.print("[red]the volume did not grow[/]")
+                raise typer.Exit(1)
+
+
 @volume_app.command("delete")
 def volume_delete(volume: str, wait: Annotated[bool, typer.Option(help="Wait until it is gone.")] = False,
                   cloud: Cloud = "yunstack", state_dir: StateDirOpt = None) -> None:
