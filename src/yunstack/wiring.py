@@ -86,6 +86,8 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     tasks = TaskService(db, statements=statements)
     volume = VolumeService(db, config, images=image, wake=compute.hub.wake, tasks=tasks)
     volume.extend_attached = compute.extend_attached_volume
+    volume.boot_volume_done = compute.boot_volume_done
+    compute.volumes = volume
     if migrate:
         volume.ensure_defaults()
     link = LocalControlPlane(db, config, hosts, image, memory, network, hub=compute.hub, tasks=tasks,

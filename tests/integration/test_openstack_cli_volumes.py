@@ -1,10 +1,13 @@
-"""The real `openstack` CLI on a real `yun up` with real QEMU: a volume's bytes move between guests.
+"""The real `openstack` CLI on a real `yun up` with real QEMU: a volume's bytes move between guests,
+and a guest boots from a volume.
 
 A volume is made, hot-plugged into a running tiny guest (which finds it by its serial, the volume's
 id), written with a checksummed pattern from inside the guest, grown while attached (the guest sees
 the new size), refused a delete while in use, unplugged (the guest acknowledges
 the unplug), plugged into a second guest that reads the same checksum, and everything deleted
-leaves no file on the storage host.  The guests are driven through their serial consoles.
+leaves no file on the storage host.  A server created with ``--boot-from-volume`` boots from the
+volume (its only disk), is deleted, and the kept volume, snapshotted, boots a second server that
+reads what the first wrote.  The guests are driven through their serial consoles.
 """
 
 from __future__ import annotations
@@ -122,6 +125,61 @@ def test_a_volumes_bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> No
     deadline = time.monotonic() + 30
     while cloud.osc("volume", "show", vid, check=False).returncode == 0:
         assert time.monotonic() < deadline, "the volume was never deleted"
+        time.sleep(0.5)
+    left = [p for p in (cloud.state_dir / "volumes").rglob("*") if p.is_file()]
+    assert left == []
+
+
+def test_a_server_boots_from_a_volume_and_the_volume_boots_again_with_its_data(cloud: RunningCloud) -> None:
+    # `--boot-from-volume 1`: the image becomes a 1 GiB volume (a copy-on-write layer on it) that the
+    # guest boots from; the CLI keeps the volume when the server goes (delete_on_termination false).
+    server = cloud.osc_json("server", "create", "--image", "tiny", "--boot-from-volume", "1", "--flavor", "m1.nano",
+                            "--wait", "bfv-a")
+    assert server["image"] in ("", None) or "booted from volume" in str(server["image"]).lower(), server
+    (attached,) = cloud.osc_json("server", "volume", "list", "bfv-a")
+    vid = str(attached["Volume ID"])
+    assert wait_volume(cloud, vid, "in-use")["bootable"] in (True, "true")
+    wait_console(cloud, "bfv-a", "YUNSTACK-READY", timeout=240)
+    # The guest booted from the volume: it is the only disk besides the config drive (the tiny guest
+    # runs from RAM, so a marker goes to the disk itself, 512 MiB in: past the image's own bytes).
+    root = device_of(cloud, "bfv-a", vid)
+    disks = shell(cloud, "bfv-a", "for d in /sys/block/vd*; do echo $(basename $d)=$(cat $d/serial); done").split()
+    others = [d for d in disks if not d.startswith(f"{root}=")]
+    assert len(others) <= 1 and all(d.endswith("=") for d in others), disks  # at most the config drive
+    wrote = shell(cloud, "bfv-a", f"echo bfv-$((6 * 7)) | dd of=/dev/{root} bs=512 seek=1048576 conv=sync,fsync; "
+                                  f"sync; dd if=/dev/{root} bs=512 skip=1048576 count=1 2>/dev/null | head -c 6")
+    assert "bfv-42" in wrote, wrote
+    cloud.osc("server", "delete", "--wait", "bfv-a")
+    wait_volume(cloud, vid, "available")
+
+    # Snapshot it, and boot the volume again: its data is there.
+    cloud.osc_json("volume", "snapshot", "create", "--volume", vid, "bfv-snap")
+    snap = cloud.osc_json("volume", "snapshot", "show", "bfv-snap")
+    deadline = time.monotonic() + 60
+    while snap["status"] != "available":
+        assert time.monotonic() < deadline, snap
+        time.sleep(0.5)
+        snap = cloud.osc_json("volume", "snapshot", "show", "bfv-snap")
+    copy = cloud.osc_json("volume", "create", "--snapshot", "bfv-snap", "bfv-copy")
+    wait_volume(cloud, str(copy["id"]), "available")
+    cloud.osc_json("server", "create", "--volume", vid, "--flavor", "m1.nano", "--wait", "bfv-b")
+    wait_console(cloud, "bfv-b", "YUNSTACK-READY", timeout=240)
+    again = device_of(cloud, "bfv-b", vid)
+    marker = shell(cloud, "bfv-b", f"dd if=/dev/{again} bs=512 skip=1048576 count=1 2>/dev/null | head -c 6")
+    assert marker.strip() == "bfv-42", marker
+
+    cloud.osc("server", "delete", "--wait", "bfv-b")
+    wait_volume(cloud, vid, "available")
+    cloud.osc("volume", "delete", "bfv-copy")
+    cloud.osc("volume", "snapshot", "delete", "bfv-snap")
+    deadline = time.monotonic() + 60
+    while cloud.osc("volume", "snapshot", "show", "bfv-snap", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the snapshot was never deleted"
+        time.sleep(0.5)
+    cloud.osc("volume", "delete", vid)
+    deadline = time.monotonic() + 60
+    while cloud.osc("volume", "list", "-f", "value", "-c", "ID").stdout.strip():
+        assert time.monotonic() < deadline, "the volumes were never deleted"
         time.sleep(0.5)
     left = [p for p in (cloud.state_dir / "volumes").rglob("*") if p.is_file()]
     assert left == []

@@ -26,19 +26,22 @@ from yunstack.agent.steps import STEPS
 from yunstack.compute.driver import (
     ComputeDriver,
     ConfigDrive,
+    Disk,
+    DiskKind,
     HostInfo,
     InstanceInfo,
     InstanceSpec,
     MemoryBacking,
     Nic,
     PowerState,
+    named_at_boot,
     root_disk,
 )
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
 from yunstack.network.dataplane.base import Dataplane
-from yunstack.protocol import Outcome, SpecData, Work
+from yunstack.protocol import Outcome, SpecData, SpecVolume, Work
 from yunstack.volume.backend import VolumeBackend
 
 log = logging.getLogger(__name__)
@@ -425,7 +428,11 @@ class Agent:
     async def spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""
         data: SpecData = await asyncio.to_thread(self.link.spec, instance_id)
-        path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
+        own: tuple[Disk, ...] = ()
+        if image_id or data.image_id:  # else booted from a volume: its root is the volume of boot index 0
+            path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
+            own = root_disk(path, fmt, data.disk_gib)
+        volumes = tuple([await self._volume_disk(v) for v in data.volumes])
         memory = MemoryBacking(page_sharing=data.extra.get(EXTRA_PAGE_SHARING, "on") != "off")
         if self.memory is not None:
             self.memory.set_policy(data.id, memory_policy(data.extra, data.memory_mib))
@@ -440,9 +447,19 @@ class Agent:
         config_drive = None if drive is None else ConfigDrive(
             meta_data=drive.meta_data, user_data=drive.user_data, network_data=drive.network_data,
             vendor_data=drive.vendor_data)
-        return InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
-                            memory_mib=data.memory_mib, disks=root_disk(path, fmt, data.disk_gib),
+        spec = InstanceSpec(id=data.id, name=data.name, hostname=data.hostname, vcpus=data.vcpus,
+                            memory_mib=data.memory_mib, disks=(*own, *volumes),
                             config_drive=config_drive, memory=memory, nics=nics)
+        return replace(spec, disks=(*own, *named_at_boot(spec, volumes))) if volumes else spec
+
+    async def _volume_disk(self, volume: SpecVolume) -> Disk:
+        """A volume the guest has from its boot on, opened where this host's backend keeps it."""
+        if self.volumes is None:
+            raise Conflict("Volume {id} is kept by a storage host, and this host keeps no volumes: attaching "
+                           "across hosts is not supported yet.", id=volume.volume_id)
+        local = await self.volumes.local_disk(volume.volume_id)
+        return Disk(kind=DiskKind.VOLUME, source=local.path, format=local.format, serial=volume.volume_id,
+                    boot_index=volume.boot_index, read_only=volume.read_only)
 
     @contextlib.asynccontextmanager
     async def room(self, spec: InstanceSpec) -> AsyncIterator[None]:

@@ -41,9 +41,10 @@ from yunstack.identity.service import PAGE_SHARING
 from yunstack.memory.model import EXTRA_PAGE_SHARING
 from yunstack.network.desired import HostNetworkState
 from yunstack.network.service import NetworkService
-from yunstack.protocol import ConfigDriveData, Outcome, SpecData, Work
+from yunstack.protocol import ConfigDriveData, Outcome, SpecData, SpecVolume, Work
 from yunstack.tasks.model import Claim, Expiry, TaskState
 from yunstack.tasks.service import TaskService
+from yunstack.volume import attachments
 from yunstack.volume.service import VolumeService
 
 log = logging.getLogger(__name__)
@@ -233,10 +234,12 @@ class LocalControlPlane:
             if self._network is not None:
                 found = self._network.list_ports(system_context(row.project_id), device_ids=[row.id])
                 ports = tuple(p.id for p in sorted(found, key=lambda p: p.created_at))
+            volumes = tuple(SpecVolume(volume_id=a.volume_id, boot_index=a.boot_index, read_only=a.mode == "ro")
+                            for a in attachments.at_boot(s, row.id, building=row.vm_state == states.BUILDING))
             return SpecData(id=row.id, name=row.name, hostname=row.hostname, vcpus=int(flavor["vcpus"]),
                             memory_mib=int(flavor["ram"]), disk_gib=int(flavor.get("disk", 0)),
                             image_id=row.image_id, config_drive=drive if row.config_drive else None,
-                            extra=extra, port_ids=ports)
+                            extra=extra, port_ids=ports, volumes=volumes)
 
     def fetch_image(self, image_id: str, dest: Path) -> str:
         disk_format, chunks = self.image_data(image_id)
@@ -288,6 +291,9 @@ class LocalControlPlane:
         if later.rebound is not None and self._network is not None:
             # Moved: the port binding follows the guest, so the new host's dataplane plugs its taps.
             self._network.bind_instance_ports(system_context(later.rebound[1]), later.rebound[0], later.rebound[2])
+        if later.doomed_volumes and self._volumes is not None:
+            # The server went with delete_on_termination volumes: they go too (their own steps).
+            self._volumes.delete_with_server(later.doomed_volumes)
         if later.abandoned_image is not None:
             # A snapshot that failed must not leave a queued image behind.
             with contextlib.suppress(YunError):

@@ -187,7 +187,8 @@ class MemoryBacking:
 class InstanceSpec:
     """Everything a driver needs to build (or rebuild) one guest.
 
-    ``disks`` in guest order; the first is the root disk, a local overlay on the image.
+    ``disks`` in guest order; the first is the root disk: a local overlay on the image or, for a
+    server booted from a volume, that volume (boot index 0).
     """
 
     id: str
@@ -202,13 +203,21 @@ class InstanceSpec:
     memory: MemoryBacking = field(default_factory=MemoryBacking)
 
     def __post_init__(self) -> None:
-        if not self.disks or self.disks[0].kind != DiskKind.LOCAL_OVERLAY:
-            raise ValueError("the first disk of a spec is its root: a local overlay")
+        if not self.disks:
+            raise ValueError("a spec needs a root disk")
+        first = self.disks[0]
+        if first.kind != DiskKind.LOCAL_OVERLAY and first.boot_index != 0:
+            raise ValueError("the first disk of a spec is its root: a local overlay, or a volume with boot index 0")
 
     @property
     def root(self) -> Disk:
-        """The root disk (the overlay on the image)."""
+        """The root disk (the overlay on the image, or the boot volume)."""
         return self.disks[0]
+
+    @property
+    def volume_backed(self) -> bool:
+        """Whether the guest boots from a volume (it has no disk of the driver's own)."""
+        return self.disks[0].kind == DiskKind.VOLUME
 
     def with_root(self, **changes: Any) -> InstanceSpec:
         """This spec with the root disk changed (a new size after a resize, a new image after a rebuild)."""

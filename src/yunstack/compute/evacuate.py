@@ -109,7 +109,10 @@ class EvacuateOpsMixin:
         with self._db() as s:
             row = self._row(s, ctx, server_id)  # another project's server is not there (404) ...
             policy.require_admin(ctx, "os_compute_api:os-evacuate")  # ... and only admins evacuate (403)
-            source = row.host
+            source, volume_backed = row.host, not row.image_id
+        if volume_backed:
+            raise Conflict("Instance {id} boots from a volume kept on the storage host: evacuate rebuilds a "
+                           "server from its image, which it has not.", id=server_id)
         if req.on_shared_storage:
             raise BadRequest("Instance disks are local to their host here (no shared storage): evacuate "
                              "rebuilds the server from its image, so onSharedStorage must be false.")

@@ -175,6 +175,7 @@ class LifecycleOpsMixin:
                rescue_image_ref: str | None = None) -> str:
         """Boot the server from a rescue image with its own disk attached second; returns the password."""
         with self._db() as s:
+            self._begin(s, ctx, server_id, "rescue")  # the states (and a volume-backed server) first
             image_id = rescue_image_ref or self._row(s, ctx, server_id).image_id
         image = self._image_for(ctx, image_id, "rescue")
         with self._db.begin() as s:

@@ -22,6 +22,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import addressing, listing, operations, scheduler, states
+from yunstack.compute.bootvolumes import BlockDevice, BootVolumeOps
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.evacuate import EvacuateOpsMixin
 from yunstack.compute.flavors import FlavorService
@@ -48,11 +49,14 @@ from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
 from yunstack.network.dataplane.metadata_api import InstanceMetadata
 from yunstack.network.service import NetworkService
-from yunstack.protocol import DeleteArgs, SpawnArgs, StepArgs
+from yunstack.protocol import DeleteArgs, StepArgs
 from yunstack.types import new_uuid
 from yunstack.volume import attachments
 
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
+# Actions that work on the root disk a host keeps (or move it): a server booted from a volume has none.
+VOLUME_BACKED_REFUSED = frozenset({"createImage", "rebuild", "rescue", "resize", "migrate", "live-migration",
+                                   "shelve", "shelveOffload", "unshelve"})
 MAX_USER_DATA = 65535
 MAX_METADATA_ITEMS = 128
 
@@ -80,6 +84,8 @@ class ServerCreate:
     admin_pass: str | None = None
     return_reservation_id: bool = False
     group_id: str | None = None  # the ``group`` scheduler hint: the server group to join
+    # Volumes of the block device mapping; one of boot index 0 is the root (``image_id`` is then "").
+    block_devices: Sequence[BlockDevice] = ()
 
 
 def split_zone(requested: str | None) -> tuple[str | None, str | None]:
@@ -129,7 +135,8 @@ def to_server(row: t.Instance, addresses: dict[str, list[dict[str, Any]]] | None
     )
 
 
-class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOps, EvacuateOpsMixin):
+class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsMixin, ConsoleOps,
+                     EvacuateOpsMixin):
     """Servers: the Nova API's use cases."""
 
     def __init__(self, db: sessionmaker[Session], config: Config, *, flavors: FlavorService,
@@ -201,7 +208,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
 
     # -- creating --------------------------------------------------------------------------------
 
-    def _validate(self, ctx: AuthContext, req: ServerCreate) -> tuple[Any, Any, Any]:
+    def _validate(self, ctx: AuthContext, req: ServerCreate) -> tuple[Any, Any | None, Any]:
         if req.min_count < 1 or req.max_count < req.min_count:
             raise BadRequest("min_count must be >= 1 and <= max_count.")
         if req.user_data is not None:
@@ -216,13 +223,16 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
             if not key or len(key) > 255 or len(str(value)) > 255:
                 raise BadRequest("Invalid metadata: keys must be 1-255 and values 0-255 characters.")
         flavor = self.flavors.get_for_boot(ctx, req.flavor_ref)
-        image, _path = self.images.get_for_boot(ctx, req.image_id)
-        if image.min_ram and flavor.ram < image.min_ram:
-            raise BadRequest("Flavor's memory is too small for requested image.")
-        size_gb = ((image.virtual_size or image.size or 0) + (1 << 30) - 1) >> 30
-        if flavor.disk and (size_gb > flavor.disk or (image.min_disk or 0) > flavor.disk):
-            raise BadRequest("Flavor's disk is too small for requested image. Flavor disk is {fd} GB, "
-                             "image needs {need} GB.", fd=flavor.disk, need=max(size_gb, image.min_disk or 0))
+        image = None
+        if req.image_id:  # else the root is a volume: its size is the volume's, not the flavor's
+            image, _path = self.images.get_for_boot(ctx, req.image_id)
+            if image.min_ram and flavor.ram < image.min_ram:
+                raise BadRequest("Flavor's memory is too small for requested image.")
+            size_gb = ((image.virtual_size or image.size or 0) + (1 << 30) - 1) >> 30
+            if flavor.disk and (size_gb > flavor.disk or (image.min_disk or 0) > flavor.disk):
+                raise BadRequest("Flavor's disk is too small for requested image. Flavor disk is {fd} GB, "
+                                 "image needs {need} GB.", fd=flavor.disk, need=max(size_gb, image.min_disk or 0))
+        self._check_block_devices(ctx, req.block_devices, req.max_count)
         keypair = self.keypairs.get_for_boot(ctx, req.key_name) if req.key_name else None
         if self.network is None and req.networks not in (None, "auto", "none") and req.networks != []:
             raise BadRequest("Networks other than 'auto' and 'none' need the networking service, which "
@@ -250,6 +260,9 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
         reservation = "r-" + secrets.token_hex(4)
         created: list[t.Instance] = []
         woken: set[str] = set()
+        properties = {k: str(v) for k, v in image.properties.items()} if image is not None else {}
+        # Volumes are opened where they are kept (the network data path is to come).
+        volume_host = self._config.storage_host if req.block_devices else None
         with self._db() as s:
             nodes = self.hosts.scheduling_rows(s)  # outside the lock: claims do not change them
         with self._claiming(project_id) as s:
@@ -258,16 +271,18 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
             group = self.groups.for_boot(s, ctx, req.group_id, adding=count) if req.group_id else None
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
-                spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk,
+                spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram,
+                                             disk_gb=0 if image is None else flavor.disk,
                                              availability_zone=zone, force_host=forced_host,
-                                             image_properties={k: str(v) for k, v in image.properties.items()},
+                                             image_properties=properties, volume_host=volume_host,
                                              expected_mib=expected_memory_mib(flavor), **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
                     project_id=project_id, user_id=ctx.user.id, host=decision.host,
                     availability_zone=zone or self._config.compute.availability_zone,
-                    flavor=flavor.snapshot(), image_id=image.id, key_name=key.name if key else None,
+                    flavor=flavor.snapshot(), image_id=image.id if image is not None else "",
+                    key_name=key.name if key else None,
                     key_data=key.public_key if key else None, user_data=req.user_data,
                     meta=dict(req.metadata), tags=list(req.tags),
                     config_drive=req.config_drive or self._config.compute.force_config_drive,
@@ -297,14 +312,14 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
         # spawn.  A failure there (a bad network, no free address) undoes everything: nothing half-made.
         self._allocate_ports(ctx, placed, req)
         abandoned: list[str] = []
-        with self._db.begin() as s:
-            for r in placed:
+        for r in placed:
+            # The mapping's volumes before the spawn: held at once, or made by the storage host first.
+            failed = self._map_block_devices(ctx, r, req.block_devices, request_id) if req.block_devices else None
+            with self._db.begin() as s:
                 # The agent's repair pass errors a build that waited too long for this (a crash looks
                 # the same).  One conditional write each way: such a server is never spawned after
                 # all, and its ports go.
-                if not operations.queue_step(s, r, SpawnArgs(), request_id, task=states.SPAWNING, first=True,
-                                             when=(t.Instance.vm_state == states.BUILDING,
-                                                   t.Instance.task_state == states.SPAWNING)):
+                if not self._start_or_wait(s, r, request_id, failed):
                     abandoned.append(r.id)
         for instance_id in abandoned:
             if self.network is not None:
@@ -388,7 +403,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
 
     def delete(self, ctx: AuthContext, server_id: str, request_id: str) -> None:
         policy.require_write(ctx, "compute:servers:delete")
-        offloaded, image_id = False, None
+        offloaded, image_id, doomed = False, None, []
         with self._db.begin() as s:
             row = self._row(s, ctx, server_id)
             if row.locked and not ctx.is_admin:
@@ -408,7 +423,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
                 # Never scheduled, or shelved and offloaded: nothing exists on any host.
                 offloaded = row.vm_state == states.SHELVED_OFFLOADED
                 image_id = shelved_image(row)
-                attachments.release_all(s, row.id, datetime.now(UTC))
+                doomed = attachments.release_all(s, row.id, datetime.now(UTC))
                 s.delete(row)
                 host = None
             else:
@@ -420,6 +435,8 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
         if host is not None:
             self.notify(host)
             return
+        if doomed and self.volumes is not None:  # delete_on_termination (after our commit: see create)
+            self.volumes.delete_with_server(doomed)
         # An offloaded server still had its ports and its shelve image (after our commit: see create).
         if offloaded and self.network is not None:
             self.network.deallocate_for_instance(ctx, server_id)
@@ -466,6 +483,9 @@ class ComputeService(InterfaceOps, VolumeAttachOps, LifecycleOpsMixin, ConsoleOp
             raise Conflict("Instance {id} is locked", id=server_id)
         if decl.allowed is not None:
             decl.allowed.check(action, server_id, row.vm_state, row.task_state)
+        if not row.image_id and action in VOLUME_BACKED_REFUSED:
+            raise Conflict("Instance {id} boots from a volume, and '{action}' needs a root disk of its host: it is "
+                           "not supported for volume-backed servers yet.", id=server_id, action=action)
         step = operations.queued(row)
         # Only a reboot may replace its own kind (a HARD reboot over a SOFT one that hangs).
         if step is not None and step.op != decl.name:

@@ -16,6 +16,7 @@ RESCUED, SHELVED, SHELVED_OFFLOADED = "rescued", "shelved", "shelved_offloaded"
 
 # task_state values (nova.compute.task_states) that we use
 SCHEDULING, SPAWNING, DELETING = "scheduling", "spawning", "deleting"
+BLOCK_DEVICE_MAPPING = "block_device_mapping"  # a build waits for the volumes it boots with
 POWERING_OFF, POWERING_ON = "powering-off", "powering-on"
 REBOOTING, REBOOTING_HARD = "rebooting", "rebooting_hard"
 PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending", "resuming"

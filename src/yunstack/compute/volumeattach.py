@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from yunstack.compute.driver import disk_device_name
 from yunstack.compute.operations import Operation
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import volume as vt
@@ -48,10 +49,11 @@ def _view(a: vt.VolumeAttachment) -> VolumeAttachment:
 
 def _next_device(s: Session, row: t.Instance) -> str:
     """The name the next disk gets in the guest, as the driver names it (its report confirms it): vda
-    is the root, then the config drive if the server has one, then the volumes in attach order."""
+    is the root disk of the host (none when the server boots from a volume), then the config drive if
+    the server has one, then the volumes in attach order (a root volume first)."""
     count = s.scalar(select(func.count()).select_from(vt.VolumeAttachment)
                      .where(vt.VolumeAttachment.instance_id == row.id)) or 0
-    return "/dev/vd" + chr(ord("b") + min(int(count) + (1 if row.config_drive else 0), 24))
+    return "/dev/" + disk_device_name(int(bool(row.image_id)) + int(bool(row.config_drive)) + int(count))
 
 
 class VolumeAttachOps:
@@ -144,6 +146,9 @@ class VolumeAttachOps:
             if att is None:
                 raise NotFound("Volume {volume_id} is not attached to server {server_id}.", volume_id=volume_id,
                                server_id=server_id)
+            if att.boot_index == 0:
+                raise BadRequest("Can't detach root device volume {id} of server {server}.", id=volume_id,
+                                 server=row.id)
             if att.status != attachments.ATTACHED:
                 raise Conflict("Volume {id} is {status} on server {server}: wait until that ends.", id=volume_id,
                                status=att.status, server=row.id)

@@ -59,7 +59,7 @@ from yunstack.protocol.steps import (
     VolumeSnapshotDeleteArgs,
     VolumeUploadArgs,
 )
-from yunstack.protocol.work import ConfigDriveData, Outcome, SpecData, Work
+from yunstack.protocol.work import ConfigDriveData, Outcome, SpecData, SpecVolume, Work
 
 __all__ = [
     "AttachInterfaceArgs",
@@ -100,6 +100,7 @@ __all__ = [
     "SpawnArgs",
     "SpawnResult",
     "SpecData",
+    "SpecVolume",
     "StartArgs",
     "StepArgs",
     "StepResult",

@@ -41,8 +41,19 @@ class ConfigDriveData(Wire):
     vendor_data: dict[str, JsonValue] | None = None
 
 
+class SpecVolume(Wire):
+    """A volume the guest has at boot; the host opens it through its volume backend."""
+
+    volume_id: str
+    boot_index: int | None = None  # 0: the root disk of a volume-backed server
+    read_only: bool = False
+
+
 class SpecData(Wire):
-    """An instance's spec without host paths; the agent adds the cached image's path."""
+    """An instance's spec without host paths; the agent adds the cached image's path.
+
+    ``image_id`` is empty for a server booted from a volume: its root is ``volumes``' boot index 0.
+    """
 
     id: str
     name: str
@@ -54,6 +65,7 @@ class SpecData(Wire):
     config_drive: ConfigDriveData | None = None
     extra: dict[str, str] = Field(default_factory=dict)
     port_ids: tuple[str, ...] = ()  # the guest's NICs, in order; the dataplane knows their taps
+    volumes: tuple[SpecVolume, ...] = ()  # in the order the guest sees them
 
 
 class Outcome(Wire):

@@ -17,6 +17,10 @@ from yunstack.db.tables import volume as t
 from yunstack.volume import states
 
 ATTACHING, ATTACHED, DETACHING = "attaching", "attached", "detaching"
+# A block device mapping's rows at a server's create: waiting for its volume to be made; one whose
+# server went away meanwhile (the end of the volume's creation removes it); one whose volume could
+# not be made (its server's build fails with the volume's reason).
+RESERVED, RELEASED, FAILED = "reserved", "released", "error"
 
 
 def _of(s: Session, instance_id: str, volume_id: str) -> tuple[t.VolumeAttachment | None, t.Volume | None]:
@@ -63,11 +67,48 @@ def detach_failed(s: Session, instance_id: str, volume_id: str, why: str, now: d
 
 
 def release_all(s: Session, instance_id: str, now: datetime) -> list[str]:
-    """The server is gone (its guest with it): every volume it had is free.  Returns their ids."""
+    """The server is gone (its guest with it): every volume it had is free.
+
+    Returns the ids of the volumes to delete with it (``delete_on_termination``).  A volume still
+    being made for the server keeps a ``released`` row: its creation's end frees (or deletes) it.
+    """
     rows = list(s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id)))
+    doomed = []
     for att in rows:
+        vol = s.get(t.Volume, att.volume_id)
+        if vol is not None and vol.status == states.CREATING:
+            att.status, att.updated_at = RELEASED, now
+            continue
+        if att.status == FAILED:  # the volume's error status stays: it says why
+            s.delete(att)
+            if att.delete_on_termination:
+                doomed.append(att.volume_id)
+            continue
+        if att.delete_on_termination:
+            doomed.append(att.volume_id)
         detached(s, instance_id, att.volume_id, now)
-    return [a.volume_id for a in rows]
+    return doomed
+
+
+def at_boot(s: Session, instance_id: str, building: bool) -> list[t.VolumeAttachment]:
+    """The volumes a guest has from its boot on, in the order it sees them (the root first).
+
+    Those attached, and while the server is being built those its block device mapping is
+    attaching; a hot-plug under way is the attach step's, not the boot's.
+    """
+    wanted = (ATTACHED, ATTACHING) if building else (ATTACHED,)
+    rows = s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id,
+                                                      t.VolumeAttachment.status.in_(wanted))
+                     .order_by(t.VolumeAttachment.boot_index.is_(None), t.VolumeAttachment.boot_index,
+                               t.VolumeAttachment.created_at))
+    return list(rows)
+
+
+def boot_attached(s: Session, instance_id: str, now: datetime) -> None:
+    """The guest booted with its block device mapping: those volumes are in use."""
+    for att in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id,
+                                                          t.VolumeAttachment.status == ATTACHING)):
+        attached(s, instance_id, att.volume_id, (att.device or "").removeprefix("/dev/"), now)
 
 
 def of_servers(s: Session, instance_ids: list[str]) -> dict[str, list[t.VolumeAttachment]]:

@@ -30,7 +30,7 @@ from yunstack.protocol import (
 )
 from yunstack.tasks.model import ACTIVE, REGISTRY, Resource, StepSpec, TaskKind, TaskRegistry, TaskState
 from yunstack.tasks.service import TaskService
-from yunstack.volume import states
+from yunstack.volume import attachments, states
 
 VOLUME = "volume"
 KIND = "volume."
@@ -92,6 +92,8 @@ class Applied:
 
     deleted: bool = False
     abandoned_image: str | None = None  # a failed upload's queued image: deleted once committed
+    booting: str | None = None  # the server whose block device mapping waited for this volume
+    doomed: bool = False  # made for a server that went meanwhile, to be deleted with it
 
 
 def settled(s: Session, row: t.Volume) -> str:
@@ -111,11 +113,29 @@ def _snapshot(s: Session, snapshot_id: str) -> t.Snapshot | None:
 
 
 def _create(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    # A volume a server's block device mapping asked for goes to that server (``attaching``: the
+    # server's spawn opens it) in this same transaction, so no one else can take it in between.
+    held = s.scalar(select(t.VolumeAttachment).where(
+        t.VolumeAttachment.volume_id == row.id,
+        t.VolumeAttachment.status.in_((attachments.RESERVED, attachments.RELEASED))))
     if outcome.error is not None:
         _fail(row, states.ERROR, outcome.error, now)
-    else:
-        row.status, row.status_reason, row.launched_at, row.updated_at = states.AVAILABLE, None, now, now
-    return Applied()
+        if held is None:
+            return Applied()
+        if held.status == attachments.RELEASED:
+            s.delete(held)
+            return Applied(doomed=held.delete_on_termination)
+        held.status, held.updated_at = attachments.FAILED, now  # its server reads why on the volume
+        return Applied(booting=held.instance_id)
+    row.status, row.status_reason, row.launched_at, row.updated_at = states.AVAILABLE, None, now, now
+    if held is None:
+        return Applied()
+    if held.status == attachments.RELEASED:
+        s.delete(held)
+        return Applied(doomed=held.delete_on_termination)
+    held.status, held.updated_at = attachments.ATTACHING, now
+    row.status = states.ATTACHING
+    return Applied(booting=held.instance_id)
 
 
 def _delete(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:

@@ -39,7 +39,7 @@ from yunstack.tasks.model import REGISTRY, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
 from yunstack.volume import operations, states
-from yunstack.volume.attachments import ATTACHING
+from yunstack.volume.attachments import ATTACHING, RELEASED, RESERVED
 from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
 from yunstack.volume.quotas import DEFAULTS, PER_TYPE, VolumeQuotas
 from yunstack.volume.types import VolumeTypes, as_type
@@ -106,6 +106,17 @@ class VolumeCreate:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ForServer:
+    """A volume made for a server's block device mapping: held for that server from its creation on."""
+
+    instance_id: str
+    host: str  # the server's compute host
+    device: str  # the name the guest will give it
+    boot_index: int | None  # 0: the server's root disk
+    delete_on_termination: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class ListQuery:
     """A list call's filters, sort and page (``None``: not filtered)."""
 
@@ -155,7 +166,8 @@ def _attachments(s: Session, volume_ids: list[str]) -> dict[str, tuple[Attachmen
     found: dict[str, list[Attachment]] = {v: [] for v in volume_ids}
     if volume_ids:
         for a in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.volume_id.in_(volume_ids),
-                                                            t.VolumeAttachment.status != ATTACHING)
+                                                            t.VolumeAttachment.status.not_in(
+                                                                (ATTACHING, RESERVED, RELEASED)))
                            .order_by(t.VolumeAttachment.created_at)):
             found[a.volume_id].append(Attachment(id=a.id, volume_id=a.volume_id, server_id=a.instance_id,
                                                  host_name=a.host, device=a.device, attached_at=a.attached_at))
@@ -222,6 +234,9 @@ class VolumeService:
         # Grows an in-use volume through its server's host (the compute service's, set by the
         # composition root; None: in-use volumes are not extended).
         self.extend_attached: Callable[[AuthContext, str, int, str | None], None] | None = None
+        # Told when a volume a server's block device mapping waited for is made, or failed (server id,
+        # volume id, the error): the compute service's, set by the composition root.
+        self.boot_volume_done: Callable[[str, str, str | None], None] | None = None
         self.quotas = VolumeQuotas()
 
     @property
@@ -281,7 +296,10 @@ class VolumeService:
 
     # -- create --------------------------------------------------------------------------------
 
-    def create(self, ctx: AuthContext, req: VolumeCreate, request_id: str | None = None) -> Volume:
+    def create(self, ctx: AuthContext, req: VolumeCreate, request_id: str | None = None, *,
+               for_server: ForServer | None = None) -> Volume:
+        """Queue the volume's creation on the storage host; ``for_server`` holds it for a booting server
+        (a ``reserved`` attachment in the same transaction: the server's spawn waits for it)."""
         policy.require_write(ctx, "volume:create")
         project = policy.require_scoped(ctx, "volume:create")
         sources = [x for x in (req.image_id, req.snapshot_id, req.source_volid) if x]
@@ -355,6 +373,12 @@ class VolumeService:
                            image_metadata=image_meta, created_at=now, updated_at=now)
             s.add(row)
             s.flush()
+            if for_server is not None:
+                s.add(t.VolumeAttachment(id=new_uuid(), volume_id=row.id, instance_id=for_server.instance_id,
+                                         project_id=project, host=for_server.host, device=for_server.device,
+                                         status=RESERVED, mode="rw",
+                                         delete_on_termination=for_server.delete_on_termination,
+                                         boot_index=for_server.boot_index, created_at=now, updated_at=now))
             operations.queue(s, row, VolumeCreateArgs(size_gib=size, image_id=req.image_id or None,
                                                       snapshot_id=req.snapshot_id or None,
                                                       source_volid=req.source_volid or None), request_id)
@@ -736,6 +760,22 @@ class VolumeService:
             # left behind by an upload that failed.
             with contextlib.suppress(YunError):
                 self._images.delete(system_context(project), applied.abandoned_image)
+        if applied.booting is not None and self.boot_volume_done is not None:
+            self.boot_volume_done(applied.booting, outcome.instance_id, outcome.error)
+        if applied.doomed:
+            self.delete_with_server((outcome.instance_id,))
+
+    def delete_with_server(self, volume_ids: Sequence[str]) -> None:
+        """Delete the volumes a deleted server took with it (``delete_on_termination``); one that cannot
+        go now (another server attached it meanwhile) stays, with the reason logged."""
+        for volume_id in volume_ids:
+            project = self.project_of(volume_id)
+            if project is None:
+                continue
+            try:
+                self.delete(system_context(project), volume_id)
+            except YunError as exc:
+                log.warning("volume %s stays after its server's delete: %s", volume_id, exc.text)
 
     # -- upload to an image --------------------------------------------------------------------
 

@@ -175,7 +175,7 @@ def test_creating_a_server_answers_202_with_nova_shape_then_it_becomes_active(
     assert [g.spec.id for g in world["host"].driver._guests.values()] == [made["id"]]
 
 
-def test_the_image_pair_osc_sends_boots_and_conflicting_or_volume_mappings_are_400(world: dict[str, Any]) -> None:
+def test_the_image_pair_osc_sends_boots_and_conflicting_mappings_are_400(world: dict[str, Any]) -> None:
     nova, image = world["alice"], world["image"]
     bdm = [{"uuid": image, "boot_index": 0, "source_type": "image", "destination_type": "local",
             "delete_on_termination": True}]
@@ -188,9 +188,10 @@ def test_the_image_pair_osc_sends_boots_and_conflicting_or_volume_mappings_are_4
     assert nova.post("/servers", only_bdm).status_code == 202
     other = [{**bdm[0], "uuid": str(uuid.uuid4())}]
     assert nova.post("/servers", body(world, block_device_mapping_v2=other)).status_code == 400
+    # An image and a boot volume both: two root disks (boot from volume: tests/functional/volume).
     volume = [{**bdm[0], "source_type": "volume", "destination_type": "volume"}]
     r = nova.post("/servers", body(world, block_device_mapping_v2=volume))
-    assert r.status_code == 400 and "block storage" in r.json()["badRequest"]["message"]
+    assert r.status_code == 400 and "exactly one disk" in r.json()["badRequest"]["message"]
     no_image = body(world)
     del no_image["server"]["imageRef"]
     assert nova.post("/servers", no_image).status_code == 400

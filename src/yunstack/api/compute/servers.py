@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from yunstack.api.compute import server_actions
 from yunstack.api.compute import server_schemas as sch
 from yunstack.api.compute import server_views as views
+from yunstack.api.compute.block_devices import boot_source
 from yunstack.api.compute.consoles import LEGACY as LEGACY_CONSOLES
 from yunstack.api.compute.consoles import console_action
 from yunstack.api.compute.microversion import Version
@@ -30,21 +31,6 @@ SERVER = "/servers/{server_id}"
 
 def _base(svc: Svc) -> str:
     return svc.config.server.base_url
-
-
-def _image_ref(body: sch.ServerCreate) -> str:
-    image = body.imageRef or ""
-    for bdm in body.block_device_mapping_v2:
-        if bdm.destination_type == "volume" or bdm.source_type in ("volume", "snapshot"):
-            raise BadRequest("Booting from a volume needs the block storage service, which this cloud "
-                             "does not run yet.")
-        if bdm.source_type == "image" and str(bdm.boot_index) == "0":
-            if image and bdm.uuid and bdm.uuid != image:
-                raise BadRequest("imageRef and the boot block device mapping name different images.")
-            image = image or (bdm.uuid or "")
-    if not image:
-        raise BadRequest("Missing imageRef attribute: an image to boot from is required.")
-    return image
 
 
 def _truthy(value: bool | str | None) -> bool:
@@ -130,8 +116,9 @@ def create_server(body: sch.ServerCreateBody, ctx: Ctx, svc: Svc, v: Version) ->
         networks = [n.model_dump(exclude_none=True) for n in networks]
     min_count = int(s.min_count)
     ipv4, ipv6 = access_addresses(s.accessIPv4, s.accessIPv6)
+    image_id, devices = boot_source(s)
     req = ServerCreate(
-        name=s.name, image_id=_image_ref(s), flavor_ref=str(s.flavorRef), key_name=s.key_name,
+        name=s.name, image_id=image_id, block_devices=devices, flavor_ref=str(s.flavorRef), key_name=s.key_name,
         user_data=s.user_data, metadata=s.metadata, config_drive=_truthy(s.config_drive), min_count=min_count,
         max_count=int(s.max_count) if s.max_count is not None else min_count, networks=networks,
         security_groups=[g.name for g in s.security_groups], availability_zone=s.availability_zone,

@@ -60,6 +60,7 @@ class Later:
     deleted: tuple[str, str] | None = None  # (instance id, project id): free its ports for good
     released_port: tuple[str, str, str] | None = None  # (instance id, project id, port id)
     abandoned_image: tuple[str, str] | None = None  # (image id, project id)
+    doomed_volumes: tuple[str, ...] = ()  # volumes deleted with the server (delete_on_termination)
     unbound: tuple[str, str] | None = None  # (instance id, project id) whose ports left their host
     rebound: tuple[str, str, str] | None = None  # (instance id, project id, host): its ports moved there
     then: StepArgs | None = None  # the next step to queue (in the same transaction), if nothing else is

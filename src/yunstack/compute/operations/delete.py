@@ -32,10 +32,11 @@ def _apply(row: t.Instance, outcome: Outcome, args: DeleteArgs | None, now: date
         return Later()
     image_id = shelved_image(row)  # a shelved server's image goes with it (as Nova)
     s = object_session(row)
+    doomed: list[str] = []
     if s is not None:  # its guest is gone, and with it the hold on every volume it had
-        attachments.release_all(s, row.id, now)
+        doomed = attachments.release_all(s, row.id, now)
     soft_delete(row, now)
-    return Later(deleted=(row.id, row.project_id),
+    return Later(deleted=(row.id, row.project_id), doomed_volumes=tuple(doomed),
                  abandoned_image=(image_id, row.project_id) if image_id else None)
 
 

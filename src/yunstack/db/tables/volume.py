@@ -89,6 +89,9 @@ class VolumeAttachment(Base):
 
     ``status`` is ``attaching`` until the compute host reports the disk in the guest, then
     ``attached``; ``detaching`` while the guest lets go.  ``device`` is the name the guest sees.
+    A server's block device mapping makes its rows at create: ``reserved`` while the volume is
+    still being made for it, ``released`` when the server went away meanwhile (the volume's
+    creation ends the row).  ``boot_index`` 0 marks the root disk of a volume-backed server.
     """
 
     __tablename__ = "volume_attachment"
@@ -101,6 +104,7 @@ class VolumeAttachment(Base):
     status: Mapped[str] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(2), default="rw")
     delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    boot_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     attached_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -1,0 +1,221 @@
+"""Boot from volume: the volumes of a server's block device mapping (Nova's BDM v2, destination ``volume``).
+
+At create each mapping becomes a volume the server holds: an existing volume is taken at once
+(``attaching``); one made from an image, a snapshot or nothing is created by the volume service
+with a ``reserved`` attachment in the same transaction, so nobody else can take it when it is
+ready.  The server waits in BUILD (task ``block_device_mapping``) until its last volume is made;
+the volume service says so (``volume_done``) and the spawn is queued then, or the server goes to
+ERROR with the volume's reason.  The guest has them from its boot on (``SpecData.volumes``); a
+root volume (boot index 0) replaces the local disk: such a server shows ``image`` as ``""`` and
+takes no local disk of its host, as on Nova.
+
+Until the network data path (the design's fourth slice) such servers run on the storage host,
+which opens the volumes' own files; the scheduler says so for every other host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.compute import operations, states
+from yunstack.compute.driver import disk_device_name
+from yunstack.config import Config
+from yunstack.db.tables import compute as t
+from yunstack.db.tables import volume as vt
+from yunstack.errors import BadRequest, YunError
+from yunstack.identity.context import AuthContext
+from yunstack.protocol import SpawnArgs
+from yunstack.types import new_uuid
+from yunstack.volume import attachments
+from yunstack.volume import states as vs
+from yunstack.volume.backend import GIB
+
+Source = Literal["image", "volume", "snapshot", "blank"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockDevice:
+    """One volume of a server's block device mapping (the API checked its shape)."""
+
+    source: Source
+    uuid: str | None  # the image, volume or snapshot; None for a blank volume
+    boot_index: int | None  # 0: the root disk; None: not bootable
+    size_gib: int | None  # the new volume's size (image and blank need it; a snapshot's is the default)
+    delete_on_termination: bool
+    volume_type: str | None = None
+
+
+def guest_order(devices: Sequence[BlockDevice]) -> list[BlockDevice]:
+    """The order the guest sees them in: the root first, then by boot index, then as listed."""
+    indexed = sorted(enumerate(devices), key=lambda p: (p[1].boot_index is None, p[1].boot_index or 0, p[0]))
+    return [d for _, d in indexed]
+
+
+def is_volume_backed(devices: Sequence[BlockDevice]) -> bool:
+    return any(d.boot_index == 0 for d in devices)
+
+
+class BootVolumeOps:
+    """Mixed into ``ComputeService``, which provides the attributes below."""
+
+    _db: sessionmaker[Session]
+    _config: Config
+    images: Any
+    notify: Callable[[str], None]
+    # The volume service (set by the composition root; None: this cloud keeps no volumes).
+    volumes: Any = None
+
+    def _check_block_devices(self, ctx: AuthContext, devices: Sequence[BlockDevice], count: int) -> None:
+        """Refuse (400, with the reason) a mapping that cannot be made, before anything is created."""
+        if not devices:
+            return
+        if self.volumes is None:
+            raise BadRequest("Block device mappings to volumes need the block storage service, which this "
+                             "cloud does not run.")
+        with self._db() as s:
+            for dev in devices:
+                if dev.source == "volume":
+                    self._check_volume(s, ctx, dev, count)
+                elif dev.source == "snapshot":
+                    snap = s.get(vt.Snapshot, dev.uuid)
+                    if snap is None or (snap.project_id != ctx.project_id and not ctx.is_admin):
+                        raise BadRequest("Block Device Mapping is Invalid: failed to get snapshot {id}.", id=dev.uuid)
+                    if snap.status != vs.AVAILABLE:
+                        raise BadRequest("Block Device Mapping is Invalid: snapshot {id} is {status}, not available.",
+                                         id=snap.id, status=snap.status)
+                    if dev.size_gib is not None and dev.size_gib < snap.size:
+                        raise BadRequest("Block Device Mapping is Invalid: volume_size {size} GB is smaller than "
+                                         "snapshot {id} ({need} GB).", size=dev.size_gib, id=snap.id, need=snap.size)
+                elif dev.source == "image":
+                    image, _path = self.images.get_for_boot(ctx, dev.uuid)
+                    need = max(-(-(image.virtual_size or image.size or 0) // GIB), image.min_disk or 0)
+                    if dev.size_gib is not None and dev.size_gib < need:
+                        raise BadRequest("Block Device Mapping is Invalid: volume_size {size} GB is smaller than "
+                                         "image {id} needs ({need} GB).", size=dev.size_gib, id=image.id, need=need)
+
+    @staticmethod
+    def _check_volume(s: Session, ctx: AuthContext, dev: BlockDevice, count: int) -> None:
+        vol = s.get(vt.Volume, dev.uuid)
+        if vol is None or (vol.project_id != ctx.project_id and not ctx.is_admin):
+            raise BadRequest("Block Device Mapping is Invalid: failed to get volume {id}.", id=dev.uuid)
+        if vol.status != vs.AVAILABLE:
+            raise BadRequest("Invalid volume: volume {id} status must be available to attach, but it is "
+                             "{status}.", id=vol.id, status=vol.status)
+        if dev.boot_index == 0 and not vol.bootable:
+            raise BadRequest("Block Device {id} is not bootable.", id=vol.id)
+        if count > 1:
+            raise BadRequest("Block Device Mapping is Invalid: volume {id} can be attached to one server, and "
+                             "this request may create {count}.", id=vol.id, count=count)
+
+    def _map_block_devices(self, ctx: AuthContext, row: t.Instance, devices: Sequence[BlockDevice],
+                           request_id: str) -> str | None:
+        """Hold or create each volume of the mapping for ``row``; the reason it failed, if it did.
+
+        Volumes it already holds stay held when a later one fails: the server goes to ERROR and its
+        delete frees them (and deletes those marked ``delete_on_termination``).
+        """
+        from yunstack.volume.service import ForServer, VolumeCreate  # the volume service imports compute's models
+
+        first = int(bool(row.image_id)) + int(bool(row.config_drive))  # the root disk, the config drive
+        for index, dev in enumerate(guest_order(devices)):
+            device = "/dev/" + disk_device_name(first + index)
+            try:
+                if dev.source == "volume":
+                    self._take_volume(row, dev, device)
+                    continue
+                self.volumes.create(ctx, VolumeCreate(
+                    size=dev.size_gib, volume_type=dev.volume_type,
+                    image_id=dev.uuid if dev.source == "image" else None,
+                    snapshot_id=dev.uuid if dev.source == "snapshot" else None),
+                    request_id, for_server=ForServer(instance_id=row.id, host=row.host or "", device=device,
+                                                     boot_index=dev.boot_index,
+                                                     delete_on_termination=dev.delete_on_termination))
+            except YunError as exc:
+                return f"volume {index + 1} of the block device mapping: {exc.text}"
+        return None
+
+    def _take_volume(self, row: t.Instance, dev: BlockDevice, device: str) -> None:
+        now = datetime.now(UTC)
+        with self._db.begin() as s:
+            taken = s.execute(update(vt.Volume).where(vt.Volume.id == dev.uuid, vt.Volume.status == vs.AVAILABLE)
+                              .values(status=vs.ATTACHING, status_reason=None, updated_at=now)
+                              .execution_options(synchronize_session=False))
+            if getattr(taken, "rowcount", 1) != 1:
+                raise BadRequest("Invalid volume: volume {id} is no longer available.", id=dev.uuid)
+            vol = s.get(vt.Volume, dev.uuid)
+            s.add(vt.VolumeAttachment(id=new_uuid(), volume_id=str(dev.uuid), instance_id=row.id,
+                                      project_id=row.project_id, host=row.host or "", device=device,
+                                      status=attachments.ATTACHING,
+                                      mode="ro" if vol is not None and vol.read_only else "rw",
+                                      delete_on_termination=dev.delete_on_termination, boot_index=dev.boot_index,
+                                      created_at=now, updated_at=now))
+
+    def _start_or_wait(self, s: Session, row: t.Instance, request_id: str, failed: str | None) -> bool:
+        """After the mapping: spawn now, wait (``block_device_mapping``) for volumes still being made, or
+        ERROR with the reason.  Conditional on the build still being ours (the sweep may have ended
+        it); False if it was not."""
+        now = datetime.now(UTC)
+        held = list(s.scalars(select(vt.VolumeAttachment).where(vt.VolumeAttachment.instance_id == row.id)))
+        failed = failed or _failure(s, held)
+        building = (t.Instance.vm_state == states.BUILDING, t.Instance.task_state == states.SPAWNING)
+        if failed is not None:
+            done = s.execute(update(t.Instance).where(t.Instance.id == row.id, *building).values(
+                vm_state=states.ERROR, task_state=None, fault=_fault(row.id, failed, now), updated_at=now)
+                .execution_options(synchronize_session=False))
+            return getattr(done, "rowcount", 1) == 1
+        if any(a.status == attachments.RESERVED for a in held):
+            done = s.execute(update(t.Instance).where(t.Instance.id == row.id, *building).values(
+                task_state=states.BLOCK_DEVICE_MAPPING, updated_at=now).execution_options(synchronize_session=False))
+            return getattr(done, "rowcount", 1) == 1
+        return operations.queue_step(s, row, SpawnArgs(), request_id, task=states.SPAWNING, first=True,
+                                     when=building)
+
+    def boot_volume_done(self, instance_id: str, volume_id: str, error: str | None) -> None:
+        """The volume service made (or failed to make) a volume this server's mapping waits for."""
+        now = datetime.now(UTC)
+        with self._db.begin() as s:
+            row = s.get(t.Instance, instance_id)
+            if row is None or row.vm_state != states.BUILDING or row.task_state != states.BLOCK_DEVICE_MAPPING:
+                return  # its create decides (it has not finished mapping), or it was deleted meanwhile
+            held = list(s.scalars(select(vt.VolumeAttachment).where(vt.VolumeAttachment.instance_id == row.id)))
+            why = _failure(s, held)
+            if why is not None:
+                row.vm_state, row.task_state, row.updated_at = states.ERROR, None, now
+                row.fault = _fault(row.id, why, now)
+                return
+            if any(a.status == attachments.RESERVED for a in held):
+                return
+            request_id = _create_request(s, row.id)
+            operations.queue_step(s, row, SpawnArgs(), request_id, task=states.SPAWNING, first=True,
+                                  when=(t.Instance.vm_state == states.BUILDING,
+                                        t.Instance.task_state == states.BLOCK_DEVICE_MAPPING))
+            host = row.host
+        if host:
+            self.notify(host)
+
+
+def _failure(s: Session, held: Sequence[vt.VolumeAttachment]) -> str | None:
+    for att in held:
+        if att.status == attachments.FAILED:
+            vol = s.get(vt.Volume, att.volume_id)
+            reason = (vol.status_reason if vol is not None else None) or "no reason given"
+            return f"volume {att.volume_id} could not be created: {reason}"
+    return None
+
+
+def _fault(instance_id: str, why: str, now: datetime) -> dict[str, Any]:
+    message = f"Build of instance {instance_id} aborted: {why}"
+    return {"code": 500, "message": message[:255], "details": message, "created": now.isoformat()}
+
+
+def _create_request(s: Session, instance_id: str) -> str:
+    """The request id of the server's create (its instance action), for the spawn's task."""
+    found = s.scalar(select(t.InstanceAction.request_id).where(t.InstanceAction.instance_id == instance_id,
+                                                               t.InstanceAction.action == "create"))
+    return str(found or "")

@@ -1,0 +1,147 @@
+"""Boot from volume (Nova's block_device_mapping_v2 to volumes) with the real agent, the real `file`
+backend and the fake compute driver.
+
+What a client sees: the server waits for the volumes it boots with, then runs with its root on a
+volume (``image`` is ``""``), the volumes ``in-use`` and listed on the server; deleting the server
+deletes the volumes marked ``delete_on_termination`` and frees the others, which boot again; bad
+mappings are 400 with the reason and create nothing; a volume that cannot be made fails the build
+with its reason.  The guest that really boots from a volume is the real CLI's test
+(``tests/integration/test_openstack_cli_volumes.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.functional.compute.test_flavors_keypairs_quotas import Nova
+from tests.functional.compute.test_servers import wait_for
+from tests.functional.volume.test_volume_api import Cinder
+
+
+def _clients(w: dict[str, Any]) -> tuple[Nova, Cinder]:
+    alice: Nova = w["alice"]
+    return alice, Cinder(w["api"], alice.token, w["a"]["project_id"])
+
+
+def _server(w: dict[str, Any], name: str, bdms: list[dict[str, Any]], image: str = "", **extra: Any) -> dict[str, Any]:
+    server: dict[str, Any] = {"name": name, "imageRef": image, "flavorRef": "42", "networks": "none",
+                              "block_device_mapping_v2": bdms, **extra}
+    return {"server": server}
+
+
+def _root_from_image(w: dict[str, Any], size: int = 1, delete: bool = True) -> dict[str, Any]:
+    return {"uuid": w["image"], "source_type": "image", "destination_type": "volume", "boot_index": 0,
+            "volume_size": size, "delete_on_termination": delete}
+
+
+def _volumes(alice: Nova, server: str) -> list[str]:
+    listed = alice.get(f"/servers/{server}/os-volume_attachments").json()["volumeAttachments"]
+    return [a["volumeId"] for a in listed]
+
+
+def test_a_server_boots_from_a_volume_made_from_an_image_and_takes_it_along_when_deleted(
+        servers_world: dict[str, Any]) -> None:
+    alice, cinder = _clients(servers_world)
+    r = alice.post("/servers", _server(servers_world, "bfv", [_root_from_image(servers_world)]))
+    assert r.status_code == 202, r.text
+    server_id = r.json()["server"]["id"]
+    server = wait_for(alice, server_id, "ACTIVE")
+    assert server["image"] == ""  # as Nova shows a volume-backed server
+    (volume_id,) = _volumes(alice, server_id)
+    volume = cinder.wait(volume_id, "in-use")
+    assert volume["bootable"] == "true" and volume["size"] == 1
+    assert volume["volume_image_metadata"]["image_id"] == servers_world["image"]
+    (att,) = volume["attachments"]
+    # No disk of the host's: the config drive (if any) is vda, the root volume comes next.
+    first = "vdb" if server["config_drive"] == "True" else "vda"
+    assert (att["server_id"], att["device"]) == (server_id, f"/dev/{first}")
+    assert alice.at("2.3").get(f"/servers/{server_id}").json()["server"][
+        "os-extended-volumes:volumes_attached"] == [{"id": volume_id, "delete_on_termination": True}]
+    # The root volume stays with its server; actions that need a host's root disk say why.
+    r = alice.delete(f"/servers/{server_id}/os-volume_attachments/{volume_id}")
+    assert r.status_code == 400 and "root device" in r.json()["badRequest"]["message"]
+    for action in ({"createImage": {"name": "snap"}}, {"rescue": None}, {"resize": {"flavorRef": "84"}},
+                   {"rebuild": {"imageRef": servers_world["image"]}}, {"shelve": None}):
+        r = alice.post(f"/servers/{server_id}/action", action)
+        assert r.status_code == 409, (action, r.text)
+        assert "boots from a volume" in r.json()["conflictingRequest"]["message"]
+    assert alice.delete(f"/servers/{server_id}").status_code == 204
+    cinder.wait(volume_id, "gone")  # delete_on_termination
+
+
+def test_a_kept_volume_boots_again_with_its_data_after_its_server_is_deleted(
+        servers_world: dict[str, Any]) -> None:
+    alice, cinder = _clients(servers_world)
+    volume_id = cinder.create(1, imageRef=servers_world["image"], name="root")["id"]
+    cinder.wait(volume_id, "available")
+    data = cinder.create(1, name="data")["id"]
+    cinder.wait(data, "available")
+    bdms = [{"uuid": volume_id, "source_type": "volume", "destination_type": "volume", "boot_index": 0},
+            {"uuid": data, "source_type": "volume", "destination_type": "volume", "boot_index": -1},
+            {"source_type": "blank", "destination_type": "volume", "volume_size": 1, "delete_on_termination": True}]
+    r = alice.post("/servers", _server(servers_world, "keeper", bdms))
+    assert r.status_code == 202, r.text
+    first = r.json()["server"]["id"]
+    wait_for(alice, first, "ACTIVE")
+    volumes = _volumes(alice, first)
+    assert volumes[:2] == [volume_id, data] and len(volumes) == 3
+    blank = volumes[2]
+    devices = [cinder.wait(v, "in-use")["attachments"][0]["device"] for v in volumes]
+    assert devices == sorted(devices) and len(set(devices)) == 3  # root, then the others as listed
+    assert alice.delete(f"/servers/{first}").status_code == 204
+    cinder.wait(volume_id, "available")
+    cinder.wait(data, "available")
+    cinder.wait(blank, "gone")
+    # The same volume boots the next server.
+    r = alice.post("/servers", _server(servers_world, "again", bdms[:1]))
+    assert r.status_code == 202, r.text
+    second = r.json()["server"]["id"]
+    wait_for(alice, second, "ACTIVE")
+    assert _volumes(alice, second) == [volume_id]
+    assert alice.delete(f"/servers/{second}").status_code == 204
+    cinder.wait(volume_id, "available")
+
+
+def test_bad_mappings_are_400_with_the_reason_and_create_nothing(servers_world: dict[str, Any]) -> None:
+    alice, cinder = _clients(servers_world)
+    plain = cinder.create(1, name="not-bootable")["id"]
+    cinder.wait(plain, "available")
+    bob_volume = Cinder(servers_world["api"], servers_world["bob"].token, servers_world["b"]["project_id"]).create(
+        1, imageRef=servers_world["image"])["id"]
+    image = servers_world["image"]
+    cases = [
+        ([{"source_type": "blank", "destination_type": "local", "volume_size": 1, "boot_index": -1}], image,
+         "ephemeral and swap disks are not offered"),
+        ([{"uuid": image, "source_type": "image", "destination_type": "volume", "boot_index": 0}], "",
+         "non-zero size"),
+        ([{"uuid": plain, "source_type": "volume", "destination_type": "volume", "boot_index": 0}], "",
+         "is not bootable"),
+        ([{"uuid": bob_volume, "source_type": "volume", "destination_type": "volume", "boot_index": 0}], "",
+         "failed to get volume"),
+        ([{"uuid": plain, "source_type": "volume", "boot_index": 1}], "", "Missing imageRef"),
+        ([_root_from_image(servers_world), _root_from_image(servers_world)], "", "exactly one disk"),
+        ([_root_from_image(servers_world)], image, "exactly one disk"),
+        ([{"uuid": image, "source_type": "kernel", "destination_type": "volume"}], image, "source_type"),
+        ([{"uuid": image, "source_type": "image", "destination_type": "volume", "boot_index": "x",
+           "volume_size": 1}], "", "boot_index"),
+    ]
+    before = alice.get("/servers").json()["servers"]
+    volumes_before = cinder.get("/volumes").json()["volumes"]
+    for bdms, image_ref, why in cases:
+        r = alice.post("/servers", _server(servers_world, "bad", bdms, image=image_ref))
+        assert r.status_code == 400, (bdms, r.text)
+        assert why in r.json()["badRequest"]["message"], (why, r.text)
+    assert alice.get("/servers").json()["servers"] == before
+    assert cinder.get("/volumes").json()["volumes"] == volumes_before
+    assert cinder.get(f"/volumes/{plain}").json()["volume"]["status"] == "available"
+
+
+def test_a_volume_that_cannot_be_made_fails_the_build_with_its_reason(servers_world: dict[str, Any]) -> None:
+    alice, cinder = _clients(servers_world)
+    root = {**_root_from_image(servers_world), "volume_type": "no-such-type"}
+    r = alice.post("/servers", _server(servers_world, "doomed", [root]))
+    assert r.status_code == 202, r.text
+    server = wait_for(alice, r.json()["server"]["id"], "ERROR")
+    assert "block device mapping" in server["fault"]["message"] and "no-such-type" in server["fault"]["message"]
+    assert cinder.get("/volumes").json()["volumes"] == []  # nothing was made of it
+    assert alice.delete(f"/servers/{server['id']}").status_code == 204
