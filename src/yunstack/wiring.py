@@ -87,6 +87,7 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     volume = VolumeService(db, config, images=image, wake=compute.hub.wake, tasks=tasks)
     volume.extend_attached = compute.extend_attached_volume
     volume.boot_volume_done = compute.boot_volume_done
+    volume.guests_stopped = compute.guests_stopped
     compute.volumes = volume
     if migrate:
         volume.ensure_defaults()

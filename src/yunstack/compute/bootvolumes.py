@@ -15,6 +15,9 @@ which opens the volumes' own files; the scheduler says so for every other host.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,16 +28,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import operations, states
 from yunstack.compute.driver import disk_device_name
+from yunstack.compute.operations import Operation
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import volume as vt
-from yunstack.errors import BadRequest, YunError
+from yunstack.errors import BadRequest, Conflict, YunError
 from yunstack.identity.context import AuthContext
 from yunstack.protocol import SpawnArgs
 from yunstack.types import new_uuid
 from yunstack.volume import attachments
 from yunstack.volume import states as vs
 from yunstack.volume.backend import GIB
+
+log = logging.getLogger(__name__)
 
 Source = Literal["image", "volume", "snapshot", "blank"]
 
@@ -70,6 +76,19 @@ class BootVolumeOps:
     notify: Callable[[str], None]
     # The volume service (set by the composition root; None: this cloud keeps no volumes).
     volumes: Any = None
+
+    def _row(self, s: Session, ctx: AuthContext, server_id: str) -> t.Instance:
+        raise NotImplementedError
+
+    def _begin(self, s: Session, ctx: AuthContext, server_id: str, action: str) -> tuple[t.Instance, Operation]:
+        raise NotImplementedError
+
+    def _record(self, s: Session, row: t.Instance, action: str, request_id: str, ctx: AuthContext,
+                message: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _base_min_ram(self, ctx: AuthContext, image_id: str | None) -> int:
+        raise NotImplementedError
 
     def _check_block_devices(self, ctx: AuthContext, devices: Sequence[BlockDevice], count: int) -> None:
         """Refuse (400, with the reason) a mapping that cannot be made, before anything is created."""
@@ -198,6 +217,87 @@ class BootVolumeOps:
             host = row.host
         if host:
             self.notify(host)
+
+
+    # -- images of volume-backed servers --------------------------------------------------------
+
+    def _volume_backed(self, ctx: AuthContext, server_id: str) -> bool:
+        with self._db() as s:
+            return not self._row(s, ctx, server_id).image_id
+
+    def guests_stopped(self, instance_ids: Sequence[str]) -> bool:
+        """Whether none of these servers has a guest that could have a volume open (all stopped, idle)."""
+        with self._db() as s:
+            rows = [s.get(t.Instance, i) for i in instance_ids]
+            return all(r is None or r.vm_state == states.DELETED
+                       or (r.vm_state == states.STOPPED and r.task_state is None) for r in rows)
+
+    @staticmethod
+    def _snapshot_in_progress(s: Session, instance_id: str) -> str | None:
+        """A volume of the server with a snapshot being taken (its guest must not open it meanwhile)."""
+        found = s.scalar(select(vt.Snapshot.volume_id).join(
+            vt.VolumeAttachment, vt.VolumeAttachment.volume_id == vt.Snapshot.volume_id).where(
+            vt.VolumeAttachment.instance_id == instance_id, vt.Snapshot.status == vs.CREATING).limit(1))
+        return str(found) if found is not None else None
+
+    def snapshot_volume_backed(self, ctx: AuthContext, server_id: str, body: Any, request_id: str) -> dict[str, str]:
+        """Nova's createImage of a volume-backed server: a snapshot of each of its volumes, and an image of
+        no data that records them (``block_device_mapping``); booting that image makes the volumes
+        again from the snapshots.  The guest must be stopped: the storage host snapshots a volume no
+        QEMU has open (a running guest's needs QEMU's help, which is not built yet)."""
+        with self._db() as s:
+            row, _decl = self._begin(s, ctx, server_id, "createImage")
+            if row.vm_state != states.STOPPED:
+                raise Conflict("Instance {id} boots from a volume: stop it before createImage (a snapshot of "
+                               "volumes that a running guest has open is not supported yet).", id=server_id)
+            held = [(a.volume_id, a.boot_index, a.device, a.delete_on_termination)
+                    for a in attachments.at_boot(s, row.id, building=False)]
+            project, flavor = row.project_id, dict(row.flavor)
+        snaps: list[Any] = []
+        try:
+            for volume_id, *_ in held:
+                snaps.append(self.volumes.create_snapshot(ctx, volume_id, name=f"snapshot for {body.name}",
+                                                          force=True, request_id=request_id))
+        except YunError:
+            for snap in snaps:  # none half-made: the ones taken go again
+                with contextlib.suppress(YunError):
+                    self.volumes.delete_snapshot(ctx, snap.id)
+            raise
+        mapping = [{"source_type": "snapshot", "destination_type": "volume", "snapshot_id": snap.id,
+                    "volume_size": snap.size, "boot_index": boot_index, "device_name": device,
+                    "delete_on_termination": delete, "disk_bus": "virtio", "device_type": "disk"}
+                   for snap, (_vid, boot_index, device, delete) in zip(snaps, held, strict=True)]
+        props = {"instance_uuid": server_id, "image_type": "snapshot", "owner_user_name": ctx.user.name,
+                 "user_id": ctx.user.id, "bdm_v2": "True", "root_device_name": "/dev/vda",
+                 "block_device_mapping": json.dumps(mapping), **body.metadata}
+        image = self.images.create(ctx, name=body.name, disk_format="raw", container_format="bare",
+                                   visibility="private", min_disk=int(flavor.get("disk", 0)), properties=props)
+        self.images.upload(ctx, image.id, [b""])  # active with no data, as Nova leaves such an image
+        with self._db.begin() as s:
+            row = self._row(s, ctx, server_id)
+            self._record(s, row, "createImage", request_id, ctx)
+        log.info("server %s (project %s): image %s records snapshots %s", server_id, project, image.id,
+                 [x.id for x in snaps])
+        return {"image_id": image.id}
+
+    def _image_mapping(self, ctx: AuthContext, image_id: str) -> tuple[BlockDevice, ...]:
+        """The volumes an image of a volume-backed server records (none for an ordinary image)."""
+        image = self.images.get(ctx, image_id)  # NotFound for one the caller cannot see
+        raw = (image.properties or {}).get("block_device_mapping")
+        if not raw:
+            return ()
+        try:
+            entries = json.loads(raw)
+            devices = tuple(BlockDevice(source="snapshot", uuid=str(e["snapshot_id"]),
+                                        boot_index=e.get("boot_index"), size_gib=e.get("volume_size"),
+                                        delete_on_termination=bool(e.get("delete_on_termination")))
+                            for e in entries if e.get("source_type") == "snapshot" and e.get("snapshot_id"))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BadRequest("Image {id} has a block_device_mapping property that is not a list of block device "
+                             "mappings: {why}", id=image_id, why=str(exc)) from None
+        if not is_volume_backed(devices):
+            raise BadRequest("Image {id} records volumes but none to boot from (boot_index 0).", id=image_id)
+        return devices
 
 
 def _failure(s: Session, held: Sequence[vt.VolumeAttachment]) -> str | None:

@@ -54,8 +54,10 @@ from yunstack.types import new_uuid
 from yunstack.volume import attachments
 
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
+# Actions that start a stopped guest: not while a snapshot of one of its volumes is being taken.
+STARTS_GUEST = frozenset({"start", "reboot", "unshelve", "rescue", "unrescue"})
 # Actions that work on the root disk a host keeps (or move it): a server booted from a volume has none.
-VOLUME_BACKED_REFUSED = frozenset({"createImage", "rebuild", "rescue", "resize", "migrate", "live-migration",
+VOLUME_BACKED_REFUSED = frozenset({"rebuild", "rescue", "resize", "migrate", "live-migration",
                                    "shelve", "shelveOffload", "unshelve"})
 MAX_USER_DATA = 65535
 MAX_METADATA_ITEMS = 128
@@ -254,6 +256,11 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
         zone, forced_host = split_zone(req.availability_zone)
         if forced_host:
             policy.require_admin(ctx, "os_compute_api:servers:create:forced_host")
+        if req.image_id and self.volumes is not None and not any(d.boot_index == 0 for d in req.block_devices):
+            with contextlib.suppress(NotFound):  # an image that is not there: _validate says so, as always
+                if recorded := self._image_mapping(ctx, req.image_id):
+                    # An image of a volume-backed server: its volumes come back from their snapshots.
+                    req = replace(req, image_id="", block_devices=(*recorded, *req.block_devices))
         flavor, image, key = self._validate(ctx, req)
         group_names = self._security_group_names(ctx, req.security_groups)
         now = datetime.now(UTC)
@@ -464,6 +471,8 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
 
         Returns what the API reports (e.g. a snapshot's image id).
         """
+        if action == "createImage" and self._volume_backed(ctx, server_id):
+            return self.snapshot_volume_backed(ctx, server_id, body, request_id)
         with self._db.begin() as s:
             row, decl = self._begin(s, ctx, server_id, action)
             args, result = (decl.prepare(self, s, ctx, row, body) if decl.prepare is not None
@@ -486,6 +495,10 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
         if not row.image_id and action in VOLUME_BACKED_REFUSED:
             raise Conflict("Instance {id} boots from a volume, and '{action}' needs a root disk of its host: it is "
                            "not supported for volume-backed servers yet.", id=server_id, action=action)
+        if action in STARTS_GUEST and (snapping := self._snapshot_in_progress(s, row.id)) is not None:
+            raise Conflict("Cannot '{action}' instance {id}: a snapshot of its volume {volume} is being taken, "
+                           "and its guest must not open the volume until it is.", action=action, id=server_id,
+                           volume=snapping)
         step = operations.queued(row)
         # Only a reboot may replace its own kind (a HARD reboot over a SOFT one that hangs).
         if step is not None and step.op != decl.name:

@@ -237,6 +237,8 @@ class VolumeService:
         # Told when a volume a server's block device mapping waited for is made, or failed (server id,
         # volume id, the error): the compute service's, set by the composition root.
         self.boot_volume_done: Callable[[str, str, str | None], None] | None = None
+        # Whether none of these servers' guests can have a volume open (the compute service's).
+        self.guests_stopped: Callable[[Sequence[str]], bool] | None = None
         self.quotas = VolumeQuotas()
 
     @property
@@ -534,7 +536,16 @@ class VolumeService:
         meta = check_metadata(metadata or {})
         with self._db.begin() as s:
             vol = self._row(s, ctx, volume_id)
-            if vol.status not in states.SNAPSHOT_SOURCES:
+            if vol.status == states.IN_USE and force:
+                # Cinder's force: an in-use volume, here only while no guest has it open (the storage
+                # host snapshots closed files; a running guest's needs QEMU's help, not built yet).
+                users = [a.instance_id for a in s.scalars(select(t.VolumeAttachment).where(
+                    t.VolumeAttachment.volume_id == vol.id))]
+                if self.guests_stopped is None or not self.guests_stopped(users):
+                    raise InvalidVolume(reason=f"Volume {vol.id} is in use by a server that is not stopped: stop it "
+                                               f"first (a snapshot of a volume a running guest has open is not "
+                                               f"supported yet).")
+            elif vol.status not in states.SNAPSHOT_SOURCES:
                 raise InvalidVolume(reason=f"Volume {vol.id} status must be available, but current status is: "
                                            f"{vol.status}.")
             vtype = s.get(t.VolumeType, vol.volume_type_id)

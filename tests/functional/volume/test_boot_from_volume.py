@@ -11,11 +11,15 @@ with its reason.  The guest that really boots from a volume is the real CLI's te
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_servers import wait_for
 from tests.functional.volume.test_volume_api import Cinder
+from yunstack.db.tables import volume as vt
 
 
 def _clients(w: dict[str, Any]) -> tuple[Nova, Cinder]:
@@ -145,3 +149,63 @@ def test_a_volume_that_cannot_be_made_fails_the_build_with_its_reason(servers_wo
     assert "block device mapping" in server["fault"]["message"] and "no-such-type" in server["fault"]["message"]
     assert cinder.get("/volumes").json()["volumes"] == []  # nothing was made of it
     assert alice.delete(f"/servers/{server['id']}").status_code == 204
+
+
+def test_an_image_of_a_stopped_volume_backed_server_records_snapshots_that_boot_again(
+        servers_world: dict[str, Any]) -> None:
+    alice, cinder = _clients(servers_world)
+    data = {"source_type": "blank", "destination_type": "volume", "volume_size": 1, "boot_index": -1}
+    r = alice.post("/servers", _server(servers_world, "origin", [_root_from_image(servers_world, delete=False),
+                                                                 data]))
+    assert r.status_code == 202, r.text
+    server_id = r.json()["server"]["id"]
+    wait_for(alice, server_id, "ACTIVE")
+    root, extra = _volumes(alice, server_id)
+    # Running: its guest has the volumes open, so neither createImage nor a forced snapshot.
+    r = alice.post(f"/servers/{server_id}/action", {"createImage": {"name": "img"}})
+    assert r.status_code == 409 and "stop it" in r.json()["conflictingRequest"]["message"]
+    r = cinder.post("/snapshots", {"snapshot": {"volume_id": root, "force": True}})
+    assert r.status_code == 400 and "not stopped" in r.json()["badRequest"]["message"]
+    assert alice.post(f"/servers/{server_id}/action", {"os-stop": None}).status_code == 202
+    wait_for(alice, server_id, "SHUTOFF")
+    r = alice.at("2.45").post(f"/servers/{server_id}/action", {"createImage": {"name": "img", "metadata": {"k": "v"}}})
+    assert r.status_code == 202, r.text
+    image_id = r.json()["image_id"]
+    image = servers_world["api"].http.get(f"/image/v2/images/{image_id}", headers={"X-Auth-Token": alice.token}).json()
+    assert image["status"] == "active" and image["size"] == 0 and image["k"] == "v"
+    recorded = json.loads(image["block_device_mapping"])
+    assert [(m["boot_index"], m["source_type"]) for m in recorded] == [(0, "snapshot"), (None, "snapshot")]
+    for m in recorded:
+        cinder.wait(m["snapshot_id"], "available", what="snapshots")
+    assert {cinder.get(f"/snapshots/{m['snapshot_id']}").json()["snapshot"]["volume_id"] for m in recorded} == {
+        root, extra}
+    # Booting the image makes the volumes again from the snapshots.
+    r = alice.post("/servers", {"server": {"name": "copy", "imageRef": image_id, "flavorRef": "42",
+                                           "networks": "none"}})
+    assert r.status_code == 202, r.text
+    copy = r.json()["server"]["id"]
+    assert wait_for(alice, copy, "ACTIVE")["image"] == ""
+    made = _volumes(alice, copy)
+    assert len(made) == 2 and not set(made) & {root, extra}
+    assert {cinder.get(f"/volumes/{v}").json()["volume"]["snapshot_id"] for v in made} == {
+        m["snapshot_id"] for m in recorded}
+
+
+
+def test_a_stopped_server_does_not_start_while_a_snapshot_of_its_volume_is_taken(
+        servers_world: dict[str, Any]) -> None:
+    alice, _cinder = _clients(servers_world)
+    r = alice.post("/servers", _server(servers_world, "snapped", [_root_from_image(servers_world)]))
+    server_id = r.json()["server"]["id"]
+    wait_for(alice, server_id, "ACTIVE")
+    assert alice.post(f"/servers/{server_id}/action", {"os-stop": None}).status_code == 202
+    wait_for(alice, server_id, "SHUTOFF")
+    (volume_id,) = _volumes(alice, server_id)
+    services = servers_world["api"].services
+    now = datetime.now(UTC)
+    with services.db.begin() as s:  # the storage host has not taken it yet
+        s.add(vt.Snapshot(id=str(uuid.uuid4()), volume_id=volume_id, project_id=servers_world["a"]["project_id"],
+                          user_id="u", size=1, status="creating", progress="0%", meta={}, created_at=now,
+                          updated_at=now))
+    r = alice.post(f"/servers/{server_id}/action", {"os-start": None})
+    assert r.status_code == 409 and volume_id in r.json()["conflictingRequest"]["message"]
