@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from yunstack.errors import Conflict, DriverUnavailable, ValidationFailed
+from yunstack.errors import Conflict, DriverError, DriverUnavailable, ValidationFailed
 from yunstack.volume.backend import LocalDisk
 from yunstack.volume.export import Export, NbdExports
 
@@ -192,6 +192,12 @@ async def test_a_bad_request_or_a_taken_port_leaves_nothing(root: Path, tmp_path
         taken.listen()
         with pytest.raises(DriverUnavailable, match="in use"):
             await exports.start(VOLUME, local, "127.0.0.1", port=taken.getsockname()[1])
+    with pytest.raises(DriverError, match=r"192\.0\.2\.1"):  # not an address of this host
+        await exports.start(VOLUME, local, "192.0.2.1")
+    await exports.start(VOLUME, local, "127.0.0.1")
+    with pytest.raises(DriverError, match="lock"):  # two daemons cannot open one file
+        await exports.start(OTHER, local, "127.0.0.1")
+    await exports.stop(VOLUME)
     assert _daemons(root) == [] and list(root.iterdir()) == []
     assert await exports.running() == {}
 

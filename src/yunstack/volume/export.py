@@ -127,6 +127,7 @@ class NbdExports:
                                           f"on {recorded.host}:{recorded.port}; stop that export first")
                 if same:
                     with contextlib.suppress(DriverUnavailable):  # its port is taken now: a fresh one
+                        self._write(recorded)  # whatever of its files a crash left half written
                         await self._launch(recorded)
                         return recorded
             await self._stop(volume_id)
@@ -303,9 +304,12 @@ def _is_daemon(pid: int, binary: str, pidfile: Path) -> bool:
 def _free_port(host: str) -> int:
     """A TCP port free on ``host`` now (the daemon binds it a moment later: ``_fresh`` retries if lost)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise DriverError(detail=f"no TCP port for an NBD export on {host}: {exc}") from exc
 
 
 def _json(value: dict[str, Any]) -> str:
