@@ -103,7 +103,7 @@ async def test_an_export_serves_the_volume_data_to_the_key_holder_only(root: Pat
     exports = NbdExports(root)
     export = await exports.start(VOLUME, local, "127.0.0.1")
     assert (export.host, export.name, export.psk_identity, export.path) == ("127.0.0.1", VOLUME, "yunstack", local.path)
-    assert len(export.psk_key) == 64 and int(export.psk_key, 16) >= 0
+    assert len(export.psk_key) == 64 and int(export.psk_key, 16) >= 0 and export.psk_key not in repr(export)
     folder = root / VOLUME  # the key is a secret: ours alone to read
     assert folder.stat().st_mode & 0o777 == 0o700 and root.stat().st_mode & 0o777 == 0o700
     assert all((folder / f).stat().st_mode & 0o777 == 0o600 for f in ("keys.psk", "export.json"))
@@ -139,6 +139,8 @@ async def test_start_adopts_a_running_export_and_a_new_object_finds_it(root: Pat
     assert len(_daemons(root)) == 1
     with pytest.raises(Conflict):  # another file under the same volume id: never swapped under a guest
         await exports.start(VOLUME, other, "127.0.0.1")
+    with pytest.raises(Conflict):
+        await exports.start(VOLUME, local, "127.0.0.1", identity="host-2")
     second = await exports.start(OTHER, other, "127.0.0.1")
     assert second.port != export.port and second.psk_key != export.psk_key  # a daemon and a key per export
 

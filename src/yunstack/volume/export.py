@@ -37,7 +37,7 @@ import shutil
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ class Export:
     port: int
     name: str
     psk_identity: str
-    psk_key: str
+    psk_key: str = field(repr=False)  # a secret: kept out of logs
     path: Path
     format: str
 
@@ -107,10 +107,10 @@ class NbdExports:
         """Serve the volume at ``local`` on ``bind_host`` (an IP address of this host) and ``port``
         (one that is free when None); return the export.
 
-        An export of this volume that runs with the same file, address (and ``port``, when given)
-        is adopted and returned as it is.  One whose daemon is gone (a reboot) is started again
+        An export of this volume that runs with the same file, address, identity (and ``port``,
+        when given) is adopted and returned as it is.  One whose daemon is gone (a reboot) is started again
         with the same port and key when it can be, so the guest that held it reconnects.  One that
-        runs for another file or address raises ``Conflict`` (``stop`` it first).  On failure
+        runs otherwise raises ``Conflict`` (``stop`` it first).  On failure
         nothing of a new export stays.
         """
         check_id("volume", volume_id)
@@ -118,8 +118,8 @@ class NbdExports:
         async with self._lock(volume_id):
             recorded = self._read(volume_id)
             if recorded is not None:
-                same = (recorded.path == local.path and recorded.format == local.format
-                        and recorded.host == bind_host and port in (None, recorded.port))
+                same = (recorded.path == local.path and recorded.format == local.format and recorded.host == bind_host
+                        and port in (None, recorded.port) and recorded.psk_identity == identity)
                 if self._pid(volume_id) is not None:
                     if same:
                         return recorded
