@@ -137,6 +137,9 @@ class QemuConfig:
     binary: str = _help("QEMU system emulator.", "qemu-system-x86_64")
     qemu_img: str = _help("qemu-img binary.", "qemu-img")
     qemu_nbd: str = _help("qemu-nbd binary (serves a stopped guest's disks to the host it moves to).", "qemu-nbd")
+    qemu_storage_daemon: str = _help(
+        "qemu-storage-daemon binary (the storage host serves a volume attached on another host over NBD).",
+        "qemu-storage-daemon")
     accel: str = _help("'auto' (KVM when a bounded probe boots, else TCG), 'kvm' or 'tcg'.", "auto")
     kvm_probe_timeout: float = _help("Seconds the KVM probe may take before TCG is chosen.", 3.0)
     tcg_tb_size_mib: int = _help("TCG translation cache per VM, MiB (QEMU's default is 1 GiB).", 32)

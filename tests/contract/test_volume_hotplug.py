@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 
-from yunstack.compute.driver import Disk, DiskKind, VolumeDetachTimeout, VolumeSourceNotFound
+from yunstack.compute.driver import Disk, DiskKind, NbdSource, VolumeDetachTimeout, VolumeSourceNotFound
 from yunstack.compute.qemu import volumes as qemu_volumes
-from yunstack.compute.qemu.cmdline import InstancePaths
+from yunstack.compute.qemu.cmdline import InstancePaths, VolumeIds
 from yunstack.compute.qemu.driver import socket_dir
 from yunstack.compute.qemu.qmp import open_session
 from yunstack.errors import Conflict, DriverError, NotFound, ValidationFailed
+from yunstack.volume.backend import LocalDisk
+from yunstack.volume.export import NbdExports
 
 MIB = 1024 * 1024
 FIRST = "0b7c3f2e-5d1a-4c8e-9f00-1234567890ab"  # volume ids; the guest sees 20 characters of each
@@ -205,3 +207,60 @@ async def test_attach_refuses_what_is_no_volume_and_detach_waits_for_the_guest(
         assert await _in_qemu(harness, spec.id) == {}
     await driver.destroy(spec.id)
     assert volume.exists()
+
+
+async def test_a_volume_of_another_host_attaches_over_nbd_and_keeps_what_the_guest_wrote(
+    harness: Any, tmp_path: Path
+) -> None:
+    """The storage host's export (``volume.export``) and the compute host's NBD disk, end to end on 127.0.0.1.
+
+    The guest finds the volume by its serial (``/sys/block/vdX/serial``: what udev's
+    ``/dev/disk/by-id/virtio-<serial>`` link is made from; the tiny image has no udev), reads the
+    data the volume held, and what it writes is in the volume's qcow2 file once it is detached and
+    the export stopped.  The second boot opens it from the command line instead of a hot-plug.
+    """
+    driver, qemu = harness.driver, harness.kind == "qemu"
+    volume = _volume(tmp_path, "remote.qcow2")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xa5 0 64k", str(volume)], check=True,
+                   capture_output=True, timeout=60)
+    exports = NbdExports(tmp_path / "exports")
+    export = await exports.start(FIRST, LocalDisk(volume, "qcow2"), "127.0.0.1")
+    try:
+        spec = harness.spec()
+        await driver.spawn(spec)
+        await harness.wait_ready(spec.id)
+        nbd = NbdSource(host=export.host, port=export.port, export=export.name, psk_identity=export.psk_identity,
+                        psk_key=export.psk_key)
+        disk = _disk(volume, FIRST, "raw", nbd=nbd)
+        assert await driver.attach_volume(spec.id, disk) == "vdc"
+        assert await driver.attach_volume(spec.id, disk) == "vdc"  # again: nothing changes
+        assert [v.nbd for v in await driver.attached_volumes(spec.id)] == [nbd]
+        if qemu:
+            paths = InstancePaths(harness.config.instances_path.resolve() / spec.id)
+            keys = paths.nbd_keys(VolumeIds.of(disk).device)
+            assert keys.stat().st_mode & 0o777 == 0o700 and (keys / "keys.psk").stat().st_mode & 0o777 == 0o600
+            assert await _in_qemu(harness, spec.id) == {FIRST: 64 * MIB}
+            await _guest_disks(harness, spec.id, {"vdc": FIRST[:20]})
+            assert await _in_guest(harness, spec.id, "od -An -tx1 -N4 /dev/vdc") == "a5 a5 a5 a5"
+            await _in_guest(harness, spec.id, "head -c 65536 /dev/zero | tr '\\000' Z | "
+                                              "dd of=/dev/vdc bs=65536 seek=16 conv=fsync 2>/dev/null")
+
+            # A new QEMU (stop, start) opens the volume from its command line with the recorded key.
+            await driver.power_off(spec.id, timeout=30)
+            await driver.power_on(spec)
+            await harness.wait_ready(spec.id, boots=2)
+            await _guest_disks(harness, spec.id, {"vdc": FIRST[:20]})
+            assert await _in_guest(harness, spec.id, "od -An -tx1 -N2 -j 1048576 /dev/vdc") == "5a 5a"
+
+        await driver.detach_volume(spec.id, FIRST)  # the guest acknowledges; the credentials go too
+        assert await _attached(driver, spec.id) == []
+        if qemu:
+            assert await _in_qemu(harness, spec.id) == {} and not keys.exists()
+            await _guest_disks(harness, spec.id, {})
+        await driver.destroy(spec.id)
+    finally:
+        await exports.stop(FIRST)
+    if qemu:  # the guest's write went through the export into the volume's qcow2
+        check = subprocess.run(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x5a 1M 64k", str(volume)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0 and "fail" not in check.stdout.lower(), check.stdout + check.stderr

@@ -14,6 +14,7 @@ Volumes add two of their own, defined here because they belong to the seam: ``Vo
 from __future__ import annotations
 
 import enum
+import ipaddress
 import itertools
 import re
 from collections.abc import Mapping, Sequence
@@ -62,12 +63,29 @@ class DiskKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NbdSource:
+    """Where a volume kept on another host is served over NBD (``yunstack.volume.export.Export``).
+
+    The client proves itself with TLS-PSK: ``psk_identity`` and ``psk_key`` (hex digits) must be in
+    the serving daemon's key file.  The key is a secret: it is left out of ``repr``.
+    """
+
+    host: str  # an IP address or a host name
+    port: int
+    export: str  # the NBD export name
+    psk_identity: str
+    psk_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Disk:
     """One guest disk.
 
     For a local overlay ``source`` is the cached base image (``format`` its format) and the driver
     keeps the overlay with the guest's files; ``size_gib`` 0 means the base image's virtual size.
-    For a volume ``source`` is the device or file itself.  ``cache`` None means the driver's
+    For a volume ``source`` is the device or file itself, or, with ``nbd``, the volume is reached
+    over NBD and ``source`` only names it in messages (its path on its storage host, say); such a
+    volume's ``format`` is raw: the export serves the volume's data.  ``cache`` None means the driver's
     configured mode.  ``boot_index`` None: not bootable.  ``serial`` is the virtio-blk serial; for a
     volume its id, so the guest finds it at ``/dev/disk/by-id/virtio-<first 20 characters>`` (as on
     Nova with libvirt: virtio-blk keeps 20 bytes of it).
@@ -83,12 +101,19 @@ class Disk:
     read_only: bool = False
     cache: str | None = None
     serial: str | None = None
+    nbd: NbdSource | None = None
 
 
 VOLUME_FORMATS = ("qcow2", "raw")
 VOLUME_CACHE_MODES = ("none", "writeback", "writethrough")  # QEMU's cache= modes a driver accepts
 # A serial goes into QEMU's option syntax and into device ids: no commas, no spaces, no surprises.
 _SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# What an NbdSource may hold: it comes from another host and goes into QEMU's options and a key file.
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_EXPORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_PSK_IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # no ':' (the key file's separator)
+_PSK_KEY = re.compile(r"^(?:[0-9a-fA-F]{2}){16,64}$")  # 128 to 512 bits
 
 
 class VolumeSourceNotFound(NotFound):
@@ -125,12 +150,34 @@ def check_volume(disk: Disk) -> str:
     if disk.cache not in (None, *VOLUME_CACHE_MODES):
         raise ValidationFailed(detail=f"volume cache must be one of {', '.join(VOLUME_CACHE_MODES)}, "
                                       f"not {disk.cache!r}")
+    if disk.nbd is not None:
+        check_nbd(disk.nbd)
+        if disk.format != "raw":
+            raise ValidationFailed(detail=f"a volume over NBD is raw (its export serves the data), not {disk.format!r}")
     return disk.serial
 
 
+def check_nbd(nbd: NbdSource) -> None:
+    """Raise ``ValidationFailed`` unless ``nbd`` holds a host, a port, an export name and a key we accept."""
+    try:
+        ipaddress.ip_address(nbd.host)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(nbd.host):
+            raise ValidationFailed(detail=f"an NBD host is an IP address or a host name, not {nbd.host!r}") from None
+    if isinstance(nbd.port, bool) or not isinstance(nbd.port, int) or not 1 <= nbd.port <= 65535:
+        raise ValidationFailed(detail=f"an NBD port is 1..65535, not {nbd.port!r}")
+    if not _EXPORT_NAME.fullmatch(nbd.export):
+        raise ValidationFailed(detail=f"an NBD export name is letters, digits, '.', '_' or '-', not {nbd.export!r}")
+    if not _PSK_IDENTITY.fullmatch(nbd.psk_identity):
+        raise ValidationFailed(detail=f"a PSK identity is letters, digits, '.', '_' or '-', "
+                                      f"not {nbd.psk_identity!r}")
+    if not _PSK_KEY.fullmatch(nbd.psk_key):
+        raise ValidationFailed(detail="a PSK key is 32 to 128 hex digits, an even number of them")
+
+
 def require_source(disk: Disk) -> None:
-    """Raise ``VolumeSourceNotFound`` when the volume's file or device is missing."""
-    if not disk.source.exists():
+    """Raise ``VolumeSourceNotFound`` when the volume's file or device is missing (over NBD: nothing to look at)."""
+    if disk.nbd is None and not disk.source.exists():
         raise VolumeSourceNotFound(serial=disk.serial or "(no serial)", path=str(disk.source))
 
 
@@ -466,11 +513,14 @@ class ComputeDriver(Protocol):
 
     async def attach_volume(self, instance_id: str, disk: Disk) -> str:
         """Attach ``disk`` (kind VOLUME, ``serial`` set, ``source`` a file or block device, ``format``
-        qcow2 or raw, ``read_only``) and return the device name the guest most likely sees (``vdb``...).
+        qcow2 or raw, ``read_only``; or ``nbd`` set and ``format`` raw: a volume of another host) and
+        return the device name the guest most likely sees (``vdb``...).
 
         Running or paused guest: hot-plugged (QEMU: ``blockdev-add`` + ``device_add`` on a free PCIe
-        root port).  Stopped guest: recorded only; its next start opens it.  ``boot_index`` is
-        dropped (an attached volume is a data disk) and ``device`` is chosen by the driver.
+        root port; over NBD first ``object-add`` of its TLS-PSK credentials, whose key file the
+        driver keeps with the guest's files until the volume is detached).  Stopped guest: recorded
+        only; its next start opens it.  ``boot_index`` is dropped (an attached volume is a data
+        disk) and ``device`` is chosen by the driver.
         Idempotent: a volume with this serial already attached returns its device name and changes
         nothing.  Raises ``VolumeSourceNotFound`` when the source is missing, ``ValidationFailed``
         for a disk that is not an attachable volume, ``Conflict`` when no hot-plug slot is free or

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic, root_disk
+from yunstack.compute.driver import (
+    ConfigDrive,
+    Disk,
+    DiskKind,
+    InstanceSpec,
+    MemoryBacking,
+    NbdSource,
+    Nic,
+    check_volume,
+    require_source,
+    root_disk,
+)
 from yunstack.compute.qemu import accel, disk, host, specfile
-from yunstack.compute.qemu.cmdline import InstancePaths, build_argv
+from yunstack.compute.qemu.cmdline import InstancePaths, VolumeIds, build_argv
 from yunstack.config import QemuConfig
-from yunstack.errors import DriverMisconfigured
+from yunstack.errors import DriverMisconfigured, ValidationFailed
 
 PATHS = InstancePaths(Path("/var/lib/yunstack/instances/abc"))
 SPEC = InstanceSpec(id="abc", name="vm", hostname="vm1", vcpus=2, memory_mib=256,
                     disks=root_disk(Path("/cache/base.qcow2"), size_gib=1))
+KEY = "0123456789abcdef" * 4
+NBD = NbdSource(host="192.0.2.10", port=10809, export="vol2", psk_identity="yunstack", psk_key=KEY)
+NBD_VOLUME = Disk(kind=DiskKind.VOLUME, source=Path("/var/lib/yunstack/volumes/vol2.qcow2"), format="raw",
+                  device="vdc", boot_index=None, serial="vol2", nbd=NBD)
 
 
 def _pairs(argv: list[str]) -> list[tuple[str, str]]:
@@ -124,7 +140,7 @@ def test_the_spec_file_round_trips(tmp_path: Path) -> None:
         "nics": (Nic(tap="tap0", mac="52:54:00:00:00:01", bridge="br0"),),
         "memory": MemoryBacking(page_sharing=False, thp=False),
         "disks": (*SPEC.disks, Disk(kind=DiskKind.VOLUME, source=Path("/dev/vg/vol1"), format="raw",
-                                    device="vdb", boot_index=None, read_only=True, cache="none"))})
+                                    device="vdb", boot_index=None, read_only=True, cache="none"), NBD_VOLUME)})
     paths = InstancePaths(tmp_path)
     specfile.save_spec(paths, spec)
     assert specfile.load_spec(paths) == spec
@@ -160,3 +176,41 @@ def test_each_disk_of_the_spec_gets_a_drive_and_a_volume_keeps_its_own_options()
     assert "bootindex" not in device  # not bootable
     # rescued: the rescue disk boots first, the root disk second
     assert ("-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0,bootindex=2") in pairs
+
+
+def test_a_volume_over_nbd_is_tls_credentials_an_nbd_node_and_a_raw_node() -> None:
+    argv = build_argv(InstanceSpec(**{**SPEC.__dict__, "disks": (*SPEC.disks, NBD_VOLUME)}), PATHS, QemuConfig(), "tcg")
+    pairs = _pairs(argv)
+    ids = VolumeIds.of(NBD_VOLUME)
+    # The credentials come first: the nbd node names them; QEMU reads the key from the instance directory.
+    (tls,) = [json.loads(v) for k, v in pairs if k == "-object" and "tls-creds-psk" in v]
+    assert tls == {"qom-type": "tls-creds-psk", "id": ids.tls, "endpoint": "client", "username": "yunstack",
+                   "dir": "/var/lib/yunstack/instances/abc/nbd/" + ids.device}
+    nodes = [json.loads(v) for k, v in pairs if k == "-blockdev" and "vol-" in v]
+    assert argv.index("-object") < argv.index("-blockdev")
+    (nbd_node,) = [n for n in nodes if n["driver"] == "nbd"]
+    (raw_node,) = [n for n in nodes if n["driver"] == "raw"]
+    assert nbd_node["server"] == {"type": "inet", "host": "192.0.2.10", "port": "10809"}
+    assert (nbd_node["export"], nbd_node["tls-creds"], nbd_node["node-name"]) == ("vol2", ids.tls, ids.file)
+    assert nbd_node["reconnect-delay"] > 0  # a restarted storage daemon holds the guest's I/O, not fails it
+    assert raw_node["file"] == ids.file and raw_node["node-name"] == ids.node
+    assert KEY not in " ".join(argv)  # the key is in the key file only, never on a command line
+    (device,) = [v for k, v in pairs if k == "-device" and "serial=vol2" in v]
+    assert device.startswith(f"virtio-blk-pci,drive={ids.node},")
+
+
+def test_a_volume_over_nbd_is_checked_before_it_reaches_qemu() -> None:
+    assert check_volume(NBD_VOLUME) == "vol2"
+    require_source(NBD_VOLUME)  # its source is on the storage host: nothing here to look at
+    assert KEY not in repr(NBD_VOLUME)
+    for host_ in ("2001:db8::1", "storage-1.example.org", "st1"):
+        check_volume(replace(NBD_VOLUME, nbd=replace(NBD, host=host_)))
+    bad = [{"host": "a,b"}, {"host": "x y"}, {"host": ""}, {"host": "-st"}, {"port": 0}, {"port": 65536},
+           {"port": True}, {"export": "a/b"}, {"export": "a,b"}, {"export": ""}, {"psk_identity": "a:b"},
+           {"psk_key": "xyz" * 20}, {"psk_key": KEY + "0"}, {"psk_key": KEY + "\n"}, {"export": "vol2\n"},
+           {"host": "st1\n"}, {"psk_key": ""}]
+    for change in bad:
+        with pytest.raises(ValidationFailed):
+            check_volume(replace(NBD_VOLUME, nbd=replace(NBD, **change)))  # type: ignore[arg-type]
+    with pytest.raises(ValidationFailed, match="raw"):
+        check_volume(replace(NBD_VOLUME, format="qcow2"))

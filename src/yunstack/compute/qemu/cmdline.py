@@ -21,6 +21,9 @@ ROOT_NODE = "root0"
 # Empty PCIe root ports for hot-plugged NICs (q35 only; the pc machine hot-plugs on its root bus).
 HOTPLUG_PORTS = 4
 HOTPLUG_PREFIX = "hotplug"
+# Seconds a guest's I/O on a volume over NBD waits for a lost connection to come back before it
+# fails: a storage daemon killed and restarted within them completes it, data intact (docs/spikes/nbd).
+NBD_RECONNECT_DELAY = 15
 
 
 def is_q35(machine: str) -> bool:
@@ -119,6 +122,10 @@ class InstancePaths:
     def intent(self) -> Path:
         return self.dir / "intent"
 
+    def nbd_keys(self, device: str) -> Path:
+        """The directory of the TLS-PSK key (``keys.psk``) of the volume over NBD whose device is ``device``."""
+        return self.dir / "nbd" / device
+
     @property
     def ports(self) -> Path:
         """The running QEMU's root ports and which volume sits behind which (``PortLayout``)."""
@@ -156,7 +163,8 @@ def disk_args(index: int, disk: Disk, paths: InstancePaths, disk_cache: str, boo
 
 @dataclass(frozen=True)
 class VolumeIds:
-    """The QEMU names of one volume: its device and its two block nodes (format on top of file).
+    """The QEMU names of one volume: its device, its two block nodes (format on top of file; over
+    NBD raw on top of the nbd node) and, over NBD, its TLS credentials object.
 
     Derived from the serial (or, without one, the source path) through a hash: node names may not
     exceed 31 bytes and must start with a letter, and a volume id is 36 characters.
@@ -165,6 +173,7 @@ class VolumeIds:
     device: str
     node: str
     file: str
+    tls: str
 
     @classmethod
     def of(cls, disk: Disk) -> VolumeIds:
@@ -173,7 +182,7 @@ class VolumeIds:
     @classmethod
     def for_serial(cls, serial: str) -> VolumeIds:
         key = "vol-" + hashlib.sha256(serial.encode()).hexdigest()[:16]
-        return cls(device=key, node=f"{key}-fmt", file=f"{key}-file")
+        return cls(device=key, node=f"{key}-fmt", file=f"{key}-file", tls=f"{key}-tls")
 
 
 @dataclass(frozen=True)
@@ -210,9 +219,23 @@ def volume_nodes(disk: Disk, cache: str, host_device: bool) -> list[dict[str, An
     """
     ids = VolumeIds.of(disk)
     common = {"cache": {"direct": cache == "none", "no-flush": False}, "discard": "unmap", "read-only": disk.read_only}
+    if disk.nbd is not None:
+        nbd = disk.nbd
+        return [{"driver": "nbd", "node-name": ids.file, "export": nbd.export, "tls-creds": ids.tls,
+                 "server": {"type": "inet", "host": nbd.host, "port": str(nbd.port)},
+                 "reconnect-delay": NBD_RECONNECT_DELAY, **common},
+                {"driver": "raw", "node-name": ids.node, "file": ids.file, **common}]
     return [{"driver": "host_device" if host_device else "file", "node-name": ids.file,
              "filename": str(disk.source), **common},
             {"driver": disk.format, "node-name": ids.node, "file": ids.file, **common}]
+
+
+def tls_object(disk: Disk, key_dir: Path) -> dict[str, str]:
+    """The ``object-add`` arguments of a volume's TLS-PSK client credentials (its key file in ``key_dir``)."""
+    if disk.nbd is None:
+        raise ValueError(f"volume {disk.serial} is not reached over NBD: it has no TLS credentials")
+    return {"qom-type": "tls-creds-psk", "id": VolumeIds.of(disk).tls, "endpoint": "client",
+            "dir": str(key_dir), "username": disk.nbd.psk_identity}
 
 
 def volume_device(disk: Disk, cache: str) -> dict[str, str]:
@@ -225,13 +248,19 @@ def volume_device(disk: Disk, cache: str) -> dict[str, str]:
     return props
 
 
-def volume_args(disk: Disk, cache: str, host_device: bool, bus: str | None, boot_index: int | None) -> list[str]:
-    """``-blockdev`` (JSON: a path may hold a comma) twice and ``-device`` for one volume."""
+def volume_args(disk: Disk, cache: str, host_device: bool, bus: str | None, boot_index: int | None,
+                key_dir: Path | None = None) -> list[str]:
+    """``-blockdev`` (JSON: a path may hold a comma) twice and ``-device`` for one volume; over NBD
+    first ``-object`` with its TLS credentials, whose key file is in ``key_dir``."""
     if disk.format not in ("qcow2", "raw"):
         raise ValueError(f"volume format must be qcow2 or raw, not {disk.format!r}")
     if cache not in DISK_CACHE_MODES:
         raise ValueError(f"disk cache must be one of {', '.join(DISK_CACHE_MODES)}, not {cache!r}")
     argv = []
+    if disk.nbd is not None:
+        if key_dir is None:
+            raise ValueError(f"volume {disk.serial} over NBD needs the directory of its key")
+        argv += ["-object", json.dumps(tls_object(disk, key_dir), separators=(",", ":"))]
     for node in volume_nodes(disk, cache, host_device):
         argv += ["-blockdev", json.dumps(node, separators=(",", ":"))]
     props = volume_device(disk, cache)
@@ -272,7 +301,8 @@ def build_argv(
     virtio-blk device with the volume's serial; their cache is their own ``cache`` or ``disk_cache``
     (the driver resolves ``auto`` per volume), and ``host_devices`` names the sources that are block
     devices.  On q35 each sits behind a root port of ``layout`` (``PortLayout.fresh`` when None), so
-    it can be unplugged like a hot-plugged one.
+    it can be unplugged like a hot-plugged one.  A volume over NBD reads its TLS-PSK key from
+    ``paths.nbd_keys``, which the caller fills before QEMU starts.
     """
     if disk_cache not in DISK_CACHE_MODES:
         raise ValueError(f"disk_cache must be one of {', '.join(DISK_CACHE_MODES)}, not {disk_cache!r}")
@@ -334,8 +364,8 @@ def build_argv(
         if q35 and device not in layout.volumes:
             raise ValueError(f"volume {disk.serial or disk.source} has no root port in the layout")
         boot_index = None if disk.boot_index is None else disk.boot_index + boot_shift
-        argv += volume_args(disk, disk.cache or disk_cache, disk.source in host_devices,
-                            layout.volumes[device] if q35 else None, boot_index)
+        argv += volume_args(disk, disk.cache or disk_cache, disk.nbd is None and disk.source in host_devices,
+                            layout.volumes[device] if q35 else None, boot_index, paths.nbd_keys(device))
     argv += [
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",

@@ -332,7 +332,12 @@ class QemuDriver:
                 spec, volumes.attached(spec), rescued=paths.rescue_disk.exists()))
             require_source(item)
             if pid is not None:  # running or paused; a recorded one the guest lost (see seam) comes back
-                await self._plug(paths, instance_id, item)
+                try:
+                    await self._plug(paths, instance_id, item)
+                except BaseException:
+                    if recorded is None and item.nbd is not None:  # its key goes with it
+                        volumes.remove_key(paths.nbd_keys(VolumeIds.of(item).device))
+                    raise
             if recorded is None:
                 specfile.save_spec(paths, replace(spec, disks=(*spec.disks, item)))
             return item.device
@@ -353,6 +358,7 @@ class QemuDriver:
                 layout = specfile.load_layout(paths) or PortLayout()
                 specfile.save_layout(paths, layout.unplugged(VolumeIds.for_serial(serial).device))
             specfile.save_spec(paths, volumes.without(spec, serial))
+            volumes.remove_key(paths.nbd_keys(VolumeIds.for_serial(serial).device))
 
     async def extend_volume(self, instance_id: str, serial: str, size_bytes: int) -> None:
         paths = self._existing(instance_id)
@@ -369,8 +375,12 @@ class QemuDriver:
     async def _plug(self, paths: InstancePaths, instance_id: str, item: Disk) -> None:
         cached = self._volume_cached(item)
         assert cached.cache is not None
+        key_dir = paths.nbd_keys(VolumeIds.of(item).device)
+        if item.nbd is not None:
+            volumes.write_key(key_dir, item.nbd)
         async with self._qmp(paths, instance_id) as qmp:
-            port = await volumes.plug(qmp, cached, cached.cache, item.source.is_block_device(), self._qemu.machine)
+            port = await volumes.plug(qmp, cached, cached.cache, item.nbd is None and item.source.is_block_device(),
+                                      self._qemu.machine, key_dir)
         layout = specfile.load_layout(paths) or PortLayout()  # none: started before volumes, no volume ports
         specfile.save_layout(paths, layout.plugged(VolumeIds.of(item).device, port))
 
@@ -734,6 +744,9 @@ class QemuDriver:
         """A volume with its ``cache`` resolved on its source (other disks as they are)."""
         if item.kind != DiskKind.VOLUME or item.cache is not None:
             return item
+        if item.nbd is not None:  # nothing on this host to probe: "auto" is O_DIRECT's "none"
+            return replace(item, cache=self._qemu.disk_cache if self._qemu.disk_cache in disk.DISK_CACHE_MODES
+                           else "none")
         return replace(item, cache=disk.volume_cache_mode(self._qemu.disk_cache, item.source))
 
     def _keep_volumes(self, paths: InstancePaths, spec: InstanceSpec) -> InstanceSpec:
@@ -749,13 +762,16 @@ class QemuDriver:
             specfile.save_spec(paths, spec)
         for item in volumes.attached(spec):
             require_source(item)
+            if item.nbd is not None:  # QEMU reads its key file as it starts
+                volumes.write_key(paths.nbd_keys(VolumeIds.of(item).device), item.nbd)
         if spec.config_drive is not None:
             await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
         layout = layout or PortLayout.fresh(spec)
         argv = build_argv(replace(spec, disks=tuple(map(self._volume_cached, spec.disks))), paths, self._qemu,
                           await choose_accel(self._qemu), incoming=incoming, disk_cache=self._disk_cache(paths.dir),
                           rescue_disk=paths.rescue_disk if rescued else None, layout=layout,
-                          host_devices={d.source for d in volumes.attached(spec) if d.source.is_block_device()})
+                          host_devices={d.source for d in volumes.attached(spec)
+                                        if d.nbd is None and d.source.is_block_device()})
         specfile.save_layout(paths, layout)
         specfile.write_intent(paths, "running")
         pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))

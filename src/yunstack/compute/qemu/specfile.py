@@ -2,8 +2,9 @@
 ``ports.json`` (where the running QEMU's volumes sit).
 
 ``spec.json`` lets the driver restart or adopt a guest without the database, attached volumes
-included (they are disks of the spec); ``intent`` tells a guest that we stopped or saved apart from
-one that stopped by itself; ``ports.json`` lets a saved state be restored into the same devices.
+included (they are disks of the spec; a volume over NBD with its key, so the file is 0600);
+``intent`` tells a guest that we stopped or saved apart from one that stopped by itself;
+``ports.json`` lets a saved state be restored into the same devices.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic
+from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, NbdSource, Nic
 from yunstack.compute.qemu.cmdline import InstancePaths, PortLayout
 from yunstack.errors import DriverError
 
@@ -37,7 +39,8 @@ def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
         "memory_mib": spec.memory_mib, "balloon": spec.balloon,
         "disks": [{"kind": d.kind.value, "source": str(d.source), "format": d.format, "size_gib": d.size_gib,
                    "device": d.device, "bus": d.bus, "boot_index": d.boot_index, "read_only": d.read_only,
-                   "cache": d.cache, "serial": d.serial} for d in spec.disks],
+                   "cache": d.cache, "serial": d.serial, "nbd": None if d.nbd is None else asdict(d.nbd)}
+                  for d in spec.disks],
         "memory": {"page_sharing": spec.memory.page_sharing, "thp": spec.memory.thp,
                    "hugepages": spec.memory.hugepages},
         "nics": [{"tap": n.tap, "mac": n.mac, "bridge": n.bridge} for n in spec.nics],
@@ -58,6 +61,12 @@ def _write_json(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
     tmp.replace(path)
+
+
+def _disk(data: dict[str, Any]) -> Disk:
+    nbd = data.get("nbd")
+    return Disk(**{**data, "kind": DiskKind(data.get("kind", DiskKind.LOCAL_OVERLAY)), "source": Path(data["source"]),
+                   "nbd": None if nbd is None else NbdSource(**nbd)})
 
 
 def save_layout(paths: InstancePaths, layout: PortLayout) -> None:
@@ -89,8 +98,7 @@ def load_spec(paths: InstancePaths) -> InstanceSpec:
                           "thp": extra.get("yunstack:thp", "on") != "off"}
     return InstanceSpec(
         **{k: v for k, v in data.items() if k not in ("nics", "disks", "memory")},
-        disks=tuple(Disk(**{**d, "kind": DiskKind(d.get("kind", DiskKind.LOCAL_OVERLAY)),
-                            "source": Path(d["source"])}) for d in data["disks"]),
+        disks=tuple(_disk(d) for d in data["disks"]),
         memory=MemoryBacking(**data["memory"]),
         nics=tuple(Nic(**n) for n in data["nics"]),
         config_drive=None if drive is None else ConfigDrive(

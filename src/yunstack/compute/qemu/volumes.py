@@ -9,6 +9,11 @@ then ``blockdev-del`` both nodes.  Waiting for the device to leave ``/machine/pe
 ``hotplug.unplug`` does for NICs, is not enough here: QEMU unlists the device before it drops its
 node, and ``blockdev-del`` in between fails with "Node ... is in use" (measured).
 
+A volume over NBD (``Disk.nbd``: kept on another host) is an ``nbd`` node with a ``raw`` node on
+it.  Its TLS-PSK client credentials are plugged first (``object-add``: QEMU reads the key file
+then, once) and unplugged last (``object-del``).  The key file lives in the instance directory
+(``InstancePaths.nbd_keys``, ``write_key``) until the volume is detached.
+
 Names come from ``cmdline.VolumeIds``, so a volume that came with the command line (a restart) is
 found and unplugged exactly like a hot-plugged one.
 """
@@ -17,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import Disk, DiskKind, InstanceSpec, VolumeDetachTimeout, named_at_boot
-from yunstack.compute.qemu.cmdline import HOTPLUG_PORTS, VolumeIds, is_q35, volume_device, volume_nodes
+from yunstack.compute.driver import Disk, DiskKind, InstanceSpec, NbdSource, VolumeDetachTimeout, named_at_boot
+from yunstack.compute.qemu.cmdline import HOTPLUG_PORTS, VolumeIds, is_q35, tls_object, volume_device, volume_nodes
 from yunstack.compute.qemu.hotplug import free_port, peripherals
 from yunstack.compute.qemu.qmp import QmpSession
 from yunstack.errors import Conflict, DriverError
@@ -67,17 +75,20 @@ def named(spec: InstanceSpec, rescued: bool) -> InstanceSpec:
 # ---------------------------------------------------------------- QMP
 
 
-async def plug(qmp: QmpSession, disk: Disk, cache: str, host_device: bool, machine: str) -> str | None:
+async def plug(qmp: QmpSession, disk: Disk, cache: str, host_device: bool, machine: str,
+               key_dir: Path | None = None) -> str | None:
     """Add the volume to the running guest; returns the root port it sits behind (None off q35).
 
-    A device with the volume's id already there is left as it is.  Nodes left by an earlier plug
-    that was cut short are replaced.  On failure nothing of it stays in QEMU.
+    A volume over NBD needs ``key_dir`` holding its key (``write_key``).  A device with the
+    volume's id already there is left as it is.  Nodes and credentials left by an earlier plug that
+    was cut short are replaced.  On failure nothing of it stays in QEMU.
     """
     ids = VolumeIds.of(disk)
     q35 = is_q35(machine)
     if ids.device in await peripherals(qmp):
         return port_of(await qmp.execute("query-pci"), ids.device) if q35 else None
     await _drop_nodes(qmp, ids)
+    await _drop_tls(qmp, ids)
     args: dict[str, Any] = volume_device(disk, cache)
     port = None
     if q35:
@@ -87,12 +98,18 @@ async def plug(qmp: QmpSession, disk: Disk, cache: str, host_device: bool, machi
                                   f"{HOTPLUG_PORTS} for interfaces and volumes together (a restart frees them)")
         args["bus"] = port
     try:
+        if disk.nbd is not None:
+            if key_dir is None:
+                raise DriverError(detail=f"volume {disk.serial} over NBD: no key directory given")
+            await qmp.execute("object-add", tls_object(disk, key_dir))
         for node in volume_nodes(disk, cache, host_device):
             await qmp.execute("blockdev-add", node)
         await qmp.execute("device_add", args)
     except BaseException:
         with contextlib.suppress(DriverError):
             await _drop_nodes(qmp, ids)
+        with contextlib.suppress(DriverError):
+            await _drop_tls(qmp, ids)
         raise
     return port
 
@@ -126,6 +143,7 @@ async def unplug(qmp: QmpSession, serial: str, instance_id: str, timeout: float 
                 if loop.time() >= deadline:
                     raise VolumeDetachTimeout(instance_id=instance_id, serial=serial, seconds=timeout)
     await _drop_nodes(qmp, ids)
+    await _drop_tls(qmp, ids)
 
 
 async def resize(qmp: QmpSession, serial: str, size_bytes: int, label: str) -> None:
@@ -168,3 +186,36 @@ async def _drop_nodes(qmp: QmpSession, ids: VolumeIds) -> None:
 
 async def _node_names(qmp: QmpSession) -> set[str]:
     return {str(n.get("node-name")) for n in await qmp.execute("query-named-block-nodes", {"flat": True})}
+
+
+async def _drop_tls(qmp: QmpSession, ids: VolumeIds) -> None:
+    """``object-del`` the volume's TLS credentials if QEMU has them (a node using them keeps a reference)."""
+    if ids.tls in {str(o.get("name")) for o in await qmp.execute("qom-list", {"path": "/objects"})}:
+        await qmp.execute("object-del", {"id": ids.tls})
+
+
+# ---------------------------------------------------------------- key files of volumes over NBD
+
+
+def write_key(key_dir: Path, nbd: NbdSource) -> None:
+    """Write ``key_dir/keys.psk`` (``identity:key``, 0600 in a 0700 directory): what ``tls-creds-psk`` reads."""
+    try:
+        key_dir.parent.mkdir(mode=0o700, exist_ok=True)
+        key_dir.mkdir(mode=0o700, exist_ok=True)
+        tmp = key_dir / ".keys.psk.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{nbd.psk_identity}:{nbd.psk_key}\n")
+        tmp.replace(key_dir / "keys.psk")
+    except OSError as exc:
+        raise DriverError(detail=f"writing the NBD key in {key_dir}: {exc}") from exc
+
+
+def remove_key(key_dir: Path) -> None:
+    """Remove a volume's key directory (absent: nothing to do)."""
+    try:
+        shutil.rmtree(key_dir)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DriverError(detail=f"removing the NBD key in {key_dir}: {exc}") from exc
