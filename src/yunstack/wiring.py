@@ -88,6 +88,8 @@ def build(config: Config, *, migrate: bool = True) -> Services:
     volume.extend_attached = compute.extend_attached_volume
     volume.boot_volume_done = compute.boot_volume_done
     volume.guests_stopped = compute.guests_stopped
+    volume.volume_exported = compute.volume_exported
+    volume.volume_export_failed = compute.volume_export_failed
     compute.volumes = volume
     if migrate:
         volume.ensure_defaults()

@@ -23,6 +23,7 @@ from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import Answer, ControlPlane, HostCall, Wakeup, work_key
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.agent.steps import STEPS
+from yunstack.agent.steps.volumes import nbd_disk
 from yunstack.compute.driver import (
     ComputeDriver,
     ConfigDrive,
@@ -43,6 +44,7 @@ from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
 from yunstack.network.dataplane.base import Dataplane
 from yunstack.protocol import Outcome, SpecData, SpecVolume, Work
 from yunstack.volume.backend import VolumeBackend
+from yunstack.volume.export import NbdExports
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,11 @@ class Agent:
                  poll_interval: float = 1.0, stop_timeout: float | None = None,
                  memory: MemoryManager | None = None, dataplane: Dataplane | None = None,
                  network_period: float = 30.0, poll_timeout: float = LONG_POLL_SECONDS,
-                 tunnel_ip: str = "", compute: bool = True, volumes: VolumeBackend | None = None) -> None:
+                 tunnel_ip: str = "", compute: bool = True, volumes: VolumeBackend | None = None,
+                 exports: NbdExports | None = None) -> None:
         self.host = host
         self.volumes = volumes  # the volume backend when this host keeps volumes (the storage host)
+        self.exports = exports  # its NBD exports to guests on other hosts
         # This run's name as a lease owner: a restarted agent is a new owner, and gets the steps
         # its predecessor held back at once (``ControlPlane.wait``).
         self.owner = f"{host}/{uuid.uuid4().hex[:12]}"
@@ -165,6 +169,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         await self.driver.init_host()
+        await self._guard(self._restart_exports(), "volume exports")
         if self.compute:
             await self._heartbeat()
             await self._sync_power()
@@ -452,8 +457,25 @@ class Agent:
                             config_drive=config_drive, memory=memory, nics=nics)
         return replace(spec, disks=(*own, *named_at_boot(spec, volumes))) if volumes else spec
 
+    async def _restart_exports(self) -> None:
+        """Exports whose daemon is gone (this host rebooted) serve again, on their port with their key, so the
+        guests on other hosts reconnect; an export the control plane ended meanwhile goes with its step."""
+        if self.exports is None or self.volumes is None:
+            return
+        for volume_id, export in (await self.exports.stopped()).items():
+            try:
+                local = await self.volumes.local_disk(volume_id)
+                await self.exports.start(volume_id, local, export.host, port=export.port,
+                                         identity=export.psk_identity)
+                log.info("volume %s: its export serves again on %s:%d", volume_id, export.host, export.port)
+            except YunError as exc:
+                log.warning("volume %s: its export could not start again: %s", volume_id, exc.text)
+
     async def _volume_disk(self, volume: SpecVolume) -> Disk:
-        """A volume the guest has from its boot on, opened where this host's backend keeps it."""
+        """A volume the guest has from its boot on: the storage host's export when it is kept on another
+        host, else opened where this host's backend keeps it."""
+        if volume.nbd is not None:
+            return nbd_disk(volume.volume_id, volume.nbd, read_only=volume.read_only, boot_index=volume.boot_index)
         if self.volumes is None:
             raise Conflict("Volume {id} is kept by a storage host, and this host keeps no volumes: attaching "
                            "across hosts is not supported yet.", id=volume.volume_id)

@@ -29,6 +29,7 @@ from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.volume.backend import VolumeBackend
 from yunstack.volume.backends.fake import FakeVolumeBackend
 from yunstack.volume.backends.file import FileBackend
+from yunstack.volume.export import NbdExports
 
 log = logging.getLogger(__name__)
 START_RETRY_SECONDS = 2.0
@@ -57,7 +58,10 @@ def make_agent(config: Config, link: ControlPlane, *, driver: ComputeDriver | No
         memory_config = config.memory if real else replace(config.memory, ksm_mode="never", cgroup_parent="",
                                                             swapfile_bytes=0, budget_bytes=0)
         memory = MemoryManager(driver, memory_config, state_dir=config.server.state_path, detect_cgroups=real)
-    return Agent(config.host_name, driver, link, image_cache=config.image_cache_path, volumes=make_volumes(config),
+    volumes = make_volumes(config)
+    exports = None if volumes is None else NbdExports(config.server.state_path / "exports",
+                                                      config.qemu.qemu_storage_daemon)
+    return Agent(config.host_name, driver, link, image_cache=config.image_cache_path, volumes=volumes, exports=exports,
                  poll_interval=config.compute.poll_interval, stop_timeout=config.qemu.stop_timeout,
                  memory=memory, dataplane=dataplane or make_dataplane(config, control),
                  network_period=config.network.reconcile_period, tunnel_ip=config.network.tunnel_ip,

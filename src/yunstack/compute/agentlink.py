@@ -41,7 +41,7 @@ from yunstack.identity.service import PAGE_SHARING
 from yunstack.memory.model import EXTRA_PAGE_SHARING
 from yunstack.network.desired import HostNetworkState
 from yunstack.network.service import NetworkService
-from yunstack.protocol import ConfigDriveData, Outcome, SpecData, SpecVolume, Work
+from yunstack.protocol import ConfigDriveData, NbdConnection, Outcome, SpecData, SpecVolume, Work
 from yunstack.tasks.model import Claim, Expiry, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.volume import attachments
@@ -68,6 +68,10 @@ INTERRUPTED_CREATE_AFTER = timedelta(seconds=10)
 CLAIM_BATCH = 32  # steps one poll may claim for a host (a burst of creates arrives in a few polls)
 INTERRUPTED_CREATE = ("The create was interrupted (the control plane stopped) before the server's build was "
                       "queued; nothing was started. Delete the server and create it again.")
+
+
+# Server steps whose report can end a volume's attachment (and with it an export across hosts).
+_ENDS_ATTACHMENTS = frozenset({"attach_volume", "detach_volume", "delete"})
 
 
 def _work(claim: Claim) -> Work:
@@ -234,7 +238,8 @@ class LocalControlPlane:
             if self._network is not None:
                 found = self._network.list_ports(system_context(row.project_id), device_ids=[row.id])
                 ports = tuple(p.id for p in sorted(found, key=lambda p: p.created_at))
-            volumes = tuple(SpecVolume(volume_id=a.volume_id, boot_index=a.boot_index, read_only=a.mode == "ro")
+            volumes = tuple(SpecVolume(volume_id=a.volume_id, boot_index=a.boot_index, read_only=a.mode == "ro",
+                                       nbd=NbdConnection.model_validate(a.connection) if a.connection else None)
                             for a in attachments.at_boot(s, row.id, building=row.vm_state == states.BUILDING))
             return SpecData(id=row.id, name=row.name, hostname=row.hostname, vcpus=int(flavor["vcpus"]),
                             memory_mib=int(flavor["ram"]), disk_gib=int(flavor.get("disk", 0)),
@@ -275,6 +280,9 @@ class LocalControlPlane:
 
     def _apply(self, outcome: Outcome, *, swept: bool = False) -> None:
         later = self._finish(outcome, swept=swept)
+        if outcome.op in _ENDS_ATTACHMENTS and self._volumes is not None:
+            # An attachment across hosts that ended queued the end of its export: the storage host hears now.
+            self.hub.wake(self._config.storage_host)
         # Other services' writes happen after our transaction: on SQLite a second writer inside an
         # open write transaction would wait for the lock we hold.
         if later.deleted is not None and self._network is not None:

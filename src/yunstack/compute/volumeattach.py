@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from yunstack.compute import operations, states
 from yunstack.compute.driver import disk_device_name
 from yunstack.compute.operations import Operation
 from yunstack.db.tables import compute as t
@@ -24,9 +25,10 @@ from yunstack.db.tables import volume as vt
 from yunstack.errors import BadRequest, Conflict, NotFound
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
-from yunstack.protocol import AttachVolumeArgs, DetachVolumeArgs, ExtendVolumeArgs, StepArgs
+from yunstack.protocol import AttachVolumeArgs, DetachVolumeArgs, ExtendVolumeArgs, NbdConnection, StepArgs
 from yunstack.types import new_uuid
 from yunstack.volume import attachments
+from yunstack.volume import operations as volume_operations
 from yunstack.volume import states as vs
 
 
@@ -72,6 +74,10 @@ class VolumeAttachOps:
                       request_id: str) -> None:
         raise NotImplementedError
 
+    def _record(self, s: Session, row: t.Instance, action: str, request_id: str, ctx: AuthContext,
+                message: str | None = None) -> None:
+        raise NotImplementedError
+
     def list_volume_attachments(self, ctx: AuthContext, server_id: str) -> list[VolumeAttachment]:
         with self._db() as s:
             row = self._row(s, ctx, server_id)
@@ -104,21 +110,48 @@ class VolumeAttachOps:
             if not row.host:
                 raise Conflict("Cannot attach volume {id}: server {server} is on no host.", id=volume_id,
                                server=row.id)
-            if vol.host != row.host:
-                raise BadRequest("Volume {id} is kept on host {storage} and server {server} runs on host {host}: "
-                                 "attaching a volume across hosts is not supported yet.", id=volume_id,
-                                 storage=vol.host, server=row.id, host=row.host)
             att = vt.VolumeAttachment(id=new_uuid(), volume_id=vol.id, instance_id=row.id,
                                       project_id=row.project_id, host=row.host, device=_next_device(s, row),
                                       status=attachments.ATTACHING, mode="ro" if vol.read_only else "rw",
                                       delete_on_termination=delete_on_termination, created_at=now, updated_at=now)
             s.add(att)
             vol.status, vol.status_reason, vol.updated_at = vs.ATTACHING, None, now
-            self._queue_action(s, ctx, row, decl, AttachVolumeArgs(volume_id=vol.id, read_only=bool(vol.read_only)),
-                               request_id)
-            host, view = row.host, _view(att)
+            args = AttachVolumeArgs(volume_id=vol.id, read_only=bool(vol.read_only))
+            if vol.host == row.host:
+                self._queue_action(s, ctx, row, decl, args, request_id)
+                host = row.host
+            else:
+                # Kept on another host: that host exports it first (``volume_exported`` then queues
+                # the hot-plug with where and how to reach it).  The server shows the attach meanwhile.
+                row.task_state, row.updated_at = decl.task_state(args), now
+                self._record(s, row, decl.action or decl.name, request_id, ctx)
+                volume_operations.export(s, vol, row.host, request_id)
+                host = vol.host
+            view = _view(att)
         self.notify(host)
         return view
+
+    def volume_exported(self, instance_id: str, volume_id: str, request_id: str) -> None:
+        """The storage host serves the volume to the server's host: queue the hot-plug over NBD."""
+        with self._db.begin() as s:
+            row = s.get(t.Instance, instance_id)
+            att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume_id,
+                                                             vt.VolumeAttachment.instance_id == instance_id))
+            if row is None or att is None or att.connection is None or row.task_state != states.ATTACHING_VOLUME:
+                return  # the server went meanwhile: its delete ended the attachment (and the export)
+            args = AttachVolumeArgs(volume_id=volume_id, read_only=att.mode == "ro",
+                                    nbd=NbdConnection.model_validate(att.connection))
+            operations.queue_step(s, row, args, request_id, task=states.ATTACHING_VOLUME)
+            host = row.host
+        if host:
+            self.notify(host)
+
+    def volume_export_failed(self, instance_id: str, volume_id: str, why: str) -> None:
+        """The storage host could not export the volume: the attach is over (the volume says why)."""
+        with self._db.begin() as s:
+            row = s.get(t.Instance, instance_id)
+            if row is not None and row.task_state == states.ATTACHING_VOLUME:
+                row.task_state, row.updated_at = None, datetime.now(UTC)
 
     def extend_attached_volume(self, ctx: AuthContext, volume_id: str, size_gib: int, request_id: str | None) -> None:
         """Queue the growth of an in-use volume on its server's host (the volume service checked the
@@ -128,6 +161,9 @@ class VolumeAttachOps:
                                                              vt.VolumeAttachment.status == attachments.ATTACHED))
             if att is None:
                 raise Conflict("Volume {id} is not attached to a server that could grow it.", id=volume_id)
+            if att.connection is not None:
+                raise Conflict("Volume {id} reaches its server over the network (NBD), which cannot grow it while "
+                               "attached yet: detach it, extend it, attach it again.", id=volume_id)
             row, decl = self._begin(s, ctx, att.instance_id, "extend_volume")
             self._queue_action(s, ctx, row, decl, ExtendVolumeArgs(volume_id=volume_id, size_gib=size_gib),
                                request_id or "")

@@ -232,12 +232,27 @@ class ColdMigrationRestoreArgs(Wire):
 
 # -- volumes in a guest: the compute host's steps on a server (the storage host keeps the volume) ------
 
+class NbdConnection(Wire):
+    """Where a compute host reaches a volume kept on another host: the storage host's NBD export, open
+    to the holder of this TLS pre-shared key only (``volume.export``)."""
+
+    host: str
+    port: int
+    export: str
+    psk_identity: str
+    psk_key: str = Field(repr=False)  # hex; never logged
+
+
 class AttachVolumeArgs(Wire):
-    """Compute host: hot-plug the volume into the guest (or record it for the next start of a stopped one)."""
+    """Compute host: hot-plug the volume into the guest (or record it for the next start of a stopped one).
+
+    ``nbd`` when the volume is kept on another host (its export); else this host opens its own file.
+    """
 
     op: Literal["attach_volume"] = "attach_volume"
     volume_id: str
     read_only: bool = False
+    nbd: NbdConnection | None = None
 
 
 class ExtendVolumeArgs(Wire):
@@ -297,6 +312,19 @@ class VolumeUploadArgs(Wire):
     disk_format: Literal["raw", "qcow2"]
 
 
+class VolumeExportArgs(Wire):
+    """Storage host: serve the volume over NBD to ``client_host`` (a key of its own); the report says where."""
+
+    op: Literal["volume_export"] = "volume_export"
+    client_host: str
+
+
+class VolumeUnexportArgs(Wire):
+    """Storage host: stop serving the volume (not served: done)."""
+
+    op: Literal["volume_unexport"] = "volume_unexport"
+
+
 class VolumeSnapshotDeleteArgs(Wire):
     """Storage host: forget snapshot ``snapshot_id`` (its bytes go once nothing is based on them)."""
 
@@ -312,7 +340,8 @@ StepArgs = Annotated[
     | LiveMigrationFinishOutgoingArgs | LiveMigrationAbortArgs | ColdMigrationSendArgs | ColdMigrationFinishArgs
     | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | AttachVolumeArgs
     | DetachVolumeArgs | ExtendVolumeArgs | VolumeCreateArgs
-    | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs | VolumeUploadArgs,
+    | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs | VolumeUploadArgs
+    | VolumeExportArgs | VolumeUnexportArgs,
     Field(discriminator="op")]
 
 
@@ -361,8 +390,15 @@ class AttachedResult(Wire):
     device: str
 
 
-StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult | ExportedResult | AttachedResult,
-                       Field(discriminator="op")]
+class VolumeExportedResult(Wire):
+    """Where the storage host serves the volume (and the key that opens it)."""
+
+    op: Literal["volume_export"] = "volume_export"
+    connection: NbdConnection
+
+
+StepResult = Annotated[SpawnResult | ResizeResult | IncomingResult | SentResult | ExportedResult | AttachedResult
+                       | VolumeExportedResult, Field(discriminator="op")]
 
 
 # -- progress: the named steps a long operation reports while it runs ------------------------------

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, JsonValue
 
 from yunstack.protocol.base import Wire
-from yunstack.protocol.steps import StepArgs, StepResult
+from yunstack.protocol.steps import NbdConnection, StepArgs, StepResult
 
 ResourceType = Literal["server", "volume"]
 
@@ -47,6 +47,7 @@ class SpecVolume(Wire):
     volume_id: str
     boot_index: int | None = None  # 0: the root disk of a volume-backed server
     read_only: bool = False
+    nbd: NbdConnection | None = None  # kept on another host: its export (else this host's own file)
 
 
 class SpecData(Wire):

@@ -37,10 +37,19 @@ def attached(s: Session, instance_id: str, volume_id: str, device: str, now: dat
         vol.status, vol.status_reason, vol.updated_at = states.IN_USE, None, now
 
 
+def _end_export(s: Session, att: t.VolumeAttachment) -> None:
+    """An attachment across hosts ended: its export goes too (a storage host's step)."""
+    if att.connection is not None:
+        from yunstack.volume import operations  # it imports this module
+
+        operations.unexport(s, att.volume_id)
+
+
 def attach_failed(s: Session, instance_id: str, volume_id: str, why: str, now: datetime) -> None:
     """The disk never reached the guest: the volume is free again, with the reason kept."""
     att, vol = _of(s, instance_id, volume_id)
     if att is not None:
+        _end_export(s, att)
         s.delete(att)
     if vol is not None:
         vol.status, vol.status_reason, vol.updated_at = states.AVAILABLE, f"attach failed: {why}"[:2000], now
@@ -49,6 +58,7 @@ def attach_failed(s: Session, instance_id: str, volume_id: str, why: str, now: d
 def detached(s: Session, instance_id: str, volume_id: str, now: datetime) -> None:
     att, vol = _of(s, instance_id, volume_id)
     if att is not None:
+        _end_export(s, att)
         s.delete(att)
     if vol is not None:
         s.flush()

@@ -9,6 +9,7 @@ for the create it follows), whichever host or process queued them.  The host rep
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,20 +24,26 @@ from yunstack.protocol import (
     Outcome,
     VolumeCreateArgs,
     VolumeDeleteArgs,
+    VolumeExportArgs,
+    VolumeExportedResult,
     VolumeExtendArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
+    VolumeUnexportArgs,
     VolumeUploadArgs,
 )
 from yunstack.tasks.model import ACTIVE, REGISTRY, Resource, StepSpec, TaskKind, TaskRegistry, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.volume import attachments, states
 
+log = logging.getLogger(__name__)
+
 VOLUME = "volume"
 KIND = "volume."
 MAX_ATTEMPTS = 3  # a step whose host stopped answering runs at most this often (each is safe to repeat)
 STEPS: tuple[type[BaseModel], ...] = (VolumeCreateArgs, VolumeDeleteArgs, VolumeExtendArgs, VolumeSnapshotArgs,
-                                      VolumeSnapshotDeleteArgs, VolumeUploadArgs)
+                                      VolumeSnapshotDeleteArgs, VolumeUploadArgs, VolumeExportArgs,
+                                      VolumeUnexportArgs)
 
 
 def _op(model: type[BaseModel]) -> str:
@@ -93,6 +100,8 @@ class Applied:
     deleted: bool = False
     abandoned_image: str | None = None  # a failed upload's queued image: deleted once committed
     booting: str | None = None  # the server whose block device mapping waited for this volume
+    exported: str | None = None  # the server whose attach waited for this volume's export
+    export_failed: str | None = None  # the server whose attach failed with the export
     doomed: bool = False  # made for a server that went meanwhile, to be deleted with it
 
 
@@ -188,7 +197,43 @@ def _upload(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: d
     return Applied()
 
 
+def _export(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    """The storage host serves the volume to the attaching server's host: the attachment keeps where
+    (and its key), and the server's hot-plug can go; a failed export fails the attach."""
+    att = s.scalar(select(t.VolumeAttachment).where(t.VolumeAttachment.volume_id == row.id,
+                                                    t.VolumeAttachment.status == attachments.ATTACHING))
+    if att is None:
+        return Applied()  # the attach ended meanwhile (its server was deleted): the export goes again
+    result = outcome.result
+    if outcome.error is None and isinstance(result, VolumeExportedResult):
+        att.connection, att.updated_at = result.connection.model_dump(), now
+        return Applied(exported=att.instance_id)
+    why = outcome.error or "the storage host reported no export"
+    instance_id = att.instance_id
+    attachments.attach_failed(s, instance_id, row.id, f"the storage host could not export it: {why}", now)
+    return Applied(export_failed=instance_id)
+
+
+def _unexport(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    if outcome.error is not None:  # a daemon left running serves no one without the key it was given
+        log.warning("volume %s: its export could not be stopped: %s", row.id, outcome.error)
+    return Applied()
+
+
+def unexport(s: Session, volume_id: str, request_id: str | None = None) -> None:
+    """Queue the end of the volume's export (its attachment across hosts ended), in the caller's transaction."""
+    row = s.get(t.Volume, volume_id)
+    if row is not None:
+        queue(s, row, VolumeUnexportArgs(), request_id)
+
+
+def export(s: Session, row: t.Volume, client_host: str, request_id: str | None) -> None:
+    """Queue the volume's export to ``client_host`` (an attach across hosts), in the caller's transaction."""
+    queue(s, row, VolumeExportArgs(client_host=client_host), request_id)
+
+
 APPLY: dict[str, Callable[[Session, t.Volume, Outcome, BaseModel, datetime], Applied]] = {
     "volume_create": _create, "volume_delete": _delete, "volume_extend": _extend,
     "volume_snapshot": _snap, "volume_snapshot_delete": _unsnap, "volume_upload": _upload,
+    "volume_export": _export, "volume_unexport": _unexport,
 }

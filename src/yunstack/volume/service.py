@@ -239,6 +239,10 @@ class VolumeService:
         self.boot_volume_done: Callable[[str, str, str | None], None] | None = None
         # Whether none of these servers' guests can have a volume open (the compute service's).
         self.guests_stopped: Callable[[Sequence[str]], bool] | None = None
+        # Told when a volume is exported for an attach across hosts (server id, volume id, request id),
+        # or could not be (server id, volume id, why): the compute service's.
+        self.volume_exported: Callable[[str, str, str], None] | None = None
+        self.volume_export_failed: Callable[[str, str, str], None] | None = None
         self.quotas = VolumeQuotas()
 
     @property
@@ -775,6 +779,10 @@ class VolumeService:
             self.boot_volume_done(applied.booting, outcome.instance_id, outcome.error)
         if applied.doomed:
             self.delete_with_server((outcome.instance_id,))
+        if applied.exported is not None and self.volume_exported is not None:
+            self.volume_exported(applied.exported, outcome.instance_id, outcome.request_id)
+        if applied.export_failed is not None and self.volume_export_failed is not None:
+            self.volume_export_failed(applied.export_failed, outcome.instance_id, outcome.error or "")
 
     def delete_with_server(self, volume_ids: Sequence[str]) -> None:
         """Delete the volumes a deleted server took with it (``delete_on_termination``); one that cannot

@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select
 
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
-from tests.functional.compute.test_servers import body, wait_for
+from tests.functional.compute.test_live_migration import B, OtherHost
+from tests.functional.compute.test_servers import body, until, wait_for
 from tests.functional.volume.test_volume_api import Cinder
 from yunstack.db.tables import volume as vt
 from yunstack.wiring import Services
@@ -99,15 +100,63 @@ def test_another_project_or_a_reader_cannot_attach_and_bad_bodies_are_400(server
     assert cinder.get(f"/volumes/{volume}").json()["volume"]["status"] == "available"  # nothing reserved
 
 
-def test_a_volume_on_another_host_is_refused_with_the_reason(servers_world: dict[str, Any],
-                                                             services: Services) -> None:
-    alice, cinder, server, volume = _setup(servers_world)
-    with services.db.begin() as s:
-        s.execute(update(vt.Volume).where(vt.Volume.id == volume).values(host="storage-2"))
-    r = _attach(alice, server, volume)
-    assert r.status_code == 400
-    assert "storage-2" in r.json()["badRequest"]["message"] and "across hosts" in r.json()["badRequest"]["message"]
-    assert cinder.get(f"/volumes/{volume}").json()["volume"]["status"] == "available"
+def test_a_volume_attaches_to_a_server_on_another_host_through_an_nbd_export_and_the_export_ends_with_it(
+        servers_world: dict[str, Any], tmp_path: Path) -> None:
+    """The storage host (A, the cloud's own) serves the volume with a real qemu-storage-daemon; the
+    server's host (B, a second agent on the fake driver) gets where and the key in its attach step."""
+    alice: Nova = servers_world["alice"]
+    cinder = Cinder(servers_world["api"], alice.token, servers_world["a"]["project_id"])
+    services: Services = servers_world["api"].services
+    storage = services.config.host_name
+    other = OtherHost(services, B, tmp_path / "host-b")
+    other.start()
+    admin = servers_world["admin"].at("2.30")
+    try:
+        assert admin.put("/os-services/disable", {"host": storage, "binary": "nova-compute"}).status_code == 200
+        r = alice.post("/servers", body(servers_world, "far"))
+        assert r.status_code == 202, r.text
+        server = r.json()["server"]["id"]
+        wait_for(alice, server, "ACTIVE")
+        assert admin.get(f"/servers/{server}").json()["server"]["OS-EXT-SRV-ATTR:host"] == B
+        volume = cinder.create(1, name="far-data")["id"]
+        cinder.wait(volume, "available")
+        r = _attach(alice, server, volume)
+        assert r.status_code == 200, r.text
+        shown = cinder.wait(volume, "in-use")
+        assert shown["attachments"][0]["host_name"] == B
+        with services.db() as s:
+            att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume))
+            assert att is not None and att.connection is not None
+            connection = dict(att.connection)
+        assert connection["host"] == "127.0.0.1" and connection["export"] == volume and len(connection["psk_key"]) == 64
+        # Host B's guest has the volume over NBD, with the key; the API never shows the key.
+        assert other.agent is not None
+        (disk,) = [d for d in other.driver._guests[server].volumes if d.serial == volume]  # the fake's record
+        assert disk.nbd is not None and disk.nbd.port == connection["port"]
+        assert disk.nbd.psk_key == connection["psk_key"]
+        assert connection["psk_key"] not in alice.get(f"/servers/{server}/os-volume_attachments").text
+        assert connection["psk_key"] not in cinder.get(f"/volumes/{volume}").text
+        assert _serving(volume)
+        # Detach: the guest lets go, then the storage host stops serving.
+        assert alice.delete(f"/servers/{server}/os-volume_attachments/{volume}").status_code == 202
+        cinder.wait(volume, "available")
+        until(lambda: not _serving(volume))
+        # Delete the server with the volume attached: the export goes too.
+        assert _attach(alice, server, volume).status_code == 200
+        cinder.wait(volume, "in-use")
+        assert _serving(volume)
+        assert alice.delete(f"/servers/{server}").status_code == 204
+        cinder.wait(volume, "available")
+        until(lambda: not _serving(volume))
+    finally:
+        admin.put("/os-services/enable", {"host": storage, "binary": "nova-compute"})
+        other.stop()
+
+
+def _serving(volume_id: str) -> bool:
+    """Whether a qemu-storage-daemon serves the volume (its export is named after the volume)."""
+    found = subprocess.run(["pgrep", "-a", "-f", "qemu-storage-daemon"], capture_output=True, text=True).stdout
+    return any(f'"name":"{volume_id}"' in line for line in found.splitlines())
 
 
 def test_an_attach_the_host_cannot_make_leaves_the_volume_available_with_why(

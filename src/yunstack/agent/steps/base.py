@@ -20,6 +20,7 @@ from yunstack.agent.link import ControlPlane
 from yunstack.compute.driver import ComputeDriver, InstanceSpec, Nic, PowerState
 from yunstack.protocol import StepResult, Work
 from yunstack.volume.backend import VolumeBackend
+from yunstack.volume.export import NbdExports
 
 
 class Host(Protocol):
@@ -31,6 +32,7 @@ class Host(Protocol):
     stop_timeout: float | None
     address: str  # where another host reaches this one (its tunnel address, else loopback)
     volumes: VolumeBackend | None  # the storage host's volume backend (None: this host keeps no volumes)
+    exports: NbdExports | None  # the storage host's NBD exports to guests on other hosts
 
     async def spec(self, instance_id: str, image_id: str | None = None) -> InstanceSpec:
         """The instance's spec, its disk based on ``image_id`` if given (unshelve), else its image."""

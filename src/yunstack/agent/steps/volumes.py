@@ -9,19 +9,23 @@ control-plane restart ends as the first run would have.  A volume step has no gu
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 from pathlib import Path
 
 from yunstack.agent.steps.base import Host, Report, Step, observe
-from yunstack.compute.driver import Disk, DiskKind, PowerState
+from yunstack.compute.driver import Disk, DiskKind, NbdSource, PowerState
 from yunstack.errors import Conflict
 from yunstack.protocol import (
     AttachedResult,
     AttachVolumeArgs,
     DetachVolumeArgs,
     ExtendVolumeArgs,
+    NbdConnection,
     VolumeCreateArgs,
     VolumeDeleteArgs,
+    VolumeExportArgs,
+    VolumeExportedResult,
     VolumeExtendArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
@@ -92,13 +96,25 @@ async def upload(host: Host, work: Work) -> Report:
 
 # -- a volume in a guest: steps on a server, run by its compute host --------------------------------
 
+def nbd_disk(volume_id: str, nbd: NbdConnection, *, read_only: bool, boot_index: int | None = None) -> Disk:
+    """A volume kept on another host, reached at its export (the storage host serves its data raw)."""
+    return Disk(kind=DiskKind.VOLUME, source=Path(f"/nbd/{nbd.host}/{nbd.port}/{nbd.export}"), format="raw",
+                serial=volume_id, boot_index=boot_index, read_only=read_only,
+                nbd=NbdSource(host=nbd.host, port=nbd.port, export=nbd.export, psk_identity=nbd.psk_identity,
+                              psk_key=nbd.psk_key))
+
+
 async def attach(host: Host, work: Work) -> Report:
-    """Hot-plug the volume's own file or device (this host keeps it: the local data path)."""
+    """Hot-plug the volume: over NBD from the storage host's export when it is kept on another host, else
+    this host's own file or device (the local data path)."""
     args = work.args
     assert isinstance(args, AttachVolumeArgs)
-    local = await _backend(host).local_disk(args.volume_id)  # NotFound: not kept on this host
-    disk = Disk(kind=DiskKind.VOLUME, source=local.path, format=local.format, serial=args.volume_id,
-                boot_index=None, read_only=args.read_only)
+    if args.nbd is not None:
+        disk = nbd_disk(args.volume_id, args.nbd, read_only=args.read_only)
+    else:
+        local = await _backend(host).local_disk(args.volume_id)  # NotFound: not kept on this host
+        disk = Disk(kind=DiskKind.VOLUME, source=local.path, format=local.format, serial=args.volume_id,
+                    boot_index=None, read_only=args.read_only)
     device = await host.driver.attach_volume(work.instance_id, disk)
     observed = await observe(host, work.instance_id)
     return Report(observed.power, AttachedResult(device=device))
@@ -117,6 +133,29 @@ async def extend_attached(host: Host, work: Work) -> Report:
     return await observe(host, work.instance_id)
 
 
+async def export(host: Host, work: Work) -> Report:
+    """Serve the volume over NBD to the host that attaches it, with a key of its own (TLS-PSK)."""
+    args = work.args
+    assert isinstance(args, VolumeExportArgs)
+    if host.exports is None:
+        raise Conflict("This host keeps no volumes, so it exports none.")
+    local = await _backend(host).local_disk(work.instance_id)
+    done = await host.exports.start(work.instance_id, local, host.address, identity=_identity(args.client_host))
+    return Report(PowerState.NOSTATE, VolumeExportedResult(connection=NbdConnection(
+        host=done.host, port=done.port, export=done.name, psk_identity=done.psk_identity, psk_key=done.psk_key)))
+
+
+async def unexport(host: Host, work: Work) -> Report:
+    if host.exports is not None:
+        await host.exports.stop(work.instance_id)
+    return DONE
+
+
+def _identity(client_host: str) -> str:
+    """The TLS-PSK identity: the attaching host's name, in the alphabet a key file allows."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", client_host).lstrip("-._")[:64] or "yunstack"
+
+
 async def detach(host: Host, work: Work) -> Report:
     assert isinstance(work.args, DetachVolumeArgs)
     await host.driver.detach_volume(work.instance_id, work.args.volume_id)
@@ -126,4 +165,4 @@ async def detach(host: Host, work: Work) -> Report:
 STEPS = (Step("attach_volume", attach), Step("detach_volume", detach), Step("extend_volume", extend_attached),
          Step("volume_create", create), Step("volume_delete", delete), Step("volume_extend", extend),
          Step("volume_snapshot", snapshot), Step("volume_snapshot_delete", delete_snapshot),
-         Step("volume_upload", upload))
+         Step("volume_upload", upload), Step("volume_export", export), Step("volume_unexport", unexport))

@@ -105,6 +105,9 @@ class VolumeAttachment(Base):
     mode: Mapped[str] = mapped_column(String(2), default="rw")
     delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
     boot_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Where the guest's host reaches a volume kept on another host (``protocol.NbdConnection``: the
+    # storage host's export and its key); None while the guest opens the storage host's own file.
+    connection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     attached_at: Mapped[datetime | None] = mapped_column(nullable=True)
