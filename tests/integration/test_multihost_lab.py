@@ -331,6 +331,79 @@ def test_cold_migration_and_resize_move_a_server_and_its_disk_between_lab_hosts_
     delete(cloud, "C")
 
 
+# The guest finds the volume by its serial (the volume's id, 20 characters kept), writes 4 MiB of
+# random data to it once and prints their checksum; the reader prints the checksum it reads.
+VOLUME_WRITER = """#!/bin/sh
+( while :; do
+    for d in /sys/block/vd*; do
+      if [ "$(cat $d/serial 2>/dev/null)" = "{serial}" ]; then
+        dev=/dev/$(basename $d)
+        dd if=/dev/urandom of=$dev bs=1M count=4 conv=fsync 2>/dev/null
+        echo "VOLSUM $(dd if=$dev bs=1M count=4 2>/dev/null | md5sum | cut -d' ' -f1)" > /dev/console
+        exit 0
+      fi
+    done
+    sleep 1
+  done ) < /dev/null > /dev/null 2>&1 &
+"""
+VOLUME_READER = VOLUME_WRITER.replace(
+    "dd if=/dev/urandom of=$dev bs=1M count=4 conv=fsync 2>/dev/null\n        ", "").replace("VOLSUM", "VOLREAD")
+
+
+def wait_volume(cloud: RunningCloud, volume: str, status: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = cloud.osc_json("volume", "show", volume)
+        if last["status"] == status:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"volume {volume} is {last.get('status')}, not {status}")
+
+
+def test_a_volume_on_the_storage_host_moves_its_bytes_between_guests_on_two_lab_hosts(
+        cloud: RunningCloud, tmp_path: Path) -> None:
+    # The control host keeps the volume; each lab host's guest reaches it over NBD (TLS-PSK) on the
+    # underlay, through an export the control host's agent starts for that attachment alone.
+    volume = cloud.osc_json("volume", "create", "--size", "1", "labdata")
+    vid = str(volume["id"])
+    wait_volume(cloud, vid, "available")
+    for name, host, script in (("W", "lab-h1", VOLUME_WRITER), ("R", "lab-h2", VOLUME_READER)):
+        path = tmp_path / f"{name}.sh"
+        path.write_text(script.format(serial=vid[:20]))
+        assert create(cloud, name, "--nic", "none", "--availability-zone", f"nova:{host}",
+                      "--user-data", str(path)) == host
+    try:
+        wait_console(cloud, "W", "YUNSTACK-READY")
+        began = time.monotonic()
+        cloud.osc("server", "add", "volume", "W", "labdata")
+        shown = wait_volume(cloud, vid, "in-use")
+        assert shown["attachments"][0]["host_name"] == "lab-h1", shown
+        written = re.search(r"VOLSUM ([0-9a-f]{32})", wait_console(cloud, "W", "VOLSUM "))
+        assert written is not None
+        print(f"volume on the control host attached to W on lab-h1 and written {time.monotonic() - began:.1f}s "
+              "after the request")
+        exports = subprocess.run(["pgrep", "-f", f'"name":"{vid}"'], capture_output=True, text=True).stdout.split()
+        assert len(exports) == 1, exports  # one daemon serves it, to lab-h1 alone
+
+        cloud.osc("server", "remove", "volume", "W", "labdata")
+        wait_volume(cloud, vid, "available")
+        wait_console(cloud, "R", "YUNSTACK-READY")
+        cloud.osc("server", "add", "volume", "R", "labdata")
+        assert wait_volume(cloud, vid, "in-use")["attachments"][0]["host_name"] == "lab-h2"
+        read = re.search(r"VOLREAD ([0-9a-f]{32})", wait_console(cloud, "R", "VOLREAD "))
+        assert read is not None and read.group(1) == written.group(1)
+        cloud.osc("server", "remove", "volume", "R", "labdata")
+        wait_volume(cloud, vid, "available")
+        deadline = time.monotonic() + 60
+        while subprocess.run(["pgrep", "-f", f'"name":"{vid}"'], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the volume's export outlived its last attachment"
+            time.sleep(0.5)
+    finally:
+        delete(cloud, "W", "R")
+        cloud.osc("volume", "delete", vid, check=False)
+
+
 def test_an_agent_killed_with_sigkill_leaves_its_host_down_within_30_seconds(cloud: RunningCloud) -> None:
     netns = lab_of(cloud.state_dir).host(3).netns
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()
