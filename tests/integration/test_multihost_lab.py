@@ -404,6 +404,29 @@ def test_a_volume_on_the_storage_host_moves_its_bytes_between_guests_on_two_lab_
         cloud.osc("volume", "delete", vid, check=False)
 
 
+def test_a_lab_host_boots_a_server_from_a_volume_the_control_host_keeps(cloud: RunningCloud) -> None:
+    # The root disk is an NBD export of the control host's volume: the firmware reads the boot
+    # sector through it, and the guest comes up.
+    began = time.monotonic()
+    assert create(cloud, "V", "--nic", "none", "--boot-from-volume", "1", "--availability-zone",
+                  "nova:lab-h3") == "lab-h3"
+    (attached,) = cloud.osc_json("server", "volume", "list", "V")
+    vid = str(attached["Volume ID"])
+    try:
+        wait_console(cloud, "V", "YUNSTACK-READY")
+        print(f"V booted on lab-h3 from a volume of the control host {time.monotonic() - began:.1f}s after the "
+              "request")
+        assert wait_volume(cloud, vid, "in-use")["attachments"][0]["host_name"] == "lab-h3"
+    finally:
+        delete(cloud, "V")
+    wait_volume(cloud, vid, "available")  # the CLI keeps a root volume (delete_on_termination false)
+    cloud.osc("volume", "delete", vid)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pgrep", "-f", f'"name":"{vid}"'], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the root volume's export outlived its server"
+        time.sleep(0.5)
+
+
 def test_an_agent_killed_with_sigkill_leaves_its_host_down_within_30_seconds(cloud: RunningCloud) -> None:
     netns = lab_of(cloud.state_dir).host(3).netns
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()

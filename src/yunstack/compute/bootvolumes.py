@@ -37,6 +37,7 @@ from yunstack.identity.context import AuthContext
 from yunstack.protocol import SpawnArgs
 from yunstack.types import new_uuid
 from yunstack.volume import attachments
+from yunstack.volume import operations as volume_operations
 from yunstack.volume import states as vs
 from yunstack.volume.backend import GIB
 
@@ -176,47 +177,63 @@ class BootVolumeOps:
                                       created_at=now, updated_at=now))
 
     def _start_or_wait(self, s: Session, row: t.Instance, request_id: str, failed: str | None) -> bool:
-        """After the mapping: spawn now, wait (``block_device_mapping``) for volumes still being made, or
-        ERROR with the reason.  Conditional on the build still being ours (the sweep may have ended
-        it); False if it was not."""
-        now = datetime.now(UTC)
-        held = list(s.scalars(select(vt.VolumeAttachment).where(vt.VolumeAttachment.instance_id == row.id)))
-        failed = failed or _failure(s, held)
-        building = (t.Instance.vm_state == states.BUILDING, t.Instance.task_state == states.SPAWNING)
-        if failed is not None:
-            done = s.execute(update(t.Instance).where(t.Instance.id == row.id, *building).values(
-                vm_state=states.ERROR, task_state=None, fault=_fault(row.id, failed, now), updated_at=now)
-                .execution_options(synchronize_session=False))
-            return getattr(done, "rowcount", 1) == 1
-        if any(a.status == attachments.RESERVED for a in held):
-            done = s.execute(update(t.Instance).where(t.Instance.id == row.id, *building).values(
-                task_state=states.BLOCK_DEVICE_MAPPING, updated_at=now).execution_options(synchronize_session=False))
-            return getattr(done, "rowcount", 1) == 1
-        return operations.queue_step(s, row, SpawnArgs(), request_id, task=states.SPAWNING, first=True,
-                                     when=building)
+        """After the mapping: spawn now, wait (``block_device_mapping``) for volumes still being made or
+        exported, or ERROR with the reason.  Conditional on the build still being ours (the sweep may
+        have ended it); False if it was not."""
+        done, wake = self._advance(s, row, request_id, failed, task=states.SPAWNING)
+        if wake is not None and wake != row.host:
+            self.notify(wake)  # the storage host, for the exports (the caller wakes the server's host)
+        return done
 
     def boot_volume_done(self, instance_id: str, volume_id: str, error: str | None) -> None:
-        """The volume service made (or failed to make) a volume this server's mapping waits for."""
-        now = datetime.now(UTC)
+        """The volume service made (or failed to make), or exported, a volume this server's mapping waits for."""
         with self._db.begin() as s:
             row = s.get(t.Instance, instance_id)
             if row is None or row.vm_state != states.BUILDING or row.task_state != states.BLOCK_DEVICE_MAPPING:
                 return  # its create decides (it has not finished mapping), or it was deleted meanwhile
-            held = list(s.scalars(select(vt.VolumeAttachment).where(vt.VolumeAttachment.instance_id == row.id)))
-            why = _failure(s, held)
-            if why is not None:
-                row.vm_state, row.task_state, row.updated_at = states.ERROR, None, now
-                row.fault = _fault(row.id, why, now)
-                return
+            _done, wake = self._advance(s, row, _create_request(s, row.id), None, task=states.BLOCK_DEVICE_MAPPING)
+        if wake:
+            self.notify(wake)
+
+    def _advance(self, s: Session, row: t.Instance, request_id: str, failed: str | None, *,
+                 task: str) -> tuple[bool, str | None]:
+        """The build's next move, conditional on its task state still being ``task``: ERROR with the
+        reason; wait for volumes still being made; have the storage host export those it keeps for a
+        server on another host; or queue the spawn.  Returns (whether the build was still ours, the
+        host to wake)."""
+        now = datetime.now(UTC)
+        ours = (t.Instance.id == row.id, t.Instance.vm_state == states.BUILDING, t.Instance.task_state == task)
+        held = list(s.scalars(select(vt.VolumeAttachment).where(vt.VolumeAttachment.instance_id == row.id)))
+        failed = failed or _failure(s, held)
+        if failed is not None:
+            done = s.execute(update(t.Instance).where(*ours).values(
+                vm_state=states.ERROR, task_state=None, fault=_fault(row.id, failed, now), updated_at=now)
+                .execution_options(synchronize_session=False))
+            return getattr(done, "rowcount", 1) == 1, None
+        remote = [(a, vol) for a in held if a.connection is None and (vol := s.get(vt.Volume, a.volume_id))
+                  is not None and vol.host != row.host]
+        if any(a.status == attachments.RESERVED for a in held) or remote:
+            done = s.execute(update(t.Instance).where(*ours).values(
+                task_state=states.BLOCK_DEVICE_MAPPING, updated_at=now).execution_options(synchronize_session=False))
+            if getattr(done, "rowcount", 1) != 1:
+                return False, None
             if any(a.status == attachments.RESERVED for a in held):
-                return
-            request_id = _create_request(s, row.id)
-            operations.queue_step(s, row, SpawnArgs(), request_id, task=states.SPAWNING, first=True,
-                                  when=(t.Instance.vm_state == states.BUILDING,
-                                        t.Instance.task_state == states.BLOCK_DEVICE_MAPPING))
-            host = row.host
-        if host:
-            self.notify(host)
+                return True, None
+            # All made: the storage host serves each to the server's host (an export is idempotent:
+            # one queued twice by two reports at once ends the same).
+            for _att, vol in remote:
+                if not volume_operations.busy(s, vol.id):
+                    volume_operations.export(s, vol, row.host or "", request_id)
+            return True, remote[0][1].host
+        queued = operations.queue_step(s, row, SpawnArgs(), request_id, task=states.SPAWNING, first=True,
+                                       when=ours[1:])
+        return queued, row.host
+
+    def boot_export_failed(self, s: Session, row: t.Instance, volume_id: str, why: str) -> None:
+        """The storage host could not export a volume this server boots with: the build fails, saying why."""
+        now = datetime.now(UTC)
+        row.vm_state, row.task_state, row.updated_at = states.ERROR, None, now
+        row.fault = _fault(row.id, f"volume {volume_id} could not be exported to {row.host}: {why}", now)
 
 
     # -- images of volume-backed servers --------------------------------------------------------

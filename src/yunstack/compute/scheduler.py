@@ -85,9 +85,6 @@ class RequestSpec:
     group_hosts: Mapping[str, int] = field(default_factory=dict)
     # Driver capabilities the request depends on (CapabilitiesFilter).
     needs: Needs = NO_NEEDS
-    # The storage host, for a guest that opens volumes at boot: only it can, until volumes reach
-    # other hosts over the network.
-    volume_host: str | None = None
 
 
 Filter = Callable[[HostState, RequestSpec], str | None]
@@ -164,13 +161,6 @@ def ignore_filter(h: HostState, r: RequestSpec) -> str | None:
     return None
 
 
-def volume_host_filter(h: HostState, r: RequestSpec) -> str | None:
-    if r.volume_host is not None and h.host != r.volume_host:
-        return (f"VolumeHostFilter: the server boots with volumes, which are kept on {r.volume_host!r}; "
-                "attaching volumes across hosts is not supported yet")
-    return None
-
-
 def group_affinity_filter(h: HostState, r: RequestSpec) -> str | None:
     """``affinity``: once the group has a member on a host, every other member goes there too."""
     if r.group_policy == "affinity" and r.group_hosts and h.host not in r.group_hosts:
@@ -206,7 +196,7 @@ def capabilities_filter(h: HostState, r: RequestSpec) -> str | None:
 
 FILTERS: tuple[Filter, ...] = (ignore_filter, compute_filter, az_filter, image_props_filter, cpu_filter,
                                ram_filter, disk_filter, observed_memory_filter, capabilities_filter,
-                               volume_host_filter, group_affinity_filter, group_anti_affinity_filter)
+                               group_affinity_filter, group_anti_affinity_filter)
 # Soft group policies only weigh; one member more or less outweighs any RAM difference, so they
 # decide whenever a host with (or without) members passes the filters (Nova's weigher multipliers).
 _GROUP_WEIGHT = 1e12
@@ -269,9 +259,8 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
 def select(hosts: Sequence[HostState], request: RequestSpec,
            filters: Sequence[Filter] = FILTERS) -> Decision:
     """Choose a host for ``request``; when none fits, ``reasons`` says why for every host."""
-    # The inlined pass knows no server groups, capability needs or volume hosts: those take the general path.
-    if (filters is FILTERS and request.group_policy is None and request.needs == NO_NEEDS
-            and request.volume_host is None):
+    # The inlined pass knows no server groups and no capability needs: those take the general path.
+    if filters is FILTERS and request.group_policy is None and request.needs == NO_NEEDS:
         chosen = _select_default(hosts, request)
         if chosen is not None:
             return Decision(chosen.host, {})

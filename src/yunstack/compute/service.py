@@ -268,8 +268,6 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
         created: list[t.Instance] = []
         woken: set[str] = set()
         properties = {k: str(v) for k, v in image.properties.items()} if image is not None else {}
-        # Volumes are opened where they are kept (the network data path is to come).
-        volume_host = self._config.storage_host if req.block_devices else None
         with self._db() as s:
             nodes = self.hosts.scheduling_rows(s)  # outside the lock: claims do not change them
         with self._claiming(project_id) as s:
@@ -281,7 +279,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                 spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram,
                                              disk_gb=0 if image is None else flavor.disk,
                                              availability_zone=zone, force_host=forced_host,
-                                             image_properties=properties, volume_host=volume_host,
+                                             image_properties=properties,
                                              expected_mib=expected_memory_mib(flavor), **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(

@@ -78,6 +78,10 @@ class VolumeAttachOps:
                 message: str | None = None) -> None:
         raise NotImplementedError
 
+    # ``BootVolumeOps``'s (annotations only: a method here would hide it, coming first in the MRO).
+    boot_volume_done: Callable[[str, str, str | None], None]
+    boot_export_failed: Callable[[Session, t.Instance, str, str], None]
+
     def list_volume_attachments(self, ctx: AuthContext, server_id: str) -> list[VolumeAttachment]:
         with self._db() as s:
             row = self._row(s, ctx, server_id)
@@ -132,26 +136,36 @@ class VolumeAttachOps:
         return view
 
     def volume_exported(self, instance_id: str, volume_id: str, request_id: str) -> None:
-        """The storage host serves the volume to the server's host: queue the hot-plug over NBD."""
+        """The storage host serves the volume to the server's host: queue the hot-plug over NBD (or, for
+        a server being built with it, the build's next move)."""
         with self._db.begin() as s:
             row = s.get(t.Instance, instance_id)
+            if row is None:
+                return  # the server went meanwhile: its delete ended the attachment (and the export)
+            building = row.vm_state == states.BUILDING and row.task_state == states.BLOCK_DEVICE_MAPPING
             att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume_id,
                                                              vt.VolumeAttachment.instance_id == instance_id))
-            if row is None or att is None or att.connection is None or row.task_state != states.ATTACHING_VOLUME:
-                return  # the server went meanwhile: its delete ended the attachment (and the export)
-            args = AttachVolumeArgs(volume_id=volume_id, read_only=att.mode == "ro",
-                                    nbd=NbdConnection.model_validate(att.connection))
-            operations.queue_step(s, row, args, request_id, task=states.ATTACHING_VOLUME)
-            host = row.host
-        if host:
+            host = None
+            if not building and att is not None and att.connection is not None \
+                    and row.task_state == states.ATTACHING_VOLUME:
+                args = AttachVolumeArgs(volume_id=volume_id, read_only=att.mode == "ro",
+                                        nbd=NbdConnection.model_validate(att.connection))
+                operations.queue_step(s, row, args, request_id, task=states.ATTACHING_VOLUME)
+                host = row.host
+        if building:
+            self.boot_volume_done(instance_id, volume_id, None)
+        elif host:
             self.notify(host)
 
     def volume_export_failed(self, instance_id: str, volume_id: str, why: str) -> None:
-        """The storage host could not export the volume: the attach is over (the volume says why)."""
+        """The storage host could not export the volume: the attach is over (the volume says why), or the
+        build that waited for it fails."""
         with self._db.begin() as s:
             row = s.get(t.Instance, instance_id)
             if row is not None and row.task_state == states.ATTACHING_VOLUME:
                 row.task_state, row.updated_at = None, datetime.now(UTC)
+            elif row is not None and row.vm_state == states.BUILDING and row.task_state == states.BLOCK_DEVICE_MAPPING:
+                self.boot_export_failed(s, row, volume_id, why)
 
     def extend_attached_volume(self, ctx: AuthContext, volume_id: str, size_gib: int, request_id: str | None) -> None:
         """Queue the growth of an in-use volume on its server's host (the volume service checked the

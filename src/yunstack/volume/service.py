@@ -543,8 +543,11 @@ class VolumeService:
             if vol.status == states.IN_USE and force:
                 # Cinder's force: an in-use volume, here only while no guest has it open (the storage
                 # host snapshots closed files; a running guest's needs QEMU's help, not built yet).
-                users = [a.instance_id for a in s.scalars(select(t.VolumeAttachment).where(
-                    t.VolumeAttachment.volume_id == vol.id))]
+                held = list(s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.volume_id == vol.id)))
+                if any(a.connection is not None for a in held):
+                    raise InvalidVolume(reason=f"Volume {vol.id} is served to a server on another host (its NBD "
+                                               f"export holds it open): detach it first to snapshot it.")
+                users = [a.instance_id for a in held]
                 if self.guests_stopped is None or not self.guests_stopped(users):
                     raise InvalidVolume(reason=f"Volume {vol.id} is in use by a server that is not stopped: stop it "
                                                f"first (a snapshot of a volume a running guest has open is not "

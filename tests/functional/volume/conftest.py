@@ -3,6 +3,8 @@ projects and users with their Cinder clients, and the compute tests' world as ``
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from tests.functional.compute.test_servers import host, qcow2  # noqa: F401  (fi
 from tests.functional.compute.test_servers import world as servers_world  # noqa: F401  (a fixture)
 from tests.functional.identity.test_identity_api import make_member
 from tests.functional.volume.test_volume_api import Cinder
+from yunstack.volume.export import NbdExports
 
 
 @pytest.fixture
@@ -26,3 +29,17 @@ def world(api: Api, request: pytest.FixtureRequest) -> dict[str, Any]:
             "rita": Cinder(api, api.login("rita", "rita-pw", "alpha"), a["project_id"]), "a": a, "b": b, "api": api}
 
 
+
+
+@pytest.fixture(autouse=True)
+def _no_export_left(api: Api) -> Iterator[None]:
+    """A test that failed half-way may leave a volume's NBD export serving (its daemon outlives the
+    agent by design): stop what is left under this cloud's state directory."""
+    yield
+    exports = NbdExports(api.services.config.server.state_path / "exports")
+
+    async def stop_all() -> None:
+        for volume_id in {**await exports.running(), **await exports.stopped()}:
+            await exports.stop(volume_id)
+
+    asyncio.run(stop_all())
