@@ -27,6 +27,10 @@ through its serial console's root shell:
   to a raw file in the backend root's file system, and the ratios guest / raw.  The guest runs
   under TCG, so the ratios say more about emulation than about the storage path.
 
+``guest_nbd``: the same, with each volume reached as a guest on another host reaches it: a
+``qemu-storage-daemon`` NBD export with TLS-PSK (here on 127.0.0.1), whose start is in the attach
+time.
+
 Prints and writes JSON (bench/results/volumes.json).  Not a test: it reports.
 """
 
@@ -48,10 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from yunstack import cgroups
-from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, root_disk
+from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, NbdSource, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
 from yunstack.volume.backends.file import FileBackend
+from yunstack.volume.export import NbdExports
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -191,9 +196,32 @@ def host_dd(args: list[str]) -> float:
     return time.monotonic() - t0
 
 
-async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int) -> dict[str, Any]:
-    backend = FileBackend(work / "guest-backend")
-    state = work / "state"
+class Plug:
+    """How the guest reaches a volume: its own file (``local``), or an NBD export of it over TLS-PSK on
+    127.0.0.1 (``nbd``: the path a guest on another host than the storage host takes)."""
+
+    def __init__(self, over: str, work: Path) -> None:
+        self.over = over
+        self.exports = NbdExports(work / f"exports-{over}") if over == "nbd" else None
+
+    async def disk(self, backend: FileBackend, vid: str) -> Disk:
+        local = await backend.local_disk(vid)
+        if self.exports is None:
+            return volume_disk(local.path, local.format, vid)
+        export = await self.exports.start(vid, local, "127.0.0.1")
+        return Disk(kind=DiskKind.VOLUME, source=Path(f"/nbd/{vid}"), format="raw", serial=vid, boot_index=None,
+                    nbd=NbdSource(host=export.host, port=export.port, export=export.name,
+                                  psk_identity=export.psk_identity, psk_key=export.psk_key))
+
+    async def done(self, vid: str) -> None:
+        if self.exports is not None:
+            await self.exports.stop(vid)
+
+
+async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int, over: str = "local") -> dict[str, Any]:
+    backend = FileBackend(work / f"guest-backend-{over}")
+    plug = Plug(over, work)
+    state = work / f"state-{over}"
     parent = f"yunstack/bench-{work.name}"
     driver = QemuDriver(Config(server=ServerConfig(state_dir=str(state)), qemu=QemuConfig(accel="tcg")),
                         cgroup_parent=parent)
@@ -213,20 +241,19 @@ async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int) -> 
         for _ in range(attaches):
             vid = str(uuid.uuid4())
             await backend.create(vid, 1)
-            local = await backend.local_disk(vid)
-            t0 = time.monotonic()
-            await driver.attach_volume(sid, volume_disk(local.path, local.format, vid))
+            t0 = time.monotonic()  # the export's start counts: a remote attach waits for it
+            await driver.attach_volume(sid, await plug.disk(backend, vid))
             await wait_visible(driver, sid, vid)
             attach_ms.append((time.monotonic() - t0) * 1000)
             t0 = time.monotonic()
             await driver.detach_volume(sid, vid)
             detach_ms.append((time.monotonic() - t0) * 1000)
+            await plug.done(vid)
             await backend.delete(vid)
         # Throughput on one more attached volume.
         vid = str(uuid.uuid4())
         await backend.create(vid, 1)
-        local = await backend.local_disk(vid)
-        await driver.attach_volume(sid, volume_disk(local.path, local.format, vid))
+        await driver.attach_volume(sid, await plug.disk(backend, vid))
         await wait_visible(driver, sid, vid)
         names = "for d in /sys/block/vd*; do echo ${d##*/} $(cat $d/serial 2>/dev/null); done"
         listing = await in_guest(driver, sid, names)
@@ -238,9 +265,10 @@ async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int) -> 
         read_s, read_out = uptimes(await in_guest(driver, sid, timing.format(
             dd=f"dd if=/dev/{device} of=/dev/null bs=1M count={size_mib}"), timeout=900.0))
         await driver.detach_volume(sid, vid)
+        await plug.done(vid)
         await backend.delete(vid)
         # The raw backing store: the same file system as the backend root, page cache bypassed.
-        raw = work / "guest-backend" / "raw.bin"
+        raw = work / f"guest-backend-{over}" / "raw.bin"
         raw_write_s = host_dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={size_mib}", "oflag=direct"])
         raw_read_s = host_dd([f"if={raw}", "of=/dev/null", "bs=1M", f"count={size_mib}", "iflag=direct"])
         raw.unlink()
@@ -253,7 +281,7 @@ async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int) -> 
     rates = {"guest_write_mib_per_s": size_mib / write_s, "guest_read_mib_per_s": size_mib / read_s,
              "host_raw_write_mib_per_s": size_mib / raw_write_s, "host_raw_read_mib_per_s": size_mib / raw_read_s}
     return {
-        "accel": "tcg", "guest_memory_mib": 256, "disk_cache": QemuConfig().disk_cache,
+        "path": over, "accel": "tcg", "guest_memory_mib": 256, "disk_cache": QemuConfig().disk_cache,
         "boot_to_shell_ms": round(boot_to_shell_ms, 1),
         "attach_to_visible_ms": summary(attach_ms), "target_ms": 2000,
         "detach_ms": summary(detach_ms),
@@ -276,6 +304,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             from yunstack.image.tiny.build import build_tiny_image
             image = build_tiny_image(work / "tiny-image")
         result["guest"] = await bench_guest(work, image, args.attaches, args.size_mib)
+        result["guest_nbd"] = await bench_guest(work, image, args.attaches, args.size_mib, over="nbd")
     return result
 
 

@@ -9,6 +9,8 @@ driver's (``tests/contract``) and the real CLI's (``tests/integration``) busines
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,19 @@ def test_a_volume_attaches_to_a_server_on_another_host_through_an_nbd_export_and
         assert connection["psk_key"] not in alice.get(f"/servers/{server}/os-volume_attachments").text
         assert connection["psk_key"] not in cinder.get(f"/volumes/{volume}").text
         assert _serving(volume)
+        # The storage host's agent restarts: the export it started serves on untouched.  Its daemon
+        # killed (a reboot): the next agent starts it again on the same port with the same key, so
+        # the guest's NBD client reconnects.
+        pid = _daemon(volume)
+        servers_world["host"].start()
+        assert _daemon(volume) == pid
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: not _serving(volume))
+        servers_world["host"].start()
+        until(lambda: _serving(volume))
+        assert f'"port":"{connection["port"]}"' in _argv(volume)
+        keys = services.config.server.state_path / "exports" / volume / "keys.psk"
+        assert keys.read_text().strip().endswith(connection["psk_key"])
         # Detach: the guest lets go, then the storage host stops serving.
         assert alice.delete(f"/servers/{server}/os-volume_attachments/{volume}").status_code == 202
         cinder.wait(volume, "available")
@@ -153,10 +168,19 @@ def test_a_volume_attaches_to_a_server_on_another_host_through_an_nbd_export_and
         other.stop()
 
 
+def _argv(volume_id: str) -> str:
+    """The command line of the qemu-storage-daemon that serves the volume ("" when none does)."""
+    found = subprocess.run(["pgrep", "-a", "-f", "qemu-storage-daemon"], capture_output=True, text=True).stdout
+    return next((line for line in found.splitlines() if f'"name":"{volume_id}"' in line), "")
+
+
 def _serving(volume_id: str) -> bool:
     """Whether a qemu-storage-daemon serves the volume (its export is named after the volume)."""
-    found = subprocess.run(["pgrep", "-a", "-f", "qemu-storage-daemon"], capture_output=True, text=True).stdout
-    return any(f'"name":"{volume_id}"' in line for line in found.splitlines())
+    return bool(_argv(volume_id))
+
+
+def _daemon(volume_id: str) -> int:
+    return int(_argv(volume_id).split()[0])
 
 
 def test_an_attach_the_host_cannot_make_leaves_the_volume_available_with_why(
