@@ -14,7 +14,7 @@ from pathlib import Path
 
 from yunstack.agent.steps.base import Host, Report, Step, observe
 from yunstack.compute.driver import Disk, DiskKind, PowerState
-from yunstack.errors import Conflict
+from yunstack.errors import Conflict, DriverMisconfigured
 from yunstack.protocol import (
     AttachedResult,
     AttachVolumeArgs,
@@ -97,6 +97,9 @@ async def attach(host: Host, work: Work) -> Report:
     args = work.args
     assert isinstance(args, AttachVolumeArgs)
     local = await _backend(host).local_disk(args.volume_id)  # NotFound: not kept on this host
+    if local.path is None:  # e.g. rbd: QEMU's own protocol driver, which Disk cannot name yet
+        raise DriverMisconfigured(detail=f"volume {args.volume_id} is reached through QEMU's "
+                                         f"{(local.node or {}).get('driver')} driver; attaching it is not built yet")
     disk = Disk(kind=DiskKind.VOLUME, source=local.path, format=local.format, serial=args.volume_id,
                 boot_index=None, read_only=args.read_only)
     device = await host.driver.attach_volume(work.instance_id, disk)
