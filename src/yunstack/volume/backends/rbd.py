@@ -1,0 +1,436 @@
+"""The ``rbd`` volume backend: Ceph RBD images in one pool (and optionally one RBD namespace).
+
+Names in the pool (Cinder's ``volume-<id>`` and ``snapshot-<id>``, so ``rbd ls`` reads the same)::
+
+    volume-<volume_id>                  a volume: format 2, the cluster's default features (layering on)
+    volume-<volume_id>@snapshot-<id>    a snapshot: an RBD snapshot of its volume
+    volume-<source_id>@clone-<id>       a clone point: volume <id> is an RBD clone of it
+    image-<image_id>@base               one raw copy of an image, shared by every volume made from it
+    deleted-<token>-<volume_id>         a deleted volume that snapshots or clones still stand on
+    tmp-<volume_id>, tmp-image-<id>     a create under way (renamed into place when finished)
+
+Everything is copy-on-write: a volume from an image, a snapshot or another volume is an RBD clone
+of a protected snapshot (``base``, ``snapshot-<id>`` or ``clone-<id>``), never a copy; the image
+is imported once per image id.  A snapshot is protected when the first volume is made from it.
+
+Deleting keeps parents rather than flattening children (a flatten copies a whole volume, and
+Cinder's rbd driver keeps them too): a deleted volume is renamed ``deleted-...`` and stays while
+one of its snapshots is named or has a clone; a deleted snapshot is renamed ``deleted-<id>`` and
+stays while it has a clone.  After each delete the collector removes every ``deleted-*``, base,
+leftover ``tmp-*`` image and ``clone-*``/``deleted-*`` snapshot that nothing stands on any more,
+until nothing changes, so deleting everything leaves the pool empty.  It touches only these names:
+the pool may hold other images (Glance's, say).  Clone chains are not flattened: RBD reads through
+parents one object at a time, and a volume's chain is as deep as the clones it was made through.
+
+Crash safety.  A create builds its image under ``tmp-`` and renames it into place when it has its
+size (``rbd rename`` is atomic), so a retry adopts a finished volume or starts over; a delete is
+one rename.  Locking: one backend instance per pool and namespace; its lock is held while a
+reference to an existing image or snapshot is made and while the collector decides.
+
+The ``rbd`` command line (``--format json``, argument lists, no shell) rather than the Python
+``rados``/``rbd`` bindings: those exist only as Debian's ``python3-rbd`` for the system Python,
+not on PyPI for our venv, and each call here is a few milliseconds against a volume's lifetime.
+QEMU reads and writes the images itself through its ``rbd`` block driver (``qemu-block-extra``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yunstack.errors import BadRequest, Conflict, DriverError, NotFound
+from yunstack.tool import run_tool
+from yunstack.volume.backend import (
+    GIB,
+    LocalDisk,
+    VolumeInfo,
+    check_id,
+    image_size,
+    qemu_format,
+    size_bytes,
+    too_small,
+)
+
+log = logging.getLogger(__name__)
+
+RBD_TIMEOUT = 120.0  # one metadata operation (a mon or OSD may be recovering)
+CONVERT_TIMEOUT = 3600.0  # an image of hundreds of GiB, imported once
+COPY_TIMEOUT = 3600.0  # a whole volume read out
+ENOENT = 2
+
+VOLUME, SNAPSHOT, CLONE, IMAGE, DELETED, TMP = "volume-", "snapshot-", "clone-", "image-", "deleted-", "tmp-"
+BASE = "base"
+
+
+class _RbdFailed(DriverError):
+    """Raised when an ``rbd`` command failed; ``errno`` is its exit status (rbd exits with the errno)."""
+
+    def __init__(self, errno: int, detail: str) -> None:
+        self.errno = errno
+        super().__init__(detail=detail)
+
+
+@dataclass
+class _Pool:
+    """What ``rbd ls -l`` shows: each image's size, its snapshots and its parent."""
+
+    size: dict[str, int] = field(default_factory=dict)
+    snaps: dict[str, dict[str, tuple[int, bool]]] = field(default_factory=dict)  # name -> (size, protected)
+    parent: dict[str, tuple[str, str]] = field(default_factory=dict)  # clone -> (image, snapshot)
+
+    def children(self, image: str, snap: str) -> list[str]:
+        return [child for child, p in self.parent.items() if p == (image, snap)]
+
+    def holder(self, snap: str) -> str | None:
+        """The image that has the snapshot ``snap``."""
+        return next((image for image, snaps in self.snaps.items() if snap in snaps), None)
+
+
+class RbdBackend:
+    """Volumes as RBD images in ``pool`` (see the module docstring for the names)."""
+
+    name = "rbd"
+
+    def __init__(self, pool: str, *, namespace: str = "", conf: str = "", user: str = "", keyring: str = "",
+                 rbd: str = "rbd", qemu_img: str = "qemu-img") -> None:
+        self._pool = pool
+        self._namespace = namespace
+        self._conf = conf
+        self._user = user
+        self._qemu_img = qemu_img
+        self._cli = [rbd] + (["--conf", conf] if conf else []) + (["--id", user] if user else []) + (
+            ["--keyring", keyring] if keyring else [])
+        self._lock = asyncio.Lock()
+        self._image_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._busy: set[str] = set()  # tmp- images a create is filling, outside the lock
+
+    # -- the seam --------------------------------------------------------------------------------
+
+    async def create(self, volume_id: str, size_gib: int) -> None:
+        """``rbd create`` the volume (format 2); one already there with this size is adopted."""
+        name, size = _volume(volume_id), size_bytes(size_gib)
+        if await self._adopt(name, size):
+            return
+        await self._rbd(["create", "--image-format", "2", "--size", f"{size_gib}G", self._spec(name)],
+                        f"creating volume {volume_id}")
+
+    async def create_from_image(self, volume_id: str, size_gib: int, image: Path, image_format: str,
+                                image_id: str) -> None:
+        """Clone the image's base, importing the image into it first if needed."""
+        name, size = _volume(volume_id), size_bytes(size_gib)
+        fmt = qemu_format(image_format)
+        base = IMAGE + check_id("image", image_id)
+        if await self._adopt(name, size):
+            return
+        async with self._image_lock(image_id):
+            async with self._lock:
+                pool = await self._list()
+                if BASE in pool.snaps.get(base, {}):
+                    await self._clone(pool, base, BASE, volume_id, size_gib, f"image {image_id}")
+                    return
+            needed = await image_size(self._qemu_img, image, fmt)
+            if needed > size:
+                raise too_small(f"image {image_id}", needed, size_gib)
+            tmp = TMP + base
+            self._busy.add(tmp)
+            try:
+                await self._remove(tmp)  # what a crash left
+                await self._rbd(["create", "--image-format", "2", "--size", f"{needed}B", self._spec(tmp)],
+                                f"importing image {image_id}")
+                await run_tool([self._qemu_img, "convert", "-q", "-n", "-f", fmt, "-O", "raw", str(image),
+                                self._qemu_target(tmp)], f"importing image {image_id}", CONVERT_TIMEOUT)
+                await self._rbd(["snap", "create", self._spec(tmp, BASE)], f"importing image {image_id}")
+                await self._rbd(["snap", "protect", self._spec(tmp, BASE)], f"importing image {image_id}")
+                async with self._lock:
+                    await self._rbd(["rename", self._spec(tmp), self._spec(base)], f"importing image {image_id}")
+                    await self._clone(await self._list(), base, BASE, volume_id, size_gib, f"image {image_id}")
+            finally:
+                self._busy.discard(tmp)
+                with contextlib.suppress(DriverError):
+                    await self._remove(tmp)
+
+    async def create_from_snapshot(self, volume_id: str, size_gib: int, snapshot_id: str) -> None:
+        """Clone the snapshot (protecting it first)."""
+        name, size = _volume(volume_id), size_bytes(size_gib)
+        snap = SNAPSHOT + check_id("snapshot", snapshot_id)
+        if await self._adopt(name, size):
+            return
+        async with self._lock:
+            pool = await self._list()
+            holder = pool.holder(snap)
+            if holder is None:
+                raise NotFound(kind="snapshot", id=snapshot_id)
+            await self._clone(pool, holder, snap, volume_id, size_gib, f"snapshot {snapshot_id}")
+
+    async def clone(self, volume_id: str, size_gib: int, source_id: str) -> None:
+        """Take a clone point (an RBD snapshot of the source) and clone it."""
+        name, size = _volume(volume_id), size_bytes(size_gib)
+        source = _volume(source_id)
+        if await self._adopt(name, size):
+            return
+        async with self._lock:
+            pool = await self._list()
+            if source not in pool.size:
+                raise NotFound(kind="volume", id=source_id)
+            if pool.size[source] > size:
+                raise too_small(f"volume {source_id}", pool.size[source], size_gib)
+            point = CLONE + volume_id
+            if point not in pool.snaps[source]:  # a retry reuses the point it took
+                await self._rbd(["snap", "create", self._spec(source, point)], f"cloning volume {source_id}")
+                pool = await self._list()
+            await self._clone(pool, source, point, volume_id, size_gib, f"volume {source_id}")
+
+    async def delete(self, volume_id: str) -> None:
+        """Rename the volume out of sight, then collect what nothing stands on any more."""
+        name = _volume(volume_id)
+        async with self._lock:
+            try:
+                await self._rbd(["rename", self._spec(name),
+                                 self._spec(f"{DELETED}{secrets.token_hex(4)}-{volume_id}")],
+                                f"deleting volume {volume_id}")
+            except _RbdFailed as exc:
+                if exc.errno != ENOENT:
+                    raise
+        await self._collect()
+
+    async def extend(self, volume_id: str, size_gib: int) -> None:
+        """``rbd resize`` (grow only)."""
+        name, size = _volume(volume_id), size_bytes(size_gib)
+        async with self._lock:
+            current = await self._size(name)
+            if current is None:
+                raise NotFound(kind="volume", id=volume_id)
+            if size < current:
+                raise BadRequest(f"Volume {volume_id} is {current} bytes; it cannot shrink to {size_gib} GiB.")
+            if size > current:
+                await self._rbd(["resize", "--no-progress", "--size", f"{size_gib}G", self._spec(name)],
+                                f"extending volume {volume_id}")
+
+    async def snapshot(self, snapshot_id: str, volume_id: str) -> None:
+        """``rbd snap create volume-<volume_id>@snapshot-<snapshot_id>``; one already there is adopted."""
+        name, snap = _volume(volume_id), SNAPSHOT + check_id("snapshot", snapshot_id)
+        async with self._lock:
+            pool = await self._list()
+            if pool.holder(snap) is not None:
+                return  # taken already
+            if name not in pool.size:
+                raise NotFound(kind="volume", id=volume_id)
+            await self._rbd(["snap", "create", self._spec(name, snap)], f"taking snapshot {snapshot_id}")
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Rename the snapshot out of sight; the collector removes it once it has no clones."""
+        snap = SNAPSHOT + check_id("snapshot", snapshot_id)
+        async with self._lock:
+            holder = (await self._list()).holder(snap)
+            if holder is not None:
+                await self._rbd(["snap", "rename", self._spec(holder, snap),
+                                 self._spec(holder, f"{DELETED}{secrets.token_hex(4)}-{snapshot_id}")],
+                                f"deleting snapshot {snapshot_id}")
+        await self._collect()
+
+    async def info(self, volume_id: str) -> VolumeInfo | None:
+        """The image's size, or ``None`` when absent."""
+        size = await self._size(_volume(volume_id))
+        return None if size is None else VolumeInfo(id=volume_id, size_bytes=size)
+
+    async def volumes(self) -> set[str]:
+        """Ids of the ``volume-*`` images."""
+        return {name.removeprefix(VOLUME) for name in (await self._list()).size if name.startswith(VOLUME)}
+
+    async def snapshots(self) -> set[str]:
+        """Ids of the ``snapshot-*`` snapshots, of volumes and of deleted volumes alike."""
+        pool = await self._list()
+        return {snap.removeprefix(SNAPSHOT) for snaps in pool.snaps.values() for snap in snaps
+                if snap.startswith(SNAPSHOT)}
+
+    async def local_disk(self, volume_id: str) -> LocalDisk:
+        """No path: QEMU's own ``rbd`` driver opens the image (``node``), a raw format node on top."""
+        name = _volume(volume_id)
+        if await self._size(name) is None:
+            raise NotFound(kind="volume", id=volume_id)
+        return LocalDisk(path=None, format="raw", node=self._node(name))
+
+    async def copy_to(self, volume_id: str, dest: Path, disk_format: str) -> None:
+        """One ``qemu-img convert`` from the image (through QEMU's rbd driver) into ``dest``."""
+        local = await self.local_disk(volume_id)
+        assert local.node is not None
+        source = "json:" + json.dumps({"driver": "raw", "file": local.node})
+        await run_tool([self._qemu_img, "convert", "-q", "-O", qemu_format(disk_format), source, str(dest)],
+                       f"copying volume {volume_id} out as {disk_format}", timeout=COPY_TIMEOUT)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _spec(self, image: str, snap: str = "") -> str:
+        where = f"{self._pool}/{self._namespace}/" if self._namespace else f"{self._pool}/"
+        return where + image + (f"@{snap}" if snap else "")
+
+    def _node(self, image: str) -> dict[str, Any]:
+        """QEMU ``blockdev-add`` options of the image's rbd protocol node."""
+        node: dict[str, Any] = {"driver": "rbd", "pool": self._pool, "image": image}
+        for key, value in (("namespace", self._namespace), ("conf", self._conf), ("user", self._user)):
+            if value:
+                node[key] = value
+        return node
+
+    def _qemu_target(self, image: str) -> str:
+        return "json:" + json.dumps({"driver": "raw", "file": self._node(image)})
+
+    async def _rbd(self, args: list[str], what: str, timeout: float = RBD_TIMEOUT) -> str:
+        """Run ``rbd`` with our cluster options; ``_RbdFailed`` (a ``DriverError``) with its errno on failure."""
+        argv = self._cli + args
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            raise DriverError(detail=f"{what}: cannot run {argv[0]}: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise DriverError(detail=f"{what}: rbd {args[0]} did not finish within {timeout}s") from exc
+        if proc.returncode:
+            lines = [line for line in err.decode(errors="replace").splitlines() if line.startswith("rbd:")]
+            message = "; ".join(lines) or err.decode(errors="replace").strip()[-500:] or "no message"
+            raise _RbdFailed(proc.returncode, detail=f"{what}: rbd {args[0]} exited {proc.returncode}: {message}")
+        return out.decode(errors="replace")
+
+    async def _list(self) -> _Pool:
+        """Every image, snapshot and parent link in our pool (and namespace): one ``rbd ls -l``."""
+        where = f"{self._pool}/{self._namespace}" if self._namespace else self._pool
+        entries = json.loads(await self._rbd(["ls", "-l", "--format", "json", where], "listing volumes") or "[]")
+        pool = _Pool()
+        for entry in entries:
+            image = str(entry["image"])
+            if "snapshot" in entry:
+                pool.snaps.setdefault(image, {})[str(entry["snapshot"])] = (
+                    int(entry["size"]), str(entry.get("protected")) == "true")
+                continue
+            pool.size[image] = int(entry["size"])
+            pool.snaps.setdefault(image, {})
+            parent = entry.get("parent")
+            # A parent in another pool or namespace is none of ours to collect.
+            if parent and parent.get("pool") == self._pool and parent.get("pool_namespace", "") == self._namespace:
+                pool.parent[image] = (str(parent["image"]), str(parent["snapshot"]))
+        return pool
+
+    async def _size(self, name: str) -> int | None:
+        try:
+            out = await self._rbd(["info", "--format", "json", self._spec(name)], f"reading {name}")
+        except _RbdFailed as exc:
+            if exc.errno == ENOENT:
+                return None
+            raise
+        return int(json.loads(out)["size"])
+
+    async def _adopt(self, name: str, size: int) -> bool:
+        """True if the volume ``name`` exists already with ``size``; ``Conflict`` if with another."""
+        current = await self._size(name)
+        if current is None:
+            return False
+        if current != size:
+            raise Conflict(detail=f"volume {name.removeprefix(VOLUME)} exists with {current} bytes, not {size}")
+        return True
+
+    async def _clone(self, pool: _Pool, parent: str, snap: str, volume_id: str, size_gib: int, what: str) -> None:
+        """Make volume ``volume_id`` an RBD clone of ``parent@snap``, grown to ``size_gib``.  Under the lock."""
+        needed, protected = pool.snaps[parent][snap]
+        if needed > size_bytes(size_gib):
+            raise too_small(what, needed, size_gib)
+        if not protected:
+            await self._rbd(["snap", "protect", self._spec(parent, snap)], f"protecting {what}")
+        tmp = TMP + volume_id
+        if tmp in pool.size:
+            await self._remove(tmp, pool.snaps[tmp])  # what a crash left
+        try:
+            await self._rbd(["clone", self._spec(parent, snap), self._spec(tmp)],
+                            f"creating volume {volume_id} from {what}")
+            if size_gib * GIB > needed:
+                await self._rbd(["resize", "--no-progress", "--size", f"{size_gib}G", self._spec(tmp)],
+                                f"creating volume {volume_id} from {what}")
+            await self._rbd(["rename", self._spec(tmp), self._spec(_volume(volume_id))],
+                            f"creating volume {volume_id} from {what}")
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                await self._remove(tmp)
+            raise
+
+    async def _remove(self, image: str, snaps: dict[str, tuple[int, bool]] | None = None) -> None:
+        """Remove ``image`` with its snapshots (none may have clones; ``snaps`` if known: name ->
+        (size, protected)); an absent one is no error."""
+        try:
+            if snaps is None:
+                found = json.loads(await self._rbd(["snap", "ls", "--format", "json", self._spec(image)],
+                                                   f"removing {image}") or "[]")
+                snaps = {str(s["name"]): (int(s["size"]), str(s.get("protected")) == "true") for s in found}
+            for snap, (_, protected) in snaps.items():
+                if protected:
+                    await self._rbd(["snap", "unprotect", self._spec(image, snap)], f"removing {image}")
+            if snaps:
+                await self._rbd(["snap", "purge", "--no-progress", self._spec(image)], f"removing {image}")
+            await self._rbd(["rm", "--no-progress", self._spec(image)], f"removing {image}")
+        except _RbdFailed as exc:
+            if exc.errno != ENOENT:
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _image_lock(self, image_id: str) -> AsyncIterator[None]:
+        """One import per image at a time: fifty volumes of a new image import it once."""
+        lock, users = self._image_locks.get(image_id, (asyncio.Lock(), 0))
+        self._image_locks[image_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._image_locks[image_id]
+            if users == 1:
+                del self._image_locks[image_id]
+            else:
+                self._image_locks[image_id] = (lock, users - 1)
+
+    # -- collecting ------------------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        """Remove unnamed snapshots and hidden images nothing stands on, until nothing changes.
+
+        Runs after the operation proper has succeeded: a failure here is logged, not raised; the
+        next collection tries again.
+        """
+        try:
+            async with self._lock:
+                while await self._sweep():
+                    pass
+        except DriverError as exc:
+            log.warning("volume backend rbd %s: collecting unused images failed: %s", self._spec(""), exc)
+
+    async def _sweep(self) -> bool:
+        """One round of the collector; True if it removed something.  Under the lock."""
+        pool = await self._list()
+        removed = False
+        for image, snaps in pool.snaps.items():
+            if image.startswith(VOLUME):
+                for snap in snaps:  # clone points and deleted snapshots no clone reads any more
+                    if snap.startswith((CLONE, DELETED)) and not pool.children(image, snap):
+                        log.info("volume backend rbd: removing unused snapshot %s@%s", image, snap)
+                        if snaps[snap][1]:
+                            await self._rbd(["snap", "unprotect", self._spec(image, snap)], "collecting")
+                        await self._rbd(["snap", "rm", "--no-progress", self._spec(image, snap)], "collecting")
+                        removed = True
+            elif image.startswith((IMAGE, DELETED, TMP)) and image not in self._busy and not any(
+                    snap.startswith(SNAPSHOT) or pool.children(image, snap) for snap in snaps):
+                log.info("volume backend rbd: removing unused image %s", image)
+                await self._remove(image, snaps)
+                removed = True
+        return removed
+
+
+def _volume(volume_id: str) -> str:
+    return VOLUME + check_id("volume", volume_id)
