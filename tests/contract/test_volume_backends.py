@@ -1,8 +1,11 @@
-"""One contract suite for every volume backend: FakeVolumeBackend and FileBackend behave the same.
+"""One contract suite for every volume backend: FakeVolumeBackend, FileBackend and RbdBackend behave the same.
 
 The file backend runs on a temporary root with the real ``qemu-img`` and ``qemu-io`` (installed
-wherever the tests run: these tests do not skip).  Data is written and read back through the
-backend's ``local_disk`` with ``qemu-io`` there, and through the fake's test hooks otherwise.
+wherever the tests run: these tests do not skip).  The rbd backend runs in an RBD namespace of its
+own in the session's throw-away Ceph cluster (``ceph_lab``: skipped where Ceph is not installed,
+failed in CI).  Data is written and read back through the backend's ``local_disk`` with
+``qemu-io`` (a file, or a ``json:`` filename naming QEMU's rbd node), and through the fake's test
+hooks otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from yunstack.errors import BadRequest, Conflict, DriverError, NotFound
 from yunstack.volume.backend import GIB, VolumeBackend
 from yunstack.volume.backends.fake import FakeVolumeBackend
 from yunstack.volume.backends.file import FileBackend
+from yunstack.volume.backends.rbd import RbdBackend
+
+from .conftest import CephLab
 
 K64 = 64 * 1024
 
@@ -34,8 +40,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def qemu_io(path: Path, command: str, *, read_only: bool = False) -> subprocess.CompletedProcess[str]:
-    argv = ["qemu-io", "-f", "qcow2"] + (["-r"] if read_only else []) + ["-c", command, str(path)]
+def qemu_io(path: Path | str, command: str, *, read_only: bool = False,
+            fmt: str | None = "qcow2") -> subprocess.CompletedProcess[str]:
+    """``qemu-io`` on ``path`` in format ``fmt`` (``None``: a ``json:`` filename that names it)."""
+    argv = ["qemu-io"] + (["-f", fmt] if fmt else []) + (["-r"] if read_only else []) + ["-c", command, str(path)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
@@ -54,22 +62,31 @@ class Harness:
     kind: str
     backend: Any
     root: Path | None
+    lab: CephLab | None = None
+    namespace: str = ""
 
     async def write(self, volume_id: str, pattern: int, offset: int = 0, length: int = K64) -> None:
         if self.kind == "fake":
             self.backend.write(volume_id, offset, bytes([pattern]) * length)
             return
-        disk = await self.backend.local_disk(volume_id)
-        done = qemu_io(disk.path, f"write -P {pattern:#x} {offset} {length}")
+        target, fmt = await self._target(volume_id)
+        done = qemu_io(target, f"write -P {pattern:#x} {offset} {length}", fmt=fmt)
         assert done.returncode == 0, done.stdout + done.stderr
 
     async def holds(self, volume_id: str, pattern: int, offset: int = 0, length: int = K64) -> bool:
         if self.kind == "fake":
             return bool(self.backend.read(volume_id, offset, length) == bytes([pattern]) * length)
-        disk = await self.backend.local_disk(volume_id)
-        done = qemu_io(disk.path, f"read -P {pattern:#x} {offset} {length}", read_only=True)
+        target, fmt = await self._target(volume_id)
+        done = qemu_io(target, f"read -P {pattern:#x} {offset} {length}", read_only=True, fmt=fmt)
         assert "Could not open" not in done.stderr, done.stderr
         return done.returncode == 0
+
+    async def _target(self, volume_id: str) -> tuple[Path | str, str | None]:
+        """What qemu-io opens for the volume: its file, or a ``json:`` filename of its nodes."""
+        disk = await self.backend.local_disk(volume_id)
+        if disk.path is not None:
+            return disk.path, disk.format
+        return "json:" + json.dumps({"driver": disk.format, "file": disk.node}), None
 
     @property
     def home(self) -> Path:
@@ -78,16 +95,25 @@ class Harness:
         return self.root
 
     def files(self) -> list[str]:
-        """Every file left under the file backend's root (none for the fake)."""
+        """Every file left under the file backend's root, every image and snapshot in the rbd
+        backend's namespace (``image@snapshot``), none for the fake."""
+        if self.lab is not None:
+            return sorted(e["image"] + (f"@{e['snapshot']}" if "snapshot" in e else "")
+                          for e in self.lab.ls(self.namespace))
         if self.root is None:
             return []
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if not p.is_dir())
 
 
-@pytest.fixture(params=["fake", "file"])
+@pytest.fixture(params=["fake", "file", "rbd"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "fake":
         return Harness("fake", FakeVolumeBackend(), None)
+    if request.param == "rbd":  # a namespace per test; the cluster goes at the end of the session
+        lab: CephLab = request.getfixturevalue("ceph_lab")
+        namespace = lab.new_namespace()
+        return Harness("rbd", RbdBackend(lab.pool, namespace=namespace, conf=lab.conf, user=lab.user), None,
+                       lab=lab, namespace=namespace)
     root = tmp_path / "volumes-root"
     return Harness("file", FileBackend(root), root)
 
@@ -121,6 +147,12 @@ async def test_an_empty_volume_has_its_size_and_reads_zeros(harness: Harness) ->
     if harness.kind == "file":
         assert disk.format == "qcow2" and disk.path.is_file()
         assert disk.path.stat().st_blocks * 512 < 2 * 1024 * 1024  # sparse: 1 GiB costs nothing yet
+    if harness.kind == "rbd":
+        assert harness.lab is not None
+        assert disk.path is None and disk.format == "raw"
+        assert disk.node == {"driver": "rbd", "pool": harness.lab.pool, "namespace": harness.namespace,
+                             "image": f"volume-{volume}", "conf": harness.lab.conf, "user": harness.lab.user}
+        assert harness.lab.du(harness.namespace, f"volume-{volume}") == 0  # thin: 1 GiB costs nothing yet
 
 
 async def test_create_is_idempotent_and_another_size_conflicts(harness: Harness) -> None:
@@ -141,7 +173,8 @@ async def test_a_volume_from_an_image_holds_the_image_as_an_overlay_on_a_shared_
     assert (await harness.backend.info(first)).size_bytes == GIB
     started = time.monotonic()
     await harness.backend.create_from_image(second, 1, image, "qcow2", "img-1")
-    assert time.monotonic() - started < 1.0  # the base exists: an overlay, not a copy
+    if harness.kind != "rbd":  # (rbd: a few CLI calls at ~0.1 s; its parent and du below show the clone)
+        assert time.monotonic() - started < 1.0  # the base exists: an overlay, not a copy
     await harness.backend.create_from_image(second, 1, image, "qcow2", "img-1")  # idempotent
     if harness.kind == "file":
         assert harness.root is not None
@@ -154,6 +187,15 @@ async def test_a_volume_from_an_image_holds_the_image_as_an_overlay_on_a_shared_
             assert chain(path)[0]["backing-filename-format"] == "qcow2"
         await harness.write(first, 0x01)
         assert await harness.holds(second, 0xAB)  # writes stay in the volume's own overlay
+    if harness.kind == "rbd":
+        assert harness.lab is not None
+        images = {e["image"]: e for e in harness.lab.ls(harness.namespace)}
+        for volume in (first, second):  # copy-on-write clones of the one imported base
+            assert images[f"volume-{volume}"]["parent"]["image"] == "image-img-1"
+            assert images[f"volume-{volume}"]["parent"]["snapshot"] == "base"
+            assert harness.lab.du(harness.namespace, f"volume-{volume}") == 0
+        await harness.write(first, 0x01)
+        assert await harness.holds(second, 0xAB)
     assert await harness.holds(second, 0, GIB - K64)
 
 
