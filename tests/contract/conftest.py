@@ -229,13 +229,18 @@ def ceph_lab() -> Iterator[CephLab]:
     """One mon and one OSD on a sparse file for the whole session (about 5 s to start, 80 MiB)."""
     need(shutil.which("ceph-mon") is not None and shutil.which("ceph-osd") is not None
          and shutil.which("rbd") is not None and QEMU_RBD.exists(),
-         "the rbd backend's tests need Ceph and QEMU's rbd driver: scripts/install-system --ceph")
+         "the rbd backend's tests need Ceph and QEMU's rbd driver (scripts/install-system)")
     home = Path(tempfile.mkdtemp(prefix="yun-ceph-", dir="/tmp"))
-    try:
-        done = subprocess.run([str(CEPH_LAB), "start", str(home)], capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            pytest.fail(f"scripts/ceph-lab start failed:\n{done.stderr[-4000:]}")
-        env = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-        yield CephLab(conf=env["CEPH_CONF"], pool=env["CEPH_POOL"], user=env["CEPH_USER"])
-    finally:
-        subprocess.run([str(CEPH_LAB), "stop", str(home)], capture_output=True, timeout=120)
+    # Output to files, not pipes: were a daemon to keep a pipe open, reading it would never end.
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            done = subprocess.run([str(CEPH_LAB), "start", str(home)], stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=300)
+            out.seek(0)
+            text = out.read()
+            if done.returncode != 0:
+                pytest.fail(f"scripts/ceph-lab start failed:\n{text[-4000:]}")
+            env = dict(line.split("=", 1) for line in text.splitlines() if line.startswith("CEPH_"))
+            yield CephLab(conf=env["CEPH_CONF"], pool=env["CEPH_POOL"], user=env["CEPH_USER"])
+        finally:
+            subprocess.run([str(CEPH_LAB), "stop", str(home)], stdout=out, stderr=subprocess.STDOUT, timeout=120)

@@ -487,3 +487,43 @@ async def test_operations_on_different_volumes_may_run_at_once(harness: Harness,
         assert await harness.holds(copy, 0x10 + n, K64) and await harness.holds(again, 0x10 + n, K64)
     await asyncio.gather(*(backend.delete(v) for v in clones + restored))
     assert harness.files() == []
+
+
+# -- the rbd backend's own promises ----------------------------------------------------------------
+
+
+@pytest.fixture
+def rbd(ceph_lab: CephLab) -> Harness:
+    namespace = ceph_lab.new_namespace()
+    backend = RbdBackend(ceph_lab.pool, namespace=namespace, conf=ceph_lab.conf, user=ceph_lab.user)
+    return Harness("rbd", backend, None, lab=ceph_lab, namespace=namespace)
+
+
+async def test_a_failed_rbd_create_leaves_nothing_behind(rbd: Harness, image: Path, tmp_path: Path) -> None:
+    assert rbd.lab is not None
+    failing = tmp_path / "qemu-img"  # its imports fail half way through
+    failing.write_text('#!/bin/sh\ncase "$1" in convert) exit 1;; esac\nexec qemu-img "$@"\n')
+    failing.chmod(0o755)
+    broken = RbdBackend(rbd.lab.pool, namespace=rbd.namespace, conf=rbd.lab.conf, user=rbd.lab.user,
+                        qemu_img=str(failing))
+    with pytest.raises(DriverError):
+        await broken.create_from_image(new_id(), 1, image, "qcow2", "img-1")
+    source = new_id()
+    await rbd.backend.create(source, 2)
+    with pytest.raises(BadRequest):  # too small: refused before anything is made
+        await rbd.backend.clone(new_id(), 1, source)
+    await rbd.backend.delete(source)
+    assert rbd.files() == []
+
+
+async def test_rbd_images_the_backend_did_not_make_are_left_alone(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    where = f"{rbd.lab.pool}/{rbd.namespace}"
+    rbd.lab.rbd("create", "--size", "4M", f"{where}/glance-image")  # another service's, in the same pool
+    rbd.lab.rbd("snap", "create", f"{where}/glance-image@snap")
+    volume = new_id()
+    await rbd.backend.create(volume, 1)
+    await rbd.backend.snapshot(new_id(), volume)
+    await rbd.backend.delete(volume)
+    assert await rbd.backend.volumes() == set()
+    assert {"glance-image", "glance-image@snap"} <= set(rbd.files())
