@@ -28,9 +28,12 @@ one rename.  Locking: one backend instance per pool and namespace; its lock is h
 reference to an existing image or snapshot is made and while the collector decides.
 
 The ``rbd`` command line (``--format json``, argument lists, no shell) rather than the Python
-``rados``/``rbd`` bindings: those exist only as Debian's ``python3-rbd`` for the system Python,
-not on PyPI for our venv, and each call here is a few milliseconds against a volume's lifetime.
-QEMU reads and writes the images itself through its ``rbd`` block driver (``qemu-block-extra``).
+``rados``/``rbd`` bindings: Ceph ships those as distribution packages built for the system Python
+and its librbd (Debian's ``python3-rbd``), not as wheels a venv can install, and they block the
+event loop unless run in threads.  A CLI call costs ~0.1 s (connecting to the mon), a few per
+operation: 0.13 s for an empty volume, 0.5 s for a volume from an imported image (measured on a
+loaded 2-core machine).  QEMU reads and writes the images itself through its ``rbd`` block driver
+(``qemu-block-extra``); ``local_disk`` gives its ``blockdev-add`` options, no path.
 """
 
 from __future__ import annotations
