@@ -527,3 +527,20 @@ async def test_rbd_images_the_backend_did_not_make_are_left_alone(rbd: Harness) 
     await rbd.backend.delete(volume)
     assert await rbd.backend.volumes() == set()
     assert {"glance-image", "glance-image@snap"} <= set(rbd.files())
+
+
+async def test_an_rbd_clone_cut_short_by_a_crash_is_finished_by_the_retry(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    where = f"{rbd.lab.pool}/{rbd.namespace}"
+    source, copy = new_id(), new_id()
+    await rbd.backend.create(source, 1)
+    await rbd.write(source, 0x11)
+    rbd.lab.rbd("snap", "create", f"{where}/volume-{source}@clone-{copy}")  # the crash came after the
+    rbd.lab.rbd("snap", "protect", f"{where}/volume-{source}@clone-{copy}")  # clone point and half a clone
+    rbd.lab.rbd("clone", f"{where}/volume-{source}@clone-{copy}", f"{where}/tmp-{copy}")
+    await rbd.write(source, 0x22)
+    await rbd.backend.clone(copy, 1, source)
+    assert await rbd.holds(copy, 0x11)  # the point it took first: the data of the first attempt
+    await rbd.backend.delete(copy)
+    await rbd.backend.delete(source)
+    assert rbd.files() == []

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 RBD_TIMEOUT = 120.0  # one metadata operation (a mon or OSD may be recovering)
 CONVERT_TIMEOUT = 3600.0  # an image of hundreds of GiB, imported once
 COPY_TIMEOUT = 3600.0  # a whole volume read out
-ENOENT = 2
+ENOENT, EEXIST = 2, 17
 
 VOLUME, SNAPSHOT, CLONE, IMAGE, DELETED, TMP = "volume-", "snapshot-", "clone-", "image-", "deleted-", "tmp-"
 BASE = "base"
@@ -134,9 +134,9 @@ class RbdBackend:
             return
         async with self._image_lock(image_id):
             async with self._lock:
-                pool = await self._list()
-                if BASE in pool.snaps.get(base, {}):
-                    await self._clone(pool, base, BASE, volume_id, size_gib, f"image {image_id}")
+                snaps = await self._snaps(base)
+                if snaps and BASE in snaps:
+                    await self._clone(base, BASE, snaps[BASE], volume_id, size_gib, f"image {image_id}")
                     return
             needed = await image_size(self._qemu_img, image, fmt)
             if needed > size:
@@ -153,7 +153,7 @@ class RbdBackend:
                 await self._rbd(["snap", "protect", self._spec(tmp, BASE)], f"importing image {image_id}")
                 async with self._lock:
                     await self._rbd(["rename", self._spec(tmp), self._spec(base)], f"importing image {image_id}")
-                    await self._clone(await self._list(), base, BASE, volume_id, size_gib, f"image {image_id}")
+                    await self._clone(base, BASE, (needed, True), volume_id, size_gib, f"image {image_id}")
             finally:
                 self._busy.discard(tmp)
                 with contextlib.suppress(DriverError):
@@ -170,7 +170,7 @@ class RbdBackend:
             holder = pool.holder(snap)
             if holder is None:
                 raise NotFound(kind="snapshot", id=snapshot_id)
-            await self._clone(pool, holder, snap, volume_id, size_gib, f"snapshot {snapshot_id}")
+            await self._clone(holder, snap, pool.snaps[holder][snap], volume_id, size_gib, f"snapshot {snapshot_id}")
 
     async def clone(self, volume_id: str, size_gib: int, source_id: str) -> None:
         """Take a clone point (an RBD snapshot of the source) and clone it."""
@@ -179,16 +179,20 @@ class RbdBackend:
         if await self._adopt(name, size):
             return
         async with self._lock:
-            pool = await self._list()
-            if source not in pool.size:
+            needed = await self._size(source)
+            if needed is None:
                 raise NotFound(kind="volume", id=source_id)
-            if pool.size[source] > size:
-                raise too_small(f"volume {source_id}", pool.size[source], size_gib)
-            point = CLONE + volume_id
-            if point not in pool.snaps[source]:  # a retry reuses the point it took
+            if needed > size:
+                raise too_small(f"volume {source_id}", needed, size_gib)
+            point, protected = CLONE + volume_id, False
+            try:
                 await self._rbd(["snap", "create", self._spec(source, point)], f"cloning volume {source_id}")
-                pool = await self._list()
-            await self._clone(pool, source, point, volume_id, size_gib, f"volume {source_id}")
+            except _RbdFailed as exc:
+                if exc.errno != EEXIST:
+                    raise
+                snaps = await self._snaps(source) or {}  # a retry reuses the point it took
+                needed, protected = snaps[point]
+            await self._clone(source, point, (needed, protected), volume_id, size_gib, f"volume {source_id}")
 
     async def delete(self, volume_id: str) -> None:
         """Rename the volume out of sight, then collect what nothing stands on any more."""
@@ -220,12 +224,15 @@ class RbdBackend:
         """``rbd snap create volume-<volume_id>@snapshot-<snapshot_id>``; one already there is adopted."""
         name, snap = _volume(volume_id), SNAPSHOT + check_id("snapshot", snapshot_id)
         async with self._lock:
-            pool = await self._list()
-            if pool.holder(snap) is not None:
-                return  # taken already
-            if name not in pool.size:
-                raise NotFound(kind="volume", id=volume_id)
-            await self._rbd(["snap", "create", self._spec(name, snap)], f"taking snapshot {snapshot_id}")
+            try:
+                await self._rbd(["snap", "create", self._spec(name, snap)], f"taking snapshot {snapshot_id}")
+            except _RbdFailed as exc:
+                if exc.errno == EEXIST:
+                    return  # taken already
+                if exc.errno != ENOENT:
+                    raise
+                if (await self._list()).holder(snap) is None:  # its volume deleted since: still taken
+                    raise NotFound(kind="volume", id=volume_id) from None
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Rename the snapshot out of sight; the collector removes it once it has no clones."""
@@ -245,7 +252,9 @@ class RbdBackend:
 
     async def volumes(self) -> set[str]:
         """Ids of the ``volume-*`` images."""
-        return {name.removeprefix(VOLUME) for name in (await self._list()).size if name.startswith(VOLUME)}
+        where = f"{self._pool}/{self._namespace}" if self._namespace else self._pool
+        names = json.loads(await self._rbd(["ls", "--format", "json", where], "listing volumes") or "[]")
+        return {str(name).removeprefix(VOLUME) for name in names if str(name).startswith(VOLUME)}
 
     async def snapshots(self) -> set[str]:
         """Ids of the ``snapshot-*`` snapshots, of volumes and of deleted volumes alike."""
@@ -334,6 +343,17 @@ class RbdBackend:
             raise
         return int(json.loads(out)["size"])
 
+    async def _snaps(self, image: str) -> dict[str, tuple[int, bool]] | None:
+        """The image's snapshots (name -> (size, protected)), or ``None`` when the image is absent."""
+        try:
+            found = json.loads(await self._rbd(["snap", "ls", "--format", "json", self._spec(image)],
+                                               f"reading {image}") or "[]")
+        except _RbdFailed as exc:
+            if exc.errno == ENOENT:
+                return None
+            raise
+        return {str(s["name"]): (int(s["size"]), str(s.get("protected")) == "true") for s in found}
+
     async def _adopt(self, name: str, size: int) -> bool:
         """True if the volume ``name`` exists already with ``size``; ``Conflict`` if with another."""
         current = await self._size(name)
@@ -343,19 +363,26 @@ class RbdBackend:
             raise Conflict(detail=f"volume {name.removeprefix(VOLUME)} exists with {current} bytes, not {size}")
         return True
 
-    async def _clone(self, pool: _Pool, parent: str, snap: str, volume_id: str, size_gib: int, what: str) -> None:
-        """Make volume ``volume_id`` an RBD clone of ``parent@snap``, grown to ``size_gib``.  Under the lock."""
-        needed, protected = pool.snaps[parent][snap]
+    async def _clone(self, parent: str, snap: str, point: tuple[int, bool], volume_id: str, size_gib: int,
+                     what: str) -> None:
+        """Make volume ``volume_id`` an RBD clone of ``parent@snap`` (``point``: its size and whether it is
+        protected), grown to ``size_gib``.  Under the lock."""
+        needed, protected = point
         if needed > size_bytes(size_gib):
             raise too_small(what, needed, size_gib)
         if not protected:
             await self._rbd(["snap", "protect", self._spec(parent, snap)], f"protecting {what}")
         tmp = TMP + volume_id
-        if tmp in pool.size:
-            await self._remove(tmp, pool.snaps[tmp])  # what a crash left
         try:
-            await self._rbd(["clone", self._spec(parent, snap), self._spec(tmp)],
-                            f"creating volume {volume_id} from {what}")
+            try:
+                await self._rbd(["clone", self._spec(parent, snap), self._spec(tmp)],
+                                f"creating volume {volume_id} from {what}")
+            except _RbdFailed as exc:
+                if exc.errno != EEXIST:
+                    raise
+                await self._remove(tmp)  # what a crash left
+                await self._rbd(["clone", self._spec(parent, snap), self._spec(tmp)],
+                                f"creating volume {volume_id} from {what}")
             if size_gib * GIB > needed:
                 await self._rbd(["resize", "--no-progress", "--size", f"{size_gib}G", self._spec(tmp)],
                                 f"creating volume {volume_id} from {what}")
@@ -371,9 +398,9 @@ class RbdBackend:
         (size, protected)); an absent one is no error."""
         try:
             if snaps is None:
-                found = json.loads(await self._rbd(["snap", "ls", "--format", "json", self._spec(image)],
-                                                   f"removing {image}") or "[]")
-                snaps = {str(s["name"]): (int(s["size"]), str(s.get("protected")) == "true") for s in found}
+                snaps = await self._snaps(image)
+                if snaps is None:
+                    return
             for snap, (_, protected) in snaps.items():
                 if protected:
                     await self._rbd(["snap", "unprotect", self._spec(image, snap)], f"removing {image}")
