@@ -544,3 +544,12 @@ async def test_an_rbd_clone_cut_short_by_a_crash_is_finished_by_the_retry(rbd: H
     await rbd.backend.delete(copy)
     await rbd.backend.delete(source)
     assert rbd.files() == []
+
+
+async def test_what_an_earlier_rbd_backend_left_is_collected_by_the_first_delete(rbd: Harness, image: Path) -> None:
+    assert rbd.lab is not None
+    where = f"{rbd.lab.pool}/{rbd.namespace}"
+    rbd.lab.rbd("create", "--size", "4M", f"{where}/tmp-{new_id()}")  # a create cut short
+    rbd.lab.rbd("create", "--size", "4M", f"{where}/deleted-0000-{new_id()}")  # a collection cut short
+    await rbd.backend.delete(new_id())  # absent: still a collection
+    assert rbd.files() == []
