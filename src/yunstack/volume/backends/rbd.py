@@ -38,8 +38,8 @@ The ``rbd`` command line (``--format json``, argument lists, no shell) rather th
 ``rados``/``rbd`` bindings: Ceph ships those as distribution packages built for the system Python
 and its librbd (Debian's ``python3-rbd``), not as wheels a venv can install, and they block the
 event loop unless run in threads.  A CLI call costs ~0.1 s (connecting to the mon), a few per
-operation: 0.13 s for an empty volume, 0.5 s for a volume from an imported image (measured on a
-loaded 2-core machine).  QEMU reads and writes the images itself through its ``rbd`` block driver
+operation: 0.13 s for an empty volume, 0.23 s for a volume from an imported image (p50, measured
+on a loaded 2-core machine).  QEMU reads and writes the images itself through its ``rbd`` block driver
 (``qemu-block-extra``); ``local_disk`` gives its ``blockdev-add`` options, no path.
 """
 
