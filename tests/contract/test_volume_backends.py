@@ -359,6 +359,22 @@ async def test_a_clone_or_snapshot_volume_smaller_than_its_source_is_refused(har
     assert await harness.backend.volumes() == {source}
 
 
+async def test_copy_to_writes_the_volume_s_bytes_as_raw_or_qcow2(harness: Harness, image: Path,
+                                                                tmp_path: Path) -> None:
+    volume = new_id()
+    await harness.backend.create_from_image(volume, 1, image, "qcow2", "img-1")
+    await harness.write(volume, 0x5C, 3 * K64)
+    formats = ["raw"] if harness.kind == "fake" else ["raw", "qcow2"]  # the fake writes raw only
+    for fmt in formats:
+        dest = tmp_path / f"out.{fmt}"
+        await harness.backend.copy_to(volume, dest, fmt)
+        if harness.kind != "fake":
+            assert chain(dest)[0]["format"] == fmt and chain(dest)[0]["virtual-size"] == GIB
+        for pattern, offset in ((0x5C, 3 * K64), (0, GIB - K64)) + (((0xAB, 0),) if harness.kind != "fake" else ()):
+            done = qemu_io(dest, f"read -P {pattern:#x} {offset} {K64}", read_only=True, fmt=fmt)
+            assert done.returncode == 0, done.stdout + done.stderr
+
+
 # -- the file backend's own promises ---------------------------------------------------------------
 
 
