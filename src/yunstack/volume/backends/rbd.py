@@ -34,6 +34,10 @@ one rename.  The first collection of a process also looks at every hidden image,
 or a failed collection left.  Locking: one backend instance per pool and namespace; its lock is held while a
 reference to an existing image or snapshot is made and while the collector decides.
 
+Open volumes.  librbd takes snapshots and resizes of an image a QEMU has open itself (the
+snapshot is crash-consistent; quiescing the guest first is still the caller's choice), and QMP
+``block_resize`` on the guest's rbd node grows the image as well.
+
 The ``rbd`` command line (``--format json``, argument lists, no shell) rather than the Python
 ``rados``/``rbd`` bindings: Ceph ships those as distribution packages built for the system Python
 and its librbd (Debian's ``python3-rbd``), not as wheels a venv can install, and they block the
