@@ -569,3 +569,19 @@ async def test_what_an_earlier_rbd_backend_left_is_collected_by_the_first_delete
     rbd.lab.rbd("create", "--size", "4M", f"{where}/deleted-0000-{new_id()}")  # a collection cut short
     await rbd.backend.delete(new_id())  # absent: still a collection
     assert rbd.files() == []
+
+
+async def test_a_restarted_rbd_backend_finds_snapshots_it_has_not_seen(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    volume, snap, restored = new_id(), new_id(), new_id()
+    await rbd.backend.create(volume, 1)
+    await rbd.write(volume, 0x11)
+    await rbd.backend.snapshot(snap, volume)
+    again = RbdBackend(rbd.lab.pool, namespace=rbd.namespace, conf=rbd.lab.conf, user=rbd.lab.user)
+    await again.delete(volume)  # the snapshot now stands on a deleted-* image
+    await again.create_from_snapshot(restored, 1, snap)
+    assert await rbd.holds(restored, 0x11)
+    await rbd.backend.delete_snapshot(snap)  # where the first instance last saw it is gone (renamed)
+    assert await rbd.backend.snapshots() == set()
+    await again.delete(restored)
+    assert rbd.files() == []

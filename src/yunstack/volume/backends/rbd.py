@@ -23,7 +23,8 @@ everything leaves the pool empty.  It touches only these names: the pool may hol
 (Glance's, say).
 
 Cost.  Creating, cloning, snapshotting, extending and deleting look only at the images involved.
-Finding a snapshot by its id alone (a volume from a snapshot, deleting a snapshot) and
+Finding a snapshot by its id alone (a volume from a snapshot, deleting a snapshot) asks the image
+this process last saw it on; only a snapshot it has not seen (after a restart, say) and
 ``snapshots()`` list the pool with ``rbd ls -l``, about 6 ms per image.  Clone
 chains are not flattened: RBD reads through parents one object at a time, and a volume's chain is
 as deep as the clones it was made through.
@@ -121,6 +122,7 @@ class RbdBackend:
         self._image_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._busy: set[str] = set()  # tmp- images a create is filling, outside the lock
         self._swept = False  # whether this process has looked at every hidden image yet
+        self._holders: dict[str, str] = {}  # snapshot-<id> -> the image it was last seen on (checked before use)
 
     # -- the seam --------------------------------------------------------------------------------
 
@@ -174,11 +176,10 @@ class RbdBackend:
         if await self._adopt(name, size):
             return
         async with self._lock:
-            pool = await self._list()
-            holder = pool.holder(snap)
-            if holder is None:
+            found = await self._find(snap)
+            if found is None:
                 raise NotFound(kind="snapshot", id=snapshot_id)
-            await self._clone(holder, snap, pool.snaps[holder][snap], volume_id, size_gib, f"snapshot {snapshot_id}")
+            await self._clone(*found, volume_id, size_gib, f"snapshot {snapshot_id}")
 
     async def clone(self, volume_id: str, size_gib: int, source_id: str) -> None:
         """Take a clone point (an RBD snapshot of the source) and clone it."""
@@ -211,6 +212,8 @@ class RbdBackend:
             except _RbdFailed as exc:
                 if exc.errno != ENOENT:
                     raise
+            else:
+                self._holders = {s: hidden if image == name else image for s, image in self._holders.items()}
         await self._collect(hidden)
 
     async def extend(self, volume_id: str, size_gib: int) -> None:
@@ -237,19 +240,23 @@ class RbdBackend:
                     return  # taken already
                 if exc.errno != ENOENT:
                     raise
-                if (await self._list()).holder(snap) is None:  # its volume deleted since: still taken
+                if await self._find(snap) is None:  # else its volume was deleted since: still taken
                     raise NotFound(kind="volume", id=volume_id) from None
+            else:
+                self._holders[snap] = name
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Rename the snapshot out of sight; the collector removes it once it has no clones."""
         snap = SNAPSHOT + check_id("snapshot", snapshot_id)
         async with self._lock:
-            holder = (await self._list()).holder(snap)
-            if holder is None:
+            found = await self._find(snap)
+            if found is None:
                 return
+            holder = found[0]
             await self._rbd(["snap", "rename", self._spec(holder, snap),
                              self._spec(holder, f"{DELETED}{secrets.token_hex(4)}-{snapshot_id}")],
                             f"deleting snapshot {snapshot_id}")
+            self._holders.pop(snap, None)
         await self._collect(holder)
 
     async def info(self, volume_id: str) -> VolumeInfo | None:
@@ -334,7 +341,24 @@ class RbdBackend:
                 continue
             pool.size[image] = int(entry["size"])
             pool.snaps.setdefault(image, {})
+        self._holders = {snap: image for image, snaps in pool.snaps.items() for snap in snaps
+                         if snap.startswith(SNAPSHOT)}
         return pool
+
+    async def _find(self, snap: str) -> tuple[str, str, tuple[int, bool]] | None:
+        """(image, ``snap``, (size, protected)) of the snapshot named ``snap``, or ``None`` when absent.
+
+        The image it was last seen on is asked first (one ``snap ls``); only when it is not there is
+        the pool listed.  Under the lock.
+        """
+        holder = self._holders.get(snap)
+        if holder is not None:
+            snaps = await self._snaps(holder)
+            if snaps and snap in snaps:
+                return holder, snap, snaps[snap]
+        pool = await self._list()
+        holder = pool.holder(snap)
+        return None if holder is None else (holder, snap, pool.snaps[holder][snap])
 
     async def _size(self, name: str) -> int | None:
         try:
