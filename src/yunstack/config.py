@@ -220,6 +220,9 @@ class VolumeConfig:
                           "caps `mon 'profile rbd' osd 'profile rbd pool=volumes'`; empty means 'admin'.", "")
     rbd_keyring: str = _help("Keyring of rbd_user for the rbd command line; empty means the one ceph.conf names "
                              "(QEMU always finds it through ceph.conf).", "")
+    rbd_max_clone_depth: int = _help("A volume cloned from a volume or snapshot whose chain of RBD clones is "
+                                     "deeper than this is flattened (copied whole) once made, as Cinder's "
+                                     "rbd_max_clone_depth.", 5)
     availability_zone: str = _help("Availability zone of the volumes.", "nova")
     default_volume_type: str = _help("Volume type of a volume created without one (made at bootstrap).",
                                      "__DEFAULT__")

@@ -189,7 +189,7 @@ async def test_a_volume_from_an_image_holds_the_image_as_an_overlay_on_a_shared_
         assert await harness.holds(second, 0xAB)  # writes stay in the volume's own overlay
     if harness.kind == "rbd":
         assert harness.lab is not None
-        images = {e["image"]: e for e in harness.lab.ls(harness.namespace)}
+        images = {e["image"]: e for e in harness.lab.ls(harness.namespace) if "snapshot" not in e}
         for volume in (first, second):  # copy-on-write clones of the one imported base
             assert images[f"volume-{volume}"]["parent"]["image"] == "image-img-1"
             assert images[f"volume-{volume}"]["parent"]["snapshot"] == "base"
@@ -584,4 +584,24 @@ async def test_a_restarted_rbd_backend_finds_snapshots_it_has_not_seen(rbd: Harn
     await rbd.backend.delete_snapshot(snap)  # where the first instance last saw it is gone (renamed)
     assert await rbd.backend.snapshots() == set()
     await again.delete(restored)
+    assert rbd.files() == []
+
+
+async def test_rbd_clone_chains_deeper_than_the_limit_are_flattened(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    backend = RbdBackend(rbd.lab.pool, namespace=rbd.namespace, conf=rbd.lab.conf, user=rbd.lab.user,
+                         max_clone_depth=2)
+    chain_ = [new_id() for _ in range(4)]
+    await backend.create(chain_[0], 1)
+    await rbd.write(chain_[0], 0x11)
+    for n in range(1, 4):  # each a clone of the one before: depths 1, 2, then 3 > 2
+        await backend.clone(chain_[n], 1, chain_[n - 1])
+    entries = rbd.lab.ls(rbd.namespace)
+    images = {e["image"]: e for e in entries if "snapshot" not in e}
+    assert "parent" in images[f"volume-{chain_[2]}"]
+    assert "parent" not in images[f"volume-{chain_[3]}"]  # flattened: a copy, standing on nothing
+    assert f"volume-{chain_[2]}@clone-{chain_[3]}" not in rbd.files()  # its clone point is gone
+    assert await rbd.holds(chain_[3], 0x11)
+    for volume in chain_:
+        await backend.delete(volume)
     assert rbd.files() == []

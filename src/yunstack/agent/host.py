@@ -78,7 +78,7 @@ def make_volumes(config: Config) -> VolumeBackend | None:
         return FileBackend(config.volumes_path, qemu_img=config.qemu.qemu_img)
     if v.backend == "rbd":
         return RbdBackend(v.rbd_pool, namespace=v.rbd_namespace, conf=v.rbd_conf, user=v.rbd_user,
-                          keyring=v.rbd_keyring, qemu_img=config.qemu.qemu_img)
+                          keyring=v.rbd_keyring, max_clone_depth=v.rbd_max_clone_depth, qemu_img=config.qemu.qemu_img)
     raise BadRequest("Unknown [volume] backend {name!r}: 'file', 'rbd' or 'fake'.", name=v.backend)
 
 
