@@ -74,24 +74,15 @@ from yunstack.volume.backend import (
     size_bytes,
     too_small,
 )
+from yunstack.volume.backends._rbd import EBUSY, EEXIST, ENOENT, RBD_TIMEOUT, RbdFailed, run_rbd
 
 log = logging.getLogger(__name__)
 
-RBD_TIMEOUT = 120.0  # one metadata operation (a mon or OSD may be recovering)
 CONVERT_TIMEOUT = 3600.0  # an image of hundreds of GiB, imported once
 COPY_TIMEOUT = 3600.0  # a whole volume read out
-ENOENT, EEXIST, EBUSY = 2, 17, 16
 
 VOLUME, SNAPSHOT, CLONE, IMAGE, DELETED, TMP = "volume-", "snapshot-", "clone-", "image-", "deleted-", "tmp-"
 BASE = "base"
-
-
-class _RbdFailed(DriverError):
-    """Raised when an ``rbd`` command failed; ``errno`` is its exit status (rbd exits with the errno)."""
-
-    def __init__(self, errno: int, detail: str) -> None:
-        self.errno = errno
-        super().__init__(detail=detail)
 
 
 @dataclass
@@ -200,7 +191,7 @@ class RbdBackend:
             point, protected = CLONE + volume_id, False
             try:
                 await self._rbd(["snap", "create", self._spec(source, point)], f"cloning volume {source_id}")
-            except _RbdFailed as exc:
+            except RbdFailed as exc:
                 if exc.errno != EEXIST:
                     raise
                 snaps = await self._snaps(source) or {}  # a retry reuses the point it took
@@ -214,7 +205,7 @@ class RbdBackend:
         async with self._lock:
             try:
                 await self._rbd(["rename", self._spec(name), self._spec(hidden)], f"deleting volume {volume_id}")
-            except _RbdFailed as exc:
+            except RbdFailed as exc:
                 if exc.errno != ENOENT:
                     raise
             else:
@@ -240,7 +231,7 @@ class RbdBackend:
         async with self._lock:
             try:
                 await self._rbd(["snap", "create", self._spec(name, snap)], f"taking snapshot {snapshot_id}")
-            except _RbdFailed as exc:
+            except RbdFailed as exc:
                 if exc.errno == EEXIST:
                     return  # taken already
                 if exc.errno != ENOENT:
@@ -312,25 +303,8 @@ class RbdBackend:
         return "json:" + json.dumps({"driver": "raw", "file": self._node(image)})
 
     async def _rbd(self, args: list[str], what: str, timeout: float = RBD_TIMEOUT) -> str:
-        """Run ``rbd`` with our cluster options; ``_RbdFailed`` (a ``DriverError``) with its errno on failure."""
-        argv = self._cli + args
-        try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE)
-        except OSError as exc:
-            raise DriverError(detail=f"{what}: cannot run {argv[0]}: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
-            raise DriverError(detail=f"{what}: rbd {args[0]} did not finish within {timeout}s") from exc
-        if proc.returncode:
-            lines = [line for line in err.decode(errors="replace").splitlines() if line.startswith("rbd:")]
-            message = "; ".join(lines) or err.decode(errors="replace").strip()[-500:] or "no message"
-            raise _RbdFailed(proc.returncode, detail=f"{what}: rbd {args[0]} exited {proc.returncode}: {message}")
-        return out.decode(errors="replace")
+        """``rbd`` with our cluster options (see ``run_rbd``)."""
+        return await run_rbd(self._cli + args, what, timeout)
 
     async def _list(self) -> _Pool:
         """Every image and snapshot in our pool (and namespace): one ``rbd ls -l``, which opens every
@@ -368,7 +342,7 @@ class RbdBackend:
     async def _size(self, name: str) -> int | None:
         try:
             out = await self._rbd(["info", "--format", "json", self._spec(name)], f"reading {name}")
-        except _RbdFailed as exc:
+        except RbdFailed as exc:
             if exc.errno == ENOENT:
                 return None
             raise
@@ -401,7 +375,7 @@ class RbdBackend:
         try:
             found = json.loads(await self._rbd(["snap", "ls", "--format", "json", self._spec(image)],
                                                f"reading {image}") or "[]")
-        except _RbdFailed as exc:
+        except RbdFailed as exc:
             if exc.errno == ENOENT:
                 return None
             raise
@@ -430,7 +404,7 @@ class RbdBackend:
             try:
                 await self._rbd(["clone", self._spec(parent, snap), self._spec(tmp)],
                                 f"creating volume {volume_id} from {what}")
-            except _RbdFailed as exc:
+            except RbdFailed as exc:
                 if exc.errno != EEXIST:
                     raise
                 await self._remove(tmp)  # what a crash left
@@ -460,7 +434,7 @@ class RbdBackend:
             if snaps:
                 await self._rbd(["snap", "purge", "--no-progress", self._spec(image)], f"removing {image}")
             await self._rbd(["rm", "--no-progress", self._spec(image)], f"removing {image}")
-        except _RbdFailed as exc:
+        except RbdFailed as exc:
             if exc.errno != ENOENT:
                 raise
 
@@ -511,7 +485,7 @@ class RbdBackend:
             return None
         try:
             info = json.loads(await self._rbd(["info", "--format", "json", self._spec(image)], "collecting"))
-        except _RbdFailed as exc:
+        except RbdFailed as exc:
             if exc.errno == ENOENT:
                 return None
             raise
@@ -524,7 +498,7 @@ class RbdBackend:
             if protected:
                 try:
                     await self._rbd(["snap", "unprotect", self._spec(image, snap)], "collecting")
-                except _RbdFailed as exc:
+                except RbdFailed as exc:
                     if exc.errno != EBUSY:
                         raise
                     kept = True  # clones stand on it
