@@ -353,21 +353,25 @@ class RbdBackend:
         ``max_clone_depth`` (Cinder's ``rbd_max_clone_depth``), then collect its former parent.
 
         Outside the lock: a flatten copies a whole volume, and the volume is in use meanwhile.  A
-        crash half way leaves it a working clone, only deeper.
+        failure or a crash half way leaves it a working clone, only deeper: logged, not raised.
         """
         name, depth = _volume(volume_id), 0
         image: str | None = name
-        while image is not None and depth <= self._max_depth:
-            info = json.loads(await self._rbd(["info", "--format", "json", self._spec(image)], f"reading {image}"))
-            up = info.get("parent") or {}
-            ours = up.get("pool") == self._pool and up.get("pool_namespace", "") == self._namespace
-            image = str(up["image"]) if up and ours else None
-            depth += 1 if up else 0
-        if depth <= self._max_depth:
+        try:
+            while image is not None and depth <= self._max_depth:
+                info = json.loads(await self._rbd(["info", "--format", "json", self._spec(image)], f"reading {image}"))
+                up = info.get("parent") or {}
+                ours = up.get("pool") == self._pool and up.get("pool_namespace", "") == self._namespace
+                image = str(up["image"]) if up and ours else None
+                depth += 1 if up else 0
+            if depth <= self._max_depth:
+                return
+            log.info("volume backend rbd: flattening %s (its clone chain is deeper than %d)", name, self._max_depth)
+            await self._rbd(["flatten", "--no-progress", self._spec(name)], f"flattening volume {volume_id}",
+                            COPY_TIMEOUT)
+        except DriverError as exc:
+            log.warning("volume backend rbd: %s stays a clone: %s", name, exc)
             return
-        log.info("volume backend rbd: flattening %s (its clone chain is deeper than %d)", name, self._max_depth)
-        await self._rbd(["flatten", "--no-progress", self._spec(name)], f"flattening volume {volume_id}",
-                        COPY_TIMEOUT)
         await self._collect(parent)
 
     async def _snaps(self, image: str) -> dict[str, tuple[int, bool]] | None:
