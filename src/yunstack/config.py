@@ -210,10 +210,22 @@ class VolumeConfig:
     """Block storage (Cinder v3): where volumes live and which host's agent keeps them."""
 
     enabled: bool = _help("Serve block storage (/volume/v3).", True)
-    backend: str = _help("Volume backend of the storage host: 'file' (qcow2 files in the state directory) or "
-                         "'fake' (contract and scale tests only: keeps no bytes).", "file")
+    backend: str = _help("Volume backend of the storage host: 'file' (qcow2 files in the state directory), "
+                         "'rbd' (Ceph RBD images in rbd_pool) or 'fake' (contract and scale tests only: keeps "
+                         "no bytes).", "file")
     storage_host: str = _help("The host whose agent keeps the volumes; empty means the control host.", "")
     volumes_dir: str = _help("Where the file backend keeps volumes; empty means STATE_DIR/volumes.", "")
+    rbd_pool: str = _help("The rbd backend's Ceph pool (made and `rbd pool init`-ed beforehand).", "volumes")
+    rbd_namespace: str = _help("An RBD namespace in rbd_pool to keep the volumes in; empty means none.", "")
+    rbd_conf: str = _help("ceph.conf of the rbd backend's cluster (mon addresses; `keyring` for rbd_user); "
+                          "empty means Ceph's default, /etc/ceph/ceph.conf.", "")
+    rbd_user: str = _help("Cephx id the rbd backend and QEMU connect as (without 'client.'), e.g. with "
+                          "caps `mon 'profile rbd' osd 'profile rbd pool=volumes'`; empty means 'admin'.", "")
+    rbd_keyring: str = _help("Keyring of rbd_user for the rbd command line; empty means the one ceph.conf names "
+                             "(QEMU always finds it through ceph.conf).", "")
+    rbd_max_clone_depth: int = _help("A volume cloned from a volume or snapshot whose chain of RBD clones is "
+                                     "deeper than this is flattened (copied whole) once made, as Cinder's "
+                                     "rbd_max_clone_depth.", 5)
     availability_zone: str = _help("Availability zone of the volumes.", "nova")
     default_volume_type: str = _help("Volume type of a volume created without one (made at bootstrap).",
                                      "__DEFAULT__")

@@ -1,8 +1,11 @@
-"""One contract suite for every volume backend: FakeVolumeBackend and FileBackend behave the same.
+"""One contract suite for every volume backend: FakeVolumeBackend, FileBackend and RbdBackend behave the same.
 
 The file backend runs on a temporary root with the real ``qemu-img`` and ``qemu-io`` (installed
-wherever the tests run: these tests do not skip).  Data is written and read back through the
-backend's ``local_disk`` with ``qemu-io`` there, and through the fake's test hooks otherwise.
+wherever the tests run: these tests do not skip).  The rbd backend runs in an RBD namespace of its
+own in the session's throw-away Ceph cluster (``ceph_lab``: skipped where Ceph is not installed,
+failed in CI).  Data is written and read back through the backend's ``local_disk`` with
+``qemu-io`` (a file, or a ``json:`` filename naming QEMU's rbd node), and through the fake's test
+hooks otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from yunstack.errors import BadRequest, Conflict, DriverError, NotFound
 from yunstack.volume.backend import GIB, VolumeBackend
 from yunstack.volume.backends.fake import FakeVolumeBackend
 from yunstack.volume.backends.file import FileBackend
+from yunstack.volume.backends.rbd import RbdBackend
+
+from .conftest import CephLab
 
 K64 = 64 * 1024
 
@@ -34,8 +40,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def qemu_io(path: Path, command: str, *, read_only: bool = False) -> subprocess.CompletedProcess[str]:
-    argv = ["qemu-io", "-f", "qcow2"] + (["-r"] if read_only else []) + ["-c", command, str(path)]
+def qemu_io(path: Path | str, command: str, *, read_only: bool = False,
+            fmt: str | None = "qcow2") -> subprocess.CompletedProcess[str]:
+    """``qemu-io`` on ``path`` in format ``fmt`` (``None``: a ``json:`` filename that names it)."""
+    argv = ["qemu-io"] + (["-f", fmt] if fmt else []) + (["-r"] if read_only else []) + ["-c", command, str(path)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
@@ -54,22 +62,31 @@ class Harness:
     kind: str
     backend: Any
     root: Path | None
+    lab: CephLab | None = None
+    namespace: str = ""
 
     async def write(self, volume_id: str, pattern: int, offset: int = 0, length: int = K64) -> None:
         if self.kind == "fake":
             self.backend.write(volume_id, offset, bytes([pattern]) * length)
             return
-        disk = await self.backend.local_disk(volume_id)
-        done = qemu_io(disk.path, f"write -P {pattern:#x} {offset} {length}")
+        target, fmt = await self._target(volume_id)
+        done = qemu_io(target, f"write -P {pattern:#x} {offset} {length}", fmt=fmt)
         assert done.returncode == 0, done.stdout + done.stderr
 
     async def holds(self, volume_id: str, pattern: int, offset: int = 0, length: int = K64) -> bool:
         if self.kind == "fake":
             return bool(self.backend.read(volume_id, offset, length) == bytes([pattern]) * length)
-        disk = await self.backend.local_disk(volume_id)
-        done = qemu_io(disk.path, f"read -P {pattern:#x} {offset} {length}", read_only=True)
+        target, fmt = await self._target(volume_id)
+        done = qemu_io(target, f"read -P {pattern:#x} {offset} {length}", read_only=True, fmt=fmt)
         assert "Could not open" not in done.stderr, done.stderr
         return done.returncode == 0
+
+    async def _target(self, volume_id: str) -> tuple[Path | str, str | None]:
+        """What qemu-io opens for the volume: its file, or a ``json:`` filename of its nodes."""
+        disk = await self.backend.local_disk(volume_id)
+        if disk.path is not None:
+            return disk.path, disk.format
+        return "json:" + json.dumps({"driver": disk.format, "file": disk.node}), None
 
     @property
     def home(self) -> Path:
@@ -78,16 +95,25 @@ class Harness:
         return self.root
 
     def files(self) -> list[str]:
-        """Every file left under the file backend's root (none for the fake)."""
+        """Every file left under the file backend's root, every image and snapshot in the rbd
+        backend's namespace (``image@snapshot``), none for the fake."""
+        if self.lab is not None:
+            return sorted(e["image"] + (f"@{e['snapshot']}" if "snapshot" in e else "")
+                          for e in self.lab.ls(self.namespace))
         if self.root is None:
             return []
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if not p.is_dir())
 
 
-@pytest.fixture(params=["fake", "file"])
+@pytest.fixture(params=["fake", "file", "rbd"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "fake":
         return Harness("fake", FakeVolumeBackend(), None)
+    if request.param == "rbd":  # a namespace per test; the cluster goes at the end of the session
+        lab: CephLab = request.getfixturevalue("ceph_lab")
+        namespace = lab.new_namespace()
+        return Harness("rbd", RbdBackend(lab.pool, namespace=namespace, conf=lab.conf, user=lab.user), None,
+                       lab=lab, namespace=namespace)
     root = tmp_path / "volumes-root"
     return Harness("file", FileBackend(root), root)
 
@@ -121,6 +147,12 @@ async def test_an_empty_volume_has_its_size_and_reads_zeros(harness: Harness) ->
     if harness.kind == "file":
         assert disk.format == "qcow2" and disk.path.is_file()
         assert disk.path.stat().st_blocks * 512 < 2 * 1024 * 1024  # sparse: 1 GiB costs nothing yet
+    if harness.kind == "rbd":
+        assert harness.lab is not None
+        assert disk.path is None and disk.format == "raw"
+        assert disk.node == {"driver": "rbd", "pool": harness.lab.pool, "namespace": harness.namespace,
+                             "image": f"volume-{volume}", "conf": harness.lab.conf, "user": harness.lab.user}
+        assert harness.lab.du(harness.namespace, f"volume-{volume}") == 0  # thin: 1 GiB costs nothing yet
 
 
 async def test_create_is_idempotent_and_another_size_conflicts(harness: Harness) -> None:
@@ -141,7 +173,8 @@ async def test_a_volume_from_an_image_holds_the_image_as_an_overlay_on_a_shared_
     assert (await harness.backend.info(first)).size_bytes == GIB
     started = time.monotonic()
     await harness.backend.create_from_image(second, 1, image, "qcow2", "img-1")
-    assert time.monotonic() - started < 1.0  # the base exists: an overlay, not a copy
+    if harness.kind != "rbd":  # (rbd: a few CLI calls at ~0.1 s; its parent and du below show the clone)
+        assert time.monotonic() - started < 1.0  # the base exists: an overlay, not a copy
     await harness.backend.create_from_image(second, 1, image, "qcow2", "img-1")  # idempotent
     if harness.kind == "file":
         assert harness.root is not None
@@ -154,6 +187,15 @@ async def test_a_volume_from_an_image_holds_the_image_as_an_overlay_on_a_shared_
             assert chain(path)[0]["backing-filename-format"] == "qcow2"
         await harness.write(first, 0x01)
         assert await harness.holds(second, 0xAB)  # writes stay in the volume's own overlay
+    if harness.kind == "rbd":
+        assert harness.lab is not None
+        images = {e["image"]: e for e in harness.lab.ls(harness.namespace) if "snapshot" not in e}
+        for volume in (first, second):  # copy-on-write clones of the one imported base
+            assert images[f"volume-{volume}"]["parent"]["image"] == "image-img-1"
+            assert images[f"volume-{volume}"]["parent"]["snapshot"] == "base"
+            assert harness.lab.du(harness.namespace, f"volume-{volume}") == 0
+        await harness.write(first, 0x01)
+        assert await harness.holds(second, 0xAB)
     assert await harness.holds(second, 0, GIB - K64)
 
 
@@ -317,6 +359,22 @@ async def test_a_clone_or_snapshot_volume_smaller_than_its_source_is_refused(har
     assert await harness.backend.volumes() == {source}
 
 
+async def test_copy_to_writes_the_volume_s_bytes_as_raw_or_qcow2(harness: Harness, image: Path,
+                                                                tmp_path: Path) -> None:
+    volume = new_id()
+    await harness.backend.create_from_image(volume, 1, image, "qcow2", "img-1")
+    await harness.write(volume, 0x5C, 3 * K64)
+    formats = ["raw"] if harness.kind == "fake" else ["raw", "qcow2"]  # the fake writes raw only
+    for fmt in formats:
+        dest = tmp_path / f"out.{fmt}"
+        await harness.backend.copy_to(volume, dest, fmt)
+        if harness.kind != "fake":
+            assert chain(dest)[0]["format"] == fmt and chain(dest)[0]["virtual-size"] == GIB
+        for pattern, offset in ((0x5C, 3 * K64), (0, GIB - K64)) + (((0xAB, 0),) if harness.kind != "fake" else ()):
+            done = qemu_io(dest, f"read -P {pattern:#x} {offset} {K64}", read_only=True, fmt=fmt)
+            assert done.returncode == 0, done.stdout + done.stderr
+
+
 # -- the file backend's own promises ---------------------------------------------------------------
 
 
@@ -445,3 +503,105 @@ async def test_operations_on_different_volumes_may_run_at_once(harness: Harness,
         assert await harness.holds(copy, 0x10 + n, K64) and await harness.holds(again, 0x10 + n, K64)
     await asyncio.gather(*(backend.delete(v) for v in clones + restored))
     assert harness.files() == []
+
+
+# -- the rbd backend's own promises ----------------------------------------------------------------
+
+
+@pytest.fixture
+def rbd(ceph_lab: CephLab) -> Harness:
+    namespace = ceph_lab.new_namespace()
+    backend = RbdBackend(ceph_lab.pool, namespace=namespace, conf=ceph_lab.conf, user=ceph_lab.user)
+    return Harness("rbd", backend, None, lab=ceph_lab, namespace=namespace)
+
+
+async def test_a_failed_rbd_create_leaves_nothing_behind(rbd: Harness, image: Path, tmp_path: Path) -> None:
+    assert rbd.lab is not None
+    failing = tmp_path / "qemu-img"  # its imports fail half way through
+    failing.write_text('#!/bin/sh\ncase "$1" in convert) exit 1;; esac\nexec qemu-img "$@"\n')
+    failing.chmod(0o755)
+    broken = RbdBackend(rbd.lab.pool, namespace=rbd.namespace, conf=rbd.lab.conf, user=rbd.lab.user,
+                        qemu_img=str(failing))
+    with pytest.raises(DriverError):
+        await broken.create_from_image(new_id(), 1, image, "qcow2", "img-1")
+    source = new_id()
+    await rbd.backend.create(source, 2)
+    with pytest.raises(BadRequest):  # too small: refused before anything is made
+        await rbd.backend.clone(new_id(), 1, source)
+    await rbd.backend.delete(source)
+    assert rbd.files() == []
+
+
+async def test_rbd_images_the_backend_did_not_make_are_left_alone(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    where = f"{rbd.lab.pool}/{rbd.namespace}"
+    rbd.lab.rbd("create", "--size", "4M", f"{where}/glance-image")  # another service's, in the same pool
+    rbd.lab.rbd("snap", "create", f"{where}/glance-image@snap")
+    volume = new_id()
+    await rbd.backend.create(volume, 1)
+    await rbd.backend.snapshot(new_id(), volume)
+    await rbd.backend.delete(volume)
+    assert await rbd.backend.volumes() == set()
+    assert {"glance-image", "glance-image@snap"} <= set(rbd.files())
+
+
+async def test_an_rbd_clone_cut_short_by_a_crash_is_finished_by_the_retry(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    where = f"{rbd.lab.pool}/{rbd.namespace}"
+    source, copy = new_id(), new_id()
+    await rbd.backend.create(source, 1)
+    await rbd.write(source, 0x11)
+    rbd.lab.rbd("snap", "create", f"{where}/volume-{source}@clone-{copy}")  # the crash came after the
+    rbd.lab.rbd("snap", "protect", f"{where}/volume-{source}@clone-{copy}")  # clone point and half a clone
+    rbd.lab.rbd("clone", f"{where}/volume-{source}@clone-{copy}", f"{where}/tmp-{copy}")
+    await rbd.write(source, 0x22)
+    await rbd.backend.clone(copy, 1, source)
+    assert await rbd.holds(copy, 0x11)  # the point it took first: the data of the first attempt
+    await rbd.backend.delete(copy)
+    await rbd.backend.delete(source)
+    assert rbd.files() == []
+
+
+async def test_what_an_earlier_rbd_backend_left_is_collected_by_the_first_delete(rbd: Harness, image: Path) -> None:
+    assert rbd.lab is not None
+    where = f"{rbd.lab.pool}/{rbd.namespace}"
+    rbd.lab.rbd("create", "--size", "4M", f"{where}/tmp-{new_id()}")  # a create cut short
+    rbd.lab.rbd("create", "--size", "4M", f"{where}/deleted-0000-{new_id()}")  # a collection cut short
+    await rbd.backend.delete(new_id())  # absent: still a collection
+    assert rbd.files() == []
+
+
+async def test_a_restarted_rbd_backend_finds_snapshots_it_has_not_seen(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    volume, snap, restored = new_id(), new_id(), new_id()
+    await rbd.backend.create(volume, 1)
+    await rbd.write(volume, 0x11)
+    await rbd.backend.snapshot(snap, volume)
+    again = RbdBackend(rbd.lab.pool, namespace=rbd.namespace, conf=rbd.lab.conf, user=rbd.lab.user)
+    await again.delete(volume)  # the snapshot now stands on a deleted-* image
+    await again.create_from_snapshot(restored, 1, snap)
+    assert await rbd.holds(restored, 0x11)
+    await rbd.backend.delete_snapshot(snap)  # where the first instance last saw it is gone (renamed)
+    assert await rbd.backend.snapshots() == set()
+    await again.delete(restored)
+    assert rbd.files() == []
+
+
+async def test_rbd_clone_chains_deeper_than_the_limit_are_flattened(rbd: Harness) -> None:
+    assert rbd.lab is not None
+    backend = RbdBackend(rbd.lab.pool, namespace=rbd.namespace, conf=rbd.lab.conf, user=rbd.lab.user,
+                         max_clone_depth=2)
+    chain_ = [new_id() for _ in range(4)]
+    await backend.create(chain_[0], 1)
+    await rbd.write(chain_[0], 0x11)
+    for n in range(1, 4):  # each a clone of the one before: depths 1, 2, then 3 > 2
+        await backend.clone(chain_[n], 1, chain_[n - 1])
+    entries = rbd.lab.ls(rbd.namespace)
+    images = {e["image"]: e for e in entries if "snapshot" not in e}
+    assert "parent" in images[f"volume-{chain_[2]}"]
+    assert "parent" not in images[f"volume-{chain_[3]}"]  # flattened: a copy, standing on nothing
+    assert f"volume-{chain_[2]}@clone-{chain_[3]}" not in rbd.files()  # its clone point is gone
+    assert await rbd.holds(chain_[3], 0x11)
+    for volume in chain_:
+        await backend.delete(volume)
+    assert rbd.files() == []

@@ -29,6 +29,7 @@ from yunstack.network.dataplane.linux import LinuxDataplane
 from yunstack.volume.backend import VolumeBackend
 from yunstack.volume.backends.fake import FakeVolumeBackend
 from yunstack.volume.backends.file import FileBackend
+from yunstack.volume.backends.rbd import RbdBackend
 from yunstack.volume.export import NbdExports
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ def make_volumes(config: Config) -> VolumeBackend | None:
         return FakeVolumeBackend()
     if v.backend == "file":
         return FileBackend(config.volumes_path, qemu_img=config.qemu.qemu_img)
-    raise BadRequest("Unknown [volume] backend {name!r}: 'file' or 'fake'.", name=v.backend)
+    if v.backend == "rbd":
+        return RbdBackend(v.rbd_pool, namespace=v.rbd_namespace, conf=v.rbd_conf, user=v.rbd_user,
+                          keyring=v.rbd_keyring, max_clone_depth=v.rbd_max_clone_depth, qemu_img=config.qemu.qemu_img)
+    raise BadRequest("Unknown [volume] backend {name!r}: 'file', 'rbd' or 'fake'.", name=v.backend)
 
 
 def credential(state_dir: Path, control: str, join_token: str | None) -> tuple[str, str]:

@@ -9,13 +9,15 @@ serializes operations on one id; operations on different ids may run concurrentl
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from yunstack.errors import BadRequest, ValidationFailed
+from yunstack.tool import run_tool
 
 GIB = 1 << 30
 QCOW2_MAGIC = b"QFI\xfb"
@@ -38,10 +40,18 @@ class VolumeInfo:
 
 @dataclass(frozen=True)
 class LocalDisk:
-    """How a QEMU on this same host opens the volume."""
+    """How a QEMU on this same host opens the volume.
 
-    path: Path
+    A volume in a file or block device has its ``path``.  One QEMU reaches over its own network
+    protocol (``rbd``) has ``path`` ``None`` and ``node``: the QEMU ``blockdev-add`` options of its
+    protocol node, e.g. ``{"driver": "rbd", "pool": "volumes", "image": "volume-<id>", "conf":
+    "/etc/ceph/ceph.conf", "user": "yunstack"}`` (no secret: the cephx key is found through the
+    conf's ``keyring``); ``format`` is the format node on top of it.
+    """
+
+    path: Path | None
     format: str  # "qcow2" | "raw"
+    node: dict[str, Any] | None = None
 
 
 @runtime_checkable
@@ -132,6 +142,21 @@ def too_small(what: str, needed: int, size_gib: int) -> BadRequest:
     """The error for a volume of ``size_gib`` GiB that cannot hold ``needed`` bytes of ``what``."""
     return BadRequest(f"The {what} is {needed} bytes ({needed / GIB:.2f} GiB), larger than the requested "
                       f"volume size of {size_gib} GiB ({size_gib * GIB} bytes).")
+
+
+async def image_size(qemu_img: str, image: Path, fmt: str) -> int:
+    """The image's virtual size; ``BadRequest`` if it refers to other files (backing, data, extent).
+
+    The image service inspects every upload (``yunstack.image.inspect``); this is the second
+    line, since a volume made from such an image would read host files for its guest.
+    """
+    out = await run_tool([qemu_img, "info", "--output=json", "-f", fmt, str(image)], f"reading image {image.name}")
+    data = json.loads(out)
+    specific = (data.get("format-specific") or {}).get("data") or {}
+    extents = {Path(str(e.get("filename", image))).resolve() for e in specific.get("extents") or ()}
+    if data.get("backing-filename") or specific.get("data-file") or extents - {image.resolve()}:
+        raise BadRequest("The image refers to other files (backing, data or extent files); it cannot be used.")
+    return int(data["virtual-size"])
 
 
 def qcow2_header(path: Path) -> tuple[str | None, int]:

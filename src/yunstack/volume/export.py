@@ -189,6 +189,7 @@ class NbdExports:
     async def _fresh(self, volume_id: str, local: LocalDisk, bind_host: str, port: int | None,
                      identity: str) -> Export:
         key = secrets.token_hex(32)
+        assert local.path is not None  # _check_start
         for attempt in range(1 if port is not None else PORT_ATTEMPTS):
             export = Export(volume_id=volume_id, host=bind_host, port=port or _free_port(bind_host),
                             name=volume_id, psk_identity=identity, psk_key=key, path=local.path, format=local.format)
@@ -276,7 +277,7 @@ class NbdExports:
 def _check_start(local: LocalDisk, bind_host: str, port: int | None, identity: str) -> None:
     if local.format not in ("qcow2", "raw"):
         raise ValidationFailed(detail=f"an NBD export serves qcow2 or raw volumes, not {local.format!r}")
-    if not local.path.is_absolute():
+    if local.path is None or not local.path.is_absolute():
         raise ValidationFailed(detail=f"an NBD export needs the volume's absolute path, not {local.path}")
     try:
         ipaddress.ip_address(bind_host)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from yunstack.agent.steps.base import Host, Report, Step, observe
 from yunstack.compute.driver import Disk, DiskKind, NbdSource, PowerState
-from yunstack.errors import Conflict
+from yunstack.errors import Conflict, DriverMisconfigured
 from yunstack.protocol import (
     AttachedResult,
     AttachVolumeArgs,
@@ -32,7 +32,7 @@ from yunstack.protocol import (
     VolumeUploadArgs,
     Work,
 )
-from yunstack.volume.backend import GIB, VolumeBackend
+from yunstack.volume.backend import GIB, LocalDisk, VolumeBackend
 
 DONE = Report(PowerState.NOSTATE)
 
@@ -96,6 +96,15 @@ async def upload(host: Host, work: Work) -> Report:
 
 # -- a volume in a guest: steps on a server, run by its compute host --------------------------------
 
+def volume_path(volume_id: str, local: LocalDisk) -> Path:
+    """The file or device of a volume this host keeps; one reached through QEMU's own protocol driver
+    (``rbd``: ``LocalDisk.node``) cannot be a disk yet."""
+    if local.path is None:
+        raise DriverMisconfigured(detail=f"volume {volume_id} is reached through QEMU's "
+                                         f"{(local.node or {}).get('driver')} driver; attaching it is not built yet")
+    return local.path
+
+
 def nbd_disk(volume_id: str, nbd: NbdConnection, *, read_only: bool, boot_index: int | None = None) -> Disk:
     """A volume kept on another host, reached at its export (the storage host serves its data raw)."""
     return Disk(kind=DiskKind.VOLUME, source=Path(f"/nbd/{nbd.host}/{nbd.port}/{nbd.export}"), format="raw",
@@ -113,8 +122,8 @@ async def attach(host: Host, work: Work) -> Report:
         disk = nbd_disk(args.volume_id, args.nbd, read_only=args.read_only)
     else:
         local = await _backend(host).local_disk(args.volume_id)  # NotFound: not kept on this host
-        disk = Disk(kind=DiskKind.VOLUME, source=local.path, format=local.format, serial=args.volume_id,
-                    boot_index=None, read_only=args.read_only)
+        disk = Disk(kind=DiskKind.VOLUME, source=volume_path(args.volume_id, local), format=local.format,
+                    serial=args.volume_id, boot_index=None, read_only=args.read_only)
     device = await host.driver.attach_volume(work.instance_id, disk)
     observed = await observe(host, work.instance_id)
     return Report(observed.power, AttachedResult(device=device))
@@ -140,6 +149,7 @@ async def export(host: Host, work: Work) -> Report:
     if host.exports is None:
         raise Conflict("This host keeps no volumes, so it exports none.")
     local = await _backend(host).local_disk(work.instance_id)
+    volume_path(work.instance_id, local)  # an rbd volume is not exported yet either
     done = await host.exports.start(work.instance_id, local, host.address, identity=_identity(args.client_host))
     return Report(PowerState.NOSTATE, VolumeExportedResult(connection=NbdConnection(
         host=done.host, port=done.port, export=done.name, psk_identity=done.psk_identity, psk_key=done.psk_key)))

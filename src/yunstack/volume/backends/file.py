@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -64,6 +63,7 @@ from yunstack.volume.backend import (
     LocalDisk,
     VolumeInfo,
     check_id,
+    image_size,
     qcow2_header,
     qemu_format,
     size_bytes,
@@ -151,7 +151,7 @@ class FileBackend:
                 if base.exists():
                     await self._overlay(path, base, size_gib, f"image {image_id}")
                     return
-            needed = await self._image_size(image, fmt)
+            needed = await image_size(self._qemu_img, image, fmt)
             if needed > size:
                 raise too_small(f"image {image_id}", needed, size_gib)
             _mkdir(self._bases)
@@ -299,21 +299,6 @@ class FileBackend:
             raise NotFound(kind=kind, id=ident) from None
         except (OSError, ValueError) as exc:
             raise DriverError(detail=f"reading {kind} {ident}: {exc}") from exc
-
-    async def _image_size(self, image: Path, fmt: str) -> int:
-        """The image's virtual size; ``BadRequest`` if it refers to other files (backing, data, extent).
-
-        The image service inspects every upload (``yunstack.image.inspect``); this is the second
-        line, since a volume made from such an image would read host files for its guest.
-        """
-        out = await run_tool([self._qemu_img, "info", "--output=json", "-f", fmt, str(image)],
-                             f"reading image {image.name}")
-        data = json.loads(out)
-        specific = (data.get("format-specific") or {}).get("data") or {}
-        extents = {Path(str(e.get("filename", image))).resolve() for e in specific.get("extents") or ()}
-        if data.get("backing-filename") or specific.get("data-file") or extents - {image.resolve()}:
-            raise BadRequest("The image refers to other files (backing, data or extent files); it cannot be used.")
-        return int(data["virtual-size"])
 
     async def _overlay(self, path: Path, backing: Path, size_gib: int, what: str) -> None:
         """Make the volume at ``path`` a qcow2 overlay on ``backing``.  Called under the lock."""
