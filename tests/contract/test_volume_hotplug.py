@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from yunstack.compute.driver import Disk, DiskKind, NbdSource, VolumeDetachTimeout, VolumeSourceNotFound
+from tests.contract.conftest import CephLab
+from yunstack.compute.driver import Disk, DiskKind, NbdSource, RbdSource, VolumeDetachTimeout, VolumeSourceNotFound
 from yunstack.compute.qemu import volumes as qemu_volumes
 from yunstack.compute.qemu.cmdline import InstancePaths, VolumeIds
 from yunstack.compute.qemu.driver import socket_dir
@@ -264,3 +265,45 @@ async def test_a_volume_of_another_host_attaches_over_nbd_and_keeps_what_the_gue
         check = subprocess.run(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x5a 1M 64k", str(volume)],
                                capture_output=True, text=True, timeout=60)
         assert check.returncode == 0 and "fail" not in check.stdout.lower(), check.stdout + check.stderr
+
+
+async def test_an_rbd_volume_attaches_through_librbd_and_keeps_what_the_guest_wrote(
+    harness: Any, ceph_lab: CephLab
+) -> None:
+    """A Ceph RBD image (``scripts/ceph-lab``'s cluster) plugged into the guest with QEMU's own ``rbd``
+    driver: the guest reads what the image held, writes to it, keeps it across a stop and start (the
+    command line path), and its write is in the image after the detach."""
+    driver, qemu = harness.driver, harness.kind == "qemu"
+    namespace = ceph_lab.new_namespace()
+    spec_name = f"{ceph_lab.pool}/{namespace}/volume-{FIRST}"
+    ceph_lab.rbd("create", "--size", "64M", spec_name)
+    ceph_lab.rbd("bench", "--io-type", "write", "--io-size", "64K", "--io-total", "64K", "--io-pattern", "seq",
+                 spec_name)
+    rbd = RbdSource(pool=ceph_lab.pool, image=f"volume-{FIRST}", namespace=namespace, conf=ceph_lab.conf,
+                    user=ceph_lab.user)
+    disk = _disk(Path(f"/rbd/{spec_name}"), FIRST, "raw", rbd=rbd)
+    spec = harness.spec()
+    await driver.spawn(spec)
+    try:
+        await harness.wait_ready(spec.id)
+        assert await driver.attach_volume(spec.id, disk) == "vdc"
+        assert [v.rbd for v in await driver.attached_volumes(spec.id)] == [rbd]
+        if qemu:
+            assert await _in_qemu(harness, spec.id) == {FIRST: 64 * MIB}
+            await _guest_disks(harness, spec.id, {"vdc": FIRST[:20]})
+            await _in_guest(harness, spec.id, "head -c 65536 /dev/zero | tr '\\000' R | "
+                                              "dd of=/dev/vdc bs=65536 seek=16 conv=fsync 2>/dev/null")
+            await driver.power_off(spec.id, timeout=30)
+            await driver.power_on(spec)
+            await harness.wait_ready(spec.id, boots=2)
+            await _guest_disks(harness, spec.id, {"vdc": FIRST[:20]})
+            assert await _in_guest(harness, spec.id, "od -An -tx1 -N2 -j 1048576 /dev/vdc") == "52 52"
+        await driver.detach_volume(spec.id, FIRST)
+        assert await _attached(driver, spec.id) == []
+    finally:
+        await driver.destroy(spec.id)
+    if qemu:  # the guest's write is in the image
+        out = subprocess.run(["rbd", "--conf", ceph_lab.conf, "--id", ceph_lab.user, "export", spec_name, "-"],
+                             capture_output=True, timeout=120, check=True).stdout
+        assert out[MIB:MIB + 65536] == b"R" * 65536
+    ceph_lab.rbd("rm", spec_name)

@@ -23,12 +23,11 @@ from yunstack.agent.imagecache import ImageCache
 from yunstack.agent.link import Answer, ControlPlane, HostCall, Wakeup, work_key
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.agent.steps import STEPS
-from yunstack.agent.steps.volumes import nbd_disk, volume_path
+from yunstack.agent.steps.volumes import local_volume_disk, nbd_disk
 from yunstack.compute.driver import (
     ComputeDriver,
     ConfigDrive,
     Disk,
-    DiskKind,
     HostInfo,
     InstanceInfo,
     InstanceSpec,
@@ -480,9 +479,7 @@ class Agent:
             raise Conflict("Volume {id} is kept by a storage host, and this host keeps no volumes: attaching "
                            "across hosts is not supported yet.", id=volume.volume_id)
         local = await self.volumes.local_disk(volume.volume_id)
-        return Disk(kind=DiskKind.VOLUME, source=volume_path(volume.volume_id, local), format=local.format,
-                    serial=volume.volume_id,
-                    boot_index=volume.boot_index, read_only=volume.read_only)
+        return local_volume_disk(volume.volume_id, local, read_only=volume.read_only, boot_index=volume.boot_index)
 
     @contextlib.asynccontextmanager
     async def room(self, spec: InstanceSpec) -> AsyncIterator[None]:

@@ -78,6 +78,21 @@ class NbdSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RbdSource:
+    """A volume that is a Ceph RBD image, opened by QEMU's own ``rbd`` driver (librbd).
+
+    ``conf`` is the ceph.conf of this host (its ``keyring`` holds the cephx key of ``user``): no
+    secret travels with the disk.
+    """
+
+    pool: str
+    image: str
+    namespace: str = ""
+    conf: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Disk:
     """One guest disk.
 
@@ -102,6 +117,12 @@ class Disk:
     cache: str | None = None
     serial: str | None = None
     nbd: NbdSource | None = None
+    rbd: RbdSource | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether QEMU reaches the volume over a network protocol (nothing on this host's disks)."""
+        return self.nbd is not None or self.rbd is not None
 
 
 VOLUME_FORMATS = ("qcow2", "raw")
@@ -154,7 +175,22 @@ def check_volume(disk: Disk) -> str:
         check_nbd(disk.nbd)
         if disk.format != "raw":
             raise ValidationFailed(detail=f"a volume over NBD is raw (its export serves the data), not {disk.format!r}")
+    if disk.rbd is not None:
+        check_rbd(disk.rbd)
+        if disk.format != "raw" or disk.nbd is not None:
+            raise ValidationFailed(detail="an RBD volume is raw and reached through librbd alone")
     return disk.serial
+
+
+def check_rbd(rbd: RbdSource) -> None:
+    """Raise ``ValidationFailed`` unless ``rbd`` names a pool, an image, a namespace and a user we accept
+    and ``conf`` is an absolute path (they go into QEMU's options)."""
+    for what, value, required in (("pool", rbd.pool, True), ("image", rbd.image, True),
+                                  ("namespace", rbd.namespace, False), ("user", rbd.user, False)):
+        if (value or required) and not _EXPORT_NAME.fullmatch(value):
+            raise ValidationFailed(detail=f"an RBD {what} is letters, digits, '.', '_' or '-', not {value!r}")
+    if rbd.conf and (not rbd.conf.startswith("/") or any(c in rbd.conf for c in ",:=\n\0")):
+        raise ValidationFailed(detail=f"an RBD conf is an absolute path without ',', ':' or '=', not {rbd.conf!r}")
 
 
 def check_nbd(nbd: NbdSource) -> None:
@@ -177,7 +213,7 @@ def check_nbd(nbd: NbdSource) -> None:
 
 def require_source(disk: Disk) -> None:
     """Raise ``VolumeSourceNotFound`` when the volume's file or device is missing (over NBD: nothing to look at)."""
-    if disk.nbd is None and not disk.source.exists():
+    if not disk.remote and not disk.source.exists():
         raise VolumeSourceNotFound(serial=disk.serial or "(no serial)", path=str(disk.source))
 
 

@@ -1,5 +1,5 @@
 """Which volume backend a host gets from its config, and what the attach step does with a volume
-QEMU opens through its own protocol driver (rbd): it refuses, naming why, until the compute side can."""
+QEMU opens through its own protocol driver (rbd): a disk librbd opens, never an NBD export."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from yunstack import config
 from yunstack.agent.host import make_volumes
 from yunstack.agent.steps import volumes as steps
+from yunstack.compute.driver import Disk, PowerState, RbdSource, check_volume
 from yunstack.errors import BadRequest, DriverMisconfigured
-from yunstack.protocol import AttachVolumeArgs, Work
+from yunstack.protocol import AttachVolumeArgs, VolumeExportArgs, Work
 from yunstack.volume.backend import LocalDisk
 from yunstack.volume.backends.file import FileBackend
 from yunstack.volume.backends.rbd import RbdBackend
@@ -36,9 +37,24 @@ class _RbdLike:
         return LocalDisk(path=None, format="raw", node={"driver": "rbd", "pool": "p", "image": f"volume-{volume_id}"})
 
 
-async def test_attaching_a_volume_without_a_path_is_refused_with_the_reason() -> None:
-    driver: Any = SimpleNamespace()  # never reached
-    host: Any = SimpleNamespace(volumes=_RbdLike(), driver=driver)
+async def test_an_rbd_volume_is_attached_through_librbd_and_never_exported_over_nbd() -> None:
+    plugged: list[Disk] = []
+
+    async def attach_volume(instance_id: str, disk: Disk) -> str:
+        plugged.append(disk)
+        return "vdb"
+
+    async def get_info(instance_id: str) -> Any:
+        return SimpleNamespace(power_state=PowerState.RUNNING)
+
+    driver: Any = SimpleNamespace(attach_volume=attach_volume, get_info=get_info)
+    host: Any = SimpleNamespace(volumes=_RbdLike(), driver=driver, exports=SimpleNamespace(), address="127.0.0.1")
     work = Work(instance_id="server-1", request_id="r", args=AttachVolumeArgs(volume_id="vol-1"))
-    with pytest.raises(DriverMisconfigured, match="rbd driver; attaching it is not built yet"):
-        await steps.attach(host, work)
+    await steps.attach(host, work)
+    (disk,) = plugged
+    assert disk.rbd == RbdSource(pool="p", image="volume-vol-1") and disk.format == "raw" and disk.serial == "vol-1"
+    assert disk.remote and check_volume(disk) == "vol-1"
+    export = Work(instance_id="vol-1", request_id="r", args=VolumeExportArgs(client_host="h2"),
+                  resource_type="volume")
+    with pytest.raises(DriverMisconfigured, match="rbd driver, not a file of this host"):
+        await steps.export(host, export)

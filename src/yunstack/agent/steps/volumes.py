@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from yunstack.agent.steps.base import Host, Report, Step, observe
-from yunstack.compute.driver import Disk, DiskKind, NbdSource, PowerState
+from yunstack.compute.driver import Disk, DiskKind, NbdSource, PowerState, RbdSource
 from yunstack.errors import Conflict, DriverMisconfigured
 from yunstack.protocol import (
     AttachedResult,
@@ -97,12 +97,24 @@ async def upload(host: Host, work: Work) -> Report:
 # -- a volume in a guest: steps on a server, run by its compute host --------------------------------
 
 def volume_path(volume_id: str, local: LocalDisk) -> Path:
-    """The file or device of a volume this host keeps; one reached through QEMU's own protocol driver
-    (``rbd``: ``LocalDisk.node``) cannot be a disk yet."""
+    """The file or device of a volume this host keeps (one reached through QEMU's own protocol driver,
+    ``rbd``, has none: it is not exported over NBD either)."""
     if local.path is None:
         raise DriverMisconfigured(detail=f"volume {volume_id} is reached through QEMU's "
-                                         f"{(local.node or {}).get('driver')} driver; attaching it is not built yet")
+                                         f"{(local.node or {}).get('driver')} driver, not a file of this host")
     return local.path
+
+
+def local_volume_disk(volume_id: str, local: LocalDisk, *, read_only: bool, boot_index: int | None = None) -> Disk:
+    """The disk of a volume this host's backend keeps: its file or device, or its RBD image (librbd)."""
+    node = local.node or {}
+    if local.path is None and node.get("driver") == "rbd":
+        rbd = RbdSource(pool=str(node["pool"]), image=str(node["image"]), namespace=str(node.get("namespace", "")),
+                        conf=str(node.get("conf", "")), user=str(node.get("user", "")))
+        return Disk(kind=DiskKind.VOLUME, source=Path(f"/rbd/{rbd.pool}/{rbd.image}"), format="raw", serial=volume_id,
+                    boot_index=boot_index, read_only=read_only, rbd=rbd)
+    return Disk(kind=DiskKind.VOLUME, source=volume_path(volume_id, local), format=local.format, serial=volume_id,
+                boot_index=boot_index, read_only=read_only)
 
 
 def nbd_disk(volume_id: str, nbd: NbdConnection, *, read_only: bool, boot_index: int | None = None) -> Disk:
@@ -122,8 +134,7 @@ async def attach(host: Host, work: Work) -> Report:
         disk = nbd_disk(args.volume_id, args.nbd, read_only=args.read_only)
     else:
         local = await _backend(host).local_disk(args.volume_id)  # NotFound: not kept on this host
-        disk = Disk(kind=DiskKind.VOLUME, source=volume_path(args.volume_id, local), format=local.format,
-                    serial=args.volume_id, boot_index=None, read_only=args.read_only)
+        disk = local_volume_disk(args.volume_id, local, read_only=args.read_only)
     device = await host.driver.attach_volume(work.instance_id, disk)
     observed = await observe(host, work.instance_id)
     return Report(observed.power, AttachedResult(device=device))

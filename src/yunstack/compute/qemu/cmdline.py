@@ -225,6 +225,11 @@ def volume_nodes(disk: Disk, cache: str, host_device: bool) -> list[dict[str, An
                  "server": {"type": "inet", "host": nbd.host, "port": str(nbd.port)},
                  "reconnect-delay": NBD_RECONNECT_DELAY, **common},
                 {"driver": "raw", "node-name": ids.node, "file": ids.file, **common}]
+    if disk.rbd is not None:
+        rbd = disk.rbd
+        options = {k: v for k, v in (("namespace", rbd.namespace), ("conf", rbd.conf), ("user", rbd.user)) if v}
+        return [{"driver": "rbd", "node-name": ids.file, "pool": rbd.pool, "image": rbd.image, **options, **common},
+                {"driver": "raw", "node-name": ids.node, "file": ids.file, **common}]
     return [{"driver": "host_device" if host_device else "file", "node-name": ids.file,
              "filename": str(disk.source), **common},
             {"driver": disk.format, "node-name": ids.node, "file": ids.file, **common}]
@@ -364,7 +369,7 @@ def build_argv(
         if q35 and device not in layout.volumes:
             raise ValueError(f"volume {disk.serial or disk.source} has no root port in the layout")
         boot_index = None if disk.boot_index is None else disk.boot_index + boot_shift
-        argv += volume_args(disk, disk.cache or disk_cache, disk.nbd is None and disk.source in host_devices,
+        argv += volume_args(disk, disk.cache or disk_cache, not disk.remote and disk.source in host_devices,
                             layout.volumes[device] if q35 else None, boot_index, paths.nbd_keys(device))
     argv += [
         "-object", "rng-random,id=rng0,filename=/dev/urandom",

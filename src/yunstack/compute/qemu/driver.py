@@ -379,7 +379,7 @@ class QemuDriver:
         if item.nbd is not None:
             volumes.write_key(key_dir, item.nbd)
         async with self._qmp(paths, instance_id) as qmp:
-            port = await volumes.plug(qmp, cached, cached.cache, item.nbd is None and item.source.is_block_device(),
+            port = await volumes.plug(qmp, cached, cached.cache, not item.remote and item.source.is_block_device(),
                                       self._qemu.machine, key_dir)
         layout = specfile.load_layout(paths) or PortLayout()  # none: started before volumes, no volume ports
         specfile.save_layout(paths, layout.plugged(VolumeIds.of(item).device, port))
@@ -744,7 +744,7 @@ class QemuDriver:
         """A volume with its ``cache`` resolved on its source (other disks as they are)."""
         if item.kind != DiskKind.VOLUME or item.cache is not None:
             return item
-        if item.nbd is not None:  # nothing on this host to probe: "auto" is O_DIRECT's "none"
+        if item.remote:  # nothing on this host to probe: "auto" is O_DIRECT's "none"
             return replace(item, cache=self._qemu.disk_cache if self._qemu.disk_cache in disk.DISK_CACHE_MODES
                            else "none")
         return replace(item, cache=disk.volume_cache_mode(self._qemu.disk_cache, item.source))
@@ -771,7 +771,7 @@ class QemuDriver:
                           await choose_accel(self._qemu), incoming=incoming, disk_cache=self._disk_cache(paths.dir),
                           rescue_disk=paths.rescue_disk if rescued else None, layout=layout,
                           host_devices={d.source for d in volumes.attached(spec)
-                                        if d.nbd is None and d.source.is_block_device()})
+                                        if not d.remote and d.source.is_block_device()})
         specfile.save_layout(paths, layout)
         specfile.write_intent(paths, "running")
         pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))

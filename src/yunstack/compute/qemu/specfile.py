@@ -16,7 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, NbdSource, Nic
+from yunstack.compute.driver import (
+    ConfigDrive,
+    Disk,
+    DiskKind,
+    InstanceSpec,
+    MemoryBacking,
+    NbdSource,
+    Nic,
+    RbdSource,
+)
 from yunstack.compute.qemu.cmdline import InstancePaths, PortLayout
 from yunstack.errors import DriverError
 
@@ -39,7 +48,8 @@ def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
         "memory_mib": spec.memory_mib, "balloon": spec.balloon,
         "disks": [{"kind": d.kind.value, "source": str(d.source), "format": d.format, "size_gib": d.size_gib,
                    "device": d.device, "bus": d.bus, "boot_index": d.boot_index, "read_only": d.read_only,
-                   "cache": d.cache, "serial": d.serial, "nbd": None if d.nbd is None else asdict(d.nbd)}
+                   "cache": d.cache, "serial": d.serial, "nbd": None if d.nbd is None else asdict(d.nbd),
+                   "rbd": None if d.rbd is None else asdict(d.rbd)}
                   for d in spec.disks],
         "memory": {"page_sharing": spec.memory.page_sharing, "thp": spec.memory.thp,
                    "hugepages": spec.memory.hugepages},
@@ -64,9 +74,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _disk(data: dict[str, Any]) -> Disk:
-    nbd = data.get("nbd")
+    nbd, rbd = data.get("nbd"), data.get("rbd")
     return Disk(**{**data, "kind": DiskKind(data.get("kind", DiskKind.LOCAL_OVERLAY)), "source": Path(data["source"]),
-                   "nbd": None if nbd is None else NbdSource(**nbd)})
+                   "nbd": None if nbd is None else NbdSource(**nbd), "rbd": None if rbd is None else RbdSource(**rbd)})
 
 
 def save_layout(paths: InstancePaths, layout: PortLayout) -> None:
