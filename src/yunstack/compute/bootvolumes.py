@@ -39,7 +39,7 @@ from yunstack.types import new_uuid
 from yunstack.volume import attachments
 from yunstack.volume import operations as volume_operations
 from yunstack.volume import states as vs
-from yunstack.volume.backend import GIB
+from yunstack.volume.backend import GIB, reached_directly
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class BootVolumeOps:
                 .execution_options(synchronize_session=False))
             return getattr(done, "rowcount", 1) == 1, None
         remote = [(a, vol) for a in held if a.connection is None and (vol := s.get(vt.Volume, a.volume_id))
-                  is not None and vol.host != row.host]
+                  is not None and not reached_directly(vol.backend, vol.host, row.host)]
         if any(a.status == attachments.RESERVED for a in held) or remote:
             done = s.execute(update(t.Instance).where(*ours).values(
                 task_state=states.BLOCK_DEVICE_MAPPING, updated_at=now).execution_options(synchronize_session=False))

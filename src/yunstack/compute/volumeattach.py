@@ -30,6 +30,7 @@ from yunstack.types import new_uuid
 from yunstack.volume import attachments
 from yunstack.volume import operations as volume_operations
 from yunstack.volume import states as vs
+from yunstack.volume.backend import reached_directly
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +122,7 @@ class VolumeAttachOps:
             s.add(att)
             vol.status, vol.status_reason, vol.updated_at = vs.ATTACHING, None, now
             args = AttachVolumeArgs(volume_id=vol.id, read_only=bool(vol.read_only))
-            if vol.host == row.host:
+            if reached_directly(vol.backend, vol.host, row.host):
                 self._queue_action(s, ctx, row, decl, args, request_id)
                 host = row.host
             else:

@@ -25,6 +25,16 @@ QCOW2_MAGIC = b"QFI\xfb"
 # Ids become file names: a fixed alphabet keeps them inside the backend's directories.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
+# Backends whose volumes every host opens itself (a Ceph cluster all hosts reach, with the same
+# [volume] settings): a guest on another host than the storage host needs no export of them.
+SHARED_BACKENDS = frozenset({"rbd"})
+
+
+def reached_directly(backend: str, storage_host: str, guest_host: str | None) -> bool:
+    """Whether a guest on ``guest_host`` opens a volume of ``backend`` kept by ``storage_host`` itself."""
+    return guest_host == storage_host or backend in SHARED_BACKENDS
+
+
 # Glance disk_format -> the qemu-img format that reads it.
 IMAGE_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vdi": "vdi", "vhd": "vpc",
                  "vhdx": "vhdx", "iso": "raw"}

@@ -15,7 +15,7 @@ from yunstack.agent.steps import volumes as steps
 from yunstack.compute.driver import Disk, PowerState, RbdSource, check_volume
 from yunstack.errors import BadRequest, DriverMisconfigured
 from yunstack.protocol import AttachVolumeArgs, VolumeExportArgs, Work
-from yunstack.volume.backend import LocalDisk
+from yunstack.volume.backend import LocalDisk, reached_directly
 from yunstack.volume.backends.file import FileBackend
 from yunstack.volume.backends.rbd import RbdBackend
 
@@ -58,3 +58,9 @@ async def test_an_rbd_volume_is_attached_through_librbd_and_never_exported_over_
                   resource_type="volume")
     with pytest.raises(DriverMisconfigured, match="rbd driver, not a file of this host"):
         await steps.export(host, export)
+
+
+def test_only_a_file_volume_of_another_host_needs_an_export() -> None:
+    # rbd: every host reaches the Ceph cluster itself (the same [volume] settings everywhere).
+    assert reached_directly("file", "storage", "storage") and reached_directly("rbd", "storage", "compute-2")
+    assert not reached_directly("file", "storage", "compute-2")
