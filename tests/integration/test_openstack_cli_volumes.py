@@ -22,6 +22,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.cloud import BIN, RunningCloud, serving_cloud
+from tests.contract.conftest import CephLab, ceph_lab  # noqa: F401  (ceph_lab: a fixture)
 from tests.integration.test_openstack_cli_compute import wait_console
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,30 @@ def device_of(cloud: RunningCloud, server: str, volume_id: str) -> str:
 
 
 def test_a_volumes_bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> None:
+    _bytes_go_from_one_guest_to_another(cloud)
+    left = [p for p in (cloud.state_dir / "volumes").rglob("*") if p.is_file()]
+    assert left == []
+
+
+@pytest.fixture(scope="module")
+def rbd_cloud(tmp_path_factory: pytest.TempPathFactory,
+              ceph_lab: CephLab) -> Iterator[tuple[RunningCloud, str]]:  # noqa: F811
+    """A `yun up` whose volumes are RBD images in a namespace of its own of the session's Ceph cluster."""
+    namespace = ceph_lab.new_namespace()
+    env = {"YUN_VOLUME_BACKEND": "rbd", "YUN_VOLUME_RBD_POOL": ceph_lab.pool, "YUN_VOLUME_RBD_USER": ceph_lab.user,
+           "YUN_VOLUME_RBD_CONF": ceph_lab.conf, "YUN_VOLUME_RBD_NAMESPACE": namespace}
+    with serving_cloud(tmp_path_factory.mktemp("volumes-rbd"), env=env) as running:
+        yield running, namespace
+
+
+def test_the_same_bytes_move_between_guests_on_the_rbd_backend(rbd_cloud: tuple[RunningCloud, str],
+                                                               ceph_lab: CephLab) -> None:  # noqa: F811
+    cloud, namespace = rbd_cloud
+    _bytes_go_from_one_guest_to_another(cloud)
+    assert ceph_lab.ls(namespace) == []  # no RBD image or snapshot left
+
+
+def _bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> None:
     volume = cloud.osc_json("volume", "create", "--size", "1", "data")
     vid = str(volume["id"])
     wait_volume(cloud, vid, "available")
@@ -126,8 +151,6 @@ def test_a_volumes_bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> No
     while cloud.osc("volume", "show", vid, check=False).returncode == 0:
         assert time.monotonic() < deadline, "the volume was never deleted"
         time.sleep(0.5)
-    left = [p for p in (cloud.state_dir / "volumes").rglob("*") if p.is_file()]
-    assert left == []
 
 
 def test_a_server_boots_from_a_volume_and_the_volume_boots_again_with_its_data(cloud: RunningCloud) -> None:
