@@ -100,11 +100,11 @@ def rbd_cloud(tmp_path_factory: pytest.TempPathFactory,
 def test_the_same_bytes_move_between_guests_on_the_rbd_backend(rbd_cloud: tuple[RunningCloud, str],
                                                                ceph_lab: CephLab) -> None:  # noqa: F811
     cloud, namespace = rbd_cloud
-    _bytes_go_from_one_guest_to_another(cloud)
+    _bytes_go_from_one_guest_to_another(cloud, live_snapshot=True)
     assert ceph_lab.ls(namespace) == []  # no RBD image or snapshot left
 
 
-def _bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> None:
+def _bytes_go_from_one_guest_to_another(cloud: RunningCloud, *, live_snapshot: bool = False) -> None:
     volume = cloud.osc_json("volume", "create", "--size", "1", "data")
     vid = str(volume["id"])
     wait_volume(cloud, vid, "available")
@@ -133,6 +133,22 @@ def _bytes_go_from_one_guest_to_another(cloud: RunningCloud) -> None:
 
     refused = cloud.osc("volume", "delete", "data", check=False)
     assert refused.returncode != 0 and "in-use" in (refused.stderr + refused.stdout)
+
+    # A snapshot of the volume the running guest writes to: RBD takes it (crash-consistent); the file
+    # backend freezes closed files only, and says so.
+    forced = cloud.osc("volume", "snapshot", "create", "--force", "--volume", "data", "live", check=False)
+    if live_snapshot:
+        assert forced.returncode == 0, forced.stderr
+        deadline = time.monotonic() + 60
+        while cloud.osc_json("volume", "snapshot", "show", "live")["status"] != "available":
+            assert time.monotonic() < deadline, "the live snapshot never became available"
+            time.sleep(0.5)
+        cloud.osc("volume", "snapshot", "delete", "live")
+        while cloud.osc("volume", "snapshot", "show", "live", check=False).returncode == 0:
+            assert time.monotonic() < deadline, "the live snapshot was never deleted"
+            time.sleep(0.5)
+    else:
+        assert forced.returncode != 0 and "not stopped" in (forced.stderr + forced.stdout)
 
     cloud.osc("server", "remove", "volume", "vol-a", "data")
     wait_volume(cloud, vid, "available")

@@ -39,7 +39,7 @@ from yunstack.types import new_uuid
 from yunstack.volume import attachments
 from yunstack.volume import operations as volume_operations
 from yunstack.volume import states as vs
-from yunstack.volume.backend import GIB, reached_directly
+from yunstack.volume.backend import GIB, LIVE_SNAPSHOTS, reached_directly
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,9 @@ class BootVolumeOps:
         QEMU has open (a running guest's needs QEMU's help, which is not built yet)."""
         with self._db() as s:
             row, _decl = self._begin(s, ctx, server_id, "createImage")
-            if row.vm_state != states.STOPPED:
+            backends = {v.backend for a in attachments.at_boot(s, row.id, building=False)
+                        if (v := s.get(vt.Volume, a.volume_id)) is not None}
+            if row.vm_state != states.STOPPED and not backends <= LIVE_SNAPSHOTS:
                 raise Conflict("Instance {id} boots from a volume: stop it before createImage (a snapshot of "
                                "volumes that a running guest has open is not supported yet).", id=server_id)
             held = [(a.volume_id, a.boot_index, a.device, a.delete_on_termination)

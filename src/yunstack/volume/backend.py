@@ -30,6 +30,11 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 SHARED_BACKENDS = frozenset({"rbd"})
 
 
+# Backends that snapshot a volume while a guest writes to it (crash-consistent): the others snapshot
+# closed volumes only.
+LIVE_SNAPSHOTS = frozenset({"rbd"})
+
+
 def reached_directly(backend: str, storage_host: str, guest_host: str | None) -> bool:
     """Whether a guest on ``guest_host`` opens a volume of ``backend`` kept by ``storage_host`` itself."""
     return guest_host == storage_host or backend in SHARED_BACKENDS

@@ -40,6 +40,7 @@ from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
 from yunstack.volume import operations, states
 from yunstack.volume.attachments import ATTACHING, RELEASED, RESERVED
+from yunstack.volume.backend import LIVE_SNAPSHOTS
 from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
 from yunstack.volume.quotas import DEFAULTS, PER_TYPE, VolumeQuotas
 from yunstack.volume.types import VolumeTypes, as_type
@@ -540,7 +541,9 @@ class VolumeService:
         meta = check_metadata(metadata or {})
         with self._db.begin() as s:
             vol = self._row(s, ctx, volume_id)
-            if vol.status == states.IN_USE and force:
+            if vol.status == states.IN_USE and force and vol.backend in LIVE_SNAPSHOTS:
+                pass  # RBD snapshots an image a guest writes to (crash-consistent), as Cinder's rbd driver
+            elif vol.status == states.IN_USE and force:
                 # Cinder's force: an in-use volume, here only while no guest has it open (the storage
                 # host snapshots closed files; a running guest's needs QEMU's help, not built yet).
                 held = list(s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.volume_id == vol.id)))
