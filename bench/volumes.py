@@ -1,7 +1,7 @@
 """Block storage benchmark: the ``file`` volume backend, and a volume in a real guest.
 
     .venv/bin/python bench/volumes.py [--repeat 10] [--attaches 5] [--size-mib 256] [--skip-guest]
-                                      [--image PATH]
+                                      [--image PATH] [--rbd]
 
 ``backend`` (no guest): ``FileBackend`` on a temporary root, with a 1 GiB-virtual qcow2 image
 holding 64 MiB of data.
@@ -31,6 +31,11 @@ through its serial console's root shell:
 ``qemu-storage-daemon`` NBD export with TLS-PSK (here on 127.0.0.1), whose start is in the attach
 time.
 
+With ``--rbd``: ``backend_rbd`` and ``guest_rbd``, the same on the ``rbd`` backend against a
+throw-away single-node Ceph cluster (``scripts/ceph-lab``: one mon, one bluestore OSD on a sparse
+file under /tmp, so the raw store is measured in that file system); the guest opens the images
+with QEMU's own rbd driver.
+
 Prints and writes JSON (bench/results/volumes.json).  Not a test: it reports.
 """
 
@@ -48,14 +53,17 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from yunstack import cgroups
+from yunstack.agent.steps.volumes import local_volume_disk
 from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, NbdSource, root_disk
 from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config, QemuConfig, ServerConfig
 from yunstack.volume.backends.file import FileBackend
+from yunstack.volume.backends.rbd import RbdBackend
 from yunstack.volume.export import NbdExports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +107,17 @@ async def timed(rows: list[float], call: Any) -> None:
     rows.append((time.monotonic() - t0) * 1000)
 
 
-async def bench_backend(work: Path, repeat: int) -> dict[str, Any]:
+async def bench_backend(work: Path, repeat: int, backend: Any = None,
+                        usage: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The backend's operations (``FileBackend`` on ``work/backend`` unless given; ``usage``: the bytes it
+    has allocated, ``du`` of its root by default)."""
     image = work / "image.qcow2"
-    make_image(image)
-    backend = FileBackend(work / "backend")
+    if not image.exists():
+        make_image(image)
+    if backend is None:
+        backend = FileBackend(work / "backend")
+        usage = usage or (lambda: disk_usage(work / "backend"))
+    assert usage is not None
     rows: dict[str, list[float]] = {k: [] for k in ("create_from_image_ms", "create_ms", "snapshot_ms", "clone_ms",
                                                     "create_from_snapshot_ms", "delete_ms")}
     first: list[float] = []
@@ -110,7 +125,7 @@ async def bench_backend(work: Path, repeat: int) -> dict[str, Any]:
     for i in range(1, repeat + 1):
         await timed(rows["create_from_image_ms"], backend.create_from_image(f"img-{i}", 1, image, "qcow2", "image-1"))
     volumes = repeat + 1
-    used = disk_usage(work / "backend")
+    used = usage()
     image_bytes = image.stat().st_blocks * 512
     for i in range(repeat):
         await timed(rows["create_ms"], backend.create(f"empty-{i}", 1))
@@ -170,10 +185,6 @@ async def wait_console(driver: QemuDriver, instance_id: str, pattern: str, timeo
         await asyncio.sleep(0.2)
 
 
-def volume_disk(path: Path, fmt: str, serial: str) -> Disk:
-    return Disk(kind=DiskKind.VOLUME, source=path, format=fmt, serial=serial, boot_index=None)
-
-
 async def wait_visible(driver: QemuDriver, sid: str, serial: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while serial[:20] not in await in_guest(driver, sid, "cat /sys/block/vd*/serial 2>/dev/null"):
@@ -204,10 +215,10 @@ class Plug:
         self.over = over
         self.exports = NbdExports(work / f"exports-{over}") if over == "nbd" else None
 
-    async def disk(self, backend: FileBackend, vid: str) -> Disk:
+    async def disk(self, backend: Any, vid: str) -> Disk:
         local = await backend.local_disk(vid)
-        if self.exports is None:
-            return volume_disk(local.path, local.format, vid)
+        if self.exports is None:  # its file, or its RBD image through librbd
+            return local_volume_disk(vid, local, read_only=False)
         export = await self.exports.start(vid, local, "127.0.0.1")
         return Disk(kind=DiskKind.VOLUME, source=Path(f"/nbd/{vid}"), format="raw", serial=vid, boot_index=None,
                     nbd=NbdSource(host=export.host, port=export.port, export=export.name,
@@ -218,8 +229,12 @@ class Plug:
             await self.exports.stop(vid)
 
 
-async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int, over: str = "local") -> dict[str, Any]:
-    backend = FileBackend(work / f"guest-backend-{over}")
+async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int, over: str = "local",
+                      backend: Any = None, raw_dir: Path | None = None) -> dict[str, Any]:
+    """``over`` local (the volume's file), nbd (an export of it) or rbd (``backend`` an ``RbdBackend``);
+    ``raw_dir``: where the raw backing store is measured (the backend root's file system by default)."""
+    backend = backend or FileBackend(work / f"guest-backend-{over}")
+    raw_dir = raw_dir or work / f"guest-backend-{over}"
     plug = Plug(over, work)
     state = work / f"state-{over}"
     parent = f"yunstack/bench-{work.name}"
@@ -268,7 +283,8 @@ async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int, ove
         await plug.done(vid)
         await backend.delete(vid)
         # The raw backing store: the same file system as the backend root, page cache bypassed.
-        raw = work / f"guest-backend-{over}" / "raw.bin"
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        raw = raw_dir / "raw.bin"
         raw_write_s = host_dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={size_mib}", "oflag=direct"])
         raw_read_s = host_dd([f"if={raw}", "of=/dev/null", "bs=1M", f"count={size_mib}", "iflag=direct"])
         raw.unlink()
@@ -295,8 +311,35 @@ async def bench_guest(work: Path, image: Path, attaches: int, size_mib: int, ove
     }
 
 
+async def bench_rbd(args: argparse.Namespace, work: Path, image: Path | None) -> dict[str, Any]:
+    """The same on the ``rbd`` backend, against a throw-away single-node cluster (``scripts/ceph-lab``:
+    one mon, one bluestore OSD on a sparse file in /tmp, so the raw store is that file system)."""
+    home = Path(tempfile.mkdtemp(prefix="yun-ceph-bench-", dir="/tmp"))
+    lab = ROOT / "scripts" / "ceph-lab"
+    try:
+        out = subprocess.run([str(lab), "start", str(home)], check=True, capture_output=True, text=True,
+                             timeout=300).stdout
+        env = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("CEPH_"))
+        conf, pool, user = env["CEPH_CONF"], env["CEPH_POOL"], env["CEPH_USER"]
+        backend = RbdBackend(pool, conf=conf, user=user)
+
+        def used() -> int:
+            listing = subprocess.run(["rbd", "--conf", conf, "--id", user, "du", "--format", "json", "-p", pool],
+                                     check=True, capture_output=True, text=True, timeout=120).stdout
+            return int(sum(i["used_size"] for i in json.loads(listing)["images"] if "snapshot" not in i))
+
+        result: dict[str, Any] = {"backend_rbd": await bench_backend(work, args.repeat, backend, used)}
+        if image is not None:
+            result["guest_rbd"] = await bench_guest(work, image, args.attaches, args.size_mib, over="rbd",
+                                                    backend=backend, raw_dir=home / "raw")
+        return result
+    finally:
+        subprocess.run([str(lab), "stop", str(home)], capture_output=True, timeout=120)
+
+
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"backend": await bench_backend(work, args.repeat)}
+    image = None
     if not args.skip_guest:
         if args.image:
             image = Path(args.image)
@@ -305,6 +348,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             image = build_tiny_image(work / "tiny-image")
         result["guest"] = await bench_guest(work, image, args.attaches, args.size_mib)
         result["guest_nbd"] = await bench_guest(work, image, args.attaches, args.size_mib, over="nbd")
+    if args.rbd:
+        result.update(await bench_rbd(args, work, None if args.skip_guest else image))
     return result
 
 
@@ -314,6 +359,7 @@ def main() -> None:
     ap.add_argument("--attaches", type=int, default=5, help="attach/detach cycles in the guest")
     ap.add_argument("--size-mib", type=int, default=256, help="MiB written and read by the throughput runs")
     ap.add_argument("--skip-guest", action="store_true")
+    ap.add_argument("--rbd", action="store_true", help="also the rbd backend, on a scripts/ceph-lab cluster")
     ap.add_argument("--image", default=None, help="a bootable qcow2 (default: build the tiny image)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/volumes.json"))
     args = ap.parse_args()
@@ -321,7 +367,7 @@ def main() -> None:
         "benchmark": "volumes",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": f"bench/volumes.py --repeat {args.repeat} --attaches {args.attaches} --size-mib {args.size_mib}"
-                   + (" --skip-guest" if args.skip_guest else ""),
+                   + (" --skip-guest" if args.skip_guest else "") + (" --rbd" if args.rbd else ""),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "kvm": os.access("/dev/kvm", os.W_OK),
                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
