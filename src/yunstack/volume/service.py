@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, asc, desc, or_, select
+from sqlalchemy import Select, and_, asc, desc, false, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.config import Config
@@ -126,6 +126,8 @@ class ListQuery:
     metadata: str | None = None  # Cinder's form: a Python dict literal, "{'k': 'v'}"
     availability_zone: str | None = None
     bootable: bool | None = None
+    glance_metadata: str | None = None  # volumes (3.4): the image properties a volume shows, as metadata
+    group_id: str | None = None  # volumes (3.10): no volume is in a group here, so it matches none
     volume_id: str | None = None  # snapshots only
     all_projects: bool = False
     project_id: str | None = None
@@ -290,16 +292,32 @@ class VolumeService:
                     raise NotFound(f"Marker {query.marker} could not be found.")
                 q = _after(q, marker, VOLUME_SORT_KEYS, query.sort, t.Volume.id)
             q = _sorted(q, VOLUME_SORT_KEYS, query.sort, t.Volume.id)
+            if query.group_id is not None:
+                q = q.where(false())
             wanted = _metadata_filter(query.metadata)
+            image = _metadata_filter(query.glance_metadata)
             limit = min(query.limit if query.limit is not None else MAX_LIMIT, MAX_LIMIT)
-            if wanted is None:
+            if wanted is None and image is None:
                 rows = list(s.scalars(q.offset(query.offset).limit(limit)))
             else:  # metadata is JSON: matched here, then paged (a project's volumes are few)
-                rows = [r for r in s.scalars(q) if all((r.meta or {}).get(k) == v for k, v in wanted.items())]
+                rows = [r for r in s.scalars(q)
+                        if all((r.meta or {}).get(k) == v for k, v in (wanted or {}).items())
+                        and all(str((r.image_metadata or {}).get(k)) == v and k in (r.image_metadata or {})
+                                for k, v in (image or {}).items())]
                 rows = rows[query.offset:query.offset + limit]
             types = {r.id: r for r in s.scalars(select(t.VolumeType))}
             attached = _attachments(s, [r.id for r in rows])
             return [as_volume(r, types[r.volume_type_id], attached[r.id]) for r in rows]
+
+    def summary(self, ctx: AuthContext, *, all_projects: bool = False) -> tuple[int, int]:
+        """How many volumes the project has and their GiB (``GET /volumes/summary``)."""
+        project = policy.project_filter(ctx, None, all_projects=all_projects)
+        with self._db() as s:
+            q = select(func.count(t.Volume.id), func.coalesce(func.sum(t.Volume.size), 0))
+            if project is not None:
+                q = q.where(t.Volume.project_id == project)
+            count, size = s.execute(q).one()
+            return int(count), int(size)
 
     # -- create --------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Clients send ``OpenStack-API-Version: volume 3.x``; no header means 3.0, ``latest`` our maximum,
 and a version outside ours is 406 (Cinder's ``InvalidGlobalAPIVersion``).  We advertise only the
-versions whose shapes we implement exactly: 3.0 today (``docs/reference/volume-api.md``).
+versions whose shapes we implement exactly (the table of ``docs/reference/volume-api.md``); the
+version a request asked for is in its scope (``version_of``) for the views and routes to follow.
 
 Cinder's endpoints name the project (``/volume/v3/{project_id}/volumes``) while the SDK strips
 it; both reach the same routes here, which take the project from the token, so a project id in
@@ -20,9 +21,23 @@ from yunstack.api.faults import fault_body
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
 
 MIN = (3, 0)
-MAX = (3, 0)
+MAX = (3, 26)
 PREFIX = "/volume/v3"
 SENT_PATH = "yun.volume_path"
+VERSION = "yun.volume_version"
+# The versions whose deltas touch what we serve (Cinder's names, cinder/api/microversions.py).
+UPLOAD_IMAGE_PARAMS = (3, 1)
+VOLUME_LIST_BOOTABLE = (3, 2)
+VOLUME_LIST_GLANCE_METADATA = (3, 4)
+VOLUME_LIST_GROUP = (3, 10)
+VOLUME_SUMMARY = (3, 12)
+GROUP_VOLUME = (3, 13)
+GROUP_SNAPSHOTS = (3, 14)
+ETAGS = (3, 15)
+VOLUME_DETAIL_PROVIDER_ID = (3, 21)
+SNAPSHOT_LIST_METADATA_FILTER = (3, 22)
+VOLUME_DELETE_FORCE = (3, 23)
+SNAPSHOT_SORT = (3, 30)
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 # The first path segments of our collections: anything else after /volume/v3/ is a project id.
 COLLECTIONS = frozenset({"volumes", "snapshots", "types", "os-availability-zone", "limits", "os-quota-sets",
@@ -57,6 +72,16 @@ def parse(requested: str | None) -> tuple[int, int] | str:
         return (f"Version {requested} is not supported by the API. Minimum is {MIN[0]}.{MIN[1]} and maximum is "
                 f"{MAX[0]}.{MAX[1]}.")
     return version
+
+
+def version_of(request: Request) -> tuple[int, int]:
+    """The microversion the request asked for (3.0 when it named none)."""
+    version: tuple[int, int] = request.scope.get(VERSION, MIN)
+    return version
+
+
+def at_least(request: Request, version: tuple[int, int]) -> bool:
+    return version_of(request) >= version
 
 
 def sent_path(request: Request) -> str:
@@ -99,6 +124,7 @@ class VolumeVersions:
                                     (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return
+        scope = {**scope, VERSION: version}
         text = f"{version[0]}.{version[1]}"
 
         async def send_with_version(message: Message) -> None:

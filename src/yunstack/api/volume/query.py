@@ -1,15 +1,17 @@
-"""A Cinder list call's query string: filters, sort and paging (``?name=&status=&sort=name:asc&limit=``)."""
+"""A Cinder list call's query string: filters, sort and paging (``?name=&status=&sort=name:asc&limit=``),
+as the requested microversion reads it."""
 
 from __future__ import annotations
 
 from starlette.datastructures import QueryParams
 
+from yunstack.api.volume import microversion as mv
 from yunstack.api.volume.schemas import bool_of
 from yunstack.errors import BadRequest
 from yunstack.volume.service import ListQuery
 
 
-def _int(params: QueryParams, key: str, low: int) -> int | None:
+def int_param(params: QueryParams, key: str, low: int) -> int | None:
     raw = params.get(key)
     if raw is None:
         return None
@@ -32,13 +34,31 @@ def _sort(params: QueryParams) -> list[tuple[str, str]]:
     return out
 
 
-def list_query(params: QueryParams, *, snapshots: bool) -> ListQuery:
-    bootable = params.get("bootable")
+def _bootable(raw: str | None, version: tuple[int, int]) -> bool | None:
+    """Cinder's ``check_volume_filters``: strict from 3.2; before, anything but a spelling of false is true."""
+    if raw is None:
+        return None
+    if version >= mv.VOLUME_LIST_BOOTABLE:
+        return bool_of(raw, "bootable")
+    return False if raw in ("False", "false", "FALSE") else bool(raw)
+
+
+def list_query(params: QueryParams, *, snapshots: bool, version: tuple[int, int] = mv.MIN) -> ListQuery:
+    sort = _sort(params)
+    if snapshots and version < mv.SNAPSHOT_SORT and any(key == "name" for key, _ in sort):
+        # Before 3.30 Cinder hands "name" to the database, where a snapshot has only display_name.
+        raise BadRequest("Invalid input received: Invalid sort key name")
+    metadata = params.get("metadata")
+    if snapshots and version < mv.SNAPSHOT_LIST_METADATA_FILTER:
+        metadata = None  # Cinder drops it before 3.22
+    glance = params.get("glance_metadata") if not snapshots and version >= mv.VOLUME_LIST_GLANCE_METADATA else None
+    group = params.get("group_id") if not snapshots and version >= mv.VOLUME_LIST_GROUP else None
     return ListQuery(
         name=params.get("name", params.get("display_name")), status=params.get("status"),
-        metadata=params.get("metadata"), availability_zone=None if snapshots else params.get("availability_zone"),
-        bootable=None if bootable is None or snapshots else bool_of(bootable, "bootable"),
+        metadata=metadata, availability_zone=None if snapshots else params.get("availability_zone"),
+        bootable=None if snapshots else _bootable(params.get("bootable"), version),
+        glance_metadata=glance, group_id=group,
         volume_id=params.get("volume_id") if snapshots else None,
         all_projects=bool_of(params.get("all_tenants", "false"), "all_tenants"), project_id=params.get("project_id"),
-        sort=_sort(params), limit=_int(params, "limit", 0), marker=params.get("marker"),
-        offset=_int(params, "offset", 0) or 0)
+        sort=sort, limit=int_param(params, "limit", 0), marker=params.get("marker"),
+        offset=int_param(params, "offset", 0) or 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,8 +12,9 @@ from fastapi.responses import JSONResponse
 
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
+from yunstack.api.volume import microversion as mv
 from yunstack.api.volume import views
-from yunstack.api.volume.microversion import sent_path
+from yunstack.api.volume.microversion import at_least, sent_path, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import (
     action_of,
@@ -23,7 +26,7 @@ from yunstack.api.volume.schemas import (
     size_of,
     volume_create_of,
 )
-from yunstack.errors import BadRequest, NotFound
+from yunstack.errors import BadRequest, Forbidden, NotFound
 from yunstack.volume.service import VolumeNotFound
 
 router = APIRouter(prefix="/volume", tags=["volume"])
@@ -46,14 +49,14 @@ def version(svc: Svc) -> dict[str, Any]:
 # -- volumes ------------------------------------------------------------------------------------
 
 @router.post(V3 + "/volumes", status_code=202)
-def create_volume(svc: Svc, ctx: Ctx, body: Any = Body(None)) -> dict[str, Any]:
+def create_volume(svc: Svc, ctx: Ctx, request: Request, body: Any = Body(None)) -> dict[str, Any]:
     req = volume_create_of(body)
     v = svc.volume.create(ctx, req, request_id.get())
-    return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False)}
+    return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False, version=version_of(request))}
 
 
 def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
-    query = list_query(request.query_params, snapshots=False)
+    query = list_query(request.query_params, snapshots=False, version=version_of(request))
     items = svc.volume.list_volumes(ctx, query)
     base = svc.config.server.base_url
     next_url = None
@@ -61,7 +64,8 @@ def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, An
         params = {k: v for k, v in request.query_params.items() if k != "marker"}
         params["marker"] = items[-1].id
         next_url = f"{base}{sent_path(request)}?{urlencode(params)}"
-    return views.volume_list(items, base, ctx, detail=detail, limit=query.limit, next_url=next_url)
+    return views.volume_list(items, base, ctx, detail=detail, limit=query.limit, next_url=next_url,
+                             version=version_of(request))
 
 
 @router.get(V3 + "/volumes")
@@ -74,6 +78,15 @@ def list_volumes_detail(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
     return _list(svc, ctx, request, detail=True)
 
 
+@router.get(V3 + "/volumes/summary")
+def volume_summary(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
+    if not at_least(request, mv.VOLUME_SUMMARY):  # before 3.12 "summary" is a volume id
+        raise VolumeNotFound(id="summary")
+    count, size = svc.volume.summary(ctx, all_projects=bool_of(request.query_params.get("all_tenants", "false"),
+                                                               "all_tenants"))
+    return views.volume_summary_totals(count, size)
+
+
 @router.get(V3 + "/volumes/", include_in_schema=False)
 @router.put(V3 + "/volumes/", include_in_schema=False)
 @router.delete(V3 + "/volumes/", include_in_schema=False)
@@ -83,12 +96,13 @@ def no_volume_id() -> None:
 
 
 @router.get(V3 + "/volumes/{volume_id}")
-def show_volume(svc: Svc, ctx: Ctx, volume_id: str) -> dict[str, Any]:
-    return {"volume": views.volume(svc.volume.get(ctx, volume_id), svc.config.server.base_url, ctx)}
+def show_volume(svc: Svc, ctx: Ctx, volume_id: str, request: Request) -> dict[str, Any]:
+    return {"volume": views.volume(svc.volume.get(ctx, volume_id), svc.config.server.base_url, ctx,
+                                   version=version_of(request))}
 
 
 @router.put(V3 + "/volumes/{volume_id}")
-def update_volume(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> dict[str, Any]:
+def update_volume(svc: Svc, ctx: Ctx, volume_id: str, request: Request, body: Any = Body(None)) -> dict[str, Any]:
     fields = object_of(body, "volume")
     allowed = {"name", "description", "metadata", "display_name", "display_description"}
     unknown = set(fields) - allowed
@@ -103,22 +117,43 @@ def update_volume(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) ->
     v = svc.volume.update(ctx, volume_id, name=optional_text(named["name"], "name"),
                           description=optional_text(named["description"], "description"), metadata=meta,
                           fields=given)
-    return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False)}
+    return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False, version=version_of(request))}
 
 
 @router.delete(V3 + "/volumes/{volume_id}", status_code=202)
 def delete_volume(svc: Svc, ctx: Ctx, volume_id: str, request: Request) -> Response:
     params = request.query_params
-    svc.volume.delete(ctx, volume_id, cascade=bool_of(params.get("cascade", "false"), "cascade"),
-                      force=bool_of(params.get("force", "false"), "force"), request_id=request_id.get())
+    # Cinder reads ?force only from 3.23.
+    force = at_least(request, mv.VOLUME_DELETE_FORCE) and bool_of(params.get("force", "false"), "force")
+    svc.volume.delete(ctx, volume_id, cascade=bool_of(params.get("cascade", "false"), "cascade"), force=force,
+                      request_id=request_id.get())
     return Response(status_code=202)
 
 
 # -- metadata -----------------------------------------------------------------------------------
 
-@router.get(V3 + "/volumes/{volume_id}/metadata")
-def show_metadata(svc: Svc, ctx: Ctx, volume_id: str) -> dict[str, Any]:
-    return {"metadata": svc.volume.metadata(ctx, volume_id)}
+def _etag(metadata: dict[str, str]) -> tuple[bytes, str]:
+    """Cinder's 3.15 ETag: the MD5 of the body ``{"metadata": ...}`` as ``jsonutils.dumps`` writes it."""
+    data = json.dumps({"metadata": metadata}).encode()
+    return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _if_match_fails(svc: Svc, ctx: Ctx, volume_id: str, request: Request) -> bool:
+    """From 3.15 a metadata write with ``If-Match`` not naming the current ETag is refused (412)."""
+    raw = request.headers.get("if-match")
+    if not at_least(request, mv.ETAGS) or raw is None or raw.strip() == "*":
+        return False
+    tags = {tag.strip().removeprefix("W/").strip('"') for tag in raw.split(",")}
+    return _etag(svc.volume.metadata(ctx, volume_id))[1] not in tags
+
+
+@router.get(V3 + "/volumes/{volume_id}/metadata", response_model=None)
+def show_metadata(svc: Svc, ctx: Ctx, volume_id: str, request: Request) -> dict[str, Any] | Response:
+    meta = svc.volume.metadata(ctx, volume_id)
+    if not at_least(request, mv.ETAGS):
+        return {"metadata": meta}
+    data, tag = _etag(meta)
+    return Response(data, media_type="application/json", headers={"ETag": tag})
 
 
 @router.post(V3 + "/volumes/{volume_id}/metadata")
@@ -127,8 +162,11 @@ def merge_metadata(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -
     return {"metadata": svc.volume.set_metadata(ctx, volume_id, meta, replace=False)}
 
 
-@router.put(V3 + "/volumes/{volume_id}/metadata")
-def replace_metadata(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> dict[str, Any]:
+@router.put(V3 + "/volumes/{volume_id}/metadata", response_model=None)
+def replace_metadata(svc: Svc, ctx: Ctx, volume_id: str, request: Request,
+                     body: Any = Body(None)) -> dict[str, Any] | Response:
+    if _if_match_fails(svc, ctx, volume_id, request):
+        return Response(status_code=412)
     meta = metadata_of(object_of(body, "metadata"))
     return {"metadata": svc.volume.set_metadata(ctx, volume_id, meta, replace=True)}
 
@@ -141,8 +179,11 @@ def show_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str) -> dict[str
     return {"meta": {key: meta[key]}}
 
 
-@router.put(V3 + "/volumes/{volume_id}/metadata/{key}")
-def set_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str, body: Any = Body(None)) -> dict[str, Any]:
+@router.put(V3 + "/volumes/{volume_id}/metadata/{key}", response_model=None)
+def set_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str, request: Request,
+                      body: Any = Body(None)) -> dict[str, Any] | Response:
+    if _if_match_fails(svc, ctx, volume_id, request):
+        return Response(status_code=412)
     meta = metadata_of(object_of(body, "meta"))
     if list(meta) != [key]:
         raise BadRequest("Request body and URI mismatch: the body must hold exactly the key of the URI.")
@@ -159,7 +200,7 @@ def delete_metadata_item(svc: Svc, ctx: Ctx, volume_id: str, key: str) -> Respon
 # -- actions ------------------------------------------------------------------------------------
 
 @router.post(V3 + "/volumes/{volume_id}/action")
-def volume_action(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) -> Response:
+def volume_action(svc: Svc, ctx: Ctx, volume_id: str, request: Request, body: Any = Body(None)) -> Response:
     name, args = action_of(body)
     vol = svc.volume
     if name == "os-set_bootable":
@@ -182,12 +223,16 @@ def volume_action(svc: Svc, ctx: Ctx, volume_id: str, body: Any = Body(None)) ->
         image_name = a.get("image_name")
         if not isinstance(image_name, str) or not image_name.strip():
             raise BadRequest("Invalid input received: os-volume_upload_image needs an image_name.")
+        # Cinder takes visibility and protected from 3.1; before, the image is private and unprotected.
+        params = at_least(request, mv.UPLOAD_IMAGE_PARAMS)
+        visibility = str(a.get("visibility") or "private") if params else "private"
+        if visibility == "public" and not ctx.is_admin:  # volume_extension:volume_actions:upload_public
+            raise Forbidden("Policy doesn't allow volume_extension:volume_actions:upload_public to be performed.")
         up = vol.upload_to_image(
             ctx, volume_id, image_name=image_name, disk_format=str(a.get("disk_format") or "raw"),
-            container_format=str(a.get("container_format") or "bare"),
-            visibility=str(a.get("visibility") or "private"),
-            protected=bool_of(a.get("protected", False), "protected"), force=bool_of(a.get("force", False), "force"),
-            request_id=request_id.get())
+            container_format=str(a.get("container_format") or "bare"), visibility=visibility,
+            protected=params and bool_of(a.get("protected", False), "protected"),
+            force=bool_of(a.get("force", False), "force"), request_id=request_id.get())
         return JSONResponse({"os-volume_upload_image": views.upload(up)}, status_code=202)
     if name == "os-force_delete":
         vol.delete(ctx, volume_id, force=True, request_id=request_id.get())

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Request, Response
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
 from yunstack.api.volume import views
-from yunstack.api.volume.microversion import sent_path
+from yunstack.api.volume.microversion import sent_path, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import action_of, args_of, bool_of, metadata_of, object_of, optional_text
 from yunstack.errors import BadRequest, NotFound
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/volume/v3", tags=["volume"])
 # -- snapshots ----------------------------------------------------------------------------------
 
 @router.post("/snapshots", status_code=202)
-def create_snapshot(svc: Svc, ctx: Ctx, body: Any = Body(None)) -> dict[str, Any]:
+def create_snapshot(svc: Svc, ctx: Ctx, request: Request, body: Any = Body(None)) -> dict[str, Any]:
     s = object_of(body, "snapshot")
     volume_id = s.get("volume_id")
     if not isinstance(volume_id, str) or not volume_id:
@@ -32,13 +32,15 @@ def create_snapshot(svc: Svc, ctx: Ctx, body: Any = Body(None)) -> dict[str, Any
         description=optional_text(s.get("description", s.get("display_description")), "description"),
         metadata=metadata_of(s["metadata"]) if s.get("metadata") is not None else None,
         force=bool_of(s.get("force", False), "force"), request_id=request_id.get())
-    return {"snapshot": views.snapshot(snap, detail=False)}
+    return {"snapshot": views.snapshot(snap, detail=False, version=version_of(request))}
 
 
 def _snapshots(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
-    query = list_query(request.query_params, snapshots=True)
+    version = version_of(request)
+    query = list_query(request.query_params, snapshots=True, version=version)
     items = svc.volume.list_snapshots(ctx, query)
-    body: dict[str, Any] = {"snapshots": [views.snapshot(s, detail=detail) for s in items]}
+    body: dict[str, Any] = {"snapshots": [views.snapshot(s, detail=detail, version=version, summary=not detail)
+                                          for s in items]}
     if items and query.limit is not None and len(items) >= query.limit:
         params = {k: v for k, v in request.query_params.items() if k != "marker"}
         params["marker"] = items[-1].id
@@ -58,12 +60,13 @@ def list_snapshots_detail(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any
 
 
 @router.get("/snapshots/{snapshot_id}")
-def show_snapshot(svc: Svc, ctx: Ctx, snapshot_id: str) -> dict[str, Any]:
-    return {"snapshot": views.snapshot(svc.volume.get_snapshot(ctx, snapshot_id), detail=True)}
+def show_snapshot(svc: Svc, ctx: Ctx, snapshot_id: str, request: Request) -> dict[str, Any]:
+    return {"snapshot": views.snapshot(svc.volume.get_snapshot(ctx, snapshot_id), detail=True,
+                                       version=version_of(request))}
 
 
 @router.put("/snapshots/{snapshot_id}")
-def update_snapshot(svc: Svc, ctx: Ctx, snapshot_id: str, body: Any = Body(None)) -> dict[str, Any]:
+def update_snapshot(svc: Svc, ctx: Ctx, snapshot_id: str, request: Request, body: Any = Body(None)) -> dict[str, Any]:
     s = object_of(body, "snapshot")
     unknown = set(s) - {"name", "description", "display_name", "display_description"}
     if unknown or not s:
@@ -75,7 +78,7 @@ def update_snapshot(svc: Svc, ctx: Ctx, snapshot_id: str, body: Any = Body(None)
         ctx, snapshot_id, name=optional_text(s.get("name", s.get("display_name")), "name"),
         description=optional_text(s.get("description", s.get("display_description")), "description"),
         fields=fields)
-    return {"snapshot": views.snapshot(snap, detail=False)}
+    return {"snapshot": views.snapshot(snap, detail=False, version=version_of(request))}
 
 
 @router.delete("/snapshots/{snapshot_id}", status_code=202)

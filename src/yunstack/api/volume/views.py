@@ -1,4 +1,4 @@
-"""Cinder v3.0's bodies, exactly (Tempest's response schemas hold every key we send)."""
+"""Cinder v3's bodies at the requested microversion, exactly (Tempest's response schemas hold every key we send)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from yunstack.api.volume import microversion as mv
 from yunstack.api.volume.microversion import MAX, MIN
 from yunstack.identity.context import AuthContext
 from yunstack.volume.models import QuotaUsage, Snapshot, Volume, VolumeType
@@ -26,7 +27,8 @@ def volume_summary(v: Volume, base: str) -> dict[str, Any]:
     return {"id": v.id, "name": v.name, "links": _links(base, "volumes", v.id, v.project_id)}
 
 
-def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True) -> dict[str, Any]:
+def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True,
+           version: tuple[int, int] = MIN) -> dict[str, Any]:
     """A volume; ``extended``: with the attributes Cinder's extensions add to show and list (not to
     the bodies a create or an update returns)."""
     body: dict[str, Any] = {
@@ -42,6 +44,10 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True) -> 
                          "host_name": a.host_name, "device": a.device, "attached_at": when(a.attached_at)}
                         for a in v.attachments],
     }
+    if version >= mv.GROUP_VOLUME:  # no groups here: never in one
+        body["group_id"] = None
+    if version >= mv.VOLUME_DETAIL_PROVIDER_ID and ctx.is_admin:  # no backend here has a provider id
+        body["provider_id"] = None
     if not extended:
         return body
     body["os-vol-tenant-attr:tenant_id"] = v.project_id
@@ -55,20 +61,25 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True) -> 
 
 
 def volume_list(items: Sequence[Volume], base: str, ctx: AuthContext, *, detail: bool, limit: int | None,
-                next_url: str | None) -> dict[str, Any]:
+                next_url: str | None, version: tuple[int, int] = MIN) -> dict[str, Any]:
     key = "volumes"
-    body: dict[str, Any] = {key: [volume(v, base, ctx) if detail else volume_summary(v, base) for v in items]}
+    body: dict[str, Any] = {key: [volume(v, base, ctx, version=version) if detail else volume_summary(v, base)
+                                  for v in items]}
     if next_url is not None and limit is not None and len(items) >= limit:
         body[f"{key}_links"] = [{"rel": "next", "href": next_url}]
     return body
 
 
-def snapshot(s: Snapshot, *, detail: bool) -> dict[str, Any]:
+def snapshot(s: Snapshot, *, detail: bool, version: tuple[int, int] = MIN, summary: bool = False) -> dict[str, Any]:
+    """A snapshot; ``detail``: with the extended attributes (show, list detail); ``summary``: an
+    item of the plain list, which Cinder never gives the 3.14 key."""
     body: dict[str, Any] = {
         "id": s.id, "name": s.name, "description": s.description, "status": s.status, "size": s.size,
         "volume_id": s.volume_id, "metadata": dict(s.metadata), "created_at": when(s.created_at),
         "updated_at": when(s.updated_at),
     }
+    if version >= mv.GROUP_SNAPSHOTS and not summary:  # no group snapshots here
+        body["group_snapshot_id"] = None
     if detail:
         body["os-extended-snapshot-attributes:progress"] = s.progress
         body["os-extended-snapshot-attributes:project_id"] = s.project_id
@@ -93,6 +104,11 @@ def quota_usage(project_id: str, usage: Mapping[str, QuotaUsage]) -> dict[str, A
                                 "allocated": u.allocated} for r, u in usage.items()}
     body["id"] = project_id
     return {"quota_set": body}
+
+
+def volume_summary_totals(count: int, size: int) -> dict[str, Any]:
+    """``GET /volumes/summary`` (3.12)."""
+    return {"volume-summary": {"total_count": count, "total_size": size}}
 
 
 def version(base: str) -> dict[str, Any]:

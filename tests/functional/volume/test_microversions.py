@@ -1,0 +1,143 @@
+"""Cinder's microversions 3.1 to 3.26: each delta we serve, at the version before it and at its own.
+
+The table of what each version changes (and which ones touch APIs we do not serve) is in
+``docs/reference/volume-api.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from tests.functional.volume.test_volume_api import Cinder
+
+
+def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
+    v = alice.create(1, **extra)
+    return alice.wait(v["id"], "available")
+
+
+def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    r = alice.at("3.27").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.26" in r.text
+    assert alice.at("4.0").get("/volumes").status_code == 406
+    assert alice.at("3.x").get("/volumes").status_code == 400
+    r = alice.at("3.26").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.26"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.26"
+
+
+def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice)
+    path = f"/volumes/{v['id']}/action"
+    public = {"os-volume_upload_image": {"image_name": "p", "disk_format": "qcow2", "visibility": "public",
+                                         "protected": True}}
+    # 3.1: a member may not publish (Cinder's upload_public policy is admin only).
+    assert alice.at("3.1").post(path, public).status_code == 403
+    # 3.0: the keys are not read: a private, unprotected image.
+    r = alice.at("3.0").post(path, public)
+    assert r.status_code == 202, r.text
+    body = r.json()["os-volume_upload_image"]
+    assert (body["visibility"], body["protected"]) == ("private", False)
+    alice.wait(v["id"], "available")
+    shared = {"os-volume_upload_image": {"image_name": "s", "disk_format": "qcow2", "visibility": "shared"}}
+    r = alice.at("3.1").post(path, shared)
+    assert r.status_code == 202 and r.json()["os-volume_upload_image"]["visibility"] == "shared"
+    alice.wait(v["id"], "available")
+
+
+def test_bootable_filter_is_strict_from_3_2(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice)
+    # Before 3.2 any value but a spelling of false means true.
+    assert alice.at("3.1").get("/volumes", params={"bootable": "maybe"}).json()["volumes"] == []
+    assert [x["id"] for x in alice.at("3.1").get("/volumes", params={"bootable": "FALSE"}).json()["volumes"]] == [
+        v["id"]]
+    assert alice.at("3.2").get("/volumes", params={"bootable": "maybe"}).status_code == 400
+    assert [x["id"] for x in alice.at("3.2").get("/volumes", params={"bootable": "0"}).json()["volumes"]] == [v["id"]]
+
+
+def test_glance_metadata_filter_from_3_4_and_group_id_filter_from_3_10(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice)
+    glance = {"glance_metadata": "{'image_name': 'cirros'}"}
+    assert [x["id"] for x in alice.at("3.3").get("/volumes", params=glance).json()["volumes"]] == [v["id"]]
+    assert alice.at("3.4").get("/volumes", params=glance).json()["volumes"] == []
+    group = {"group_id": "6f4d0c49-0000-4000-8000-000000000000"}
+    assert [x["id"] for x in alice.at("3.9").get("/volumes", params=group).json()["volumes"]] == [v["id"]]
+    assert alice.at("3.10").get("/volumes", params=group).json()["volumes"] == []
+
+
+def test_volume_summary_from_3_12(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    _available(alice)
+    alice.create(2)
+    assert alice.at("3.11").get("/volumes/summary").status_code == 404
+    r = alice.at("3.12").get("/volumes/summary")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"volume-summary": {"total_count": 2, "total_size": 3}}
+    assert world["bob"].at("3.12").get("/volumes/summary").json()["volume-summary"]["total_count"] == 0
+
+
+def test_group_id_from_3_13_and_provider_id_for_admins_from_3_21(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    admin: Cinder = world["admin"]
+    v = _available(alice)
+    path = f"/volumes/{v['id']}"
+    assert "group_id" not in alice.at("3.12").get(path).json()["volume"]
+    assert alice.at("3.13").get(path).json()["volume"]["group_id"] is None
+    assert "group_id" in alice.at("3.13").get("/volumes/detail").json()["volumes"][0]
+    assert "group_id" in alice.at("3.13").post("/volumes", {"volume": {"size": 1}}).json()["volume"]
+    assert "provider_id" not in admin.at("3.20").get(path).json()["volume"]
+    assert admin.at("3.21").get(path).json()["volume"]["provider_id"] is None
+    assert "provider_id" not in alice.at("3.21").get(path).json()["volume"]
+
+
+def test_snapshots_group_snapshot_id_3_14_and_metadata_filter_3_22(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice)
+    made = []
+    for name, tier in (("b", "gold"), ("a", "silver")):
+        r = alice.post("/snapshots", {"snapshot": {"volume_id": v["id"], "name": name, "metadata": {"tier": tier}}})
+        assert r.status_code == 202, r.text
+        made.append(alice.wait(r.json()["snapshot"]["id"], "available", "snapshots"))
+    path = f"/snapshots/{made[0]['id']}"
+    assert "group_snapshot_id" not in alice.at("3.13").get(path).json()["snapshot"]
+    assert alice.at("3.14").get(path).json()["snapshot"]["group_snapshot_id"] is None
+    assert "group_snapshot_id" in alice.at("3.14").get("/snapshots/detail").json()["snapshots"][0]
+    assert "group_snapshot_id" not in alice.at("3.14").get("/snapshots").json()["snapshots"][0]
+    gold = {"metadata": "{'tier': 'gold'}"}
+    assert len(alice.at("3.21").get("/snapshots", params=gold).json()["snapshots"]) == 2  # not read before 3.22
+    assert [s["name"] for s in alice.at("3.22").get("/snapshots", params=gold).json()["snapshots"]] == ["b"]
+    assert alice.at("3.26").get("/snapshots", params={"sort": "name:asc"}).status_code == 400
+
+
+def test_metadata_etags_from_3_15(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice, metadata={"k": "v"})
+    path = f"/volumes/{v['id']}/metadata"
+    assert "etag" not in alice.at("3.14").get(path).headers
+    r = alice.at("3.15").get(path)
+    assert r.json() == {"metadata": {"k": "v"}}
+    etag = r.headers["etag"]
+    assert etag == hashlib.md5(b'{"metadata": {"k": "v"}}').hexdigest()
+    stale = {"If-Match": '"0123"'}
+    assert alice.at("3.15").put(path, {"metadata": {"k": "w"}}, headers=stale).status_code == 412
+    assert alice.at("3.15").put(f"{path}/k", {"meta": {"k": "w"}}, headers=stale).status_code == 412
+    assert alice.at("3.14").put(path, {"metadata": {"k": "x"}}, headers=stale).status_code == 200  # not read
+    etag = alice.at("3.15").get(path).headers["etag"]
+    r = alice.at("3.15").put(path, {"metadata": {"k": "y"}}, headers={"If-Match": etag})
+    assert r.status_code == 200 and r.json()["metadata"] == {"k": "y"}
+
+
+def test_delete_reads_force_from_3_23(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    admin: Cinder = world["admin"]
+    v = _available(alice)
+    r = admin.post(f"/volumes/{v['id']}/action", {"os-reset_status": {"status": "attaching"}})
+    assert r.status_code == 202, r.text
+    assert admin.at("3.22").delete(f"/volumes/{v['id']}", params={"force": "true"}).status_code == 400
+    assert admin.at("3.23").delete(f"/volumes/{v['id']}", params={"force": "true"}).status_code == 202
+    alice.wait(v["id"], "gone")
