@@ -38,6 +38,7 @@ from yunstack.api.middleware import BodyLimit, JsonDepthLimit, PathGuard, Reques
 from yunstack.api.network import routes as network_routes
 from yunstack.api.network import routes_l3 as network_routes_l3
 from yunstack.api.network import routes_sg as network_routes_sg
+from yunstack.api.volume import attachments as volume_attachments
 from yunstack.api.volume import routes as volume_routes
 from yunstack.api.volume import routes_misc as volume_routes_misc
 from yunstack.api.volume.microversion import VolumeVersions
@@ -118,6 +119,7 @@ def create_app(services: Services) -> Any:
     if services.config.volume.enabled:
         app.include_router(volume_routes.router)
         app.include_router(volume_routes_misc.router)
+        app.include_router(volume_attachments.router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> JSONResponse:

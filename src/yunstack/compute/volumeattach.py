@@ -55,7 +55,8 @@ def _next_device(s: Session, row: t.Instance) -> str:
     is the root disk of the host (none when the server boots from a volume), then the config drive if
     the server has one, then the volumes in attach order (a root volume first)."""
     count = s.scalar(select(func.count()).select_from(vt.VolumeAttachment)
-                     .where(vt.VolumeAttachment.instance_id == row.id)) or 0
+                     .where(vt.VolumeAttachment.instance_id == row.id,
+                            vt.VolumeAttachment.origin == attachments.COMPUTE)) or 0
     return "/dev/" + disk_device_name(int(bool(row.image_id)) + int(bool(row.config_drive)) + int(count))
 
 

@@ -21,6 +21,8 @@ ATTACHING, ATTACHED, DETACHING = "attaching", "attached", "detaching"
 # server went away meanwhile (the end of the volume's creation removes it); one whose volume could
 # not be made (its server's build fails with the volume's reason).
 RESERVED, RELEASED, FAILED = "reserved", "released", "error"
+# Who made a row: Nova's path (it plugs the disk) or a record of Cinder's attachments API (it plugs nothing).
+COMPUTE, CINDER = "compute", "cinder"
 
 
 def _of(s: Session, instance_id: str, volume_id: str) -> tuple[t.VolumeAttachment | None, t.Volume | None]:
@@ -82,7 +84,8 @@ def release_all(s: Session, instance_id: str, now: datetime) -> list[str]:
     Returns the ids of the volumes to delete with it (``delete_on_termination``).  A volume still
     being made for the server keeps a ``released`` row: its creation's end frees (or deletes) it.
     """
-    rows = list(s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id)))
+    rows = list(s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id,
+                                                           t.VolumeAttachment.origin == COMPUTE)))
     doomed = []
     for att in rows:
         vol = s.get(t.Volume, att.volume_id)
@@ -108,6 +111,7 @@ def at_boot(s: Session, instance_id: str, building: bool) -> list[t.VolumeAttach
     """
     wanted = (ATTACHED, ATTACHING) if building else (ATTACHED,)
     rows = s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id,
+                                                      t.VolumeAttachment.origin == COMPUTE,
                                                       t.VolumeAttachment.status.in_(wanted))
                      .order_by(t.VolumeAttachment.boot_index.is_(None), t.VolumeAttachment.boot_index,
                                t.VolumeAttachment.created_at))
@@ -117,15 +121,18 @@ def at_boot(s: Session, instance_id: str, building: bool) -> list[t.VolumeAttach
 def boot_attached(s: Session, instance_id: str, now: datetime) -> None:
     """The guest booted with its block device mapping: those volumes are in use."""
     for att in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id == instance_id,
+                                                          t.VolumeAttachment.origin == COMPUTE,
                                                           t.VolumeAttachment.status == ATTACHING)):
         attached(s, instance_id, att.volume_id, (att.device or "").removeprefix("/dev/"), now)
 
 
 def of_servers(s: Session, instance_ids: list[str]) -> dict[str, list[t.VolumeAttachment]]:
-    """The attachments of these servers, oldest first (for ``volumes_attached`` in server views)."""
+    """The attachments of these servers, oldest first (for ``volumes_attached`` in server views): Nova's
+    own, not the records others made through Cinder's attachments API (Nova does not know those)."""
     out: dict[str, list[t.VolumeAttachment]] = {i: [] for i in instance_ids}
     if instance_ids:
-        for att in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id.in_(instance_ids))
+        for att in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.instance_id.in_(instance_ids),
+                                                              t.VolumeAttachment.origin == COMPUTE)
                              .order_by(t.VolumeAttachment.created_at)):
             out[att.instance_id].append(att)
     return out

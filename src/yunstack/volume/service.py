@@ -43,6 +43,7 @@ from yunstack.volume.attachments import ATTACHING, RELEASED, RESERVED
 from yunstack.volume.backend import LIVE_SNAPSHOTS
 from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
 from yunstack.volume.quotas import DEFAULTS, PER_TYPE, VolumeQuotas
+from yunstack.volume.records import AttachmentRecords
 from yunstack.volume.types import VolumeTypes, as_type
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ class VolumeService:
         self.volume_exported: Callable[[str, str, str], None] | None = None
         self.volume_export_failed: Callable[[str, str, str], None] | None = None
         self.quotas = VolumeQuotas()
+        self.records = AttachmentRecords(db, config)  # Cinder's attachments API
 
     @property
     def zone(self) -> str:

@@ -1,4 +1,4 @@
-"""Cinder's microversions 3.1 to 3.26: each delta we serve, at the version before it and at its own.
+"""Cinder's microversions 3.1 to 3.30: each delta we serve, at the version before it and at its own.
 
 The table of what each version changes (and which ones touch APIs we do not serve) is in
 ``docs/reference/volume-api.md``.
@@ -19,13 +19,13 @@ def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
 
 def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
-    r = alice.at("3.27").get("/volumes")
-    assert r.status_code == 406 and "maximum is 3.26" in r.text
+    r = alice.at("3.31").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.30" in r.text
     assert alice.at("4.0").get("/volumes").status_code == 406
     assert alice.at("3.x").get("/volumes").status_code == 400
-    r = alice.at("3.26").get("/volumes")
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.26"
-    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.26"
+    r = alice.at("3.30").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.30"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.30"
 
 
 def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:
@@ -95,7 +95,7 @@ def test_group_id_from_3_13_and_provider_id_for_admins_from_3_21(world: dict[str
     assert "provider_id" not in alice.at("3.21").get(path).json()["volume"]
 
 
-def test_snapshots_group_snapshot_id_3_14_and_metadata_filter_3_22(world: dict[str, Any]) -> None:
+def test_snapshots_group_snapshot_id_3_14_metadata_filter_3_22_sort_by_name_3_30(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
     v = _available(alice)
     made = []
@@ -111,7 +111,9 @@ def test_snapshots_group_snapshot_id_3_14_and_metadata_filter_3_22(world: dict[s
     gold = {"metadata": "{'tier': 'gold'}"}
     assert len(alice.at("3.21").get("/snapshots", params=gold).json()["snapshots"]) == 2  # not read before 3.22
     assert [s["name"] for s in alice.at("3.22").get("/snapshots", params=gold).json()["snapshots"]] == ["b"]
-    assert alice.at("3.26").get("/snapshots", params={"sort": "name:asc"}).status_code == 400
+    assert alice.at("3.29").get("/snapshots", params={"sort": "name:asc"}).status_code == 400
+    r = alice.at("3.30").get("/snapshots", params={"sort": "name:asc"})
+    assert [s["name"] for s in r.json()["snapshots"]] == ["a", "b"]
 
 
 def test_metadata_etags_from_3_15(world: dict[str, Any]) -> None:
@@ -141,3 +143,9 @@ def test_delete_reads_force_from_3_23(world: dict[str, Any]) -> None:
     assert admin.at("3.22").delete(f"/volumes/{v['id']}", params={"force": "true"}).status_code == 400
     assert admin.at("3.23").delete(f"/volumes/{v['id']}", params={"force": "true"}).status_code == 202
     alice.wait(v["id"], "gone")
+
+
+def test_attachments_exist_from_3_27(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    assert alice.at("3.26").get("/attachments").status_code == 404
+    assert alice.at("3.27").get("/attachments").json() == {"attachments": []}

@@ -21,7 +21,7 @@ from yunstack.api.faults import fault_body
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
 
 MIN = (3, 0)
-MAX = (3, 26)
+MAX = (3, 30)
 PREFIX = "/volume/v3"
 SENT_PATH = "yun.volume_path"
 VERSION = "yun.volume_version"
@@ -37,6 +37,7 @@ ETAGS = (3, 15)
 VOLUME_DETAIL_PROVIDER_ID = (3, 21)
 SNAPSHOT_LIST_METADATA_FILTER = (3, 22)
 VOLUME_DELETE_FORCE = (3, 23)
+NEW_ATTACH = (3, 27)
 SNAPSHOT_SORT = (3, 30)
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 # The first path segments of our collections: anything else after /volume/v3/ is a project id.

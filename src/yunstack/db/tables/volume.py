@@ -92,6 +92,8 @@ class VolumeAttachment(Base):
     A server's block device mapping makes its rows at create: ``reserved`` while the volume is
     still being made for it, ``released`` when the server went away meanwhile (the volume's
     creation ends the row).  ``boot_index`` 0 marks the root disk of a volume-backed server.
+    ``origin`` says who made it: ``compute`` (Nova's path, which hot-plugs) or ``cinder`` (a record
+    of Cinder's attachments API, which plugs nothing); ``connector`` is what such a record was given.
     """
 
     __tablename__ = "volume_attachment"
@@ -108,6 +110,8 @@ class VolumeAttachment(Base):
     # Where the guest's host reaches a volume kept on another host (``protocol.NbdConnection``: the
     # storage host's export and its key); None while the guest opens the storage host's own file.
     connection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    origin: Mapped[str] = mapped_column(String(8), default="compute", server_default="compute")
+    connector: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     attached_at: Mapped[datetime | None] = mapped_column(nullable=True)
