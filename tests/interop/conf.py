@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from yunstack.api.volume.microversion import MAX as VOLUME_MAX
 from yunstack.api.volume.routes_misc import EXTENSIONS as VOLUME_EXTENSIONS
 
 TEMPEST_VERSION = "47.0.0"
@@ -154,7 +155,8 @@ run_validation = False
 [volume]
 catalog_type = block-storage
 min_microversion = 3.0
-max_microversion = 3.0
+# What /volume/v3 advertises (docs/reference/volume-api.md, Microversions).
+max_microversion = {VOLUME_MAX[0]}.{VOLUME_MAX[1]}
 build_timeout = 180
 
 [volume-feature-enabled]
