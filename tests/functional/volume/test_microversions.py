@@ -90,6 +90,12 @@ def test_group_id_from_3_13_and_provider_id_for_admins_from_3_21(world: dict[str
     assert alice.at("3.13").get(path).json()["volume"]["group_id"] is None
     assert "group_id" in alice.at("3.13").get("/volumes/detail").json()["volumes"][0]
     assert "group_id" in alice.at("3.13").post("/volumes", {"volume": {"size": 1}}).json()["volume"]
+    # Cinder looks a group up from 3.13 (none exists here) and ignores the key before.
+    grouped = {"volume": {"size": 1, "group_id": "6f4d0c49-0000-4000-8000-000000000000"}}
+    assert alice.at("3.13").post("/volumes", grouped).status_code == 404
+    assert alice.at("3.12").post("/volumes", grouped).status_code == 202
+    cg = {"volume": {"size": 1, "consistencygroup_id": "6f4d0c49-0000-4000-8000-000000000000"}}
+    assert alice.at("3.0").post("/volumes", cg).status_code == 404
     assert "provider_id" not in admin.at("3.20").get(path).json()["volume"]
     assert admin.at("3.21").get(path).json()["volume"]["provider_id"] is None
     assert "provider_id" not in alice.at("3.21").get(path).json()["volume"]

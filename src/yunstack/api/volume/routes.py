@@ -50,7 +50,7 @@ def version(svc: Svc) -> dict[str, Any]:
 
 @router.post(V3 + "/volumes", status_code=202)
 def create_volume(svc: Svc, ctx: Ctx, request: Request, body: Any = Body(None)) -> dict[str, Any]:
-    req = volume_create_of(body)
+    req = volume_create_of(body, version_of(request))
     v = svc.volume.create(ctx, req, request_id.get())
     return {"volume": views.volume(v, svc.config.server.base_url, ctx, extended=False, version=version_of(request))}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from yunstack.errors import BadRequest
+from yunstack.errors import BadRequest, NotFound
 from yunstack.volume.service import VolumeCreate, check_metadata
 
 _TRUE = ("true", "1", "yes", "y", "t", "on")
@@ -70,13 +70,17 @@ CREATE_KEYS = frozenset({"size", "name", "description", "display_name", "display
                          "OS-SCH-HNT:scheduler_hints"})
 
 
-def volume_create_of(body: Any) -> VolumeCreate:
+def volume_create_of(body: Any, version: tuple[int, int] = (3, 0)) -> VolumeCreate:
+    """``version``: Cinder looks ``group_id`` up from 3.13 (and ``backup_id`` from 3.47) and ignores
+    them before; ``consistencygroup_id`` at every version.  There are no groups here: none is found."""
     v = object_of(body, "volume")
     unknown = set(v) - CREATE_KEYS
     if unknown:
         raise BadRequest(f"Invalid input received: unexpected key(s) {sorted(unknown)} in volume.")
-    if v.get("backup_id") or v.get("consistencygroup_id") or v.get("group_id"):
-        raise BadRequest("Invalid input received: yunstack has no backups or groups to create a volume from.")
+    if v.get("consistencygroup_id"):
+        raise NotFound(f"ConsistencyGroup {v['consistencygroup_id']} could not be found.")
+    if v.get("group_id") and version >= (3, 13):
+        raise NotFound(f"Group {v['group_id']} could not be found.")
     size = None if v.get("size") is None else size_of(v.get("size"))
     sources = [k for k in ("imageRef", "image_id", "snapshot_id", "source_volid") if v.get(k)]
     if size is None and not sources:
