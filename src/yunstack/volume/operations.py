@@ -151,6 +151,11 @@ def _delete(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: d
     if outcome.error is not None:
         _fail(row, states.ERROR_DELETING, outcome.error, now)
         return Applied()
+    # Records of Cinder's attachments API go with their volume (an admin's force delete), as in Cinder.
+    for record in s.scalars(select(t.VolumeAttachment).where(t.VolumeAttachment.volume_id == row.id,
+                                                             t.VolumeAttachment.origin == attachments.CINDER)):
+        s.delete(record)
+    s.flush()
     s.delete(row)
     return Applied(deleted=True)
 

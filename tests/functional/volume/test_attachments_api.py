@@ -81,6 +81,17 @@ def test_a_connector_at_create_attaches_at_once_and_a_read_only_volume_is_ro(wor
     assert alice.get(f"/volumes/{volume}").json()["volume"]["status"] == "attaching"
 
 
+def test_a_force_deleted_volume_takes_its_records_with_it(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"].at("3.27")
+    admin: Cinder = world["admin"].at("3.27")
+    volume = _volume(alice)
+    att = _reserve(alice, volume, connector=CONNECTOR).json()["attachment"]
+    assert alice.delete(f"/volumes/{volume}").status_code == 400  # attaching
+    assert admin.post(f"/volumes/{volume}/action", {"os-force_delete": {}}).status_code == 202
+    alice.wait(volume, "gone")
+    assert alice.get(f"/attachments/{att['id']}").status_code == 404
+
+
 def test_pages_of_attachments(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"].at("3.27")
     made = []
