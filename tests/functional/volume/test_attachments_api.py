@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_servers import body, wait_for
 from tests.functional.volume.test_volume_api import Cinder
+from yunstack.db.tables import volume as vt
 from yunstack.wiring import Services
 
 SERVER = "9b3f7e4a-1d2c-4b5e-8f60-7a8b9c0d1e2f"
@@ -171,6 +173,17 @@ def test_novas_attachment_shows_with_its_status_and_is_detached_through_nova(ser
     assert _reserve(cinder, other).status_code == 200
     assert [a["volumeId"] for a in alice.get(f"/servers/{server}/os-volume_attachments").json()[
         "volumeAttachments"]] == [volume]
+    # Over NBD from another host it shows the export, never its key.
+    services: Services = w["api"].services
+    nbd = {"host": "storage-1", "port": 10809, "export": volume, "psk_identity": "compute-2",
+           "psk_key": "00" * 32}
+    with services.db.begin() as s:
+        s.execute(update(vt.VolumeAttachment).where(vt.VolumeAttachment.id == att["id"]).values(connection=nbd))
+    info = cinder.get(f"/attachments/{att['id']}").json()["attachment"]["connection_info"]
+    assert info["driver_volume_type"] == "nbd" and "psk_key" not in info["data"] and "00" * 32 not in str(info)
+    assert (info["data"]["host"], info["data"]["port"], info["data"]["export_name"]) == ("storage-1", 10809, volume)
+    with services.db.begin() as s:
+        s.execute(update(vt.VolumeAttachment).where(vt.VolumeAttachment.id == att["id"]).values(connection=None))
     # Nova's attachment is detached through Nova, which unplugs it.
     assert cinder.delete(f"/attachments/{att['id']}").status_code == 400
     assert cinder.put(f"/attachments/{att['id']}", {"attachment": {"connector": CONNECTOR}}).status_code == 400
