@@ -53,7 +53,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,7 @@ from yunstack.volume.backend import (
     size_bytes,
     too_small,
 )
+from yunstack.volume.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class FileBackend:
         self._bases = self._root / "bases"
         self._names = self._root / "snapshots"
         self._lock = asyncio.Lock()
-        self._image_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, number of users
+        self._image_locks = KeyedLocks()  # one conversion per image at a time: fifty volumes of a new image share it
         self._merging: set[Path] = set()  # layers a merge is working on, outside the lock
 
     # -- the seam --------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class FileBackend:
         base = self._bases / f"{check_id('image', image_id)}.qcow2"
         if self._adopt(path, size):
             return
-        async with self._image_lock(image_id):
+        async with self._image_locks.hold(image_id):
             async with self._lock:
                 if base.exists():
                     await self._overlay(path, base, size_gib, f"image {image_id}")
@@ -334,21 +335,6 @@ class FileBackend:
             await _install(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-
-    @contextlib.asynccontextmanager
-    async def _image_lock(self, image_id: str) -> AsyncIterator[None]:
-        """One conversion per image at a time: fifty volumes of a new image convert it once."""
-        lock, users = self._image_locks.get(image_id, (asyncio.Lock(), 0))
-        self._image_locks[image_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._image_locks[image_id]
-            if users == 1:
-                del self._image_locks[image_id]
-            else:
-                self._image_locks[image_id] = (lock, users - 1)
 
     # -- collecting ------------------------------------------------------------------------------
 

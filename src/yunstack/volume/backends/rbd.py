@@ -57,7 +57,6 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ from yunstack.volume.backend import (
     too_small,
 )
 from yunstack.volume.backends._rbd import EBUSY, EEXIST, ENOENT, RBD_TIMEOUT, RbdFailed, run_rbd
+from yunstack.volume.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class RbdBackend:
         self._cli = [rbd] + (["--conf", conf] if conf else []) + (["--id", user] if user else []) + (
             ["--keyring", keyring] if keyring else [])
         self._lock = asyncio.Lock()
-        self._image_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._image_locks = KeyedLocks()  # one import per image at a time: fifty volumes of a new image share it
         self._busy: set[str] = set()  # tmp- images a create is filling, outside the lock
         self._swept = False  # whether this process has looked at every hidden image yet
         self._holders: dict[str, str] = {}  # snapshot-<id> -> the image it was last seen on (checked before use)
@@ -136,7 +136,7 @@ class RbdBackend:
         base = IMAGE + check_id("image", image_id)
         if await self._adopt(name, size):
             return
-        async with self._image_lock(image_id):
+        async with self._image_locks.hold(image_id):
             async with self._lock:
                 snaps = await self._snaps(base)
                 if snaps and BASE in snaps:
@@ -441,21 +441,6 @@ class RbdBackend:
         except RbdFailed as exc:
             if exc.errno != ENOENT:
                 raise
-
-    @contextlib.asynccontextmanager
-    async def _image_lock(self, image_id: str) -> AsyncIterator[None]:
-        """One import per image at a time: fifty volumes of a new image import it once."""
-        lock, users = self._image_locks.get(image_id, (asyncio.Lock(), 0))
-        self._image_locks[image_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._image_locks[image_id]
-            if users == 1:
-                del self._image_locks[image_id]
-            else:
-                self._image_locks[image_id] = (lock, users - 1)
 
     # -- collecting ------------------------------------------------------------------------------
 
