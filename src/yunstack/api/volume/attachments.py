@@ -7,13 +7,12 @@ hot-plugs, and its attachments show here too.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.volume import microversion as mv
-from yunstack.api.volume.microversion import at_least, sent_path
+from yunstack.api.volume.microversion import at_least, next_href
 from yunstack.api.volume.query import int_param
 from yunstack.api.volume.schemas import bool_of, object_of
 from yunstack.api.volume.views import when
@@ -61,10 +60,8 @@ def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, An
     items = svc.volume.records.list(ctx, query)
     body: dict[str, Any] = {"attachments": [_detail(r) if detail else _summary(r) for r in items]}
     if items and query.limit is not None and len(items) >= query.limit:
-        params = {k: v for k, v in p.items() if k != "marker"}
-        params["marker"] = items[-1].id
-        body["attachments_links"] = [{"rel": "next", "href": f"{svc.config.server.base_url}{sent_path(request)}?"
-                                                             f"{urlencode(params)}"}]
+        body["attachments_links"] = [{"rel": "next", "href": next_href(request, svc.config.server.base_url,
+                                                                       items[-1].id)}]
     return body
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 
@@ -88,6 +89,13 @@ def at_least(request: Request, version: tuple[int, int]) -> bool:
 def sent_path(request: Request) -> str:
     """The request's path as the client sent it (with the project id, if it gave one)."""
     return str(request.scope.get(SENT_PATH, request.url.path))
+
+
+def next_href(request: Request, base: str, marker: str) -> str:
+    """The URL of a list's next page: the request as the client sent it, its marker the page's last id."""
+    params = {k: v for k, v in request.query_params.items() if k != "marker"}
+    params["marker"] = marker
+    return f"{base}{sent_path(request)}?{urlencode(params)}"
 
 
 def strip_project(path: str) -> str:

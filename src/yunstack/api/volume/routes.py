@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import JSONResponse
@@ -14,7 +13,7 @@ from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
 from yunstack.api.volume import microversion as mv
 from yunstack.api.volume import views
-from yunstack.api.volume.microversion import at_least, sent_path, version_of
+from yunstack.api.volume.microversion import at_least, next_href, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import (
     action_of,
@@ -61,9 +60,7 @@ def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, An
     base = svc.config.server.base_url
     next_url = None
     if items and query.limit is not None:
-        params = {k: v for k, v in request.query_params.items() if k != "marker"}
-        params["marker"] = items[-1].id
-        next_url = f"{base}{sent_path(request)}?{urlencode(params)}"
+        next_url = next_href(request, base, items[-1].id)
     return views.volume_list(items, base, ctx, detail=detail, limit=query.limit, next_url=next_url,
                              version=version_of(request))
 

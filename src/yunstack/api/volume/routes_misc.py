@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
 from yunstack.api.volume import views
-from yunstack.api.volume.microversion import sent_path, version_of
+from yunstack.api.volume.microversion import next_href, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import action_of, args_of, bool_of, metadata_of, object_of, optional_text
 from yunstack.errors import BadRequest, NotFound
@@ -42,10 +41,8 @@ def _snapshots(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[st
     body: dict[str, Any] = {"snapshots": [views.snapshot(s, detail=detail, version=version, summary=not detail)
                                           for s in items]}
     if items and query.limit is not None and len(items) >= query.limit:
-        params = {k: v for k, v in request.query_params.items() if k != "marker"}
-        params["marker"] = items[-1].id
-        body["snapshots_links"] = [{"rel": "next", "href": f"{svc.config.server.base_url}{sent_path(request)}?"
-                                                           f"{urlencode(params)}"}]
+        body["snapshots_links"] = [{"rel": "next", "href": next_href(request, svc.config.server.base_url,
+                                                                     items[-1].id)}]
     return body
 
 
