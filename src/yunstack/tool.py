@@ -6,6 +6,7 @@ A leaf: drivers of every family (compute, volume) share it, so it imports only `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from yunstack.errors import DriverError
 
@@ -25,10 +26,15 @@ async def run_tool(argv: list[str], what: str, timeout: float = 120.0) -> str:
         raise DriverError(detail=f"{what}: cannot run {argv[0]}: {exc}") from exc
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError as exc:
-        proc.kill()
+    except BaseException as exc:
+        # Timed out, or cancelled (an agent that stops cancels its steps): the tool goes with its
+        # caller, reaped here, rather than running on unwatched after the event loop closed.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         await proc.wait()
-        raise DriverError(detail=f"{what}: {argv[0]} did not finish within {timeout}s") from exc
+        if isinstance(exc, TimeoutError):
+            raise DriverError(detail=f"{what}: {argv[0]} did not finish within {timeout}s") from exc
+        raise
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise DriverError(detail=f"{what}: {message}")
