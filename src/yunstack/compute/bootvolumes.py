@@ -32,7 +32,7 @@ from yunstack.compute.operations import Operation
 from yunstack.config import Config
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import volume as vt
-from yunstack.errors import BadRequest, Conflict, YunError
+from yunstack.errors import BadRequest, Conflict, NotFound, YunError
 from yunstack.identity.context import AuthContext
 from yunstack.protocol import SpawnArgs
 from yunstack.types import new_uuid
@@ -113,7 +113,11 @@ class BootVolumeOps:
                         raise BadRequest("Block Device Mapping is Invalid: volume_size {size} GB is smaller than "
                                          "snapshot {id} ({need} GB).", size=dev.size_gib, id=snap.id, need=snap.size)
                 elif dev.source == "image":
-                    image, _path = self.images.get_for_boot(ctx, dev.uuid)
+                    try:
+                        image, _path = self.images.get_for_boot(ctx, dev.uuid)
+                    except NotFound as exc:
+                        raise BadRequest("Block Device Mapping is Invalid: failed to get image {id}.",
+                                         id=dev.uuid) from exc
                     need = max(-(-(image.virtual_size or image.size or 0) // GIB), image.min_disk or 0)
                     if dev.size_gib is not None and dev.size_gib < need:
                         raise BadRequest("Block Device Mapping is Invalid: volume_size {size} GB is smaller than "

@@ -227,7 +227,10 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
         flavor = self.flavors.get_for_boot(ctx, req.flavor_ref)
         image = None
         if req.image_id:  # else the root is a volume: its size is the volume's, not the flavor's
-            image, _path = self.images.get_for_boot(ctx, req.image_id)
+            try:
+                image, _path = self.images.get_for_boot(ctx, req.image_id)
+            except NotFound as exc:  # as Nova answers it: the request is bad, not the URL
+                raise BadRequest("Can not find requested image") from exc
             if image.min_ram and flavor.ram < image.min_ram:
                 raise BadRequest("Flavor's memory is too small for requested image.")
             size_gb = ((image.virtual_size or image.size or 0) + (1 << 30) - 1) >> 30

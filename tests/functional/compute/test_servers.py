@@ -195,6 +195,8 @@ def test_the_image_pair_osc_sends_boots_and_conflicting_mappings_are_400(world: 
     no_image = body(world)
     del no_image["server"]["imageRef"]
     assert nova.post("/servers", no_image).status_code == 400
+    r = nova.post("/servers", body(world, imageRef=str(uuid.uuid4())))  # a 400, as Nova answers it (not 404)
+    assert r.status_code == 400 and r.json()["badRequest"]["message"] == "Can not find requested image"
 
 
 def test_networks_none_and_auto_work_and_are_required_from_2_37(world: dict[str, Any]) -> None:

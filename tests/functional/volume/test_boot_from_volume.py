@@ -129,6 +129,10 @@ def test_bad_mappings_are_400_with_the_reason_and_create_nothing(servers_world: 
         ([_root_from_image(servers_world), _root_from_image(servers_world)], "", "exactly one disk"),
         ([_root_from_image(servers_world)], image, "exactly one disk"),
         ([{"uuid": image, "source_type": "kernel", "destination_type": "volume"}], image, "source_type"),
+        ([{"uuid": str(uuid.uuid4()), "source_type": "image", "destination_type": "volume", "boot_index": 0,
+           "volume_size": 1}], "", "failed to get image"),
+        ([{"uuid": str(uuid.uuid4()), "source_type": "snapshot", "destination_type": "volume", "boot_index": 0}],
+         "", "failed to get snapshot"),
         ([{"uuid": image, "source_type": "image", "destination_type": "volume", "boot_index": "x",
            "volume_size": 1}], "", "boot_index"),
     ]
