@@ -326,7 +326,8 @@ async def bench_rbd(args: argparse.Namespace, work: Path, image: Path | None) ->
         def used() -> int:
             listing = subprocess.run(["rbd", "--conf", conf, "--id", user, "du", "--format", "json", "-p", pool],
                                      check=True, capture_output=True, text=True, timeout=120).stdout
-            return int(sum(i["used_size"] for i in json.loads(listing)["images"] if "snapshot" not in i))
+            # Every image and snapshot: an imported image's data sits in its protected base snapshot.
+            return int(sum(i["used_size"] for i in json.loads(listing)["images"]))
 
         result: dict[str, Any] = {"backend_rbd": await bench_backend(work, args.repeat, backend, used)}
         if image is not None:
