@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Api
+from tests.functional.compute.test_live_migration import B, OtherHost
 from tests.functional.compute.test_servers import host, qcow2  # noqa: F401  (fixtures)
 from tests.functional.compute.test_servers import world as servers_world  # noqa: F401  (a fixture)
 from tests.functional.identity.test_identity_api import make_member
@@ -43,3 +45,20 @@ def _no_export_left(api: Api) -> Iterator[None]:
             await exports.stop(volume_id)
 
     asyncio.run(stop_all())
+
+
+@pytest.fixture
+def far_host(servers_world: dict[str, Any], tmp_path: Path) -> Iterator[OtherHost]:  # noqa: F811
+    """Host B, a second agent on the fake driver, takes the new servers: the cloud's own host A (the
+    storage host) is disabled for them while the test runs."""
+    services = servers_world["api"].services
+    storage = services.config.host_name
+    other = OtherHost(services, B, tmp_path / "host-b")
+    other.start()
+    admin = servers_world["admin"].at("2.30")
+    try:
+        assert admin.put("/os-services/disable", {"host": storage, "binary": "nova-compute"}).status_code == 200
+        yield other
+    finally:
+        admin.put("/os-services/enable", {"host": storage, "binary": "nova-compute"})
+        other.stop()

@@ -103,69 +103,62 @@ def test_another_project_or_a_reader_cannot_attach_and_bad_bodies_are_400(server
 
 
 def test_a_volume_attaches_to_a_server_on_another_host_through_an_nbd_export_and_the_export_ends_with_it(
-        servers_world: dict[str, Any], tmp_path: Path) -> None:
+        servers_world: dict[str, Any], far_host: OtherHost) -> None:
     """The storage host (A, the cloud's own) serves the volume with a real qemu-storage-daemon; the
     server's host (B, a second agent on the fake driver) gets where and the key in its attach step."""
     alice: Nova = servers_world["alice"]
     cinder = Cinder(servers_world["api"], alice.token, servers_world["a"]["project_id"])
     services: Services = servers_world["api"].services
-    storage = services.config.host_name
-    other = OtherHost(services, B, tmp_path / "host-b")
-    other.start()
     admin = servers_world["admin"].at("2.30")
-    try:
-        assert admin.put("/os-services/disable", {"host": storage, "binary": "nova-compute"}).status_code == 200
-        r = alice.post("/servers", body(servers_world, "far"))
-        assert r.status_code == 202, r.text
-        server = r.json()["server"]["id"]
-        wait_for(alice, server, "ACTIVE")
-        assert admin.get(f"/servers/{server}").json()["server"]["OS-EXT-SRV-ATTR:host"] == B
-        volume = cinder.create(1, name="far-data")["id"]
-        cinder.wait(volume, "available")
-        r = _attach(alice, server, volume)
-        assert r.status_code == 200, r.text
-        shown = cinder.wait(volume, "in-use")
-        assert shown["attachments"][0]["host_name"] == B
-        with services.db() as s:
-            att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume))
-            assert att is not None and att.connection is not None
-            connection = dict(att.connection)
-        assert connection["host"] == "127.0.0.1" and connection["export"] == volume and len(connection["psk_key"]) == 64
-        # Host B's guest has the volume over NBD, with the key; the API never shows the key.
-        assert other.agent is not None
-        (disk,) = [d for d in other.driver._guests[server].volumes if d.serial == volume]  # the fake's record
-        assert disk.nbd is not None and disk.nbd.port == connection["port"]
-        assert disk.nbd.psk_key == connection["psk_key"]
-        assert connection["psk_key"] not in alice.get(f"/servers/{server}/os-volume_attachments").text
-        assert connection["psk_key"] not in cinder.get(f"/volumes/{volume}").text
-        assert _serving(volume)
-        # The storage host's agent restarts: the export it started serves on untouched.  Its daemon
-        # killed (a reboot): the next agent starts it again on the same port with the same key, so
-        # the guest's NBD client reconnects.
-        pid = _daemon(volume)
-        servers_world["host"].start()
-        assert _daemon(volume) == pid
-        os.kill(pid, signal.SIGKILL)
-        until(lambda: not _serving(volume))
-        servers_world["host"].start()
-        until(lambda: _serving(volume))
-        assert f'"port":"{connection["port"]}"' in _argv(volume)
-        keys = services.config.server.state_path / "exports" / volume / "keys.psk"
-        assert keys.read_text().strip().endswith(connection["psk_key"])
-        # Detach: the guest lets go, then the storage host stops serving.
-        assert alice.delete(f"/servers/{server}/os-volume_attachments/{volume}").status_code == 202
-        cinder.wait(volume, "available")
-        until(lambda: not _serving(volume))
-        # Delete the server with the volume attached: the export goes too.
-        assert _attach(alice, server, volume).status_code == 200
-        cinder.wait(volume, "in-use")
-        assert _serving(volume)
-        assert alice.delete(f"/servers/{server}").status_code == 204
-        cinder.wait(volume, "available")
-        until(lambda: not _serving(volume))
-    finally:
-        admin.put("/os-services/enable", {"host": storage, "binary": "nova-compute"})
-        other.stop()
+    r = alice.post("/servers", body(servers_world, "far"))
+    assert r.status_code == 202, r.text
+    server = r.json()["server"]["id"]
+    wait_for(alice, server, "ACTIVE")
+    assert admin.get(f"/servers/{server}").json()["server"]["OS-EXT-SRV-ATTR:host"] == B
+    volume = cinder.create(1, name="far-data")["id"]
+    cinder.wait(volume, "available")
+    r = _attach(alice, server, volume)
+    assert r.status_code == 200, r.text
+    shown = cinder.wait(volume, "in-use")
+    assert shown["attachments"][0]["host_name"] == B
+    with services.db() as s:
+        att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume))
+        assert att is not None and att.connection is not None
+        connection = dict(att.connection)
+    assert connection["host"] == "127.0.0.1" and connection["export"] == volume and len(connection["psk_key"]) == 64
+    # Host B's guest has the volume over NBD, with the key; the API never shows the key.
+    assert far_host.agent is not None
+    (disk,) = [d for d in far_host.driver._guests[server].volumes if d.serial == volume]  # the fake's record
+    assert disk.nbd is not None and disk.nbd.port == connection["port"]
+    assert disk.nbd.psk_key == connection["psk_key"]
+    assert connection["psk_key"] not in alice.get(f"/servers/{server}/os-volume_attachments").text
+    assert connection["psk_key"] not in cinder.get(f"/volumes/{volume}").text
+    assert _serving(volume)
+    # The storage host's agent restarts: the export it started serves on untouched.  Its daemon
+    # killed (a reboot): the next agent starts it again on the same port with the same key, so
+    # the guest's NBD client reconnects.
+    pid = _daemon(volume)
+    servers_world["host"].start()
+    assert _daemon(volume) == pid
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: not _serving(volume))
+    servers_world["host"].start()
+    until(lambda: _serving(volume))
+    assert f'"port":"{connection["port"]}"' in _argv(volume)
+    keys = services.config.server.state_path / "exports" / volume / "keys.psk"
+    assert keys.read_text().strip().endswith(connection["psk_key"])
+    # Detach: the guest lets go, then the storage host stops serving.
+    assert alice.delete(f"/servers/{server}/os-volume_attachments/{volume}").status_code == 202
+    cinder.wait(volume, "available")
+    until(lambda: not _serving(volume))
+    # Delete the server with the volume attached: the export goes too.
+    assert _attach(alice, server, volume).status_code == 200
+    cinder.wait(volume, "in-use")
+    assert _serving(volume)
+    assert alice.delete(f"/servers/{server}").status_code == 204
+    cinder.wait(volume, "available")
+    until(lambda: not _serving(volume))
+
 
 
 def _argv(volume_id: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
@@ -219,35 +218,26 @@ def test_a_stopped_server_does_not_start_while_a_snapshot_of_its_volume_is_taken
 
 
 def test_a_server_on_another_host_than_the_storage_host_boots_from_its_export(
-        servers_world: dict[str, Any], tmp_path: Path) -> None:
+        servers_world: dict[str, Any], far_host: OtherHost) -> None:
     """Host A (the cloud's own) keeps the volumes and serves them with a real qemu-storage-daemon; the
     server lands on host B (A is disabled), whose spawn gets the NBD connection of its root volume."""
     alice, cinder = _clients(servers_world)
-    services = servers_world["api"].services
-    storage = services.config.host_name
-    other = OtherHost(services, B, tmp_path / "host-b")
-    other.start()
     admin = servers_world["admin"].at("2.30")
-    try:
-        assert admin.put("/os-services/disable", {"host": storage, "binary": "nova-compute"}).status_code == 200
-        r = alice.post("/servers", _server(servers_world, "far-root", [_root_from_image(servers_world)]))
-        assert r.status_code == 202, r.text
-        server_id = r.json()["server"]["id"]
-        wait_for(alice, server_id, "ACTIVE")
-        assert admin.get(f"/servers/{server_id}").json()["server"]["OS-EXT-SRV-ATTR:host"] == B
-        (volume_id,) = _volumes(alice, server_id)
-        assert cinder.wait(volume_id, "in-use")["attachments"][0]["host_name"] == B
-        root = other.driver._guests[server_id].spec.root  # the fake's record of what it booted
-        assert root.serial == volume_id and root.nbd is not None and root.boot_index == 0
-        assert _serving(volume_id)
-        # A forced snapshot would freeze a file the export holds open: refused, saying why.
-        assert alice.post(f"/servers/{server_id}/action", {"os-stop": None}).status_code == 202
-        wait_for(alice, server_id, "SHUTOFF")
-        r = cinder.post("/snapshots", {"snapshot": {"volume_id": volume_id, "force": True}})
-        assert r.status_code == 400 and "another host" in r.json()["badRequest"]["message"]
-        assert alice.delete(f"/servers/{server_id}").status_code == 204
-        cinder.wait(volume_id, "gone")
-        until(lambda: not _serving(volume_id))
-    finally:
-        admin.put("/os-services/enable", {"host": storage, "binary": "nova-compute"})
-        other.stop()
+    r = alice.post("/servers", _server(servers_world, "far-root", [_root_from_image(servers_world)]))
+    assert r.status_code == 202, r.text
+    server_id = r.json()["server"]["id"]
+    wait_for(alice, server_id, "ACTIVE")
+    assert admin.get(f"/servers/{server_id}").json()["server"]["OS-EXT-SRV-ATTR:host"] == B
+    (volume_id,) = _volumes(alice, server_id)
+    assert cinder.wait(volume_id, "in-use")["attachments"][0]["host_name"] == B
+    root = far_host.driver._guests[server_id].spec.root  # the fake's record of what it booted
+    assert root.serial == volume_id and root.nbd is not None and root.boot_index == 0
+    assert _serving(volume_id)
+    # A forced snapshot would freeze a file the export holds open: refused, saying why.
+    assert alice.post(f"/servers/{server_id}/action", {"os-stop": None}).status_code == 202
+    wait_for(alice, server_id, "SHUTOFF")
+    r = cinder.post("/snapshots", {"snapshot": {"volume_id": volume_id, "force": True}})
+    assert r.status_code == 400 and "another host" in r.json()["badRequest"]["message"]
+    assert alice.delete(f"/servers/{server_id}").status_code == 204
+    cinder.wait(volume_id, "gone")
+    until(lambda: not _serving(volume_id))
