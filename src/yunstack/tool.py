@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 
 from yunstack.errors import DriverError
 
@@ -39,3 +40,12 @@ async def run_tool(argv: list[str], what: str, timeout: float = 120.0) -> str:
         message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise DriverError(detail=f"{what}: {message}")
     return out.decode(errors="replace")
+
+
+@contextlib.contextmanager
+def os_errors(what: str) -> Iterator[None]:
+    """OS errors at a driver's edge become ``DriverError`` saying what was being done."""
+    try:
+        yield
+    except OSError as exc:
+        raise DriverError(detail=f"{what}: {exc}") from exc

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from yunstack.errors import Conflict, DriverError, DriverUnavailable, ValidationFailed
-from yunstack.tool import run_tool
+from yunstack.tool import os_errors, run_tool
 from yunstack.volume.backend import LocalDisk, check_id
 
 IDENTITY = "yunstack"  # the default PSK identity: the key is what authenticates
@@ -177,7 +177,7 @@ class NbdExports:
     def _write(self, export: Export) -> None:
         """The export's directory, key file, DH parameters and record, each in place before the daemon starts."""
         folder = self._dir(export.volume_id)
-        with _os_errors(f"writing the NBD export of volume {export.volume_id}"):
+        with os_errors(f"writing the NBD export of volume {export.volume_id}"):
             self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
             folder.mkdir(mode=0o700, exist_ok=True)
             _write_private(folder / "keys.psk", f"{export.psk_identity}:{export.psk_key}\n")
@@ -255,7 +255,7 @@ class NbdExports:
             else:
                 raise DriverError(detail=f"the NBD export of volume {volume_id} (pid {pid}) did not exit")
         folder = self._dir(volume_id)
-        with _os_errors(f"removing the NBD export of volume {volume_id}"):
+        with os_errors(f"removing the NBD export of volume {volume_id}"):
             # The record first: a removal cut short leaves no export that ``running`` could report.
             (folder / "export.json").unlink(missing_ok=True)
             if folder.exists():
@@ -328,11 +328,3 @@ def _write_private(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
-
-@contextlib.contextmanager
-def _os_errors(what: str) -> Iterator[None]:
-    """OS errors at this edge become ``DriverError`` saying what was being done."""
-    try:
-        yield
-    except OSError as exc:
-        raise DriverError(detail=f"{what}: {exc}") from exc

@@ -49,16 +49,14 @@ made the new overlay, QMP ``blockdev-snapshot`` onto it (same path); ``block_res
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from yunstack.errors import BadRequest, Conflict, DriverError, NotFound
-from yunstack.tool import run_tool
+from yunstack.tool import os_errors, run_tool
 from yunstack.volume.backend import (
     LocalDisk,
     VolumeInfo,
@@ -197,7 +195,7 @@ class FileBackend:
         """Remove the volume's file, then collect the layers and bases nobody uses any more."""
         path = self._volume(volume_id)
         async with self._lock:
-            with _os_errors(f"deleting volume {volume_id}"):
+            with os_errors(f"deleting volume {volume_id}"):
                 for gone in (path, _tmp(path), _tmp(path, "freeze")):
                     gone.unlink(missing_ok=True)
         await self._collect()
@@ -226,7 +224,7 @@ class FileBackend:
                 raise NotFound(kind="volume", id=volume_id)
             if not named:
                 _mkdir(self._names)
-                with _os_errors(f"naming snapshot {snapshot_id}"):
+                with os_errors(f"naming snapshot {snapshot_id}"):
                     os.symlink(f"../{self._frozen.name}/{layer.name}", name)
                     await asyncio.to_thread(_sync_dir, self._names)
             await self._freeze(path, layer)
@@ -236,7 +234,7 @@ class FileBackend:
         """Drop the snapshot's name; its layer goes once nothing is built on it."""
         name = self._name(snapshot_id)
         async with self._lock:
-            with _os_errors(f"deleting snapshot {snapshot_id}"):
+            with os_errors(f"deleting snapshot {snapshot_id}"):
                 name.unlink(missing_ok=True)
         await self._collect()
 
@@ -324,7 +322,7 @@ class FileBackend:
         _, size = qcow2_header(path)
         if not _same(layer, path):
             _mkdir(self._frozen)
-            with _os_errors(f"freezing volume {path.stem}"):
+            with os_errors(f"freezing volume {path.stem}"):
                 os.link(path, layer)
                 await asyncio.to_thread(_sync_dir, self._frozen)
         tmp = _tmp(path, "freeze")
@@ -447,17 +445,9 @@ def _listing(folder: Path) -> list[Path]:
 
 
 def _mkdir(folder: Path) -> None:
-    with _os_errors(f"making {folder}"):
+    with os_errors(f"making {folder}"):
         folder.mkdir(parents=True, exist_ok=True)
 
-
-@contextlib.contextmanager
-def _os_errors(what: str) -> Iterator[None]:
-    """OS errors at this backend's edge become ``DriverError`` saying what was being done."""
-    try:
-        yield
-    except OSError as exc:
-        raise DriverError(detail=f"{what}: {exc}") from exc
 
 
 def _sync_dir(folder: Path) -> None:
@@ -478,5 +468,5 @@ def _replace_durably(tmp: Path, dest: Path) -> None:
 
 async def _install(tmp: Path, dest: Path) -> None:
     """Put the finished ``tmp`` at ``dest`` atomically, durable once this returns."""
-    with _os_errors(f"installing {dest.name}"):
+    with os_errors(f"installing {dest.name}"):
         await asyncio.to_thread(_replace_durably, tmp, dest)
