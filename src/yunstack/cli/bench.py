@@ -30,6 +30,9 @@ def _bench() -> None:
 def density(
     budget_mib: Annotated[int, typer.Option(help="Host memory budget B (parent cgroup limit), MiB.")] = 2048,
     swap_mib: Annotated[int, typer.Option(help="Swap allowance beyond B (needs swap on the host), MiB.")] = 0,
+    swapfile_mib: Annotated[int, typer.Option(help="Create a swapfile of this size for the run (removed at the "
+                                                   "end); the swap allowance is then this size unless --swap-mib "
+                                                   "says otherwise. MiB.")] = 0,
     scenario: Annotated[str, typer.Option(help="ident | mixed | spike | all.")] = "ident",
     arms: Annotated[str, typer.Option(help="Comma-separated arms: A0,A1,A2,A3,A4 (A4R: A4 ramped to "
                                            "failure, without its admission).")] = "A0,A1,A2,A3,A4",
@@ -63,7 +66,8 @@ def density(
     for arm in arm_list + spike_list:
         if arm not in ARM_NAMES:
             raise typer.BadParameter(f"unknown arm {arm!r}", param_hint="--arms")
-    options = SuiteOptions(budget_mib=budget_mib, swap_mib=swap_mib, scenarios=scenarios, arms=arm_list,
+    options = SuiteOptions(budget_mib=budget_mib, swap_mib=swap_mib, swapfile_mib=swapfile_mib,
+                           scenarios=scenarios, arms=arm_list,
                            spike_arms=spike_list, repeats=1 if quick else repeats, max_guests=max_guests,
                            guest_mib=guest_mib, settle_s=settle, out=out, quick=quick, seed=seed,
                            hold_s=hold)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from yunstack.bench.density.arms import make_arm
 from yunstack.bench.density.report import targets
+from yunstack.bench.density.runner import first_used
 from yunstack.bench.density.workloads import scenario
 from yunstack.memory.model import MIB, GuestStats
 
@@ -49,3 +52,17 @@ def test_targets_judge_both_a4_variants_against_the_best_single_mechanism() -> N
     assert result["mixed"]["vs_a0"] == 2.0 and result["mixed"]["vs_best_single"] == 1.2
     assert not result["mixed"]["vs_best_single_ge_1.25"]
     assert result["mixed_ramp"]["vs_best_single"] == 1.3 and result["mixed_ramp"]["vs_best_single_ge_1.25"]
+
+
+def test_first_used_gives_the_order_in_which_the_policy_reached_for_each_mechanism(tmp_path: Path) -> None:
+    mib = 1 << 20
+    samples = tmp_path / "samples.jsonl"
+    rows = [
+        {"t": 1.0, "ksm_pages_sharing": 0, "swap": 0, "guests": [{"actual": 256 * mib}]},
+        {"t": 2.0, "ksm_pages_sharing": 10, "swap": 4096, "guests": [{"actual": 256 * mib}]},  # noise
+        {"t": 5.0, "ksm_pages_sharing": 10, "swap": 0, "guests": [{"actual": 200 * mib}, {"actual": None}]},
+        {"t": 9.0, "ksm_pages_sharing": 0, "swap": 64 * mib, "guests": [{"actual": 256 * mib}]},
+    ]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert first_used(samples, 256 * mib) == {"ksm": 2.0, "balloon": 5.0, "swap": 9.0}
+    assert first_used(tmp_path / "missing.jsonl", 256 * mib) == {"ksm": None, "balloon": None, "swap": None}

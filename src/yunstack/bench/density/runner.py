@@ -176,7 +176,12 @@ class Controller:
                 "oom_kill": reading.oom_kill, "ksm_run": host.ksm.run, "ksm_pages_sharing": host.ksm.pages_sharing,
                 "ksm_pages_to_scan": host.ksm.pages_to_scan, "psi_some": host.psi_some_avg10, "note": note,
                 "guests": [{"id": g.instance_id[:8], "actual": g.balloon_actual, "rss": g.rss,
-                            "cg": g.cgroup_usage, "ksm_saved": shared.get(g.instance_id, 0)} for g in guests]}
+                            "cg": g.cgroup_usage, "ksm_saved": shared.get(g.instance_id, 0),
+                            "swap": _swapped(g)} for g in guests]}
+
+    def swapped(self) -> dict[str, int]:
+        """Host swap holding each guest's memory at the last sample (the ledger's ``swapped``), by short id."""
+        return {g.instance_id[:8]: _swapped(g) for g in self.guests if _swapped(g)}
 
     def where(self) -> dict[str, int]:
         """Where the memory went at the last sample: KSM (attributed), balloon, swap."""
@@ -409,7 +414,7 @@ async def _check(fleet: Fleet, budget: Budget, control: Controller, calibration:
     where = control.where()
     return {"n": n, "t": round(time.monotonic(), 1), "usage": reading.usage, "footprint_per_guest": reading.usage / n,
             "consolidation": n * settings.guest_mib * MIB / settings.budget_bytes, "swap": reading.swap,
-            "ksm_saved": where["ksm"], "ballooned": where["balloon"],
+            "ksm_saved": where["ksm"], "ballooned": where["balloon"], "swapped_per_guest": control.swapped(),
             "slowdown_p50": _pct(slowdowns, 50), "slowdown_p95": _pct(slowdowns, 95),
             "slowdown_max": max(slowdowns) if slowdowns else None,
             "latency_p95_ratio_median": statistics.median(latency) if latency else None,
@@ -437,6 +442,8 @@ def _record(arm: Arm, scenario_name: str, settings: RunSettings, calibration: Ca
         "slowdown_p95_at_n_max": at_max["slowdown_p95"] if at_max else None,
         "where_at_n_max_mib": {k: (at_max[key] / MIB if at_max else 0.0) for k, key in
                                (("ksm", "ksm_saved"), ("balloon", "ballooned"), ("swap", "swap"))},
+        "swapped_per_guest_at_n_max": at_max.get("swapped_per_guest", {}) if at_max else {},
+        "first_used_s": first_used(samples, settings.guest_mib * MIB),
         "steps": steps,
         "cost": {"policy_cpu_s": round(control.tick_cpu, 4), "policy_ticks": control.ticks,
                  "policy_cpu_ms_per_tick": round(1000 * control.tick_cpu / max(control.ticks, 1), 3),
@@ -448,6 +455,30 @@ def _record(arm: Arm, scenario_name: str, settings: RunSettings, calibration: Ca
                   "before": facts, "after": host_facts()},
         "samples": samples.name,
     }
+
+
+def _swapped(g: GuestStats) -> int:
+    """Host swap holding a guest: its cgroup's swap, else its QEMU's VmSwap."""
+    return g.cgroup_swap if g.cgroup_swap is not None else (g.swap or 0)
+
+
+def first_used(samples: Path, configured: int) -> dict[str, float | None]:
+    """Seconds into the run at which each mechanism first held memory: the order the policy used them.
+
+    KSM: pages shared; balloon: a guest below its configured RAM; swap: the budget's swap above
+    1 MiB (a few pages of noise are not a decision).
+    """
+    first: dict[str, float | None] = {"ksm": None, "balloon": None, "swap": None}
+    with contextlib.suppress(OSError), samples.open() as lines:
+        for line in lines:
+            s = json.loads(line)
+            seen = {"ksm": s.get("ksm_pages_sharing", 0) > 0,
+                    "balloon": any(0 < (g.get("actual") or configured) < configured for g in s.get("guests", ())),
+                    "swap": (s.get("swap") or 0) > MIB}
+            for key, used in seen.items():
+                if used and first[key] is None:
+                    first[key] = s["t"]
+    return first
 
 
 def _self_rss() -> int:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
 import random
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,11 @@ from yunstack.bench.density.report import write_report
 from yunstack.bench.density.runner import Calibration, Progress, RunSettings, calibrate, host_facts, run_ramp
 from yunstack.bench.density.spike import run_spike
 from yunstack.bench.density.workloads import scenario
+from yunstack.memory.controllers import SwapControl
 from yunstack.memory.model import MIB
 
 Tick = Callable[[], None]
+SWAP_PRIORITY = 10  # above a host's own swap areas (default -2 and below): the run's pages go to our file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +33,7 @@ class SuiteOptions:
 
     budget_mib: int = 2048
     swap_mib: int = 0
+    swapfile_mib: int = 0  # a swapfile the harness creates for the run and removes (the host has no swap)
     scenarios: tuple[str, ...] = ("ident",)
     arms: tuple[str, ...] = ("A0", "A1", "A2", "A3", "A4")
     spike_arms: tuple[str, ...] = ("A4",)
@@ -63,7 +69,27 @@ def _qemu_version() -> str:
 
 async def run_suite(options: SuiteOptions, progress: Progress | None = None, tick: Tick | None = None,
                     argv: Sequence[str] = ()) -> Path:
-    """Run everything ``options`` asks for and write the report; returns ``summary.json``."""
+    """Run everything ``options`` asks for and write the report; returns ``summary.json``.
+
+    With ``swapfile_mib``, a swapfile of that size is swapped on for the whole suite (the guests'
+    swap allowance beyond B is then that size unless ``swap_mib`` says otherwise) and swapped off
+    and removed at the end, also when the suite is cancelled.
+    """
+    if options.swapfile_mib <= 0:
+        return await _run_suite(options, progress, tick, argv)
+    swap = SwapControl(Path(tempfile.mkdtemp(prefix="ys-bench-swap-", dir="/var/tmp")), options.swapfile_mib * MIB,
+                       priority=SWAP_PRIORITY)
+    try:
+        await swap.enable()
+        return await _run_suite(replace(options, swap_mib=options.swap_mib or options.swapfile_mib), progress,
+                                tick, argv)
+    finally:
+        await asyncio.shield(swap.disable())
+        shutil.rmtree(swap.path.parent, ignore_errors=True)
+
+
+async def _run_suite(options: SuiteOptions, progress: Progress | None, tick: Tick | None,
+                     argv: Sequence[str]) -> Path:
     from yunstack.image.tiny import build_tiny_image
 
     image = build_tiny_image(options.image_dir)
@@ -99,6 +125,7 @@ async def run_suite(options: SuiteOptions, progress: Progress | None = None, tic
             if tick:
                 tick()
     meta = {"command": " ".join(argv), "budget_mib": options.budget_mib, "swap_mib": options.swap_mib,
+            "swapfile_mib": options.swapfile_mib,
             "guest_mib": options.guest_mib, "scenarios": list(options.scenarios), "arms": list(options.arms),
             "repeats": options.repeats, "quick": options.quick, "seed": options.seed, "settle_s": settle,
             "max_guests": options.max_guests, "slo_throughput": settings.slo_throughput,
