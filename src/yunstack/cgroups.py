@@ -160,7 +160,9 @@ class MemoryCgroups:
                 memsw = _read_int(path / "memory.memsw.usage_in_bytes")
                 stat = _keyed(path / "memory.stat")
                 oom = _keyed(path / "memory.oom_control")
-                swap = stat.get("swap", None if memsw is None else max(0, memsw - usage))
+                # ``swap`` in memory.stat is the group's own; ``total_swap`` counts its children too
+                # (a parent such as a budget holds no process of its own: its ``swap`` is always 0).
+                swap = stat.get("total_swap", stat.get("swap", None if memsw is None else max(0, memsw - usage)))
                 return CgroupUsage(
                     usage=usage, limit=_limit(_read_int(path / "memory.limit_in_bytes")),
                     swap=swap, failcnt=_read_int(path / "memory.failcnt") or 0,

@@ -152,3 +152,15 @@ async def test_a_recycled_pid_is_not_read_as_the_guest(tmp_path: Path) -> None:
         InstanceInfo(id="vm1", power_state=PowerState.RUNNING, pid=info.pid, memory_mib=256))
     assert g.pss is None and g.rss == 256 * MIB
     assert asyncio.iscoroutinefunction(GuestCollector.collect)
+
+
+def test_a_v1_parent_reads_its_childrens_swap(tmp_path: Path) -> None:
+    """A budget cgroup holds no process: its own ``swap`` is 0 while its guests' pages are in swap."""
+    parent = tmp_path / "cg" / "budget"
+    parent.mkdir(parents=True)
+    for name, value in {"memory.usage_in_bytes": 900 * MIB, "memory.limit_in_bytes": 1024 * MIB,
+                        "memory.memsw.usage_in_bytes": 1200 * MIB, "memory.failcnt": 0}.items():
+        (parent / name).write_text(f"{value}\n")
+    (parent / "memory.stat").write_text(f"cache 0\nrss 0\nswap 0\ntotal_rss {900 * MIB}\ntotal_swap {300 * MIB}\n")
+    (parent / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+    assert MemoryCgroups(tmp_path / "cg", 1).read("budget").swap == 300 * MIB

@@ -474,7 +474,7 @@ def first_used(samples: Path, configured: int) -> dict[str, float | None]:
             s = json.loads(line)
             seen = {"ksm": s.get("ksm_pages_sharing", 0) > 0,
                     "balloon": any(0 < (g.get("actual") or configured) < configured for g in s.get("guests", ())),
-                    "swap": (s.get("swap") or 0) > MIB}
+                    "swap": max(s.get("swap") or 0, sum(g.get("swap") or 0 for g in s.get("guests", ()))) > MIB}
             for key, used in seen.items():
                 if used and first[key] is None:
                     first[key] = s["t"]
