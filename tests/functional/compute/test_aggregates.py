@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,12 +11,13 @@ from alembic.migration import MigrationContext
 
 from tests.conftest import Api
 from tests.functional.compute.test_flavors_keypairs_quotas import add_instance, heartbeat, world
+from tests.functional.compute.test_servers import IM, Host, body, host, qcow2, wait_for
 from yunstack.compute.aggregates import BALANCER_KEY
 from yunstack.compute.hosts import api_id
 from yunstack.db.base import Base
 from yunstack.errors import BadRequest
 
-__all__ = ["world"]  # the fixture, imported for this module's tests
+__all__ = ["host", "qcow2", "world"]  # the fixtures, imported for this module's tests
 KEYS = {"availability_zone", "created_at", "deleted", "deleted_at", "hosts", "id", "metadata", "name", "updated_at"}
 
 
@@ -236,8 +238,8 @@ def test_deleting_a_compute_service_takes_its_host_out_of_its_aggregates(api: Ap
 # -- the memory balancer's mode per host ---------------------------------------------------------------
 
 def test_the_balancer_mode_is_validated_and_the_most_conservative_wins(api: Api, world: dict[str, Any]) -> None:
-    for host in ("node1", "node2", "node3"):
-        heartbeat(api, host)
+    for name in ("node1", "node2", "node3"):
+        heartbeat(api, name)
     one, two = create(world, "one"), create(world, "two")
     act(world, one["id"], "add_host", {"host": "node1"})
     act(world, one["id"], "add_host", {"host": "node2"})
@@ -255,3 +257,37 @@ def test_the_balancer_mode_is_validated_and_the_most_conservative_wins(api: Api,
     assert aggregates.mode_for_hosts("off")["node2"] == "auto"
     with pytest.raises(BadRequest):
         aggregates.mode_for_hosts("sometimes")
+
+
+# -- scheduling into an aggregate's zone, with the real agent on the FakeDriver ----------------------
+
+def test_servers_that_ask_for_an_aggregates_zone_land_on_its_hosts(api: Api, world: dict[str, Any], host: Host,
+                                                                   qcow2: Path) -> None:
+    admin = api.headers(api.admin())
+    r = api.http.post(f"{IM}/images", json={"name": "cirros", "disk_format": "qcow2", "container_format": "bare",
+                                             "visibility": "public"}, headers=admin)
+    world["image"] = r.json()["id"]
+    r = api.http.put(f"{IM}/images/{world['image']}/file", content=qcow2.read_bytes(),
+                     headers={**admin, "Content-Type": "application/octet-stream"})
+    assert r.status_code == 204, r.text
+    me = api.services.config.host_name
+    alice = world["alice"]
+
+    def boot(name: str, **extra: Any) -> str:
+        r = alice.post("/servers", body(world, name, **extra))
+        assert r.status_code == 202, r.text
+        return str(r.json()["server"]["id"])
+
+    agg = create(world, zone="az-fast")
+    early = wait_for(alice, boot("early", availability_zone="az-fast"), "ERROR")
+    assert "No valid host" in early["fault"]["message"]
+    assert act(world, agg["id"], "add_host", {"host": me}).status_code == 200
+    inside = wait_for(alice, boot("inside", availability_zone="az-fast"), "ACTIVE")
+    assert inside["OS-EXT-AZ:availability_zone"] == "az-fast"
+    assert world["admin"].get(f"/servers/{inside['id']}").json()["server"]["OS-EXT-SRV-ATTR:host"] == me
+    anywhere = wait_for(alice, boot("anywhere"), "ACTIVE")
+    assert anywhere["OS-EXT-AZ:availability_zone"] == "az-fast"  # as Nova: the zone of the host it got
+    wait_for(alice, boot("elsewhere", availability_zone="nova"), "ERROR")  # the host left "nova"
+    # Its servers pin the host's zone now.
+    r = act(world, agg["id"], "remove_host", {"host": me})
+    assert r.status_code == 409, r.text
