@@ -241,7 +241,7 @@ class HostService:
     # -- the scheduler's side ------------------------------------------------------------------
 
     def host_states(self, session: Session, hosts: Collection[str] | None = None) -> list[HostUsage]:
-        """Every host (or those named) with its allocations, in four queries whatever the host count.
+        """Every host (or those named) with its allocations and zone, in five queries whatever the host count.
 
         Takes the caller's session so a scheduler can read and claim in one transaction.
         """
