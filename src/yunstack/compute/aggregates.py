@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from yunstack.db import locks
 from yunstack.db.tables import aggregates as a
@@ -73,6 +73,20 @@ def effective_zones(s: Session, hosts: Collection[str]) -> dict[str, str]:
     reported: dict[str, str] = {host: zone for host, zone in s.execute(
         select(t.ComputeNode.host, t.ComputeNode.availability_zone).where(t.ComputeNode.host.in_(list(hosts))))}
     return {**reported, **host_zones(s, hosts)}
+
+
+def follow_host(row: t.Instance) -> None:
+    """A server that moved to ``row.host`` shows that host's zone from now on, as Nova's view does.
+
+    Called right after a move sets the host, in the transaction that does it (``row``'s session).
+    """
+    s = object_session(row)
+    if s is None or row.host is None:
+        return
+    with s.no_autoflush:
+        zone = effective_zones(s, [row.host]).get(row.host)
+    if zone:
+        row.availability_zone = zone
 
 
 def check_balancer_mode(value: str) -> str:
