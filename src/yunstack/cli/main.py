@@ -13,6 +13,7 @@ from rich.panel import Panel
 
 from yunstack import config as configmod
 from yunstack.cli import hosts, memory, resources, tasks, volumes
+from yunstack.cli.aggregates import aggregate_app
 from yunstack.cli.bench import bench_app
 from yunstack.client import ApiError, YunClient
 
@@ -28,6 +29,7 @@ app.add_typer(tasks.task_app, name="task")
 app.command("console")(resources.console_cmd)
 app.command("memory")(memory.memory_cmd)
 app.add_typer(hosts.host_app, name="host")
+app.add_typer(aggregate_app, name="aggregate")
 app.command("agent")(hosts.agent_cmd)
 app.add_typer(bench_app, name="bench")
 console = Console()

@@ -136,6 +136,10 @@ class YunClient:
         r = self.request("POST", service, path, **kwargs)
         return r.json() if r.content else None
 
+    def put(self, service: str, path: str, **kwargs: Any) -> Any:
+        r = self.request("PUT", service, path, **kwargs)
+        return r.json() if r.content else None
+
     def delete(self, service: str, path: str, **kwargs: Any) -> None:
         self.request("DELETE", service, path, **kwargs)
 

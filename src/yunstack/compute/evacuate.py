@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import operations, scheduler, states
+from yunstack.compute.aggregates import follow_host
 from yunstack.compute.operations.rebuild import ACCEPTED, ERROR, EVACUATION, FAILED
 from yunstack.db import locks
 from yunstack.db.tables import compute as t
@@ -181,6 +182,7 @@ class EvacuateOpsMixin:
             # The fence: the old host's claim ends here (its queue, its reads and reports), and any
             # outcome of work recorded before this action is refused from now on.
             row.host = dest
+            follow_host(row)
             operations.end_work(s, row, f"the server was evacuated from {source} (its host is down)")
             row.task_state = states.REBUILDING
             row.fault = None
@@ -217,6 +219,7 @@ class EvacuateOpsMixin:
             row = s.get(t.Instance, server_id)
             if row is not None and row.host == dest and row.task_state == states.REBUILDING:
                 row.host = (row.system_metadata or {}).get(EVACUATED_FROM, row.host)
+                follow_host(row)
                 row.task_state = None
                 row.updated_at = now
             record = s.scalar(select(mig.Migration).where(mig.Migration.uuid == migration_id))

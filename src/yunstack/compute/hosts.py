@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, Text, bindparam, case, cast, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import scheduler
+from yunstack.compute import aggregates, scheduler
 from yunstack.compute.driver import Capabilities, HostInfo, PowerState
 from yunstack.compute.hostauth import KnownCredentials
 from yunstack.db.tables import compute as t
@@ -241,7 +241,7 @@ class HostService:
     # -- the scheduler's side ------------------------------------------------------------------
 
     def host_states(self, session: Session, hosts: Collection[str] | None = None) -> list[HostUsage]:
-        """Every host (or those named) with its allocations, in four queries whatever the host count.
+        """Every host (or those named) with its allocations and zone, in five queries whatever the host count.
 
         Takes the caller's session so a scheduler can read and claim in one transaction.
         """
@@ -252,11 +252,12 @@ class HostService:
         if hosts is not None:
             node_q = node_q.where(nodes.c.host.in_(list(hosts)))
         cutoff = self.clock() - timedelta(seconds=self.down_after)
+        zones = aggregates.host_zones(session, hosts)  # an aggregate's zone outranks the reported one
         states = []
         for n in session.execute(node_q):
             count, vcpus, ram, disk, running, workload = used.get(n.host, _NOTHING)
             states.append(HostUsage(
-                id=n.id, api_id=api_id(n.id), host=n.host, availability_zone=n.availability_zone,
+                id=n.id, api_id=api_id(n.id), host=n.host, availability_zone=zones.get(n.host, n.availability_zone),
                 vcpus=n.vcpus, memory_mib=n.memory_mib, local_gb=n.local_gb,
                 cpu_allocation_ratio=n.cpu_allocation_ratio, ram_allocation_ratio=n.ram_allocation_ratio,
                 disk_allocation_ratio=n.disk_allocation_ratio,
@@ -298,13 +299,14 @@ class HostService:
         if rows is None:
             rows = self.scheduling_rows(session)
         cutoff = self.clock() - timedelta(seconds=self.down_after)
+        zones = aggregates.host_zones(session)  # read under the lock: zone changes take it too
         states = []
         for (host, zone, updated_at, disabled, vcpus, memory_mib, local_gb, ram_ratio, cpu_ratio, disk_ratio,
              reserved, hypervisor_type, observed_free, capabilities) in rows:
             count, vcpus_used, ram, disk, _running, _workload = used.get(host, _NOTHING)
             states.append(scheduler.HostState(
-                host=host, availability_zone=zone, up=updated_at >= cutoff, disabled=disabled, vcpus=vcpus,
-                memory_mib=memory_mib, local_gb=local_gb, vcpus_used=vcpus_used, memory_used_mib=ram,
+                host=host, availability_zone=zones.get(host, zone), up=updated_at >= cutoff, disabled=disabled,
+                vcpus=vcpus, memory_mib=memory_mib, local_gb=local_gb, vcpus_used=vcpus_used, memory_used_mib=ram,
                 disk_used_gb=disk, ram_allocation_ratio=ram_ratio, cpu_allocation_ratio=cpu_ratio,
                 disk_allocation_ratio=disk_ratio, reserved_host_memory_mib=reserved, instances=count,
                 hypervisor_type=hypervisor_type, capabilities=_capabilities(capabilities),
@@ -403,6 +405,7 @@ class HostService:
                                "delete the instances first.")
             s.execute(delete(t.ComputeNode).where(t.ComputeNode.host == host))
             s.execute(delete(h.HostCredential).where(h.HostCredential.host == host))
+            aggregates.AggregateService.forget_host(s, host)
         if self._known is not None:
             self._known.forget(host)
 

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import operations, scheduler, states
+from yunstack.compute.aggregates import follow_host
 from yunstack.compute.hosts import HostService
 from yunstack.compute.models import Server
 from yunstack.compute.operations import Operation
@@ -252,6 +253,7 @@ class LifecycleOpsMixin:
                 _fail_action(s, row.id, request_id, now)
                 return
             row.host = decision.host
+            follow_host(row)
             row.task_state = states.UNSHELVING
             row.updated_at = datetime.now(UTC)
             host = decision.host

@@ -22,6 +22,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute import addressing, listing, operations, scheduler, states
+from yunstack.compute.aggregates import AggregateService
 from yunstack.compute.bootvolumes import BlockDevice, BootVolumeOps
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
 from yunstack.compute.evacuate import EvacuateOpsMixin
@@ -146,6 +147,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                  network: NetworkService | None = None, hub: HostHub | None = None) -> None:
         self._db = db
         self.groups = ServerGroupService(db, quotas)
+        self.aggregates = AggregateService(db)
         self.usage = UsageService(db)
         self.consoles = ConsoleTokens()
         self._config = config
@@ -288,7 +290,8 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
                     project_id=project_id, user_id=ctx.user.id, host=decision.host,
-                    availability_zone=zone or self._config.compute.availability_zone,
+                    availability_zone=(zone or _zone_of(hosts, decision.host)
+                                       or self._config.compute.availability_zone),
                     flavor=flavor.snapshot(), image_id=image.id if image is not None else "",
                     key_name=key.name if key else None,
                     key_data=key.public_key if key else None, user_data=req.user_data,
@@ -655,6 +658,11 @@ def _group_spec(group: BootGroup | None) -> dict[str, Any]:
     if group is None:
         return {}
     return {"group_policy": group.policy, "group_hosts": dict(group.hosts)}
+
+
+def _zone_of(hosts: Sequence[scheduler.HostState], host: str | None) -> str | None:
+    """The zone of the host a server was placed on (Nova records it on a server that asked for none)."""
+    return next((h.availability_zone for h in hosts if h.host == host), None) if host else None
 
 
 def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:

@@ -250,3 +250,20 @@ def test_a_lost_answer_of_the_destinations_finish_is_repeated_and_the_move_still
     assert lost == ["cold_migration_finish"]
     assert server["OS-EXT-SRV-ATTR:host"] == B and newest(two)["status"] == "finished"
     assert b.driver._guests[sid].state == (PowerState.SHUTDOWN if stopped else PowerState.RUNNING)
+
+
+def test_a_server_moved_into_an_aggregates_zone_shows_that_zone_and_its_own_again_after_a_revert(
+        two: dict[str, Any]) -> None:
+    admin, sid = two["admin"], two["server"]
+    until(lambda: B in {s["host"] for s in admin.get("/os-services").json()["services"]})
+    agg = admin.post("/os-aggregates", {"aggregate": {"name": "b", "availability_zone": "az-b"}}).json()["aggregate"]
+    assert admin.post(f"/os-aggregates/{agg['id']}/action", {"add_host": {"host": B}}).status_code == 200
+    assert admin.get(f"/servers/{sid}").json()["server"]["OS-EXT-AZ:availability_zone"] == "nova"
+    assert migrate(admin, sid).status_code == 202
+    server = settled(two, "VERIFY_RESIZE")
+    assert (server["OS-EXT-SRV-ATTR:host"], server["OS-EXT-AZ:availability_zone"]) == (B, "az-b")
+    r = admin.post(f"/os-aggregates/{agg['id']}/action", {"remove_host": {"host": B}})
+    assert r.status_code == 409, r.text  # B runs the server now: its zone stays
+    assert action(admin, sid, {"revertResize": None}).status_code == 202
+    server = settled(two, "ACTIVE")
+    assert server["OS-EXT-SRV-ATTR:host"] != B and server["OS-EXT-AZ:availability_zone"] == "nova"

@@ -1,7 +1,6 @@
-"""Nova os-hypervisors (admin only), os-availability-zone, and an empty os-aggregates list.
+"""Nova os-hypervisors (admin only) and os-availability-zone (host aggregates: ``aggregates``).
 
-Host aggregates are not implemented; ``GET /os-aggregates`` exists because ``openstack hypervisor
-show`` reads it, and it truthfully answers that there are none.
+A host's zone is the one its aggregates give it, else the one its agent reports.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from fastapi import APIRouter, Request
 from yunstack.api.compute import views_misc as v
 from yunstack.api.compute.microversion import APIVersion, Version
 from yunstack.api.deps import Ctx, Svc
-from yunstack.identity import policy
 
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 Json = dict[str, Any]
@@ -82,9 +80,3 @@ def list_availability_zones(ctx: Ctx, svc: Svc) -> Json:
 @router.get("/os-availability-zone/detail")
 def list_availability_zones_detail(ctx: Ctx, svc: Svc) -> Json:
     return v.zones(svc.hosts.availability_zones(ctx, detail=True), detail=True)
-
-
-@router.get("/os-aggregates")
-def list_aggregates(ctx: Ctx) -> Json:
-    policy.require_admin(ctx, "os_compute_api:os-aggregates:index")
-    return {"aggregates": []}

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from yunstack.compute import scheduler
 from yunstack.compute import states as st
+from yunstack.compute.aggregates import follow_host
 from yunstack.compute.driver import PowerState
 from yunstack.compute.operations.base import (
     ActionContext,
@@ -178,6 +179,7 @@ def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
     if outcome.error is not None:
         return _failed(row, record, f"cold_migration_finish failed on {record.dest_compute}: {outcome.error}", now)
     row.host = record.dest_compute
+    follow_host(row)
     record.status, record.step, record.updated_at = FINISHED, None, now
     return Later(rebound=(row.id, row.project_id, record.dest_compute))
 
@@ -213,6 +215,7 @@ def _reverted(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> La
         return Later()
     _back(row)
     row.host = record.source_compute
+    follow_host(row)
     record.step = "cold_migration_restore"
     return Later(rebound=(row.id, row.project_id, record.source_compute),
                  then=ColdMigrationRestoreArgs(host=record.source_compute, migration_id=record.uuid,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, object_session
 
 from yunstack.compute import scheduler
 from yunstack.compute import states as st
+from yunstack.compute.aggregates import follow_host
 from yunstack.compute.driver import MigrationMode, PowerState
 from yunstack.compute.operations.base import ActionContext, Body, Later, Operation, Prepared, allowed, becomes
 from yunstack.compute.operations.queue import queued
@@ -218,6 +219,7 @@ def _arrived(row: t.Instance, outcome: Outcome, args: Any, now: datetime) -> Lat
     # The guest runs on the destination now: it is the server's host from here on, even if a
     # rollback was asked meanwhile (too late: the source's copy is stale once the other one ran).
     row.host = record.dest_compute
+    follow_host(row)
     _as_before(row)
     record.step = "live_migration_finish_outgoing"
     then = LiveMigrationFinishOutgoingArgs(host=record.source_compute, migration_id=record.uuid)
