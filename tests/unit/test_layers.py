@@ -86,6 +86,14 @@ def test_cli_and_dashboard_use_only_the_client() -> None:
     assert bad == []
 
 
+def test_the_dashboard_reaches_the_cloud_only_through_the_client() -> None:
+    """Stricter than the CLI (which also starts the server): the dashboard imports only the client."""
+    bad = [f"{p.relative_to(SRC)} imports {m}" for p in modules("dashboard") for m in imports(p)
+           if not m.startswith(("yunstack.dashboard", "yunstack.client"))]
+    assert bad == []
+    assert modules("dashboard"), "the dashboard package moved: update this test"
+
+
 def _module_path(module: str) -> Path | None:
     base = SRC.joinpath(*module.split(".")[1:])
     for candidate in (base / "__init__.py", base.with_suffix(".py")):

@@ -8,7 +8,9 @@ from typing import Any
 
 import fastapi.routing
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
 from yunstack import __version__
 from yunstack.api import faults, metrics
@@ -43,6 +45,10 @@ from yunstack.api.volume import attachments as volume_attachments
 from yunstack.api.volume import routes as volume_routes
 from yunstack.api.volume import routes_misc as volume_routes_misc
 from yunstack.api.volume.microversion import VolumeVersions
+from yunstack.dashboard import PREFIX as DASHBOARD
+from yunstack.dashboard import Dashboard
+from yunstack.dashboard.security import HEADERS as DASHBOARD_HEADERS
+from yunstack.dashboard.security import prefers_html
 from yunstack.network.dataplane.metadata_api import ensure_secret
 from yunstack.wiring import Services
 
@@ -133,11 +139,23 @@ def create_app(services: Services) -> Any:
                                  "waiting_for": f"the agent of host {waiting}"}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    # The dashboard reaches the API as any client does: over HTTP, at the base URL (dashboard/app.py).
+    dashboard = Dashboard(services.config.server.base_url)
+    app.state.dashboard = dashboard
+    app.mount(DASHBOARD, dashboard.app)
+
     @app.get("/", tags=["meta"])
-    def index() -> JSONResponse:
-        base = services.config.server.base_url
-        return JSONResponse({"name": "yunstack", "version": __version__,
-                             "apis": {kind: base + path for kind, _, path in CATALOG}})
+    def index(request: Request) -> Response:
+        """The version document for API clients; a browser (which prefers HTML) goes to the dashboard."""
+        if prefers_html(request.headers.get("accept")):
+            response: Response = RedirectResponse(DASHBOARD + "/", status_code=303)
+            response.headers.update({k.decode(): v.decode() for k, v in DASHBOARD_HEADERS})
+        else:
+            base = services.config.server.base_url
+            response = JSONResponse({"name": "yunstack", "version": __version__,
+                                     "apis": {kind: base + path for kind, _, path in CATALOG}})
+        response.headers["Vary"] = "Accept"
+        return response
 
     _build_routes(app)
 

@@ -92,25 +92,49 @@ class YunClient:
         if self._creds is None:
             raise ApiError(401, "No credentials configured.")
         c = self._creds
-        body = {"auth": {
+        return self.issue_token({
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": c.username, "domain": {"name": c.user_domain_name}, "password": c.password}}},
             "scope": {"project": {"name": c.project_name, "domain": {"name": c.project_domain_name}}},
-        }}
-        r = self._http.post(f"{self.base_url}/identity/v3/auth/tokens", json=body)
+        })
+
+    def issue_token(self, auth: dict[str, Any]) -> str:
+        """Ask Keystone for a token (``auth`` is the body's ``auth`` object); it becomes this client's."""
+        r = self._http.post(f"{self.base_url}/identity/v3/auth/tokens", json={"auth": auth})
         if r.status_code != 201:
             raise ApiError(r.status_code, _message(r))
         self._token = r.headers["x-subject-token"]
         self.token_body = r.json()["token"]
+        self._catalog = {}
         for svc in self.token_body.get("catalog", []):
             for ep in svc["endpoints"]:
                 if ep["interface"] == "public":
                     self._catalog[svc["type"]] = ep["url"]
         return self._token
 
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    def revoke(self, token: str | None = None) -> None:
+        """Revoke ``token`` (by default this client's own, which it then forgets), authenticating
+        with this client's token.  Keystone also revokes every token rescoped from the one revoked."""
+        own = self._token
+        if own is None:
+            return
+        subject = token or own
+        if subject == own:
+            self._token = None
+        r = self._http.delete(f"{self.base_url}/identity/v3/auth/tokens",
+                              headers={"X-Auth-Token": own, "X-Subject-Token": subject})
+        if r.status_code not in (204, 401, 404):
+            raise ApiError(r.status_code, _message(r))
+
     def endpoint(self, service: str) -> str:
         if self._token is None:
             self.authenticate()
+        if service == "identity" and service not in self._catalog:
+            return f"{self.base_url}/identity/v3"  # where we signed in (an unscoped token has no catalog)
         try:
             return self._catalog[service]
         except KeyError:

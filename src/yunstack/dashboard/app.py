@@ -1,0 +1,90 @@
+"""The dashboard's routes, its templates and static files, and the ``Dashboard`` that holds them."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from yunstack.dashboard import views
+from yunstack.dashboard.security import SecurityHeaders
+from yunstack.dashboard.sessions import Sessions
+
+PREFIX = "/dashboard"
+HERE = Path(__file__).parent
+# Static files change only with a release; their URLs carry a content hash, so browsers keep them.
+STATIC_CACHE = "public, max-age=31536000, immutable"
+
+
+class Dashboard:
+    """Everything the pages need: where the API is, how to reach it, the sessions, the templates.
+
+    ``transport`` is the httpx transport the dashboard's clients use (None: real HTTP to
+    ``api_url``); tests hand it the in-process app.
+    """
+
+    def __init__(self, api_url: str, *, transport: httpx.BaseTransport | None = None,
+                 session_limit: int = 1000) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.transport = transport
+        self.sessions = Sessions(session_limit)
+        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                            autoescape=True, undefined=jinja2.StrictUndefined)
+        self.static: dict[str, tuple[bytes, str, str]] = {}
+        for path in sorted((HERE / "static").iterdir()):
+            data = path.read_bytes()
+            kind = "text/plain" if path.suffix == ".LICENSE" else mimetypes.guess_type(path.name)[0] or "text/plain"
+            self.static[path.name] = (data, kind, hashlib.sha256(data).hexdigest()[:12])
+        self.templates.globals["static"] = self.static_url
+        self.templates.globals["prefix"] = PREFIX
+        self.app: ASGIApp = Starlette(routes=ROUTES, middleware=[Middleware(SecurityHeaders)],
+                                      exception_handlers={Exception: self._crashed})
+        self.app.state.dashboard = self
+
+    def static_url(self, name: str) -> str:
+        return f"{PREFIX}/static/{name}?v={self.static[name][2]}"
+
+    def render(self, name: str, code: int = 200, /, **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=code, headers={"Cache-Control": "no-store"})
+
+    def error(self, status: int, message: str) -> HTMLResponse:
+        return self.render("error.html", status, status=status, message=message)
+
+    async def _crashed(self, request: Request, exc: Exception) -> Response:
+        # The traceback goes to the log (Starlette's error middleware), never to the page.
+        return self.error(500, "The dashboard failed to answer; the error is in the server's log.")
+
+
+async def static(request: Request) -> Response:
+    dashboard: Dashboard = request.app.state.dashboard
+    found = dashboard.static.get(request.path_params["name"])
+    if found is None:
+        return dashboard.error(404, "There is no such file.")
+    data, kind, digest = found
+    if request.headers.get("if-none-match") == f'"{digest}"':
+        return Response(status_code=304, headers={"ETag": f'"{digest}"', "Cache-Control": STATIC_CACHE})
+    return Response(data, media_type=kind, headers={"ETag": f'"{digest}"', "Cache-Control": STATIC_CACHE})
+
+
+ROUTES = [
+    Route("/", views.home),
+    Route("/login", views.sign_in_form, methods=["GET"]),
+    Route("/login", views.sign_in, methods=["POST"]),
+    Route("/logout", views.sign_out, methods=["POST"]),
+    Route("/project", views.switch_project, methods=["POST"]),
+    Route("/project/instances", views.instances),
+    Route("/project/instances/table", views.instances_table),
+    Route("/project/instances/{server_id}/{action}", views.server_action, methods=["POST"]),
+    Route("/static/{name}", static),
+]
