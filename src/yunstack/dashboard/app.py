@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class Dashboard:
         self.api_url = api_url.rstrip("/")
         self.transport = transport
         self.sessions = Sessions(session_limit)
+        # The API's handlers run on Starlette's shared thread pool; a page holding one of those threads
+        # while its API call waits for another could, with enough pages at once, leave none for the
+        # API.  The dashboard's blocking client calls get threads of their own.
+        self.threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard")
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.static: dict[str, tuple[bytes, str, str]] = {}

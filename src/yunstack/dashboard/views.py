@@ -7,12 +7,12 @@ was revoked: the session ends and the browser goes to the sign-in page with a me
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qs
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -35,6 +35,11 @@ MESSAGES = {  # what ?m= may say on the sign-in page: fixed texts, nothing from 
 CSRF_REFUSED = "This form is stale or did not come from this dashboard (no valid CSRF token). Reload and try again."
 NO_PROJECT = "You have no role on any project yet: an administrator can give you one."
 READER_REFUSED = "Your role in this project is reader: you may look, not change anything."
+
+
+async def _blocking(request: Request, fn: Callable[[], T]) -> T:
+    """Run a blocking client call on the dashboard's own threads (``Dashboard.threads``)."""
+    return await asyncio.get_running_loop().run_in_executor(_dashboard(request).threads, fn)
 
 
 def _dashboard(request: Request) -> Dashboard:
@@ -73,12 +78,12 @@ def _ended(request: Request) -> Response:
 async def _call(request: Request, session: Session, fn: Callable[[], T]) -> T | Response:
     """Run one client call in a worker thread; an expired token ends the session."""
     try:
-        return await run_in_threadpool(fn)
+        return await _blocking(request, fn)
     except ApiError as exc:
         if exc.status != 401:
             raise
         _dashboard(request).sessions.pop(session.id)
-        await run_in_threadpool(session.client.close)
+        await _blocking(request, session.client.close)
         return _ended(request)
 
 
@@ -129,7 +134,7 @@ async def sign_in(request: Request) -> Response:
             raise
 
     try:
-        session = await run_in_threadpool(sign_in_and_list)
+        session = await _blocking(request, sign_in_and_list)
     except ApiError as exc:
         return await sign_in_form(request, status=exc.status if exc.status in (401, 403) else 502,
                                   error=exc.message, domain=domain, user=user)
@@ -156,7 +161,7 @@ async def sign_out(request: Request) -> Response:
         finally:
             session.client.close()
 
-    await run_in_threadpool(revoke)
+    await _blocking(request, revoke)
     response = _redirect(request, "/login?m=signed_out")
     response.delete_cookie(COOKIE, path=_url(request, "/"))
     return response
