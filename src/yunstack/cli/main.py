@@ -72,6 +72,7 @@ def up(
         lines = [f"[bold green]yunstack is up[/] at {cfg.server.base_url}",
                  f"state: {cfg.server.state_path}",
                  f"clouds.yaml: {prepared.clouds_yaml}",
+                 f"dashboard: {cfg.server.base_url}/ in a browser (user demo)",
                  "",
                  f"  export OS_CLIENT_CONFIG_FILE={prepared.clouds_yaml}",
                  "  openstack --os-cloud yunstack token issue        # admin",

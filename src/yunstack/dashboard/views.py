@@ -136,8 +136,11 @@ async def sign_in(request: Request) -> Response:
     try:
         session = await _blocking(request, sign_in_and_list)
     except ApiError as exc:
-        return await sign_in_form(request, status=exc.status if exc.status in (401, 403) else 502,
+        return await sign_in_form(request, status=exc.status if 400 <= exc.status < 500 else 502,
                                   error=exc.message, domain=domain, user=user)
+    previous = dashboard.sessions.pop(request.cookies.get(COOKIE) or "")
+    if previous is not None:  # signing in again (as anyone) ends this browser's previous session
+        await _blocking(request, lambda: _end(previous))
     dashboard.sessions.add(session)
     response = _redirect(request, "/project/instances")
     response.set_cookie(COOKIE, session.id, path=_url(request, "/"), httponly=True, samesite="lax",
@@ -146,22 +149,23 @@ async def sign_in(request: Request) -> Response:
     return response
 
 
+def _end(session: Session) -> None:
+    """Revoke the session's unscoped token, and with it every token rescoped from it."""
+    try:
+        session.client.revoke(session.root_token)
+    except ApiError:
+        pass  # the session is gone either way; the token expires on its own
+    finally:
+        session.client.close()
+
+
 async def sign_out(request: Request) -> Response:
     checked = await _post(request)
     if isinstance(checked, Response):
         return checked
     session, _ = checked
     _dashboard(request).sessions.pop(session.id)
-
-    def revoke() -> None:
-        try:
-            session.client.revoke(session.root_token)  # and with it every token rescoped from it
-        except ApiError:
-            pass  # the session is gone either way; the token expires on its own
-        finally:
-            session.client.close()
-
-    await _blocking(request, revoke)
+    await _blocking(request, lambda: _end(session))
     response = _redirect(request, "/login?m=signed_out")
     response.delete_cookie(COOKIE, path=_url(request, "/"))
     return response

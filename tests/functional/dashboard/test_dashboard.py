@@ -185,6 +185,15 @@ def test_after_sign_out_the_cookie_opens_nothing_and_the_token_is_revoked(
     assert r.status_code == 401
 
 
+def test_signing_in_again_ends_the_browsers_previous_session(app: Any, browser: Browser, people: Any) -> None:
+    first = browser.signed_in("alice").http.cookies["yun_session"]
+    browser.signed_in("bob")
+    assert browser.http.cookies["yun_session"] != first
+    assert app.fastapi.state.dashboard.sessions.get(first) is None
+    assert len(app.fastapi.state.dashboard.sessions) == 1
+    assert "beta" in browser.http.get(f"{D}/project/instances").text
+
+
 def test_an_expired_token_sends_the_browser_to_sign_in_with_a_message(app: Any, browser: Browser,
                                                                       people: Any) -> None:
     browser.signed_in("alice")
