@@ -103,13 +103,11 @@ class YunClient:
         r = self._http.post(f"{self.base_url}/identity/v3/auth/tokens", json={"auth": auth})
         if r.status_code != 201:
             raise ApiError(r.status_code, _message(r))
-        self._token = r.headers["x-subject-token"]
-        self.token_body = r.json()["token"]
-        self._catalog = {}
-        for svc in self.token_body.get("catalog", []):
-            for ep in svc["endpoints"]:
-                if ep["interface"] == "public":
-                    self._catalog[svc["type"]] = ep["url"]
+        body = r.json()["token"]
+        catalog = {svc["type"]: ep["url"] for svc in body.get("catalog", []) for ep in svc["endpoints"]
+                   if ep["interface"] == "public"}
+        # Swapped in whole: another thread's request sees the old token and catalog or the new ones.
+        self._token, self.token_body, self._catalog = r.headers["x-subject-token"], body, catalog
         return self._token
 
     @property

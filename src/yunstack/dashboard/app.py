@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from yunstack.dashboard import views
-from yunstack.dashboard.security import SecurityHeaders
+from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
 PREFIX = "/dashboard"
@@ -67,8 +67,11 @@ class Dashboard:
         return self.render("error.html", status, status=status, message=message)
 
     async def _crashed(self, request: Request, exc: Exception) -> Response:
-        # The traceback goes to the log (Starlette's error middleware), never to the page.
-        return self.error(500, "The dashboard failed to answer; the error is in the server's log.")
+        # The traceback goes to the log (Starlette's error middleware), never to the page.  This runs
+        # outside the middleware (in Starlette's outermost one), so it adds the headers itself.
+        response = self.error(500, "The dashboard failed to answer; the error is in the server's log.")
+        response.headers.update({k.decode(): v.decode() for k, v in HEADERS})
+        return response
 
 
 async def static(request: Request) -> Response:

@@ -77,11 +77,14 @@ def _ended(request: Request) -> Response:
 
 async def _call(request: Request, session: Session, fn: Callable[[], T]) -> T | Response:
     """Run one client call in a worker thread; an expired token ends the session."""
+    token = session.client.token
     try:
         return await _blocking(request, fn)
     except ApiError as exc:
         if exc.status != 401:
             raise
+        if session.client.token != token:  # a project switch revoked the token this call used
+            return await _call(request, session, fn)
         _dashboard(request).sessions.pop(session.id)
         await _blocking(request, session.client.close)
         return _ended(request)

@@ -207,6 +207,21 @@ def test_an_expired_token_sends_the_browser_to_sign_in_with_a_message(app: Any, 
     assert r.headers["hx-redirect"] == f"{D}/login"  # the session is gone now
 
 
+def test_a_failure_in_the_dashboard_shows_no_traceback(browser: Browser, people: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    browser.signed_in("alice")
+
+    def broken(client: Any) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("yunstack.dashboard.views.list_servers", broken)
+    r = browser.http.get(f"{D}/project/instances")
+    assert r.status_code == 500
+    assert "secret internals" not in r.text and "Traceback" not in r.text
+    assert "the error is in the server&#39;s log" in r.text
+    assert_secure_headers(r)
+
+
 def test_static_files_are_cached_and_small(browser: Browser) -> None:
     page = browser.http.get(f"{D}/login")
     total = len(page.content)
