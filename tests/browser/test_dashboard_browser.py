@@ -2,9 +2,9 @@
 
 The app runs in uvicorn on a free port (the fake driver, the real host agent), so the dashboard
 reaches the API over real HTTP, as in production.  The test signs in, watches a server created
-through the API appear and reach ACTIVE without reloading the page (htmx polls the table), checks
-that the strict Content-Security-Policy blocked nothing, and signs out.  It leaves a screenshot
-in docs/img/dashboard-instances.png.
+through the API appear and reach ACTIVE without reloading the page (htmx polls the table), stops
+it with its button, checks that the strict Content-Security-Policy blocked nothing, and signs
+out.  It leaves a screenshot in docs/img/dashboard-instances.png.
 """
 
 from __future__ import annotations
@@ -83,6 +83,12 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     assert browser.find_elements(By.CSS_SELECTOR, f"{row} form[action$='/stop'] button")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
+
+    # The Stop button is a form htmx boosts (no reload, the CSRF token in its header).
+    browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/stop'] button").click()
+    wait.until(lambda d: "Stopping the server." in d.page_source)
+    wait.until(lambda d: "SHUTOFF" in d.find_element(By.CSS_SELECTOR, f"{row} .status").text)
+    assert browser.execute_script("return window.stillTheSamePage === true"), "the page was reloaded"
 
     blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
     assert blocked == []
