@@ -4,11 +4,12 @@ The app runs in uvicorn on a free port (the fake driver, the real host agent), s
 reaches the API over real HTTP, as in production.  The test signs in, watches a server created
 through the API appear and reach ACTIVE without reloading the page (htmx polls the table), stops
 it with its button, checks that the strict Content-Security-Policy blocked nothing, and signs
-out.  It leaves a screenshot in docs/img/dashboard-instances.png.
+out.  It leaves a screenshot in build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,11 @@ __all__ = ["host", "qcow2", "served", "services", "world"]  # fixtures, used by 
 world, host, qcow2 = test_servers.world, test_servers.host, test_servers.qcow2
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard-instances.png"
+# The docs' screenshots are taken by this test: with YUN_UPDATE_SCREENSHOTS=1 it writes them into
+# docs/img; otherwise into build/screenshots, so that a test run leaves the checkout clean.
+_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = (_ROOT / "docs" / "img" if os.environ.get("YUN_UPDATE_SCREENSHOTS") == "1"
+              else _ROOT / "build" / "screenshots") / "dashboard-instances.png"
 WAIT = 30.0
 
 
