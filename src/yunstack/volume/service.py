@@ -123,6 +123,7 @@ class ListQuery:
     """A list call's filters, sort and page (``None``: not filtered)."""
 
     name: str | None = None
+    name_like: str | None = None  # 3.31's name~: names containing it (SQL LIKE, any case)
     status: str | None = None
     metadata: str | None = None  # Cinder's form: a Python dict literal, "{'k': 'v'}"
     availability_zone: str | None = None
@@ -282,6 +283,8 @@ class VolumeService:
                 q = q.where(t.Volume.project_id == project)
             if query.name is not None:
                 q = q.where(t.Volume.name == query.name)
+            if query.name_like is not None:
+                q = q.where(t.Volume.name.ilike(f"%{query.name_like}%"))
             if query.status is not None:
                 q = q.where(t.Volume.status == query.status)
             if query.availability_zone is not None:
@@ -311,15 +314,24 @@ class VolumeService:
             attached = _attachments(s, [r.id for r in rows])
             return [as_volume(r, types[r.volume_type_id], attached[r.id]) for r in rows]
 
-    def summary(self, ctx: AuthContext, *, all_projects: bool = False) -> tuple[int, int]:
-        """How many volumes the project has and their GiB (``GET /volumes/summary``)."""
+    def summary(self, ctx: AuthContext, *, all_projects: bool = False) -> tuple[int, int, dict[str, list[str]]]:
+        """How many volumes the project has, their GiB, and each metadata key with its distinct values
+        (``GET /volumes/summary``)."""
         project = policy.project_filter(ctx, None, all_projects=all_projects)
         with self._db() as s:
             q = select(func.count(t.Volume.id), func.coalesce(func.sum(t.Volume.size), 0))
             if project is not None:
                 q = q.where(t.Volume.project_id == project)
             count, size = s.execute(q).one()
-            return int(count), int(size)
+            metas = select(t.Volume.meta)
+            if project is not None:
+                metas = metas.where(t.Volume.project_id == project)
+            metadata: dict[str, list[str]] = {}
+            for meta in s.scalars(metas):
+                for key, value in sorted((meta or {}).items()):
+                    if value not in metadata.setdefault(key, []):
+                        metadata[key].append(value)
+            return int(count), int(size), metadata
 
     # -- create --------------------------------------------------------------------------------
 
@@ -605,6 +617,8 @@ class VolumeService:
                 q = q.where(t.Snapshot.project_id == project)
             if query.name is not None:
                 q = q.where(t.Snapshot.name == query.name)
+            if query.name_like is not None:
+                q = q.where(t.Snapshot.name.ilike(f"%{query.name_like}%"))
             if query.status is not None:
                 q = q.where(t.Snapshot.status == query.status)
             if query.volume_id is not None:
@@ -725,9 +739,10 @@ class VolumeService:
         with self._db.begin() as s:
             self.quotas.reset(s, project_id)
 
-    def limits(self, ctx: AuthContext) -> dict[str, int]:
-        """Cinder's absolute limits of the caller's project."""
-        project = policy.require_scoped(ctx, "limits")
+    def limits(self, ctx: AuthContext, *, project_id: str | None = None) -> dict[str, int]:
+        """Cinder's absolute limits of the caller's project, or of ``project_id`` for an admin (a user's
+        is ignored, as Cinder ignores it)."""
+        project = project_id if ctx.is_admin and project_id else policy.require_scoped(ctx, "limits")
         with self._db() as s:
             limits = self.quotas.engine.limits(s, project)
             used = self.quotas.engine.usage(s, project)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
+from yunstack.api.volume import filters
 from yunstack.api.volume import microversion as mv
 from yunstack.api.volume.microversion import at_least, next_href
 from yunstack.api.volume.query import int_param
@@ -49,6 +50,8 @@ def _connector(value: Any) -> dict[str, Any] | None:
 def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
     _available(request)
     p = request.query_params
+    if not filters.served(p, "attachment", ctx, mv.version_of(request)):
+        return {"attachments": []}
     sort = p.get("sort_dir", "desc").lower()
     if "sort" in p:
         sort = p["sort"].partition(":")[2].strip().lower() or "desc"

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
+from yunstack.api.volume import filters, views
 from yunstack.api.volume import microversion as mv
-from yunstack.api.volume import views
 from yunstack.api.volume.microversion import at_least, next_href, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import (
@@ -56,7 +56,8 @@ def create_volume(svc: Svc, ctx: Ctx, request: Request, body: Any = Body(None)) 
 
 def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
     query = list_query(request.query_params, snapshots=False, version=version_of(request))
-    items = svc.volume.list_volumes(ctx, query)
+    served = filters.served(request.query_params, "volume", ctx, version_of(request))
+    items = svc.volume.list_volumes(ctx, query) if served else []
     base = svc.config.server.base_url
     next_url = None
     if items and query.limit is not None:
@@ -79,9 +80,11 @@ def list_volumes_detail(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
 def volume_summary(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
     if not at_least(request, mv.VOLUME_SUMMARY):  # before 3.12 "summary" is a volume id
         raise VolumeNotFound(id="summary")
-    count, size = svc.volume.summary(ctx, all_projects=bool_of(request.query_params.get("all_tenants", "false"),
-                                                               "all_tenants"))
-    return views.volume_summary_totals(count, size)
+    count, size, metadata = svc.volume.summary(
+        ctx, all_projects=bool_of(request.query_params.get("all_tenants", "false"), "all_tenants"))
+    # 3.36: every key of the volumes' metadata with its distinct values.
+    return views.volume_summary_totals(count, size, metadata if at_least(request, mv.VOLUME_SUMMARY_METADATA)
+                                       else None)
 
 
 @router.get(V3 + "/volumes/", include_in_schema=False)

@@ -80,6 +80,8 @@ def snapshot(s: Snapshot, *, detail: bool, version: tuple[int, int] = MIN, summa
     }
     if version >= mv.GROUP_SNAPSHOTS and not summary:  # no group snapshots here
         body["group_snapshot_id"] = None
+    if version >= mv.SNAPSHOT_LIST_USER_ID and not summary:
+        body["user_id"] = s.user_id
     if detail:
         body["os-extended-snapshot-attributes:progress"] = s.progress
         body["os-extended-snapshot-attributes:project_id"] = s.project_id
@@ -106,9 +108,12 @@ def quota_usage(project_id: str, usage: Mapping[str, QuotaUsage]) -> dict[str, A
     return {"quota_set": body}
 
 
-def volume_summary_totals(count: int, size: int) -> dict[str, Any]:
-    """``GET /volumes/summary`` (3.12)."""
-    return {"volume-summary": {"total_count": count, "total_size": size}}
+def volume_summary_totals(count: int, size: int, metadata: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """``GET /volumes/summary`` (3.12); ``metadata`` from 3.36."""
+    body: dict[str, Any] = {"total_count": count, "total_size": size}
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return {"volume-summary": body}
 
 
 def version(base: str) -> dict[str, Any]:
