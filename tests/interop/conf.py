@@ -163,6 +163,8 @@ build_timeout = 180
 backup = False
 snapshot = True
 clone = True
+# The revert action (3.40) to the latest snapshot.
+volume_revert = True
 # The extensions /volume/v3/extensions lists (Tempest checks the first).
 api_extensions = {",".join(alias for alias, _, _ in VOLUME_EXTENSIONS)}
 """

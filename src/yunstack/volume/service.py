@@ -38,7 +38,7 @@ from yunstack.protocol import (
 from yunstack.tasks.model import REGISTRY, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
-from yunstack.volume import operations, states
+from yunstack.volume import operations, revert, states
 from yunstack.volume.attachments import ATTACHING, RELEASED, RESERVED
 from yunstack.volume.backend import LIVE_SNAPSHOTS
 from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
@@ -528,6 +528,16 @@ class VolumeService:
                 if again is not None and again.status == states.EXTENDING:
                     again.status, again.updated_at = states.IN_USE, utcnow()
             raise
+
+    def revert_to_snapshot(self, ctx: AuthContext, volume_id: str, snapshot_id: str | None,
+                           request_id: str | None = None) -> None:
+        """Give the volume its latest snapshot's bytes again (Cinder 3.40; ``volume.revert``)."""
+        policy.require_write(ctx, "volume:revert_to_snapshot")
+        with self._db.begin() as s:
+            row = self._row(s, ctx, volume_id)
+            revert.start(s, row, snapshot_id, request_id)
+            host = row.host
+        self._wake(host)
 
     def delete(self, ctx: AuthContext, volume_id: str, *, cascade: bool = False, force: bool = False,
                request_id: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Cinder's microversions 3.1 to 3.39: each delta we serve, at the version before it and at its own.
+"""Cinder's microversions: each delta we serve, at the version before it and at its own (3.40's revert
+is in ``test_revert.py``).
 
 The table of what each version changes (and which ones touch APIs we do not serve) is in
 ``docs/reference/volume-api.md``.
@@ -22,13 +23,13 @@ def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
 
 def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
-    r = alice.at("3.40").get("/volumes")
-    assert r.status_code == 406 and "maximum is 3.39" in r.text
+    r = alice.at("3.41").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.40" in r.text
     assert alice.at("4.0").get("/volumes").status_code == 406
     assert alice.at("3.x").get("/volumes").status_code == 400
-    r = alice.at("3.39").get("/volumes")
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.39"
-    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.39"
+    r = alice.at("3.40").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.40"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.40"
 
 
 def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from yunstack.api.faults import fault_body
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
 
 MIN = (3, 0)
-MAX = (3, 39)
+MAX = (3, 40)
 PREFIX = "/volume/v3"
 SENT_PATH = "yun.volume_path"
 VERSION = "yun.volume_version"
@@ -45,6 +45,7 @@ RESOURCE_FILTER_CONFIG = (3, 33)
 LIKE_FILTER = (3, 34)
 VOLUME_SUMMARY_METADATA = (3, 36)
 LIMITS_ADMIN_FILTER = (3, 39)
+VOLUME_REVERT = (3, 40)
 SNAPSHOT_LIST_USER_ID = (3, 41)
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 # The first path segments of our collections: anything else after /volume/v3/ is a project id.

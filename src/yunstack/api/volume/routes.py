@@ -234,6 +234,16 @@ def volume_action(svc: Svc, ctx: Ctx, volume_id: str, request: Request, body: An
             protected=params and bool_of(a.get("protected", False), "protected"),
             force=bool_of(a.get("force", False), "force"), request_id=request_id.get())
         return JSONResponse({"os-volume_upload_image": views.upload(up)}, status_code=202)
+    if name == "revert":
+        if not at_least(request, mv.VOLUME_REVERT):  # Cinder: no such method before 3.40
+            raise NotFound("The resource could not be found.")
+        revert = args_of(args, name)
+        if set(revert) - {"snapshot_id"}:
+            raise BadRequest(f"Invalid input for field/attribute revert: unexpected keys {sorted(set(revert))}.")
+        snapshot_id = revert.get("snapshot_id")
+        vol.revert_to_snapshot(ctx, volume_id, snapshot_id if isinstance(snapshot_id, str) else None,
+                               request_id.get())
+        return Response(status_code=202)
     if name == "os-force_delete":
         vol.delete(ctx, volume_id, force=True, request_id=request_id.get())
         return Response(status_code=202)
