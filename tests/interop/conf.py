@@ -165,6 +165,8 @@ snapshot = True
 clone = True
 # The revert action (3.40) to the latest snapshot.
 volume_revert = True
+# os-extend of an in-use volume (3.42): the server's host grows it (instance action extend_volume).
+extend_attached_volume = True
 # The extensions /volume/v3/extensions lists (Tempest checks the first).
 api_extensions = {",".join(alias for alias, _, _ in VOLUME_EXTENSIONS)}
 """

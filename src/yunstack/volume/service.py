@@ -494,16 +494,19 @@ class VolumeService:
             row.status_reason = None
             row.updated_at = utcnow()
 
-    def extend(self, ctx: AuthContext, volume_id: str, new_size: int, request_id: str | None = None) -> None:
+    def extend(self, ctx: AuthContext, volume_id: str, new_size: int, request_id: str | None = None, *,
+               in_use: bool = True) -> None:
         """Grow an available volume on its storage host, or an in-use one through its server's host
-        (``extend_attached``: the guest then sees the new size, as Nova's volume-extended event)."""
+        (``extend_attached``: the guest then sees the new size, as Nova's volume-extended event).
+        ``in_use``: whether the caller may grow an in-use one (Cinder: from 3.42)."""
         policy.require_write(ctx, "volume:extend")
         with self._db.begin() as s:
             row = self._row(s, ctx, volume_id)
-            attached = row.status == states.IN_USE
+            attached = row.status == states.IN_USE and in_use
             if row.status not in states.EXTENDABLE and not (attached and self.extend_attached is not None):
-                raise InvalidVolume(reason=f"Volume status must be available or in-use to extend (it is "
-                                           f"{row.status}).")
+                expected = states.IN_USE if attached else states.AVAILABLE
+                raise InvalidVolume(reason=f"Volume {row.id} status must be '{{'status': '{expected}'}}' to extend, "
+                                           f"currently {row.status}.")
             if new_size <= row.size:
                 raise BadRequest(f"Invalid input received: New size for extend must be greater than current "
                                  f"size. (current: {row.size}, extended: {new_size}).")

@@ -1,5 +1,6 @@
 """Cinder's microversions: each delta we serve, at the version before it and at its own (3.40's revert
-is in ``test_revert.py``).
+is in ``test_revert.py``, 3.42's in-use extend in ``test_attach.py``, 3.44's os-complete in
+``test_attachments_api.py``).
 
 The table of what each version changes (and which ones touch APIs we do not serve) is in
 ``docs/reference/volume-api.md``.
@@ -23,13 +24,13 @@ def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
 
 def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
-    r = alice.at("3.41").get("/volumes")
-    assert r.status_code == 406 and "maximum is 3.40" in r.text
+    r = alice.at("3.45").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.44" in r.text
     assert alice.at("4.0").get("/volumes").status_code == 406
     assert alice.at("3.x").get("/volumes").status_code == 400
-    r = alice.at("3.40").get("/volumes")
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.40"
-    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.40"
+    r = alice.at("3.44").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.44"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.44"
 
 
 def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:
@@ -237,3 +238,19 @@ def test_limits_of_another_project_for_admins_from_3_39(world: dict[str, Any]) -
     assert admin.at("3.39").get("/limits", params=of_alpha).json()["limits"]["absolute"]["totalVolumesUsed"] == 1
     bob: Cinder = world["bob"]  # a user's project_id is ignored
     assert bob.at("3.39").get("/limits", params=of_alpha).json()["limits"]["absolute"]["totalVolumesUsed"] == 0
+
+
+def test_snapshots_show_user_id_from_3_41(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice)
+    r = alice.at("3.41").post("/snapshots", {"snapshot": {"volume_id": v["id"]}})
+    assert r.status_code == 202, r.text
+    snap = r.json()["snapshot"]
+    user_id = alice.get(f"/volumes/{v['id']}").json()["volume"]["user_id"]
+    assert snap["user_id"] == user_id
+    alice.wait(snap["id"], "available", "snapshots")
+    path = f"/snapshots/{snap['id']}"
+    assert "user_id" not in alice.at("3.40").get(path).json()["snapshot"]
+    assert alice.at("3.41").get(path).json()["snapshot"]["user_id"] == user_id
+    assert alice.at("3.41").get("/snapshots/detail").json()["snapshots"][0]["user_id"] == user_id
+    assert "user_id" not in alice.at("3.41").get("/snapshots").json()["snapshots"][0]  # not the summary list

@@ -15,7 +15,7 @@ from yunstack.api.volume import filters
 from yunstack.api.volume import microversion as mv
 from yunstack.api.volume.microversion import at_least, next_href
 from yunstack.api.volume.query import int_param
-from yunstack.api.volume.schemas import bool_of, object_of
+from yunstack.api.volume.schemas import action_of, bool_of, object_of
 from yunstack.api.volume.views import when
 from yunstack.errors import BadRequest, NotFound
 from yunstack.volume.records import Record, RecordQuery
@@ -110,6 +110,18 @@ def update_attachment(svc: Svc, ctx: Ctx, attachment_id: str, request: Request,
     if not connector or set(a) - {"connector"}:
         raise BadRequest("Must specify 'connector' to update attachment.")
     return {"attachment": _detail(svc.volume.records.update(ctx, attachment_id, connector))}
+
+
+@router.post("/{attachment_id}/action", status_code=204)
+def attachment_action(svc: Svc, ctx: Ctx, attachment_id: str, request: Request, body: Any = Body(None)) -> Response:
+    _available(request)
+    name, _ = action_of(body)
+    if name != "os-complete":
+        raise BadRequest(f"There is no such action: {name}")
+    if not at_least(request, mv.NEW_ATTACH_COMPLETION):  # Cinder: no such method before 3.44
+        raise NotFound("The resource could not be found.")
+    svc.volume.records.complete(ctx, attachment_id)
+    return Response(status_code=204)
 
 
 @router.delete("/{attachment_id}")

@@ -210,7 +210,9 @@ def volume_action(svc: Svc, ctx: Ctx, volume_id: str, request: Request, body: An
         vol.set_read_only(ctx, volume_id, bool_of(args_of(args, name).get("readonly"), "readonly"))
         return Response(status_code=202)
     if name == "os-extend":
-        vol.extend(ctx, volume_id, size_of(args_of(args, name).get("new_size"), "new_size"), request_id.get())
+        # An in-use volume grows from 3.42 (Cinder's extend_attached_volume); before, only an available one.
+        vol.extend(ctx, volume_id, size_of(args_of(args, name).get("new_size"), "new_size"), request_id.get(),
+                   in_use=at_least(request, mv.VOLUME_EXTEND_INUSE))
         return Response(status_code=202)
     if name == "os-reset_status":
         status = args_of(args, name).get("status")
