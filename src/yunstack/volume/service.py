@@ -227,6 +227,47 @@ def _after(q: Select[Any], row: Any, keys: Mapping[str, Any], sort: Sequence[tup
     return q.where(or_(*clauses))
 
 
+def _volume_filters(project: str | None, query: ListQuery) -> Select[Any]:
+    """The volumes a list's column filters match (metadata is matched per row: ``_volume_matches``)."""
+    q = select(t.Volume)
+    if project is not None:
+        q = q.where(t.Volume.project_id == project)
+    if query.name is not None:
+        q = q.where(t.Volume.name == query.name)
+    if query.name_like is not None:
+        q = q.where(t.Volume.name.ilike(f"%{query.name_like}%"))
+    if query.status is not None:
+        q = q.where(t.Volume.status == query.status)
+    if query.availability_zone is not None:
+        q = q.where(t.Volume.availability_zone == query.availability_zone)
+    if query.bootable is not None:
+        q = q.where(t.Volume.bootable.is_(query.bootable))
+    if query.group_id is not None:
+        q = q.where(false())
+    return q
+
+
+def _volume_matches(row: t.Volume, wanted: Mapping[str, str] | None, image: Mapping[str, str] | None) -> bool:
+    meta, shown = row.meta or {}, row.image_metadata or {}
+    return (all(meta.get(k) == v for k, v in (wanted or {}).items())
+            and all(k in shown and str(shown.get(k)) == v for k, v in (image or {}).items()))
+
+
+def _snapshot_filters(project: str | None, query: ListQuery) -> Select[Any]:
+    q = select(t.Snapshot)
+    if project is not None:
+        q = q.where(t.Snapshot.project_id == project)
+    if query.name is not None:
+        q = q.where(t.Snapshot.name == query.name)
+    if query.name_like is not None:
+        q = q.where(t.Snapshot.name.ilike(f"%{query.name_like}%"))
+    if query.status is not None:
+        q = q.where(t.Snapshot.status == query.status)
+    if query.volume_id is not None:
+        q = q.where(t.Snapshot.volume_id == query.volume_id)
+    return q
+
+
 class VolumeService:
     def __init__(self, db: sessionmaker[Session], config: Config, *, images: Any,
                  wake: Callable[[str], None] = lambda host: None, tasks: TaskService | None = None) -> None:
@@ -278,41 +319,34 @@ class VolumeService:
     def list_volumes(self, ctx: AuthContext, query: ListQuery) -> list[Volume]:
         project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
         with self._db() as s:
-            q = select(t.Volume)
-            if project is not None:
-                q = q.where(t.Volume.project_id == project)
-            if query.name is not None:
-                q = q.where(t.Volume.name == query.name)
-            if query.name_like is not None:
-                q = q.where(t.Volume.name.ilike(f"%{query.name_like}%"))
-            if query.status is not None:
-                q = q.where(t.Volume.status == query.status)
-            if query.availability_zone is not None:
-                q = q.where(t.Volume.availability_zone == query.availability_zone)
-            if query.bootable is not None:
-                q = q.where(t.Volume.bootable.is_(query.bootable))
+            q = _volume_filters(project, query)
             if query.marker is not None:
                 marker = s.get(t.Volume, query.marker)
                 if marker is None or (project is not None and marker.project_id != project):
                     raise NotFound(f"Marker {query.marker} could not be found.")
                 q = _after(q, marker, VOLUME_SORT_KEYS, query.sort, t.Volume.id)
             q = _sorted(q, VOLUME_SORT_KEYS, query.sort, t.Volume.id)
-            if query.group_id is not None:
-                q = q.where(false())
             wanted = _metadata_filter(query.metadata)
             image = _metadata_filter(query.glance_metadata)
             limit = min(query.limit if query.limit is not None else MAX_LIMIT, MAX_LIMIT)
             if wanted is None and image is None:
                 rows = list(s.scalars(q.offset(query.offset).limit(limit)))
             else:  # metadata is JSON: matched here, then paged (a project's volumes are few)
-                rows = [r for r in s.scalars(q)
-                        if all((r.meta or {}).get(k) == v for k, v in (wanted or {}).items())
-                        and all(str((r.image_metadata or {}).get(k)) == v and k in (r.image_metadata or {})
-                                for k, v in (image or {}).items())]
+                rows = [r for r in s.scalars(q) if _volume_matches(r, wanted, image)]
                 rows = rows[query.offset:query.offset + limit]
             types = {r.id: r for r in s.scalars(select(t.VolumeType))}
             attached = _attachments(s, [r.id for r in rows])
             return [as_volume(r, types[r.volume_type_id], attached[r.id]) for r in rows]
+
+    def count_volumes(self, ctx: AuthContext, query: ListQuery) -> int:
+        """How many volumes the list's filters match, whatever the page (Cinder's ``with_count``, 3.45)."""
+        project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
+        with self._db() as s:
+            q = _volume_filters(project, query)
+            wanted, image = _metadata_filter(query.metadata), _metadata_filter(query.glance_metadata)
+            if wanted is None and image is None:
+                return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            return sum(1 for r in s.scalars(q) if _volume_matches(r, wanted, image))
 
     def summary(self, ctx: AuthContext, *, all_projects: bool = False) -> tuple[int, int, dict[str, list[str]]]:
         """How many volumes the project has, their GiB, and each metadata key with its distinct values
@@ -625,17 +659,7 @@ class VolumeService:
     def list_snapshots(self, ctx: AuthContext, query: ListQuery) -> list[Snapshot]:
         project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
         with self._db() as s:
-            q = select(t.Snapshot)
-            if project is not None:
-                q = q.where(t.Snapshot.project_id == project)
-            if query.name is not None:
-                q = q.where(t.Snapshot.name == query.name)
-            if query.name_like is not None:
-                q = q.where(t.Snapshot.name.ilike(f"%{query.name_like}%"))
-            if query.status is not None:
-                q = q.where(t.Snapshot.status == query.status)
-            if query.volume_id is not None:
-                q = q.where(t.Snapshot.volume_id == query.volume_id)
+            q = _snapshot_filters(project, query)
             if query.marker is not None:
                 marker = s.get(t.Snapshot, query.marker)
                 if marker is None or (project is not None and marker.project_id != project):
@@ -650,6 +674,16 @@ class VolumeService:
                 rows = [r for r in s.scalars(q) if all((r.meta or {}).get(k) == v for k, v in wanted.items())]
                 rows = rows[query.offset:query.offset + limit]
             return [as_snapshot(r) for r in rows]
+
+    def count_snapshots(self, ctx: AuthContext, query: ListQuery) -> int:
+        """How many snapshots the list's filters match, whatever the page (``with_count``, 3.45)."""
+        project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
+        with self._db() as s:
+            q = _snapshot_filters(project, query)
+            wanted = _metadata_filter(query.metadata)
+            if wanted is None:
+                return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            return sum(1 for r in s.scalars(q) if all((r.meta or {}).get(k) == v for k, v in wanted.items()))
 
     def update_snapshot(self, ctx: AuthContext, snapshot_id: str, *, name: str | None = None,
                         description: str | None = None, fields: frozenset[str] = frozenset()) -> Snapshot:

@@ -24,13 +24,13 @@ def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
 
 def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
-    r = alice.at("3.45").get("/volumes")
-    assert r.status_code == 406 and "maximum is 3.44" in r.text
+    r = alice.at("3.46").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.45" in r.text
     assert alice.at("4.0").get("/volumes").status_code == 406
     assert alice.at("3.x").get("/volumes").status_code == 400
-    r = alice.at("3.44").get("/volumes")
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.44"
-    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.44"
+    r = alice.at("3.45").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.45"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.45"
 
 
 def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:
@@ -254,3 +254,33 @@ def test_snapshots_show_user_id_from_3_41(world: dict[str, Any]) -> None:
     assert alice.at("3.41").get(path).json()["snapshot"]["user_id"] == user_id
     assert alice.at("3.41").get("/snapshots/detail").json()["snapshots"][0]["user_id"] == user_id
     assert "user_id" not in alice.at("3.41").get("/snapshots").json()["snapshots"][0]  # not the summary list
+
+
+def test_lists_count_what_matches_with_count_from_3_45(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    admin: Cinder = world["admin"]
+    made = [_available(alice, name=f"v{i}", metadata={"tier": "gold" if i < 2 else "silver"})["id"]
+            for i in range(3)]
+    counted = {"with_count": "true"}
+    # Before 3.45 with_count is a filter like any other: a user's is 400, an admin's lists nothing.
+    assert alice.at("3.44").get("/volumes", params=counted).status_code == 400
+    assert admin.at("3.44").get("/volumes", params={**counted, "all_tenants": "1"}).json()["volumes"] == []
+    assert alice.at("3.45").get("/volumes", params={"with_count": "maybe"}).status_code == 400
+    r = alice.at("3.45").get("/volumes", params={**counted, "limit": "1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 3 and len(body["volumes"]) == 1 and body["volumes_links"]
+    assert "count" not in alice.at("3.45").get("/volumes").json()
+    gold = alice.at("3.45").get("/volumes/detail", params={**counted, "metadata": "{'tier': 'gold'}"}).json()
+    assert gold["count"] == 2 and sorted(v["id"] for v in gold["volumes"]) == sorted(made[:2])
+    # Cinder's next link with a count: the limit is within the count, even on the last page.
+    last = alice.at("3.45").get("/volumes", params={**counted, "limit": "2", "offset": "2"}).json()
+    assert len(last["volumes"]) == 1 and last["count"] == 3 and last["volumes_links"]
+    assert "volumes_links" not in alice.at("3.45").get("/volumes", params={"limit": "2", "offset": "2"}).json()
+    r = alice.post("/snapshots", {"snapshot": {"volume_id": made[0]}})
+    alice.wait(r.json()["snapshot"]["id"], "available", "snapshots")
+    assert alice.at("3.44").get("/snapshots", params=counted).status_code == 400
+    snaps = alice.at("3.45").get("/snapshots/detail", params=counted).json()
+    assert snaps["count"] == 1 and len(snaps["snapshots"]) == 1
+    assert alice.at("3.45").get("/snapshots", params={**counted, "status": "error"}).json() == {
+        "snapshots": [], "count": 0}

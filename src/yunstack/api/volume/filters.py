@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from starlette.datastructures import QueryParams
 
-from yunstack.api.volume.microversion import LIKE_FILTER, RESOURCE_FILTER
+from yunstack.api.volume.microversion import LIKE_FILTER, RESOURCE_FILTER, SUPPORT_COUNT_INFO
+from yunstack.api.volume.schemas import bool_of
 from yunstack.errors import BadRequest
 from yunstack.identity.context import AuthContext
 
@@ -27,8 +28,10 @@ NOT_FILTERS = frozenset({"limit", "marker", "offset", "sort", "sort_key", "sort_
 ADMIN_SCOPE = frozenset({"all_tenants", "project_id"})
 
 
-def filter_keys(params: QueryParams) -> list[str]:
-    return [key for key in dict.fromkeys(params.keys()) if key not in NOT_FILTERS]
+def filter_keys(params: QueryParams, version: tuple[int, int]) -> list[str]:
+    # with_count is read (and so is no filter) from 3.45; before, it is a key like any other.
+    counted = {"with_count"} if version >= SUPPORT_COUNT_INFO else set()
+    return [key for key in dict.fromkeys(params.keys()) if key not in NOT_FILTERS | counted]
 
 
 def served(params: QueryParams, resource: str, ctx: AuthContext, version: tuple[int, int]) -> bool:
@@ -36,7 +39,7 @@ def served(params: QueryParams, resource: str, ctx: AuthContext, version: tuple[
     ``False`` when an admin names a key we do not filter on (the list is empty, as Cinder's)."""
     if version < RESOURCE_FILTER:
         return True
-    keys = filter_keys(params)
+    keys = filter_keys(params, version)
     for key in keys:
         if not key.isascii():
             raise BadRequest("Invalid input received: Filter keys can only contain ASCII characters.")
@@ -52,6 +55,11 @@ def served(params: QueryParams, resource: str, ctx: AuthContext, version: tuple[
     if invalid:
         raise BadRequest(f"Invalid input received: Invalid filters {','.join(invalid)} are found in query options.")
     return True
+
+
+def with_count(params: QueryParams, version: tuple[int, int]) -> bool:
+    """Whether a volume or snapshot list should say how many match (``with_count``, read from 3.45)."""
+    return version >= SUPPORT_COUNT_INFO and bool_of(params.get("with_count", "false"), "with_count")
 
 
 def like(params: QueryParams, key: str, version: tuple[int, int]) -> str | None:

@@ -58,12 +58,15 @@ def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, An
     query = list_query(request.query_params, snapshots=False, version=version_of(request))
     served = filters.served(request.query_params, "volume", ctx, version_of(request))
     items = svc.volume.list_volumes(ctx, query) if served else []
+    count = None
+    if filters.with_count(request.query_params, version_of(request)):  # 3.45
+        count = svc.volume.count_volumes(ctx, query) if served else 0
     base = svc.config.server.base_url
     next_url = None
     if items and query.limit is not None:
         next_url = next_href(request, base, items[-1].id)
     return views.volume_list(items, base, ctx, detail=detail, limit=query.limit, next_url=next_url,
-                             version=version_of(request))
+                             version=version_of(request), count=count)
 
 
 @router.get(V3 + "/volumes")

@@ -40,11 +40,16 @@ def _snapshots(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[st
     query = list_query(request.query_params, snapshots=True, version=version)
     served = filters.served(request.query_params, "snapshot", ctx, version)
     items = svc.volume.list_snapshots(ctx, query) if served else []
+    count = None
+    if filters.with_count(request.query_params, version):  # 3.45
+        count = svc.volume.count_snapshots(ctx, query) if served else 0
     body: dict[str, Any] = {"snapshots": [views.snapshot(s, detail=detail, version=version, summary=not detail)
                                           for s in items]}
-    if items and query.limit is not None and len(items) >= query.limit:
+    if views.next_page(items, query.limit, count):
         body["snapshots_links"] = [{"rel": "next", "href": next_href(request, svc.config.server.base_url,
                                                                      items[-1].id)}]
+    if count is not None:
+        body["count"] = count
     return body
 
 

@@ -60,13 +60,21 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True,
     return body
 
 
+def next_page(items: Sequence[Any], limit: int | None, count: int | None) -> bool:
+    """Whether a page gets a next link: Cinder's rule, a full page, or (3.45) a limit within the count."""
+    return bool(items) and limit is not None and limit <= (count or len(items))
+
+
 def volume_list(items: Sequence[Volume], base: str, ctx: AuthContext, *, detail: bool, limit: int | None,
-                next_url: str | None, version: tuple[int, int] = MIN) -> dict[str, Any]:
+                next_url: str | None, version: tuple[int, int] = MIN, count: int | None = None) -> dict[str, Any]:
+    """A page of volumes; ``count`` (3.45's ``with_count``): how many match, whatever the page."""
     key = "volumes"
     body: dict[str, Any] = {key: [volume(v, base, ctx, version=version) if detail else volume_summary(v, base)
                                   for v in items]}
-    if next_url is not None and limit is not None and len(items) >= limit:
+    if next_url is not None and next_page(items, limit, count):
         body[f"{key}_links"] = [{"rel": "next", "href": next_url}]
+    if count is not None:
+        body["count"] = count
     return body
 
 
