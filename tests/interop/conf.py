@@ -163,8 +163,6 @@ build_timeout = 180
 backup = False
 snapshot = True
 clone = True
-# The revert action (3.40) to the latest snapshot.
-volume_revert = True
 # os-extend of an in-use volume (3.42): the server's host grows it (instance action extend_volume).
 extend_attached_volume = True
 # The extensions /volume/v3/extensions lists (Tempest checks the first).
