@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Select, and_, asc, desc, false, func, or_, select
@@ -38,7 +38,7 @@ from yunstack.protocol import (
 from yunstack.tasks.model import REGISTRY, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
-from yunstack.volume import operations, revert, states
+from yunstack.volume import novaimage, operations, revert, states
 from yunstack.volume.attachments import ATTACHING, RELEASED, RESERVED
 from yunstack.volume.backend import LIVE_SNAPSHOTS
 from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
@@ -105,6 +105,7 @@ class VolumeCreate:
     snapshot_id: str | None = None
     source_volid: str | None = None
     multiattach: bool = False
+    nova_image: bool = False  # 3.46: an image of a volume-backed server gives its boot volume's snapshot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,6 +388,15 @@ class VolumeService:
         bootable = False
         if req.image_id:
             image = self._images.get(ctx, req.image_id)  # NotFound for one the caller cannot see
+            recorded = novaimage.boot_snapshot(image.properties)
+            if recorded is not None:
+                with self._db() as s:  # Cinder looks it up at every version
+                    snap = s.get(t.Snapshot, recorded)
+                    if snap is None or (not ctx.is_admin and snap.project_id != project):
+                        raise novaimage.NovaImageSnapshotNotFound(id=recorded)
+                if req.nova_image:
+                    return self.create(ctx, replace(req, image_id=None, snapshot_id=recorded, nova_image=False),
+                                       request_id, for_server=for_server)
             if image.status != "active":
                 raise BadRequest(f"Invalid input received: Image {image.id} is not active.")
             image_bytes = max(image.size or 0, image.virtual_size or 0)

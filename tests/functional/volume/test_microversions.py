@@ -1,6 +1,6 @@
 """Cinder's microversions: each delta we serve, at the version before it and at its own (3.40's revert
 is in ``test_revert.py``, 3.42's in-use extend in ``test_attach.py``, 3.44's os-complete in
-``test_attachments_api.py``).
+``test_attachments_api.py``, 3.46's volume from Nova's image in ``test_boot_from_volume.py``).
 
 The table of what each version changes (and which ones touch APIs we do not serve) is in
 ``docs/reference/volume-api.md``.
@@ -24,13 +24,13 @@ def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
 
 def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
-    r = alice.at("3.46").get("/volumes")
-    assert r.status_code == 406 and "maximum is 3.45" in r.text
+    r = alice.at("3.47").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.46" in r.text
     assert alice.at("4.0").get("/volumes").status_code == 406
     assert alice.at("3.x").get("/volumes").status_code == 400
-    r = alice.at("3.45").get("/volumes")
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.45"
-    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.45"
+    r = alice.at("3.46").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.46"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.46"
 
 
 def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:

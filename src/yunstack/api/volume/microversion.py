@@ -22,7 +22,7 @@ from yunstack.api.faults import fault_body
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
 
 MIN = (3, 0)
-MAX = (3, 45)
+MAX = (3, 46)
 PREFIX = "/volume/v3"
 SENT_PATH = "yun.volume_path"
 VERSION = "yun.volume_version"
@@ -50,6 +50,7 @@ SNAPSHOT_LIST_USER_ID = (3, 41)
 VOLUME_EXTEND_INUSE = (3, 42)
 NEW_ATTACH_COMPLETION = (3, 44)
 SUPPORT_COUNT_INFO = (3, 45)
+SUPPORT_NOVA_IMAGE = (3, 46)  # read in api/volume/schemas.py
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 # The first path segments of our collections: anything else after /volume/v3/ is a project id.
 COLLECTIONS = frozenset({"volumes", "snapshots", "types", "os-availability-zone", "limits", "os-quota-sets",

@@ -98,7 +98,7 @@ def volume_create_of(body: Any, version: tuple[int, int] = (3, 0)) -> VolumeCrea
         metadata=metadata_of(v["metadata"]) if v.get("metadata") is not None else None,
         image_id=_id(v.get("imageRef") or v.get("image_id"), "imageRef"),
         snapshot_id=_id(v.get("snapshot_id"), "snapshot_id"), source_volid=_id(v.get("source_volid"), "source_volid"),
-        multiattach=bool_of(v.get("multiattach", False), "multiattach"))
+        multiattach=bool_of(v.get("multiattach", False), "multiattach"), nova_image=version >= (3, 46))
 
 
 def action_of(body: Any) -> tuple[str, Any]:
