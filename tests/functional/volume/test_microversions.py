@@ -9,6 +9,7 @@ The table of what each version changes (and which ones touch APIs we do not serv
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 import pytest
@@ -24,13 +25,13 @@ def _available(alice: Cinder, **extra: Any) -> dict[str, Any]:
 
 def test_beyond_the_maximum_is_406_and_a_malformed_version_400(world: dict[str, Any]) -> None:
     alice: Cinder = world["alice"]
-    r = alice.at("3.47").get("/volumes")
-    assert r.status_code == 406 and "maximum is 3.46" in r.text
+    r = alice.at("3.49").get("/volumes")
+    assert r.status_code == 406 and "maximum is 3.48" in r.text
     assert alice.at("4.0").get("/volumes").status_code == 406
     assert alice.at("3.x").get("/volumes").status_code == 400
-    r = alice.at("3.46").get("/volumes")
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.46"
-    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.46"
+    r = alice.at("3.48").get("/volumes")
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.48"
+    assert alice.at("latest").get("/volumes").headers["openstack-api-version"] == "volume 3.48"
 
 
 def test_upload_takes_visibility_and_protected_from_3_1(world: dict[str, Any]) -> None:
@@ -284,3 +285,27 @@ def test_lists_count_what_matches_with_count_from_3_45(world: dict[str, Any]) ->
     assert snaps["count"] == 1 and len(snaps["snapshots"]) == 1
     assert alice.at("3.45").get("/snapshots", params={**counted, "status": "error"}).json() == {
         "snapshots": [], "count": 0}
+
+
+def test_a_backup_source_is_looked_up_from_3_47_and_none_exists(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    backup = "6f4d0c49-0000-4000-8000-000000000000"
+    assert alice.at("3.46").post("/volumes", {"volume": {"size": 1, "backup_id": backup}}).status_code == 202
+    r = alice.at("3.47").post("/volumes", {"volume": {"size": 1, "backup_id": backup}})
+    assert r.status_code == 404 and f"Backup {backup} could not be found" in r.text, r.text
+    assert alice.at("3.47").post("/volumes", {"volume": {"size": 1, "backup_id": "nope"}}).status_code == 400
+
+
+def test_volumes_show_shared_targets_and_service_uuid_from_3_48(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    v = _available(alice)
+    other = _available(alice)
+    path = f"/volumes/{v['id']}"
+    assert not {"shared_targets", "service_uuid"} & set(alice.at("3.47").get(path).json()["volume"])
+    shown = alice.at("3.48").get(path).json()["volume"]
+    assert shown["shared_targets"] is False
+    assert str(uuid.UUID(shown["service_uuid"])) == shown["service_uuid"]
+    # One volume service (the storage host's backend) serves both.
+    assert alice.at("3.48").get(f"/volumes/{other['id']}").json()["volume"]["service_uuid"] == shown["service_uuid"]
+    assert all("service_uuid" in x for x in alice.at("3.48").get("/volumes/detail").json()["volumes"])
+    assert "service_uuid" in alice.at("3.48").post("/volumes", {"volume": {"size": 1}}).json()["volume"]

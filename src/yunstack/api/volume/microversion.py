@@ -22,7 +22,7 @@ from yunstack.api.faults import fault_body
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
 
 MIN = (3, 0)
-MAX = (3, 46)
+MAX = (3, 48)
 PREFIX = "/volume/v3"
 SENT_PATH = "yun.volume_path"
 VERSION = "yun.volume_version"
@@ -51,6 +51,8 @@ VOLUME_EXTEND_INUSE = (3, 42)
 NEW_ATTACH_COMPLETION = (3, 44)
 SUPPORT_COUNT_INFO = (3, 45)
 SUPPORT_NOVA_IMAGE = (3, 46)  # read in api/volume/schemas.py
+VOLUME_CREATE_FROM_BACKUP = (3, 47)  # read in api/volume/schemas.py
+SHARED_TARGETS_AND_SERVICE_FIELDS = (3, 48)
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 # The first path segments of our collections: anything else after /volume/v3/ is a project id.
 COLLECTIONS = frozenset({"volumes", "snapshots", "types", "os-availability-zone", "limits", "os-quota-sets",

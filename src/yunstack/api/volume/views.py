@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,11 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True,
         body["group_id"] = None
     if version >= mv.VOLUME_DETAIL_PROVIDER_ID and ctx.is_admin:  # no backend here has a provider id
         body["provider_id"] = None
+    if version >= mv.SHARED_TARGETS_AND_SERVICE_FIELDS:
+        # Each volume is its own file or RBD image, never a target shared with others (os-brick takes
+        # no lock), served by the volume service of its storage host and backend.
+        body["shared_targets"] = False
+        body["service_uuid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"yunstack:cinder-volume:{v.host}@{v.backend}"))
     if not extended:
         return body
     body["os-vol-tenant-attr:tenant_id"] = v.project_id
