@@ -236,6 +236,39 @@ async def test_a_volume_from_a_snapshot_sees_the_data_of_snapshot_time(harness: 
     assert await harness.holds(volume, 0x22)
 
 
+async def test_revert_gives_the_volume_its_latest_snapshot_s_data_and_keeps_what_was_made_from_it(
+        harness: Harness) -> None:
+    volume, first, latest, made = new_id(), new_id(), new_id(), new_id()
+    await harness.backend.create(volume, 1)
+    await harness.write(volume, 0x11)
+    await harness.backend.snapshot(first, volume)
+    await harness.write(volume, 0x22)
+    await harness.backend.snapshot(latest, volume)
+    await harness.backend.create_from_snapshot(made, 1, latest)
+    await harness.write(volume, 0x33)
+    await harness.write(volume, 0x44, K64)
+    await harness.backend.revert(volume, latest)
+    await harness.backend.revert(volume, latest)  # a retry changes nothing
+    assert await harness.holds(volume, 0x22)
+    assert await harness.holds(volume, 0, K64)  # written after the snapshot: gone
+    assert (await harness.backend.info(volume)).size_bytes == GIB
+    assert await harness.holds(made, 0x22)
+    await harness.write(volume, 0x55)  # the volume goes on; the snapshot stays as it was
+    other = new_id()
+    await harness.backend.create_from_snapshot(other, 1, latest)
+    assert await harness.holds(other, 0x22)
+    assert await harness.backend.snapshots() == {first, latest}
+    with pytest.raises(NotFound):
+        await harness.backend.revert(volume, new_id())
+    with pytest.raises(NotFound):
+        await harness.backend.revert(new_id(), latest)
+    for gone in (volume, made, other):
+        await harness.backend.delete(gone)
+    for snap in (first, latest):
+        await harness.backend.delete_snapshot(snap)
+    assert harness.files() == []
+
+
 async def test_a_clone_sees_the_source_data_and_writes_to_either_stay_private(harness: Harness) -> None:
     source, copy = new_id(), new_id()
     await harness.backend.create(source, 1)

@@ -2,12 +2,15 @@
 and a guest boots from a volume.
 
 A volume is made, hot-plugged into a running tiny guest (which finds it by its serial, the volume's
-id), written with a checksummed pattern from inside the guest, grown while attached (the guest sees
-the new size), refused a delete while in use, unplugged (the guest acknowledges
-the unplug), plugged into a second guest that reads the same checksum, and everything deleted
-leaves no file on the storage host.  A server created with ``--boot-from-volume`` boots from the
-volume (its only disk), is deleted, and the kept volume, snapshotted, boots a second server that
-reads what the first wrote.  The guests are driven through their serial consoles.
+id), written with a checksummed pattern from inside the guest, grown while attached with `yun volume
+extend` and with `openstack --os-volume-api-version 3.42 volume set --size` (the guest sees each new
+size), refused a delete while in use, unplugged (the guest acknowledges the unplug), plugged into a
+second guest that reads the same checksum, snapshotted, overwritten by that guest, reverted to the
+snapshot (`openstack --os-volume-api-version 3.40 volume revert`) and read back with the first
+checksum, and everything deleted leaves no file on the storage host.  A server created with
+``--boot-from-volume`` boots from the volume (its only disk), is deleted, and the kept volume,
+snapshotted, boots a second server that reads what the first wrote.  The guests are driven through
+their serial consoles.
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ def wait_volume(cloud: RunningCloud, volume: str, status: str, timeout: float = 
     raise AssertionError(f"volume {volume} is {last.get('status')}, not {status}")
 
 
+def wait_snapshot(cloud: RunningCloud, snapshot: str, status: str, timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        last = cloud.osc_json("volume", "snapshot", "show", snapshot)
+        if last["status"] == status:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"snapshot {snapshot} is {last.get('status')}, not {status}")
+
+
 def device_of(cloud: RunningCloud, server: str, volume_id: str) -> str:
     """The guest's name for the disk whose serial is the volume's id (virtio-blk shows 20 characters)."""
     out = shell(cloud, server, "for d in /sys/block/vd*; do echo $(basename $d)=$(cat $d/serial); done")
@@ -122,14 +136,20 @@ def _bytes_go_from_one_guest_to_another(cloud: RunningCloud, *, live_snapshot: b
     checksum = written.split()[0]
     assert re.fullmatch(r"[0-9a-f]{32}", checksum), written
 
-    # Grown while attached: the guest sees the new size at once (in 512-byte sectors).  The openstack
-    # CLI asks for volume 3.42 to extend an in-use volume, which yunstack does not advertise yet (it
-    # serves 3.0); `yun volume extend` sends the same os-extend call.
+    # Grown while attached: the guest sees the new size at once (in 512-byte sectors).  `yun volume
+    # extend` and the openstack CLI both ask for volume 3.42, Cinder's in-use extend (the CLI refuses
+    # an in-use volume below it on its own side).
     grow = subprocess.run([str(BIN / "yun"), "volume", "extend", "data", "2", "--wait", "--state-dir",
                            str(cloud.state_dir)], capture_output=True, text=True, timeout=120)
     assert grow.returncode == 0, grow.stdout + grow.stderr
     assert wait_volume(cloud, vid, "in-use")["size"] == 2
     assert shell(cloud, "vol-a", f"cat /sys/block/{disk}/size").strip() == str((2 << 30) // 512)
+    cloud.osc("--os-volume-api-version", "3.42", "volume", "set", "--size", "3", "data")
+    deadline = time.monotonic() + 60
+    while (shown := wait_volume(cloud, vid, "in-use"))["size"] != 3:
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.5)
+    assert shell(cloud, "vol-a", f"cat /sys/block/{disk}/size").strip() == str((3 << 30) // 512)
 
     refused = cloud.osc("volume", "delete", "data", check=False)
     assert refused.returncode != 0 and "in-use" in (refused.stderr + refused.stdout)
@@ -160,6 +180,33 @@ def _bytes_go_from_one_guest_to_another(cloud: RunningCloud, *, live_snapshot: b
 
     cloud.osc("server", "remove", "volume", "vol-b", "data")
     wait_volume(cloud, vid, "available")
+
+    # Reverted to its latest snapshot (3.40): what the guest wrote after it is gone.
+    cloud.osc_json("volume", "snapshot", "create", "--volume", "data", "before")
+    wait_snapshot(cloud, "before", "available")
+    cloud.osc("server", "add", "volume", "vol-b", "data")
+    wait_volume(cloud, vid, "in-use")
+    disk_b = device_of(cloud, "vol-b", vid)
+    zeroed = shell(cloud, "vol-b", f"dd if=/dev/zero of=/dev/{disk_b} bs=1M count=4 2>/dev/null; sync; "
+                                   f"dd if=/dev/{disk_b} bs=1M count=4 2>/dev/null | md5sum")
+    assert zeroed.split()[0] != checksum, zeroed
+    cloud.osc("server", "remove", "volume", "vol-b", "data")
+    wait_volume(cloud, vid, "available")
+    cloud.osc("--os-volume-api-version", "3.40", "volume", "revert", "before")
+    wait_volume(cloud, vid, "available")
+    wait_snapshot(cloud, "before", "available")
+    cloud.osc("server", "add", "volume", "vol-b", "data")
+    wait_volume(cloud, vid, "in-use")
+    disk_b = device_of(cloud, "vol-b", vid)
+    read = shell(cloud, "vol-b", f"dd if=/dev/{disk_b} bs=1M count=4 2>/dev/null | md5sum")
+    assert read.split()[0] == checksum, read
+    cloud.osc("server", "remove", "volume", "vol-b", "data")
+    wait_volume(cloud, vid, "available")
+    cloud.osc("volume", "snapshot", "delete", "before")
+    deadline = time.monotonic() + 60
+    while cloud.osc("volume", "snapshot", "show", "before", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the snapshot was never deleted"
+        time.sleep(0.5)
     for name in ("vol-a", "vol-b"):
         cloud.osc("server", "delete", "--wait", name)
     cloud.osc("volume", "delete", "data")

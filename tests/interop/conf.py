@@ -163,6 +163,8 @@ build_timeout = 180
 backup = False
 snapshot = True
 clone = True
+# os-extend of an in-use volume (3.42): the server's host grows it (instance action extend_volume).
+extend_attached_volume = True
 # The extensions /volume/v3/extensions lists (Tempest checks the first).
 api_extensions = {",".join(alias for alias, _, _ in VOLUME_EXTENSIONS)}
 """

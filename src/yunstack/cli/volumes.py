@@ -110,7 +110,9 @@ def volume_extend(volume: str, size: int, wait: Annotated[bool, typer.Option(hel
     """Grow a volume to SIZE GiB, also while attached (the guest sees the new size)."""
     with client(cloud, state_dir) as c:
         v = _volume(c, volume)
-        c.post("block-storage", f"/volumes/{v['id']}/action", json={"os-extend": {"new_size": size}})
+        # 3.42: Cinder's microversion that grows an in-use volume too.
+        c.post("block-storage", f"/volumes/{v['id']}/action", json={"os-extend": {"new_size": size}},
+               headers={"OpenStack-API-Version": "volume 3.42"})
         console.print(f"extending {v['name'] or v['id']} to {size} GiB")
         if wait:
             done = _follow(c, v["id"], until=frozenset({"available", "in-use", "error_extending"}))

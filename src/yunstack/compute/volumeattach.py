@@ -174,8 +174,9 @@ class VolumeAttachOps:
         size and the quota and shows ``extending``); the guest then sees the new size."""
         with self._db.begin() as s:
             att = s.scalar(select(vt.VolumeAttachment).where(vt.VolumeAttachment.volume_id == volume_id,
-                                                             vt.VolumeAttachment.status == attachments.ATTACHED))
-            if att is None:
+                                                             vt.VolumeAttachment.status == attachments.ATTACHED,
+                                                             vt.VolumeAttachment.origin == attachments.COMPUTE))
+            if att is None:  # a record of Cinder's attachments API plugs nothing: no guest to grow it in
                 raise Conflict("Volume {id} is not attached to a server that could grow it.", id=volume_id)
             if att.connection is not None:
                 raise Conflict("Volume {id} reaches its server over the network (NBD), which cannot grow it while "

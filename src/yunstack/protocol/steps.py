@@ -304,6 +304,13 @@ class VolumeSnapshotArgs(Wire):
     snapshot_id: str
 
 
+class VolumeRevertArgs(Wire):
+    """Storage host: give the volume back the bytes of its latest snapshot ``snapshot_id`` (Cinder 3.40)."""
+
+    op: Literal["volume_revert"] = "volume_revert"
+    snapshot_id: str
+
+
 class VolumeUploadArgs(Wire):
     """Storage host: write the volume's bytes, in ``disk_format``, into the queued image ``image_id``."""
 
@@ -341,7 +348,7 @@ StepArgs = Annotated[
     | ColdMigrationConfirmArgs | ColdMigrationRevertArgs | ColdMigrationRestoreArgs | AttachVolumeArgs
     | DetachVolumeArgs | ExtendVolumeArgs | VolumeCreateArgs
     | VolumeDeleteArgs | VolumeExtendArgs | VolumeSnapshotArgs | VolumeSnapshotDeleteArgs | VolumeUploadArgs
-    | VolumeExportArgs | VolumeUnexportArgs,
+    | VolumeExportArgs | VolumeUnexportArgs | VolumeRevertArgs,
     Field(discriminator="op")]
 
 

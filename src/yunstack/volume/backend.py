@@ -113,6 +113,14 @@ class VolumeBackend(Protocol):
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete a snapshot; an absent one is no error.  Volumes made from it stay usable."""
 
+    async def revert(self, volume_id: str, snapshot_id: str) -> None:
+        """Give the volume the data of its own snapshot ``snapshot_id`` again (Cinder's revert, 3.40).
+
+        Writes since the snapshot are dropped; the snapshot and everything made from it stay as
+        they were.  The caller reverts only to the volume's latest snapshot, of the volume's size,
+        with the volume closed.  Repeating it is harmless.  ``NotFound`` if either is absent.
+        """
+
     async def info(self, volume_id: str) -> VolumeInfo | None:
         """The volume's size, or ``None`` when it is absent."""
 

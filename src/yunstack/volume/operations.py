@@ -27,6 +27,7 @@ from yunstack.protocol import (
     VolumeExportArgs,
     VolumeExportedResult,
     VolumeExtendArgs,
+    VolumeRevertArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
     VolumeUnexportArgs,
@@ -43,7 +44,7 @@ KIND = "volume."
 MAX_ATTEMPTS = 3  # a step whose host stopped answering runs at most this often (each is safe to repeat)
 STEPS: tuple[type[BaseModel], ...] = (VolumeCreateArgs, VolumeDeleteArgs, VolumeExtendArgs, VolumeSnapshotArgs,
                                       VolumeSnapshotDeleteArgs, VolumeUploadArgs, VolumeExportArgs,
-                                      VolumeUnexportArgs)
+                                      VolumeUnexportArgs, VolumeRevertArgs)
 
 
 def _op(model: type[BaseModel]) -> str:
@@ -192,6 +193,20 @@ def _unsnap(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: d
     return Applied()
 
 
+def _revert(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
+    """Cinder's ends of a revert: the volume ``available`` (``error`` if the host failed), the
+    snapshot ``available`` again either way."""
+    assert isinstance(args, VolumeRevertArgs)
+    if outcome.error is not None:
+        _fail(row, states.ERROR, f"revert to snapshot {args.snapshot_id} failed: {outcome.error}", now)
+    else:
+        row.status, row.status_reason, row.updated_at = states.AVAILABLE, None, now
+    snap = _snapshot(s, args.snapshot_id)
+    if snap is not None and snap.status == states.RESTORING:
+        snap.status, snap.updated_at = states.AVAILABLE, now
+    return Applied()
+
+
 def _upload(s: Session, row: t.Volume, outcome: Outcome, args: BaseModel, now: datetime) -> Applied:
     assert isinstance(args, VolumeUploadArgs)
     row.status, row.updated_at = settled(s, row), now
@@ -240,5 +255,5 @@ def export(s: Session, row: t.Volume, client_host: str, request_id: str | None) 
 APPLY: dict[str, Callable[[Session, t.Volume, Outcome, BaseModel, datetime], Applied]] = {
     "volume_create": _create, "volume_delete": _delete, "volume_extend": _extend,
     "volume_snapshot": _snap, "volume_snapshot_delete": _unsnap, "volume_upload": _upload,
-    "volume_export": _export, "volume_unexport": _unexport,
+    "volume_export": _export, "volume_unexport": _unexport, "volume_revert": _revert,
 }

@@ -8,7 +8,8 @@ updated or deleted through it (Nova's are detached through Nova, which unplugs t
 
 Statuses, Cinder's: a record made without a connector is ``reserved`` (the volume ``reserved``);
 one given a connector, at create or by an update, is ``attaching`` (the volume ``attaching``)
-and carries ``connection_info``; deleting the last one leaves the volume ``available``.
+and carries ``connection_info``; ``os-complete`` (3.44) makes it ``attached`` (the volume
+``in-use``); deleting the last one leaves the volume ``available``.
 """
 
 from __future__ import annotations
@@ -191,6 +192,17 @@ class AttachmentRecords:
             self._connect(att, vol, connector, utcnow())
             s.flush()
             return self._record(att, vol)
+
+    def complete(self, ctx: AuthContext, attachment_id: str) -> None:
+        """Cinder's ``os-complete`` (3.44): the consumer has connected the volume; the record is
+        ``attached`` (listed on the volume) and the volume ``in-use``."""
+        policy.require_write(ctx, "volume:attachment_complete")
+        with self._db.begin() as s:
+            att, vol = self._own(s, ctx, attachment_id)
+            now = utcnow()
+            att.status, att.updated_at = rows.ATTACHED, now
+            att.attached_at = att.attached_at or now
+            vol.status, vol.status_reason, vol.updated_at = states.IN_USE, None, now
 
     def delete(self, ctx: AuthContext, attachment_id: str) -> None:
         policy.require_write(ctx, "volume:attachment_delete")

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Select, and_, asc, desc, false, func, or_, select
@@ -38,7 +38,7 @@ from yunstack.protocol import (
 from yunstack.tasks.model import REGISTRY, TaskState
 from yunstack.tasks.service import TaskService
 from yunstack.types import new_uuid, utcnow
-from yunstack.volume import operations, states
+from yunstack.volume import novaimage, operations, revert, states
 from yunstack.volume.attachments import ATTACHING, RELEASED, RESERVED
 from yunstack.volume.backend import LIVE_SNAPSHOTS
 from yunstack.volume.models import Attachment, QuotaUsage, Snapshot, Volume
@@ -105,6 +105,7 @@ class VolumeCreate:
     snapshot_id: str | None = None
     source_volid: str | None = None
     multiattach: bool = False
+    nova_image: bool = False  # 3.46: an image of a volume-backed server gives its boot volume's snapshot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,7 @@ class ListQuery:
     """A list call's filters, sort and page (``None``: not filtered)."""
 
     name: str | None = None
+    name_like: str | None = None  # 3.31's name~: names containing it (SQL LIKE, any case)
     status: str | None = None
     metadata: str | None = None  # Cinder's form: a Python dict literal, "{'k': 'v'}"
     availability_zone: str | None = None
@@ -226,6 +228,47 @@ def _after(q: Select[Any], row: Any, keys: Mapping[str, Any], sort: Sequence[tup
     return q.where(or_(*clauses))
 
 
+def _volume_filters(project: str | None, query: ListQuery) -> Select[Any]:
+    """The volumes a list's column filters match (metadata is matched per row: ``_volume_matches``)."""
+    q = select(t.Volume)
+    if project is not None:
+        q = q.where(t.Volume.project_id == project)
+    if query.name is not None:
+        q = q.where(t.Volume.name == query.name)
+    if query.name_like is not None:
+        q = q.where(t.Volume.name.ilike(f"%{query.name_like}%"))
+    if query.status is not None:
+        q = q.where(t.Volume.status == query.status)
+    if query.availability_zone is not None:
+        q = q.where(t.Volume.availability_zone == query.availability_zone)
+    if query.bootable is not None:
+        q = q.where(t.Volume.bootable.is_(query.bootable))
+    if query.group_id is not None:
+        q = q.where(false())
+    return q
+
+
+def _volume_matches(row: t.Volume, wanted: Mapping[str, str] | None, image: Mapping[str, str] | None) -> bool:
+    meta, shown = row.meta or {}, row.image_metadata or {}
+    return (all(meta.get(k) == v for k, v in (wanted or {}).items())
+            and all(k in shown and str(shown.get(k)) == v for k, v in (image or {}).items()))
+
+
+def _snapshot_filters(project: str | None, query: ListQuery) -> Select[Any]:
+    q = select(t.Snapshot)
+    if project is not None:
+        q = q.where(t.Snapshot.project_id == project)
+    if query.name is not None:
+        q = q.where(t.Snapshot.name == query.name)
+    if query.name_like is not None:
+        q = q.where(t.Snapshot.name.ilike(f"%{query.name_like}%"))
+    if query.status is not None:
+        q = q.where(t.Snapshot.status == query.status)
+    if query.volume_id is not None:
+        q = q.where(t.Snapshot.volume_id == query.volume_id)
+    return q
+
+
 class VolumeService:
     def __init__(self, db: sessionmaker[Session], config: Config, *, images: Any,
                  wake: Callable[[str], None] = lambda host: None, tasks: TaskService | None = None) -> None:
@@ -277,49 +320,53 @@ class VolumeService:
     def list_volumes(self, ctx: AuthContext, query: ListQuery) -> list[Volume]:
         project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
         with self._db() as s:
-            q = select(t.Volume)
-            if project is not None:
-                q = q.where(t.Volume.project_id == project)
-            if query.name is not None:
-                q = q.where(t.Volume.name == query.name)
-            if query.status is not None:
-                q = q.where(t.Volume.status == query.status)
-            if query.availability_zone is not None:
-                q = q.where(t.Volume.availability_zone == query.availability_zone)
-            if query.bootable is not None:
-                q = q.where(t.Volume.bootable.is_(query.bootable))
+            q = _volume_filters(project, query)
             if query.marker is not None:
                 marker = s.get(t.Volume, query.marker)
                 if marker is None or (project is not None and marker.project_id != project):
                     raise NotFound(f"Marker {query.marker} could not be found.")
                 q = _after(q, marker, VOLUME_SORT_KEYS, query.sort, t.Volume.id)
             q = _sorted(q, VOLUME_SORT_KEYS, query.sort, t.Volume.id)
-            if query.group_id is not None:
-                q = q.where(false())
             wanted = _metadata_filter(query.metadata)
             image = _metadata_filter(query.glance_metadata)
             limit = min(query.limit if query.limit is not None else MAX_LIMIT, MAX_LIMIT)
             if wanted is None and image is None:
                 rows = list(s.scalars(q.offset(query.offset).limit(limit)))
             else:  # metadata is JSON: matched here, then paged (a project's volumes are few)
-                rows = [r for r in s.scalars(q)
-                        if all((r.meta or {}).get(k) == v for k, v in (wanted or {}).items())
-                        and all(str((r.image_metadata or {}).get(k)) == v and k in (r.image_metadata or {})
-                                for k, v in (image or {}).items())]
+                rows = [r for r in s.scalars(q) if _volume_matches(r, wanted, image)]
                 rows = rows[query.offset:query.offset + limit]
             types = {r.id: r for r in s.scalars(select(t.VolumeType))}
             attached = _attachments(s, [r.id for r in rows])
             return [as_volume(r, types[r.volume_type_id], attached[r.id]) for r in rows]
 
-    def summary(self, ctx: AuthContext, *, all_projects: bool = False) -> tuple[int, int]:
-        """How many volumes the project has and their GiB (``GET /volumes/summary``)."""
+    def count_volumes(self, ctx: AuthContext, query: ListQuery) -> int:
+        """How many volumes the list's filters match, whatever the page (Cinder's ``with_count``, 3.45)."""
+        project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
+        with self._db() as s:
+            q = _volume_filters(project, query)
+            wanted, image = _metadata_filter(query.metadata), _metadata_filter(query.glance_metadata)
+            if wanted is None and image is None:
+                return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            return sum(1 for r in s.scalars(q) if _volume_matches(r, wanted, image))
+
+    def summary(self, ctx: AuthContext, *, all_projects: bool = False) -> tuple[int, int, dict[str, list[str]]]:
+        """How many volumes the project has, their GiB, and each metadata key with its distinct values
+        (``GET /volumes/summary``)."""
         project = policy.project_filter(ctx, None, all_projects=all_projects)
         with self._db() as s:
             q = select(func.count(t.Volume.id), func.coalesce(func.sum(t.Volume.size), 0))
             if project is not None:
                 q = q.where(t.Volume.project_id == project)
             count, size = s.execute(q).one()
-            return int(count), int(size)
+            metas = select(t.Volume.meta)
+            if project is not None:
+                metas = metas.where(t.Volume.project_id == project)
+            metadata: dict[str, list[str]] = {}
+            for meta in s.scalars(metas):
+                for key, value in sorted((meta or {}).items()):
+                    if value not in metadata.setdefault(key, []):
+                        metadata[key].append(value)
+            return int(count), int(size), metadata
 
     # -- create --------------------------------------------------------------------------------
 
@@ -341,6 +388,15 @@ class VolumeService:
         bootable = False
         if req.image_id:
             image = self._images.get(ctx, req.image_id)  # NotFound for one the caller cannot see
+            recorded = novaimage.boot_snapshot(image.properties)
+            if recorded is not None:
+                with self._db() as s:  # Cinder looks it up at every version
+                    snap = s.get(t.Snapshot, recorded)
+                    if snap is None or (not ctx.is_admin and snap.project_id != project):
+                        raise novaimage.NovaImageSnapshotNotFound(id=recorded)
+                if req.nova_image:
+                    return self.create(ctx, replace(req, image_id=None, snapshot_id=recorded, nova_image=False),
+                                       request_id, for_server=for_server)
             if image.status != "active":
                 raise BadRequest(f"Invalid input received: Image {image.id} is not active.")
             image_bytes = max(image.size or 0, image.virtual_size or 0)
@@ -482,16 +538,19 @@ class VolumeService:
             row.status_reason = None
             row.updated_at = utcnow()
 
-    def extend(self, ctx: AuthContext, volume_id: str, new_size: int, request_id: str | None = None) -> None:
+    def extend(self, ctx: AuthContext, volume_id: str, new_size: int, request_id: str | None = None, *,
+               in_use: bool = True) -> None:
         """Grow an available volume on its storage host, or an in-use one through its server's host
-        (``extend_attached``: the guest then sees the new size, as Nova's volume-extended event)."""
+        (``extend_attached``: the guest then sees the new size, as Nova's volume-extended event).
+        ``in_use``: whether the caller may grow an in-use one (Cinder: from 3.42)."""
         policy.require_write(ctx, "volume:extend")
         with self._db.begin() as s:
             row = self._row(s, ctx, volume_id)
-            attached = row.status == states.IN_USE
+            attached = row.status == states.IN_USE and in_use
             if row.status not in states.EXTENDABLE and not (attached and self.extend_attached is not None):
-                raise InvalidVolume(reason=f"Volume status must be available or in-use to extend (it is "
-                                           f"{row.status}).")
+                expected = states.IN_USE if attached else states.AVAILABLE
+                raise InvalidVolume(reason=f"Volume {row.id} status must be '{{'status': '{expected}'}}' to extend, "
+                                           f"currently {row.status}.")
             if new_size <= row.size:
                 raise BadRequest(f"Invalid input received: New size for extend must be greater than current "
                                  f"size. (current: {row.size}, extended: {new_size}).")
@@ -516,6 +575,16 @@ class VolumeService:
                 if again is not None and again.status == states.EXTENDING:
                     again.status, again.updated_at = states.IN_USE, utcnow()
             raise
+
+    def revert_to_snapshot(self, ctx: AuthContext, volume_id: str, snapshot_id: str | None,
+                           request_id: str | None = None) -> None:
+        """Give the volume its latest snapshot's bytes again (Cinder 3.40; ``volume.revert``)."""
+        policy.require_write(ctx, "volume:revert_to_snapshot")
+        with self._db.begin() as s:
+            row = self._row(s, ctx, volume_id)
+            revert.start(s, row, snapshot_id, request_id)
+            host = row.host
+        self._wake(host)
 
     def delete(self, ctx: AuthContext, volume_id: str, *, cascade: bool = False, force: bool = False,
                request_id: str | None = None) -> None:
@@ -600,15 +669,7 @@ class VolumeService:
     def list_snapshots(self, ctx: AuthContext, query: ListQuery) -> list[Snapshot]:
         project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
         with self._db() as s:
-            q = select(t.Snapshot)
-            if project is not None:
-                q = q.where(t.Snapshot.project_id == project)
-            if query.name is not None:
-                q = q.where(t.Snapshot.name == query.name)
-            if query.status is not None:
-                q = q.where(t.Snapshot.status == query.status)
-            if query.volume_id is not None:
-                q = q.where(t.Snapshot.volume_id == query.volume_id)
+            q = _snapshot_filters(project, query)
             if query.marker is not None:
                 marker = s.get(t.Snapshot, query.marker)
                 if marker is None or (project is not None and marker.project_id != project):
@@ -623,6 +684,16 @@ class VolumeService:
                 rows = [r for r in s.scalars(q) if all((r.meta or {}).get(k) == v for k, v in wanted.items())]
                 rows = rows[query.offset:query.offset + limit]
             return [as_snapshot(r) for r in rows]
+
+    def count_snapshots(self, ctx: AuthContext, query: ListQuery) -> int:
+        """How many snapshots the list's filters match, whatever the page (``with_count``, 3.45)."""
+        project = policy.project_filter(ctx, query.project_id, all_projects=query.all_projects)
+        with self._db() as s:
+            q = _snapshot_filters(project, query)
+            wanted = _metadata_filter(query.metadata)
+            if wanted is None:
+                return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            return sum(1 for r in s.scalars(q) if all((r.meta or {}).get(k) == v for k, v in wanted.items()))
 
     def update_snapshot(self, ctx: AuthContext, snapshot_id: str, *, name: str | None = None,
                         description: str | None = None, fields: frozenset[str] = frozenset()) -> Snapshot:
@@ -725,9 +796,10 @@ class VolumeService:
         with self._db.begin() as s:
             self.quotas.reset(s, project_id)
 
-    def limits(self, ctx: AuthContext) -> dict[str, int]:
-        """Cinder's absolute limits of the caller's project."""
-        project = policy.require_scoped(ctx, "limits")
+    def limits(self, ctx: AuthContext, *, project_id: str | None = None) -> dict[str, int]:
+        """Cinder's absolute limits of the caller's project, or of ``project_id`` for an admin (a user's
+        is ignored, as Cinder ignores it)."""
+        project = project_id if ctx.is_admin and project_id else policy.require_scoped(ctx, "limits")
         with self._db() as s:
             limits = self.quotas.engine.limits(s, project)
             used = self.quotas.engine.usage(s, project)

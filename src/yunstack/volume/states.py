@@ -21,12 +21,14 @@ ERROR_EXTENDING = "error_extending"
 UPLOADING = "uploading"
 DOWNLOADING = "downloading"
 MAINTENANCE = "maintenance"
+REVERTING = "reverting"  # to its latest snapshot (3.40); that snapshot shows RESTORING meanwhile
+RESTORING = "restoring"
 
 # Every status a volume can have (a list filter naming another status simply matches nothing, as Cinder).
 VOLUME_STATUSES = frozenset({CREATING, AVAILABLE, RESERVED, ATTACHING, IN_USE, DETACHING, EXTENDING, DELETING,
                              ERROR, ERROR_DELETING, ERROR_EXTENDING, UPLOADING, DOWNLOADING, MAINTENANCE,
                              "backing-up", "restoring-backup", "error_restoring", "retyping",
-                             "awaiting-transfer", "error_managing", "managing"})
+                             "awaiting-transfer", "error_managing", "managing", REVERTING})
 # Cinder's own list, in its words: a delete is refused from anything else.
 DELETABLE = frozenset({AVAILABLE, ERROR, "error_restoring", ERROR_EXTENDING, "error_managing"})
 EXTENDABLE = frozenset({AVAILABLE})
@@ -35,7 +37,7 @@ CLONE_SOURCES = frozenset({AVAILABLE})
 
 # Snapshots.
 SNAPSHOT_DELETABLE = frozenset({AVAILABLE, ERROR})
-SNAPSHOT_STATUSES = frozenset({CREATING, AVAILABLE, DELETING, ERROR, ERROR_DELETING, "backing-up", "restoring",
+SNAPSHOT_STATUSES = frozenset({CREATING, AVAILABLE, DELETING, ERROR, ERROR_DELETING, "backing-up", RESTORING,
                                "unmanaging"})
 # What an admin's os-reset_status may set.
 RESETTABLE = frozenset(VOLUME_STATUSES)

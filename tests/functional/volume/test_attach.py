@@ -194,13 +194,18 @@ def test_an_attach_the_host_cannot_make_leaves_the_volume_available_with_why(
     assert event["result"] == "Error" and volume in event["traceback"]  # the host's reason, for admins
 
 
-def test_an_in_use_volume_grows_through_its_server_running_or_stopped(servers_world: dict[str, Any],
-                                                                      services: Services) -> None:
+def test_an_in_use_volume_grows_through_its_server_running_or_stopped_from_3_42(servers_world: dict[str, Any],
+                                                                                services: Services) -> None:
     alice, cinder, server, volume = _setup(servers_world)
     assert _attach(alice, server, volume).status_code == 200
     cinder.wait(volume, "in-use")
     wait_for(alice, server, "ACTIVE")
     path = f"/volumes/{volume}/action"
+    # Before 3.42 Cinder grows only an available volume (400, its message).
+    r = cinder.at("3.41").post(path, {"os-extend": {"new_size": 2}})
+    assert r.status_code == 400 and "status must be '{'status': 'available'}' to extend, currently in-use" in r.text
+    assert cinder.get(f"/volumes/{volume}").json()["volume"]["status"] == "in-use"
+    cinder = cinder.at("3.42")
     assert cinder.post(path, {"os-extend": {"new_size": 1}}).status_code == 400
     assert cinder.post(path, {"os-extend": {"new_size": 2}}).status_code == 202
     grown = cinder.wait(volume, "in-use")

@@ -188,3 +188,28 @@ def test_novas_attachment_shows_with_its_status_and_is_detached_through_nova(ser
     assert cinder.delete(f"/attachments/{att['id']}").status_code == 400
     assert cinder.put(f"/attachments/{att['id']}", {"attachment": {"connector": CONNECTOR}}).status_code == 400
     assert cinder.get(f"/volumes/{volume}").json()["volume"]["status"] == "in-use"
+
+
+def test_os_complete_from_3_44_makes_a_record_attached_and_the_volume_in_use(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    volume = _volume(alice)
+    att = _reserve(alice.at("3.44"), volume, connector=CONNECTOR).json()["attachment"]
+    action = f"/attachments/{att['id']}/action"
+    assert alice.at("3.43").post(action, {"os-complete": None}).status_code == 404  # no such method before 3.44
+    assert alice.at("3.44").post(action, {"os-nothing": None}).status_code == 400
+    assert world["rita"].at("3.44").post(action, {"os-complete": None}).status_code == 403
+    assert world["bob"].at("3.44").post(action, {"os-complete": None}).status_code == 404
+    assert alice.at("3.44").get(f"/volumes/{volume}").json()["volume"]["status"] == "attaching"
+    r = alice.at("3.44").post(action, {"os-complete": None})
+    assert r.status_code == 204 and not r.content, r.text
+    shown = alice.at("3.44").get(f"/attachments/{att['id']}").json()["attachment"]
+    assert shown["status"] == "attached" and shown["attached_at"]
+    volume_view = alice.get(f"/volumes/{volume}").json()["volume"]
+    assert volume_view["status"] == "in-use"
+    assert [a["attachment_id"] for a in volume_view["attachments"]] == [att["id"]]  # Cinder lists attached ones
+    # A record plugs nothing: no guest can grow it (Cinder would ask Nova), and deleting it frees the volume.
+    r = alice.at("3.42").post(f"/volumes/{volume}/action", {"os-extend": {"new_size": 2}})
+    assert r.status_code == 409, r.text
+    assert alice.get(f"/volumes/{volume}").json()["volume"]["status"] == "in-use"
+    assert alice.at("3.44").delete(f"/attachments/{att['id']}").status_code == 200
+    assert alice.get(f"/volumes/{volume}").json()["volume"]["status"] == "available"

@@ -157,7 +157,7 @@ def test_a_volume_that_cannot_be_made_fails_the_build_with_its_reason(servers_wo
     assert alice.delete(f"/servers/{server['id']}").status_code == 204
 
 
-def test_an_image_of_a_stopped_volume_backed_server_records_snapshots_that_boot_again(
+def test_an_image_of_a_stopped_volume_backed_server_records_snapshots_that_boot_again_and_make_volumes_from_3_46(
         servers_world: dict[str, Any]) -> None:
     alice, cinder = _clients(servers_world)
     data = {"source_type": "blank", "destination_type": "volume", "volume_size": 1, "boot_index": -1}
@@ -195,6 +195,21 @@ def test_an_image_of_a_stopped_volume_backed_server_records_snapshots_that_boot_
     assert len(made) == 2 and not set(made) & {root, extra}
     assert {cinder.get(f"/volumes/{v}").json()["volume"]["snapshot_id"] for v in made} == {
         m["snapshot_id"] for m in recorded}
+    # Cinder 3.46: a volume created from that image is made from its boot volume's snapshot; before,
+    # from the image's bytes (none).
+    boot = next(m["snapshot_id"] for m in recorded if m["boot_index"] == 0)
+    r = cinder.at("3.45").post("/volumes", {"volume": {"size": 1, "imageRef": image_id}})
+    assert r.status_code == 202, r.text
+    assert cinder.wait(r.json()["volume"]["id"], "available")["snapshot_id"] is None
+    r = cinder.at("3.46").post("/volumes", {"volume": {"imageRef": image_id}})
+    assert r.status_code == 202, r.text
+    from_snapshot = cinder.wait(r.json()["volume"]["id"], "available")
+    assert (from_snapshot["snapshot_id"], from_snapshot["size"]) == (boot, 1)
+    # Cinder looks the snapshot up at every version: once it is gone, the image makes no volume (404).
+    assert cinder.delete(f"/snapshots/{boot}").status_code == 202
+    cinder.wait(boot, "gone", what="snapshots")
+    r = cinder.at("3.45").post("/volumes", {"volume": {"size": 1, "imageRef": image_id}})
+    assert r.status_code == 404 and f"boot volume snapshot id:{boot} not found" in r.text, r.text
 
 
 

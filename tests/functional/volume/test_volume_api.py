@@ -84,16 +84,16 @@ def test_the_version_documents_and_the_microversion_header(api: Api) -> None:
     r = api.http.get("/volume/")
     assert r.status_code == 300, r.text
     (v3,) = r.json()["versions"]
-    assert (v3["id"], v3["min_version"], v3["version"], v3["status"]) == ("v3.0", "3.0", "3.30", "CURRENT")
+    assert (v3["id"], v3["min_version"], v3["version"], v3["status"]) == ("v3.0", "3.0", "3.48", "CURRENT")
     r = api.http.get("/volume/v3/")
     assert r.status_code == 200 and r.json()["versions"][0]["id"] == "v3.0"
     assert r.headers["openstack-api-version"] == "volume 3.0"
     token = api.admin()
     r = api.http.get(f"{V}/types", headers={"X-Auth-Token": token, "OpenStack-API-Version": "volume latest"})
-    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.30"
-    r = api.http.get(f"{V}/types", headers={"X-Auth-Token": token, "OpenStack-API-Version": "volume 3.31"})
+    assert r.status_code == 200 and r.headers["openstack-api-version"] == "volume 3.48"
+    r = api.http.get(f"{V}/types", headers={"X-Auth-Token": token, "OpenStack-API-Version": "volume 3.49"})
     assert r.status_code == 406, r.text
-    assert "maximum is 3.30" in r.json()["notAcceptable" if "notAcceptable" in r.json() else "volumeFault"]["message"]
+    assert "maximum is 3.48" in r.json()["notAcceptable" if "notAcceptable" in r.json() else "volumeFault"]["message"]
 
 
 def test_the_catalog_names_block_storage_under_both_types(api: Api) -> None:

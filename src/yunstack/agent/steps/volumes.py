@@ -27,6 +27,7 @@ from yunstack.protocol import (
     VolumeExportArgs,
     VolumeExportedResult,
     VolumeExtendArgs,
+    VolumeRevertArgs,
     VolumeSnapshotArgs,
     VolumeSnapshotDeleteArgs,
     VolumeUploadArgs,
@@ -80,6 +81,12 @@ async def snapshot(host: Host, work: Work) -> Report:
 async def delete_snapshot(host: Host, work: Work) -> Report:
     assert isinstance(work.args, VolumeSnapshotDeleteArgs)
     await _backend(host).delete_snapshot(work.args.snapshot_id)
+    return DONE
+
+
+async def revert(host: Host, work: Work) -> Report:
+    assert isinstance(work.args, VolumeRevertArgs)
+    await _backend(host).revert(work.instance_id, work.args.snapshot_id)
     return DONE
 
 
@@ -186,4 +193,5 @@ async def detach(host: Host, work: Work) -> Report:
 STEPS = (Step("attach_volume", attach), Step("detach_volume", detach), Step("extend_volume", extend_attached),
          Step("volume_create", create), Step("volume_delete", delete), Step("volume_extend", extend),
          Step("volume_snapshot", snapshot), Step("volume_snapshot_delete", delete_snapshot),
+         Step("volume_revert", revert),
          Step("volume_upload", upload), Step("volume_export", export), Step("volume_unexport", unexport))

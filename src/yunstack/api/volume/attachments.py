@@ -11,10 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Body, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
+from yunstack.api.volume import filters
 from yunstack.api.volume import microversion as mv
 from yunstack.api.volume.microversion import at_least, next_href
 from yunstack.api.volume.query import int_param
-from yunstack.api.volume.schemas import bool_of, object_of
+from yunstack.api.volume.schemas import action_of, bool_of, object_of
 from yunstack.api.volume.views import when
 from yunstack.errors import BadRequest, NotFound
 from yunstack.volume.records import Record, RecordQuery
@@ -49,6 +50,8 @@ def _connector(value: Any) -> dict[str, Any] | None:
 def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
     _available(request)
     p = request.query_params
+    if not filters.served(p, "attachment", ctx, mv.version_of(request)):
+        return {"attachments": []}
     sort = p.get("sort_dir", "desc").lower()
     if "sort" in p:
         sort = p["sort"].partition(":")[2].strip().lower() or "desc"
@@ -107,6 +110,18 @@ def update_attachment(svc: Svc, ctx: Ctx, attachment_id: str, request: Request,
     if not connector or set(a) - {"connector"}:
         raise BadRequest("Must specify 'connector' to update attachment.")
     return {"attachment": _detail(svc.volume.records.update(ctx, attachment_id, connector))}
+
+
+@router.post("/{attachment_id}/action", status_code=204)
+def attachment_action(svc: Svc, ctx: Ctx, attachment_id: str, request: Request, body: Any = Body(None)) -> Response:
+    _available(request)
+    name, _ = action_of(body)
+    if name != "os-complete":
+        raise BadRequest(f"There is no such action: {name}")
+    if not at_least(request, mv.NEW_ATTACH_COMPLETION):  # Cinder: no such method before 3.44
+        raise NotFound("The resource could not be found.")
+    svc.volume.records.complete(ctx, attachment_id)
+    return Response(status_code=204)
 
 
 @router.delete("/{attachment_id}")

@@ -22,7 +22,7 @@ from yunstack.api.faults import fault_body
 from yunstack.api.middleware import ASGIApp, Message, Receive, Scope, Send
 
 MIN = (3, 0)
-MAX = (3, 30)
+MAX = (3, 48)
 PREFIX = "/volume/v3"
 SENT_PATH = "yun.volume_path"
 VERSION = "yun.volume_version"
@@ -40,6 +40,19 @@ SNAPSHOT_LIST_METADATA_FILTER = (3, 22)
 VOLUME_DELETE_FORCE = (3, 23)
 NEW_ATTACH = (3, 27)
 SNAPSHOT_SORT = (3, 30)
+RESOURCE_FILTER = (3, 31)  # the filters themselves are in api/volume/filters.py
+RESOURCE_FILTER_CONFIG = (3, 33)
+LIKE_FILTER = (3, 34)
+VOLUME_SUMMARY_METADATA = (3, 36)
+LIMITS_ADMIN_FILTER = (3, 39)
+VOLUME_REVERT = (3, 40)
+SNAPSHOT_LIST_USER_ID = (3, 41)
+VOLUME_EXTEND_INUSE = (3, 42)
+NEW_ATTACH_COMPLETION = (3, 44)
+SUPPORT_COUNT_INFO = (3, 45)
+SUPPORT_NOVA_IMAGE = (3, 46)  # read in api/volume/schemas.py
+VOLUME_CREATE_FROM_BACKUP = (3, 47)  # read in api/volume/schemas.py
+SHARED_TARGETS_AND_SERVICE_FIELDS = (3, 48)
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 # The first path segments of our collections: anything else after /volume/v3/ is a project id.
 COLLECTIONS = frozenset({"volumes", "snapshots", "types", "os-availability-zone", "limits", "os-quota-sets",

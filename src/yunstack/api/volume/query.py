@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.datastructures import QueryParams
 
+from yunstack.api.volume import filters
 from yunstack.api.volume import microversion as mv
 from yunstack.api.volume.schemas import bool_of
 from yunstack.errors import BadRequest
@@ -54,7 +55,8 @@ def list_query(params: QueryParams, *, snapshots: bool, version: tuple[int, int]
     glance = params.get("glance_metadata") if not snapshots and version >= mv.VOLUME_LIST_GLANCE_METADATA else None
     group = params.get("group_id") if not snapshots and version >= mv.VOLUME_LIST_GROUP else None
     return ListQuery(
-        name=params.get("name", params.get("display_name")), status=params.get("status"),
+        name=params.get("name", params.get("display_name")), name_like=filters.like(params, "name", version),
+        status=params.get("status"),
         metadata=metadata, availability_zone=None if snapshots else params.get("availability_zone"),
         bootable=None if snapshots else _bootable(params.get("bootable"), version),
         glance_metadata=glance, group_id=group,

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
+from yunstack.api.volume import filters, views
 from yunstack.api.volume import microversion as mv
-from yunstack.api.volume import views
 from yunstack.api.volume.microversion import at_least, next_href, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import (
@@ -56,13 +56,17 @@ def create_volume(svc: Svc, ctx: Ctx, request: Request, body: Any = Body(None)) 
 
 def _list(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
     query = list_query(request.query_params, snapshots=False, version=version_of(request))
-    items = svc.volume.list_volumes(ctx, query)
+    served = filters.served(request.query_params, "volume", ctx, version_of(request))
+    items = svc.volume.list_volumes(ctx, query) if served else []
+    count = None
+    if filters.with_count(request.query_params, version_of(request)):  # 3.45
+        count = svc.volume.count_volumes(ctx, query) if served else 0
     base = svc.config.server.base_url
     next_url = None
     if items and query.limit is not None:
         next_url = next_href(request, base, items[-1].id)
     return views.volume_list(items, base, ctx, detail=detail, limit=query.limit, next_url=next_url,
-                             version=version_of(request))
+                             version=version_of(request), count=count)
 
 
 @router.get(V3 + "/volumes")
@@ -79,9 +83,11 @@ def list_volumes_detail(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
 def volume_summary(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
     if not at_least(request, mv.VOLUME_SUMMARY):  # before 3.12 "summary" is a volume id
         raise VolumeNotFound(id="summary")
-    count, size = svc.volume.summary(ctx, all_projects=bool_of(request.query_params.get("all_tenants", "false"),
-                                                               "all_tenants"))
-    return views.volume_summary_totals(count, size)
+    count, size, metadata = svc.volume.summary(
+        ctx, all_projects=bool_of(request.query_params.get("all_tenants", "false"), "all_tenants"))
+    # 3.36: every key of the volumes' metadata with its distinct values.
+    return views.volume_summary_totals(count, size, metadata if at_least(request, mv.VOLUME_SUMMARY_METADATA)
+                                       else None)
 
 
 @router.get(V3 + "/volumes/", include_in_schema=False)
@@ -207,7 +213,9 @@ def volume_action(svc: Svc, ctx: Ctx, volume_id: str, request: Request, body: An
         vol.set_read_only(ctx, volume_id, bool_of(args_of(args, name).get("readonly"), "readonly"))
         return Response(status_code=202)
     if name == "os-extend":
-        vol.extend(ctx, volume_id, size_of(args_of(args, name).get("new_size"), "new_size"), request_id.get())
+        # An in-use volume grows from 3.42 (Cinder's extend_attached_volume); before, only an available one.
+        vol.extend(ctx, volume_id, size_of(args_of(args, name).get("new_size"), "new_size"), request_id.get(),
+                   in_use=at_least(request, mv.VOLUME_EXTEND_INUSE))
         return Response(status_code=202)
     if name == "os-reset_status":
         status = args_of(args, name).get("status")
@@ -231,6 +239,16 @@ def volume_action(svc: Svc, ctx: Ctx, volume_id: str, request: Request, body: An
             protected=params and bool_of(a.get("protected", False), "protected"),
             force=bool_of(a.get("force", False), "force"), request_id=request_id.get())
         return JSONResponse({"os-volume_upload_image": views.upload(up)}, status_code=202)
+    if name == "revert":
+        if not at_least(request, mv.VOLUME_REVERT):  # Cinder: no such method before 3.40
+            raise NotFound("The resource could not be found.")
+        revert = args_of(args, name)
+        if set(revert) - {"snapshot_id"}:
+            raise BadRequest(f"Invalid input for field/attribute revert: unexpected keys {sorted(set(revert))}.")
+        snapshot_id = revert.get("snapshot_id")
+        vol.revert_to_snapshot(ctx, volume_id, snapshot_id if isinstance(snapshot_id, str) else None,
+                               request_id.get())
+        return Response(status_code=202)
     if name == "os-force_delete":
         vol.delete(ctx, volume_id, force=True, request_id=request_id.get())
         return Response(status_code=202)

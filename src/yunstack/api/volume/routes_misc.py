@@ -8,8 +8,9 @@ from fastapi import APIRouter, Body, Request, Response
 
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
-from yunstack.api.volume import views
-from yunstack.api.volume.microversion import next_href, version_of
+from yunstack.api.volume import filters, views
+from yunstack.api.volume import microversion as mv
+from yunstack.api.volume.microversion import at_least, next_href, version_of
 from yunstack.api.volume.query import list_query
 from yunstack.api.volume.schemas import action_of, args_of, bool_of, metadata_of, object_of, optional_text
 from yunstack.errors import BadRequest, NotFound
@@ -37,12 +38,18 @@ def create_snapshot(svc: Svc, ctx: Ctx, request: Request, body: Any = Body(None)
 def _snapshots(svc: Svc, ctx: Ctx, request: Request, *, detail: bool) -> dict[str, Any]:
     version = version_of(request)
     query = list_query(request.query_params, snapshots=True, version=version)
-    items = svc.volume.list_snapshots(ctx, query)
+    served = filters.served(request.query_params, "snapshot", ctx, version)
+    items = svc.volume.list_snapshots(ctx, query) if served else []
+    count = None
+    if filters.with_count(request.query_params, version):  # 3.45
+        count = svc.volume.count_snapshots(ctx, query) if served else 0
     body: dict[str, Any] = {"snapshots": [views.snapshot(s, detail=detail, version=version, summary=not detail)
                                           for s in items]}
-    if items and query.limit is not None and len(items) >= query.limit:
+    if views.next_page(items, query.limit, count):
         body["snapshots_links"] = [{"rel": "next", "href": next_href(request, svc.config.server.base_url,
                                                                      items[-1].id)}]
+    if count is not None:
+        body["count"] = count
     return body
 
 
@@ -224,8 +231,18 @@ def availability_zones(svc: Svc, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/limits")
-def limits(svc: Svc, ctx: Ctx) -> dict[str, Any]:
-    return {"limits": {"rate": [], "absolute": svc.volume.limits(ctx)}}
+def limits(svc: Svc, ctx: Ctx, request: Request) -> dict[str, Any]:
+    # 3.39: an admin may name the project (project_id, or the older tenant_id); ignored otherwise.
+    p = request.query_params
+    project = p.get("project_id", p.get("tenant_id")) if at_least(request, mv.LIMITS_ADMIN_FILTER) else None
+    return {"limits": {"rate": [], "absolute": svc.volume.limits(ctx, project_id=project)}}
+
+
+@router.get("/resource_filters")
+def resource_filters(request: Request) -> dict[str, Any]:
+    if not at_least(request, mv.RESOURCE_FILTER_CONFIG):  # 3.33
+        raise NotFound("The resource could not be found.")
+    return {"resource_filters": filters.listing(request.query_params.get("resource"))}
 
 
 @router.get("/os-quota-sets/{project_id}")

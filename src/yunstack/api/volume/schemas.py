@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +71,9 @@ CREATE_KEYS = frozenset({"size", "name", "description", "display_name", "display
                          "OS-SCH-HNT:scheduler_hints"})
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+
+
 def volume_create_of(body: Any, version: tuple[int, int] = (3, 0)) -> VolumeCreate:
     """``version``: Cinder looks ``group_id`` up from 3.13 (and ``backup_id`` from 3.47) and ignores
     them before; ``consistencygroup_id`` at every version.  There are no groups here: none is found."""
@@ -81,6 +85,11 @@ def volume_create_of(body: Any, version: tuple[int, int] = (3, 0)) -> VolumeCrea
         raise NotFound(f"ConsistencyGroup {v['consistencygroup_id']} could not be found.")
     if v.get("group_id") and version >= (3, 13):
         raise NotFound(f"Group {v['group_id']} could not be found.")
+    if v.get("backup_id") and version >= (3, 47):  # a volume from a backup: there are no backups here
+        if not isinstance(v["backup_id"], str) or not _UUID.fullmatch(v["backup_id"]):
+            raise BadRequest(f"Invalid input for field/attribute backup_id. Value: {v['backup_id']}. "
+                             f"'{v['backup_id']}' is not a 'uuid'")
+        raise NotFound(f"Backup {v['backup_id']} could not be found.")
     size = None if v.get("size") is None else size_of(v.get("size"))
     sources = [k for k in ("imageRef", "image_id", "snapshot_id", "source_volid") if v.get(k)]
     if size is None and not sources:
@@ -98,7 +107,7 @@ def volume_create_of(body: Any, version: tuple[int, int] = (3, 0)) -> VolumeCrea
         metadata=metadata_of(v["metadata"]) if v.get("metadata") is not None else None,
         image_id=_id(v.get("imageRef") or v.get("image_id"), "imageRef"),
         snapshot_id=_id(v.get("snapshot_id"), "snapshot_id"), source_volid=_id(v.get("source_volid"), "source_volid"),
-        multiattach=bool_of(v.get("multiattach", False), "multiattach"))
+        multiattach=bool_of(v.get("multiattach", False), "multiattach"), nova_image=version >= (3, 46))
 
 
 def action_of(body: Any) -> tuple[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,11 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True,
         body["group_id"] = None
     if version >= mv.VOLUME_DETAIL_PROVIDER_ID and ctx.is_admin:  # no backend here has a provider id
         body["provider_id"] = None
+    if version >= mv.SHARED_TARGETS_AND_SERVICE_FIELDS:
+        # Each volume is its own file or RBD image, never a target shared with others (os-brick takes
+        # no lock), served by the volume service of its storage host and backend.
+        body["shared_targets"] = False
+        body["service_uuid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"yunstack:cinder-volume:{v.host}@{v.backend}"))
     if not extended:
         return body
     body["os-vol-tenant-attr:tenant_id"] = v.project_id
@@ -60,13 +66,21 @@ def volume(v: Volume, base: str, ctx: AuthContext, *, extended: bool = True,
     return body
 
 
+def next_page(items: Sequence[Any], limit: int | None, count: int | None) -> bool:
+    """Whether a page gets a next link: Cinder's rule, a full page, or (3.45) a limit within the count."""
+    return bool(items) and limit is not None and limit <= (count or len(items))
+
+
 def volume_list(items: Sequence[Volume], base: str, ctx: AuthContext, *, detail: bool, limit: int | None,
-                next_url: str | None, version: tuple[int, int] = MIN) -> dict[str, Any]:
+                next_url: str | None, version: tuple[int, int] = MIN, count: int | None = None) -> dict[str, Any]:
+    """A page of volumes; ``count`` (3.45's ``with_count``): how many match, whatever the page."""
     key = "volumes"
     body: dict[str, Any] = {key: [volume(v, base, ctx, version=version) if detail else volume_summary(v, base)
                                   for v in items]}
-    if next_url is not None and limit is not None and len(items) >= limit:
+    if next_url is not None and next_page(items, limit, count):
         body[f"{key}_links"] = [{"rel": "next", "href": next_url}]
+    if count is not None:
+        body["count"] = count
     return body
 
 
@@ -80,6 +94,8 @@ def snapshot(s: Snapshot, *, detail: bool, version: tuple[int, int] = MIN, summa
     }
     if version >= mv.GROUP_SNAPSHOTS and not summary:  # no group snapshots here
         body["group_snapshot_id"] = None
+    if version >= mv.SNAPSHOT_LIST_USER_ID and not summary:
+        body["user_id"] = s.user_id
     if detail:
         body["os-extended-snapshot-attributes:progress"] = s.progress
         body["os-extended-snapshot-attributes:project_id"] = s.project_id
@@ -106,9 +122,12 @@ def quota_usage(project_id: str, usage: Mapping[str, QuotaUsage]) -> dict[str, A
     return {"quota_set": body}
 
 
-def volume_summary_totals(count: int, size: int) -> dict[str, Any]:
-    """``GET /volumes/summary`` (3.12)."""
-    return {"volume-summary": {"total_count": count, "total_size": size}}
+def volume_summary_totals(count: int, size: int, metadata: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """``GET /volumes/summary`` (3.12); ``metadata`` from 3.36."""
+    body: dict[str, Any] = {"total_count": count, "total_size": size}
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return {"volume-summary": body}
 
 
 def version(base: str) -> dict[str, Any]:

@@ -118,6 +118,14 @@ class FakeVolumeBackend:
         """Forget the snapshot; an absent one is no error."""
         self._snapshots.pop(check_id("snapshot", snapshot_id), None)
 
+    async def revert(self, volume_id: str, snapshot_id: str) -> None:
+        """The volume's data becomes a copy of the snapshot's."""
+        self._get(volume_id)
+        data = self._snapshots.get(check_id("snapshot", snapshot_id))
+        if data is None:
+            raise NotFound(kind="snapshot", id=snapshot_id)
+        self._volumes[volume_id] = data.copy()
+
     async def info(self, volume_id: str) -> VolumeInfo | None:
         """The volume's size, or ``None`` when absent."""
         data = self._volumes.get(check_id("volume", volume_id))

@@ -15,7 +15,8 @@ Everything is copy-on-write, with absolute backing paths that are never rewritte
 - a snapshot freezes the volume's current file (hard linked to its layer name) and the volume goes
   on at the same path as a new, empty overlay on it;
 - a volume from a snapshot is an overlay on the snapshot's layer;
-- a clone freezes the source into a clone point the same way; source and clone are overlays on it.
+- a clone freezes the source into a clone point the same way; source and clone are overlays on it;
+- a revert to a snapshot makes the volume a new, empty overlay on the snapshot's layer.
 
 References.  A frozen layer or base is *live* while the chain of a volume or of a named snapshot
 reaches it.  After each delete and each snapshot the collector walks the chains from the volumes
@@ -196,7 +197,7 @@ class FileBackend:
         path = self._volume(volume_id)
         async with self._lock:
             with os_errors(f"deleting volume {volume_id}"):
-                for gone in (path, _tmp(path), _tmp(path, "freeze")):
+                for gone in (path, _tmp(path), _tmp(path, "freeze"), _tmp(path, "revert")):
                     gone.unlink(missing_ok=True)
         await self._collect()
 
@@ -237,6 +238,28 @@ class FileBackend:
             with os_errors(f"deleting snapshot {snapshot_id}"):
                 name.unlink(missing_ok=True)
         await self._collect()
+
+    async def revert(self, volume_id: str, snapshot_id: str) -> None:
+        """The volume goes on as a new, empty overlay on the snapshot's layer (its writes since are dropped)."""
+        path, layer, name = self._volume(volume_id), self._layer(snapshot_id), self._name(snapshot_id)
+        async with self._lock:
+            if not path.exists():
+                raise NotFound(kind="volume", id=volume_id)
+            if not (name.is_symlink() and layer.exists()):
+                raise NotFound(kind="snapshot", id=snapshot_id)
+            if _same(layer, path):  # still the volume's own file too: the snapshot was cut short
+                raise Conflict(detail=f"snapshot {snapshot_id} is not finished; take it again first")
+            if layer not in self._chain(path):
+                raise Conflict(detail=f"snapshot {snapshot_id} is not a snapshot of volume {volume_id}")
+            size = self._size_of(layer, "snapshot", snapshot_id)
+            tmp = _tmp(path, "revert")
+            try:
+                await run_tool([self._qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(layer),
+                                str(tmp), str(size)], f"reverting volume {volume_id} to snapshot {snapshot_id}")
+                await _install(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        await self._collect()  # the layers only the dropped top reached go
 
     async def info(self, volume_id: str) -> VolumeInfo | None:
         """The volume's virtual size from its qcow2 header, or ``None`` when absent."""
@@ -281,6 +304,19 @@ class FileBackend:
 
     def _name(self, snapshot_id: str) -> Path:
         return self._names / check_id("snapshot", snapshot_id)
+
+    def _chain(self, path: Path) -> list[Path]:
+        """``path`` and the files under it, top first (each file's backing name from its header)."""
+        chain: list[Path] = []
+        current: Path | None = path
+        while current is not None and current not in chain:
+            chain.append(current)
+            try:
+                backing = qcow2_header(current)[0]
+            except (OSError, ValueError) as exc:
+                raise DriverError(detail=f"reading {current.relative_to(self._root)}: {exc}") from exc
+            current = Path(backing) if backing else None
+        return chain
 
     def _adopt(self, path: Path, size: int) -> bool:
         """True if the volume at ``path`` exists already with ``size``; ``Conflict`` if with another."""

@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 CONVERT_TIMEOUT = 3600.0  # an image of hundreds of GiB, imported once
 COPY_TIMEOUT = 3600.0  # a whole volume read out
+ROLLBACK_TIMEOUT = 3600.0  # a rollback writes back every object of the image
 
 VOLUME, SNAPSHOT, CLONE, IMAGE, DELETED, TMP = "volume-", "snapshot-", "clone-", "image-", "deleted-", "tmp-"
 BASE = "base"
@@ -254,6 +255,20 @@ class RbdBackend:
                             f"deleting snapshot {snapshot_id}")
             self._holders.pop(snap, None)
         await self._collect(holder)
+
+    async def revert(self, volume_id: str, snapshot_id: str) -> None:
+        """``rbd snap rollback volume-<volume_id>@snapshot-<snapshot_id>`` (Cinder's rbd driver does the same)."""
+        name, snap = _volume(volume_id), SNAPSHOT + check_id("snapshot", snapshot_id)
+        async with self._lock:
+            try:
+                await self._rbd(["snap", "rollback", "--no-progress", self._spec(name, snap)],
+                                f"reverting volume {volume_id} to snapshot {snapshot_id}", ROLLBACK_TIMEOUT)
+            except RbdFailed as exc:
+                if exc.errno != ENOENT:
+                    raise
+                if await self._size(name) is None:
+                    raise NotFound(kind="volume", id=volume_id) from None
+                raise NotFound(kind="snapshot", id=snapshot_id) from None
 
     async def info(self, volume_id: str) -> VolumeInfo | None:
         """The image's size, or ``None`` when absent."""
