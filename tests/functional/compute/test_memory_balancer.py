@@ -1,4 +1,4 @@
-"""The memory balancer through the API and the client: the plan (advise), and applying it (auto).
+"""The memory balancer through the API, the client and `yun cluster balance`: the plan (advise), applying it (auto).
 
 Two real agents on FakeDrivers over the real protocol (``test_live_migration.two``: alice's server
 on host A, then host B up).  What the hosts' memory managers report is seeded as their newest
@@ -7,11 +7,20 @@ ledger entries (dated ahead, so the agents' own reports of this machine never co
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from typer.testing import CliRunner
+
 from tests.functional.compute import test_live_migration
+from tests.functional.compute.test_host_drain import client_for
 from tests.functional.compute.test_live_migration import B, _done
+from yunstack.cli import cluster
+from yunstack.cli.main import app
+from yunstack.client import ApiError
 from yunstack.db.tables import compute as t
 from yunstack.types import utcnow
 from yunstack.wiring import Services
@@ -84,3 +93,24 @@ def test_mode_off_plans_nothing(two: dict[str, Any]) -> None:
     report(services, services.config.host_name, 0.95, {two["server"]: GIB})
     body = plan(two).json()["memory_balancer"]
     assert (body["mode"], body["moves"], body["hosts"]) == ("off", [], [])
+
+
+def test_the_client_and_yun_cluster_balance_show_the_plan(two: dict[str, Any], monkeypatch: Any) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    with client_for(services, "admin", "adminpw", "admin") as c:
+        body = c.memory_balancer()
+        assert [(m["guest"], m["target"], m["advisory"]) for m in body["moves"]] == [(sid, B, True)]
+        assert c.memory_balancer(apply=True)["applied"] == []
+        monkeypatch.setattr(cluster, "client", lambda cloud, state_dir: nullcontext(c))
+        shown = CliRunner().invoke(app, ["cluster", "balance"])
+        assert shown.exit_code == 0, shown.output
+        assert "mode advise" in shown.output and sid in shown.output and B in shown.output
+        as_json = CliRunner().invoke(app, ["cluster", "balance", "--apply", "--format", "json"])
+        assert as_json.exit_code == 0, as_json.output
+        assert json.loads(as_json.output)["applied"] == []
+    with client_for(services, "alice", "alice-pw", "alpha") as alice, pytest.raises(ApiError) as refused:
+        alice.memory_balancer()
+    assert refused.value.status == 403
