@@ -50,7 +50,7 @@ class BalancerTuning:
     unknown_dirty_fraction: float = 0.10  # dirty rate assumed when unknown: this share of the working set per s
     downtime_weight: float = 10.0  # in a move's cost, a second of downtime counts as this many of copying
     psi_limit: float = 10.0  # a host whose memory PSI some avg10 (%) reaches this takes no guest
-    swap_in_limit: float = 1.0 * MIB  # nor one that swaps in faster than this
+    swap_limit: float = 1.0 * MIB  # nor one that swaps in or out faster than this (bytes/s)
 
 
 DEFAULT_TUNING = BalancerTuning()
@@ -178,8 +178,8 @@ def _pct(fraction: float) -> str:
 
 
 def score(*, physical: int, used: int, need: int, admission_room: int | None, level: PressureLevel,
-          psi_some_avg10: float, swap_in_rate: float, tuning: BalancerTuning = DEFAULT_TUNING
-          ) -> tuple[float | None, str]:
+          psi_some_avg10: float, swap_in_rate: float, swap_out_rate: float = 0.0,
+          tuning: BalancerTuning = DEFAULT_TUNING) -> tuple[float | None, str]:
     """``target_score`` on plain numbers (the scheduler calls this without building a ``HostLoad``)."""
     if physical <= 0:
         return None, "its memory is not known"
@@ -187,8 +187,8 @@ def score(*, physical: int, used: int, need: int, admission_room: int | None, le
         return None, f"it is under memory pressure (level {level.name.lower()})"
     if psi_some_avg10 >= tuning.psi_limit:
         return None, f"it is under memory pressure (PSI some {psi_some_avg10:.0f}% >= {tuning.psi_limit:.0f}%)"
-    if swap_in_rate > tuning.swap_in_limit:
-        return None, f"it is swapping in ({swap_in_rate / MIB:.1f} MiB/s)"
+    if swap_in_rate > tuning.swap_limit or swap_out_rate > tuning.swap_limit:
+        return None, f"it is swapping (in {swap_in_rate / MIB:.1f} MiB/s, out {swap_out_rate / MIB:.1f} MiB/s)"
     low = tuning.target_fraction - tuning.hysteresis
     after = used + need
     if after > low * physical:
@@ -206,7 +206,7 @@ def target_score(host: HostLoad, need: int, tuning: BalancerTuning = DEFAULT_TUN
     """How gladly ``host`` takes ``need`` more bytes; ``(None, reason)`` when it must not.
 
     It must not when it is under memory pressure (level SWAP, PSI some at ``psi_limit``, swapping
-    in) or when it would end above ``target - hysteresis`` of its physical memory or beyond its
+    in or out) or when it would end above ``target - hysteresis`` of its physical memory or beyond its
     admission room.  Otherwise the score is the bytes still spare below that mark (and within the
     room) after taking ``need``, discounted by up to half as its PSI approaches the limit: more
     room and less pressure score higher.  The balancer picks targets with it and the scheduler's
@@ -214,7 +214,7 @@ def target_score(host: HostLoad, need: int, tuning: BalancerTuning = DEFAULT_TUN
     """
     return score(physical=host.physical, used=host.used, need=need, admission_room=host.admission_room,
                  level=host.level, psi_some_avg10=host.psi_some_avg10, swap_in_rate=host.swap_in_rate,
-                 tuning=tuning)
+                 swap_out_rate=host.swap_out_rate, tuning=tuning)
 
 
 # ------------------------------------------------------------------------------ the cost of a move
@@ -371,7 +371,10 @@ def plan(hosts: Sequence[HostLoad], guests: Sequence[GuestLoad], in_flight: Sequ
                   key=lambda h: before[h.name] / h.physical, reverse=True)
     triggered = {h.name for h in over}
     for h in hosts:
-        if h.physical > 0 and h.name not in triggered:
+        if h.physical <= 0:
+            world.refusals.append(Refusal(subject=h.name, kind="host", reason=(
+                f"host {h.name} has not reported its memory: it is neither relieved nor a target")))
+        elif h.name not in triggered:
             world.refusals.append(Refusal(subject=h.name, kind="host", reason=(
                 f"host {h.name} stays: {_pct(before[h.name] / h.physical)} used, it triggers above "
                 f"{_pct(trigger)}")))
