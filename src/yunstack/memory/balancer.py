@@ -407,16 +407,14 @@ def _relieve(source: HostLoad, guests: Sequence[GuestLoad], world: _World, tunin
             candidates.append(g)
         else:
             world.refusals.append(Refusal(subject=g.id, kind="guest", reason=f"guest {g.id} stays: {hold}"))
+    limit = None
     while world.used[name] > goal and candidates:
         if world.total >= tuning.max_moves:
-            world.refusals.append(Refusal(subject=name, kind="host", reason=(
-                f"{note}: no more moves now, {world.total} of at most {tuning.max_moves} in flight cluster-wide")))
-            return
+            limit = f"{world.total} of at most {tuning.max_moves} moves in flight cluster-wide"
+            break
         if world.busy[name] >= tuning.max_moves_per_host:
-            world.refusals.append(Refusal(subject=name, kind="host", reason=(
-                f"{note}: no more moves now, {world.busy[name]} of at most {tuning.max_moves_per_host} in flight "
-                f"on it")))
-            return
+            limit = f"{world.busy[name]} of at most {tuning.max_moves_per_host} moves in flight on it"
+            break
         options: list[tuple[GuestLoad, str, int, float, float]] = []
         for g in list(candidates):
             target, why = _best_target(g, guests, world, tuning)
@@ -442,10 +440,16 @@ def _relieve(source: HostLoad, guests: Sequence[GuestLoad], world: _World, tunin
         candidates.remove(g)
         _add(world, g, source, target, size, duration, downtime, tuning,
              f"{note}; target {_pct(tuning.target_fraction)}; {why_this}")
-    if world.used[name] > goal:
+    if limit is not None:
+        world.refusals.append(Refusal(subject=name, kind="host", reason=f"{note}: no more moves now, {limit}"))
+    elif world.used[name] > goal:
         world.refusals.append(Refusal(subject=name, kind="host", reason=(
             f"{note}: still {_pct(world.used[name] / source.physical)} after the planned moves "
             "(no other guest can move)")))
+    for g in candidates:  # considered, and not needed (or not allowed yet)
+        why_not = f"the move limits are reached ({limit})" if limit is not None else (
+            f"{name} is at its target with the planned moves")
+        world.refusals.append(Refusal(subject=g.id, kind="guest", reason=f"guest {g.id} stays: {why_not}"))
 
 
 def _add(world: _World, g: GuestLoad, source: HostLoad, target: str, size: int, duration: float,

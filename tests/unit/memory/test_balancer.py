@@ -181,7 +181,12 @@ def test_the_plan_moves_what_the_rule_says(hosts, guests, expected) -> None:
         pytest.param([host("h1", 0.90), host("h2", 0.0, physical=0), host("h3", 0.60)], [guest("a", "h1", 1.0)],
                      "h2", "host h2 has not reported its memory", id="unreported-host"),
         pytest.param([host("h1", 0.90), *H2_H3], [guest("a", "h1", 0.5), guest("b", "h1", 0.75)], "h1",
-                     "no more moves now, 1 of at most 1 in flight on it", id="per-host-limit"),
+                     "no more moves now, 1 of at most 1 moves in flight on it", id="per-host-limit"),
+        pytest.param([host("h1", 0.90), *H2_H3], [guest("a", "h1", 0.5), guest("b", "h1", 0.75)], "a",
+                     "guest a stays: the move limits are reached (1 of at most 1 moves in flight on it)",
+                     id="a-guest-held-by-the-limits"),
+        pytest.param([host("h1", 0.90), host("h2", 0.10)], [guest("big", "h1", 4.0), guest("small", "h1", 1.0)],
+                     "big", "guest big stays: h1 is at its target with the planned moves", id="a-guest-not-needed"),
     ],
 )
 def test_everything_left_alone_says_why(hosts, guests, subject, says) -> None:
@@ -200,9 +205,10 @@ def test_a_host_in_advise_mode_gets_advisory_moves_that_are_not_applicable() -> 
 def test_two_triggered_hosts_share_the_cluster_wide_limit() -> None:
     hosts = [host("h1", 0.95), host("h2", 0.90), host("h3", 0.10), host("h4", 0.10), host("h5", 0.10)]
     guests = [guest("a", "h1", 2.0), guest("b", "h2", 1.0)]
-    assert moves(run(hosts, guests, tuning=replace(TUNING, max_moves=1))) == [("a", "h1", "h3")]
-    assert "1 of at most 1 in flight cluster-wide" in reasons(run(hosts, guests, tuning=replace(TUNING, max_moves=1)),
-                                                              "h2")
+    one = run(hosts, guests, tuning=replace(TUNING, max_moves=1))
+    assert moves(one) == [("a", "h1", "h3")]
+    assert "1 of at most 1 moves in flight cluster-wide" in reasons(one, "h2")
+    assert "guest b stays: the move limits are reached" in reasons(one, "b")
     assert moves(run(hosts, guests)) == [("a", "h1", "h3"), ("b", "h2", "h4")]
 
 
