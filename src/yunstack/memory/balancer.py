@@ -24,7 +24,7 @@ Sizes are bytes, rates bytes per second, times seconds on the caller's clock.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from yunstack.memory.model import MIB, PressureLevel
@@ -263,12 +263,20 @@ class _World:
     busy: dict[str, int]  # moves (in flight + planned) per host
     moving: set[str]  # guests in flight or planned
     placed: dict[str, str]  # guest -> host, after the planned moves
+    incoming: dict[str, int]  # bytes on their way to each host (in flight + planned): out of its admission room
+    members: dict[str, list[GuestLoad]]  # server group -> its guests
+    open: list[str]  # the hosts that may take guests at all, by name
     total: int = 0
     moves: list[Move] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
 
-    def load(self, name: str) -> HostLoad:
-        return replace(self.hosts[name], used=self.used[name])
+    def score(self, name: str, need: int, tuning: BalancerTuning) -> tuple[float | None, str]:
+        """``target_score`` of host ``name`` as the plan so far leaves it."""
+        h = self.hosts[name]
+        room = None if h.admission_room is None else h.admission_room - self.incoming[name]
+        return score(physical=h.physical, used=self.used[name], need=need, admission_room=room, level=h.level,
+                     psi_some_avg10=h.psi_some_avg10, swap_in_rate=h.swap_in_rate, swap_out_rate=h.swap_out_rate,
+                     tuning=tuning)
 
 
 def _static_refusal(h: HostLoad) -> str | None:
@@ -284,7 +292,7 @@ def _static_refusal(h: HostLoad) -> str | None:
     return None
 
 
-def _guest_hold(g: GuestLoad, guests: Sequence[GuestLoad], now: float, tuning: BalancerTuning) -> str | None:
+def _guest_hold(g: GuestLoad, world: _World, now: float, tuning: BalancerTuning) -> str | None:
     """Why ``g`` stays wherever the targets are, or None."""
     if not g.movable:
         return g.why_immovable
@@ -292,7 +300,7 @@ def _guest_hold(g: GuestLoad, guests: Sequence[GuestLoad], now: float, tuning: B
         return f"moved {now - g.last_moved_at:.0f} s ago, cooldown {tuning.cooldown_seconds:.0f} s"
     for m in g.groups:
         if m.policy == "affinity":
-            others = sorted(o.id for o in guests if o.id != g.id and m in o.groups)
+            others = sorted(o.id for o in world.members[m.group] if o.id != g.id)
             if others:
                 return f"in affinity group {m.group} with {', '.join(others)}: it does not move alone"
     if g.footprint < tuning.min_benefit_bytes:
@@ -301,57 +309,67 @@ def _guest_hold(g: GuestLoad, guests: Sequence[GuestLoad], now: float, tuning: B
     return None
 
 
-def _members(g: GuestLoad, guests: Sequence[GuestLoad], world: _World, host: str,
-             policies: tuple[str, ...]) -> list[str]:
-    """The other members of ``g``'s groups with one of ``policies`` that run on ``host`` after the plan."""
-    groups = {m.group for m in g.groups if m.policy in policies}
-    return sorted(o.id for o in guests if o.id != g.id and world.placed.get(o.id) == host
-                  and any(m.group in groups for m in o.groups))
+def _members(g: GuestLoad, world: _World, host: str, policy: GroupPolicy) -> list[str]:
+    """The other members of ``g``'s groups with ``policy`` that run on ``host`` after the plan."""
+    return sorted({o.id for m in g.groups if m.policy == policy for o in world.members[m.group]
+                   if o.id != g.id and world.placed.get(o.id) == host})
 
 
-def _soft_misses(g: GuestLoad, guests: Sequence[GuestLoad], world: _World, host: str) -> int:
+def _soft_misses(g: GuestLoad, world: _World, host: str) -> int:
     """How many of ``g``'s soft group policies a move to ``host`` would break."""
-    misses = len(_members(g, guests, world, host, ("soft-anti-affinity",)))
+    misses = len(_members(g, world, host, "soft-anti-affinity"))
     for m in g.groups:
         if m.policy == "soft-affinity":
-            where = {world.placed.get(o.id) for o in guests if o.id != g.id and m in o.groups}
+            where = {world.placed.get(o.id) for o in world.members[m.group] if o.id != g.id}
             if where and host not in where:
                 misses += 1
     return misses
 
 
-def _best_target(g: GuestLoad, guests: Sequence[GuestLoad], world: _World, tuning: BalancerTuning
-                 ) -> tuple[str | None, list[str]]:
-    """The host ``g`` should go to, or None with every host's reason."""
+SHOWN_REASONS = 5  # a guest no host takes names this many hosts' reasons, then counts the rest
+
+
+def _best_target(g: GuestLoad, world: _World, tuning: BalancerTuning) -> tuple[str | None, list[str]]:
+    """The host ``g`` should go to, or None with the hosts' reasons."""
     why: list[str] = []
     best: tuple[int, float] | None = None
     chosen = None
-    for name in sorted(world.hosts):
-        h = world.hosts[name]
-        if name == g.host or _static_refusal(h) is not None:
+    need = g.footprint
+    for name in world.open:
+        if name == g.host:
             continue
         if world.busy[name] >= tuning.max_moves_per_host:
             why.append(f"{name}: it already has {world.busy[name]} move(s) in flight")
             continue
-        anti = _members(g, guests, world, name, ("anti-affinity",))
+        anti = _members(g, world, name, "anti-affinity") if g.groups else []
         if anti:
             why.append(f"{name}: anti-affinity with server {', '.join(anti)} on {name}")
             continue
-        value, reason = target_score(world.load(name), g.footprint, tuning)
+        value, reason = world.score(name, need, tuning)
         if value is None:
             why.append(f"{name}: {reason}")
             continue
-        key = (-_soft_misses(g, guests, world, name), value)
+        key = (-_soft_misses(g, world, name) if g.groups else 0, value)
         if best is None or key > best:
             best, chosen = key, name
+    if len(why) > SHOWN_REASONS:
+        why = [*why[:SHOWN_REASONS], f"and {len(why) - SHOWN_REASONS} more hosts"]
     return chosen, why
 
 
 def plan(hosts: Sequence[HostLoad], guests: Sequence[GuestLoad], in_flight: Sequence[InFlight],
          tuning: BalancerTuning, now: float) -> Plan:
     """The moves that bring every triggered host back to its target, and why nothing else moves."""
+    members: dict[str, list[GuestLoad]] = {}
+    on: dict[str, list[GuestLoad]] = {}
+    for g in guests:
+        on.setdefault(g.host, []).append(g)
+        for m in g.groups:
+            members.setdefault(m.group, []).append(g)
     world = _World(hosts={h.name: h for h in hosts}, used={h.name: h.used for h in hosts},
-                   busy={h.name: 0 for h in hosts}, moving=set(), placed={g.id: g.host for g in guests})
+                   busy={h.name: 0 for h in hosts}, moving=set(), placed={g.id: g.host for g in guests},
+                   incoming={h.name: 0 for h in hosts}, members=members,
+                   open=sorted(h.name for h in hosts if _static_refusal(h) is None))
     for f in in_flight:
         world.moving.add(f.guest)
         world.total += 1
@@ -360,6 +378,7 @@ def plan(hosts: Sequence[HostLoad], guests: Sequence[GuestLoad], in_flight: Sequ
                 world.busy[name] += 1
         if f.target in world.used:  # the source frees it only at the end: counted on both, conservatively
             world.used[f.target] += f.bytes
+            world.incoming[f.target] += f.bytes
         world.placed[f.guest] = f.target
     before = dict(world.used)
     for h in hosts:
@@ -379,13 +398,13 @@ def plan(hosts: Sequence[HostLoad], guests: Sequence[GuestLoad], in_flight: Sequ
                 f"host {h.name} stays: {_pct(before[h.name] / h.physical)} used, it triggers above "
                 f"{_pct(trigger)}")))
     for source in over:
-        _relieve(source, guests, world, tuning, now)
+        _relieve(source, on.get(source.name, []), world, tuning, now)
     projections = tuple(Projection(host=h.name, physical=h.physical, before=before[h.name],
                                    after=world.used[h.name]) for h in hosts)
     return Plan(moves=tuple(world.moves), refusals=tuple(world.refusals), hosts=projections)
 
 
-def _relieve(source: HostLoad, guests: Sequence[GuestLoad], world: _World, tuning: BalancerTuning,
+def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning: BalancerTuning,
              now: float) -> None:
     """Plan the moves off one triggered host, cheapest sufficient guest first."""
     name = source.name
@@ -399,10 +418,9 @@ def _relieve(source: HostLoad, guests: Sequence[GuestLoad], world: _World, tunin
     if source.mode == "off":
         world.refusals.append(Refusal(subject=name, kind="host", reason=f"{note}, but its balancer mode is off"))
         return
-    here = [g for g in guests if g.host == name and g.id not in world.moving]
     candidates = []
-    for g in sorted(here, key=lambda g: g.id):
-        hold = _guest_hold(g, guests, now, tuning)
+    for g in sorted((g for g in here if g.id not in world.moving), key=lambda g: g.id):
+        hold = _guest_hold(g, world, now, tuning)
         if hold is None:
             candidates.append(g)
         else:
@@ -417,7 +435,7 @@ def _relieve(source: HostLoad, guests: Sequence[GuestLoad], world: _World, tunin
             break
         options: list[tuple[GuestLoad, str, int, float, float]] = []
         for g in list(candidates):
-            target, why = _best_target(g, guests, world, tuning)
+            target, why = _best_target(g, world, tuning)
             if target is None:
                 candidates.remove(g)
                 where = "; ".join(why) or "there is no other host"
@@ -457,6 +475,7 @@ def _add(world: _World, g: GuestLoad, source: HostLoad, target: str, size: int, 
     dest = world.hosts[target]
     world.used[source.name] -= g.footprint
     world.used[target] += g.footprint
+    world.incoming[target] += g.footprint
     world.busy[source.name] += 1
     world.busy[target] += 1
     world.total += 1

@@ -256,3 +256,19 @@ def test_the_cheapest_sufficient_guest_is_the_one_that_dirties_least_when_sizes_
     busy = guest("busy", "h1", 1.0, dirty_rate=80.0 * MIB)
     calm = guest("calm", "h1", 1.1, dirty_rate=1.0 * MIB)
     assert moves(run(hosts, [busy, calm], tuning=precopy)) == [("calm", "h1", "h2")]
+
+
+def test_a_planned_move_uses_up_its_targets_admission_room() -> None:
+    hosts = [host("h1", 0.95), host("h2", 0.90), host("h3", 0.10, admission_room=1536 * MIB)]
+    guests = [guest("a", "h1", 1.0), guest("b", "h2", 1.0)]
+    p = run(hosts, guests, tuning=replace(TUNING, max_moves_per_host=2))
+    assert moves(p) == [("a", "h1", "h3")]
+    assert "h3: it has 512 MiB of admission room, 1024 MiB needed" in reasons(p, "b")
+
+
+def test_a_guest_no_host_takes_names_a_few_hosts_and_counts_the_rest() -> None:
+    hosts = [host("h0", 0.90), *(host(f"t{i}", 0.74) for i in range(8))]
+    p = run(hosts, [guest("a", "h0", 1.0)])
+    why = reasons(p, "a")
+    assert why.count("would exceed its pressure target") == balancer.SHOWN_REASONS
+    assert why.endswith("and 3 more hosts)")
