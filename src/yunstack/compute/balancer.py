@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 from sqlalchemy import func, select
@@ -44,6 +44,9 @@ from yunstack.types import utcnow
 
 MODES: tuple[Mode, ...] = ("off", "advise", "auto")
 MOVABLE_STATES = ("active", "paused")  # what os-migrateLive takes
+# A ledger entry older than this is not planned on (managers report every ~10 s): the host then
+# counts as one that has not reported, neither relieved nor a target.
+STALE_AFTER = timedelta(seconds=120)
 # A move's final statuses after which the server ran on another host (live, evacuation, cold, a revert).
 ARRIVED = ("completed", "done", "finished", "confirmed", "reverted")
 
@@ -102,7 +105,9 @@ class BalancerService:
 
     def inputs(self, s: Session) -> tuple[list[HostLoad], list[GuestLoad], list[InFlight]]:
         """Every host, every placed server and every migration in flight, as the balancer takes them."""
-        ledgers = self._ledgers(s)
+        fresh = self.clock() - STALE_AFTER
+        ledgers = {host: data for host, (at, data) in self._ledgers(s).items()
+                   if (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) >= fresh}
         hosts = [self._host(u.host, u.up, u.disabled, u.disabled_reason, u.memory_mib, ledgers.get(u.host))
                  for u in self._hosts.host_states(s)]
         rows = {r["instance_id"]: r for entry in ledgers.values() for r in entry.get("guests", [])}
@@ -144,12 +149,12 @@ class BalancerService:
             admission_room=None if "admission_room" not in h else (0 if blocked else int(h["admission_room"])))
 
     @staticmethod
-    def _ledgers(s: Session) -> dict[str, Mapping[str, Any]]:
-        """The latest ledger entry of every host that reported one."""
+    def _ledgers(s: Session) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
+        """The latest ledger entry of every host that reported one, with when it came."""
         ms = t.MemorySample
         newest = select(ms.host, func.max(ms.at).label("at")).group_by(ms.host).subquery()
         rows = s.scalars(select(ms).join(newest, (ms.host == newest.c.host) & (ms.at == newest.c.at)))
-        return {r.host: r.data for r in rows}
+        return {r.host: (r.at, r.data) for r in rows}
 
     @staticmethod
     def _groups(s: Session) -> dict[str, tuple[Membership, ...]]:

@@ -32,13 +32,14 @@ GIB = 1 << 30
 PATH = "/compute/v2.1/os-yunstack-memory-balancer"
 
 
-def report(services: Services, name: str, used: float, guests: dict[str, int]) -> None:
-    """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes)."""
+def report(services: Services, name: str, used: float, guests: dict[str, int], *, age: float = -3600.0) -> None:
+    """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes);
+    ``age`` seconds old (by default dated an hour ahead)."""
     entry = {"level": "none", "host": {"physical": 4 * GIB, "available": int((1 - used) * 4 * GIB),
                                        "psi_some_avg10": 0.0},
              "guests": [{"instance_id": g, "resident": size, "working_set": size} for g, size in guests.items()]}
     with services.db.begin() as s:
-        s.add(t.MemorySample(host=name, at=utcnow() + timedelta(hours=1), data=entry))
+        s.add(t.MemorySample(host=name, at=utcnow() - timedelta(seconds=age), data=entry))
 
 
 def plan(w: dict[str, Any], token: str | None = None) -> Any:
@@ -114,3 +115,13 @@ def test_the_client_and_yun_cluster_balance_show_the_plan(two: dict[str, Any], m
     with client_for(services, "alice", "alice-pw", "alpha") as alice, pytest.raises(ApiError) as refused:
         alice.memory_balancer()
     assert refused.value.status == 403
+
+
+def test_a_host_whose_newest_report_is_old_is_not_a_target(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    services.balancer.clock = lambda: utcnow() + timedelta(hours=2)  # the agents' own reports are old too
+    report(services, services.config.host_name, 0.90, {two["server"]: GIB}, age=-7200)
+    report(services, B, 0.10, {}, age=-3600)  # an hour old when the balancer plans
+    body = plan(two).json()["memory_balancer"]
+    assert body["moves"] == []
+    assert any(r["subject"] == B and "has not reported its memory" in r["reason"] for r in body["refusals"])
