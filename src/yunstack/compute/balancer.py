@@ -5,7 +5,8 @@ and latest memory ledger entry, the servers with their ledger rows, their server
 migrations in flight, and when each server last moved -- and, on ``apply``, queues the plan's
 applicable moves as live migrations through the compute service's ``os-migrateLive`` (so every
 check a live migration makes is made again, the scheduler's filters on the named target included).
-Admins only, like live migration.  The mode is ``[compute] memory_balancer`` for the whole cluster.
+Admins only, like live migration.  A host's mode is its aggregates' ``yunstack:memory_balancer``
+(the most conservative when they disagree, ``compute.aggregates``), else ``[compute] memory_balancer``.
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ class BalancerService:
     def plan(self, ctx: AuthContext) -> Plan:
         """The plan for the cluster as it is now (admins only); empty in mode ``off``."""
         policy.require_admin(ctx, "os_compute_api:os-yunstack-memory-balancer")
-        if self.mode == "off":
+        modes = self._compute.aggregates.mode_for_hosts(self.mode)
+        if self.mode == "off" and all(mode == "off" for mode in modes.values()):
             return Plan()
         with self._db() as s:
-            hosts, guests, flying = self.inputs(s)
+            hosts, guests, flying = self.inputs(s, modes)
         return balancer.plan(hosts, guests, flying, self.tuning, _epoch(self.clock()))
 
     def apply(self, ctx: AuthContext, request_id: str) -> tuple[Plan, list[Applied]]:
@@ -103,13 +105,16 @@ class BalancerService:
 
     # -- the inputs ----------------------------------------------------------------------------
 
-    def inputs(self, s: Session) -> tuple[list[HostLoad], list[GuestLoad], list[InFlight]]:
-        """Every host, every placed server and every migration in flight, as the balancer takes them."""
+    def inputs(self, s: Session, modes: Mapping[str, str] | None = None
+               ) -> tuple[list[HostLoad], list[GuestLoad], list[InFlight]]:
+        """Every host, every placed server and every migration in flight, as the balancer takes them;
+        each host in its mode from ``modes`` (its aggregates'), else the cluster's."""
+        modes = modes or {}
         fresh = self.clock() - STALE_AFTER
         ledgers = {host: data for host, (at, data) in self._ledgers(s).items()
                    if (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) >= fresh}
-        hosts = [self._host(u.host, u.up, u.disabled, u.disabled_reason, u.memory_mib, ledgers.get(u.host))
-                 for u in self._hosts.host_states(s)]
+        hosts = [self._host(u.host, cast(Mode, modes.get(u.host, self.mode)), u.up, u.disabled, u.disabled_reason,
+                            u.memory_mib, ledgers.get(u.host)) for u in self._hosts.host_states(s)]
         rows = {r["instance_id"]: r for entry in ledgers.values() for r in entry.get("guests", [])}
         groups = self._groups(s)
         moved = self._last_moved(s)
@@ -132,17 +137,18 @@ class BalancerService:
                                    target=record.dest_compute, bytes=size))
         return hosts, guests, flying
 
-    def _host(self, name: str, up: bool, disabled: bool, reason: str | None, memory_mib: int,
+    @staticmethod
+    def _host(name: str, mode: Mode, up: bool, disabled: bool, reason: str | None, memory_mib: int,
               entry: Mapping[str, Any] | None) -> HostLoad:
         draining = disabled and "drain" in (reason or "")
         if entry is None:  # no memory report yet: its size only, so it is neither source nor target
-            return HostLoad(name=name, physical=0, used=0, mode=self.mode, up=up, disabled=disabled,
+            return HostLoad(name=name, physical=0, used=0, mode=mode, up=up, disabled=disabled,
                             draining=draining)
         h = entry.get("host", {})
         physical = int(h.get("physical") or memory_mib * MIB)
         blocked = h.get("admission_blocked")
         return HostLoad(
-            name=name, physical=physical, used=max(0, physical - int(h.get("available") or 0)), mode=self.mode,
+            name=name, physical=physical, used=max(0, physical - int(h.get("available") or 0)), mode=mode,
             up=up, disabled=disabled, draining=draining,
             level=PressureLevel(LEVELS.get(str(entry.get("level", "none")), 0)),
             psi_some_avg10=float(h.get("psi_some_avg10") or 0.0),

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.functional.compute import test_live_migration
+from tests.functional.compute.test_aggregates import act, create
 from tests.functional.compute.test_host_drain import client_for
 from tests.functional.compute.test_live_migration import B, _done
 from yunstack.cli import cluster
@@ -125,3 +126,25 @@ def test_a_host_whose_newest_report_is_old_is_not_a_target(two: dict[str, Any]) 
     body = plan(two).json()["memory_balancer"]
     assert body["moves"] == []
     assert any(r["subject"] == B and "has not reported its memory" in r["reason"] for r in body["refusals"])
+
+
+def test_an_aggregates_mode_overrides_the_clusters_for_its_hosts(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    auto = create(two, "auto")
+    for name in (a, B):
+        assert act(two, auto["id"], "add_host", {"host": name}).status_code == 200
+    assert act(two, auto["id"], "set_metadata", {"metadata": {"yunstack:memory_balancer": "auto"}}).status_code == 200
+    [move] = plan(two).json()["memory_balancer"]["moves"]  # the cluster says advise, their aggregate auto
+    assert (move["target"], move["advisory"]) == (B, False)
+    off = create(two, "off")
+    assert act(two, off["id"], "add_host", {"host": B}).status_code == 200
+    assert act(two, off["id"], "set_metadata", {"metadata": {"yunstack:memory_balancer": "off"}}).status_code == 200
+    body = plan(two).json()["memory_balancer"]  # B is in both: the more conservative mode wins
+    assert body["moves"] == []
+    assert f"host {B} takes no guest: its balancer mode is off" in [r["reason"] for r in body["refusals"]]
+    services.balancer.mode = "off"  # the cluster off, but A's aggregate still says auto: A is still planned
+    assert any(r["subject"] == a and "above its trigger" in r["reason"]
+               for r in plan(two).json()["memory_balancer"]["refusals"])
