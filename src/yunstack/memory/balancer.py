@@ -496,5 +496,6 @@ def by_host(plan_: Plan) -> Mapping[str, Projection]:
     return {p.host: p for p in plan_.hosts}
 
 
-__all__ = ["DEFAULT_TUNING", "BalancerTuning", "GuestLoad", "HostLoad", "InFlight", "Membership", "Move", "Plan",
-           "Projection", "Refusal", "by_host", "estimate", "plan", "score", "target_score"]
+__all__ = ["DEFAULT_TUNING", "SHOWN_REASONS", "BalancerTuning", "GroupPolicy", "GuestLoad", "HostLoad", "InFlight",
+           "Membership", "MigrationStyle", "Mode", "Move", "Plan", "Projection", "Refusal", "by_host", "cost",
+           "estimate", "plan", "score", "target_score"]
