@@ -128,6 +128,10 @@ class ComputeConfig:
     force_config_drive: bool = _help("Give every server a config drive, as Nova's force_config_drive; "
                                      "false: only servers created with config_drive true get one (the "
                                      "others read the metadata service over HTTP).", True)
+    memory_balancer: str = _help(
+        "The cluster memory balancer's mode (docs/explanation/memory-balancer.md): 'off' (no plan), "
+        "'advise' (plans are shown, never applied) or 'auto' (`POST os-yunstack-memory-balancer/apply` "
+        "live-migrates the planned servers).", "advise")
 
 
 @dataclass(frozen=True, kw_only=True)

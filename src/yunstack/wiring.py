@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.agentlink import LocalControlPlane
+from yunstack.compute.balancer import BalancerService
 from yunstack.compute.flavors import FlavorService
 from yunstack.compute.hostauth import HostAuthService, KnownCredentials
 from yunstack.compute.hosts import HostService
@@ -46,6 +47,7 @@ class Services:
     compute: ComputeService
     migrations: MigrationService
     memory: MemoryLedgerService
+    balancer: BalancerService  # the cluster memory balancer ([compute] memory_balancer)
     network: NetworkService
     tasks: TaskService
     volume: VolumeService
@@ -99,4 +101,5 @@ def build(config: Config, *, migrate: bool = True) -> Services:
                     image=image, flavors=flavors, keypairs=keypairs, quotas=quotas, hosts=hosts,
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
                     network=network, volume=volume, hostauth=HostAuthService(db, known=known, volumes=volume),
-                    host_link=link, tasks=tasks)
+                    host_link=link, tasks=tasks,
+                    balancer=BalancerService(db, hosts, compute, mode=config.compute.memory_balancer))

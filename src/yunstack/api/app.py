@@ -17,6 +17,7 @@ from yunstack.api import faults, metrics
 from yunstack.api.agent import routes as agent_routes
 from yunstack.api.agent.calls import AgentCalls
 from yunstack.api.compute import aggregates as compute_aggregates
+from yunstack.api.compute import balancer as compute_balancer
 from yunstack.api.compute import consoles as compute_consoles
 from yunstack.api.compute import flavors as compute_flavors
 from yunstack.api.compute import hypervisors as compute_hypervisors
@@ -119,7 +120,8 @@ def create_app(services: Services) -> Any:
                            compute_interfaces.router, compute_memory.router, compute_server_groups.router,
                            compute_services.router, compute_images.router, compute_consoles.router,
                            compute_consoles.socket_router, compute_tasks.router, compute_migrations.router,
-                           compute_volume_attachments.router, compute_aggregates.router):
+                           compute_volume_attachments.router, compute_aggregates.router,
+                           compute_balancer.router):
         app.include_router(compute_router)
     for network_router in (network_routes.router, network_routes_l3.router, network_routes_sg.router):
         app.include_router(network_router)

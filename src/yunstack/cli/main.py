@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from yunstack import config as configmod
-from yunstack.cli import hosts, memory, resources, tasks, volumes
+from yunstack.cli import cluster, hosts, memory, resources, tasks, volumes
 from yunstack.cli.aggregates import aggregate_app
 from yunstack.cli.bench import bench_app
 from yunstack.client import ApiError, YunClient
@@ -30,6 +30,7 @@ app.command("console")(resources.console_cmd)
 app.command("memory")(memory.memory_cmd)
 app.add_typer(hosts.host_app, name="host")
 app.add_typer(aggregate_app, name="aggregate")
+app.add_typer(cluster.cluster_app, name="cluster")
 app.command("agent")(hosts.agent_cmd)
 app.add_typer(bench_app, name="bench")
 console = Console()

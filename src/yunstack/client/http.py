@@ -175,3 +175,13 @@ class YunClient:
             raise ApiError(r.status_code, _message(r))
         host: dict[str, Any] = r.json()["host"]
         return host
+
+    def memory_balancer(self, *, apply: bool = False) -> dict[str, Any]:
+        """The cluster memory balancer's plan (admin); with ``apply``, its applicable moves queued as live
+        migrations, each one's result in ``applied`` (``os-yunstack-memory-balancer``)."""
+        if apply:
+            body = self.post("compute", "/os-yunstack-memory-balancer/apply")
+        else:
+            body = self.get("compute", "/os-yunstack-memory-balancer")
+        plan: dict[str, Any] = body["memory_balancer"]
+        return plan

@@ -283,7 +283,9 @@ class HostService:
         return list(session.execute(select(
             n.host, n.availability_zone, n.updated_at, n.disabled, n.vcpus, n.memory_mib, n.local_gb,
             n.ram_allocation_ratio, n.cpu_allocation_ratio, n.disk_allocation_ratio, n.reserved_host_memory_mib,
-            n.hypervisor_type, n.stats["observed_free_mib"].as_integer(), cast(n.capabilities, Text))
+            n.hypervisor_type, n.stats["observed_free_mib"].as_integer(), cast(n.capabilities, Text),
+            n.stats["observed_physical_mib"].as_integer(), n.stats["observed_used_mib"].as_integer(),
+            n.stats["observed_level"].as_integer(), n.stats["observed_psi"].as_float())
             .order_by(n.id)))
 
     def scheduling(self, session: Session, rows: Sequence[Any] | None = None) -> list[scheduler.HostState]:
@@ -302,7 +304,7 @@ class HostService:
         zones = aggregates.host_zones(session)  # read under the lock: zone changes take it too
         states = []
         for (host, zone, updated_at, disabled, vcpus, memory_mib, local_gb, ram_ratio, cpu_ratio, disk_ratio,
-             reserved, hypervisor_type, observed_free, capabilities) in rows:
+             reserved, hypervisor_type, observed_free, capabilities, physical, observed_used, level, psi) in rows:
             count, vcpus_used, ram, disk, _running, _workload = used.get(host, _NOTHING)
             states.append(scheduler.HostState(
                 host=host, availability_zone=zones.get(host, zone), up=updated_at >= cutoff, disabled=disabled,
@@ -310,7 +312,10 @@ class HostService:
                 disk_used_gb=disk, ram_allocation_ratio=ram_ratio, cpu_allocation_ratio=cpu_ratio,
                 disk_allocation_ratio=disk_ratio, reserved_host_memory_mib=reserved, instances=count,
                 hypervisor_type=hypervisor_type, capabilities=_capabilities(capabilities),
-                observed_free_mib=None if observed_free is None else int(observed_free)))
+                observed_free_mib=None if observed_free is None else int(observed_free),
+                observed_physical_mib=None if physical is None else int(physical),
+                observed_used_mib=None if observed_used is None else int(observed_used),
+                observed_level=int(level or 0), observed_psi=float(psi or 0.0)))
         return states
 
     @staticmethod

@@ -4,7 +4,8 @@ The agent's memory manager reports one ledger entry per host every ~10 s.  The l
 feeds overcommit-aware admission: ``ComputeNode.stats["observed_free_mib"]`` is what the host can
 still give a new guest without risking an OOM (the manager's admission room: free memory plus what
 ballooning could take back above the guests' working sets, minus regrowth and a reserve), and the
-scheduler's ObservedMemoryFilter reads it.
+scheduler's ObservedMemoryFilter reads it; ``observed_load`` (capacity, use, level, PSI) feeds its
+MemoryPressureWeigher, the memory balancer's target rule.
 """
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ def observed_free_mib(entry: Mapping[str, Any], reserved_mib: int) -> int:
     return max(0, (physical - committed) // MIB - reserved_mib)
 
 
+LEVELS = {"none": 0, "ksm": 1, "balloon": 2, "swap": 3}  # memory.model.PressureLevel by its ledger name
+
+
+def observed_load(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The host's memory load as the scheduler's MemoryPressureWeigher reads it (``compute_node.stats``):
+    capacity and use in MiB, pressure level and PSI; nothing when the entry lacks them (an older agent)."""
+    host = entry.get("host", {})
+    if "physical" not in host or "available" not in host:
+        return {}
+    physical = int(host["physical"])
+    return {"observed_physical_mib": physical // MIB,
+            "observed_used_mib": max(0, physical - int(host["available"])) // MIB,
+            "observed_level": LEVELS.get(str(entry.get("level", "none")), 0),
+            "observed_psi": float(host.get("psi_some_avg10") or 0.0)}
+
+
 class MemoryLedgerService:
     def __init__(self, db: sessionmaker[Session]) -> None:
         self._db = db
@@ -56,6 +73,7 @@ class MemoryLedgerService:
             if node is not None:
                 stats = dict(node.stats or {})
                 stats["observed_free_mib"] = observed_free_mib(entry, node.reserved_host_memory_mib)
+                stats.update(observed_load(entry))
                 stats["memory"] = {k: entry[k] for k in ("host", "level", "wall_time", "manager") if k in entry}
                 node.stats = stats
             s.add(t.MemorySample(host=host, at=now, data=dict(entry)))

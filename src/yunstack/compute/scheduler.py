@@ -1,7 +1,10 @@
 """The scheduler: filters then weighers over host states, a pure function with no I/O.
 
 Every host that is not chosen gets one line saying which filter rejected it and why, so that a
-failed boot can say exactly why every host was rejected.
+failed boot can say exactly why every host was rejected.  Hosts are weighed on the free RAM the
+flavors leave (Nova's RAMWeigher) plus the memory balancer's own target rule
+(``memory.balancer.score``, the MemoryPressureWeigher), so a new guest goes where the balancer would
+move one, and never makes a host the balancer must relieve when another host can take it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from yunstack.compute.driver import Capabilities, MigrationMode
+from yunstack.memory import balancer
+from yunstack.memory.model import MIB, PressureLevel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +39,11 @@ class HostState:
     hypervisor_type: str = "QEMU"
     # Observed memory (the memory manager's admission room), for overcommit-aware admission; None = unknown.
     observed_free_mib: int | None = None
+    # The rest of the host's latest memory ledger entry (MemoryPressureWeigher); None = not reported.
+    observed_physical_mib: int | None = None  # the manager's capacity
+    observed_used_mib: int | None = None  # capacity - headroom
+    observed_level: int = 0  # memory.model.PressureLevel
+    observed_psi: float = 0.0  # memory PSI some avg10, %
     # What the host's driver can do, as its heartbeat reported it; None = not reported (an older agent).
     capabilities: Capabilities | None = None
 
@@ -200,15 +210,38 @@ FILTERS: tuple[Filter, ...] = (ignore_filter, compute_filter, az_filter, image_p
 # Soft group policies only weigh; one member more or less outweighs any RAM difference, so they
 # decide whenever a host with (or without) members passes the filters (Nova's weigher multipliers).
 _GROUP_WEIGHT = 1e12
+# A host the memory balancer would refuse as a target (it would end above its pressure target, or it
+# is under pressure) comes after every host that it would take, whatever their free RAM; soft group
+# policies still come first.
+_PRESSURE_PENALTY = 1e9
+
+
+def memory_weight(h: HostState, need_mib: int) -> float:
+    """MemoryPressureWeigher: ``memory.balancer.score`` of the host for ``need_mib``, in MiB.
+
+    The bytes the host would still have spare below its pressure target (and within its admission
+    room) after taking the guest, discounted as its PSI rises; ``-_PRESSURE_PENALTY`` when the balancer
+    would refuse it as a target; 0 when the host has not reported its memory (yet).
+    """
+    if h.observed_physical_mib is None or h.observed_used_mib is None:
+        return 0.0
+    room = None if h.observed_free_mib is None else h.observed_free_mib * MIB
+    value, _ = balancer.score(physical=h.observed_physical_mib * MIB, used=h.observed_used_mib * MIB,
+                              need=need_mib * MIB, admission_room=room, level=PressureLevel(h.observed_level),
+                              psi_some_avg10=h.observed_psi, swap_in_rate=0.0)
+    return -_PRESSURE_PENALTY if value is None else value / MIB
 
 
 def weigh(h: HostState, r: RequestSpec) -> float:
-    """Spread: prefer the host with most free RAM (Nova's RAMWeigher), then fewest instances.
+    """Spread: prefer the host with most free RAM (Nova's RAMWeigher) and most spare observed memory
+    (``memory_weight``), then fewest instances.
 
     ``soft-affinity`` prefers hosts with more members of the group, ``soft-anti-affinity`` fewer.
     """
     usable = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio
     weight = (usable - h.memory_used_mib) - 0.001 * h.instances
+    if h.observed_physical_mib is not None:
+        weight += memory_weight(h, r.expected_mib or r.memory_mib)
     if r.group_policy == "soft-affinity":
         weight += _GROUP_WEIGHT * r.group_hosts.get(h.host, 0)
     elif r.group_policy == "soft-anti-affinity":
@@ -251,6 +284,8 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
                 or (h.capabilities is not None and vcpus > h.capabilities.max_vcpus)):
             continue
         w = free - 0.001 * h.instances
+        if h.observed_physical_mib is not None:
+            w += memory_weight(h, need)
         if w > best_weight:
             best, best_weight = h, w
     return best

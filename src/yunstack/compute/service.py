@@ -667,12 +667,14 @@ def _zone_of(hosts: Sequence[scheduler.HostState], host: str | None) -> str | No
 
 def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:
     """The host after placing one more guest of ``flavor`` (for the next guest of a multi-create)."""
-    observed = h.observed_free_mib
+    observed, used = h.observed_free_mib, h.observed_used_mib
     if observed is not None:
         observed -= expected_memory_mib(flavor)
+    if used is not None:
+        used += expected_memory_mib(flavor)
     return replace(h, vcpus_used=h.vcpus_used + flavor.vcpus, memory_used_mib=h.memory_used_mib + flavor.ram,
                    disk_used_gb=h.disk_used_gb + flavor.disk, instances=h.instances + 1,
-                   observed_free_mib=observed)
+                   observed_free_mib=observed, observed_used_mib=used)
 
 
 def _action(a: t.InstanceAction, events: tuple[dict[str, Any], ...] = ()) -> Action:

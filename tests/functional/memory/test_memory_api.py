@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.conftest import Api
 from yunstack.compute.driver import HostInfo
-from yunstack.compute.memoryledger import observed_free_mib
+from yunstack.compute.memoryledger import observed_free_mib, observed_load
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import identity as ident
 
@@ -98,3 +98,14 @@ def test_metrics_expose_the_ledger(api: Api) -> None:
     assert "yunstack_host_memory_consolidation_ratio" in text
     assert 'yunstack_server_memory_shared_bytes{host="' in text
     assert "yunstack_http_request_seconds" in text
+
+
+def test_the_latest_entry_feeds_the_memory_pressure_weigher(api: Api) -> None:
+    host = api.services.config.host_name
+    seed(api, host)
+    with api.services.db() as s:
+        seen = {h.host: h for h in api.services.hosts.scheduling(s)}[host]
+    # 4096 MiB physical, 3000 available: 1096 in use, level ksm, no PSI
+    assert (seen.observed_physical_mib, seen.observed_used_mib, seen.observed_level, seen.observed_psi) == (
+        4096, 1096, 1, 0.0)
+    assert observed_load({"host": {"admission_room": 1}}) == {}  # an older agent's entry: nothing to weigh

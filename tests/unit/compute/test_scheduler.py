@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from yunstack.compute import scheduler
 from yunstack.compute.driver import Capabilities, MigrationMode
 from yunstack.compute.scheduler import FILTERS, HostState, RequestSpec, select
+from yunstack.memory import balancer
+from yunstack.memory.model import MIB, PressureLevel
 
 
 def random_host(rng: random.Random, i: int) -> HostState:
@@ -18,7 +22,9 @@ def random_host(rng: random.Random, i: int) -> HostState:
         cpu_allocation_ratio=rng.choice([1.0, 16.0]), disk_allocation_ratio=1.0,
         reserved_host_memory_mib=512, instances=rng.randint(0, 40), hypervisor_type=rng.choice(["QEMU", "fake"]),
         observed_free_mib=rng.choice([None, None, 0, 100, 5000]),
-        capabilities=rng.choice([None, Capabilities(max_vcpus=255), Capabilities(max_vcpus=1)]))
+        capabilities=rng.choice([None, Capabilities(max_vcpus=255), Capabilities(max_vcpus=1)]),
+        **rng.choice([{}, {}, {"observed_physical_mib": 65536, "observed_used_mib": rng.randint(0, 65536),
+                               "observed_level": rng.randint(0, 3), "observed_psi": rng.choice([0.0, 4.0, 20.0])}]))
 
 
 def random_request(rng: random.Random, names: list[str]) -> RequestSpec:
@@ -96,3 +102,48 @@ def test_a_guest_with_more_vcpus_than_the_driver_runs_is_refused() -> None:
     decision = select([_host("small", Capabilities(max_vcpus=4))], RequestSpec(vcpus=8, memory_mib=128, disk_gb=1))
     assert decision.reasons == {"small": "CapabilitiesFilter: needs 8 vCPUs in one guest, the host's driver runs "
                                          "at most 4"}
+
+
+def _observed(name: str, used_fraction: float, **kw: object) -> HostState:
+    """An 8 GiB host, nothing allocated, whose memory manager reports ``used_fraction`` in use."""
+    fields: dict[str, object] = dict(
+        host=name, availability_zone="nova", up=True, disabled=False, vcpus=8, memory_mib=8192, local_gb=100,
+        vcpus_used=0, memory_used_mib=0, disk_used_gb=0, ram_allocation_ratio=1.5, cpu_allocation_ratio=16.0,
+        disk_allocation_ratio=1.0, reserved_host_memory_mib=0, observed_physical_mib=8192,
+        observed_used_mib=int(used_fraction * 8192))
+    return HostState(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "chosen"),
+    [
+        pytest.param([_observed("busy", 0.60), _observed("calm", 0.30)], "calm", id="lower-use-wins"),
+        pytest.param([_observed("a", 0.30, observed_free_mib=1024), _observed("b", 0.30, observed_free_mib=4096)],
+                     "b", id="more-admission-room-wins"),
+        pytest.param([_observed("a", 0.30, observed_psi=8.0), _observed("b", 0.30)], "b", id="lower-psi-wins"),
+        pytest.param([_observed("a", 0.10, observed_level=int(PressureLevel.SWAP)), _observed("b", 0.50)], "b",
+                     id="a-host-under-pressure-comes-last"),
+        # 74 % + 512 MiB crosses the balancer's 75 % mark: it would make a host the balancer relieves
+        pytest.param([_observed("edge", 0.74), _observed("roomy", 0.60, memory_used_mib=8000)], "roomy",
+                     id="crossing-the-pressure-target-comes-after-any-host-below-it"),
+        pytest.param([_observed("known", 0.50), HostState(**{**_observed("new", 0.0).__dict__,
+                                                              "observed_physical_mib": None})],
+                     "known", id="unreported-hosts-weigh-on-static-ram-alone"),
+    ],
+)
+def test_the_memory_pressure_weigher_uses_the_balancers_target_rule(hosts, chosen) -> None:
+    request = RequestSpec(vcpus=1, memory_mib=1024, disk_gb=1)  # expected: 512 MiB
+    assert select(hosts, request).host == chosen
+    assert select(hosts, request, filters=tuple(FILTERS)).host == chosen
+
+
+def test_the_weigher_and_the_balancer_agree_on_what_a_host_may_take() -> None:
+    h = _observed("h", 0.70)
+    need = 512
+    value, _ = balancer.score(physical=8192 * MIB, used=h.observed_used_mib * MIB, need=need * MIB,
+                                admission_room=None, level=PressureLevel.NONE, psi_some_avg10=0.0, swap_in_rate=0.0)
+    assert scheduler.memory_weight(h, need) == (value / MIB if value is not None else -1e9)
+    assert scheduler.memory_weight(_observed("full", 0.74), need) == -1e9
+    assert balancer.score(physical=8192 * MIB, used=int(0.74 * 8192) * MIB, need=need * MIB, admission_room=None,
+                          level=PressureLevel.NONE, psi_some_avg10=0.0, swap_in_rate=0.0)[1].startswith(
+                              "it would exceed its pressure target")

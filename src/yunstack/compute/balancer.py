@@ -1,0 +1,208 @@
+"""The memory balancer as the control plane runs it: its inputs from the database, its plan, its moves.
+
+``memory.balancer.plan`` decides (pure); this service reads what it needs -- every host's state
+and latest memory ledger entry, the servers with their ledger rows, their server groups, the
+migrations in flight, and when each server last moved -- and, on ``apply``, queues the plan's
+applicable moves as live migrations through the compute service's ``os-migrateLive`` (so every
+check a live migration makes is made again, the scheduler's filters on the named target included).
+Admins only, like live migration.  A host's mode is its aggregates' ``yunstack:memory_balancer``
+(the most conservative when they disagree, ``compute.aggregates``), else ``[compute] memory_balancer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from yunstack.compute.hosts import HostService
+from yunstack.compute.memoryledger import LEVELS
+from yunstack.compute.operations.migrate import LiveMigrateBody
+from yunstack.compute.service import ComputeService
+from yunstack.db.tables import compute as t
+from yunstack.db.tables import migrations as mig
+from yunstack.db.tables import servergroups as g
+from yunstack.errors import BadRequest, YunError
+from yunstack.identity import policy
+from yunstack.identity.context import AuthContext
+from yunstack.memory import balancer
+from yunstack.memory.balancer import (
+    BalancerTuning,
+    GroupPolicy,
+    GuestLoad,
+    HostLoad,
+    InFlight,
+    Membership,
+    Mode,
+    Plan,
+)
+from yunstack.memory.model import MIB, PressureLevel
+from yunstack.types import utcnow
+
+MODES: tuple[Mode, ...] = ("off", "advise", "auto")
+MOVABLE_STATES = ("active", "paused")  # what os-migrateLive takes
+# A ledger entry older than this is not planned on (managers report every ~10 s): the host then
+# counts as one that has not reported, neither relieved nor a target.
+STALE_AFTER = timedelta(seconds=120)
+# A move's final statuses after which the server ran on another host (live, evacuation, cold, a revert).
+ARRIVED = ("completed", "done", "finished", "confirmed", "reverted")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Applied:
+    """What became of one applicable move on ``apply``."""
+
+    server_id: str
+    target: str
+    result: Literal["queued", "failed"]
+    why: str = ""
+
+
+def _epoch(when: datetime) -> float:
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
+class BalancerService:
+    def __init__(self, db: sessionmaker[Session], hosts: HostService, compute: ComputeService, *, mode: str,
+                 tuning: BalancerTuning = balancer.DEFAULT_TUNING,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        if mode not in MODES:
+            raise BadRequest("[compute] memory_balancer must be one of off, advise, auto, not {mode!r}.", mode=mode)
+        self._db = db
+        self._hosts = hosts
+        self._compute = compute
+        self.mode: Mode = mode
+        self.tuning = tuning
+        self.clock = clock
+
+    def plan(self, ctx: AuthContext) -> Plan:
+        """The plan for the cluster as it is now (admins only); empty in mode ``off``."""
+        policy.require_admin(ctx, "os_compute_api:os-yunstack-memory-balancer")
+        modes = self._compute.aggregates.mode_for_hosts(self.mode)
+        if self.mode == "off" and all(mode == "off" for mode in modes.values()):
+            return Plan()
+        with self._db() as s:
+            hosts, guests, flying = self.inputs(s, modes)
+        return balancer.plan(hosts, guests, flying, self.tuning, _epoch(self.clock()))
+
+    def apply(self, ctx: AuthContext, request_id: str) -> tuple[Plan, list[Applied]]:
+        """Plan, then queue every applicable (``auto``) move as a live migration to its target."""
+        plan = self.plan(ctx)
+        done = []
+        for move in plan.applicable:
+            body = LiveMigrateBody(host=move.target, block_migration=None, force=False)
+            try:
+                self._compute.action(ctx, move.guest, "live-migration", request_id, body)
+            except YunError as exc:  # one refused move (the server changed meanwhile) does not stop the others
+                done.append(Applied(server_id=move.guest, target=move.target, result="failed", why=exc.text))
+            else:
+                done.append(Applied(server_id=move.guest, target=move.target, result="queued"))
+        return plan, done
+
+    # -- the inputs ----------------------------------------------------------------------------
+
+    def inputs(self, s: Session, modes: Mapping[str, str] | None = None
+               ) -> tuple[list[HostLoad], list[GuestLoad], list[InFlight]]:
+        """Every host, every placed server and every migration in flight, as the balancer takes them;
+        each host in its mode from ``modes`` (its aggregates'), else the cluster's."""
+        modes = modes or {}
+        fresh = self.clock() - STALE_AFTER
+        ledgers = {host: data for host, (at, data) in self._ledgers(s).items()
+                   if (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) >= fresh}
+        hosts = [self._host(u.host, cast(Mode, modes.get(u.host, self.mode)), u.up, u.disabled, u.disabled_reason,
+                            u.memory_mib, ledgers.get(u.host)) for u in self._hosts.host_states(s)]
+        rows = {r["instance_id"]: r for entry in ledgers.values() for r in entry.get("guests", [])}
+        groups = self._groups(s)
+        moved = self._last_moved(s)
+        inst = t.Instance
+        guests = []
+        for row in s.scalars(select(inst).where(inst.host.is_not(None), inst.vm_state != "deleted")
+                             .order_by(inst.id)):
+            seen = rows.get(row.id, {})
+            immovable = self._immovable(row)
+            guests.append(GuestLoad(
+                id=row.id, host=row.host or "", memory=int(row.flavor.get("ram", 0)) * MIB,
+                working_set=int(seen.get("working_set") or 0), resident=int(seen.get("resident") or 0),
+                last_moved_at=moved.get(row.id), groups=groups.get(row.id, ()), movable=immovable is None,
+                why_immovable=immovable or ""))
+        m = mig.Migration
+        flying = []
+        for record in s.scalars(select(m).where(m.status.in_(mig.MOVING))):
+            size = record.memory_total_bytes or self._flavor_bytes(s, record.instance_uuid)
+            flying.append(InFlight(guest=record.instance_uuid, source=record.source_compute,
+                                   target=record.dest_compute, bytes=size))
+        return hosts, guests, flying
+
+    @staticmethod
+    def _host(name: str, mode: Mode, up: bool, disabled: bool, reason: str | None, memory_mib: int,
+              entry: Mapping[str, Any] | None) -> HostLoad:
+        draining = disabled and "drain" in (reason or "")
+        if entry is None:  # no memory report yet: its size only, so it is neither source nor target
+            return HostLoad(name=name, physical=0, used=0, mode=mode, up=up, disabled=disabled,
+                            draining=draining)
+        h = entry.get("host", {})
+        physical = int(h.get("physical") or memory_mib * MIB)
+        blocked = h.get("admission_blocked")
+        return HostLoad(
+            name=name, physical=physical, used=max(0, physical - int(h.get("available") or 0)), mode=mode,
+            up=up, disabled=disabled, draining=draining,
+            level=PressureLevel(LEVELS.get(str(entry.get("level", "none")), 0)),
+            psi_some_avg10=float(h.get("psi_some_avg10") or 0.0),
+            admission_room=None if "admission_room" not in h else (0 if blocked else int(h["admission_room"])))
+
+    @staticmethod
+    def _ledgers(s: Session) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
+        """The latest ledger entry of every host that reported one, with when it came."""
+        ms = t.MemorySample
+        newest = select(ms.host, func.max(ms.at).label("at")).group_by(ms.host).subquery()
+        rows = s.scalars(select(ms).join(newest, (ms.host == newest.c.host) & (ms.at == newest.c.at)))
+        return {r.host: (r.at, r.data) for r in rows}
+
+    @staticmethod
+    def _groups(s: Session) -> dict[str, tuple[Membership, ...]]:
+        m, grp = g.ServerGroupMember, g.ServerGroup
+        found: dict[str, list[Membership]] = {}
+        for instance_id, group_id, group_policy in s.execute(
+                select(m.instance_id, m.group_id, grp.policy).join(grp, grp.id == m.group_id)):
+            if group_policy in ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"):
+                found.setdefault(instance_id, []).append(Membership(group_id, cast(GroupPolicy, group_policy)))
+        return {k: tuple(v) for k, v in found.items()}
+
+    @staticmethod
+    def _last_moved(s: Session) -> dict[str, float]:
+        """When each server last arrived somewhere (its newest finished move of any kind)."""
+        m = mig.Migration
+        rows = s.execute(select(m.instance_uuid, func.max(m.updated_at)).where(m.status.in_(ARRIVED))
+                         .group_by(m.instance_uuid))
+        return {iid: _epoch(when) for iid, when in rows if when is not None}
+
+    @staticmethod
+    def _immovable(row: t.Instance) -> str | None:
+        if row.task_state is not None:
+            return f"a task is running ({row.task_state})"
+        if row.vm_state not in MOVABLE_STATES:
+            return f"it is {row.vm_state}: only an active or paused server moves live"
+        return None
+
+    @staticmethod
+    def _flavor_bytes(s: Session, instance_id: str) -> int:
+        row = s.get(t.Instance, instance_id)
+        return 0 if row is None else int(row.flavor.get("ram", 0)) * MIB
+
+
+def plan_json(plan: Plan, mode: str, applied: Sequence[Applied] | None = None) -> dict[str, Any]:
+    """The plan as the API renders it (bytes and seconds; fractions of physical rounded to 0.1 %)."""
+    body: dict[str, Any] = {
+        "mode": mode,
+        "moves": [asdict(m) for m in plan.moves],
+        "refusals": [asdict(r) for r in plan.refusals],
+        "hosts": [dict(asdict(p), before_fraction=round(p.before_fraction, 3),
+                       after_fraction=round(p.after_fraction, 3)) for p in plan.hosts],
+    }
+    if applied is not None:
+        body["applied"] = [asdict(a) for a in applied]
+    return body

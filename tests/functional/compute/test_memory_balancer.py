@@ -1,0 +1,150 @@
+"""The memory balancer through the API, the client and `yun cluster balance`: the plan (advise), applying it (auto).
+
+Two real agents on FakeDrivers over the real protocol (``test_live_migration.two``: alice's server
+on host A, then host B up).  What the hosts' memory managers report is seeded as their newest
+ledger entries (dated ahead, so the agents' own reports of this machine never come after them).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.functional.compute import test_live_migration
+from tests.functional.compute.test_aggregates import act, create
+from tests.functional.compute.test_host_drain import client_for
+from tests.functional.compute.test_live_migration import B, _done
+from yunstack.cli import cluster
+from yunstack.cli.main import app
+from yunstack.client import ApiError
+from yunstack.db.tables import compute as t
+from yunstack.types import utcnow
+from yunstack.wiring import Services
+
+host, world, qcow2, two = (test_live_migration.host, test_live_migration.world, test_live_migration.qcow2,
+                           test_live_migration.two)
+MIB = 1 << 20
+GIB = 1 << 30
+PATH = "/compute/v2.1/os-yunstack-memory-balancer"
+
+
+def report(services: Services, name: str, used: float, guests: dict[str, int], *, age: float = -3600.0) -> None:
+    """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes);
+    ``age`` seconds old (by default dated an hour ahead)."""
+    entry = {"level": "none", "host": {"physical": 4 * GIB, "available": int((1 - used) * 4 * GIB),
+                                       "psi_some_avg10": 0.0},
+             "guests": [{"instance_id": g, "resident": size, "working_set": size} for g, size in guests.items()]}
+    with services.db.begin() as s:
+        s.add(t.MemorySample(host=name, at=utcnow() - timedelta(seconds=age), data=entry))
+
+
+def plan(w: dict[str, Any], token: str | None = None) -> Any:
+    api = w["api"]
+    return api.http.get(PATH, headers=api.headers(token or api.admin()))
+
+
+def test_the_plan_moves_a_guest_off_a_host_over_its_target_and_advise_applies_nothing(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    r = plan(two)
+    assert r.status_code == 200, r.text
+    body = r.json()["memory_balancer"]
+    assert body["mode"] == "advise"
+    [move] = body["moves"]
+    assert (move["guest"], move["source"], move["target"], move["advisory"]) == (sid, a, B, True)
+    assert move["benefit"] == GIB and move["downtime_seconds"] > 0  # paused: the guest stops for the copy
+    assert {h["host"]: (h["before_fraction"], h["after_fraction"]) for h in body["hosts"]}[B] == (0.1, 0.35)
+    applied = two["api"].http.post(f"{PATH}/apply", headers=two["api"].headers(two["api"].admin()))
+    assert applied.status_code == 202
+    assert applied.json()["memory_balancer"]["applied"] == []  # advisory moves are never applied
+
+
+def test_only_admins_see_the_plan(two: dict[str, Any]) -> None:
+    assert plan(two, two["alice"].token).status_code == 403
+
+
+def test_auto_applies_the_move_as_a_live_migration_and_the_guest_then_cools_down(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    services.balancer.mode = "auto"
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    r = two["api"].http.post(f"{PATH}/apply", headers=two["api"].headers(two["api"].admin()))
+    assert r.status_code == 202, r.text
+    assert r.json()["memory_balancer"]["applied"] == [{"server_id": sid, "target": B, "result": "queued", "why": ""}]
+    assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
+    # Now B is the one over its target: the guest that just arrived stays (its cooldown).
+    report(services, a, 0.10, {})
+    report(services, B, 0.90, {sid: GIB})
+    again = plan(two).json()["memory_balancer"]
+    assert again["moves"] == []
+    [why] = [r["reason"] for r in again["refusals"] if r["subject"] == sid]
+    assert why.startswith(f"guest {sid} stays: moved ") and why.endswith("s ago, cooldown 300 s")
+
+
+def test_mode_off_plans_nothing(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    services.balancer.mode = "off"
+    report(services, services.config.host_name, 0.95, {two["server"]: GIB})
+    body = plan(two).json()["memory_balancer"]
+    assert (body["mode"], body["moves"], body["hosts"]) == ("off", [], [])
+
+
+def test_the_client_and_yun_cluster_balance_show_the_plan(two: dict[str, Any], monkeypatch: Any) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    with client_for(services, "admin", "adminpw", "admin") as c:
+        body = c.memory_balancer()
+        assert [(m["guest"], m["target"], m["advisory"]) for m in body["moves"]] == [(sid, B, True)]
+        assert c.memory_balancer(apply=True)["applied"] == []
+        monkeypatch.setattr(cluster, "client", lambda cloud, state_dir: nullcontext(c))
+        shown = CliRunner().invoke(app, ["cluster", "balance"])
+        assert shown.exit_code == 0, shown.output
+        assert "mode advise" in shown.output and sid in shown.output and B in shown.output
+        as_json = CliRunner().invoke(app, ["cluster", "balance", "--apply", "--format", "json"])
+        assert as_json.exit_code == 0, as_json.output
+        assert json.loads(as_json.output)["applied"] == []
+    with client_for(services, "alice", "alice-pw", "alpha") as alice, pytest.raises(ApiError) as refused:
+        alice.memory_balancer()
+    assert refused.value.status == 403
+
+
+def test_a_host_whose_newest_report_is_old_is_not_a_target(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    services.balancer.clock = lambda: utcnow() + timedelta(hours=2)  # the agents' own reports are old too
+    report(services, services.config.host_name, 0.90, {two["server"]: GIB}, age=-7200)
+    report(services, B, 0.10, {}, age=-3600)  # an hour old when the balancer plans
+    body = plan(two).json()["memory_balancer"]
+    assert body["moves"] == []
+    assert any(r["subject"] == B and "has not reported its memory" in r["reason"] for r in body["refusals"])
+
+
+def test_an_aggregates_mode_overrides_the_clusters_for_its_hosts(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    auto = create(two, "auto")
+    for name in (a, B):
+        assert act(two, auto["id"], "add_host", {"host": name}).status_code == 200
+    assert act(two, auto["id"], "set_metadata", {"metadata": {"yunstack:memory_balancer": "auto"}}).status_code == 200
+    [move] = plan(two).json()["memory_balancer"]["moves"]  # the cluster says advise, their aggregate auto
+    assert (move["target"], move["advisory"]) == (B, False)
+    off = create(two, "off")
+    assert act(two, off["id"], "add_host", {"host": B}).status_code == 200
+    assert act(two, off["id"], "set_metadata", {"metadata": {"yunstack:memory_balancer": "off"}}).status_code == 200
+    body = plan(two).json()["memory_balancer"]  # B is in both: the more conservative mode wins
+    assert body["moves"] == []
+    assert f"host {B} takes no guest: its balancer mode is off" in [r["reason"] for r in body["refusals"]]
+    services.balancer.mode = "off"  # the cluster off, but A's aggregate still says auto: A is still planned
+    assert any(r["subject"] == a and "above its trigger" in r["reason"]
+               for r in plan(two).json()["memory_balancer"]["refusals"])
