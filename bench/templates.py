@@ -144,10 +144,16 @@ def argv(guest: Guest, memory_mib: int, *, ram: Path | None = None, share: bool 
     for index in range(HOTPLUG_PORTS):
         args += ["-device", f"pcie-root-port,id=hotplug{index},chassis={index + 1},bus=pcie.0"]
     args += ["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
-             "-device", f"virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting={'on' if fpr else 'off'}"]
+             "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,"
+                        f"free-page-reporting={'on' if fpr else 'off'}"]
     if incoming:
         args += ["-incoming", "defer"]
     return args
+
+
+async def migration_status(client: QMPClient) -> str:
+    answer: dict[str, Any] = await client.execute("query-migrate")  # type: ignore[assignment]
+    return str(answer.get("status"))
 
 
 def launch(guest: Guest, args: list[str]) -> None:
@@ -204,8 +210,10 @@ def type_line(guest: Guest, line: str) -> int:
         sock.sendall(b"\x03" + line.encode() + b"\n")
         # Hold the connection until the guest echoed the line: QEMU drops what the guest has
         # not read yet when the client goes.
-        deadline = time.monotonic() + 5.0
-        while len(guest.text()) < before + len(line) and time.monotonic() < deadline:
+        # The echo may be wrapped, so compare without white space.
+        tail = re.sub(r"\s", "", line)[-12:]
+        deadline = time.monotonic() + 10.0
+        while tail not in re.sub(r"\s", "", guest.text()[before:]) and time.monotonic() < deadline:
             time.sleep(0.005)
     return before
 
@@ -232,6 +240,23 @@ def memory(pid: int) -> dict[str, float]:
     return {"rss_mib": round(values["Rss"], 1), "pss_mib": round(values["Pss"], 1),
             "pss_anon_mib": round(values.get("Pss_Anon", 0), 1), "pss_file_mib": round(values.get("Pss_File", 0), 1),
             "pss_shmem_mib": round(values.get("Pss_Shmem", 0), 1)}
+
+
+def ram_mapping(pid: int, path: Path) -> dict[str, float]:
+    """The guest RAM's mapping of ``path`` in ``/proc/PID/smaps``: what the clone shares (clean,
+    from the page cache) and what it copied on write (``Private_Dirty``; anonymous pages)."""
+    values: dict[str, float] = {}
+    inside = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head[0]):
+            inside = line.endswith(str(path))
+        elif inside and line.endswith(" kB"):
+            key, value = line.split(":", 1)
+            values[key] = values.get(key, 0) + int(value.split()[0]) / 1024
+    return {"ram_rss_mib": round(values.get("Rss", 0), 1), "ram_pss_mib": round(values.get("Pss", 0), 1),
+            "ram_shared_clean_mib": round(values.get("Shared_Clean", 0), 1),
+            "ram_private_dirty_mib": round(values.get("Private_Dirty", 0), 1)}
 
 
 def sha256(path: Path) -> str:
@@ -290,7 +315,7 @@ echo ID$1-$(hostname)-$(cat /sys/class/net/eth0/address)-$a-DI $t0 $t1 $t2 $(u) 
 
 
 async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr: bool,
-                        idle: float) -> dict[str, Any]:
+                        idle: float, fill_mib: int) -> dict[str, Any]:
     guest = Guest("template", work / "template")
     guest.dir.mkdir()
     overlay(image, guest.disk)
@@ -302,6 +327,8 @@ async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr
         answer_ms = guest.elapsed_ms()
         script = base64.b64encode(RESUME.encode()).decode()
         await ask(guest, f"echo {script} | base64 -d > /run/resume.sh; echo S-$((6*7))", r"S-42", timeout=60)
+        if fill_mib:
+            await ask(guest, f"head -c {fill_mib}M /dev/urandom > /run/fill; echo F-$((6*7))", r"F-42", timeout=120)
         await asyncio.sleep(idle)  # let the guest settle (or age: the kernel RNG reseeds less often)
         client = await connect(guest)
         t0 = time.monotonic()
@@ -309,7 +336,7 @@ async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr
         await client.execute("migrate-set-capabilities",
                              {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
         await client.execute("migrate", {"uri": f"exec:cat > {work / 'template.state'}"})
-        while (status := (await client.execute("query-migrate")).get("status")) not in ("completed", "failed"):
+        while (status := await migration_status(client)) not in ("completed", "failed"):
             await asyncio.sleep(0.01)
         save_ms = round((time.monotonic() - t0) * 1000, 1)
         if status != "completed":
@@ -327,7 +354,7 @@ async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr
 
 
 async def start_clone(guests: list[Guest], index: int, work: Path, template_disk: Path, ram: Path, memory_mib: int,
-                      fpr: bool, identity: bool) -> dict[str, Any]:
+                      fpr: bool, identity: bool, free_fill: bool) -> dict[str, Any]:
     guest = Guest(f"clone{index}", work / f"clone{index}")
     guests.append(guest)
     guest.dir.mkdir()
@@ -341,7 +368,7 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
     await client.execute("migrate-incoming", {"uri": f"exec:cat {work / 'template.state'}"})
     # The template was saved stopped, so the clone stays paused ("paused" in the saved global
     # state) once the state is in: cont then.
-    while (status := (await client.execute("query-migrate")).get("status")) not in ("completed", "failed"):
+    while (status := await migration_status(client)) not in ("completed", "failed"):
         await asyncio.sleep(0.002)
     if status != "completed":
         raise RuntimeError(f"{guest.name}: loading the template state failed: {(guest.dir / 'qemu.log').read_text()}")
@@ -353,6 +380,9 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
                       rf"C{index}-42 ([0-9a-f]{{32}})", timeout=30, retry=0.5)
     row["answer_ms"] = guest.elapsed_ms()
     row["urandom_first_read"] = match.group(1)
+    if free_fill:
+        # Pages that hold template data, freed: free page reporting (or a balloon) discards them.
+        await ask(guest, "rm -f /run/fill; echo R-$((6*7))", r"R-42", timeout=30)
     if identity:
         await client.execute("netdev_add", {"type": "user", "id": "net0"})
         await client.execute("device_add", {"driver": "virtio-net-pci", "netdev": "net0", "id": "nic0",
@@ -362,7 +392,8 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
         await client.execute("device_add", {"driver": "virtio-blk-pci", "drive": "config0", "id": "virtio-config0",
                                             "bus": "hotplug1"})
         row["plugged_ms"] = guest.elapsed_ms()
-        found = await ask(guest, f"sh /run/resume.sh {index}", rf"ID{index}-([^-\s]+)-([0-9a-f:]+)-(\S*)-DI (\S+) (\S+) (\S+) (\S+) UP", timeout=60)
+        found = await ask(guest, f"sh /run/resume.sh {index}",
+                          rf"ID{index}-([^-\s]+)-([0-9a-f:]+)-(\S*)-DI (\S+) (\S+) (\S+) (\S+) UP", timeout=60)
         row["identity_ms"] = guest.elapsed_ms()
         row["identity"] = {"hostname": found.group(1), "mac": found.group(2), "address": found.group(3)}
         # Guest uptime at: script start, NIC and drive seen, drive read and hostname set, lease.
@@ -391,14 +422,16 @@ async def cold_boot(guests: list[Guest], index: int, work: Path, image: Path, me
     return row
 
 
-def totals(guests: list[Guest]) -> dict[str, Any]:
-    rows = [memory(g.proc.pid) for g in guests if g.proc is not None]
+def totals(guests: list[Guest], ram: Path | None = None) -> dict[str, Any]:
+    rows = [memory(g.proc.pid) | (ram_mapping(g.proc.pid, ram) if ram else {}) for g in guests if g.proc is not None]
     return {"n": len(rows), "pss_mib": round(sum(r["pss_mib"] for r in rows), 1),
             "rss_mib": round(sum(r["rss_mib"] for r in rows), 1),
             "pss_anon_mib": round(sum(r["pss_anon_mib"] for r in rows), 1),
             "pss_file_mib": round(sum(r["pss_file_mib"] for r in rows), 1),
             "pss_shmem_mib": round(sum(r["pss_shmem_mib"] for r in rows), 1),
-            "per_guest": rows}
+            "per_guest": rows,
+            **({key: round(sum(r[key] for r in rows), 1) for key in rows[0] if key.startswith("ram_")}
+               if ram and rows else {})}
 
 
 async def run(args: argparse.Namespace, image: Path, work: Path) -> dict[str, Any]:
@@ -408,16 +441,17 @@ async def run(args: argparse.Namespace, image: Path, work: Path) -> dict[str, An
     result: dict[str, Any] = {}
     try:
         template = await make_template(work, image, ram, args.memory, fpr=args.keep_fpr,
-                                         idle=args.template_idle)
+                                         idle=args.template_idle, fill_mib=args.fill_mib)
         template.pop("console")
         result["template"] = template
         digest = sha256(ram)
         clone_rows = []
         for index in range(args.clones):
             clone_rows.append(await start_clone(guests, index, work, work / "template" / "disk.qcow2", ram,
-                                                args.memory, fpr=args.keep_fpr, identity=not args.skip_identity))
+                                                args.memory, fpr=args.keep_fpr, identity=not args.skip_identity,
+                                                free_fill=args.fill_mib > 0))
         await asyncio.sleep(args.settle)
-        clones = totals(guests)
+        clones = totals(guests, ram)
         clones["pss_by_guest_mib"] = [r["pss_mib"] for r in clones.pop("per_guest")]
         seeds = [r["urandom_first_read"] for r in clone_rows]
         result["clones"] = {
@@ -474,6 +508,8 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds to wait before reading memory")
     ap.add_argument("--template-idle", type=float, default=2.0,
                     help="seconds the template guest idles before it is saved")
+    ap.add_argument("--fill-mib", type=int, default=0,
+                    help="the template writes this much random data to its tmpfs; each clone deletes it")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-identity", action="store_true", help="no NIC or config drive hot-plug on the clones")
     ap.add_argument("--keep-fpr", action="store_true", help="clones keep free page reporting (see the docstring)")
@@ -498,7 +534,8 @@ def main() -> None:
                 for k, v in vars(args).items() if v not in (None, False) and k not in ("out", "image")),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "kvm": os.access("/dev/kvm", os.W_OK), "load_average_at_start": load_start,
-                        "qemu": subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.split("\n")[0]},
+                        "qemu": subprocess.run([QEMU, "--version"], capture_output=True,
+                                               text=True).stdout.split("\n")[0]},
             "accel": "tcg", "machine_type": "q35", "memory_mib": args.memory,
             "target_clone_answer_ms": 500, "target_clones_pss_over_one_guest_rss": 2.0,
         }
