@@ -2,7 +2,8 @@
 and share their memory?
 
     .venv/bin/python bench/templates.py [--clones 10] [--cold 10] [--memory 128] [--image PATH]
-                                        [--ram-dir DIR] [--skip-cold] [--keep-fpr]
+        [--ram-dir DIR] [--template-idle S] [--fill-mib N] [--keep-fpr] [--skip-identity]
+        [--skip-cold] [--skip-balloon-check]
 
 No control plane and no ``QemuDriver``: QEMU 7.2 under TCG is driven here directly over QMP, with
 the driver's q35 command line (``cmdline.build_argv``'s devices: serial on a socket with a log
@@ -17,12 +18,14 @@ file, the root disk, four empty PCIe root ports, virtio-rng, the balloon) and ``
    ``share=off`` (private: copy on write, untouched pages shared through the page cache),
    ``-incoming defer``, ``x-ignore-shared``, ``migrate-incoming exec:cat template.state``; the
    guest runs on by itself when the state is in.  Each clone has its own overlay on the template's.
-   - ``clone_answer_ms``: launch of the QEMU process -> the console shell answers a command
+   - ``answer_ms``: launch of the QEMU process -> the console shell answers a command
      (``echo C<i>-$((6*7))`` printed ``C<i>-42``);
    - identity: after that a NIC (``-netdev user``, its own MAC; QEMU's built-in DHCP server) and a
      config drive (ISO, label config-2, its own hostname and uuid) are hot-plugged behind free root
-     ports, and a resume script typed on the console mounts the drive, sets the hostname and runs
-     DHCP: ``clone_identity_ms`` is launch -> the script printed hostname, MAC and leased address;
+     ports, and ``sh /run/resume.sh`` typed on the console (``RESUME``, written into the template
+     guest before its save) mounts the drive, sets the hostname and runs DHCP: ``identity_ms`` is
+     launch -> the script printed hostname, MAC and leased address; ``guest_clock_behind_s`` how
+     far the guest's clock (the template's) is behind the host's;
    - ``urandom_first_read``: 16 bytes of ``/dev/urandom`` read first thing after the resume, per
      clone: equal values mean the clones' kernel RNGs were still one (no vmgenid in the guest).
 3. **Cold boots** (``--cold``), one after the other, all kept running: the same image with a NIC
@@ -30,11 +33,17 @@ file, the root disk, four empty PCIe root ports, virtio-rng, the balloon) and ``
    ``cold_ready_ms`` is launch -> ``YUNSTACK-READY`` (identity, DHCP included) and
    ``cold_answer_ms`` launch -> the console shell answers.
 4. **Memory** of each set while all of it runs: ``pss_mib`` from ``/proc/PID/smaps_rollup`` summed,
-   with ``rss_mib``; ``one_guest_rss_mib`` is the median RSS of one cold guest; the target is the
-   clones' PSS sum < 2x that.  ``template_file_changed`` tells whether the template's RAM file kept
-   its content (sha256 before and after): with QEMU 7.2 a clone's free page reporting or balloon
-   discards punch holes into the file even though it is mapped private, so clones run with
-   ``free-page-reporting=off`` unless ``--keep-fpr``.
+   with ``rss_mib``; for the clones also their mappings of the RAM file (``ram_*``: resident,
+   shared clean, ``ram_private_dirty_mib`` = pages copied on write).  ``one_guest_rss_mib`` is the
+   median RSS of one cold guest; the target is the clones' PSS sum < 2x that.
+5. **Does the template file stay intact?** ``template_file_changed`` compares its sha256 before the
+   clones and after they ran (with ``--fill-mib`` the template fills its tmpfs with random data and
+   each clone deletes it, for free page reporting to discard; ``--keep-fpr`` leaves reporting on).
+   ``balloon_check`` then inflates the first clone's balloon to half its RAM and looks again: QEMU
+   7.2 discards ballooned pages with ``fallocate(PUNCH_HOLE)`` on the file even though the clone
+   maps it private, so the holes land in every clone's template.  Clones and template therefore run
+   with ``free-page-reporting=off`` unless ``--keep-fpr`` (the two must match, or the state does
+   not load).
 
 Prints and writes JSON (bench/results/templates.json).  Everything lives in one ``/tmp/yun-tpl-*``
 directory (the RAM file in ``--ram-dir``, default that directory) and every QEMU is killed at the end.
@@ -310,7 +319,7 @@ sed -n 's/.*"random_seed": "\([^"]*\)".*/\1/p' $md > /dev/urandom
 t2=$(u); ip link set eth0 up
 udhcpc -i eth0 -n -q -t 5 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1
 a=$(ip -4 -o addr show dev eth0 | awk '{print $4}')
-echo ID$1-$(hostname)-$(cat /sys/class/net/eth0/address)-$a-DI $t0 $t1 $t2 $(u) UP
+echo ID$1-$(hostname)-$(cat /sys/class/net/eth0/address)-$a-DI $t0 $t1 $t2 $(u) UP $(date +%s) CLK
 """
 
 
@@ -393,7 +402,8 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
                                             "bus": "hotplug1"})
         row["plugged_ms"] = guest.elapsed_ms()
         found = await ask(guest, f"sh /run/resume.sh {index}",
-                          rf"ID{index}-([^-\s]+)-([0-9a-f:]+)-(\S*)-DI (\S+) (\S+) (\S+) (\S+) UP", timeout=60)
+                          rf"ID{index}-([^-\s]+)-([0-9a-f:]+)-(\S*)-DI (\S+) (\S+) (\S+) (\S+) UP (\d+) CLK",
+                          timeout=60)
         row["identity_ms"] = guest.elapsed_ms()
         row["identity"] = {"hostname": found.group(1), "mac": found.group(2), "address": found.group(3)}
         # Guest uptime at: script start, NIC and drive seen, drive read and hostname set, lease.
@@ -401,11 +411,31 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
         row["guest_devices_seen_ms"] = round((up[1] - up[0]) * 1000)
         row["guest_config_read_ms"] = round((up[2] - up[1]) * 1000)
         row["guest_dhcp_ms"] = round((up[3] - up[2]) * 1000)
+        # The guest's clock is the template's: it is behind by the time since the save.
+        row["guest_clock_behind_s"] = round(time.time() - int(found.group(8)))
         row["identity_ok"] = (found.group(1) == f"clone{index}" and found.group(2) == mac(index)
                               and found.group(3).startswith("10.0.2."))
     row["rebooted"] = "YUNSTACK-BOOT" in guest.text()
     await client.disconnect()
     return row
+
+
+async def balloon_check(guest: Guest, ram: Path, memory_mib: int) -> dict[str, Any]:
+    """Inflate one clone's balloon to half its RAM: does that change the template's file?"""
+    before = {"allocated_mib": allocated_mib(ram), "sha256": sha256(ram)}
+    client = await connect(guest)
+    await client.execute("balloon", {"value": (memory_mib // 2) << 20})
+    actual = memory_mib
+    for _ in range(40):
+        await asyncio.sleep(0.5)
+        answer: dict[str, Any] = await client.execute("query-balloon")  # type: ignore[assignment]
+        if (actual := int(answer["actual"]) >> 20) <= memory_mib // 2:
+            break
+    await asyncio.sleep(1.0)
+    await client.disconnect()
+    return {"balloon_target_mib": memory_mib // 2, "balloon_actual_mib": actual,
+            "file_allocated_mib_before": before["allocated_mib"], "file_allocated_mib_after": allocated_mib(ram),
+            "file_changed": sha256(ram) != before["sha256"]}
 
 
 async def cold_boot(guests: list[Guest], index: int, work: Path, image: Path, memory_mib: int) -> dict[str, Any]:
@@ -467,14 +497,17 @@ async def run(args: argparse.Namespace, image: Path, work: Path) -> dict[str, An
         if not args.skip_identity:
             result["clones"]["plugged_ms"] = summary([r["plugged_ms"] for r in clone_rows])
             result["clones"]["identity_ms"] = summary([r["identity_ms"] for r in clone_rows])
+            result["clones"]["guest_clock_behind_s"] = [r["guest_clock_behind_s"] for r in clone_rows]
             for key in ("guest_devices_seen_ms", "guest_config_read_ms", "guest_dhcp_ms"):
                 result["clones"][key] = summary([r[key] for r in clone_rows])
             result["clones"]["identity_ok"] = sum(r["identity_ok"] for r in clone_rows)
             result["clones"]["identities"] = [r["identity"] for r in clone_rows]
+        result["template_file_changed"] = sha256(ram) != digest
+        if guests and not args.skip_balloon_check:
+            result["balloon_check"] = await balloon_check(guests[0], ram, args.memory)
         for guest in guests:
             stop(guest)
         guests.clear()
-        result["template_file_changed"] = sha256(ram) != digest
         result["template_file_allocated_mib_after"] = allocated_mib(ram)
         if not args.skip_cold:
             cold_rows = []
@@ -510,6 +543,8 @@ def main() -> None:
                     help="seconds the template guest idles before it is saved")
     ap.add_argument("--fill-mib", type=int, default=0,
                     help="the template writes this much random data to its tmpfs; each clone deletes it")
+    ap.add_argument("--skip-balloon-check", action="store_true",
+                    help="do not inflate the first clone's balloon at the end (it punches the template file)")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-identity", action="store_true", help="no NIC or config drive hot-plug on the clones")
     ap.add_argument("--keep-fpr", action="store_true", help="clones keep free page reporting (see the docstring)")
