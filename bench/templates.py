@@ -34,7 +34,7 @@ file, the root disk, four empty PCIe root ports, virtio-rng, the balloon) and ``
    ``cold_answer_ms`` launch -> the console shell answers.
 4. **Memory** of each set while all of it runs: ``pss_mib`` from ``/proc/PID/smaps_rollup`` summed,
    with ``rss_mib``; for the clones also their mappings of the RAM file (``ram_*``: resident,
-   shared clean, ``ram_private_dirty_mib`` = pages copied on write).  ``one_guest_rss_mib`` is the
+   shared with other processes, ``ram_private_dirty_mib`` = pages copied on write).  ``one_guest_rss_mib`` is the
    median RSS of one cold guest; the target is the clones' PSS sum < 2x that.
 5. **Does the template file stay intact?** ``template_file_changed`` compares its sha256 before the
    clones and after they ran (with ``--fill-mib`` the template fills its tmpfs with random data and
@@ -227,6 +227,12 @@ def type_line(guest: Guest, line: str) -> int:
     return before
 
 
+async def wait_shell(guest: Guest) -> None:
+    """Wait for the console shell's banner: it starts once cloud-init is done, and a Ctrl-C typed
+    before (``type_line`` sends one) would reach cloud-init, on the same console, and end it."""
+    await wait_console(guest, r"built-in shell")
+
+
 async def ask(guest: Guest, command: str, answer: str, timeout: float = TIMEOUT, retry: float = 0.0) -> re.Match[str]:
     """Type ``command``; wait for ``answer`` (a regex) after it.  ``retry``: type it again every so often
     (a shell that is not there yet loses the line)."""
@@ -252,8 +258,8 @@ def memory(pid: int) -> dict[str, float]:
 
 
 def ram_mapping(pid: int, path: Path) -> dict[str, float]:
-    """The guest RAM's mapping of ``path`` in ``/proc/PID/smaps``: what the clone shares (clean,
-    from the page cache) and what it copied on write (``Private_Dirty``; anonymous pages)."""
+    """The guest RAM's mapping of ``path`` in ``/proc/PID/smaps``: what the clone shares (page cache
+    pages of the file) and what it copied on write (``Private_Dirty``: anonymous pages)."""
     values: dict[str, float] = {}
     inside = False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
@@ -263,8 +269,10 @@ def ram_mapping(pid: int, path: Path) -> dict[str, float]:
         elif inside and line.endswith(" kB"):
             key, value = line.split(":", 1)
             values[key] = values.get(key, 0) + int(value.split()[0]) / 1024
+    # Shared pages are dirty while the kernel has not yet written the template's file back.
     return {"ram_rss_mib": round(values.get("Rss", 0), 1), "ram_pss_mib": round(values.get("Pss", 0), 1),
-            "ram_shared_clean_mib": round(values.get("Shared_Clean", 0), 1),
+            "ram_shared_mib": round(values.get("Shared_Clean", 0) + values.get("Shared_Dirty", 0), 1),
+            "ram_private_clean_mib": round(values.get("Private_Clean", 0), 1),
             "ram_private_dirty_mib": round(values.get("Private_Dirty", 0), 1)}
 
 
@@ -332,6 +340,7 @@ async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr
     try:
         await wait_console(guest, r"YUNSTACK-READY")
         ready_ms = guest.elapsed_ms()
+        await wait_shell(guest)
         await ask(guest, "echo T-$((6*7))", r"T-42", retry=1.0)
         answer_ms = guest.elapsed_ms()
         script = base64.b64encode(RESUME.encode()).decode()
@@ -420,6 +429,88 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
     return row
 
 
+# What may differ between a template and a guest started from it (``--variants``): each entry
+# changes the clone's command line one way; the result says whether QEMU loads the state and the
+# guest answers.
+VARIANTS = ("nothing", "tb-size 64", "RAM file at another path", "NIC on the command line",
+            "free-page-reporting on", "no balloon", "3 root ports", "smp 2", "memory 256 MiB",
+            "machine pc-q35-7.1", "cpu qemu64", "anonymous RAM", "no x-ignore-shared")
+
+
+def variant_argv(args: list[str], name: str, copy: Path) -> list[str]:
+    out = list(args)
+
+    def index(prefix: str) -> int:
+        return next(i for i, arg in enumerate(out) if arg.startswith(prefix))
+
+    def drop(prefix: str) -> None:
+        i = index(prefix)
+        del out[i - 1:i + 1]
+
+    if name == "tb-size 64":
+        out[index("tcg,tb-size")] = "tcg,tb-size=64"
+    elif name == "RAM file at another path":
+        i = index("memory-backend-file")
+        out[i] = re.sub(r"mem-path=[^,]*", f"mem-path={copy}", out[i])
+    elif name == "NIC on the command line":
+        out[-2:-2] = ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:7e:01:01"]
+    elif name == "free-page-reporting on":
+        out[index("virtio-balloon")] = "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on"
+    elif name == "no balloon":
+        drop("virtio-balloon")
+    elif name == "3 root ports":
+        drop(f"pcie-root-port,id=hotplug{HOTPLUG_PORTS - 1}")
+    elif name == "smp 2":
+        out[out.index("-smp") + 1] = "2"
+    elif name == "memory 256 MiB":
+        out[out.index("-m") + 1] = "256"
+        i = index("memory-backend-file")
+        out[i] = re.sub(r"size=\d+M", "size=256M", out[i])
+    elif name == "machine pc-q35-7.1":
+        out[index("q35,memory-backend")] = "pc-q35-7.1,memory-backend=pc.ram"
+    elif name == "cpu qemu64":
+        out[out.index("-cpu") + 1] = "qemu64"
+    elif name == "anonymous RAM":
+        out[index("q35,memory-backend")] = "q35"
+        drop("memory-backend-file")
+    return out
+
+
+async def try_variant(guests: list[Guest], index: int, name: str, work: Path, ram: Path,
+                      memory_mib: int) -> dict[str, Any]:
+    guest = Guest(f"variant{index}", work / f"variant{index}")
+    guests.append(guest)
+    guest.dir.mkdir()
+    overlay(work / "template" / "disk.qcow2", guest.disk)
+    launch(guest, variant_argv(argv(guest, memory_mib, ram=ram, share=False, incoming=True, fpr=False), name,
+                               work / "copy.ram"))
+    row: dict[str, Any] = {"variant": name}
+    try:
+        client = await connect(guest)
+        if name != "no x-ignore-shared":
+            await client.execute("migrate-set-capabilities",
+                                 {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+        await client.execute("migrate-incoming", {"uri": f"exec:cat {work / 'template.state'}"})
+        status = "active"
+        while guest.proc is not None and guest.proc.poll() is None:
+            if (status := await migration_status(client)) in ("completed", "failed"):
+                break
+            await asyncio.sleep(0.01)
+        if status != "completed":
+            raise RuntimeError(f"state not loaded ({status})")
+        await client.execute("cont")
+        await ask(guest, "echo V-$((6*7))", r"V-42", timeout=20, retry=2.0)
+        row.update(result="answers", answer_ms=guest.elapsed_ms())
+    except Exception:  # a refusal is the result
+        await asyncio.sleep(0.3)
+        log = [line for line in (guest.dir / "qemu.log").read_text().splitlines() if line.strip()]
+        loaded = not log and guest.proc is not None and guest.proc.poll() is None
+        row.update(result="loaded, does not answer" if loaded else "refused", qemu_said=log[-3:])
+    finally:
+        stop(guest)
+    return row
+
+
 async def balloon_check(guest: Guest, ram: Path, memory_mib: int) -> dict[str, Any]:
     """Inflate one clone's balloon to half its RAM: does that change the template's file?"""
     before = {"allocated_mib": allocated_mib(ram), "sha256": sha256(ram)}
@@ -447,6 +538,7 @@ async def cold_boot(guests: list[Guest], index: int, work: Path, image: Path, me
     launch(guest, argv(guest, memory_mib, nic_mac=mac(0x80 + index), config_iso=iso))
     await wait_console(guest, r"YUNSTACK-READY")
     row: dict[str, Any] = {"ready_ms": guest.elapsed_ms()}
+    await wait_shell(guest)
     await ask(guest, f"echo K{index}-$((6*7))", rf"K{index}-42", retry=0.5)
     row["answer_ms"] = guest.elapsed_ms()
     return row
@@ -502,6 +594,11 @@ async def run(args: argparse.Namespace, image: Path, work: Path) -> dict[str, An
                 result["clones"][key] = summary([r[key] for r in clone_rows])
             result["clones"]["identity_ok"] = sum(r["identity_ok"] for r in clone_rows)
             result["clones"]["identities"] = [r["identity"] for r in clone_rows]
+        if args.variants:
+            shutil.copyfile(ram, work / "copy.ram")
+            result["variants"] = [await try_variant(guests, i, name, work, ram, args.memory)
+                                  for i, name in enumerate(VARIANTS)]
+            guests[:] = [g for g in guests if not g.name.startswith("variant")]
         result["template_file_changed"] = sha256(ram) != digest
         if guests and not args.skip_balloon_check:
             result["balloon_check"] = await balloon_check(guests[0], ram, args.memory)
@@ -545,6 +642,8 @@ def main() -> None:
                     help="the template writes this much random data to its tmpfs; each clone deletes it")
     ap.add_argument("--skip-balloon-check", action="store_true",
                     help="do not inflate the first clone's balloon at the end (it punches the template file)")
+    ap.add_argument("--variants", action="store_true",
+                    help="also start one clone per VARIANTS entry: what may differ from the template")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-identity", action="store_true", help="no NIC or config drive hot-plug on the clones")
     ap.add_argument("--keep-fpr", action="store_true", help="clones keep free page reporting (see the docstring)")
