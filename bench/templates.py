@@ -77,6 +77,8 @@ from qemu.qmp import QMPClient
 ROOT = Path(__file__).resolve().parents[1]
 QEMU = "qemu-system-x86_64"
 HOTPLUG_PORTS = 4
+# The TCG translation buffer of every guest of the run, MiB (``--tb-size``; the driver's default).
+SETTINGS = {"tb_size_mib": 32}
 TIMEOUT = 180.0
 
 
@@ -134,7 +136,7 @@ def argv(guest: Guest, memory_mib: int, *, ram: Path | None = None, share: bool 
     """The driver's q35 command line (``cmdline.build_argv``), with the RAM in ``ram`` when given."""
     machine = "q35" + (",memory-backend=pc.ram" if ram is not None else "")
     args = [QEMU, "-name", f"guest=yun-tpl-{guest.name},debug-threads=on", "-machine", machine,
-            "-accel", "tcg,tb-size=32", "-cpu", "max", "-m", str(memory_mib), "-smp", "1",
+            "-accel", f"tcg,tb-size={SETTINGS['tb_size_mib']}", "-cpu", "max", "-m", str(memory_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none",
             "-qmp", f"unix:{guest.qmp},server=on,wait=off",
             "-chardev", f"socket,id=console0,path={guest.serial},server=on,wait=off,logfile={guest.console},"
@@ -448,7 +450,7 @@ def variant_argv(args: list[str], name: str, copy: Path) -> list[str]:
         del out[i - 1:i + 1]
 
     if name == "tb-size 64":
-        out[index("tcg,tb-size")] = "tcg,tb-size=64"
+        out[index("tcg,tb-size")] = "tcg,tb-size=64" if SETTINGS["tb_size_mib"] != 64 else "tcg,tb-size=32"
     elif name == "RAM file at another path":
         i = index("memory-backend-file")
         out[i] = re.sub(r"mem-path=[^,]*", f"mem-path={copy}", out[i])
@@ -485,6 +487,7 @@ async def try_variant(guests: list[Guest], index: int, name: str, work: Path, ra
     launch(guest, variant_argv(argv(guest, memory_mib, ram=ram, share=False, incoming=True, fpr=False), name,
                                work / "copy.ram"))
     row: dict[str, Any] = {"variant": name}
+    client = QMPClient(guest.name)
     try:
         client = await connect(guest)
         if name != "no x-ignore-shared":
@@ -507,6 +510,8 @@ async def try_variant(guests: list[Guest], index: int, name: str, work: Path, ra
         loaded = not log and guest.proc is not None and guest.proc.poll() is None
         row.update(result="loaded, does not answer" if loaded else "refused", qemu_said=log[-3:])
     finally:
+        with contextlib.suppress(Exception):  # QEMU may have gone: the goodbye fails
+            await client.disconnect()
         stop(guest)
     return row
 
@@ -644,12 +649,14 @@ def main() -> None:
                     help="do not inflate the first clone's balloon at the end (it punches the template file)")
     ap.add_argument("--variants", action="store_true",
                     help="also start one clone per VARIANTS entry: what may differ from the template")
+    ap.add_argument("--tb-size", type=int, default=32, help="TCG translation buffer of every guest, MiB")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-identity", action="store_true", help="no NIC or config drive hot-plug on the clones")
     ap.add_argument("--keep-fpr", action="store_true", help="clones keep free page reporting (see the docstring)")
     ap.add_argument("--keep-work", action="store_true", help="keep the /tmp/yun-tpl-* directory (debugging)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/templates.json"))
     args = ap.parse_args()
+    SETTINGS["tb_size_mib"] = args.tb_size
     # A SIGTERM (timeout(1), a CI job cancelled) unwinds like Ctrl-C, so the QEMUs are killed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="yun-tpl-", dir="/tmp"))
@@ -670,7 +677,7 @@ def main() -> None:
                         "kvm": os.access("/dev/kvm", os.W_OK), "load_average_at_start": load_start,
                         "qemu": subprocess.run([QEMU, "--version"], capture_output=True,
                                                text=True).stdout.split("\n")[0]},
-            "accel": "tcg", "machine_type": "q35", "memory_mib": args.memory,
+            "accel": "tcg", "tcg_tb_size_mib": args.tb_size, "machine_type": "q35", "memory_mib": args.memory,
             "target_clone_answer_ms": 500, "target_clones_pss_over_one_guest_rss": 2.0,
         }
         result.update(asyncio.run(run(args, image, work)))
