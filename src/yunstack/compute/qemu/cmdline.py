@@ -24,6 +24,8 @@ HOTPLUG_PREFIX = "hotplug"
 # Seconds a guest's I/O on a volume over NBD waits for a lost connection to come back before it
 # fails: a storage daemon killed and restarted within them completes it, data intact (docs/spikes/nbd).
 NBD_RECONNECT_DELAY = 15
+# The memory backend of a guest whose RAM is a template file (its RAM block's name in the state).
+TEMPLATE_RAM_ID = "pc.ram"
 
 
 def is_q35(machine: str) -> bool:
@@ -292,6 +294,8 @@ def build_argv(
     rescue_disk: Path | None = None,
     layout: PortLayout | None = None,
     host_devices: Collection[Path] = (),
+    template_ram: Path | None = None,
+    template_shared: bool = False,
 ) -> list[str]:
     """Return the argv that starts ``spec`` as a daemonized QEMU process.
 
@@ -308,6 +312,12 @@ def build_argv(
     devices.  On q35 each sits behind a root port of ``layout`` (``PortLayout.fresh`` when None), so
     it can be unplugged like a hot-plugged one.  A volume over NBD reads its TLS-PSK key from
     ``paths.nbd_keys``, which the caller fills before QEMU starts.
+
+    With ``template_ram`` the guest's RAM is that file (a memory template,
+    docs/explanation/memory-templates.md): mapped shared when ``template_shared`` (the template
+    guest, whose RAM the file keeps), else private, copy on write (a guest started from it).  The
+    balloon then has no free page reporting: QEMU 7.2 discards a reported page by punching a hole
+    into the file even through a private mapping, which would change every other guest's template.
     """
     if disk_cache not in DISK_CACHE_MODES:
         raise ValueError(f"disk_cache must be one of {', '.join(DISK_CACHE_MODES)}, not {disk_cache!r}")
@@ -317,6 +327,8 @@ def build_argv(
     machine = qemu.machine
     if not spec.memory.page_sharing:
         machine += ",mem-merge=off"
+    if template_ram is not None:
+        machine += f",memory-backend={TEMPLATE_RAM_ID}"
     argv = [
         qemu.binary,
         "-name", name_arg(spec.id),
@@ -375,8 +387,13 @@ def build_argv(
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
     ]
+    if template_ram is not None:
+        mem_path = str(template_ram).replace(",", ",,")  # QEMU's escape for a comma in an option value
+        argv += ["-object", f"memory-backend-file,id={TEMPLATE_RAM_ID},mem-path={mem_path},"
+                            f"size={spec.memory_mib}M,share={'on' if template_shared else 'off'}"]
     if spec.balloon:
-        argv += ["-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on"]
+        reporting = "off" if template_ram is not None else "on"
+        argv += ["-device", f"virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting={reporting}"]
     if incoming:
         argv += ["-incoming", "defer"]
     return argv
