@@ -131,7 +131,11 @@ class ComputeConfig:
     memory_balancer: str = _help(
         "The cluster memory balancer's mode (docs/explanation/memory-balancer.md): 'off' (no plan), "
         "'advise' (plans are shown, never applied) or 'auto' (`POST os-yunstack-memory-balancer/apply` "
-        "live-migrates the planned servers).", "advise")
+        "live-migrates the planned servers, and so does the control plane's own pass every "
+        "`memory_balancer_interval` seconds).", "advise")
+    memory_balancer_interval: float = _help(
+        "Seconds between the control plane's memory balancer passes (they apply the moves of hosts in "
+        "mode 'auto'; a host's aggregates may set its mode); 0: no periodic pass.", 30.0)
 
 
 @dataclass(frozen=True, kw_only=True)

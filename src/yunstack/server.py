@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -136,6 +137,22 @@ async def _sweep_tasks(services: Services) -> None:
         await asyncio.sleep(TASK_SWEEP_SECONDS)
 
 
+async def _balance_memory(services: Services) -> None:
+    """The memory balancer's periodic pass: hosts in mode ``auto`` get their planned moves applied.
+
+    The first pass waits one interval: the hosts' memory managers report within it after a start.
+    """
+    interval = services.config.compute.memory_balancer_interval
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for done in await asyncio.to_thread(services.balancer.auto_pass, f"req-{uuid.uuid4()}"):
+                log.info("memory balancer: %s %s to %s%s", done.result, done.server_id, done.target,
+                         f" ({done.why})" if done.why else "")
+        except Exception:
+            log.exception("the memory balancer's pass failed; trying again in %.0f s", interval)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -197,6 +214,8 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
         heap.trim()
         trimming.append(asyncio.get_running_loop().create_task(heap.trim_every(HEAP_TRIM_SECONDS)))
         trimming.append(asyncio.get_running_loop().create_task(_sweep_tasks(prepared.services)))
+        if config.compute.memory_balancer_interval > 0:
+            trimming.append(asyncio.get_running_loop().create_task(_balance_memory(prepared.services)))
 
     async def shutdown(sockets: object = None) -> None:
         # The agents first, while the API still answers them (they read the network state to release it).

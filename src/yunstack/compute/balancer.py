@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.hosts import HostService
@@ -28,7 +28,7 @@ from yunstack.db.tables import migrations as mig
 from yunstack.db.tables import servergroups as g
 from yunstack.errors import BadRequest, YunError
 from yunstack.identity import policy
-from yunstack.identity.context import AuthContext
+from yunstack.identity.context import AuthContext, Ref
 from yunstack.memory import balancer
 from yunstack.memory.balancer import (
     BalancerTuning,
@@ -49,6 +49,8 @@ MOVABLE_STATES = ("active", "paused")  # what os-migrateLive takes
 # counts as one that has not reported, neither relieved nor a target.
 STALE_AFTER = timedelta(seconds=120)
 # A move's final statuses after which the server ran on another host (live, evacuation, cold, a revert).
+HISTORY = timedelta(hours=24)  # recorded passes are kept this long
+HISTORY_REFUSALS = 50  # a recorded pass keeps this many of its refusals (the plan of the moment has all)
 ARRIVED = ("completed", "done", "finished", "confirmed", "reverted")
 
 
@@ -78,6 +80,7 @@ class BalancerService:
         self.mode: Mode = mode
         self.tuning = tuning
         self.clock = clock
+        self._last_moves: list[tuple[str, str, str, bool]] = []  # of the pass this process recorded last
 
     def plan(self, ctx: AuthContext) -> Plan:
         """The plan for the cluster as it is now (admins only); empty in mode ``off``."""
@@ -89,8 +92,56 @@ class BalancerService:
             hosts, guests, flying = self.inputs(s, modes)
         return balancer.plan(hosts, guests, flying, self.tuning, _epoch(self.clock()))
 
-    def apply(self, ctx: AuthContext, request_id: str) -> tuple[Plan, list[Applied]]:
-        """Plan, then queue every applicable (``auto``) move as a live migration to its target."""
+    def auto_pass(self, request_id: str) -> list[Applied]:
+        """The control plane's periodic pass (``[compute] memory_balancer_interval``): ``apply`` as itself.
+
+        Its moves are recorded as the balancer's (instance actions by the user ``memory-balancer``).
+        Several API processes may each run it: a move one of them queued is in flight for the
+        others' plans, and a second live migration of a server that is moving is refused.
+        """
+        now = datetime.now(UTC)
+        ctx = AuthContext(user=Ref(id="memory-balancer", name="memory-balancer"), project=Ref(id="", name=""),
+                          roles=(Ref(id="admin", name="admin"),), methods=("internal",), audit_ids=("internal",),
+                          issued_at=now, expires_at=now)
+        return self.apply(ctx, request_id, trigger="auto")[1]
+
+    def history(self, ctx: AuthContext, *, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The recorded passes, newest first: each that queued a move, or whose planned moves changed."""
+        policy.require_admin(ctx, "os_compute_api:os-yunstack-memory-balancer")
+        query = select(t.BalancerPass).order_by(t.BalancerPass.at.desc(), t.BalancerPass.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(t.BalancerPass.at >= since)
+        with self._db() as s:
+            return [{"id": row.id, "at": row.at.isoformat(), "trigger": row.trigger, **row.data}
+                    for row in s.scalars(query)]
+
+    def last_pass(self) -> dict[str, Any] | None:
+        """The newest recorded pass (for ``/metrics``), or None."""
+        with self._db() as s:
+            row = s.scalars(select(t.BalancerPass).order_by(t.BalancerPass.at.desc(), t.BalancerPass.id.desc())
+                            .limit(1)).first()
+            return None if row is None else {"at": row.at, "trigger": row.trigger, **row.data}
+
+    def _remember(self, trigger: str, plan: Plan, applied: Sequence[Applied]) -> None:
+        """Record a pass that queued a move or planned other moves than the last one this process recorded.
+
+        A quiet cluster's passes (the same plan every 30 s) are not recorded; the history keeps
+        ``HISTORY`` of them, like the memory ledger.
+        """
+        moves = [(m.guest, m.source, m.target, m.advisory) for m in plan.moves]
+        if not applied and moves == self._last_moves:
+            return
+        self._last_moves = moves
+        data = plan_json(plan, self.mode, applied)
+        data["refusals"] = data["refusals"][:HISTORY_REFUSALS]
+        now = self.clock()
+        with self._db.begin() as s:
+            s.add(t.BalancerPass(at=now, trigger=trigger, data=data))
+            s.execute(delete(t.BalancerPass).where(t.BalancerPass.at < now - HISTORY))
+
+    def apply(self, ctx: AuthContext, request_id: str, *, trigger: str = "apply") -> tuple[Plan, list[Applied]]:
+        """Plan, then queue every applicable (``auto``) move as a live migration to its target; the
+        pass goes into the history when it moved something or its plan changed."""
         plan = self.plan(ctx)
         done = []
         for move in plan.applicable:
@@ -101,6 +152,7 @@ class BalancerService:
                 done.append(Applied(server_id=move.guest, target=move.target, result="failed", why=exc.text))
             else:
                 done.append(Applied(server_id=move.guest, target=move.target, result="queued"))
+        self._remember(trigger, plan, done)
         return plan, done
 
     # -- the inputs ----------------------------------------------------------------------------

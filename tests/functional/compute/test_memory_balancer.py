@@ -148,3 +148,42 @@ def test_an_aggregates_mode_overrides_the_clusters_for_its_hosts(two: dict[str, 
     services.balancer.mode = "off"  # the cluster off, but A's aggregate still says auto: A is still planned
     assert any(r["subject"] == a and "above its trigger" in r["reason"]
                for r in plan(two).json()["memory_balancer"]["refusals"])
+
+
+def test_the_periodic_pass_applies_auto_moves_and_records_them_in_the_history_and_the_metrics(
+        two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    api, a, sid = two["api"], services.config.host_name, two["server"]
+    services.balancer.mode = "auto"
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    assert [(d.server_id, d.target, d.result) for d in services.balancer.auto_pass("req-pass-1")] == [
+        (sid, B, "queued")]
+    assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
+    actions = two["admin"].get(f"/servers/{sid}/os-instance-actions").json()["instanceActions"]
+    assert [(x["action"], x["user_id"]) for x in actions if x["request_id"] == "req-pass-1"] == [
+        ("live-migration", "memory-balancer")]
+    # The same quiet cluster again and again: one more pass recorded (its plan changed: no move), then none.
+    report(services, a, 0.10, {})
+    report(services, B, 0.50, {sid: GIB})
+    assert services.balancer.auto_pass("req-pass-2") == []
+    assert services.balancer.auto_pass("req-pass-3") == []
+    r = api.http.get(f"{PATH}/history", headers=api.headers(api.admin()))
+    assert r.status_code == 200, r.text
+    passes = r.json()["passes"]
+    assert [(p["trigger"], len(p["moves"]), [x["result"] for x in p["applied"]]) for p in passes] == [
+        ("auto", 0, []), ("auto", 1, ["queued"])]
+    assert passes[1]["moves"][0]["guest"] == sid and passes[1]["moves"][0]["reason"]
+    metrics = api.http.get("/metrics").text
+    assert 'yunstack_memory_balancer_moves{result="queued"} 1.0' in metrics
+    assert 'yunstack_memory_balancer_planned_moves{advisory="false"} 0.0' in metrics
+    assert "yunstack_memory_balancer_last_pass_timestamp_seconds " in metrics
+
+
+def test_the_history_is_for_admins_and_a_bad_since_is_400(two: dict[str, Any]) -> None:
+    api = two["api"]
+    assert api.http.get(f"{PATH}/history", headers=api.headers(two["alice"].token)).status_code == 403
+    bad = api.http.get(f"{PATH}/history", params={"since": "yesterday"}, headers=api.headers(api.admin()))
+    assert bad.status_code == 400 and "ISO 8601" in bad.json()["badRequest"]["message"]
+    assert api.http.get(f"{PATH}/history", params={"since": "2026-01-01T00:00:00Z"},
+                        headers=api.headers(api.admin())).json() == {"passes": []}

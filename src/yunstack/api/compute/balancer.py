@@ -3,15 +3,18 @@
 Admins only (live migration is).  ``GET`` shows the plan in every mode but ``off``: its moves
 (advisory ones flagged), every guest and host it left alone with the reason, and each host's use
 before and after.  ``POST .../apply`` plans again and queues the applicable moves as live
-migrations; in mode ``advise`` nothing is applicable.
+migrations; in mode ``advise`` nothing is applicable.  ``GET .../history`` lists the recorded
+passes (the control plane's own, every ``[compute] memory_balancer_interval``, and the admins'
+applies) that queued a move or whose plan changed, newest first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from yunstack.api.compute.memory import since_time
 from yunstack.api.deps import Ctx, Svc
 from yunstack.api.middleware import request_id
 from yunstack.compute.balancer import plan_json
@@ -31,3 +34,10 @@ def balancer_apply(ctx: Ctx, svc: Svc) -> Json:
     """Plan, then queue the applicable moves as live migrations (202; each one's result in ``applied``)."""
     plan, applied = svc.balancer.apply(ctx, request_id.get())
     return {"memory_balancer": plan_json(plan, svc.balancer.mode, applied)}
+
+
+@router.get("/os-yunstack-memory-balancer/history")
+def balancer_history(ctx: Ctx, svc: Svc, since: str | None = None,
+                     limit: int = Query(default=100, ge=1, le=1000)) -> Json:
+    """The passes that moved a guest or changed the plan, newest first (``since``: ISO 8601)."""
+    return {"passes": svc.balancer.history(ctx, since=since_time(since), limit=limit)}

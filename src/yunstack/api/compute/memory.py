@@ -28,13 +28,18 @@ def memory_now(ctx: Ctx, svc: Svc) -> Json:
 def memory_history(ctx: Ctx, svc: Svc, host: str | None = None, since: str | None = None,
                    limit: int = Query(default=360, ge=1, le=8640)) -> Json:
     """Ledger samples (about one per 10 s per host, kept 24 h), oldest first."""
-    when = None
-    if since is not None:
-        try:
-            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise BadRequest("since must be an ISO 8601 time.") from exc
-    return {"history": svc.memory.history(ctx, host=host if ctx.is_admin else None, since=when, limit=limit)}
+    return {"history": svc.memory.history(ctx, host=host if ctx.is_admin else None, since=since_time(since),
+                                          limit=limit)}
+
+
+def since_time(since: str | None) -> datetime | None:
+    """A history's ``since`` query parameter (ISO 8601), or None; a bad one is 400."""
+    if since is None:
+        return None
+    try:
+        return datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest("since must be an ISO 8601 time.") from exc
 
 
 @router.get("/servers/{server_id}/os-memory")

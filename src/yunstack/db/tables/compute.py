@@ -163,6 +163,16 @@ class Quota(Base):
     hard_limit: Mapped[int] = mapped_column(Integer)
 
 
+class BalancerPass(Base):
+    """One pass of the cluster memory balancer that moved a guest or changed its plan (the history)."""
+
+    __tablename__ = "memory_balancer_pass"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # auto (the periodic pass) | apply (an admin's call)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # the plan as the API renders it, with what was applied
+
+
 class MemorySample(Base):
     """A memory-ledger sample of one host (every ~10 s), kept for the history views."""
 
