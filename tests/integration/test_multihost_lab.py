@@ -427,6 +427,78 @@ def test_a_lab_host_boots_a_server_from_a_volume_the_control_host_keeps(cloud: R
         time.sleep(0.5)
 
 
+# A guest that ticks on its console, then (after its boot) grows a working set it keeps touching.
+GROWER = """#!/bin/sh
+(while :; do echo "TICK $(cut -d' ' -f1 /proc/uptime)" > /dev/console; sleep 1; done) < /dev/null > /dev/null 2>&1 &
+(sleep 15; memload --mib {mib} --pattern random --seed {seed} --touch-mib-per-s 40) < /dev/null > /dev/null 2>&1 &
+"""
+
+
+def yun_json(cloud: RunningCloud, *args: str) -> Any:
+    done = subprocess.run([str(BIN / "yun"), *args, "-f", "json"], env=cloud.env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_memory_balancer_in_auto_mode_moves_a_growing_guest_off_a_host_over_its_target(
+        cloud: RunningCloud, tmp_path: Path) -> None:
+    # Each lab host has a 1 GiB budget (yun up --hosts: --host-memory 1024).  Two 512 MiB guests on
+    # lab-h1 grow to ~360 MiB working sets each after placement: lab-h1 crosses its trigger (85 %).
+    # The lab hosts' aggregate says auto; the control plane's own pass (every 30 s) live-migrates
+    # one guest away, and nothing moves again.
+    cloud.osc("aggregate", "create", "balanced")
+    try:
+        for h in HOSTS:
+            cloud.osc("aggregate", "add", "host", "balanced", h)
+        cloud.osc("aggregate", "set", "--property", "yunstack:memory_balancer=auto", "balanced")
+        for i, name in enumerate(("G1", "G2")):
+            script = tmp_path / f"{name}.sh"
+            script.write_text(GROWER.format(mib=360, seed=i + 1))
+            assert create(cloud, name, "--flavor", "m1.tiny", "--nic", "none", "--availability-zone",
+                          "nova:lab-h1", "--user-data", str(script)) == "lab-h1"
+        before = {name: wait_console(cloud, name, "TICK ") for name in ("G1", "G2")}
+        began = time.monotonic()
+        deadline = began + 300
+        where: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            where = {name: cloud.osc_json("server", "show", name)["OS-EXT-SRV-ATTR:host"] for name in ("G1", "G2")}
+            moved = [n for n, h in where.items() if h != "lab-h1"]
+            if moved and not cloud.osc_json("server", "show", moved[0]).get("OS-EXT-STS:task_state"):
+                break
+            time.sleep(3)
+        passes = yun_json(cloud, "cluster", "history")
+        assert len(moved) == 1, (where, json.dumps(passes, indent=1)[:4000])
+        [name] = moved
+        print(f"memory balancer: {name} moved lab-h1 -> {where[name]} {time.monotonic() - began:.0f}s after "
+              f"both guests ticked")
+        applied = [a for p in passes for a in p["applied"]]
+        assert [(a["result"], a["target"]) for a in applied] == [("queued", where[name])], passes
+        [move] = [m for p in passes for m in p["moves"] if p["applied"]]
+        assert move["source"] == "lab-h1" and "over" in move["reason"], move
+        # The moved guest went on (its uptime continued: no reboot), and neither guest was OOM-killed.
+        ticks = [float(x) for x in re.findall(r"TICK (\d+\.\d+)", before[name])]
+        after = wait_console(cloud, name, "TICK ", before=before[name])
+        assert min(float(x) for x in re.findall(r"TICK (\d+\.\d+)", after)) > ticks[-1]
+        for n in ("G1", "G2"):
+            shown = cloud.osc_json("server", "show", n)
+            assert shown["status"] == "ACTIVE", shown
+            assert "Out of memory" not in cloud.osc("console", "log", "show", n).stdout
+        # Another pass later: every host is under its target and nothing moves twice (cooldown).
+        time.sleep(35)
+        plan = yun_json(cloud, "cluster", "balance")
+        assert plan["moves"] == [], plan
+        assert all(h["before_fraction"] <= 0.85 for h in plan["hosts"]), plan["hosts"]
+        assert len([m for m in cloud.osc_json("server", "migration", "list") if m["Status"] == "completed"
+                    and m["Server UUID"] in (cloud.osc_json("server", "show", name)["id"],)]) == 1
+    finally:
+        for n in ("G1", "G2"):
+            cloud.osc("server", "delete", "--wait", n, check=False)
+        for h in HOSTS:
+            cloud.osc("aggregate", "remove", "host", "balanced", h, check=False)
+        cloud.osc("aggregate", "delete", "balanced", check=False)
+
+
 def test_an_agent_killed_with_sigkill_leaves_its_host_down_within_30_seconds(cloud: RunningCloud) -> None:
     netns = lab_of(cloud.state_dir).host(3).netns
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()

@@ -1,4 +1,5 @@
-"""`yun cluster balance [--apply]`: the cluster memory balancer's plan, and applying it (admins)."""
+"""`yun cluster balance [--apply]` and `yun cluster history`: the memory balancer's plan, applying it,
+and the passes it recorded (admins)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,22 @@ def balance(apply: Annotated[bool, typer.Option("--apply", help="Queue the appli
         render(plan)
     if any(a["result"] != "queued" for a in plan.get("applied", [])):
         raise typer.Exit(1)
+
+
+@cluster_app.command("history")
+def history(limit: Annotated[int, typer.Option(help="At most this many passes.")] = 20, cloud: Cloud = "yunstack",
+            state_dir: StateDirOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """The balancer's recorded passes, newest first: each that queued a move or changed the plan."""
+    with client(cloud, state_dir) as c:
+        passes = c.memory_balancer_history(limit=limit)
+    if fmt is Format.json:
+        emit_json(passes)
+        return
+    table(("At", "Trigger", "Moves", "Applied"),
+          [(p["at"], p["trigger"], ", ".join(f"{m['guest'][:8]} {m['source']}->{m['target']}"
+                                             + (" (advisory)" if m["advisory"] else "") for m in p["moves"]) or "-",
+            ", ".join(f"{a['server_id'][:8]} {a['result']}" for a in p.get("applied", [])) or "-")
+           for p in passes], title="memory balancer passes")
 
 
 def render(plan: dict[str, Any]) -> None:

@@ -185,3 +185,9 @@ class YunClient:
             body = self.get("compute", "/os-yunstack-memory-balancer")
         plan: dict[str, Any] = body["memory_balancer"]
         return plan
+
+    def memory_balancer_history(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The balancer's recorded passes, newest first (admin; ``os-yunstack-memory-balancer/history``)."""
+        passes: list[dict[str, Any]] = self.get("compute", "/os-yunstack-memory-balancer/history",
+                                                params={"limit": limit})["passes"]
+        return passes

@@ -151,7 +151,7 @@ def test_an_aggregates_mode_overrides_the_clusters_for_its_hosts(two: dict[str, 
 
 
 def test_the_periodic_pass_applies_auto_moves_and_records_them_in_the_history_and_the_metrics(
-        two: dict[str, Any]) -> None:
+        two: dict[str, Any], monkeypatch: Any) -> None:
     services: Services = two["api"].services
     api, a, sid = two["api"], services.config.host_name, two["server"]
     services.balancer.mode = "auto"
@@ -174,6 +174,13 @@ def test_the_periodic_pass_applies_auto_moves_and_records_them_in_the_history_an
     assert [(p["trigger"], len(p["moves"]), [x["result"] for x in p["applied"]]) for p in passes] == [
         ("auto", 0, []), ("auto", 1, ["queued"])]
     assert passes[1]["moves"][0]["guest"] == sid and passes[1]["moves"][0]["reason"]
+    with client_for(services, "admin", "adminpw", "admin") as c:
+        assert [p["trigger"] for p in c.memory_balancer_history(limit=1)] == ["auto"]
+        monkeypatch.setattr(cluster, "client", lambda cloud, state_dir: nullcontext(c))
+        shown = CliRunner().invoke(app, ["cluster", "history", "--format", "json"])
+        assert shown.exit_code == 0, shown.output
+        assert [len(p["applied"]) for p in json.loads(shown.output)] == [0, 1]
+        assert sid[:8] in CliRunner().invoke(app, ["cluster", "history"]).output
     metrics = api.http.get("/metrics").text
     assert 'yunstack_memory_balancer_moves{result="queued"} 1.0' in metrics
     assert 'yunstack_memory_balancer_planned_moves{advisory="false"} 0.0' in metrics
