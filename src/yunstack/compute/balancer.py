@@ -11,8 +11,10 @@ Admins only, like live migration.  A host's mode is its aggregates' ``yunstack:m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
@@ -23,10 +25,11 @@ from yunstack.compute.hosts import HostService
 from yunstack.compute.memoryledger import LEVELS
 from yunstack.compute.operations.migrate import LiveMigrateBody
 from yunstack.compute.service import ComputeService
+from yunstack.db import locks
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
 from yunstack.db.tables import servergroups as g
-from yunstack.errors import BadRequest, YunError
+from yunstack.errors import BadRequest, Conflict, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext, Ref
 from yunstack.memory import balancer
@@ -48,10 +51,9 @@ MOVABLE_STATES = ("active", "paused")  # what os-migrateLive takes
 # A ledger entry older than this is not planned on (managers report every ~10 s): the host then
 # counts as one that has not reported, neither relieved nor a target.
 STALE_AFTER = timedelta(seconds=120)
-# A move's final statuses after which the server ran on another host (live, evacuation, cold, a revert).
 HISTORY = timedelta(hours=24)  # recorded passes are kept this long
 HISTORY_REFUSALS = 50  # a recorded pass keeps this many of its refusals (the plan of the moment has all)
-ARRIVED = ("completed", "done", "finished", "confirmed", "reverted")
+PASS_LOCK = "memory-balancer"  # one plan-and-queue at a time in the cluster
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,8 +66,12 @@ class Applied:
     why: str = ""
 
 
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _epoch(when: datetime) -> float:
-    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+    return _aware(when).timestamp()
 
 
 class BalancerService:
@@ -81,6 +87,7 @@ class BalancerService:
         self.tuning = tuning
         self.clock = clock
         self._last_moves: list[tuple[str, str, str, bool]] = []  # of the pass this process recorded last
+        self._passing = threading.Lock()
 
     def plan(self, ctx: AuthContext) -> Plan:
         """The plan for the cluster as it is now (admins only); empty in mode ``off``."""
@@ -103,7 +110,8 @@ class BalancerService:
         ctx = AuthContext(user=Ref(id="memory-balancer", name="memory-balancer"), project=Ref(id="", name=""),
                           roles=(Ref(id="admin", name="admin"),), methods=("internal",), audit_ids=("internal",),
                           issued_at=now, expires_at=now)
-        return self.apply(ctx, request_id, trigger="auto")[1]
+        with self._one_pass(wait=False) as mine:
+            return self._apply(ctx, request_id, trigger="auto")[1] if mine else []
 
     def history(self, ctx: AuthContext, *, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The recorded passes, newest first: each that queued a move, or whose planned moves changed."""
@@ -139,9 +147,39 @@ class BalancerService:
             s.add(t.BalancerPass(at=now, trigger=trigger, data=data))
             s.execute(delete(t.BalancerPass).where(t.BalancerPass.at < now - HISTORY))
 
-    def apply(self, ctx: AuthContext, request_id: str, *, trigger: str = "apply") -> tuple[Plan, list[Applied]]:
+    def apply(self, ctx: AuthContext, request_id: str) -> tuple[Plan, list[Applied]]:
         """Plan, then queue every applicable (``auto``) move as a live migration to its target; the
-        pass goes into the history when it moved something or its plan changed."""
+        pass goes into the history when it moved something or its plan changed.
+
+        One pass at a time (``_one_pass``): two plans made side by side would each see the same
+        room on a target and fill it twice.  409 while another API process runs one.
+        """
+        policy.require_admin(ctx, "os_compute_api:os-yunstack-memory-balancer")
+        with self._one_pass(wait=True) as mine:
+            if not mine:
+                raise Conflict("Another memory balancer pass is running; try again in a few seconds.")
+            return self._apply(ctx, request_id, trigger="apply")
+
+    @contextlib.contextmanager
+    def _one_pass(self, *, wait: bool) -> Iterator[bool]:
+        """Whether this caller may plan and queue now: this process's lock, then (PostgreSQL) the
+        cluster's; ``wait`` waits for this process's other pass, never for another process's."""
+        if not self._passing.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            with self._db() as s:
+                if not locks.try_session_lock(s, PASS_LOCK):
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    locks.session_unlock(s, PASS_LOCK)
+        finally:
+            self._passing.release()
+
+    def _apply(self, ctx: AuthContext, request_id: str, *, trigger: str) -> tuple[Plan, list[Applied]]:
         plan = self.plan(ctx)
         done = []
         for move in plan.applicable:
@@ -162,14 +200,16 @@ class BalancerService:
         """Every host, every placed server and every migration in flight, as the balancer takes them;
         each host in its mode from ``modes`` (its aggregates'), else the cluster's."""
         modes = modes or {}
-        fresh = self.clock() - STALE_AFTER
-        ledgers = {host: data for host, (at, data) in self._ledgers(s).items()
-                   if (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) >= fresh}
-        hosts = [self._host(u.host, cast(Mode, modes.get(u.host, self.mode)), u.up, u.disabled, u.disabled_reason,
-                            u.memory_mib, ledgers.get(u.host)) for u in self._hosts.host_states(s)]
+        now = self.clock()
+        reported = {host: (_aware(at), data) for host, (at, data) in self._ledgers(s).items()
+                    if _aware(at) >= now - STALE_AFTER}
+        ledgers = {host: data for host, (_, data) in reported.items()}
+        hosts = [replace(self._host(u.host, cast(Mode, modes.get(u.host, self.mode)), u.up, u.disabled,
+                                    u.disabled_reason, u.memory_mib, ledgers.get(u.host)), zone=u.availability_zone)
+                 for u in self._hosts.host_states(s)]
         rows = {r["instance_id"]: r for entry in ledgers.values() for r in entry.get("guests", [])}
         groups = self._groups(s)
-        moved = self._last_moved(s)
+        moved = self._last_moved(s, now - timedelta(seconds=self.tuning.cooldown_seconds))
         inst = t.Instance
         guests = []
         for row in s.scalars(select(inst).where(inst.host.is_not(None), inst.vm_state != "deleted")
@@ -187,6 +227,17 @@ class BalancerService:
             size = record.memory_total_bytes or self._flavor_bytes(s, record.instance_uuid)
             flying.append(InFlight(guest=record.instance_uuid, source=record.source_compute,
                                    target=record.dest_compute, bytes=size))
+        # A move that ended after its source's or target's newest report is not in those reports
+        # yet: the source still counts the guest, the target not.  Planning on them would relieve
+        # the source twice and fill the target past its target, so it counts as in flight (its
+        # hosts take no other move) until both have reported since.
+        for record in s.scalars(select(m).where(m.status.not_in(mig.MOVING), m.updated_at >= now - STALE_AFTER)):
+            ended = _aware(record.updated_at)
+            if any(host in reported and reported[host][0] < ended
+                   for host in (record.source_compute, record.dest_compute)):
+                size = record.memory_total_bytes or self._flavor_bytes(s, record.instance_uuid)
+                flying.append(InFlight(guest=record.instance_uuid, source=record.source_compute,
+                                       target=record.dest_compute, bytes=size))
         return hosts, guests, flying
 
     @staticmethod
@@ -225,11 +276,16 @@ class BalancerService:
         return {k: tuple(v) for k, v in found.items()}
 
     @staticmethod
-    def _last_moved(s: Session) -> dict[str, float]:
-        """When each server last arrived somewhere (its newest finished move of any kind)."""
+    def _last_moved(s: Session, since: datetime) -> dict[str, float]:
+        """When each server's newest move of any kind ended since ``since`` (the cooldown's start).
+
+        Every end counts, not only arrivals: a move that failed or was cancelled is not tried again
+        before the cooldown either (an admin's abort stays an abort; a failing target is not retried
+        every pass, each attempt pausing the guest).
+        """
         m = mig.Migration
-        rows = s.execute(select(m.instance_uuid, func.max(m.updated_at)).where(m.status.in_(ARRIVED))
-                         .group_by(m.instance_uuid))
+        rows = s.execute(select(m.instance_uuid, func.max(m.updated_at))
+                         .where(m.status.not_in(mig.MOVING), m.updated_at >= since).group_by(m.instance_uuid))
         return {iid: _epoch(when) for iid, when in rows if when is not None}
 
     @staticmethod

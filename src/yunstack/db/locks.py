@@ -52,3 +52,20 @@ def scheduler_lock(session: Session) -> None:
     next claim reads: the lock ends with the transaction, so the next holder sees these claims.
     """
     xact_lock(session, SCHEDULER)
+
+
+def try_session_lock(session: Session, name: str) -> bool:
+    """Take lock ``name`` for ``session``'s connection, across transactions, if it is free.
+
+    PostgreSQL only (several API processes): the caller ends it with ``session_unlock`` before it
+    closes the session.  SQLite serves one process, whose own lock is the caller's: True.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key(name)}).scalar())
+
+
+def session_unlock(session: Session, name: str) -> None:
+    """End what ``try_session_lock`` took."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key(name)})

@@ -72,6 +72,7 @@ class HostLoad:
     physical: int  # the memory guests may use in all (the manager's capacity)
     used: int  # in use now: physical - the manager's headroom
     mode: Mode = "auto"  # resolved by the caller (cluster default, then aggregate)
+    zone: str = ""  # its availability zone: a guest moves only within its host's zone
     up: bool = True
     disabled: bool = False
     draining: bool = False  # in maintenance: its guests are leaving
@@ -340,6 +341,11 @@ def _best_target(g: GuestLoad, world: _World, tuning: BalancerTuning) -> tuple[s
             continue
         if world.busy[name] >= tuning.max_moves_per_host:
             why.append(f"{name}: it already has {world.busy[name]} move(s) in flight")
+            continue
+        here, there = world.hosts[g.host].zone if g.host in world.hosts else "", world.hosts[name].zone
+        if there != here:
+            # A user who spread servers over zones for availability keeps them there.
+            why.append(f"{name}: in zone {there!r}, the server is in {here!r}")
             continue
         anti = _members(g, world, name, "anti-affinity") if g.groups else []
         if anti:

@@ -8,6 +8,7 @@ ledger entries (dated ahead, so the agents' own reports of this machine never co
 from __future__ import annotations
 
 import json
+import uuid
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from yunstack.cli import cluster
 from yunstack.cli.main import app
 from yunstack.client import ApiError
 from yunstack.db.tables import compute as t
+from yunstack.db.tables import migrations as mig
 from yunstack.types import utcnow
 from yunstack.wiring import Services
 
@@ -194,3 +196,40 @@ def test_the_history_is_for_admins_and_a_bad_since_is_400(two: dict[str, Any]) -
     assert bad.status_code == 400 and "ISO 8601" in bad.json()["badRequest"]["message"]
     assert api.http.get(f"{PATH}/history", params={"since": "2026-01-01T00:00:00Z"},
                         headers=api.headers(api.admin())).json() == {"passes": []}
+
+
+def _ended_move(services: Services, sid: str, status: str, source: str, dest: str, *, ago: float = 5.0) -> None:
+    when = utcnow() - timedelta(seconds=ago)
+    with services.db.begin() as s:
+        s.add(mig.Migration(uuid=str(uuid.uuid4()), instance_uuid=sid, project_id="p", user_id="u",
+                            migration_type="live-migration", status=status, source_compute=source, dest_compute=dest,
+                            created_at=when, updated_at=when))
+
+
+@pytest.mark.parametrize("status", ["error", "cancelled"])
+def test_a_move_that_failed_or_was_cancelled_is_not_planned_again_within_the_cooldown(
+        two: dict[str, Any], status: str) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    _ended_move(services, sid, status, a, B)
+    body = plan(two).json()["memory_balancer"]
+    assert body["moves"] == []
+    assert any(r["subject"] == sid and "cooldown" in r["reason"] for r in body["refusals"]), body["refusals"]
+
+
+def test_a_move_newer_than_its_hosts_reports_holds_them_until_they_report_again(two: dict[str, Any]) -> None:
+    """The reports still show the guest on A (they predate its arrival on B): no second move off A
+    and nothing more onto B until both have reported since."""
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB}, age=30)
+    report(services, B, 0.10, {}, age=30)
+    _ended_move(services, "another-server", "completed", a, B, ago=10)
+    body = plan(two).json()["memory_balancer"]
+    assert body["moves"] == [], body
+    assert any("move limits are reached" in r["reason"] for r in body["refusals"]), body["refusals"]
+    report(services, a, 0.90, {sid: GIB}, age=1)
+    report(services, B, 0.10, {}, age=1)
+    assert [m["guest"] for m in plan(two).json()["memory_balancer"]["moves"]] == [sid]

@@ -272,3 +272,11 @@ def test_a_guest_no_host_takes_names_a_few_hosts_and_counts_the_rest() -> None:
     why = reasons(p, "a")
     assert why.count("would exceed its pressure target") == balancer.SHOWN_REASONS
     assert why.endswith("and 3 more hosts)")
+
+
+def test_a_guest_moves_only_within_its_hosts_availability_zone() -> None:
+    p = run([host("a", 0.90, zone="az1"), host("b", 0.10, zone="az2"), host("c", 0.40, zone="az1")],
+            [guest("g", "a", 2)])
+    assert moves(p) == [("g", "a", "c")]
+    p = run([host("a", 0.90, zone="az1"), host("b", 0.10, zone="az2")], [guest("g", "a", 2)])
+    assert moves(p) == [] and "b: in zone 'az2', the server is in 'az1'" in reasons(p, "g")
