@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -57,28 +56,22 @@ class CloudCollector(Collector):
 
     def _balancer(self, ctx: Any) -> Iterator[GaugeMetricFamily]:
         """The memory balancer from its recorded passes (kept 24 h): its moves, and its newest plan."""
-        passes = self._services.balancer.history(ctx, limit=1000)
+        counts, newest = self._services.balancer.metrics()
         moves = GaugeMetricFamily("yunstack_memory_balancer_moves", "Moves the memory balancer applied in the "
                                   "recorded passes (24 h), by result", labels=["result"])
-        counts = {"queued": 0, "failed": 0}
-        for p in passes:
-            for done in p.get("applied", []):
-                counts[done["result"]] = counts.get(done["result"], 0) + 1
         for result, n in sorted(counts.items()):
             moves.add_metric([result], float(n))
         yield moves
         planned = GaugeMetricFamily("yunstack_memory_balancer_planned_moves", "Moves in the newest recorded "
                                     "plan, by whether they are advisory", labels=["advisory"])
-        newest = passes[0] if passes else {}
         for advisory in (False, True):
-            planned.add_metric([str(advisory).lower()],
-                               float(sum(1 for m in newest.get("moves", []) if m["advisory"] is advisory)))
+            planned.add_metric([str(advisory).lower()], float(sum(
+                1 for m in (newest or {}).get("moves", []) if m["advisory"] is advisory)))
         yield planned
-        if newest:
+        if newest is not None:
             at = GaugeMetricFamily("yunstack_memory_balancer_last_pass_timestamp_seconds",
                                    "When the newest recorded balancer pass ran (Unix time)")
-            when = datetime.fromisoformat(newest["at"])
-            at.add_metric([], (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+            at.add_metric([], newest["at"].timestamp())
             yield at
 
 

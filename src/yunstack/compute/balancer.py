@@ -123,12 +123,15 @@ class BalancerService:
             return [{"id": row.id, "at": row.at.isoformat(), "trigger": row.trigger, **row.data}
                     for row in s.scalars(query)]
 
-    def last_pass(self) -> dict[str, Any] | None:
-        """The newest recorded pass (for ``/metrics``), or None."""
+    def metrics(self) -> tuple[dict[str, int], dict[str, Any] | None]:
+        """For ``/metrics``: the moves queued and failed in the recorded passes, and the newest pass."""
+        bp = t.BalancerPass
         with self._db() as s:
-            row = s.scalars(select(t.BalancerPass).order_by(t.BalancerPass.at.desc(), t.BalancerPass.id.desc())
-                            .limit(1)).first()
-            return None if row is None else {"at": row.at, "trigger": row.trigger, **row.data}
+            queued, failed = s.execute(select(func.coalesce(func.sum(bp.queued), 0),
+                                              func.coalesce(func.sum(bp.failed), 0))).one()
+            row = s.scalars(select(bp).order_by(bp.at.desc(), bp.id.desc()).limit(1)).first()
+            newest = None if row is None else {"at": _aware(row.at), "trigger": row.trigger, **row.data}
+        return {"queued": int(queued), "failed": int(failed)}, newest
 
     def _remember(self, trigger: str, plan: Plan, applied: Sequence[Applied]) -> None:
         """Record a pass that queued a move or planned other moves than the last one this process recorded.
@@ -144,7 +147,9 @@ class BalancerService:
         data["refusals"] = data["refusals"][:HISTORY_REFUSALS]
         now = self.clock()
         with self._db.begin() as s:
-            s.add(t.BalancerPass(at=now, trigger=trigger, data=data))
+            s.add(t.BalancerPass(at=now, trigger=trigger, data=data,
+                                 queued=sum(1 for a in applied if a.result == "queued"),
+                                 failed=sum(1 for a in applied if a.result == "failed")))
             s.execute(delete(t.BalancerPass).where(t.BalancerPass.at < now - HISTORY))
 
     def apply(self, ctx: AuthContext, request_id: str) -> tuple[Plan, list[Applied]]:

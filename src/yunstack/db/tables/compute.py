@@ -170,6 +170,8 @@ class BalancerPass(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
     trigger: Mapped[str] = mapped_column(String(16))  # auto (the periodic pass) | apply (an admin's call)
+    queued: Mapped[int] = mapped_column(Integer, default=0)  # its moves queued as live migrations
+    failed: Mapped[int] = mapped_column(Integer, default=0)  # its moves refused when queued
     data: Mapped[dict[str, Any]] = mapped_column(JSON)  # the plan as the API renders it, with what was applied
 
 
@@ -177,6 +179,8 @@ class MemorySample(Base):
     """A memory-ledger sample of one host (every ~10 s), kept for the history views."""
 
     __tablename__ = "memory_sample"
+    # The balancer and the scheduler read each host's newest sample: (host, at) finds it at once.
+    __table_args__ = (Index("ix_memory_sample_host_at", "host", "at"),)
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     host: Mapped[str] = mapped_column(String(255), index=True)
     at: Mapped[datetime] = mapped_column(index=True)
