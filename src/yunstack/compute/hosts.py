@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, Text, bindparam, case, cast, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import aggregates, scheduler
+from yunstack.compute import aggregates, memoryledger, scheduler
 from yunstack.compute.driver import Capabilities, HostInfo, PowerState
 from yunstack.compute.hostauth import KnownCredentials
 from yunstack.db.tables import compute as t
@@ -285,7 +285,8 @@ class HostService:
             n.ram_allocation_ratio, n.cpu_allocation_ratio, n.disk_allocation_ratio, n.reserved_host_memory_mib,
             n.hypervisor_type, n.stats["observed_free_mib"].as_integer(), cast(n.capabilities, Text),
             n.stats["observed_physical_mib"].as_integer(), n.stats["observed_used_mib"].as_integer(),
-            n.stats["observed_level"].as_integer(), n.stats["observed_psi"].as_float())
+            n.stats["observed_level"].as_integer(), n.stats["observed_psi"].as_float(),
+            n.stats["observed_at"].as_float())
             .order_by(n.id)))
 
     def scheduling(self, session: Session, rows: Sequence[Any] | None = None) -> list[scheduler.HostState]:
@@ -300,12 +301,17 @@ class HostService:
         used = self._allocations(session, None)
         if rows is None:
             rows = self.scheduling_rows(session)
-        cutoff = self.clock() - timedelta(seconds=self.down_after)
+        now = self.clock()
+        cutoff = now - timedelta(seconds=self.down_after)
+        observed_since = (now - memoryledger.OBSERVED_FOR).timestamp()
         zones = aggregates.host_zones(session)  # read under the lock: zone changes take it too
         states = []
         for (host, zone, updated_at, disabled, vcpus, memory_mib, local_gb, ram_ratio, cpu_ratio, disk_ratio,
-             reserved, hypervisor_type, observed_free, capabilities, physical, observed_used, level, psi) in rows:
+             reserved, hypervisor_type, observed_free, capabilities, physical, observed_used, level, psi,
+             observed_at) in rows:
             count, vcpus_used, ram, disk, _running, _workload = used.get(host, _NOTHING)
+            if observed_at is None or observed_at < observed_since:  # no report lately: not observed
+                observed_free = physical = observed_used = None
             states.append(scheduler.HostState(
                 host=host, availability_zone=zones.get(host, zone), up=updated_at >= cutoff, disabled=disabled,
                 vcpus=vcpus, memory_mib=memory_mib, local_gb=local_gb, vcpus_used=vcpus_used, memory_used_mib=ram,

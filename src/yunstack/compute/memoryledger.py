@@ -26,6 +26,10 @@ MIB = 1 << 20
 HISTORY = timedelta(hours=24)
 HEADROOM_FRACTION = 0.05  # of each guest's working set, at least HEADROOM_MIN
 HEADROOM_MIN = 32 * MIB
+# The scheduler uses a host's observed memory this long after its report (managers report every
+# ~10 s); a host whose manager stopped is then weighed and filtered on its static size alone,
+# as the balancer (compute/balancer.py STALE_AFTER) neither relieves nor fills it.
+OBSERVED_FOR = timedelta(seconds=120)
 
 
 def observed_free_mib(entry: Mapping[str, Any], reserved_mib: int) -> int:
@@ -74,6 +78,7 @@ class MemoryLedgerService:
                 stats = dict(node.stats or {})
                 stats["observed_free_mib"] = observed_free_mib(entry, node.reserved_host_memory_mib)
                 stats.update(observed_load(entry))
+                stats["observed_at"] = now.timestamp()  # the scheduler ignores a report older than OBSERVED_FOR
                 stats["memory"] = {k: entry[k] for k in ("host", "level", "wall_time", "manager") if k in entry}
                 node.stats = stats
             s.add(t.MemorySample(host=host, at=now, data=dict(entry)))

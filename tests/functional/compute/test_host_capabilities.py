@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tests.conftest import Api
 from tests.functional.compute.test_flavors_keypairs_quotas import host_info
@@ -15,6 +17,8 @@ from yunstack.api.app import create_app
 from yunstack.compute import scheduler
 from yunstack.compute.driver import Capabilities, MigrationMode
 from yunstack.compute.fake import FakeDriver
+from yunstack.db.tables import compute as t
+from yunstack.types import utcnow
 
 
 def test_the_heartbeat_stores_the_capabilities_and_the_scheduler_filters_on_them(api: Api) -> None:
@@ -83,3 +87,23 @@ def test_the_schedulers_view_of_each_host_agrees_with_the_apis(api: Api) -> None
             u.memory_used_mib, u.disk_used_gb, u.ram_allocation_ratio, u.cpu_allocation_ratio,
             u.disk_allocation_ratio, u.reserved_host_memory_mib, u.instances, u.hypervisor_type,
             u.observed_free_mib, u.capabilities), name
+
+
+def test_a_memory_report_older_than_two_minutes_is_not_scheduled_on(api: Api) -> None:
+    """A host whose memory manager stopped reporting is weighed and filtered on its static size
+    alone, not on its last word (which may have promised room that is gone)."""
+    hosts = api.services.hosts
+    hosts.heartbeat("h1", host_info("h1"), availability_zone="az1", ram_allocation_ratio=1.5,
+                    cpu_allocation_ratio=4.0, disk_allocation_ratio=1.0, reserved_host_memory_mib=256)
+    api.services.host_link.report_memory("h1", {"host": {"admission_room": 3 << 30, "physical": 4 << 30,
+                                                         "available": 3 << 30}, "guests": []})
+    with api.services.db() as s:
+        [h] = [h for h in hosts.scheduling(s) if h.host == "h1"]
+    assert (h.observed_free_mib, h.observed_physical_mib, h.observed_used_mib) == (3 << 10, 4 << 10, 1 << 10)
+    with api.services.db.begin() as s:
+        node = s.scalar(select(t.ComputeNode).where(t.ComputeNode.host == "h1"))
+        assert node is not None
+        node.stats = {**node.stats, "observed_at": (utcnow() - timedelta(seconds=121)).timestamp()}
+    with api.services.db() as s:
+        [h] = [h for h in hosts.scheduling(s) if h.host == "h1"]
+    assert (h.observed_free_mib, h.observed_physical_mib, h.observed_used_mib) == (None, None, None)
