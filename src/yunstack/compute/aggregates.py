@@ -283,6 +283,7 @@ class AggregateService:
         """Only an empty aggregate (Nova: 400 while it has hosts)."""
         policy.require_admin(ctx, _RULE.format("delete"))
         with self._db.begin() as s:
+            locks.scheduler_lock(s)  # as add_host: a host added meanwhile is seen, not dropped by the cascade
             row = self._row(s, aggregate_id)
             if self._hosts_of(s, row):
                 raise BadRequest("Cannot delete aggregate {id}: it still has hosts; remove them first.",

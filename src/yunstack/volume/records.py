@@ -199,6 +199,13 @@ class AttachmentRecords:
         policy.require_write(ctx, "volume:attachment_complete")
         with self._db.begin() as s:
             att, vol = self._own(s, ctx, attachment_id)
+            # Only an attachment on its way, of a volume on its way or in use: a volume an admin set
+            # to error or maintenance stays there, and a detached record stays detached.
+            if att.status not in (rows.RESERVED, rows.ATTACHING, rows.ATTACHED):
+                raise BadRequest("Invalid volume: attachment {id} is {status}.", id=attachment_id,
+                                 status=att.status)
+            if vol.status not in (states.RESERVED, states.ATTACHING, states.IN_USE):
+                raise BadRequest("Invalid volume: volume {id} is {status}.", id=vol.id, status=vol.status)
             now = utcnow()
             att.status, att.updated_at = rows.ATTACHED, now
             att.attached_at = att.attached_at or now

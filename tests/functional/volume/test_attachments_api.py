@@ -213,3 +213,15 @@ def test_os_complete_from_3_44_makes_a_record_attached_and_the_volume_in_use(wor
     assert alice.get(f"/volumes/{volume}").json()["volume"]["status"] == "in-use"
     assert alice.at("3.44").delete(f"/attachments/{att['id']}").status_code == 200
     assert alice.get(f"/volumes/{volume}").json()["volume"]["status"] == "available"
+
+
+def test_os_complete_leaves_a_volume_an_admin_set_to_error_alone(world: dict[str, Any]) -> None:
+    alice: Cinder = world["alice"]
+    volume = _volume(alice)
+    att = _reserve(alice.at("3.44"), volume, connector=CONNECTOR).json()["attachment"]
+    action = f"/attachments/{att['id']}/action"
+    assert world["admin"].post(f"/volumes/{volume}/action",
+                               {"os-reset_status": {"status": "error"}}).status_code == 202
+    r = alice.at("3.44").post(action, {"os-complete": None})
+    assert r.status_code == 400 and f"volume {volume} is error" in r.json()["badRequest"]["message"], r.text
+    assert alice.get(f"/volumes/{volume}").json()["volume"]["status"] == "error"

@@ -115,6 +115,7 @@ class RbdBackend:
             ["--keyring", keyring] if keyring else [])
         self._lock = asyncio.Lock()
         self._image_locks = KeyedLocks()  # one import per image at a time: fifty volumes of a new image share it
+        self._volume_locks = KeyedLocks()  # a revert (long) holds its volume only
         self._busy: set[str] = set()  # tmp- images a create is filling, outside the lock
         self._swept = False  # whether this process has looked at every hidden image yet
         self._holders: dict[str, str] = {}  # snapshot-<id> -> the image it was last seen on (checked before use)
@@ -259,7 +260,10 @@ class RbdBackend:
     async def revert(self, volume_id: str, snapshot_id: str) -> None:
         """``rbd snap rollback volume-<volume_id>@snapshot-<snapshot_id>`` (Cinder's rbd driver does the same)."""
         name, snap = _volume(volume_id), SNAPSHOT + check_id("snapshot", snapshot_id)
-        async with self._lock:
+        # Not under ``_lock``: a rollback rewrites the whole image (minutes for a large one) and would
+        # hold every other volume's step on this host behind it.  The volume is ``reverting`` and its
+        # snapshot ``restoring`` meanwhile, so no other step touches either.
+        async with self._volume_locks.hold(volume_id):
             try:
                 await self._rbd(["snap", "rollback", "--no-progress", self._spec(name, snap)],
                                 f"reverting volume {volume_id} to snapshot {snapshot_id}", ROLLBACK_TIMEOUT)
