@@ -1,13 +1,16 @@
 """Server-side sessions: the browser holds only a random id; the Keystone token stays here.
 
 A session ends when its token expires, at sign-out, or when it is the least recently used one and
-the store is full (``limit``).  Sessions live in this process's memory: ``yun up`` runs one API
+the store is full (``limit``), or its user's (``per_user``: one user signing in again and again
+ends only their own oldest sessions, never everybody else's).  A session ended by the store has its
+sign-in token revoked, as at sign-out.  Sessions live in this process's memory: ``yun up`` runs one API
 process, and a restart signs everyone out (their tokens stay valid until they expire, as after a
 closed browser tab).
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -43,10 +46,11 @@ class Session:
 
 
 class Sessions:
-    """The store: at most ``limit`` sessions, each dropped when its token expires."""
+    """The store: at most ``limit`` sessions and ``per_user`` of one user, each dropped when its token expires."""
 
-    def __init__(self, limit: int = 1000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limit: int = 1000, clock: Callable[[], float] = time.time, per_user: int = 10) -> None:
         self.limit = limit
+        self.per_user = per_user
         self._clock = clock
         self._lock = threading.Lock()
         self._by_id: OrderedDict[str, Session] = OrderedDict()
@@ -61,11 +65,14 @@ class Sessions:
             dropped = [s for s in self._by_id.values() if s.expires_at <= now]
             for s in dropped:
                 del self._by_id[s.id]
+            mine = [s for s in self._by_id.values() if s.scope.user_id == session.scope.user_id]
+            for s in mine[:max(0, len(mine) - self.per_user + 1)]:  # least recently used first
+                dropped.append(self._by_id.pop(s.id))
             while len(self._by_id) >= self.limit:
                 dropped.append(self._by_id.popitem(last=False)[1])
             self._by_id[session.id] = session
         for s in dropped:
-            s.client.close()
+            end(s)
 
     def get(self, session_id: str | None) -> Session | None:
         """The live session with this id (now the most recently used), or None."""
@@ -86,3 +93,11 @@ class Sessions:
     def pop(self, session_id: str) -> Session | None:
         with self._lock:
             return self._by_id.pop(session_id, None)
+
+
+def end(session: Session) -> None:
+    """Revoke a session's sign-in token (Keystone revokes the project tokens made from it) and
+    close its client; a failure leaves the token to expire on its own."""
+    with contextlib.suppress(Exception):
+        session.client.revoke(session.root_token)
+    session.client.close()

@@ -17,8 +17,8 @@ class Clock:
         return self.now
 
 
-def session(expires: float) -> Session:
-    scope = Scope(user_id="u", user_name="alice", domain_name="Default", project_id="p", project_name="alpha",
+def session(expires: float, user: str = "u") -> Session:
+    scope = Scope(user_id=user, user_name="alice", domain_name="Default", project_id="p", project_name="alpha",
                   roles=("member",), expires_at=datetime.fromtimestamp(expires, UTC))
     return Session(client=YunClient("http://127.0.0.1:9"), root_token="t", scope=scope)
 
@@ -63,3 +63,14 @@ def test_flash_is_shown_once() -> None:
     s.flash = ("note", "Stopping the server.")
     assert s.pop_flash() == ("note", "Stopping the server.")
     assert s.pop_flash() is None
+
+
+def test_one_user_signing_in_again_and_again_ends_only_their_own_oldest_sessions() -> None:
+    store = Sessions(limit=4, clock=Clock(), per_user=2)
+    other = session(2_000.0, user="v")
+    store.add(other)
+    mine = [session(2_000.0) for _ in range(5)]
+    for s in mine:
+        store.add(s)
+    assert store.get(other.id) is other
+    assert [store.get(s.id) is s for s in mine] == [False, False, False, True, True]
