@@ -103,7 +103,9 @@ class VolumeAttachOps:
         now = datetime.now(UTC)
         with self._db.begin() as s:
             row, decl = self._begin(s, ctx, server_id, "attach_volume")
-            vol = s.get(vt.Volume, volume_id)
+            # Locked (PostgreSQL) until this reservation commits: a revert or another attach that
+            # checked the same "available" meanwhile waits, then sees "reserved".
+            vol = s.get(vt.Volume, volume_id, with_for_update=True)
             if vol is None or (vol.project_id != row.project_id and not ctx.is_admin):
                 raise NotFound("Volume {id} could not be found.", id=volume_id)
             if s.scalar(select(vt.VolumeAttachment.id).where(vt.VolumeAttachment.volume_id == volume_id,

@@ -145,7 +145,7 @@ class AttachmentRecords:
                connector: Mapping[str, Any] | None) -> Record:
         policy.require_write(ctx, "volume:attachment_create")
         with self._db.begin() as s:
-            vol = s.get(t.Volume, volume_id)
+            vol = s.get(t.Volume, volume_id, with_for_update=True)  # as Nova's attach (compute/volumeattach.py)
             if vol is None or (not ctx.is_admin and vol.project_id != ctx.project_id):
                 raise NotFound(f"Volume {volume_id} could not be found.")
             if vol.status not in RESERVABLE:

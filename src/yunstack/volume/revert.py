@@ -11,7 +11,7 @@ snapshot's bytes again (a ``volume_revert`` step, safe to repeat); its report ma
 
 from __future__ import annotations
 
-from sqlalchemy import desc, select
+from sqlalchemy import desc, select, update
 from sqlalchemy.orm import Session
 
 from yunstack.db.tables import volume as t
@@ -50,13 +50,21 @@ def start(s: Session, row: t.Volume, snapshot_id: str | None, request_id: str | 
     if row.size != latest.size:
         raise RevertRefused(reason=f"Can't revert volume {row.id} to its latest snapshot {latest.id}. The volume "
                                    f"size must be equal to the snapshot size.")
+    busy = RevertConflict(reason=f"Invalid volume: Can't revert volume {row.id} to its latest snapshot "
+                                 f"{latest.id}. Volume's status must be 'available'.")
     if row.status != states.AVAILABLE:
-        raise RevertConflict(reason=f"Invalid volume: Can't revert volume {row.id} to its latest snapshot "
-                                    f"{latest.id}. Volume's status must be 'available'.")
+        raise busy
     if latest.status != states.AVAILABLE:
         raise RevertConflict(reason=f"Invalid snapshot: Can't revert volume {row.id} to its latest snapshot "
                                     f"{latest.id}. Snapshot's status must be 'available'.")
     now = utcnow()
-    row.status, row.status_reason, row.updated_at = states.REVERTING, None, now
+    # Only from "available", in one statement: an attach that read "available" too waits for this
+    # (it locks the row) and then sees "reverting"; one that reserved first makes this 409.
+    taken = s.execute(update(t.Volume).where(t.Volume.id == row.id, t.Volume.status == states.AVAILABLE)
+                      .values(status=states.REVERTING, status_reason=None, updated_at=now)
+                      .execution_options(synchronize_session=False))
+    if getattr(taken, "rowcount", 1) != 1:
+        raise busy
+    s.refresh(row)
     latest.status, latest.updated_at = states.RESTORING, now
     operations.queue(s, row, VolumeRevertArgs(snapshot_id=latest.id), request_id)
