@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Api, need
 from tests.functional.cli.test_yun_cli import served, services
 from tests.functional.compute.test_flavors_keypairs_quotas import heartbeat
@@ -25,6 +27,9 @@ def openstack(clouds: Path, *args: str) -> Any:
     return json.loads(done.stdout) if "json" in args else done.stdout
 
 
+# The CLI's requests do not depend on the database: one backend is enough (each `openstack` call is a
+# slow subprocess).
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_openstack_aggregate_commands_work_end_to_end(api: Api, served: Path) -> None:
     need(OPENSTACK.exists(), "the openstack CLI (python-openstackclient)")
     heartbeat(api, "node1")
