@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import views
+from yunstack.dashboard import instances, views
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -93,6 +93,14 @@ ROUTES = [
     Route("/project", views.switch_project, methods=["POST"]),
     Route("/project/instances", views.instances),
     Route("/project/instances/table", views.instances_table),
-    Route("/project/instances/{server_id}/{action}", views.server_action, methods=["POST"]),
+    Route("/project/instances/launch", instances.launch_page, methods=["GET"]),
+    Route("/project/instances/launch", instances.launch_post, methods=["POST"]),
+    Route("/project/instances/launch/form", instances.launch_form),
+    Route("/project/instances/{server_id}", instances.server_page),
+    Route("/project/instances/{server_id}/console", instances.console),
+    Route("/project/instances/{server_id}/snapshot", instances.snapshot, methods=["POST"]),
+    Route("/project/instances/{server_id}/attach", instances.attach, methods=["POST"]),
+    Route("/project/instances/{server_id}/detach", instances.detach, methods=["POST"]),
+    Route("/project/instances/{server_id}/{action}", instances.action, methods=["POST"]),
     Route("/static/{name}", static),
 ]
