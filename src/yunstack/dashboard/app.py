@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import instances, views
+from yunstack.dashboard import instances, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -102,5 +102,11 @@ ROUTES = [
     Route("/project/instances/{server_id}/attach", instances.attach, methods=["POST"]),
     Route("/project/instances/{server_id}/detach", instances.detach, methods=["POST"]),
     Route("/project/instances/{server_id}/{action}", instances.action, methods=["POST"]),
+    Route("/project/volumes", volumes.page, methods=["GET"]),
+    Route("/project/volumes", volumes.create, methods=["POST"]),
+    Route("/project/volumes/{volume_id}/delete", volumes.delete, methods=["POST"]),
+    Route("/project/volumes/{volume_id}/extend", volumes.extend, methods=["POST"]),
+    Route("/project/volumes/{volume_id}/snapshot", volumes.snapshot, methods=["POST"]),
+    Route("/project/snapshots/{snapshot_id}/delete", volumes.delete_snap, methods=["POST"]),
     Route("/static/{name}", static),
 ]
