@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import instances, views, volumes
+from yunstack.dashboard import instances, networks, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -108,5 +108,10 @@ ROUTES = [
     Route("/project/volumes/{volume_id}/extend", volumes.extend, methods=["POST"]),
     Route("/project/volumes/{volume_id}/snapshot", volumes.snapshot, methods=["POST"]),
     Route("/project/snapshots/{snapshot_id}/delete", volumes.delete_snap, methods=["POST"]),
+    Route("/project/networks", networks.page, methods=["GET"]),
+    Route("/project/networks", networks.create, methods=["POST"]),
+    Route("/project/networks/{network_id}/delete", networks.delete, methods=["POST"]),
+    Route("/project/routers", networks.create_r, methods=["POST"]),
+    Route("/project/routers/{router_id}/{verb:str}", networks.router_change, methods=["POST"]),
     Route("/static/{name}", static),
 ]
