@@ -141,3 +141,32 @@ def list_security_groups(client: YunClient) -> list[SecurityGroup]:
         out.append(SecurityGroup(id=str(g["id"]), name=str(g["name"]), description=str(g.get("description") or ""),
                                  rules=tuple(rules)))
     return sorted(out, key=lambda g: g.name)
+
+
+def create_security_group(client: YunClient, name: str, description: str = "") -> str:
+    body = {"security_group": {"name": name, "description": description}}
+    return str(client.post("network", f"{V2}/security-groups", json=body)["security_group"]["id"])
+
+
+def delete_security_group(client: YunClient, group_id: str) -> None:
+    client.delete("network", f"{V2}/security-groups/{group_id}")
+
+
+def add_rule(client: YunClient, group_id: str, *, direction: str = "ingress", protocol: str = "",
+             port_min: int | None = None, port_max: int | None = None, remote_ip_prefix: str = "",
+             ethertype: str = "IPv4") -> str:
+    """One rule; an empty ``protocol`` is any, ports only with tcp or udp."""
+    rule: dict[str, object] = {"security_group_id": group_id, "direction": direction, "ethertype": ethertype}
+    if protocol:
+        rule["protocol"] = protocol
+    if port_min is not None:
+        rule["port_range_min"] = port_min
+        rule["port_range_max"] = port_max if port_max is not None else port_min
+    if remote_ip_prefix:
+        rule["remote_ip_prefix"] = remote_ip_prefix
+    return str(client.post("network", f"{V2}/security-group-rules",
+                           json={"security_group_rule": rule})["security_group_rule"]["id"])
+
+
+def delete_rule(client: YunClient, rule_id: str) -> None:
+    client.delete("network", f"{V2}/security-group-rules/{rule_id}")

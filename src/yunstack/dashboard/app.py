@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import instances, networks, views, volumes
+from yunstack.dashboard import instances, keys, networks, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -113,5 +113,14 @@ ROUTES = [
     Route("/project/networks/{network_id}/delete", networks.delete, methods=["POST"]),
     Route("/project/routers", networks.create_r, methods=["POST"]),
     Route("/project/routers/{router_id}/{verb:str}", networks.router_change, methods=["POST"]),
+    Route("/project/keypairs", keys.keypairs, methods=["GET"]),
+    Route("/project/keypairs", keys.create_key, methods=["POST"]),
+    Route("/project/keypairs/import", keys.import_key, methods=["POST"]),
+    Route("/project/keypairs/{name}/delete", keys.delete_key, methods=["POST"]),
+    Route("/project/security-groups", keys.groups, methods=["GET"]),
+    Route("/project/security-groups", keys.create_group, methods=["POST"]),
+    Route("/project/security-groups/{group_id}/delete", keys.delete_group, methods=["POST"]),
+    Route("/project/security-groups/{group_id}/rules", keys.create_rule, methods=["POST"]),
+    Route("/project/security-group-rules/{rule_id}/delete", keys.remove_rule, methods=["POST"]),
     Route("/static/{name}", static),
 ]
