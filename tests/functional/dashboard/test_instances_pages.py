@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tests.functional.compute.test_flavors_keypairs_quotas import ED25519
 from tests.functional.compute.test_servers import body, wait_for
 from tests.functional.dashboard import test_dashboard as base
 from tests.functional.dashboard.test_dashboard import D, assert_secure_headers
@@ -150,3 +151,34 @@ def test_another_projects_server_is_a_404_page_and_a_reader_sees_no_actions(dash
         r = rita.http.post(f"{D}/project/instances/{mine}/{verb}", data={"csrf_token": rita.csrf(), "name": "x"})
         assert r.status_code == 403 and "reader" in r.text
     assert dash["alice"].get(f"/servers/{mine}").json()["server"]["status"] == "ACTIVE"
+
+
+def test_launching_with_a_network_key_pair_security_group_and_server_group(dash: dict[str, Any]) -> None:
+    api, h = dash["api"], {"X-Auth-Token": dash["alice"].token}
+    net = api.http.post("/networking/v2.0/networks", json={"network": {"name": "inside"}}, headers=h).json()
+    net_id = net["network"]["id"]
+    r = api.http.post("/networking/v2.0/subnets", headers=h, json={"subnet": {
+        "network_id": net_id, "cidr": "10.40.0.0/24", "ip_version": 4}})
+    assert r.status_code == 201, r.text
+    r = api.http.post("/networking/v2.0/security-groups", json={"security_group": {"name": "web"}}, headers=h)
+    assert r.status_code == 201, r.text
+    assert dash["alice"].post("/os-keypairs", {"keypair": {"name": "kp", "public_key": ED25519}}).status_code == 200
+    group = dash["alice"].post("/os-server-groups", {"server_group": {"name": "g", "policies": ["affinity"]}})
+    group_id = group.json()["server_group"]["id"]
+    alice = dash["browser"]("alice")
+    form = alice.http.get(f"{D}/project/instances/launch").text
+    for value in (net_id, "kp", "web", group_id):
+        assert f'<option value="{value}"' in form, value
+    r = alice.http.post(f"{D}/project/instances/launch", data={
+        "csrf_token": alice.csrf(), "name": "full", "image_id": dash["image"], "flavor_id": "42", "source": "image",
+        "network_ids": [net_id], "key_name": "kp", "security_groups": ["web", "default"],
+        "server_group_id": group_id, "user_data": "#cloud-config\n", "count": "1"})
+    assert r.status_code == 303, r.text
+    server = wait_for(dash["alice"], only_server(dash["alice"])["id"], "ACTIVE")
+    assert server["key_name"] == "kp"
+    assert sorted(g["name"] for g in server["security_groups"]) == ["default", "web"]
+    assert server["addresses"]["inside"][0]["addr"].startswith("10.40.0.")
+    members = dash["alice"].get(f"/os-server-groups/{group_id}").json()["server_group"]["members"]
+    assert members == [server["id"]]
+    page = alice.http.get(f"{D}/project/instances/{server['id']}").text
+    assert "10.40.0." in page and "kp" in page and "web" in page
