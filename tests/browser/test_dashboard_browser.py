@@ -116,6 +116,9 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
 
     browser.find_element(By.CSS_SELECTOR, f"{row2} .name a").click()  # the server's page
     wait.until(lambda d: "YUNSTACK-READY" in d.find_element(By.ID, "console").text)
+    browser.find_element(By.CSS_SELECTOR, "#server-actions form[action$='/pause'] button").click()
+    wait.until(lambda d: "PAUSED" in d.find_element(By.CSS_SELECTOR, "#server-status .status").text)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#server-actions form[action$='/unpause']"))
     browser.save_screenshot(str(SHOTS / "dashboard-server.png"))
 
     browser.find_element(By.LINK_TEXT, "Networks").click()
