@@ -3,8 +3,11 @@
 The app runs in uvicorn on a free port (the fake driver, the real host agent), so the dashboard
 reaches the API over real HTTP, as in production.  The test signs in, watches a server created
 through the API appear and reach ACTIVE without reloading the page (htmx polls the table), stops
-it with its button, checks that the strict Content-Security-Policy blocked nothing, and signs
-out.  It leaves a screenshot in build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
+it with its button, launches another from the launch dialog and watches it reach ACTIVE, opens
+its page (the console log follows), creates a network with a subnet and a router on the networks
+page and a volume on the volumes page, checks that the strict Content-Security-Policy blocked
+nothing, and signs out.  It leaves a screenshot of each page in build/screenshots (docs/img with
+YUN_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tests.functional.compute.test_servers import body
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -37,8 +41,8 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # The docs' screenshots are taken by this test: with YUN_UPDATE_SCREENSHOTS=1 it writes them into
 # docs/img; otherwise into build/screenshots, so that a test run leaves the checkout clean.
 _ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = (_ROOT / "docs" / "img" if os.environ.get("YUN_UPDATE_SCREENSHOTS") == "1"
-              else _ROOT / "build" / "screenshots") / "dashboard-instances.png"
+SHOTS = _ROOT / "docs" / "img" if os.environ.get("YUN_UPDATE_SCREENSHOTS") == "1" else _ROOT / "build" / "screenshots"
+SCREENSHOT = SHOTS / "dashboard-instances.png"
 WAIT = 30.0
 
 
@@ -65,7 +69,9 @@ def browser() -> Iterator[Any]:
 def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
         browser: Any, served: Path, world: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{world['api'].services.config.server.port}"
-    wait = WebDriverWait(browser, WAIT, poll_frequency=0.1)
+    # htmx swaps polled parts in place: an element found a moment ago may be gone; look again.
+    wait = WebDriverWait(browser, WAIT, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 
     browser.get(url + "/")  # a browser at the root is sent to the dashboard, then to sign in
     wait.until(lambda d: "/dashboard/login" in d.current_url)
@@ -93,6 +99,55 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/stop'] button").click()
     wait.until(lambda d: "Stopping the server." in d.page_source)
     wait.until(lambda d: "SHUTOFF" in d.find_element(By.CSS_SELECTOR, f"{row} .status").text)
+    assert browser.execute_script("return window.stillTheSamePage === true"), "the page was reloaded"
+
+    # The launch dialog: a <details> whose form htmx loads when it opens; the launch is a boosted form.
+    browser.find_element(By.CSS_SELECTOR, "#launch summary").click()
+    wait.until(lambda d: d.find_elements(By.ID, "launch-submit"))
+    browser.find_element(By.CSS_SELECTOR, "form.launch input[name=name]").send_keys("web-2")
+    browser.find_element(By.ID, "launch-submit").click()
+    wait.until(lambda d: "Launching web-2." in d.page_source)
+    launched = [r for r in world["alice"].get("/servers").json()["servers"] if r["name"] == "web-2"]
+    assert len(launched) == 1
+    row2 = f"#server-{launched[0]['id']}"
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row2)
+               and "ACTIVE" in d.find_element(By.CSS_SELECTOR, f"{row2} .status").text)
+    assert browser.execute_script("return window.stillTheSamePage === true"), "the page was reloaded"
+
+    browser.find_element(By.CSS_SELECTOR, f"{row2} .name a").click()  # the server's page
+    wait.until(lambda d: "YUNSTACK-READY" in d.find_element(By.ID, "console").text)
+    browser.find_element(By.CSS_SELECTOR, "#server-actions form[action$='/pause'] button").click()
+    wait.until(lambda d: "PAUSED" in d.find_element(By.CSS_SELECTOR, "#server-status .status").text)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#server-actions form[action$='/unpause']"))
+    browser.save_screenshot(str(SHOTS / "dashboard-server.png"))
+
+    browser.find_element(By.LINK_TEXT, "Networks").click()
+    wait.until(lambda d: d.find_elements(By.ID, "create-network"))
+    form = browser.find_element(By.ID, "create-network")
+    form.find_element(By.NAME, "name").send_keys("inside")
+    form.find_element(By.NAME, "cidr").send_keys("10.9.0.0/24")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    wait.until(lambda d: "Created the network inside with the subnet 10.9.0.0/24." in d.page_source)
+    browser.find_element(By.CSS_SELECTOR, "#create-router input[name=name]").send_keys("r1")
+    browser.find_element(By.CSS_SELECTOR, "#create-router button").click()
+    wait.until(lambda d: "Created the router r1." in d.page_source)
+    browser.find_element(By.CSS_SELECTOR, "form[action$='/add'] button").click()
+    wait.until(lambda d: "Added the subnet to the router." in d.page_source)
+    assert "10.9.0.0/24" in browser.find_element(By.CSS_SELECTOR, "tr[id^=router-]").text
+    browser.save_screenshot(str(SHOTS / "dashboard-networks.png"))
+
+    browser.find_element(By.LINK_TEXT, "Volumes").click()
+    wait.until(lambda d: d.find_elements(By.ID, "create-volume"))
+    browser.find_element(By.CSS_SELECTOR, "#create-volume input[name=name]").send_keys("data")
+    browser.find_element(By.CSS_SELECTOR, "#create-volume button").click()
+    wait.until(lambda d: "Creating the volume data." in d.page_source)
+    wait.until(lambda d: "available" in d.find_element(By.CSS_SELECTOR, "tr[id^=volume-]").text)
+    browser.save_screenshot(str(SHOTS / "dashboard-volumes.png"))
+
+    for page, shot in (("Key pairs", "keypairs"), ("Security groups", "security-groups")):
+        browser.find_element(By.LINK_TEXT, page).click()
+        wait.until(lambda d, page=page: d.find_element(By.CSS_SELECTOR, "h1").text.startswith(page))
+        browser.save_screenshot(str(SHOTS / f"dashboard-{shot}.png"))
     assert browser.execute_script("return window.stillTheSamePage === true"), "the page was reloaded"
 
     blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]

@@ -13,6 +13,7 @@ import string
 from datetime import timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
@@ -40,7 +41,7 @@ def ssh_fingerprint(public_key: str) -> str:
     try:
         serialization.load_ssh_public_key(public_key.strip().encode())
         blob = base64.b64decode(public_key.split()[1], validate=True)
-    except (ValueError, IndexError, binascii.Error, TypeError) as e:
+    except (ValueError, IndexError, binascii.Error, TypeError, UnsupportedAlgorithm) as e:  # "not a key": unknown type
         raise BadRequest("Keypair data is invalid: failed to generate fingerprint") from e
     return _colon_hex(hashlib.md5(blob, usedforsecurity=False).digest())
 

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import views
+from yunstack.dashboard import instances, keys, networks, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -93,6 +93,34 @@ ROUTES = [
     Route("/project", views.switch_project, methods=["POST"]),
     Route("/project/instances", views.instances),
     Route("/project/instances/table", views.instances_table),
-    Route("/project/instances/{server_id}/{action}", views.server_action, methods=["POST"]),
+    Route("/project/instances/launch", instances.launch_page, methods=["GET"]),
+    Route("/project/instances/launch", instances.launch_post, methods=["POST"]),
+    Route("/project/instances/launch/form", instances.launch_form),
+    Route("/project/instances/{server_id}", instances.server_page),
+    Route("/project/instances/{server_id}/console", instances.console),
+    Route("/project/instances/{server_id}/snapshot", instances.snapshot, methods=["POST"]),
+    Route("/project/instances/{server_id}/attach", instances.attach, methods=["POST"]),
+    Route("/project/instances/{server_id}/detach", instances.detach, methods=["POST"]),
+    Route("/project/instances/{server_id}/{action}", instances.action, methods=["POST"]),
+    Route("/project/volumes", volumes.page, methods=["GET"]),
+    Route("/project/volumes", volumes.create, methods=["POST"]),
+    Route("/project/volumes/{volume_id}/delete", volumes.delete, methods=["POST"]),
+    Route("/project/volumes/{volume_id}/extend", volumes.extend, methods=["POST"]),
+    Route("/project/volumes/{volume_id}/snapshot", volumes.snapshot, methods=["POST"]),
+    Route("/project/snapshots/{snapshot_id}/delete", volumes.delete_snap, methods=["POST"]),
+    Route("/project/networks", networks.page, methods=["GET"]),
+    Route("/project/networks", networks.create, methods=["POST"]),
+    Route("/project/networks/{network_id}/delete", networks.delete, methods=["POST"]),
+    Route("/project/routers", networks.create_r, methods=["POST"]),
+    Route("/project/routers/{router_id}/{verb:str}", networks.router_change, methods=["POST"]),
+    Route("/project/keypairs", keys.keypairs, methods=["GET"]),
+    Route("/project/keypairs", keys.create_key, methods=["POST"]),
+    Route("/project/keypairs/import", keys.import_key, methods=["POST"]),
+    Route("/project/keypairs/{name}/delete", keys.delete_key, methods=["POST"]),
+    Route("/project/security-groups", keys.groups, methods=["GET"]),
+    Route("/project/security-groups", keys.create_group, methods=["POST"]),
+    Route("/project/security-groups/{group_id}/delete", keys.delete_group, methods=["POST"]),
+    Route("/project/security-groups/{group_id}/rules", keys.create_rule, methods=["POST"]),
+    Route("/project/security-group-rules/{rule_id}/delete", keys.remove_rule, methods=["POST"]),
     Route("/static/{name}", static),
 ]

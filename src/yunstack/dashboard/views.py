@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -18,8 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from yunstack.client import ApiError
 from yunstack.client.keystone import password_sign_in, projects, rescope, scope_of
-from yunstack.client.servers import ACTIONS, Action, list_servers
-from yunstack.client.servers import server_action as do_action
+from yunstack.client.servers import list_servers
 from yunstack.dashboard.security import CSRF_FIELD, CSRF_HEADER, csrf_ok
 from yunstack.dashboard.sessions import COOKIE, Session
 
@@ -58,9 +57,18 @@ def _redirect(request: Request, path: str) -> Response:
     return RedirectResponse(_url(request, path), status_code=303)
 
 
-async def _form(request: Request) -> dict[str, str]:
+class Form(dict[str, str]):
+    """A posted form: each field's first value; ``lists`` has every value (a multi-select's)."""
+
+    lists: dict[str, list[str]]
+
+
+async def _form(request: Request) -> Form:
     body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    lists = parse_qs(body, keep_blank_values=True)
+    form = Form({k: v[0] for k, v in lists.items()})
+    form.lists = lists
+    return form
 
 
 def _session(request: Request) -> Session | None:
@@ -90,7 +98,7 @@ async def _call(request: Request, session: Session, fn: Callable[[], T]) -> T | 
         return _ended(request)
 
 
-async def _post(request: Request) -> tuple[Session, dict[str, str]] | Response:
+async def _post(request: Request) -> tuple[Session, Form] | Response:
     """The session and form of a POST that passes the CSRF check, or the response refusing it."""
     session = _session(request)
     if session is None:
@@ -197,9 +205,76 @@ async def switch_project(request: Request) -> Response:
     return done if isinstance(done, Response) else _redirect(request, "/project/instances")
 
 
-def _page(session: Session) -> dict[str, Any]:
+def _page(session: Session, nav: str = "instances") -> dict[str, Any]:
     return {"scope": session.scope, "projects": session.projects, "csrf": session.csrf,
-            "can_act": not session.scope.reader_only}
+            "can_act": not session.scope.reader_only, "nav": nav}
+
+
+async def show(request: Request, template: str, nav: str, load: Callable[[Session], dict[str, Any]],
+               empty: dict[str, Any]) -> Response:
+    """A page of the project: ``load`` calls the API (in a worker thread) for the template's data.
+
+    Without a project, or when the API refuses, the page shows why with ``empty`` data; a 404 (an id
+    of another project, or none at all) is a 404 page with the API's message.
+    """
+    session = _session(request)
+    if session is None:
+        return _ended(request)
+    dashboard = _dashboard(request)
+    if session.scope.project_id is None:
+        return dashboard.render(template, **empty, error=NO_PROJECT, flash=None, **_page(session, nav))
+    try:
+        data = await _call(request, session, lambda: load(session))
+    except ApiError as exc:
+        if exc.status == 404:
+            return dashboard.error(404, exc.message)
+        return dashboard.render(template, exc.status, **empty, error=exc.message, flash=None, **_page(session, nav))
+    if isinstance(data, Response):
+        return data
+    return dashboard.render(template, **data, error=None, flash=session.pop_flash(), **_page(session, nav))
+
+
+async def change(request: Request, back: str | Callable[[Form], str],
+                 fn: Callable[[Session, Form], str | Response]) -> Response:
+    """A POST that changes something: CSRF first, readers refused (403), then ``fn`` (in a worker
+    thread) calls the API and says what it did; back to ``back`` with that (or the API's error) as
+    the next page's message.  A 404 (another project's id) is a 404 page; a ``ValueError`` from
+    ``fn`` (a form field it could not use) is shown like an API error.
+    """
+    checked = await _post(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    dashboard = _dashboard(request)
+    if session.scope.reader_only:
+        return dashboard.error(403, READER_REFUSED)
+    if not isinstance(back, str):
+        back = back(form)
+    try:
+        done = await _call(request, session, lambda: fn(session, form))
+    except ApiError as exc:
+        if exc.status == 404:
+            return dashboard.error(404, exc.message)
+        session.flash = ("error", exc.message)
+        return _redirect(request, back)
+    except ValueError as exc:
+        session.flash = ("error", str(exc))
+        return _redirect(request, back)
+    if isinstance(done, Response):
+        return done
+    session.flash = ("note", done)
+    return _redirect(request, back)
+
+
+def number(form: dict[str, str], field: str, what: str, low: int = 0, high: int = 1 << 20) -> int:
+    """A whole number from a form field, or a ``ValueError`` that says what was wrong."""
+    try:
+        value = int(form.get(field, "").strip() or "x")
+    except ValueError:
+        raise ValueError(f"{what} must be a whole number.") from None
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be from {low} to {high}.")
+    return value
 
 
 async def instances(request: Request) -> Response:
@@ -233,25 +308,3 @@ async def instances_table(request: Request) -> Response:
     if isinstance(servers, Response):
         return servers
     return dashboard.render("_instances_table.html", servers=servers, error=None, **_page(session))
-
-
-async def server_action(request: Request) -> Response:
-    checked = await _post(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
-    action, server_id = request.path_params["action"], request.path_params["server_id"]
-    if action not in ACTIONS:
-        return _dashboard(request).error(404, f"There is no action {action!r}.")
-    if session.scope.reader_only:
-        return _dashboard(request).error(403, READER_REFUSED)
-    try:
-        done = await _call(request, session, lambda: do_action(session.client, server_id, cast(Action, action)))
-    except ApiError as exc:
-        session.flash = ("error", exc.message)
-        return _redirect(request, "/project/instances")
-    if isinstance(done, Response):
-        return done
-    session.flash = ("note", {"start": "Starting", "stop": "Stopping", "reboot": "Rebooting",
-                              "delete": "Deleting"}[action] + " the server.")
-    return _redirect(request, "/project/instances")

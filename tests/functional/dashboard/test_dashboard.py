@@ -248,7 +248,7 @@ def dash(world: dict[str, Any], services: Services) -> Iterator[dict[str, Any]]:
         return browsers[-1]
 
     try:
-        yield {**world, "browser": browser_for}
+        yield {**world, "browser": browser_for, "app": app}
     finally:
         for b in browsers:
             b.http.close()

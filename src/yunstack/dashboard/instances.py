@@ -1,0 +1,211 @@
+"""The instances pages beyond the list: the launch dialog, a server's page with its live console
+log, and the server actions (power, snapshot, volumes)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from yunstack.client import ApiError
+from yunstack.client.images import list_images
+from yunstack.client.keypairs import list_keypairs
+from yunstack.client.networks import list_networks, list_security_groups
+from yunstack.client.servers import (
+    ACTIONS,
+    Action,
+    Launch,
+    attach_volume,
+    console_output,
+    create_image,
+    detach_volume,
+    flavors,
+    get_server,
+    launch,
+    server_action,
+    server_groups,
+)
+from yunstack.client.volumes import list_volumes
+from yunstack.dashboard.sessions import Session
+from yunstack.dashboard.views import (
+    NO_PROJECT,
+    READER_REFUSED,
+    Form,
+    _call,
+    _dashboard,
+    _ended,
+    _page,
+    _post,
+    _redirect,
+    _session,
+    change,
+    number,
+    show,
+)
+
+LIST = "/project/instances"
+DONE = {"start": "Starting", "stop": "Stopping", "reboot": "Rebooting", "pause": "Pausing",
+        "unpause": "Unpausing", "suspend": "Suspending", "resume": "Resuming", "delete": "Deleting"}
+
+
+def _choices(session: Session) -> dict[str, Any]:
+    client = session.client
+    return {"images": list_images(client, active_only=True), "flavors": flavors(client),
+            "networks": [n for n in list_networks(client) if not n.external or n.shared],
+            "keypairs": list_keypairs(client), "security_groups": list_security_groups(client),
+            "server_groups": server_groups(client)}
+
+
+NO_CHOICES: dict[str, Any] = {"images": [], "flavors": [], "networks": [], "keypairs": [], "security_groups": [],
+                              "server_groups": []}
+
+
+async def launch_page(request: Request) -> Response:
+    """The launch form as a page of its own (without JavaScript, and after a refused launch)."""
+    return await show(request, "launch.html", "instances", lambda s: {**_choices(s), "values": {}},
+                      {**NO_CHOICES, "values": {}})
+
+
+async def launch_form(request: Request) -> Response:
+    """The launch form alone: the instances page's dialog loads it when opened."""
+    session = _session(request)
+    if session is None:
+        return _ended(request)
+    dashboard = _dashboard(request)
+    if session.scope.project_id is None:
+        return dashboard.render("_launch_form.html", **NO_CHOICES, values={}, error=NO_PROJECT, **_page(session))
+    try:
+        choices = await _call(request, session, lambda: _choices(session))
+    except ApiError as exc:
+        return dashboard.render("_launch_form.html", **NO_CHOICES, values={}, error=exc.message, **_page(session))
+    if isinstance(choices, Response):
+        return choices
+    return dashboard.render("_launch_form.html", **choices, values={}, error=None, **_page(session))
+
+
+def _spec(form: Form) -> Launch:
+    name = form.get("name", "").strip()
+    if not name:
+        raise ValueError("A server needs a name.")
+    if not form.get("image_id") or not form.get("flavor_id"):
+        raise ValueError("Choose an image and a flavor.")
+    boot_volume = form.get("source") == "volume"
+    return Launch(name=name, image_id=form["image_id"], flavor_id=form["flavor_id"],
+                  volume_gib=number(form, "volume_gib", "The volume's size (GiB)", 1, 16384) if boot_volume else 0,
+                  network_ids=tuple(n for n in form.lists.get("network_ids", []) if n),
+                  key_name=form.get("key_name", ""),
+                  security_groups=tuple(g for g in form.lists.get("security_groups", []) if g),
+                  user_data=form.get("user_data", "").replace("\r\n", "\n"),
+                  server_group_id=form.get("server_group_id", ""), count=number(form, "count", "Count", 1, 100))
+
+
+async def launch_post(request: Request) -> Response:
+    """Launch; a refusal (the API's message, or a field the form could not use) shows the form again
+    with what was entered."""
+    checked = await _post(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    dashboard = _dashboard(request)
+    if session.scope.reader_only:
+        return dashboard.error(403, READER_REFUSED)
+    try:
+        spec = _spec(form)
+        done = await _call(request, session, lambda: launch(session.client, spec))
+    except (ApiError, ValueError) as exc:
+        error = exc.message if isinstance(exc, ApiError) else str(exc)
+        status = exc.status if isinstance(exc, ApiError) and 400 <= exc.status < 500 else 400
+        try:
+            choices = await _call(request, session, lambda: _choices(session))
+        except ApiError:
+            choices = NO_CHOICES
+        if isinstance(choices, Response):
+            return choices
+        values = {**form, "network_ids": form.lists.get("network_ids", []),
+                  "security_groups": form.lists.get("security_groups", [])}
+        # htmx swaps in only 2xx answers: a boosted form gets the page with the error as a 200.
+        return dashboard.render("launch.html", 200 if request.headers.get("hx-request") else status,
+                                **choices, values=values, error=error, flash=None, **_page(session))
+    if isinstance(done, Response):
+        return done
+    session.flash = ("note", f"Launching {spec.name}" + (f" ({spec.count} servers)." if spec.count > 1 else "."))
+    return _redirect(request, LIST)
+
+
+def _server(session: Session, server_id: str) -> dict[str, Any]:
+    client = session.client
+    server = get_server(client, server_id)
+    volumes = list_volumes(client)
+    return {"server": server, "attachable": [v for v in volumes if v.status == "available"],
+            "attached": [v for v in volumes if server.id in v.attached_to]}
+
+
+async def server_page(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+    return await show(request, "server.html", "instances", lambda s: _server(s, server_id),
+                      {"server": None, "attachable": [], "attached": []})
+
+
+async def console(request: Request) -> Response:
+    """The console log's last lines: the server's page polls this fragment every 2 s."""
+    session = _session(request)
+    if session is None:
+        return _ended(request)
+    server_id = request.path_params["server_id"]
+    try:
+        output = await _call(request, session, lambda: console_output(session.client, server_id))
+    except ApiError as exc:
+        output = f"({exc.message})"
+    if isinstance(output, Response):
+        return output
+    return _dashboard(request).render("_console.html", server_id=server_id, output=output)
+
+
+async def action(request: Request) -> Response:
+    verb, server_id = request.path_params["action"], request.path_params["server_id"]
+    if verb not in ACTIONS:
+        return _dashboard(request).error(404, f"There is no action {verb!r}.")
+
+    def act(session: Session, form: Form) -> str:
+        server_action(session.client, server_id, cast(Action, verb))
+        return f"{DONE[verb]} the server."
+
+    detail = f"{LIST}/{server_id}"
+    return await change(request, lambda form: detail if form.get("next") == "detail" and verb != "delete" else LIST,
+                        act)
+
+
+async def snapshot(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        name = form.get("name", "").strip()
+        if not name:
+            raise ValueError("A snapshot needs a name.")
+        image_id = create_image(session.client, server_id, name)
+        return f"Creating the image {name} ({image_id})."
+
+    return await change(request, f"{LIST}/{server_id}", act)
+
+
+async def attach(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        if not form.get("volume_id"):
+            raise ValueError("Choose a volume to attach.")
+        attach_volume(session.client, server_id, form["volume_id"])
+        return "Attaching the volume."
+
+    return await change(request, f"{LIST}/{server_id}", act)
+
+
+async def detach(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        detach_volume(session.client, server_id, form.get("volume_id", ""))
+        return "Detaching the volume."
+
+    return await change(request, f"{LIST}/{server_id}", act)
