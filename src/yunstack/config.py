@@ -133,6 +133,12 @@ class ComputeConfig:
         "'advise' (plans are shown, never applied) or 'auto' (`POST os-yunstack-memory-balancer/apply` "
         "live-migrates the planned servers, and so does the control plane's own pass every "
         "`memory_balancer_interval` seconds).", "advise")
+    memory_balancer_target_percent: int = _help(
+        "The memory balancer keeps each host's memory in use at or below this share of its memory (a host "
+        "triggers 5 points above it; a target must stay 5 points below it).", 80)
+    memory_balancer_min_benefit_mib: int = _help(
+        "The memory balancer moves a guest only if that frees at least this much on its host (a move "
+        "costs a pause or a copy: small guests are not worth it; docs/explanation/memory-balancer.md).", 256)
     memory_balancer_interval: float = _help(
         "Seconds between the control plane's memory balancer passes (they apply the moves of hosts in "
         "mode 'auto'; a host's aggregates may set its mode); 0: no periodic pass.", 30.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,8 @@ from yunstack.identity.service import IdentityService
 from yunstack.identity.tokens import KeyRepository, TokenCodec
 from yunstack.image.service import ImageService
 from yunstack.image.store import LocalImageStore
+from yunstack.memory.balancer import DEFAULT_TUNING
+from yunstack.memory.model import MIB
 from yunstack.network.service import NetworkService
 from yunstack.tasks.service import TaskService
 from yunstack.volume.service import VolumeService
@@ -102,4 +104,8 @@ def build(config: Config, *, migrate: bool = True) -> Services:
                     compute=compute, migrations=MigrationService(db, compute.hub.wake), memory=memory,
                     network=network, volume=volume, hostauth=HostAuthService(db, known=known, volumes=volume),
                     host_link=link, tasks=tasks,
-                    balancer=BalancerService(db, hosts, compute, mode=config.compute.memory_balancer))
+                    balancer=BalancerService(
+                        db, hosts, compute, mode=config.compute.memory_balancer,
+                        tuning=replace(DEFAULT_TUNING,
+                                       target_fraction=config.compute.memory_balancer_target_percent / 100,
+                                       min_benefit_bytes=config.compute.memory_balancer_min_benefit_mib * MIB)))

@@ -73,7 +73,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterat
     need(all(shutil.which(t) for t in ("ip", "nsenter", "qemu-system-x86_64")), "iproute2, nsenter, QEMU")
     state_dir = tmp_path_factory.mktemp("lab")
     began = time.monotonic()
-    with serving_cloud(state_dir, args=["--hosts", "3", "--database", postgres_url]) as running:
+    # The memory balancer test's guests are small (192 MiB, lab hosts have 1 GiB each): a move of one
+    # is worth it here, and its pass comes every 10 s (the balancer plans only in the other tests).
+    # Its target is 40 % (three such guests trigger it once they have grown, with room for those it moves).
+    env = {"YUN_COMPUTE_MEMORY_BALANCER_MIN_BENEFIT_MIB": "64", "YUN_COMPUTE_MEMORY_BALANCER_INTERVAL": "10",
+           "YUN_COMPUTE_MEMORY_BALANCER_TARGET_PERCENT": "40"}
+    with serving_cloud(state_dir, env=env, args=["--hosts", "3", "--database", postgres_url]) as running:
         hosts = wait_hosts_up(running, 120)
         print(f"yun up --hosts 3: API answered, all 3 hosts up {time.monotonic() - began:.1f}s after start: {hosts}")
         yield running
@@ -434,6 +439,10 @@ GROWER = """#!/bin/sh
 """
 
 
+GUESTS = ("G1", "G2", "G3")
+TRIGGER = 0.45  # the fixture's target (40 %) + the balancer's hysteresis (5 points)
+
+
 def yun_json(cloud: RunningCloud, *args: str) -> Any:
     done = subprocess.run([str(BIN / "yun"), *args, "-f", "json"], env=cloud.env(), capture_output=True, text=True,
                           timeout=120)
@@ -441,59 +450,64 @@ def yun_json(cloud: RunningCloud, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def test_the_memory_balancer_in_auto_mode_moves_a_growing_guest_off_a_host_over_its_target(
+def test_the_memory_balancer_in_auto_mode_moves_growing_guests_off_a_host_over_its_target(
         cloud: RunningCloud, tmp_path: Path) -> None:
-    # Each lab host has a 1 GiB budget (yun up --hosts: --host-memory 1024).  Two 512 MiB guests on
-    # lab-h1 grow to ~360 MiB working sets each after placement: lab-h1 crosses its trigger (85 %).
-    # The lab hosts' aggregate says auto; the control plane's own pass (every 30 s) live-migrates
-    # one guest away, and nothing moves again.
+    # Each lab host has a 1 GiB budget (yun up --hosts: --host-memory 1024) and the balancer's target
+    # is 40 % here (the fixture's env).  Three 192 MiB guests on lab-h1 grow to 110 MiB working sets
+    # each after placement (more is OOM-killed inside a 192 MiB tiny guest), ~200-260 MiB of the host
+    # each with QEMU: lab-h1 crosses its trigger (45 %), and one guest per host fits under the
+    # targets.  The lab
+    # hosts' aggregate says auto; the control plane's own pass live-migrates guests away until every
+    # host is under its trigger, moving none twice.
     cloud.osc("aggregate", "create", "balanced")
     try:
         for h in HOSTS:
             cloud.osc("aggregate", "add", "host", "balanced", h)
         cloud.osc("aggregate", "set", "--property", "yunstack:memory_balancer=auto", "balanced")
-        for i, name in enumerate(("G1", "G2")):
+        for i, name in enumerate(GUESTS):
             script = tmp_path / f"{name}.sh"
-            script.write_text(GROWER.format(mib=360, seed=i + 1))
-            assert create(cloud, name, "--flavor", "m1.tiny", "--nic", "none", "--availability-zone",
+            script.write_text(GROWER.format(mib=110, seed=i + 1))
+            assert create(cloud, name, "--flavor", "m1.micro", "--nic", "none", "--availability-zone",
                           "nova:lab-h1", "--user-data", str(script)) == "lab-h1"
-        before = {name: wait_console(cloud, name, "TICK ") for name in ("G1", "G2")}
+        before = {name: wait_console(cloud, name, "TICK ") for name in GUESTS}
+        ids = {name: cloud.osc_json("server", "show", name)["id"] for name in GUESTS}
         began = time.monotonic()
-        deadline = began + 300
         where: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            where = {name: cloud.osc_json("server", "show", name)["OS-EXT-SRV-ATTR:host"] for name in ("G1", "G2")}
-            moved = [n for n, h in where.items() if h != "lab-h1"]
-            if moved and not cloud.osc_json("server", "show", moved[0]).get("OS-EXT-STS:task_state"):
+        plan: dict[str, Any] = {}
+        while time.monotonic() < began + 360:
+            shown = {name: cloud.osc_json("server", "show", name) for name in GUESTS}
+            where = {name: s["OS-EXT-SRV-ATTR:host"] for name, s in shown.items()}
+            plan = yun_json(cloud, "cluster", "balance")
+            settled = not any(s.get("OS-EXT-STS:task_state") for s in shown.values()) and not plan["moves"]
+            under = all(h["before_fraction"] <= TRIGGER for h in plan["hosts"] if h["physical"])
+            if settled and under and set(where.values()) != {"lab-h1"}:
                 break
-            time.sleep(3)
+            time.sleep(5)
         passes = yun_json(cloud, "cluster", "history")
-        assert len(moved) == 1, (where, json.dumps(passes, indent=1)[:4000])
-        [name] = moved
-        print(f"memory balancer: {name} moved lab-h1 -> {where[name]} {time.monotonic() - began:.0f}s after "
-              f"both guests ticked")
+        moved = sorted(n for n, h in where.items() if h != "lab-h1")
+        assert moved and not plan["moves"], (where, plan["hosts"], plan["refusals"][:8],
+                                             json.dumps(passes, indent=1)[:3000])
+        print(f"memory balancer: {moved} moved off lab-h1 ({where}) {time.monotonic() - began:.0f}s after all ticked; "
+              f"hosts now {[(h['host'], h['before_fraction']) for h in plan['hosts']]}")
         applied = [a for p in passes for a in p["applied"]]
-        assert [(a["result"], a["target"]) for a in applied] == [("queued", where[name])], passes
-        [move] = [m for p in passes for m in p["moves"] if p["applied"]]
-        assert move["source"] == "lab-h1" and "over" in move["reason"], move
-        # The moved guest went on (its uptime continued: no reboot), and neither guest was OOM-killed.
-        ticks = [float(x) for x in re.findall(r"TICK (\d+\.\d+)", before[name])]
-        after = wait_console(cloud, name, "TICK ", before=before[name])
-        assert min(float(x) for x in re.findall(r"TICK (\d+\.\d+)", after)) > ticks[-1]
-        for n in ("G1", "G2"):
-            shown = cloud.osc_json("server", "show", n)
-            assert shown["status"] == "ACTIVE", shown
-            assert "Out of memory" not in cloud.osc("console", "log", "show", n).stdout
-        # Another pass later: every host is under its target and nothing moves twice (cooldown).
-        time.sleep(35)
-        plan = yun_json(cloud, "cluster", "balance")
-        assert plan["moves"] == [], plan
-        assert all(h["before_fraction"] <= 0.85 for h in plan["hosts"]), plan["hosts"]
-        assert len([m for m in cloud.osc_json("server", "migration", "list") if m["Status"] == "completed"
-                    and m["Server UUID"] in (cloud.osc_json("server", "show", name)["id"],)]) == 1
+        assert sorted(a["server_id"] for a in applied) == sorted(ids[n] for n in moved), passes
+        assert all(a["result"] == "queued" for a in applied), passes
+        reasons = [m["reason"] for p in passes if p["applied"] for m in p["moves"]]
+        assert reasons and all("frees" in r for r in reasons), passes
+        assert all(m["source"] == "lab-h1" for p in passes for m in p["moves"]), passes
+        print("memory balancer moves:", "; ".join(reasons))
+        assert all(h["before_fraction"] <= TRIGGER for h in plan["hosts"] if h["physical"]), plan["hosts"]
+        migrations = [m for m in cloud.osc_json("server", "migration", "list") if m["Status"] == "completed"]
+        for name in moved:  # each moved once (its cooldown), went on ticking (no reboot), and lives
+            assert len([m for m in migrations if m["Server UUID"] == ids[name]]) == 1, migrations
+            ticks = [float(x) for x in re.findall(r"TICK (\d+\.\d+)", before[name])]
+            after = wait_console(cloud, name, "TICK ", before=before[name])
+            assert min(float(x) for x in re.findall(r"TICK (\d+\.\d+)", after)) > ticks[-1]
+        for name in GUESTS:  # no guest was OOM-killed or stopped
+            assert cloud.osc_json("server", "show", name)["status"] == "ACTIVE"
+            assert "Out of memory" not in cloud.osc("console", "log", "show", name).stdout
     finally:
-        for n in ("G1", "G2"):
-            cloud.osc("server", "delete", "--wait", n, check=False)
+        cloud.osc("server", "delete", "--wait", *GUESTS, check=False)
         for h in HOSTS:
             cloud.osc("aggregate", "remove", "host", "balanced", h, check=False)
         cloud.osc("aggregate", "delete", "balanced", check=False)

@@ -80,6 +80,9 @@ class BalancerService:
                  clock: Callable[[], datetime] = utcnow) -> None:
         if mode not in MODES:
             raise BadRequest("[compute] memory_balancer must be one of off, advise, auto, not {mode!r}.", mode=mode)
+        if not (0.1 <= tuning.target_fraction <= 0.95 and tuning.min_benefit_bytes >= 0):
+            raise BadRequest("[compute] memory_balancer_target_percent must be 10 to 95 and "
+                             "memory_balancer_min_benefit_mib at least 0.")
         self._db = db
         self._hosts = hosts
         self._compute = compute
