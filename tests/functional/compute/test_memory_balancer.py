@@ -224,12 +224,14 @@ def test_a_move_newer_than_its_hosts_reports_holds_them_until_they_report_again(
     and nothing more onto B until both have reported since."""
     services: Services = two["api"].services
     a, sid = services.config.host_name, two["server"]
-    report(services, a, 0.90, {sid: GIB}, age=30)
-    report(services, B, 0.10, {}, age=30)
-    _ended_move(services, "another-server", "completed", a, B, ago=10)
+    # Dated ahead (as ``report`` does by default), so the agents' own reports of this machine never
+    # come after them: the reports, then the move's end a second later, then newer reports.
+    report(services, a, 0.90, {sid: GIB}, age=-3600)
+    report(services, B, 0.10, {}, age=-3600)
+    _ended_move(services, "another-server", "completed", a, B, ago=-3601)
     body = plan(two).json()["memory_balancer"]
     assert body["moves"] == [], body
     assert any("move limits are reached" in r["reason"] for r in body["refusals"]), body["refusals"]
-    report(services, a, 0.90, {sid: GIB}, age=1)
-    report(services, B, 0.10, {}, age=1)
+    report(services, a, 0.90, {sid: GIB}, age=-3602)
+    report(services, B, 0.10, {}, age=-3602)
     assert [m["guest"] for m in plan(two).json()["memory_balancer"]["moves"]] == [sid]
