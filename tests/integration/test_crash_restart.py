@@ -10,6 +10,7 @@ before the next one starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,8 +77,28 @@ def _delete_all(cloud: RunningCloud) -> None:
         time.sleep(0.5)
 
 
+KSM = Path("/sys/kernel/mm/ksm")
+KSM_KNOBS = ("pages_to_scan", "sleep_millisecs", "run")
+
+
+def _ksm() -> dict[str, str]:
+    return {k: (KSM / k).read_text().strip() for k in KSM_KNOBS if (KSM / k).exists()}
+
+
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
+    # KSM is the machine's: the memory manager restores its knobs when it stops, but a manager
+    # killed with -9 cannot, and its successor takes what it finds for the host's own setting.
+    knobs = _ksm()
+    try:
+        yield from _cloud(tmp_path_factory)
+    finally:  # after the last control plane stopped (it restores what it found)
+        for knob, value in knobs.items():
+            with contextlib.suppress(OSError):
+                (KSM / knob).write_text(value)
+
+
+def _cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
     running = start_cloud(tmp_path_factory.mktemp("crash") / "state", timeout=180)
     try:
         yield running
