@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from yunstack.compute.hosts import HostService
-from yunstack.compute.memoryledger import LEVELS
+from yunstack.compute.memoryledger import LEVELS, OBSERVED_FOR
 from yunstack.compute.operations.migrate import LiveMigrateBody
 from yunstack.compute.service import ComputeService
 from yunstack.db import locks
@@ -50,7 +50,7 @@ MODES: tuple[Mode, ...] = ("off", "advise", "auto")
 MOVABLE_STATES = ("active", "paused")  # what os-migrateLive takes
 # A ledger entry older than this is not planned on (managers report every ~10 s): the host then
 # counts as one that has not reported, neither relieved nor a target.
-STALE_AFTER = timedelta(seconds=120)
+STALE_AFTER = OBSERVED_FOR  # the scheduler's rule too: one age after which a report is not used
 HISTORY = timedelta(hours=24)  # recorded passes are kept this long
 HISTORY_REFUSALS = 50  # a recorded pass keeps this many of its refusals (the plan of the moment has all)
 PASS_LOCK = "memory-balancer"  # one plan-and-queue at a time in the cluster
