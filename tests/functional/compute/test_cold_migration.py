@@ -18,7 +18,7 @@ from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_live_migration import B, OtherHost, host, migrations, qcow2, two, world
 from tests.functional.compute.test_live_migration_crash import _lose_first_answer
 from tests.functional.compute.test_server_groups import boot_in, make_group
-from tests.functional.compute.test_servers import Host, action, until, wait_for
+from tests.functional.compute.test_servers import WAIT, Host, action, until, wait_for
 from yunstack.compute.driver import PowerState
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
@@ -201,12 +201,12 @@ def test_deleting_a_server_while_its_disks_move_leaves_no_copy_on_either_host(
     async def slow(*args: Any, **kwargs: Any) -> int:
         copied = await original(*args, **kwargs)  # the disks are here; the step has not ended yet
         copying.set()
-        await asyncio.to_thread(release.wait, 30)
+        await asyncio.to_thread(release.wait, WAIT)
         return copied
 
     monkeypatch.setattr(b.driver, "import_disks", slow)
     assert migrate(two["admin"], sid).status_code == 202
-    assert copying.wait(30)
+    assert copying.wait(WAIT)
     assert two["alice"].delete(f"/servers/{sid}").status_code == 204
     until(lambda: sid not in a.driver._guests)  # the delete went to the server's host, the source
     release.set()

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from tests.functional.compute import test_servers
 from tests.functional.compute.test_agent_migration_sync import _in_loop
 from tests.functional.compute.test_flavors_keypairs_quotas import Nova
-from tests.functional.compute.test_servers import Host, action, boot, until, wait_for
+from tests.functional.compute.test_servers import WAIT, Host, action, boot, until, wait_for
 from yunstack.agent.agent import Agent
 from yunstack.agent.host import make_agent
 from yunstack.agent.http import HttpControlPlane
@@ -319,12 +319,12 @@ def test_deleting_a_server_during_its_live_migration_leaves_no_guest_on_either_h
 
     async def slow(instance_id: str, resume: bool = True) -> None:
         received.set()  # the guest's state is here; it has not run here yet
-        await asyncio.to_thread(release.wait, 30)
+        await asyncio.to_thread(release.wait, WAIT)
         await original(instance_id, resume)
 
     monkeypatch.setattr(b.driver, "finish_incoming", slow)
     assert live(two["admin"], sid, B).status_code == 202
-    assert received.wait(30)
+    assert received.wait(WAIT)
     assert two["alice"].delete(f"/servers/{sid}").status_code == 204
     until(lambda: sid not in a.driver._guests)  # the delete went to the server's host, the source
     release.set()

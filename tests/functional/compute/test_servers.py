@@ -39,7 +39,7 @@ from yunstack.wiring import Services
 
 IM = "/image/v2"
 # Only a failing test waits this long: under a loaded CI machine a fake-driver operation can take seconds.
-WAIT = 30.0
+WAIT = 60.0  # only a failing test waits this long (a loaded 2-core CI machine has needed over 30 s)
 
 
 class Host:
