@@ -8,7 +8,9 @@ ledger entries (dated ahead, so the agents' own reports of this machine never co
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
@@ -20,8 +22,10 @@ from tests.functional.compute import test_live_migration
 from tests.functional.compute.test_aggregates import act, create
 from tests.functional.compute.test_host_drain import client_for
 from tests.functional.compute.test_live_migration import B, _done
+from tests.functional.compute.test_servers import WAIT
 from yunstack.cli import cluster
 from yunstack.cli.main import app
+from yunstack.compute.balancer import BalancerService
 from yunstack.client import ApiError
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
@@ -235,3 +239,40 @@ def test_a_move_newer_than_its_hosts_reports_holds_them_until_they_report_again(
     report(services, a, 0.90, {sid: GIB}, age=-3602)
     report(services, B, 0.10, {}, age=-3602)
     assert [m["guest"] for m in plan(two).json()["memory_balancer"]["moves"]] == [sid]
+
+
+def test_passes_at_the_same_moment_queue_a_move_once(two: dict[str, Any], monkeypatch: Any) -> None:
+    """The attack: the periodic pass, an admin's apply and (PostgreSQL) another API process's pass
+    all plan while the first is queueing its move.  Each would see the same room on B and the guest
+    still on A; only one may queue."""
+    services: Services = two["api"].services
+    api, a, sid = two["api"], services.config.host_name, two["server"]
+    services.balancer.mode = "auto"
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {})
+    queueing, release = threading.Event(), threading.Event()
+    original = services.compute.action
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        queueing.set()
+        assert release.wait(WAIT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services.compute, "action", held)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(services.balancer.auto_pass, "req-first")
+        assert queueing.wait(WAIT)
+        queueing.clear()
+        assert services.balancer.auto_pass("req-periodic") == []  # this process's pass is running: skipped
+        if services.db.kw["bind"].dialect.name == "postgresql":  # another API process: the cluster's lock
+            other = BalancerService(services.db, services.hosts, services.compute, mode="auto")
+            assert other.auto_pass("req-other-process") == []
+        admin = pool.submit(api.http.post, f"{PATH}/apply", headers=api.headers(api.admin()))
+        assert not queueing.wait(0.5)  # the admin's apply waits for the running pass, not beside it
+        release.set()
+        assert [(d.server_id, d.result) for d in first.result(WAIT)] == [(sid, "queued")]
+        r = admin.result(WAIT)
+    assert r.status_code == 202, r.text
+    assert r.json()["memory_balancer"]["applied"] == []  # it planned after the first: the move is in flight
+    assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
+    assert [m["instance_uuid"] for m in test_live_migration.migrations(two)] == [sid]

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import func, select
+
+from tests.functional.compute.test_servers import WAIT
+from tests.functional.volume.test_attachments_api import SERVER
 from tests.functional.volume.test_volume_api import Cinder, volumes_dir
+from yunstack.db.tables import tasks as tt
+from yunstack.types import utcnow
+from yunstack.volume import revert
 from yunstack.wiring import Services
 
 K64 = 64 * 1024
@@ -98,3 +109,35 @@ def test_revert_is_refused_without_snapshots_after_an_extend_and_unless_availabl
     alice.wait(v["id"], "available")
     r = alice.at("3.40").post(action, revert)
     assert r.status_code == 400 and "size must be equal" in r.text, r.text
+
+
+def test_an_attach_that_comes_between_a_reverts_checks_and_its_start_wins(
+        world: dict[str, Any], services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack: a revert checked "available", then an attach reserved the volume before the
+    revert marked it.  Had both gone ahead, the storage host would rewrite a disk a guest uses."""
+    alice: Cinder = world["alice"]
+    v = alice.create(1, name="raced")
+    alice.wait(v["id"], "available")
+    snap = _snapshot(alice, v["id"], "s")
+    checked, release = threading.Event(), threading.Event()
+
+    def held() -> datetime:  # called once the revert's checks passed, before it takes the volume
+        checked.set()
+        assert release.wait(WAIT)
+        return utcnow()
+
+    monkeypatch.setattr(revert, "utcnow", held)
+    with ThreadPoolExecutor(1) as pool:
+        reverting = pool.submit(alice.at("3.40").post, f"/volumes/{v['id']}/action",
+                                {"revert": {"snapshot_id": snap["id"]}})
+        assert checked.wait(WAIT)
+        r = alice.at("3.27").post("/attachments", {"attachment": {"volume_uuid": v["id"], "instance_uuid": SERVER}})
+        assert r.status_code == 200, r.text
+        release.set()
+        refused = reverting.result(WAIT)
+    assert refused.status_code == 409 and "Volume's status must be 'available'" in refused.text, refused.text
+    assert alice.get(f"/volumes/{v['id']}").json()["volume"]["status"] == "reserved"
+    assert alice.get(f"/snapshots/{snap['id']}").json()["snapshot"]["status"] == "available"
+    with services.db() as s:  # and no revert step was queued for the storage host
+        assert s.scalar(select(func.count()).select_from(tt.Task).where(tt.Task.resource_id == v["id"],
+                                                                       tt.Task.kind.contains("revert"))) == 0
