@@ -25,8 +25,8 @@ from tests.functional.compute.test_live_migration import B, _done
 from tests.functional.compute.test_servers import WAIT
 from yunstack.cli import cluster
 from yunstack.cli.main import app
-from yunstack.compute.balancer import BalancerService
 from yunstack.client import ApiError
+from yunstack.compute.balancer import BalancerService
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
 from yunstack.types import utcnow
