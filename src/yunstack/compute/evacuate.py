@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from yunstack.compute import operations, scheduler, states
 from yunstack.compute.aggregates import follow_host
 from yunstack.compute.operations.rebuild import ACCEPTED, ERROR, EVACUATION, FAILED
+from yunstack.compute.servergroups import ServerGroupService
 from yunstack.db import locks
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
@@ -165,9 +166,12 @@ class EvacuateOpsMixin:
                 dest: str | None = req.host
                 reasons: dict[str, str] = {}
             else:
+                # As any move (Nova's request spec): the zone asked for at create, the server's group.
+                group_policy, group_hosts = ServerGroupService.for_move(s, row.id)
                 spec = scheduler.RequestSpec(vcpus=int(flavor["vcpus"]), memory_mib=int(flavor["ram"]),
                                              disk_gb=int(flavor.get("disk", 0)), ignore_hosts=frozenset({source}),
-                                             force_host=req.host)
+                                             force_host=req.host, availability_zone=row.requested_availability_zone,
+                                             group_policy=group_policy, group_hosts=group_hosts)
                 decision = scheduler.select(self._hosts_for(s), spec)
                 dest, reasons = decision.host, decision.reasons
             if dest is None:

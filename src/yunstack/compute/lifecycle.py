@@ -240,7 +240,7 @@ class LifecycleOpsMixin:
             flavor = row.flavor
             spec = scheduler.RequestSpec(vcpus=int(flavor["vcpus"]), memory_mib=int(flavor["ram"]),
                                          disk_gb=int(flavor.get("disk", 0)),
-                                         availability_zone=row.availability_zone)
+                                         availability_zone=row.requested_availability_zone)
             decision = scheduler.select(self._hosts_for(s), spec)
             self._record(s, row, "unshelve", request_id, ctx)
             if decision.host is None:

@@ -292,6 +292,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                     project_id=project_id, user_id=ctx.user.id, host=decision.host,
                     availability_zone=(zone or _zone_of(hosts, decision.host)
                                        or self._config.compute.availability_zone),
+                    requested_availability_zone=zone,
                     flavor=flavor.snapshot(), image_id=image.id if image is not None else "",
                     key_name=key.name if key else None,
                     key_data=key.public_key if key else None, user_data=req.user_data,

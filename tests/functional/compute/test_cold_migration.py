@@ -18,7 +18,7 @@ from tests.functional.compute.test_flavors_keypairs_quotas import Nova
 from tests.functional.compute.test_live_migration import B, OtherHost, host, migrations, qcow2, two, world
 from tests.functional.compute.test_live_migration_crash import _lose_first_answer
 from tests.functional.compute.test_server_groups import boot_in, make_group
-from tests.functional.compute.test_servers import WAIT, Host, action, until, wait_for
+from tests.functional.compute.test_servers import WAIT, Host, action, body, until, wait_for
 from yunstack.compute.driver import PowerState
 from yunstack.db.tables import compute as t
 from yunstack.db.tables import migrations as mig
@@ -233,6 +233,25 @@ def test_a_move_keeps_the_servers_group_policy_and_says_which_host_it_would_brea
     assert r.status_code == 400, r.text
     assert f"{other}: ServerGroupAntiAffinityFilter" in r.json()["badRequest"]["message"]
     assert [m for m in migrations(two) if m["instance_uuid"] == first] == []
+
+
+def test_a_move_keeps_the_zone_the_server_was_created_in(two: dict[str, Any]) -> None:
+    """Nova's request spec: the zone a server was created in binds its moves (a server created
+    without one may go anywhere: the next test)."""
+    admin = two["admin"]
+    until(lambda: B in {s["host"] for s in admin.get("/os-services").json()["services"]})
+    agg = admin.post("/os-aggregates", {"aggregate": {"name": "b", "availability_zone": "az-b"}}).json()["aggregate"]
+    assert admin.post(f"/os-aggregates/{agg['id']}/action", {"add_host": {"host": B}}).status_code == 200
+    r = two["alice"].post("/servers", body(two, "pinned", availability_zone="nova"))
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+    assert wait_for(two["alice"], sid, "ACTIVE")["OS-EXT-AZ:availability_zone"] == "nova"
+    zone_refusal = f"{B}: AvailabilityZoneFilter: host is in 'az-b', 'nova' requested"
+    r = migrate(admin, sid)
+    assert r.status_code == 400 and zone_refusal in r.json()["badRequest"]["message"], r.text
+    r = action(admin.at("2.30"), sid, {"os-migrateLive": {"host": None, "block_migration": "auto"}})
+    assert r.status_code == 400 and zone_refusal in r.json()["badRequest"]["message"], r.text
+    assert [m for m in migrations(two) if m["instance_uuid"] == sid] == []
 
 
 @pytest.mark.parametrize("stopped", [False, True])

@@ -145,13 +145,14 @@ def services_by_host(nova: Nova, version: str | None = None) -> dict[str, dict[s
     return {s["host"]: s for s in r.json()["services"]}
 
 
-def boot_on_a(cloud: Cloud, name: str = "vm") -> dict[str, Any]:
+def boot_on_a(cloud: Cloud, name: str = "vm", hints: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A server of alice's on host A (B is disabled while it is scheduled)."""
     admin = cloud.admin
     assert admin.put("/os-services/disable", {"host": B, "binary": "nova-compute"}).status_code == 200
     try:
         r = cloud.alice.post("/servers", {"server": {"name": name, "imageRef": cloud.image, "flavorRef": "42",
-                                                     "networks": [{"uuid": cloud.net}]}})
+                                                     "networks": [{"uuid": cloud.net}], **extra},
+                                          **({"os:scheduler_hints": hints} if hints else {})})
         assert r.status_code == 202, r.text
         server_id = r.json()["server"]["id"]
         wait_for(cloud.alice, server_id, "ACTIVE")
@@ -317,6 +318,50 @@ def test_when_no_host_fits_the_server_stays_and_its_fault_names_each_host(cloud:
     moves = cloud.admin.at("2.23").get("/os-migrations").json()["migrations"]
     assert [(m["migration_type"], m["status"], m["source_compute"], m["dest_compute"]) for m in moves] == [
         ("evacuation", "error", A, None)], moves
+
+
+def refused_evacuation(cloud: Cloud, server_id: str) -> str:
+    """Evacuate ``server_id`` off the down host A where no host may take it: the server stays, and
+    the reason its action records."""
+    r = evacuate(cloud.admin, server_id)
+    assert r.status_code == 200, r.text
+    server = cloud.admin.get(f"/servers/{server_id}").json()["server"]
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", A)
+    request = r.headers["x-openstack-request-id"]
+    action = cloud.admin.get(f"/servers/{server_id}/os-instance-actions/{request}").json()["instanceAction"]
+    return str(action["events"][0]["traceback"])
+
+
+def test_an_evacuation_keeps_the_zone_the_server_was_created_in(cloud: Cloud) -> None:
+    """As Nova's request spec: a server created in zone nova is not evacuated to B in az-b; one
+    created without a zone is, and then shows B's zone."""
+    admin = cloud.admin
+    agg = admin.post("/os-aggregates", {"aggregate": {"name": "b", "availability_zone": "az-b"}}).json()["aggregate"]
+    assert admin.post(f"/os-aggregates/{agg['id']}/action", {"add_host": {"host": B}}).status_code == 200
+    pinned = boot_on_a(cloud, "pinned", availability_zone="nova")["id"]
+    free = boot_on_a(cloud, "free")["id"]
+    take_a_down(cloud)
+    why = refused_evacuation(cloud, pinned)
+    assert f"{B}: AvailabilityZoneFilter: host is in 'az-b', 'nova' requested" in why, why
+    assert evacuate(admin, free).status_code == 200
+    done = wait_for(admin, free, "ACTIVE")
+    assert (done["OS-EXT-SRV-ATTR:host"], done["OS-EXT-AZ:availability_zone"]) == (B, "az-b")
+
+
+def test_an_evacuation_keeps_the_servers_group_policy(cloud: Cloud) -> None:
+    r = cloud.alice.at("2.15").post("/os-server-groups", {"server_group": {"name": "spread",
+                                                                           "policies": ["anti-affinity"]}})
+    assert r.status_code == 200, r.text
+    hints = {"group": r.json()["server_group"]["id"]}
+    first = boot_on_a(cloud, "first", hints)["id"]
+    r = cloud.alice.post("/servers", {"server": {"name": "second", "imageRef": cloud.image, "flavorRef": "42",
+                                                 "networks": [{"uuid": cloud.net}]}, "os:scheduler_hints": hints})
+    assert r.status_code == 202, r.text
+    second = wait_for(cloud.admin, r.json()["server"]["id"], "ACTIVE")
+    assert second["OS-EXT-SRV-ATTR:host"] == B
+    take_a_down(cloud)
+    why = refused_evacuation(cloud, first)  # B runs the group's other member
+    assert f"{B}: ServerGroupAntiAffinityFilter" in why, why
 
 
 # -- fencing ---------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ def destination(svc: ActionContext, s: Session, row: t.Instance, flavor: FlavorD
     """
     group_policy, group_hosts = ServerGroupService.for_move(s, row.id)
     spec = scheduler.RequestSpec(vcpus=flavor.vcpus, memory_mib=flavor.ram, disk_gb=flavor.disk + flavor.ephemeral,
+                                 availability_zone=row.requested_availability_zone,
                                  ignore_hosts=frozenset({row.host or ""}), group_policy=group_policy,
                                  group_hosts=group_hosts)
     decision = scheduler.select(svc.scheduler_hosts(s), spec)

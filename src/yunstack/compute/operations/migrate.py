@@ -86,6 +86,7 @@ def _choose(svc: ActionContext, s: Session, row: t.Instance, body: LiveMigrateBo
     group_policy, group_hosts = ServerGroupService.for_move(s, row.id)
     spec = scheduler.RequestSpec(vcpus=int(flavor["vcpus"]), memory_mib=int(flavor["ram"]),
                                  disk_gb=int(flavor.get("disk", 0)) + int(flavor.get("ephemeral", 0)),
+                                 availability_zone=row.requested_availability_zone,
                                  ignore_hosts=frozenset({row.host or ""}), force_host=body.host, needs=needs,
                                  group_policy=group_policy, group_hosts=group_hosts)
     if body.host is not None and body.force:

@@ -96,6 +96,9 @@ class Instance(Base):
     user_id: Mapped[str] = mapped_column(String(64))
     host: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The zone the create asked for (None: any); every later move keeps the server in it, as Nova's
+    # request spec does.  ``availability_zone`` is where the server is now.
+    requested_availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
     flavor: Mapped[dict[str, Any]] = mapped_column(JSON)
     old_flavor: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     image_id: Mapped[str] = mapped_column(String(36), default="")
