@@ -39,6 +39,9 @@ class CloudCollector(Collector):
                                   "Configured guest RAM / host memory the guests really use", labels=["host"])
         guest_g = {k: GaugeMetricFamily(f"yunstack_server_memory_{k}_bytes", f"Server memory ledger: {k}",
                                         labels=["host", "server", "project"]) for k in LEDGER_GUEST}
+        dirty = GaugeMetricFamily("yunstack_server_memory_dirty_bytes_per_second", "Server memory ledger: bytes "
+                                  "the guest dirtied per second (QEMU's page sampling)",
+                                  labels=["host", "server", "project"])
         for entry in latest:
             host = str(entry.get("host") or "")
             h: dict[str, Any] = entry.get("balance") or {}
@@ -49,9 +52,12 @@ class CloudCollector(Collector):
                 for k in LEDGER_GUEST:
                     guest_g[k].add_metric([host, g["instance_id"], str(g.get("project_id") or "")],
                                           float(g.get(k, 0) or 0))
+                if g.get("dirty_rate") is not None:  # not measured: no sample rather than a false 0
+                    dirty.add_metric([host, g["instance_id"], str(g.get("project_id") or "")], float(g["dirty_rate"]))
         yield from host_g.values()
         yield ratio
         yield from guest_g.values()
+        yield dirty
         yield from self._balancer(ctx)
 
     def _balancer(self, ctx: Any) -> Iterator[GaugeMetricFamily]:

@@ -211,7 +211,8 @@ class GuestCollector:
             raise CollectionError(instance_id=info.id, detail=exc.text) from exc
         values: dict[str, Any] = {"instance_id": info.id, "timestamp": self.clock(),
                                   "configured": info.memory_mib << 20, "balloon_actual": int(raw["actual"]),
-                                  "stats_updated": int(raw.get("last_update") or 0), "pid": info.pid}
+                                  "stats_updated": int(raw.get("last_update") or 0), "pid": info.pid,
+                                  "dirty_rate": raw.get("dirty_rate")}
         values.update(balloon_fields(raw))
         process = self._process(info) if info.pid is not None else None
         if process is None:

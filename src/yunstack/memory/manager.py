@@ -61,6 +61,7 @@ class GuestLedger:
     shared: int  # host memory saved by KSM, attributed to this VM (see HostLedger.shared_method)
     swapped: int  # host swap holding this VM's memory
     working_set: int
+    dirty_rate: int | None  # bytes/s (QEMU's sampling); what a live migration must outrun
     target: int
     entitlement: int
     pressured: bool
@@ -302,6 +303,7 @@ class MemoryManager:
             rows.append(GuestLedger(
                 instance_id=g.instance_id, configured=g.configured, actual=g.balloon_actual, resident=g.rss,
                 ballooned=g.ballooned, shared=shared[g.instance_id], swapped=swapped, working_set=d.working_set,
+                dirty_rate=g.dirty_rate,
                 target=d.target, entitlement=d.entitlement, pressured=d.pressured, page_sharing=d.page_sharing,
                 thp=d.thp))
         resident = sum(r.resident for r in rows)

@@ -100,6 +100,7 @@ class GuestStats:
     rss: int = 0
     pss: int | None = None
     swap: int | None = None  # host swap used by the process (VmSwap)
+    dirty_rate: int | None = None  # bytes/s the guest dirtied (QEMU's page sampling), None = not measured
     anon_huge: int | None = None  # AnonHugePages: THP-backed guest RAM
     ksm_merging_pages: int | None = None  # /proc/PID/ksm_merging_pages or ksm_stat
     ksm_zero_pages: int | None = None

@@ -12,6 +12,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -39,12 +40,14 @@ GIB = 1 << 30
 PATH = "/compute/v2.1/os-yunstack-memory-balancer"
 
 
-def report(services: Services, name: str, used: float, guests: dict[str, int], *, age: float = -3600.0) -> None:
-    """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes);
-    ``age`` seconds old (by default dated an hour ahead)."""
+def report(services: Services, name: str, used: float, guests: dict[str, int], *, age: float = -3600.0,
+           dirty_rate: int | None = None) -> None:
+    """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes,
+    each dirtying ``dirty_rate`` bytes/s); ``age`` seconds old (by default dated an hour ahead)."""
     entry = {"level": "none", "host": {"physical": 4 * GIB, "available": int((1 - used) * 4 * GIB),
                                        "psi_some_avg10": 0.0},
-             "guests": [{"instance_id": g, "resident": size, "working_set": size} for g, size in guests.items()]}
+             "guests": [{"instance_id": g, "resident": size, "working_set": size, "dirty_rate": dirty_rate}
+                        for g, size in guests.items()]}
     with services.db.begin() as s:
         s.add(t.MemorySample(host=name, at=utcnow() - timedelta(seconds=age), data=entry))
 
@@ -276,3 +279,20 @@ def test_passes_at_the_same_moment_queue_a_move_once(two: dict[str, Any], monkey
     assert r.json()["memory_balancer"]["applied"] == []  # it planned after the first: the move is in flight
     assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
     assert [m["instance_uuid"] for m in test_live_migration.migrations(two)] == [sid]
+
+
+def test_a_guest_that_dirties_fast_costs_more_downtime_to_move_by_precopy(two: dict[str, Any]) -> None:
+    """The ledger's dirty rate (QEMU's sampling) is the move's: a quiet guest converges, one that
+    dirties faster than the link copies does not and is counted as stopped for its working set."""
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    services.balancer.tuning = replace(services.balancer.tuning, migration="precopy")
+    downtime = {}
+    for rate in (0, 4 * GIB):
+        report(services, a, 0.90, {sid: GIB}, dirty_rate=rate, age=-3600 - rate / GIB)  # the newer wins
+        report(services, B, 0.10, {}, age=-3600 - rate / GIB)
+        [move] = plan(two).json()["memory_balancer"]["moves"]
+        downtime[rate] = move["downtime_seconds"]
+    bandwidth = services.balancer.tuning.bandwidth
+    assert downtime[0] <= services.balancer.tuning.max_downtime_seconds
+    assert downtime[4 * GIB] == pytest.approx(GIB / bandwidth, rel=0.01)

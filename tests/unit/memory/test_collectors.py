@@ -140,6 +140,18 @@ async def test_a_guest_sample_reads_its_process_and_cgroup(tmp_path: Path) -> No
     assert g.guest_total == 256 * MIB and g.balloon_actual == 256 * MIB
 
 
+class _Dirtying(FakeDriver):
+    async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
+        return {**await super().balloon_stats(instance_id), "dirty_rate": 3 * MIB}
+
+
+async def test_the_drivers_dirty_rate_is_the_samples_and_none_when_it_measured_none(tmp_path: Path) -> None:
+    for driver, expected in ((_Dirtying(), 3 * MIB), (FakeDriver(), None)):
+        await _spawn(driver, "vm1")
+        [g], _ = await GuestCollector(driver, proc=tmp_path).collect()
+        assert g.dirty_rate == expected
+
+
 async def test_a_recycled_pid_is_not_read_as_the_guest(tmp_path: Path) -> None:
     driver = FakeDriver()
     await _spawn(driver, "vm1")
