@@ -264,6 +264,7 @@ class BalancerService:
             up=up, disabled=disabled, draining=draining,
             level=PressureLevel(LEVELS.get(str(entry.get("level", "none")), 0)),
             psi_some_avg10=float(h.get("psi_some_avg10") or 0.0),
+            swap_in_rate=float(h.get("swap_in_rate") or 0.0), swap_out_rate=float(h.get("swap_out_rate") or 0.0),
             admission_room=None if "admission_room" not in h else (0 if blocked else int(h["admission_room"])))
 
     @staticmethod

@@ -286,7 +286,8 @@ class HostService:
             n.hypervisor_type, n.stats["observed_free_mib"].as_integer(), cast(n.capabilities, Text),
             n.stats["observed_physical_mib"].as_integer(), n.stats["observed_used_mib"].as_integer(),
             n.stats["observed_level"].as_integer(), n.stats["observed_psi"].as_float(),
-            n.stats["observed_at"].as_float())
+            n.stats["observed_at"].as_float(), n.stats["observed_swap_in"].as_float(),
+            n.stats["observed_swap_out"].as_float())
             .order_by(n.id)))
 
     def scheduling(self, session: Session, rows: Sequence[Any] | None = None) -> list[scheduler.HostState]:
@@ -308,7 +309,7 @@ class HostService:
         states = []
         for (host, zone, updated_at, disabled, vcpus, memory_mib, local_gb, ram_ratio, cpu_ratio, disk_ratio,
              reserved, hypervisor_type, observed_free, capabilities, physical, observed_used, level, psi,
-             observed_at) in rows:
+             observed_at, swap_in, swap_out) in rows:
             count, vcpus_used, ram, disk, _running, _workload = used.get(host, _NOTHING)
             if observed_at is None or observed_at < observed_since:  # no report lately: not observed
                 observed_free = physical = observed_used = None
@@ -321,7 +322,8 @@ class HostService:
                 observed_free_mib=None if observed_free is None else int(observed_free),
                 observed_physical_mib=None if physical is None else int(physical),
                 observed_used_mib=None if observed_used is None else int(observed_used),
-                observed_level=int(level or 0), observed_psi=float(psi or 0.0)))
+                observed_level=int(level or 0), observed_psi=float(psi or 0.0),
+                observed_swap_in=float(swap_in or 0.0), observed_swap_out=float(swap_out or 0.0)))
         return states
 
     @staticmethod

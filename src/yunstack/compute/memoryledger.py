@@ -63,7 +63,9 @@ def observed_load(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"observed_physical_mib": physical // MIB,
             "observed_used_mib": max(0, physical - int(host["available"])) // MIB,
             "observed_level": LEVELS.get(str(entry.get("level", "none")), 0),
-            "observed_psi": float(host.get("psi_some_avg10") or 0.0)}
+            "observed_psi": float(host.get("psi_some_avg10") or 0.0),
+            "observed_swap_in": float(host.get("swap_in_rate") or 0.0),
+            "observed_swap_out": float(host.get("swap_out_rate") or 0.0)}
 
 
 class MemoryLedgerService:

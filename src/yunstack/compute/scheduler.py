@@ -44,6 +44,8 @@ class HostState:
     observed_used_mib: int | None = None  # capacity - headroom
     observed_level: int = 0  # memory.model.PressureLevel
     observed_psi: float = 0.0  # memory PSI some avg10, %
+    observed_swap_in: float = 0.0  # bytes/s the host swapped in and out in its last period
+    observed_swap_out: float = 0.0
     # What the host's driver can do, as its heartbeat reported it; None = not reported (an older agent).
     capabilities: Capabilities | None = None
 
@@ -228,7 +230,8 @@ def memory_weight(h: HostState, need_mib: int) -> float:
     room = None if h.observed_free_mib is None else h.observed_free_mib * MIB
     value, _ = balancer.score(physical=h.observed_physical_mib * MIB, used=h.observed_used_mib * MIB,
                               need=need_mib * MIB, admission_room=room, level=PressureLevel(h.observed_level),
-                              psi_some_avg10=h.observed_psi, swap_in_rate=0.0)
+                              psi_some_avg10=h.observed_psi, swap_in_rate=h.observed_swap_in,
+                              swap_out_rate=h.observed_swap_out)
     return -_PRESSURE_PENALTY if value is None else value / MIB
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from yunstack.cgroups import MemoryCgroups, leaf_name
 from yunstack.compute.driver import InstanceInfo, PowerState
 from yunstack.errors import DriverError, DriverMisconfigured, DriverUnavailable, YunError
-from yunstack.memory.model import GuestStats, HostStats, KsmStats
+from yunstack.memory.model import PAGE, GuestStats, HostStats, KsmStats
 
 _UNSET = (1 << 64) - 1  # QEMU reports a stat the guest never sent as 2**64 - 1
 KSM_DIR = Path("/sys/kernel/mm/ksm")
@@ -158,6 +158,10 @@ class HostCollector:
             some, full = parse_psi((self.proc / "pressure" / "memory").read_text())
         with contextlib.suppress(OSError):
             cpu_some, _ = parse_psi((self.proc / "pressure" / "cpu").read_text())
+        swapped_in = swapped_out = None
+        with contextlib.suppress(OSError, ValueError):
+            vmstat = dict(line.split(None, 1) for line in (self.proc / "vmstat").read_text().splitlines() if line)
+            swapped_in, swapped_out = int(vmstat["pswpin"]) * PAGE, int(vmstat["pswpout"]) * PAGE
         budget_limit = budget_usage = None
         if self.cgroups is not None and self.budget_cgroup and self.cgroups.exists(self.budget_cgroup):
             with contextlib.suppress(DriverError):
@@ -168,7 +172,8 @@ class HostCollector:
             timestamp=self.clock(), total=total, free=mem.get("MemFree", 0),
             available=mem.get("MemAvailable", mem.get("MemFree", 0)),
             cached=mem.get("Cached", 0) + mem.get("Buffers", 0), swap_total=mem.get("SwapTotal", 0),
-            swap_free=mem.get("SwapFree", 0), psi_some_avg10=some, psi_full_avg10=full,
+            swap_free=mem.get("SwapFree", 0), swapped_in=swapped_in, swapped_out=swapped_out,
+            psi_some_avg10=some, psi_full_avg10=full,
             cpu_psi_some_avg10=cpu_some,
             ksm=read_ksm(self.ksm_dir), budget_limit=budget_limit,
             budget_usage=budget_usage if budget_limit is not None else None)

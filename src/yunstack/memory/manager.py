@@ -87,10 +87,26 @@ class HostLedger:
     available: int
     swap_free: int
     psi_some_avg10: float
+    # Bytes per second the host swapped in and out since the previous period (/proc/vmstat);
+    # None in the first period or when unreadable.  A host that swaps takes no guest from the balancer.
+    swap_in_rate: float | None = None
+    swap_out_rate: float | None = None
     # policy.admission_room: free + what ballooning could take back - regrowth - reserve.  The control
     # plane's ObservedMemoryFilter admits a new guest only if its expected need fits in this.
     admission_room: int = 0
     admission_blocked: str | None = None
+
+
+def swap_rates(before: HostStats | None, now: HostStats) -> tuple[float | None, float | None]:
+    """Bytes per second swapped (in, out) between two host samples; None without both counters."""
+    if before is None or now.timestamp <= before.timestamp:
+        return None, None
+    seconds = now.timestamp - before.timestamp
+
+    def rate(a: int | None, b: int | None) -> float | None:
+        return None if a is None or b is None else max(0, b - a) / seconds
+
+    return rate(before.swapped_in, now.swapped_in), rate(before.swapped_out, now.swapped_out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,13 +274,13 @@ class MemoryManager:
         began, cpu0 = time.monotonic(), time.thread_time()
         raw = self.host_collector.collect()
         guests, errors = await self.guest_collector.collect()
-        self._last_host, self._last_guests = raw, guests
+        previous, self._last_host, self._last_guests = self._last_host, raw, guests
         host = policy.with_claims(raw, self._pending)
         actions, self.history = policy.step(host, guests, self.policies, self.history, self.tuning)
         self.last_actions = actions
         problems = [f"{iid}: {why}" for iid, why in sorted(errors.items())]
         problems += await self._act(actions)
-        entry = self._entry(host, guests, actions, problems, began, cpu0)
+        entry = self._entry(host, guests, actions, problems, began, cpu0, swap_rates(previous, raw))
         self._ledger.append(entry)
         return entry
 
@@ -294,7 +310,7 @@ class MemoryManager:
         return problems
 
     def _entry(self, host: HostStats, guests: Sequence[GuestStats], actions: Actions, problems: list[str],
-               began: float, cpu0: float) -> LedgerEntry:
+               began: float, cpu0: float, swap: tuple[float | None, float | None]) -> LedgerEntry:
         shared, method = attribute_sharing(host, guests, self.policies)
         rows = []
         for g in guests:
@@ -317,7 +333,7 @@ class MemoryManager:
             savings_balloon=sum(r.ballooned for r in rows), savings_swap=sum(r.swapped for r in rows),
             shared_method=method, ksm_pages_sharing=host.ksm.pages_sharing, ksm_run=host.ksm.run,
             available=host.headroom, swap_free=host.swap_free, psi_some_avg10=host.psi_some_avg10,
-            admission_room=room.room, admission_blocked=room.blocked)
+            admission_room=room.room, admission_blocked=room.blocked, swap_in_rate=swap[0], swap_out_rate=swap[1])
         cost = ManagerCost(tick_seconds=time.monotonic() - began, cpu_seconds=time.thread_time() - cpu0,
                            rss_bytes=_self_rss())
         return LedgerEntry(wall_time=time.time(), timestamp=host.timestamp, level=actions.level, host=host_row,

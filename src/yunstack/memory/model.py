@@ -57,6 +57,9 @@ class HostStats:
     cached: int = 0
     swap_total: int = 0
     swap_free: int = 0
+    # Bytes the host swapped in and out since boot (/proc/vmstat pswpin, pswpout); None = unreadable.
+    swapped_in: int | None = None
+    swapped_out: int | None = None
     psi_some_avg10: float = 0.0  # % of time some task stalled on memory (system-wide)
     psi_full_avg10: float = 0.0
     cpu_psi_some_avg10: float = 0.0  # % of time some runnable task waited for a CPU (system-wide)

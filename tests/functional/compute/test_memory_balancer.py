@@ -41,11 +41,11 @@ PATH = "/compute/v2.1/os-yunstack-memory-balancer"
 
 
 def report(services: Services, name: str, used: float, guests: dict[str, int], *, age: float = -3600.0,
-           dirty_rate: int | None = None) -> None:
+           dirty_rate: int | None = None, swap_in_rate: float | None = None) -> None:
     """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes,
     each dirtying ``dirty_rate`` bytes/s); ``age`` seconds old (by default dated an hour ahead)."""
     entry = {"level": "none", "host": {"physical": 4 * GIB, "available": int((1 - used) * 4 * GIB),
-                                       "psi_some_avg10": 0.0},
+                                       "psi_some_avg10": 0.0, "swap_in_rate": swap_in_rate},
              "guests": [{"instance_id": g, "resident": size, "working_set": size, "dirty_rate": dirty_rate}
                         for g, size in guests.items()]}
     with services.db.begin() as s:
@@ -296,3 +296,14 @@ def test_a_guest_that_dirties_fast_costs_more_downtime_to_move_by_precopy(two: d
     bandwidth = services.balancer.tuning.bandwidth
     assert downtime[0] <= services.balancer.tuning.max_downtime_seconds
     assert downtime[4 * GIB] == pytest.approx(GIB / bandwidth, rel=0.01)
+
+
+def test_a_host_that_swaps_takes_no_guest_and_the_refusal_says_how_fast(two: dict[str, Any]) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.90, {sid: GIB})
+    report(services, B, 0.10, {}, swap_in_rate=8 * MIB)  # the ledger's /proc/vmstat rate
+    body = plan(two).json()["memory_balancer"]
+    assert body["moves"] == []
+    assert any(r["subject"] == sid and f"{B}: it is swapping (in 8.0 MiB/s, out 0.0 MiB/s)" in r["reason"]
+               for r in body["refusals"]), body["refusals"]

@@ -123,6 +123,8 @@ def _observed(name: str, used_fraction: float, **kw: object) -> HostState:
         pytest.param([_observed("a", 0.30, observed_psi=8.0), _observed("b", 0.30)], "b", id="lower-psi-wins"),
         pytest.param([_observed("a", 0.10, observed_level=int(PressureLevel.SWAP)), _observed("b", 0.50)], "b",
                      id="a-host-under-pressure-comes-last"),
+        pytest.param([_observed("a", 0.10, observed_swap_in=8.0 * MIB), _observed("b", 0.50)], "b",
+                     id="a-host-that-swaps-comes-last"),
         # 74 % + 512 MiB crosses the balancer's 75 % mark: it would make a host the balancer relieves
         pytest.param([_observed("edge", 0.74), _observed("roomy", 0.60, memory_used_mib=8000)], "roomy",
                      id="crossing-the-pressure-target-comes-after-any-host-below-it"),

@@ -23,7 +23,8 @@ from yunstack.memory.collectors import (
     parse_psi,
     read_ksm,
 )
-from yunstack.memory.model import MIB
+from yunstack.memory.manager import swap_rates
+from yunstack.memory.model import MIB, HostStats
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -66,6 +67,7 @@ def _fake_proc(tmp_path: Path, with_budget: bool = False) -> Path:
     shutil.copy(FIXTURES / "meminfo", proc / "meminfo")
     shutil.copy(FIXTURES / "pressure_memory", proc / "pressure" / "memory")
     shutil.copy(FIXTURES / "pressure_cpu", proc / "pressure" / "cpu")
+    shutil.copy(FIXTURES / "vmstat", proc / "vmstat")
     return proc
 
 
@@ -86,6 +88,17 @@ def test_the_host_collector_builds_one_snapshot(tmp_path: Path) -> None:
     assert host.ksm.pages_sharing == 25514
     assert (host.budget_limit, host.budget_usage) == (4 << 30, 3 << 30)
     assert (host.capacity, host.headroom) == (4 << 30, 1 << 30)
+    assert (host.swapped_in, host.swapped_out) == (300 * 4096, 1200 * 4096)  # pages in /proc/vmstat
+
+
+def test_swap_rates_are_the_counters_growth_per_second() -> None:
+    def sample(at: float, swapped_in: int | None, swapped_out: int | None) -> HostStats:
+        return HostStats(timestamp=at, total=1, free=1, available=1, swapped_in=swapped_in, swapped_out=swapped_out)
+
+    assert swap_rates(None, sample(10, 0, 0)) == (None, None)  # the first period
+    assert swap_rates(sample(10, 100, 4096), sample(12, 100, 3 * 4096)) == (0.0, 4096.0)
+    assert swap_rates(sample(10, None, 0), sample(12, 5, 0)) == (None, 0.0)
+    assert swap_rates(sample(12, 0, 0), sample(12, 5, 5)) == (None, None)  # no time passed
 
 
 def test_an_unreadable_host_is_fatal(tmp_path: Path) -> None:
