@@ -463,9 +463,18 @@ def _empty_qcow2(size: int) -> bytes:
 
 
 async def _fake_shell(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # A line ends at "\r" as well as "\n": a terminal's Enter key sends "\r" (a guest's tty maps it
+    # to "\n"); "\r\n" ends one line.
+    line, previous = bytearray(), b""
     try:
-        while line := await reader.readline():
-            writer.write(b"fake-serial: " + line.rstrip(b"\r\n") + b"\r\n")
-            await writer.drain()
+        while byte := await reader.read(1):
+            if byte in (b"\r", b"\n"):
+                if not (byte == b"\n" and previous == b"\r"):
+                    writer.write(b"fake-serial: " + bytes(line) + b"\r\n")
+                    await writer.drain()
+                line.clear()
+            else:
+                line += byte
+            previous = byte
     finally:
         writer.close()

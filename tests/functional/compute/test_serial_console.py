@@ -39,6 +39,8 @@ def test_the_websocket_carries_bytes_both_ways_and_its_token_works_once(world: d
         assert ws.receive_bytes() == b"fake-serial: uname -a\r\n"
         ws.send_text("echo hi\n")
         assert ws.receive_bytes() == b"fake-serial: echo hi\r\n"
+        ws.send_bytes(b"ls\r")  # a terminal's Enter
+        assert ws.receive_bytes() == b"fake-serial: ls\r\n"
     with pytest.raises(WebSocketDisconnect), http.websocket_connect(path):
         pass  # spent
     with pytest.raises(WebSocketDisconnect), http.websocket_connect("/compute/console/serial?token=forged"):
