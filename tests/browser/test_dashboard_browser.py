@@ -6,8 +6,9 @@ through the API appear and reach ACTIVE without reloading the page (htmx polls t
 it with its button, launches another from the launch dialog and watches it reach ACTIVE, opens
 its page (the console log follows), creates a network with a subnet and a router on the networks
 page and a volume on the volumes page, checks that the strict Content-Security-Policy blocked
-nothing, and signs out.  It leaves a screenshot of each page in build/screenshots (docs/img with
-YUN_UPDATE_SCREENSHOTS=1).
+nothing, and signs out.  A second test opens a server's serial console, types a line into the
+terminal and sees the guest (the fake driver's shell) answer, logs the shell out and reconnects.
+They leave a screenshot of each page in build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import pytest
 from tests.conftest import need
 from tests.functional.cli.test_yun_cli import served, services
 from tests.functional.compute import test_servers
-from tests.functional.compute.test_servers import body
+from tests.functional.compute.test_servers import body, wait_for
 
 try:
     from selenium import webdriver
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # the test says so below (skip locally, fail in CI)
     webdriver = None
@@ -158,3 +161,59 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     assert "You have signed out." in browser.page_source
     browser.get(url + "/dashboard/project/instances")
     wait.until(lambda d: "/dashboard/login" in d.current_url)
+
+
+def test_a_browser_types_into_a_servers_serial_console_and_sees_the_guest_answer(
+        browser: Any, served: Path, world: dict[str, Any]) -> None:
+    url = f"http://127.0.0.1:{world['api'].services.config.server.port}"
+    wait = WebDriverWait(browser, WAIT, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    r = world["alice"].post("/servers", body(world, name="web-1"))
+    assert r.status_code == 202, r.text
+    server_id = r.json()["server"]["id"]
+    wait_for(world["alice"], server_id, "ACTIVE")
+
+    browser.get(url + "/dashboard/login")
+    browser.find_element(By.NAME, "user").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("alice-pw")
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(lambda d: d.current_url.endswith("/dashboard/project/instances"))
+    browser.get(f"{url}/dashboard/project/instances/{server_id}")
+    browser.find_element(By.ID, "open-serial").click()
+    wait.until(lambda d: d.current_url.endswith(f"/{server_id}/serial"))
+    # serial.js asked for a one-time URL and opened it on this page's origin (ws:, connect-src 'self').
+    wait.until(lambda d: d.find_element(By.ID, "serial-status").text.startswith("Connected"))
+
+    def screen(d: Any) -> str:
+        return str(d.execute_script("return document.querySelector('#serial .xterm-rows').textContent")
+                   ).replace("\xa0", " ")
+
+    def type_into_the_terminal(*keys: str) -> None:
+        # A click focuses the terminal (its hidden textarea takes the keys); Enter is a carriage
+        # return, as on a serial line.
+        browser.find_element(By.CSS_SELECTOR, "#serial .xterm-screen").click()
+        ActionChains(browser).send_keys(*keys).perform()
+
+    type_into_the_terminal("hello", Keys.ENTER)
+    wait.until(lambda d: "fake-serial: hello" in screen(d))
+    # xterm's own CSS (font, colours, row heights) went into a constructed stylesheet, not a blocked <style>.
+    rows = browser.find_element(By.CSS_SELECTOR, "#serial .xterm-rows")
+    assert "ui-monospace" in rows.value_of_css_property("font-family")
+    assert rows.value_of_css_property("white-space") == "pre"
+    assert not browser.find_elements(By.CSS_SELECTOR, "style")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "dashboard-serial-console.png"))
+
+    # Ctrl-D logs the fake shell out: the websocket closes, the page says so and offers to reconnect
+    # (a new one-time URL, a new shell).
+    browser.find_element(By.CSS_SELECTOR, "#serial .xterm-screen").click()
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("d").key_up(Keys.CONTROL).perform()
+    wait.until(lambda d: d.find_element(By.ID, "serial-status").text == "Disconnected from the serial console.")
+    browser.find_element(By.ID, "serial-reconnect").click()
+    wait.until(lambda d: d.find_element(By.ID, "serial-status").text.startswith("Connected"))
+    assert not browser.find_element(By.ID, "serial-reconnect").is_displayed()
+    type_into_the_terminal("again", Keys.ENTER)
+    wait.until(lambda d: "fake-serial: again" in screen(d))
+
+    blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert blocked == []

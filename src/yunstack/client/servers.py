@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from yunstack.client.http import ApiError, YunClient
 
-# 2.47: a server's flavor is shown inline (its name is ``original_name``).
+# 2.47: a server's flavor is shown inline (its name is ``original_name``); remote consoles need 2.6 or later.
 MICROVERSION = {"OpenStack-API-Version": "compute 2.47"}
 
 Action = Literal["start", "stop", "reboot", "pause", "unpause", "suspend", "resume", "delete"]
@@ -118,6 +118,15 @@ def console_output(client: YunClient, server_id: str, *, lines: int = 200) -> st
     """The last ``lines`` lines of the server's console log (``os-getConsoleOutput``)."""
     body = client.post("compute", f"/servers/{server_id}/action", json={"os-getConsoleOutput": {"length": lines}})
     return str((body or {}).get("output", ""))
+
+
+def serial_console_url(client: YunClient, server_id: str) -> str:
+    """A websocket URL to the server's serial console (``remote-consoles``, protocol and type
+    ``serial``): good for one connection within 10 minutes; the guest's serial bytes go both ways in
+    binary frames.  A server that is not ACTIVE is a 409 ``ApiError``, a reader's token a 403."""
+    body = client.post("compute", f"/servers/{server_id}/remote-consoles", headers=MICROVERSION,
+                       json={"remote_console": {"protocol": "serial", "type": "serial"}})
+    return str(body["remote_console"]["url"])
 
 
 def server_action(client: YunClient, server_id: str, action: Action) -> None:

@@ -177,7 +177,8 @@ class FakeDriver:
         return "\n".join(lines[-length:] if length else lines)
 
     async def serial_console(self, instance_id: str) -> str:
-        """A real unix socket whose fake shell answers each line with ``fake-serial: <line>``."""
+        """A real unix socket whose fake shell answers each line with ``fake-serial: <line>`` (and
+        logs out at Ctrl-D)."""
         self._running(instance_id)
         if instance_id not in self._serial:
             path = Path(tempfile.mkdtemp(prefix="ys-fake-serial-")) / "ser.sock"
@@ -463,9 +464,21 @@ def _empty_qcow2(size: int) -> bytes:
 
 
 async def _fake_shell(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # A line ends at "\r" as well as "\n": a terminal's Enter key sends "\r" (a guest's tty maps it
+    # to "\n"); "\r\n" ends one line.  Ctrl-D on an empty line logs out, as a shell does: the
+    # connection closes, and the next one gets a new shell.
+    line, previous = bytearray(), b""
     try:
-        while line := await reader.readline():
-            writer.write(b"fake-serial: " + line.rstrip(b"\r\n") + b"\r\n")
-            await writer.drain()
+        while byte := await reader.read(1):
+            if byte == b"\x04" and not line:
+                break
+            if byte in (b"\r", b"\n"):
+                if not (byte == b"\n" and previous == b"\r"):
+                    writer.write(b"fake-serial: " + bytes(line) + b"\r\n")
+                    await writer.drain()
+                line.clear()
+            else:
+                line += byte
+            previous = byte
     finally:
         writer.close()

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import instances, keys, networks, views, volumes
+from yunstack.dashboard import instances, keys, networks, serial, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -98,6 +98,8 @@ ROUTES = [
     Route("/project/instances/launch/form", instances.launch_form),
     Route("/project/instances/{server_id}", instances.server_page),
     Route("/project/instances/{server_id}/console", instances.console),
+    Route("/project/instances/{server_id}/serial", serial.page, methods=["GET"]),
+    Route("/project/instances/{server_id}/serial/url", serial.url, methods=["POST"]),
     Route("/project/instances/{server_id}/snapshot", instances.snapshot, methods=["POST"]),
     Route("/project/instances/{server_id}/attach", instances.attach, methods=["POST"]),
     Route("/project/instances/{server_id}/detach", instances.detach, methods=["POST"]),

@@ -39,8 +39,16 @@ def test_the_websocket_carries_bytes_both_ways_and_its_token_works_once(world: d
         assert ws.receive_bytes() == b"fake-serial: uname -a\r\n"
         ws.send_text("echo hi\n")
         assert ws.receive_bytes() == b"fake-serial: echo hi\r\n"
+        ws.send_bytes(b"ls\r")  # a terminal's Enter
+        assert ws.receive_bytes() == b"fake-serial: ls\r\n"
+        ws.send_bytes(b"\x04")  # Ctrl-D: the fake shell logs out, and the websocket closes
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_bytes()
     with pytest.raises(WebSocketDisconnect), http.websocket_connect(path):
         pass  # spent
+    with http.websocket_connect(ws_path(console_url(world, sid))) as ws:  # a new URL, a new shell
+        ws.send_bytes(b"again\n")
+        assert ws.receive_bytes() == b"fake-serial: again\r\n"
     with pytest.raises(WebSocketDisconnect), http.websocket_connect("/compute/console/serial?token=forged"):
         pass
 
