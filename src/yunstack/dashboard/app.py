@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import admin, instances, keys, networks, views, volumes
+from yunstack.dashboard import admin, instances, keys, memory, networks, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -131,5 +131,7 @@ ROUTES = [
     Route("/admin/servers/{server_id}/live-migrate", admin.migrate, methods=["POST"]),
     Route("/admin/servers/{server_id}/evacuate", admin.evacuate_server, methods=["POST"]),
     Route("/admin/migrations", admin.migrations),
+    Route("/admin/memory", memory.page),
+    Route("/admin/memory/apply", memory.apply, methods=["POST"]),
     Route("/static/{name}", static),
 ]

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from tests.functional.compute import test_live_migration
+from tests.functional.compute.test_live_migration import B, _done, migrations
+from tests.functional.compute.test_memory_balancer import report
 from tests.functional.compute.test_servers import body, wait_for
 from tests.functional.dashboard import test_dashboard as base
 from tests.functional.dashboard.test_dashboard import Browser, D, assert_secure_headers
+from yunstack.db.tables import compute as t
+from yunstack.types import utcnow
+from yunstack.wiring import Services
 
-dash, world, host, qcow2 = base.dash, base.world, base.host, base.qcow2
+dash, world, host, qcow2, two = base.dash, base.world, base.host, base.qcow2, test_live_migration.two
+MIB = 1 << 20
 
 
 @pytest.fixture
@@ -77,11 +85,127 @@ def test_an_admin_form_without_its_csrf_token_changes_nothing(dash: dict[str, An
     assert services(dash)[0]["status"] == "enabled"
 
 
+def test_the_migrations_page_lists_every_migration_with_its_servers_name(dash: dict[str, Any], two: dict[str, Any],
+                                                                         admin: Browser) -> None:
+    assert "No migrations yet." in admin.http.get(f"{D}/admin/migrations").text
+    a, sid = dash["host"].driver.hostname, two["server"]
+    servers_page = admin.http.get(f"{D}/admin/hosts/{a}").text
+    assert f'<option value="{B}">{B}</option>' in servers_page  # the other host, up and enabled, as a target
+    r = admin.http.post(f"{D}/admin/servers/{sid}/live-migrate",
+                        data={"csrf_token": admin.csrf(f"{D}/admin/hosts"), "host": B, "back_host": a})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/admin/hosts/{a}"
+    assert f"Live-migrating the server to {B}." in admin.http.get(f"{D}/admin/hosts/{a}").text
+    assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
+    page = admin.http.get(f"{D}/admin/migrations").text
+    row = re.search(r'<tr id="migration-\d+">(.*?)</tr>', page, re.S)
+    assert row, page
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(1)))
+    assert "vm live-migration completed" in cells and f"{a} {B}" in cells, cells
+
+
+def test_evacuating_a_server_whose_host_is_up_shows_the_apis_refusal(dash: dict[str, Any], admin: Browser) -> None:
+    a = dash["host"].driver.hostname
+    sid = dash["alice"].post("/servers", body(dash, name="alpha-vm")).json()["server"]["id"]
+    wait_for(dash["alice"], sid, "ACTIVE")
+    r = admin.http.post(f"{D}/admin/servers/{sid}/evacuate",
+                        data={"csrf_token": admin.csrf(f"{D}/admin/hosts"), "host": "", "back_host": a})
+    assert r.status_code == 303
+    shown = re.search(r'<p class="error" role="status">([^<]+)</p>', admin.http.get(f"{D}/admin/hosts/{a}").text)
+    assert shown and a in shown.group(1), shown  # the API's message: the host is still up
+    assert wait_for(dash["admin"], sid, "ACTIVE")["OS-EXT-SRV-ATTR:host"] == a
+
+
+def test_draining_a_host_disables_it_and_live_migrates_its_servers_off(dash: dict[str, Any], two: dict[str, Any],
+                                                                       admin: Browser) -> None:
+    a = dash["host"].driver.hostname
+    r = admin.http.post(f"{D}/admin/hosts/{a}/drain", data={"csrf_token": admin.csrf(f"{D}/admin/hosts"),
+                                                             "reason": "kernel update"})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/admin/hosts/{a}"
+    assert f"Disabled {a} and queued 1 live migration(s) off it." in admin.http.get(f"{D}/admin/hosts/{a}").text
+    assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
+    by_host = {s["host"]: s for s in services(dash)}
+    assert (by_host[a]["status"], by_host[a]["disabled_reason"]) == ("disabled", "kernel update")
+    assert by_host[B]["status"] == "enabled"
+    assert "No servers on this host." in admin.http.get(f"{D}/admin/hosts/{a}").text
+
+
+# -- memory: the ledger's charts and the balancer ---------------------------------------------------
+
+def ledger(server_id: str, resident_mib: int) -> dict[str, Any]:
+    """One ledger entry, as a host's memory manager reports it (tests/functional/memory/test_memory_api.py)."""
+    return {"wall_time": 1.0, "level": "ksm", "reasons": ["KSM on: <overcommitted>"], "errors": [],
+            "host": {"physical": 4096 * MIB, "committed": 1024 * MIB, "guests_resident": 600 * MIB,
+                     "guests_used": 500 * MIB, "consolidation_ratio": 2.048, "savings_ksm": 100 * MIB,
+                     "savings_balloon": 64 * MIB, "savings_swap": 0, "available": 3000 * MIB},
+            "guests": [{"instance_id": server_id, "configured": 512 * MIB, "resident": resident_mib * MIB,
+                        "ballooned": 32 * MIB, "shared": 50 * MIB, "swapped": 0, "working_set": 200 * MIB,
+                        "pressured": False}]}
+
+
+def seed(services: Services, host: str, server_id: str, residents: list[int]) -> None:
+    """One sample per resident size, 10 s apart, dated an hour ahead (after the agent's own reports)."""
+    start = utcnow() + timedelta(hours=1)
+    with services.db.begin() as s:
+        for i, resident in enumerate(residents):
+            s.add(t.MemorySample(host=host, at=start + timedelta(seconds=10 * i), data=ledger(server_id, resident)))
+
+
+def test_the_memory_page_charts_each_host_and_server_over_time(dash: dict[str, Any], admin: Browser) -> None:
+    a = dash["host"].driver.hostname
+    name = "<b>db</b>"
+    sid = dash["alice"].post("/servers", body(dash, name=name)).json()["server"]["id"]
+    wait_for(dash["alice"], sid, "ACTIVE")
+    seed(dash["api"].services, a, sid, [200, 250, 300])
+    page = admin.http.get(f"{D}/admin/memory")
+    assert page.status_code == 200, page.text
+    assert_secure_headers(page)
+    text = page.text
+    assert "<b>db</b>" not in text and "server &lt;b&gt;db&lt;/b&gt;" in text  # the chart's title, escaped
+    assert "KSM on: &lt;overcommitted&gt;" in text and "consolidation 2.05x" in text
+    charts = re.findall(r'<svg class="chart".*?</svg>', text, re.S)
+    titles = [re.search(r"<title>(.*?)</title>", c).group(1) for c in charts]  # type: ignore[union-attr]
+    assert titles == [f"host {a}", "server &lt;b&gt;db&lt;/b&gt;"], titles
+    host_chart, server_chart = charts
+    for label in ("resident", "shared by KSM", "ballooned", "swapped"):
+        assert f">{label}</text>" in host_chart and f">{label}</text>" in server_chart
+    assert ">physical</text>" in host_chart and ">configured</text>" in server_chart
+    # the server's resident line: at least the three seeded samples (the agent's own reports come before)
+    resident = re.search(r'<path class="line s1" d="([^"]+)"', server_chart)
+    assert resident and resident.group(1).count("L") >= 2, server_chart
+    row = re.search(rf'<tr id="memory-server-{sid}">(.*?)</tr>', text, re.S)
+    assert row and "300 MiB" in row.group(1) and "50 MiB" in row.group(1)  # the newest sample
+    assert 'hx-trigger="every 5s"' in text
+
+
+def test_the_balancer_plan_with_its_reasons_and_applying_it(dash: dict[str, Any], two: dict[str, Any],
+                                                            admin: Browser) -> None:
+    services: Services = dash["api"].services
+    a, sid = dash["host"].driver.hostname, two["server"]
+    report(services, a, 0.90, {sid: 1 << 30})
+    report(services, B, 0.10, {})
+    page = admin.http.get(f"{D}/admin/memory").text
+    assert "Mode <strong>advise</strong>" in page
+    moves = re.search(r'<table id="balancer-moves">(.*?)</table>', page, re.S)
+    assert moves and "vm" in moves.group(1) and "advisory" in moves.group(1) and B in moves.group(1), page
+    r = admin.http.post(f"{D}/admin/memory/apply", data={"csrf_token": admin.csrf(f"{D}/admin/memory")})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/admin/memory"
+    assert "no move to apply (mode advise" in admin.http.get(f"{D}/admin/memory").text
+    assert migrations(two) == []
+    services.balancer.mode = "auto"
+    r = admin.http.post(f"{D}/admin/memory/apply", data={"csrf_token": admin.csrf(f"{D}/admin/memory")})
+    assert r.status_code == 303
+    page = admin.http.get(f"{D}/admin/memory").text
+    assert "Queued 1 live migration(s)." in page
+    assert _done(two)["OS-EXT-SRV-ATTR:host"] == B
+    passes = re.search(r'<table id="balancer-passes">(.*?)</table>', page, re.S)
+    assert passes and "vm: queued" in passes.group(1), page
+
+
 # -- the same pages and forms as a member tries them ----------------------------------------------
 
-ADMIN_PAGES = ["/admin/hosts", "/admin/hosts/{host}", "/admin/migrations"]
+ADMIN_PAGES = ["/admin/hosts", "/admin/hosts/{host}", "/admin/migrations", "/admin/memory"]
 ADMIN_FORMS = ["/admin/hosts/{host}/disable", "/admin/hosts/{host}/enable", "/admin/hosts/{host}/drain",
-               "/admin/servers/{sid}/live-migrate", "/admin/servers/{sid}/evacuate"]
+               "/admin/servers/{sid}/live-migrate", "/admin/servers/{sid}/evacuate", "/admin/memory/apply"]
 
 
 def test_a_member_sees_no_admin_entry_and_every_admin_page_and_form_refuses_her(dash: dict[str, Any]) -> None:
