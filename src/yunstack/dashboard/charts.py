@@ -1,7 +1,7 @@
 """Line charts over time as SVG markup, drawn here in Python: no chart library, no script.
 
 The page embeds the ``<svg>`` as is; the CSP allows no inline style, so every colour is a class
-(``s0``..``s5``, one per series in order) that the stylesheet paints.  Every text (title, labels)
+(``s0``..``s7``, one per series in order) that the stylesheet paints.  Every text (title, labels)
 is escaped: a server's name may be anything.
 """
 
@@ -15,7 +15,7 @@ from html import escape
 
 from markupsafe import Markup
 
-COLOURS = 6  # classes s0..s5 in dashboard.css; more series reuse them in turn
+COLOURS = 8  # classes s0..s7 in dashboard.css; more series reuse them in turn
 LEGEND_ROW = 14  # each further row of the legend makes the chart this much taller
 
 
@@ -107,10 +107,10 @@ def line_chart(title: str, series: Sequence[Series], *, unit: str = "", frame: F
         return Markup("".join(out))  # noqa: S704 - every text in it went through escape()
     t0, t1 = min(t for t, _ in points), max(t for t, _ in points)
     top = nice_ceiling(max(v for _, v in points))
-    suffix = f" {escape(unit)}" if unit else ""
     out += [f'<path class="axis" d="M{x0} {y0}V{y1}H{x1}"/>',
             f'<path class="axis" d="M{x0} {(y0 + y1) / 2:.1f}H{x1}"/>',
-            f'<text x="{x0 - 4}" y="{y0 + 4}" text-anchor="end">{_number(top)}{suffix}</text>',
+            f'<text x="{x1}" y="15" text-anchor="end">{escape(unit)}</text>',
+            f'<text x="{x0 - 4}" y="{y0 + 4}" text-anchor="end">{_number(top)}</text>',
             f'<text x="{x0 - 4}" y="{(y0 + y1) / 2 + 4:.1f}" text-anchor="end">{_number(top / 2)}</text>',
             f'<text x="{x0 - 4}" y="{y1 + 4}" text-anchor="end">0</text>',
             f'<text x="{x0}" y="{y1 + 14}">{_clock(t0)}</text>',
