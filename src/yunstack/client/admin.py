@@ -1,7 +1,8 @@
-"""The cloud as an administrator sees it: compute hosts, their servers, moving servers, migrations.
+"""The cloud as an administrator sees it: compute hosts, their servers, moving servers, migrations,
+the running operations.
 
 Every call here is admin-only in the API (os-hypervisors, os-services, ``all_tenants``,
-os-migrateLive, evacuate, os-migrations): another token gets a 403 ``ApiError``.
+os-migrateLive, evacuate, os-migrations, os-tasks): another token gets a 403 ``ApiError``.
 """
 
 from __future__ import annotations
@@ -162,3 +163,37 @@ def list_migrations(client: YunClient, *, host: str | None = None) -> list[Migra
                       status=str(m["status"]), source=str(m.get("source_compute") or ""),
                       dest=str(m.get("dest_compute") or ""), created_at=str(m.get("created_at") or ""),
                       updated_at=str(m.get("updated_at") or "")) for m in found["migrations"]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """One piece of the cloud's long-running work (``os-tasks``): a step a host runs under a lease,
+    or a group of steps (``step`` empty)."""
+
+    id: str
+    kind: str  # e.g. server.migrate
+    step: str
+    state: str  # queued, running, succeeded, failed, cancelled
+    resource_type: str
+    resource_id: str
+    host: str
+    attempt: int
+    max_attempts: int
+    reason: str  # why it failed
+    created_at: str
+    updated_at: str
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+
+def list_tasks(client: YunClient, *, state: str | None = None, limit: int = 100) -> list[Task]:
+    """The newest ``limit`` tasks (in ``state`` when given), newest first."""
+    params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+    return [Task(id=str(x["id"]), kind=str(x["kind"]), step=str(x.get("step") or ""), state=str(x["state"]),
+                 resource_type=str(x.get("resource_type") or ""), resource_id=str(x.get("resource_id") or ""),
+                 host=str(x.get("host") or ""), attempt=int(x.get("attempt") or 0),
+                 max_attempts=int(x.get("max_attempts") or 0), reason=str(x.get("reason") or ""),
+                 created_at=str(x.get("created_at") or ""), updated_at=str(x.get("updated_at") or ""))
+            for x in client.get("compute", "/os-tasks", params=params)["tasks"]]

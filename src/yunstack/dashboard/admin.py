@@ -1,5 +1,5 @@
 """The admin pages: compute hosts (enable, disable, drain), a host's servers (live migration,
-evacuation) and the migrations.
+evacuation), the migrations and the running operations.
 
 Only a token with the ``admin`` role sees them: anyone else gets a 403 page before any API call
 (the API would refuse those calls anyway; this keeps a member from even seeing the page's frame).
@@ -19,6 +19,7 @@ from yunstack.client.admin import (
     evacuate,
     list_hosts,
     list_migrations,
+    list_tasks,
     live_migrate,
     servers_on,
     set_host_enabled,
@@ -30,6 +31,7 @@ from yunstack.dashboard.views import Form, _dashboard, _ended, _session, change,
 
 HOSTS = "/admin/hosts"
 ADMIN_ONLY = "This page is for administrators: your token in this project has no admin role."
+OPERATIONS = 100  # the newest tasks the operations page shows
 # Migration statuses that end by themselves: the list looks again every 2 s while one is there.
 MOVING = frozenset({"queued", "accepted", "pre-migrating", "preparing", "running", "post-migrating",
                     "migrating"})
@@ -168,3 +170,15 @@ def _migrations(session: Session) -> dict[str, Any]:
 async def migrations(request: Request) -> Response:
     return await admin_show(request, "admin_migrations.html", "migrations", _migrations,
                             {"migrations": [], "names": {}, "busy": False})
+
+
+# -- operations -----------------------------------------------------------------------------------
+
+def _operations(session: Session) -> dict[str, Any]:
+    found = list_tasks(session.client, limit=OPERATIONS)
+    return {"running": [x for x in found if x.active], "finished": [x for x in found if not x.active]}
+
+
+async def operations(request: Request) -> Response:
+    return await admin_show(request, "admin_operations.html", "operations", _operations,
+                            {"running": [], "finished": []})

@@ -131,6 +131,7 @@ ROUTES = [
     Route("/admin/servers/{server_id}/live-migrate", admin.migrate, methods=["POST"]),
     Route("/admin/servers/{server_id}/evacuate", admin.evacuate_server, methods=["POST"]),
     Route("/admin/migrations", admin.migrations),
+    Route("/admin/operations", admin.operations),
     Route("/admin/memory", memory.page),
     Route("/admin/memory/apply", memory.apply, methods=["POST"]),
     Route("/static/{name}", static),

@@ -129,6 +129,21 @@ def test_draining_a_host_disables_it_and_live_migrates_its_servers_off(dash: dic
     assert "No servers on this host." in admin.http.get(f"{D}/admin/hosts/{a}").text
 
 
+def test_the_operations_page_shows_the_tasks_of_every_host(dash: dict[str, Any], admin: Browser) -> None:
+    sid = dash["alice"].post("/servers", body(dash, name="alpha-vm")).json()["server"]["id"]
+    wait_for(dash["alice"], sid, "ACTIVE")
+    tasks = dash["admin"].get("/os-tasks", resource_id=sid).json()["tasks"]
+    assert tasks and all(x["state"] == "succeeded" for x in tasks)
+    page = admin.http.get(f"{D}/admin/operations")
+    assert page.status_code == 200, page.text
+    finished = re.search(r'<table id="tasks-finished">(.*?)</table>', page.text, re.S)
+    assert finished, page.text
+    for x in tasks:
+        row = re.search(rf'<tr id="task-{x["id"]}">(.*?)</tr>', finished.group(1), re.S)
+        assert row and x["kind"] in row.group(1) and sid in row.group(1) and "succeeded" in row.group(1)
+    assert "Nothing is running." in page.text and 'hx-trigger="every 10s"' in page.text
+
+
 # -- memory: the ledger's charts and the balancer ---------------------------------------------------
 
 def ledger(server_id: str, resident_mib: int) -> dict[str, Any]:
@@ -203,7 +218,7 @@ def test_the_balancer_plan_with_its_reasons_and_applying_it(dash: dict[str, Any]
 
 # -- the same pages and forms as a member tries them ----------------------------------------------
 
-ADMIN_PAGES = ["/admin/hosts", "/admin/hosts/{host}", "/admin/migrations", "/admin/memory"]
+ADMIN_PAGES = ["/admin/hosts", "/admin/hosts/{host}", "/admin/migrations", "/admin/operations", "/admin/memory"]
 ADMIN_FORMS = ["/admin/hosts/{host}/disable", "/admin/hosts/{host}/enable", "/admin/hosts/{host}/drain",
                "/admin/servers/{sid}/live-migrate", "/admin/servers/{sid}/evacuate", "/admin/memory/apply"]
 
