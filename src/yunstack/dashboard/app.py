@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import admin, instances, keys, memory, networks, views, volumes
+from yunstack.dashboard import accounts, admin, instances, keys, memory, networks, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -134,5 +134,14 @@ ROUTES = [
     Route("/admin/operations", admin.operations),
     Route("/admin/memory", memory.page),
     Route("/admin/memory/apply", memory.apply, methods=["POST"]),
+    Route("/admin/flavors", accounts.flavors, methods=["GET"]),
+    Route("/admin/flavors", accounts.create_flavor_post, methods=["POST"]),
+    Route("/admin/flavors/{flavor_id}/delete", accounts.delete_flavor_post, methods=["POST"]),
+    Route("/admin/projects", accounts.projects, methods=["GET"]),
+    Route("/admin/projects", accounts.create_project_post, methods=["POST"]),
+    Route("/admin/projects/{project_id}/quotas", accounts.quotas_page, methods=["GET"]),
+    Route("/admin/projects/{project_id}/quotas", accounts.quotas_post, methods=["POST"]),
+    Route("/admin/users", accounts.create_user_post, methods=["POST"]),
+    Route("/admin/grants", accounts.grant_post, methods=["POST"]),
     Route("/static/{name}", static),
 ]

@@ -216,11 +216,90 @@ def test_the_balancer_plan_with_its_reasons_and_applying_it(dash: dict[str, Any]
     assert passes and "vm: queued" in passes.group(1), page
 
 
+# -- flavors, quotas, projects, users and roles ---------------------------------------------------
+
+def test_creating_and_deleting_a_flavor(dash: dict[str, Any], admin: Browser) -> None:
+    page = admin.http.get(f"{D}/admin/flavors").text
+    assert "m1.nano" in page and 'id="create-flavor"' in page
+    token = admin.csrf(f"{D}/admin/flavors")
+    r = admin.http.post(f"{D}/admin/flavors", data={"csrf_token": token, "name": "<i>big</i>", "vcpus": "4",
+                                                    "ram": "8192", "disk": "40"})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/admin/flavors"
+    flavors = {f["name"]: f for f in dash["admin"].get("/flavors/detail", is_public="None").json()["flavors"]}
+    made = flavors["<i>big</i>"]
+    assert (made["vcpus"], made["ram"], made["disk"], made["os-flavor-access:is_public"]) == (4, 8192, 40, False)
+    page = admin.http.get(f"{D}/admin/flavors").text
+    assert "&lt;i&gt;big&lt;/i&gt;" in page and "<i>big</i>" not in page and "Created the flavor" in page
+    r = admin.http.post(f"{D}/admin/flavors", data={"csrf_token": token, "name": "x", "vcpus": "many",
+                                                    "ram": "1", "disk": "1"})
+    assert "vCPUs must be a whole number." in admin.http.get(f"{D}/admin/flavors").text
+    r = admin.http.post(f"{D}/admin/flavors/{made['id']}/delete", data={"csrf_token": token})
+    assert r.status_code == 303
+    assert "<i>big</i>" not in {f["name"] for f in dash["admin"].get("/flavors/detail", is_public="None")
+                                .json()["flavors"]}
+
+
+def test_creating_a_project_and_a_user_with_a_role_who_can_then_sign_in(dash: dict[str, Any],
+                                                                        admin: Browser) -> None:
+    token = admin.csrf(f"{D}/admin/projects")
+    r = admin.http.post(f"{D}/admin/projects", data={"csrf_token": token, "name": "gamma", "description": "third"})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/admin/projects"
+    page = admin.http.get(f"{D}/admin/projects").text
+    gamma = re.search(r'<option value="([0-9a-f]+)">gamma</option>', page)
+    member = re.search(r'<option value="([0-9a-f]+)"[^>]*>member</option>', page)
+    reader = re.search(r'<option value="([0-9a-f]+)"[^>]*>reader</option>', page)
+    assert gamma and member and reader, page
+    r = admin.http.post(f"{D}/admin/users", data={"csrf_token": token, "name": "gina", "password": "gina-pw",
+                                                  "email": "", "project_id": gamma.group(1),
+                                                  "role_id": member.group(1)})
+    assert r.status_code == 303
+    page = admin.http.get(f"{D}/admin/projects").text
+    assert "Created the user gina with a role on the chosen project." in page
+    row = re.search(rf'<tr id="project-{gamma.group(1)}">(.*?)</tr>', page, re.S)
+    assert row and "gina (member)" in row.group(1) and "third" in row.group(1)
+    assert "gina-pw" not in page
+    gina = Browser(dash["app"]).signed_in("gina")  # her password works and her project is gamma
+    assert "gamma" in gina.http.get(f"{D}/project/instances").text
+    # and a role on another project, granted afterwards
+    user = re.search(r'<option value="([0-9a-f]+)">gina</option>', page)
+    alpha = re.search(r'<option value="([0-9a-f]+)">alpha</option>', page)
+    assert user and alpha
+    r = admin.http.post(f"{D}/admin/grants", data={"csrf_token": token, "user_id": user.group(1),
+                                                   "role_id": reader.group(1), "project_id": alpha.group(1)})
+    assert r.status_code == 303
+    row = re.search(rf'<tr id="project-{alpha.group(1)}">(.*?)</tr>', admin.http.get(f"{D}/admin/projects").text,
+                    re.S)
+    assert row and "gina (reader)" in row.group(1)
+    gina.http.close()
+
+
+def test_editing_a_projects_quotas(dash: dict[str, Any], admin: Browser) -> None:
+    project = dash["a"]["project_id"]
+    page = admin.http.get(f"{D}/admin/projects/{project}/quotas")
+    assert page.status_code == 200 and "of the project alpha" in page.text
+    assert 'name="instances"' in page.text and 'name="floating_ips"' not in page.text  # Neutron's since 2.36
+    token = admin.csrf(f"{D}/admin/projects/{project}/quotas")
+    r = admin.http.post(f"{D}/admin/projects/{project}/quotas", data={"csrf_token": token, "instances": "3",
+                                                                      "cores": "-1"})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/admin/projects/{project}/quotas"
+    got = dash["admin"].get(f"/os-quota-sets/{project}").json()["quota_set"]
+    assert (got["instances"], got["cores"]) == (3, -1)
+    page = admin.http.get(f"{D}/admin/projects/{project}/quotas").text
+    assert "Changed cores to -1, instances to 3." in page and 'id="quota-instances" name="instances" type="number" ' \
+        'min="-1" value="3"' in page
+    r = admin.http.post(f"{D}/admin/projects/{project}/quotas", data={"csrf_token": token, "instances": "-2"})
+    assert "Instances must be from -1 to" in admin.http.get(f"{D}/admin/projects/{project}/quotas").text
+    assert dash["admin"].get(f"/os-quota-sets/{project}").json()["quota_set"]["instances"] == 3
+
+
 # -- the same pages and forms as a member tries them ----------------------------------------------
 
-ADMIN_PAGES = ["/admin/hosts", "/admin/hosts/{host}", "/admin/migrations", "/admin/operations", "/admin/memory"]
+ADMIN_PAGES = ["/admin/hosts", "/admin/hosts/{host}", "/admin/migrations", "/admin/operations", "/admin/memory",
+               "/admin/flavors", "/admin/projects", "/admin/projects/{project}/quotas"]
 ADMIN_FORMS = ["/admin/hosts/{host}/disable", "/admin/hosts/{host}/enable", "/admin/hosts/{host}/drain",
-               "/admin/servers/{sid}/live-migrate", "/admin/servers/{sid}/evacuate", "/admin/memory/apply"]
+               "/admin/servers/{sid}/live-migrate", "/admin/servers/{sid}/evacuate", "/admin/memory/apply",
+               "/admin/flavors", "/admin/flavors/42/delete", "/admin/projects", "/admin/projects/{project}/quotas",
+               "/admin/users", "/admin/grants"]
 
 
 def test_a_member_sees_no_admin_entry_and_every_admin_page_and_form_refuses_her(dash: dict[str, Any]) -> None:
@@ -230,16 +309,30 @@ def test_a_member_sees_no_admin_entry_and_every_admin_page_and_form_refuses_her(
     alice = dash["browser"]("alice")
     token = alice.csrf()  # her own, valid CSRF token: the refusal is for who she is
     assert "/admin/" not in alice.http.get(f"{D}/project/instances").text
+    project = dash["a"]["project_id"]
+    flavors_before = dash["admin"].get("/flavors/detail", is_public="None").json()["flavors"]
+    projects_before = dash["api"].http.get("/identity/v3/projects", headers=dash["api"].headers(
+        dash["api"].admin())).json()["projects"]
+    quotas_before = dash["admin"].get(f"/os-quota-sets/{project}").json()["quota_set"]
     for path in ADMIN_PAGES:
-        r = alice.http.get(D + path.format(host=name))
+        r = alice.http.get(D + path.format(host=name, project=project))
         assert r.status_code == 403 and "This page is for administrators" in r.text, path
         assert name not in r.text.replace(f"/admin/hosts/{name}", "")  # nothing about the host leaks
+    # every field any admin form reads, filled in as an attacker would
+    fields = {"csrf_token": token, "reason": "mine", "host": name, "name": "evil", "vcpus": "64", "ram": "1",
+              "disk": "1", "public": "on", "description": "x", "password": "evil-pw", "project_id": project,
+              "user_id": dash["a"]["user_id"], "role_id": "admin", "instances": "1000"}
     for path in ADMIN_FORMS:
-        r = alice.http.post(D + path.format(host=name, sid=sid), data={"csrf_token": token, "reason": "mine",
-                                                                      "host": name})
+        r = alice.http.post(D + path.format(host=name, sid=sid, project=project), data=fields)
         assert r.status_code == 403, path
     [svc] = services(dash)
     assert (svc["status"], svc["disabled_reason"]) == ("enabled", None)
     server = wait_for(dash["admin"], sid, "ACTIVE")
     assert server["OS-EXT-SRV-ATTR:host"] == name
     assert dash["admin"].get("/os-migrations").json()["migrations"] == []
+    assert dash["admin"].get("/flavors/detail", is_public="None").json()["flavors"] == flavors_before
+    assert dash["api"].http.get("/identity/v3/projects", headers=dash["api"].headers(
+        dash["api"].admin())).json()["projects"] == projects_before
+    assert dash["api"].http.get("/identity/v3/users", params={"name": "evil"}, headers=dash["api"].headers(
+        dash["api"].admin())).json()["users"] == []
+    assert dash["admin"].get(f"/os-quota-sets/{project}").json()["quota_set"] == quotas_before
