@@ -51,7 +51,7 @@ def guest_chart(name: str, server_id: str, samples: list[LedgerSample]) -> Marku
     return line_chart(f"server {name}", series, unit="MiB")
 
 
-def _load(session: Session) -> dict[str, Any]:
+def _load(session: Session, *, balancer: bool = True) -> dict[str, Any]:
     client = session.client
     latest = memory_now(client)
     names = {s.id: s.name for s in servers_on(client)} if any(e.servers for e in latest) else {}
@@ -63,12 +63,16 @@ def _load(session: Session) -> dict[str, Any]:
                       "servers": [{"id": g.server_id, "name": names.get(g.server_id, g.server_id), "now": g,
                                    "chart": guest_chart(names.get(g.server_id, g.server_id), g.server_id, samples)}
                                   for g in entry.servers]})
+    if not balancer:
+        return {"hosts": hosts, "plan": None, "passes": [], "names": names, "mib": MIB}
     return {"hosts": hosts, "plan": balancer_plan(client), "passes": balancer_history(client, limit=10),
             "names": names, "mib": MIB}
 
 
 async def page(request: Request) -> Response:
-    return await admin_show(request, "admin_memory.html", "memory", _load,
+    # The poll (?part=ledger) swaps in the ledger alone: it need not plan the balancer every 5 s.
+    balancer = request.query_params.get("part") != "ledger"
+    return await admin_show(request, "admin_memory.html", "memory", lambda s: _load(s, balancer=balancer),
                             {"hosts": [], "plan": None, "passes": [], "names": {}, "mib": MIB})
 
 

@@ -190,6 +190,9 @@ def test_the_memory_page_charts_each_host_and_server_over_time(dash: dict[str, A
     row = re.search(rf'<tr id="memory-server-{sid}">(.*?)</tr>', text, re.S)
     assert row and "300 MiB" in row.group(1) and "50 MiB" in row.group(1)  # the newest sample
     assert 'hx-trigger="every 5s"' in text
+    polled = admin.http.get(f"{D}/admin/memory?part=ledger", headers={"HX-Request": "true"}).text
+    assert re.findall(r'<svg class="chart".*?</svg>', polled, re.S) == charts  # the same ledger, no balancer
+    assert "Mode <strong>" in text and "Mode <strong>" not in polled
 
 
 def test_the_balancer_plan_with_its_reasons_and_applying_it(dash: dict[str, Any], two: dict[str, Any],
