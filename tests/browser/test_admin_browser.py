@@ -75,12 +75,16 @@ def test_an_admin_manages_a_host_and_watches_the_memory_charts(browser: Any, ser
     browser.find_element(By.CSS_SELECTOR, f"{row} input[name=reason]").send_keys("firmware update")
     browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/disable'] button").click()
     wait.until(lambda d: "firmware update" in d.find_element(By.CSS_SELECTOR, row).text)
+    # the answer replaced the whole page (the form does not inherit the polled table's hx-select)
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text.startswith("Compute hosts")
+    assert f"Disabled {host_name} (firmware update)" in browser.find_element(By.CSS_SELECTOR, "p.note").text
+    SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / "dashboard-admin-hosts.png"))
     browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/enable'] button").click()
-    wait.until(lambda d: "enabled" in d.find_element(By.CSS_SELECTOR, row).text)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} form[action$='/disable']"))
     assert world["admin"].get("/os-services").json()["services"][0]["status"] == "enabled"
 
-    browser.find_element(By.LINK_TEXT, "Memory").click()
+    wait.until(lambda d: d.find_element(By.LINK_TEXT, "Memory")).click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.chart path.line")) >= 10)
     titles = [e.get_attribute("textContent") for e in browser.find_elements(By.CSS_SELECTOR, "svg.chart title")]
     assert titles == [f"host {host_name}", "server db-1"], titles
