@@ -33,6 +33,11 @@ class Scope:
         """True when the token's only role in its project is ``reader`` (it may look, not change)."""
         return set(self.roles) <= {"reader"}
 
+    @property
+    def is_admin(self) -> bool:
+        """True when the token carries the ``admin`` role (the API's admin is cloud-wide)."""
+        return "admin" in self.roles
+
 
 @dataclass(frozen=True, kw_only=True)
 class Project:

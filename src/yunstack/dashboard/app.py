@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import instances, keys, networks, serial, views, volumes
+from yunstack.dashboard import accounts, admin, instances, keys, memory, networks, serial, views, volumes
 from yunstack.dashboard.security import HEADERS, SecurityHeaders
 from yunstack.dashboard.sessions import Sessions
 
@@ -124,5 +124,26 @@ ROUTES = [
     Route("/project/security-groups/{group_id}/delete", keys.delete_group, methods=["POST"]),
     Route("/project/security-groups/{group_id}/rules", keys.create_rule, methods=["POST"]),
     Route("/project/security-group-rules/{rule_id}/delete", keys.remove_rule, methods=["POST"]),
+    # The admin pages (admin.py refuses every other token).
+    Route("/admin/hosts", admin.hosts),
+    Route("/admin/hosts/{host}", admin.host_page),
+    Route("/admin/hosts/{host}/enable", admin.enable, methods=["POST"]),
+    Route("/admin/hosts/{host}/disable", admin.disable, methods=["POST"]),
+    Route("/admin/hosts/{host}/drain", admin.drain, methods=["POST"]),
+    Route("/admin/servers/{server_id}/live-migrate", admin.migrate, methods=["POST"]),
+    Route("/admin/servers/{server_id}/evacuate", admin.evacuate_server, methods=["POST"]),
+    Route("/admin/migrations", admin.migrations),
+    Route("/admin/operations", admin.operations),
+    Route("/admin/memory", memory.page),
+    Route("/admin/memory/apply", memory.apply, methods=["POST"]),
+    Route("/admin/flavors", accounts.flavors, methods=["GET"]),
+    Route("/admin/flavors", accounts.create_flavor_post, methods=["POST"]),
+    Route("/admin/flavors/{flavor_id}/delete", accounts.delete_flavor_post, methods=["POST"]),
+    Route("/admin/projects", accounts.projects, methods=["GET"]),
+    Route("/admin/projects", accounts.create_project_post, methods=["POST"]),
+    Route("/admin/projects/{project_id}/quotas", accounts.quotas_page, methods=["GET"]),
+    Route("/admin/projects/{project_id}/quotas", accounts.quotas_post, methods=["POST"]),
+    Route("/admin/users", accounts.create_user_post, methods=["POST"]),
+    Route("/admin/grants", accounts.grant_post, methods=["POST"]),
     Route("/static/{name}", static),
 ]
