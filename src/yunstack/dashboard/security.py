@@ -4,7 +4,8 @@
   inline script runs even if a template ever failed to escape), no framing, no sniffing, no
   referrer to other sites;
 - ``csrf_ok``: a form post carries its session's CSRF token as a field or, from htmx, a header;
-- ``prefers_html``: whether ``/`` should answer a browser (the dashboard) or an API client (JSON).
+- ``prefers_html``: whether ``/`` should answer a browser (the dashboard) or an API client (JSON);
+- ``accepts_gzip``: whether a static file may go gzip-compressed.
 """
 
 from __future__ import annotations
@@ -80,3 +81,9 @@ def prefers_html(accept: str | None) -> bool:
     html = max(q.get("text/html", 0.0), q.get("application/xhtml+xml", 0.0))
     json = max(q.get("application/json", 0.0), q.get("application/*", 0.0), q.get("*/*", 0.0))
     return html > 0 and html > json
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """True when ``Accept-Encoding`` names gzip (or ``*``) with a quality above 0: every browser does."""
+    q = _quality(accept_encoding or "")
+    return q.get("gzip", q.get("*", 0.0)) > 0

@@ -234,6 +234,24 @@ def test_static_files_are_cached_and_small(browser: Browser) -> None:
     assert total < 150_000
 
 
+def test_static_files_go_gzipped_to_browsers_and_pages_and_the_api_do_not(browser: Browser) -> None:
+    page = browser.http.get(f"{D}/login", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in page.headers  # pages carry the CSRF token: never compressed (BREACH)
+    url = re.findall(r'src="(/dashboard/static/htmx[^"]+)"', page.text)[0]
+    zipped = browser.http.get(url, headers={"Accept-Encoding": "gzip, deflate, br"})
+    plain = browser.http.get(url, headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.content == plain.content  # the client decoded it: the same file
+    assert int(zipped.headers["content-length"]) < len(plain.content) / 2
+    assert zipped.headers["vary"] == plain.headers["vary"] == "Accept-Encoding"
+    assert zipped.headers["etag"] != plain.headers["etag"]  # two representations, two tags
+    for etag in (zipped.headers["etag"], plain.headers["etag"]):
+        r = browser.http.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+        assert r.status_code == 304 and not r.content and r.headers["vary"] == "Accept-Encoding"
+    api = browser.http.get("/identity/v3", headers={"Accept": "application/json", "Accept-Encoding": "gzip"})
+    assert api.status_code == 200 and "content-encoding" not in api.headers
+
+
 # -- the instances view ---------------------------------------------------------------------------
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from yunstack.dashboard.security import csrf_ok, prefers_html
+from yunstack.dashboard.security import accepts_gzip, csrf_ok, prefers_html
 
 
 @pytest.mark.parametrize("accept", [
@@ -28,3 +28,14 @@ def test_csrf_takes_the_header_or_the_field_and_never_an_empty_token() -> None:
     assert not csrf_ok("abc", None, None) and not csrf_ok("abc", "abd", None)
     assert not csrf_ok("", "", "")
     assert not csrf_ok("abc", "abc", "wrong")  # a header, when sent, is the one checked
+
+
+@pytest.mark.parametrize(("accept_encoding", "gzip"), [
+    ("gzip, deflate, br, zstd", True),  # Chromium
+    ("gzip, deflate", True),  # httpx, curl --compressed
+    ("GZIP", True), ("*", True), ("br;q=1, *;q=0.1", True),
+    (None, False), ("", False), ("identity", False), ("gzip;q=0, deflate", False), ("*;q=0", False),
+    ("gzip;q=0, *", False),  # named and refused: the wildcard does not bring it back
+])
+def test_static_files_go_gzipped_only_to_clients_that_accept_gzip(accept_encoding: str | None, gzip: bool) -> None:
+    assert accepts_gzip(accept_encoding) is gzip
