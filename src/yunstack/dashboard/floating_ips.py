@@ -8,7 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from yunstack.client import ApiError, YunClient
 from yunstack.client.networks import (
+    FloatingIp,
     allocate_floating_ip,
     associate_floating_ip,
     disassociate_floating_ip,
@@ -22,6 +24,18 @@ from yunstack.dashboard.sessions import Session
 from yunstack.dashboard.views import Form, _dashboard, change, show
 
 PAGE = "/project/floating-ips"
+
+
+def associate(client: YunClient, floating_ip_id: str, port_id: str) -> FloatingIp:
+    """Associate; Neutron answers 404 also when no router joins the port's subnet to the floating IP's
+    network: that one is said as a message on the page, not as a 404 page (which is for an id that is
+    not the project's)."""
+    try:
+        return associate_floating_ip(client, floating_ip_id, port_id)
+    except ApiError as exc:
+        if exc.status == 404 and any(f.id == floating_ip_id for f in list_floating_ips(client)):
+            raise ValueError(exc.message) from exc
+        raise
 
 
 def _load(session: Session) -> dict[str, Any]:
@@ -61,7 +75,7 @@ async def floating_change(request: Request) -> Response:
             return f"Disassociated the floating IP {done.address}."
         if not form.get("port_id"):
             raise ValueError("Choose a server's port.")
-        done = associate_floating_ip(session.client, fip_id, form["port_id"])
+        done = associate(session.client, fip_id, form["port_id"])
         return f"Associated the floating IP {done.address} with {done.fixed_ip}."
 
     return await change(request, PAGE, act)

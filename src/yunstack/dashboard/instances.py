@@ -12,7 +12,6 @@ from yunstack.client import ApiError
 from yunstack.client.images import list_images
 from yunstack.client.keypairs import list_keypairs
 from yunstack.client.networks import (
-    associate_floating_ip,
     list_floating_ips,
     list_networks,
     list_security_groups,
@@ -33,6 +32,7 @@ from yunstack.client.servers import (
     server_groups,
 )
 from yunstack.client.volumes import list_volumes
+from yunstack.dashboard import floating_ips
 from yunstack.dashboard.sessions import Session
 from yunstack.dashboard.views import (
     NO_PROJECT,
@@ -227,7 +227,7 @@ async def floating_ip(request: Request) -> Response:
     def act(session: Session, form: Form) -> str:
         if not form.get("floating_ip_id") or not form.get("port_id"):
             raise ValueError("Choose a floating IP and a port.")
-        done = associate_floating_ip(session.client, form["floating_ip_id"], form["port_id"])
+        done = floating_ips.associate(session.client, form["floating_ip_id"], form["port_id"])
         return f"Associated the floating IP {done.address} with {done.fixed_ip}."
 
     return await change(request, f"{LIST}/{server_id}", act)
