@@ -155,6 +155,11 @@ async def upload(request: Request) -> Response:
         image = await _call(request, session, lambda: upload_image_data(session.client, image_id, chunks(),
                                                                           size=size))
     except ApiError as exc:
+        # Glance may refuse before reading the data (an image over its limits, not queued); a browser
+        # still sending would then see only a broken connection.  The rest is read and dropped, so
+        # it gets the reason.
+        while await next_chunk() is not None:
+            pass
         return _answer(exc.status, exc.message)
     if isinstance(image, Response):
         return _answer(401, SESSION_ENDED)

@@ -101,6 +101,9 @@ def test_the_apis_refusals_of_an_upload_are_its_answer(dash: dict[str, Any]) -> 
     r = upload(alice, r.json()["upload"], RAW)
     assert r.status_code == 415 and r.json()["message"] == "Image disk_format qcow2 does not match stream data raw."
     assert set(images(dash)) == {"cirros", "wrong"} and images(dash)["wrong"]["status"] == "queued"
+    image_id = mine(dash)
+    r = upload(alice, f"{D}/project/images/{image_id}/file", RAW)
+    assert r.status_code == 409 and "from active to saving is not allowed" in r.json()["message"], r.text
 
 
 def test_without_javascript_the_form_is_refused_with_a_message_and_registers_nothing(dash: dict[str, Any]) -> None:
