@@ -6,9 +6,9 @@ through the API appear and reach ACTIVE without reloading the page (htmx polls t
 it with its button, launches another from the launch dialog and watches it reach ACTIVE, opens
 its page (the console log follows), creates a network with a subnet and a router on the networks
 page and a volume on the volumes page, uploads an image file on the images page (the progress bar
-reaches the file's size and the image becomes active), checks that the strict Content-Security-Policy blocked
-nothing, and signs out.  It leaves a screenshot of each page in build/screenshots (docs/img with
-YUN_UPDATE_SCREENSHOTS=1).
+reaches the file's size and the image becomes active), allocates a floating IP, checks that the
+strict Content-Security-Policy blocked nothing, and signs out.  It leaves a screenshot of each page
+in build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -167,6 +167,19 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     assert image["status"] == "active" and image["size"] == disk.stat().st_size
     assert image["checksum"] == hashlib.md5(disk.read_bytes()).hexdigest()
     browser.save_screenshot(str(SHOTS / "dashboard-images.png"))
+
+    admin = {"X-Auth-Token": world["admin"].token}
+    public = world["api"].http.post("/networking/v2.0/networks", headers=admin,
+                                    json={"network": {"name": "public", "router:external": True}}).json()["network"]
+    r = world["api"].http.post("/networking/v2.0/subnets", headers=admin, json={"subnet": {
+        "network_id": public["id"], "cidr": "172.30.0.0/24", "ip_version": 4, "enable_dhcp": False}})
+    assert r.status_code == 201, r.text
+    browser.find_element(By.LINK_TEXT, "Floating IPs").click()
+    wait.until(lambda d: d.find_elements(By.ID, "allocate-floating-ip"))
+    browser.find_element(By.CSS_SELECTOR, "#allocate-floating-ip button").click()
+    wait.until(lambda d: "Allocated the floating IP 172.30.0." in d.page_source)
+    assert "public" in browser.find_element(By.CSS_SELECTOR, "tr[id^=floating-ip-]").text
+    browser.save_screenshot(str(SHOTS / "dashboard-floating-ips.png"))
 
     for page, shot in (("Key pairs", "keypairs"), ("Security groups", "security-groups")):
         browser.find_element(By.LINK_TEXT, page).click()
