@@ -227,6 +227,9 @@ async def floating_ip(request: Request) -> Response:
     def act(session: Session, form: Form) -> str:
         if not form.get("floating_ip_id") or not form.get("port_id"):
             raise ValueError("Choose a floating IP and a port.")
+        get_server(session.client, server_id)  # another project's server: a 404, as for its page
+        if form["port_id"] not in {p.id for p in list_server_ports(session.client, server_id)}:
+            raise ValueError("That port is not one of this server's.")
         done = floating_ips.associate(session.client, form["floating_ip_id"], form["port_id"])
         return f"Associated the floating IP {done.address} with {done.fixed_ip}."
 

@@ -95,6 +95,17 @@ def test_a_servers_page_associates_a_free_floating_ip(dash: dict[str, Any]) -> N
     fip = neutron(dash, "alice", "POST", "/floatingips", floatingip={"floating_network_id": public})["floatingip"]
     page = alice.http.get(f"{D}/project/instances/{server['id']}").text
     assert f'<option value="{fip["id"]}">{fip["floating_ip_address"]}</option>' in page
+    other = boot(dash, name="other", networks=[{"uuid": net}])
+    r = alice.http.post(f"{D}/project/instances/{other['id']}/floating-ip", data={
+        "csrf_token": alice.csrf(), "floating_ip_id": fip["id"], "port_id": port["id"]})
+    assert r.status_code == 303
+    assert error(alice.http.get(f"{D}/project/instances/{other['id']}").text) == \
+        "That port is not one of this server&#39;s."
+    theirs = boot(dash, dash["bob"], name="theirs")
+    r = alice.http.post(f"{D}/project/instances/{theirs['id']}/floating-ip", data={
+        "csrf_token": alice.csrf(), "floating_ip_id": fip["id"], "port_id": port["id"]})
+    assert r.status_code == 404
+    assert floating_ips(dash)[0]["port_id"] is None
     r = alice.http.post(f"{D}/project/instances/{server['id']}/floating-ip", data={
         "csrf_token": alice.csrf(), "floating_ip_id": fip["id"], "port_id": port["id"]})
     assert r.status_code == 303 and r.headers["location"] == f"{D}/project/instances/{server['id']}"
