@@ -5,14 +5,17 @@ reaches the API over real HTTP, as in production.  The test signs in, watches a 
 through the API appear and reach ACTIVE without reloading the page (htmx polls the table), stops
 it with its button, launches another from the launch dialog and watches it reach ACTIVE, opens
 its page (the console log follows), creates a network with a subnet and a router on the networks
-page and a volume on the volumes page, checks that the strict Content-Security-Policy blocked
-nothing, and signs out.  A second test opens a server's serial console, types a line into the
-terminal and sees the guest (the fake driver's shell) answer, logs the shell out and reconnects.
-They leave a screenshot of each page in build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
+page and a volume on the volumes page, uploads an image file on the images page (the progress bar
+reaches the file's size and the image becomes active), allocates a floating IP, checks that the
+strict Content-Security-Policy blocked nothing, and signs out.  A second test opens a server's
+serial console, types a line into the terminal and sees the guest (the fake driver's shell)
+answer, logs the shell out and reconnects.  They leave a screenshot of each page in
+build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -70,7 +73,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
-        browser: Any, served: Path, world: dict[str, Any]) -> None:
+        browser: Any, served: Path, world: dict[str, Any], tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{world['api'].services.config.server.port}"
     # htmx swaps polled parts in place: an element found a moment ago may be gone; look again.
     wait = WebDriverWait(browser, WAIT, poll_frequency=0.1,
@@ -146,6 +149,41 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     wait.until(lambda d: "Creating the volume data." in d.page_source)
     wait.until(lambda d: "available" in d.find_element(By.CSS_SELECTOR, "tr[id^=volume-]").text)
     browser.save_screenshot(str(SHOTS / "dashboard-volumes.png"))
+
+    # An upload from the browser: static/images.js registers the image, then sends the file with
+    # XMLHttpRequest (its progress in the <progress> bar), which the dashboard streams on to Glance.
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(range(256)) * (8 << 12))  # 8 MiB: not a known format, so raw
+    browser.find_element(By.LINK_TEXT, "Images").click()
+    wait.until(lambda d: d.find_elements(By.ID, "upload-image"))
+    form = browser.find_element(By.ID, "upload-image")
+    form.find_element(By.NAME, "name").send_keys("uploaded")
+    form.find_element(By.CSS_SELECTOR, "select[name=disk_format] option[value=raw]").click()
+    form.find_element(By.NAME, "file").send_keys(str(disk))
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    wait.until(lambda d: "the image uploaded is active" in d.find_element(By.ID, "upload-status").text)
+    bar = browser.find_element(By.ID, "upload-progress")
+    assert bar.get_property("value") == bar.get_property("max") == disk.stat().st_size
+    wait.until(lambda d: any("uploaded" in r.text and "active" in r.text and "8.0 MiB" in r.text
+                             for r in d.find_elements(By.CSS_SELECTOR, "tr[id^=image-]")))
+    [image] = [i for i in world["api"].http.get("/image/v2/images", headers={"X-Auth-Token": world["alice"].token})
+               .json()["images"] if i["name"] == "uploaded"]
+    assert image["status"] == "active" and image["size"] == disk.stat().st_size
+    assert image["checksum"] == hashlib.md5(disk.read_bytes()).hexdigest()
+    browser.save_screenshot(str(SHOTS / "dashboard-images.png"))
+
+    admin = {"X-Auth-Token": world["admin"].token}
+    public = world["api"].http.post("/networking/v2.0/networks", headers=admin,
+                                    json={"network": {"name": "public", "router:external": True}}).json()["network"]
+    r = world["api"].http.post("/networking/v2.0/subnets", headers=admin, json={"subnet": {
+        "network_id": public["id"], "cidr": "172.30.0.0/24", "ip_version": 4, "enable_dhcp": False}})
+    assert r.status_code == 201, r.text
+    browser.find_element(By.LINK_TEXT, "Floating IPs").click()
+    wait.until(lambda d: d.find_elements(By.ID, "allocate-floating-ip"))
+    browser.find_element(By.CSS_SELECTOR, "#allocate-floating-ip button").click()
+    wait.until(lambda d: "Allocated the floating IP 172.30.0." in d.page_source)
+    assert "public" in browser.find_element(By.CSS_SELECTOR, "tr[id^=floating-ip-]").text
+    browser.save_screenshot(str(SHOTS / "dashboard-floating-ips.png"))
 
     for page, shot in (("Key pairs", "keypairs"), ("Security groups", "security-groups")):
         browser.find_element(By.LINK_TEXT, page).click()

@@ -68,6 +68,8 @@ def _streamed(path: str) -> bool:
     """Upload paths stream their bodies to disk and enforce their own limits."""
     if path.startswith("/agent/v1/hosts/") and "/snapshots/" in path:
         return True  # a host's snapshot upload (credential-checked before a byte is stored)
+    if path.startswith(DASHBOARD + "/project/images/") and path.endswith("/file"):
+        return True  # the dashboard's image upload, streamed on to the one below (dashboard/images.py)
     return path.startswith("/image/v2/images/") and path.endswith("/file")
 
 

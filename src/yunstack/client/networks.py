@@ -1,8 +1,9 @@
-"""Networks, subnets, routers and security groups (Neutron v2.0) as the dashboard shows them."""
+"""Networks, subnets, routers, ports, floating IPs and security groups (Neutron v2.0) as the dashboard shows them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from yunstack.client.http import YunClient
 
@@ -170,3 +171,74 @@ def add_rule(client: YunClient, group_id: str, *, direction: str = "ingress", pr
 
 def delete_rule(client: YunClient, rule_id: str) -> None:
     client.delete("network", f"{V2}/security-group-rules/{rule_id}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Port:
+    """A port of the project: on which network, whose (``device_id``: a server's id for ``compute:*``)."""
+
+    id: str
+    name: str
+    network_id: str
+    device_id: str
+    device_owner: str
+    fixed_ips: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatingIp:
+    id: str
+    address: str
+    network_id: str
+    port_id: str
+    fixed_ip: str
+    router_id: str
+    status: str
+
+
+def _port(p: dict[str, Any]) -> Port:
+    return Port(id=str(p["id"]), name=str(p.get("name") or ""), network_id=str(p["network_id"]),
+                device_id=str(p.get("device_id") or ""), device_owner=str(p.get("device_owner") or ""),
+                fixed_ips=tuple(str(ip["ip_address"]) for ip in p.get("fixed_ips") or []))
+
+
+def _floating(f: dict[str, Any]) -> FloatingIp:
+    return FloatingIp(id=str(f["id"]), address=str(f.get("floating_ip_address") or ""),
+                      network_id=str(f.get("floating_network_id") or ""), port_id=str(f.get("port_id") or ""),
+                      fixed_ip=str(f.get("fixed_ip_address") or ""), router_id=str(f.get("router_id") or ""),
+                      status=str(f.get("status") or ""))
+
+
+def list_server_ports(client: YunClient, server_id: str = "") -> list[Port]:
+    """The ports of the project's servers (``compute:*``), or of one server."""
+    params = {"device_id": server_id} if server_id else {}
+    ports = client.get("network", f"{V2}/ports", params=params)["ports"]
+    return [_port(p) for p in ports if str(p.get("device_owner") or "").startswith("compute:")]
+
+
+def list_floating_ips(client: YunClient) -> list[FloatingIp]:
+    """The project's floating IPs, by address."""
+    found = client.get("network", f"{V2}/floatingips")["floatingips"]
+    return sorted((_floating(f) for f in found), key=lambda f: f.address)
+
+
+def allocate_floating_ip(client: YunClient, network_id: str) -> FloatingIp:
+    """A floating IP from the external network ``network_id``'s pool, associated with nothing."""
+    body = {"floatingip": {"floating_network_id": network_id}}
+    return _floating(client.post("network", f"{V2}/floatingips", json=body)["floatingip"])
+
+
+def associate_floating_ip(client: YunClient, floating_ip_id: str, port_id: str) -> FloatingIp:
+    """Point the floating IP at ``port_id`` (its first fixed address); the API needs a router between
+    the port's subnet and the floating IP's network."""
+    body = {"floatingip": {"port_id": port_id}}
+    return _floating(client.put("network", f"{V2}/floatingips/{floating_ip_id}", json=body)["floatingip"])
+
+
+def disassociate_floating_ip(client: YunClient, floating_ip_id: str) -> FloatingIp:
+    body = {"floatingip": {"port_id": None}}
+    return _floating(client.put("network", f"{V2}/floatingips/{floating_ip_id}", json=body)["floatingip"])
+
+
+def release_floating_ip(client: YunClient, floating_ip_id: str) -> None:
+    client.delete("network", f"{V2}/floatingips/{floating_ip_id}")

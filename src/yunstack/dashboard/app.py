@@ -19,7 +19,19 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from yunstack.dashboard import accounts, admin, instances, keys, memory, networks, serial, views, volumes
+from yunstack.dashboard import (
+    accounts,
+    admin,
+    floating_ips,
+    images,
+    instances,
+    keys,
+    memory,
+    networks,
+    serial,
+    views,
+    volumes,
+)
 from yunstack.dashboard.security import HEADERS, SecurityHeaders, accepts_gzip
 from yunstack.dashboard.sessions import Sessions
 
@@ -68,6 +80,7 @@ class Dashboard:
                                                 digest=hashlib.sha256(data).hexdigest()[:12])
         self.templates.globals["static"] = self.static_url
         self.templates.globals["prefix"] = PREFIX
+        self.templates.filters["bytes"] = images.human_size
         self.app: ASGIApp = Starlette(routes=ROUTES, middleware=[Middleware(SecurityHeaders)],
                                       exception_handlers={Exception: self._crashed})
         self.app.state.dashboard = self
@@ -124,7 +137,14 @@ ROUTES = [
     Route("/project/instances/{server_id}/snapshot", instances.snapshot, methods=["POST"]),
     Route("/project/instances/{server_id}/attach", instances.attach, methods=["POST"]),
     Route("/project/instances/{server_id}/detach", instances.detach, methods=["POST"]),
+    Route("/project/instances/{server_id}/floating-ip", instances.floating_ip, methods=["POST"]),
     Route("/project/instances/{server_id}/{action}", instances.action, methods=["POST"]),
+    Route("/project/images", images.page, methods=["GET"]),
+    Route("/project/images", images.create, methods=["POST"]),
+    Route("/project/images/{image_id}", images.image_page, methods=["GET"]),
+    Route("/project/images/{image_id}", images.edit, methods=["POST"]),
+    Route("/project/images/{image_id}/delete", images.delete, methods=["POST"]),
+    Route("/project/images/{image_id}/file", images.upload, methods=["PUT"]),
     Route("/project/volumes", volumes.page, methods=["GET"]),
     Route("/project/volumes", volumes.create, methods=["POST"]),
     Route("/project/volumes/{volume_id}/delete", volumes.delete, methods=["POST"]),
@@ -136,6 +156,9 @@ ROUTES = [
     Route("/project/networks/{network_id}/delete", networks.delete, methods=["POST"]),
     Route("/project/routers", networks.create_r, methods=["POST"]),
     Route("/project/routers/{router_id}/{verb:str}", networks.router_change, methods=["POST"]),
+    Route("/project/floating-ips", floating_ips.page, methods=["GET"]),
+    Route("/project/floating-ips", floating_ips.allocate, methods=["POST"]),
+    Route("/project/floating-ips/{floating_ip_id}/{verb:str}", floating_ips.floating_change, methods=["POST"]),
     Route("/project/keypairs", keys.keypairs, methods=["GET"]),
     Route("/project/keypairs", keys.create_key, methods=["POST"]),
     Route("/project/keypairs/import", keys.import_key, methods=["POST"]),

@@ -1,5 +1,5 @@
 """The instances pages beyond the list: the launch dialog, a server's page with its live console
-log, and the server actions (power, snapshot, volumes)."""
+log, and the server actions (power, snapshot, volumes, a floating IP)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from starlette.responses import Response
 from yunstack.client import ApiError
 from yunstack.client.images import list_images
 from yunstack.client.keypairs import list_keypairs
-from yunstack.client.networks import list_networks, list_security_groups
+from yunstack.client.networks import (
+    list_floating_ips,
+    list_networks,
+    list_security_groups,
+    list_server_ports,
+)
 from yunstack.client.servers import (
     ACTIONS,
     Action,
@@ -27,6 +32,7 @@ from yunstack.client.servers import (
     server_groups,
 )
 from yunstack.client.volumes import list_volumes
+from yunstack.dashboard import floating_ips
 from yunstack.dashboard.sessions import Session
 from yunstack.dashboard.views import (
     NO_PROJECT,
@@ -63,8 +69,9 @@ NO_CHOICES: dict[str, Any] = {"images": [], "flavors": [], "networks": [], "keyp
 
 async def launch_page(request: Request) -> Response:
     """The launch form as a page of its own (without JavaScript, and after a refused launch)."""
-    return await show(request, "launch.html", "instances", lambda s: {**_choices(s), "values": {}},
-                      {**NO_CHOICES, "values": {}})
+    values = {"image_id": request.query_params.get("image_id", "")}  # the images page's Launch link
+    return await show(request, "launch.html", "instances", lambda s: {**_choices(s), "values": values},
+                      {**NO_CHOICES, "values": values})
 
 
 async def launch_form(request: Request) -> Response:
@@ -137,14 +144,17 @@ def _server(session: Session, server_id: str) -> dict[str, Any]:
     client = session.client
     server = get_server(client, server_id)
     volumes = list_volumes(client)
+    # The floating IP form's choices: only for someone who may use it.
+    ports = list_server_ports(client, server.id) if not session.scope.reader_only else []
+    free = [f for f in list_floating_ips(client) if not f.port_id] if ports else []
     return {"server": server, "attachable": [v for v in volumes if v.status == "available"],
-            "attached": [v for v in volumes if server.id in v.attached_to]}
+            "attached": [v for v in volumes if server.id in v.attached_to], "ports": ports, "free_ips": free}
 
 
 async def server_page(request: Request) -> Response:
     server_id = request.path_params["server_id"]
     return await show(request, "server.html", "instances", lambda s: _server(s, server_id),
-                      {"server": None, "attachable": [], "attached": []})
+                      {"server": None, "attachable": [], "attached": [], "ports": [], "free_ips": []})
 
 
 async def console(request: Request) -> Response:
@@ -207,5 +217,20 @@ async def detach(request: Request) -> Response:
     def act(session: Session, form: Form) -> str:
         detach_volume(session.client, server_id, form.get("volume_id", ""))
         return "Detaching the volume."
+
+    return await change(request, f"{LIST}/{server_id}", act)
+
+
+async def floating_ip(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        if not form.get("floating_ip_id") or not form.get("port_id"):
+            raise ValueError("Choose a floating IP and a port.")
+        get_server(session.client, server_id)  # another project's server: a 404, as for its page
+        if form["port_id"] not in {p.id for p in list_server_ports(session.client, server_id)}:
+            raise ValueError("That port is not one of this server's.")
+        done = floating_ips.associate(session.client, form["floating_ip_id"], form["port_id"])
+        return f"Associated the floating IP {done.address} with {done.fixed_ip}."
 
     return await change(request, f"{LIST}/{server_id}", act)
