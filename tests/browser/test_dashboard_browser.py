@@ -148,6 +148,12 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     browser.find_element(By.CSS_SELECTOR, "#create-volume button").click()
     wait.until(lambda d: "Creating the volume data." in d.page_source)
     wait.until(lambda d: "available" in d.find_element(By.CSS_SELECTOR, "tr[id^=volume-]").text)
+    # A row's action inside the polled tables answers with the whole page, not the tables alone
+    # (the row forms must not inherit the poll's hx-select: hx-disinherit).
+    browser.find_element(By.CSS_SELECTOR, "tr[id^=volume-] form[action$='/snapshot'] button").click()
+    wait.until(lambda d: "Creating the snapshot data-snap." in d.page_source)
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text and browser.find_elements(By.ID, "create-volume")
+    wait.until(lambda d: "available" in d.find_element(By.CSS_SELECTOR, "tr[id^=snapshot-]").text)
     browser.save_screenshot(str(SHOTS / "dashboard-volumes.png"))
 
     # An upload from the browser: static/images.js registers the image, then sends the file with
