@@ -128,3 +128,41 @@ def line_chart(title: str, series: Sequence[Series], *, unit: str = "", frame: F
         out.append(f'<text x="{legend_x + 14:.0f}" y="{legend_y + 9}">{escape(s.label)}</text>')
     out.append("</svg>")
     return Markup("".join(out))  # noqa: S704 - every text in it went through escape()
+
+
+RING = 34  # the usage ring's radius in SVG units; its box is 100 x 100
+
+
+def usage_label(resource: str, used: int, limit: int) -> str:
+    """What a quota's use is, in words: "3 of 10 instances", or "3 instances, no limit" (-1)."""
+    return f"{used:,} {resource}, no limit" if limit < 0 else f"{used:,} of {limit:,} {resource}"
+
+
+def usage_fraction(used: int, limit: int) -> float | None:
+    """How full a quota is, 0..1 (None: no limit); a limit of 0 leaves no room, so it is full."""
+    if limit < 0:
+        return None
+    return 1.0 if limit == 0 else min(max(used, 0) / limit, 1.0)
+
+
+def usage_ring(resource: str, used: int, limit: int) -> Markup:
+    """An ``<svg>`` ring filled as far as the quota is used, its percentage inside (the number used
+    and a dashed empty ring when there is no limit); ``high`` from 80 % and ``full`` at 100 % are
+    classes the stylesheet colours."""
+    fraction = usage_fraction(used, limit)
+    circumference = 2 * math.pi * RING
+    label = escape(usage_label(resource, used, limit))
+    out = [f'<svg class="ring" viewBox="0 0 100 100" role="img" aria-label="{label}"'
+           f' xmlns="http://www.w3.org/2000/svg"><title>{label}</title>']
+    if fraction is None:
+        out.append(f'<circle class="track unlimited" cx="50" cy="50" r="{RING}"/>')
+        out.append(f'<text x="50" y="55" text-anchor="middle">{used:,}</text>')
+    else:
+        level = " full" if fraction >= 1 else " high" if fraction >= 0.8 else ""
+        out.append(f'<circle class="track" cx="50" cy="50" r="{RING}"/>')
+        if fraction > 0:  # from twelve o'clock, clockwise
+            out.append(f'<circle class="used{level}" cx="50" cy="50" r="{RING}" transform="rotate(-90 50 50)"'
+                       f' stroke-dasharray="{fraction * circumference:.1f} {circumference:.1f}"/>')
+        out.append(f'<text x="50" y="55" text-anchor="middle">{math.floor(fraction * 100)}%</text>')
+    out.append("</svg>")
+    return Markup("".join(out))  # noqa: S704 - its only text went through escape()

@@ -1,5 +1,6 @@
 """The networks page: networks with their subnets (create a network with a subnet, delete) and
-routers (create with an external gateway, add or remove a subnet interface, delete)."""
+routers (create with an external gateway, add or remove a subnet interface, delete); and the
+network topology page, a picture of them with the servers on them (``topology.py`` draws it)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from yunstack.client.networks import (
     delete_router,
     list_networks,
     list_routers,
+    list_server_ports,
     remove_interface,
 )
+from yunstack.client.servers import list_servers
 from yunstack.dashboard.sessions import Session
+from yunstack.dashboard.topology import TopologyDevice, TopologyNetwork, topology_svg
 from yunstack.dashboard.views import Form, _dashboard, change, show
 
 PAGE = "/project/networks"
@@ -34,6 +38,28 @@ def _load(session: Session) -> dict[str, Any]:
 async def page(request: Request) -> Response:
     return await show(request, "networks.html", "networks", _load,
                       {"networks": [], "routers": [], "subnets": {}, "own_subnets": []})
+
+
+def _topology(session: Session) -> dict[str, Any]:
+    networks = list_networks(session.client)
+    on: dict[str, set[str]] = {}  # server id -> the networks of its ports
+    for port in list_server_ports(session.client):
+        on.setdefault(port.device_id, set()).add(port.network_id)
+    of_subnet = {s.id: n.id for n in networks for s in n.subnets}
+    routers = [TopologyDevice(id=r.id, name=r.name, kind="router",
+                              network_ids=tuple(dict.fromkeys(of_subnet[s] for s in r.subnet_ids if s in of_subnet)),
+                              gateway_network_id=r.external_network_id)
+               for r in sorted(list_routers(session.client), key=lambda r: r.name)]
+    servers = [TopologyDevice(id=s.id, name=s.name, kind="server", network_ids=tuple(sorted(on.get(s.id, ()))))
+               for s in sorted(list_servers(session.client), key=lambda s: s.name)]
+    picture = topology_svg([TopologyNetwork(id=n.id, name=n.name, external=n.external,
+                                            cidrs=tuple(s.cidr for s in n.subnets)) for n in networks],
+                           routers + servers)
+    return {"picture": picture, "counts": (len(networks), len(routers), len(servers))}
+
+
+async def topology(request: Request) -> Response:
+    return await show(request, "topology.html", "networks", _topology, {"picture": None, "counts": (0, 0, 0)})
 
 
 async def create(request: Request) -> Response:

@@ -6,7 +6,17 @@ import xml.etree.ElementTree as ET
 
 from markupsafe import Markup
 
-from yunstack.dashboard.charts import Frame, Series, legend_layout, line_chart, nice_ceiling, path_data
+from yunstack.dashboard.charts import (
+    Frame,
+    Series,
+    legend_layout,
+    line_chart,
+    nice_ceiling,
+    path_data,
+    usage_fraction,
+    usage_label,
+    usage_ring,
+)
 
 # A 100 x 100 plot at (10, 10)..(110, 110): x = 10 + time, y = 110 - value (for a top of 100).
 F = Frame(width=120, height=160, left=10, right=10, top=10, bottom=50)
@@ -77,3 +87,37 @@ def test_a_legend_wider_than_the_chart_wraps_and_the_chart_grows_to_hold_it() ->
     assert 'viewBox="0 0 210 174"' in svg  # one more legend row
     root = ET.fromstring(svg)
     assert max(float(r.get("x", 0)) for r in root.iter(f"{NS}rect")) < 200
+
+
+def test_a_quota_in_words() -> None:
+    assert usage_label("instances", 3, 10) == "3 of 10 instances"
+    assert usage_label("MiB of RAM", 2048, 51200) == "2,048 of 51,200 MiB of RAM"
+    assert usage_label("instances", 3, -1) == "3 instances, no limit"
+
+
+def test_how_full_a_quota_is() -> None:
+    assert [usage_fraction(u, lim) for u, lim in ((0, 10), (3, 10), (12, 10), (0, 0), (4, -1))] == [
+        0.0, 0.3, 1.0, 1.0, None]
+
+
+def test_a_ring_is_filled_as_far_as_the_quota_is_used() -> None:
+    root = ET.fromstring(str(usage_ring("instances", 3, 10)))
+    assert root.get("aria-label") == "3 of 10 instances"
+    track, used = root.iter(f"{NS}circle")
+    assert track.get("class") == "track" and used.get("class") == "used"
+    assert used.get("stroke-dasharray") == "64.1 213.6"  # 30 % of 2 pi 34
+    assert [t.text for t in root.iter(f"{NS}text")] == ["30%"]
+    assert "used high" in usage_ring("instances", 8, 10) and "used full" in usage_ring("instances", 10, 10)
+
+
+def test_an_empty_quota_draws_no_arc_and_an_unlimited_one_a_dashed_ring() -> None:
+    assert 'class="used' not in usage_ring("routers", 0, 10)
+    root = ET.fromstring(str(usage_ring("instances", 4, -1)))
+    assert [c.get("class") for c in root.iter(f"{NS}circle")] == ["track unlimited"]
+    assert [t.text for t in root.iter(f"{NS}text")] == ["4"]
+    assert root.get("aria-label") == "4 instances, no limit"
+
+
+def test_a_rings_label_is_escaped() -> None:
+    svg = str(usage_ring("<b>", 1, 2))
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
