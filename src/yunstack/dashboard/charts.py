@@ -1,4 +1,5 @@
-"""Line charts over time as SVG markup, drawn here in Python: no chart library, no script.
+"""Line charts over time, and rings for a quota's use, as SVG markup drawn here in Python: no chart
+library, no script.
 
 The page embeds the ``<svg>`` as is; the CSP allows no inline style, so every colour is a class
 (``s0``..``s7``, one per series in order) that the stylesheet paints.  Every text (title, labels)

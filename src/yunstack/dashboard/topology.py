@@ -2,7 +2,7 @@
 
 Each network is a vertical bar, in the order given, its name on top (external ones marked); each
 router and server is a box in a row of its own to the right of the bars, joined by a horizontal
-line to every network it has a port on (a router's gateway line dashed).  A line passes behind
+line to every network it has a port on (a router's gateway line dashed, a little lower).  A line passes behind
 the bars it does not join; a dot marks where it does.  Colours are classes the stylesheet paints
 (the CSP allows no inline style); every name is escaped.
 """
@@ -22,6 +22,7 @@ BAR = 12  # a bar's width
 GAP = 30  # between the last bar and the boxes
 BOX_W, BOX_H = 160, 30
 ROW = 44  # each box's row
+GATEWAY_DROP = 9  # a router's gateway line, below the middle of its box
 FOOT = 10
 
 
@@ -76,14 +77,16 @@ def topology_svg(networks: Sequence[TopologyNetwork], devices: Sequence[Topology
     for row, d in enumerate(devices):
         y = box_y(row)
         middle = y + BOX_H / 2
-        joined = [(nid, "link") for nid in d.network_ids] + (
-            [(d.gateway_network_id, "link gateway")] if d.gateway_network_id else [])
-        for nid, kind in joined:
+        # The gateway's line runs lower in the row: on the interfaces' line it would be hidden
+        # wherever an interface's network lies further left.
+        joined = [(nid, "link", middle) for nid in d.network_ids] + (
+            [(d.gateway_network_id, "link gateway", middle + GATEWAY_DROP)] if d.gateway_network_id else [])
+        for nid, kind, line_y in joined:
             if nid not in column:
                 continue
             x = bar_x(column[nid])
-            links.append(f'<path class="{kind}" d="M{x:.0f} {middle:.0f}H{boxes_x}"/>')
-            dots.append(f'<circle class="{kind}" cx="{x:.0f}" cy="{middle:.0f}" r="4"/>')
+            links.append(f'<path class="{kind}" d="M{x:.0f} {line_y:.0f}H{boxes_x}"/>')
+            dots.append(f'<circle class="{kind}" cx="{x:.0f}" cy="{line_y:.0f}" r="4"/>')
         name = d.name or d.id
         boxes.append(f'<g class="device {escape(d.kind)}"><title>{escape(d.kind)} {escape(name)}</title>'
                      f'<rect x="{boxes_x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="4"/>'

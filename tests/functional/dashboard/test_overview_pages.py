@@ -91,10 +91,10 @@ def test_the_topology_shows_a_network_a_router_joined_to_it_and_a_server_on_it(d
     assert "alice-net" in picture and "10.20.0.0/24" in picture  # (the external subnet is the admin's: not listed)
     assert '<g class="network external"><title>public: external</title>' in picture
     assert "<title>router edge</title>" in picture and "<title>server web</title>" in picture
-    # the router: a line to alice-net (the first bar, x = 70) and a dashed one to public (the second, 190);
+    # the router: a line to alice-net (the first bar, x = 70) and a dashed one, 9 lower, to public (the second, 190);
     # the server, in the next row, one line to alice-net
     assert re.findall(r'<path class="(link[a-z ]*)" d="M(\d+) (\d+)H', picture) == [
-        ("link", "70", "79"), ("link gateway", "190", "79"), ("link", "70", "123")], picture
+        ("link", "70", "79"), ("link gateway", "190", "88"), ("link", "70", "123")], picture
     assert "1 network" not in page.text and "2 networks, 1 router, 1 server." in page.text
     assert "beta" not in page.text and "10.30.0.0" not in page.text
 

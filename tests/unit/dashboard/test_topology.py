@@ -26,11 +26,11 @@ def test_bars_are_columns_and_devices_are_rows_to_their_right() -> None:
             if "network" in g.get("class", "")]
     assert bars == [("network", {"x": "64", "y": "44", "width": "12", "height": "108", "rx": "3"}),
                     ("network external", {"x": "184", "y": "44", "width": "12", "height": "108", "rx": "3"})]
-    # the router's row (box 64..94, middle 79): to inside and, dashed, to public; the server's (middle 123)
+    # the router's row (box 64..94, middle 79): to inside and, dashed and 9 lower, to public; the server's (middle 123)
     # to inside only: a network not in the picture gets no line
     links = [(p.get("class"), p.get("d")) for p in root.iter(f"{NS}path")]
-    assert links == [("link", "M70 79H280"), ("link gateway", "M190 79H280"), ("link", "M70 123H280")]
-    assert [(c.get("cx"), c.get("cy")) for c in root.iter(f"{NS}circle")] == [("70", "79"), ("190", "79"),
+    assert links == [("link", "M70 79H280"), ("link gateway", "M190 88H280"), ("link", "M70 123H280")]
+    assert [(c.get("cx"), c.get("cy")) for c in root.iter(f"{NS}circle")] == [("70", "79"), ("190", "88"),
                                                                               ("70", "123")]
     boxes = [(g.get("class"), g.find(f"{NS}rect").get("y")) for g in root.iter(f"{NS}g")  # type: ignore[union-attr]
              if "device" in g.get("class", "")]
