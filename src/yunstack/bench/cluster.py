@@ -53,6 +53,7 @@ from typing import Any
 
 from yunstack import cgroups
 from yunstack.client.http import ApiError, YunClient
+from yunstack.errors import YunError
 from yunstack.lab.cluster import budget_cgroup, lab_cidr
 from yunstack.lab.underlay import Underlay
 from yunstack.network.dataplane.naming import install_tag
@@ -69,7 +70,7 @@ TARGET_RATIO = 1.3  # the issue's target: N_max with the balancer / without
 GROWER = """#!/bin/sh
 (while :; do echo "TICK $(cut -d' ' -f1 /proc/uptime)" > /dev/console; sleep 1; done) < /dev/null > /dev/null 2>&1 &
 (sleep {grow_after:g}; memload --mib {mib} --pattern random --seed {seed} --touch-mib-per-s {touch:g} \
-> /dev/console 2>&1) < /dev/null > /dev/null 2>&1 &
+--report-every 10 > /dev/console 2>&1) < /dev/null > /dev/null 2>&1 &
 """
 GUEST_OOM = re.compile(r"Out of memory|oom-kill|Killed process")
 TICK = re.compile(r"TICK (\d+\.\d+)")
@@ -347,16 +348,25 @@ def _create(c: YunClient, image: str, g: Guest, index: int, options: ClusterOpti
 
 def _console(c: YunClient, server_id: str) -> str:
     with contextlib.suppress(ApiError):
-        out = c.post("compute", f"/servers/{server_id}/action", json={"os-getConsoleOutput": {"length": 60}})
+        out = c.post("compute", f"/servers/{server_id}/action", json={"os-getConsoleOutput": {"length": 100}})
         return str(out["output"])
     return ""
+
+
+def _budget(groups: cgroups.MemoryCgroups | None, name: str) -> tuple[int, int]:
+    """A lab host's budget cgroup: its usage (MiB) and OOM kills so far; zeros before its manager made it."""
+    if groups is not None:
+        with contextlib.suppress(OSError, YunError, ValueError):
+            read = groups.read(name)
+            return read.usage // MIB, read.oom_kill
+    return 0, 0
 
 
 def _ramp(options: ClusterOptions, mode: str, cloud: LabCloud, c: YunClient, progress: Progress) -> dict[str, Any]:
     groups = cgroups.detect()
     image = next(i["id"] for i in c.get("image", "/v2/images")["images"] if i["name"] == "tiny")
     where = arrivals(options.max_guests, cloud.hosts, skew=options.skew, seed=options.seed)
-    kills0 = {h: groups.read(cloud.budget(h)).oom_kill if groups else 0 for h in cloud.hosts}
+    kills0 = {h: _budget(groups, cloud.budget(h))[1] for h in cloud.hosts}
     cpu0 = _cpu_seconds(cloud.proc.pid)
     began = time.monotonic()
     guests: list[Guest] = []
@@ -397,8 +407,9 @@ def _ramp(options: ClusterOptions, mode: str, cloud: LabCloud, c: YunClient, pro
                 consoles[g.name] = _console(c, g.id)
                 observe(g, consoles[g.name], now)
         live = [g for g in guests if not g.refused]
-        kills = {h: (groups.read(cloud.budget(h)).oom_kill if groups else 0) - kills0[h] for h in cloud.hosts}
-        usage = {h: groups.read(cloud.budget(h)).usage // MIB if groups else 0 for h in cloud.hosts}
+        budgets = {h: _budget(groups, cloud.budget(h)) for h in cloud.hosts}
+        kills = {h: budgets[h][1] - kills0[h] for h in cloud.hosts}
+        usage = {h: budgets[h][0] for h in cloud.hosts}
         samples.append({"t": round(now, 1), "usage_mib": usage, "placed": len(live),
                         "filled": sum(1 for g in live if g.filled_at is not None),
                         "held": held(live, until=now, settle_s=options.settle_s),
@@ -460,8 +471,9 @@ def run(options: ClusterOptions, progress: Progress, argv: Sequence[str] = ()) -
         (out / "runs.partial.json").write_text(json.dumps(runs, default=str))
     meta: dict[str, Any] = {"command": " ".join(argv), "finished": time.time(), "cpus": os.cpu_count()}
     summary = summarize(options, runs, meta)
-    summary["plot"] = plot(out, runs, options)
     path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=1, default=str))  # before the plot: a plot error loses no run
+    summary["plot"] = plot(out, runs, options)
     path.write_text(json.dumps(summary, indent=1, default=str))
     (out / "runs.partial.json").unlink(missing_ok=True)
     return path
@@ -481,8 +493,10 @@ def plot(out: Path, runs: Sequence[dict[str, Any]], options: ClusterOptions) -> 
             ax.plot(ts, [s["usage_mib"][host] for s in r["samples"]], label=f"{host} usage (MiB)")
         ax.axhline(options.host_memory_mib, color="r", ls="--", lw=1, label="host budget")
         twin = ax.twinx()
+        twin.step(ts, [s["placed"] for s in r["samples"]], color="0.6", ls="--", where="post", label="guests placed")
         twin.step(ts, [s["held"] for s in r["samples"]], "k-", where="post", label="guests held")
-        twin.set_ylabel("guests held")
+        twin.set_ylabel("guests placed (dashed) and held (solid)")
+        ax.set_ylabel("lab host budget usage (MiB)")
         for i, m in enumerate(r["moves_seen"]):
             ax.axvline(m["seen_at"], color="g", lw=0.8, ls=":", label="a guest seen moved" if i == 0 else None)
         ax.set_xlabel("seconds")
