@@ -60,7 +60,7 @@ from yunstack.network.dataplane.naming import install_tag
 
 Progress = Callable[[str], None]
 MIB = 1 << 20
-MICROVERSION = {"OpenStack-API-Version": "compute 2.74"}  # networks "none", nova:HOST pinning
+MICROVERSION = {"OpenStack-API-Version": "compute 2.47"}  # networks "none" (2.37), migration_type (2.23)
 FLAVOR = "84"  # m1.micro, 192 MiB: the lab test's guest
 MODES = ("off", "advise", "auto")
 TARGET_RATIO = 1.3  # the target: N_max with the balancer / without
@@ -214,8 +214,11 @@ def summarize(options: ClusterOptions, runs: Sequence[dict[str, Any]], meta: dic
             ratio = by_mode[mode]["n_max"] / off["n_max"] if off["n_max"] else None
             verdict[f"{mode}_vs_off"] = ratio
             verdict[f"{mode}_vs_off_met"] = ratio is not None and ratio >= TARGET_RATIO
-    arms = {r["mode"]: {k: r[k] for k in ("n_max", "placed", "ended", "failure", "refused", "migrations",
-                                           "downtime_ms_total", "control_plane_cpu_s", "balancer_passes")}
+    arms = {r["mode"]: {**{k: r[k] for k in ("n_max", "placed", "ended", "failure", "refused", "downtime_ms_total",
+                                               "control_plane_cpu_s", "balancer_passes")},
+                        "migrations_completed": sum(1 for m in r["migrations"] if m["status"] == "completed"),
+                        "migrations_other": sum(1 for m in r["migrations"] if m["status"] != "completed"),
+                        "plan_ms": r.get("plan_ms")}
             for r in runs}
     return {"meta": meta, "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
             "arms": arms, "verdict": verdict, "runs": list(runs)}
@@ -328,10 +331,10 @@ def run_arm(options: ClusterOptions, mode: str, progress: Progress) -> dict[str,
         finally:
             log_text = cloud.log.read_text(errors="replace")
     record["leftovers"] = cloud.leftovers()
-    moves = downtimes(log_text)
-    for m in record["migrations"]:
-        m.update(moves.get(m["uuid"], {}))
-    record["downtime_ms_total"] = sum(m.get("downtime_ms", 0) for m in record["migrations"])
+    names = {g["id"]: g["name"] for g in record["guests"]}
+    record["downtimes"] = [{**d, "uuid": uuid, "server": names.get(d["server"], d["server"])}
+                           for uuid, d in downtimes(log_text).items()]
+    record["downtime_ms_total"] = sum(d["downtime_ms"] for d in record["downtimes"])
     record["facts_start"], record["facts_end"] = facts_start, {"loadavg": os.getloadavg(), "time": time.time()}
     shutil.rmtree(state_dir, ignore_errors=True)
     return record
@@ -430,12 +433,12 @@ def _ramp(options: ClusterOptions, mode: str, cloud: LabCloud, c: YunClient, pro
         time.sleep(options.poll_s)
     end = failure.at if failure is not None else time.monotonic() - began
     live = [g for g in guests if not g.refused]
-    migrations = [{"uuid": m.get("uuid", ""), "server": next((g.name for g in guests if g.id == m["instance_uuid"]),
-                                                             m["instance_uuid"]),
+    migrations = [{"id": m["id"], "server": next((g.name for g in guests if g.id == m["instance_uuid"]),
+                                                 m["instance_uuid"]),
                    "source": m["source_compute"], "target": m["dest_compute"], "status": m["status"],
                    "created_at": m["created_at"], "updated_at": m["updated_at"]}
-                  for m in c.get("compute", "/os-migrations", headers={"OpenStack-API-Version": "compute 2.80"})
-                  ["migrations"] if m.get("migration_type") == "live-migration"]
+                  for m in c.get("compute", "/os-migrations", headers=MICROVERSION)["migrations"]
+                  if m.get("migration_type") == "live-migration"]
     passes = c.memory_balancer_history(limit=1000)
     plan_ms = []  # what one plan costs the control plane now, over HTTP (an upper bound on a pass's planning)
     for _ in range(5):
