@@ -324,19 +324,23 @@ def run_arm(options: ClusterOptions, mode: str, progress: Progress) -> dict[str,
     """One fresh cloud with the balancer in ``mode``, the arrivals, and what became of them."""
     state_dir = options.state_root / f"ys-bench-cluster-{mode}-{os.getpid()}"
     facts_start = {"loadavg": os.getloadavg(), "time": time.time()}
-    with lab_cloud(options, mode, state_dir, progress) as cloud:
-        try:
-            with cloud.client() as c:
-                record = _ramp(options, mode, cloud, c, progress)
-        finally:
-            log_text = cloud.log.read_text(errors="replace")
-    record["leftovers"] = cloud.leftovers()
+    try:
+        with lab_cloud(options, mode, state_dir, progress) as cloud:
+            try:
+                with cloud.client() as c:
+                    record = _ramp(options, mode, cloud, c, progress)
+            finally:
+                log_text = cloud.log.read_text(errors="replace")
+                options.out.mkdir(parents=True, exist_ok=True)
+                shutil.copy(cloud.log, options.out / f"yun-up-{mode}.log")  # to read, not to commit
+        record["leftovers"] = cloud.leftovers()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)  # the arm's database, image cache and log
     names = {g["id"]: g["name"] for g in record["guests"]}
     record["downtimes"] = [{**d, "uuid": uuid, "server": names.get(d["server"], d["server"])}
                            for uuid, d in downtimes(log_text).items()]
     record["downtime_ms_total"] = sum(d["downtime_ms"] for d in record["downtimes"])
     record["facts_start"], record["facts_end"] = facts_start, {"loadavg": os.getloadavg(), "time": time.time()}
-    shutil.rmtree(state_dir, ignore_errors=True)
     return record
 
 
