@@ -51,6 +51,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from yunstack import cgroups
 from yunstack.client.http import ApiError, YunClient
 from yunstack.errors import YunError
@@ -306,7 +308,8 @@ def _wait_up(cloud: LabCloud, timeout: float) -> None:
     while time.monotonic() < deadline:
         if cloud.proc.poll() is not None:
             raise RuntimeError(f"yun up exited with {cloud.proc.returncode}:\n{cloud.log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError, ApiError, ValueError, KeyError):
+        # clouds.yaml is written before the API listens, and the hosts join after it does.
+        with contextlib.suppress(OSError, httpx.HTTPError, ApiError, ValueError, KeyError):
             if (cloud.state_dir / "clouds.yaml").exists():
                 with cloud.client() as c:
                     found = c.get("compute", "/os-hypervisors/detail")["hypervisors"]
@@ -354,7 +357,7 @@ def _create(c: YunClient, image: str, g: Guest, index: int, options: ClusterOpti
 
 
 def _console(c: YunClient, server_id: str) -> str:
-    with contextlib.suppress(ApiError):
+    with contextlib.suppress(ApiError, httpx.TimeoutException):
         out = c.post("compute", f"/servers/{server_id}/action", json={"os-getConsoleOutput": {"length": 100}})
         return str(out["output"])
     return ""
@@ -391,7 +394,10 @@ def _ramp(options: ClusterOptions, mode: str, cloud: LabCloud, c: YunClient, pro
             guests.append(g)
             next_arrival = now + options.arrival_s
             progress(f"{mode}: {g.name} -> {g.pinned} ({len(guests)}/{len(where)})")
-        servers = {s["name"]: s for s in c.get("compute", "/servers/detail")["servers"]}
+        try:
+            servers = {s["name"]: s for s in c.get("compute", "/servers/detail")["servers"]}
+        except httpx.TimeoutException:  # a busy control plane: look again, the SLO clock goes on
+            continue
         statuses = {name: str(s["status"]) for name, s in servers.items()}
         consoles: dict[str, str] = {}
         for g in guests:
