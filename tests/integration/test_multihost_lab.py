@@ -77,8 +77,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterat
     # The memory balancer test's guests are small (192 MiB, lab hosts have 1 GiB each): a move of one
     # is worth it here, and its pass comes every 10 s (the balancer plans only in the other tests).
     # Its target is 40 % (three such guests trigger it once they have grown, with room for those it moves).
+    # RAM is overcommitted 4:1 (the advise test's six guests on one host; at 1.5 with 512 MiB reserved a
+    # 1 GiB lab host takes four m1.micro, whose grown working sets fit it).
     env = {"YUN_COMPUTE_MEMORY_BALANCER_MIN_BENEFIT_MIB": "64", "YUN_COMPUTE_MEMORY_BALANCER_INTERVAL": "10",
-           "YUN_COMPUTE_MEMORY_BALANCER_TARGET_PERCENT": "40"}
+           "YUN_COMPUTE_MEMORY_BALANCER_TARGET_PERCENT": "40", "YUN_COMPUTE_RAM_ALLOCATION_RATIO": "4"}
     with serving_cloud(state_dir, env=env, args=["--hosts", "3", "--database", postgres_url]) as running:
         hosts = wait_hosts_up(running, 120)
         print(f"yun up --hosts 3: API answered, all 3 hosts up {time.monotonic() - began:.1f}s after start: {hosts}")

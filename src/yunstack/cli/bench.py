@@ -60,6 +60,8 @@ def density(
     host_memory_mib: Annotated[int, typer.Option(help="With --hosts: each lab host's memory budget, MiB.")] = 1024,
     skew: Annotated[float, typer.Option(help="With --hosts: share of arrivals pinned to lab-h1.")] = 0.75,
     arrival: Annotated[float, typer.Option(help="With --hosts: seconds between arrivals.")] = 20.0,
+    ram_allocation_ratio: Annotated[float, typer.Option(help="With --hosts: the cloud's [compute] "
+                                                             "ram_allocation_ratio (overcommit).")] = 4.0,
 ) -> None:
     """Ramp guests into a cgroup memory budget under arms A0-A4; write JSON + PNG plots.
 
@@ -70,6 +72,7 @@ def density(
     """
     if hosts > 1:
         _cluster(hosts=hosts, modes=modes, host_memory_mib=host_memory_mib, skew=skew, arrival=arrival,
+                 ram_allocation_ratio=ram_allocation_ratio,
                  max_guests=max_guests or 12, settle=20.0 if settle is None else settle,
                  hold=90.0 if hold is None else hold, seed=seed, out=out or Path("bench/results/density-cluster"))
         return
@@ -117,8 +120,8 @@ def density(
     console.print(f"[green]report:[/] {summary}")
 
 
-def _cluster(*, hosts: int, modes: str, host_memory_mib: int, skew: float, arrival: float, max_guests: int,
-             settle: float, hold: float, seed: int, out: Path) -> None:
+def _cluster(*, hosts: int, modes: str, host_memory_mib: int, skew: float, arrival: float,
+             ram_allocation_ratio: float, max_guests: int, settle: float, hold: float, seed: int, out: Path) -> None:
     from yunstack.bench.cluster import MODES, ClusterOptions, run
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -126,7 +129,8 @@ def _cluster(*, hosts: int, modes: str, host_memory_mib: int, skew: float, arriv
         if mode not in MODES:
             raise typer.BadParameter(f"unknown balancer mode {mode!r}", param_hint="--modes")
     options = ClusterOptions(hosts=hosts, host_memory_mib=host_memory_mib, modes=mode_list, max_guests=max_guests,
-                             skew=skew, arrival_s=arrival, settle_s=settle, hold_s=hold, seed=seed, out=out)
+                             skew=skew, arrival_s=arrival, settle_s=settle, hold_s=hold, seed=seed, out=out,
+                             ram_allocation_ratio=ram_allocation_ratio)
 
     def stop(signum: int, frame: object) -> None:
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C: each arm's cloud is stopped, its lab removed.
