@@ -76,6 +76,9 @@ GROWER = """#!/bin/sh
 """
 GUEST_OOM = re.compile(r"Out of memory|oom-kill|Killed process")
 TICK = re.compile(r"TICK (\d+\.\d+)")
+# The kernel's line for an OOM kill in a memory cgroup: which limit was hit, and the victim's cgroup.
+KERNEL_OOM = re.compile(r"oom-kill:constraint=CONSTRAINT_MEMCG,.*?oom_memcg=/([^,]+),task_memcg=/([^,]+),"
+                        r"task=([^,]+),pid=(\d+)")
 # compute/operations/migrate.py's line for every finished live migration.
 MIGRATED = re.compile(r"live migration (\S+) of (\S+): (\w+) mode, send (\d+) ms, downtime (\d+) ms")
 
@@ -209,6 +212,27 @@ def downtimes(log: str) -> dict[str, dict[str, Any]]:
                          "downtime_ms": int(m.group(5))} for m in MIGRATED.finditer(log)}
 
 
+def kernel_oom_kills(kernel_log: str, budgets: Mapping[str, str]) -> list[dict[str, str]]:
+    """The kernel's OOM kills in the lab hosts' budgets (``budgets``: cgroup name -> host), from its log.
+
+    On cgroup v1 an OOM kill is counted in the victim's own cgroup, not in the budget whose limit
+    was hit, and the agent removes a dead guest's cgroup: the kernel log is what keeps the record.
+    """
+    found = []
+    for m in KERNEL_OOM.finditer(kernel_log):
+        if m.group(1) in budgets:
+            found.append({"host": budgets[m.group(1)], "victim_cgroup": m.group(2), "task": m.group(3),
+                          "pid": m.group(4)})
+    return found
+
+
+def _kernel_log() -> str:
+    try:
+        return subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def summarize(options: ClusterOptions, runs: Sequence[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """``summary.json``: every arm's run and the verdict (N_max with the balancer / without, at least 1.3)."""
     by_mode = {r["mode"]: r for r in runs}
@@ -331,6 +355,7 @@ def run_arm(options: ClusterOptions, mode: str, progress: Progress) -> dict[str,
     """One fresh cloud with the balancer in ``mode``, the arrivals, and what became of them."""
     state_dir = options.state_root / f"ys-bench-cluster-{mode}-{os.getpid()}"
     facts_start = {"loadavg": os.getloadavg(), "time": time.time()}
+    kernel_before = len(_kernel_log().splitlines())
     try:
         with lab_cloud(options, mode, state_dir, progress) as cloud:
             try:
@@ -341,9 +366,19 @@ def run_arm(options: ClusterOptions, mode: str, progress: Progress) -> dict[str,
                 options.out.mkdir(parents=True, exist_ok=True)
                 shutil.copy(cloud.log, options.out / f"yun-up-{mode}.log")  # to read, not to commit
         record["leftovers"] = cloud.leftovers()
+        budgets = {cloud.budget(h): h for h in cloud.hosts}
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)  # the arm's database, image cache and log
     names = {g["id"]: g["name"] for g in record["guests"]}
+    kills = kernel_oom_kills("\n".join(_kernel_log().splitlines()[kernel_before:]), budgets)
+    for kill in kills:
+        kill["server"] = next((n for i, n in names.items() if i and kill["victim_cgroup"].endswith(i)), "")
+    record["kernel_oom_kills"] = kills
+    failure = record["failure"]
+    if failure is not None and failure["kind"] == "qemu_exit" and any(k["server"] == failure["guest"] for k in kills):
+        # A QEMU that ended: the kernel says its host's budget OOM-killed it.
+        failure["kind"] = record["ended"] = "oom_kill"
+        failure["detail"] += " (the kernel OOM-killed its QEMU: its host's budget was full)"
     record["downtimes"] = [{**d, "uuid": uuid, "server": names.get(d["server"], d["server"])}
                            for uuid, d in downtimes(log_text).items()]
     record["downtime_ms_total"] = sum(d["downtime_ms"] for d in record["downtimes"])

@@ -13,6 +13,7 @@ from yunstack.bench.cluster import (
     downtimes,
     held,
     host_names,
+    kernel_oom_kills,
     observe,
     summarize,
 )
@@ -97,3 +98,15 @@ def test_the_summary_compares_auto_with_off_against_the_target(tmp_path: Path) -
     json.dumps(summary)  # all of it is JSON (paths as strings)
     missed = summarize(ClusterOptions(out=tmp_path), [run("off", 5), run("auto", 6)], {})
     assert missed["verdict"]["auto_vs_off_met"] is False
+
+
+def test_the_kernel_log_names_the_oom_kills_in_a_lab_hosts_budget() -> None:
+    # On cgroup v1 the kill counts in the victim's cgroup (gone with the guest), not in the budget.
+    log = ("[Sat Dec  5 03:58:46 2026] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+           "oom_memcg=/yunstack-lab-ai-h1,task_memcg=/yunstack-lab-ai-h1/7b470a9a-da8c,task=qemu-system-x86,"
+           "pid=8411,uid=0\n"
+           "[Sat Dec  5 03:58:46 2026] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+           "oom_memcg=/ys-bench-1,task_memcg=/ys-bench-1/x,task=qemu-system-x86,pid=9,uid=0\n")
+    assert kernel_oom_kills(log, {"yunstack-lab-ai-h1": "lab-h1"}) == [
+        {"host": "lab-h1", "victim_cgroup": "yunstack-lab-ai-h1/7b470a9a-da8c", "task": "qemu-system-x86",
+         "pid": "8411"}]
