@@ -4,10 +4,11 @@ Each lab host is a `yun agent` in its own network namespace on the lab underlay,
 ``/agent/v1`` like a real host; the control host is the network host (DHCP over VXLAN to the
 guests).  One cloud serves the whole module (CI time): the hosts come up, two guests on different
 hosts ping each other over VXLAN, an anti-affinity group spreads three servers over the three
-hosts and refuses a fourth with every host's reason, a disabled host gets no new server, and an
-agent killed with -9 leaves its host down within 30 s.  Stopping the cloud leaves nothing of the
-lab behind (namespaces, links, processes, directories).  Addresses: 10.96.0.0/24 (tenant) and the
-lab's own 10.250.K.0/24 underlay; nothing leaves the host.
+hosts and refuses a fourth with every host's reason, a disabled host gets no new server, the memory
+balancer moves growing guests off a host in auto mode (and in advise mode only shows its plan, the
+host then ending in an OOM kill), and an agent killed with -9 leaves its host down within 30 s.
+Stopping the cloud leaves nothing of the lab behind (namespaces, links, processes, directories).
+Addresses: 10.96.0.0/24 (tenant) and the lab's own 10.250.K.0/24 underlay; nothing leaves the host.
 """
 
 from __future__ import annotations
