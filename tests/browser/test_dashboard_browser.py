@@ -5,12 +5,12 @@ reaches the API over real HTTP, as in production.  The test signs in, watches a 
 through the API appear and reach ACTIVE without reloading the page (htmx polls the table), stops
 it with its button, launches another from the launch dialog and watches it reach ACTIVE, opens
 its page (the console log follows), creates a network with a subnet and a router on the networks
-page and a volume on the volumes page, uploads an image file on the images page (the progress bar
-reaches the file's size and the image becomes active), allocates a floating IP, checks that the
-strict Content-Security-Policy blocked nothing, and signs out.  A second test opens a server's
-serial console, types a line into the terminal and sees the guest (the fake driver's shell)
-answer, logs the shell out and reconnects.  They leave a screenshot of each page in
-build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
+page and a volume on the volumes page (a snapshot of it, then deletes both from their rows),
+uploads an image file on the images page (the progress bar reaches the file's size and the image
+becomes active), allocates a floating IP, checks that the strict Content-Security-Policy blocked
+nothing, and signs out.  A second test opens a server's serial console, types a line into the
+terminal and sees the guest (the fake driver's shell) answer, logs the shell out and reconnects.
+They leave a screenshot of each page in build/screenshots (docs/img with YUN_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ try:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # the test says so below (skip locally, fail in CI)
     webdriver = None
@@ -155,6 +156,16 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     assert browser.find_element(By.CSS_SELECTOR, "h1").text and browser.find_elements(By.ID, "create-volume")
     wait.until(lambda d: "available" in d.find_element(By.CSS_SELECTOR, "tr[id^=snapshot-]").text)
     browser.save_screenshot(str(SHOTS / "dashboard-volumes.png"))
+    browser.find_element(By.CSS_SELECTOR, "tr[id^=snapshot-] form[action$='/delete'] button").click()
+    wait.until(expected_conditions.alert_is_present()).accept()  # htmx's hx-confirm
+    wait.until(lambda d: "Deleting the snapshot." in d.page_source)
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "tr[id^=snapshot-]"))
+    # A row's Delete (a boosted form inside the polled table) asks, then swaps in the whole page: the
+    # nav bar stays, which the next step uses.
+    browser.find_element(By.CSS_SELECTOR, "tr[id^=volume-] form[action$='/delete'] button").click()
+    wait.until(expected_conditions.alert_is_present()).accept()  # htmx's hx-confirm
+    wait.until(lambda d: "Deleting the volume." in d.page_source)
+    wait.until(lambda d: "No volumes in this project yet." in d.page_source)
 
     # An upload from the browser: static/images.js registers the image, then sends the file with
     # XMLHttpRequest (its progress in the <progress> bar), which the dashboard streams on to Glance.

@@ -4,10 +4,11 @@ Each lab host is a `yun agent` in its own network namespace on the lab underlay,
 ``/agent/v1`` like a real host; the control host is the network host (DHCP over VXLAN to the
 guests).  One cloud serves the whole module (CI time): the hosts come up, two guests on different
 hosts ping each other over VXLAN, an anti-affinity group spreads three servers over the three
-hosts and refuses a fourth with every host's reason, a disabled host gets no new server, and an
-agent killed with -9 leaves its host down within 30 s.  Stopping the cloud leaves nothing of the
-lab behind (namespaces, links, processes, directories).  Addresses: 10.96.0.0/24 (tenant) and the
-lab's own 10.250.K.0/24 underlay; nothing leaves the host.
+hosts and refuses a fourth with every host's reason, a disabled host gets no new server, the memory
+balancer moves growing guests off a host in auto mode (and in advise mode only shows its plan, the
+host then ending in an OOM kill), and an agent killed with -9 leaves its host down within 30 s.
+Stopping the cloud leaves nothing of the lab behind (namespaces, links, processes, directories).
+Addresses: 10.96.0.0/24 (tenant) and the lab's own 10.250.K.0/24 underlay; nothing leaves the host.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import pytest
 
 from tests.cloud import BIN, RunningCloud, serving_cloud
 from tests.conftest import need, postgres_database
-from yunstack.lab.cluster import lab_cidr
+from yunstack.bench.cluster import kernel_oom_kills
+from yunstack.lab.cluster import budget_cgroup, lab_cidr
 from yunstack.lab.underlay import Underlay
 from yunstack.network.dataplane.naming import install_tag
 
@@ -76,8 +78,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterat
     # The memory balancer test's guests are small (192 MiB, lab hosts have 1 GiB each): a move of one
     # is worth it here, and its pass comes every 10 s (the balancer plans only in the other tests).
     # Its target is 40 % (three such guests trigger it once they have grown, with room for those it moves).
+    # RAM is overcommitted 4:1 (the advise test's six guests on one host; at 1.5 with 512 MiB reserved a
+    # 1 GiB lab host takes four m1.micro, whose grown working sets fit it).
     env = {"YUN_COMPUTE_MEMORY_BALANCER_MIN_BENEFIT_MIB": "64", "YUN_COMPUTE_MEMORY_BALANCER_INTERVAL": "10",
-           "YUN_COMPUTE_MEMORY_BALANCER_TARGET_PERCENT": "40"}
+           "YUN_COMPUTE_MEMORY_BALANCER_TARGET_PERCENT": "40", "YUN_COMPUTE_RAM_ALLOCATION_RATIO": "4"}
     with serving_cloud(state_dir, env=env, args=["--hosts", "3", "--database", postgres_url]) as running:
         hosts = wait_hosts_up(running, 120)
         print(f"yun up --hosts 3: API answered, all 3 hosts up {time.monotonic() - began:.1f}s after start: {hosts}")
@@ -435,7 +439,7 @@ def test_a_lab_host_boots_a_server_from_a_volume_the_control_host_keeps(cloud: R
 # A guest that ticks on its console, then (after its boot) grows a working set it keeps touching.
 GROWER = """#!/bin/sh
 (while :; do echo "TICK $(cut -d' ' -f1 /proc/uptime)" > /dev/console; sleep 1; done) < /dev/null > /dev/null 2>&1 &
-(sleep 15; memload --mib {mib} --pattern random --seed {seed} --touch-mib-per-s 40) < /dev/null > /dev/null 2>&1 &
+(sleep {delay}; memload --mib {mib} --pattern random --seed {seed} --touch-mib-per-s 40) < /dev/null > /dev/null 2>&1 &
 """
 
 
@@ -466,7 +470,7 @@ def test_the_memory_balancer_in_auto_mode_moves_growing_guests_off_a_host_over_i
         cloud.osc("aggregate", "set", "--property", "yunstack:memory_balancer=auto", "balanced")
         for i, name in enumerate(GUESTS):
             script = tmp_path / f"{name}.sh"
-            script.write_text(GROWER.format(mib=110, seed=i + 1))
+            script.write_text(GROWER.format(mib=110, seed=i + 1, delay=15))
             assert create(cloud, name, "--flavor", "m1.micro", "--nic", "none", "--availability-zone",
                           "nova:lab-h1", "--user-data", str(script)) == "lab-h1"
         before = {name: wait_console(cloud, name, "TICK ") for name in GUESTS}
@@ -511,6 +515,85 @@ def test_the_memory_balancer_in_auto_mode_moves_growing_guests_off_a_host_over_i
         for h in HOSTS:
             cloud.osc("aggregate", "remove", "host", "balanced", h, check=False)
         cloud.osc("aggregate", "delete", "balanced", check=False)
+
+
+OOM_LINE = re.compile(r"Out of memory|oom-kill|Killed process")
+
+
+def host_oom_kills(cloud: RunningCloud, host: str) -> int:
+    """The kernel's OOM kills so far in lab host ``host``'s budget cgroup (when its guests outgrow it),
+    from its log: on cgroup v1 a kill counts in the victim's own cgroup, which goes with the guest."""
+    budget = budget_cgroup(install_tag(cloud.state_dir), host.removeprefix("lab-"))
+    kernel = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+    return len(kernel_oom_kills(kernel, {budget: host}))
+
+
+def test_the_memory_balancer_in_advise_mode_only_shows_its_plan_and_the_host_it_would_relieve_fails(
+        cloud: RunningCloud, tmp_path: Path) -> None:
+    # The auto test's scenario, with six guests instead of three so that lab-h1's 1 GiB cannot hold
+    # their grown working sets (~250 MiB of the host each), and the balancer in advise mode: it plans
+    # the same kind of moves off lab-h1, flagged advisory, and applies none, so lab-h1 is left as
+    # with the balancer off.  It ends in an OOM kill (the host's or a guest's own) or a stall; the
+    # test says which (`yun bench density --hosts 3` measures the off arm against auto).
+    cloud.osc("aggregate", "create", "advised")
+    script = tmp_path / "grow.sh"
+    # One request, so that all six are placed on their idle footprint before the first one grows.
+    script.write_text(GROWER.format(mib=110, seed=7, delay=30))
+    kills = host_oom_kills(cloud, "lab-h1")
+    try:
+        for h in HOSTS:
+            cloud.osc("aggregate", "add", "host", "advised", h)
+        cloud.osc("aggregate", "set", "--property", "yunstack:memory_balancer=advise", "advised")
+        cloud.osc("server", "create", "--image", "tiny", "--flavor", "m1.micro", "--nic", "none", "--min", "6",
+                  "--max", "6", "--availability-zone", "nova:lab-h1", "--user-data", str(script), "--wait", "A")
+        shown = {s["Name"]: s for s in cloud.osc_json("server", "list", "--long")}
+        names = sorted(n for n in shown if n.startswith("A-"))
+        assert len(names) == 6 and {shown[n]["Host"] for n in names} == {"lab-h1"}, shown
+        ids = {shown[n]["ID"] for n in names}
+        for name in names:
+            wait_console(cloud, name, "TICK ")
+        began = time.monotonic()
+        advised: dict[str, Any] = {}
+        ended = ""
+        last: dict[str, tuple[float, float]] = {}  # name -> (newest uptime, when it was first seen)
+        while not ended and time.monotonic() < began + 240:
+            plan = yun_json(cloud, "cluster", "balance")
+            if plan["moves"] and not advised:
+                advised = plan
+            now = time.monotonic()
+            states = {s["Name"]: s["Status"] for s in cloud.osc_json("server", "list") if s["Name"] in names}
+            for name in names:
+                console = cloud.osc("console", "log", "show", name).stdout
+                ticks = [float(x) for x in re.findall(r"TICK (\d+\.\d+)", console)]
+                if ticks and max(ticks) > last.get(name, (-1.0, now))[0]:
+                    last[name] = (max(ticks), now)
+                if (found := OOM_LINE.search(console)) is not None:
+                    ended = f"guest OOM in {name}: {found.group(0)}"
+                elif states.get(name) != "ACTIVE":
+                    ended = f"{name} is {states.get(name)} (its QEMU is gone)"
+                elif now - last.get(name, (0.0, now))[1] > 30:
+                    ended = f"stall: {name}'s console has not ticked for 30 s"
+                if ended:
+                    break
+            if host_oom_kills(cloud, "lab-h1") > kills:
+                ended = f"OOM kill in lab-h1's budget ({ended or 'no server changed state yet'})"
+            if not ended:
+                time.sleep(3)
+        passes = yun_json(cloud, "cluster", "history")
+        print(f"memory balancer in advise mode, six growing guests on lab-h1: {ended or 'nothing'} "
+              f"{time.monotonic() - began:.0f}s after all ticked; advised "
+              f"{[(m['source'], m['target'], m['reason']) for m in advised.get('moves', [])]}")
+        assert ended, f"lab-h1 held six grown guests: {plan['hosts']}"
+        assert advised, "the balancer planned no move off lab-h1"
+        assert all(m["advisory"] and m["source"] == "lab-h1" and "frees" in m["reason"] for m in advised["moves"])
+        # It queued nothing for these guests, and none moved (the module's earlier tests moved others).
+        assert not [a for p in passes for a in p.get("applied", []) if a["server_id"] in ids], passes
+        assert not [m for m in cloud.osc_json("server", "migration", "list") if m["Server UUID"] in ids]
+    finally:
+        cloud.osc("server", "delete", "--wait", *[f"A-{i}" for i in range(1, 7)], check=False)
+        for h in HOSTS:
+            cloud.osc("aggregate", "remove", "host", "advised", h, check=False)
+        cloud.osc("aggregate", "delete", "advised", check=False)
 
 
 def test_an_agent_killed_with_sigkill_leaves_its_host_down_within_30_seconds(cloud: RunningCloud) -> None:

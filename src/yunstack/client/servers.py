@@ -11,16 +11,22 @@ from yunstack.client.http import ApiError, YunClient
 # 2.47: a server's flavor is shown inline (its name is ``original_name``); remote consoles need 2.6 or later.
 MICROVERSION = {"OpenStack-API-Version": "compute 2.47"}
 
-Action = Literal["start", "stop", "reboot", "pause", "unpause", "suspend", "resume", "delete"]
-ACTIONS: tuple[Action, ...] = ("start", "stop", "reboot", "pause", "unpause", "suspend", "resume", "delete")
+Action = Literal["start", "stop", "reboot", "pause", "unpause", "suspend", "resume", "confirm-resize",
+                 "revert-resize", "delete"]
+ACTIONS: tuple[Action, ...] = ("start", "stop", "reboot", "pause", "unpause", "suspend", "resume", "confirm-resize",
+                               "revert-resize", "delete")
 _BODIES: dict[str, dict[str, Any]] = {"start": {"os-start": None}, "stop": {"os-stop": None},
                                       "reboot": {"reboot": {"type": "SOFT"}}, "pause": {"pause": None},
                                       "unpause": {"unpause": None}, "suspend": {"suspend": None},
-                                      "resume": {"resume": None}}
+                                      "resume": {"resume": None}, "confirm-resize": {"confirmResize": None},
+                                      "revert-resize": {"revertResize": None}}
 # What a server in a settled status may be asked to do (the API decides; this only hides buttons).
 OFFERED: dict[str, tuple[Action, ...]] = {
     "ACTIVE": ("stop", "reboot", "pause", "suspend", "delete"), "SHUTOFF": ("start", "delete"),
-    "PAUSED": ("unpause", "delete"), "SUSPENDED": ("resume", "delete")}
+    "PAUSED": ("unpause", "delete"), "SUSPENDED": ("resume", "delete"),
+    "VERIFY_RESIZE": ("confirm-resize", "revert-resize", "delete")}
+# The statuses a resize starts from (Nova's: ACTIVE and SHUTOFF, nothing in progress).
+RESIZABLE = frozenset({"ACTIVE", "SHUTOFF"})
 # Statuses a server leaves by itself (a watcher should look again soon).
 TRANSITIONAL = frozenset({"BUILD", "REBOOT", "HARD_REBOOT", "RESIZE", "MIGRATING", "REBUILD", "PASSWORD",
                           "REVERT_RESIZE"})
@@ -58,6 +64,11 @@ class ServerRow:
     def actions(self) -> tuple[Action, ...]:
         """The actions worth offering now (delete always; the API has the last word)."""
         return ("delete",) if self.task_state else OFFERED.get(self.status, ("delete",))
+
+    @property
+    def resizable(self) -> bool:
+        """True when a resize is worth offering (the API has the last word)."""
+        return self.status in RESIZABLE and not self.task_state
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,8 +141,8 @@ def serial_console_url(client: YunClient, server_id: str) -> str:
 
 
 def server_action(client: YunClient, server_id: str, action: Action) -> None:
-    """Start, stop, reboot (soft), pause, unpause, suspend, resume or delete one server; raises
-    ``ApiError`` with the API's message."""
+    """Start, stop, reboot (soft), pause, unpause, suspend, resume, confirm or revert a resize, or
+    delete one server; raises ``ApiError`` with the API's message."""
     if action == "delete":
         client.delete("compute", f"/servers/{server_id}")
         return
@@ -152,6 +163,48 @@ def attach_volume(client: YunClient, server_id: str, volume_id: str) -> None:
 
 def detach_volume(client: YunClient, server_id: str, volume_id: str) -> None:
     client.delete("compute", f"/servers/{server_id}/os-volume_attachments/{volume_id}")
+
+
+def resize(client: YunClient, server_id: str, flavor_id: str) -> None:
+    """Ask for the server on another flavor (``resize``); it comes to VERIFY_RESIZE, to be confirmed
+    or reverted.  The API's refusals (the same flavor, no host with room, each host's reason) are an
+    ``ApiError`` with its message."""
+    client.request("POST", "compute", f"/servers/{server_id}/action", json={"resize": {"flavorRef": flavor_id}})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interface:
+    """One of a server's ports as ``os-interface`` shows it (``id`` is the port's)."""
+
+    id: str
+    network_id: str
+    mac: str
+    fixed_ips: tuple[str, ...]
+    status: str
+
+
+def _interface(a: dict[str, Any]) -> Interface:
+    return Interface(id=str(a["port_id"]), network_id=str(a.get("net_id") or ""), mac=str(a.get("mac_addr") or ""),
+                     fixed_ips=tuple(str(f["ip_address"]) for f in a.get("fixed_ips") or []),
+                     status=str(a.get("port_state") or ""))
+
+
+def list_interfaces(client: YunClient, server_id: str) -> list[Interface]:
+    """The server's ports (``GET /servers/{id}/os-interface``)."""
+    found = client.get("compute", f"/servers/{server_id}/os-interface")["interfaceAttachments"]
+    return [_interface(a) for a in found]
+
+
+def attach_interface(client: YunClient, server_id: str, network_id: str) -> Interface:
+    """A new port on ``network_id`` for the server: the API answers with it at once, and the host
+    plugs it (hot-plugged while the server runs, else at its next start)."""
+    body = {"interfaceAttachment": {"net_id": network_id}}
+    return _interface(client.post("compute", f"/servers/{server_id}/os-interface", json=body)["interfaceAttachment"])
+
+
+def detach_interface(client: YunClient, server_id: str, port_id: str) -> None:
+    """Unplug the port (202: it goes after the host has unplugged it; a port the API made is deleted)."""
+    client.delete("compute", f"/servers/{server_id}/os-interface/{port_id}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,15 +252,18 @@ def launch(client: YunClient, spec: Launch) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Choice:
-    """Something to pick in a form: its id and what to call it."""
+    """Something to pick in a form: its id and what to call it (``name``: its own name, where the
+    label says more)."""
 
     id: str
     label: str
+    name: str = ""
 
 
 def flavors(client: YunClient) -> list[Choice]:
     found = client.get("compute", "/flavors/detail")["flavors"]
-    return [Choice(id=str(f["id"]), label=f"{f['name']} ({f['vcpus']} vCPU, {f['ram']} MiB, {f['disk']} GiB)")
+    return [Choice(id=str(f["id"]), label=f"{f['name']} ({f['vcpus']} vCPU, {f['ram']} MiB, {f['disk']} GiB)",
+                   name=str(f["name"]))
             for f in sorted(found, key=lambda f: (int(f["ram"]), str(f["name"])))]
 
 

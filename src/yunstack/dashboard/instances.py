@@ -1,5 +1,5 @@
 """The instances pages beyond the list: the launch dialog, a server's page with its live console
-log, and the server actions (power, snapshot, volumes, a floating IP)."""
+log, and the server actions (power, snapshot, resize, volumes, interfaces, a floating IP)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ from yunstack.client.servers import (
     ACTIONS,
     Action,
     Launch,
+    attach_interface,
     attach_volume,
     console_output,
     create_image,
+    detach_interface,
     detach_volume,
     flavors,
     get_server,
     launch,
+    list_interfaces,
+    resize,
     server_action,
     server_groups,
 )
@@ -52,7 +56,9 @@ from yunstack.dashboard.views import (
 
 LIST = "/project/instances"
 DONE = {"start": "Starting", "stop": "Stopping", "reboot": "Rebooting", "pause": "Pausing",
-        "unpause": "Unpausing", "suspend": "Suspending", "resume": "Resuming", "delete": "Deleting"}
+        "unpause": "Unpausing", "suspend": "Suspending", "resume": "Resuming",
+        "confirm-resize": "Confirming the resize of", "revert-resize": "Reverting the resize of",
+        "delete": "Deleting"}
 
 
 def _choices(session: Session) -> dict[str, Any]:
@@ -144,17 +150,25 @@ def _server(session: Session, server_id: str) -> dict[str, Any]:
     client = session.client
     server = get_server(client, server_id)
     volumes = list_volumes(client)
-    # The floating IP form's choices: only for someone who may use it.
-    ports = list_server_ports(client, server.id) if not session.scope.reader_only else []
+    interfaces = list_interfaces(client, server.id)
+    # The forms' choices (floating IPs, flavors, networks): only for someone who may use them.
+    may_act = not session.scope.reader_only
+    ports = list_server_ports(client, server.id) if may_act else []
     free = [f for f in list_floating_ips(client) if not f.port_id] if ports else []
+    # The resize form leaves out the flavor the server has (the API refuses it).
+    sizes = [f for f in flavors(client) if f.name != server.flavor] if may_act and server.resizable else []
+    networks = list_networks(client) if may_act or interfaces else []
     return {"server": server, "attachable": [v for v in volumes if v.status == "available"],
-            "attached": [v for v in volumes if server.id in v.attached_to], "ports": ports, "free_ips": free}
+            "attached": [v for v in volumes if server.id in v.attached_to], "ports": ports, "free_ips": free,
+            "flavors": sizes, "interfaces": interfaces, "network_names": {n.id: n.name for n in networks},
+            "networks": [n for n in networks if not n.external or n.shared] if may_act else []}
 
 
 async def server_page(request: Request) -> Response:
     server_id = request.path_params["server_id"]
     return await show(request, "server.html", "instances", lambda s: _server(s, server_id),
-                      {"server": None, "attachable": [], "attached": [], "ports": [], "free_ips": []})
+                      {"server": None, "attachable": [], "attached": [], "ports": [], "free_ips": [], "flavors": [],
+                       "interfaces": [], "network_names": {}, "networks": []})
 
 
 async def console(request: Request) -> Response:
@@ -217,6 +231,42 @@ async def detach(request: Request) -> Response:
     def act(session: Session, form: Form) -> str:
         detach_volume(session.client, server_id, form.get("volume_id", ""))
         return "Detaching the volume."
+
+    return await change(request, f"{LIST}/{server_id}", act)
+
+
+async def resize_post(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        if not form.get("flavor_id"):
+            raise ValueError("Choose a flavor.")
+        resize(session.client, server_id, form["flavor_id"])
+        return "Resizing the server: confirm or revert the new size when it is VERIFY_RESIZE."
+
+    return await change(request, f"{LIST}/{server_id}", act)
+
+
+async def attach_port(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        if not form.get("network_id"):
+            raise ValueError("Choose a network.")
+        done = attach_interface(session.client, server_id, form["network_id"])
+        return f"Attaching an interface ({', '.join(done.fixed_ips) or done.mac})."
+
+    return await change(request, f"{LIST}/{server_id}", act)
+
+
+async def detach_port(request: Request) -> Response:
+    server_id = request.path_params["server_id"]
+
+    def act(session: Session, form: Form) -> str:
+        if not form.get("port_id"):
+            raise ValueError("Choose an interface.")
+        detach_interface(session.client, server_id, form["port_id"])
+        return "Detaching the interface."
 
     return await change(request, f"{LIST}/{server_id}", act)
 

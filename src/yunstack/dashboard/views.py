@@ -46,6 +46,12 @@ def _dashboard(request: Request) -> Dashboard:
     return dashboard
 
 
+def _secure(request: Request) -> bool:
+    """Whether cookies get ``Secure``: the request came over TLS, or the cloud's public URL is https
+    (a TLS proxy in front, whose forwarded scheme uvicorn trusts only from loopback)."""
+    return request.url.scheme == "https" or _dashboard(request).api_url.startswith("https://")
+
+
 def _url(request: Request, path: str) -> str:
     return f"{request.scope.get('root_path', '')}{path}"
 
@@ -120,7 +126,7 @@ async def sign_in_form(request: Request, *, status: int = 200, error: str | None
     response = _dashboard(request).render("login.html", status, message=message, is_error=error is not None,
                                           csrf=token, domain=domain, user=user)
     response.set_cookie(SIGN_IN_COOKIE, token, max_age=3600, path=_url(request, "/login"), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+                        samesite="strict", secure=_secure(request))
     return response
 
 
@@ -155,7 +161,7 @@ async def sign_in(request: Request) -> Response:
     dashboard.sessions.add(session)
     response = _redirect(request, "/project/instances")
     response.set_cookie(COOKIE, session.id, path=_url(request, "/"), httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https")
+                        secure=_secure(request))
     response.delete_cookie(SIGN_IN_COOKIE, path=_url(request, "/login"))
     return response
 

@@ -41,6 +41,12 @@ MAX_HOSTS = 16
 KILL_TIMEOUT = 10.0
 
 
+def budget_cgroup(tag: str, host: str) -> str:
+    """The memory cgroup that is lab host ``host``'s budget (``h1``...; its guests' cgroups are its
+    children): what a benchmark reads for the host's usage and OOM kills."""
+    return f"yunstack-lab-{tag}-{host}"
+
+
 def lab_cidr(state_dir: Path) -> str:
     """The lab's underlay range: 10.250.K.0/24 with K from the state directory (labs of two
     installations on one machine do not collide; ``Underlay`` refuses a range the host already uses)."""
@@ -77,7 +83,7 @@ class LabCluster:
         return f"lab-{host.name}"
 
     def cgroup_parent(self, host: LabHost) -> str:
-        return f"yunstack-lab-{self.tag}-{host.name}"
+        return budget_cgroup(self.tag, host.name)
 
     def create(self) -> None:
         """The underlay (before the API listens: it binds the gateway address too)."""

@@ -136,6 +136,30 @@ def test_signing_in_opens_the_instances_page_with_a_safe_session_cookie(browser:
     assert r.headers["cache-control"] == "no-store"
 
 
+@pytest.mark.parametrize("over", ["an https request", "an https public URL"])
+def test_behind_tls_both_cookies_are_secure(app: Any, people: Any, over: str) -> None:
+    """Over TLS (the request's scheme, or the cloud's public URL when a TLS proxy sits in front and
+    the plain hop behind it is all this process sees), no cookie may leave in clear text."""
+    browser = Browser(app)
+    if over == "an https request":
+        browser.http.base_url = "https://cloud.example.org"  # type: ignore[assignment]
+    else:
+        app.fastapi.state.dashboard.api_url = "https://cloud.example.org"
+    r = browser.http.get(f"{D}/login")
+    assert "Secure" in r.headers["set-cookie"], r.headers["set-cookie"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', r.text)
+    assert token
+    # A Secure cookie is not sent back over this test client's plain transport: send it by hand.
+    signin = re.search(r"yun_sign_in=([^;]+)", r.headers["set-cookie"])
+    assert signin
+    browser.http.cookies.clear()
+    r = browser.http.post(f"{D}/login", data={"csrf_token": token.group(1), "domain": "Default", "user": "alice",
+                                               "password": "alice-pw"},
+                          headers={"Cookie": f"yun_sign_in={signin.group(1)}"})
+    assert r.status_code == 303, r.text
+    assert "yun_session=" in r.headers["set-cookie"] and "Secure" in r.headers["set-cookie"]
+
+
 def test_a_wrong_password_shows_the_apis_message_and_no_session(browser: Browser, people: Any) -> None:
     r = browser.sign_in("alice", "not-her-password")
     assert r.status_code == 401

@@ -182,3 +182,122 @@ def test_launching_with_a_network_key_pair_security_group_and_server_group(dash:
     assert members == [server["id"]]
     page = alice.http.get(f"{D}/project/instances/{server['id']}").text
     assert "10.40.0." in page and "kp" in page and "web" in page
+
+
+def test_resizing_from_the_servers_page_then_confirming_and_reverting(dash: dict[str, Any]) -> None:
+    nova = dash["alice"].at("2.47")
+    sid = nova.post("/servers", body(dash, "vm")).json()["server"]["id"]
+    wait_for(nova, sid, "ACTIVE")
+    alice = dash["browser"]("alice")
+    page = alice.http.get(f"{D}/project/instances/{sid}").text
+    form = re.search(r'id="resize">(.*?)</form>', page, re.S)
+    assert form and '<option value="84">' in form.group(1) and '<option value="42">' not in form.group(1), page
+    r = alice.http.post(f"{D}/project/instances/{sid}/resize", data={"csrf_token": alice.csrf(), "flavor_id": "84"})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/project/instances/{sid}"
+    assert "Resizing the server" in alice.http.get(r.headers["location"]).text
+    wait_for(nova, sid, "VERIFY_RESIZE")
+    page = alice.http.get(f"{D}/project/instances/{sid}").text
+    assert 'id="resize"' not in page and ">Confirm resize</button>" in page and ">Revert resize</button>" in page
+    r = alice.http.post(f"{D}/project/instances/{sid}/confirm-resize",
+                        data={"csrf_token": alice.csrf(), "next": "detail"})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/project/instances/{sid}"
+    assert "Confirming the resize of the server." in alice.http.get(r.headers["location"]).text
+    assert wait_for(nova, sid, "ACTIVE")["flavor"]["ram"] == 192
+    r = alice.http.post(f"{D}/project/instances/{sid}/resize", data={"csrf_token": alice.csrf(), "flavor_id": "42"})
+    assert r.status_code == 303
+    wait_for(nova, sid, "VERIFY_RESIZE")
+    r = alice.http.post(f"{D}/project/instances/{sid}/revert-resize",
+                        data={"csrf_token": alice.csrf(), "next": "detail"})
+    assert r.status_code == 303
+    assert "Reverting the resize of the server." in alice.http.get(r.headers["location"]).text
+    server = wait_for(nova, sid, "ACTIVE")
+    assert (server["flavor"]["ram"], server["flavor"]["original_name"]) == (192, "m1.micro")
+
+
+def test_a_resize_the_api_refuses_shows_its_message_with_each_hosts_reason(dash: dict[str, Any]) -> None:
+    h = dash["host"]
+    h.start(FakeDriver(hostname=h.driver.hostname, memory_mib=1024))
+    sid = dash["alice"].post("/servers", body(dash, "vm")).json()["server"]["id"]
+    wait_for(dash["alice"], sid, "ACTIVE")
+    alice = dash["browser"]("alice")
+    r = alice.http.post(f"{D}/project/instances/{sid}/resize", data={"csrf_token": alice.csrf(), "flavor_id": "42"})
+    assert r.status_code == 303
+    page = alice.http.get(r.headers["location"]).text
+    assert 'class="error" role="status">When resizing, instances must change flavor!</p>' in page, page
+    r = alice.http.post(f"{D}/project/instances/{sid}/resize", data={"csrf_token": alice.csrf(), "flavor_id": "2"})
+    assert r.status_code == 303
+    message = re.search(r'class="error" role="status">([^<]+)</p>', alice.http.get(r.headers["location"]).text)
+    assert message and message.group(1).startswith("No valid host was found."), message
+    assert f"{h.driver.hostname}: RamFilter: needs 1920 MiB" in message.group(1)  # the growth
+    r = alice.http.post(f"{D}/project/instances/{sid}/resize", data={"csrf_token": alice.csrf(), "flavor_id": ""})
+    assert "Choose a flavor." in alice.http.get(r.headers["location"]).text
+    assert wait_for(dash["alice"], sid, "ACTIVE")["flavor"]["id"] == "42"
+
+
+def _network(dash: dict[str, Any], name: str, cidr: str) -> str:
+    api, h = dash["api"], {"X-Auth-Token": dash["alice"].token}
+    net_id = str(api.http.post("/networking/v2.0/networks", json={"network": {"name": name}},
+                               headers=h).json()["network"]["id"])
+    r = api.http.post("/networking/v2.0/subnets", headers=h, json={"subnet": {
+        "network_id": net_id, "cidr": cidr, "ip_version": 4}})
+    assert r.status_code == 201, r.text
+    return net_id
+
+
+def test_attaching_and_detaching_an_interface_from_the_servers_page(dash: dict[str, Any]) -> None:
+    net_id = _network(dash, "inside", "10.50.0.0/24")
+    nova = dash["alice"]
+    sid = nova.post("/servers", body(dash, "vm")).json()["server"]["id"]
+    wait_for(nova, sid, "ACTIVE")
+    alice = dash["browser"]("alice")
+    page = alice.http.get(f"{D}/project/instances/{sid}").text
+    assert "No interfaces." in page
+    form = re.search(r'id="attach-interface">(.*?)</form>', page, re.S)
+    assert form and f'<option value="{net_id}">inside 10.50.0.0/24</option>' in form.group(1), page
+    r = alice.http.post(f"{D}/project/instances/{sid}/interfaces/attach",
+                        data={"csrf_token": alice.csrf(), "network_id": net_id})
+    assert r.status_code == 303 and r.headers["location"] == f"{D}/project/instances/{sid}"
+    listed = nova.get(f"/servers/{sid}/os-interface").json()["interfaceAttachments"]
+    assert len(listed) == 1 and listed[0]["net_id"] == net_id
+    port_id, address = listed[0]["port_id"], listed[0]["fixed_ips"][0]["ip_address"]
+    page = alice.http.get(r.headers["location"]).text
+    assert f"Attaching an interface ({address})." in page and f"{address} on inside" in page
+    assert f'name="port_id" value="{port_id}"' in page
+    wait_for(nova, sid, "ACTIVE")  # the host's report ends the attach; a detach before it is a 409
+    r = alice.http.post(f"{D}/project/instances/{sid}/interfaces/detach",
+                        data={"csrf_token": alice.csrf(), "port_id": port_id})
+    assert r.status_code == 303
+    assert "Detaching the interface." in alice.http.get(r.headers["location"]).text
+    base.servers.until(lambda: nova.get(f"/servers/{sid}/os-interface").json()["interfaceAttachments"] == [])
+    assert "No interfaces." in alice.http.get(f"{D}/project/instances/{sid}").text
+    r = alice.http.post(f"{D}/project/instances/{sid}/interfaces/attach",
+                        data={"csrf_token": alice.csrf(), "network_id": "no-such-network"})
+    assert r.status_code == 303
+    assert 'class="error" role="status">' in alice.http.get(r.headers["location"]).text
+
+
+def test_resize_and_interfaces_are_refused_without_csrf_to_readers_and_for_another_projects_server(
+        dash: dict[str, Any]) -> None:
+    net_id = _network(dash, "inside", "10.51.0.0/24")
+    theirs = dash["bob"].post("/servers", body(dash, "beta-vm")).json()["server"]["id"]
+    mine = dash["alice"].post("/servers", body(dash, "vm", networks=[{"uuid": net_id}])).json()["server"]["id"]
+    wait_for(dash["alice"], mine, "ACTIVE")
+    port_id = dash["alice"].get(f"/servers/{mine}/os-interface").json()["interfaceAttachments"][0]["port_id"]
+    posts = {"resize": {"flavor_id": "84"}, "interfaces/attach": {"network_id": net_id},
+             "interfaces/detach": {"port_id": port_id}}
+    alice = dash["browser"]("alice")
+    for path, data in posts.items():
+        assert alice.http.post(f"{D}/project/instances/{mine}/{path}", data=data).status_code == 403
+        r = alice.http.post(f"{D}/project/instances/{theirs}/{path}", data={**data, "csrf_token": alice.csrf()})
+        assert r.status_code == 404 and "beta-vm" not in r.text, path
+    rita = dash["browser"]("rita")
+    page = rita.http.get(f"{D}/project/instances/{mine}").text
+    assert "10.51.0." in page and "on inside" in page  # a reader sees the interfaces, without their buttons
+    assert 'id="resize"' not in page and 'id="attach-interface"' not in page and "interfaces/detach" not in page
+    for path, data in posts.items():
+        r = rita.http.post(f"{D}/project/instances/{mine}/{path}", data={**data, "csrf_token": rita.csrf()})
+        assert r.status_code == 403 and "reader" in r.text, path
+    assert wait_for(dash["alice"].at("2.47"), mine, "ACTIVE")["flavor"]["ram"] == 128
+    assert [a["port_id"] for a in dash["alice"].get(f"/servers/{mine}/os-interface").json()["interfaceAttachments"]
+            ] == [port_id]
+    assert dash["bob"].get(f"/servers/{theirs}/os-interface").json()["interfaceAttachments"] == []

@@ -35,7 +35,7 @@ def test_a_member_opens_the_terminal_page_and_types_a_line_over_its_url(dash: di
     assert 'hx-boost="true"' not in r.text  # leaving is a full load, which closes the websocket
     assert f'data-url="{D}/project/instances/{sid}/serial/url"' in r.text
     assets = re.findall(r'(?:src|href)="(/dashboard/static/[^"]+)"', r.text)
-    assert len(assets) == 5  # the stylesheet, htmx, xterm's stylesheet and script, serial.js
+    assert len(assets) == 6  # the stylesheet, htmx, images.js (every page), xterm's stylesheet and script, serial.js
     assert sum(len(alice.http.get(a).content) for a in assets) < 400_000
     csrf = re.search(r'data-csrf="([^"]+)"', r.text)
     assert csrf and csrf.group(1) == alice.csrf()
