@@ -142,6 +142,13 @@ def test_a_browser_signs_in_watches_a_new_server_become_active_and_signs_out(
     wait.until(lambda d: "Added the subnet to the router." in d.page_source)
     assert "10.9.0.0/24" in browser.find_element(By.CSS_SELECTOR, "tr[id^=router-]").text
     browser.save_screenshot(str(SHOTS / "dashboard-networks.png"))
+    browser.find_element(By.LINK_TEXT, "Network topology").click()  # the same networks as a picture
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "figure.topology svg"))
+    assert "inside" in browser.find_element(By.CSS_SELECTOR, "figure.topology svg").get_attribute("innerHTML")
+    browser.save_screenshot(str(SHOTS / "dashboard-topology.png"))
+    browser.find_element(By.LINK_TEXT, "Overview").click()  # the project's quotas as rings
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rings svg"))
+    browser.save_screenshot(str(SHOTS / "dashboard-overview.png"))
 
     browser.find_element(By.LINK_TEXT, "Volumes").click()
     wait.until(lambda d: d.find_elements(By.ID, "create-volume"))
