@@ -183,14 +183,14 @@ def test_a_browser_runs_a_real_guest_through_its_life(browser: Any, cloud: Runni
 
     # -- attach the volume: the volumes page follows it to in-use, the server's page lists it -------
     Select(browser.find_element(By.NAME, "volume_id")).select_by_visible_text("dash-vol (1 GiB)")
-    press("form[action$='/attach'] button")
+    press(f"form[action$='/{server_id}/attach'] button")  # the volume's (an interface's ends /interfaces/attach)
     wait.until(lambda d: "Attaching the volume." in d.page_source)
     browser.find_element(By.LINK_TEXT, "Volumes").click()
     wait.until(lambda d: "in-use" in text(f"#volume-{volume.id}"))
     assert "dash-1" in text(f"#volume-{volume.id}")
     assert [v.attached_to for v in list_volumes(demo)] == [(server_id,)]
     press(f"#volume-{volume.id} a")  # its "attached to": the server's page
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "form[action$='/detach']"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"form[action$='/{server_id}/detach']"))
     assert "dash-vol (1 GiB)" in browser.page_source
     browser.save_screenshot(str(SHOTS / "dashboard-qemu-server.png"))
 
