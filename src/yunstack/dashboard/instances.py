@@ -3,6 +3,7 @@ log, and the server actions (power, snapshot, resize, volumes, interfaces, a flo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from starlette.requests import Request
@@ -200,87 +201,71 @@ async def action(request: Request) -> Response:
                         act)
 
 
-async def snapshot(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
+def on_server(act: Callable[[Session, str, Form], str]) -> Callable[[Request], Awaitable[Response]]:
+    """A form posted on a server's page: ``act(session, server_id, form)`` does it and says what it
+    did (``change``: CSRF, the reader refusal, the API's refusals); the server's page follows."""
 
-    def act(session: Session, form: Form) -> str:
-        name = form.get("name", "").strip()
-        if not name:
-            raise ValueError("A snapshot needs a name.")
-        image_id = create_image(session.client, server_id, name)
-        return f"Creating the image {name} ({image_id})."
+    async def endpoint(request: Request) -> Response:
+        server_id = request.path_params["server_id"]
+        return await change(request, f"{LIST}/{server_id}", lambda session, form: act(session, server_id, form))
 
-    return await change(request, f"{LIST}/{server_id}", act)
+    return endpoint
 
 
-async def attach(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
-
-    def act(session: Session, form: Form) -> str:
-        if not form.get("volume_id"):
-            raise ValueError("Choose a volume to attach.")
-        attach_volume(session.client, server_id, form["volume_id"])
-        return "Attaching the volume."
-
-    return await change(request, f"{LIST}/{server_id}", act)
+@on_server
+def snapshot(session: Session, server_id: str, form: Form) -> str:
+    name = form.get("name", "").strip()
+    if not name:
+        raise ValueError("A snapshot needs a name.")
+    image_id = create_image(session.client, server_id, name)
+    return f"Creating the image {name} ({image_id})."
 
 
-async def detach(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
-
-    def act(session: Session, form: Form) -> str:
-        detach_volume(session.client, server_id, form.get("volume_id", ""))
-        return "Detaching the volume."
-
-    return await change(request, f"{LIST}/{server_id}", act)
+@on_server
+def attach(session: Session, server_id: str, form: Form) -> str:
+    if not form.get("volume_id"):
+        raise ValueError("Choose a volume to attach.")
+    attach_volume(session.client, server_id, form["volume_id"])
+    return "Attaching the volume."
 
 
-async def resize_post(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
-
-    def act(session: Session, form: Form) -> str:
-        if not form.get("flavor_id"):
-            raise ValueError("Choose a flavor.")
-        resize(session.client, server_id, form["flavor_id"])
-        return "Resizing the server: confirm or revert the new size when it is VERIFY_RESIZE."
-
-    return await change(request, f"{LIST}/{server_id}", act)
+@on_server
+def detach(session: Session, server_id: str, form: Form) -> str:
+    detach_volume(session.client, server_id, form.get("volume_id", ""))
+    return "Detaching the volume."
 
 
-async def attach_port(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
-
-    def act(session: Session, form: Form) -> str:
-        if not form.get("network_id"):
-            raise ValueError("Choose a network.")
-        done = attach_interface(session.client, server_id, form["network_id"])
-        return f"Attaching an interface ({', '.join(done.fixed_ips) or done.mac})."
-
-    return await change(request, f"{LIST}/{server_id}", act)
+@on_server
+def resize_post(session: Session, server_id: str, form: Form) -> str:
+    if not form.get("flavor_id"):
+        raise ValueError("Choose a flavor.")
+    resize(session.client, server_id, form["flavor_id"])
+    return "Resizing the server: confirm or revert the new size when it is VERIFY_RESIZE."
 
 
-async def detach_port(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
-
-    def act(session: Session, form: Form) -> str:
-        if not form.get("port_id"):
-            raise ValueError("Choose an interface.")
-        detach_interface(session.client, server_id, form["port_id"])
-        return "Detaching the interface."
-
-    return await change(request, f"{LIST}/{server_id}", act)
+@on_server
+def attach_port(session: Session, server_id: str, form: Form) -> str:
+    if not form.get("network_id"):
+        raise ValueError("Choose a network.")
+    done = attach_interface(session.client, server_id, form["network_id"])
+    return f"Attaching an interface ({', '.join(done.fixed_ips) or done.mac})."
 
 
-async def floating_ip(request: Request) -> Response:
-    server_id = request.path_params["server_id"]
+@on_server
+def detach_port(session: Session, server_id: str, form: Form) -> str:
+    if not form.get("port_id"):
+        raise ValueError("Choose an interface.")
+    detach_interface(session.client, server_id, form["port_id"])
+    return "Detaching the interface."
 
-    def act(session: Session, form: Form) -> str:
-        if not form.get("floating_ip_id") or not form.get("port_id"):
-            raise ValueError("Choose a floating IP and a port.")
-        get_server(session.client, server_id)  # another project's server: a 404, as for its page
-        if form["port_id"] not in {p.id for p in list_server_ports(session.client, server_id)}:
-            raise ValueError("That port is not one of this server's.")
-        done = floating_ips.associate(session.client, form["floating_ip_id"], form["port_id"])
-        return f"Associated the floating IP {done.address} with {done.fixed_ip}."
 
-    return await change(request, f"{LIST}/{server_id}", act)
+@on_server
+def floating_ip(session: Session, server_id: str, form: Form) -> str:
+    if not form.get("floating_ip_id") or not form.get("port_id"):
+        raise ValueError("Choose a floating IP and a port.")
+    get_server(session.client, server_id)  # another project's server: a 404, as for its page
+    if form["port_id"] not in {p.id for p in list_server_ports(session.client, server_id)}:
+        raise ValueError("That port is not one of this server's.")
+    done = floating_ips.associate(session.client, form["floating_ip_id"], form["port_id"])
+    return f"Associated the floating IP {done.address} with {done.fixed_ip}."
+
