@@ -165,11 +165,20 @@ def _server(session: Session, server_id: str) -> dict[str, Any]:
             "networks": [n for n in networks if not n.external or n.shared] if may_act else []}
 
 
+_NOTHING_ELSE: dict[str, Any] = {"attachable": [], "attached": [], "ports": [], "free_ips": [], "flavors": [],
+                                 "interfaces": [], "network_names": {}, "networks": []}
+
+
 async def server_page(request: Request) -> Response:
     server_id = request.path_params["server_id"]
+    if request.query_params.get("part") == "status":
+        # The page's poll keeps only the status and the action buttons: the server alone, not the
+        # six other API calls (volumes, ports, floating IPs, flavors, networks) of the whole page.
+        return await show(request, "server.html", "instances",
+                          lambda s: {"server": get_server(s.client, server_id), **_NOTHING_ELSE},
+                          {"server": None, **_NOTHING_ELSE})
     return await show(request, "server.html", "instances", lambda s: _server(s, server_id),
-                      {"server": None, "attachable": [], "attached": [], "ports": [], "free_ips": [], "flavors": [],
-                       "interfaces": [], "network_names": {}, "networks": []})
+                      {"server": None, **_NOTHING_ELSE})
 
 
 async def console(request: Request) -> Response:

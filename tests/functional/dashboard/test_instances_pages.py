@@ -4,6 +4,7 @@ in ERROR, the live console log, the actions, and the 404 and 403 rules."""
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from tests.functional.compute.test_flavors_keypairs_quotas import ED25519
@@ -301,3 +302,18 @@ def test_resize_and_interfaces_are_refused_without_csrf_to_readers_and_for_anoth
     assert [a["port_id"] for a in dash["alice"].get(f"/servers/{mine}/os-interface").json()["interfaceAttachments"]
             ] == [port_id]
     assert dash["bob"].get(f"/servers/{theirs}/os-interface").json()["interfaceAttachments"] == []
+
+
+def test_the_status_poll_answers_the_status_and_buttons_from_the_server_alone(dash: dict[str, Any]) -> None:
+    nova = dash["alice"].at("2.47")
+    sid = nova.post("/servers", body(dash, "vm")).json()["server"]["id"]
+    wait_for(nova, sid, "ACTIVE")
+    alice = dash["browser"]("alice")
+    assert 'id="resize"' in alice.http.get(f"{D}/project/instances/{sid}").text  # the whole page has the forms
+    polled = alice.http.get(f"{D}/project/instances/{sid}?part=status")
+    assert polled.status_code == 200
+    status = re.search(r'id="server-status".*?</div>', polled.text, re.S)
+    assert status and "ACTIVE" in status.group(0)
+    assert f'action="{D}/project/instances/{sid}/stop"' in polled.text  # the buttons the poll swaps in
+    assert 'id="resize"' not in polled.text  # the forms' choices were not fetched
+    assert alice.http.get(f"{D}/project/instances/{uuid.uuid4()}?part=status").status_code == 404
