@@ -39,7 +39,7 @@ from yunstack.compute.driver import (
 )
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.memory.manager import MemoryManager
-from yunstack.memory.model import EXTRA_PAGE_SHARING, GuestPolicy
+from yunstack.memory.model import EXTRA_MEMORY_TEMPLATE, EXTRA_PAGE_SHARING, GuestPolicy, asks_for_template
 from yunstack.network.dataplane.base import Dataplane
 from yunstack.protocol import Outcome, SpecData, SpecVolume, Work
 from yunstack.volume.backend import VolumeBackend
@@ -437,11 +437,12 @@ class Agent:
             path, fmt = await asyncio.to_thread(self.cache.ensure, image_id or data.image_id)
             own = root_disk(path, fmt, data.disk_gib)
         volumes = tuple([await self._volume_disk(v) for v in data.volumes])
-        memory = MemoryBacking(page_sharing=data.extra.get(EXTRA_PAGE_SHARING, "on") != "off")
+        template = asks_for_template(data.extra.get(EXTRA_MEMORY_TEMPLATE))
+        memory = MemoryBacking(page_sharing=data.extra.get(EXTRA_PAGE_SHARING, "on") != "off", template=template)
         if self.memory is not None:
             self.memory.set_policy(data.id, memory_policy(data.extra, data.memory_mib))
             # The manager decides page sharing and THP per VM; the driver applies them at start.
-            memory = self.memory.memory_backing(data.id)
+            memory = replace(self.memory.memory_backing(data.id), template=template)
         nics: tuple[Nic, ...] = ()
         if data.port_ids and self.network is not None and self.dataplane is not None:
             # Taps must exist and sit on their bridges, with their rules, before QEMU opens them.

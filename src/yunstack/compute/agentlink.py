@@ -38,7 +38,7 @@ from yunstack.db.tables import tasks as tt
 from yunstack.errors import Conflict, NotFound, YunError
 from yunstack.identity.context import system_context
 from yunstack.identity.service import PAGE_SHARING
-from yunstack.memory.model import EXTRA_PAGE_SHARING
+from yunstack.memory.model import EXTRA_MEMORY_TEMPLATE, EXTRA_PAGE_SHARING, IMAGE_MEMORY_TEMPLATE
 from yunstack.network.desired import HostNetworkState
 from yunstack.network.service import NetworkService
 from yunstack.protocol import ConfigDriveData, NbdConnection, Outcome, SpecData, SpecVolume, Work
@@ -234,6 +234,10 @@ class LocalControlPlane:
             project = s.get(ident.Project, row.project_id)
             if project is not None and (project.options or {}).get(PAGE_SHARING) is False:
                 extra[EXTRA_PAGE_SHARING] = "off"
+            # The image's property, recorded at create as Nova records image_* facts; the flavor's wins.
+            image_template = (row.system_metadata or {}).get(IMAGE_MEMORY_TEMPLATE)
+            if image_template is not None:
+                extra.setdefault(EXTRA_MEMORY_TEMPLATE, str(image_template))
             ports: tuple[str, ...] = ()
             if self._network is not None:
                 found = self._network.list_ports(system_context(row.project_id), device_ids=[row.id])

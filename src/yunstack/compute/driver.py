@@ -258,12 +258,16 @@ class MemoryBacking:
 
     ``page_sharing`` False starts QEMU with ``mem-merge=off``: KSM never merges this guest (a
     cross-VM side channel closed).  ``thp`` False turns transparent huge pages off for the QEMU
-    process.  ``hugepages`` is ``none``: explicit hugepage backing is not offered yet.
+    process.  ``hugepages`` is ``none``: explicit hugepage backing is not offered yet.  ``template``
+    asks for a start from a memory template.
     """
 
     page_sharing: bool = True
     thp: bool = True
     hugepages: Literal["none"] = "none"
+    # Start from a memory template when the host has one (docs/explanation/memory-templates.md);
+    # the first such guest of an image and flavor boots, and the host makes the template beside it.
+    template: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,6 +48,7 @@ from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
+from yunstack.memory.model import EXTRA_MEMORY_TEMPLATE, IMAGE_MEMORY_TEMPLATE
 from yunstack.network.dataplane.metadata_api import InstanceMetadata
 from yunstack.network.service import NetworkService
 from yunstack.protocol import DeleteArgs, StepArgs
@@ -298,6 +299,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                     key_data=key.public_key if key else None, user_data=req.user_data,
                     meta=dict(req.metadata), tags=list(req.tags),
                     config_drive=req.config_drive or self._config.compute.force_config_drive,
+                    system_metadata=_image_facts(properties),
                     requested_networks=req.networks, security_groups=group_names,
                     vm_state=states.BUILDING, task_state=states.SPAWNING, power_state=0, progress=0,
                     locked=False, access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,
@@ -632,6 +634,12 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
             return _action(a, tuple({"event": e.event, "start_time": e.start_time, "finish_time": e.finish_time,
                                      "result": e.result, "traceback": e.traceback, "host": e.host}
                                     for e in events))
+
+
+def _image_facts(properties: Mapping[str, str]) -> dict[str, str] | None:
+    """The image's properties a host needs when it spawns the server, for its system_metadata."""
+    value = properties.get(EXTRA_MEMORY_TEMPLATE)
+    return None if value is None else {IMAGE_MEMORY_TEMPLATE: value}
 
 
 def _usage(flavor: Any, count: int) -> dict[str, int]:

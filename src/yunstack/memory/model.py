@@ -18,6 +18,17 @@ PAGE = 4096
 # The key in an instance's spec data (from the control plane) that says its project opted out of
 # page sharing; the manager turns it into ``GuestPolicy.page_sharing`` and ``MemoryBacking``.
 EXTRA_PAGE_SHARING = "yunstack:page_sharing"
+# A flavor extra spec or image property: the server starts from a memory template when its host
+# has one (docs/explanation/memory-templates.md).  The control plane passes the image's on as an
+# extra spec, so the agent reads one place.
+EXTRA_MEMORY_TEMPLATE = "yunstack:memory_template"
+# Where a server keeps its image's value of it (system_metadata, as Nova keeps ``image_*`` facts).
+IMAGE_MEMORY_TEMPLATE = "image_yunstack:memory_template"
+
+
+def asks_for_template(value: str | None) -> bool:
+    """Whether a ``yunstack:memory_template`` value turns templates on (Glance and Nova spell true many ways)."""
+    return (value or "").strip().lower() in ("true", "yes", "on", "1")
 
 
 class PressureLevel(enum.IntEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,20 @@ HOTPLUG_PREFIX = "hotplug"
 NBD_RECONNECT_DELAY = 15
 # The memory backend of a guest whose RAM is a template file (its RAM block's name in the state).
 TEMPLATE_RAM_ID = "pc.ram"
+# Root ports beyond HOTPLUG_PORTS of a guest laid out for memory templates: its config drive sits
+# behind the first, its NICs behind the others (docs/explanation/memory-templates.md).
+TEMPLATE_PORTS = 4
+
+
+def laid_out_for_templates(spec: InstanceSpec) -> bool:
+    """Whether the guest's config drive and NICs sit behind root ports, as a memory template's clone
+    plugs them in after it resumes.
+
+    A pure function of the spec, so that the guest has the same devices whether it booted or was
+    started from a template, and a migration's destination or a restore builds them alike.
+    """
+    return (spec.memory.template and spec.memory.page_sharing and spec.balloon
+            and len(spec.nics) < TEMPLATE_PORTS)
 
 
 def is_q35(machine: str) -> bool:
@@ -193,24 +207,40 @@ class PortLayout:
 
     A fresh start puts volume ``i`` behind port ``HOTPLUG_PORTS + i``, so the first ``HOTPLUG_PORTS``
     stay free for hot-plugs; a hot-plugged volume takes whichever port is free; a detached one
-    frees its port.  Restoring a saved state needs the very devices and ports that were saved, so
-    the driver records the layout of the QEMU that runs (``InstancePaths.ports``).
+    frees its port.  A guest laid out for memory templates (``laid_out_for_templates``) has
+    ``TEMPLATE_PORTS`` more before its volumes: its config drive behind the first (``config``), its
+    NICs behind the next ones (``nics``).  A NIC plugged in later is recorded in ``nics`` too.
+    Restoring a saved state needs the very devices and ports that were saved, so the driver records
+    the layout of the QEMU that runs (``InstancePaths.ports``).
     """
 
     ports: int = HOTPLUG_PORTS
     volumes: Mapping[str, str] = field(default_factory=dict)  # VolumeIds.device -> root port id
+    nics: Mapping[str, str] = field(default_factory=dict)  # MAC -> root port id
+    config: str | None = None  # the config drive's root port; None: on the root bus
 
     @classmethod
     def fresh(cls, spec: InstanceSpec) -> PortLayout:
         devices = [VolumeIds.of(d).device for d in spec.disks if d.kind == DiskKind.VOLUME]
-        return cls(HOTPLUG_PORTS + len(devices),
-                   {device: f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS + i}" for i, device in enumerate(devices)})
+        first, nics, config = HOTPLUG_PORTS, {}, None
+        if laid_out_for_templates(spec):
+            first = HOTPLUG_PORTS + TEMPLATE_PORTS
+            config = f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS}"
+            nics = {n.mac: f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS + 1 + i}" for i, n in enumerate(spec.nics)}
+        return cls(first + len(devices), {device: f"{HOTPLUG_PREFIX}{first + i}" for i, device in enumerate(devices)},
+                   nics, config)
 
     def plugged(self, device: str, port: str | None) -> PortLayout:
-        return self if port is None else PortLayout(self.ports, {**self.volumes, device: port})
+        return self if port is None else replace(self, volumes={**self.volumes, device: port})
 
     def unplugged(self, device: str) -> PortLayout:
-        return PortLayout(self.ports, {d: p for d, p in self.volumes.items() if d != device})
+        return replace(self, volumes={d: p for d, p in self.volumes.items() if d != device})
+
+    def nic_plugged(self, mac: str, port: str | None) -> PortLayout:
+        return self if port is None else replace(self, nics={**self.nics, mac: port})
+
+    def nic_unplugged(self, mac: str) -> PortLayout:
+        return replace(self, nics={m: p for m, p in self.nics.items() if m != mac})
 
 
 def volume_nodes(disk: Disk, cache: str, host_device: bool) -> list[dict[str, Any]]:
@@ -360,22 +390,28 @@ def build_argv(
     for index, disk in enumerate(spec.disks):
         if disk.kind != DiskKind.VOLUME:
             argv += disk_args(index, disk, paths, disk_cache, boot_shift=boot_shift)
-    if spec.config_drive is not None:
-        argv += [
-            "-drive", f"file={paths.config_iso},if=none,id=config0,format=raw,readonly=on",
-            "-device", "virtio-blk-pci,drive=config0,id=virtio-config0",
-        ]
-    for index, nic in enumerate(spec.nics):
-        argv += [
-            "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac},romfile=",
-        ]
     q35 = is_q35(qemu.machine)
     layout = layout or PortLayout.fresh(spec)
+    # Devices behind root ports come after the ports (QEMU needs a bus before what sits on it);
+    # those on the root bus keep their place, so their PCI slots do not move.
+    behind_ports: list[str] = []
+    if spec.config_drive is not None:
+        argv += ["-drive", f"file={paths.config_iso},if=none,id=config0,format=raw,readonly=on"]
+        device = "virtio-blk-pci,drive=config0,id=virtio-config0"
+        if q35 and layout.config is not None:
+            behind_ports += ["-device", f"{device},bus={layout.config}"]
+        else:
+            argv += ["-device", device]
+    for index, nic in enumerate(spec.nics):
+        port = layout.nics.get(nic.mac) if q35 else None
+        argv += ["-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"]
+        device = f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac},romfile="
+        (behind_ports if port else argv).extend(["-device", device + (f",bus={port}" if port else "")])
     if q35:
         # q35's root bus cannot hot-plug: empty root ports are where attached interfaces go.
         for index in range(max(layout.ports, HOTPLUG_PORTS)):
             argv += ["-device", f"pcie-root-port,id={HOTPLUG_PREFIX}{index},chassis={index + 1},bus=pcie.0"]
+    argv += behind_ports
     for disk in (d for d in spec.disks if d.kind == DiskKind.VOLUME):
         device = VolumeIds.of(disk).device
         if q35 and device not in layout.volumes:

@@ -49,7 +49,19 @@ from yunstack.compute.driver import (
     next_device_name,
     require_source,
 )
-from yunstack.compute.qemu import disk, diskcopy, host, hotplug, migration, process, savestate, specfile, volumes
+from yunstack.compute.qemu import (
+    disk,
+    diskcopy,
+    host,
+    hotplug,
+    migration,
+    process,
+    savestate,
+    specfile,
+    template,
+    templatestore,
+    volumes,
+)
 from yunstack.compute.qemu.accel import choose_accel
 from yunstack.compute.qemu.cmdline import (
     MAX_SOCKET_PATH,
@@ -110,6 +122,8 @@ class QemuDriver:
         # being measured, and every reader of balloon_stats (the memory manager, a test, a
         # benchmark) would otherwise see a rate only when it happened to end a window itself.
         self._dirty_rates: dict[str, tuple[int, float]] = {}
+        self._qemu_version_text: str | None = None
+        self.templates = templatestore.TemplateStore(self._root / ".templates", self._socket_dir, self._qemu)
 
     # ---------------------------------------------------------------- host
 
@@ -121,6 +135,7 @@ class QemuDriver:
         self._socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._paths("0" * 36)  # raises if the QMP socket path would be too long
         await asyncio.to_thread(self._prune_cgroups)
+        await asyncio.to_thread(self.templates.prune)
         await choose_accel(self._qemu)
 
     async def host_info(self) -> HostInfo:
@@ -159,11 +174,81 @@ class QemuDriver:
             paths.dir.mkdir(parents=True, mode=0o700)
             try:
                 specfile.save_spec(paths, spec)
+                if await self._from_template(spec, paths):
+                    return
                 await self._create_local_disks(spec, paths)
                 await self._start(spec, paths)
             except BaseException:
                 await self._remove(spec.id, paths)
                 raise
+
+    async def _from_template(self, spec: InstanceSpec, paths: InstancePaths) -> bool:
+        """Start ``spec`` from its memory template if the host has one; True when it did.
+
+        Without one, the caller boots the guest and the host makes the template in the background
+        for the next.  A clone that fails to start is undone and the caller boots it: a template is
+        an optimisation, never a reason for a failed create.
+        """
+        why = templatestore.ineligible(spec, self._qemu.machine)
+        if why is not None:
+            if spec.memory.template:
+                log.info("instance %s boots without a memory template: %s", spec.id, why)
+            return False
+        accel = await choose_accel(self._qemu)
+        cache = self._disk_cache(paths.dir)
+        key = await asyncio.to_thread(templatestore.key_of, spec, self._qemu, accel,
+                                      await self._qemu_version(), cache)
+        found = self.templates.ready(key)
+        if found is None:
+            self.templates.build_soon(spec, key, accel, cache)
+            return False
+        try:
+            await self._clone(spec, paths, found, accel, cache)
+        except DriverError as exc:
+            log.warning("instance %s could not start from memory template %s, boots instead: %s",
+                        spec.id, key, exc.text)
+            if (pid := process.read_pid(paths)) is not None:
+                await process.kill(pid, spec.id)
+            paths.disk.unlink(missing_ok=True)
+            self.templates.forget(key, exc.text)
+            return False
+        return True
+
+    async def _clone(self, spec: InstanceSpec, paths: InstancePaths, found: templatestore.Template, accel: str,
+                     cache: str) -> None:
+        """Start ``spec`` from ``found``: its RAM mapped private (copy on write), its device state
+        loaded, then its own NICs and config drive plugged in, which the guest's resume hook takes
+        as its identity (docs/explanation/memory-templates.md)."""
+        # The template's frozen overlay is small (what its boot wrote); a copy keeps the clone's disk
+        # chain an ordinary one (overlay on the cached image), so snapshots and moves need nothing new.
+        await asyncio.to_thread(shutil.copyfile, found.disk, paths.disk)
+        if spec.config_drive is not None:
+            await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
+        layout = templatestore.layout(spec)
+        argv = build_argv(replace(spec, nics=(), config_drive=None), paths, self._qemu, accel, incoming=True,
+                          disk_cache=cache, layout=layout, template_ram=found.ram)
+        specfile.save_layout(paths, layout)
+        specfile.write_intent(paths, "running")
+        await self._launch(spec, paths, argv)
+        async with self._qmp(paths, spec.id) as qmp:
+            await template.start(qmp, found.state, spec.id, savestate.timeout_for(spec.memory_mib))
+            # Off again, so that a later save or migration of this guest carries all its RAM (its
+            # mapping is private) and an ordinary QEMU can take it.
+            await qmp.execute("migrate-set-capabilities", template.IGNORE_SHARED_OFF)
+            # NICs first: the config drive's arrival starts the guest's resume hook, which wants them.
+            # Behind the ports a boot of this spec puts them (PortLayout.fresh), so that a restore
+            # or a migration's destination, built from the spec, has the same devices.
+            for nic in spec.nics:
+                await hotplug.plug(qmp, nic, self._qemu.machine, layout.nics[nic.mac])
+            if spec.config_drive is not None and layout.config is not None:
+                await hotplug.plug_config_drive(qmp, paths.config_iso, layout.config)
+        await self._poll_balloon(spec, paths)
+
+    async def _qemu_version(self) -> str:
+        if self._qemu_version_text is None:
+            self._qemu_version_text = (await disk.run_tool([self._qemu.binary, "--version"],
+                                                           "reading the QEMU version", 30.0)).strip()
+        return self._qemu_version_text
 
     async def destroy(self, instance_id: str) -> None:
         paths = self._paths(instance_id)
@@ -306,7 +391,10 @@ class QemuDriver:
                 return
             if process.live_pid(paths, instance_id) is not None:
                 async with self._qmp(paths, instance_id) as qmp:
-                    await hotplug.plug(qmp, nic, self._qemu.machine)
+                    port = await hotplug.plug(qmp, nic, self._qemu.machine)
+                # Where it sits, for a restore of a saved state (the same devices in the same ports).
+                layout = specfile.load_layout(paths) or PortLayout()
+                specfile.save_layout(paths, layout.nic_plugged(nic.mac, port))
             # spec.json is what a reboot, a restart or an adopting driver builds the guest from.
             specfile.save_spec(paths, replace(spec, nics=(*spec.nics, nic)))
 
@@ -318,6 +406,9 @@ class QemuDriver:
             if process.live_pid(paths, instance_id) is not None:
                 async with self._qmp(paths, instance_id) as qmp:
                     await hotplug.unplug(qmp, mac, f"instance {instance_id}")
+                layout = specfile.load_layout(paths)
+                if layout is not None:
+                    specfile.save_layout(paths, layout.nic_unplugged(mac))
             specfile.save_spec(paths, replace(spec, nics=tuple(n for n in spec.nics if n.mac != mac)))
 
     # ---------------------------------------------------------------- volumes
@@ -668,12 +759,22 @@ class QemuDriver:
     # ---------------------------------------------------------------- memory
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
-        await self._command(instance_id, "balloon", {"value": int(target_bytes)})
+        paths = self._existing(instance_id)
+        async with self._lock(instance_id):
+            pid = self._require_running(paths, instance_id)
+            async with self._qmp(paths, instance_id) as qmp:
+                key = templatestore.template_of(pid, self.templates.root)
+                if key is not None and int(target_bytes) < int((await qmp.execute("query-balloon"))["actual"]):
+                    # QEMU 7.2 discards a ballooned page by punching a hole into the RAM block's
+                    # file, even a private mapping's: the template under every other clone.
+                    raise Conflict(detail=f"instance {instance_id} started from memory template {key}: "
+                                   "inflating its balloon would punch holes into the template's shared RAM file")
+                await qmp.execute("balloon", {"value": int(target_bytes)})
 
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
         paths = self._existing(instance_id)
         device = "/machine/peripheral/balloon0"
-        self._require_running(paths, instance_id)
+        pid = self._require_running(paths, instance_id)
         async with self._status_qmp(paths, instance_id) as qmp:
             actual = (await qmp.execute("query-balloon"))["actual"]
             polling = {"path": device, "property": "guest-stats-polling-interval"}
@@ -687,7 +788,8 @@ class QemuDriver:
         last = self._dirty_rates.get(instance_id)
         dirty_rate = last[0] if last is not None and now - last[1] <= DIRTY_RATE_FRESH_S else None
         return {"actual": int(actual), "stats": dict(stats.get("stats", {})),
-                "last_update": int(stats.get("last-update", 0)), "dirty_rate": dirty_rate}
+                "last_update": int(stats.get("last-update", 0)), "dirty_rate": dirty_rate,
+                "template": templatestore.template_of(pid, self.templates.root)}
 
     # ---------------------------------------------------------------- helpers
 
@@ -785,6 +887,12 @@ class QemuDriver:
                                         if not d.remote and d.source.is_block_device()})
         specfile.save_layout(paths, layout)
         specfile.write_intent(paths, "running")
+        pid = await self._launch(spec, paths, argv)
+        await self._poll_balloon(spec, paths)
+        return pid
+
+    async def _launch(self, spec: InstanceSpec, paths: InstancePaths, argv: list[str]) -> int:
+        """Start QEMU with ``argv``, put it in the guest's cgroup and wait for its monitor."""
         pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
         self._place_in_cgroup(spec.id, pid)
         try:
@@ -793,6 +901,9 @@ class QemuDriver:
         except DriverError as exc:
             await process.kill(pid, spec.id)
             raise DriverError(detail=f"{exc.text}; {process.last_words(paths)}") from exc
+        return pid
+
+    async def _poll_balloon(self, spec: InstanceSpec, paths: InstancePaths) -> None:
         if spec.balloon and self._stats_interval > 0:
             # The guest reports balloon stats only when polled; the memory manager needs them.
             try:
@@ -802,7 +913,6 @@ class QemuDriver:
                                                   "value": self._stats_interval})
             except DriverError as exc:
                 log.warning("instance %s: balloon stats polling not enabled: %s", spec.id, exc.text)
-        return pid
 
     async def _create_local_disks(self, spec: InstanceSpec, paths: InstancePaths) -> None:
         """An overlay for each local disk (volumes exist already and are not the driver's)."""

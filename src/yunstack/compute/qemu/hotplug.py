@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from yunstack.compute.driver import Nic
@@ -21,10 +22,11 @@ from yunstack.errors import Conflict, DriverError, DriverUnavailable
 UNPLUG_TIMEOUT = 20.0
 
 
-async def plug(qmp: QmpSession, nic: Nic, machine: str) -> None:
-    """Add ``nic`` to the running guest; a no-op when a NIC with its MAC is already there."""
+async def plug(qmp: QmpSession, nic: Nic, machine: str, port: str | None = None) -> str | None:
+    """Add ``nic`` to the running guest, behind ``port`` or else a free root port (q35), and return
+    the port (None on the root bus); a no-op when a NIC with its MAC is already there."""
     if nic.mac in (await nics(qmp)).values():
-        return
+        return None
     key = nic.mac.replace(":", "")
     netdev, device = f"hnet{key}", f"hnic{key}"
     await qmp.execute(
@@ -38,7 +40,7 @@ async def plug(qmp: QmpSession, nic: Nic, machine: str) -> None:
         "romfile": "",
     }
     if machine.split(",")[0].startswith(("q35", "pc-q35")):
-        port = free_port(await qmp.execute("query-pci"))
+        port = port or free_port(await qmp.execute("query-pci"))
         if port is None:
             await qmp.execute("netdev_del", {"id": netdev})
             raise Conflict(
@@ -50,6 +52,21 @@ async def plug(qmp: QmpSession, nic: Nic, machine: str) -> None:
     except DriverError:
         with contextlib.suppress(DriverError):
             await qmp.execute("netdev_del", {"id": netdev})
+        raise
+    return port
+
+
+async def plug_config_drive(qmp: QmpSession, iso: Path, port: str) -> None:
+    """Add the config drive ``iso`` (read-only) behind root port ``port``, as a guest started from a
+    memory template gets its own: the ids and the port a cold boot gives it (``config0``)."""
+    await qmp.execute("blockdev-add", {"driver": "raw", "node-name": "config0", "read-only": True,
+                                       "file": {"driver": "file", "filename": str(iso), "read-only": True}})
+    try:
+        await qmp.execute("device_add", {"driver": "virtio-blk-pci", "drive": "config0", "id": "virtio-config0",
+                                         "bus": port})
+    except DriverError:
+        with contextlib.suppress(DriverError):
+            await qmp.execute("blockdev-del", {"node-name": "config0"})
         raise
 
 

@@ -52,7 +52,7 @@ def save_spec(paths: InstancePaths, spec: InstanceSpec) -> None:
                    "rbd": None if d.rbd is None else asdict(d.rbd)}
                   for d in spec.disks],
         "memory": {"page_sharing": spec.memory.page_sharing, "thp": spec.memory.thp,
-                   "hugepages": spec.memory.hugepages},
+                   "hugepages": spec.memory.hugepages, "template": spec.memory.template},
         "nics": [{"tap": n.tap, "mac": n.mac, "bridge": n.bridge} for n in spec.nics],
         "config_drive": None if drive is None else {
             "meta_data": dict(drive.meta_data),
@@ -80,7 +80,8 @@ def _disk(data: dict[str, Any]) -> Disk:
 
 
 def save_layout(paths: InstancePaths, layout: PortLayout) -> None:
-    _write_json(paths.ports, {"ports": layout.ports, "volumes": dict(layout.volumes)})
+    _write_json(paths.ports, {"ports": layout.ports, "volumes": dict(layout.volumes), "nics": dict(layout.nics),
+                              "config": layout.config})
 
 
 def load_layout(paths: InstancePaths) -> PortLayout | None:
@@ -91,7 +92,8 @@ def load_layout(paths: InstancePaths) -> PortLayout | None:
         return None
     except (OSError, ValueError) as exc:
         raise DriverError(detail=f"reading {paths.ports}: {exc}") from exc
-    return PortLayout(int(data["ports"]), {str(k): str(v) for k, v in data["volumes"].items()})
+    return PortLayout(int(data["ports"]), {str(k): str(v) for k, v in data["volumes"].items()},
+                      {str(k): str(v) for k, v in data.get("nics", {}).items()}, data.get("config"))
 
 
 def load_spec(paths: InstancePaths) -> InstanceSpec:

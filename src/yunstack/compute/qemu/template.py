@@ -6,8 +6,8 @@ template_ram=..., template_shared=True)``), so the file holds all of it when the
 ``save`` then writes only the device state (migration capability ``x-ignore-shared`` leaves the
 shared RAM out).  A guest started from the template maps the same file private (copy on write:
 the pages it never writes stay shared through the page cache), is started with ``-incoming
-defer`` and the very same devices, and ``start`` loads the state and lets it run.  Prototype: the
-agent does not use it yet.
+defer`` and the very same devices, and ``start`` loads the state and lets it run.  The driver
+uses them through ``templatestore``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from yunstack.compute.qemu import savestate
 from yunstack.compute.qemu.qmp import QmpSession
 
 IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}
+IGNORE_SHARED_OFF = {"capabilities": [{"capability": "x-ignore-shared", "state": False}]}
 # Bumped when what a template holds or how it is started changes: older templates are then unused.
 FORMAT = 1
 

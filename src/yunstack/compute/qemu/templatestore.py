@@ -1,0 +1,275 @@
+"""A host's memory templates: which guests may start from one, where they live, and how one is made.
+
+A template is a *template guest* of one image and flavor shape that booted with no NIC, no config
+drive and no user data, printed ``YUNSTACK-READY``, and was saved: its RAM in ``ram`` (it ran with
+the file mapped shared), its device state in ``state``, its root overlay, frozen at the save, in
+``disk.qcow2``, and what it was made from in ``template.json``, written last (a directory without
+it is a build that did not finish).  It is never a tenant's server: its RAM holds no hostname, key
+or lease of anybody's.  Templates live in ``<instances>/.templates/<key>/``, on the instances file
+system, where the RAM file's clean pages are page cache the kernel may drop and read again.
+
+The key is a hash of everything a guest started from the template must share with it (the
+argv's shape: machine type, CPU model, vCPUs, memory, devices and root ports; the image file; the
+QEMU version), so a change to any of them names another template, and a clone never loads a state
+its QEMU cannot take (docs/explanation/memory-templates.md, section 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from yunstack.compute.driver import DiskKind, InstanceSpec, MemoryBacking
+from yunstack.compute.qemu import disk, process, savestate, template
+from yunstack.compute.qemu.cmdline import (
+    TEMPLATE_PORTS,
+    InstancePaths,
+    PortLayout,
+    build_argv,
+    is_q35,
+    laid_out_for_templates,
+)
+from yunstack.compute.qemu.qmp import open_session, wait_for_qmp
+from yunstack.config import QemuConfig
+from yunstack.errors import DriverError
+
+log = logging.getLogger(__name__)
+
+MARKER = "YUNSTACK-READY"
+# Printed by the tiny image once its resume hook listens; a template saved before it would give
+# clones that never notice their config drive.
+HOOK_MARKER = "YUNSTACK-RESUME-HOOK"
+BUILD_TIMEOUT_S = 300.0  # a template guest that has not booted by then is given up
+RETRY_AFTER_S = 600.0  # a build that failed is not tried again for this long
+# The template guest's QEMU name and -uuid, which must be a UUID ("memory-templ" in hex); it is no instance.
+TEMPLATE_ID = "6d656d6f-7279-2d74-656d-706c00000000"
+META = "template.json"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One finished template on this host."""
+
+    key: str
+    dir: Path
+
+    @property
+    def ram(self) -> Path:
+        return self.dir / "ram"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.qcow2"
+
+
+def ineligible(spec: InstanceSpec, machine: str) -> str | None:
+    """Why ``spec`` cannot start from a template, or None when it can (if the host has one)."""
+    if not spec.memory.template:
+        return "not asked for (image property or flavor extra spec yunstack:memory_template)"
+    if not spec.memory.page_sharing:
+        return "page sharing is off for this server, and a template's pages are shared by its clones"
+    if not is_q35(machine):
+        return f"machine {machine} has no PCIe root ports to plug a clone's NICs and config drive into"
+    if len(spec.disks) != 1 or spec.disks[0].kind != DiskKind.LOCAL_OVERLAY:
+        return "only a server with one local root disk (no volumes) starts from a template"
+    if not spec.balloon:
+        return "the template's devices include a balloon"
+    if not laid_out_for_templates(spec):
+        return f"a clone has at most {TEMPLATE_PORTS - 1} NICs, plugged in after it resumes"
+    return None
+
+
+def layout(spec: InstanceSpec) -> PortLayout:
+    """The root ports of ``spec``'s template guest and of every guest started from it (the ports are in
+    the state; what sits behind them is plugged into a clone after it resumes)."""
+    return PortLayout.fresh(spec)
+
+
+def shape(spec: InstanceSpec) -> InstanceSpec:
+    """``spec`` as its template guest: the same machine, without its identity (NICs, config drive)."""
+    return replace(spec, id=TEMPLATE_ID, name="memory-template", hostname="template", nics=(), config_drive=None,
+                   memory=MemoryBacking(page_sharing=True, thp=spec.memory.thp, template=True))
+
+
+def key_of(spec: InstanceSpec, qemu: QemuConfig, accel: str, qemu_version: str, disk_cache: str) -> str:
+    """The template ``spec`` would start from: a hash of all that must match (``template.key``)."""
+    argv = build_argv(shape(spec), InstancePaths(Path("/template")), qemu, accel, disk_cache=disk_cache,
+                      layout=layout(shape(spec)), template_ram=Path("/template/ram"))
+    image = spec.root.source
+    st = image.stat()
+    return template.key({"argv": "\0".join(argv), "image": str(image.resolve()), "image_size": st.st_size,
+                         "image_mtime_ns": st.st_mtime_ns, "image_format": spec.root.format,
+                         "disk_gib": spec.root.size_gib, "qemu": qemu_version})
+
+
+def template_of(pid: int, root: Path) -> str | None:
+    """The key of the template whose RAM file the QEMU ``pid`` maps, or None (an ordinary guest)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return template_in(args, root)
+
+
+def template_in(args: list[bytes], root: Path) -> str | None:
+    """The key of the template under ``root`` whose RAM file the QEMU argv ``args`` maps, or None."""
+    prefix = f"mem-path={root.resolve()}/".replace(",", ",,").encode()
+    for arg in args:
+        start = arg.find(prefix)
+        if start >= 0:
+            rest = arg[start + len(prefix):].split(b",", 1)[0]
+            key, _, name = rest.decode(errors="replace").partition("/")
+            if name == "ram":
+                return key
+    return None
+
+
+class TemplateStore:
+    """The templates under ``root`` (``<instances>/.templates``), and the builds running now."""
+
+    def __init__(self, root: Path, socket_dir: Path, qemu: QemuConfig) -> None:
+        self.root = root
+        self._socket_dir = socket_dir
+        self._qemu = qemu
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, float] = {}  # key -> when its last build failed (monotonic)
+
+    def ready(self, key: str) -> Template | None:
+        """The finished template ``key``, or None."""
+        found = Template(key, self.root / key)
+        return found if (found.dir / META).exists() else None
+
+    def in_use(self) -> dict[str, int]:
+        """Template key -> how many running QEMU processes map its RAM file."""
+        counts: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and (key := template_of(int(entry.name), self.root)) is not None:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def forget(self, key: str, why: str) -> None:
+        """A template that failed to start a guest: removed when no guest maps it, and built again later."""
+        log.warning("memory template %s is dropped: %s", key, why)
+        self._failed[key] = time.monotonic()
+        if key not in self.in_use():
+            shutil.rmtree(self.root / key, ignore_errors=True)
+
+    def build_soon(self, spec: InstanceSpec, key: str, accel: str, disk_cache: str) -> None:
+        """Make the template ``key`` of ``spec`` in the background, unless it is being made or failed lately."""
+        failed = self._failed.get(key)
+        if key in self._builds or self.ready(key) is not None or (
+                failed is not None and time.monotonic() - failed < RETRY_AFTER_S):
+            return
+        task = asyncio.get_running_loop().create_task(self._build(shape(spec), key, accel, disk_cache))
+        self._builds[key] = task
+        task.add_done_callback(lambda _: self._builds.pop(key, None))
+
+    async def wait_builds(self) -> None:
+        """Until the builds running now have ended (tests, benchmarks and shutdown)."""
+        while self._builds:
+            await asyncio.wait(list(self._builds.values()))
+
+    async def close(self) -> None:
+        """Stop the builds running now; each removes what it made."""
+        for task in list(self._builds.values()):
+            task.cancel()
+        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+
+    def prune(self) -> None:
+        """Remove unfinished builds (an agent that died mid-build) and templates no guest maps whose
+        image is gone from the image cache."""
+        if not self.root.is_dir():
+            return
+        used = self.in_use()
+        for entry in self.root.iterdir():
+            if entry.name in self._builds or entry.name.removesuffix(".part") in self._builds:
+                continue
+            if entry.name.endswith(".part"):
+                self._kill_build(entry)
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            try:
+                image = Path(json.loads((entry / META).read_text())["image"])
+            except (OSError, ValueError, KeyError):
+                image = None
+            if entry.name not in used and (image is None or not image.exists()):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _kill_build(self, directory: Path) -> None:
+        pid = process.read_pid(InstancePaths(directory, self._socket_dir))
+        if pid is not None and process.is_guest_process(pid, TEMPLATE_ID):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+    async def _build(self, spec: InstanceSpec, key: str, accel: str, disk_cache: str) -> None:
+        part = self.root / f"{key}.part"
+        paths = InstancePaths(part, self._socket_dir)
+        found = Template(key, part)
+        started = time.monotonic()
+        pid: int | None = None
+        try:
+            shutil.rmtree(part, ignore_errors=True)
+            part.mkdir(parents=True, mode=0o700)
+            root = spec.root
+            await disk.create_overlay(self._qemu.qemu_img, root.source, root.format, found.disk,
+                                      root.size_gib * disk.GIB)
+            argv = build_argv(spec, paths, self._qemu, accel, disk_cache=disk_cache, layout=layout(spec),
+                              template_ram=found.ram, template_shared=True)
+            pid = await process.launch(argv, paths, TEMPLATE_ID)
+            loop = asyncio.get_running_loop()
+            await wait_for_qmp(paths.qmp, f"memory template {key}", loop.time() + 15.0)
+            await self._wait_marker(paths, pid, loop.time() + BUILD_TIMEOUT_S)
+            async with open_session(paths.qmp, f"memory template {key}") as qmp:
+                await template.save(qmp, found.state, key, savestate.timeout_for(spec.memory_mib))
+                await qmp.execute("quit")
+            if not await process.wait_gone(pid, TEMPLATE_ID, 15.0):
+                await process.kill(pid, TEMPLATE_ID)
+            pid = None
+            (part / META).write_text(json.dumps({
+                "key": key, "image": str(root.source.resolve()), "memory_mib": spec.memory_mib,
+                "vcpus": spec.vcpus, "made_at": time.time(), "build_seconds": round(time.monotonic() - started, 3),
+            }, indent=1))
+            for leftover in ("qemu.pid", "console.log", "qemu-debug.log"):
+                (part / leftover).unlink(missing_ok=True)
+            part.rename(self.root / key)
+            log.info("memory template %s made in %.1f s", key, time.monotonic() - started)
+        except BaseException as exc:
+            if pid is not None:
+                with contextlib.suppress(DriverError):
+                    await process.kill(pid, TEMPLATE_ID)
+            shutil.rmtree(part, ignore_errors=True)
+            if isinstance(exc, Exception):
+                self._failed[key] = time.monotonic()
+                log.warning("memory template %s not made: %s", key, getattr(exc, "text", exc))
+                return
+            raise
+        finally:
+            paths.qmp.unlink(missing_ok=True)
+            paths.status_qmp.unlink(missing_ok=True)
+            paths.serial.unlink(missing_ok=True)
+
+    @staticmethod
+    async def _wait_marker(paths: InstancePaths, pid: int, deadline: float) -> None:
+        """Until the template guest has booted and its resume hook listens (its console says so)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            text = paths.console.read_text(errors="replace") if paths.console.exists() else ""
+            if MARKER in text and HOOK_MARKER in text.split(MARKER, 1)[1]:
+                return
+            if not process.is_guest_process(pid, TEMPLATE_ID):
+                raise DriverError(detail=f"the template guest ended before it was ready; {process.last_words(paths)}")
+            if loop.time() >= deadline:
+                raise DriverError(detail=f"the template guest did not print {MARKER} and {HOOK_MARKER} "
+                                  f"within {BUILD_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.2)

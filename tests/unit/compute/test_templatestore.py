@@ -1,0 +1,105 @@
+"""Which servers may start from a memory template, and what names a template (templatestore)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic, root_disk
+from yunstack.compute.qemu import templatestore
+from yunstack.compute.qemu.cmdline import InstancePaths, PortLayout, build_argv
+from yunstack.config import QemuConfig
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> InstanceSpec:
+    image = tmp_path / "image.qcow2"
+    image.write_bytes(b"x" * 100)
+    return InstanceSpec(id="a" * 36, name="vm", hostname="vm", vcpus=1, memory_mib=128,
+                        disks=root_disk(image, "qcow2", 1), memory=MemoryBacking(template=True),
+                        config_drive=ConfigDrive(meta_data={"uuid": "a" * 36}),
+                        nics=(Nic(tap="tapa", mac="fa:16:3e:00:00:01"),))
+
+
+def _nic(i: int) -> Nic:
+    return Nic(tap=f"tap{i}", mac=f"fa:16:3e:00:00:{i:02x}")
+
+
+@pytest.mark.parametrize(("change", "machine", "why"), [
+    ({}, "q35", None),
+    ({"memory": MemoryBacking()}, "q35", "not asked for"),
+    ({"memory": MemoryBacking(template=True, page_sharing=False)}, "q35", "page sharing is off"),
+    ({}, "pc", "no PCIe root ports"),
+    ({"balloon": False}, "q35", "balloon"),
+    ({"nics": tuple(_nic(i) for i in range(4))}, "q35", "at most 3 NICs"),
+])
+def test_who_may_start_from_a_template(spec: InstanceSpec, change: dict[str, object], machine: str,
+                                       why: str | None) -> None:
+    found = templatestore.ineligible(replace(spec, **change), machine)  # type: ignore[arg-type]
+    assert (found is None) if why is None else (found is not None and why in found)
+
+
+def test_a_server_with_a_volume_boots(spec: InstanceSpec) -> None:
+    volume = Disk(kind=DiskKind.VOLUME, source=Path("/dev/null"), format="raw", serial="v1")
+    assert "no volumes" in str(templatestore.ineligible(replace(spec, disks=(*spec.disks, volume)), "q35"))
+
+
+def test_the_key_names_what_must_match_and_nothing_else(spec: InstanceSpec) -> None:
+    qemu = QemuConfig(accel="tcg")
+
+    def key(s: InstanceSpec, **kw: object) -> str:
+        args = {"qemu": qemu, "accel": "tcg", "qemu_version": "QEMU emulator version 7.2.22", "disk_cache": "none"}
+        args.update(kw)
+        return templatestore.key_of(s, **args)  # type: ignore[arg-type]
+
+    base = key(spec)
+    # A server's own identity is not in its template: every server of the shape shares one.
+    other = replace(spec, id="b" * 36, name="other", hostname="other", nics=(),
+                    config_drive=ConfigDrive(meta_data={"uuid": "b" * 36}))
+    assert key(other) == base
+    # What the state depends on is.
+    assert key(replace(spec, memory_mib=256)) != base
+    assert key(replace(spec, vcpus=2)) != base
+    assert key(spec.with_root(size_gib=2)) != base
+    assert key(spec, qemu_version="QEMU emulator version 8.0.0") != base
+    assert key(spec, qemu=QemuConfig(accel="tcg", machine="pc-q35-7.1")) != base
+    spec.root.source.write_bytes(b"y" * 200)  # the image changed under the same path
+    assert key(spec) != base
+
+
+def test_a_clone_argv_names_its_template_and_an_ordinary_one_none(spec: InstanceSpec, tmp_path: Path) -> None:
+    root = tmp_path / "inst" / ".templates"
+    paths = InstancePaths(tmp_path / "inst" / spec.id)
+    qemu = QemuConfig(accel="tcg")
+    clone = build_argv(spec, paths, qemu, "tcg", template_ram=root / ("k" * 32) / "ram")
+    ordinary = build_argv(spec, paths, qemu, "tcg")
+    assert templatestore.template_in([a.encode() for a in clone], root) == "k" * 32
+    assert templatestore.template_in([a.encode() for a in ordinary], root) is None
+    elsewhere = build_argv(spec, paths, qemu, "tcg", template_ram=tmp_path / "x" / "ram")
+    assert templatestore.template_in([a.encode() for a in elsewhere], root) is None
+
+
+def test_a_template_guest_has_no_identity_and_keeps_ports_free_for_a_clones(spec: InstanceSpec) -> None:
+    shaped = templatestore.shape(spec)
+    assert (shaped.nics, shaped.config_drive, shaped.hostname) == ((), None, "template")
+    assert templatestore.layout(shaped).ports >= len(spec.nics) + 1 + 4
+
+
+def test_a_template_flavored_guest_has_the_same_devices_booted_or_cloned(spec: InstanceSpec, tmp_path: Path) -> None:
+    """A clone plugs its config drive and NICs in behind the ports a boot of its spec puts them, so a
+    restore or a migration's destination (built from the spec) takes its state."""
+    layout = PortLayout.fresh(spec)
+    assert layout.config == "hotplug4" and layout.nics == {"fa:16:3e:00:00:01": "hotplug5"}
+    assert layout.ports == templatestore.layout(templatestore.shape(spec)).ports == 8
+    argv = build_argv(spec, InstancePaths(tmp_path / spec.id), QemuConfig(accel="tcg"), "tcg")
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    ports = [i for i, d in enumerate(devices) if d.startswith("pcie-root-port")]
+    behind = [i for i, d in enumerate(devices) if ",bus=hotplug" in d]
+    assert [devices[i].split(",bus=")[1] for i in behind] == ["hotplug4", "hotplug5"]
+    assert min(behind) > max(ports)  # a bus before what sits on it
+    ordinary = replace(spec, memory=MemoryBacking())
+    assert PortLayout.fresh(ordinary) == PortLayout()  # everybody else's devices do not move
+    assert not any(",bus=hotplug" in d for d in build_argv(ordinary, InstancePaths(tmp_path / "o"),
+                                                           QemuConfig(accel="tcg"), "tcg"))
