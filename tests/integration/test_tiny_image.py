@@ -1,4 +1,5 @@
-"""The tiny guest image boots from its own disk under QEMU, reads a config drive, and powers off on ACPI.
+"""The tiny guest image boots from its own disk under QEMU, reads a config drive, and powers off on ACPI;
+a config drive hot-plugged later gives it a new identity (what a guest started from a memory template needs).
 
 These boot real QEMU (TCG, no KVM needed) and fail, rather than skip, when QEMU is missing.
 """
@@ -12,10 +13,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qemu.qmp import QMPClient
 
+from yunstack.compute.driver import ConfigDrive
+from yunstack.compute.qemu.configdrive import build_iso, write_tree
 from yunstack.image.tiny import build_tiny_image
 
 pytestmark = pytest.mark.integration
@@ -54,7 +58,7 @@ def _config_drive(directory: Path, user_data: str) -> Path:
 class Guest:
     """One QEMU process booting an overlay of the tiny image, with its serial log and QMP socket."""
 
-    def __init__(self, image: Path, directory: Path, config_drive: Path) -> None:
+    def __init__(self, image: Path, directory: Path, config_drive: Path | None, extra: Sequence[str] = ()) -> None:
         self.log = directory / "console.log"
         self.qmp_socket = directory / "qmp.sock"
         overlay = directory / "overlay.qcow2"
@@ -67,9 +71,10 @@ class Guest:
             "-nographic", "-serial", f"file:{self.log}", "-display", "none", "-nodefaults",
             "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
             "-drive", f"file={overlay},if=virtio,format=qcow2",
-            "-drive", f"file={config_drive},if=virtio,format=raw,readonly=on",
+            *(["-drive", f"file={config_drive},if=virtio,format=raw,readonly=on"] if config_drive else []),
             "-device", "virtio-balloon-pci,free-page-reporting=on",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+            *extra,
         ]  # fmt: skip
         self.stderr = directory / "qemu.stderr"
         self.process: subprocess.Popen[bytes] | None = None
@@ -85,12 +90,14 @@ class Guest:
         except FileNotFoundError:
             return ""
 
-    def wait_for_markers(self, patterns: Sequence[str], timeout: float) -> list[re.Match[str]]:
-        """Wait until every pattern has matched a console line, in the given order."""
+    def wait_for_markers(self, patterns: Sequence[str], timeout: float, after: int = 0) -> list[re.Match[str]]:
+        """Wait until every pattern has matched a console line, in the given order: from the start of
+        the console within ``timeout`` of the start, or from its ``after``-th character on within
+        ``timeout`` of now."""
         assert self.process is not None
-        deadline = self.started + timeout
+        deadline = (time.monotonic() if after else self.started) + timeout
         while True:
-            matches = _match_in_order(self.console(), patterns)
+            matches = _match_in_order(self.console()[after:], patterns)
             if len(matches) == len(patterns):
                 return matches
             if self.process.poll() is not None:
@@ -102,15 +109,27 @@ class Guest:
             time.sleep(0.05)
 
     def powerdown(self) -> None:
-        asyncio.run(self._qmp_powerdown())
+        self.qmp(("system_powerdown", None))
 
-    async def _qmp_powerdown(self) -> None:
+    def qmp(self, *commands: tuple[str, dict[str, Any] | None]) -> None:
+        asyncio.run(self._qmp(commands))
+
+    async def _qmp(self, commands: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
         qmp = QMPClient("tiny-image-test")
         await qmp.connect(str(self.qmp_socket))
         try:
-            await qmp.execute("system_powerdown")
+            for command, arguments in commands:
+                await qmp.execute(command, arguments)
         finally:
             await qmp.disconnect()
+
+    def plug_disk(self, path: Path, port: int, name: str) -> None:
+        """Hot-plug ``path`` (raw, read-only) as a virtio-blk disk into root port ``hotplug<port>``."""
+        self.qmp(
+            ("blockdev-add", {"driver": "raw", "node-name": name, "read-only": True,
+                              "file": {"driver": "file", "filename": str(path), "read-only": True}}),
+            ("device_add", {"driver": "virtio-blk-pci", "drive": name, "id": f"{name}-dev", "bus": f"hotplug{port}"}),
+        )  # fmt: skip
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -192,3 +211,115 @@ def test_memload_runs_in_the_guest_and_reports_latency(boot_guest: GuestFactory)
     assert touched >= 32
     assert 1.9 <= elapsed <= 5
     assert 0 < p50 <= p95
+
+
+# As the driver's q35 command line has them (cmdline.py): hot-plugs need empty PCIe root ports.
+ROOT_PORTS = [arg for index in range(4)
+              for arg in ("-device", f"pcie-root-port,id=hotplug{index},chassis={index + 1},bus=pcie.0")]
+CLONE_ID = "5d0c3f7e-9b1a-4c2d-8e3f-a1b2c3d4e5f6"
+CLONE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICloneKeyForTests clone@yunstack"
+RESUME_TIMEOUT = 30.0
+
+
+def _iso(directory: Path, drive: ConfigDrive) -> Path:
+    iso = directory / f"{directory.name}.iso"
+    directory.mkdir()
+    asyncio.run(build_iso(drive, iso))
+    return iso
+
+
+def _clone_drive(directory: Path, instance_id: str, hostname: str, user_data: str) -> Path:
+    # The control plane's network_data lists no links: the guest finds its NIC on the PCI bus.
+    return _iso(directory, ConfigDrive(
+        meta_data={"uuid": instance_id, "name": hostname, "hostname": hostname, "public_keys": {"clone": CLONE_KEY},
+                   "random_seed": "c2VlZA==" * 86},
+        user_data=user_data.encode(), network_data={"links": [], "networks": [], "services": []}))
+
+
+def test_a_config_drive_hot_plugged_into_a_guest_without_one_gives_it_the_drives_identity(
+        tiny_image: Path, tmp_path: Path) -> None:
+    # A template guest: no config drive and no NIC, and a clock far behind, like a clone's (the
+    # template's clock stops at its save).
+    guest = Guest(tiny_image, tmp_path, None, [*ROOT_PORTS, "-rtc", "base=2020-01-01T00:00:00"])
+    guest.start()
+    try:
+        first = guest.wait_for_markers(
+            [r"^YUNSTACK-SSH-HOSTKEY (ssh-ed25519 \S+)$",
+             r"^YUNSTACK-READY hostname=yunstack ip=none instance-id=none ip6=none$"],
+            BOOT_TIMEOUT)
+        booted = len(guest.console())
+        user_data = "#!/bin/sh\necho clone-says-hi\necho \"guest-clock $(date +%s)\"\ncat /root/.ssh/authorized_keys\n"
+        built = time.time()
+        iso = _clone_drive(tmp_path / "clone", CLONE_ID, "clone-1", user_data)
+        # What the driver does after starting a clone: every NIC first, then the config drive.
+        guest.qmp(("netdev_add", {"type": "user", "id": "net0"}),
+                  ("device_add", {"driver": "virtio-net-pci", "netdev": "net0", "id": "nic0",
+                                  "mac": "52:54:00:12:34:56", "bus": "hotplug0"}))
+        guest.plug_disk(iso, 1, "config")
+        resumed = guest.wait_for_markers(
+            [rf"^YUNSTACK-RESUME instance-id={CLONE_ID} was=none$",
+             rf"^YUNSTACK-METADATA instance-id={CLONE_ID} hostname=clone-1 source=config-drive$",
+             r"^YUNSTACK-SSH-HOSTKEY (ssh-ed25519 \S+)$",
+             r"^YUNSTACK-USERDATA-BEGIN$",
+             r"^clone-says-hi$",
+             r"^guest-clock (\d+)$",
+             rf"^{CLONE_KEY}$",
+             r"^YUNSTACK-USERDATA-END rc=0$",
+             rf"^YUNSTACK-READY hostname=clone-1 ip=10\.0\.2\.15 instance-id={CLONE_ID} ip6=\S+$"],
+            RESUME_TIMEOUT, after=booted)
+        host_clock = time.time()
+        # A clone keeps the identity it took: another drive later is left alone.
+        guest.plug_disk(_clone_drive(tmp_path / "later", INSTANCE_ID, "later", ""), 2, "later")
+        guest.wait_for_markers([rf"^yunstack: /dev/vd. holds a config drive of instance {INSTANCE_ID}; "
+                                rf"this guest is instance {CLONE_ID}: left alone$"], RESUME_TIMEOUT, after=booted)
+    finally:
+        guest.kill()
+    assert resumed[2].group(1) != first[0].group(1), "the clone kept the template's ssh host key"
+    # The guest's clock was set from the drive's host_time (written when the ISO was built, and
+    # rounded to the second): not 2020 any more, and not ahead of the host.
+    assert built - 1 <= int(resumed[5].group(1)) <= host_clock + 1
+    assert guest.console()[booted:].count("YUNSTACK-RESUME") == 1
+
+
+def test_a_guest_with_an_identity_takes_no_other_from_a_hot_plugged_disk(
+        boot_guest_with_ports: GuestFactory, tmp_path: Path) -> None:
+    # The guest prints when the kernel has the data disk, so the test knows that the disk's uevent
+    # came before the next drive's (the guest runs its hook for one uevent after the other).
+    guest = boot_guest_with_ports(
+        "#!/bin/sh\n(until [ -e /sys/block/vdc ]; do usleep 20000; done; printf '\\nsaw-vdc\\n') > /dev/console &\n")
+    guest.wait_for_markers([rf"^YUNSTACK-READY hostname=tinytest ip=none instance-id={INSTANCE_ID} "], BOOT_TIMEOUT)
+    booted = len(guest.console())
+    # A disk that holds a config drive's files under another label: read, it would resume the guest.
+    write_tree(ConfigDrive(meta_data={"uuid": "data-disk", "hostname": "data"}), tmp_path / "data")
+    data = tmp_path / "data.iso"
+    subprocess.run(["genisoimage", "-o", str(data), "-quiet", "-J", "-r", "-V", "data", str(tmp_path / "data")],
+                   check=True, capture_output=True)  # fmt: skip
+    guest.plug_disk(data, 0, "data")
+    guest.wait_for_markers([r"^saw-vdc$"], RESUME_TIMEOUT, after=booted)
+    # Config drives, its own and another instance's (as a volume labelled config-2 could be): left alone.
+    guest.plug_disk(_clone_drive(tmp_path / "same", INSTANCE_ID, "same", ""), 1, "same")
+    guest.wait_for_markers([rf"^yunstack: /dev/vd. holds a config drive of instance {INSTANCE_ID}; "
+                            rf"this guest is instance {INSTANCE_ID}: left alone$"], RESUME_TIMEOUT, after=booted)
+    guest.plug_disk(_clone_drive(tmp_path / "other", CLONE_ID, "other", "#!/bin/sh\necho other-ran\n"), 2, "other")
+    guest.wait_for_markers([rf"^yunstack: /dev/vd. holds a config drive of instance {CLONE_ID}; "
+                            rf"this guest is instance {INSTANCE_ID}: left alone$"], RESUME_TIMEOUT, after=booted)
+    after = guest.console()[booted:]
+    assert "YUNSTACK-" not in after and "data-disk" not in after and "other-ran" not in after
+
+
+@pytest.fixture
+def boot_guest_with_ports(tiny_image: Path, tmp_path: Path) -> Iterator[GuestFactory]:
+    """Like ``boot_guest``, with empty root ports to hot-plug into."""
+    guests: list[Guest] = []
+
+    def make(user_data: str) -> Guest:
+        guest = Guest(tiny_image, tmp_path, _config_drive(tmp_path, user_data), ROOT_PORTS)
+        guests.append(guest)
+        guest.start()
+        return guest
+
+    try:
+        yield make
+    finally:
+        for guest in guests:
+            guest.kill()

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Collection, Container, Iterator, Mapping, Sequence
@@ -49,12 +50,18 @@ from yunstack.volume.service import VolumeService
 
 log = logging.getLogger(__name__)
 
+RANDOM_SEED_BYTES = 512  # as Nova's metadata
+
+
 def meta_data(row: t.Instance) -> dict[str, Any]:
     """OpenStack ``meta_data.json`` for the config drive."""
     data: dict[str, Any] = {
         "uuid": row.id, "name": row.name, "hostname": row.hostname, "launch_index": row.launch_index,
         "availability_zone": row.availability_zone, "project_id": row.project_id,
         "meta": dict(row.meta or {}), "devices": [],
+        # Nova's seed for the guest's kernel RNG, new for every drive: a guest started from a memory
+        # template has the template's RNG state until it mixes this in.
+        "random_seed": base64.b64encode(os.urandom(RANDOM_SEED_BYTES)).decode(),
     }
     if row.key_name and row.key_data:
         data["public_keys"] = {row.key_name: row.key_data}

@@ -1,10 +1,18 @@
-"""The OpenStack config drive: an ISO 9660 image labelled ``config-2``, built as Nova does."""
+"""The OpenStack config drive: an ISO 9660 image labelled ``config-2``, built as Nova does.
+
+Besides Nova's ``openstack/<version>/`` files, every drive carries ``yunstack/host_time``: the
+host's clock when the drive was built, in epoch seconds with milliseconds (``1764921600.123``).
+A guest started from a memory template wakes up with the template's clock, which is behind by the
+time since the template was saved; the tiny image sets its clock from this file when a new drive
+is hot-plugged after such a start (``docs/explanation/memory-templates.md``).
+"""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +23,9 @@ VERSIONS = ("latest", "2012-08-10")
 GENISOIMAGE_TIMEOUT = 60.0
 
 
-def write_tree(drive: ConfigDrive, root: Path) -> None:
-    """Write the drive's files under ``root/openstack/<version>/`` for every version we serve."""
+def write_tree(drive: ConfigDrive, root: Path, *, clock: Callable[[], float] = time.time) -> None:
+    """Write the drive's files under ``root/openstack/<version>/`` for every version we serve, and
+    ``root/yunstack/host_time`` with ``clock()``."""
     files: dict[str, bytes] = {"meta_data.json": _json(drive.meta_data)}
     if drive.user_data is not None:
         files["user_data"] = drive.user_data
@@ -29,6 +38,9 @@ def write_tree(drive: ConfigDrive, root: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():
             (folder / name).write_bytes(content)
+    ours = root / "yunstack"
+    ours.mkdir(exist_ok=True)
+    (ours / "host_time").write_text(f"{clock():.3f}\n")
 
 
 def genisoimage_argv(binary: str, iso: Path, tree: Path) -> list[str]:

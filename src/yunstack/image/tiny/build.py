@@ -2,7 +2,7 @@
 
 The image is one self-contained qcow2, booted like any cloud image: an MBR with syslinux, and
 one FAT16 partition holding syslinux, the Debian cloud kernel and an initramfs that *is* the
-whole OS (busybox, virtio modules, dropbear, memload and the files in ``guest/``).  The guest
+whole OS (busybox, virtio modules, dropbear, memload, reseed and the files in ``guest/``).  The guest
 runs from RAM, so nothing it writes survives a reboot.
 
 Everything is written without root, loop devices or mounts: the initramfs is a ``newc`` cpio
@@ -69,6 +69,7 @@ _GUEST_FILES = (
     ("rcS", "etc/init.d/rcS", 0o755),
     ("rcK", "etc/init.d/rcK", 0o755),
     ("cloudinit", "sbin/yunstack-cloudinit", 0o755),
+    ("uevent", "sbin/yunstack-uevent", 0o755),
     ("console", "sbin/yunstack-console", 0o755),
     ("udhcpc.script", "usr/share/udhcpc/default.script", 0o755),
     ("acpi-power-button", "etc/acpi/PWRF/00000080", 0o755),
@@ -79,7 +80,11 @@ _GUEST_FILES = (
     ("shadow", "etc/shadow", 0o600),
     ("hostname", "etc/hostname", 0o644),
 )
-_MEMLOAD_SOURCE = "memload.c"
+# Small C programs compiled statically on the build host: (source in guest/, path in the image).
+_PROGRAMS = (
+    ("memload.c", "usr/bin/memload"),
+    ("reseed.c", "usr/sbin/reseed"),
+)
 
 _EMPTY_DIRS = (
     ("dev", 0o755),
@@ -149,12 +154,12 @@ def build_tiny_image(out_dir: Path, *, progress: Progress | None = None) -> Path
         manifest.unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tiny-build-") as tmp:
             work = Path(tmp)
-            report("compiling memload", 0.1)
-            memload = _compile_memload(host, work)
+            report("compiling memload and reseed", 0.1)
+            programs = {path: _compile(host, work, source) for source, path in _PROGRAMS}
             report("collecting kernel modules", 0.25)
             modules = _resolve_modules(host)
             report("writing initramfs", 0.4)
-            tree = _guest_tree(host, modules, memload)
+            tree = _guest_tree(host, modules, programs)
             initrd = work / "initrd.img"
             initrd_bytes = gzip.compress(_cpio(tree), compresslevel=6, mtime=0)
             initrd.write_bytes(initrd_bytes)
@@ -204,7 +209,7 @@ def _find_host() -> _Host:
     ).stdout.strip()
     if not os.path.isabs(libc_a):
         raise DriverMisconfigured(
-            detail="libc.a not found, so memload cannot be linked statically; install the Debian package libc6-dev"
+            detail="libc.a not found, so memload and reseed cannot be linked statically; install libc6-dev"
         )
     if not _MBR_CODE.is_file():
         raise DriverMisconfigured(detail=f"{_MBR_CODE} not found; install the Debian package syslinux-common")
@@ -264,7 +269,7 @@ def _input_hash(host: _Host) -> str:
 
     add("format", str(_FORMAT).encode())
     add("builder", Path(__file__).read_bytes())
-    for name in sorted([name for name, _, _ in _GUEST_FILES] + [_MEMLOAD_SOURCE]):
+    for name in sorted([name for name, _, _ in _GUEST_FILES] + [source for source, _ in _PROGRAMS]):
         add(f"guest/{name}", _guest_file(name))
     add("kernel", host.vmlinuz.read_bytes())
     add("modules.dep", (host.module_dir / "modules.dep").read_bytes())
@@ -332,15 +337,16 @@ class _Entry:
     rdev: tuple[int, int] = (0, 0)
 
 
-def _compile_memload(host: _Host, work: Path) -> bytes:
-    source = work / _MEMLOAD_SOURCE
-    source.write_bytes(_guest_file(_MEMLOAD_SOURCE))
-    binary = work / "memload"
+def _compile(host: _Host, work: Path, name: str) -> bytes:
+    """One of ``_PROGRAMS``, linked statically: the guest has no C library."""
+    source = work / name
+    source.write_bytes(_guest_file(name))
+    binary = work / name.removesuffix(".c")
     try:
         _run(host, "gcc", "-static", "-O2", "-s", "-Wall", "-o", str(binary), str(source))
     except DriverMisconfigured as exc:
         raise DriverMisconfigured(
-            detail=f"compiling memload failed (needs the Debian packages gcc and libc6-dev): {exc.text}"
+            detail=f"compiling {name} failed (needs the Debian packages gcc and libc6-dev): {exc.text}"
         ) from exc
     return binary.read_bytes()
 
@@ -360,7 +366,7 @@ def _resolve_modules(host: _Host) -> list[Path]:
     return order
 
 
-def _guest_tree(host: _Host, modules: Sequence[Path], memload: bytes) -> dict[str, _Entry]:
+def _guest_tree(host: _Host, modules: Sequence[Path], programs: dict[str, bytes]) -> dict[str, _Entry]:
     tree: dict[str, _Entry] = {}
 
     def add_dirs(path: str) -> None:
@@ -403,7 +409,8 @@ def _guest_tree(host: _Host, modules: Sequence[Path], memload: bytes) -> dict[st
             for lib in _shared_libraries(host, binary):
                 add_file(lib.as_posix().lstrip("/"), lib.resolve().read_bytes(), 0o755)
 
-    add_file("usr/bin/memload", memload, 0o755)
+    for path, program in programs.items():
+        add_file(path, program, 0o755)
     for name, path, mode in _GUEST_FILES:
         add_file(path, _guest_file(name), mode)
     return tree
