@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,14 +16,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from yunstack.compute.driver import InstanceSpec, root_disk
+from tests.contract.conftest import free_port_pair
+from tests.contract.test_migration import TICKER, _ticks, _wait_tick_after
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, MemoryBacking, MigrationMode, PowerState, root_disk
 from yunstack.compute.qemu import process, template
 from yunstack.compute.qemu.cmdline import InstancePaths, build_argv
 from yunstack.compute.qemu.qmp import open_session
 from yunstack.config import QemuConfig
+from yunstack.errors import Conflict
 
 from ..conftest import need
 
@@ -102,3 +107,82 @@ async def test_a_guest_started_from_a_template_runs_on_and_leaves_the_template_f
     assert "YUNSTACK-BOOT" not in console  # resumed, not booted
     assert elapsed < 30
     assert _sha256(ram) == before
+
+
+# -- the driver: servers of a template-flavoured spec ------------------------------------------------
+
+def _template_spec(harness: Any, name: str) -> InstanceSpec:
+    instance_id = str(uuid.uuid4())
+    drive = ConfigDrive(meta_data={"uuid": instance_id, "hostname": f"{name}.novalocal", "name": name},
+                        user_data=TICKER)
+    spec: InstanceSpec = harness.spec(id=instance_id, name=name, hostname=name, config_drive=drive,
+                                      memory=MemoryBacking(template=True))
+    return spec
+
+
+async def _console_has(driver: Any, instance_id: str, pattern: str, timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = await driver.console_output(instance_id)
+        if re.search(pattern, text):
+            return text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{pattern!r} not on the console of {instance_id} within {timeout}s:\n{text[-1500:]}")
+
+
+@pytest.mark.parametrize("harness", ["qemu"], indirect=True)
+async def test_servers_of_a_template_spec_start_from_it_with_their_own_identity_and_move_like_any(
+        harness: Any) -> None:
+    driver = harness.driver
+    await driver.init_host()
+    first = _template_spec(harness, "first")
+    await driver.spawn(first)  # no template yet: it boots, and the host makes one beside it
+    await _console_has(driver, first.id, r"YUNSTACK-READY hostname=first ")
+    await driver.templates.wait_builds()
+    (made,) = [p for p in driver.templates.root.iterdir()]
+    assert (made / "template.json").exists(), "the host made no template"
+    key = made.name
+    ram_before = _sha256(made / "ram")
+
+    clones = [_template_spec(harness, f"clone{i}") for i in range(2)]
+    for spec in clones:
+        started = time.monotonic()
+        await driver.spawn(spec)
+        text = await _console_has(driver, spec.id, rf"YUNSTACK-READY hostname={spec.name} ")
+        print(f"{spec.name}: spawn to YUNSTACK-READY {time.monotonic() - started:.2f} s")
+        assert "YUNSTACK-RESUME" in text and "Linux version" not in text  # resumed, not booted
+        assert (await driver.balloon_stats(spec.id))["template"] == key
+    # Its balloon never inflates: QEMU 7.2 would punch the pages out of the shared file.
+    actual = (await driver.balloon_stats(clones[0].id))["actual"]
+    with pytest.raises(Conflict, match="memory template"):
+        await driver.set_balloon_target(clones[0].id, actual // 2)
+    await driver.set_balloon_target(clones[0].id, actual)  # not inflating: allowed
+
+    # A clone moves like any guest: the destination, built from the spec, takes its state, and
+    # maps no template (its RAM came over the wire).
+    moving = clones[1]
+    last = max(await _ticks(driver, moving.id), default=0.0)
+    target = await harness.peer.prepare_incoming(moving, "127.0.0.1", free_port_pair())
+    await driver.send(moving.id, target, MigrationMode.PAUSED)
+    await harness.peer.finish_incoming(moving.id)
+    await driver.finish_outgoing(moving.id)
+    assert (await harness.peer.get_info(moving.id)).power_state == PowerState.RUNNING
+    assert await _wait_tick_after(harness.peer, moving.id, last) < last + 10  # the same guest, running on
+    assert (await harness.peer.balloon_stats(moving.id))["template"] is None
+
+    # Suspended and resumed, a clone is restored into RAM of its own.
+    await driver.suspend(clones[0].id)
+    await driver.resume(clones[0].id)
+    last = max(await _ticks(driver, clones[0].id), default=0.0)
+    assert await _wait_tick_after(driver, clones[0].id, last) > last
+    assert (await driver.balloon_stats(clones[0].id))["template"] is None
+    assert _sha256(made / "ram") == ram_before, "a clone changed the template's RAM file"
+
+    for spec in (first, clones[0]):
+        await driver.destroy(spec.id)
+    await harness.peer.destroy(moving.id)
+    # The template outlives its servers (the next one starts from it); an unfinished build does not.
+    (driver.templates.root / f"{key}.part").mkdir()
+    driver.templates.prune()
+    assert [p.name for p in driver.templates.root.iterdir()] == [key]

@@ -42,10 +42,9 @@ from yunstack.errors import DriverError
 
 log = logging.getLogger(__name__)
 
+# The tiny image prints it once its resume hook listens (it waits for the listener first): a
+# template saved before that would give clones that never notice their config drive.
 MARKER = "YUNSTACK-READY"
-# Printed by the tiny image once its resume hook listens; a template saved before it would give
-# clones that never notice their config drive.
-HOOK_MARKER = "YUNSTACK-RESUME-HOOK"
 BUILD_TIMEOUT_S = 300.0  # a template guest that has not booted by then is given up
 RETRY_AFTER_S = 600.0  # a build that failed is not tried again for this long
 # The template guest's QEMU name and -uuid, which must be a UUID ("memory-templ" in hex); it is no instance.
@@ -265,11 +264,10 @@ class TemplateStore:
         loop = asyncio.get_running_loop()
         while True:
             text = paths.console.read_text(errors="replace") if paths.console.exists() else ""
-            if MARKER in text and HOOK_MARKER in text.split(MARKER, 1)[1]:
+            if MARKER in text:
                 return
             if not process.is_guest_process(pid, TEMPLATE_ID):
                 raise DriverError(detail=f"the template guest ended before it was ready; {process.last_words(paths)}")
             if loop.time() >= deadline:
-                raise DriverError(detail=f"the template guest did not print {MARKER} and {HOOK_MARKER} "
-                                  f"within {BUILD_TIMEOUT_S:.0f} s")
+                raise DriverError(detail=f"the template guest did not print {MARKER} within {BUILD_TIMEOUT_S:.0f} s")
             await asyncio.sleep(0.2)
