@@ -1,9 +1,9 @@
 """Memory templates on a real cloud: N servers started from one template against cold boots.
 
 Starts a real ``yun up`` (QEMU, the Linux dataplane) on a free loopback port with a fresh state
-dir.  As the demo project: a network with a subnet (10.95.0.0/24), the tiny image twice (``tiny``
-as is, ``tiny-tpl`` with ``yunstack:memory_template=true``), then, one server at a time, each on
-the network with a user_data script that prints its MAC:
+dir.  As the demo project: a network with a subnet (10.95.0.0/24), the tiny image again as
+``tiny-tpl`` with ``yunstack:memory_template=true`` (``yun up``'s own ``tiny`` is the cold one),
+then, one server at a time, each on the network with a user_data script that prints its MAC:
 
 1. ``--cold`` servers of ``tiny``: cold boots.  Their RSS and PSS are read once all have booted
    and settled, then they are deleted.
@@ -96,8 +96,9 @@ def boot(cloud: RunningCloud, image: str, name: str, userdata: Path, timeout: fl
     made = cloud.osc_json("server", "create", "--image", image, "--flavor", "m1.nano", "--network", "bn",
                           "--user-data", str(userdata), name, cloud=DEMO)
     server_id = str(made["id"])
-    pid = qemu_pid(server_id)
-    began = started_at(pid)
+    # The first QEMU seen may be the one that daemonizes (its child runs the guest): its start is
+    # the launch; the guest's process is the pidfile's.
+    began = started_at(qemu_pid(server_id))
     console = cloud.state_dir / "instances" / server_id / "console.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,6 +110,7 @@ def boot(cloud: RunningCloud, image: str, name: str, userdata: Path, timeout: fl
     else:
         raise RuntimeError(f"{name}: no YUNSTACK-READY within {timeout}s:\n{text[-1500:]}")
     found = READY.findall(text)[-1]
+    pid = int((cloud.state_dir / "instances" / server_id / "qemu.pid").read_text())
     shown = cloud.osc_json("server", "show", server_id, cloud=DEMO)
     (port,) = cloud.osc_json("port", "list", "--server", server_id, cloud=DEMO)
     return {"name": name, "id": server_id, "pid": pid, "ready_ms": round((ready_at - began) * 1000),
@@ -133,7 +135,9 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     try:
         tiny = state / "tiny-image" / "tiny.qcow2"
-        cloud.osc("image", "create", "--file", str(tiny), "--disk-format", "qcow2", "tiny", cloud=DEMO)
+        count = args.cold + args.clones + 1
+        cloud.osc("quota", "set", "--instances", str(count), "--cores", str(count), "--ram", str(count * 128),
+                  "--ports", str(count + 5), "demo")
         cloud.osc("image", "create", "--file", str(tiny), "--disk-format", "qcow2",
                   "--property", "yunstack:memory_template=true", "tiny-tpl", cloud=DEMO)
         cloud.osc("network", "create", "bn", cloud=DEMO)

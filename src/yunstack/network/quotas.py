@@ -113,8 +113,10 @@ class NetworkQuotas:
         with self._db() as s:
             return {p: self.limits(s, p) for p in self.engine.overridden_projects(s)}
 
-    def update(self, ctx: AuthContext, project_id: str, values: Mapping[str, int]) -> dict[str, int]:
-        """Admin only: set limits (-1 = unlimited); a limit below what is in use is refused."""
+    def update(self, ctx: AuthContext, project_id: str, values: Mapping[str, int], *,
+               check_limit: bool = False) -> dict[str, int]:
+        """Admin only: set limits (-1 = unlimited).  As Neutron: a limit below what is in use is
+        refused only with ``check_limit``; otherwise it is set, and only new resources are refused."""
         if not ctx.is_admin:
             raise Forbidden("(rule:update_quota) is disallowed by policy", action="update_quota")
         for resource, value in values.items():
@@ -123,7 +125,7 @@ class NetworkQuotas:
             if not UNLIMITED <= value <= MAX_LIMIT:
                 raise InvalidInput(error_message=f"'{value}' should be greater than or equal to -1")
         with self._db.begin() as s:
-            return self.engine.set_limits(s, project_id, values, below_usage=_below_usage)
+            return self.engine.set_limits(s, project_id, values, below_usage=_below_usage if check_limit else None)
 
     def reset(self, ctx: AuthContext, project_id: str) -> None:
         if not ctx.is_admin:

@@ -332,6 +332,13 @@ def test_quotas_show_update_details_and_enforcement(world: dict[str, Any]) -> No
     assert r.status_code == 409 and r.json()["NeutronError"]["type"] == "OverQuota"
     details = bob.get(f"/quotas/{pid}/details.json").json()["quota"]
     assert details["network"] == {"limit": 1, "used": 1, "reserved": 0}
+    # Neutron's check_limit (what `openstack quota set` sends): below what is in use is refused
+    # with it, and set without it.
+    r = admin.put(f"/quotas/{pid}", {"quota": {"network": 0, "check_limit": True}})
+    assert r.status_code == 400 and "already used and reserved 1" in r.text
+    r = admin.put(f"/quotas/{pid}", {"quota": {"network": 0, "check_limit": False}})
+    assert r.status_code == 200 and r.json()["quota"]["network"] == 0
+    assert "check_limit" not in r.json()["quota"]
     assert admin.delete(f"/quotas/{pid}").status_code == 204
     assert bob.get(f"/quotas/{pid}").json()["quota"]["network"] == 100
 

@@ -108,7 +108,8 @@ def show_quota_details(project_id: str, ctx: Ctx, svc: Svc) -> Json:
 
 @router.put(V2 + "/quotas/{project_id}")
 def update_quota(project_id: str, body: s.QuotaUpdateBody, ctx: Ctx, svc: Svc) -> Json:
-    return v.quota(svc.network.quotas.update(ctx, project_id, body.quota.model_dump(exclude_none=True)))
+    values = body.quota.model_dump(exclude_none=True, exclude={"check_limit"})
+    return v.quota(svc.network.quotas.update(ctx, project_id, values, check_limit=body.quota.check_limit))
 
 
 @router.delete(V2 + "/quotas/{project_id}", status_code=204)

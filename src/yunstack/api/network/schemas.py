@@ -250,6 +250,9 @@ class QuotaUpdate(_Body):
     floatingip: int | None = None
     security_group: int | None = None
     security_group_rule: int | None = None
+    # Neutron's (API extension quota-check-limit, which `openstack quota set` sends): refuse a
+    # limit below what is in use; without it such a limit is taken, and only new resources wait.
+    check_limit: bool = False
 
 
 class Tags(_Body):

@@ -25,6 +25,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("port-security", "Port Security", "Provides port security"),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
     ("quotas", "Quota management support", "Expose functions for quotas management per project"),
+    ("quota-check-limit", "Quota limit checking",
+     "Extension for checking the resource usage before applying a new quota limit"),
     ("quota_details", "Quota details management support",
      "Expose functions for quotas usage statistics per project"),
     ("router", "Neutron L3 Router",
