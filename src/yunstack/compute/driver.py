@@ -264,6 +264,8 @@ class MemoryBacking:
     page_sharing: bool = True
     thp: bool = True
     hugepages: Literal["none"] = "none"
+    # start from a memory template when the host has one (docs/explanation/memory-templates.md)
+    template: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -655,7 +657,16 @@ class ComputeDriver(Protocol):
         """Ask the guest's balloon to leave it ``target_bytes`` of RAM."""
 
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
-        """Return ``{"actual": bytes, "stats": {...}, "last_update": int}`` from the balloon."""
+        """Return ``{"actual": bytes, "stats": {...}, "last_update": int, "template": key | None}``.
+
+        ``template`` is the key of the memory template whose RAM file the guest's running QEMU maps
+        (a clone: its balloon must never inflate, docs/explanation/memory-templates.md section 5),
+        None for a guest that booted.
+        """
+
+    async def template_memory(self) -> dict[str, int]:
+        """Return template key -> bytes of that template's RAM file resident in the host page cache
+        (shared by its clones, counted once)."""
 
     async def rss_bytes(self, instance_id: str) -> int:
         """Return the resident memory of the guest's process; 0 when it is not running."""
