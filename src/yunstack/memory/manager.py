@@ -43,10 +43,14 @@ log = logging.getLogger(__name__)
 
 
 class ManagedHypervisor(Hypervisor, Protocol):
-    """What the manager drives: the stats slice plus ``set_balloon_target`` (any ComputeDriver)."""
+    """What the manager drives: the stats slice plus ``set_balloon_target`` and the memory templates'
+    page cache (any ComputeDriver)."""
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
         """Ask the guest's balloon to leave it ``target_bytes`` of RAM."""
+
+    async def template_memory(self) -> dict[str, int]:
+        """Template key -> bytes of its RAM file resident in the host page cache (shared by its clones)."""
 
 
 @dataclass(frozen=True, kw_only=True)
