@@ -163,10 +163,12 @@ def memory_backing(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NO
     """How the driver backs a guest's RAM at its next (re)start, for this policy.
 
     THP stays on only for a guest that may not share pages, while memory is not under pressure:
-    KSM splits huge pages anyway, and THP makes reclaim coarse when memory is short.
+    KSM splits huge pages anyway, and THP makes reclaim coarse when memory is short.  A guest that may
+    not share pages is never started from a memory template: its clones share the template's pages.
     """
     thp = policy_.thp if policy_.thp is not None else (not policy_.page_sharing and level == PressureLevel.NONE)
-    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp)
+    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp,
+                         template=policy_.template and policy_.page_sharing)
 
 
 def template_lines(host: HostStats, guests: Sequence[GuestStats]) -> tuple[TemplateLedger, ...]:

@@ -155,6 +155,7 @@ class GuestPolicy:
     shares: int = 1000
     page_sharing: bool = True  # False: QEMU mem-merge=off, never made mergeable
     thp: bool | None = None  # None: the policy decides
+    template: bool = False  # start from a memory template when the host has one (never without page sharing)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -600,6 +600,16 @@ def test_a_clone_under_pressure_deflates_fast() -> None:
     assert any("clone: fast deflate" in r for r in actions.reasons)
 
 
+@pytest.mark.parametrize(
+    ("guest_policy", "template"),
+    [pytest.param(GuestPolicy(template=True), True, id="marked"),
+     pytest.param(GuestPolicy(), False, id="not-marked"),
+     pytest.param(GuestPolicy(template=True, page_sharing=False), False, id="opted-out-of-sharing-never")],
+)
+def test_a_guest_starts_from_a_template_only_if_marked_and_sharing(guest_policy, template) -> None:
+    assert memory_backing(guest_policy).template is template
+
+
 def test_a_clone_lends_nothing_to_admission() -> None:
     h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
     cached = dict(rss=140 * MIB, free=16 * MIB)  # 256 MiB guest, 64 MiB used, the rest page cache
