@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from yunstack.compute.qemu import pagecache
 from yunstack.compute.qemu.pagecache import resident_bytes
 
 MIB = 1 << 20
@@ -63,3 +64,10 @@ def _on_tmpfs(path: Path) -> bool:
     mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
     best = max((m for m in mounts if str(path).startswith(m[1])), key=lambda m: len(m[1]))
     return best[2] == "tmpfs"
+
+
+def test_a_file_larger_than_one_window_is_counted_in_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pagecache, "_WINDOW_PAGES", 256)  # 1 MiB windows; the file is 3.5 of them
+    ram = written(tmp_path / "ram", 3 * MIB + MIB // 2)
+    ram.read_bytes()
+    assert resident_bytes(ram) == 3 * MIB + MIB // 2

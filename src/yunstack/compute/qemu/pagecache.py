@@ -27,6 +27,8 @@ _mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_u
 _MAP_FAILED = ctypes.c_void_p(-1).value
 # mincore sets only the lowest bit of each page's byte; the others are undefined.
 _RESIDENT = bytes(b & 1 for b in range(256))
+# Pages asked about per mincore call: a 64 GiB template needs no 16 MiB vector, 1 GiB at a time.
+_WINDOW_PAGES = 1 << 18
 
 
 def resident_bytes(path: Path) -> int:
@@ -49,12 +51,15 @@ def resident_bytes(path: Path) -> int:
     finally:
         os.close(fd)  # the mapping keeps the file; the descriptor is not needed any more
     try:
-        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-        vec = (ctypes.c_ubyte * pages)()
-        if _mincore(addr, size, vec) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mincore: {os.strerror(err)}", str(path))
-        resident = bytes(vec).translate(_RESIDENT).count(1)
+        resident = 0
+        vec = (ctypes.c_ubyte * min(_WINDOW_PAGES, -(-size // mmap.PAGESIZE)))()
+        for start in range(0, size, _WINDOW_PAGES * mmap.PAGESIZE):
+            length = min(size - start, _WINDOW_PAGES * mmap.PAGESIZE)
+            if _mincore(addr + start, length, vec) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mincore: {os.strerror(err)}", str(path))
+            pages = -(-length // mmap.PAGESIZE)
+            resident += bytes(vec)[:pages].translate(_RESIDENT).count(1)
     finally:
         _munmap(addr, size)
     return min(size, resident * mmap.PAGESIZE)
