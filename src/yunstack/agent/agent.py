@@ -85,7 +85,8 @@ def memory_policy(extra: Mapping[str, str], memory_mib: int) -> GuestPolicy:
     limit = number(SPEC_LIMIT, memory_mib) or memory_mib
     return GuestPolicy(reservation_bytes=reservation * MIB, limit_bytes=min(limit, memory_mib) * MIB,
                        shares=number(SPEC_SHARES, 10 * memory_mib) or 1,
-                       page_sharing=extra.get(EXTRA_PAGE_SHARING, "on") != "off")
+                       page_sharing=extra.get(EXTRA_PAGE_SHARING, "on") != "off",
+                       template=asks_for_template(extra.get(EXTRA_MEMORY_TEMPLATE)))
 
 
 class Agent:
@@ -441,8 +442,8 @@ class Agent:
         memory = MemoryBacking(page_sharing=data.extra.get(EXTRA_PAGE_SHARING, "on") != "off", template=template)
         if self.memory is not None:
             self.memory.set_policy(data.id, memory_policy(data.extra, data.memory_mib))
-            # The manager decides page sharing and THP per VM; the driver applies them at start.
-            memory = replace(self.memory.memory_backing(data.id), template=template)
+            # The manager decides page sharing, THP and templates per VM; the driver applies them at start.
+            memory = self.memory.memory_backing(data.id)
         nics: tuple[Nic, ...] = ()
         if data.port_ids and self.network is not None and self.dataplane is not None:
             # Taps must exist and sit on their bridges, with their rules, before QEMU opens them.

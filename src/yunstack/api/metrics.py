@@ -23,7 +23,7 @@ from yunstack.wiring import Services
 
 LEDGER_GUEST = ("configured", "resident", "ballooned", "shared", "swapped", "working_set", "target")
 LEDGER_HOST = ("physical", "committed", "guests_resident", "guests_used", "savings_ksm", "savings_balloon",
-               "savings_swap", "available")
+               "savings_swap", "available", "templates_resident")
 
 
 class CloudCollector(Collector):
@@ -42,22 +42,37 @@ class CloudCollector(Collector):
         dirty = GaugeMetricFamily("yunstack_server_memory_dirty_bytes_per_second", "Server memory ledger: bytes "
                                   "the guest dirtied per second (QEMU's page sampling)",
                                   labels=["host", "server", "project"])
+        template = GaugeMetricFamily("yunstack_memory_template_resident_bytes", "A memory template's RAM file in "
+                                     "the host's page cache, shared by its clones", labels=["host", "template"])
+        clones = GaugeMetricFamily("yunstack_memory_template_clones", "Servers running from a memory template",
+                                   labels=["host", "template"])
+        template_shared = GaugeMetricFamily("yunstack_server_memory_template_shared_bytes", "Server memory "
+                                            "ledger: resident memory that is its template's page cache",
+                                            labels=["host", "server", "project"])
         for entry in latest:
             host = str(entry.get("host") or "")
             h: dict[str, Any] = entry.get("balance") or {}
             for k in LEDGER_HOST:
                 host_g[k].add_metric([host], float(h.get(k, 0) or 0))
             ratio.add_metric([host], float(h.get("consolidation_ratio", 0) or 0))
+            for t in h.get("templates") or []:
+                template.add_metric([host, str(t["key"])], float(t.get("resident") or 0))
+                clones.add_metric([host, str(t["key"])], float(t.get("clones") or 0))
             for g in entry.get("servers", []):
+                labels = [host, g["instance_id"], str(g.get("project_id") or "")]
                 for k in LEDGER_GUEST:
-                    guest_g[k].add_metric([host, g["instance_id"], str(g.get("project_id") or "")],
-                                          float(g.get(k, 0) or 0))
+                    guest_g[k].add_metric(labels, float(g.get(k, 0) or 0))
                 if g.get("dirty_rate") is not None:  # not measured: no sample rather than a false 0
-                    dirty.add_metric([host, g["instance_id"], str(g.get("project_id") or "")], float(g["dirty_rate"]))
+                    dirty.add_metric(labels, float(g["dirty_rate"]))
+                if g.get("template_shared") is not None:  # a clone whose process was read
+                    template_shared.add_metric(labels, float(g["template_shared"]))
         yield from host_g.values()
         yield ratio
+        yield template
+        yield clones
         yield from guest_g.values()
         yield dirty
+        yield template_shared
         yield from self._balancer(ctx)
 
     def _balancer(self, ctx: Any) -> Iterator[GaugeMetricFamily]:

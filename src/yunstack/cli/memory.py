@@ -37,6 +37,11 @@ def _host_table(e: dict[str, Any]) -> Table:
         h.add_column(justify=justify)
     cells = [(label, _mib(bal.get(key))) for key, label in HOST_FIELDS]
     cells.append(("consolidation", f"{bal.get('consolidation_ratio', 0):.2f}x"))
+    templates = bal.get("templates") or []
+    if templates:  # memory templates' page cache, counted once for the host
+        clones = sum(int(t.get("clones") or 0) for t in templates)
+        cells.append(("templates", f"{_mib(bal.get('templates_resident'))} ({clones} "
+                                   f"clone{'' if clones == 1 else 's'})"))
     for i in range(0, len(cells), 2):
         pair = cells[i:i + 2]
         h.add_row(*(x for cell in pair for x in cell), *([""] * (4 - 2 * len(pair))))
@@ -53,7 +58,8 @@ def _server_table(e: dict[str, Any], names: dict[str, str]) -> Table:
     g.add_column("Pressure", no_wrap=True)
     for srv in e.get("servers", []):
         sid = srv["instance_id"]
-        g.add_row(names.get(sid, sid), *(_mib(srv.get(key)) for key, _ in SERVER_COLUMNS),
+        clone = " (clone)" if srv.get("template") else ""  # started from a memory template
+        g.add_row(names.get(sid, sid) + clone, *(_mib(srv.get(key)) for key, _ in SERVER_COLUMNS),
                   "yes" if srv.get("pressured") else "")
     return g
 

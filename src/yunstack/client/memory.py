@@ -26,6 +26,17 @@ class GuestMemory:
     swapped: int  # host swap holding its memory
     working_set: int
     pressured: bool
+    template: str | None = None  # the memory template it started from (a clone), None if it booted
+    template_shared: int = 0  # of its resident memory, the template's page cache (counted once per host)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateMemory:
+    """One memory template's RAM in a host's page cache, shared by its clones."""
+
+    key: str
+    resident: int
+    clones: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +52,8 @@ class HostMemory:
     savings_balloon: int
     savings_swap: int
     consolidation_ratio: float
+    templates_resident: int = 0  # the memory templates' page cache, counted once
+    templates: tuple[TemplateMemory, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +124,8 @@ def _int(d: dict[str, Any], key: str) -> int:
 def _guest(g: dict[str, Any]) -> GuestMemory:
     return GuestMemory(server_id=str(g["instance_id"]), configured=_int(g, "configured"), resident=_int(g, "resident"),
                        shared=_int(g, "shared"), ballooned=_int(g, "ballooned"), swapped=_int(g, "swapped"),
-                       working_set=_int(g, "working_set"), pressured=bool(g.get("pressured")))
+                       working_set=_int(g, "working_set"), pressured=bool(g.get("pressured")),
+                       template=g.get("template"), template_shared=_int(g, "template_shared"))
 
 
 def _sample(e: dict[str, Any]) -> LedgerSample:
@@ -121,7 +135,10 @@ def _sample(e: dict[str, Any]) -> LedgerSample:
         guests_resident=_int(bal, "guests_resident"), guests_used=_int(bal, "guests_used"),
         available=_int(bal, "available"), savings_ksm=_int(bal, "savings_ksm"),
         savings_balloon=_int(bal, "savings_balloon"), savings_swap=_int(bal, "savings_swap"),
-        consolidation_ratio=float(bal.get("consolidation_ratio") or 0.0))
+        consolidation_ratio=float(bal.get("consolidation_ratio") or 0.0),
+        templates_resident=_int(bal, "templates_resident"),
+        templates=tuple(TemplateMemory(key=str(t["key"]), resident=_int(t, "resident"), clones=_int(t, "clones"))
+                        for t in bal.get("templates") or []))
     return LedgerSample(host=e.get("host"), at=datetime.fromisoformat(str(e["at"])), level=str(e.get("level") or ""),
                         balance=balance, servers=tuple(_guest(g) for g in e.get("servers") or []),
                         reasons=tuple(str(r) for r in e.get("reasons") or []))

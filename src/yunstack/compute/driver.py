@@ -659,7 +659,16 @@ class ComputeDriver(Protocol):
         """Ask the guest's balloon to leave it ``target_bytes`` of RAM."""
 
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
-        """Return ``{"actual": bytes, "stats": {...}, "last_update": int}`` from the balloon."""
+        """Return ``{"actual": bytes, "stats": {...}, "last_update": int, "template": key | None}``.
+
+        ``template`` is the key of the memory template whose RAM file the guest's running QEMU maps
+        (a clone: its balloon must never inflate, docs/explanation/memory-templates.md section 5),
+        None for a guest that booted.
+        """
+
+    async def template_memory(self) -> dict[str, int]:
+        """Return template key -> bytes of that template's RAM file resident in the host page cache
+        (shared by its clones, counted once)."""
 
     async def rss_bytes(self, instance_id: str) -> int:
         """Return the resident memory of the guest's process; 0 when it is not running."""

@@ -10,6 +10,7 @@ from yunstack.compute.qemu.driver import QemuDriver
 from yunstack.config import Config
 from yunstack.errors import DriverMisconfigured
 
+# The ignore goes with the branch that gives QemuDriver ``template_memory`` (mypy then reports it unused).
 DRIVERS: dict[str, Callable[[Config], ComputeDriver]] = {
     "qemu": lambda config: QemuDriver(
         config, cgroup_parent=config.memory.cgroup_parent if config.memory.enabled else ""),

@@ -17,6 +17,7 @@ modelled: ``extend_volume`` checks the guest and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import struct
 import tempfile
@@ -67,6 +68,7 @@ class _Guest:
     was_running: bool = True  # the source ran (not paused) when it was sent
     exports: list[str] = field(default_factory=list)  # its disks' export addresses (cold migration)
     volumes: list[Disk] = field(default_factory=list)  # attached, in order, each with its device name
+    template: str | None = None  # the memory template this run started from (a clone), None after a boot
 
 
 # Addresses of destinations waiting for a guest, shared by every FakeDriver in this process.
@@ -403,11 +405,18 @@ class FakeDriver:
         return {"actual": guest.balloon_bytes,
                 "stats": {"stat-total-memory": total, "stat-free-memory": guest.balloon_bytes // 2,
                           "stat-available-memory": guest.balloon_bytes // 2},
-                "last_update": 0}
+                "last_update": 0, "template": guest.template}
 
     async def rss_bytes(self, instance_id: str) -> int:
         guest = self._get(instance_id)
         return guest.balloon_bytes if guest.state in (PowerState.RUNNING, PowerState.PAUSED) else 0
+
+    async def template_memory(self) -> dict[str, int]:
+        """Each template some running guest started from, with half its RAM resident (what a booted,
+        idle template guest touched); a template no clone maps any more is gone, as the agent's are."""
+        on = (PowerState.RUNNING, PowerState.PAUSED)
+        return {g.template: g.spec.memory_mib * 1024 * 1024 // 2
+                for g in self._guests.values() if g.template is not None and g.state in on}
 
     def simulate_crash(self, instance_id: str) -> None:
         """Test hook: the guest's process dies as under ``kill -9``."""
@@ -428,12 +437,19 @@ class FakeDriver:
         return guest
 
     def _run(self, guest: _Guest) -> None:
+        """The guest runs from its own RAM: a resume or an incoming migration restores all of it."""
         self._next_pid += 1
         guest.state, guest.reason, guest.pid = PowerState.RUNNING, None, self._next_pid
         guest.balloon_bytes = guest.spec.memory_mib * 1024 * 1024
+        guest.template = None
 
     def _boot(self, guest: _Guest) -> None:
         self._run(guest)
+        # A boot of a template-marked spec starts from the template, as QemuDriver does when the host
+        # has one (a guest that opted out of page sharing never does: the template's pages are shared).
+        memory = guest.spec.memory
+        if memory.template and memory.page_sharing:
+            guest.template = _template_key(guest.spec)
         # A fresh boot names the volumes in order again (a detach may have left a gap).
         guest.volumes = list(named_at_boot(guest.spec, guest.volumes, rescued=guest.rescue_image is not None))
         guest.console.append(f"YUNSTACK-READY hostname={guest.spec.hostname} instance-id={guest.spec.id}")
@@ -445,6 +461,11 @@ class FakeDriver:
         migration = {"incoming": "incoming", "received": "incoming", "migrated": "outgoing"}.get(guest.migration or "")
         return InstanceInfo(id=guest.spec.id, power_state=guest.state, pid=guest.pid, reason=guest.reason,
                             memory_mib=guest.spec.memory_mib, vcpus=guest.spec.vcpus, migration=migration)
+
+
+def _template_key(spec: InstanceSpec) -> str:
+    """A stand-in for QemuDriver's template key: guests of one image, size and vCPU count share one."""
+    return hashlib.sha256(f"{spec.root.source}|{spec.memory_mib}|{spec.vcpus}".encode()).hexdigest()[:16]
 
 
 def _empty_qcow2(size: int) -> bytes:

@@ -30,11 +30,13 @@ SAMPLES = 180  # per host: the last 30 minutes at the managers' one report per ~
 HOST_LINES = (("physical", "physical", True), ("committed", "committed", True),
               ("resident", "guests_resident", False), ("used (resident - shared)", "guests_used", False),
               ("shared by KSM", "savings_ksm", False), ("ballooned", "savings_balloon", False),
-              ("swapped", "savings_swap", False))
+              ("swapped", "savings_swap", False), ("templates (page cache, once)", "templates_resident", False))
 # (label, field of GuestMemory, dashed): what a server's chart draws, in MiB.
 GUEST_LINES = (("configured", "configured", True), ("resident", "resident", False),
                ("shared by KSM", "shared", False), ("ballooned", "ballooned", False),
                ("swapped", "swapped", False))
+# A clone's chart also draws what of its resident memory is its template's page cache.
+CLONE_LINES = (*GUEST_LINES, ("from its template (page cache)", "template_shared", False))
 
 
 def host_chart(host: str, samples: list[LedgerSample]) -> Markup:
@@ -46,8 +48,9 @@ def host_chart(host: str, samples: list[LedgerSample]) -> Markup:
 
 def guest_chart(name: str, server_id: str, samples: list[LedgerSample]) -> Markup:
     rows = [(s.at.timestamp(), g) for s in samples for g in s.servers if g.server_id == server_id]
+    lines = CLONE_LINES if any(g.template for _, g in rows) else GUEST_LINES
     series = [Series(label=label, limit=dashed, points=[(t, getattr(g, key) / MIB) for t, g in rows])
-              for label, key, dashed in GUEST_LINES]
+              for label, key, dashed in lines]
     return line_chart(f"server {name}", series, unit="MiB")
 
 

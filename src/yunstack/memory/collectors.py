@@ -45,7 +45,7 @@ class Hypervisor(Protocol):
         """Every guest on this host with its power state and PID."""
 
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
-        """``{"actual": bytes, "stats": {"stat-...": n}, "last_update": int}``."""
+        """``{"actual": bytes, "stats": {"stat-...": n}, "last_update": int, "template": key | None}``."""
 
     async def rss_bytes(self, instance_id: str) -> int:
         """Resident memory of the guest's process."""
@@ -217,7 +217,7 @@ class GuestCollector:
         values: dict[str, Any] = {"instance_id": info.id, "timestamp": self.clock(),
                                   "configured": info.memory_mib << 20, "balloon_actual": int(raw["actual"]),
                                   "stats_updated": int(raw.get("last_update") or 0), "pid": info.pid,
-                                  "dirty_rate": raw.get("dirty_rate")}
+                                  "dirty_rate": raw.get("dirty_rate"), "template": raw.get("template")}
         values.update(balloon_fields(raw))
         process = self._process(info) if info.pid is not None else None
         if process is None:
@@ -238,7 +238,8 @@ class GuestCollector:
         except OSError:
             return None
         out: dict[str, Any] = {"rss": _kb(rollup, "Rss") or 0, "pss": _kb(rollup, "Pss"),
-                               "swap": _kb(rollup, "Swap"), "anon_huge": _kb(rollup, "AnonHugePages")}
+                               "anonymous": _kb(rollup, "Anonymous"), "swap": _kb(rollup, "Swap"),
+                               "anon_huge": _kb(rollup, "AnonHugePages")}
         with contextlib.suppress(OSError):
             status = parse_keyed((base / "status").read_text())
             out["swap"] = _kb(status, "VmSwap") if out["swap"] is None else out["swap"]

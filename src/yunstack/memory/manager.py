@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,10 +43,14 @@ log = logging.getLogger(__name__)
 
 
 class ManagedHypervisor(Hypervisor, Protocol):
-    """What the manager drives: the stats slice plus ``set_balloon_target`` (any ComputeDriver)."""
+    """What the manager drives: the stats slice plus ``set_balloon_target`` and the memory templates'
+    page cache (any ComputeDriver)."""
 
     async def set_balloon_target(self, instance_id: str, target_bytes: int) -> None:
         """Ask the guest's balloon to leave it ``target_bytes`` of RAM."""
+
+    async def template_memory(self) -> dict[str, int]:
+        """Template key -> bytes of its RAM file resident in the host page cache (shared by its clones)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +71,20 @@ class GuestLedger:
     pressured: bool
     page_sharing: bool
     thp: bool
+    # A clone: the memory template its RAM file maps, and how much of its resident memory is that
+    # template's page cache (counted once for the host, in HostLedger.templates) rather than its own:
+    # RSS - Anonymous, None when its process could not be read.
+    template: str | None = None
+    template_shared: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateLedger:
+    """One memory template's RAM file in the host's page cache, shared by its clones."""
+
+    key: str
+    resident: int  # bytes of the RAM file in the page cache (mincore), counted once for the host
+    clones: int  # running guests that map it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +94,7 @@ class HostLedger:
     physical: int  # capacity: the budget, else MemTotal
     committed: int  # sum of configured guest RAM
     guests_resident: int  # sum of QEMU RSS
-    guests_used: int  # host memory the guests really cost: resident - KSM saving
+    guests_used: int  # host memory the guests really cost: resident - KSM saving, template page cache once
     consolidation_ratio: float  # committed / guests_used
     savings_ksm: int
     savings_balloon: int  # logical
@@ -95,6 +113,9 @@ class HostLedger:
     # plane's ObservedMemoryFilter admits a new guest only if its expected need fits in this.
     admission_room: int = 0
     admission_blocked: str | None = None
+    # Memory templates: each one's RAM file in the page cache with its number of clones, and the total.
+    templates: tuple[TemplateLedger, ...] = ()
+    templates_resident: int = 0
 
 
 def swap_rates(before: HostStats | None, now: HostStats) -> tuple[float | None, float | None]:
@@ -142,10 +163,39 @@ def memory_backing(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NO
     """How the driver backs a guest's RAM at its next (re)start, for this policy.
 
     THP stays on only for a guest that may not share pages, while memory is not under pressure:
-    KSM splits huge pages anyway, and THP makes reclaim coarse when memory is short.
+    KSM splits huge pages anyway, and THP makes reclaim coarse when memory is short.  A guest that may
+    not share pages is never started from a memory template: its clones share the template's pages.
     """
     thp = policy_.thp if policy_.thp is not None else (not policy_.page_sharing and level == PressureLevel.NONE)
-    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp)
+    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp,
+                         template=policy_.template and policy_.page_sharing)
+
+
+def template_lines(host: HostStats, guests: Sequence[GuestStats]) -> tuple[TemplateLedger, ...]:
+    """The host's ``templates`` lines: every template the driver reports or a clone maps, by key."""
+    keys = sorted(set(host.templates) | {g.template for g in guests if g.template is not None})
+    return tuple(TemplateLedger(key=key, resident=host.templates.get(key, 0),
+                                clones=sum(1 for g in guests if g.template == key)) for key in keys)
+
+
+def template_shared(g: GuestStats) -> int | None:
+    """A clone's resident pages that are not its own: its file-backed RSS (RSS - Anonymous), i.e. the
+    template RAM it never wrote, plus QEMU's binary and libraries (a few MiB, shared by every QEMU)."""
+    if g.template is None or g.anonymous is None:
+        return None
+    return max(0, g.rss - g.anonymous)
+
+
+def counted_once(templates: Sequence[TemplateLedger], guests: Sequence[GuestStats]) -> int:
+    """What counting each template's page cache once instead of in every clone's RSS changes in the host's
+    use: + each template's resident bytes - its clones' shared bytes.  Only for templates whose clones
+    could all be read (otherwise their RSS stays counted as it is)."""
+    change = 0
+    for t in templates:
+        shared = [template_shared(g) for g in guests if g.template == t.key]
+        if shared and all(s is not None for s in shared):
+            change += t.resident - sum(s or 0 for s in shared)
+    return change
 
 
 def attribute_sharing(host: HostStats, guests: Sequence[GuestStats],
@@ -274,6 +324,10 @@ class MemoryManager:
         began, cpu0 = time.monotonic(), time.thread_time()
         raw = self.host_collector.collect()
         guests, errors = await self.guest_collector.collect()
+        try:
+            raw = replace(raw, templates=await self.hypervisor.template_memory())
+        except (YunError, OSError) as exc:
+            errors["templates"] = exc.text if isinstance(exc, YunError) else str(exc)
         previous, self._last_host, self._last_guests = self._last_host, raw, guests
         host = policy.with_claims(raw, self._pending)
         actions, self.history = policy.step(host, guests, self.policies, self.history, self.tuning)
@@ -321,10 +375,11 @@ class MemoryManager:
                 ballooned=g.ballooned, shared=shared[g.instance_id], swapped=swapped, working_set=d.working_set,
                 dirty_rate=g.dirty_rate,
                 target=d.target, entitlement=d.entitlement, pressured=d.pressured, page_sharing=d.page_sharing,
-                thp=d.thp))
+                thp=d.thp, template=g.template, template_shared=template_shared(g)))
         resident = sum(r.resident for r in rows)
         saved = sum(r.shared for r in rows)
-        used = max(resident - saved, 1)
+        templates = template_lines(host, guests)
+        used = max(resident - saved + counted_once(templates, guests), 1)
         committed = sum(r.configured for r in rows)
         room = policy.admission_room(host, guests, self.policies, self.history, self.tuning)
         host_row = HostLedger(
@@ -333,7 +388,8 @@ class MemoryManager:
             savings_balloon=sum(r.ballooned for r in rows), savings_swap=sum(r.swapped for r in rows),
             shared_method=method, ksm_pages_sharing=host.ksm.pages_sharing, ksm_run=host.ksm.run,
             available=host.headroom, swap_free=host.swap_free, psi_some_avg10=host.psi_some_avg10,
-            admission_room=room.room, admission_blocked=room.blocked, swap_in_rate=swap[0], swap_out_rate=swap[1])
+            admission_room=room.room, admission_blocked=room.blocked, swap_in_rate=swap[0], swap_out_rate=swap[1],
+            templates=templates, templates_resident=sum(t.resident for t in templates))
         cost = ManagerCost(tick_seconds=time.monotonic() - began, cpu_seconds=time.thread_time() - cpu0,
                            rss_bytes=_self_rss())
         return LedgerEntry(wall_time=time.time(), timestamp=host.timestamp, level=actions.level, host=host_row,

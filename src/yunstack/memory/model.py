@@ -77,6 +77,9 @@ class HostStats:
     ksm: KsmStats = field(default_factory=KsmStats)
     budget_limit: int | None = None
     budget_usage: int | None = None
+    # memory template key -> bytes of its RAM file in the page cache (shared by its clones, the driver's
+    # template_memory); empty on a host without templates
+    templates: dict[str, int] = field(default_factory=dict)
 
     @property
     def capacity(self) -> int:
@@ -109,10 +112,15 @@ class GuestStats:
     swap_in: int | None = None  # guest-internal swap, bytes
     swap_out: int | None = None
     stats_updated: int = 0  # guest stats last-update (guest wall clock, seconds)
+    # A clone: the key of the memory template whose RAM file its QEMU maps privately.  Its balloon
+    # never inflates (QEMU 7.2 would punch the pages out of the shared file), and the RAM pages it never
+    # wrote are the template's page cache, not its own.
+    template: str | None = None
     # the QEMU process
     pid: int | None = None
     rss: int = 0
     pss: int | None = None
+    anonymous: int | None = None  # smaps_rollup Anonymous: QEMU's heap and the RAM pages it wrote (a clone's own)
     swap: int | None = None  # host swap used by the process (VmSwap)
     dirty_rate: int | None = None  # bytes/s the guest dirtied (QEMU's page sampling), None = not measured
     anon_huge: int | None = None  # AnonHugePages: THP-backed guest RAM
@@ -158,6 +166,7 @@ class GuestPolicy:
     shares: int = 1000
     page_sharing: bool = True  # False: QEMU mem-merge=off, never made mergeable
     thp: bool | None = None  # None: the policy decides
+    template: bool = False  # start from a memory template when the host has one (never without page sharing)
 
 
 @dataclass(frozen=True, kw_only=True)

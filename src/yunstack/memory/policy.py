@@ -31,6 +31,10 @@ from yunstack.memory.model import (
 )
 
 _DEFAULT_POLICY = GuestPolicy()
+# Why a clone's balloon is left alone (docs/explanation/memory-templates.md, section 5).  Its pages are
+# reclaimed last: KSM and the other guests' balloons give first, then the cgroups at SWAP.
+CLONE_HELD = ("started from a memory template: inflating its balloon would punch holes in the shared "
+              "template file on QEMU 7.2")
 
 
 def step(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str, GuestPolicy],
@@ -162,6 +166,11 @@ def _floor(ws: int, pol: GuestPolicy, ceiling: int, tuning: Tuning) -> int:
     return min(ceiling, max(pol.reservation_bytes, ws + headroom, tuning.min_guest_bytes))
 
 
+def _clone_floor(g: GuestStats, floor: int, ceiling: int) -> int:
+    """A clone's balloon never inflates (its floor is what it has now); it may deflate (grow back)."""
+    return floor if g.template is None else max(floor, min(g.balloon_actual, ceiling))
+
+
 def _step_limit(configured: int, tuning: Tuning) -> int:
     return int(min(tuning.max_step_bytes, max(tuning.min_step_bytes, tuning.max_step_fraction * configured)))
 
@@ -200,8 +209,10 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
         ceiling = _ceiling(g, pol)
         ws = min(working_set(gh), g.configured) if gh.samples else g.balloon_actual
         floor = _floor(ws, pol, ceiling, tuning)
+        if g.template is not None and level >= PressureLevel.BALLOON and floor < min(g.balloon_actual, ceiling):
+            reasons.append(f"{g.instance_id}: balloon held at {g.balloon_actual >> 20} MiB: {CLONE_HELD}")
         ceilings.append(ceiling)
-        floors.append(floor)
+        floors.append(_clone_floor(g, floor, ceiling))
         actives.append(min(ws, g.balloon_actual))
 
     unbacked = [_unbacked(g, tuning) for g in guests]
@@ -245,6 +256,8 @@ def decide(host: HostStats, guests: Sequence[GuestStats], policies: Mapping[str,
                 down = max(limit, int(tuning.fast_reclaim_fraction * max(0, current - unbacked[i] - floor)))
             target = max(desired, current - unbacked[i] - down)  # reported free pages are swallowed first
         target = min(max(target, min(floor, ceiling)), ceiling) if pressure is None else target
+        if g.template is not None:
+            target = max(target, current)  # even under a limit below its size: deflating only
         send = abs(target - current) >= tuning.min_change_bytes and target != gh.last_target
         decisions.append(GuestDecision(
             instance_id=g.instance_id, target=target, send=send, entitlement=entitled[i], floor=floor,
@@ -317,6 +330,8 @@ def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapp
             continue
         if not gh.measured:
             continue  # a booting guest: nothing known, nothing lent
+        if g.template is not None:
+            continue  # a clone's balloon never inflates: it lends nothing
         pol = policies.get(g.instance_id, _DEFAULT_POLICY)
         floor = _floor(min(working_set(gh), g.configured), pol, _ceiling(g, pol), tuning)
         reclaimable += max(0, g.balloon_actual - _unbacked(g, tuning) - floor)

@@ -17,7 +17,7 @@ import yaml
 
 from tests.cloud import free_port
 from tests.conftest import Api, make_config
-from tests.functional.memory.test_memory_api import seed
+from tests.functional.memory.test_memory_api import ledger, seed
 from yunstack.api.app import CATALOG, create_app
 from yunstack.wiring import Services, build
 
@@ -89,6 +89,21 @@ def test_yun_memory_json_parses_and_names_the_servers(api: Api, served: Path) ->
     servers = {s["instance_id"]: s for s in data[0]["servers"]}
     assert servers[mine]["name"] == "m0" and servers[theirs]["name"] == "m1"
     assert servers[mine]["shared"] == 50 * (1 << 20)
+
+
+def test_yun_memory_shows_the_templates_line_and_marks_clones(api: Api, served: Path) -> None:
+    host = api.services.config.host_name
+    mine, theirs = seed(api, host)
+    entry = ledger([mine, theirs])
+    entry["host"] |= {"templates": [{"key": "3f2a", "resident": 128 * (1 << 20), "clones": 1}],
+                      "templates_resident": 128 * (1 << 20)}
+    entry["guests"][0] |= {"template": "3f2a", "template_shared": 100 * (1 << 20)}
+    api.services.memory.record(host, entry)
+    out = yun(served, "memory")
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert "templates" in out and "128 (1 clone)" in out, out
+    assert any(line.split()[:2] == ["m0", "(clone)"] for line in out.splitlines()), out
+    assert not any(line.split()[:2] == ["m1", "(clone)"] for line in out.splitlines()), out
 
 
 @pytest.mark.parametrize("args,key,expected", [

@@ -195,6 +195,26 @@ def test_the_memory_page_charts_each_host_and_server_over_time(dash: dict[str, A
     assert "Mode <strong>" in text and "Mode <strong>" not in polled
 
 
+def test_the_memory_page_shows_the_templates_line_and_marks_clones(dash: dict[str, Any], admin: Browser) -> None:
+    a = dash["host"].driver.hostname
+    sid = dash["alice"].post("/servers", body(dash, name="web")).json()["server"]["id"]
+    wait_for(dash["alice"], sid, "ACTIVE")
+    entry = ledger(sid, 200)
+    entry["host"] |= {"templates": [{"key": "3f2a", "resident": 128 * MIB, "clones": 1}],
+                      "templates_resident": 128 * MIB}
+    entry["guests"][0] |= {"template": "3f2a", "template_shared": 90 * MIB}
+    with dash["api"].services.db.begin() as s:
+        s.add(t.MemorySample(host=a, at=utcnow() + timedelta(hours=1), data=entry))
+    text = admin.http.get(f"{D}/admin/memory").text
+    line = re.search(rf'<p id="memory-templates-{a}">(.*?)</p>', text, re.S)
+    assert line and "<code>3f2a</code> 128 MiB, 1 clone." in line.group(1), text
+    row = re.search(rf'<tr id="memory-server-{sid}">(.*?)</tr>', text, re.S)
+    assert row and ">clone</span>" in row.group(1) and "90 MiB of its resident memory" in row.group(1)
+    charts = re.findall(r'<svg class="chart".*?</svg>', text, re.S)
+    assert ">templates (page cache, once)</text>" in charts[0]
+    assert ">from its template (page cache)</text>" in charts[1]
+
+
 def test_the_balancer_plan_with_its_reasons_and_applying_it(dash: dict[str, Any], two: dict[str, Any],
                                                             admin: Browser) -> None:
     services: Services = dash["api"].services

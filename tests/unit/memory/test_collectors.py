@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from yunstack.cgroups import MemoryCgroups
-from yunstack.compute.driver import InstanceInfo, InstanceSpec, PowerState, root_disk
+from yunstack.compute.driver import InstanceInfo, InstanceSpec, MemoryBacking, PowerState, root_disk
 from yunstack.compute.fake import FakeDriver
 from yunstack.errors import DriverUnavailable
 from yunstack.memory.collectors import (
@@ -147,6 +147,7 @@ async def test_a_guest_sample_reads_its_process_and_cgroup(tmp_path: Path) -> No
     [g], errors = await collector.collect()
     assert not errors
     assert (g.rss, g.pss, g.swap, g.anon_huge) == (180224 * 1024, 150112 * 1024, 10240 * 1024, 122880 * 1024)
+    assert g.anonymous == 160000 * 1024 and g.template is None
     assert g.ksm_merging_pages == 20000 and g.ksm_mergeable is True
     assert (g.cgroup_usage, g.cgroup_limit, g.cgroup_swap, g.cgroup_failcnt, g.cgroup_oom_kill) == (
         100 * MIB, 128 * MIB, 50 * MIB, 7, 0)
@@ -163,6 +164,21 @@ async def test_the_drivers_dirty_rate_is_the_samples_and_none_when_it_measured_n
         await _spawn(driver, "vm1")
         [g], _ = await GuestCollector(driver, proc=tmp_path).collect()
         assert g.dirty_rate == expected
+
+
+async def test_a_guest_started_from_a_memory_template_is_sampled_as_a_clone(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await _spawn(driver, "booted")
+    await driver.spawn(InstanceSpec(id="clone", name="clone", hostname="clone", vcpus=1, memory_mib=256,
+                                    disks=root_disk(Path("/x")), memory=MemoryBacking(template=True)))
+    stats, _ = await GuestCollector(driver, proc=tmp_path).collect()
+    templates = {g.instance_id: g.template for g in stats}
+    assert templates["booted"] is None and templates["clone"] is not None
+    assert await driver.template_memory() == {templates["clone"]: 128 * MIB}
+    await driver.suspend("clone")
+    await driver.resume("clone")  # restored from its own saved RAM: no longer a clone
+    [clone] = [g for g in (await GuestCollector(driver, proc=tmp_path).collect())[0] if g.instance_id == "clone"]
+    assert clone.template is None and await driver.template_memory() == {}
 
 
 async def test_a_recycled_pid_is_not_read_as_the_guest(tmp_path: Path) -> None:

@@ -67,6 +67,36 @@ async def test_ticks_balloon_guests_and_keep_a_ledger(tmp_path: Path) -> None:
     assert (tmp_path / "ksm" / "pages_to_scan").read_text() == "1250"
 
 
+async def test_memory_template_clones_are_counted_once_in_the_ledger(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await _spawn(driver, "booted")
+    for iid in ("c1", "c2"):
+        await driver.spawn(InstanceSpec(id=iid, name=iid, hostname=iid, vcpus=1, memory_mib=256,
+                                        disks=root_disk(Path("/x")), memory=MemoryBacking(template=True)))
+    manager = _manager(tmp_path, driver, Tuning(), available_kb=2 * 1024 * 1024)  # 8 % free: BALLOON
+    for iid in ("c1", "c2"):  # the clones' QEMU: 176 MiB resident, 156.25 MiB of it anonymous (their own)
+        pid_dir = tmp_path / "proc" / str((await driver.get_info(iid)).pid)
+        pid_dir.mkdir()
+        (pid_dir / "cmdline").write_bytes(f"qemu-system-x86_64\0-name\0guest={iid},debug-threads=on\0".encode())
+        shutil.copy(FIXTURES / "smaps_rollup", pid_dir / "smaps_rollup")
+    entry = await manager.tick()
+    rows = {g.instance_id: g for g in entry.guests}
+    [key] = {rows["c1"].template, rows["c2"].template}
+    assert key is not None and rows["booted"].template is None and rows["booted"].template_shared is None
+    assert rows["c1"].template_shared == (180224 - 160000) * 1024
+    [line] = entry.host.templates
+    assert (line.key, line.resident, line.clones) == (key, 128 * MIB, 2)
+    assert entry.host.templates_resident == 128 * MIB
+    # each clone's share of the template leaves its RSS; the template's page cache is counted once
+    host = entry.host
+    assert host.guests_used == host.guests_resident - host.savings_ksm + 128 * MIB - 2 * (180224 - 160000) * 1024
+    # the policy left the clones' balloons alone and said why
+    assert (await driver.balloon_stats("c1"))["actual"] == 256 * MIB
+    assert (await driver.balloon_stats("booted"))["actual"] < 256 * MIB
+    assert any(r.startswith("c1: balloon held at 256 MiB: started from a memory template") for r in entry.reasons)
+    assert list(entry.as_dict()["host"]["templates"]) == [{"key": key, "resident": 128 * MIB, "clones": 2}]
+
+
 async def test_run_stops_on_the_event_and_cleans_up(tmp_path: Path) -> None:
     driver = FakeDriver()
     await _spawn(driver, "a")

@@ -36,7 +36,7 @@ def host(free: float = 0.5, *, total: int = 4 * GIB, psi_some: float = 0.0, psi_
 
 def guest(iid: str, *, configured: int = 256 * MIB, actual: int | None = None, used: int = 64 * MIB,
           major: int = 0, rss: int | None = None, merging: int | None = None,
-          cgroup_usage: int | None = None, free: int = 0) -> GuestStats:
+          cgroup_usage: int | None = None, free: int = 0, template: str | None = None) -> GuestStats:
     """A guest using ``used``; ``free`` of its available memory is free (reported) pages, the rest cache."""
     actual = configured if actual is None else actual
     total = configured - KERNEL
@@ -46,7 +46,7 @@ def guest(iid: str, *, configured: int = 256 * MIB, actual: int | None = None, u
                       guest_total=total, guest_free=min(free, available), guest_available=available,
                       major_faults=major,
                       rss=rss if rss is not None else used + 60 * MIB, ksm_merging_pages=merging,
-                      cgroup_usage=cgroup_usage)
+                      cgroup_usage=cgroup_usage, template=template)
 
 
 def simulate(h: HostStats, guests: list[GuestStats], ticks: int, *, tuning: Tuning | None = None,
@@ -59,7 +59,8 @@ def simulate(h: HostStats, guests: list[GuestStats], ticks: int, *, tuning: Tuni
         actions, history = policy.step(h, guests, policies or {}, history, tuning)
         log.append(actions)
         guests = [guest(g.instance_id, configured=g.configured, actual=actions.guest(g.instance_id).target,
-                        used=g.used_estimate() or 0, major=g.major_faults or 0) for g in guests]
+                        used=g.used_estimate() or 0, major=g.major_faults or 0, template=g.template)
+                  for g in guests]
     return log, guests
 
 
@@ -549,3 +550,70 @@ def test_the_first_real_guest_stats_replace_the_boot_guess() -> None:
     h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
     ok, why = policy.admission(h, [guest("a", configured=512 * MIB, used=40 * MIB)], history, 512 * MIB, Tuning())
     assert ok and "regrowth 0 MiB" in why
+
+
+# ------------------------------------------------------------------------------------- memory-template clones
+
+
+@pytest.mark.parametrize(
+    ("free", "tuning", "actual_mib", "held"),
+    [
+        pytest.param(0.9, Tuning(), 200, False, id="none-grows-back"),
+        pytest.param(0.15, Tuning(), 256, False, id="ksm-holds"),
+        pytest.param(0.08, BALLOON, 256, True, id="balloon-leaves-it-alone"),
+        pytest.param(0.02, Tuning(swap_free_fraction=0.04), 256, True, id="a-spike-leaves-it-alone"),
+        pytest.param(0.08, BALLOON, 150, True, id="a-half-ballooned-clone-is-not-inflated-further"),
+    ],
+)
+def test_a_clones_balloon_never_inflates_at_any_level(free, tuning, actual_mib, held) -> None:
+    """QEMU 7.2 discards a clone's ballooned pages by punching holes in the shared template file."""
+    clone = guest("clone", actual=actual_mib * MIB, used=20 * MIB, free=64 * MIB, template="t1")
+    log, _ = simulate(host(free), [clone, guest("other", used=20 * MIB, free=64 * MIB)], 20, tuning=tuning)
+    for actions in log:
+        assert actions.guest("clone").target >= actual_mib * MIB
+    reasons = [r for r in log[0].reasons if r.startswith("clone: ")]
+    assert bool(reasons) is held
+    if held:
+        assert reasons == [f"clone: balloon held at {actual_mib} MiB: {policy.CLONE_HELD}"]
+        assert "punch holes in the shared template file on QEMU 7.2" in policy.CLONE_HELD
+
+
+def test_the_other_guests_balloons_give_what_a_clone_cannot() -> None:
+    h = host(0.05, total=1 * GIB)  # pool: 2 x 256 + 51 - 154 MiB = 409 MiB for the two
+    ordinary, _ = policy.step(h, [guest("a", used=20 * MIB), guest("b", used=20 * MIB)], {}, History(), Tuning())
+    cloned = [guest("a", used=20 * MIB), guest("b", used=20 * MIB, template="t1")]
+    with_clone, _ = policy.step(h, cloned, {}, History(), Tuning())
+    assert ordinary.guest("a").entitlement == ordinary.guest("b").entitlement < 256 * MIB
+    assert with_clone.guest("b").entitlement == 256 * MIB  # the clone keeps what it has ...
+    pool = ordinary.guest("a").entitlement + ordinary.guest("b").entitlement
+    assert with_clone.guest("a").entitlement == pytest.approx(pool - 256 * MIB, abs=MIB)  # ... a gives b's share
+
+
+def test_a_clone_under_pressure_deflates_fast() -> None:
+    history = History()
+    clone = guest("clone", actual=120 * MIB, used=80 * MIB, template="t1")
+    _, history = policy.step(host(0.01), [clone], {}, history, BALLOON)
+    squeezed = guest("clone", actual=120 * MIB, used=110 * MIB, template="t1")
+    actions, _ = policy.step(host(0.01), [squeezed], {}, history, BALLOON)
+    d = actions.guest("clone")
+    assert d.send and d.target - 120 * MIB >= 64 * MIB
+    assert any("clone: fast deflate" in r for r in actions.reasons)
+
+
+@pytest.mark.parametrize(
+    ("guest_policy", "template"),
+    [pytest.param(GuestPolicy(template=True), True, id="marked"),
+     pytest.param(GuestPolicy(), False, id="not-marked"),
+     pytest.param(GuestPolicy(template=True, page_sharing=False), False, id="opted-out-of-sharing-never")],
+)
+def test_a_guest_starts_from_a_template_only_if_marked_and_sharing(guest_policy, template) -> None:
+    assert memory_backing(guest_policy).template is template
+
+
+def test_a_clone_lends_nothing_to_admission() -> None:
+    h = replace(host(0.9), budget_limit=2 * GIB, budget_usage=GIB)
+    cached = dict(rss=140 * MIB, free=16 * MIB)  # 256 MiB guest, 64 MiB used, the rest page cache
+    history = policy.observe(History(), h, [guest("a", **cached)], Tuning())
+    assert policy.admission_room(h, [guest("a", **cached)], {}, history, Tuning()).reclaimable > 0
+    clone = guest("a", **cached, template="t1")
+    assert policy.admission_room(h, [clone], {}, history, Tuning()).reclaimable == 0

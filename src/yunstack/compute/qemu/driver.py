@@ -55,6 +55,7 @@ from yunstack.compute.qemu import (
     host,
     hotplug,
     migration,
+    pagecache,
     process,
     savestate,
     specfile,
@@ -770,6 +771,13 @@ class QemuDriver:
                     raise Conflict(detail=f"instance {instance_id} started from memory template {key}: "
                                    "inflating its balloon would punch holes into the template's shared RAM file")
                 await qmp.execute("balloon", {"value": int(target_bytes)})
+
+    async def template_memory(self) -> dict[str, int]:
+        made = [t for t in self.templates.root.glob("*/template.json")] if self.templates.root.is_dir() else []
+        try:
+            return {t.parent.name: await asyncio.to_thread(pagecache.resident_bytes, t.parent / "ram") for t in made}
+        except OSError as exc:
+            raise DriverError(detail=f"measuring the memory templates' page cache: {exc}") from exc
 
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
         paths = self._existing(instance_id)
