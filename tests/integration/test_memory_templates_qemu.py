@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cloud import RunningCloud, serving_cloud
+from tests.cloud import BIN, RunningCloud, serving_cloud
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,20 @@ def test_servers_of_a_template_image_start_from_it_each_with_its_own_hostname_ma
         seen[name] = (ready.group(2), macs[-1])
         print(f"{name}: create to READY {took:.1f} s (first server, booted: {cold:.1f} s)")
     assert len({ip for ip, _ in seen.values()}) == len({mac for _, mac in seen.values()}) == 3
+
+    # The ledger counts the template's page cache once for the host, and marks the clones.
+    deadline = time.monotonic() + 60
+    while True:
+        done = subprocess.run([str(BIN / "yun"), "memory", "--format", "json", "--state-dir", str(cloud.state_dir)],
+                              capture_output=True, text=True, env=cloud.env(), check=True)
+        (entry,) = json.loads(done.stdout)
+        lines = {t["key"]: t for t in entry["balance"].get("templates") or []}
+        clones = {s["name"] for s in entry["servers"] if s.get("template") == template.name}
+        if template.name in lines and clones == set(seen):
+            break
+        assert time.monotonic() < deadline, entry
+        time.sleep(1)
+    assert lines[template.name]["clones"] == 3 and lines[template.name]["resident"] > 0
 
     # Suspended and resumed, a clone is restored into RAM of its own and runs on.
     cloud.osc("server", "suspend", "clone-a", cloud=DEMO)
