@@ -164,11 +164,13 @@ def memory_backing(policy_: GuestPolicy, level: PressureLevel = PressureLevel.NO
 
     THP stays on only for a guest that may not share pages, while memory is not under pressure:
     KSM splits huge pages anyway, and THP makes reclaim coarse when memory is short.  A guest that may
-    not share pages is never started from a memory template: its clones share the template's pages.
+    not share pages is never started from a memory template (the driver checks): its clones share
+    the template's pages.
     """
     thp = policy_.thp if policy_.thp is not None else (not policy_.page_sharing and level == PressureLevel.NONE)
-    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp,
-                         template=policy_.template and policy_.page_sharing)
+    # ``template`` is what the server asked for (its devices are laid out for it either way); the
+    # driver starts it from one only while it may share pages.
+    return MemoryBacking(page_sharing=policy_.page_sharing, thp=thp, template=policy_.template)
 
 
 def template_lines(host: HostStats, guests: Sequence[GuestStats]) -> tuple[TemplateLedger, ...]:

@@ -103,3 +103,13 @@ def test_a_template_flavored_guest_has_the_same_devices_booted_or_cloned(spec: I
     assert PortLayout.fresh(ordinary) == PortLayout()  # everybody else's devices do not move
     assert not any(",bus=hotplug" in d for d in build_argv(ordinary, InstancePaths(tmp_path / "o"),
                                                            QemuConfig(accel="tcg"), "tcg"))
+
+
+def test_the_layout_follows_what_the_server_asked_not_what_it_may_do_now(spec: InstanceSpec) -> None:
+    """Its project may turn page sharing off while it runs: a restore or a move must still find its
+    devices where they are.  NICs beyond three sit on the root bus."""
+    assert PortLayout.fresh(replace(spec, memory=MemoryBacking(template=True, page_sharing=False))) == \
+        PortLayout.fresh(spec)
+    many = replace(spec, nics=tuple(_nic(i) for i in range(5)))
+    assert list(PortLayout.fresh(many).nics.values()) == ["hotplug5", "hotplug6", "hotplug7"]
+    assert PortLayout.fresh(many).ports == 8

@@ -35,11 +35,13 @@ def laid_out_for_templates(spec: InstanceSpec) -> bool:
     """Whether the guest's config drive and NICs sit behind root ports, as a memory template's clone
     plugs them in after it resumes.
 
-    A pure function of the spec, so that the guest has the same devices whether it booted or was
-    started from a template, and a migration's destination or a restore builds them alike.
+    A function of what the server asked for (its flavor's or image's ``yunstack:memory_template``,
+    fixed at its create), not of whether it may start from a template now (page sharing can be
+    turned off for its project later): so the guest has the same devices whether it booted or was
+    started from a template, and a migration's destination or a restore, built from the spec,
+    builds them alike.  NICs beyond ``TEMPLATE_PORTS - 1`` sit on the root bus.
     """
-    return (spec.memory.template and spec.memory.page_sharing and spec.balloon
-            and len(spec.nics) < TEMPLATE_PORTS)
+    return spec.memory.template and spec.balloon
 
 
 def is_q35(machine: str) -> bool:
@@ -226,7 +228,8 @@ class PortLayout:
         if laid_out_for_templates(spec):
             first = HOTPLUG_PORTS + TEMPLATE_PORTS
             config = f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS}"
-            nics = {n.mac: f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS + 1 + i}" for i, n in enumerate(spec.nics)}
+            nics = {n.mac: f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS + 1 + i}"
+                    for i, n in enumerate(spec.nics[:TEMPLATE_PORTS - 1])}
         return cls(first + len(devices), {device: f"{HOTPLUG_PREFIX}{first + i}" for i, device in enumerate(devices)},
                    nics, config)
 

@@ -82,9 +82,9 @@ def ineligible(spec: InstanceSpec, machine: str) -> str | None:
         return f"machine {machine} has no PCIe root ports to plug a clone's NICs and config drive into"
     if len(spec.disks) != 1 or spec.disks[0].kind != DiskKind.LOCAL_OVERLAY:
         return "only a server with one local root disk (no volumes) starts from a template"
-    if not spec.balloon:
+    if not spec.balloon or not laid_out_for_templates(spec):
         return "the template's devices include a balloon"
-    if not laid_out_for_templates(spec):
+    if len(spec.nics) > TEMPLATE_PORTS - 1:
         return f"a clone has at most {TEMPLATE_PORTS - 1} NICs, plugged in after it resumes"
     return None
 
