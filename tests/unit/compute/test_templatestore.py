@@ -113,3 +113,14 @@ def test_the_layout_follows_what_the_server_asked_not_what_it_may_do_now(spec: I
     many = replace(spec, nics=tuple(_nic(i) for i in range(5)))
     assert list(PortLayout.fresh(many).nics.values()) == ["hotplug5", "hotplug6", "hotplug7"]
     assert PortLayout.fresh(many).ports == 8
+
+
+def test_a_guest_with_an_interface_plugged_in_while_it_ran_is_not_rebuilt_by_its_spec(spec: InstanceSpec) -> None:
+    booted = PortLayout.fresh(spec)
+    assert booted.rebuilt_from(spec)
+    added = _nic(9)
+    plugged = booted.nic_plugged(added.mac, "hotplug0")
+    assert not plugged.rebuilt_from(replace(spec, nics=(*spec.nics, added)))
+    ordinary = replace(spec, memory=MemoryBacking())
+    assert PortLayout.fresh(ordinary).rebuilt_from(ordinary)
+    assert not PortLayout().nic_plugged(added.mac, "hotplug1").rebuilt_from(replace(ordinary, nics=(added,)))

@@ -239,6 +239,12 @@ class PortLayout:
     def unplugged(self, device: str) -> PortLayout:
         return replace(self, volumes={d: p for d, p in self.volumes.items() if d != device})
 
+    def rebuilt_from(self, spec: InstanceSpec) -> bool:
+        """Whether a QEMU built from ``spec`` alone (a migration's destination) has this layout's
+        NICs and config drive where this one has them: not after an interface was plugged in."""
+        fresh = PortLayout.fresh(spec)
+        return (dict(self.nics), self.config) == (dict(fresh.nics), fresh.config)
+
     def nic_plugged(self, mac: str, port: str | None) -> PortLayout:
         return self if port is None else replace(self, nics={**self.nics, mac: port})
 

@@ -528,6 +528,12 @@ class QemuDriver:
                 # devices would not match the state sent (and local volumes do not move).
                 raise Conflict(detail=f"instance {instance_id} has volumes attached; live migration "
                                       "of such a guest is not supported yet")
+            layout = specfile.load_layout(paths)
+            if layout is not None and not layout.rebuilt_from(spec):
+                # Its destination, built from the spec, would put that NIC elsewhere and refuse the state.
+                raise Conflict(detail=f"instance {instance_id} had an interface attached while it ran; "
+                                      "live migration of such a guest is not supported yet (stop and start "
+                                      "it, or migrate it cold)")
             self._sending.add(instance_id)
             try:
                 async with self._qmp(paths, instance_id) as qmp:
