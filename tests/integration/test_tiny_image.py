@@ -154,13 +154,13 @@ def _match_in_order(text: str, patterns: Sequence[str]) -> list[re.Match[str]]:
 GuestFactory = Callable[[str], Guest]
 
 
-@pytest.fixture
-def boot_guest(tiny_image: Path, tmp_path: Path) -> Iterator[GuestFactory]:
-    """Boots guests with a config drive holding the given user_data; kills them all afterwards."""
+def _guests(tiny_image: Path, tmp_path: Path, extra: Sequence[str] = ()) -> Iterator[GuestFactory]:
+    """Boots guests with a config drive holding the given user_data (and ``extra`` QEMU arguments);
+    kills them all afterwards."""
     guests: list[Guest] = []
 
     def make(user_data: str) -> Guest:
-        guest = Guest(tiny_image, tmp_path, _config_drive(tmp_path, user_data))
+        guest = Guest(tiny_image, tmp_path, _config_drive(tmp_path, user_data), extra)
         guests.append(guest)
         guest.start()
         return guest
@@ -170,6 +170,12 @@ def boot_guest(tiny_image: Path, tmp_path: Path) -> Iterator[GuestFactory]:
     finally:
         for guest in guests:
             guest.kill()
+
+
+@pytest.fixture
+def boot_guest(tiny_image: Path, tmp_path: Path) -> Iterator[GuestFactory]:
+    """Boots guests with a config drive holding the given user_data; kills them all afterwards."""
+    yield from _guests(tiny_image, tmp_path)
 
 
 def test_the_tiny_image_boots_reads_the_config_drive_and_powers_off_on_acpi(boot_guest: GuestFactory) -> None:
@@ -310,16 +316,4 @@ def test_a_guest_with_an_identity_takes_no_other_from_a_hot_plugged_disk(
 @pytest.fixture
 def boot_guest_with_ports(tiny_image: Path, tmp_path: Path) -> Iterator[GuestFactory]:
     """Like ``boot_guest``, with empty root ports to hot-plug into."""
-    guests: list[Guest] = []
-
-    def make(user_data: str) -> Guest:
-        guest = Guest(tiny_image, tmp_path, _config_drive(tmp_path, user_data), ROOT_PORTS)
-        guests.append(guest)
-        guest.start()
-        return guest
-
-    try:
-        yield make
-    finally:
-        for guest in guests:
-            guest.kill()
+    yield from _guests(tiny_image, tmp_path, ROOT_PORTS)
