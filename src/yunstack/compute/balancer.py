@@ -227,6 +227,7 @@ class BalancerService:
             guests.append(GuestLoad(
                 id=row.id, host=row.host or "", memory=int(row.flavor.get("ram", 0)) * MIB,
                 working_set=int(seen.get("working_set") or 0), resident=int(seen.get("resident") or 0),
+                shared=int(seen.get("template_shared") or 0),
                 dirty_rate=None if seen.get("dirty_rate") is None else float(seen["dirty_rate"]),
                 last_moved_at=moved.get(row.id), groups=groups.get(row.id, ()), movable=immovable is None,
                 why_immovable=immovable or ""))

@@ -92,6 +92,9 @@ class GuestLoad:
     memory: int  # the flavor's RAM
     working_set: int = 0
     resident: int = 0  # QEMU's RSS: what the host frees when the guest leaves
+    # Of that, pages it shares with other guests of its host, which stay when it leaves: a memory
+    # template's page cache (the ledger's template_shared).  Its destination pays them in full.
+    shared: int = 0
     dirty_rate: float | None = None  # None = unknown (estimated from the working set)
     last_moved_at: float | None = None
     groups: tuple[Membership, ...] = ()
@@ -102,6 +105,11 @@ class GuestLoad:
     def footprint(self) -> int:
         """What the guest costs a host: its resident or working set, whichever is more (RAM if unknown)."""
         return max(self.resident, self.working_set) or self.memory
+
+    @property
+    def frees(self) -> int:
+        """What its host frees when it leaves: its footprint but the pages other guests still map."""
+        return max(self.footprint - self.shared, 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,8 +312,8 @@ def _guest_hold(g: GuestLoad, world: _World, now: float, tuning: BalancerTuning)
             others = sorted(o.id for o in world.members[m.group] if o.id != g.id)
             if others:
                 return f"in affinity group {m.group} with {', '.join(others)}: it does not move alone"
-    if g.footprint < tuning.min_benefit_bytes:
-        return (f"moving it frees {g.footprint // MIB} MiB, less than the minimum benefit "
+    if g.frees < tuning.min_benefit_bytes:
+        return (f"moving it frees {g.frees // MIB} MiB, less than the minimum benefit "
                 f"{tuning.min_benefit_bytes // MIB} MiB")
     return None
 
@@ -453,12 +461,12 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
         if not options:
             break
         excess = world.used[name] - goal
-        enough = [o for o in options if o[0].footprint >= excess]
+        enough = [o for o in options if o[0].frees >= excess]
         if enough:
             pick = min(enough, key=lambda o: (cost(o[3], o[4], tuning), o[0].id))
             why_this = "the cheapest move that brings it under its target"
         else:
-            pick = max(options, key=lambda o: (o[0].footprint, -cost(o[3], o[4], tuning), o[0].id))
+            pick = max(options, key=lambda o: (o[0].frees, -cost(o[3], o[4], tuning), o[0].id))
             why_this = "no single move is enough: the largest first"
         g, target, size, duration, downtime = pick
         candidates.remove(g)
@@ -479,7 +487,7 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
 def _add(world: _World, g: GuestLoad, source: HostLoad, target: str, size: int, duration: float,
          downtime: float, tuning: BalancerTuning, why: str) -> None:
     dest = world.hosts[target]
-    world.used[source.name] -= g.footprint
+    world.used[source.name] -= g.frees
     world.used[target] += g.footprint
     world.incoming[target] += g.footprint
     world.busy[source.name] += 1
@@ -491,9 +499,9 @@ def _add(world: _World, g: GuestLoad, source: HostLoad, target: str, size: int, 
     after = world.used[target] / dest.physical
     world.moves.append(Move(
         guest=g.id, source=source.name, target=target, bytes=size, duration_seconds=round(duration, 3),
-        downtime_seconds=round(downtime, 3), benefit=g.footprint, cost=round(cost(duration, downtime, tuning), 3),
+        downtime_seconds=round(downtime, 3), benefit=g.frees, cost=round(cost(duration, downtime, tuning), 3),
         advisory=advisory,
-        reason=f"{why}; frees {g.footprint // MIB} MiB; {target} goes to {_pct(after)}"
+        reason=f"{why}; frees {g.frees // MIB} MiB; {target} goes to {_pct(after)}"
                + (" (advisory: a host is in mode advise)" if advisory else "")))
 
 

@@ -146,6 +146,10 @@ H2_H3 = [host("h2", 0.40), host("h3", 0.60)]
                      id="a-source-in-mode-off-is-left-alone"),
         pytest.param([host("h1", 0.90, up=False), *H2_H3], [guest("a", "h1", 1.0)], [],
                      id="a-down-source-is-left-alone"),
+        # A memory template's clone frees only what it does not share: the template's pages stay.
+        pytest.param([host("h1", 0.90), *H2_H3],
+                     [guest("clone", "h1", 1.0, shared=int(0.8 * GIB)), guest("own", "h1", 0.75)],
+                     [("own", "h1", "h2")], id="a-clone-frees-less-than-its-resident"),
     ],
 )
 def test_the_plan_moves_what_the_rule_says(hosts, guests, expected) -> None:
@@ -280,3 +284,13 @@ def test_a_guest_moves_only_within_its_hosts_availability_zone() -> None:
     assert moves(p) == [("g", "a", "c")]
     p = run([host("a", 0.90, zone="az1"), host("b", 0.10, zone="az2")], [guest("g", "a", 2)])
     assert moves(p) == [] and "b: in zone 'az2', the server is in 'az1'" in reasons(p, "g")
+
+
+def test_a_clones_move_frees_its_own_pages_at_its_source_and_costs_all_of_them_at_its_target() -> None:
+    clone = guest("clone", "h1", 1.0, shared=256 * MIB)
+    p = run([host("h1", 0.90), host("h2", 0.30)], [clone])
+    (move,) = p.moves
+    assert move.benefit == clone.footprint - 256 * MIB and "frees 768 MiB" in move.reason
+    projected = balancer.by_host(p)
+    assert projected["h1"].after == int(0.90 * 10 * GIB) - 768 * MIB
+    assert projected["h2"].after == int(0.30 * 10 * GIB) + GIB
