@@ -139,6 +139,7 @@ class Fleet:
         self.guests.pop(iid, None)
 
     async def close(self) -> None:
+        await self.driver.templates.close()  # a template still being made: its guest and files go
         for iid in list(self.guests):
             with contextlib.suppress(YunError, OSError):
                 await self.driver.destroy(iid)
