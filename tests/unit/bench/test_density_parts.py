@@ -105,3 +105,11 @@ def test_a4t_claims_a_clones_footprint_once_a_clone_runs() -> None:
     assert a4t.claim([booted], 512 * MIB) == 173 * MIB  # the template's first clone: like the booted guest
     assert a4t.claim([booted, clone], 512 * MIB) == 56 * MIB
     assert make_arm("A4", budget=2048 * MIB, overhead=40 * MIB).claim([booted, clone], 512 * MIB) == 173 * MIB
+
+
+def test_the_templates_target_is_eight_times_consolidation_of_identical_idle_guests() -> None:
+    def ident(c: float) -> dict[str, Any]:
+        return {"ident": {"A4T": {"n_max_median": c * 4, "consolidation_median": c}}}
+    assert targets(ident(8.25), [])["ident_templates_consolidation_ge_8"] == {"value": 8.25, "met": True}
+    assert not targets(ident(7.0), [])["ident_templates_consolidation_ge_8"]["met"]
+    assert "ident_templates_consolidation_ge_8" not in targets({"ident": {}}, [])
