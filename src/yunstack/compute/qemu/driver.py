@@ -905,9 +905,10 @@ class QemuDriver:
         return pid
 
     async def _launch(self, spec: InstanceSpec, paths: InstancePaths, argv: list[str]) -> int:
-        """Start QEMU with ``argv``, put it in the guest's cgroup and wait for its monitor."""
-        pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
-        self._place_in_cgroup(spec.id, pid)
+        """Start QEMU with ``argv`` in the guest's cgroup and wait for its monitor."""
+        pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec),
+                                   cgroup_procs=self._cgroup_procs(spec.id))
+        self._place_in_cgroup(spec.id, pid)  # if it could not join before exec
         try:
             await wait_for_qmp(paths.qmp, f"instance {spec.id}",
                                asyncio.get_running_loop().time() + QMP_READY_TIMEOUT)
@@ -933,6 +934,16 @@ class QemuDriver:
             if item.kind == DiskKind.LOCAL_OVERLAY:
                 await disk.create_overlay(self._qemu.qemu_img, item.source, item.format,
                                           paths.local_disk(index), item.size_gib * disk.GIB)
+
+    def _cgroup_procs(self, instance_id: str) -> Path | None:
+        """The guest's cgroup's ``cgroup.procs``, created now, for QEMU to start in (None: no cgroup)."""
+        if self._cgroups is None:
+            return None
+        try:
+            return self._cgroups.create(cgroups.leaf_name(self._cgroup_parent, instance_id)) / "cgroup.procs"
+        except DriverError as exc:
+            log.warning("instance %s runs without its memory cgroup: %s", instance_id, exc.text)
+            return None
 
     def _place_in_cgroup(self, instance_id: str, pid: int) -> None:
         if self._cgroups is None:
