@@ -10,11 +10,11 @@ its QMP monitor (one client at a time) uncontended.  Status reads (``get_info``,
 (``InstancePaths.status_qmp``) under a short per-guest status lock, so a snapshot, a suspend or a
 migration that holds the guest for seconds never stalls the agent's power sync or the memory manager.
 
-Each QEMU is moved into its own memory cgroup ``<cgroup_parent>/<instance-id>`` (v1 or v2) as soon
-as its pidfile appears, i.e. right after it daemonized.  Memory QEMU touched before that moment
-(a few MiB of heap; guest RAM is not yet touched) stays charged to the agent's cgroup on v1, where
-charges do not follow a moved task; the memory manager sets the leaf's limits.  Without a writable
-memory hierarchy guests run without a cgroup.
+Each QEMU starts in its own memory cgroup ``<cgroup_parent>/<instance-id>`` (v1 or v2): the child
+joins it before exec, because on v1 charges do not follow a moved task, and what QEMU allocated
+before a later move (~12 MiB) would stay with the agent's cgroup.  The daemon is moved there again
+once its pidfile appears, in case the child could not join.  The memory manager sets the leaf's
+limits.  Without a writable memory hierarchy guests run without a cgroup.
 """
 
 from __future__ import annotations
