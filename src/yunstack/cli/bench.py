@@ -38,7 +38,8 @@ def density(
                                                    "says otherwise. MiB.")] = 0,
     scenario: Annotated[str, typer.Option(help="ident | mixed | spike | all.")] = "ident",
     arms: Annotated[str, typer.Option(help="Comma-separated arms: A0,A1,A2,A3,A4 (A4R: A4 ramped to "
-                                           "failure, without its admission).")] = "A0,A1,A2,A3,A4",
+                                           "failure, without its admission; A4T: A4 with memory "
+                                           "templates).")] = "A0,A1,A2,A3,A4",
     spike_arms: Annotated[str, typer.Option(help="Arms for the spike test.")] = "A4",
     repeats: Annotated[int, typer.Option(help="Interleaved repetitions (arm order shuffled each time).")] = 1,
     max_guests: Annotated[int | None, typer.Option(help="Stop a ramp at this many guests (default 24; with "

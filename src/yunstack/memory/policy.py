@@ -341,12 +341,25 @@ def admission_room(host: HostStats, guests: Sequence[GuestStats], policies: Mapp
                 short=pressured)
 
 
-def expected_footprint(guests: Sequence[GuestStats], next_bytes: int, tuning: Tuning) -> int:
+def expected_footprint(guests: Sequence[GuestStats], next_bytes: int, tuning: Tuning,
+                       template: str | None = None) -> int:
     """What a new guest of ``next_bytes`` is expected to cost the host before KSM has merged it: the
-    largest footprint (RSS or cgroup usage) of the guests already here, at most its RAM + overhead."""
+    largest footprint (RSS or cgroup usage) of the guests already here, at most its RAM + overhead.
+
+    A new guest that starts from the memory ``template`` is expected to cost what its clones here
+    cost, when there are any: it maps the same template and boots nothing.
+    """
     ceiling = next_bytes + tuning.qemu_overhead_bytes
-    largest = max((max(g.rss, g.cgroup_usage or 0) for g in guests), default=0)
+    alike = [g for g in guests if template is not None and g.template == template] or guests
+    largest = max((own_footprint(g) for g in alike), default=0)
     return min(ceiling, largest) if largest > 0 else ceiling
+
+
+def own_footprint(g: GuestStats) -> int:
+    """A guest's RSS or cgroup usage, whichever is larger; for a clone, its anonymous memory instead of
+    its RSS: the rest of that is the template's page cache, which is counted once for the host."""
+    resident = g.anonymous if g.template is not None and g.anonymous is not None else g.rss
+    return max(resident, g.cgroup_usage or 0)
 
 
 def with_claims(host: HostStats, claimed: int) -> HostStats:
@@ -365,7 +378,8 @@ def room_made(host: HostStats, need: int, tuning: Tuning) -> bool:
 
 
 def admission(host: HostStats, guests: Sequence[GuestStats], history: History, next_bytes: int,
-              tuning: Tuning, policies: Mapping[str, GuestPolicy] | None = None) -> tuple[bool, str]:
+              tuning: Tuning, policies: Mapping[str, GuestPolicy] | None = None,
+              template: str | None = None) -> tuple[bool, str]:
     """May one more guest of ``next_bytes`` start here?  The scheduler's ObservedMemoryFilter on one host.
 
     The room (see ``admission_room``) must hold the new guest's expected footprint
@@ -373,7 +387,7 @@ def admission(host: HostStats, guests: Sequence[GuestStats], history: History, n
     see ``MemoryManager.room_for``, which reserves the footprint so that the policy reclaims first.
     """
     room = admission_room(host, guests, policies or {}, history, tuning)
-    expected = expected_footprint(guests, next_bytes, tuning)
+    expected = expected_footprint(guests, next_bytes, tuning, template)
     spare = room.room - expected
     why = f"{room.explain()} - next {expected >> 20} MiB = {spare >> 20} MiB"
     if room.blocked:

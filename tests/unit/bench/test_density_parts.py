@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from yunstack.bench.density.arms import make_arm
 from yunstack.bench.density.report import targets
 from yunstack.bench.density.runner import first_used
-from yunstack.bench.density.workloads import scenario
+from yunstack.bench.density.workloads import idle, scenario
+from yunstack.compute.driver import ConfigDrive, InstanceSpec, root_disk
+from yunstack.compute.qemu.templatestore import ineligible
+from yunstack.config import QemuConfig
 from yunstack.memory.model import MIB, GuestStats
 
 
@@ -66,3 +70,46 @@ def test_first_used_gives_the_order_in_which_the_policy_reached_for_each_mechani
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert first_used(samples, 256 * mib) == {"ksm": 2.0, "balloon": 5.0, "swap": 9.0}
     assert first_used(tmp_path / "missing.jsonl", 256 * mib) == {"ksm": None, "balloon": None, "swap": None}
+
+
+def test_a4t_is_a4_whose_guests_ask_for_a_memory_template() -> None:
+    a4 = make_arm("A4", budget=2048 * MIB, overhead=40 * MIB)
+    a4t = make_arm("A4T", budget=2048 * MIB, overhead=40 * MIB)
+    assert a4t.templates and not a4.templates
+    assert a4t.observed_admission and a4t.uses_ksm and a4t.claim([_guest(150)], 512 * MIB) == 150 * MIB
+    memory = a4t.memory()
+    assert memory.template and memory.page_sharing and not memory.thp  # a clone shares the template's pages
+    assert not a4.memory().template
+    assert a4t.constants()["memory"] == {"page_sharing": True, "thp": False, "template": True}
+
+
+def test_a4t_guests_pass_the_drivers_template_eligibility(tmp_path: Path) -> None:
+    image = tmp_path / "tiny.qcow2"
+    image.write_bytes(b"")
+    spec = InstanceSpec(id="g", name="d0", hostname="density", vcpus=1, memory_mib=512,
+                        disks=root_disk(image, size_gib=1),
+                        config_drive=ConfigDrive(meta_data={"uuid": "g"}, user_data=idle().user_data.encode()),
+                        memory=make_arm("A4T", budget=2048 * MIB, overhead=40 * MIB).memory())
+    assert ineligible(spec, QemuConfig().machine) is None
+
+
+def test_an_idle_workload_says_when_its_user_data_ran() -> None:
+    w0 = idle()
+    assert w0.started and w0.started in w0.user_data  # how the run sees that a clone ran its own user_data
+
+
+def test_a4t_claims_a_clones_footprint_once_a_clone_runs() -> None:
+    a4t = make_arm("A4T", budget=2048 * MIB, overhead=40 * MIB)
+    booted = _guest(173)
+    clone = replace(_guest(98), template="t1", anonymous=56 * MIB)
+    assert a4t.claim([booted], 512 * MIB) == 173 * MIB  # the template's first clone: like the booted guest
+    assert a4t.claim([booted, clone], 512 * MIB) == 56 * MIB
+    assert make_arm("A4", budget=2048 * MIB, overhead=40 * MIB).claim([booted, clone], 512 * MIB) == 173 * MIB
+
+
+def test_the_templates_target_is_eight_times_consolidation_of_identical_idle_guests() -> None:
+    def ident(c: float) -> dict[str, Any]:
+        return {"ident": {"A4T": {"n_max_median": c * 4, "consolidation_median": c}}}
+    assert targets(ident(8.25), [])["ident_templates_consolidation_ge_8"] == {"value": 8.25, "met": True}
+    assert not targets(ident(7.0), [])["ident_templates_consolidation_ge_8"]["met"]
+    assert "ident_templates_consolidation_ge_8" not in targets({"ident": {}}, [])

@@ -621,3 +621,19 @@ def test_a_clone_lends_nothing_to_admission() -> None:
     assert policy.admission_room(h, [guest("a", **cached)], {}, history, Tuning()).reclaimable > 0
     clone = guest("a", **cached, template="t1")
     assert policy.admission_room(h, [clone], {}, history, Tuning()).reclaimable == 0
+
+
+def test_a_guest_that_starts_from_a_template_is_expected_to_cost_what_its_clones_cost() -> None:
+    booted = guest("booted", configured=512 * MIB, used=496 * MIB, rss=173 * MIB)  # nothing to balloon
+    clones = [replace(guest(f"c{i}", configured=512 * MIB, rss=98 * MIB, template="t1"), anonymous=56 * MIB,
+                      cgroup_usage=41 * MIB) for i in range(2)]
+    fleet = [booted, *clones]
+    # A clone's RSS beyond its anonymous memory is the template's page cache, counted once for the host.
+    assert policy.own_footprint(clones[0]) == 56 * MIB and policy.own_footprint(booted) == 173 * MIB
+    assert policy.expected_footprint(fleet, 512 * MIB, Tuning(), template="t1") == 56 * MIB
+    assert policy.expected_footprint(fleet, 512 * MIB, Tuning()) == 173 * MIB  # it boots: like the booted one
+    assert policy.expected_footprint([booted], 512 * MIB, Tuning(), template="t1") == 173 * MIB  # no clone yet
+    h = replace(host(0.5, total=4 * GIB), budget_limit=2 * GIB, budget_usage=2 * GIB - 260 * MIB)
+    history = policy.observe(History(), h, fleet, Tuning())
+    assert policy.admission(h, fleet, history, 512 * MIB, Tuning(), template="t1")[0]
+    assert not policy.admission(h, fleet, history, 512 * MIB, Tuning())[0]

@@ -1,7 +1,8 @@
 """The guests of one benchmark run: real QEMU (TCG) through ``QemuDriver``, in the budget cgroup.
 
-Instances live under a short directory in /tmp (the QMP socket path limit).  ``close`` destroys every
-guest it started and kills, by PID, any QEMU whose command line names its directory.
+Instances live under a short directory in /tmp (the QMP socket path limit).  ``close`` stops a memory
+template still being made, destroys every guest it started, kills, by PID, any QEMU whose command
+line names its directory, and removes that directory (templates included) and its QMP socket directory.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from yunstack.bench.density.budget import Budget
 from yunstack.bench.density.workloads import Workload
 from yunstack.compute.driver import ConfigDrive, InstanceSpec, MemoryBacking, PowerState, root_disk
-from yunstack.compute.qemu.driver import QemuDriver
+from yunstack.compute.qemu.driver import QemuDriver, socket_dir
 from yunstack.config import Config, QemuConfig, ServerConfig
 from yunstack.errors import YunError
 from yunstack.memory.model import MIB
@@ -70,6 +71,7 @@ class Fleet:
         config = Config(server=ServerConfig(state_dir=str(self.root)),
                         qemu=QemuConfig(accel="tcg", stop_timeout=5.0))
         self.driver = QemuDriver(config, cgroup_parent=budget.name, stats_interval=1)
+        self.sockets = socket_dir(config.instances_path)  # the driver's QMP sockets (/run/yunstack/<key>)
         self.guests: dict[str, Guest] = {}
 
     async def spawn(self, workload: Workload, memory_mib: int, memory: MemoryBacking) -> Guest:
@@ -139,6 +141,7 @@ class Fleet:
         self.guests.pop(iid, None)
 
     async def close(self) -> None:
+        await self.driver.templates.close()  # a template still being made: its guest and files go
         for iid in list(self.guests):
             with contextlib.suppress(YunError, OSError):
                 await self.driver.destroy(iid)
@@ -146,6 +149,7 @@ class Fleet:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.sockets, ignore_errors=True)
         self.guests.clear()
 
 

@@ -15,6 +15,11 @@ and Proxmox read ``/proc/meminfo``, which would see the whole 24 GiB box).
   settings; THP off and page sharing on for guests that may share, as ``MemoryManager.memory_backing``),
   and the product's admission: ``policy.admission`` on the observed budget (the scheduler's
   ObservedMemoryFilter), so its ramp stops before an OOM instead of at one.
+- A4T yunstack with memory templates: A4, its guests asking for a memory template
+  (``GuestPolicy.template``): the first boots, the host makes the template beside it, and every later
+  guest starts from it (docs/explanation/memory-templates.md).  The template's page cache is charged
+  to the budget (the runner adds it to the budget's usage): it is memory these guests cost, though
+  the template guest that wrote it ran outside the budget cgroup.
 
 Arms that must not merge pages start their guests with ``mem-merge=off``: a foreign ksmd (other
 sessions on this box run KSM) then cannot help them, and no global KSM knob has to change for them.
@@ -40,7 +45,7 @@ from yunstack.memory.model import (
     Tuning,
 )
 
-ARM_NAMES = ("A0", "A1", "A2", "A3", "A4", "A4R")
+ARM_NAMES = ("A0", "A1", "A2", "A3", "A4", "A4R", "A4T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +66,7 @@ class Arm:
     period = 0.0  # seconds between ticks; 0 = no runtime policy
     uses_ksm = False  # the runner snapshots and restores the KSM knobs only for these
     observed_admission = False  # admits() reads the live host/guests (re-asked once after a settle)
+    templates = False  # guests ask for a memory template; the runner waits for it and charges its page cache
     last_admission = ""
 
     def memory(self) -> MemoryBacking:
@@ -236,11 +242,11 @@ class Yunstack(Arm):
     uses_ksm = True
     observed_admission = True
 
-    def __init__(self, tuning: Tuning | None = None) -> None:
+    def __init__(self, tuning: Tuning | None = None, guest_policy: GuestPolicy | None = None) -> None:
         self.tuning = tuning or Tuning()
         self.period = self.tuning.period
         self.history = History()
-        self.policy = GuestPolicy()
+        self.policy = guest_policy or GuestPolicy()
 
     def memory(self) -> MemoryBacking:
         return memory_backing(self.policy)
@@ -276,7 +282,8 @@ class Yunstack(Arm):
                 "ksm_boost_periods": t.ksm_boost_periods, "fast_reclaim_fraction": t.fast_reclaim_fraction,
                 "spike_period_s": t.spike_period, "admission_free_fraction": t.admission_free_fraction,
                 "free_page_reporting": t.free_page_reporting,
-                "memory": {"page_sharing": self.memory().page_sharing, "thp": self.memory().thp},
+                "memory": {"page_sharing": self.memory().page_sharing, "thp": self.memory().thp,
+                           "template": self.memory().template},
                 "source": "yunstack.memory.policy (Tuning defaults)"}
 
 
@@ -295,10 +302,38 @@ class YunstackRamp(Yunstack):
         return 0
 
 
+class YunstackTemplates(Yunstack):
+    """A4T: A4 with its guests started from a memory template of their image and flavor shape."""
+
+    name, title = "A4T", "A4 yunstack with memory templates"
+    templates = True
+
+    def __init__(self, tuning: Tuning | None = None) -> None:
+        super().__init__(tuning, GuestPolicy(template=True))
+
+    def admits(self, committed: Sequence[int], next_bytes: int, host: HostStats | None = None,
+               guests: Sequence[GuestStats] = ()) -> bool:
+        if host is None:
+            return True
+        ok, self.last_admission = policy.admission(host, guests, self.history, next_bytes, self.tuning,
+                                                   template=_template(guests))
+        return ok
+
+    def claim(self, guests: Sequence[GuestStats], next_bytes: int) -> int:
+        return policy.expected_footprint(guests, next_bytes, self.tuning, _template(guests))
+
+
+def _template(guests: Sequence[GuestStats]) -> str | None:
+    """The template the next guest starts from: the one the clones here map (every guest of a run has
+    the same shape, so once a clone runs, the host has the template the next guest asks for)."""
+    return next((g.template for g in guests if g.template is not None), None)
+
+
 def make_arm(name: str, *, budget: int, overhead: int) -> Arm:
     """A fresh arm (arms keep state between ticks: one per run)."""
     arms: dict[str, Arm] = {"A0": NoOvercommit(budget, overhead), "A1": StaticRatio(budget),
-                            "A2": KsmOnly(), "A3": BalloonOnly(), "A4": Yunstack(), "A4R": YunstackRamp()}
+                            "A2": KsmOnly(), "A3": BalloonOnly(), "A4": Yunstack(), "A4R": YunstackRamp(),
+                            "A4T": YunstackTemplates()}
     try:
         return arms[name]
     except KeyError:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-COLORS = {"A0": "#7f7f7f", "A1": "#bcbd22", "A2": "#1f77b4", "A3": "#ff7f0e", "A4": "#2ca02c", "A4R": "#98df8a"}
+COLORS = {"A0": "#7f7f7f", "A1": "#bcbd22", "A2": "#1f77b4", "A3": "#ff7f0e", "A4": "#2ca02c", "A4R": "#98df8a",
+          "A4T": "#17becf"}
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -58,6 +59,10 @@ def targets(agg: dict[str, dict[str, dict[str, Any]]], spikes: Sequence[dict[str
         singles = [agg["ident"][a]["n_max_median"] or 0.0 for a in ("A2", "A3") if a in agg["ident"]]
         if singles and max(singles) > 0:
             result["ident_vs_best_single"] = (ident["n_max_median"] or 0.0) / max(singles)
+    templated = agg.get("ident", {}).get("A4T")
+    if templated:  # issue 11: identical idle guests started from a memory template
+        c = templated["consolidation_median"]
+        result["ident_templates_consolidation_ge_8"] = {"value": c, "met": c is not None and c >= 8.0}
     mixed = agg.get("mixed", {})
     for ours in ("A4", "A4R"):  # with the product's admission; ramped to failure like A2/A3
         if ours not in mixed:

@@ -18,16 +18,17 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from yunstack.bench.density._fleet import Fleet, guest_ram_rss, qemu_pids
+from yunstack.bench.density._fleet import MEMLOAD, READY, Fleet, guest_ram_rss, qemu_pids
 from yunstack.bench.density.arms import Arm, ArmActions
 from yunstack.bench.density.budget import Budget
 from yunstack.bench.density.workloads import Workload, idle, scenario
 from yunstack.cgroups import MemoryCgroups
 from yunstack.compute.driver import MemoryBacking
+from yunstack.compute.qemu.templatestore import BUILD_TIMEOUT_S, META
 from yunstack.errors import DriverError, YunError
 from yunstack.memory import policy
 from yunstack.memory.collectors import GuestCollector, HostCollector, read_ksm
@@ -104,6 +105,13 @@ class Controller:
         self.cgroup_control = CgroupControl(cg, budget.name)
         self.ksm = KsmControl() if arm.uses_ksm else None
         self.reserve = 0  # bytes the arm sees as already used (a claim, or the spike test's pending demand)
+        # The memory templates' RAM files in the page cache, and the part of it charged to the budget on
+        # top of its cgroup's usage: what the template guest wrote (it ran outside the budget cgroup, and
+        # its clones map those pages without a charge).  A page a clone reads in later is charged to
+        # the clone's cgroup, hence to the budget already.
+        self.templates: dict[str, int] = {}
+        self.template_outside: dict[str, int] = {}  # key -> resident bytes when it was made
+        self.template_cache = 0
         self.raw_host: HostStats | None = None  # the last sample without ``reserve``
         self.foreign: list[str] = []  # KSM knob changes by other processes, seen when re-applying ours
         self.host: HostStats | None = None
@@ -132,6 +140,10 @@ class Controller:
     async def step(self) -> None:
         cpu0 = time.thread_time()
         host = self.host_collector.collect()
+        if self.arm.templates:
+            self.templates = await self.fleet.driver.template_memory()
+            self.template_cache = sum(min(v, self.template_outside.get(k, v)) for k, v in self.templates.items())
+            host = policy.with_claims(replace(host, templates=self.templates), self.template_cache)
         self.raw_host = host
         host = policy.with_claims(host, self.reserve)
         guests, _ = await self.guest_collector.collect()
@@ -173,11 +185,13 @@ class Controller:
         reading = self.budget.read()
         return {"t": round(time.monotonic() - self._t0, 2), "n": len(guests), "usage": reading.usage,
                 "limit": reading.limit, "swap": reading.swap, "failcnt": reading.failcnt,
-                "oom_kill": reading.oom_kill, "ksm_run": host.ksm.run, "ksm_pages_sharing": host.ksm.pages_sharing,
-                "ksm_pages_to_scan": host.ksm.pages_to_scan, "psi_some": host.psi_some_avg10, "note": note,
-                "guests": [{"id": g.instance_id[:8], "actual": g.balloon_actual, "rss": g.rss,
-                            "cg": g.cgroup_usage, "ksm_saved": shared.get(g.instance_id, 0),
-                            "swap": _swapped(g)} for g in guests]}
+                "oom_kill": reading.oom_kill, "template_cache": self.template_cache,
+                "template_resident": sum(self.templates.values()), "ksm_run": host.ksm.run,
+                "ksm_pages_sharing": host.ksm.pages_sharing, "ksm_pages_to_scan": host.ksm.pages_to_scan,
+                "psi_some": host.psi_some_avg10, "note": note,
+                "guests": [{"id": g.instance_id[:8], "actual": g.balloon_actual, "rss": g.rss, "anon": g.anonymous,
+                            "clone": g.template is not None, "cg": g.cgroup_usage,
+                            "ksm_saved": shared.get(g.instance_id, 0), "swap": _swapped(g)} for g in guests]}
 
     def swapped(self) -> dict[str, int]:
         """Host swap holding each guest's memory at the last sample (the ledger's ``swapped``), by short id."""
@@ -242,6 +256,8 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
     steps: list[dict[str, Any]] = []
     n_max, stop_reason, admitted = 0, "max-guests", None
     hold: dict[str, Any] | None = None
+    template_made: dict[str, Any] | None = None
+    templates: dict[str, Any] | None = None
     began = time.monotonic()
     with samples_path.open("w") as samples:
         control = Controller(arm, fleet, budget, samples)
@@ -273,6 +289,8 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
                     booted = await fleet.wait_ready(guest, settings.boot_timeout_s)
                 finally:
                     control.reserve = 0
+                if arm.templates and template_made is None and booted:  # before the next arrival, which may use it
+                    template_made = await _wait_template(fleet, control, progress)
                 violations = [] if booted else [f"boot-timeout {guest.id[:8]}"]
                 row: dict[str, Any] = {}
                 for attempt in range(2):
@@ -290,6 +308,8 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
                     break
                 n_max = len(committed)
             admitted = None if arm.observed_admission else admitted_count(arm, settings.guest_mib * MIB)
+            if arm.templates:
+                templates = {"made": template_made, **await _clones(fleet, control)}
             if settings.hold_s > 0 and n_max > 0:
                 hold = await _hold(fleet, budget, control, calibration, settings, n_max, progress)
                 n_max = hold["held_n"]
@@ -302,7 +322,45 @@ async def run_ramp(arm: Arm, scenario_name: str, settings: RunSettings, image: P
     record = _record(arm, scenario_name, settings, calibration, steps, n_max, stop_reason, admitted, control,
                      facts_before, foreign, ksmd_cpu_seconds() - ksmd0, time.monotonic() - began, samples_path)
     record["hold"] = hold
+    record["templates"] = templates
     return record
+
+
+async def _wait_template(fleet: Fleet, control: Controller, progress: Progress | None) -> dict[str, Any]:
+    """Until the template the first guest's start set off is made (bounded): how long it took, and its
+    page cache then, which the budget is charged for from now on (``Controller.template_outside``)."""
+    if progress:
+        progress("waiting for the memory template")
+    began = time.monotonic()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fleet.driver.templates.wait_builds(), BUILD_TIMEOUT_S + 30.0)
+    waited = time.monotonic() - began
+    root = fleet.driver.templates.root
+    metas = [json.loads(m.read_text()) for m in sorted(root.glob(f"*/{META}"))] if root.is_dir() else []
+    control.template_outside = await fleet.driver.template_memory()
+    return {"waited_s": round(waited, 1), "count": len(metas),
+            "build_s": [m.get("build_seconds") for m in metas], "keys": [m.get("key") for m in metas],
+            "resident_mib": {k[:12]: v / MIB for k, v in control.template_outside.items()}}
+
+
+async def _clones(fleet: Fleet, control: Controller) -> dict[str, Any]:
+    """Which guests started from a template, and whether each one's identity and workload followed."""
+    resumed = ready = ran = 0
+    for guest in fleet.guests.values():
+        text = await fleet.console(guest)
+        if "YUNSTACK-RESUME" not in text:
+            continue
+        resumed += 1
+        after = text.split("YUNSTACK-RESUME", 1)[1]  # what the clone printed as itself
+        ready += bool(READY.search(after))
+        ran += (guest.workload.started in after) if guest.workload.started else bool(MEMLOAD.search(after))
+    cache = await fleet.driver.template_memory()
+    return {"guests": len(fleet.guests), "clones": sum(1 for g in control.guests if g.template is not None),
+            "resumed": resumed, "ready_after_resume": ready, "workload_started": ran,
+            "page_cache_mib": {k[:12]: v / MIB for k, v in cache.items()},
+            "charged_mib": control.template_cache / MIB,
+            "clone_anonymous_mib": sorted(round((g.anonymous or 0) / MIB) for g in control.guests if g.template),
+            "clone_rss_mib": sorted(round(g.rss / MIB) for g in control.guests if g.template)}
 
 
 async def _make_room(control: Controller, arm: Arm, nbytes: int, timeout: float) -> str | None:
@@ -412,7 +470,10 @@ async def _check(fleet: Fleet, budget: Budget, control: Controller, calibration:
         if window.throughput < settings.slo_throughput * solo["throughput"]:
             violations.append(f"slow {guest.id[:8]} {window.throughput / solo['throughput']:.0%} of solo")
     where = control.where()
-    return {"n": n, "t": round(time.monotonic(), 1), "usage": reading.usage, "footprint_per_guest": reading.usage / n,
+    usage = reading.usage + control.template_cache
+    return {"n": n, "t": round(time.monotonic(), 1), "usage": usage, "footprint_per_guest": usage / n,
+            "budget_usage": reading.usage, "template_cache": control.template_cache,
+            "clones": sum(1 for g in control.guests if g.template is not None),
             "consolidation": n * settings.guest_mib * MIB / settings.budget_bytes, "swap": reading.swap,
             "ksm_saved": where["ksm"], "ballooned": where["balloon"], "swapped_per_guest": control.swapped(),
             "slowdown_p50": _pct(slowdowns, 50), "slowdown_p95": _pct(slowdowns, 95),

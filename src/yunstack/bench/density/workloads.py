@@ -33,6 +33,7 @@ class Workload:
     user_data: str
     period: float = 0.0  # seconds per full touch pass; 0 = no memload
     wss_mib: int = 0  # mean resident working set the workload asks for
+    started: str = ""  # a line the user_data prints when it starts (a workload without memload lines)
 
     @property
     def active(self) -> bool:
@@ -47,7 +48,7 @@ def _memload(mib: int, pattern: str, seed: int, period: float, seconds: float = 
 
 def idle() -> Workload:
     """W0."""
-    return Workload(key="W0", kind="W0", user_data="#!/bin/sh\necho density-idle\n")
+    return Workload(key="W0", kind="W0", user_data="#!/bin/sh\necho density-idle\n", started="density-idle")
 
 
 def steady(wss_mib: int, *, guest_seed: int, dup: float = 0.5, pattern: str = "seeded",

@@ -10,11 +10,11 @@ its QMP monitor (one client at a time) uncontended.  Status reads (``get_info``,
 (``InstancePaths.status_qmp``) under a short per-guest status lock, so a snapshot, a suspend or a
 migration that holds the guest for seconds never stalls the agent's power sync or the memory manager.
 
-Each QEMU is moved into its own memory cgroup ``<cgroup_parent>/<instance-id>`` (v1 or v2) as soon
-as its pidfile appears, i.e. right after it daemonized.  Memory QEMU touched before that moment
-(a few MiB of heap; guest RAM is not yet touched) stays charged to the agent's cgroup on v1, where
-charges do not follow a moved task; the memory manager sets the leaf's limits.  Without a writable
-memory hierarchy guests run without a cgroup.
+Each QEMU starts in its own memory cgroup ``<cgroup_parent>/<instance-id>`` (v1 or v2): the child
+joins it before exec, because on v1 charges do not follow a moved task, and what QEMU allocated
+before a later move (~12 MiB) would stay with the agent's cgroup.  The daemon is moved there again
+once its pidfile appears, in case the child could not join.  The memory manager sets the leaf's
+limits.  Without a writable memory hierarchy guests run without a cgroup.
 """
 
 from __future__ import annotations
@@ -789,13 +789,18 @@ class QemuDriver:
         paths = self._existing(instance_id)
         device = "/machine/peripheral/balloon0"
         pid = self._require_running(paths, instance_id)
+        key = templatestore.template_of(pid, self.templates.root)
         async with self._status_qmp(paths, instance_id) as qmp:
             actual = (await qmp.execute("query-balloon"))["actual"]
             polling = {"path": device, "property": "guest-stats-polling-interval"}
             if not await qmp.execute("qom-get", polling):
                 await qmp.execute("qom-set", {**polling, "value": 2})
             stats = await qmp.execute("qom-get", {"path": device, "property": "guest-stats"})
-            measured = await _dirty_rate(qmp)
+            # Not for a clone: the page sampler reads sampled pages of guest RAM, which for a clone is
+            # the template's file, where reading a page nobody wrote puts a zeroed page into the page
+            # cache, with the file's read-around (8 MiB on a virtio disk).  One window took a 512 MiB
+            # template from the 152 MiB its guest wrote to all 512 MiB, charged to the clone's cgroup.
+            measured = await _dirty_rate(qmp) if key is None else None
         now = asyncio.get_running_loop().time()
         if measured is not None:
             self._dirty_rates[instance_id] = (measured, now)
@@ -803,7 +808,7 @@ class QemuDriver:
         dirty_rate = last[0] if last is not None and now - last[1] <= DIRTY_RATE_FRESH_S else None
         return {"actual": int(actual), "stats": dict(stats.get("stats", {})),
                 "last_update": int(stats.get("last-update", 0)), "dirty_rate": dirty_rate,
-                "template": templatestore.template_of(pid, self.templates.root)}
+                "template": key}
 
     # ---------------------------------------------------------------- helpers
 
@@ -906,9 +911,10 @@ class QemuDriver:
         return pid
 
     async def _launch(self, spec: InstanceSpec, paths: InstancePaths, argv: list[str]) -> int:
-        """Start QEMU with ``argv``, put it in the guest's cgroup and wait for its monitor."""
-        pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec))
-        self._place_in_cgroup(spec.id, pid)
+        """Start QEMU with ``argv`` in the guest's cgroup and wait for its monitor."""
+        pid = await process.launch(argv, paths, spec.id, disable_thp=thp_disabled(spec),
+                                   cgroup_procs=self._cgroup_procs(spec.id))
+        self._place_in_cgroup(spec.id, pid)  # if it could not join before exec
         try:
             await wait_for_qmp(paths.qmp, f"instance {spec.id}",
                                asyncio.get_running_loop().time() + QMP_READY_TIMEOUT)
@@ -934,6 +940,16 @@ class QemuDriver:
             if item.kind == DiskKind.LOCAL_OVERLAY:
                 await disk.create_overlay(self._qemu.qemu_img, item.source, item.format,
                                           paths.local_disk(index), item.size_gib * disk.GIB)
+
+    def _cgroup_procs(self, instance_id: str) -> Path | None:
+        """The guest's cgroup's ``cgroup.procs``, created now, for QEMU to start in (None: no cgroup)."""
+        if self._cgroups is None:
+            return None
+        try:
+            return self._cgroups.create(cgroups.leaf_name(self._cgroup_parent, instance_id)) / "cgroup.procs"
+        except DriverError as exc:
+            log.warning("instance %s runs without its memory cgroup: %s", instance_id, exc.text)
+            return None
 
     def _place_in_cgroup(self, instance_id: str, pid: int) -> None:
         if self._cgroups is None:
