@@ -115,7 +115,6 @@ class QemuDriver:
         self._locks: dict[str, asyncio.Lock] = {}
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._sending: set[str] = set()  # guests whose send runs (abort_migration cancels it)
-        self._version: int | None = None
         self._cgroup_parent = cgroup_parent
         self._cgroups: cgroups.MemoryCgroups | None = cgroups.detect() if cgroup_parent else None
         self._stats_interval = stats_interval
@@ -146,13 +145,11 @@ class QemuDriver:
             total_mib = min(total_mib, self._config.memory.budget_bytes // (1024 * 1024))
             used_mib = min(used_mib, total_mib)
         total_gb, used_gb = host.disk_gb(self._root)
-        if self._version is None:
-            out = await disk.run_tool([self._qemu.binary, "--version"], "reading the QEMU version", 30.0)
-            self._version = host.hypervisor_version(out)
         return HostInfo(
             hostname=self._config.host_name, vcpus=os.cpu_count() or 1, memory_mib=total_mib,
             memory_used_mib=used_mib, local_gb=total_gb, local_gb_used=used_gb,
-            hypervisor_type="QEMU", hypervisor_version=self._version, cpu_info=host.cpu_info(),
+            hypervisor_type="QEMU", hypervisor_version=host.hypervisor_version(await self._qemu_version()),
+            cpu_info=host.cpu_info(),
             uptime=host.uptime(), accel=await choose_accel(self._qemu), capabilities=await self.capabilities(),
         )
 
@@ -246,6 +243,7 @@ class QemuDriver:
         await self._poll_balloon(spec, paths)
 
     async def _qemu_version(self) -> str:
+        """``qemu --version``'s answer, read once: the host's hypervisor version and a template key's input."""
         if self._qemu_version_text is None:
             self._qemu_version_text = (await disk.run_tool([self._qemu.binary, "--version"],
                                                            "reading the QEMU version", 30.0)).strip()
