@@ -50,10 +50,14 @@ sys.path.insert(0, str(ROOT))
 from tests.cloud import RunningCloud, start_cloud  # noqa: E402
 
 DEMO = "yunstack-demo"
+# The guest's lines in the order it prints them; each one's first sight is timed, so a clone's
+# ready_ms splits into its phases (a cold guest prints no YUNSTACK-RESUME).
+PHASES = ("YUNSTACK-RESUME", "YUNSTACK-METADATA", "YUNSTACK-SSH-HOSTKEY", "MAC=", "YUNSTACK-READY")
 READY = re.compile(r"YUNSTACK-READY hostname=(\S+) ip=(\S+) instance-id=(\S+)")
 MAC = re.compile(r"MAC=([0-9a-f:]{17})")
 USER_DATA = '#!/bin/sh\necho "MAC=$(cat /sys/class/net/eth0/address)"\n'
 TICK = os.sysconf("SC_CLK_TCK")
+RAM_MIB = 128  # m1.nano
 
 
 def boot_time() -> float:
@@ -91,6 +95,35 @@ def memory(pid: int) -> dict[str, int]:
     return {"rss": values["Rss"], "pss": values["Pss"], "private": values["Private_Clean"] + values["Private_Dirty"]}
 
 
+MAPPING = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
+
+
+def memory_parts(pid: int, ram_mib: int) -> dict[str, dict[str, int]]:
+    """The process's PSS and private bytes by what they are (``/proc/PID/smaps``): ``guest_ram``
+    (the mapping of the guest's RAM: anonymous in a cold guest, the template's ``ram`` file mapped
+    private in a clone), ``tcg`` (TCG's translation buffer: the executable anonymous mapping of
+    ``tb-size``) and ``qemu`` (everything else: heap, ROMs, libraries, device state)."""
+    parts = {part: {"pss": 0, "private": 0} for part in ("guest_ram", "tcg", "qemu")}
+    part = "qemu"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if (head := MAPPING.match(line)) is not None:
+            kib = (int(head[2], 16) - int(head[1], 16)) // 1024
+            path = head[4]
+            if kib == ram_mib * 1024 and (not path or path.endswith("/ram")):
+                part = "guest_ram"
+            elif "x" in head[3] and not path and 31 * 1024 <= kib <= 33 * 1024:
+                part = "tcg"
+            else:
+                part = "qemu"
+            continue
+        key, _, rest = line.partition(":")
+        if key == "Pss":
+            parts[part]["pss"] += int(rest.split()[0]) * 1024
+        elif key in ("Private_Clean", "Private_Dirty"):
+            parts[part]["private"] += int(rest.split()[0]) * 1024
+    return parts
+
+
 def boot(cloud: RunningCloud, image: str, name: str, userdata: Path, timeout: float = 300.0) -> dict[str, Any]:
     """Create one server and time its QEMU's start to its READY line; its identity from the console."""
     made = cloud.osc_json("server", "create", "--image", image, "--flavor", "m1.nano", "--network", "bn",
@@ -101,8 +134,12 @@ def boot(cloud: RunningCloud, image: str, name: str, userdata: Path, timeout: fl
     began = started_at(qemu_pid(server_id))
     console = cloud.state_dir / "instances" / server_id / "console.log"
     deadline = time.monotonic() + timeout
+    phases: dict[str, int] = {}
     while time.monotonic() < deadline:
         text = console.read_text(errors="replace") if console.exists() else ""
+        for marker in PHASES:
+            if marker not in phases and marker in text:
+                phases[marker] = round((time.time() - began) * 1000)
         if READY.search(text) and MAC.search(text):
             ready_at = console.stat().st_mtime
             break
@@ -114,6 +151,7 @@ def boot(cloud: RunningCloud, image: str, name: str, userdata: Path, timeout: fl
     shown = cloud.osc_json("server", "show", server_id, cloud=DEMO)
     (port,) = cloud.osc_json("port", "list", "--server", server_id, cloud=DEMO)
     return {"name": name, "id": server_id, "pid": pid, "ready_ms": round((ready_at - began) * 1000),
+            "phases_ms": phases,
             "resumed": "YUNSTACK-RESUME" in text, "hostname": found[0], "ip": found[1],
             "mac": MAC.findall(text)[-1], "api_ip": re.findall(r"10\.95\.0\.\d+", json.dumps(shown["addresses"])),
             "api_mac": port["MAC Address"]}
@@ -149,6 +187,7 @@ def main() -> None:
         time.sleep(args.settle)  # a measurement window, not a wait for a condition
         for guest in cold:
             guest["memory"] = memory(guest["pid"])
+            guest["memory_parts"] = memory_parts(guest["pid"], RAM_MIB)
         for guest in cold:
             cloud.osc("server", "delete", "--wait", guest["id"], cloud=DEMO)
 
@@ -166,6 +205,7 @@ def main() -> None:
         time.sleep(args.settle)
         for guest in clones:
             guest["memory"] = memory(guest["pid"])
+            guest["memory_parts"] = memory_parts(guest["pid"], RAM_MIB)
         one_guest = statistics.median([g["memory"]["rss"] for g in cold])
         clones_pss = sum(g["memory"]["pss"] for g in clones)
         identity_ok = all(g["resumed"] and g["hostname"] == g["name"] and g["api_ip"] == [g["ip"]]
@@ -186,6 +226,15 @@ def main() -> None:
             "clones_pss_mib": round(clones_pss / 2**20, 1),
             "clones_pss_over_one_guest_rss": round(clones_pss / one_guest, 2),
             "clone_private_mib_each": [round(g["memory"]["private"] / 2**20, 1) for g in clones],
+            # Where the clones' PSS is: the guest RAM they share (or dirtied), TCG's translation
+            # buffers (one per QEMU; KVM has none) and the rest of each QEMU.
+            "clones_pss_mib_by_part": {part: round(sum(g["memory_parts"][part]["pss"] for g in clones) / 2**20, 1)
+                                       for part in ("guest_ram", "tcg", "qemu")},
+            "one_guest_pss_mib_by_part": {
+                part: round(statistics.median(g["memory_parts"][part]["pss"] for g in cold) / 2**20, 1)
+                for part in ("guest_ram", "tcg", "qemu")},
+            "clone_phases_ms_p50": {marker: statistics.median(g["phases_ms"][marker] for g in clones)
+                                    for marker in PHASES if all(marker in g["phases_ms"] for g in clones)},
             "cold": cold, "first": first, "clones": clones,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

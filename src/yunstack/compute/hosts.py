@@ -287,7 +287,7 @@ class HostService:
             n.stats["observed_physical_mib"].as_integer(), n.stats["observed_used_mib"].as_integer(),
             n.stats["observed_level"].as_integer(), n.stats["observed_psi"].as_float(),
             n.stats["observed_at"].as_float(), n.stats["observed_swap_in"].as_float(),
-            n.stats["observed_swap_out"].as_float())
+            n.stats["observed_swap_out"].as_float(), n.stats["observed_clone_mib"])
             .order_by(n.id)))
 
     def scheduling(self, session: Session, rows: Sequence[Any] | None = None) -> list[scheduler.HostState]:
@@ -309,10 +309,10 @@ class HostService:
         states = []
         for (host, zone, updated_at, disabled, vcpus, memory_mib, local_gb, ram_ratio, cpu_ratio, disk_ratio,
              reserved, hypervisor_type, observed_free, capabilities, physical, observed_used, level, psi,
-             observed_at, swap_in, swap_out) in rows:
+             observed_at, swap_in, swap_out, clones) in rows:
             count, vcpus_used, ram, disk, _running, _workload = used.get(host, _NOTHING)
             if observed_at is None or observed_at < observed_since:  # no report lately: not observed
-                observed_free = physical = observed_used = None
+                observed_free = physical = observed_used = clones = None
             states.append(scheduler.HostState(
                 host=host, availability_zone=zones.get(host, zone), up=updated_at >= cutoff, disabled=disabled,
                 vcpus=vcpus, memory_mib=memory_mib, local_gb=local_gb, vcpus_used=vcpus_used, memory_used_mib=ram,
@@ -323,7 +323,8 @@ class HostService:
                 observed_physical_mib=None if physical is None else int(physical),
                 observed_used_mib=None if observed_used is None else int(observed_used),
                 observed_level=int(level or 0), observed_psi=float(psi or 0.0),
-                observed_swap_in=float(swap_in or 0.0), observed_swap_out=float(swap_out or 0.0)))
+                observed_swap_in=float(swap_in or 0.0), observed_swap_out=float(swap_out or 0.0),
+                clone_mib=_clone_costs(clones)))
         return states
 
     @staticmethod
@@ -572,3 +573,10 @@ def _memory_totals(nodes: Sequence[HostUsage]) -> dict[str, int]:
             "yunstack:memory_saved_ksm_mb": totals["savings_ksm"] // mib,
             "yunstack:memory_saved_balloon_mb": totals["savings_balloon"] // mib,
             "yunstack:memory_saved_swap_mb": totals["savings_swap"] // mib}
+
+
+def _clone_costs(value: Any) -> dict[str, int]:
+    """``stats["observed_clone_mib"]`` as the scheduler reads it: shape -> MiB, nothing unusable."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}

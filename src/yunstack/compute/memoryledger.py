@@ -68,6 +68,27 @@ def observed_load(entry: Mapping[str, Any]) -> dict[str, Any]:
             "observed_swap_out": float(host.get("swap_out_rate") or 0.0)}
 
 
+def template_shape(image_id: str, flavor: Mapping[str, Any]) -> str:
+    """What two servers share when one could start from the memory template the other was cloned from
+    on a host: the image and the flavor's size (the host's template key also covers the QEMU command
+    line, which these decide)."""
+    return f"{image_id}/{flavor.get('ram')}/{flavor.get('vcpus')}/{flavor.get('disk')}"
+
+
+def clone_costs(entry: Mapping[str, Any], shapes: Mapping[str, str]) -> dict[str, int]:
+    """What a clone costs the host now, in MiB, by ``template_shape``: the most any running clone of
+    that shape holds of its own (resident - the template's shared page cache), as the host's
+    ``memory.policy.expected_footprint`` expects of the next one.  ``shapes``: instance id -> shape."""
+    costs: dict[str, int] = {}
+    for g in entry.get("guests", []):
+        shape = shapes.get(g.get("instance_id", ""))
+        if not g.get("template") or shape is None:
+            continue
+        own = int(g.get("resident") or 0) - int(g.get("template_shared") or 0)
+        costs[shape] = max(costs.get(shape, 0), max(0, own) // MIB)
+    return costs
+
+
 class MemoryLedgerService:
     def __init__(self, db: sessionmaker[Session]) -> None:
         self._db = db
@@ -79,12 +100,22 @@ class MemoryLedgerService:
             if node is not None:
                 stats = dict(node.stats or {})
                 stats["observed_free_mib"] = observed_free_mib(entry, node.reserved_host_memory_mib)
+                stats["observed_clone_mib"] = clone_costs(entry, self._shapes(s, entry))
                 stats.update(observed_load(entry))
                 stats["observed_at"] = now.timestamp()  # the scheduler ignores a report older than OBSERVED_FOR
                 stats["memory"] = {k: entry[k] for k in ("host", "level", "wall_time", "manager") if k in entry}
                 node.stats = stats
             s.add(t.MemorySample(host=host, at=now, data=dict(entry)))
             s.execute(delete(t.MemorySample).where(t.MemorySample.at < now - HISTORY))
+
+    @staticmethod
+    def _shapes(s: Session, entry: Mapping[str, Any]) -> dict[str, str]:
+        """The ``template_shape`` of every clone in ``entry``, by instance id."""
+        ids = [g["instance_id"] for g in entry.get("guests", []) if g.get("template") and "instance_id" in g]
+        if not ids:
+            return {}
+        rows = s.execute(select(t.Instance.id, t.Instance.image_id, t.Instance.flavor).where(t.Instance.id.in_(ids)))
+        return {i: template_shape(image, flavor or {}) for i, image, flavor in rows if image}
 
     def _owners(self, s: Session, ids: Sequence[str]) -> dict[str, str]:
         if not ids:

@@ -46,6 +46,9 @@ class HostState:
     observed_psi: float = 0.0  # memory PSI some avg10, %
     observed_swap_in: float = 0.0  # bytes/s the host swapped in and out in its last period
     observed_swap_out: float = 0.0
+    # What a clone of each of the host's memory templates costs it now, MiB, by
+    # ``memoryledger.template_shape``: a server that will start from one is expected to need that.
+    clone_mib: Mapping[str, int] = field(default_factory=dict)
     # What the host's driver can do, as its heartbeat reported it; None = not reported (an older agent).
     capabilities: Capabilities | None = None
 
@@ -92,6 +95,11 @@ class RequestSpec:
     # What the new guest is expected to need soon after boot (its reservation, at least half its RAM);
     # 0 = its whole RAM.  Compared with observed free memory, not with the static ratio.
     expected_mib: int = 0
+    # Its flavor's memory reservation (yunstack:memory_reservation_mib), MiB.
+    reservation_mib: int = 0
+    # The server asks for a memory template (``memoryledger.template_shape``): on a host whose
+    # template of that shape has clones, it is expected to cost what they cost (``memory_need``).
+    template_shape: str | None = None
     # The server group the guest joins: its policy and how many members each host already runs.
     group_policy: str | None = None
     group_hosts: Mapping[str, int] = field(default_factory=dict)
@@ -125,6 +133,19 @@ def ram_filter(h: HostState, r: RequestSpec) -> str | None:
     return None
 
 
+def memory_need(h: HostState, r: RequestSpec) -> int:
+    """MiB the new guest is expected to need soon on ``h``.
+
+    As a clone when it asks for a memory template and ``h`` runs clones of that shape: what the
+    largest of them holds of its own, and at least its reservation (it maps the template's RAM and
+    boots nothing; the host's ``memory.policy.expected_footprint`` is the same rule).  Otherwise
+    ``expected_mib`` (its reservation, at least half its RAM), else its RAM.
+    """
+    if r.template_shape is not None and (cost := h.clone_mib.get(r.template_shape)) is not None:
+        return max(cost, r.reservation_mib, 1)
+    return r.expected_mib or r.memory_mib
+
+
 def observed_memory_filter(h: HostState, r: RequestSpec) -> str | None:
     """Refuse a host whose observed free memory could not hold the new guest (an OOM risk).
 
@@ -133,9 +154,10 @@ def observed_memory_filter(h: HostState, r: RequestSpec) -> str | None:
     minus recent regrowth and a reserve.  Overcommit so admits guests while they are idle and stops
     when their real use fills the host, whatever the static ratio would allow.
     """
-    need = r.expected_mib or r.memory_mib
+    need = memory_need(h, r)
     if h.observed_free_mib is not None and need > h.observed_free_mib:
-        return (f"ObservedMemoryFilter: the guest is expected to need {need} MiB soon, the host has "
+        clone = " (as a clone of the host's memory template)" if need != (r.expected_mib or r.memory_mib) else ""
+        return (f"ObservedMemoryFilter: the guest is expected to need {need} MiB soon{clone}, the host has "
                 f"{h.observed_free_mib} MiB of room (free + reclaimable - regrowth - reserve)")
     return None
 
@@ -244,7 +266,7 @@ def weigh(h: HostState, r: RequestSpec) -> float:
     usable = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio
     weight = (usable - h.memory_used_mib) - 0.001 * h.instances
     if h.observed_physical_mib is not None:
-        weight += memory_weight(h, r.expected_mib or r.memory_mib)
+        weight += memory_weight(h, memory_need(h, r))
     if r.group_policy == "soft-affinity":
         weight += _GROUP_WEIGHT * r.group_hosts.get(h.host, 0)
     elif r.group_policy == "soft-anti-affinity":
@@ -272,7 +294,8 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
         return None
     ignore, force, zone = r.ignore_hosts, r.force_host, r.availability_zone
     vcpus, memory, disk = r.vcpus, r.memory_mib, r.disk_gb
-    need = r.expected_mib or r.memory_mib
+    base_need = r.expected_mib or r.memory_mib
+    shape = r.template_shape
     best: HostState | None = None
     best_weight = float("-inf")
     for h in hosts:
@@ -282,6 +305,7 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
                 or vcpus > h.vcpus * h.cpu_allocation_ratio - h.vcpus_used):
             continue
         free = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio - h.memory_used_mib
+        need = base_need if shape is None or shape not in h.clone_mib else memory_need(h, r)
         if (memory > free or disk > h.local_gb * h.disk_allocation_ratio - h.disk_used_gb
                 or (h.observed_free_mib is not None and need > h.observed_free_mib)
                 or (h.capabilities is not None and vcpus > h.capabilities.max_vcpus)):

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from yunstack.compute import addressing, listing, operations, scheduler, states
+from yunstack.compute import addressing, listing, memoryledger, operations, scheduler, states
 from yunstack.compute.aggregates import AggregateService
 from yunstack.compute.bootvolumes import BlockDevice, BootVolumeOps
 from yunstack.compute.consoles import ConsoleOps, ConsoleTokens
@@ -48,7 +48,7 @@ from yunstack.db.tables import migrations as mig
 from yunstack.errors import BadRequest, Conflict, NotFound, NoValidHost, QuotaExceeded, YunError
 from yunstack.identity import policy
 from yunstack.identity.context import AuthContext
-from yunstack.memory.model import EXTRA_MEMORY_TEMPLATE, IMAGE_MEMORY_TEMPLATE
+from yunstack.memory.model import EXTRA_MEMORY_TEMPLATE, IMAGE_MEMORY_TEMPLATE, asks_for_template
 from yunstack.network.dataplane.metadata_api import InstanceMetadata
 from yunstack.network.service import NetworkService
 from yunstack.protocol import DeleteArgs, StepArgs
@@ -105,13 +105,26 @@ def split_zone(requested: str | None) -> tuple[str | None, str | None]:
     return zone or None, host or node or None
 
 
+def reservation_mib(flavor: Any) -> int:
+    """The flavor's memory reservation (``yunstack:memory_reservation_mib``), 0 when it has none."""
+    try:
+        return max(0, int(flavor.extra_specs.get("yunstack:memory_reservation_mib", 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
 def expected_memory_mib(flavor: Any) -> int:
     """What a new guest will need soon: its reservation, and at least half its RAM."""
-    try:
-        reservation = int(flavor.extra_specs.get("yunstack:memory_reservation_mib", 0))
-    except (TypeError, ValueError):
-        reservation = 0
-    return max(reservation, (int(flavor.ram) + 1) // 2)
+    return max(reservation_mib(flavor), (int(flavor.ram) + 1) // 2)
+
+
+def _template_shape(flavor: Any, image: Any, properties: Mapping[str, str]) -> str | None:
+    """The memory template shape a new server of ``flavor`` and ``image`` would start from, if it asks
+    for one (the flavor's extra spec wins over the image property, as on the host)."""
+    if image is None:
+        return None
+    asked = flavor.extra_specs.get(EXTRA_MEMORY_TEMPLATE, properties.get(EXTRA_MEMORY_TEMPLATE))
+    return memoryledger.template_shape(image.id, flavor.snapshot()) if asks_for_template(asked) else None
 
 
 def hostname_for(name: str) -> str:
@@ -286,7 +299,10 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                                              disk_gb=0 if image is None else flavor.disk,
                                              availability_zone=zone, force_host=forced_host,
                                              image_properties=properties,
-                                             expected_mib=expected_memory_mib(flavor), **_group_spec(group))
+                                             expected_mib=expected_memory_mib(flavor),
+                                             reservation_mib=reservation_mib(flavor),
+                                             template_shape=_template_shape(flavor, image, properties),
+                                             **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(
                     id=new_uuid(), name=name, hostname=hostname_for(name), description=req.description,
@@ -312,7 +328,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                     row.fault = {"code": 500, "message": error.text, "created": now.isoformat(),
                                  "details": "\n".join(f"{h}: {why}" for h, why in sorted(decision.reasons.items()))}
                 else:
-                    hosts = [_claimed(h, flavor) if h.host == decision.host else h for h in hosts]
+                    hosts = [_claimed(h, flavor, spec) if h.host == decision.host else h for h in hosts]
                     woken.add(decision.host)
                 s.add(row)
                 created.append(row)
@@ -674,13 +690,14 @@ def _zone_of(hosts: Sequence[scheduler.HostState], host: str | None) -> str | No
     return next((h.availability_zone for h in hosts if h.host == host), None) if host else None
 
 
-def _claimed(h: scheduler.HostState, flavor: Any) -> scheduler.HostState:
+def _claimed(h: scheduler.HostState, flavor: Any, spec: scheduler.RequestSpec) -> scheduler.HostState:
     """The host after placing one more guest of ``flavor`` (for the next guest of a multi-create)."""
     observed, used = h.observed_free_mib, h.observed_used_mib
+    need = scheduler.memory_need(h, spec)
     if observed is not None:
-        observed -= expected_memory_mib(flavor)
+        observed -= need
     if used is not None:
-        used += expected_memory_mib(flavor)
+        used += need
     return replace(h, vcpus_used=h.vcpus_used + flavor.vcpus, memory_used_mib=h.memory_used_mib + flavor.ram,
                    disk_used_gb=h.disk_used_gb + flavor.disk, instances=h.instances + 1,
                    observed_free_mib=observed, observed_used_mib=used)

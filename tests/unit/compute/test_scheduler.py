@@ -23,6 +23,7 @@ def random_host(rng: random.Random, i: int) -> HostState:
         reserved_host_memory_mib=512, instances=rng.randint(0, 40), hypervisor_type=rng.choice(["QEMU", "fake"]),
         observed_free_mib=rng.choice([None, None, 0, 100, 5000]),
         capabilities=rng.choice([None, Capabilities(max_vcpus=255), Capabilities(max_vcpus=1)]),
+        clone_mib=rng.choice([{}, {}, {"img/128/1/1": rng.choice([20, 3000])}, {"other/128/1/1": 20}]),
         **rng.choice([{}, {}, {"observed_physical_mib": 65536, "observed_used_mib": rng.randint(0, 65536),
                                "observed_level": rng.randint(0, 3), "observed_psi": rng.choice([0.0, 4.0, 20.0])}]))
 
@@ -34,7 +35,8 @@ def random_request(rng: random.Random, names: list[str]) -> RequestSpec:
                        disk_gb=rng.choice([0, 1, 20, 500]), availability_zone=rng.choice([None, "nova", "az2"]),
                        image_properties=props, ignore_hosts=frozenset(rng.sample(names, 2)),
                        force_host=rng.choice([None, None, None, rng.choice(names)]),
-                       expected_mib=rng.choice([0, 64, 4000]))
+                       expected_mib=rng.choice([0, 64, 4000]), reservation_mib=rng.choice([0, 0, 50]),
+                       template_shape=rng.choice([None, None, "img/128/1/1"]))
 
 
 def test_the_fast_pass_agrees_with_the_filters_on_random_worlds() -> None:
@@ -70,6 +72,33 @@ def test_a_host_whose_observed_room_is_used_up_is_refused_not_treated_as_unknown
     request = RequestSpec(vcpus=1, memory_mib=256, disk_gb=1)
     assert select([base], request).reasons["full"].startswith("ObservedMemoryFilter: the guest is expected to need")
     assert select([base, unknown], request).host == "new"
+
+
+def test_a_server_asking_for_a_template_is_expected_to_cost_what_the_hosts_clones_of_it_cost() -> None:
+    # Both hosts have 100 MiB of room; a 512 MiB guest is expected to need half its RAM (256 MiB),
+    # except on "cloning", whose clones of this image and flavor hold 40 MiB each of their own.
+    base = HostState(host="plain", availability_zone="nova", up=True, disabled=False, vcpus=4, memory_mib=8192,
+                     local_gb=10, vcpus_used=0, memory_used_mib=0, disk_used_gb=0, ram_allocation_ratio=4.0,
+                     cpu_allocation_ratio=16.0, disk_allocation_ratio=1.0, reserved_host_memory_mib=0,
+                     observed_free_mib=100)
+    cloning = scheduler.HostState(**{**base.__dict__, "host": "cloning", "clone_mib": {"img/512/1/1": 40}})
+    other_shape = scheduler.HostState(**{**base.__dict__, "host": "other", "clone_mib": {"img/1024/1/1": 40}})
+    clone = RequestSpec(vcpus=1, memory_mib=512, disk_gb=1, expected_mib=256, template_shape="img/512/1/1")
+    assert scheduler.memory_need(cloning, clone) == 40
+    assert scheduler.memory_need(base, clone) == scheduler.memory_need(other_shape, clone) == 256
+    assert select([base, other_shape, cloning], clone).host == "cloning"
+    for filters in (scheduler.FILTERS, tuple(scheduler.FILTERS)):  # the inlined pass and the filters
+        refused = select([base, other_shape], clone, filters=filters)
+        assert refused.host is None
+        assert refused.reasons["plain"] == ("ObservedMemoryFilter: the guest is expected to need 256 MiB soon, "
+                                            "the host has 100 MiB of room (free + reclaimable - regrowth - reserve)")
+    # A reservation still holds for a clone; a server that asks for no template is a boot anywhere.
+    reserved = RequestSpec(vcpus=1, memory_mib=512, disk_gb=1, expected_mib=256, reservation_mib=120,
+                           template_shape="img/512/1/1")
+    assert select([cloning], reserved).reasons["cloning"] == (
+        "ObservedMemoryFilter: the guest is expected to need 120 MiB soon (as a clone of the host's memory "
+        "template), the host has 100 MiB of room (free + reclaimable - regrowth - reserve)")
+    assert select([cloning], RequestSpec(vcpus=1, memory_mib=512, disk_gb=1, expected_mib=256)).host is None
 
 
 def _host(name: str, caps: Capabilities | None) -> HostState:
