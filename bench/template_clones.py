@@ -13,13 +13,15 @@ then, one server at a time, each on the network with a user_data script that pri
 
 Per server, ``ready_ms`` is from its QEMU process's start (``/proc/PID/stat``, 10 ms ticks) to its
 ``YUNSTACK-READY`` line (the console log's mtime when the line was first seen, polled every 10 ms:
-the line is the last the guest prints), so it is the host's and the guest's work, not the API's.
+the line is the last the guest prints), so it is the host's and the guest's work, not the API's;
+``phases_ms`` times each of ``PHASES`` the same way (its first sight, from the QEMU's start).
 For a clone that is: QEMU's start, the state's load, its NIC and config drive plugged in, and the
 guest's resume hook (config drive, hostname, RNG, ssh host key, DHCP lease, user_data).  Identity:
 each clone's hostname, address and MAC from its console against the API's name, address and port.
 Memory, with all clones running and settled for ``--settle`` s: the sum of the clones' PSS
 (``/proc/PID/smaps_rollup``: the template's shared page cache is divided among them, so the sum
-counts it once) against one cold guest's RSS (the median of the cold ones).  Target: each clone
+counts it once) against one cold guest's RSS (the median of the cold ones); ``memory_parts`` splits
+each guest's PSS into guest RAM, TCG's translation buffer and the rest of QEMU (``/proc/PID/smaps``).  Target: each clone
 ready in <= 500 ms, and the clones together under 2x one guest's RSS.
 
     .venv/bin/python bench/template_clones.py [--clones 10] [--cold 3] [--settle 10]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -242,6 +243,27 @@ def _clone_drive(directory: Path, instance_id: str, hostname: str, user_data: st
         user_data=user_data.encode(), network_data={"links": [], "networks": [], "services": []}))
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _host_key(port: int, timeout: float = 60.0) -> str:
+    """The ed25519 host key the ssh server forwarded to ``port`` serves ("ssh-ed25519 BASE64")."""
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+                             capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == "ssh-ed25519":
+                return f"{fields[1]} {fields[2]}"
+        time.sleep(1)
+    raise AssertionError(f"no ed25519 host key on port {port} within {timeout}s: {out!r}")
+
+
 def test_a_config_drive_hot_plugged_into_a_guest_without_one_gives_it_the_drives_identity(
         tiny_image: Path, tmp_path: Path) -> None:
     # A template guest: no config drive and no NIC, and a clock far behind, like a clone's (the
@@ -258,7 +280,8 @@ def test_a_config_drive_hot_plugged_into_a_guest_without_one_gives_it_the_drives
         built = time.time()
         iso = _clone_drive(tmp_path / "clone", CLONE_ID, "clone-1", user_data)
         # What the driver does after starting a clone: every NIC first, then the config drive.
-        guest.qmp(("netdev_add", {"type": "user", "id": "net0"}),
+        ssh_port = _free_port()
+        guest.qmp(("netdev_add", {"type": "user", "id": "net0", "hostfwd": [{"str": f"tcp:127.0.0.1:{ssh_port}-:22"}]}),
                   ("device_add", {"driver": "virtio-net-pci", "netdev": "net0", "id": "nic0",
                                   "mac": "52:54:00:12:34:56", "bus": "hotplug0"}))
         guest.plug_disk(iso, 1, "config")
@@ -274,6 +297,8 @@ def test_a_config_drive_hot_plugged_into_a_guest_without_one_gives_it_the_drives
              rf"^YUNSTACK-READY hostname=clone-1 ip=10\.0\.2\.15 instance-id={CLONE_ID} ip6=\S+$"],
             RESUME_TIMEOUT, after=booted)
         host_clock = time.time()
+        # The dropbear on port 22 is the new one, serving the new key (the template's was stopped).
+        served = _host_key(ssh_port)
         # A clone keeps the identity it took: another drive later is left alone.
         guest.plug_disk(_clone_drive(tmp_path / "later", INSTANCE_ID, "later", ""), 2, "later")
         guest.wait_for_markers([rf"^yunstack: /dev/vd. holds a config drive of instance {INSTANCE_ID}; "
@@ -281,6 +306,7 @@ def test_a_config_drive_hot_plugged_into_a_guest_without_one_gives_it_the_drives
     finally:
         guest.kill()
     assert resumed[2].group(1) != first[0].group(1), "the clone kept the template's ssh host key"
+    assert served == resumed[2].group(1), (served, resumed[2].group(1))
     # The guest's clock was set from the drive's host_time (written when the ISO was built, and
     # rounded to the second): not 2020 any more, and not ahead of the host.
     assert built - 1 <= int(resumed[5].group(1)) <= host_clock + 1
