@@ -21,8 +21,8 @@ each clone's hostname, address and MAC from its console against the API's name, 
 Memory, with all clones running and settled for ``--settle`` s: the sum of the clones' PSS
 (``/proc/PID/smaps_rollup``: the template's shared page cache is divided among them, so the sum
 counts it once) against one cold guest's RSS (the median of the cold ones); ``memory_parts`` splits
-each guest's PSS into guest RAM, TCG's translation buffer and the rest of QEMU (``/proc/PID/smaps``).  Target: each clone
-ready in <= 500 ms, and the clones together under 2x one guest's RSS.
+each guest's PSS into guest RAM, TCG's translation buffer and the rest of QEMU (``/proc/PID/smaps``).
+Target: each clone ready in <= 500 ms, and the clones together under 2x one guest's RSS.
 
     .venv/bin/python bench/template_clones.py [--clones 10] [--cold 3] [--settle 10]
 
