@@ -157,6 +157,10 @@ class QemuConfig:
     accel: str = _help("'auto' (KVM when a bounded probe boots, else TCG), 'kvm' or 'tcg'.", "auto")
     kvm_probe_timeout: float = _help("Seconds the KVM probe may take before TCG is chosen.", 3.0)
     tcg_tb_size_mib: int = _help("TCG translation cache per VM, MiB (QEMU's default is 1 GiB).", 32)
+    template_max_age_hours: float = _help(
+        "A memory template older than this starts no more clones: the next server boots and a fresh "
+        "one is made (every clone shares its template's memory as it was; "
+        "docs/explanation/memory-templates.md). 0: no limit.", 24.0)
     machine: str = _help("Machine type.", "q35")
     stop_timeout: float = _help("Seconds a graceful ACPI power-down may take before a hard quit.", 15.0)
     disk_cache: str = _help(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,3 +127,56 @@ def test_a_guest_with_an_interface_plugged_in_while_it_ran_is_not_rebuilt_by_its
     ordinary = replace(spec, memory=MemoryBacking())
     assert PortLayout.fresh(ordinary).rebuilt_from(ordinary)
     assert not PortLayout().nic_plugged(added.mac, "hotplug1").rebuilt_from(replace(ordinary, nics=(added,)))
+
+
+def _made(root: Path, key: str, made_at: float) -> Path:
+    found = root / key
+    found.mkdir(parents=True)
+    (found / "ram").write_bytes(b"\0" * 4096)
+    (found / templatestore.META).write_text(json.dumps({"key": key, "made_at": made_at}))
+    return found
+
+
+def test_a_template_past_its_age_starts_no_clone_and_its_successor_retires_it(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    root = tmp_path / ".templates"
+    store = templatestore.TemplateStore(root, tmp_path / "run", QemuConfig(template_max_age_hours=24),
+                                        clock=lambda: now[0])
+    _made(root, "k1", now[0])
+    assert store.ready("k1") is not None
+    now[0] += 24 * 3600 + 1
+    assert store.ready("k1") is None  # the server boots, and build_soon makes the successor
+    part = _made(root, "k1.part", now[0])
+    store._install(part, "k1")  # the end of the successor's build; no QEMU maps the old one
+    assert store.ready("k1") is not None and not list(store.retired())
+    assert sorted(p.name for p in root.iterdir()) == ["k1"]
+    # No limit: a template of any age serves.
+    unlimited = templatestore.TemplateStore(root, tmp_path / "run", QemuConfig(template_max_age_hours=0),
+                                            clock=lambda: now[0] + 10**9)
+    assert unlimited.ready("k1") is not None
+
+
+def test_a_retired_template_stays_while_a_clone_maps_its_ram_file(tmp_path: Path) -> None:
+    # A stand-in for a clone's QEMU: a process whose command line names the template's RAM file as
+    # QEMU's would, and that maps the file itself.
+    now = [1_000_000.0]
+    root = tmp_path / ".templates"
+    store = templatestore.TemplateStore(root, tmp_path / "run", QemuConfig(), clock=lambda: now[0])
+    old = _made(root, "k2", now[0])
+    mapper = subprocess.Popen(
+        [sys.executable, "-c", "import mmap, sys; f = open(sys.argv[1], 'rb'); "
+         "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); print('mapped', flush=True); sys.stdin.read()",
+         str(old / "ram"), f"mem-path={root.resolve()}/k2/ram"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert mapper.stdout is not None and mapper.stdout.readline().strip() == "mapped"
+        now[0] += 25 * 3600
+        store._install(_made(root, "k2.part", now[0]), "k2")
+        [(key, retired)] = store.retired()
+        assert key == "k2" and (retired / "ram").exists()  # its clone still maps it
+        store.prune_retired()
+        assert list(store.retired())
+    finally:
+        mapper.communicate("")
+    store.prune_retired()
+    assert not list(store.retired()) and store.ready("k2") is not None

@@ -777,11 +777,24 @@ class QemuDriver:
                 await qmp.execute("balloon", {"value": int(target_bytes)})
 
     async def template_memory(self) -> dict[str, int]:
-        made = [t for t in self.templates.root.glob("*/template.json")] if self.templates.root.is_dir() else []
+        return await asyncio.to_thread(self._template_memory)
+
+    def _template_memory(self) -> dict[str, int]:
+        """Each template's RAM file in the page cache; a retired one's counts under its key (its clones
+        still name the key), and it goes once no clone maps it."""
+        store = self.templates
+        store.prune_retired()
+        files = [(t.parent.name, t.parent / "ram") for t in store.root.glob("*/template.json")
+                 if templatestore.RETIRED not in t.parent.name] if store.root.is_dir() else []
+        files += [(key, entry / "ram") for key, entry in store.retired()]
+        resident: dict[str, int] = {}
         try:
-            return {t.parent.name: await asyncio.to_thread(pagecache.resident_bytes, t.parent / "ram") for t in made}
+            for key, ram in files:
+                with contextlib.suppress(FileNotFoundError):  # dropped or pruned meanwhile
+                    resident[key] = resident.get(key, 0) + pagecache.resident_bytes(ram)
         except OSError as exc:
             raise DriverError(detail=f"measuring the memory templates' page cache: {exc}") from exc
+        return resident
 
     async def balloon_stats(self, instance_id: str) -> dict[str, Any]:
         paths = self._existing(instance_id)

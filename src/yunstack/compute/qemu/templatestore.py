@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +51,10 @@ RETRY_AFTER_S = 600.0  # a build that failed is not tried again for this long
 # The template guest's QEMU name and -uuid, which must be a UUID ("memory-templ" in hex); it is no instance.
 TEMPLATE_ID = "6d656d6f-7279-2d74-656d-706c00000000"
 META = "template.json"
+# A template past its age is moved aside to ``<key>.retired-<when>`` by its successor's build: its
+# clones keep mapping its RAM file (their command lines still name ``<key>/ram``, their mappings
+# the renamed file), and it is removed once none does.
+RETIRED = ".retired-"
 
 
 @dataclass(frozen=True)
@@ -134,20 +139,70 @@ def template_in(args: list[bytes], root: Path) -> str | None:
     return None
 
 
+def _mapped_files(keys: set[str], root: Path) -> set[str]:
+    """The files the QEMU processes of clones of ``keys`` map (``/proc/PID/maps``), as paths."""
+    mapped: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or template_of(int(entry.name), root) not in keys:
+            continue
+        with contextlib.suppress(OSError):
+            for line in (entry / "maps").read_text().splitlines():
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6:
+                    mapped.add(fields[5])
+    return mapped
+
+
 class TemplateStore:
     """The templates under ``root`` (``<instances>/.templates``), and the builds running now."""
 
-    def __init__(self, root: Path, socket_dir: Path, qemu: QemuConfig) -> None:
+    def __init__(self, root: Path, socket_dir: Path, qemu: QemuConfig, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.root = root
         self._socket_dir = socket_dir
         self._qemu = qemu
+        self._clock = clock
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}  # key -> when its last build failed (monotonic)
 
     def ready(self, key: str) -> Template | None:
-        """The finished template ``key``, or None."""
+        """The finished template ``key``, or None (none made, or past ``template_max_age_hours``:
+        the caller boots, and its ``build_soon`` makes the successor)."""
         found = Template(key, self.root / key)
-        return found if (found.dir / META).exists() else None
+        try:
+            made_at = float(json.loads((found.dir / META).read_text())["made_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        limit = self._qemu.template_max_age_hours * 3600
+        if limit > 0 and self._clock() - made_at > limit:
+            return None
+        return found
+
+    def retired(self) -> Iterator[tuple[str, Path]]:
+        """(key, directory) of every retired template still on disk."""
+        if self.root.is_dir():
+            for entry in self.root.iterdir():
+                key, sep, _ = entry.name.partition(RETIRED)
+                if sep and entry.is_dir():
+                    yield key, entry
+
+    def prune_retired(self) -> None:
+        """Remove the retired templates whose RAM file no running QEMU maps any more."""
+        gone = list(self.retired())
+        if not gone:
+            return
+        mapped = _mapped_files({key for key, _ in gone}, self.root)
+        for _key, entry in gone:
+            if str((entry / "ram").resolve()) not in mapped:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _install(self, part: Path, key: str) -> None:
+        """Make the finished build ``part`` the template ``key``, retiring the one it succeeds."""
+        current = self.root / key
+        if current.exists():
+            current.rename(self.root / f"{key}{RETIRED}{self._clock():.0f}")
+        part.rename(current)
+        self.prune_retired()
 
     def in_use(self) -> dict[str, int]:
         """Template key -> how many running QEMU processes map its RAM file."""
@@ -186,10 +241,11 @@ class TemplateStore:
         await asyncio.gather(*self._builds.values(), return_exceptions=True)
 
     def prune(self) -> None:
-        """Remove unfinished builds (an agent that died mid-build) and templates no guest maps whose
-        image is gone from the image cache."""
+        """Remove unfinished builds (an agent that died mid-build), templates no guest maps whose
+        image is gone from the image cache, and retired templates no guest maps."""
         if not self.root.is_dir():
             return
+        self.prune_retired()
         used = self.in_use()
         for entry in self.root.iterdir():
             if entry.name in self._builds or entry.name.removesuffix(".part") in self._builds:
@@ -198,6 +254,8 @@ class TemplateStore:
                 self._kill_build(entry)
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
+            if RETIRED in entry.name:
+                continue  # prune_retired's
             try:
                 image = Path(json.loads((entry / META).read_text())["image"])
             except (OSError, ValueError, KeyError):
@@ -241,7 +299,7 @@ class TemplateStore:
             }, indent=1))
             for leftover in ("qemu.pid", "console.log", "qemu-debug.log"):
                 (part / leftover).unlink(missing_ok=True)
-            part.rename(self.root / key)
+            self._install(part, key)
             log.info("memory template %s made in %.1f s", key, time.monotonic() - started)
         except BaseException as exc:
             if pid is not None:
