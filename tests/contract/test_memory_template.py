@@ -186,3 +186,42 @@ async def test_servers_of_a_template_spec_start_from_it_with_their_own_identity_
     (driver.templates.root / f"{key}.part").mkdir()
     driver.templates.prune()
     assert [p.name for p in driver.templates.root.iterdir()] == [key]
+
+
+@pytest.mark.parametrize("harness", ["qemu"], indirect=True)
+async def test_a_template_past_its_age_is_succeeded_while_its_clones_run_on_the_retired_one(harness: Any) -> None:
+    driver = harness.driver
+    await driver.init_host()
+    now = [time.time()]
+    driver.templates._clock = lambda: now[0]  # the store's clock: a day passes in a line
+    first = _template_spec(harness, "first")
+    await driver.spawn(first)
+    await _console_has(driver, first.id, r"YUNSTACK-READY hostname=first ")
+    await driver.templates.wait_builds()
+    old = _template_spec(harness, "old")
+    await driver.spawn(old)
+    assert "YUNSTACK-RESUME" in await _console_has(driver, old.id, r"YUNSTACK-READY hostname=old ")
+    key = (await driver.balloon_stats(old.id))["template"]
+
+    now[0] += 25 * 3600  # past template_max_age_hours (24): the next server boots, a successor is made
+    fresh = _template_spec(harness, "fresh")
+    await driver.spawn(fresh)
+    text = await _console_has(driver, fresh.id, r"YUNSTACK-READY hostname=fresh ")
+    assert "YUNSTACK-RESUME" not in text  # booted
+    await driver.templates.wait_builds()
+    [(retired_key, retired)] = list(driver.templates.retired())
+    assert retired_key == key and (driver.templates.root / key / "template.json").exists()
+    assert str(retired / "ram") in Path(f"/proc/{process.read_pid(driver._paths(old.id))}/maps").read_text()
+    last = max(await _ticks(driver, old.id), default=0.0)
+    assert await _wait_tick_after(driver, old.id, last) > last  # the old clone runs on
+    newer = _template_spec(harness, "newer")
+    await driver.spawn(newer)
+    assert "YUNSTACK-RESUME" in await _console_has(driver, newer.id, r"YUNSTACK-READY hostname=newer ")
+    assert (await driver.balloon_stats(newer.id))["template"] == key
+    assert key in await driver.template_memory()  # both files' page cache, under the key
+
+    await driver.destroy(old.id)  # the retired template's last clone
+    await driver.template_memory()  # a memory manager pass prunes it
+    assert not list(driver.templates.retired())
+    for spec in (first, fresh, newer):
+        await driver.destroy(spec.id)

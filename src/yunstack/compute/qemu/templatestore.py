@@ -295,7 +295,7 @@ class TemplateStore:
             pid = None
             (part / META).write_text(json.dumps({
                 "key": key, "image": str(root.source.resolve()), "memory_mib": spec.memory_mib,
-                "vcpus": spec.vcpus, "made_at": time.time(), "build_seconds": round(time.monotonic() - started, 3),
+                "vcpus": spec.vcpus, "made_at": self._clock(), "build_seconds": round(time.monotonic() - started, 3),
             }, indent=1))
             for leftover in ("qemu.pid", "console.log", "qemu-debug.log"):
                 (part / leftover).unlink(missing_ok=True)
