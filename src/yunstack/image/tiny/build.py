@@ -2,7 +2,7 @@
 
 The image is one self-contained qcow2, booted like any cloud image: an MBR with syslinux, and
 one FAT16 partition holding syslinux, the Debian cloud kernel and an initramfs that *is* the
-whole OS (busybox, virtio modules, dropbear, memload, reseed and the files in ``guest/``).  The guest
+whole OS (busybox, virtio modules, dropbear, memload, reseed, hotplug and the files in ``guest/``).  The guest
 runs from RAM, so nothing it writes survives a reboot.
 
 Everything is written without root, loop devices or mounts: the initramfs is a ``newc`` cpio
@@ -69,7 +69,6 @@ _GUEST_FILES = (
     ("rcS", "etc/init.d/rcS", 0o755),
     ("rcK", "etc/init.d/rcK", 0o755),
     ("cloudinit", "sbin/yunstack-cloudinit", 0o755),
-    ("uevent", "sbin/yunstack-uevent", 0o755),
     ("console", "sbin/yunstack-console", 0o755),
     ("udhcpc.script", "usr/share/udhcpc/default.script", 0o755),
     ("acpi-power-button", "etc/acpi/PWRF/00000080", 0o755),
@@ -84,6 +83,7 @@ _GUEST_FILES = (
 _PROGRAMS = (
     ("memload.c", "usr/bin/memload"),
     ("reseed.c", "usr/sbin/reseed"),
+    ("hotplug.c", "sbin/yunstack-hotplug"),
 )
 
 _EMPTY_DIRS = (
@@ -154,7 +154,7 @@ def build_tiny_image(out_dir: Path, *, progress: Progress | None = None) -> Path
         manifest.unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tiny-build-") as tmp:
             work = Path(tmp)
-            report("compiling memload and reseed", 0.1)
+            report("compiling memload, reseed and hotplug", 0.1)
             programs = {path: _compile(host, work, source) for source, path in _PROGRAMS}
             report("collecting kernel modules", 0.25)
             modules = _resolve_modules(host)
@@ -209,7 +209,7 @@ def _find_host() -> _Host:
     ).stdout.strip()
     if not os.path.isabs(libc_a):
         raise DriverMisconfigured(
-            detail="libc.a not found, so memload and reseed cannot be linked statically; install libc6-dev"
+            detail="libc.a not found, so memload, reseed and hotplug cannot be linked statically; install libc6-dev"
         )
     if not _MBR_CODE.is_file():
         raise DriverMisconfigured(detail=f"{_MBR_CODE} not found; install the Debian package syslinux-common")
