@@ -402,6 +402,17 @@ def _console(c: YunClient, server_id: str) -> str:
     return ""
 
 
+def _balloons(c: YunClient, names: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
+    """Each guest's balloon (the RAM it has, ``actual``, MiB) and each host's memory level, from the
+    memory ledger (``os-memory``): what a guest that runs out of memory inside had before it grew."""
+    with contextlib.suppress(ApiError, httpx.TimeoutException, KeyError, TypeError, ValueError):
+        entries = c.get("compute", "/os-memory")["memory"]
+        balloons = {names[g["instance_id"]]: int(g["actual"]) // MIB
+                    for e in entries for g in e.get("servers", []) if g.get("instance_id") in names}
+        return balloons, {str(e["host"]): str(e.get("level")) for e in entries}
+    return {}, {}
+
+
 def _budget(groups: cgroups.MemoryCgroups | None, name: str) -> tuple[int, int]:
     """A lab host's budget cgroup: its usage (MiB) and OOM kills so far; zeros before its manager made it."""
     if groups is not None:
@@ -471,7 +482,9 @@ def _ramp(options: ClusterOptions, mode: str, cloud: LabCloud, c: YunClient, pro
         budgets = {h: _budget(groups, cloud.budget(h)) for h in cloud.hosts}
         kills = {h: budgets[h][1] - kills0[h] for h in cloud.hosts}
         usage = {h: budgets[h][0] for h in cloud.hosts}
+        balloons, levels = _balloons(c, {g.id: g.name for g in guests if g.id})
         samples.append({"t": round(now, 1), "usage_mib": usage, "placed": len(live),
+                        "balloon_mib": balloons, "levels": levels,
                         "filled": sum(1 for g in live if g.filled_at is not None),
                         "held": held(live, until=now, settle_s=options.settle_s),
                         "where": {h: sum(1 for g in live if g.host == h) for h in cloud.hosts}})
