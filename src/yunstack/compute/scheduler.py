@@ -305,7 +305,7 @@ def _select_default(hosts: Sequence[HostState], r: RequestSpec) -> HostState | N
                 or vcpus > h.vcpus * h.cpu_allocation_ratio - h.vcpus_used):
             continue
         free = (h.memory_mib - h.reserved_host_memory_mib) * h.ram_allocation_ratio - h.memory_used_mib
-        need = base_need if shape is None or shape not in h.clone_mib else memory_need(h, r)
+        need = base_need if shape is None else memory_need(h, r)
         if (memory > free or disk > h.local_gb * h.disk_allocation_ratio - h.disk_used_gb
                 or (h.observed_free_mib is not None and need > h.observed_free_mib)
                 or (h.capabilities is not None and vcpus > h.capabilities.max_vcpus)):

@@ -289,6 +289,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
         properties = {k: str(v) for k, v in image.properties.items()} if image is not None else {}
         with self._db() as s:
             nodes = self.hosts.scheduling_rows(s)  # outside the lock: claims do not change them
+        shape = _template_shape(flavor, image, properties)
         with self._claiming(project_id) as s:
             count = self.quotas.allowed_count(s, project_id, _usage(flavor, 1), req.min_count, req.max_count)
             hosts = self.hosts.scheduling(s, nodes)
@@ -301,7 +302,7 @@ class ComputeService(InterfaceOps, VolumeAttachOps, BootVolumeOps, LifecycleOpsM
                                              image_properties=properties,
                                              expected_mib=expected_memory_mib(flavor),
                                              reservation_mib=reservation_mib(flavor),
-                                             template_shape=_template_shape(flavor, image, properties),
+                                             template_shape=shape,
                                              **_group_spec(group))
                 decision = scheduler.select(hosts, spec)
                 row = t.Instance(

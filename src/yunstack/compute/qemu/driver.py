@@ -780,16 +780,12 @@ class QemuDriver:
         return await asyncio.to_thread(self._template_memory)
 
     def _template_memory(self) -> dict[str, int]:
-        """Each template's RAM file in the page cache; a retired one's counts under its key (its clones
-        still name the key), and it goes once no clone maps it."""
-        store = self.templates
-        store.prune_retired()
-        files = [(t.parent.name, t.parent / "ram") for t in store.root.glob("*/template.json")
-                 if templatestore.RETIRED not in t.parent.name] if store.root.is_dir() else []
-        files += [(key, entry / "ram") for key, entry in store.retired()]
+        """Each template's RAM file in the page cache, by key; retired templates no clone maps any
+        more are removed first (a memory manager pass is the store's clock for that)."""
+        self.templates.prune_retired()
         resident: dict[str, int] = {}
         try:
-            for key, ram in files:
+            for key, ram in self.templates.ram_files():
                 with contextlib.suppress(FileNotFoundError):  # dropped or pruned meanwhile
                     resident[key] = resident.get(key, 0) + pagecache.resident_bytes(ram)
         except OSError as exc:

@@ -186,6 +186,15 @@ class TemplateStore:
                 if sep and entry.is_dir():
                     yield key, entry
 
+    def ram_files(self) -> list[tuple[str, Path]]:
+        """(key, RAM file) of every finished template and every retired one still on disk: a retired
+        one's clones still name its key, so its page cache counts under that key."""
+        if not self.root.is_dir():
+            return []
+        made = [(meta.parent.name, meta.parent / "ram") for meta in self.root.glob(f"*/{META}")
+                if RETIRED not in meta.parent.name]
+        return made + [(key, entry / "ram") for key, entry in self.retired()]
+
     def prune_retired(self) -> None:
         """Remove the retired templates whose RAM file no running QEMU maps any more."""
         gone = list(self.retired())
