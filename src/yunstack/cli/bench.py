@@ -63,6 +63,8 @@ def density(
     arrival: Annotated[float, typer.Option(help="With --hosts: seconds between arrivals.")] = 20.0,
     ram_allocation_ratio: Annotated[float, typer.Option(help="With --hosts: the cloud's [compute] "
                                                              "ram_allocation_ratio (overcommit).")] = 4.0,
+    working_set: Annotated[int, typer.Option(help="With --hosts: the working set each 192 MiB guest grows to, "
+                                                  "MiB.")] = 100,
 ) -> None:
     """Ramp guests into a cgroup memory budget under arms A0-A4; write JSON + PNG plots.
 
@@ -75,7 +77,8 @@ def density(
         _cluster(hosts=hosts, modes=modes, host_memory_mib=host_memory_mib, skew=skew, arrival=arrival,
                  ram_allocation_ratio=ram_allocation_ratio,
                  max_guests=max_guests or 12, settle=20.0 if settle is None else settle,
-                 hold=90.0 if hold is None else hold, seed=seed, out=out or Path("bench/results/density-cluster"))
+                 hold=90.0 if hold is None else hold, seed=seed, out=out or Path("bench/results/density-cluster"),
+                 working_set=working_set)
         return
     max_guests = max_guests or 24
     out = out or Path("bench/results/density")
@@ -122,7 +125,8 @@ def density(
 
 
 def _cluster(*, hosts: int, modes: str, host_memory_mib: int, skew: float, arrival: float,
-             ram_allocation_ratio: float, max_guests: int, settle: float, hold: float, seed: int, out: Path) -> None:
+             ram_allocation_ratio: float, max_guests: int, settle: float, hold: float, seed: int, out: Path,
+             working_set: int) -> None:
     from yunstack.bench.cluster import MODES, ClusterOptions, run
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -131,7 +135,7 @@ def _cluster(*, hosts: int, modes: str, host_memory_mib: int, skew: float, arriv
             raise typer.BadParameter(f"unknown balancer mode {mode!r}", param_hint="--modes")
     options = ClusterOptions(hosts=hosts, host_memory_mib=host_memory_mib, modes=mode_list, max_guests=max_guests,
                              skew=skew, arrival_s=arrival, settle_s=settle, hold_s=hold, seed=seed, out=out,
-                             ram_allocation_ratio=ram_allocation_ratio)
+                             ram_allocation_ratio=ram_allocation_ratio, working_set_mib=working_set)
 
     def stop(signum: int, frame: object) -> None:
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C: each arm's cloud is stopped, its lab removed.

@@ -65,9 +65,11 @@ def test_the_slo_names_what_broke_first() -> None:
     assert oom is not None and (oom.kind, oom.guest) == ("oom_kill", "b01") and "lab-h1" in oom.detail
     gone = check([a, b], {"b01": "ACTIVE", "b02": "ERROR"}, ticking, {}, now=20.0, stall_s=30, boot_s=150)
     assert gone is not None and (gone.kind, gone.guest) == ("qemu_exit", "b02")
-    inner = check([a, b], fine, {"b01": "Out of memory: Killed process 71 (memload)", "b02": ""}, {}, now=20.0,
+    kill = "[   53.9] Out of memory: Killed process 71 (memload) total-vm:114712kB, anon-rss:111604kB"
+    inner = check([a, b], fine, {"b01": f"TICK 8.0\n{kill}\nTICK 9.0", "b02": ""}, {}, now=20.0,
                   stall_s=30, boot_s=150)
     assert inner is not None and (inner.kind, inner.guest) == ("guest_oom", "b01")
+    assert kill in inner.detail, "the kernel's whole line is the evidence: its victim and what it held"
     stalled = check([a, b], fine, ticking, {}, now=31.0, stall_s=30, boot_s=150)
     assert stalled is not None and stalled.kind == "stall"
     a.migrating = b.migrating = True  # paused while they move: that is the move's downtime, not a stall
