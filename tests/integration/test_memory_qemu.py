@@ -201,6 +201,38 @@ async def test_the_manager_deflates_a_guest_under_pressure(env: Env, running: li
     assert "Out of memory" not in console and "oom-kill" not in console
 
 
+# Waits until its balloon has taken memory (MemFree under 48 MiB: the balloon's pages count as used
+# with deflate-on-oom), then fills a working set at once and keeps touching it.
+GROW_WHEN_BALLOONED = """#!/bin/sh
+(while :; do while read -r key kib _; do [ "$key" = MemFree: ] && break; done < /proc/meminfo
+  [ $((kib / 1024)) -lt 48 ] && break; sleep 0.2; done
+ echo "BALLOONED free=$((kib / 1024))" > /dev/console
+ memload --mib {mib} --pattern random --seed 3 --touch-mib-per-s 10 --report-every 5 > /dev/console 2>&1) &
+"""
+
+
+async def test_a_ballooned_guest_that_grows_gets_its_memory_back_by_deflate_on_oom(env: Env) -> None:
+    # Nothing on the host deflates it: the guest's own balloon driver gives pages back each time the
+    # guest would run out (1 MiB per OOM notification), fast enough for a fill at full speed.  The
+    # cluster benchmark's guests rely on this: a host's manager balloons idle guests to their floor.
+    spec = env.spec(192, GROW_WHEN_BALLOONED.format(mib=100))
+    await env.driver.spawn(spec)
+    await env.wait_console(spec.id, r"YUNSTACK-READY", 120)
+    await env.wait_stats(spec.id)
+    await env.driver.set_balloon_target(spec.id, 96 * MIB)
+    await env.wait_console(spec.id, r"BALLOONED", 60)
+    low = (await env.driver.balloon_stats(spec.id))["actual"]
+    console = await env.wait_console(spec.id, r"MEMLOAD mib=100 ", 90)
+    high = (await env.driver.balloon_stats(spec.id))["actual"]
+    filled = re.search(r"MEMLOAD-FILLED mib=100 \S+ fill_s=(\S+)", console)
+    print(f"\n[deflate-on-oom] balloon {low >> 20} MiB -> {high >> 20} MiB as memload filled 100 MiB "
+          f"in {filled.group(1) if filled else '?'} s")
+    assert low <= 100 * MIB, "the balloon never took the guest to its target"
+    assert filled is not None
+    assert "Out of memory" not in console and "oom-kill" not in console
+    assert high >= low + 64 * MIB, "the guest's balloon should have deflated on its own"
+
+
 async def test_ksm_merges_identical_guests_and_the_ledger_shows_it(
         env: Env, ksm_guard: dict[str, str], running: list[asyncio.Task[None]]) -> None:
     memory = memory_backing(GuestPolicy())  # page sharing allowed -> THP off
