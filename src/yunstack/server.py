@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import yaml
@@ -30,6 +31,11 @@ AGENT_START_TIMEOUT = 120.0
 HEAP_TRIM_SECONDS = 300.0
 TASK_SWEEP_SECONDS = 5.0  # how often steps whose lease ran out are taken back
 TASK_RETENTION = timedelta(days=7)  # ended tasks kept for the operations view (Nova's actions keep the rest)
+# How long an idle keep-alive connection stays open.  Clients poll on one: openstackclient's
+# `--wait` every 5 s, which is exactly uvicorn's default, so the server closed the connection just
+# as the next poll went out on it and the client failed with "Connection reset by peer" (seen in
+# CI).  An idle connection costs little; nginx keeps them 75 s.
+KEEP_ALIVE_SECONDS = 75
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +168,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def http_config(app: Callable[..., Any], config: Config) -> uvicorn.Config:
+    """The API's HTTP server: one port, every service under its path prefix."""
+    return uvicorn.Config(app, host=config.server.host, port=config.server.port, log_config=None, access_log=False,
+                          lifespan="on", timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+
+
 def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | None = None, *,
           config_file: Path | None = None, lab_hosts: int = 0, lab_memory_mib: int = 0) -> None:
     """Serve in the foreground; returns after a clean shutdown on SIGINT/SIGTERM.
@@ -185,10 +197,7 @@ def serve(config: Config, prepared: Prepared, on_ready: Callable[[], None] | Non
     app = create_app(prepared.services)
     app.fastapi.state.own_host = config.host_name  # /healthz says "starting" until it has joined
     agent = HostAgentProcess(config, prepared.services, config_file=config_file, env=own_env)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.server.host, port=config.server.port, log_config=None,
-        access_log=False, lifespan="on", timeout_graceful_shutdown=10,
-    ))
+    server = uvicorn.Server(http_config(app, config))
     original_startup, original_shutdown = server.startup, server.shutdown
     trimming: list[asyncio.Task[None]] = []
 

@@ -220,17 +220,18 @@ async def test_a_ballooned_guest_that_grows_gets_its_memory_back_by_deflate_on_o
     await env.wait_console(spec.id, r"YUNSTACK-READY", 120)
     await env.wait_stats(spec.id)
     await env.driver.set_balloon_target(spec.id, 96 * MIB)
-    await env.wait_console(spec.id, r"BALLOONED", 60)
-    low = (await env.driver.balloon_stats(spec.id))["actual"]
+    # The guest starts memload as soon as it sees the balloon (its own report: reading the balloon
+    # from here after that races memload's fill, which deflates it).
+    ballooned = re.search(r"BALLOONED free=(\d+)", await env.wait_console(spec.id, r"BALLOONED free=\d+", 60))
     console = await env.wait_console(spec.id, r"MEMLOAD mib=100 ", 90)
     high = (await env.driver.balloon_stats(spec.id))["actual"]
     filled = re.search(r"MEMLOAD-FILLED mib=100 \S+ fill_s=(\S+)", console)
-    print(f"\n[deflate-on-oom] balloon {low >> 20} MiB -> {high >> 20} MiB as memload filled 100 MiB "
-          f"in {filled.group(1) if filled else '?'} s")
-    assert low <= 100 * MIB, "the balloon never took the guest to its target"
+    print(f"\n[deflate-on-oom] ballooned (guest free {ballooned.group(1) if ballooned else '?'} MiB), then memload "
+          f"filled 100 MiB in {filled.group(1) if filled else '?'} s; balloon now {high >> 20} MiB (target 96)")
     assert filled is not None
     assert "Out of memory" not in console and "oom-kill" not in console
-    assert high >= low + 64 * MIB, "the guest's balloon should have deflated on its own"
+    # The target stayed at 96 MiB: only the guest's own driver can have given the pages back.
+    assert high >= 160 * MIB, "the guest's balloon should have deflated on its own"
 
 
 async def test_ksm_merges_identical_guests_and_the_ledger_shows_it(
