@@ -44,6 +44,7 @@ async def test_an_idle_connection_outlives_a_five_second_poll_interval() -> None
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:
+            assert not serving.done(), "the server did not start"
             await asyncio.sleep(0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await _ask(reader, writer) == b"HTTP/1.1 200 OK"
