@@ -3,7 +3,8 @@
 - ``BalloonControl``: the compute driver's ``set_balloon_target`` (QMP ``balloon``).
 - ``CgroupControl``: one memory cgroup per VM under a yunstack parent, which may carry a host budget.
 - ``KsmControl``: the global KSM sysfs knobs; reads them back every period and writes what differs (other
-  processes change them too, which it reports), and puts back what it found on ``restore``.
+  processes change them too, which it reports), and puts back what the machine had on ``restore``
+  once the last yunstack process using them is done (``KsmClaims``).
 - ``SwapControl``: one swapfile yunstack owns (created, swapped on, removed); other swap areas are
   never touched.
 """
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from yunstack.cgroups import MemoryCgroups, leaf_name
 from yunstack.errors import DriverError
@@ -80,17 +85,100 @@ class CgroupControl:
         return self.cgroups is None or self.cgroups.remove_if_unused(self.parent)
 
 
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (``/proc/PID/stat`` field 22), None if it is gone.
+
+    With the PID it names one process: a PID the kernel reused has another start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields from 3 on follow the command's ")"
+
+
+class KsmClaims:
+    """Which yunstack processes on this machine use the KSM knobs, and what the knobs were before them.
+
+    KSM is one per machine, and one machine may run several memory managers (the lab's hosts, a test
+    beside a benchmark). If each recorded "the original" when it started, a later one would record the
+    earlier one's values, and whichever restored last would leave KSM running. So the first holder
+    records the machine's values in a file that all holders share; each holder adds itself, and only
+    the last one out gets the values back to write. A holder is its PID with that process's start time,
+    so one that died without leaving is dropped by the next that looks. When no holder is alive, the
+    file's values are still the machine's (nobody restored them) and the next holder inherits them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def join(self, current: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """Add a holder; return its token and the machine's values (``current`` if nobody held them)."""
+        token = f"{os.getpid()}:{_started(os.getpid())}:{uuid.uuid4().hex[:8]}"
+        with self._locked() as record:
+            original = record.get("original") or current
+            record["original"] = original
+            record["holders"] = [*record.get("holders", []), token]
+        return token, dict(original)
+
+    def leave(self, token: str) -> dict[str, str] | None:
+        """Remove a holder; the machine's values if it was the last one alive, else None."""
+        with self._locked() as record:
+            holders = [h for h in record.get("holders", []) if h != token]
+            if holders:
+                record["holders"] = holders
+                return None
+            original = record.get("original")
+            record.clear()  # an empty record removes the file
+            return dict(original) if original else None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The record, read and pruned of dead holders under an exclusive lock, and written back after."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                record: dict[str, Any] = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                record = {}
+            record["holders"] = [h for h in record.get("holders", []) if _alive(h)]
+            yield record
+            if record:
+                temporary = self.path.with_name(self.path.name + ".new")
+                temporary.write_text(json.dumps(record))
+                temporary.replace(self.path)
+            else:
+                self.path.unlink(missing_ok=True)
+
+
+def _alive(token: str) -> bool:
+    pid, _, rest = token.partition(":")
+    started = rest.partition(":")[0]
+    return pid.isdigit() and _started(int(pid)) == started
+
+
+def claims_path(directory: Path) -> Path:
+    """Where the holders of the KSM knobs in ``directory`` are recorded: /run for the real ones."""
+    if directory == KSM_DIR:
+        return Path("/run/yunstack/ksm-claims.json")
+    return directory.parent / f".{directory.name}-claims.json"  # a test's stand-in for sysfs
+
+
 class KsmControl:
-    """The KSM knobs.  ``snapshot`` records the host's values once; ``restore`` writes them back.
+    """The KSM knobs.  ``snapshot`` joins the machine's holders; ``restore`` leaves, the last one out
+    writing back what the machine had (``KsmClaims``).
 
     ``apply`` is idempotent: it reads every knob back from sysfs (three small reads) and writes the
     ones that differ, so a knob another process changed is put back at the next period instead of
     being lost.  Such changes are listed in ``foreign`` (the manager adds them to the ledger's reasons).
     """
 
-    def __init__(self, directory: Path = KSM_DIR) -> None:
+    def __init__(self, directory: Path = KSM_DIR, claims: KsmClaims | None = None) -> None:
         self.directory = directory
+        self.claims = claims if claims is not None else KsmClaims(claims_path(directory))
         self._original: dict[str, str] | None = None
+        self._token: str | None = None
         self._current: dict[str, str] = {}
         self.foreign: list[str] = []
 
@@ -99,8 +187,14 @@ class KsmControl:
         return (self.directory / "run").exists() and os.access(self.directory / "run", os.W_OK)
 
     def snapshot(self) -> dict[str, str]:
+        """The machine's values before any yunstack process changed them; joins the holders once."""
         if self._original is None:
-            self._original = {k: (self.directory / k).read_text().strip() for k in _KSM_KNOBS}
+            current = {k: (self.directory / k).read_text().strip() for k in _KSM_KNOBS}
+            try:
+                self._token, self._original = self.claims.join(current)
+            except OSError as exc:  # no shared record: fall back to what we found ourselves
+                log.warning("recording the KSM holders in %s failed: %s", self.claims.path, exc)
+                self._original = current
         return dict(self._original)
 
     def apply(self, settings: KsmSettings) -> bool:
@@ -126,12 +220,23 @@ class KsmControl:
         return changed
 
     def restore(self) -> None:
-        """Put back the values found by ``snapshot`` (run last, so no burst at our scan rate)."""
+        """Leave the holders; the last one out puts back the machine's values (run last, so no burst
+        at our scan rate).  A holder that is not the last leaves the knobs to the others."""
         if self._original is None:
+            return
+        original: dict[str, str] | None = self._original
+        if self._token is not None:
+            try:
+                original = self.claims.leave(self._token)
+            except OSError as exc:
+                log.warning("leaving the KSM holders in %s failed: %s", self.claims.path, exc)
+        self._original = self._token = None
+        self._current.clear()
+        if original is None:
             return
         for knob in ("pages_to_scan", "sleep_millisecs", "run"):
             with contextlib.suppress(DriverError):
-                self._write(knob, self._original[knob])
+                self._write(knob, original[knob])
         self._current.clear()
 
     def _write(self, knob: str, value: str) -> None:

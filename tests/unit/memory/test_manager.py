@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from yunstack.cgroups import MemoryCgroups
 from yunstack.compute.driver import InstanceSpec, MemoryBacking, root_disk
@@ -146,6 +152,51 @@ def test_ksm_control_reads_back_and_reapplies_a_foreign_change(tmp_path: Path) -
     assert sorted(control.foreign) == ["KSM pages_to_scan was changed from 100 to 190 by another process",
                                        "KSM run was changed from 1 to 0 by another process"]
     assert not control.apply(wanted) and control.foreign == []
+
+
+def _knobs(ksm: Path) -> dict[str, str]:
+    return {k: (ksm / k).read_text().strip() for k in ("run", "pages_to_scan", "sleep_millisecs")}
+
+
+@pytest.mark.parametrize("first_out", ["first", "second"])
+def test_two_managers_on_one_machine_leave_ksm_as_the_machine_had_it(tmp_path: Path, first_out: str) -> None:
+    # The lab's hosts share one KSM. The second manager starts after the first has turned KSM on; were
+    # "the original" each one's own snapshot, the second would restore run=1 whenever it stopped last.
+    ksm = _ksm_dir(tmp_path)
+    (ksm / "run").write_text("0\n")
+    machine = _knobs(ksm)
+    first, second = KsmControl(ksm), KsmControl(ksm)
+    first.snapshot()
+    first.apply(KsmSettings(run=1, pages_to_scan=312, sleep_millisecs=20))
+    assert second.snapshot() == machine  # not the first manager's run=1
+    second.apply(KsmSettings(run=1, pages_to_scan=500, sleep_millisecs=20))
+    leaving, last = (first, second) if first_out == "first" else (second, first)
+    leaving.restore()
+    assert _knobs(ksm)["run"] == "1"  # the other one still uses KSM: left alone
+    last.restore()
+    assert _knobs(ksm) == machine
+    assert not (tmp_path / ".ksm-claims.json").exists()
+
+
+def test_a_manager_that_died_holding_ksm_does_not_make_its_values_the_machines(tmp_path: Path) -> None:
+    ksm = _ksm_dir(tmp_path)
+    (ksm / "run").write_text("0\n")
+    machine = _knobs(ksm)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    claims = tmp_path / ".ksm-claims.json"
+    # It joined, turned KSM on and was killed before it could leave.
+    claims.write_text(json.dumps({"original": machine, "holders": [f"{dead}:123:abcd"]}))
+    (ksm / "run").write_text("1\n")
+    (ksm / "pages_to_scan").write_text("312\n")
+    # A recycled PID is not the holder either: same PID, another start time.
+    reused = f"{os.getpid()}:1:ffff"
+    claims.write_text(json.dumps({"original": machine, "holders": [f"{dead}:123:abcd", reused]}))
+    control = KsmControl(ksm)
+    assert control.snapshot() == machine
+    assert len(json.loads(claims.read_text())["holders"]) == 1  # the two stale ones dropped
+    control.restore()
+    assert _knobs(ksm) == machine and not claims.exists()
 
 
 async def test_a_foreign_ksm_change_is_in_the_ledger_reasons(tmp_path: Path) -> None:
