@@ -212,8 +212,10 @@ class BalancerService:
         reported = {host: (_aware(at), data) for host, (at, data) in self._ledgers(s).items()
                     if _aware(at) >= now - STALE_AFTER}
         ledgers = {host: data for host, (_, data) in reported.items()}
+        relieved = self._last_relieved(s, now - timedelta(seconds=self.tuning.pressure_settle_seconds))
         hosts = [replace(self._host(u.host, cast(Mode, modes.get(u.host, self.mode)), u.up, u.disabled,
-                                    u.disabled_reason, u.memory_mib, ledgers.get(u.host)), zone=u.availability_zone)
+                                    u.disabled_reason, u.memory_mib, ledgers.get(u.host)), zone=u.availability_zone,
+                         last_relieved_at=relieved.get(u.host))
                  for u in self._hosts.host_states(s)]
         rows = {r["instance_id"]: r for entry in ledgers.values() for r in entry.get("guests", [])}
         groups = self._groups(s)
@@ -285,6 +287,15 @@ class BalancerService:
             if group_policy in ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"):
                 found.setdefault(instance_id, []).append(Membership(group_id, cast(GroupPolicy, group_policy)))
         return {k: tuple(v) for k, v in found.items()}
+
+    @staticmethod
+    def _last_relieved(s: Session, since: datetime) -> dict[str, float]:
+        """When the newest move that took a guest off each host ended since ``since`` (its pressure's
+        settle time); a move that failed took nothing off."""
+        m = mig.Migration
+        rows = s.execute(select(m.source_compute, func.max(m.updated_at))
+                         .where(m.status.in_(mig.LEFT_ITS_SOURCE), m.updated_at >= since).group_by(m.source_compute))
+        return {host: _epoch(when) for host, when in rows if host and when is not None}
 
     @staticmethod
     def _last_moved(s: Session, since: datetime) -> dict[str, float]:

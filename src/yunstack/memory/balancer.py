@@ -8,6 +8,10 @@ docs/explanation/memory-balancer.md:
 - a host *triggers* only above ``target + hysteresis`` of its physical memory, and is then brought
   back to ``target``; a host *takes* a guest only if it stays below ``target - hysteresis``
   afterwards, so a move never makes a host trigger (no ping-pong);
+- a host under its trigger that is still under memory pressure (PSI some at ``psi_limit``, or
+  swapping in faster than ``swap_limit``: its guests fault back memory its manager took) is
+  relieved by one guest, then left ``pressure_settle_seconds`` for its pressure to fall before it
+  may lose another: PSI is a 10 s average and lags the move;
 - on a triggered host, the cheapest guest whose move alone brings it under target goes first
   (cost: the bytes to copy and the rate the guest dirties them); if none is enough, the guest that
   frees the most, and again while the host is over target and the move limits allow;
@@ -51,6 +55,7 @@ class BalancerTuning:
     downtime_weight: float = 10.0  # in a move's cost, a second of downtime counts as this many of copying
     psi_limit: float = 10.0  # a host whose memory PSI some avg10 (%) reaches this takes no guest
     swap_limit: float = 1.0 * MIB  # nor one that swaps in or out faster than this (bytes/s)
+    pressure_settle_seconds: float = 120.0  # after a move off a host, its pressure alone moves nothing for this long
 
 
 DEFAULT_TUNING = BalancerTuning()
@@ -81,6 +86,7 @@ class HostLoad:
     admission_room: int | None = None  # policy.admission_room; None = not reported
     swap_in_rate: float = 0.0
     swap_out_rate: float = 0.0
+    last_relieved_at: float | None = None  # when the newest move off it ended (the caller's clock)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -301,6 +307,20 @@ def _static_refusal(h: HostLoad) -> str | None:
     return None
 
 
+def _pressure(h: HostLoad, tuning: BalancerTuning) -> str | None:
+    """Why ``h`` is under memory pressure whatever its used share, or None.
+
+    Swapping out alone is not pressure: it is the host's manager using swap as its last resort for
+    memory its guests do not touch.  Swapping in is: the guests want that memory back.
+    """
+    if h.psi_some_avg10 >= tuning.psi_limit:
+        return f"under memory pressure (PSI some {h.psi_some_avg10:.0f}% >= {tuning.psi_limit:.0f}%)"
+    if h.swap_in_rate > tuning.swap_limit:
+        return (f"swapping in {h.swap_in_rate / MIB:.1f} MiB/s (more than {tuning.swap_limit / MIB:.1f} MiB/s: "
+                "its guests fault back memory it swapped out)")
+    return None
+
+
 def _guest_hold(g: GuestLoad, world: _World, now: float, tuning: BalancerTuning) -> str | None:
     """Why ``g`` stays wherever the targets are, or None."""
     if not g.movable:
@@ -403,28 +423,49 @@ def plan(hosts: Sequence[HostLoad], guests: Sequence[GuestLoad], in_flight: Sequ
     over = sorted((h for h in hosts if h.physical > 0 and before[h.name] > trigger * h.physical),
                   key=lambda h: before[h.name] / h.physical, reverse=True)
     triggered = {h.name for h in over}
+    pressed: list[tuple[HostLoad, str]] = []
     for h in hosts:
         if h.physical <= 0:
             world.refusals.append(Refusal(subject=h.name, kind="host", reason=(
                 f"host {h.name} has not reported its memory: it is neither relieved nor a target")))
-        elif h.name not in triggered:
+            continue
+        if h.name in triggered:
+            continue
+        share = f"{_pct(before[h.name] / h.physical)} used, it triggers above {_pct(trigger)}"
+        pressure = _pressure(h, tuning)
+        if pressure is None:
+            world.refusals.append(Refusal(subject=h.name, kind="host", reason=f"host {h.name} stays: {share}"))
+        elif h.last_relieved_at is not None and now - h.last_relieved_at < tuning.pressure_settle_seconds:
             world.refusals.append(Refusal(subject=h.name, kind="host", reason=(
-                f"host {h.name} stays: {_pct(before[h.name] / h.physical)} used, it triggers above "
-                f"{_pct(trigger)}")))
+                f"host {h.name} is {pressure} at {share}, but a guest left it {now - h.last_relieved_at:.0f} s "
+                f"ago: its pressure gets {tuning.pressure_settle_seconds:.0f} s to fall first")))
+        else:
+            pressed.append((h, pressure))
     for source in over:
-        _relieve(source, on.get(source.name, []), world, tuning, now)
+        goal = int(tuning.target_fraction * source.physical)
+        note = (f"host {source.name} is at {_pct(world.used[source.name] / source.physical)}, above its trigger "
+                f"{_pct(trigger)}")
+        _relieve(source, on.get(source.name, []), world, tuning, now, goal, note,
+                 enough=f"target {_pct(tuning.target_fraction)}; the cheapest move that brings it under its target")
+    for source, pressure in pressed:  # after the hosts over their trigger: those need it more
+        # One guest's worth: the least that relieves it; the settle time decides whether another follows.
+        goal = world.used[source.name] - tuning.min_benefit_bytes
+        note = (f"host {source.name} is {pressure} at {_pct(world.used[source.name] / source.physical)} used, "
+                f"under its trigger {_pct(trigger)}")
+        _relieve(source, on.get(source.name, []), world, tuning, now, goal, note,
+                 enough="one guest relieves it: the cheapest move")
     projections = tuple(Projection(host=h.name, physical=h.physical, before=before[h.name],
                                    after=world.used[h.name]) for h in hosts)
     return Plan(moves=tuple(world.moves), refusals=tuple(world.refusals), hosts=projections)
 
 
 def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning: BalancerTuning,
-             now: float) -> None:
-    """Plan the moves off one triggered host, cheapest sufficient guest first."""
+             now: float, goal: int, note: str, *, enough: str) -> None:
+    """Plan the moves that bring one host's used bytes down to ``goal``, cheapest sufficient guest first.
+
+    ``note`` says why the host is relieved; ``enough`` why a move that reaches the goal is chosen.
+    """
     name = source.name
-    goal = int(tuning.target_fraction * source.physical)
-    note = f"host {name} is at {_pct(world.used[name] / source.physical)}, above its trigger " \
-           f"{_pct(tuning.target_fraction + tuning.hysteresis)}"
     if not source.up:
         world.refusals.append(Refusal(subject=name, kind="host",
                                       reason=f"{note}, but it is down (its numbers are old)"))
@@ -461,17 +502,16 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
         if not options:
             break
         excess = world.used[name] - goal
-        enough = [o for o in options if o[0].frees >= excess]
-        if enough:
-            pick = min(enough, key=lambda o: (cost(o[3], o[4], tuning), o[0].id))
-            why_this = "the cheapest move that brings it under its target"
+        sufficient = [o for o in options if o[0].frees >= excess]
+        if sufficient:
+            pick = min(sufficient, key=lambda o: (cost(o[3], o[4], tuning), o[0].id))
+            why_this = enough
         else:
             pick = max(options, key=lambda o: (o[0].frees, -cost(o[3], o[4], tuning), o[0].id))
             why_this = "no single move is enough: the largest first"
         g, target, size, duration, downtime = pick
         candidates.remove(g)
-        _add(world, g, source, target, size, duration, downtime, tuning,
-             f"{note}; target {_pct(tuning.target_fraction)}; {why_this}")
+        _add(world, g, source, target, size, duration, downtime, tuning, f"{note}; {why_this}")
     if limit is not None:
         world.refusals.append(Refusal(subject=name, kind="host", reason=f"{note}: no more moves now, {limit}"))
     elif world.used[name] > goal:
@@ -480,7 +520,7 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
             "(no other guest can move)")))
     for g in candidates:  # considered, and not needed (or not allowed yet)
         why_not = f"the move limits are reached ({limit})" if limit is not None else (
-            f"{name} is at its target with the planned moves")
+            f"{name} is relieved by the planned moves")
         world.refusals.append(Refusal(subject=g.id, kind="guest", reason=f"guest {g.id} stays: {why_not}"))
 
 

@@ -8,6 +8,7 @@ ledger entries (dated ahead, so the agents' own reports of this machine never co
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +42,11 @@ PATH = "/compute/v2.1/os-yunstack-memory-balancer"
 
 
 def report(services: Services, name: str, used: float, guests: dict[str, int], *, age: float = -3600.0,
-           dirty_rate: int | None = None, swap_in_rate: float | None = None) -> None:
+           dirty_rate: int | None = None, swap_in_rate: float | None = None, psi: float = 0.0) -> None:
     """``name``'s newest ledger entry: 4 GiB, ``used`` of it in use, ``guests`` (id -> resident bytes,
     each dirtying ``dirty_rate`` bytes/s); ``age`` seconds old (by default dated an hour ahead)."""
     entry = {"level": "none", "host": {"physical": 4 * GIB, "available": int((1 - used) * 4 * GIB),
-                                       "psi_some_avg10": 0.0, "swap_in_rate": swap_in_rate},
+                                       "psi_some_avg10": psi, "swap_in_rate": swap_in_rate},
              "guests": [{"instance_id": g, "resident": size, "working_set": size, "dirty_rate": dirty_rate}
                         for g, size in guests.items()]}
     with services.db.begin() as s:
@@ -224,6 +225,25 @@ def test_a_move_that_failed_or_was_cancelled_is_not_planned_again_within_the_coo
     body = plan(two).json()["memory_balancer"]
     assert body["moves"] == []
     assert any(r["subject"] == sid and "cooldown" in r["reason"] for r in body["refusals"]), body["refusals"]
+
+
+@pytest.mark.parametrize(("left_ago", "moved"), [(30.0, False), (200.0, True)])
+def test_a_host_under_pressure_below_its_trigger_loses_a_guest_once_its_last_one_has_settled(
+        two: dict[str, Any], left_ago: float, moved: bool) -> None:
+    services: Services = two["api"].services
+    a, sid = services.config.host_name, two["server"]
+    report(services, a, 0.50, {sid: GIB}, psi=30.0)  # half used, but its guests stall on memory
+    report(services, B, 0.10, {})
+    _ended_move(services, "another-server", "completed", a, B, ago=left_ago)
+    body = plan(two).json()["memory_balancer"]
+    if moved:
+        [move] = body["moves"]
+        assert (move["guest"], move["target"]) == (sid, B)
+        assert "under memory pressure (PSI some 30% >= 10%) at 50% used" in move["reason"]
+    else:
+        assert body["moves"] == []
+        [why] = [r["reason"] for r in body["refusals"] if r["subject"] == a]
+        assert re.search(r"but a guest left it 3\d s ago: its pressure gets 120 s to fall first", why), why
 
 
 def test_a_move_newer_than_its_hosts_reports_holds_them_until_they_report_again(two: dict[str, Any]) -> None:

@@ -190,7 +190,7 @@ def test_the_plan_moves_what_the_rule_says(hosts, guests, expected) -> None:
                      "guest a stays: the move limits are reached (1 of at most 1 moves in flight on it)",
                      id="a-guest-held-by-the-limits"),
         pytest.param([host("h1", 0.90), host("h2", 0.10)], [guest("big", "h1", 4.0), guest("small", "h1", 1.0)],
-                     "big", "guest big stays: h1 is at its target with the planned moves", id="a-guest-not-needed"),
+                     "big", "guest big stays: h1 is relieved by the planned moves", id="a-guest-not-needed"),
     ],
 )
 def test_everything_left_alone_says_why(hosts, guests, subject, says) -> None:
@@ -294,3 +294,69 @@ def test_a_clones_move_frees_its_own_pages_at_its_source_and_costs_all_of_them_a
     projected = balancer.by_host(p)
     assert projected["h1"].after == int(0.90 * 10 * GIB) - 768 * MIB
     assert projected["h2"].after == int(0.30 * 10 * GIB) + GIB
+
+
+# ------------------------------------------------------------------------------ pressure under the trigger
+
+PSI = {"psi_some_avg10": 25.0}
+SWAPPING_IN = {"swap_in_rate": 6.0 * MIB}
+
+
+@pytest.mark.parametrize(
+    ("pressed", "expected", "says"),
+    [
+        pytest.param(host("h1", 0.60, **PSI), [("small", "h1", "h2")],
+                     "host h1 is under memory pressure (PSI some 25% >= 10%) at 60% used, under its trigger 85%; "
+                     "one guest relieves it: the cheapest move", id="psi-moves-the-cheapest-guest-only"),
+        pytest.param(host("h1", 0.60, **SWAPPING_IN), [("small", "h1", "h2")],
+                     "swapping in 6.0 MiB/s", id="swapping-in-moves-one-guest"),
+        pytest.param(host("h1", 0.60, swap_out_rate=6.0 * MIB), [], "host h1 stays: 60% used",
+                     id="swapping-out-alone-is-the-managers-last-resort-not-pressure"),
+        pytest.param(host("h1", 0.60, psi_some_avg10=8.0), [], "host h1 stays: 60% used", id="psi-below-the-limit"),
+        pytest.param(host("h1", 0.60, last_relieved_at=NOW - 30, **PSI), [],
+                     "host h1 is under memory pressure (PSI some 25% >= 10%) at 60% used, it triggers above 85%, "
+                     "but a guest left it 30 s ago: its pressure gets 120 s to fall first",
+                     id="settling-after-a-move-lags-psi-so-no-second-move"),
+        pytest.param(host("h1", 0.60, last_relieved_at=NOW - 121, **PSI), [("small", "h1", "h2")],
+                     "one guest relieves it", id="settled-and-still-pressed-moves-another"),
+        pytest.param(host("h1", 0.60, mode="advise", **PSI), [("small", "h1", "h2")], "advisory",
+                     id="advise-shows-it"),
+    ],
+)
+def test_a_host_under_pressure_below_its_trigger_loses_one_guest_then_settles(pressed, expected, says) -> None:
+    p = run([pressed, host("h2", 0.20)], [guest("big", "h1", 3.0), guest("small", "h1", 1.0)])
+    assert moves(p) == expected
+    text = " | ".join([*(m.reason for m in p.moves), reasons(p, "h1")])
+    assert says in text
+
+
+def test_a_pressed_host_sends_nowhere_that_is_pressed_or_full_and_says_so() -> None:
+    p = run([host("h1", 0.60, **PSI), host("h2", 0.20, **SWAPPING_IN), host("h3", 0.74)],
+            [guest("small", "h1", 1.0)])
+    assert moves(p) == []
+    why = reasons(p, "small")
+    assert "h2: it is swapping (in 6.0 MiB/s" in why and "h3: it would exceed its pressure target" in why
+    assert "still 60% after the planned moves" in reasons(p, "h1")
+
+
+def test_hosts_over_their_trigger_are_relieved_before_pressed_ones() -> None:
+    # One move in flight allowed: the host over its trigger gets it.
+    tuning = replace(TUNING, max_moves=1)
+    p = run([host("full", 0.95), host("pressed", 0.60, **PSI), host("spare", 0.10)],
+            [guest("a", "full", 2.0), guest("b", "pressed", 1.0)], tuning=tuning)
+    assert moves(p) == [("a", "full", "spare")]
+    assert "no more moves now, 1 of at most 1 moves in flight cluster-wide" in reasons(p, "pressed")
+
+
+def test_after_a_pressure_move_the_next_pass_moves_nothing_back_or_further() -> None:
+    hosts = [host("h1", 0.60, **PSI), host("h2", 0.20)]
+    guests = [guest("big", "h1", 3.0), guest("small", "h1", 1.0)]
+    first = run(hosts, guests)
+    assert moves(first) == [("small", "h1", "h2")]
+    # The move ended; PSI (a 10 s average) still shows the old pressure on h1.
+    after_hosts = [replace(hosts[0], used=hosts[0].used - GIB, last_relieved_at=NOW),
+                   replace(hosts[1], used=hosts[1].used + GIB)]
+    after_guests = [guests[0], replace(guests[1], host="h2", last_moved_at=NOW)]
+    second = run(after_hosts, after_guests)
+    assert moves(second) == []
+    assert "its pressure gets 120 s to fall first" in reasons(second, "h1")

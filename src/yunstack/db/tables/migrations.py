@@ -22,6 +22,8 @@ MOVING = ("queued", "preparing", "running", "pre-migrating", "migrating", "post-
 # A cold move that arrived and waits for its confirm or revert: a stopped copy of the guest is
 # still on the source, which keeps its old size held for a revert.
 UNCONFIRMED = ("finished", "confirming", "reverting")
+# The final statuses of a move that took its guest off its source (the others failed or went back).
+LEFT_ITS_SOURCE = ("completed", "done", "finished", "confirmed")
 
 
 class Migration(Base):
