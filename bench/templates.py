@@ -36,6 +36,11 @@ file, the root disk, four empty PCIe root ports, virtio-rng, the balloon) and ``
    with ``rss_mib``; for the clones also their mappings of the RAM file (``ram_*``: resident,
    shared with other processes, ``ram_private_dirty_mib`` = pages copied on write).  ``one_guest_rss_mib`` is the
    median RSS of one cold guest; the target is the clones' PSS sum < 2x that.
+   With ``--floor``, what the fastest identity could cost under TCG, without any hot-plug: the
+   template is saved *with* its NIC (user-mode, on the command line, as every clone's), and each
+   clone, as soon as its console answers, is given its identity in one typed line (MAC set on the
+   NIC it already has, hostname, DHCP): ``floor_ms`` is launch -> that line's answer.  No config
+   drive is read and no ssh key made: a lower bound for any design, not one.
 5. **Does the template file stay intact?** ``template_file_changed`` compares its sha256 before the
    clones and after they ran (with ``--fill-mib`` the template fills its tmpfs with random data and
    each clone deletes it, for free page reporting to discard; ``--keep-fpr`` leaves reporting on).
@@ -333,12 +338,21 @@ echo ID$1-$(hostname)-$(cat /sys/class/net/eth0/address)-$a-DI $t0 $t1 $t2 $(u) 
 """
 
 
+# ``--floor``: the template's NIC, which every clone has on its command line too (its MAC is in the
+# device state; the guest sets its own).
+FLOOR_MAC = "52:54:00:7e:00:ff"
+FLOOR = ("ip link set eth0 down; ip link set eth0 address {mac}; hostname clone{index}; ip link set eth0 up; "
+         "udhcpc -i eth0 -n -q -t 5 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; "
+         "echo FL{index}-$(hostname)-$(cat /sys/class/net/eth0/address)-"
+         "$(ip -4 -o addr show dev eth0 | awk '{{print $4}}')-LF")
+
+
 async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr: bool,
-                        idle: float, fill_mib: int) -> dict[str, Any]:
+                        idle: float, fill_mib: int, nic: bool = False) -> dict[str, Any]:
     guest = Guest("template", work / "template")
     guest.dir.mkdir()
     overlay(image, guest.disk)
-    launch(guest, argv(guest, memory_mib, ram=ram, share=True, fpr=fpr))
+    launch(guest, argv(guest, memory_mib, ram=ram, share=True, fpr=fpr, nic_mac=FLOOR_MAC if nic else None))
     try:
         await wait_console(guest, r"YUNSTACK-READY")
         ready_ms = guest.elapsed_ms()
@@ -374,13 +388,14 @@ async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr
 
 
 async def start_clone(guests: list[Guest], index: int, work: Path, template_disk: Path, ram: Path, memory_mib: int,
-                      fpr: bool, identity: bool, free_fill: bool) -> dict[str, Any]:
+                      fpr: bool, identity: bool, free_fill: bool, floor: bool = False) -> dict[str, Any]:
     guest = Guest(f"clone{index}", work / f"clone{index}")
     guests.append(guest)
     guest.dir.mkdir()
     overlay(template_disk, guest.disk)
     iso = config_iso(work, guest.name, f"clone{index}")
-    launch(guest, argv(guest, memory_mib, ram=ram, share=False, incoming=True, fpr=fpr))
+    launch(guest, argv(guest, memory_mib, ram=ram, share=False, incoming=True, fpr=fpr,
+                       nic_mac=FLOOR_MAC if floor else None))
     client = await connect(guest)
     row: dict[str, Any] = {"qmp_ms": guest.elapsed_ms()}
     await client.execute("migrate-set-capabilities",
@@ -395,6 +410,16 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
     row["loaded_ms"] = guest.elapsed_ms()
     await client.execute("cont")
     row["running_ms"] = guest.elapsed_ms()
+    if floor:
+        found = await ask(guest, FLOOR.format(mac=mac(index), index=index),
+                          rf"FL{index}-([^-\s]+)-([0-9a-f:]+)-(\S*)-LF", timeout=30, retry=1.5)
+        row["floor_ms"] = guest.elapsed_ms()
+        row["identity"] = {"hostname": found.group(1), "mac": found.group(2), "address": found.group(3)}
+        row["identity_ok"] = (found.group(1) == f"clone{index}" and found.group(2) == mac(index)
+                              and found.group(3).startswith("10.0.2."))
+        row["rebooted"] = "YUNSTACK-BOOT" in guest.text()
+        await client.disconnect()
+        return row
     # First thing: what the kernel RNG gives (before the shell answers anything else).
     match = await ask(guest, f"echo C{index}-$((6*7)) $(head -c 16 /dev/urandom | md5sum)",
                       rf"C{index}-42 ([0-9a-f]{{32}})", timeout=30, retry=0.5)
@@ -568,7 +593,7 @@ async def run(args: argparse.Namespace, image: Path, work: Path) -> dict[str, An
     result: dict[str, Any] = {}
     try:
         template = await make_template(work, image, ram, args.memory, fpr=args.keep_fpr,
-                                         idle=args.template_idle, fill_mib=args.fill_mib)
+                                         idle=args.template_idle, fill_mib=args.fill_mib, nic=args.floor)
         template.pop("console")
         result["template"] = template
         digest = sha256(ram)
@@ -576,10 +601,18 @@ async def run(args: argparse.Namespace, image: Path, work: Path) -> dict[str, An
         for index in range(args.clones):
             clone_rows.append(await start_clone(guests, index, work, work / "template" / "disk.qcow2", ram,
                                                 args.memory, fpr=args.keep_fpr, identity=not args.skip_identity,
-                                                free_fill=args.fill_mib > 0))
+                                                free_fill=args.fill_mib > 0, floor=args.floor))
         await asyncio.sleep(args.settle)
         clones = totals(guests, ram)
         clones["pss_by_guest_mib"] = [r["pss_mib"] for r in clones.pop("per_guest")]
+        if args.floor:
+            result["clones"] = {
+                "floor_ms": summary([r["floor_ms"] for r in clone_rows]),
+                "running_ms": summary([r["running_ms"] for r in clone_rows]),
+                "identity_ok": sum(r["identity_ok"] for r in clone_rows),
+                "identities": [r["identity"] for r in clone_rows], "memory": clones,
+                "rebooted": sum(r["rebooted"] for r in clone_rows)}
+            return result
         seeds = [r["urandom_first_read"] for r in clone_rows]
         result["clones"] = {
             "answer_ms": summary([r["answer_ms"] for r in clone_rows]),
@@ -651,6 +684,8 @@ def main() -> None:
                     help="also start one clone per VARIANTS entry: what may differ from the template")
     ap.add_argument("--tb-size", type=int, default=32, help="TCG translation buffer of every guest, MiB")
     ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--floor", action="store_true",
+                    help="template saved with its NIC; each clone's identity in one typed line (a lower bound)")
     ap.add_argument("--skip-identity", action="store_true", help="no NIC or config drive hot-plug on the clones")
     ap.add_argument("--keep-fpr", action="store_true", help="clones keep free page reporting (see the docstring)")
     ap.add_argument("--keep-work", action="store_true", help="keep the /tmp/yun-tpl-* directory (debugging)")
