@@ -447,21 +447,23 @@ def plan(hosts: Sequence[HostLoad], guests: Sequence[GuestLoad], in_flight: Sequ
                 f"{_pct(trigger)}")
         _relieve(source, on.get(source.name, []), world, tuning, now, goal, note,
                  enough=f"target {_pct(tuning.target_fraction)}; the cheapest move that brings it under its target")
-    for source, pressure in pressed:  # after the hosts over their trigger: those need it more
-        # One guest's worth: the least that relieves it; the settle time decides whether another follows.
-        goal = world.used[source.name] - tuning.min_benefit_bytes
+    # After the hosts over their trigger (those need it more), the worst pressure first.
+    pressed.sort(key=lambda p: (-p[0].psi_some_avg10, -p[0].swap_in_rate, p[0].name))
+    for source, pressure in pressed:
+        # One guest, whatever it frees: the settle time decides whether another follows.
         note = (f"host {source.name} is {pressure} at {_pct(world.used[source.name] / source.physical)} used, "
                 f"under its trigger {_pct(trigger)}")
-        _relieve(source, on.get(source.name, []), world, tuning, now, goal, note,
-                 enough="one guest relieves it: the cheapest move")
+        _relieve(source, on.get(source.name, []), world, tuning, now, world.used[source.name], note,
+                 enough="one guest relieves it: the cheapest move", one=True)
     projections = tuple(Projection(host=h.name, physical=h.physical, before=before[h.name],
                                    after=world.used[h.name]) for h in hosts)
     return Plan(moves=tuple(world.moves), refusals=tuple(world.refusals), hosts=projections)
 
 
 def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning: BalancerTuning,
-             now: float, goal: int, note: str, *, enough: str) -> None:
-    """Plan the moves that bring one host's used bytes down to ``goal``, cheapest sufficient guest first.
+             now: float, goal: int, note: str, *, enough: str, one: bool = False) -> None:
+    """Plan the moves that bring one host's used bytes down to ``goal``, cheapest sufficient guest first;
+    with ``one``, exactly one move (the cheapest), whatever the goal.
 
     ``note`` says why the host is relieved; ``enough`` why a move that reaches the goal is chosen.
     """
@@ -481,7 +483,8 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
         else:
             world.refusals.append(Refusal(subject=g.id, kind="guest", reason=f"guest {g.id} stays: {hold}"))
     limit = None
-    while world.used[name] > goal and candidates:
+    planned = len(world.moves)
+    while (world.used[name] > goal or (one and len(world.moves) == planned)) and candidates:
         if world.total >= tuning.max_moves:
             limit = f"{world.total} of at most {tuning.max_moves} moves in flight cluster-wide"
             break
@@ -502,7 +505,7 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
         if not options:
             break
         excess = world.used[name] - goal
-        sufficient = [o for o in options if o[0].frees >= excess]
+        sufficient = options if one else [o for o in options if o[0].frees >= excess]
         if sufficient:
             pick = min(sufficient, key=lambda o: (cost(o[3], o[4], tuning), o[0].id))
             why_this = enough
@@ -514,7 +517,7 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
         _add(world, g, source, target, size, duration, downtime, tuning, f"{note}; {why_this}")
     if limit is not None:
         world.refusals.append(Refusal(subject=name, kind="host", reason=f"{note}: no more moves now, {limit}"))
-    elif world.used[name] > goal:
+    elif world.used[name] > goal or (one and len(world.moves) == planned):
         world.refusals.append(Refusal(subject=name, kind="host", reason=(
             f"{note}: still {_pct(world.used[name] / source.physical)} after the planned moves "
             "(no other guest can move)")))

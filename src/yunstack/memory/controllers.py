@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,37 +112,53 @@ class KsmClaims:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def join(self, current: dict[str, str]) -> tuple[str, dict[str, str]]:
-        """Add a holder; return its token and the machine's values (``current`` if nobody held them)."""
+    def join(self, read: Callable[[], dict[str, str]]) -> tuple[str, dict[str, str]]:
+        """Add a holder; return its token and the machine's values (``read()`` if nobody held them).
+
+        ``read`` runs under the lock: a holder leaving at the same moment restores either before it
+        (we read the machine's values) or after we joined (it is then not the last one out).
+        """
         token = f"{os.getpid()}:{_started(os.getpid())}:{uuid.uuid4().hex[:8]}"
         with self._locked() as record:
-            original = record.get("original") or current
+            original = record.get("original") or read()
             record["original"] = original
             record["holders"] = [*record.get("holders", []), token]
         return token, dict(original)
 
-    def leave(self, token: str) -> dict[str, str] | None:
-        """Remove a holder; the machine's values if it was the last one alive, else None."""
+    def leave(self, token: str, restore: Callable[[dict[str, str]], None], fallback: dict[str, str]) -> bool:
+        """Remove a holder; if it was the last one alive, ``restore`` the machine's values (under the
+        lock, so nobody joins half-way) and return True.
+
+        ``fallback`` (what this holder recorded itself) is used when the record lost its values:
+        removed or unreadable while we held KSM.  We then cannot know of other holders; if there
+        are any, they write their knobs again at their next period.
+        """
         with self._locked() as record:
             holders = [h for h in record.get("holders", []) if h != token]
             if holders:
                 record["holders"] = holders
-                return None
-            original = record.get("original")
+                return False
+            original = record.get("original") or fallback
             record.clear()  # an empty record removes the file
-            return dict(original) if original else None
+            restore(dict(original))
+            return True
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The record, read and pruned of dead holders under an exclusive lock, and written back after."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, exceptions included
             try:
                 record: dict[str, Any] = json.loads(self.path.read_text())
-            except (OSError, ValueError):
+            except FileNotFoundError:
                 record = {}
-            record["holders"] = [h for h in record.get("holders", []) if _alive(h)]
+            except (OSError, ValueError) as exc:
+                log.warning("the KSM holders' record %s is unreadable (%s): starting a new one", self.path, exc)
+                record = {}
+            if not isinstance(record, dict):
+                record = {}
+            record["holders"] = [h for h in record.get("holders", []) if isinstance(h, str) and _alive(h)]
             yield record
             if record:
                 temporary = self.path.with_name(self.path.name + ".new")
@@ -189,13 +205,15 @@ class KsmControl:
     def snapshot(self) -> dict[str, str]:
         """The machine's values before any yunstack process changed them; joins the holders once."""
         if self._original is None:
-            current = {k: (self.directory / k).read_text().strip() for k in _KSM_KNOBS}
             try:
-                self._token, self._original = self.claims.join(current)
-            except OSError as exc:  # no shared record: fall back to what we found ourselves
+                self._token, self._original = self.claims.join(self._read)
+            except OSError as exc:  # no shared record: fall back to what we find ourselves
                 log.warning("recording the KSM holders in %s failed: %s", self.claims.path, exc)
-                self._original = current
+                self._original = self._read()
         return dict(self._original)
+
+    def _read(self) -> dict[str, str]:
+        return {k: (self.directory / k).read_text().strip() for k in _KSM_KNOBS}
 
     def apply(self, settings: KsmSettings) -> bool:
         """Write the knobs whose sysfs value differs from ``settings``; True if anything was written."""
@@ -224,20 +242,22 @@ class KsmControl:
         at our scan rate).  A holder that is not the last leaves the knobs to the others."""
         if self._original is None:
             return
-        original: dict[str, str] | None = self._original
-        if self._token is not None:
-            try:
-                original = self.claims.leave(self._token)
-            except OSError as exc:
-                log.warning("leaving the KSM holders in %s failed: %s", self.claims.path, exc)
+        original, token = self._original, self._token
         self._original = self._token = None
+        if token is not None:
+            try:
+                self.claims.leave(token, self._put_back, original)
+            except OSError as exc:  # no shared record: restore what we found ourselves
+                log.warning("leaving the KSM holders in %s failed: %s", self.claims.path, exc)
+                self._put_back(original)
+        else:
+            self._put_back(original)
         self._current.clear()
-        if original is None:
-            return
+
+    def _put_back(self, original: dict[str, str]) -> None:
         for knob in ("pages_to_scan", "sleep_millisecs", "run"):
             with contextlib.suppress(DriverError):
                 self._write(knob, original[knob])
-        self._current.clear()
 
     def _write(self, knob: str, value: str) -> None:
         try:

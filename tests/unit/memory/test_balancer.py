@@ -360,3 +360,18 @@ def test_after_a_pressure_move_the_next_pass_moves_nothing_back_or_further() -> 
     second = run(after_hosts, after_guests)
     assert moves(second) == []
     assert "its pressure gets 120 s to fall first" in reasons(second, "h1")
+
+
+def test_a_pressed_host_loses_exactly_one_guest_whatever_the_minimum_benefit() -> None:
+    for minimum in (0, 256 * MIB):
+        p = run([host("h1", 0.60, **PSI), host("h2", 0.10)],
+                [guest("a", "h1", 1.0), guest("b", "h1", 1.5), guest("c", "h1", 2.0)],
+                tuning=replace(TUNING, min_benefit_bytes=minimum))
+        assert moves(p) == [("a", "h1", "h2")], minimum
+        assert "guest b stays: h1 is relieved by the planned moves" in reasons(p, "b")
+
+
+def test_the_worst_pressure_is_relieved_first_when_the_limits_allow_one_move() -> None:
+    p = run([host("mild", 0.60, psi_some_avg10=12.0), host("worst", 0.60, psi_some_avg10=40.0), host("spare", 0.10)],
+            [guest("m", "mild", 1.0), guest("w", "worst", 1.0)], tuning=replace(TUNING, max_moves=1))
+    assert moves(p) == [("w", "worst", "spare")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from yunstack.cgroups import MemoryCgroups
 from yunstack.compute.driver import InstanceSpec, MemoryBacking, root_disk
 from yunstack.compute.fake import FakeDriver
 from yunstack.memory.collectors import HostCollector
-from yunstack.memory.controllers import CgroupControl, KsmControl
+from yunstack.memory.controllers import CgroupControl, KsmClaims, KsmControl
 from yunstack.memory.manager import MemoryManager
 from yunstack.memory.model import MIB, CgroupSetting, GuestPolicy, KsmSettings, MemoryConfig, PressureLevel, Tuning
 
@@ -197,6 +198,37 @@ def test_a_manager_that_died_holding_ksm_does_not_make_its_values_the_machines(t
     assert len(json.loads(claims.read_text())["holders"]) == 1  # the two stale ones dropped
     control.restore()
     assert _knobs(ksm) == machine and not claims.exists()
+
+
+def test_the_last_holder_restores_ksm_even_if_the_shared_record_was_removed(tmp_path: Path) -> None:
+    ksm = _ksm_dir(tmp_path)
+    (ksm / "run").write_text("0\n")
+    machine = _knobs(ksm)
+    control = KsmControl(ksm)
+    control.apply(KsmSettings(run=1, pages_to_scan=312, sleep_millisecs=20))
+    (tmp_path / ".ksm-claims.json").unlink()  # someone cleaned /run/yunstack while we held KSM
+    control.restore()
+    assert _knobs(ksm) == machine
+
+
+def test_a_joining_holder_reads_and_a_leaving_one_restores_under_the_lock(tmp_path: Path) -> None:
+    # Otherwise a manager starting while the last one stops can read the knobs before they are put
+    # back, record them as the machine's, and leave KSM running when it stops in turn.
+    claims = KsmClaims(tmp_path / "claims.json")
+    locked: list[bool] = []
+
+    def held() -> bool:
+        with open(tmp_path / "claims.json.lock", "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return False
+
+    token, _ = claims.join(lambda: locked.append(held()) or {"run": "0"})
+    assert claims.leave(token, lambda values: locked.append(held()), {"run": "0"})
+    assert locked == [True, True]
 
 
 async def test_a_foreign_ksm_change_is_in_the_ledger_reasons(tmp_path: Path) -> None:
