@@ -341,10 +341,12 @@ echo ID$1-$(hostname)-$(cat /sys/class/net/eth0/address)-$a-DI $t0 $t1 $t2 $(u) 
 # ``--floor``: the template's NIC, which every clone has on its command line too (its MAC is in the
 # device state; the guest sets its own).
 FLOOR_MAC = "52:54:00:7e:00:ff"
-FLOOR = ("ip link set eth0 down; ip link set eth0 address {mac}; hostname clone{index}; ip link set eth0 up; "
-         "udhcpc -i eth0 -n -q -t 5 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; "
-         "echo FL{index}-$(hostname)-$(cat /sys/class/net/eth0/address)-"
-         "$(ip -4 -o addr show dev eth0 | awk '{{print $4}}')-LF")
+# Written into the template like ``RESUME``, so that the typed line is short: a line longer than
+# the console is redrawn by the shell's line editor, and ``type_line`` would wait for its echo.
+FLOOR = r"""ip link set eth0 down; ip link set eth0 address $2; hostname clone$1; ip link set eth0 up
+udhcpc -i eth0 -n -q -t 5 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1
+echo FL$1-$(hostname)-$(cat /sys/class/net/eth0/address)-$(ip -4 -o addr show dev eth0 | awk '{print $4}')-LF
+"""
 
 
 async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr: bool,
@@ -361,6 +363,8 @@ async def make_template(work: Path, image: Path, ram: Path, memory_mib: int, fpr
         answer_ms = guest.elapsed_ms()
         script = base64.b64encode(RESUME.encode()).decode()
         await ask(guest, f"echo {script} | base64 -d > /run/resume.sh; echo S-$((6*7))", r"S-42", timeout=60)
+        script = base64.b64encode(FLOOR.encode()).decode()
+        await ask(guest, f"echo {script} | base64 -d > /run/floor.sh; echo S-$((6*7))", r"S-42", timeout=60)
         if fill_mib:
             await ask(guest, f"head -c {fill_mib}M /dev/urandom > /run/fill; echo F-$((6*7))", r"F-42", timeout=120)
         await asyncio.sleep(idle)  # let the guest settle (or age: the kernel RNG reseeds less often)
@@ -411,7 +415,7 @@ async def start_clone(guests: list[Guest], index: int, work: Path, template_disk
     await client.execute("cont")
     row["running_ms"] = guest.elapsed_ms()
     if floor:
-        found = await ask(guest, FLOOR.format(mac=mac(index), index=index),
+        found = await ask(guest, f"sh /run/floor.sh {index} {mac(index)}",
                           rf"FL{index}-([^-\s]+)-([0-9a-f:]+)-(\S*)-LF", timeout=30, retry=1.5)
         row["floor_ms"] = guest.elapsed_ms()
         row["identity"] = {"hostname": found.group(1), "mac": found.group(2), "address": found.group(3)}
