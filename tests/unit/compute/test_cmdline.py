@@ -110,7 +110,10 @@ def test_the_kvm_probe_boots_the_guests_firmware_from_a_disk_that_exits(tmp_path
     disk = tmp_path / "probe.img"
     accel.write_probe_disk(disk)
     data = disk.read_bytes()
-    assert len(data) == 1 << 20 and data[:4] == bytes([0xB0, 0x01, 0xE6, 0xF4]) and data[510:512] == b"\x55\xaa"
+    assert len(data) == 1 << 20 and data[:512] == accel.probe_boot_sector() and data[510:512] == b"\x55\xaa"
+    # Like a boot loader: into protected mode (mov cr0,eax), an iretd there, then the exit port.
+    code = data[:64]
+    assert code.index(bytes([0x0F, 0x22, 0xC0])) < code.index(0xCF) < code.index(bytes([0xE6, 0xF4]))
     argv = accel.probe_argv(QemuConfig(), "kvm", disk)
     assert ("-cpu", "host") in _pairs(argv) and "isa-debug-exit,iobase=0xf4,iosize=0x04" in argv
     assert "-bios" not in argv  # the firmware the guests boot is the one probed

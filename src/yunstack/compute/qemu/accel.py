@@ -11,6 +11,14 @@ means TCG.  The answer is cached per process.
 A probe that skipped the firmware (seven instructions at the reset vector) passed on a nested
 host where every real guest then stopped inside SeaBIOS with "KVM internal error. Suberror: 1"
 (an emulation failure on ``iret`` in 32-bit mode): the firmware is the part that must run.
+
+Running the firmware was not enough either.  On a later kernel of the same nested host (kvm-pvm,
+which emulates a guest's real mode and unpaged protected mode instruction by instruction) SeaBIOS
+got through, and the probe passed, but every guest then stopped in its boot loader (SYSLINUX, at
+``EIP=00008ffc``) on the same ``iret`` in 32-bit protected mode: KVM's instruction emulator
+handles ``iret`` only in real mode.  So the probe's boot sector does what boot loaders do before
+the kernel runs: it loads a GDT, enters 32-bit protected mode and returns through an ``iret``
+there, then exits.  A host that cannot run that cannot start our guests.
 """
 
 from __future__ import annotations
@@ -28,8 +36,21 @@ log = logging.getLogger(__name__)
 
 _cache: dict[tuple[str, str], str] = {}
 
-# mov al,1 ; out 0xf4,al ; hlt ; jmp $-1   loaded by the firmware at 0000:7C00.
-_BOOT_CODE = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])
+# Loaded by the firmware at 0000:7C00 (GNU as, `.code16` then `.code32`; addresses absolute):
+#   7C00 cli ; xor ax,ax ; mov ds,ax ; lgdt [7C50] ; mov eax,cr0 ; or al,1 ; mov cr0,eax
+#        jmp 0008:7C18                                  ; 32-bit protected mode, no paging
+#   7C18 mov ax,10h ; mov ds,ax ; mov ss,ax ; mov esp,7000h
+#        pushfd ; push 8 ; push 7C2E ; iretd            ; what KVM's emulator cannot do here
+#   7C2E mov al,1 ; out 0F4h,al ; hlt ; jmp $-1         ; isa-debug-exit: QEMU exits with 3
+#   7C35 (padding) ; 7C38 GDT: null, code 0-4G (08h), data 0-4G (10h) ; 7C50 its descriptor
+_BOOT_CODE = bytes([
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x66, 0x0F, 0x01, 0x16, 0x50, 0x7C, 0x0F, 0x20, 0xC0, 0x0C, 0x01,
+    0x0F, 0x22, 0xC0, 0xEA, 0x18, 0x7C, 0x08, 0x00, 0x66, 0xB8, 0x10, 0x00, 0x8E, 0xD8, 0x8E, 0xD0,
+    0xBC, 0x00, 0x70, 0x00, 0x00, 0x9C, 0x6A, 0x08, 0x68, 0x2E, 0x7C, 0x00, 0x00, 0xCF, 0xB0, 0x01,
+    0xE6, 0xF4, 0xF4, 0xEB, 0xFD, 0x8D, 0x76, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xCF, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00,
+    0x17, 0x00, 0x38, 0x7C, 0x00, 0x00,
+])
 # isa-debug-exit makes QEMU exit with (value << 1) | 1.
 _PROBE_EXIT = 3
 # SeaBIOS will not read a disk smaller than a few sectors.
