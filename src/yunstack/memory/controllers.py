@@ -256,8 +256,9 @@ class KsmControl:
 
     def _put_back(self, original: dict[str, str]) -> None:
         for knob in ("pages_to_scan", "sleep_millisecs", "run"):
-            with contextlib.suppress(DriverError):
-                self._write(knob, original[knob])
+            if knob in original:  # a record another version wrote may lack one
+                with contextlib.suppress(DriverError):
+                    self._write(knob, original[knob])
 
     def _write(self, knob: str, value: str) -> None:
         try:
