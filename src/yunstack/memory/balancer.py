@@ -484,7 +484,11 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
             world.refusals.append(Refusal(subject=g.id, kind="guest", reason=f"guest {g.id} stays: {hold}"))
     limit = None
     planned = len(world.moves)
-    while (world.used[name] > goal or (one and len(world.moves) == planned)) and candidates:
+
+    def short() -> bool:  # still to relieve: above the goal, or (``one``) no move planned yet
+        return world.used[name] > goal or (one and len(world.moves) == planned)
+
+    while short() and candidates:
         if world.total >= tuning.max_moves:
             limit = f"{world.total} of at most {tuning.max_moves} moves in flight cluster-wide"
             break
@@ -517,7 +521,7 @@ def _relieve(source: HostLoad, here: Sequence[GuestLoad], world: _World, tuning:
         _add(world, g, source, target, size, duration, downtime, tuning, f"{note}; {why_this}")
     if limit is not None:
         world.refusals.append(Refusal(subject=name, kind="host", reason=f"{note}: no more moves now, {limit}"))
-    elif world.used[name] > goal or (one and len(world.moves) == planned):
+    elif short():
         world.refusals.append(Refusal(subject=name, kind="host", reason=(
             f"{note}: still {_pct(world.used[name] / source.physical)} after the planned moves "
             "(no other guest can move)")))
