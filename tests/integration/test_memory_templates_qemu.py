@@ -55,15 +55,31 @@ def _template(cloud: RunningCloud) -> Path:
     raise AssertionError(f"no memory template under {root} within {TEMPLATE_MADE:.0f}s")
 
 
-def _qemu_args(server_id: str) -> str:
+def _qemu(server_id: str) -> tuple[Path, str]:
+    """The /proc directory and the command line of the server's QEMU."""
     for proc in Path("/proc").iterdir():
         try:
             args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if f"guest={server_id}," in args:
-            return args
+            return proc, args
     raise AssertionError(f"no QEMU for {server_id}")
+
+
+def _qemu_args(server_id: str) -> str:
+    return _qemu(server_id)[1]
+
+
+def _open_files(server_id: str) -> set[str]:
+    proc = _qemu(server_id)[0]
+    found = set()
+    for fd in (proc / "fd").iterdir():
+        try:
+            found.add(str(fd.readlink()))
+        except OSError:
+            continue
+    return found
 
 
 def test_servers_of_a_template_image_start_from_it_each_with_its_own_hostname_mac_and_lease(
@@ -91,6 +107,10 @@ def test_servers_of_a_template_image_start_from_it_each_with_its_own_hostname_ma
         server_id, took = create(name)
         text = _console(cloud, name, re.compile(rf"YUNSTACK-READY hostname={name} "))
         assert "YUNSTACK-RESUME" in text and "Linux version" not in text, text[-1500:]  # resumed, not booted
+        # Its identity came over its identity port, and its config drive (for a later boot) was
+        # plugged in once it was ready, before the server was ACTIVE.
+        assert f"hostname={name} source=identity-port" in text, text[-1500:]
+        assert any(f.endswith(f"/{server_id}/config.iso") for f in _open_files(server_id))
         assert f"/.templates/{template.name}/ram" in _qemu_args(server_id)
         ready = READY.search(text.split("YUNSTACK-RESUME", 1)[1])
         assert ready is not None and ready.group(3) == server_id

@@ -20,7 +20,9 @@ import pytest
 from qemu.qmp import QMPClient
 
 from yunstack.compute.driver import ConfigDrive
+from yunstack.compute.qemu import identity, template
 from yunstack.compute.qemu.configdrive import build_iso, write_tree
+from yunstack.compute.qemu.qmp import open_session, wait_for_qmp
 from yunstack.image.tiny import build_tiny_image
 
 pytestmark = pytest.mark.integration
@@ -311,6 +313,83 @@ def test_a_config_drive_hot_plugged_into_a_guest_without_one_gives_it_the_drives
     # rounded to the second): not 2020 any more, and not ahead of the host.
     assert built - 1 <= int(resumed[5].group(1)) <= host_clock + 1
     assert guest.console()[booted:].count("YUNSTACK-RESUME") == 1
+
+
+def _identity_args(directory: Path, ram: Path, share: bool, netdev: str) -> list[str]:
+    """What the driver gives a guest laid out for memory templates (cmdline.py): its RAM in a file,
+    the identity port, a NIC behind a root port."""
+    return [*ROOT_PORTS, "-machine", "memory-backend=pc.ram",
+            "-object", f"memory-backend-file,id=pc.ram,mem-path={ram},size=192M,share={'on' if share else 'off'}",
+            "-netdev", netdev, "-device", f"virtio-net-pci,netdev=net0,id=nic0,mac={TEMPLATE_MAC},bus=hotplug1",
+            "-chardev", f"socket,id=identity0,path={directory / 'id.sock'},server=on,wait=off",
+            "-device", "virtio-serial-pci,id=identity-serial0,max_ports=2",
+            "-device", "virtserialport,bus=identity-serial0.0,chardev=identity0,name=org.yunstack.identity"]
+
+
+TEMPLATE_MAC = "0e:79:75:6e:00:00"
+CLONE_MAC = "fa:16:3e:12:34:56"
+
+
+async def _qmp_session(path: Path, *commands: tuple[str, dict[str, Any] | None]) -> list[Any]:
+    async with open_session(path, "tiny-image-test") as qmp:
+        return [await qmp.execute(command, arguments) for command, arguments in commands]
+
+
+def test_a_clone_takes_its_identity_and_its_own_mac_from_its_identity_port(tiny_image: Path, tmp_path: Path) -> None:
+    """The way a memory template's clone is given its identity (docs/explanation/memory-templates.md):
+    the template guest boots with its NIC on a dead end and is saved; the clone, its NIC now on a
+    network, is sent its config drive's files and MACs over the identity port, and takes them."""
+    ram, state = tmp_path / "ram", tmp_path / "state"
+    (tmp_path / "tpl").mkdir()
+    made = Guest(tiny_image, tmp_path / "tpl", None,
+                 _identity_args(tmp_path / "tpl", ram, True, "hubport,id=net0,hubid=0"))
+    made.start()
+    try:
+        made.wait_for_markers([r"^YUNSTACK-READY hostname=yunstack ip=none instance-id=none "], BOOT_TIMEOUT + 10)
+        (chardevs,) = asyncio.run(_qmp_session(made.qmp_socket, ("query-chardev", None)))
+        assert {c["label"]: c["frontend-open"] for c in chardevs}["identity0"], "the listener has no port open"
+        asyncio.run(_save(made.qmp_socket, state))
+    finally:
+        made.kill()
+    (tmp_path / "clone").mkdir()
+    ssh_port = _free_port()
+    clone = Guest(tmp_path / "tpl" / "overlay.qcow2", tmp_path / "clone", None,
+                  [*_identity_args(tmp_path / "clone", ram, False,
+                                   f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"),
+                   "-incoming", "defer"])
+    clone.start()
+    try:
+        drive = ConfigDrive(meta_data={"uuid": CLONE_ID, "name": "clone-2", "hostname": "clone-2",
+                                       "public_keys": {"clone": CLONE_KEY}, "random_seed": "c2VlZA==" * 86},
+                            user_data=b"#!/bin/sh\necho \"mac-now $(cat /sys/class/net/eth0/address)\"\n")
+        asyncio.run(_start_clone(clone.qmp_socket, state, tmp_path / "clone" / "id.sock",
+                                 identity.message(drive, [(TEMPLATE_MAC, CLONE_MAC)])))
+        resumed = clone.wait_for_markers(
+            [rf"^YUNSTACK-RESUME instance-id={CLONE_ID} was=none$",
+             rf"^YUNSTACK-METADATA instance-id={CLONE_ID} hostname=clone-2 source=identity-port$",
+             r"^YUNSTACK-SSH-HOSTKEY (ssh-ed25519 \S+)$",
+             rf"^mac-now {CLONE_MAC}$",
+             rf"^YUNSTACK-READY hostname=clone-2 ip=10\.0\.2\.15 instance-id={CLONE_ID} "], RESUME_TIMEOUT)
+        # The guest told QEMU its MAC (virtio-net's control queue): frames leave with the clone's own.
+        (filters,) = asyncio.run(_qmp_session(clone.qmp_socket, ("query-rx-filter", {"name": "nic0"})))
+        assert filters[0]["main-mac"] == CLONE_MAC
+        assert _host_key(ssh_port) == resumed[2].group(1)  # the new dropbear serves the new key
+        assert "YUNSTACK-BOOT" not in clone.console()  # resumed, not booted
+    finally:
+        clone.kill()
+
+
+async def _save(qmp_socket: Path, state: Path) -> None:
+    async with open_session(qmp_socket, "template") as qmp:
+        await template.save(qmp, state, "template", timeout=60)
+
+
+async def _start_clone(qmp_socket: Path, state: Path, port: Path, message: bytes) -> None:
+    deadline = asyncio.get_running_loop().time() + 15
+    await wait_for_qmp(qmp_socket, "clone", deadline)
+    async with open_session(qmp_socket, "clone") as qmp:
+        await template.start(qmp, state, "clone", timeout=60)
+    await identity.send(port, message, "clone")
 
 
 def test_a_guest_with_an_identity_takes_no_other_from_a_hot_plugged_disk(

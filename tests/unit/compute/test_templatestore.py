@@ -37,6 +37,7 @@ def _nic(i: int) -> Nic:
     ({}, "pc", "no PCIe root ports"),
     ({"balloon": False}, "q35", "balloon"),
     ({"nics": tuple(_nic(i) for i in range(4))}, "q35", "at most 3 NICs"),
+    ({"config_drive": None}, "q35", "no config drive"),
 ])
 def test_who_may_start_from_a_template(spec: InstanceSpec, change: dict[str, object], machine: str,
                                        why: str | None) -> None:
@@ -59,10 +60,12 @@ def test_the_key_names_what_must_match_and_nothing_else(spec: InstanceSpec) -> N
 
     base = key(spec)
     # A server's own identity is not in its template: every server of the shape shares one.
-    other = replace(spec, id="b" * 36, name="other", hostname="other", nics=(),
-                    config_drive=ConfigDrive(meta_data={"uuid": "b" * 36}))
+    other = replace(spec, id="b" * 36, name="other", hostname="other", nics=(_nic(7),),
+                    config_drive=ConfigDrive(meta_data={"uuid": "b" * 36}, user_data=b"#!/bin/sh\n"))
     assert key(other) == base
-    # What the state depends on is.
+    # What the state depends on is, the number of NICs among it (they are in the template).
+    assert key(replace(spec, nics=())) != base
+    assert key(replace(spec, nics=(_nic(1), _nic(2)))) != base
     assert key(replace(spec, memory_mib=256)) != base
     assert key(replace(spec, vcpus=2)) != base
     assert key(spec.with_root(size_gib=2)) != base
@@ -86,8 +89,42 @@ def test_a_clone_argv_names_its_template_and_an_ordinary_one_none(spec: Instance
 
 def test_a_template_guest_has_no_identity_and_keeps_ports_free_for_a_clones(spec: InstanceSpec) -> None:
     shaped = templatestore.shape(spec)
-    assert (shaped.nics, shaped.config_drive, shaped.hostname) == ((), None, "template")
+    assert (shaped.config_drive, shaped.hostname) == (None, "template")
+    assert [n.mac for n in shaped.nics] == [templatestore.TEMPLATE_MACS[0]]
     assert templatestore.layout(shaped).ports >= len(spec.nics) + 1 + 4
+    # The guest is told which of its NICs becomes which of the clone's.
+    assert templatestore.macs(spec) == [(templatestore.TEMPLATE_MACS[0], "fa:16:3e:00:00:01")]
+
+
+def _devices(argv: list[str]) -> list[str]:
+    """The ``-device`` values without the MAC (the state's, not the command line's, is the guest's)."""
+    return [",".join(p for p in argv[i + 1].split(",") if not p.startswith("mac="))
+            for i, a in enumerate(argv) if a == "-device"]
+
+
+def test_a_clone_has_its_template_guests_devices_with_its_own_backends(spec: InstanceSpec, tmp_path: Path) -> None:
+    """The state of the template guest loads only into the same devices: a clone has them all, its
+    NICs on its own taps where the template's led nowhere, its config drive still to come."""
+    spec = replace(spec, nics=(_nic(1), _nic(2)))
+    qemu = QemuConfig(accel="tcg")
+    shaped = templatestore.shape(spec)
+    made = build_argv(shaped, InstancePaths(tmp_path / "t"), qemu, "tcg", layout=templatestore.layout(shaped),
+                      template_ram=tmp_path / "ram", template_shared=True, dead_end_nics=True)
+    clone = build_argv(replace(spec, config_drive=None), InstancePaths(tmp_path / spec.id), qemu, "tcg",
+                       incoming=True, layout=templatestore.layout(spec), template_ram=tmp_path / "ram")
+    assert _devices(made) == _devices(clone)
+    netdevs = [a for i, a in enumerate(made) if made[i - 1] == "-netdev"]
+    assert netdevs == ["hubport,id=net0,hubid=0", "hubport,id=net1,hubid=1"]
+    assert next(a for i, a in enumerate(clone) if clone[i - 1] == "-netdev").startswith("tap,id=net0,ifname=tap1,")
+    for argv in (made, clone):
+        assert any(d.startswith("virtserialport,") and d.endswith("name=org.yunstack.identity") for d in _devices(argv))
+    # A boot of the spec (a restore, a move's destination) has them too, and the config drive where
+    # the clone gets it; only the balloon's free page reporting differs (off over a template's RAM).
+    booted = build_argv(spec, InstancePaths(tmp_path / spec.id), qemu, "tcg")
+    config = "virtio-blk-pci,drive=config0,id=virtio-config0,bus=hotplug4"
+    assert config in _devices(booted)
+    assert [d.removesuffix(",free-page-reporting=on") for d in _devices(booted) if d != config] == \
+        [d.removesuffix(",free-page-reporting=off") for d in _devices(clone)]
 
 
 def test_a_template_flavored_guest_has_the_same_devices_booted_or_cloned(spec: InstanceSpec, tmp_path: Path) -> None:

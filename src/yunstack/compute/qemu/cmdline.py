@@ -29,6 +29,10 @@ TEMPLATE_RAM_ID = "pc.ram"
 # Root ports beyond HOTPLUG_PORTS of a guest laid out for memory templates: its config drive sits
 # behind the first, its NICs behind the others (docs/explanation/memory-templates.md).
 TEMPLATE_PORTS = 4
+# The virtio-serial port over which a clone of a memory template is given its identity (the tiny
+# image's yunstack-hotplug reads it; docs/explanation/memory-templates.md).
+IDENTITY_PORT = "org.yunstack.identity"
+IDENTITY_CHARDEV = "identity0"
 
 
 def laid_out_for_templates(spec: InstanceSpec) -> bool:
@@ -98,6 +102,13 @@ class InstancePaths:
         if self.socket_dir is not None:
             return self.socket_dir / f"{self.dir.name}.ser"
         return self.dir / "ser.sock"
+
+    @property
+    def identity(self) -> Path:
+        """The identity port's unix socket (``IDENTITY_PORT``), of a guest laid out for memory templates."""
+        if self.socket_dir is not None:
+            return self.socket_dir / f"{self.dir.name}.id"
+        return self.dir / "identity.sock"
 
     @property
     def qemu_log(self) -> Path:
@@ -335,6 +346,7 @@ def build_argv(
     host_devices: Collection[Path] = (),
     template_ram: Path | None = None,
     template_shared: bool = False,
+    dead_end_nics: bool = False,
 ) -> list[str]:
     """Return the argv that starts ``spec`` as a daemonized QEMU process.
 
@@ -357,6 +369,9 @@ def build_argv(
     guest, whose RAM the file keeps), else private, copy on write (a guest started from it).  The
     balloon then has no free page reporting: QEMU 7.2 discards a reported page by punching a hole
     into the file even through a private mapping, which would change every other guest's template.
+    A guest laid out for templates has the identity port (``IDENTITY_PORT``, on ``paths.identity``).
+    With ``dead_end_nics`` (the template guest) each NIC's backend is a hub of its own that leads
+    nowhere, so the template never sends a frame; a clone has the same NICs on its taps.
     """
     if disk_cache not in DISK_CACHE_MODES:
         raise ValueError(f"disk_cache must be one of {', '.join(DISK_CACHE_MODES)}, not {disk_cache!r}")
@@ -413,7 +428,8 @@ def build_argv(
             argv += ["-device", device]
     for index, nic in enumerate(spec.nics):
         port = layout.nics.get(nic.mac) if q35 else None
-        argv += ["-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"]
+        argv += ["-netdev", f"hubport,id=net{index},hubid={index}" if dead_end_nics
+                 else f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"]
         device = f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac},romfile="
         (behind_ports if port else argv).extend(["-device", device + (f",bus={port}" if port else "")])
     if q35:
@@ -432,6 +448,13 @@ def build_argv(
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
     ]
+    if laid_out_for_templates(spec):
+        argv += [
+            "-chardev", f"socket,id={IDENTITY_CHARDEV},path={paths.identity},server=on,wait=off",
+            # Port 0 is reserved for a console: the identity port is port 1 of 2.
+            "-device", "virtio-serial-pci,id=identity-serial0,max_ports=2",
+            "-device", f"virtserialport,bus=identity-serial0.0,chardev={IDENTITY_CHARDEV},name={IDENTITY_PORT}",
+        ]
     if template_ram is not None:
         mem_path = str(template_ram).replace(",", ",,")  # QEMU's escape for a comma in an option value
         argv += ["-object", f"memory-backend-file,id={TEMPLATE_RAM_ID},mem-path={mem_path},"

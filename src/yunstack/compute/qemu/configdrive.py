@@ -23,24 +23,34 @@ VERSIONS = ("latest", "2012-08-10")
 GENISOIMAGE_TIMEOUT = 60.0
 
 
+def files(drive: ConfigDrive) -> dict[str, bytes]:
+    """The files of ``openstack/<version>/``, by name (the same in every version we serve)."""
+    found: dict[str, bytes] = {"meta_data.json": _json(drive.meta_data)}
+    if drive.user_data is not None:
+        found["user_data"] = drive.user_data
+    if drive.network_data is not None:
+        found["network_data.json"] = _json(drive.network_data)
+    if drive.vendor_data is not None:
+        found["vendor_data.json"] = _json(drive.vendor_data)
+    return found
+
+
+def host_time(clock: Callable[[], float] = time.time) -> bytes:
+    """``yunstack/host_time``: ``clock()`` in epoch seconds with milliseconds."""
+    return f"{clock():.3f}\n".encode()
+
+
 def write_tree(drive: ConfigDrive, root: Path, *, clock: Callable[[], float] = time.time) -> None:
     """Write the drive's files under ``root/openstack/<version>/`` for every version we serve, and
     ``root/yunstack/host_time`` with ``clock()``."""
-    files: dict[str, bytes] = {"meta_data.json": _json(drive.meta_data)}
-    if drive.user_data is not None:
-        files["user_data"] = drive.user_data
-    if drive.network_data is not None:
-        files["network_data.json"] = _json(drive.network_data)
-    if drive.vendor_data is not None:
-        files["vendor_data.json"] = _json(drive.vendor_data)
     for version in VERSIONS:
         folder = root / "openstack" / version
         folder.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
+        for name, content in files(drive).items():
             (folder / name).write_bytes(content)
     ours = root / "yunstack"
     ours.mkdir(exist_ok=True)
-    (ours / "host_time").write_text(f"{clock():.3f}\n")
+    (ours / "host_time").write_bytes(host_time(clock))
 
 
 def genisoimage_argv(binary: str, iso: Path, tree: Path) -> list[str]:

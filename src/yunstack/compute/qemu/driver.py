@@ -54,6 +54,7 @@ from yunstack.compute.qemu import (
     diskcopy,
     host,
     hotplug,
+    identity,
     migration,
     pagecache,
     process,
@@ -88,6 +89,9 @@ log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 QMP_READY_TIMEOUT = 15.0
+# A clone of a memory template says YUNSTACK-READY within a second or two (under TCG); this bounds a
+# loaded host, after which the clone is undone and the server boots.
+CLONE_READY_TIMEOUT = 60.0
 _PAUSED = {"paused", "suspended", "inmigrate", "postmigrate", "prelaunch", "finish-migrate",
            "save-vm", "restore-vm", "debug", "watchdog", "colo", "io-error"}
 _CRASHED = {"internal-error", "guest-panicked"}
@@ -215,32 +219,37 @@ class QemuDriver:
     async def _clone(self, spec: InstanceSpec, paths: InstancePaths, found: templatestore.Template, accel: str,
                      cache: str) -> None:
         """Start ``spec`` from ``found``: its RAM mapped private (copy on write), its device state
-        loaded, then its own NICs and config drive plugged in, which the guest's resume hook takes
-        as its identity (docs/explanation/memory-templates.md)."""
+        loaded, its NICs (the template's devices) on its own taps.  Then its identity goes to its
+        identity port, which the guest takes at once (``identity``), and once the guest says it is
+        ready, its config drive is plugged in for a later reboot (docs/explanation/memory-templates.md)."""
+        drive = spec.config_drive
+        if drive is None:  # templatestore.ineligible
+            raise DriverError(detail="a clone takes its identity from its config drive's files; it has none")
+        message = identity.message(drive, templatestore.macs(spec))
         # The template's frozen overlay is small (what its boot wrote); a copy keeps the clone's disk
         # chain an ordinary one (overlay on the cached image), so snapshots and moves need nothing new.
         await asyncio.to_thread(shutil.copyfile, found.disk, paths.disk)
-        if spec.config_drive is not None:
-            await build_iso(spec.config_drive, paths.config_iso, genisoimage=self._genisoimage)
+        await build_iso(drive, paths.config_iso, genisoimage=self._genisoimage)
         layout = templatestore.layout(spec)
-        argv = build_argv(replace(spec, nics=(), config_drive=None), paths, self._qemu, accel, incoming=True,
+        argv = build_argv(replace(spec, config_drive=None), paths, self._qemu, accel, incoming=True,
                           disk_cache=cache, layout=layout, template_ram=found.ram)
         specfile.save_layout(paths, layout)
         specfile.write_intent(paths, "running")
-        await self._launch(spec, paths, argv)
+        pid = await self._launch(spec, paths, argv)
         async with self._qmp(paths, spec.id) as qmp:
             await template.start(qmp, found.state, spec.id, savestate.timeout_for(spec.memory_mib))
             # Off again, so that a later save or migration of this guest carries all its RAM (its
             # mapping is private) and an ordinary QEMU can take it.
             await qmp.execute("migrate-set-capabilities", template.IGNORE_SHARED_OFF)
-            # NICs first: the config drive's arrival starts the guest's resume hook, which wants them.
-            # Behind the ports a boot of this spec puts them (PortLayout.fresh), so that a restore
-            # or a migration's destination, built from the spec, has the same devices.
-            for nic in spec.nics:
-                await hotplug.plug(qmp, nic, self._qemu.machine, layout.nics[nic.mac])
-            if spec.config_drive is not None and layout.config is not None:
-                await hotplug.plug_config_drive(qmp, paths.config_iso, layout.config)
+        await identity.send(paths.identity, message, f"instance {spec.id}")
         await self._poll_balloon(spec, paths)
+        # The config drive only after the guest is ready: its hot-plug costs the guest's kernel
+        # about half a second under TCG, which the identity need not wait for.  A guest that never
+        # says so did not take its identity: the caller undoes the clone and boots the server.
+        await templatestore.wait_marker(paths, pid, spec.id, CLONE_READY_TIMEOUT, f"instance {spec.id}'s clone")
+        if layout.config is not None:
+            async with self._qmp(paths, spec.id) as qmp:
+                await hotplug.plug_config_drive(qmp, paths.config_iso, layout.config)
 
     async def _qemu_version(self) -> str:
         """``qemu --version``'s answer, read once: the host's hypervisor version and a template key's input."""
@@ -1020,6 +1029,7 @@ class QemuDriver:
         paths.qmp.unlink(missing_ok=True)
         paths.status_qmp.unlink(missing_ok=True)
         paths.serial.unlink(missing_ok=True)
+        paths.identity.unlink(missing_ok=True)
 
     async def _power_state(
         self, paths: InstancePaths, instance_id: str

@@ -121,6 +121,7 @@ async def launch(argv: list[str], paths: InstancePaths, instance_id: str, *, dis
     paths.pidfile.unlink(missing_ok=True)
     paths.qmp.unlink(missing_ok=True)
     paths.status_qmp.unlink(missing_ok=True)
+    paths.identity.unlink(missing_ok=True)
     with paths.qemu_log.open("ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()

@@ -23,7 +23,7 @@ from yunstack.compute.qemu.qmp import QmpSession
 IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}
 IGNORE_SHARED_OFF = {"capabilities": [{"capability": "x-ignore-shared", "state": False}]}
 # Bumped when what a template holds or how it is started changes: older templates are then unused.
-FORMAT = 1
+FORMAT = 2  # 2: NICs in the template, identity over virtio-serial
 
 
 def key(inputs: Mapping[str, str | int]) -> str:

@@ -1,7 +1,8 @@
 """A host's memory templates: which guests may start from one, where they live, and how one is made.
 
-A template is a *template guest* of one image and flavor shape that booted with no NIC, no config
-drive and no user data, printed ``YUNSTACK-READY``, and was saved: its RAM in ``ram`` (it ran with
+A template is a *template guest* of one image and flavor shape that booted with no config drive
+and no user data, its NICs on backends that lead nowhere (``TEMPLATE_MACS``), printed
+``YUNSTACK-READY`` with its identity port open, and was saved: its RAM in ``ram`` (it ran with
 the file mapped shared), its device state in ``state``, its root overlay, frozen at the save, in
 ``disk.qcow2``, and what it was made from in ``template.json``, written last (a directory without
 it is a build that did not finish).  It is never a tenant's server: its RAM holds no hostname, key
@@ -27,9 +28,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from yunstack.compute.driver import DiskKind, InstanceSpec, MemoryBacking
+from yunstack.compute.driver import DiskKind, InstanceSpec, MemoryBacking, Nic
 from yunstack.compute.qemu import disk, process, savestate, template
 from yunstack.compute.qemu.cmdline import (
+    IDENTITY_CHARDEV,
     TEMPLATE_PORTS,
     InstancePaths,
     PortLayout,
@@ -37,7 +39,7 @@ from yunstack.compute.qemu.cmdline import (
     is_q35,
     laid_out_for_templates,
 )
-from yunstack.compute.qemu.qmp import open_session, wait_for_qmp
+from yunstack.compute.qemu.qmp import QmpSession, open_session, wait_for_qmp
 from yunstack.config import QemuConfig
 from yunstack.errors import DriverError
 
@@ -51,6 +53,9 @@ RETRY_AFTER_S = 600.0  # a build that failed is not tried again for this long
 # The template guest's QEMU name and -uuid, which must be a UUID ("memory-templ" in hex); it is no instance.
 TEMPLATE_ID = "6d656d6f-7279-2d74-656d-706c00000000"
 META = "template.json"
+# The template guest's NICs' MACs, locally administered ("yun"); a clone's guest replaces them with
+# its own (identity.message's ``macs``) before its first frame goes out.
+TEMPLATE_MACS = tuple(f"0e:79:75:6e:00:{index:02x}" for index in range(TEMPLATE_PORTS - 1))
 # A template past its age is moved aside to ``<key>.retired-<when>`` by its successor's build: its
 # clones keep mapping its RAM file (their command lines still name ``<key>/ram``, their mappings
 # the renamed file), and it is removed once none does.
@@ -84,32 +89,41 @@ def ineligible(spec: InstanceSpec, machine: str) -> str | None:
     if not spec.memory.page_sharing:
         return "page sharing is off for this server, and a template's pages are shared by its clones"
     if not is_q35(machine):
-        return f"machine {machine} has no PCIe root ports to plug a clone's NICs and config drive into"
+        return f"machine {machine} has no PCIe root ports to plug a clone's config drive into"
+    if spec.config_drive is None:
+        return "the server has no config drive, whose files a clone takes as its identity"
     if len(spec.disks) != 1 or spec.disks[0].kind != DiskKind.LOCAL_OVERLAY:
         return "only a server with one local root disk (no volumes) starts from a template"
     if not spec.balloon or not laid_out_for_templates(spec):
         return "the template's devices include a balloon"
-    if len(spec.nics) > TEMPLATE_PORTS - 1:
-        return f"a clone has at most {TEMPLATE_PORTS - 1} NICs, plugged in after it resumes"
+    if len(spec.nics) > len(TEMPLATE_MACS):
+        return f"a clone has at most {len(TEMPLATE_MACS)} NICs, the template's"
     return None
 
 
 def layout(spec: InstanceSpec) -> PortLayout:
     """The root ports of ``spec``'s template guest and of every guest started from it (the ports are in
-    the state; what sits behind them is plugged into a clone after it resumes)."""
+    the state, and the NICs behind them; the config drive is plugged into a clone once it is ready)."""
     return PortLayout.fresh(spec)
 
 
 def shape(spec: InstanceSpec) -> InstanceSpec:
-    """``spec`` as its template guest: the same machine, without its identity (NICs, config drive)."""
-    return replace(spec, id=TEMPLATE_ID, name="memory-template", hostname="template", nics=(), config_drive=None,
+    """``spec`` as its template guest: the same machine, without its identity: as many NICs, with
+    ``TEMPLATE_MACS`` (the build puts them on dead ends), and no config drive."""
+    nics = tuple(Nic(tap="", mac=mac) for mac, _ in zip(TEMPLATE_MACS, spec.nics, strict=False))
+    return replace(spec, id=TEMPLATE_ID, name="memory-template", hostname="template", nics=nics, config_drive=None,
                    memory=MemoryBacking(page_sharing=True, thp=spec.memory.thp, template=True))
+
+
+def macs(spec: InstanceSpec) -> list[tuple[str, str]]:
+    """(the template's MAC, the clone's own) for each of ``spec``'s NICs, in the order of the devices."""
+    return list(zip(TEMPLATE_MACS, (nic.mac for nic in spec.nics), strict=False))
 
 
 def key_of(spec: InstanceSpec, qemu: QemuConfig, accel: str, qemu_version: str, disk_cache: str) -> str:
     """The template ``spec`` would start from: a hash of all that must match (``template.key``)."""
     argv = build_argv(shape(spec), InstancePaths(Path("/template")), qemu, accel, disk_cache=disk_cache,
-                      layout=layout(shape(spec)), template_ram=Path("/template/ram"))
+                      layout=layout(shape(spec)), template_ram=Path("/template/ram"), dead_end_nics=True)
     image = spec.root.source
     st = image.stat()
     return template.key({"argv": "\0".join(argv), "image": str(image.resolve()), "image_size": st.st_size,
@@ -291,12 +305,13 @@ class TemplateStore:
             await disk.create_overlay(self._qemu.qemu_img, root.source, root.format, found.disk,
                                       root.size_gib * disk.GIB)
             argv = build_argv(spec, paths, self._qemu, accel, disk_cache=disk_cache, layout=layout(spec),
-                              template_ram=found.ram, template_shared=True)
+                              template_ram=found.ram, template_shared=True, dead_end_nics=True)
             pid = await process.launch(argv, paths, TEMPLATE_ID)
             loop = asyncio.get_running_loop()
             await wait_for_qmp(paths.qmp, f"memory template {key}", loop.time() + 15.0)
-            await self._wait_marker(paths, pid, loop.time() + BUILD_TIMEOUT_S)
+            await wait_marker(paths, pid, TEMPLATE_ID, BUILD_TIMEOUT_S, "the template guest")
             async with open_session(paths.qmp, f"memory template {key}") as qmp:
+                await _require_identity_port(qmp)
                 await template.save(qmp, found.state, key, savestate.timeout_for(spec.memory_mib))
                 await qmp.execute("quit")
             if not await process.wait_gone(pid, TEMPLATE_ID, 15.0):
@@ -324,17 +339,31 @@ class TemplateStore:
             paths.qmp.unlink(missing_ok=True)
             paths.status_qmp.unlink(missing_ok=True)
             paths.serial.unlink(missing_ok=True)
+            paths.identity.unlink(missing_ok=True)
 
-    @staticmethod
-    async def _wait_marker(paths: InstancePaths, pid: int, deadline: float) -> None:
-        """Until the template guest has booted and its resume hook listens (its console says so)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            text = paths.console.read_text(errors="replace") if paths.console.exists() else ""
-            if MARKER in text:
-                return
-            if not process.is_guest_process(pid, TEMPLATE_ID):
-                raise DriverError(detail=f"the template guest ended before it was ready; {process.last_words(paths)}")
-            if loop.time() >= deadline:
-                raise DriverError(detail=f"the template guest did not print {MARKER} within {BUILD_TIMEOUT_S:.0f} s")
-            await asyncio.sleep(0.2)
+
+async def _require_identity_port(qmp: QmpSession) -> None:
+    """The template guest has its identity port open (QEMU's chardev sees a frontend): its clones
+    would otherwise never take the identity their host writes there (an image without the tiny
+    image's listener, or one from before it read the port)."""
+    chardevs = await qmp.execute("query-chardev")
+    found = next((c for c in chardevs if isinstance(c, dict) and c.get("label") == IDENTITY_CHARDEV), None)
+    if found is None or not found.get("frontend-open"):
+        raise DriverError(detail="the template guest does not listen on its identity port "
+                                 "(an image without the tiny image's yunstack-hotplug, or an older one)")
+
+
+async def wait_marker(paths: InstancePaths, pid: int, guest_id: str, timeout: float, label: str) -> None:
+    """Until the guest's console says ``MARKER``: a template guest has booted and its listener
+    listens; a clone has taken its identity."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        text = paths.console.read_text(errors="replace") if paths.console.exists() else ""
+        if MARKER in text:
+            return
+        if not process.is_guest_process(pid, guest_id):
+            raise DriverError(detail=f"{label} ended before it printed {MARKER}; {process.last_words(paths)}")
+        if loop.time() >= deadline:
+            raise DriverError(detail=f"{label} did not print {MARKER} within {timeout:.0f} s")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,64 @@
+"""A memory template's clone is given its identity over a virtio-serial port, without a hot-plug.
+
+A clone wakes up as its template: the template's hostname, MACs, lease and RNG state.  Its host
+writes one message to the clone's identity port (``cmdline.IDENTITY_PORT``, a unix socket on the
+host, ``InstancePaths.identity``): the files its config drive carries (``meta_data.json``,
+``network_data.json``, ``user_data``, ``yunstack/host_time``) and ``macs``, a line
+``TEMPLATE-MAC OWN-MAC`` per NIC.  The tiny image's ``yunstack-hotplug`` reads it and starts the
+same resume a hot-plugged config drive starts (docs/explanation/memory-templates.md, "Identity
+over virtio-serial").  The format, which the guest's listener parses::
+
+    yunstack-identity 1 LENGTH\\n    then LENGTH bytes of records, each
+    NAME SIZE\\n                     then SIZE bytes, the file NAME
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from yunstack.compute.driver import ConfigDrive
+from yunstack.compute.qemu import configdrive
+from yunstack.errors import DriverError
+
+VERSION = 1
+# The guest's listener takes a message of at most this many bytes (hotplug.c's MAX_MESSAGE).
+MAX_MESSAGE = 4 << 20
+# The files the guest's listener accepts (hotplug.c's FILES); vendor data is not among them.
+FILES = ("meta_data.json", "network_data.json", "user_data", "host_time", "macs")
+SEND_TIMEOUT = 10.0
+
+
+def message(drive: ConfigDrive, macs: Sequence[tuple[str, str]], *,
+            clock: Callable[[], float] = time.time) -> bytes:
+    """The identity message of a clone with config drive ``drive`` whose NICs change from the
+    template's MAC to their own, ``(template_mac, own_mac)`` each."""
+    files = {name: data for name, data in configdrive.files(drive).items() if name in FILES}
+    files["host_time"] = configdrive.host_time(clock)
+    if macs:
+        files["macs"] = "".join(f"{old} {new}\n" for old, new in macs).encode()
+    body = b"".join(f"{name} {len(data)}\n".encode() + data for name, data in files.items())
+    if len(body) > MAX_MESSAGE:
+        raise DriverError(detail=f"the identity is {len(body)} bytes; a clone takes at most {MAX_MESSAGE}")
+    return f"yunstack-identity {VERSION} {len(body)}\n".encode() + body
+
+
+async def send(socket: Path, data: bytes, label: str, timeout: float = SEND_TIMEOUT) -> None:
+    """Write ``data`` to the identity port behind ``socket``, then close it: the guest reads a
+    whole message, and QEMU hands on what it has before it sees the end."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_unix_connection(str(socket))
+            try:
+                writer.write(data)
+                await writer.drain()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError) as exc:
+        raise DriverError(detail=f"{label}: could not give the guest its identity over {socket}: "
+                                 f"{exc or 'timed out'}") from exc

@@ -1,0 +1,69 @@
+"""The identity message a memory template's clone is given over its identity port (identity)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from yunstack.compute.driver import ConfigDrive
+from yunstack.compute.qemu import identity
+from yunstack.errors import DriverError
+
+
+def _records(data: bytes) -> dict[str, bytes]:
+    """Parse a message as the guest's listener does (hotplug.c)."""
+    head, _, body = data.partition(b"\n")
+    magic, version, length = head.split(b" ")
+    assert (magic, int(version), int(length)) == (b"yunstack-identity", 1, len(body))
+    found: dict[str, bytes] = {}
+    while body:
+        line, _, body = body.partition(b"\n")
+        name, size = line.split(b" ")
+        found[name.decode()], body = body[:int(size)], body[int(size):]
+    return found
+
+
+def test_the_message_carries_the_config_drives_files_the_clock_and_the_macs() -> None:
+    drive = ConfigDrive(meta_data={"uuid": "u1", "hostname": "web-1"}, user_data=b"#!/bin/sh\necho 'a b'\n\n",
+                        network_data={"links": []}, vendor_data={"x": 1})
+    found = _records(identity.message(drive, [("0e:79:75:6e:00:00", "fa:16:3e:00:00:01")], clock=lambda: 1234.5))
+    assert found == {
+        "meta_data.json": b'{"hostname": "web-1", "uuid": "u1"}',
+        "user_data": b"#!/bin/sh\necho 'a b'\n\n",  # bytes as they are, newlines and all
+        "network_data.json": b'{"links": []}',
+        "host_time": b"1234.500\n",
+        "macs": b"0e:79:75:6e:00:00 fa:16:3e:00:00:01\n",
+    }  # no vendor data: the guest's listener takes only the files it knows
+    assert set(found) <= set(identity.FILES)
+
+
+def test_a_clone_without_nics_is_told_no_macs() -> None:
+    assert "macs" not in _records(identity.message(ConfigDrive(meta_data={"uuid": "u"}), []))
+
+
+def test_an_identity_larger_than_the_guest_takes_is_refused() -> None:
+    with pytest.raises(DriverError, match="at most"):
+        identity.message(ConfigDrive(meta_data={}, user_data=b"x" * (identity.MAX_MESSAGE + 1)), [])
+
+
+def test_send_writes_the_whole_message_and_closes(tmp_path: Path) -> None:
+    async def main() -> bytes:
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.set_result(await reader.read())  # to the end: the sender closed
+            writer.close()
+
+        server = await asyncio.start_unix_server(serve, str(tmp_path / "id.sock"))
+        async with server:
+            await identity.send(tmp_path / "id.sock", b"x" * 300_000, "instance t")
+            return await got
+
+    assert asyncio.run(main()) == b"x" * 300_000
+
+
+def test_a_guest_whose_port_is_gone_is_a_driver_error(tmp_path: Path) -> None:
+    with pytest.raises(DriverError, match="could not give the guest its identity"):
+        asyncio.run(identity.send(tmp_path / "none.sock", b"x", "instance t"))
