@@ -409,8 +409,8 @@ def test_a_guest_with_an_identity_takes_no_other_from_a_hot_plugged_disk(
     guest.wait_for_markers([r"^saw-vdc$"], RESUME_TIMEOUT, after=booted)
     # Config drives, its own and another instance's (as a volume labelled config-2 could be): left alone.
     guest.plug_disk(_clone_drive(tmp_path / "same", INSTANCE_ID, "same", ""), 1, "same")
-    guest.wait_for_markers([rf"^yunstack: /dev/vd. holds a config drive of instance {INSTANCE_ID}; "
-                            rf"this guest is instance {INSTANCE_ID}: left alone$"], RESUME_TIMEOUT, after=booted)
+    guest.wait_for_markers([r"^yunstack: /dev/vd. is this guest's own config drive: kept for its next boot$"],
+                           RESUME_TIMEOUT, after=booted)
     guest.plug_disk(_clone_drive(tmp_path / "other", CLONE_ID, "other", "#!/bin/sh\necho other-ran\n"), 2, "other")
     guest.wait_for_markers([rf"^yunstack: /dev/vd. holds a config drive of instance {CLONE_ID}; "
                             rf"this guest is instance {INSTANCE_ID}: left alone$"], RESUME_TIMEOUT, after=booted)

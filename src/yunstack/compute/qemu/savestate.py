@@ -51,13 +51,16 @@ async def restore(qmp: QmpSession, source: Path, instance_id: str, timeout: floa
         await qmp.pass_fd(fd, RESTORE_FD)
     finally:
         os.close(fd)
-    await qmp.execute("migrate-incoming", {"uri": f"fd:{RESTORE_FD}"})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (status := (await qmp.execute("query-status"))["status"]) == "inmigrate":
-        if loop.time() >= deadline:
+    # The load's end is awaited as QEMU's MIGRATION event (with the "events" capability), not
+    # polled for: a clone of a memory template is ready that much sooner.  A load that fails ends
+    # the QEMU, and with it the session.
+    await qmp.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+    with qmp.events("MIGRATION") as migration:
+        await qmp.execute("migrate-incoming", {"uri": f"fd:{RESTORE_FD}"})
+        if (await qmp.execute("query-status"))["status"] == "inmigrate" and not await migration.wait(
+                lambda data: data.get("status") in ("completed", "failed", "cancelled"), timeout):
             raise DriverError(detail=f"restoring {instance_id}: state not loaded within {timeout:.0f}s")
-        await asyncio.sleep(0.05)
+    status = (await qmp.execute("query-status"))["status"]
     if status == "paused":  # the state was saved paused; a resumed guest runs
         await qmp.execute("cont")
     elif status != "running":
