@@ -362,8 +362,9 @@ def test_a_clone_takes_its_identity_and_its_own_mac_from_its_identity_port(tiny_
         drive = ConfigDrive(meta_data={"uuid": CLONE_ID, "name": "clone-2", "hostname": "clone-2",
                                        "public_keys": {"clone": CLONE_KEY}, "random_seed": "c2VlZA==" * 86},
                             user_data=b"#!/bin/sh\necho \"mac-now $(cat /sys/class/net/eth0/address)\"\n")
+        host_key = identity.HostKey()
         asyncio.run(_start_clone(clone.qmp_socket, state, tmp_path / "clone" / "id.sock",
-                                 identity.message(drive, [(TEMPLATE_MAC, CLONE_MAC)])))
+                                 identity.message(drive, [(TEMPLATE_MAC, CLONE_MAC)], host_key)))
         resumed = clone.wait_for_markers(
             [rf"^YUNSTACK-RESUME instance-id={CLONE_ID} was=none$",
              rf"^YUNSTACK-METADATA instance-id={CLONE_ID} hostname=clone-2 source=identity-port$",
@@ -373,7 +374,8 @@ def test_a_clone_takes_its_identity_and_its_own_mac_from_its_identity_port(tiny_
         # The guest told QEMU its MAC (virtio-net's control queue): frames leave with the clone's own.
         (filters,) = asyncio.run(_qmp_session(clone.qmp_socket, ("query-rx-filter", {"name": "nic0"})))
         assert filters[0]["main-mac"] == CLONE_MAC
-        assert _host_key(ssh_port) == resumed[2].group(1)  # the new dropbear serves the new key
+        # The new dropbear serves the key the host sent (made by the host: no keygen in the guest).
+        assert resumed[2].group(1) == host_key.public == _host_key(ssh_port)
         assert "YUNSTACK-BOOT" not in clone.console()  # resumed, not booted
     finally:
         clone.kill()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from yunstack.compute.driver import ConfigDrive
 from yunstack.compute.qemu import identity
@@ -67,3 +71,28 @@ def test_send_writes_the_whole_message_and_closes(tmp_path: Path) -> None:
 def test_a_guest_whose_port_is_gone_is_a_driver_error(tmp_path: Path) -> None:
     with pytest.raises(DriverError, match="could not give the guest its identity"):
         asyncio.run(identity.send(tmp_path / "none.sock", b"x", "instance t"))
+
+
+def _strings(blob: bytes) -> list[bytes]:
+    """The SSH wire-format strings in ``blob``."""
+    found = []
+    while blob:
+        (size,) = struct.unpack(">I", blob[:4])
+        found.append(blob[4:4 + size])
+        blob = blob[4 + size:]
+    return found
+
+
+def test_the_host_key_is_dropbears_ed25519_file_and_its_public_line() -> None:
+    key = identity.HostKey()
+    kind, halves = _strings(key.dropbear)
+    assert (kind, len(halves)) == (b"ssh-ed25519", 64)
+    derived = Ed25519PrivateKey.from_private_bytes(halves[:32]).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert derived == halves[32:]  # the private half is the public half's
+    kind_word, encoded = key.public.split(" ")
+    assert kind_word == "ssh-ed25519" and _strings(base64.b64decode(encoded)) == [b"ssh-ed25519", derived]
+    assert identity.HostKey().public != key.public  # a new one each time
+    found = _records(identity.message(ConfigDrive(meta_data={"uuid": "u"}), [], key))
+    assert found["ssh_host_ed25519_key"] == key.dropbear
+    assert found["ssh_host_ed25519_key.pub"] == f"{key.public}\n".encode()

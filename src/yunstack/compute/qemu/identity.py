@@ -3,10 +3,13 @@
 A clone wakes up as its template: the template's hostname, MACs, lease and RNG state.  Its host
 writes one message to the clone's identity port (``cmdline.IDENTITY_PORT``, a unix socket on the
 host, ``InstancePaths.identity``): the files its config drive carries (``meta_data.json``,
-``network_data.json``, ``user_data``, ``yunstack/host_time``) and ``macs``, a line
-``TEMPLATE-MAC OWN-MAC`` per NIC.  The tiny image's ``yunstack-hotplug`` reads it and starts the
-same resume a hot-plugged config drive starts (docs/explanation/memory-templates.md, "Identity
-over virtio-serial").  The format, which the guest's listener parses::
+``network_data.json``, ``user_data``, ``yunstack/host_time``), ``macs``, a line
+``TEMPLATE-MAC OWN-MAC`` per NIC, and a new ssh host key (``HostKey``), made here because making
+it in the guest costs a clone's one vCPU a good part of its resume under TCG.  The host holds the
+guest's memory anyway, so it learns nothing it could not read; it keeps no copy.  The tiny
+image's ``yunstack-hotplug`` reads the message and starts the same resume a hot-plugged config
+drive starts (docs/explanation/memory-templates.md, "Identity over virtio-serial").  The format,
+which the guest's listener parses::
 
     yunstack-identity 1 LENGTH\\n    then LENGTH bytes of records, each
     NAME SIZE\\n                     then SIZE bytes, the file NAME
@@ -15,10 +18,15 @@ over virtio-serial").  The format, which the guest's listener parses::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import struct
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from yunstack.compute.driver import ConfigDrive
 from yunstack.compute.qemu import configdrive
@@ -28,18 +36,42 @@ VERSION = 1
 # The guest's listener takes a message of at most this many bytes (hotplug.c's MAX_MESSAGE).
 MAX_MESSAGE = 4 << 20
 # The files the guest's listener accepts (hotplug.c's FILES); vendor data is not among them.
-FILES = ("meta_data.json", "network_data.json", "user_data", "host_time", "macs")
+FILES = ("meta_data.json", "network_data.json", "user_data", "host_time", "macs", "ssh_host_ed25519_key",
+         "ssh_host_ed25519_key.pub")
 SEND_TIMEOUT = 10.0
 
 
-def message(drive: ConfigDrive, macs: Sequence[tuple[str, str]], *,
+def _string(data: bytes) -> bytes:
+    """An SSH wire-format string: its length (4 bytes, big-endian), then its bytes."""
+    return struct.pack(">I", len(data)) + data
+
+
+class HostKey:
+    """A new ed25519 ssh host key: the file dropbear reads, and its public key as ``authorized_keys``
+    and ``known_hosts`` write it (``ssh-ed25519 BASE64``)."""
+
+    def __init__(self) -> None:
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        # dropbear's own format: the key type, then the private and public halves as one string.
+        self.dropbear = _string(b"ssh-ed25519") + _string(private + public)
+        self.public = "ssh-ed25519 " + base64.b64encode(_string(b"ssh-ed25519") + _string(public)).decode()
+
+
+def message(drive: ConfigDrive, macs: Sequence[tuple[str, str]], host_key: HostKey | None = None, *,
             clock: Callable[[], float] = time.time) -> bytes:
     """The identity message of a clone with config drive ``drive`` whose NICs change from the
-    template's MAC to their own, ``(template_mac, own_mac)`` each."""
+    template's MAC to their own, ``(template_mac, own_mac)`` each, and whose ssh host key is
+    ``host_key`` (without one, the guest makes its own)."""
     files = {name: data for name, data in configdrive.files(drive).items() if name in FILES}
     files["host_time"] = configdrive.host_time(clock)
     if macs:
         files["macs"] = "".join(f"{old} {new}\n" for old, new in macs).encode()
+    if host_key is not None:
+        files["ssh_host_ed25519_key"] = host_key.dropbear
+        files["ssh_host_ed25519_key.pub"] = (host_key.public + "\n").encode()
     body = b"".join(f"{name} {len(data)}\n".encode() + data for name, data in files.items())
     if len(body) > MAX_MESSAGE:
         raise DriverError(detail=f"the identity is {len(body)} bytes; a clone takes at most {MAX_MESSAGE}")

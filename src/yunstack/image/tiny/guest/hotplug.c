@@ -57,7 +57,8 @@ struct label_at {
 };
 
 static const struct label_at LABELS[] = {{32808, 9}, {43, 11}, {71, 11}};
-static const char *const FILES[] = {"meta_data.json", "network_data.json", "user_data", "host_time", "macs"};
+static const char *const FILES[] = {"meta_data.json", "network_data.json", "user_data", "host_time", "macs",
+                                    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"};
 
 static volatile sig_atomic_t host_came;
 
