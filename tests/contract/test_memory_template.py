@@ -152,6 +152,8 @@ async def test_servers_of_a_template_spec_start_from_it_with_their_own_identity_
         text = await _console_has(driver, spec.id, rf"YUNSTACK-READY hostname={spec.name} ")
         print(f"{spec.name}: spawn to YUNSTACK-READY {time.monotonic() - started:.2f} s")
         assert "YUNSTACK-RESUME" in text and "Linux version" not in text  # resumed, not booted
+        assert "source=identity-port" in text  # its identity came over its port, no hot-plug
+        assert not driver._paths(spec.id).clone_pending.exists()  # finished: an agent's start keeps it
         assert (await driver.balloon_stats(spec.id))["template"] == key
     # Its balloon never inflates: QEMU 7.2 would punch the pages out of the shared file.
     actual = (await driver.balloon_stats(clones[0].id))["actual"]

@@ -47,3 +47,17 @@ def test_a_spec_that_is_there_but_unreadable_is_still_an_error(tmp_path: Path) -
     (directory / "spec.json").write_text(json.dumps({"not": "a spec"})[:5])
     with pytest.raises(DriverError):
         asyncio.run(driver.list_instances())
+
+
+def test_a_start_from_a_template_an_agent_died_in_is_undone_at_its_next_start(tmp_path: Path) -> None:
+    """A clone whose identity or config drive never came would run as somebody else for good if its
+    re-run spawn adopted it: the agent's start removes it, so that the spawn starts it anew."""
+    driver = _driver(tmp_path)
+    unfinished, finished = driver._root / VANISHING, driver._root / "00000000-0000-0000-0000-00000000f00d"
+    for directory in (unfinished, finished):
+        directory.mkdir(parents=True)
+        (directory / "spec.json").write_text("{}")
+        (directory / "qemu.pid").write_text("999999999\n")  # its QEMU is gone too (no process to kill)
+    (unfinished / "clone-pending").touch()
+    asyncio.run(driver._undo_unfinished_clones())
+    assert not unfinished.exists() and finished.exists()

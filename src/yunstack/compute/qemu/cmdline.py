@@ -33,6 +33,8 @@ TEMPLATE_PORTS = 4
 # image's yunstack-hotplug reads it; docs/explanation/memory-templates.md).
 IDENTITY_PORT = "org.yunstack.identity"
 IDENTITY_CHARDEV = "identity0"
+# The instance directory's marker of a start from a memory template not finished (InstancePaths.clone_pending).
+CLONE_PENDING = "clone-pending"
 
 
 def laid_out_for_templates(spec: InstanceSpec) -> bool:
@@ -109,6 +111,12 @@ class InstancePaths:
         if self.socket_dir is not None:
             return self.socket_dir / f"{self.dir.name}.id"
         return self.dir / "identity.sock"
+
+    @property
+    def clone_pending(self) -> Path:
+        """While it exists, the guest is being started from a memory template and has not taken its
+        identity and its config drive yet: an agent that died meanwhile undoes it at its start."""
+        return self.dir / CLONE_PENDING
 
     @property
     def qemu_log(self) -> Path:

@@ -66,6 +66,7 @@ from yunstack.compute.qemu import (
 )
 from yunstack.compute.qemu.accel import choose_accel
 from yunstack.compute.qemu.cmdline import (
+    CLONE_PENDING,
     MAX_SOCKET_PATH,
     InstancePaths,
     PortLayout,
@@ -138,9 +139,25 @@ class QemuDriver:
         self._root.mkdir(parents=True, exist_ok=True)
         self._socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._paths("0" * 36)  # raises if the QMP socket path would be too long
+        await self._undo_unfinished_clones()
         await asyncio.to_thread(self._prune_cgroups)
         await asyncio.to_thread(self.templates.prune)
         await choose_accel(self._qemu)
+
+    async def _undo_unfinished_clones(self) -> None:
+        """Remove every guest an agent that died was starting from a memory template.
+
+        Such a guest may run as its template still (no identity sent yet), or without the config
+        drive it boots from later.  Its spawn did not finish, so its task runs again and, finding
+        nothing, starts it anew; an adopted half-made clone would run as somebody else for good.
+        """
+        if not self._root.is_dir():
+            return
+        for marker in self._root.glob(f"*/{CLONE_PENDING}"):
+            instance_id = marker.parent.name
+            log.warning("instance %s: its start from a memory template was interrupted; undone, its spawn "
+                        "starts it again", instance_id)
+            await self._remove(instance_id, self._paths(instance_id))
 
     async def host_info(self) -> HostInfo:
         self._root.mkdir(parents=True, exist_ok=True)
@@ -212,6 +229,7 @@ class QemuDriver:
             if (pid := process.read_pid(paths)) is not None:
                 await process.kill(pid, spec.id)
             paths.disk.unlink(missing_ok=True)
+            paths.clone_pending.unlink(missing_ok=True)  # what boots now is no clone
             self.templates.forget(key, exc.text)
             return False
         return True
@@ -235,6 +253,7 @@ class QemuDriver:
                           disk_cache=cache, layout=layout, template_ram=found.ram)
         specfile.save_layout(paths, layout)
         specfile.write_intent(paths, "running")
+        paths.clone_pending.touch()
         loop = asyncio.get_running_loop()
         began = loop.time()
         pid = await self._launch(spec, paths, argv)
@@ -255,6 +274,7 @@ class QemuDriver:
         if layout.config is not None:
             async with self._qmp(paths, spec.id) as qmp:
                 await hotplug.plug_config_drive(qmp, paths.config_iso, layout.config)
+        paths.clone_pending.unlink()
         log.info("instance %s started from memory template %s: QEMU up in %.0f ms, identity sent at %.0f ms, "
                  "ready at %.0f ms", spec.id, found.key, (launched - began) * 1000, (sent - began) * 1000,
                  (ready - began) * 1000)
