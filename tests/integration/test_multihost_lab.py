@@ -187,7 +187,8 @@ def test_two_servers_on_one_tenant_network_on_different_hosts_ping_each_other_ov
     began = time.monotonic()
     cloud.osc("server", "migrate", "--live-migration", "--host", target, "--wait", "A")
     shown = cloud.osc_json("server", "show", "A")
-    assert shown["OS-EXT-SRV-ATTR:host"] == target and A_IP in json.dumps(shown["addresses"]), shown
+    assert shown["OS-EXT-SRV-ATTR:host"] == target and A_IP in json.dumps(shown["addresses"]), \
+        (shown["OS-EXT-SRV-ATTR:host"], shown.get("fault"), _why_not_moved(cloud, "A"))
     new = wait_console(cloud, "A", f"PING-OK {B_IP}", before=before)
     assert "YUNSTACK-BOOT" not in new, "A booted again: it was not moved live"
     print(f"A (with its port) moved live lab-h1 -> {target} and pings B again {time.monotonic() - began:.1f}s "
@@ -447,6 +448,17 @@ GUESTS = ("G1", "G2", "G3")
 TRIGGER = 0.45  # the fixture's target (40 %) + the balancer's hysteresis (5 points)
 
 
+def _why_not_moved(cloud: RunningCloud, server: str) -> str:
+    """The server's last action with its events (a failed move says why there), and the control
+    plane log's last migration lines: what a failed assertion about a move should show."""
+    actions = cloud.osc_json("server", "event", "list", server)
+    last = ""
+    if actions:
+        last = cloud.osc("server", "event", "show", server, actions[0]["Request ID"], "-f", "json").stdout
+    lines = [line for line in cloud.log.read_text(errors="replace").splitlines() if "migrat" in line.lower()]
+    return f"{last[-2000:]}\n" + "\n".join(lines[-15:])
+
+
 def yun_json(cloud: RunningCloud, *args: str) -> Any:
     done = subprocess.run([str(BIN / "yun"), *args, "-f", "json"], env=cloud.env(), capture_output=True, text=True,
                           timeout=120)
@@ -500,7 +512,9 @@ def test_the_memory_balancer_in_auto_mode_moves_growing_guests_off_a_host_over_i
         assert reasons and all("frees" in r for r in reasons), passes
         assert all(m["source"] == "lab-h1" for p in passes for m in p["moves"]), passes
         print("memory balancer moves:", "; ".join(reasons))
-        assert all(h["before_fraction"] <= TRIGGER for h in plan["hosts"] if h["physical"]), plan["hosts"]
+        assert all(h["before_fraction"] <= TRIGGER for h in plan["hosts"] if h["physical"]), \
+            (plan["hosts"], plan["refusals"][:8], json.dumps(passes[-3:], indent=1)[:3000],
+             {n: _why_not_moved(cloud, n) for n in GUESTS if where[n] == "lab-h1"})
         migrations = [m for m in cloud.osc_json("server", "migration", "list") if m["Status"] == "completed"]
         for name in moved:  # each moved once (its cooldown), went on ticking (no reboot), and lives
             assert len([m for m in migrations if m["Server UUID"] == ids[name]]) == 1, migrations

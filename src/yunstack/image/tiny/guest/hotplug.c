@@ -271,8 +271,8 @@ int main(void)
             if (read_port(port, &reader) != 0)
                 watch_port = 0;
         }
-        if (!(fds[0].revents & POLLIN))
-            continue;
+        if (!(fds[0].revents & (POLLIN | POLLERR)))
+            continue; /* an error (events lost to a full buffer) is read, which clears it: no busy loop */
         struct sockaddr_nl from;
         socklen_t fromlen = sizeof from;
         ssize_t len;
