@@ -52,20 +52,34 @@ def test_an_identity_larger_than_the_guest_takes_is_refused() -> None:
         identity.message(ConfigDrive(meta_data={}, user_data=b"x" * (identity.MAX_MESSAGE + 1)), [])
 
 
-def test_send_writes_the_whole_message_and_closes(tmp_path: Path) -> None:
-    async def main() -> bytes:
-        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+async def _serve_once(tmp_path: Path, data: bytes, answer: bytes | None, timeout: float = 5.0) -> bytes:
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            got.set_result(await reader.read())  # to the end: the sender closed
-            writer.close()
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.set_result(await reader.readexactly(len(data)))
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
+        await reader.read()  # until the host closes: it waits for the answer first
+        writer.close()
 
-        server = await asyncio.start_unix_server(serve, str(tmp_path / "id.sock"))
-        async with server:
-            await identity.send(tmp_path / "id.sock", b"x" * 300_000, "instance t")
-            return await got
+    server = await asyncio.start_unix_server(serve, str(tmp_path / "id.sock"))
+    async with server:
+        await identity.send(tmp_path / "id.sock", data, "instance t", timeout)
+        return await got
 
-    assert asyncio.run(main()) == b"x" * 300_000
+
+def test_send_writes_the_whole_message_and_closes_once_the_guest_answers(tmp_path: Path) -> None:
+    """QEMU drops what it has not handed to the guest when the connection ends: the host waits."""
+    assert asyncio.run(_serve_once(tmp_path, b"x" * 300_000, identity.ACK)) == b"x" * 300_000
+
+
+def test_a_guest_that_answers_otherwise_or_not_at_all_did_not_take_it(tmp_path: Path) -> None:
+    with pytest.raises(DriverError, match="did not take its identity"):
+        asyncio.run(_serve_once(tmp_path, b"x", b"what?\n"))
+    (tmp_path / "id.sock").unlink()
+    with pytest.raises(DriverError, match="no answer within 1 s"):
+        asyncio.run(_serve_once(tmp_path, b"x", None, timeout=1.0))
 
 
 def test_a_guest_whose_port_is_gone_is_a_driver_error(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ class InstancePaths:
     @property
     def clone_pending(self) -> Path:
         """While it exists, the guest is being started from a memory template and has not taken its
-        identity and its config drive yet: an agent that died meanwhile undoes it at its start."""
+        identity yet: an agent that died meanwhile undoes it at its start."""
         return self.dir / CLONE_PENDING
 
     @property

@@ -90,8 +90,8 @@ log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 QMP_READY_TIMEOUT = 15.0
-# A clone of a memory template says YUNSTACK-READY within a second or two (under TCG); this bounds a
-# loaded host, after which the clone is undone and the server boots.
+# How long a clone of a memory template that has its identity may take to say YUNSTACK-READY (its
+# user data included) before its config drive is plugged in all the same.
 CLONE_READY_TIMEOUT = 60.0
 _PAUSED = {"paused", "suspended", "inmigrate", "postmigrate", "prelaunch", "finish-migrate",
            "save-vm", "restore-vm", "debug", "watchdog", "colo", "io-error"}
@@ -147,9 +147,9 @@ class QemuDriver:
     async def _undo_unfinished_clones(self) -> None:
         """Remove every guest an agent that died was starting from a memory template.
 
-        Such a guest may run as its template still (no identity sent yet), or without the config
-        drive it boots from later.  Its spawn did not finish, so its task runs again and, finding
-        nothing, starts it anew; an adopted half-made clone would run as somebody else for good.
+        Such a guest runs as its template still (its identity was not taken).  Its spawn did not
+        finish, so its task runs again and, finding nothing, starts it anew; an adopted half-made
+        clone would run as somebody else for good.
         """
         if not self._root.is_dir():
             return
@@ -264,20 +264,30 @@ class QemuDriver:
             # mapping is private) and an ordinary QEMU can take it.
             await qmp.execute("migrate-set-capabilities", template.IGNORE_SHARED_OFF)
         await identity.send(paths.identity, message, f"instance {spec.id}")
+        # The guest has its identity (it answered) and is running its user data: from here on the
+        # clone is the server, and nothing undoes it (a boot now would run the user data twice).
+        paths.clone_pending.unlink()
         sent = loop.time()
         await self._poll_balloon(spec, paths)
-        # The config drive only after the guest is ready: its hot-plug costs the guest's kernel
-        # about half a second under TCG, which the identity need not wait for.  A guest that never
-        # says so did not take its identity: the caller undoes the clone and boots the server.
-        await templatestore.wait_marker(paths, pid, spec.id, CLONE_READY_TIMEOUT, f"instance {spec.id}'s clone")
-        ready = loop.time()
+        # The config drive, for a later boot, only once the guest is ready: its hot-plug costs the
+        # guest's kernel about half a second under TCG, which its resume need not wait for.  A
+        # guest slower than that (long user data) gets it then anyway.
+        ready: float | None = None
+        try:
+            await templatestore.wait_marker(paths, pid, spec.id, CLONE_READY_TIMEOUT, f"instance {spec.id}")
+            ready = loop.time()
+        except DriverError as exc:
+            log.warning("instance %s: %s; its config drive is plugged in now", spec.id, exc.text)
         if layout.config is not None:
-            async with self._qmp(paths, spec.id) as qmp:
-                await hotplug.plug_config_drive(qmp, paths.config_iso, layout.config)
-        paths.clone_pending.unlink()
-        log.info("instance %s started from memory template %s: QEMU up in %.0f ms, identity sent at %.0f ms, "
-                 "ready at %.0f ms", spec.id, found.key, (launched - began) * 1000, (sent - began) * 1000,
-                 (ready - began) * 1000)
+            try:
+                async with self._qmp(paths, spec.id) as qmp:
+                    await hotplug.plug_config_drive(qmp, paths.config_iso, layout.config)
+            except DriverError as exc:
+                log.warning("instance %s runs without its config drive (a later boot reads the metadata "
+                            "service instead): %s", spec.id, exc.text)
+        log.info("instance %s started from memory template %s: QEMU up in %.0f ms, identity taken at %.0f ms, "
+                 "ready at %s", spec.id, found.key, (launched - began) * 1000, (sent - began) * 1000,
+                 "-" if ready is None else f"{(ready - began) * 1000:.0f} ms")
 
     async def _qemu_version(self) -> str:
         """``qemu --version``'s answer, read once: the host's hypervisor version and a template key's input."""

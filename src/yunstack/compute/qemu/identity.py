@@ -38,7 +38,8 @@ MAX_MESSAGE = 4 << 20
 # The files the guest's listener accepts (hotplug.c's FILES); vendor data is not among them.
 FILES = ("meta_data.json", "network_data.json", "user_data", "host_time", "macs", "ssh_host_ed25519_key",
          "ssh_host_ed25519_key.pub")
-SEND_TIMEOUT = 10.0
+SEND_TIMEOUT = 30.0  # to the guest's answer: a clone under TCG on a loaded host is slow to wake
+ACK = b"yunstack-identity ok\n"
 
 
 def _string(data: bytes) -> bytes:
@@ -79,18 +80,23 @@ def message(drive: ConfigDrive, macs: Sequence[tuple[str, str]], host_key: HostK
 
 
 async def send(socket: Path, data: bytes, label: str, timeout: float = SEND_TIMEOUT) -> None:
-    """Write ``data`` to the identity port behind ``socket``, then close it: the guest reads a
-    whole message, and QEMU hands on what it has before it sees the end."""
+    """Write ``data`` to the identity port behind ``socket`` and wait for the guest's answer
+    (``ACK``: it has the whole message and starts its resume), then close.  Not before: QEMU drops
+    what it has not yet handed to the guest when the connection ends."""
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_unix_connection(str(socket))
+            reader, writer = await asyncio.open_unix_connection(str(socket))
             try:
                 writer.write(data)
                 await writer.drain()
+                answer = await reader.readline()
             finally:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
     except (OSError, TimeoutError) as exc:
         raise DriverError(detail=f"{label}: could not give the guest its identity over {socket}: "
-                                 f"{exc or 'timed out'}") from exc
+                                 f"{str(exc) or f'no answer within {timeout:.0f} s'}") from exc
+    if answer != ACK:
+        raise DriverError(detail=f"{label}: the guest did not take its identity over {socket} "
+                                 f"(it answered {answer[:80]!r})")

@@ -53,14 +53,17 @@ async def restore(qmp: QmpSession, source: Path, instance_id: str, timeout: floa
         os.close(fd)
     # The load's end is awaited as QEMU's MIGRATION event (with the "events" capability), not
     # polled for: a clone of a memory template is ready that much sooner.  A load that fails ends
-    # the QEMU, and with it the session.
+    # the QEMU: the status asked for every second meanwhile then fails with the session.
     await qmp.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     with qmp.events("MIGRATION") as migration:
         await qmp.execute("migrate-incoming", {"uri": f"fd:{RESTORE_FD}"})
-        if (await qmp.execute("query-status"))["status"] == "inmigrate" and not await migration.wait(
-                lambda data: data.get("status") in ("completed", "failed", "cancelled"), timeout):
-            raise DriverError(detail=f"restoring {instance_id}: state not loaded within {timeout:.0f}s")
-    status = (await qmp.execute("query-status"))["status"]
+        while (status := (await qmp.execute("query-status"))["status"]) == "inmigrate":
+            if loop.time() >= deadline:
+                raise DriverError(detail=f"restoring {instance_id}: state not loaded within {timeout:.0f}s")
+            await migration.wait(lambda data: data.get("status") in ("completed", "failed", "cancelled"),
+                                 min(1.0, max(0.0, deadline - loop.time())))
     if status == "paused":  # the state was saved paused; a resumed guest runs
         await qmp.execute("cont")
     elif status != "running":

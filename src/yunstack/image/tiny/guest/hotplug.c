@@ -24,7 +24,9 @@
  *     yunstack-identity 1 LENGTH\n    then LENGTH bytes of records, each
  *     NAME SIZE\n                     then SIZE bytes, the file NAME
  *
- * NAME is one of a fixed set.  A message that is cut short (the host went away) is dropped.
+ * NAME is one of a fixed set.  Once the files are written, the listener answers on the port
+ * "yunstack-identity ok\n" (the host closes its end only then, so nothing it wrote is lost).  A
+ * message that does not parse is dropped, unanswered.
  *
  * The resume hook waits, before the guest prints YUNSTACK-READY, for a uevent listener to be bound
  * (a NETLINK_KOBJECT_UEVENT socket in group 1, /proc/net/netlink): a template saved right after
@@ -132,7 +134,7 @@ static int open_port(void)
         if (n <= 0 || strncmp(name, PORT_NAME "\n", strlen(PORT_NAME) + 1) != 0)
             continue;
         snprintf(path, sizeof path, "/dev/%s", entry->d_name);
-        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
         if (fd >= 0 && (fcntl(fd, F_SETOWN, getpid()) != 0 || fcntl(fd, F_SETFL, O_NONBLOCK | O_ASYNC) != 0)) {
             perror("yunstack-hotplug: " PORT_NAME);
             close(fd);
@@ -206,10 +208,8 @@ static int read_port(int fd, struct reader *r)
         ssize_t n = read(fd, r->buf + r->len, MAX_MESSAGE + 64 - r->len);
         if (n < 0)
             return errno == EAGAIN || errno == EINTR ? 0 : -1;
-        if (n == 0) {
-            r->len = 0; /* the host went away: what came is not a whole message */
-            return -1;
-        }
+        if (n == 0)
+            return -1; /* no host now, or its connection is not seen yet: what came is kept */
         r->len += (size_t)n;
         const char *eol = memchr(r->buf, '\n', r->len);
         if (eol == NULL)
@@ -224,8 +224,12 @@ static int read_port(int fd, struct reader *r)
         size_t head = (size_t)(eol + 1 - r->buf);
         if (r->len < head + length)
             continue;
-        if (take_message(r->buf + head, length) == 0)
+        if (take_message(r->buf + head, length) == 0) {
+            static const char ack[] = "yunstack-identity ok\n";
+            if (write(fd, ack, sizeof ack - 1) != (ssize_t)(sizeof ack - 1))
+                perror("yunstack-hotplug: answering " PORT_NAME);
             resume(INCOMING);
+        }
         r->len = 0;
     }
 }
@@ -242,6 +246,9 @@ int main(void)
     sigemptyset(&action.sa_mask);
     sigaction(SIGIO, &action, NULL);
 
+    /* Before the uevent socket is bound: the boot waits for that socket before READY, and a template
+     * is saved only with its port open.  A port that appears later comes with a uevent. */
+    int port = open_port();
     int sock = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_KOBJECT_UEVENT);
     if (sock < 0) {
         perror("yunstack-hotplug: socket");
@@ -254,7 +261,6 @@ int main(void)
         perror("yunstack-hotplug: bind");
         return 1;
     }
-    int port = open_port();
     int watch_port = port >= 0; /* once at the start: the host may be there already */
     struct reader reader = {0};
     char msg[8192];
@@ -284,6 +290,11 @@ int main(void)
             const char *action = field(msg, (size_t)len, "ACTION");
             const char *subsystem = field(msg, (size_t)len, "SUBSYSTEM");
             const char *name = field(msg, (size_t)len, "DEVNAME");
+            if (port < 0 && action && subsystem && strcmp(subsystem, "virtio-ports") == 0) {
+                if ((port = open_port()) >= 0)
+                    watch_port = 1;
+                continue;
+            }
             if (!action || !subsystem || !name || strcmp(action, "add") != 0 || strcmp(subsystem, "block") != 0)
                 continue;
             if (strchr(name, '/') != NULL || strstr(name, "..") != NULL)
