@@ -98,19 +98,21 @@ class InstancePaths:
     def console(self) -> Path:
         return self.dir / "console.log"
 
+    def _socket(self, suffix: str, name: str) -> Path:
+        """A unix socket of the instance: ``<socket_dir>/<id>.<suffix>``, or ``name`` in its directory."""
+        if self.socket_dir is not None:
+            return self.socket_dir / f"{self.dir.name}.{suffix}"
+        return self.dir / name
+
     @property
     def serial(self) -> Path:
         """The serial console's unix socket (the interactive console); as long as the QMP path."""
-        if self.socket_dir is not None:
-            return self.socket_dir / f"{self.dir.name}.ser"
-        return self.dir / "ser.sock"
+        return self._socket("ser", "ser.sock")
 
     @property
     def identity(self) -> Path:
         """The identity port's unix socket (``IDENTITY_PORT``), of a guest laid out for memory templates."""
-        if self.socket_dir is not None:
-            return self.socket_dir / f"{self.dir.name}.id"
-        return self.dir / "identity.sock"
+        return self._socket("id", "identity.sock")
 
     @property
     def clone_pending(self) -> Path:
@@ -124,9 +126,7 @@ class InstancePaths:
 
     @property
     def qmp(self) -> Path:
-        if self.socket_dir is not None:
-            return self.socket_dir / f"{self.dir.name}.qmp"
-        return self.dir / "qmp.sock"
+        return self._socket("qmp", "qmp.sock")
 
     @property
     def status_qmp(self) -> Path:
@@ -135,9 +135,7 @@ class InstancePaths:
         QEMU serves one client per monitor at a time: a snapshot or a migration holds the main one
         for seconds, and a ``query-status`` on the same socket would wait for it.
         """
-        if self.socket_dir is not None:
-            return self.socket_dir / f"{self.dir.name}.sqmp"
-        return self.dir / "qmp-status.sock"
+        return self._socket("sqmp", "qmp-status.sock")
 
     @property
     def pidfile(self) -> Path:
