@@ -16,9 +16,11 @@ Per server, ``ready_ms`` is from its QEMU process's start (``/proc/PID/stat``, 1
 the line is the last the guest prints), so it is the host's and the guest's work, not the API's;
 ``phases_ms`` times each of ``PHASES`` the same way (its first sight, from the QEMU's start).
 For a clone that is: QEMU's start, the state's load, its identity written to its identity port, and
-the guest's resume (its files, hostname, RNG, its own MAC, ssh host key, DHCP lease, user_data); its
-config drive is plugged in after READY.  Identity:
-each clone's hostname, address and MAC from its console against the API's name, address and port.
+the guest's resume (its files, hostname, RNG, its own MAC and the address its host says DHCP gives
+it, ssh host key, dropbear, user_data); its config drive is plugged in after READY, and its DHCP
+lease is timed apart (``lease_ms``, the guest's ``YUNSTACK-LEASE`` line, looked for after READY, so
+an upper bound).  Identity: each clone's hostname, address, leased address and MAC from its console
+against the API's name, address and port.
 Memory, with all clones running and settled for ``--settle`` s: the sum of the clones' PSS
 (``/proc/PID/smaps_rollup``: the template's shared page cache is divided among them, so the sum
 counts it once) against one cold guest's RSS (the median of the cold ones); ``memory_parts`` splits
@@ -58,6 +60,10 @@ DEMO = "yunstack-demo"
 PHASES = ("YUNSTACK-RESUME", "YUNSTACK-METADATA", "YUNSTACK-SSH-HOSTKEY", "MAC=", "YUNSTACK-READY")
 READY = re.compile(r"YUNSTACK-READY hostname=(\S+) ip=(\S+) instance-id=(\S+)")
 MAC = re.compile(r"MAC=([0-9a-f:]{17})")
+# The guest's DHCP client prints this when it has its lease; a clone's READY may come before it (its
+# host gave it the address the lease confirms), so it is waited for after READY.
+LEASE = re.compile(r"YUNSTACK-LEASE interface=eth0 ip=(\S+)")
+LEASE_WAIT = 10.0
 USER_DATA = '#!/bin/sh\necho "MAC=$(cat /sys/class/net/eth0/address)"\n'
 TICK = os.sysconf("SC_CLK_TCK")
 RAM_MIB = 128  # m1.nano
@@ -150,11 +156,17 @@ def boot(cloud: RunningCloud, image: str, name: str, userdata: Path, timeout: fl
     else:
         raise RuntimeError(f"{name}: no YUNSTACK-READY within {timeout}s:\n{text[-1500:]}")
     found = READY.findall(text)[-1]
+    lease_deadline = time.monotonic() + LEASE_WAIT
+    while not LEASE.search(text) and time.monotonic() < lease_deadline:
+        time.sleep(0.01)
+        text = console.read_text(errors="replace")
+    leased = LEASE.findall(text)
+    lease_ms = round((time.time() - began) * 1000) if leased else None
     pid = int((cloud.state_dir / "instances" / server_id / "qemu.pid").read_text())
     shown = cloud.osc_json("server", "show", server_id, cloud=DEMO)
     (port,) = cloud.osc_json("port", "list", "--server", server_id, cloud=DEMO)
     return {"name": name, "id": server_id, "pid": pid, "ready_ms": round((ready_at - began) * 1000),
-            "phases_ms": phases,
+            "phases_ms": phases, "lease_ms": lease_ms, "lease_ip": leased[-1] if leased else None,
             "resumed": "YUNSTACK-RESUME" in text, "hostname": found[0], "ip": found[1],
             "mac": MAC.findall(text)[-1], "api_ip": re.findall(r"10\.95\.0\.\d+", json.dumps(shown["addresses"])),
             "api_mac": port["MAC Address"]}
@@ -212,7 +224,7 @@ def main() -> None:
         one_guest = statistics.median([g["memory"]["rss"] for g in cold])
         clones_pss = sum(g["memory"]["pss"] for g in clones)
         identity_ok = all(g["resumed"] and g["hostname"] == g["name"] and g["api_ip"] == [g["ip"]]
-                          and g["mac"] == g["api_mac"] for g in clones)
+                          and g["lease_ip"] == g["ip"] and g["mac"] == g["api_mac"] for g in clones)
         result = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -222,6 +234,8 @@ def main() -> None:
             "template": {"build_seconds": template.get("build_seconds"), "key": template.get("key")},
             "cold_ready_ms": stats([g["ready_ms"] for g in cold] + [first["ready_ms"]]),
             "clone_ready_ms": stats([g["ready_ms"] for g in clones]),
+            # Sighted by polling after READY, so an upper bound: the DHCP lease confirming each address.
+            "clone_lease_ms": stats([g["lease_ms"] for g in clones if g["lease_ms"] is not None] or [0]),
             "clones_each_own_identity": identity_ok,
             "distinct": {"hostnames": len({g["hostname"] for g in clones}), "ips": len({g["ip"] for g in clones}),
                          "macs": len({g["mac"] for g in clones})},

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from qemu.qmp import QMPClient
 
-from yunstack.compute.driver import ConfigDrive
+from yunstack.compute.driver import ConfigDrive, Ipv4Config
 from yunstack.compute.qemu import identity, template
 from yunstack.compute.qemu.configdrive import build_iso, write_tree
 from yunstack.compute.qemu.qmp import open_session, wait_for_qmp
@@ -110,6 +110,15 @@ class Guest:
                 missing = patterns[len(matches)]
                 pytest.fail(f"no console line matching {missing!r} within {timeout} s:\n{self.console()}")
             time.sleep(0.05)
+
+    def wait_quiet(self, quiet: float = 1.0, timeout: float = 10.0) -> None:
+        """Until the console has printed nothing for ``quiet`` s, as the host waits before it saves a
+        template guest (templatestore.wait_quiet): its console shell has drawn its prompt by then."""
+        deadline, size, since = time.monotonic() + timeout, len(self.console()), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (now := len(self.console())) != size:
+                size, since = now, time.monotonic()
 
     def powerdown(self) -> None:
         self.qmp(("system_powerdown", None))
@@ -327,6 +336,8 @@ def _identity_args(directory: Path, ram: Path, share: bool, netdev: str) -> list
 
 
 TEMPLATE_MAC = "0e:79:75:6e:00:00"
+# What slirp's DHCP server gives its first guest (QEMU's user-mode network: 10.0.2.0/24, DNS at .3).
+SLIRP_LEASE = Ipv4Config(address="10.0.2.15/24", gateway="10.0.2.2", dns=("10.0.2.3",), domain="", mtu=1500)
 CLONE_MAC = "fa:16:3e:12:34:56"
 
 
@@ -338,7 +349,8 @@ async def _qmp_session(path: Path, *commands: tuple[str, dict[str, Any] | None])
 def test_a_clone_takes_its_identity_and_its_own_mac_from_its_identity_port(tiny_image: Path, tmp_path: Path) -> None:
     """The way a memory template's clone is given its identity (docs/explanation/memory-templates.md):
     the template guest boots with its NIC on a dead end and is saved; the clone, its NIC now on a
-    network, is sent its config drive's files and MACs over the identity port, and takes them."""
+    network, is sent its config drive's files, MACs and the address DHCP gives it over the identity
+    port, and takes them (hotplug's own resume, resume.c); its lease confirms the address."""
     ram, state = tmp_path / "ram", tmp_path / "state"
     (tmp_path / "tpl").mkdir()
     made = Guest(tiny_image, tmp_path / "tpl", None,
@@ -346,6 +358,7 @@ def test_a_clone_takes_its_identity_and_its_own_mac_from_its_identity_port(tiny_
     made.start()
     try:
         made.wait_for_markers([r"^YUNSTACK-READY hostname=yunstack ip=none instance-id=none "], BOOT_TIMEOUT + 10)
+        made.wait_quiet()
         (chardevs,) = asyncio.run(_qmp_session(made.qmp_socket, ("query-chardev", None)))
         assert {c["label"]: c["frontend-open"] for c in chardevs}["identity0"], "the listener has no port open"
         asyncio.run(_save(made.qmp_socket, state))
@@ -359,20 +372,33 @@ def test_a_clone_takes_its_identity_and_its_own_mac_from_its_identity_port(tiny_
                    "-incoming", "defer"])
     clone.start()
     try:
-        drive = ConfigDrive(meta_data={"uuid": CLONE_ID, "name": "clone-2", "hostname": "clone-2",
-                                       "public_keys": {"clone": CLONE_KEY}, "random_seed": "c2VlZA==" * 86},
+        drive = ConfigDrive(meta_data={"uuid": CLONE_ID, "name": "clone-2", "hostname": "clone-2.example",
+                                       "public_keys": {"clone": CLONE_KEY}, "random_seed": "c2VlZA==" * 86,
+                                       "meta": {"role": "db"}},
                             # 64 KiB of user data (Nova's limit): a message QEMU hands on in many pieces.
                             user_data=b"#!/bin/sh\n# " + b"y" * 65_000 + b"\n"
-                                      b"echo \"mac-now $(cat /sys/class/net/eth0/address)\"\n")
+                                      b"echo \"mac-now $(cat /sys/class/net/eth0/address)\"\n"
+                                      b"echo \"addr-now $(ip -4 -o addr show dev eth0 | awk '{print $4}')\"\n"
+                                      b"echo \"dns-now $(cat /etc/resolv.conf)\"\n"
+                                      b"echo \"files-now $(hostname) $(cat /etc/hostname)"
+                                      b" $(cat /run/yunstack/meta/role) $(cat /run/yunstack/instance-id)"
+                                      b" $(wc -l < /root/.ssh/authorized_keys)\"\n")
         host_key = identity.HostKey()
+        # slirp's DHCP gives the first guest 10.0.2.15; the host tells the clone so, as a cloud's would.
         asyncio.run(_start_clone(clone.qmp_socket, state, tmp_path / "clone" / "id.sock",
-                                 identity.message(drive, [(TEMPLATE_MAC, CLONE_MAC)], host_key)))
+                                 identity.message(drive, [(TEMPLATE_MAC, CLONE_MAC)], host_key,
+                                                  addresses=[(CLONE_MAC, SLIRP_LEASE)])))
         resumed = clone.wait_for_markers(
             [rf"^YUNSTACK-RESUME instance-id={CLONE_ID} was=none$",
              rf"^YUNSTACK-METADATA instance-id={CLONE_ID} hostname=clone-2 source=identity-port$",
              r"^YUNSTACK-SSH-HOSTKEY (ssh-ed25519 \S+)$",
              rf"^mac-now {CLONE_MAC}$",
+             r"^addr-now 10\.0\.2\.15/24$",  # set before the lease came
+             r"^dns-now nameserver 10\.0\.2\.3$",
+             rf"^files-now clone-2 clone-2 db {CLONE_ID} 1$",
              rf"^YUNSTACK-READY hostname=clone-2 ip=10\.0\.2\.15 instance-id={CLONE_ID} "], RESUME_TIMEOUT)
+        # The lease, before or after READY: the guest's DHCP client ran beside the rest.
+        clone.wait_for_markers([r"^YUNSTACK-LEASE interface=eth0 ip=10\.0\.2\.15$"], RESUME_TIMEOUT)
         # The guest told QEMU its MAC (virtio-net's control queue): frames leave with the clone's own.
         (filters,) = asyncio.run(_qmp_session(clone.qmp_socket, ("query-rx-filter", {"name": "nic0"})))
         assert filters[0]["main-mac"] == CLONE_MAC

@@ -53,6 +53,20 @@ class Nic:
     tap: str
     mac: str
     bridge: str | None = None
+    # What DHCP gives the port on its IPv4 subnet (None: no DHCP there), which a memory template's
+    # clone sets before its lease comes (identity.py).  Not kept in the instance's spec file.
+    ipv4: Ipv4Config | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ipv4Config:
+    """The address, default gateway, DNS and MTU that a port's DHCP lease carries."""
+
+    address: str  # with its prefix length: "10.0.0.5/24"
+    gateway: str | None
+    dns: tuple[str, ...]
+    domain: str
+    mtu: int
 
 
 class DiskKind(enum.StrEnum):

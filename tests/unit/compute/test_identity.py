@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from yunstack.compute.driver import ConfigDrive
+from yunstack.compute.driver import ConfigDrive, Ipv4Config
 from yunstack.compute.qemu import identity
 from yunstack.errors import DriverError
 
@@ -110,3 +110,39 @@ def test_the_host_key_is_dropbears_ed25519_file_and_its_public_line() -> None:
     found = _records(identity.message(ConfigDrive(meta_data={"uuid": "u"}), [], key))
     assert found["ssh_host_ed25519_key"] == key.dropbear
     assert found["ssh_host_ed25519_key.pub"] == f"{key.public}\n".encode()
+
+
+def test_with_a_host_key_the_message_carries_what_the_guests_own_resume_needs() -> None:
+    """The guest's C resume (resume.c) parses no JSON: the host works out what cloudinit would."""
+    meta = {"uuid": "u1", "hostname": "Web_1.example.org", "name": "ignored",
+            "public_keys": {"b": "ssh-ed25519 BBB b\n", "a": "ssh-ed25519 AAA a\nssh-ed25519 BBB b", "x": 3},
+            "meta": {"role": "db\nsecond line", "n": 3, "ok": True, "nested": {"no": 1}, ".hidden": "no",
+                     "a/b": "no", "": "no"},
+            "random_seed": base64.b64encode(b"\x00seed\xff").decode()}
+    found = _records(identity.message(
+        ConfigDrive(meta_data=meta), [], identity.HostKey(),
+        addresses=[("fa:16:3e:00:00:01", Ipv4Config(address="10.0.0.5/24", gateway="10.0.0.1", dns=("10.0.0.2",),
+                                                    domain="openstacklocal", mtu=1450)),
+                   ("fa:16:3e:00:00:02", Ipv4Config(address="10.1.0.5/16", gateway=None, dns=(), domain="",
+                                                    mtu=1500))]))
+    assert found["resume"].decode().splitlines() == [
+        "instance-id u1",
+        "hostname Web1",  # cloudinit's rule: the first label; letters, digits and '-'
+        "ipv4 fa:16:3e:00:00:01 10.0.0.5/24 10.0.0.1 1450 openstacklocal 10.0.0.2",
+        "ipv4 fa:16:3e:00:00:02 10.1.0.5/16 - 1500 - -",
+        "meta role db",  # a value's first line, as cloudinit's md() reads it
+        "meta n 3",
+        "meta ok true",
+    ]
+    assert found["authorized_keys"] == b"ssh-ed25519 AAA a\nssh-ed25519 BBB b\n"  # sort -u of every line
+    assert found["random_seed"] == b"\x00seed\xff"
+    assert set(found) <= set(identity.FILES)
+
+
+def test_a_hostname_of_nothing_usable_leaves_the_guests_own() -> None:
+    assert identity.hostname({"hostname": "...", "name": "x"}) is None
+    assert identity.hostname({"name": "db-2.internal"}) == "db-2"
+    found = _records(identity.message(ConfigDrive(meta_data={"uuid": "u", "random_seed": "not base64!"}), [],
+                                      identity.HostKey()))
+    assert found["resume"] == b"instance-id u\n"
+    assert "authorized_keys" not in found and "random_seed" not in found

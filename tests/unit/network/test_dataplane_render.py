@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from yunstack.agent.netreconcile import NetworkReconciler
 from yunstack.api.metadata import make_metadata_router
+from yunstack.compute.driver import Ipv4Config
 from yunstack.errors import NotFound
 from yunstack.network.dataplane import dhcp, firewall, routers
 from yunstack.network.dataplane.fake import FakeDataplane
@@ -182,6 +183,9 @@ async def test_the_reconciler_applies_the_fetched_state_and_the_fake_records_it(
     report = await reconciler.reconcile_now()
     assert report.created and dp.state is state
     assert dp.nic_for_port(PORT).mac == "fa:16:3e:00:00:05" and dp.nic_for_port(PORT).tap == dp.names.tap(PORT)
+    # What the port's lease carries, which a memory template's clone sets before its lease comes.
+    assert dp.nic_for_port(PORT).ipv4 == Ipv4Config(address="10.97.0.5/24", gateway="10.97.0.1", dns=("10.97.0.2",),
+                                                    domain="openstacklocal", mtu=1450)
     with pytest.raises(NotFound):
         dp.nic_for_port("nope")
     stop = asyncio.Event()
@@ -229,3 +233,22 @@ def test_a_lease_of_a_deleted_port_is_stale_and_goes_so_its_address_can_be_lease
     assert leases.read_text() == "1800000000 fa:16:3e:00:00:02 10.0.0.4 kept *\nduid 00:01:00:01:aa:bb\n"
     assert not dhcp._stale_leases(leases, hosts)
     assert not dhcp._stale_leases(tmp_path / "none", hosts)
+
+
+def test_a_ports_lease_is_known_only_on_an_ipv4_subnet_with_dhcp() -> None:
+    state = _state()
+    (net,) = state.networks
+    port = state.ports[0]
+    lease = dhcp.port_ipv4(state, port, "example.org")
+    assert lease == Ipv4Config(address="10.97.0.5/24", gateway="10.97.0.1", dns=("10.97.0.2",), domain="example.org",
+                               mtu=1450)
+    # The same servers as the rendered option: the subnet's own, else dnsmasq itself.
+    assert "tag:s0,option:dns-server,10.97.0.2" in dhcp.render(net, state, Path("/w"), "example.org").files["opts"]
+    no_dhcp = replace(net, subnets=(replace(net.subnets[0], enable_dhcp=False, gateway_ip=None),))
+    assert dhcp.port_ipv4(replace(state, networks=(no_dhcp,)), port, "d") is None
+    v6 = SubnetState(id="s6", network_id=NET, cidr="fd00::/64", ip_version=6, gateway_ip=None, enable_dhcp=True)
+    only_v6 = replace(port, fixed_ips=(FixedIp(subnet_id="s6", ip_address="fd00::5"),))
+    assert dhcp.port_ipv4(replace(state, networks=(replace(net, subnets=(*net.subnets, v6)),)), only_v6, "d") is None
+    own = replace(net, subnets=(replace(net.subnets[0], gateway_ip=None, dns_nameservers=("9.9.9.9", "1.1.1.1")),))
+    assert dhcp.port_ipv4(replace(state, networks=(own,)), port, "d") == Ipv4Config(
+        address="10.97.0.5/24", gateway=None, dns=("9.9.9.9", "1.1.1.1"), domain="d", mtu=1450)

@@ -243,7 +243,8 @@ class QemuDriver:
         drive = spec.config_drive
         if drive is None:  # templatestore.ineligible
             raise DriverError(detail="a clone takes its identity from its config drive's files; it has none")
-        message = identity.message(drive, templatestore.macs(spec), identity.HostKey())
+        message = identity.message(drive, templatestore.macs(spec), identity.HostKey(),
+                                   addresses=[(n.mac, n.ipv4) for n in spec.nics if n.ipv4])
         # The template's frozen overlay is small (what its boot wrote); a copy keeps the clone's disk
         # chain an ordinary one (overlay on the cached image), so snapshots and moves need nothing new.
         await asyncio.to_thread(shutil.copyfile, found.disk, paths.disk)

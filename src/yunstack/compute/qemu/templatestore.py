@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # The tiny image prints it once its resume hook listens (it waits for the listener first): a
 # template saved before that would give clones that never notice their config drive.
 MARKER = "YUNSTACK-READY"
+# A template guest is saved once its console has been quiet this long after READY (wait_quiet).
+QUIET_S = 1.0
+QUIET_TIMEOUT_S = 10.0
 BUILD_TIMEOUT_S = 300.0  # a template guest that has not booted by then is given up
 RETRY_AFTER_S = 600.0  # a build that failed is not tried again for this long
 # The template guest's QEMU name and -uuid, which must be a UUID ("memory-templ" in hex); it is no instance.
@@ -310,6 +313,7 @@ class TemplateStore:
             loop = asyncio.get_running_loop()
             await wait_for_qmp(paths.qmp, f"memory template {key}", loop.time() + 15.0)
             await wait_marker(paths, pid, TEMPLATE_ID, BUILD_TIMEOUT_S, "the template guest")
+            await wait_quiet(paths, QUIET_S, QUIET_TIMEOUT_S)
             async with open_session(paths.qmp, f"memory template {key}") as qmp:
                 await _require_identity_port(qmp)
                 await template.save(qmp, found.state, key, savestate.timeout_for(spec.memory_mib))
@@ -351,6 +355,29 @@ async def _require_identity_port(qmp: QmpSession) -> None:
     if found is None or not found.get("frontend-open"):
         raise DriverError(detail="the template guest does not listen on its identity port "
                                  "(an image without the tiny image's yunstack-hotplug, or an older one)")
+
+
+async def wait_quiet(paths: InstancePaths, quiet: float, timeout: float) -> None:
+    """Until the guest's console has printed nothing for ``quiet`` seconds (``timeout`` at most).
+
+    After READY a template guest's console shell still starts (it polls for the end of the boot)
+    and draws its prompt; saved before that, every clone would draw it in the middle of its
+    resume's markers.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    size, since = _size(paths.console), loop.time()
+    while loop.time() - since < quiet and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        if (now := _size(paths.console)) != size:
+            size, since = now, loop.time()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 async def wait_marker(paths: InstancePaths, pid: int, guest_id: str, timeout: float, label: str) -> None:

@@ -79,11 +79,11 @@ _GUEST_FILES = (
     ("shadow", "etc/shadow", 0o600),
     ("hostname", "etc/hostname", 0o644),
 )
-# Small C programs compiled statically on the build host: (source in guest/, path in the image).
-_PROGRAMS = (
-    ("memload.c", "usr/bin/memload"),
-    ("reseed.c", "usr/sbin/reseed"),
-    ("hotplug.c", "sbin/yunstack-hotplug"),
+# Small C programs compiled statically on the build host: (sources in guest/, path in the image).
+_PROGRAMS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("memload.c",), "usr/bin/memload"),
+    (("reseed.c",), "usr/sbin/reseed"),
+    (("hotplug.c", "resume.c", "resume.h"), "sbin/yunstack-hotplug"),
 )
 
 _EMPTY_DIRS = (
@@ -155,7 +155,7 @@ def build_tiny_image(out_dir: Path, *, progress: Progress | None = None) -> Path
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tiny-build-") as tmp:
             work = Path(tmp)
             report("compiling memload, reseed and hotplug", 0.1)
-            programs = {path: _compile(host, work, source) for source, path in _PROGRAMS}
+            programs = {path: _compile(host, work, sources) for sources, path in _PROGRAMS}
             report("collecting kernel modules", 0.25)
             modules = _resolve_modules(host)
             report("writing initramfs", 0.4)
@@ -269,7 +269,7 @@ def _input_hash(host: _Host) -> str:
 
     add("format", str(_FORMAT).encode())
     add("builder", Path(__file__).read_bytes())
-    for name in sorted([name for name, _, _ in _GUEST_FILES] + [source for source, _ in _PROGRAMS]):
+    for name in sorted([name for name, _, _ in _GUEST_FILES] + [s for sources, _ in _PROGRAMS for s in sources]):
         add(f"guest/{name}", _guest_file(name))
     add("kernel", host.vmlinuz.read_bytes())
     add("modules.dep", (host.module_dir / "modules.dep").read_bytes())
@@ -337,13 +337,15 @@ class _Entry:
     rdev: tuple[int, int] = (0, 0)
 
 
-def _compile(host: _Host, work: Path, name: str) -> bytes:
-    """One of ``_PROGRAMS``, linked statically: the guest has no C library."""
-    source = work / name
-    source.write_bytes(_guest_file(name))
+def _compile(host: _Host, work: Path, sources: tuple[str, ...]) -> bytes:
+    """One of ``_PROGRAMS`` (its C files and headers), linked statically: the guest has no C library."""
+    for name in sources:
+        (work / name).write_bytes(_guest_file(name))
+    name = sources[0]
     binary = work / name.removesuffix(".c")
     try:
-        _run(host, "gcc", "-static", "-O2", "-s", "-Wall", "-o", str(binary), str(source))
+        _run(host, "gcc", "-static", "-O2", "-s", "-Wall", "-o", str(binary),
+             *(str(work / s) for s in sources if s.endswith(".c")))
     except DriverMisconfigured as exc:
         raise DriverMisconfigured(
             detail=f"compiling {name} failed (needs the Debian packages gcc and libc6-dev): {exc.text}"

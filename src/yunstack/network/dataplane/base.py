@@ -11,7 +11,20 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from yunstack.compute.driver import Nic
+from yunstack.errors import NotFound
+from yunstack.network.dataplane.dhcp import port_ipv4
+from yunstack.network.dataplane.naming import Names
 from yunstack.network.desired import HostNetworkState
+
+
+def nic_for_port(names: Names, state: HostNetworkState | None, port_id: str, dns_domain: str) -> Nic:
+    """The NIC of port ``port_id`` in ``state``: its tap, MAC, bridge and what its DHCP lease
+    carries.  ``NotFound`` for a port that ``state`` does not contain."""
+    for port in state.ports if state else ():
+        if state is not None and port.id == port_id:
+            return Nic(tap=names.tap(port.id), mac=port.mac_address.lower(), bridge=names.bridge(port.network_id),
+                       ipv4=port_ipv4(state, port, dns_domain))
+    raise NotFound(kind="port", id=port_id)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,9 +38,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from yunstack.compute.driver import Ipv4Config
 from yunstack.network.dataplane import _cmd, _proc
 from yunstack.network.dataplane.naming import DHCP_IFNAME
-from yunstack.network.desired import HostNetworkState, NetworkState, SubnetState
+from yunstack.network.desired import HostNetworkState, NetworkState, PortState, SubnetState
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,28 @@ def _v6_mode(subnet: SubnetState) -> str | None:
     if not subnet.ipv6_ra_mode and mode not in ("dhcpv6-stateless", "dhcpv6-stateful"):
         return None
     return mode if mode in ("slaac", "dhcpv6-stateless", "dhcpv6-stateful") else None
+
+
+def dns_servers(subnet: SubnetState) -> tuple[str, ...]:
+    """The DNS servers DHCP gives on an IPv4 subnet: its own, else dnsmasq itself."""
+    return tuple(subnet.dns_nameservers) or tuple(str(d) for d in (subnet.dhcp_ip,) if d)
+
+
+def port_ipv4(state: HostNetworkState, port: PortState, domain: str) -> Ipv4Config | None:
+    """What ``port``'s lease carries (its first IPv4 fixed IP on a subnet with DHCP), or None.
+
+    Its classless routes (the subnet's host routes, the metadata route) are left out: whether a
+    subnet has a router is known on the network host, and a compute host need not know it.
+    """
+    network = next((n for n in state.networks if n.id == port.network_id), None)
+    subnets = {s.id: s for s in network.subnets} if network else {}
+    for fixed in port.fixed_ips:
+        subnet = subnets.get(fixed.subnet_id)
+        if network is not None and subnet is not None and subnet.ip_version == 4 and subnet.enable_dhcp:
+            prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
+            return Ipv4Config(address=f"{fixed.ip_address}/{prefix}", gateway=subnet.gateway_ip,
+                              dns=dns_servers(subnet), domain=domain, mtu=network.mtu)
+    return None
 
 
 def routed_subnets(state: HostNetworkState) -> set[str]:
@@ -116,8 +139,7 @@ def render(network: NetworkState, state: HostNetworkState, workdir: Path, domain
         addresses.add(f"{subnet.dhcp_ip}/{net.prefixlen}")
         opts.append(f"tag:{tag},option:router,{subnet.gateway_ip}" if subnet.gateway_ip
                     else f"tag:{tag},option:router")
-        dns = subnet.dns_nameservers or (subnet.dhcp_ip,)
-        opts.append(f"tag:{tag},option:dns-server,{','.join(str(d) for d in dns)}")
+        opts.append(f"tag:{tag},option:dns-server,{','.join(dns_servers(subnet))}")
         opts.append(f"tag:{tag},option:mtu,{network.mtu}")
         routes = [(dest, hop) for dest, hop in subnet.host_routes]
         if subnet.id not in routed:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from yunstack.compute.driver import Nic
-from yunstack.errors import NotFound
-from yunstack.network.dataplane.base import ApplyReport
+from yunstack.network.dataplane.base import ApplyReport, nic_for_port
 from yunstack.network.dataplane.naming import Names
 from yunstack.network.desired import FdbEntry, HostNetworkState
 
@@ -43,8 +42,4 @@ class FakeDataplane:
         self.torn_down = True
 
     def nic_for_port(self, port_id: str) -> Nic:
-        for port in self.state.ports if self.state else ():
-            if port.id == port_id:
-                return Nic(tap=self.names.tap(port.id), mac=port.mac_address.lower(),
-                           bridge=self.names.bridge(port.network_id))
-        raise NotFound(kind="port", id=port_id)
+        return nic_for_port(self.names, self.state, port_id, "openstacklocal")

@@ -44,9 +44,9 @@ from functools import partial
 from pathlib import Path
 
 from yunstack.compute.driver import Nic
-from yunstack.errors import DriverError, DriverMisconfigured, NotFound
+from yunstack.errors import DriverError, DriverMisconfigured
 from yunstack.network.dataplane import _cmd, _proc, bridges, dhcp, firewall, metadata, routers, vxlan
-from yunstack.network.dataplane.base import ApplyReport
+from yunstack.network.dataplane.base import ApplyReport, nic_for_port
 from yunstack.network.dataplane.metadata_api import ensure_secret
 from yunstack.network.dataplane.naming import (
     DHCP_IFNAME,
@@ -127,12 +127,8 @@ class LinuxDataplane:
         await asyncio.to_thread(self._teardown)
 
     def nic_for_port(self, port_id: str) -> Nic:
-        """Tap, MAC and bridge of a port of the last applied state."""
-        for port in self._state.ports if self._state else ():
-            if port.id == port_id:
-                return Nic(tap=self.names.tap(port.id), mac=port.mac_address.lower(),
-                           bridge=self.names.bridge(port.network_id))
-        raise NotFound(kind="port", id=port_id)
+        """Tap, MAC, bridge and DHCP address of a port of the last applied state."""
+        return nic_for_port(self.names, self._state, port_id, self.dns_domain)
 
     # -- ownership record --------------------------------------------------------------------------
 

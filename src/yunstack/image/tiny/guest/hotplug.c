@@ -1,13 +1,17 @@
-/* yunstack-hotplug: start the resume hook when a clone of a memory template is given its identity.
+/* yunstack-hotplug: give a clone of a memory template the identity its host hands it.
  *
  * A guest started from a memory template wakes up as the template.  Its host then hands it its
- * identity in one of two ways, and this runs `yunstack-cloudinit resume SOURCE` (in a session of
- * its own, not waited for) for either:
+ * identity in one of two ways:
  *
  * - over the virtio-serial port org.yunstack.identity (the way a clone gets it): the host writes
- *   the files of the guest's config drive, and this writes them into a fresh directory SOURCE;
+ *   the files of the guest's config drive and what it worked out of them, this writes them into a
+ *   fresh directory SOURCE and takes the identity itself, in this process (resume.c): a fork
+ *   costs a clone some 30 ms under TCG, and uevents wait in the socket meanwhile.  When resume.c
+ *   leaves it to the shell, a child runs `yunstack-cloudinit resume SOURCE`;
  * - when a block device that is added carries the label config-2 (a config drive hot-plugged):
- *   SOURCE is /dev/NAME.
+ *   a child runs `yunstack-cloudinit resume /dev/NAME`.
+ *
+ * Children run in a session of their own and are not waited for.
  *
  * The resume hook takes an identity only if the guest has none yet.
  *
@@ -24,7 +28,8 @@
  *     yunstack-identity 1 LENGTH\n    then LENGTH bytes of records, each
  *     NAME SIZE\n                     then SIZE bytes, the file NAME
  *
- * NAME is one of a fixed set.  Once the files are written, the listener answers on the port
+ * NAME is one of a fixed set; a record of another name is skipped (a newer host's).  Once the
+ * files are written, the listener answers on the port
  * "yunstack-identity ok\n" (the host closes its end only then, so nothing it wrote is lost).  A
  * message that does not parse is dropped, unanswered.
  *
@@ -45,7 +50,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "resume.h"
 
 #define RESUME "/sbin/yunstack-cloudinit"
 #define PORT_NAME "org.yunstack.identity"
@@ -60,7 +68,8 @@ struct label_at {
 
 static const struct label_at LABELS[] = {{32808, 9}, {43, 11}, {71, 11}};
 static const char *const FILES[] = {"meta_data.json", "network_data.json", "user_data", "host_time", "macs",
-                                    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"};
+                                    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "resume", "authorized_keys",
+                                    "random_seed"};
 
 static volatile sig_atomic_t host_came;
 
@@ -112,6 +121,18 @@ static void resume(const char *source)
     execl(RESUME, RESUME, "resume", source, (char *)NULL);
     perror("yunstack-hotplug: " RESUME);
     _exit(127);
+}
+
+/* The identity the port brought, taken here (resume.c), or by the shell resume in a child. */
+static void take_port_identity(void)
+{
+    signal(SIGCHLD, SIG_DFL); /* resume.c waits for what it starts */
+    int taken = take_identity(INCOMING);
+    signal(SIGCHLD, SIG_IGN);
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ; /* what ended meanwhile; the rest is reaped by the kernel when it ends */
+    if (taken != 0)
+        resume(INCOMING);
 }
 
 /* The identity port's device (/dev/vportNpM), opened for signal-driven reads; -1 without one. */
@@ -169,11 +190,15 @@ static int take_message(const char *body, size_t len)
         char name[64];
         unsigned long size;
         if (eol == NULL || eol - (body + at) >= 80 || sscanf(body + at, "%63s %lu", name, &size) != 2 ||
-            !known_file(name) || size > len - (size_t)(eol + 1 - body)) {
+            size > len - (size_t)(eol + 1 - body)) {
             fprintf(stderr, "yunstack-hotplug: a malformed identity record, message dropped\n");
             return -1;
         }
         at = (size_t)(eol + 1 - body);
+        if (!known_file(name)) {
+            at += size;
+            continue;
+        }
         char path[128];
         snprintf(path, sizeof path, INCOMING "/%s", name);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -228,7 +253,7 @@ static int read_port(int fd, struct reader *r)
             static const char ack[] = "yunstack-identity ok\n";
             if (write(fd, ack, sizeof ack - 1) != (ssize_t)(sizeof ack - 1))
                 perror("yunstack-hotplug: answering " PORT_NAME);
-            resume(INCOMING);
+            take_port_identity();
         }
         r->len = 0;
     }
