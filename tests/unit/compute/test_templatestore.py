@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from yunstack.compute.driver import ConfigDrive, Disk, DiskKind, InstanceSpec, MemoryBacking, Nic, root_disk
-from yunstack.compute.qemu import templatestore
+from yunstack.compute.qemu import specfile, templatestore
 from yunstack.compute.qemu.cmdline import InstancePaths, PortLayout, build_argv
 from yunstack.config import QemuConfig
 
@@ -217,3 +217,25 @@ def test_a_retired_template_stays_while_a_clone_maps_its_ram_file(tmp_path: Path
         mapper.communicate("")
     store.prune_retired()
     assert not list(store.retired()) and store.ready("k2") is not None
+
+
+def test_a_template_guest_started_before_the_identity_port_keeps_its_devices(spec: InstanceSpec,
+                                                                               tmp_path: Path) -> None:
+    """Its recorded layout has no "identity" (written before there was one): a restore of its saved
+    state builds it without the port, and a live migration, whose destination a spec builds with
+    one, is refused; a fresh start gives it the port."""
+    paths = InstancePaths(tmp_path / spec.id)
+    paths.dir.mkdir()
+    fresh = PortLayout.fresh(spec)
+    assert fresh.identity
+    specfile.save_layout(paths, fresh)
+    assert specfile.load_layout(paths) == fresh
+    record = json.loads(paths.ports.read_text())
+    del record["identity"]
+    paths.ports.write_text(json.dumps(record))
+    old = specfile.load_layout(paths)
+    assert old is not None and not old.identity and not old.rebuilt_from(spec)
+    argv = build_argv(spec, paths, QemuConfig(accel="tcg"), "tcg", layout=old)
+    assert not any("virtio-serial" in d or "virtserialport" in d for d in _devices(argv))
+    restarted = build_argv(spec, paths, QemuConfig(accel="tcg"), "tcg")
+    assert any(d.startswith("virtserialport,") for d in _devices(restarted))

@@ -228,15 +228,18 @@ class PortLayout:
     stay free for hot-plugs; a hot-plugged volume takes whichever port is free; a detached one
     frees its port.  A guest laid out for memory templates (``laid_out_for_templates``) has
     ``TEMPLATE_PORTS`` more before its volumes: its config drive behind the first (``config``), its
-    NICs behind the next ones (``nics``).  A NIC plugged in later is recorded in ``nics`` too.
-    Restoring a saved state needs the very devices and ports that were saved, so the driver records
-    the layout of the QEMU that runs (``InstancePaths.ports``).
+    NICs behind the next ones (``nics``), and the identity port (``identity``).  A NIC plugged in
+    later is recorded in ``nics`` too.  Restoring a saved state needs the very devices and ports
+    that were saved, so the driver records the layout of the QEMU that runs (``InstancePaths.ports``).
     """
 
     ports: int = HOTPLUG_PORTS
     volumes: Mapping[str, str] = field(default_factory=dict)  # VolumeIds.device -> root port id
     nics: Mapping[str, str] = field(default_factory=dict)  # MAC -> root port id
     config: str | None = None  # the config drive's root port; None: on the root bus
+    # The identity port (a virtio-serial device): a guest laid out for templates has one, unless it
+    # was started before yunstack gave it one (2026-12-06); its saved state has none then.
+    identity: bool = False
 
     @classmethod
     def fresh(cls, spec: InstanceSpec) -> PortLayout:
@@ -248,7 +251,7 @@ class PortLayout:
             nics = {n.mac: f"{HOTPLUG_PREFIX}{HOTPLUG_PORTS + 1 + i}"
                     for i, n in enumerate(spec.nics[:TEMPLATE_PORTS - 1])}
         return cls(first + len(devices), {device: f"{HOTPLUG_PREFIX}{first + i}" for i, device in enumerate(devices)},
-                   nics, config)
+                   nics, config, identity=laid_out_for_templates(spec))
 
     def plugged(self, device: str, port: str | None) -> PortLayout:
         return self if port is None else replace(self, volumes={**self.volumes, device: port})
@@ -260,7 +263,7 @@ class PortLayout:
         """Whether a QEMU built from ``spec`` alone (a migration's destination) has this layout's
         NICs and config drive where this one has them: not after an interface was plugged in."""
         fresh = PortLayout.fresh(spec)
-        return (dict(self.nics), self.config) == (dict(fresh.nics), fresh.config)
+        return (dict(self.nics), self.config, self.identity) == (dict(fresh.nics), fresh.config, fresh.identity)
 
     def nic_plugged(self, mac: str, port: str | None) -> PortLayout:
         return self if port is None else replace(self, nics={**self.nics, mac: port})
@@ -454,7 +457,7 @@ def build_argv(
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
     ]
-    if laid_out_for_templates(spec):
+    if layout.identity:
         argv += [
             "-chardev", f"socket,id={IDENTITY_CHARDEV},path={paths.identity},server=on,wait=off",
             # Port 0 is reserved for a console: the identity port is port 1 of 2.

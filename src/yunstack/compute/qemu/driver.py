@@ -575,6 +575,10 @@ class QemuDriver:
                 raise Conflict(detail=f"instance {instance_id} has volumes attached; live migration "
                                       "of such a guest is not supported yet")
             layout = specfile.load_layout(paths)
+            if layout is not None and layout.identity != PortLayout.fresh(spec).identity:
+                raise Conflict(detail=f"instance {instance_id} was started before guests of memory templates had "
+                                      "an identity port, which its destination would have; live migration of "
+                                      "such a guest is not supported (stop and start it, or migrate it cold)")
             if layout is not None and not layout.rebuilt_from(spec):
                 # Its destination, built from the spec, would put that NIC elsewhere and refuse the state.
                 raise Conflict(detail=f"instance {instance_id} had an interface attached while it ran; "

@@ -81,7 +81,7 @@ def _disk(data: dict[str, Any]) -> Disk:
 
 def save_layout(paths: InstancePaths, layout: PortLayout) -> None:
     _write_json(paths.ports, {"ports": layout.ports, "volumes": dict(layout.volumes), "nics": dict(layout.nics),
-                              "config": layout.config})
+                              "config": layout.config, "identity": layout.identity})
 
 
 def load_layout(paths: InstancePaths) -> PortLayout | None:
@@ -92,8 +92,10 @@ def load_layout(paths: InstancePaths) -> PortLayout | None:
         return None
     except (OSError, ValueError) as exc:
         raise DriverError(detail=f"reading {paths.ports}: {exc}") from exc
+    # A record without "identity" is older than the identity port: its guest has none.
     return PortLayout(int(data["ports"]), {str(k): str(v) for k, v in data["volumes"].items()},
-                      {str(k): str(v) for k, v in data.get("nics", {}).items()}, data.get("config"))
+                      {str(k): str(v) for k, v in data.get("nics", {}).items()}, data.get("config"),
+                      identity=bool(data.get("identity", False)))
 
 
 def load_spec(paths: InstancePaths) -> InstanceSpec:
