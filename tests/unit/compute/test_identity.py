@@ -146,3 +146,17 @@ def test_a_hostname_of_nothing_usable_leaves_the_guests_own() -> None:
                                       identity.HostKey()))
     assert found["resume"] == b"instance-id u\n"
     assert "authorized_keys" not in found and "random_seed" not in found
+
+
+@pytest.mark.parametrize(("value", "line"), [
+    ("db", "meta k db"),
+    ("v\r\nsecond", "meta k v"),  # jsonflat.awk drops \r, \b and \f
+    ("\nafter", "meta k after"),  # the first line that is not empty
+    ("", "meta k "),  # an empty string: an empty file
+    ("\r", "meta k "),
+    ("\n\n", None),  # nothing but newlines: no file
+    ("caf\u00e9", "meta k caf?"),  # outside ASCII: '?', as the awk reads \\u escapes
+])
+def test_a_meta_value_is_sent_as_the_boots_cloudinit_reads_it(value: str, line: str | None) -> None:
+    lines = identity.digest({"uuid": "u", "meta": {"k": value}})["resume"].decode().splitlines()
+    assert [x for x in lines if x.startswith("meta ")] == ([line] if line is not None else [])

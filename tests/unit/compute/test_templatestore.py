@@ -221,9 +221,10 @@ def test_a_retired_template_stays_while_a_clone_maps_its_ram_file(tmp_path: Path
 
 def test_a_template_guest_started_before_the_identity_port_keeps_its_devices(spec: InstanceSpec,
                                                                                tmp_path: Path) -> None:
-    """Its recorded layout has no "identity" (written before there was one): a restore of its saved
-    state builds it without the port, and a live migration, whose destination a spec builds with
-    one, is refused; a fresh start gives it the port."""
+    """Its recorded layout has no "identity" (written before the layout said), and its QEMU was
+    started without the port (qemu.log): a restore of its saved state builds it without the port,
+    and a live migration, whose destination a spec builds with one, is refused; a fresh start gives
+    it the port.  A record as old whose QEMU had the port keeps it."""
     paths = InstancePaths(tmp_path / spec.id)
     paths.dir.mkdir()
     fresh = PortLayout.fresh(spec)
@@ -233,6 +234,12 @@ def test_a_template_guest_started_before_the_identity_port_keeps_its_devices(spe
     record = json.loads(paths.ports.read_text())
     del record["identity"]
     paths.ports.write_text(json.dumps(record))
+    with_port = " ".join(build_argv(spec, paths, QemuConfig(accel="tcg"), "tcg"))
+    paths.qemu_log.write_text(f"--- 2026-12-01T00:00:00 starting: {with_port}\nqemu: terminating on signal 15\n")
+    assert specfile.load_layout(paths) == fresh
+    without = with_port.replace("id=identity0,", "id=nothing0,")
+    with paths.qemu_log.open("a") as log:
+        log.write(f"--- 2026-12-02T00:00:00 starting: {without}\n")
     old = specfile.load_layout(paths)
     assert old is not None and not old.identity and not old.rebuilt_from(spec)
     argv = build_argv(spec, paths, QemuConfig(accel="tcg"), "tcg", layout=old)

@@ -80,10 +80,19 @@ def hostname(meta: Mapping[str, Any]) -> str | None:
     return name or None
 
 
+def _as_read(text: str) -> str:
+    """A JSON string as the tiny image's jsonflat.awk reads it: carriage returns, backspaces and
+    form feeds dropped, and every character but a newline, a tab and printable ASCII a '?'."""
+    return "".join("" if c in "\r\b\f" else c if c in "\n\t" or " " <= c <= "\x7f" else "?" for c in text)
+
+
 def _first_line(value: Any) -> str | None:
-    """What cloudinit writes for a scalar: a string's first non-empty line, else its JSON text."""
+    """The file cloudinit writes for a scalar: a string's first non-empty line (an empty string is
+    an empty line; nothing but newlines, no file), else its JSON text."""
     if isinstance(value, str):
-        return next((line for line in value.split("\n") if line), "")
+        read = _as_read(value)
+        lines = [line for line in read.split("\n") if line]
+        return lines[0] if lines else ("" if read == "" else None)
     if isinstance(value, bool | int | float) or value is None:
         return json.dumps(value)
     return None  # an object or array: cloudinit writes no file for it either
@@ -112,7 +121,7 @@ def digest(meta: Mapping[str, Any], addresses: Sequence[tuple[str, Ipv4Config]] 
     found = {"resume": ("\n".join(lines) + "\n").encode()}
     keys = meta.get("public_keys")
     authorized = sorted({line for key in (keys.values() if isinstance(keys, Mapping) else ()) if isinstance(key, str)
-                         for line in key.split("\n") if line})
+                         for line in _as_read(key).split("\n") if line})
     if authorized:
         found["authorized_keys"] = ("\n".join(authorized) + "\n").encode()
     seed = meta.get("random_seed")

@@ -26,7 +26,7 @@ from yunstack.compute.driver import (
     Nic,
     RbdSource,
 )
-from yunstack.compute.qemu.cmdline import InstancePaths, PortLayout
+from yunstack.compute.qemu.cmdline import IDENTITY_CHARDEV, InstancePaths, PortLayout
 from yunstack.errors import DriverError
 
 
@@ -92,10 +92,25 @@ def load_layout(paths: InstancePaths) -> PortLayout | None:
         return None
     except (OSError, ValueError) as exc:
         raise DriverError(detail=f"reading {paths.ports}: {exc}") from exc
-    # A record without "identity" is older than the identity port: its guest has none.
+    identity = data.get("identity")
+    if identity is None:  # recorded before the layout said: what its QEMU was started with says
+        identity = _last_start_has(paths, f"id={IDENTITY_CHARDEV},")
     return PortLayout(int(data["ports"]), {str(k): str(v) for k, v in data["volumes"].items()},
                       {str(k): str(v) for k, v in data.get("nics", {}).items()}, data.get("config"),
-                      identity=bool(data.get("identity", False)))
+                      identity=bool(identity))
+
+
+def _last_start_has(paths: InstancePaths, text: str) -> bool:
+    """Whether the last QEMU started for the instance had ``text`` on its command line
+    (``process.launch`` logs each one's to qemu.log)."""
+    try:
+        with paths.qemu_log.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - (1 << 20)))
+            lines = log.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return False
+    starts = [line for line in lines if line.startswith("--- ") and " starting: " in line]
+    return bool(starts) and text in starts[-1]
 
 
 def load_spec(paths: InstancePaths) -> InstanceSpec:

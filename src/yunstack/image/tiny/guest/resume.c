@@ -55,7 +55,7 @@
 #define HOSTKEY "/etc/dropbear/dropbear_ed25519_host_key"
 #define DHCP_SCRIPT "/usr/share/udhcpc/default.script"
 #define MAX_NICS 8
-#define MAX_META 64
+#define MAX_META 256 /* Nova allows 128 metadata items by default */
 
 /* The files of the config drive that stay in /run/yunstack for the guest's own scripts. */
 static const char *const KEPT[] = {"meta_data.json", "user_data", "network_data.json", "host_time", "macs"};
@@ -65,7 +65,7 @@ struct address {
     char cidr[48];
     char gateway[40];
     int mtu;
-    char domain[64];
+    char domain[256];
     char dns[256];
 };
 
@@ -202,9 +202,10 @@ static int parse(char *text, struct identity *id)
             id->hostname = value;
         } else if (strcmp(line, "ipv4") == 0 && id->n_addresses < MAX_NICS) {
             struct address *a = &id->addresses[id->n_addresses];
-            if (sscanf(value, "%17s %47s %39s %d %63s %255s", a->mac, a->cidr, a->gateway, &a->mtu, a->domain,
-                       a->dns) == 6)
-                id->n_addresses++;
+            int end = 0;
+            if (sscanf(value, "%17s %47s %39s %d %255s %255s%n", a->mac, a->cidr, a->gateway, &a->mtu, a->domain,
+                       a->dns, &end) == 6 && value[end] == '\0')
+                id->n_addresses++; /* a line with a longer field (or more of them) is not taken */
         } else if (strcmp(line, "meta") == 0 && id->n_meta < MAX_META) {
             char *meta_value = strchr(value, ' ');
             if (meta_value == NULL || value[0] == '.' || strchr(value, '/') != NULL)
@@ -355,11 +356,11 @@ static pid_t start(char *const argv[], const char *out)
     if (pid != 0)
         return pid;
     as_own_process();
-    int null = open("/dev/null", O_RDONLY);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null >= 0)
         dup2(null, STDIN_FILENO);
     if (out != NULL) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd >= 0) {
             dup2(fd, STDOUT_FILENO);
             dup2(fd, STDERR_FILENO);
@@ -380,12 +381,21 @@ static int wait_for(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* The template's DHCP client (its NIC led nowhere) gives way to the clone's. */
-static pid_t start_dhcp(const char *hostname)
+/* The template's DHCP client (its NIC led nowhere) is stopped first thing; returns its PID. */
+static pid_t stop_template_dhcp(void)
 {
     pid_t old = pid_in("/run/udhcpc.eth0.pid");
     if (old != 0)
         kill(old, SIGTERM);
+    return old;
+}
+
+/* The clone's DHCP client, once the template's is gone (it removes its pid file, which is the new
+ * one's too, as it exits; 2 s at most). */
+static pid_t start_dhcp(const char *hostname, pid_t old)
+{
+    for (int i = 0; old != 0 && alive(old) && i < 40; i++)
+        sleep_ms(50);
     unlink("/run/udhcpc.eth0.pid");
     char option[300];
     snprintf(option, sizeof option, "hostname:%s", hostname);
@@ -549,7 +559,7 @@ static void run_user_data(void)
             _exit(126);
         setenv("HOME", "/root", 1);
         char *argv[] = {RUN "/user_data", NULL};
-        int null = open("/dev/null", O_RDONLY);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null >= 0)
             dup2(null, STDIN_FILENO);
         dup2(STDOUT_FILENO, STDERR_FILENO);
@@ -586,12 +596,13 @@ int take_identity(const char *incoming)
         unlink(to);
         rename(from, to);
     }
-    unlink(RUN "/meta_data.flat"); /* the template's; the shell resume would make it anew */
+    unlink(RUN "/meta_data.flat"); /* the template's; made anew after READY */
     int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    pid_t old_dhcp = stop_template_dhcp();
     take_macs(sock);
     char line[160];
     int n = snprintf(line, sizeof line, "%s\n", id.instance_id);
-    spit(RUN "/instance-id", line, (size_t)n, 0644);
+    spit(RUN "/instance-id", line, n < (int)sizeof line ? (size_t)n : sizeof line - 1, 0644);
     char hostname[256] = {0};
     if (id.hostname != NULL && id.hostname[0] != '\0')
         snprintf(hostname, sizeof hostname, "%s", id.hostname);
@@ -601,9 +612,11 @@ int take_identity(const char *incoming)
 
     char ip[INET_ADDRSTRLEN] = "none";
     int eth0_set = 0;
-    for (int i = 0; i < id.n_addresses; i++) {
+    /* eth0 only: it is the NIC a boot leases an address on; the others stay down, as at boot. */
+    for (int i = 0; i < id.n_addresses && !eth0_set; i++) {
         char name[IF_NAMESIZE];
-        if (set_address(sock, &id.addresses[i], name) == 0 && strcmp(name, "eth0") == 0) {
+        if (interface_with(id.addresses[i].mac, name) == 0 && strcmp(name, "eth0") == 0 &&
+            set_address(sock, &id.addresses[i], name) == 0) {
             eth0_set = 1;
             ipv4_of(sock, "eth0", ip, sizeof ip);
             write_resolv_conf(&id.addresses[i]);
@@ -613,7 +626,7 @@ int take_identity(const char *incoming)
     pid_t dhcp = 0;
     if (eth0 && !eth0_set) { /* no address from the host: the lease is waited for, as at boot */
         set_up(sock, "eth0", 1);
-        dhcp = start_dhcp(hostname);
+        dhcp = start_dhcp(hostname, old_dhcp);
     }
     set_clock(); /* after a lease was asked for above: it does not wait for the clock */
     seed_rng(incoming);
@@ -643,8 +656,14 @@ int take_identity(const char *incoming)
     if (sock >= 0)
         close(sock);
     say("YUNSTACK-READY hostname=%s ip=%s instance-id=%s ip6=%s\n", hostname, ip, id.instance_id, ip6);
+    /* After READY, off its path: the lease (its foreground process ends with it, reaped by the
+     * listener), and meta_data.flat as the boot makes it, for the guest's own scripts. */
     if (eth0 && eth0_set)
-        start_dhcp(hostname); /* its foreground process ends with the lease, reaped by the listener */
+        start_dhcp(hostname, old_dhcp);
+    char *flatten[] = {"sh", "-c", "awk -f /usr/lib/yunstack/jsonflat.awk " RUN "/meta_data.json > " RUN
+                       "/meta_data.flat.new && mv " RUN "/meta_data.flat.new " RUN "/meta_data.flat", NULL};
+    if (access(RUN "/meta_data.json", R_OK) == 0)
+        start(flatten, NULL);
     static const char *const USED[] = {"resume", "authorized_keys", "random_seed", "ssh_host_ed25519_key.pub"};
     for (size_t i = 0; i < sizeof USED / sizeof USED[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", incoming, USED[i]);
