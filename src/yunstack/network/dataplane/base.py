@@ -20,10 +20,10 @@ from yunstack.network.desired import HostNetworkState
 def nic_for_port(names: Names, state: HostNetworkState | None, port_id: str, dns_domain: str) -> Nic:
     """The NIC of port ``port_id`` in ``state``: its tap, MAC, bridge and what its DHCP lease
     carries.  ``NotFound`` for a port that ``state`` does not contain."""
-    for port in state.ports if state else ():
-        if state is not None and port.id == port_id:
-            return Nic(tap=names.tap(port.id), mac=port.mac_address.lower(), bridge=names.bridge(port.network_id),
-                       ipv4=port_ipv4(state, port, dns_domain))
+    port = next((p for p in state.ports if p.id == port_id), None) if state is not None else None
+    if state is not None and port is not None:
+        return Nic(tap=names.tap(port.id), mac=port.mac_address.lower(), bridge=names.bridge(port.network_id),
+                   ipv4=port_ipv4(state, port, dns_domain))
     raise NotFound(kind="port", id=port_id)
 
 

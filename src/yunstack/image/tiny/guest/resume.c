@@ -284,7 +284,7 @@ static int set_in(int sock, const char *name, unsigned long request, in_addr_t v
 
 /* What the NIC's lease will carry: its address, MTU and default route; the NIC comes up.  A file
  * of its own tells udhcpc.script the address is the host's, to keep until the lease. */
-static int set_address(int sock, const struct address *a, char name[IF_NAMESIZE])
+static int set_address(int sock, const struct address *a, char *name)
 {
     char addr[48];
     strcpy(addr, a->cidr);
@@ -293,7 +293,7 @@ static int set_address(int sock, const struct address *a, char name[IF_NAMESIZE]
     if (slash)
         *slash = '\0';
     struct in_addr ip, gateway;
-    if (interface_with(a->mac, name) != 0 || inet_pton(AF_INET, addr, &ip) != 1 || prefix < 0 || prefix > 32)
+    if (inet_pton(AF_INET, addr, &ip) != 1 || prefix < 0 || prefix > 32)
         return -1;
     in_addr_t mask = prefix == 0 ? 0 : htonl(0xffffffffu << (32 - prefix));
     struct ifreq mtu = {0};
